@@ -1,0 +1,120 @@
+"""Diagnostic actors: small, real actors the tests, benchmarks and `hexbus send` use.
+
+They exercise the runtime exactly as the companion's actors do; nothing here is
+faked. ``CounterActor`` counts durable probes, ``EchoActor`` acknowledges chat
+messages at once (the responder in bench/isolation.py), and the rest misbehave
+on purpose so the supervisor's answers can be seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import ClassVar
+
+import msgspec
+import zmq
+
+from hexbus import Actor, NoConfig, NoState, on
+from hexbus.endpoints import connect_address
+from schemas import ChatAck, ChatMessage, ProbeDurable, ProbeVolatile
+
+
+class CountState(msgspec.Struct):
+    count: int = 0
+    total: int = 0  # sum of probe numbers, to catch a duplicate that replaces a loss
+    last_n: int = 0
+
+
+class CounterActor(Actor[NoConfig, CountState]):
+    """Counts every durable probe exactly once, across crashes; answers ``count?`` probes."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("probe.durable", "probe.volatile.count")
+    state_type = CountState
+
+    @on(ProbeDurable)
+    async def count(self, event: ProbeDurable) -> None:
+        self.state.count += 1
+        self.state.total += event.n
+        self.state.last_n = event.n
+
+    @on(ProbeVolatile)
+    async def report(self, event: ProbeVolatile) -> None:
+        if event.note == "count?":
+            await self.respond(ProbeVolatile(n=self.state.count, note=f"total={self.state.total}"))
+
+
+class EchoActor(Actor[NoConfig, NoState]):
+    """Acknowledges each chat message the moment it arrives (the typing-indicator path)."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("chat.message",)
+
+    @on(ChatMessage)
+    async def ack(self, event: ChatMessage) -> None:
+        envelope = self.envelope
+        await self.publish(ChatAck(message_event_id=envelope.id if envelope else "", channel=event.channel))
+
+
+class HangConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    hang_after_s: float = 0.0  # 0: hang only when a probe.volatile.hang arrives
+
+
+class HangActor(Actor[HangConfig, NoState]):
+    """Blocks its own event loop (as a stuck model call would) so the supervisor must restart it."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("probe.volatile.hang",)
+    config_type = HangConfig
+
+    async def setup(self) -> None:
+        if self.config.hang_after_s > 0:
+            asyncio.get_running_loop().call_later(self.config.hang_after_s, self._block)
+
+    def _block(self) -> None:
+        self.log.warning("diag.hanging", pid=os.getpid())
+        while True:
+            time.sleep(3600)
+
+    @on(ProbeVolatile)
+    async def hang(self, event: ProbeVolatile) -> None:
+        self._block()
+
+
+class CrashActor(Actor[NoConfig, NoState]):
+    """Crashes during start, every time (a flapping actor)."""
+
+    async def setup(self) -> None:
+        raise RuntimeError("diag crash actor: failing at start on purpose")
+
+
+class StallConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    prefix: str = "probe.volatile"
+
+
+class StallActor(Actor[StallConfig, NoState]):
+    """Subscribes to a volatile family and then never reads its socket again."""
+
+    config_type = StallConfig
+
+    async def setup(self) -> None:
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.rcvhwm = 10
+        sock.linger = 0
+        sock.subscribe(self.config.prefix.encode())
+        sock.connect(connect_address(self.bus.endpoints.volatile_out))
+        self._stalled = sock  # kept open, never read
+
+
+class SinkState(msgspec.Struct):
+    seen: int = 0
+
+
+class SinkActor(Actor[NoConfig, SinkState]):
+    """Subscribes to volatile probes and counts them (a healthy subscriber beside a stalled one)."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("probe.volatile.flood",)
+    state_type = SinkState
+
+    @on(ProbeVolatile)
+    async def seen(self, event: ProbeVolatile) -> None:
+        self.state.seen += 1

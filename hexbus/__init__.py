@@ -1,0 +1,12 @@
+"""hexbus: Hex's actor runtime over ZeroMQ.
+
+Public API: :class:`Actor` and :func:`on` for writing actors, :class:`BusClient`
+for talking to the bus from any asyncio program, and :mod:`hexbus.testing` for
+unit-testing actors without processes.
+"""
+
+from hexbus.actor import Actor, NoConfig, NoState, RequestTimeout, on
+from hexbus.bus import BusClient
+from hexbus.codec import Envelope, RejectedFrame
+
+__all__ = ["Actor", "BusClient", "Envelope", "NoConfig", "NoState", "RejectedFrame", "RequestTimeout", "on"]

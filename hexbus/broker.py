@@ -1,0 +1,401 @@
+"""The broker process: volatile fan-out, the durable journal, and the replay endpoint.
+
+Volatile: publishers' PUB -> XSUB here -> XPUB here -> subscribers' SUB, with
+small high-water marks, so a slow subscriber loses frames and nobody waits.
+
+Durable: producers' DEALER -> ROUTER ``ingest`` here. Each event is validated,
+deduplicated by (session, seq), stamped with the next global offset, appended
+to the journal, acknowledged, then published on the XPUB (for observers such
+as ``hexbus tail``) and handed to parked fetches on the ROUTER ``replay``
+endpoint. Durable subscribers read only through fetches: they ask for events
+after their last applied offset, so nothing is ever skipped, and a subscriber
+that falls behind simply asks again at its own pace.
+
+Run with ``python -m hexbus.broker`` (the supervisor does); one loop, no threads
+except the journal's fsync thread and, with CURVE, ZeroMQ's authenticator.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+import zmq
+
+from hexbus import codec
+from hexbus.codec import (
+    ACK,
+    BATCH,
+    FETCH,
+    NACK,
+    PUBLISH,
+    U64,
+    FetchReply,
+    FetchRequest,
+    RejectedFrame,
+    U64x2,
+)
+from hexbus.config import BusConfig
+from hexbus.endpoints import Endpoints, secure_server
+from hexbus.journal import FsyncPolicy, Journal, Record
+from hexbus.log import RateLimitedCounter, configure
+from schemas import BrokerHeartbeat, Delivery, Heartbeat, Rejected, delivery_of
+
+log = structlog.get_logger("hexbus.broker")
+
+DRAIN = 256  # messages taken from one socket before looking at the others
+
+
+class BrokerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What the supervisor hands the broker process (as JSON in HEXBUS_SPEC)."""
+
+    endpoints: Endpoints
+    bus: BusConfig
+    data_dir: str
+
+
+@dataclass(slots=True)
+class Parked:
+    identity: bytes
+    request: FetchRequest
+    prefixes: tuple[bytes, ...]
+    cursor: int
+    deadline: float
+
+
+class Broker:
+    def __init__(self, spec: BrokerSpec) -> None:
+        self.spec = spec
+        self.bus = spec.bus
+        jc = spec.bus.journal
+        self.journal = Journal(
+            Path(spec.data_dir) / "journal",
+            segment_bytes=jc.segment_mb << 20,
+            fsync=FsyncPolicy(mode=jc.fsync, every=jc.fsync_every, interval_ms=jc.fsync_interval_ms),
+            retention_bytes=jc.retention_mb << 20,
+            retention_age_s=jc.retention_hours * 3600,
+            cache_bytes=jc.cache_mb << 20,
+        )
+        self.incarnation = f"{codec.new_session():016x}"
+        self.last_seq: dict[int, int] = self.journal.sessions()
+        self.ids = codec.IdSource(codec.new_session())
+        self.rejected = RateLimitedCounter(log)
+        self.parked: dict[bytes, Parked] = {}
+        self.delivery_cache: dict[str, Delivery | None] = {}
+        self.running = True
+        self.forwarded = 0
+        self.accepted = 0
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self.auth: Any = None
+        self._open_sockets()
+
+    def _socket(self, kind: int, address: str) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self.ctx.socket(kind)
+        sock.linger = 0
+        sock.maxmsgsize = (self.bus.max_blob_mb << 20) + codec.MAX_ENVELOPE_BYTES + 4096
+        if self.spec.endpoints.curve_dir and address.startswith("tcp://"):
+            secure_server(sock, self.spec.endpoints.curve_dir)
+        if address.startswith("ipc://"):
+            path = address[len("ipc://"):]
+            if os.path.exists(path):
+                os.unlink(path)  # a stale socket file from a killed broker
+        sock.bind(address)
+        return sock
+
+    def _open_sockets(self) -> None:
+        ep = self.spec.endpoints
+        if ep.curve_dir and ep.volatile_in.startswith("tcp://"):
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=str(Path(ep.curve_dir) / "clients"))
+        hwm = self.bus.volatile_hwm
+        self.vin = self._socket(zmq.XSUB, ep.volatile_in)
+        self.vin.rcvhwm = hwm
+        self.vout = self._socket(zmq.XPUB, ep.volatile_out)
+        self.vout.sndhwm = hwm
+        self.ingest = self._socket(zmq.ROUTER, ep.ingest)
+        self.ingest.router_mandatory = False
+        self.replay = self._socket(zmq.ROUTER, ep.replay)
+        self.replay.sndhwm = 100_000
+        self.hb: zmq.Socket[bytes] = self.ctx.socket(zmq.PUSH)
+        self.hb.linger = 0
+        self.hb.sndhwm = 10
+        self.hb.immediate = True
+        self.hb.connect(ep.heartbeat)
+
+    # -- volatile -----------------------------------------------------------
+
+    def _delivery(self, topic: str) -> Delivery | None:
+        cached = self.delivery_cache.get(topic, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        try:
+            found: Delivery | None = delivery_of(topic)
+        except KeyError:
+            found = None
+        if len(self.delivery_cache) > 4096:
+            self.delivery_cache.clear()
+        self.delivery_cache[topic] = found
+        return found
+
+    def on_volatile(self) -> None:
+        recv, send = self.vin.recv_multipart, self.vout.send_multipart
+        for _ in range(DRAIN):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                envelope, _ = codec.decode_message(frames)
+                if self._delivery(envelope.topic) is not Delivery.VOLATILE:
+                    raise RejectedFrame("class", f"{envelope.topic} is durable: publish it through the producer")
+            except RejectedFrame as exc:
+                self.rejected.add(exc.kind, exc.detail)
+                continue
+            send(frames, zmq.NOBLOCK)
+            self.forwarded += 1
+
+    def on_subscription(self) -> None:
+        # Forward (un)subscriptions upstream so publishers send only what someone wants.
+        for _ in range(DRAIN):
+            try:
+                msg = self.vout.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.vin.send(msg)
+
+    def publish_volatile(self, event: Any, key: str = "") -> None:
+        envelope = codec.make_envelope(event, event_id=self.ids.next(), source="broker", key=key)
+        try:
+            self.vout.send_multipart(codec.message_frames(envelope), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    # -- durable ------------------------------------------------------------
+
+    def on_ingest(self) -> None:
+        acks: dict[bytes, tuple[int, int]] = {}
+        fresh: list[Record] = []
+        for _ in range(DRAIN):
+            try:
+                frames = self.ingest.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            identity = frames[0]
+            try:
+                if len(frames) < 5 or frames[1] != PUBLISH or len(frames[2]) != 8:
+                    raise RejectedFrame("frames", f"ingest message of {len(frames)} frames")
+                floor = U64.unpack(frames[2])[0]
+                envelope, blob = codec.decode_message(frames[3:])
+                if self._delivery(envelope.topic) is not Delivery.DURABLE:
+                    raise RejectedFrame("class", f"{envelope.topic} is volatile: publish it on the volatile path")
+                if envelope.session == 0 or envelope.seq == 0:
+                    raise RejectedFrame("malformed", "durable event without session and seq")
+            except RejectedFrame as exc:
+                self.rejected.add(exc.kind, exc.detail)
+                continue
+            session, seq = envelope.session, envelope.seq
+            expected = max(self.last_seq.get(session, 0) + 1, floor)
+            if seq < expected:
+                acks[identity] = (session, expected - 1)  # a retransmission: ack again, store nothing
+                continue
+            if seq > expected:
+                self._send(self.ingest, [identity, NACK, U64x2.pack(session, expected)])
+                continue
+            offset = self.journal.next_offset
+            stamped = codec.encode(msgspec.structs.replace(envelope, offset=offset))
+            topic = frames[3]
+            blob_bytes = bytes(blob) if blob is not None else None
+            self.journal.append(session, seq, topic, stamped, blob_bytes)
+            fresh.append(Record(offset, session, seq, topic, stamped, blob_bytes))
+            self.last_seq[session] = seq
+            acks[identity] = (session, seq)
+        if not acks and not fresh:
+            return
+        if fresh and self.bus.journal.fsync == "always":
+            self.journal.sync()
+        for identity, (session, seq) in acks.items():
+            self._send(self.ingest, [identity, ACK, U64x2.pack(session, seq)])
+        for record in fresh:
+            parts = [record.topic, record.envelope] + ([record.blob] if record.blob is not None else [])
+            self._send(self.vout, parts)
+        self.accepted += len(fresh)
+        if fresh and self.parked:
+            self._serve_parked(time.monotonic())
+
+    def _send(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except (zmq.Again, zmq.ZMQError):
+            pass  # a vanished peer or a full pipe: producers retransmit, fetchers ask again
+
+    def on_fetch(self) -> None:
+        now = time.monotonic()
+        for _ in range(DRAIN):
+            try:
+                frames = self.replay.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            identity = frames[0]
+            try:
+                if len(frames) != 3 or frames[1] != FETCH:
+                    raise RejectedFrame("frames", f"replay message of {len(frames)} frames")
+                request = codec.fetch_request_decoder.decode(frames[2])
+                prefixes = tuple(p.encode("ascii") for p in request.prefixes)
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeEncodeError) as exc:
+                self.rejected.add("fetch", str(exc))
+                continue
+            except RejectedFrame as exc:
+                self.rejected.add(exc.kind, exc.detail)
+                continue
+            self.parked.pop(identity, None)
+            parked = Parked(identity, request, prefixes, request.after, now + request.wait_ms / 1000)
+            if not self._try_serve(parked, final=request.wait_ms <= 0):
+                self.parked[identity] = parked
+
+    def _try_serve(self, parked: Parked, *, final: bool) -> bool:
+        request = parked.request
+        records, cursor = self.journal.read(
+            parked.cursor,
+            prefixes=parked.prefixes,
+            max_records=max(1, min(request.max_events, 10_000)),
+            max_bytes=max(1, min(request.max_bytes, 64 << 20)),
+        )
+        parked.cursor = max(parked.cursor, cursor)
+        if not records and not final:
+            return False
+        reply = FetchReply(
+            req=request.req,
+            next_after=parked.cursor,
+            head=self.journal.head,
+            first=self.journal.first,
+            count=len(records),
+            incarnation=self.incarnation,
+        )
+        frames: list[bytes] = [parked.identity, BATCH, codec.encode_control(reply)]
+        for record in records:
+            frames += (record.topic, record.envelope, record.blob or b"")
+        self._send(self.replay, frames)
+        return True
+
+    def _serve_parked(self, now: float) -> None:
+        for identity, parked in list(self.parked.items()):
+            if self._try_serve(parked, final=now >= parked.deadline):
+                del self.parked[identity]
+
+    # -- housekeeping -------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        self.publish_volatile(
+            BrokerHeartbeat(
+                incarnation=self.incarnation,
+                head_offset=self.journal.head,
+                first_offset=self.journal.first,
+                sessions=len(self.last_seq),
+                rejected=self.rejected.total,
+            ),
+        )
+        beat = Heartbeat(
+            actor="broker",
+            pid=os.getpid(),
+            events_in=self.forwarded + self.accepted,
+            events_out=self.forwarded + self.accepted,
+            rejected=self.rejected.total,
+            applied_offset=self.journal.head,
+        )
+        envelope = codec.make_envelope(beat, event_id=self.ids.next(), source="broker", key="broker")
+        try:
+            self.hb.send_multipart(codec.message_frames(envelope), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        if self.rejected.changed:
+            self.rejected.changed = False
+            self.publish_volatile(
+                Rejected(process="broker", counts=dict(self.rejected.counts), total=self.rejected.total),
+                key="broker",
+            )
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        for sock in (self.vin, self.vout, self.ingest, self.replay):
+            poller.register(sock, zmq.POLLIN)
+        interval = self.bus.heartbeat_interval_s
+        next_beat = time.monotonic()
+        next_retention = time.monotonic() + 60
+        log.info("broker.ready", head=self.journal.head, first=self.journal.first,
+                 sessions=len(self.last_seq), incarnation=self.incarnation)
+        while self.running:
+            now = time.monotonic()
+            if now >= next_beat:
+                self.heartbeat()
+                next_beat = now + interval
+            if self.parked:
+                expiring = min(p.deadline for p in self.parked.values())
+                if now >= expiring:
+                    self._serve_parked(now)
+            if now >= next_retention:
+                removed = self.journal.enforce_retention()
+                if removed:
+                    log.info("journal.retention", segments_removed=removed, first=self.journal.first)
+                next_retention = now + 60
+            wake = next_beat
+            if self.parked:
+                wake = min(wake, min(p.deadline for p in self.parked.values()))
+            timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
+            try:
+                ready = dict(poller.poll(timeout_ms))
+            except zmq.ZMQError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            if self.ingest in ready:
+                self.on_ingest()
+            if self.replay in ready:
+                self.on_fetch()
+            if self.vout in ready:
+                self.on_subscription()
+            if self.vin in ready:
+                self.on_volatile()
+        self.close()
+
+    def close(self) -> None:
+        log.info("broker.stopping", head=self.journal.head)
+        self.journal.close()
+        for sock in (self.vin, self.vout, self.ingest, self.replay, self.hb):
+            sock.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+
+
+def main() -> None:
+    raw = os.environ.get("HEXBUS_SPEC")
+    if not raw:
+        print("hexbus.broker: HEXBUS_SPEC is not set; the supervisor starts the broker (hexbus run)", file=sys.stderr)
+        raise SystemExit(2)
+    spec = msgspec.json.decode(raw, type=BrokerSpec)
+    configure("broker", os.environ.get("HEXBUS_LOG_LEVEL", "info"))
+    from hexbus._process import die_with_parent
+
+    die_with_parent()
+    broker = Broker(spec)
+
+    def stop(signum: int, frame: object) -> None:
+        broker.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    broker.run()
+
+
+if __name__ == "__main__":
+    main()

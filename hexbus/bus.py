@@ -1,0 +1,428 @@
+"""A process's connection to the bus: volatile publish/subscribe, the durable
+producer outbox, and the durable feed that pulls from the replay endpoint.
+
+All of it runs on one asyncio loop. Sends never block the loop: a volatile
+send that finds a full pipe drops (that is the volatile contract), and a
+durable event waits in the bounded outbox until the broker acknowledges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final
+
+import structlog
+import zmq
+import zmq.asyncio
+
+from hexbus import codec
+from hexbus.codec import (
+    ACK,
+    BATCH,
+    FETCH,
+    NACK,
+    PUBLISH,
+    U64,
+    Envelope,
+    FetchRequest,
+    RejectedFrame,
+    U64x2,
+)
+from hexbus.endpoints import Endpoints, connect_address, requires_curve, secure_client
+from hexbus.log import RateLimitedCounter
+from schemas import Delivery, Event, delivery_of, tag_of
+
+log = structlog.get_logger("hexbus.bus")
+
+RECONNECT_MS: Final = 20
+RECONNECT_MAX_MS: Final = 250
+DRAIN: Final = 512
+
+
+class BusClosed(Exception):
+    """The client was closed while an operation waited."""
+
+
+def _socket(ctx: zmq.asyncio.Context, kind: int, address: str, curve_dir: str) -> zmq.asyncio.Socket:
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    sock.reconnect_ivl = RECONNECT_MS
+    sock.reconnect_ivl_max = RECONNECT_MAX_MS
+    if curve_dir and address.startswith("tcp://"):
+        secure_client(sock, curve_dir)
+    elif requires_curve(address):
+        raise zmq.ZMQError(msg=f"{address} is not loopback and no CURVE keys are configured")
+    return sock
+
+
+async def readable(sock: zmq.asyncio.Socket, timeout_ms: int) -> bool:
+    """Wait until ``sock`` has a message to read, or the timeout passes."""
+    events = await sock.poll(timeout_ms, zmq.POLLIN)  # type: ignore[call-arg]
+    return bool(events)
+
+
+def _sent(future: Any) -> bool:
+    """Whether a NOBLOCK send went out (and mark its exception retrieved if not)."""
+    return bool(future.done() and future.exception() is None)
+
+
+class Producer:
+    """The durable outbox: bounded, retransmitting, deduplicated by the broker.
+
+    ``put`` waits while the outbox is full (backpressure) and never drops. Each
+    event carries this incarnation's ``session`` and a consecutive ``seq``; the
+    broker accepts only the next expected seq, so a retransmission can never
+    reorder or duplicate what it stored.
+    """
+
+    def __init__(self, sock: zmq.asyncio.Socket, session: int, capacity: int, retransmit_s: float = 0.5) -> None:
+        self.sock = sock
+        self.shadow: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        self.session = session
+        self.capacity = capacity
+        self.retransmit_s = retransmit_s
+        self.outbox: dict[int, list[bytes]] = {}
+        self.next_seq = 1
+        self.acked = 0
+        self.progress_at = time.monotonic()
+        self.retransmits = 0
+        self._space = asyncio.Event()
+        self._space.set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._last_nack = (0, 0.0)
+        self.closed = False
+
+    def reserve(self) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        return seq
+
+    async def wait_space(self) -> None:
+        while len(self.outbox) >= self.capacity:
+            if self.closed:
+                raise BusClosed("bus client closed")
+            self._space.clear()
+            await self._space.wait()
+
+    def put(self, seq: int, frames: list[bytes]) -> None:
+        if not self.outbox:
+            self.progress_at = time.monotonic()
+        self.outbox[seq] = frames
+        self._empty.clear()
+        if len(self.outbox) >= self.capacity:
+            self._space.clear()
+        self._send(seq, frames)
+
+    def _send(self, seq: int, frames: list[bytes]) -> bool:
+        floor = self.acked + 1
+        return _sent(self.sock.send_multipart([PUBLISH, U64.pack(floor), *frames], flags=zmq.NOBLOCK))
+
+    def resend_from(self, seq: int) -> None:
+        for s, frames in self.outbox.items():
+            if s >= seq and not self._send(s, frames):
+                break
+        self.retransmits += 1
+        self.progress_at = time.monotonic()
+
+    def on_reply(self, frames: list[bytes]) -> None:
+        if len(frames) != 2 or len(frames[1]) != 16:
+            return
+        session, seq = U64x2.unpack(frames[1])
+        if session != self.session:
+            return
+        if frames[0] == ACK:
+            if seq > self.acked:
+                for s in range(self.acked + 1, seq + 1):
+                    self.outbox.pop(s, None)
+                self.acked = seq
+                self.progress_at = time.monotonic()
+                if len(self.outbox) < self.capacity:
+                    self._space.set()
+                if not self.outbox:
+                    self._empty.set()
+        elif frames[0] == NACK:
+            now = time.monotonic()
+            last_seq, last_at = self._last_nack
+            if seq != last_seq or now - last_at > self.retransmit_s / 4:
+                self._last_nack = (seq, now)
+                self.resend_from(seq)
+
+    async def run(self) -> None:
+        """Read acks and retransmit what stalls; one task per producer."""
+        while not self.closed:
+            events = await readable(self.sock, int(self.retransmit_s * 500))
+            if events:
+                for _ in range(DRAIN):
+                    try:
+                        frames = self.shadow.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.on_reply(frames)
+            if self.outbox and time.monotonic() - self.progress_at > self.retransmit_s:
+                self.resend_from(self.acked + 1)
+
+    async def flush(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self._space.set()
+
+
+class DurableFeed:
+    """Pulls durable events after an offset from the replay endpoint, at the consumer's pace.
+
+    Yields ``(envelope, blob)`` for each event and ``(None, next_after)`` marks
+    when a batch ends, so the consumer can advance its applied offset past
+    events it does not subscribe to. ``live`` becomes true once a fetch finds
+    nothing newer than the journal head.
+    """
+
+    def __init__(
+        self,
+        sock: zmq.asyncio.Socket,
+        prefixes: list[str],
+        after: int,
+        rejected: RateLimitedCounter,
+        *,
+        wait_ms: int = 1000,
+        max_events: int = 512,
+    ) -> None:
+        self.sock = sock
+        self.shadow: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        self.prefixes = prefixes
+        self.after = after
+        self.rejected = rejected
+        self.wait_ms = wait_ms
+        self.max_events = max_events
+        self.req = 0
+        self.live = False
+        self.head = 0
+        self.incarnation = ""
+        self.on_live: Callable[[], None] | None = None
+
+    def _request(self) -> None:
+        self.req += 1
+        request = FetchRequest(
+            req=self.req,
+            after=self.after,
+            prefixes=self.prefixes,
+            max_events=self.max_events,
+            wait_ms=self.wait_ms if self.live else 0,
+        )
+        _sent(self.sock.send_multipart([FETCH, codec.encode_control(request)], flags=zmq.NOBLOCK))
+
+    async def _reply(self) -> list[bytes] | None:
+        deadline = time.monotonic() + (self.wait_ms if self.live else 0) / 1000 + 2.0
+        while True:
+            try:
+                frames = self.shadow.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                await readable(self.sock, int(remaining * 1000) + 1)
+                continue
+            if len(frames) < 2 or frames[0] != BATCH:
+                self.rejected.add("frames", "unexpected replay frame")
+                continue
+            try:
+                reply = codec.fetch_reply_decoder.decode(frames[1])
+            except Exception as exc:
+                self.rejected.add("malformed", f"fetch reply: {exc}")
+                continue
+            if reply.req != self.req:
+                continue  # an answer to a request we gave up on
+            return frames
+
+    async def __aiter__(self) -> AsyncIterator[tuple[Envelope | None, Any]]:
+        while True:
+            self._request()
+            frames = await self._reply()
+            if frames is None:
+                continue  # the broker is down or restarting; ask again
+            reply = codec.fetch_reply_decoder.decode(frames[1])
+            if reply.incarnation != self.incarnation:
+                if self.incarnation:
+                    log.info("bus.broker_restarted", incarnation=reply.incarnation, after=self.after)
+                self.incarnation = reply.incarnation
+            if reply.head < self.after:
+                log.warning("bus.journal_behind_snapshot", head=reply.head, after=self.after,
+                            hint="the journal was reset; replaying from its head")
+                self.after = reply.head
+                continue
+            body = frames[2:]
+            if len(body) != 3 * reply.count:
+                self.rejected.add("frames", f"fetch reply with {len(body)} frames for {reply.count} events")
+                continue
+            for i in range(0, len(body), 3):
+                topic, env, blob = body[i], body[i + 1], body[i + 2]
+                try:
+                    envelope, _ = codec.decode_message([topic, env])
+                except RejectedFrame as exc:
+                    self.rejected.add(exc.kind, exc.detail)
+                    continue
+                if envelope.offset <= self.after:
+                    continue
+                self.after = envelope.offset
+                yield envelope, (blob or None)
+            self.after = max(self.after, reply.next_after)
+            self.head = reply.head
+            yield None, self.after
+            if not self.live and reply.count == 0 and self.after >= reply.head:
+                self.live = True
+                if self.on_live is not None:
+                    self.on_live()
+
+
+class BusClient:
+    """Everything one process needs to publish and subscribe.
+
+    ``publish`` routes an event by its delivery class: volatile events go out
+    at once (dropped for slow subscribers, never waiting), durable ones through
+    the producer outbox (waiting when it is full).
+    """
+
+    def __init__(self, endpoints: Endpoints, name: str, *, outbox: int = 10_000, volatile_hwm: int = 1000,
+                 session: int | None = None) -> None:
+        self.endpoints = endpoints
+        self.name = name
+        self.session = session or codec.new_session()
+        self.ids = codec.IdSource(self.session)
+        self.ctx = zmq.asyncio.Context.instance()
+        curve = endpoints.curve_dir
+        self.rejected = RateLimitedCounter(log)
+        # The volatile PUB is a plain socket: it is only ever written, and never blocks.
+        sync_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self.pub: zmq.Socket[bytes] = sync_ctx.socket(zmq.PUB)
+        self.pub.linger = 0
+        self.pub.sndhwm = volatile_hwm
+        if curve and endpoints.volatile_in.startswith("tcp://"):
+            secure_client(self.pub, curve)
+        self.pub.connect(connect_address(endpoints.volatile_in))
+        self.sub = _socket(self.ctx, zmq.SUB, endpoints.volatile_out, curve)
+        self.sub.rcvhwm = volatile_hwm
+        self.sub.connect(connect_address(endpoints.volatile_out))
+        self.sub_shadow: zmq.Socket[bytes] = zmq.Socket.shadow(self.sub.underlying)
+        self.ingest = _socket(self.ctx, zmq.DEALER, endpoints.ingest, curve)
+        # Not IMMEDIATE: what is sent before the connection is up waits in the pipe instead of
+        # waiting for a retransmission; the broker drops the duplicates that can cause.
+        self.ingest.sndhwm = outbox + 1000
+        self.ingest.connect(connect_address(endpoints.ingest))
+        self.producer = Producer(self.ingest, self.session, outbox)
+        self._replay: zmq.asyncio.Socket | None = None
+        self.events_out = 0
+        self.volatile_dropped = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.closed = False
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self.producer.run(), name="producer"))
+
+    # -- publishing ---------------------------------------------------------
+
+    def envelope(self, event: Event, *, key: str = "", seq: int = 0, event_id: str = "",
+                 causation: str = "", correlation: str = "") -> Envelope:
+        return codec.make_envelope(
+            event,
+            event_id=event_id or self.ids.next(),
+            source=self.name,
+            session=self.session if seq else 0,
+            seq=seq,
+            key=key,
+            causation=causation,
+            correlation=correlation,
+        )
+
+    def publish_volatile(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
+                         causation: str = "", correlation: str = "") -> Envelope:
+        envelope = self.envelope(event, key=key, event_id=event_id, causation=causation, correlation=correlation)
+        try:
+            self.pub.send_multipart(codec.message_frames(envelope, blob), zmq.NOBLOCK)
+        except zmq.Again:
+            self.volatile_dropped += 1
+        self.events_out += 1
+        return envelope
+
+    async def publish_durable(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
+                              causation: str = "", correlation: str = "") -> Envelope:
+        await self.producer.wait_space()
+        seq = self.producer.reserve()
+        envelope = self.envelope(event, key=key, seq=seq, event_id=event_id, causation=causation,
+                                 correlation=correlation)
+        self.producer.put(seq, codec.message_frames(envelope, blob))
+        self.events_out += 1
+        return envelope
+
+    async def publish(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
+                      causation: str = "", correlation: str = "") -> Envelope:
+        topic = f"{tag_of(type(event))}.{key}" if key else tag_of(type(event))
+        if delivery_of(topic) is Delivery.DURABLE:
+            return await self.publish_durable(event, key=key, blob=blob, event_id=event_id,
+                                              causation=causation, correlation=correlation)
+        return self.publish_volatile(event, key=key, blob=blob, event_id=event_id,
+                                     causation=causation, correlation=correlation)
+
+    async def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the broker has acknowledged every durable event; False on timeout."""
+        return await self.producer.flush(timeout)
+
+    # -- subscribing --------------------------------------------------------
+
+    def subscribe(self, prefix: str) -> None:
+        self.sub.subscribe(prefix.encode("ascii"))
+
+    def unsubscribe(self, prefix: str) -> None:
+        self.sub.unsubscribe(prefix.encode("ascii"))
+
+    async def volatile(self) -> AsyncIterator[tuple[Envelope, bytes | None]]:
+        """Every decodable message on the SUB socket, invalid ones counted and dropped."""
+        shadow = self.sub_shadow
+        while not self.closed:
+            for _ in range(DRAIN):
+                try:
+                    frames = shadow.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    envelope, blob = codec.decode_message(frames)
+                except RejectedFrame as exc:
+                    self.rejected.add(exc.kind, exc.detail)
+                    continue
+                yield envelope, blob  # type: ignore[misc]
+            else:
+                await asyncio.sleep(0)
+                continue
+            await readable(self.sub, 1000)
+
+    def durable(self, prefixes: list[str], after: int, *, wait_ms: int = 1000, max_events: int = 512) -> DurableFeed:
+        if self._replay is None:
+            self._replay = _socket(self.ctx, zmq.DEALER, self.endpoints.replay, self.endpoints.curve_dir)
+            self._replay.connect(connect_address(self.endpoints.replay))
+        return DurableFeed(self._replay, prefixes, after, self.rejected, wait_ms=wait_ms, max_events=max_events)
+
+    async def close(self, flush_timeout: float = 0.0) -> None:
+        if self.closed:
+            return
+        if flush_timeout > 0:
+            await self.flush(flush_timeout)
+        self.closed = True
+        self.producer.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for sock in (self.sub, self.ingest, self._replay):
+            if sock is not None:
+                sock.close(linger=0)
+        self.pub.close(linger=0)

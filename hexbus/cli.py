@@ -1,0 +1,267 @@
+"""The hexbus command line: run, status, tail, restart, stop, reload, send, keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from hexbus.config import ConfigError, default_run_dir, load
+from hexbus.control import ControlRequest, SupervisorUnreachable, call
+from hexbus.endpoints import Endpoints
+
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = 1) -> None:
+    print(f"hexbus: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run_dir_of(args: argparse.Namespace) -> Path:
+    return Path(args.run_dir).expanduser().resolve() if args.run_dir else default_run_dir()
+
+
+def endpoints_of(run_dir: Path) -> Endpoints:
+    path = run_dir / "endpoints.json"
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Endpoints)
+    except FileNotFoundError:
+        fail(f"no Hex is running with run directory {run_dir}: start one with `hexbus run supervisor.toml`"
+             " (or pass the --run-dir it uses)")
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        fail(f"{path} is unreadable ({exc}): restart Hex with `hexbus run`")
+    raise AssertionError("unreachable")
+
+
+def control(args: argparse.Namespace, request: ControlRequest, timeout: float = 5.0) -> Any:
+    run_dir = run_dir_of(args)
+    endpoints = endpoints_of(run_dir)
+    try:
+        reply = call(endpoints.control, request, timeout=timeout)
+    except SupervisorUnreachable as exc:
+        fail(f"{exc}: is `hexbus run` still running with run directory {run_dir}?")
+    if not reply.ok:
+        fail(reply.error)
+    return reply
+
+
+# -- run ------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from actors.supervisor.supervisor import AlreadyRunning, Supervisor
+    from hexbus.log import configure
+
+    config_path = Path(args.config).expanduser().resolve()
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    run_dir = Path(args.run_dir or config.supervisor.run_dir or default_run_dir()).expanduser()
+    data_dir = Path(args.data_dir or config.supervisor.data_dir).expanduser()
+    if not data_dir.is_absolute():
+        data_dir = (config_path.parent if not args.data_dir else Path.cwd()) / data_dir
+    level = args.log_level or config.supervisor.log_level
+    configure("supervisor", level)
+    try:
+        supervisor = Supervisor(config, config_path, run_dir.resolve(), data_dir.resolve(), level)
+    except (ConfigError, AlreadyRunning) as exc:
+        fail(str(exc), EXIT_USAGE)
+    (supervisor.run_dir / "endpoints.json").write_bytes(msgspec.json.encode(supervisor.endpoints))
+    try:
+        import uvloop
+
+        code = uvloop.run(supervisor.run())
+    except ImportError:
+        code = asyncio.run(supervisor.run())
+    raise SystemExit(code)
+
+
+# -- status -----------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.0f}M" if n else "-"
+
+
+def _age(s: float | None) -> str:
+    return "-" if s is None else f"{s:.1f}s"
+
+
+def _uptime(s: float) -> str:
+    if not s:
+        return "-"
+    m, sec = divmod(int(s), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    data = control(args, ControlRequest(cmd="status")).data
+    if args.json:
+        print(json.dumps(data, indent=None if not sys.stdout.isatty() else 2))
+        return
+    columns = ["ACTOR", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "HEARTBEAT", "IN", "OUT", "DROPPED"]
+    rows = [columns]
+    for name, s in data.items():
+        rows.append([name, str(s["pid"] or "-"), s["state"], _uptime(s["uptime_s"]), str(s["restarts"]),
+                     _size(s["rss_bytes"]), _age(s["last_heartbeat_s"]), str(s["events_in"]),
+                     str(s["events_out"]), str(s["dropped"])])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for name, s in data.items():
+        if s["state"] in ("failed", "backoff") and s["reason"]:
+            print(f"{name}: {s['reason']}")
+
+
+# -- tail -------------------------------------------------------------------------
+
+
+def cmd_tail(args: argparse.Namespace) -> None:
+    from hexbus import codec
+    from hexbus.tail import tail
+
+    endpoints = endpoints_of(run_dir_of(args))
+    prefixes = args.prefixes or [""]
+    try:
+        asyncio.run(tail(endpoints, prefixes, as_json=args.json, count=args.count))
+    except KeyboardInterrupt:
+        pass
+    del codec
+
+
+# -- simple control verbs -----------------------------------------------------------
+
+
+def cmd_restart(args: argparse.Namespace) -> None:
+    reply = control(args, ControlRequest(cmd="restart", name=args.name))
+    print(reply.message)
+    if args.wait:
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = control(args, ControlRequest(cmd="status")).data.get(args.name, {})
+            if status.get("state") == "live" and status.get("uptime_s", 99) < args.wait + 1:
+                print(f"{args.name} is live again (pid {status['pid']})")
+                return
+        fail(f"{args.name} did not come back live within {args.wait:g}s")
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    run_dir = run_dir_of(args)
+    reply = control(args, ControlRequest(cmd="stop"))
+    print(reply.message)
+    lock = run_dir / "supervisor.lock"
+    deadline = time.monotonic() + args.timeout
+    import fcntl
+
+    while time.monotonic() < deadline:
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            time.sleep(0.1)
+            continue
+        finally:
+            os.close(fd)
+        print("stopped")
+        return
+    fail(f"the supervisor is still stopping after {args.timeout:g}s")
+
+
+def cmd_reload(args: argparse.Namespace) -> None:
+    reply = control(args, ControlRequest(cmd="reload"), timeout=60)
+    print(reply.message)
+
+
+def cmd_send(args: argparse.Namespace) -> None:
+    from hexbus.send import SendError, send
+
+    endpoints = endpoints_of(run_dir_of(args))
+    try:
+        line = asyncio.run(send(endpoints, args.topic, args.json, timeout=args.timeout))
+    except SendError as exc:
+        fail(str(exc), EXIT_USAGE if exc.usage else 1)
+    print(line)
+
+
+def cmd_keys(args: argparse.Namespace) -> None:
+    from hexbus.endpoints import create_keys
+
+    directory = Path(args.dir).expanduser()
+    server, client = create_keys(directory)
+    print(f"server public key: {server}\nclient public key: {client}\n"
+          f"set bus.curve_dir = \"{directory.resolve()}\" in supervisor.toml; copy the folder to every host")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hexbus", description="Hex's actor runtime: run and inspect it.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--run-dir", help="sockets and pid lock (default: $XDG_RUNTIME_DIR/hexbus or /tmp/hexbus-UID)")
+        return p
+
+    p = command("run", "start the broker and every enabled actor in the foreground")
+    p.add_argument("config", nargs="?", default="supervisor.toml")
+    p.add_argument("--data-dir", help="journal and snapshots (default: supervisor.data_dir beside the config)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(fn=cmd_run)
+
+    p = command("status", "a table of actors: pid, state, uptime, restarts, memory, heartbeat, events")
+    p.add_argument("--json", action="store_true", help="one JSON object keyed by actor name")
+    p.set_defaults(fn=cmd_status)
+
+    p = command("tail", "print every event on the bus, one line each (filter by topic prefixes)")
+    p.add_argument("prefixes", nargs="*", metavar="PREFIX")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--count", type=int, default=0, help="exit after this many events")
+    p.set_defaults(fn=cmd_tail)
+
+    p = command("restart", "hot-restart one actor (or the broker); its state survives")
+    p.add_argument("name")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait until it is live again")
+    p.set_defaults(fn=cmd_restart)
+
+    p = command("stop", "stop every actor, then the broker and the supervisor")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(fn=cmd_stop)
+
+    p = command("reload", "apply supervisor.toml changes: start added actors, stop removed, restart changed")
+    p.set_defaults(fn=cmd_reload)
+
+    p = command("send", "publish one event, validated against its schema")
+    p.add_argument("topic", help="the event's tag, optionally with a routing key, e.g. chat.message.console")
+    p.add_argument("json", help="the event's fields as a JSON object")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker's ack")
+    p.set_defaults(fn=cmd_send)
+
+    p = sub.add_parser("keys", help="create CURVE keys for a bus on a non-loopback tcp address")
+    p.add_argument("dir", nargs="?", default="~/.config/hexbus/keys")
+    p.set_defaults(fn=cmd_keys)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
+
+
+if __name__ == "__main__":
+    main()

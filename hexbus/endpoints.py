@@ -1,0 +1,111 @@
+"""Where the bus lives: socket addresses, the 0700 run directory, and CURVE keys."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import zmq
+import zmq.auth
+
+from hexbus.config import BusConfig, ConfigError, is_loopback
+
+# ipc socket paths must fit in sockaddr_un (108 bytes with the NUL).
+MAX_IPC_PATH: Final = 100
+
+
+class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
+    """Every address a process needs; serialised into each actor's start spec."""
+
+    volatile_in: str  # broker XSUB binds; publishers' PUB connect
+    volatile_out: str  # broker XPUB binds; subscribers' SUB connect
+    ingest: str  # broker ROUTER binds; producers' DEALER connect (durable)
+    replay: str  # broker ROUTER binds; durable subscribers' DEALER connect (fetch)
+    control: str  # supervisor ROUTER binds; the CLI's REQ/DEALER connect
+    heartbeat: str  # supervisor PULL binds; every process PUSHes heartbeats
+    curve_dir: str = ""
+
+
+def ensure_run_dir(path: Path) -> Path:
+    """Create the run directory with mode 0700, tightening it if it exists with wider permissions."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise ConfigError(f"run directory {path} belongs to another user: pass --run-dir with a folder of yours")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def endpoints(bus: BusConfig, run_dir: Path) -> Endpoints:
+    def ipc(name: str) -> str:
+        target = str(run_dir / name)
+        if len(target) > MAX_IPC_PATH:
+            raise ConfigError(
+                f"run directory path {run_dir} is too long for ipc sockets "
+                f"({len(target)} > {MAX_IPC_PATH} bytes): pass a shorter --run-dir"
+            )
+        return f"ipc://{target}"
+
+    if bus.transport == "tcp":
+        host = f"[{bus.host}]" if ":" in bus.host else bus.host
+        tcp = [f"tcp://{host}:{bus.port + i}" for i in range(4)]
+        data = dict(volatile_in=tcp[0], volatile_out=tcp[1], ingest=tcp[2], replay=tcp[3])
+    else:
+        data = dict(volatile_in=ipc("vin"), volatile_out=ipc("vout"), ingest=ipc("ingest"), replay=ipc("replay"))
+    return Endpoints(**data, control=ipc("ctl"), heartbeat=ipc("hb"), curve_dir=bus.curve_dir)
+
+
+def connect_address(address: str) -> str:
+    """The address a client connects to for one the broker binds (0.0.0.0 becomes loopback)."""
+    return address.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://[::]:", "tcp://[::1]:")
+
+
+def requires_curve(address: str) -> bool:
+    if not address.startswith("tcp://"):
+        return False
+    host = address[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    return not is_loopback(host)
+
+
+def create_keys(directory: Path) -> tuple[Path, Path]:
+    """Create a server and a client CURVE key pair in ``directory`` (0700); return the two public key paths."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.chmod(0o700)
+    clients = directory / "clients"
+    clients.mkdir(exist_ok=True, mode=0o700)
+    server_public, _ = zmq.auth.create_certificates(str(directory), "server")
+    client_public, _ = zmq.auth.create_certificates(str(directory), "client")
+    # The broker admits any public key found in clients/.
+    (clients / "client.key").write_bytes(Path(client_public).read_bytes())
+    for secret in directory.glob("*.key_secret"):
+        secret.chmod(0o600)
+    return Path(server_public), Path(client_public)
+
+
+def _load(curve_dir: str, name: str) -> tuple[bytes, bytes]:
+    path = Path(curve_dir) / f"{name}.key_secret"
+    if not path.exists():
+        raise ConfigError(f"CURVE key {path} is missing: run `hexbus keys {curve_dir}`")
+    public, secret = zmq.auth.load_certificate(str(path))
+    if secret is None:
+        raise ConfigError(f"CURVE key {path} has no secret part: run `hexbus keys {curve_dir}` again")
+    return public, secret
+
+
+def secure_server(sock: zmq.Socket[Any], curve_dir: str) -> None:
+    public, secret = _load(curve_dir, "server")
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+    sock.curve_server = True
+
+
+def secure_client(sock: zmq.Socket[Any], curve_dir: str) -> None:
+    public, secret = _load(curve_dir, "client")
+    server_public, _ = zmq.auth.load_certificate(str(Path(curve_dir) / "server.key"))
+    sock.curve_publickey = public
+    sock.curve_secretkey = secret
+    sock.curve_serverkey = server_public

@@ -1,0 +1,741 @@
+"""The broker's durable journal: an append-only log of durable events.
+
+Records live in segment files named ``{first_offset:020d}.seg``. Each record is
+a ``<IIQ`` header (body_len, crc32, offset) followed by the body: a ``<QQHII``
+header (session, seq, topic_len, envelope_len, blob_len) then topic, envelope
+and blob; ``blob_len == 0xFFFFFFFF`` means no blob. The crc covers the offset
+bytes and the body, which is exactly everything after the first eight bytes.
+
+Appends are one ``os.write`` each, so a record is in the page cache (and
+survives the death of this process) as soon as :meth:`Journal.append` returns;
+when it reaches the disk is the :class:`FsyncPolicy`'s business. Opening a
+journal recovers it: a torn or damaged tail is cut off at the last whole record.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import mmap
+import os
+import re
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Literal, NamedTuple
+
+import msgspec
+import structlog
+
+__all__ = ["FsyncPolicy", "Journal", "JournalCorrupt", "Record"]
+
+_HEADER: Final = struct.Struct("<IIQ")
+_BODY: Final = struct.Struct("<QQHII")
+_LEN_CRC: Final = struct.Struct("<II")
+_OFFSET: Final = struct.Struct("<Q")
+_HEADER_SIZE: Final = _HEADER.size
+_BODY_SIZE: Final = _BODY.size
+_NO_BLOB: Final = 0xFFFFFFFF
+_INDEX_EVERY: Final = 256
+_READ_CHUNK: Final = 64 << 10
+_SEGMENT_NAME: Final = re.compile(r"^(\d{20})\.seg$")
+_LOCK_NAME: Final = "journal.lock"
+
+_log = structlog.get_logger("hexbus.journal")
+
+
+class FsyncPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """When appended records are forced to disk."""
+
+    mode: Literal["always", "batch", "never"] = "batch"
+    every: int = 1000  # batch: fsync after this many appended records...
+    interval_ms: int = 50  # ...or this long after the first unsynced append, whichever first
+
+
+_DEFAULT_FSYNC: Final = FsyncPolicy()
+
+
+class Record(NamedTuple):
+    """One journaled message."""
+
+    offset: int
+    session: int  # producer incarnation (u64)
+    seq: int  # producer sequence (u64)
+    topic: bytes
+    envelope: bytes
+    blob: bytes | None
+
+
+class JournalCorrupt(Exception):
+    """The journal directory cannot be used (not a directory, locked, unreadable, ...)."""
+
+
+# Stands in for evicted cache entries so their payloads can be freed at once.
+_EVICTED: Final = Record(0, 0, 0, b"", b"", None)
+
+
+def _frame_size(record: Record) -> int:
+    blob = record.blob
+    return (
+        _HEADER_SIZE
+        + _BODY_SIZE
+        + len(record.topic)
+        + len(record.envelope)
+        + (0 if blob is None else len(blob))
+    )
+
+
+def _payload_size(record: Record) -> int:
+    blob = record.blob
+    return len(record.topic) + len(record.envelope) + (0 if blob is None else len(blob))
+
+
+def _decode(buf: bytes, pos: int, offset: int) -> Record:
+    """The record whose body starts at ``buf[pos]``."""
+    session, seq, topic_len, envelope_len, blob_len = _BODY.unpack_from(buf, pos)
+    pos += _BODY_SIZE
+    topic = buf[pos : pos + topic_len]
+    pos += topic_len
+    envelope = buf[pos : pos + envelope_len]
+    pos += envelope_len
+    blob = None if blob_len == _NO_BLOB else buf[pos : pos + blob_len]
+    return Record(offset, session, seq, topic, envelope, blob)
+
+
+class _Segment:
+    """One segment file and what the journal keeps in memory about it."""
+
+    __slots__ = ("fd", "first", "index_offsets", "index_positions", "last", "path", "size")
+
+    def __init__(self, path: Path, first: int) -> None:
+        self.path = path
+        self.first = first
+        self.last = first - 1  # offset of the last record; first - 1 while empty
+        self.size = 0
+        self.fd = -1  # opened lazily for reads unless this is or was the active segment
+        # Sparse index: the file position of every _INDEX_EVERY-th record.
+        self.index_offsets: list[int] = []
+        self.index_positions: list[int] = []
+
+
+class Journal:
+    """A segmented append-only log with crash recovery, retention and a read cache.
+
+    Not thread-safe: one thread appends and reads. The only other thread is the
+    batch-mode fsync thread, which does nothing but fsync.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 << 20,
+        fsync: FsyncPolicy = _DEFAULT_FSYNC,
+        retention_bytes: int | None = None,
+        retention_age_s: float | None = None,
+        cache_bytes: int = 32 << 20,
+    ) -> None:
+        if segment_bytes < 1:
+            raise ValueError(f"segment_bytes must be positive, got {segment_bytes}")
+        if fsync.every < 1 or fsync.interval_ms < 0:
+            raise ValueError(f"invalid fsync policy {fsync!r}")
+        if cache_bytes < 0:
+            raise ValueError(f"cache_bytes must not be negative, got {cache_bytes}")
+        self._dir = Path(directory)
+        self._segment_bytes = segment_bytes
+        self._policy = fsync
+        self._retention_bytes = retention_bytes
+        self._retention_age_s = retention_age_s
+        self._cache_bytes = cache_bytes
+
+        self._closed = False
+        self._failure: OSError | None = None
+        self._segments: list[_Segment] = []
+        self._firsts: list[int] = []  # segment first offsets, for bisect
+        self._sessions: dict[int, int] = {}
+        self._head = 0
+        self._dir_fd = -1
+        self._lock_fd = -1
+
+        # The most recent records; _cache[_cache_lo] has offset _cache_first.
+        self._cache: list[Record] = []
+        self._cache_lo = 0
+        self._cache_first = 1
+        self._cache_used = 0
+
+        # Sync state, shared with the fsync thread under _cond. _sync_lock
+        # serialises fsyncs and keeps fds from being closed under one.
+        self._cond = threading.Condition()
+        self._sync_lock = threading.Lock()
+        self._unsynced = 0
+        self._unsynced_since = 0.0
+        self._dirty: set[_Segment] = set()
+        self._dir_dirty = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+        self._open_directory()
+        try:
+            self._recover()
+        except OSError as exc:
+            self._close_fds()
+            raise JournalCorrupt(f"cannot recover journal {self._dir}: {exc}") from exc
+        except BaseException:
+            self._close_fds()
+            raise
+        self._cache_first = self._head + 1
+        if fsync.mode == "batch":
+            self._thread = threading.Thread(
+                target=self._fsync_loop, name="hexbus-journal-fsync", daemon=True
+            )
+            self._thread.start()
+
+    # -- properties -----------------------------------------------------------
+
+    @property
+    def head(self) -> int:
+        """The last offset appended; 0 when nothing ever was."""
+        return self._head
+
+    @property
+    def first(self) -> int:
+        """The first offset still retained; ``head + 1`` when the journal is empty."""
+        return self._segments[0].first
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the next append will get."""
+        return self._head + 1
+
+    # -- writing --------------------------------------------------------------
+
+    def append(
+        self, session: int, seq: int, topic: bytes, envelope: bytes, blob: bytes | None
+    ) -> int:
+        """Write one record at :attr:`next_offset` and return that offset."""
+        if self._closed or self._failure is not None:
+            self._raise_unusable()
+        offset = self._head + 1
+        if blob is None:
+            blob_len = _NO_BLOB
+            payload = b""
+        else:
+            blob_len = len(blob)
+            payload = blob
+            if blob_len >= _NO_BLOB:
+                raise ValueError(f"blob too large: {blob_len} bytes")
+        try:
+            rest = b"".join(
+                (
+                    _OFFSET.pack(offset),
+                    _BODY.pack(session, seq, len(topic), len(envelope), blob_len),
+                    topic,
+                    envelope,
+                    payload,
+                )
+            )
+            frame = _LEN_CRC.pack(len(rest) - 8, zlib.crc32(rest)) + rest
+        except struct.error as exc:
+            raise ValueError(f"record field out of range: {exc}") from exc
+
+        seg = self._segments[-1]
+        size = len(frame)
+        if seg.size and seg.size + size > self._segment_bytes:
+            seg = self._roll(offset)
+        position = seg.size
+        written = os.write(seg.fd, frame)
+        if written != size:
+            self._finish_short_write(seg, frame, written)
+        seg.size = position + size
+        seg.last = offset
+        if not (offset - seg.first) % _INDEX_EVERY:
+            seg.index_offsets.append(offset)
+            seg.index_positions.append(position)
+        self._head = offset
+
+        sessions = self._sessions
+        known = sessions.get(session)
+        if known is None or seq > known:
+            sessions[session] = seq
+
+        self._cache.append(Record(offset, session, seq, topic, envelope, blob))
+        self._cache_used += size
+        if self._cache_used > self._cache_bytes:
+            self._evict()
+
+        with self._cond:
+            self._unsynced += 1
+            if self._unsynced == 1:
+                self._unsynced_since = time.monotonic()
+                self._dirty.add(seg)
+                self._cond.notify()
+            elif self._unsynced == self._policy.every:
+                self._cond.notify()
+        return offset
+
+    def sync(self) -> None:
+        """fsync now if anything is unsynced, including new segments' directory entries."""
+        if self._closed or self._failure is not None:
+            self._raise_unusable()
+        try:
+            self._sync()
+        except OSError as exc:
+            self._failure = exc
+            raise
+
+    # -- reading --------------------------------------------------------------
+
+    def read(
+        self,
+        after: int,
+        *,
+        prefixes: Sequence[bytes] = (),
+        max_records: int = 512,
+        max_bytes: int = 4 << 20,
+        max_scan: int = 20000,
+    ) -> tuple[list[Record], int]:
+        """Records after ``after`` whose topic starts with one of ``prefixes`` (all if none).
+
+        Returns ``(records, cursor)``: every matching record with offset <= cursor
+        is in this or an earlier result, so the next call passes ``cursor`` as
+        ``after``. Stops after ``max_records`` records, before the payload bytes
+        (topic + envelope + blob) would exceed ``max_bytes`` (one record is always
+        returned if one matches), or after examining ``max_scan`` records.
+        """
+        if self._closed:
+            raise ValueError("journal is closed")
+        head = self._head
+        floor = self._segments[0].first - 1
+        start = max(after, floor) + 1
+        if start > head or max_records < 1 or max_scan < 1:
+            return [], min(max(after, floor), head)
+        match_all = not prefixes
+        wanted = tuple(prefixes)
+        stop = min(head, start + max_scan - 1)
+        if match_all:
+            stop = min(stop, start + max_records - 1)
+
+        out: list[Record] = []
+        total = 0
+        cursor = stop
+        for record in self._records(start, stop):
+            if match_all or record.topic.startswith(wanted):
+                size = _payload_size(record)
+                if out and total + size > max_bytes:
+                    cursor = record.offset - 1
+                    break
+                out.append(record)
+                total += size
+                if len(out) >= max_records:
+                    cursor = record.offset
+                    break
+        return out, cursor
+
+    def sessions(self) -> dict[int, int]:
+        """A snapshot of session -> highest seq seen, including records since deleted."""
+        return dict(self._sessions)
+
+    # -- retention ------------------------------------------------------------
+
+    def enforce_retention(self, now: float | None = None) -> int:
+        """Delete whole oldest segments that are over the size or age limit.
+
+        The active segment is never deleted. ``now`` is wall-clock seconds,
+        compared with segment files' mtimes. Returns how many were deleted.
+        """
+        if self._closed:
+            raise ValueError("journal is closed")
+        limit_bytes = self._retention_bytes
+        limit_age = self._retention_age_s
+        if limit_bytes is None and limit_age is None:
+            return 0
+        if now is None:
+            now = time.time()
+        total = sum(seg.size for seg in self._segments)
+        deleted = 0
+        while len(self._segments) > 1:
+            seg = self._segments[0]
+            if not (limit_bytes is not None and total > limit_bytes) and not (
+                limit_age is not None and now - _mtime(seg.path) > limit_age
+            ):
+                break
+            self._delete_oldest()
+            total -= seg.size
+            deleted += 1
+        if deleted:
+            self._evict_before(self._segments[0].first)
+        return deleted
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the fsync thread, fsync, and close the files. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            thread.join()
+        try:
+            if self._failure is None:
+                self._sync()
+        finally:
+            self._close_fds()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals: opening and recovery --------------------------------------
+
+    def _open_directory(self) -> None:
+        try:
+            if not self._dir.exists():
+                os.makedirs(self._dir, mode=0o700, exist_ok=True)
+                _fsync_dir(self._dir.parent)
+            if not self._dir.is_dir():
+                raise JournalCorrupt(f"{self._dir} is not a directory")
+            self._dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
+            self._lock_fd = os.open(self._dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self._close_fds()
+            raise JournalCorrupt(f"cannot open journal directory {self._dir}: {exc}") from exc
+        try:
+            # Two writers on one journal would interleave records; refuse the second.
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._close_fds()
+            raise JournalCorrupt(f"journal {self._dir} is in use by another process") from exc
+
+    def _recover(self) -> None:
+        try:
+            names = os.listdir(self._dir)
+        except OSError as exc:
+            raise JournalCorrupt(f"cannot list journal directory {self._dir}: {exc}") from exc
+        found = sorted(
+            (int(match.group(1)), name)
+            for name in names
+            if (match := _SEGMENT_NAME.match(name)) and (self._dir / name).is_file()
+        )
+        head: int | None = None
+        changed_dir = False
+        for first, name in found:
+            path = self._dir / name
+            if first < 1 or (head is not None and first != head + 1):
+                # A gap means the records in between are gone; serving what
+                # follows would break consecutive offsets, so set it aside.
+                expected = 1 if head is None else head + 1
+                self._quarantine(path, f"first offset {first}, expected {expected}")
+                changed_dir = True
+                continue
+            seg = self._scan(path, first)
+            self._segments.append(seg)
+            self._firsts.append(first)
+            head = seg.last
+        if changed_dir:
+            os.fsync(self._dir_fd)
+        if not self._segments:
+            self._roll(1 if head is None else head + 1)
+        else:
+            active = self._segments[-1]
+            active.fd = os.open(active.path, os.O_RDWR | os.O_APPEND)
+        self._head = self._segments[-1].last
+
+    def _scan(self, path: Path, first: int) -> _Segment:
+        """Validate one segment file, cutting it at its first bad record."""
+        seg = _Segment(path, first)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            end, reason = 0, None
+            if size:
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    end, reason = self._scan_records(mm, size, seg)
+        if reason is not None:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _log.warning(
+                "journal.truncated",
+                path=str(path),
+                position=end,
+                dropped_bytes=size - end,
+                reason=reason,
+            )
+        seg.size = end
+        return seg
+
+    def _scan_records(self, mm: mmap.mmap, size: int, seg: _Segment) -> tuple[int, str | None]:
+        """Index the whole records in ``mm``; return where they end and why they stopped."""
+        sessions = self._sessions
+        crc32 = zlib.crc32
+        unpack_header = _HEADER.unpack_from
+        unpack_body = _BODY.unpack_from
+        first = seg.first
+        offset = first
+        pos = 0
+        with memoryview(mm) as view:
+            while pos < size:
+                if size - pos < _HEADER_SIZE:
+                    return pos, "incomplete header"
+                body_len, crc, record_offset = unpack_header(view, pos)
+                if body_len < _BODY_SIZE:
+                    return pos, "bad length"
+                end = pos + _HEADER_SIZE + body_len
+                if end > size:
+                    return pos, "incomplete record"
+                if crc32(view[pos + 8 : end]) != crc:
+                    return pos, "crc mismatch"
+                if record_offset != offset:
+                    return pos, "offset mismatch"
+                session, seq, topic_len, envelope_len, blob_len = unpack_body(
+                    view, pos + _HEADER_SIZE
+                )
+                payload = topic_len + envelope_len + (0 if blob_len == _NO_BLOB else blob_len)
+                if _BODY_SIZE + payload != body_len:
+                    return pos, "bad length"
+                if not (offset - first) % _INDEX_EVERY:
+                    seg.index_offsets.append(offset)
+                    seg.index_positions.append(pos)
+                known = sessions.get(session)
+                if known is None or seq > known:
+                    sessions[session] = seq
+                seg.last = offset
+                offset += 1
+                pos = end
+        return pos, None
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        target = path.with_name(path.name + ".corrupt")
+        n = 1
+        while target.exists():
+            target = path.with_name(f"{path.name}.corrupt.{n}")
+            n += 1
+        os.rename(path, target)
+        _log.warning("journal.quarantined", path=str(path), moved_to=str(target), reason=reason)
+
+    # -- internals: writing ---------------------------------------------------
+
+    def _roll(self, first: int) -> _Segment:
+        """Start a new active segment whose first record will have offset ``first``."""
+        path = self._dir / f"{first:020d}.seg"
+        seg = _Segment(path, first)
+        seg.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        self._segments.append(seg)
+        self._firsts.append(first)
+        with self._cond:
+            # The new file's data and its directory entry both need an fsync.
+            self._dirty.add(seg)
+            self._dir_dirty = True
+        return seg
+
+    def _finish_short_write(self, seg: _Segment, frame: bytes, written: int) -> None:
+        try:
+            view = memoryview(frame)
+            while written < len(frame):
+                written += os.write(seg.fd, view[written:])
+        except OSError:
+            # A torn record would make every later append unrecoverable; cut it off.
+            os.ftruncate(seg.fd, seg.size)
+            raise
+
+    def _evict(self) -> None:
+        cache = self._cache
+        lo = self._cache_lo
+        used = self._cache_used
+        limit = self._cache_bytes
+        n = len(cache)
+        while used > limit and lo < n:
+            used -= _frame_size(cache[lo])
+            cache[lo] = _EVICTED
+            lo += 1
+        self._cache_used = used
+        self._cache_first += lo - self._cache_lo
+        self._set_cache_lo(lo)
+
+    def _evict_before(self, offset: int) -> None:
+        cache = self._cache
+        lo = self._cache_lo
+        n = len(cache)
+        while self._cache_first < offset and lo < n:
+            self._cache_used -= _frame_size(cache[lo])
+            cache[lo] = _EVICTED
+            lo += 1
+            self._cache_first += 1
+        self._cache_first = max(self._cache_first, offset)
+        self._set_cache_lo(lo)
+
+    def _set_cache_lo(self, lo: int) -> None:
+        cache = self._cache
+        # Compact only when the dead prefix is at least half the list: amortised O(1).
+        if lo == len(cache):
+            cache.clear()
+            lo = 0
+        elif lo > 4096 and 2 * lo > len(cache):
+            del cache[:lo]
+            lo = 0
+        self._cache_lo = lo
+
+    def _delete_oldest(self) -> None:
+        seg = self._segments[0]
+        seg.path.unlink(missing_ok=True)
+        with self._sync_lock:
+            with self._cond:
+                self._dirty.discard(seg)
+            if seg.fd >= 0:
+                os.close(seg.fd)
+                seg.fd = -1
+        del self._segments[0]
+        del self._firsts[0]
+
+    # -- internals: syncing ---------------------------------------------------
+
+    def _sync(self) -> None:
+        with self._sync_lock:
+            with self._cond:
+                if not self._unsynced and not self._dirty and not self._dir_dirty:
+                    return
+                dirty = self._dirty
+                self._dirty = set()
+                dir_dirty = self._dir_dirty
+                self._dir_dirty = False
+                self._unsynced = 0
+            for seg in dirty:
+                if seg.fd >= 0:
+                    # fdatasync also flushes the file size, which is all an append changes.
+                    os.fdatasync(seg.fd)
+            if dir_dirty:
+                os.fsync(self._dir_fd)
+
+    def _fsync_loop(self) -> None:
+        every = self._policy.every
+        interval = self._policy.interval_ms / 1000
+        cond = self._cond
+        while True:
+            with cond:
+                while True:
+                    if self._stopping:
+                        return
+                    if self._unsynced:
+                        if self._unsynced >= every:
+                            break
+                        remaining = self._unsynced_since + interval - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        cond.wait(remaining)
+                    else:
+                        cond.wait()
+            try:
+                self._sync()
+            except OSError as exc:
+                # After a failed fsync the kernel may have dropped the dirty pages;
+                # appending on as if durable would lie, so the journal stops.
+                self._failure = exc
+                _log.error("journal.fsync_failed", path=str(self._dir), error=str(exc))
+                return
+
+    def _raise_unusable(self) -> None:
+        if self._closed:
+            raise ValueError("journal is closed")
+        failure = self._failure
+        if failure is not None:
+            raise OSError(failure.errno, f"journal fsync failed earlier: {failure.strerror}")
+
+    def _close_fds(self) -> None:
+        for seg in self._segments:
+            if seg.fd >= 0:
+                os.close(seg.fd)
+                seg.fd = -1
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = -1
+
+    # -- internals: reading ---------------------------------------------------
+
+    def _records(self, start: int, stop: int) -> Iterator[Record]:
+        """Records ``start..stop`` inclusive, from disk and then from the cache."""
+        cache_first = self._cache_first
+        if start < cache_first:
+            yield from self._disk_records(start, min(stop, cache_first - 1))
+            start = cache_first
+        if start <= stop:
+            base = self._cache_lo - cache_first
+            yield from self._cache[base + start : base + stop + 1]
+
+    def _disk_records(self, start: int, stop: int) -> Iterator[Record]:
+        segments = self._segments
+        i = bisect.bisect_right(self._firsts, start) - 1
+        offset = start
+        while offset <= stop:
+            seg = segments[i]
+            i += 1
+            if seg.last < offset:
+                continue
+            k = bisect.bisect_right(seg.index_offsets, offset) - 1
+            current = seg.index_offsets[k]
+            pos = seg.index_positions[k]
+            end_offset = min(seg.last, stop)
+            fd = seg.fd
+            if fd < 0:
+                fd = seg.fd = os.open(seg.path, os.O_RDONLY)
+            buf = b""
+            base = pos  # file position of buf[0]
+            while current <= end_offset:
+                rel = pos - base
+                if rel + _HEADER_SIZE > len(buf):
+                    buf = os.pread(fd, _READ_CHUNK, pos)
+                    base = pos
+                    rel = 0
+                    if len(buf) < _HEADER_SIZE:
+                        raise JournalCorrupt(f"{seg.path} shrank under the journal at {pos}")
+                body_len, _crc, record_offset = _HEADER.unpack_from(buf, rel)
+                length = _HEADER_SIZE + body_len
+                if rel + length > len(buf):
+                    buf = os.pread(fd, max(_READ_CHUNK, length), pos)
+                    base = pos
+                    rel = 0
+                    if len(buf) < length:
+                        raise JournalCorrupt(f"{seg.path} shrank under the journal at {pos}")
+                if record_offset != current:
+                    raise JournalCorrupt(
+                        f"{seg.path} at {pos}: offset {record_offset}, expected {current}"
+                    )
+                if current >= offset:
+                    yield _decode(buf, rel + _HEADER_SIZE, current)
+                pos += length
+                current += 1
+            offset = current
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return 0.0  # already gone: as good as expired
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

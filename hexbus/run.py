@@ -1,0 +1,198 @@
+"""The one entrypoint that runs any actor class in its own process on uvloop.
+
+    python -m hexbus.run actors.counter.actor:CounterActor --name counter
+
+The supervisor passes the rest (endpoints, bus settings, data folder, the
+actor's config table) as JSON in HEXBUS_SPEC. Exit code 2 means a
+configuration problem the supervisor must not retry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psutil
+import structlog
+import zmq
+
+from hexbus import codec
+from hexbus._process import die_with_parent
+from hexbus.actor import Actor, Runtime, load_snapshot
+from hexbus.bus import BusClient
+from hexbus.config import ActorSpec, BusConfig
+from hexbus.endpoints import Endpoints
+from hexbus.log import configure
+from schemas import CONTROL_TAGS, Heartbeat
+
+EXIT_CONFIG = 2
+
+
+class ActorProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    endpoints: Endpoints
+    bus: BusConfig
+    data_dir: str
+    actor: ActorSpec
+
+
+class ActorConfigError(Exception):
+    pass
+
+
+def load_class(target: str) -> type[Actor[Any, Any]]:
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ActorConfigError(f"cannot import {module_name!r}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise ActorConfigError(f"{target!r} is not a hexbus.Actor subclass")
+    return cls
+
+
+def actor_config(cls: type[Actor[Any, Any]], name: str, table: dict[str, Any]) -> msgspec.Struct:
+    try:
+        return msgspec.convert(table, cls.config_type, strict=True)
+    except msgspec.ValidationError as exc:
+        from hexbus.config import _humanize
+
+        raise ActorConfigError(f"supervisor.toml: {_humanize(exc, f'actors.{name}.config')}") from None
+
+
+async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgspec.Struct) -> int:
+    name = spec.name
+    log = structlog.get_logger(f"actors.{name}")
+    bus = BusClient(spec.endpoints, name, outbox=spec.bus.outbox_events, volatile_hwm=spec.bus.volatile_hwm)
+    bus.start()
+    data_dir = Path(spec.data_dir) / "actors" / name
+    snapshot_path = data_dir / "snapshot.msgpack"
+    state, offset, recent = load_snapshot(snapshot_path, cls.state_type, log)
+    actor = cls(name, config, state if state is not None else cls.state_type(), bus, data_dir)
+    process = psutil.Process()
+    hb_sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
+    hb_sock.linger = 0
+    hb_sock.sndhwm = 10
+    hb_sock.immediate = True
+    hb_sock.connect(spec.endpoints.heartbeat)
+
+    def heartbeat(rt: Runtime) -> None:
+        beat = Heartbeat(
+            actor=name,
+            pid=os.getpid(),
+            state=rt.state,  # type: ignore[arg-type]
+            events_in=rt.events_in,
+            events_out=bus.events_out,
+            dropped=rt.dropped + bus.volatile_dropped,
+            rejected=bus.rejected.total,
+            applied_offset=rt.applied,
+            rss_bytes=process.memory_info().rss,
+        )
+        envelope = bus.publish_volatile(beat, key=name)
+        try:
+            hb_sock.send_multipart(codec.message_frames(envelope), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    runtime = Runtime(
+        actor,
+        snapshot_every=spec.actor.snapshot_every,
+        snapshot_interval_s=spec.actor.snapshot_interval_s,
+        heartbeat_interval_s=spec.bus.heartbeat_interval_s,
+        heartbeat=heartbeat,
+        snapshot_path=snapshot_path,
+        applied_offset=offset,
+        recent_ids=recent,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.stopping.set)
+    for prefix in cls.subscribes:
+        bus.subscribe(prefix)
+    for tag in CONTROL_TAGS:
+        bus.subscribe(f"{tag}.{name}")
+    log.info("actor.starting", module=spec.actor.module, applied_offset=offset, restored=state is not None)
+    tasks = [
+        loop.create_task(runtime.timers(), name="timers"),
+        loop.create_task(runtime.read_volatile(), name="volatile"),
+    ]
+    code = 0
+    try:
+        await actor.setup()
+        if cls.subscribes:
+            runtime.state = "replaying"
+            tasks.append(loop.create_task(runtime.read_durable(list(cls.subscribes)), name="durable"))
+        else:
+            runtime.state = "live"
+            heartbeat(runtime)
+        dispatch = loop.create_task(runtime.dispatch(), name="dispatch")
+        stop = loop.create_task(runtime.stopping.wait())
+        done, _ = await asyncio.wait({dispatch, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if dispatch in done and dispatch.exception() is not None:
+            raise dispatch.exception()  # type: ignore[misc]
+        runtime.stopping.set()
+        runtime.wake.set()
+        await dispatch
+        stop.cancel()
+    except Exception:
+        log.exception("actor.crashed")
+        code = 1
+    runtime.state = "stopping"
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if code == 0:
+        await runtime.snapshot()
+        flushed = await bus.flush(spec.actor.stop_grace_s / 2)
+        if not flushed:
+            log.warning("actor.unflushed", pending=len(bus.producer.outbox))
+        try:
+            await asyncio.wait_for(actor.teardown(), spec.actor.stop_grace_s / 2)
+        except Exception:
+            log.exception("actor.teardown_failed")
+    actor.shutdown_executors()
+    await bus.close()
+    hb_sock.close(linger=0)
+    log.info("actor.stopped", applied_offset=runtime.applied, code=code)
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hexbus.run", description=__doc__)
+    parser.add_argument("target", help="package.module:ClassName")
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args(argv)
+    raw = os.environ.get("HEXBUS_SPEC")
+    if not raw:
+        print("hexbus.run: HEXBUS_SPEC is not set; actors are started by `hexbus run supervisor.toml`",
+              file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    spec = msgspec.json.decode(raw, type=ActorProcessSpec)
+    configure(args.name, os.environ.get("HEXBUS_LOG_LEVEL", "info"))
+    die_with_parent()
+    try:
+        cls = load_class(args.target)
+        config = actor_config(cls, args.name, spec.actor.config)
+    except ActorConfigError as exc:
+        structlog.get_logger("hexbus.run").error("actor.config_error", error=str(exc))
+        print(f"hexbus: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    raise SystemExit(runner(serve(cls, spec, config)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Every event that crosses the Hex bus, as one closed tagged union.
+
+Adding an event: define the Struct in its family module with an explicit dotted
+tag, add it to ``AnyEvent`` below, and give its family a row in
+``schemas.delivery.DELIVERY``. See schemas/README.md for the evolution rules.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from schemas.base import Event
+from schemas.chat import Attachment, ChatAck, ChatMessage, Reply, ReplyChunk
+from schemas.delivery import DELIVERY, Delivery, delivery_of
+from schemas.system import (
+    ActorLifecycle,
+    BrokerHeartbeat,
+    Heartbeat,
+    Metric,
+    Ping,
+    Pong,
+    ProbeDurable,
+    ProbeVolatile,
+    Rejected,
+    Reload,
+    Snapshot,
+    Stop,
+)
+
+AnyEvent = (
+    Heartbeat
+    | BrokerHeartbeat
+    | ActorLifecycle
+    | Rejected
+    | Stop
+    | Ping
+    | Pong
+    | Snapshot
+    | Reload
+    | Metric
+    | ProbeDurable
+    | ProbeVolatile
+    | ChatMessage
+    | ChatAck
+    | ReplyChunk
+    | Reply
+)
+
+EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__
+TAGS: Final[dict[str, type[Event]]] = {str(t.__struct_config__.tag): t for t in EVENT_TYPES}
+CONTROL_TAGS: Final[frozenset[str]] = frozenset(t for t in TAGS if t.startswith("sys.control."))
+
+
+def tag_of(event_type: type[Event]) -> str:
+    tag = event_type.__struct_config__.tag
+    if not isinstance(tag, str):
+        raise TypeError(f"{event_type.__name__} has no string tag")
+    return tag
+
+
+def type_for_topic(topic: str) -> type[Event] | None:
+    """The event type a topic names: the longest tag that is the topic or its dotted prefix."""
+    best: str | None = None
+    for tag in TAGS:
+        if (topic == tag or topic.startswith(tag + ".")) and (best is None or len(tag) > len(best)):
+            best = tag
+    return TAGS[best] if best is not None else None
+
+
+__all__ = [
+    "CONTROL_TAGS",
+    "DELIVERY",
+    "EVENT_TYPES",
+    "TAGS",
+    "ActorLifecycle",
+    "AnyEvent",
+    "Attachment",
+    "BrokerHeartbeat",
+    "ChatAck",
+    "ChatMessage",
+    "Delivery",
+    "Event",
+    "Heartbeat",
+    "Metric",
+    "Ping",
+    "Pong",
+    "ProbeDurable",
+    "ProbeVolatile",
+    "Rejected",
+    "Reload",
+    "Reply",
+    "ReplyChunk",
+    "Snapshot",
+    "Stop",
+    "delivery_of",
+    "tag_of",
+    "type_for_topic",
+]

@@ -1,0 +1,35 @@
+"""The one table that gives every topic family its delivery class."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Delivery(StrEnum):
+    DURABLE = "durable"
+    VOLATILE = "volatile"
+
+
+# Longest matching prefix wins. Every event tag must resolve here
+# (tests/schemas/test_delivery.py checks it), so adding a family means adding a row.
+DELIVERY: dict[str, Delivery] = {
+    "sys": Delivery.VOLATILE,  # heartbeats, control, pongs, metrics, rejected counters
+    "sys.actor": Delivery.DURABLE,  # lifecycle: spawn, exit, restart, failed, error
+    "chat.message": Delivery.DURABLE,
+    "chat.ack": Delivery.VOLATILE,
+    "chat.reply": Delivery.DURABLE,
+    "chat.reply.chunk": Delivery.VOLATILE,  # the final chat.reply carries the whole text
+    "probe.durable": Delivery.DURABLE,
+    "probe.volatile": Delivery.VOLATILE,
+}
+
+
+def delivery_of(topic: str) -> Delivery:
+    """The delivery class of a topic (its tag plus any routing key)."""
+    best = ""
+    for prefix in DELIVERY:
+        if len(prefix) > len(best) and (topic == prefix or topic.startswith(prefix + ".")):
+            best = prefix
+    if not best:
+        raise KeyError(f"topic {topic!r} has no delivery class: add its family to schemas.delivery.DELIVERY")
+    return DELIVERY[best]

@@ -1,0 +1,115 @@
+"""System events: heartbeats, actor lifecycle, bus health and control."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from schemas.base import Event
+
+ActorStateName = Literal["starting", "replaying", "live", "stopping"]
+
+
+class Heartbeat(Event, frozen=True, kw_only=True, tag="sys.heartbeat"):
+    """Sent by every process from its event loop; a missing one means a hang."""
+
+    actor: str
+    pid: int
+    state: ActorStateName = "live"
+    events_in: int = 0
+    events_out: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    applied_offset: int = 0
+    rss_bytes: int = 0
+
+
+class BrokerHeartbeat(Event, frozen=True, kw_only=True, tag="sys.broker.heartbeat"):
+    """The broker's pulse: its incarnation and the journal head."""
+
+    incarnation: str
+    head_offset: int
+    first_offset: int
+    sessions: int = 0
+    rejected: int = 0
+
+
+LifecycleChange = Literal["spawn", "exit", "restart", "failed", "error"]
+
+
+class ActorLifecycle(Event, frozen=True, kw_only=True, tag="sys.actor"):
+    """One change in an actor's life, published durably on ``sys.actor.<name>.<change>``.
+
+    spawn: a process started; exit: it ended (returncode or signal, and why);
+    restart: the supervisor will start it again after ``backoff_s``; failed: it
+    exceeded its restart intensity and stays down; error: a handler raised on
+    ``event_id`` and the actor went on.
+    """
+
+    actor: str
+    change: LifecycleChange
+    pid: int = 0
+    returncode: int | None = None
+    signal: int | None = None
+    restarts: int = 0
+    backoff_s: float = 0.0
+    reason: str = ""
+    event_id: str = ""
+    event_type: str = ""
+
+
+class Rejected(Event, frozen=True, kw_only=True, tag="sys.bus.rejected"):
+    """Counters of frames a process dropped as malformed, oversized or unknown."""
+
+    process: str
+    counts: dict[str, int]
+    total: int
+
+
+class Stop(Event, frozen=True, kw_only=True, tag="sys.control.stop"):
+    target: str
+    reason: str = ""
+
+
+class Ping(Event, frozen=True, kw_only=True, tag="sys.control.ping"):
+    target: str
+    nonce: int = 0
+
+
+class Pong(Event, frozen=True, kw_only=True, tag="sys.pong"):
+    actor: str
+    nonce: int = 0
+    state: ActorStateName = "live"
+    applied_offset: int = 0
+
+
+class Snapshot(Event, frozen=True, kw_only=True, tag="sys.control.snapshot"):
+    target: str
+
+
+class Reload(Event, frozen=True, kw_only=True, tag="sys.control.reload"):
+    target: str
+
+
+class Metric(Event, frozen=True, kw_only=True, tag="sys.metric"):
+    """A named measurement (latency stages, counters) for ``hexbus tail metrics``."""
+
+    name: str
+    value: float
+    unit: str = ""
+    labels: dict[str, str] = {}
+
+
+class ProbeDurable(Event, frozen=True, kw_only=True, tag="probe.durable"):
+    """Diagnostics, tests and benchmarks: a durable event carrying a number."""
+
+    n: int
+    sent_ns: int = 0
+    note: str = ""
+
+
+class ProbeVolatile(Event, frozen=True, kw_only=True, tag="probe.volatile"):
+    """Diagnostics, tests and benchmarks: a volatile event (may carry a blob)."""
+
+    n: int
+    sent_ns: int = 0
+    note: str = ""

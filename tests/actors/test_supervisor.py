@@ -1,0 +1,165 @@
+"""The supervisor with real processes: hangs, flapping, hot restart, reload, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from hexbus.bus import BusClient
+from schemas import ProbeDurable, ProbeVolatile
+from tests.busclient import ask_count
+from tests.harness import FAST_BUS, actor_toml, poll_for
+
+pytestmark = pytest.mark.process
+
+
+async def publish(endpoints, events, name="tester") -> None:  # type: ignore[no-untyped-def]
+    client = BusClient(endpoints, name)
+    client.start()
+    for event in events:
+        await client.publish(event)
+    assert await client.flush(30)
+    await client.close()
+
+
+def test_hung_actor_is_killed_and_restarted_within_its_heartbeat_timeout(hex_factory) -> None:
+    timeout = 1.5
+    hx = hex_factory(FAST_BUS + actor_toml("hang", "actors.diag.actor:HangActor", heartbeat_timeout_s=timeout,
+                                           max_restarts=10, backoff_initial_s=0.05)).start()
+    first = hx.pid("hang")
+
+    async def trigger() -> None:
+        client = BusClient(hx.endpoints, "trigger")
+        await asyncio.sleep(0.3)
+        client.publish_volatile(ProbeVolatile(n=1, note="hang"), key="hang")
+        await asyncio.sleep(0.1)
+        await client.close()
+
+    asyncio.run(trigger())
+    blocked_at = time.monotonic()
+    poll_for(lambda: hx.status()["hang"]["pid"] not in (0, first), timeout + 3, interval=0.02,
+             what="hung actor replaced")
+    replaced_after = time.monotonic() - blocked_at
+    assert replaced_after <= timeout + 1.0, f"replaced after {replaced_after:.2f}s"
+    assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+    status = hx.wait_state({"hang": "live"})
+    assert status["hang"]["restarts"] == 1
+    assert "hung: no heartbeat" in hx.log()
+
+
+def test_actor_that_crashes_at_start_is_marked_failed_and_others_keep_running(hex_factory) -> None:
+    config = (FAST_BUS
+              + actor_toml("flappy", "actors.diag.actor:CrashActor", max_restarts=3, restart_period_s=30,
+                           backoff_initial_s=0.01, backoff_max_s=0.05)
+              + actor_toml("counter", "actors.diag.actor:CounterActor"))
+    hx = hex_factory(config).start(wait_live=False)
+    status = hx.wait_state({"flappy": "failed", "counter": "live", "broker": "live"}, timeout=30)
+    assert status["flappy"]["restarts"] == 3
+    assert "max_restarts = 3" in status["flappy"]["reason"]
+    asyncio.run(publish(hx.endpoints, [ProbeDurable(n=1)]))
+    poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == (1, 1), 10, what="counter still serving")
+    out = hx.cli("status")
+    assert out.returncode == 0 and "flappy: " in out.stdout and "failed" in out.stdout
+    # Restarting a failed actor by hand gives it a fresh intensity budget.
+    assert hx.command("restart", "flappy").ok
+
+
+def test_hot_restart_keeps_state_and_sees_events_published_meanwhile(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
+    asyncio.run(publish(hx.endpoints, [ProbeDurable(n=n) for n in range(1, 101)]))
+    poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == (100, 5050), 15, what="100 counted")
+    old = hx.pid("counter")
+    out = hx.cli("restart", "counter", "--wait", "20")
+    assert out.returncode == 0, out.stderr
+    assert "live again" in out.stdout
+    assert hx.pid("counter") != old
+    asyncio.run(publish(hx.endpoints, [ProbeDurable(n=n) for n in range(101, 111)]))
+    poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == (110, 6105), 15, what="110 counted")
+    assert "restored" in hx.log() and '"restored": true' in hx.log()
+
+
+def test_actor_with_bad_actor_config_fails_once_with_its_message(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("hang", "actors.diag.actor:HangActor",
+                                           config={"hang_after_s": "soon"})).start(wait_live=False)
+    status = hx.wait_state({"hang": "failed"}, timeout=20)
+    assert status["hang"]["restarts"] == 0
+    assert "actors.hang.config.hang_after_s: expected float, got str" in hx.log()
+
+
+def test_reload_starts_added_stops_removed_and_restarts_only_changed(hex_factory) -> None:
+    base = FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor") + actor_toml(
+        "echo", "actors.diag.actor:EchoActor")
+    hx = hex_factory(base).start()
+    counter_pid, echo_pid = hx.pid("counter"), hx.pid("echo")
+    hx.config_path.write_text(
+        FAST_BUS
+        + actor_toml("counter", "actors.diag.actor:CounterActor")
+        + actor_toml("sink", "actors.diag.actor:SinkActor")
+    )
+    out = hx.cli("reload")
+    assert out.returncode == 0, out.stderr
+    assert "added ['sink']" in out.stdout and "removed ['echo']" in out.stdout
+    status = hx.wait_state({"sink": "live", "counter": "live"})
+    assert "echo" not in status
+    assert status["counter"]["pid"] == counter_pid
+    assert not psutil.pid_exists(echo_pid) or psutil.Process(echo_pid).status() == psutil.STATUS_ZOMBIE
+    # A changed spec restarts just that actor.
+    hx.config_path.write_text(hx.config_path.read_text().replace(
+        'module = "actors.diag.actor:SinkActor"', 'module = "actors.diag.actor:SinkActor"\nstop_grace_s = 2.0'))
+    sink_pid = hx.pid("sink")
+    out = hx.cli("reload")
+    assert "restarted ['sink']" in out.stdout, out.stdout
+    hx.wait_state({"sink": "live"})
+    assert hx.pid("sink") != sink_pid and hx.pid("counter") == counter_pid
+    # A broken file changes nothing and says why.
+    hx.config_path.write_text("[actors.x]\nmodule = 'nope.nothing:X'\n")
+    out = hx.cli("reload")
+    assert out.returncode == 1 and "no module named 'nope.nothing'" in out.stderr
+
+
+def test_sigint_on_hexbus_run_leaves_no_process_behind(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")
+                     + actor_toml("hang", "actors.diag.actor:HangActor", stop_grace_s=1.0)).start()
+    pids = [hx.pid(n) for n in ("broker", "counter", "hang")]
+    assert hx.stop() == 0
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    log = [json.loads(line) for line in hx.log().splitlines() if line.startswith("{")]
+    assert any(e["event"] == "supervisor.stopped" for e in log)
+
+
+def test_supervisor_killed_outright_takes_its_children_with_it(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
+    pids = [hx.pid(n) for n in ("broker", "counter")]
+    assert hx.proc is not None
+    os.kill(hx.proc.pid, signal.SIGKILL)
+    poll_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                             for p in pids), 10, what="children gone")
+
+
+def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
+    os.kill(hx.pid("counter"), signal.SIGKILL)
+    hx.wait_state({"counter": "live"})
+
+    async def lifecycle() -> list[str]:
+        client = BusClient(hx.endpoints, "reader")
+        feed = client.durable(["sys.actor.counter"], after=0)
+        topics: list[str] = []
+        async for envelope, _ in feed:
+            if envelope is not None:
+                topics.append(envelope.topic)
+            elif feed.live:
+                break
+        await client.close()
+        return topics
+
+    topics = poll_for(lambda: (t := asyncio.run(lifecycle())) and len(t) >= 4 and t, 10, what="lifecycle")
+    assert topics[:4] == ["sys.actor.counter.spawn", "sys.actor.counter.exit",
+                          "sys.actor.counter.restart", "sys.actor.counter.spawn"]

@@ -1,0 +1,162 @@
+"""A real Hex for integration tests: `hexbus run` in a subprocess, on ipc:// in a short temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+from hexbus.config import parse
+from hexbus.control import ControlRequest, SupervisorUnreachable, call
+from hexbus.endpoints import Endpoints, endpoints
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def poll_for(predicate: Callable[[], T], timeout: float, interval: float = 0.05, what: str = "") -> T:
+    """Poll until ``predicate`` returns something truthy; fail the test with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate} (last: {last!r})")
+
+
+FAST_BUS = """
+[bus]
+heartbeat_interval_s = 0.2
+[bus.journal]
+fsync = "batch"
+"""
+
+
+class Hex:
+    """One running supervisor with its broker and actors."""
+
+    def __init__(self, config: str, root: Path | None = None) -> None:
+        # ipc paths must stay short, so not pytest's (long) tmp_path.
+        self.root = root or Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+        self.run_dir = self.root / "run"
+        self.data_dir = self.root / "data"
+        self.config_path = self.root / "supervisor.toml"
+        self.config_path.write_text(config)
+        self.config = parse(config)
+        self.endpoints: Endpoints = endpoints(self.config.bus, self.run_dir)
+        self.log_path = self.root / "hex.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_live: bool = True) -> Hex:
+        env = dict(os.environ, HEXBUS_LOG_JSON="1")
+        self.log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hexbus.cli", "run", str(self.config_path), "--run-dir", str(self.run_dir),
+             "--data-dir", str(self.data_dir)],
+            stdout=self.log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+        )
+        if wait_live:
+            names = ["broker", *(n for n, s in self.config.actors.items() if s.enabled)]
+            self.wait_state({n: "live" for n in names}, timeout=30)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def status(self) -> dict[str, Any]:
+        try:
+            reply = call(self.endpoints.control, ControlRequest(cmd="status"), timeout=2)
+        except SupervisorUnreachable:
+            return {}
+        return reply.data
+
+    def command(self, cmd: str, name: str = "") -> Any:
+        return call(self.endpoints.control, ControlRequest(cmd=cmd, name=name), timeout=30)  # type: ignore[arg-type]
+
+    def wait_state(self, wanted: dict[str, str], timeout: float = 20) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            status = self.status()
+            ok = all(status.get(n, {}).get("state") == s for n, s in wanted.items())
+            return status if ok else None
+
+        try:
+            return poll_for(check, timeout, what=f"states {wanted}")
+        except AssertionError:
+            raise AssertionError(f"states {wanted} not reached; status={self.status()}\nlog tail:\n"
+                                 + self.log()[-4000:]) from None
+
+    def pid(self, name: str) -> int:
+        return int(self.status()[name]["pid"])
+
+    def cli(self, *args: str, timeout: float = 30, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hexbus.cli", *args, "--run-dir", str(self.run_dir)],
+            capture_output=True, text=True, timeout=timeout, cwd=REPO, input=input,
+        )
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process started for this Hex (found by its run directory in the environment)."""
+        found = []
+        marker = str(self.run_dir)
+        for proc in psutil.process_iter(["pid", "environ"]):
+            try:
+                env = proc.info["environ"] or {}
+            except (psutil.Error, KeyError):
+                continue
+            if marker in env.get("HEXBUS_SPEC", ""):
+                found.append(proc)
+        return found
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for proc in self.processes():
+            proc.kill()
+        self.log_file.close()
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def snapshot_state(self, actor: str) -> dict[str, Any]:
+        import msgspec
+
+        from hexbus.actor import SnapshotFile
+
+        snap = msgspec.msgpack.decode((self.data_dir / "actors" / actor / "snapshot.msgpack").read_bytes(),
+                                      type=SnapshotFile)
+        state: dict[str, Any] = msgspec.msgpack.decode(snap.state)
+        state["_offset"] = snap.offset
+        return state
+
+
+def actor_toml(name: str, module: str, **settings: Any) -> str:
+    lines = [f"[actors.{name}]", f'module = "{module}"']
+    config = settings.pop("config", None)
+    for key, value in settings.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    if config:
+        lines.append(f"[actors.{name}.config]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in config.items()]
+    return "\n".join(lines) + "\n"
