@@ -99,6 +99,7 @@ class Actor(Generic[C, S]):
     config_type: ClassVar[type[msgspec.Struct]] = NoConfig
     state_type: ClassVar[type[msgspec.Struct]] = NoState
     volatile_queue: ClassVar[int] = 1000  # volatile events waiting beyond this drop the oldest
+    volatile_queue_bytes: ClassVar[int] = 64 << 20  # and so do blob bytes waiting beyond this
     dedup_window: ClassVar[int] = 4096  # recent durable event ids remembered for idempotency
     _handlers: ClassVar[dict[type[Event], Handler]] = {}
 
@@ -250,6 +251,7 @@ class Runtime:
         self.recent: OrderedDict[str, None] = OrderedDict((i, None) for i in recent_ids)
         self.control: deque[tuple[Envelope, bytes | None]] = deque()
         self.volatile: deque[tuple[Envelope, bytes | None]] = deque()
+        self.volatile_bytes = 0
         self.durable: asyncio.Queue[tuple[Envelope | None, Any]] = asyncio.Queue(maxsize=1024)
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -259,6 +261,7 @@ class Runtime:
         self.since_snapshot = 0
         self.snapshot_at = time.monotonic()
         self.dirty = False
+        self.snapshot_due = False
         self.control_tags = {f"{tag}.{actor.name}" for tag in CONTROL_TAGS}
 
     # -- inputs ---------------------------------------------------------------
@@ -270,14 +273,21 @@ class Runtime:
                 future.set_result((envelope, blob))
                 continue
             if envelope.topic in self.control_tags:
-                self.control.append((envelope, blob))
+                if isinstance(envelope.body, Ping | Stop):
+                    await self.run_control(envelope, blob)  # needs no state: answer at once, even mid-handler
+                else:
+                    self.control.append((envelope, blob))
             elif delivery_of(envelope.topic) is Delivery.DURABLE:
                 continue  # durable events arrive through the feed, in order
             else:
-                if len(self.volatile) >= self.actor.volatile_queue:
-                    self.volatile.popleft()
+                size = len(blob) if blob is not None else 0
+                while self.volatile and (len(self.volatile) >= self.actor.volatile_queue
+                                         or self.volatile_bytes + size > self.actor.volatile_queue_bytes):
+                    _, old = self.volatile.popleft()
+                    self.volatile_bytes -= len(old) if old is not None else 0
                     self.dropped += 1
                 self.volatile.append((envelope, blob))
+                self.volatile_bytes += size
             self.wake.set()
 
     async def read_durable(self, prefixes: list[str]) -> None:
@@ -298,6 +308,9 @@ class Runtime:
     async def dispatch(self) -> None:
         turn = 0
         while not self.stopping.is_set():
+            if self.snapshot_due:
+                self.snapshot_due = False
+                await self.maybe_snapshot()
             if self.control:
                 await self.run_control(*self.control.popleft())
                 continue
@@ -319,6 +332,7 @@ class Runtime:
                 await self.apply_durable(envelope, extra)
             else:
                 envelope, blob = self.volatile.popleft()
+                self.volatile_bytes -= len(blob) if blob is not None else 0
                 await self.call_handler(envelope, blob)
 
     async def apply_durable(self, envelope: Envelope, blob: bytes | None) -> None:
@@ -404,8 +418,10 @@ class Runtime:
     async def timers(self) -> None:
         while not self.stopping.is_set():
             self.send_heartbeat(self)
-            if self.state == "live":
-                await self.maybe_snapshot()
+            if self.dirty:
+                # Snapshots happen between handlers only, so no half-applied event is ever saved.
+                self.snapshot_due = True
+                self.wake.set()
             try:
                 await asyncio.wait_for(self.stopping.wait(), self.heartbeat_interval_s)
             except TimeoutError:

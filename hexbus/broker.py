@@ -123,6 +123,9 @@ class Broker:
         self.vin.rcvhwm = hwm
         self.vout = self._socket(zmq.XPUB, ep.volatile_out)
         self.vout.sndhwm = hwm
+        self.vbig = self._socket(zmq.XPUB, ep.volatile_big)
+        self.vbig.sndhwm = self.bus.blob_hwm
+        self.big = self.bus.blob_lane_bytes
         self.ingest = self._socket(zmq.ROUTER, ep.ingest)
         self.ingest.router_mandatory = False
         self.replay = self._socket(zmq.ROUTER, ep.replay)
@@ -149,7 +152,7 @@ class Broker:
         return found
 
     def on_volatile(self) -> None:
-        recv, send = self.vin.recv_multipart, self.vout.send_multipart
+        recv, send, big = self.vin.recv_multipart, self.vout.send_multipart, self.big
         for _ in range(DRAIN):
             try:
                 frames = recv(zmq.NOBLOCK)
@@ -162,14 +165,18 @@ class Broker:
             except RejectedFrame as exc:
                 self.rejected.add(exc.kind, exc.detail)
                 continue
-            send(frames, zmq.NOBLOCK)
+            if len(frames) == 3 and len(frames[2]) >= big:
+                self.vbig.send_multipart(frames, zmq.NOBLOCK)
+            else:
+                send(frames, zmq.NOBLOCK)
             self.forwarded += 1
 
-    def on_subscription(self) -> None:
-        # Forward (un)subscriptions upstream so publishers send only what someone wants.
+    def on_subscription(self, xpub: zmq.Socket[bytes]) -> None:
+        # Forward (un)subscriptions upstream so publishers send only what someone wants. Each SUB
+        # subscribes on both lanes; the publishers' PUBs count subscriptions, so the pairs balance.
         for _ in range(DRAIN):
             try:
-                msg = self.vout.recv(zmq.NOBLOCK)
+                msg = xpub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self.vin.send(msg)
@@ -227,8 +234,11 @@ class Broker:
         for identity, (session, seq) in acks.items():
             self._send(self.ingest, [identity, ACK, U64x2.pack(session, seq)])
         for record in fresh:
-            parts = [record.topic, record.envelope] + ([record.blob] if record.blob is not None else [])
-            self._send(self.vout, parts)
+            if record.blob is None:
+                self._send(self.vout, [record.topic, record.envelope])
+            else:
+                lane = self.vbig if len(record.blob) >= self.big else self.vout
+                self._send(lane, [record.topic, record.envelope, record.blob])
         self.accepted += len(fresh)
         if fresh and self.parked:
             self._serve_parked(time.monotonic())
@@ -327,7 +337,7 @@ class Broker:
 
     def run(self) -> None:
         poller = zmq.Poller()
-        for sock in (self.vin, self.vout, self.ingest, self.replay):
+        for sock in (self.vin, self.vout, self.vbig, self.ingest, self.replay):
             poller.register(sock, zmq.POLLIN)
         interval = self.bus.heartbeat_interval_s
         next_beat = time.monotonic()
@@ -363,7 +373,9 @@ class Broker:
             if self.replay in ready:
                 self.on_fetch()
             if self.vout in ready:
-                self.on_subscription()
+                self.on_subscription(self.vout)
+            if self.vbig in ready:
+                self.on_subscription(self.vbig)
             if self.vin in ready:
                 self.on_volatile()
         self.close()
@@ -371,7 +383,7 @@ class Broker:
     def close(self) -> None:
         log.info("broker.stopping", head=self.journal.head)
         self.journal.close()
-        for sock in (self.vin, self.vout, self.ingest, self.replay, self.hb):
+        for sock in (self.vin, self.vout, self.vbig, self.ingest, self.replay, self.hb):
             sock.close(linger=0)
         if self.auth is not None:
             self.auth.stop()

@@ -220,7 +220,8 @@ class DurableFeed:
         _sent(self.sock.send_multipart([FETCH, codec.encode_control(request)], flags=zmq.NOBLOCK))
 
     async def _reply(self) -> list[bytes] | None:
-        deadline = time.monotonic() + (self.wait_ms if self.live else 0) / 1000 + 2.0
+        # A parked fetch is answered within wait_ms; past that (plus slack) the broker lost it.
+        deadline = time.monotonic() + (self.wait_ms if self.live else 0) / 1000 + 0.5
         while True:
             try:
                 frames = self.shadow.recv_multipart(zmq.NOBLOCK)
@@ -310,6 +311,7 @@ class BusClient:
         self.sub = _socket(self.ctx, zmq.SUB, endpoints.volatile_out, curve)
         self.sub.rcvhwm = volatile_hwm
         self.sub.connect(connect_address(endpoints.volatile_out))
+        self.sub.connect(connect_address(endpoints.volatile_big))
         self.sub_shadow: zmq.Socket[bytes] = zmq.Socket.shadow(self.sub.underlying)
         self.ingest = _socket(self.ctx, zmq.DEALER, endpoints.ingest, curve)
         # Not IMMEDIATE: what is sent before the connection is up waits in the pipe instead of

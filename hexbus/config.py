@@ -38,9 +38,14 @@ class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     transport: Literal["ipc", "tcp"] = "ipc"
     host: str = "127.0.0.1"
-    port: int = 7600  # tcp: port .. port+3 (volatile in, volatile out, ingest, replay)
+    port: int = 7600  # tcp: port .. port+4 (volatile in, volatile out, ingest, replay, large volatile out)
     curve_dir: str = ""  # keys made by `hexbus keys`; required for a non-loopback host
     volatile_hwm: int = 1000
+    # Frames whose blob is at least blob_lane_bytes travel on a second XPUB whose queue per
+    # subscriber is blob_hwm frames, so a stalled subscriber of 1 MB video frames pins
+    # megabytes in the broker, not gigabytes.
+    blob_lane_bytes: int = 65536
+    blob_hwm: int = 16
     max_blob_mb: int = 16
     heartbeat_interval_s: float = 0.5
     outbox_events: int = 10_000
@@ -171,8 +176,9 @@ def validate(config: HexConfig, source: str) -> None:
     _positive(source, "bus.outbox_events", bus.outbox_events)
     _positive(source, "bus.volatile_hwm", bus.volatile_hwm)
     _positive(source, "bus.journal.segment_mb", bus.journal.segment_mb)
-    if not 1 <= bus.port <= 65532:
-        raise ConfigError(f"{source}: bus.port must be between 1 and 65532, got {bus.port}")
+    _positive(source, "bus.blob_hwm", bus.blob_hwm)
+    if not 1 <= bus.port <= 65531:
+        raise ConfigError(f"{source}: bus.port must be between 1 and 65531 (it uses port .. port+4), got {bus.port}")
     if bus.transport == "tcp" and not is_loopback(bus.host) and not bus.curve_dir:
         raise ConfigError(
             f"{source}: bus.host {bus.host!r} is not loopback and bus.curve_dir is empty: "

@@ -125,6 +125,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         loop.create_task(runtime.read_volatile(), name="volatile"),
     ]
     code = 0
+    clean = True
     try:
         await actor.setup()
         if cls.subscribes:
@@ -140,8 +141,16 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
             raise dispatch.exception()  # type: ignore[misc]
         runtime.stopping.set()
         runtime.wake.set()
-        await dispatch
         stop.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(dispatch), spec.actor.stop_grace_s / 3)
+        except TimeoutError:
+            # A handler that will not finish: cancel it, and keep the last snapshot rather than
+            # saving a half-applied event (replay redoes it on the next start).
+            log.warning("actor.handler_cancelled_on_stop", grace_s=spec.actor.stop_grace_s / 3)
+            dispatch.cancel()
+            await asyncio.gather(dispatch, return_exceptions=True)
+            clean = False
     except Exception:
         log.exception("actor.crashed")
         code = 1
@@ -150,7 +159,8 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     if code == 0:
-        await runtime.snapshot()
+        if clean:
+            await runtime.snapshot()
         flushed = await bus.flush(spec.actor.stop_grace_s / 2)
         if not flushed:
             log.warning("actor.unflushed", pending=len(bus.producer.outbox))

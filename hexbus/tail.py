@@ -40,6 +40,7 @@ async def tail(endpoints: Endpoints, prefixes: list[str], *, as_json: bool, coun
     for prefix in prefixes:
         sock.subscribe(prefix.encode("ascii"))
     sock.connect(connect_address(endpoints.volatile_out))
+    sock.connect(connect_address(endpoints.volatile_big))
     seen = 0
     try:
         while True:

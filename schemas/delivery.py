@@ -19,6 +19,7 @@ DELIVERY: dict[str, Delivery] = {
     "chat.ack": Delivery.VOLATILE,
     "chat.reply": Delivery.DURABLE,
     "chat.reply.chunk": Delivery.VOLATILE,  # the final chat.reply carries the whole text
+    "metrics": Delivery.VOLATILE,
     "probe.durable": Delivery.DURABLE,
     "probe.volatile": Delivery.VOLATILE,
 }

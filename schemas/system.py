@@ -90,8 +90,8 @@ class Reload(Event, frozen=True, kw_only=True, tag="sys.control.reload"):
     target: str
 
 
-class Metric(Event, frozen=True, kw_only=True, tag="sys.metric"):
-    """A named measurement (latency stages, counters) for ``hexbus tail metrics``."""
+class Metric(Event, frozen=True, kw_only=True, tag="metrics"):
+    """A named measurement (latency stages, counters), shown by ``hexbus tail metrics``."""
 
     name: str
     value: float

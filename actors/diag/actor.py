@@ -102,6 +102,7 @@ class StallActor(Actor[StallConfig, NoState]):
         sock.linger = 0
         sock.subscribe(self.config.prefix.encode())
         sock.connect(connect_address(self.bus.endpoints.volatile_out))
+        sock.connect(connect_address(self.bus.endpoints.volatile_big))
         self._stalled = sock  # kept open, never read
 
 

@@ -156,20 +156,14 @@ class Supervisor:
         if policy.restart == "temporary" or (policy.restart == "transient" and code == 0):
             watcher.state = "exited"
             return
-        now = time.monotonic()
-        recent = watcher.recent_restarts
-        while recent and now - recent[0] > policy.restart_period_s:
-            recent.popleft()
-        if len(recent) >= policy.max_restarts:
+        backoff = watcher.budget.on_exit(time.monotonic())
+        if backoff is None:
             watcher.state = "failed"
-            watcher.reason = (f"{len(recent) + 1} exits within {policy.restart_period_s:g}s "
+            watcher.reason = (f"{len(watcher.budget.recent) + 1} exits within {policy.restart_period_s:g}s "
                               f"(max_restarts = {policy.max_restarts}); last: {watcher.reason}")
             self.emit(watcher, "failed", restarts=watcher.restarts, reason=watcher.reason)
             return
-        recent.append(now)
         watcher.restarts += 1
-        backoff = min(policy.backoff_max_s, policy.backoff_initial_s * (2 ** watcher.since_live_failures))
-        watcher.since_live_failures += 1
         watcher.state = "backoff"
         self.emit(watcher, "restart", restarts=watcher.restarts, backoff_s=round(backoff, 3), reason=watcher.reason)
         loop = asyncio.get_running_loop()
@@ -319,8 +313,7 @@ class Supervisor:
             new.restarts = watcher.restarts
             self.watchers[watcher.name] = new
         target.restarts += 1
-        target.recent_restarts.clear()
-        target.since_live_failures = 0
+        target.budget.reset()
         target.wanted = True
         target.reason = "restarted on request"
         self.emit(target, "restart", restarts=target.restarts, reason="requested")

@@ -34,6 +34,37 @@ class Policy:
 
 
 @dataclass(slots=True)
+class RestartBudget:
+    """Restart intensity and backoff, as in Erlang/OTP: at most ``max_restarts`` in any
+    ``period_s`` window; backoff doubles per restart since the process was last live."""
+
+    max_restarts: int
+    period_s: float
+    backoff_initial_s: float
+    backoff_max_s: float
+    recent: deque[float] = field(default_factory=deque)
+    since_live: int = 0
+
+    def on_exit(self, now: float) -> float | None:
+        """The backoff before restarting, or None when the intensity is exceeded."""
+        while self.recent and now - self.recent[0] > self.period_s:
+            self.recent.popleft()
+        if len(self.recent) >= self.max_restarts:
+            return None
+        self.recent.append(now)
+        backoff = min(self.backoff_max_s, self.backoff_initial_s * (1 << min(self.since_live, 62)))
+        self.since_live += 1
+        return backoff
+
+    def on_live(self) -> None:
+        self.since_live = 0
+
+    def reset(self) -> None:
+        self.recent.clear()
+        self.since_live = 0
+
+
+@dataclass(slots=True)
 class Watcher:
     """A named process, its restart history and its last heartbeat."""
 
@@ -45,8 +76,7 @@ class Watcher:
     proc: asyncio.subprocess.Process | None = None
     state: WatcherState = "stopped"
     restarts: int = 0
-    recent_restarts: deque[float] = field(default_factory=deque)
-    since_live_failures: int = 0
+    budget: RestartBudget = field(init=False)
     started_at: float = 0.0
     live_at: float = 0.0
     last_beat_at: float = 0.0
@@ -59,6 +89,10 @@ class Watcher:
     restart_handle: asyncio.TimerHandle | None = None
     kill_reason: str = ""
     live_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        p = self.policy
+        self.budget = RestartBudget(p.max_restarts, p.restart_period_s, p.backoff_initial_s, p.backoff_max_s)
 
     @property
     def pid(self) -> int:
@@ -130,7 +164,7 @@ class Watcher:
             self.state = beat.state
         if beat.state == "live" and not self.live_at:
             self.live_at = self.last_beat_at
-            self.since_live_failures = 0
+            self.budget.on_live()
             self.live_event.set()
             return True
         return False
