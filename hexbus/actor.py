@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
 
@@ -31,6 +32,7 @@ from schemas import (
     Event,
     Ping,
     Pong,
+    Rejected,
     Reload,
     Snapshot,
     Stop,
@@ -213,7 +215,10 @@ class Actor(Generic[C, S]):
         """Run blocking work in a worker thread so heartbeats and control keep flowing."""
         if self._threads is None:
             self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{self.name}-work")
-        return await self._run_in(self._threads, fn, *args, **kwargs)
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(ctx.run, fn, *args, **kwargs)
+        )
 
     async def offload_process(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run CPU-heavy work (holding the GIL) in a child process; ``fn`` must be picklable."""
@@ -221,12 +226,9 @@ class Actor(Generic[C, S]):
             import multiprocessing
 
             self._processes = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return await self._run_in(self._processes, fn, *args, **kwargs)
-
-    async def _run_in(self, executor: Executor, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        ctx = contextvars.copy_context()
-        return await loop.run_in_executor(executor, lambda: ctx.run(fn, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._processes, functools.partial(fn, *args, **kwargs)
+        )
 
     def shutdown_executors(self) -> None:
         for executor in (self._threads, self._processes):
@@ -418,6 +420,13 @@ class Runtime:
     async def timers(self) -> None:
         while not self.stopping.is_set():
             self.send_heartbeat(self)
+            rejected = self.bus.rejected
+            if rejected.changed:
+                rejected.changed = False
+                self.bus.publish_volatile(
+                    Rejected(process=self.actor.name, counts=dict(rejected.counts), total=rejected.total),
+                    key=self.actor.name,
+                )
             if self.dirty:
                 # Snapshots happen between handlers only, so no half-applied event is ever saved.
                 self.snapshot_due = True

@@ -254,6 +254,10 @@ class DurableFeed:
                 if self.incarnation:
                     log.info("bus.broker_restarted", incarnation=reply.incarnation, after=self.after)
                 self.incarnation = reply.incarnation
+            if 0 < self.after < reply.first - 1 and reply.head >= reply.first:
+                # Retention removed events this subscriber never read: a real, unrecoverable gap.
+                log.error("bus.gap_retention", missing_from=self.after + 1, missing_to=reply.first - 1,
+                          hint="raise bus.journal.retention_mb/retention_hours, or keep this actor running")
             if reply.head < self.after:
                 log.warning("bus.journal_behind_snapshot", head=reply.head, after=self.after,
                             hint="the journal was reset; replaying from its head")

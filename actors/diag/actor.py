@@ -119,3 +119,48 @@ class SinkActor(Actor[NoConfig, SinkState]):
     @on(ProbeVolatile)
     async def seen(self, event: ProbeVolatile) -> None:
         self.state.seen += 1
+
+
+class BusyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    work_s: float = 2.0
+
+
+def _sleep_and_report(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+class BusyActor(Actor[BusyConfig, NoState]):
+    """Does long blocking work the right way (off the loop), so its heartbeats never stop."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("probe.volatile.busy",)
+    config_type = BusyConfig
+
+    @on(ProbeVolatile)
+    async def work(self, event: ProbeVolatile) -> None:
+        if event.note == "process":
+            worker = await self.offload_process(_sleep_and_report, self.config.work_s)
+        else:
+            worker = await self.offload(_sleep_and_report, self.config.work_s)
+        await self.respond(ProbeVolatile(n=worker, note=f"done:{event.note}"))
+
+
+class HogConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    grow_mb_per_s: int = 50
+
+
+class HogActor(Actor[HogConfig, NoState]):
+    """Grows its memory steadily (a leak) until the supervisor's RSS limit stops it."""
+
+    config_type = HogConfig
+
+    async def setup(self) -> None:
+        self._hoard: list[bytearray] = []
+        asyncio.get_running_loop().create_task(self._grow())
+
+    async def _grow(self) -> None:
+        while True:
+            chunk = bytearray(self.config.grow_mb_per_s << 17)  # an eighth of the per-second amount
+            chunk[::4096] = b"x" * len(chunk[::4096])  # touch every page so it counts in RSS
+            self._hoard.append(chunk)
+            await asyncio.sleep(0.125)

@@ -163,3 +163,47 @@ def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory) -> None:
     topics = poll_for(lambda: (t := asyncio.run(lifecycle())) and len(t) >= 4 and t, 10, what="lifecycle")
     assert topics[:4] == ["sys.actor.counter.spawn", "sys.actor.counter.exit",
                           "sys.actor.counter.restart", "sys.actor.counter.spawn"]
+
+
+def test_blocking_work_offloaded_never_stops_heartbeats(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("busy", "actors.diag.actor:BusyActor", heartbeat_timeout_s=1.0,
+                                           config={"work_s": 2.5})).start()
+    pid = hx.pid("busy")
+
+    async def ask(note: str) -> ProbeVolatile:
+        client = BusClient(hx.endpoints, "boss")
+        client.subscribe("probe.volatile.boss")
+        await asyncio.sleep(0.3)
+        client.publish_volatile(ProbeVolatile(n=0, note=note), key="busy", correlation="job")
+        async for envelope, _ in client.volatile():
+            if envelope.correlation == "job":
+                await client.close()
+                return envelope.body  # type: ignore[return-value]
+        raise AssertionError("unreachable")
+
+    thread_reply = asyncio.run(asyncio.wait_for(ask("thread"), 15))
+    assert thread_reply.note == "done:thread" and thread_reply.n == pid
+    process_reply = asyncio.run(asyncio.wait_for(ask("process"), 30))
+    assert process_reply.note == "done:process" and process_reply.n != pid  # it ran in a child process
+    status = hx.status()["busy"]
+    assert status["pid"] == pid and status["restarts"] == 0
+
+
+def test_actor_over_its_memory_limit_is_killed_and_restarted(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + "[supervisor]\nstatus_interval_s = 0.2\n"
+                     + actor_toml("hog", "actors.diag.actor:HogActor", memory_limit_mb=120, max_restarts=10,
+                                  config={"grow_mb_per_s": 200})).start()
+    first = hx.pid("hog")
+    poll_for(lambda: hx.status()["hog"]["restarts"] >= 1, 20, what="hog restarted")
+    assert hx.pid("hog") != first
+    assert "memory: RSS" in hx.log() and "over memory_limit_mb = 120" in hx.log()
+
+
+def test_gpu_limit_without_nvml_is_a_logged_note_not_a_failure(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor",
+                                           gpu_memory_limit_mb=1000)).start()
+    log = hx.log()
+    if '"gpu.limits_enabled"' in log:
+        pytest.skip("this machine has NVML; the limit is enforced instead")
+    assert '"gpu.limits_skipped"' in log
+    assert hx.status()["counter"]["state"] == "live"

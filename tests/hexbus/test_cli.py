@@ -1,0 +1,113 @@
+"""The hexbus command line against a real running Hex."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.harness import FAST_BUS, REPO, actor_toml, poll_for
+
+pytestmark = pytest.mark.process
+
+MESSAGE = json.dumps({"platform": "console", "person_id": "me", "display_name": "Me", "channel": "c1",
+                      "text": "hello"})
+
+
+def test_status_json_is_keyed_by_actor_with_pid_state_restarts(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("echo", "actors.diag.actor:EchoActor")).start()
+    out = hx.cli("status", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert set(data) == {"broker", "echo"}
+    for entry in data.values():
+        assert entry["pid"] > 0 and entry["state"] == "live" and entry["restarts"] == 0
+        assert {"uptime_s", "rss_bytes", "last_heartbeat_s", "events_in", "events_out", "dropped"} <= set(entry)
+    table = hx.cli("status").stdout.splitlines()
+    assert table[0].split() == ["ACTOR", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "HEARTBEAT", "IN", "OUT",
+                                "DROPPED"]
+    assert any(line.startswith("echo ") and " live " in line for line in table)
+
+
+def test_send_validates_against_the_schema_and_tail_shows_the_conversation(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("echo", "actors.diag.actor:EchoActor")).start()
+    with subprocess.Popen(
+        [sys.executable, "-m", "hexbus.cli", "tail", "chat", "--run-dir", str(hx.run_dir), "--count", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    ) as tail:
+
+        def sent_and_seen() -> bool:
+            out = hx.cli("send", "chat.message.console", MESSAGE)
+            assert out.returncode == 0, out.stderr
+            assert "durable, acknowledged" in out.stdout
+            return tail.poll() is not None  # tail exits after two lines: the message and its ack
+
+        poll_for(sent_and_seen, 20, interval=0.2, what="tail to print the message and its ack")
+        lines = (tail.stdout.read() if tail.stdout else "").splitlines()
+    assert lines[0].split()[1] == "chat.message.console" and '"text":"hello"' in lines[0]
+    assert " @" in lines[0]  # durable events show their journal offset
+    assert lines[1].split()[1] == "chat.ack" and "<echo>" in lines[1]
+
+
+def test_send_rejects_bad_events_with_one_clear_line(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS).start()
+    cases = {
+        ("chat.message", '{"text": "no platform"}'): "Object missing required field `platform`",
+        ("chat.message", "{not json"): "not valid JSON",
+        ("nonsense.topic", "{}"): "no event type for topic 'nonsense.topic'",
+        ("chat.message", '{"platform": "irc", "person_id": "a", "display_name": "a", "channel": "c",'
+                         ' "text": "x"}'): "Invalid enum value 'irc'",
+    }
+    for (topic, body), expected in cases.items():
+        out = hx.cli("send", topic, body)
+        assert out.returncode == 2, (topic, body, out)
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("hexbus: ")
+        assert expected in out.stderr
+
+
+def test_tail_shows_blob_sizes_not_bytes_and_json_mode(hex_factory) -> None:
+    import asyncio
+
+    from hexbus.bus import BusClient
+    from schemas import ProbeVolatile
+
+    hx = hex_factory(FAST_BUS).start()
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "hexbus.cli", "tail", "probe", "--json", "--run-dir", str(hx.run_dir),
+         "--count", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+
+    async def flood() -> None:
+        client = BusClient(hx.endpoints, "blobber")
+        for n in range(100):
+            client.publish_volatile(ProbeVolatile(n=n), key="x", blob=b"\x00" * 70_000)
+            await asyncio.sleep(0.05)
+            if tail.poll() is not None:
+                break
+        await client.close()
+
+    asyncio.run(flood())
+    out, _ = tail.communicate(timeout=10)
+    record = json.loads(out.splitlines()[0])
+    assert record["topic"] == "probe.volatile.x" and record["blob_bytes"] == 70_000
+    assert record["body"]["type"] == "probe.volatile"
+
+
+def test_commands_without_a_running_hex_say_how_to_start_one(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "hexbus.cli", "status", "--run-dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert out.returncode == 1
+    assert "no Hex is running" in out.stderr and "hexbus run supervisor.toml" in out.stderr
+
+
+def test_second_supervisor_on_the_same_run_dir_is_refused(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS).start()
+    out = subprocess.run([sys.executable, "-m", "hexbus.cli", "run", str(hx.config_path), "--run-dir",
+                          str(hx.run_dir), "--data-dir", str(hx.root / "other")],
+                         capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert out.returncode == 2
+    assert "already running" in out.stderr and "--run-dir" in out.stderr
+    assert hx.status()["broker"]["state"] == "live"
