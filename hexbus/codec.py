@@ -15,7 +15,7 @@ from typing import Final
 
 import msgspec
 
-from schemas import AnyEvent, Event, tag_of
+from schemas import AnyEvent, Event, tag_of, type_for_topic
 
 MAX_TOPIC_BYTES: Final = 255
 MAX_ENVELOPE_BYTES: Final = 1 << 20
@@ -68,6 +68,8 @@ def decode(data: bytes | memoryview) -> Envelope:
         raise RejectedFrame("malformed", text) from None
     except msgspec.DecodeError as exc:
         raise RejectedFrame("malformed", str(exc)) from None
+    except UnicodeDecodeError as exc:  # msgspec raises it bare for bad UTF-8 inside a string
+        raise RejectedFrame("malformed", str(exc)) from None
 
 
 def check_topic(topic: bytes | memoryview) -> str:
@@ -82,8 +84,17 @@ def check_topic(topic: bytes | memoryview) -> str:
     return text
 
 
-def topic_matches_tag(topic: str, tag: str) -> bool:
-    return topic == tag or (topic.startswith(tag) and topic[len(tag)] == ".")
+_topic_types: dict[str, type[Event] | None] = {}
+
+
+def _topic_type(topic: str) -> type[Event] | None:
+    """The event type a topic names (its longest matching tag), cached: topics repeat."""
+    found = _topic_types.get(topic, Event)
+    if found is Event:
+        if len(_topic_types) > 8192:
+            _topic_types.clear()
+        found = _topic_types[topic] = type_for_topic(topic)
+    return found
 
 
 def decode_message(frames: list[bytes] | list[memoryview]) -> tuple[Envelope, bytes | memoryview | None]:
@@ -94,8 +105,8 @@ def decode_message(frames: list[bytes] | list[memoryview]) -> tuple[Envelope, by
     envelope = decode(frames[1])
     if envelope.topic != topic:
         raise RejectedFrame("mismatch", f"frame topic {topic!r} != envelope topic {envelope.topic!r}")
-    if not topic_matches_tag(topic, envelope.body.__struct_config__.tag):  # type: ignore[arg-type]
-        raise RejectedFrame("mismatch", f"topic {topic!r} does not start with tag of {type(envelope.body).__name__}")
+    if _topic_type(topic) is not type(envelope.body):
+        raise RejectedFrame("mismatch", f"topic {topic!r} does not name a {type(envelope.body).__name__}")
     blob: bytes | memoryview | None = None
     if len(frames) == 3:
         blob = frames[2]

@@ -24,6 +24,10 @@ ACTOR_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 class ConfigError(Exception):
     """A configuration problem a person can fix; the message is one line."""
 
+    def __init__(self, message: str) -> None:
+        # Keys can hold newlines or control characters; the message must stay one line.
+        super().__init__("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message))
+
 
 class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     segment_mb: int = 64
@@ -99,7 +103,7 @@ class _RawConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # Actors are converted one by one so an error can name the actor (msgspec paths hide dict keys).
     supervisor: SupervisorConfig = SupervisorConfig()
     bus: BusConfig = BusConfig()
-    actors: dict[str, dict[str, Any]] = {}
+    actors: dict[str, Any] = {}
 
 
 def default_run_dir() -> Path:
@@ -120,11 +124,11 @@ def _humanize(exc: msgspec.ValidationError, prefix: str = "", raw: Any = None) -
         key = key.removesuffix("[...]") + (f".{bad[0]}" if bad else "")
     key = re.sub(r"\[(\d+)\]", r"[\1]", key)
     key = ".".join(p for p in (prefix, key) if p)
-    unknown = re.match(r"Object contains unknown field `(.+)`", message)
+    unknown = re.match(r"Object contains unknown field `(.+)`", message, re.S)
     if unknown:
         full = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
         return f"unknown key {full!r}: remove it or fix its spelling"
-    missing = re.match(r"Object missing required field `(.+)`", message)
+    missing = re.match(r"Object missing required field `(.+)`", message, re.S)
     if missing:
         full = f"{key}.{missing.group(1)}" if key else missing.group(1)
         return f"missing key {full!r}: add it"
