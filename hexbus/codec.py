@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
@@ -22,19 +22,23 @@ MAX_ENVELOPE_BYTES: Final = 1 << 20
 MAX_BLOB_BYTES: Final = 16 << 20
 
 
+# msgpack integers may be negative or too wide for the journal's u64 fields: reject them at decode time.
+Count = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+
+
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the bus knows about one event, around the event itself."""
 
     id: str
     topic: str
     source: str
-    session: int = 0  # the producer's incarnation; (session, seq) is the dedup key
-    seq: int = 0  # per-session sequence, durable events only
+    session: Count = 0  # the producer's incarnation; (session, seq) is the dedup key
+    seq: Count = 0  # per-session sequence, durable events only
     wall: float = 0.0  # unix seconds at the source
-    mono: int = 0  # time.monotonic_ns() at the source
+    mono: Count = 0  # time.monotonic_ns() at the source
     causation: str = ""  # id of the event this one answers or was caused by
     correlation: str = ""  # request/response pairing
-    offset: int = 0  # global journal offset, stamped by the broker on durable events
+    offset: Count = 0  # global journal offset, stamped by the broker on durable events
     body: AnyEvent
 
 

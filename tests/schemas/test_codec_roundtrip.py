@@ -107,6 +107,10 @@ def key_for(cls: type[Event], key: str) -> bool:
     return len(topic) <= codec.MAX_TOPIC_BYTES and type_for_topic(topic) is cls
 
 
+# The envelope's counters are u64 on the journal's side; the codec admits 0 .. 2**63 - 1.
+counts = st.integers(min_value=0, max_value=(1 << 63) - 1)
+
+
 @st.composite
 def envelopes(draw: st.DrawFn, cls: type[Event]) -> codec.Envelope:
     event = draw(STRATEGIES[cls])
@@ -115,13 +119,13 @@ def envelopes(draw: st.DrawFn, cls: type[Event]) -> codec.Envelope:
         event,
         event_id=draw(texts),
         source=draw(texts),
-        session=draw(int64s),
-        seq=draw(int64s),
+        session=draw(counts),
+        seq=draw(counts),
         key=key,
         causation=draw(texts),
         correlation=draw(texts),
     )
-    return msgspec.structs.replace(envelope, wall=draw(floats), mono=draw(int64s), offset=draw(int64s))
+    return msgspec.structs.replace(envelope, wall=draw(floats), mono=draw(counts), offset=draw(counts))
 
 
 any_envelope = st.sampled_from(list(STRATEGIES)).flatmap(envelopes)
@@ -372,3 +376,14 @@ def test_blob_over_max_blob_bytes_is_rejected_as_oversized() -> None:
     assert rejection_kind([topic, envelope, memoryview(buffer)]) == "oversized"
     _, blob = codec.decode_message([topic, envelope, memoryview(buffer)[:-1]])
     assert blob is not None and len(blob) == codec.MAX_BLOB_BYTES
+
+
+@given(field=st.sampled_from(["session", "seq", "mono", "offset"]),
+       value=st.integers(min_value=INT64_MIN, max_value=-1) | st.integers(min_value=1 << 63, max_value=(1 << 64) - 1))
+def test_envelope_counters_outside_u63_are_rejected_as_malformed(field: str, value: int) -> None:
+    raw = msgspec.to_builtins(envelope_of(ProbeDurable(n=1)))
+    raw[field] = value
+    frames = [b"probe.durable", msgspec.msgpack.encode(raw)]
+    with pytest.raises(codec.RejectedFrame) as info:
+        codec.decode_message(frames)
+    assert info.value.kind == "malformed"
