@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from multiprocessing.context import SpawnProcess
-from typing import Any, TypeVar
+from multiprocessing.queues import Queue
+from typing import Any, TypeAlias, TypeVar
 
 T = TypeVar("T")
+Results: TypeAlias = "Queue[dict[str, Any]]"  # what each child process puts its figures on
 
 # Children start fresh interpreters (never fork a process that has ZeroMQ contexts).
 MP = multiprocessing.get_context("spawn")

@@ -9,20 +9,26 @@ process, all on ipc:// in a short folder under /tmp:
   in its own process -> SUB (connect); frames ``[topic, payload]``.
 - hex: ``BusClient.publish_volatile(ProbeVolatile(n=i), key="bench")`` ->
   the Hex broker (``Hex(FAST_BUS)``, no actors) -> ``BusClient.volatile()``.
+- hexc (a diagnostic): the same Hex clients through the raw proxy, which
+  splits Hex's cost into the clients' share and the broker's share.
 
 Every socket uses high-water mark 1000 on both paths (Hex's default
 ``bus.volatile_hwm``). Payloads: 64 B (raw) against a ProbeVolatile envelope
 (hex, its size is reported), and 16 KiB (a payload frame against a blob). The
 subscriber times its window from the first to the last data message; both
 sides wait until a warm-up message arrives before the timed run (slow joiner).
-Each configuration runs ``rounds`` times, alternating raw and hex, and the best
-round counts (the machine is shared and noisy); every round is reported.
+Each size runs ``rounds`` times, the three setups interleaved, and the best
+round of each counts (the machine is shared and noisy); every round is
+reported, with each process's CPU use and, for hex, the broker's CPU per
+forwarded message.
 
 Durable latency: a producer process publishes ``ProbeDurable(n, sent_ns)``
 with ``publish_durable`` at a paced 1,000 events/s; a subscriber process reads
 the ``client.durable(["probe.durable"], after=0)`` feed (live before the
 producer starts) and takes ``monotonic_ns() - sent_ns`` at receipt
-(CLOCK_MONOTONIC is system-wide). Default fsync policy (batch). Then durable
+(CLOCK_MONOTONIC is system-wide). Default fsync policy (batch). A probe
+process beside them reports how late a 1 ms sleep wakes (the machine's noise
+floor for the same seconds). Then durable
 throughput: the producer publishes as fast as the outbox allows; acknowledged
 events/s (publish to flush) and delivered events/s (first send to last receipt).
 """
@@ -38,13 +44,26 @@ import asyncio
 import shutil
 import tempfile
 import time
-from multiprocessing.queues import Queue
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
+import msgspec
+import psutil
 import zmq
 
-from bench._common import MP, children, emit, parser, progress, run_async, summary, wait_event
+from bench._common import (
+    MP,
+    Results,
+    children,
+    emit,
+    parser,
+    progress,
+    run_async,
+    summary,
+    wait_event,
+)
 from hexbus import codec
 from hexbus.bus import BusClient
 from hexbus.endpoints import Endpoints
@@ -57,8 +76,6 @@ LARGE = 16 * 1024
 IDLE_END_S = 2.0  # the subscriber gives up this long after the last data message
 TOPIC = b"probe.volatile.bench"
 WARM, DATA, END = b"w", b"d", b"e"
-
-Results = Queue  # of dict[str, Any], one per child
 
 # -- raw pyzmq ----------------------------------------------------------------
 
@@ -80,20 +97,21 @@ def raw_sub(address: str, ready: MpEvent, joined: MpEvent, results: Results) -> 
     sock.connect(address)
     sock.subscribe(TOPIC)
     ready.set()
-    count, first, last = 0, 0.0, 0.0
+    count, first, last, cpu0 = 0, 0.0, 0.0, 0.0
     while sock.poll(int(IDLE_END_S * 1000) if count else 30_000):
-        topic, payload = sock.recv_multipart()
+        _, payload = sock.recv_multipart()
         kind = payload[:1]
         if kind == DATA:
             last = time.perf_counter()
             if not count:
                 first = last
+                cpu0 = time.process_time()
             count += 1
         elif kind == WARM:
             joined.set()
         elif kind == END:
             break
-    results.put({"received": count, "window_s": last - first})
+    results.put({"received": count, "window_s": last - first, "cpu_s": time.process_time() - cpu0})
 
 
 def raw_pub(address: str, size: int, joined: MpEvent, duration: float, results: Results) -> None:
@@ -106,15 +124,17 @@ def raw_pub(address: str, size: int, joined: MpEvent, duration: float, results: 
     payload = DATA + bytes(size - 1)
     frames = [TOPIC, payload]
     sent = 0
+    cpu0 = time.process_time()
     deadline = time.perf_counter() + duration
     while time.perf_counter() < deadline:
         for _ in range(1000):
             send(frames)
         sent += 1000
+    cpu_s = time.process_time() - cpu0
     for _ in range(20):
         send([TOPIC, END + bytes(size - 1)])
         time.sleep(0.02)
-    results.put({"sent": sent})
+    results.put({"sent": sent, "cpu_s": cpu_s})
 
 
 # -- hex ------------------------------------------------------------------------
@@ -128,16 +148,17 @@ async def _hex_sub(endpoints: Endpoints, ready: MpEvent, joined: MpEvent) -> dic
     client = BusClient(endpoints, "bench-sub")
     client.subscribe("probe.volatile.bench")
     ready.set()
-    count, first, last = 0, 0.0, 0.0
+    count, first, last, cpu0 = 0, 0.0, 0.0, 0.0
 
     async def consume() -> None:
-        nonlocal count, first, last
+        nonlocal count, first, last, cpu0
         async for envelope, _ in client.volatile():
             note = envelope.body.note  # type: ignore[union-attr]
             if not note:
                 last = time.perf_counter()
                 if not count:
                     first = last
+                    cpu0 = time.process_time()
                 count += 1
             elif note == "warm":
                 joined.set()
@@ -150,8 +171,9 @@ async def _hex_sub(endpoints: Endpoints, ready: MpEvent, joined: MpEvent) -> dic
         if count and time.perf_counter() - last > IDLE_END_S:
             task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    cpu_s = time.process_time() - cpu0
     await client.close()
-    return {"received": count, "window_s": last - first}
+    return {"received": count, "window_s": last - first, "cpu_s": cpu_s}
 
 
 def hex_pub(endpoints: Endpoints, size: int, joined: MpEvent, duration: float, results: Results) -> None:
@@ -166,64 +188,116 @@ async def _hex_pub(endpoints: Endpoints, size: int, joined: MpEvent, duration: f
         await asyncio.sleep(0.01)
     publish = client.publish_volatile
     sent = 0
+    cpu0 = time.process_time()
     deadline = time.perf_counter() + duration
     while time.perf_counter() < deadline:
         for i in range(sent, sent + 1000):
             publish(ProbeVolatile(n=i), key="bench", blob=blob)
         sent += 1000
         await asyncio.sleep(0)
+    cpu_s = time.process_time() - cpu0
     for _ in range(20):
         publish(ProbeVolatile(n=-1, note="end"), key="bench")
         await asyncio.sleep(0.02)
     await client.close()
-    return {"sent": sent, "dropped_at_pub": client.volatile_dropped}
+    return {"sent": sent, "cpu_s": cpu_s}
 
 
 # -- one volatile run -------------------------------------------------------------
 
 
-def volatile_run(kind: str, size: int, duration: float, raw_addrs: tuple[str, str],
-                 endpoints: Endpoints) -> dict[str, Any]:
-    """Start subscriber then publisher for one timed run; the subscriber's receiving rate."""
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def broker_forwarded(hx: Hex) -> int:
+    """Messages the broker has handled, from its latest heartbeat (every 0.2 s with FAST_BUS)."""
+    return int(hx.status().get("broker", {}).get("events_in", 0))
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One way from publisher to subscriber: its two ends and the forwarder between them."""
+
+    kind: str  # raw, hex, or hexc (Hex's clients over the raw proxy)
+    sub: Callable[..., None]
+    pub: Callable[..., None]
+    sub_at: str | Endpoints
+    pub_at: str | Endpoints
+    forwarder_pid: int
+    broker: Hex | None = None  # set when the forwarder is the Hex broker, which counts what it forwards
+
+
+def volatile_run(setup: Setup, size: int, duration: float) -> dict[str, Any]:
+    """Start subscriber then publisher for one timed run; the subscriber's receiving rate.
+
+    CPU figures are each process's CPU seconds (all its threads, ZeroMQ's I/O
+    thread included) per second of the timed window: 1.0 is one core.
+    ``forwarder_us_per_msg`` is the broker's CPU per message it forwarded.
+    """
+    forwarded0 = broker_forwarded(setup.broker) if setup.broker else 0
     ready, joined = MP.Event(), MP.Event()
     sub_q: Results = MP.Queue()
     pub_q: Results = MP.Queue()
     with children() as start:
-        if kind == "raw":
-            start(raw_sub, raw_addrs[1], ready, joined, sub_q)
-            wait_event(ready, 30, "raw subscriber")
-            start(raw_pub, raw_addrs[0], size, joined, duration, pub_q)
-        else:
-            start(hex_sub, endpoints, ready, joined, sub_q)
-            wait_event(ready, 30, "hex subscriber")
-            start(hex_pub, endpoints, size, joined, duration, pub_q)
-        wait_event(joined, 30, f"{kind} warm-up message")
+        start(setup.sub, setup.sub_at, ready, joined, sub_q)
+        wait_event(ready, 30, f"{setup.kind} subscriber")
+        start(setup.pub, setup.pub_at, size, joined, duration, pub_q)
+        wait_event(joined, 30, f"{setup.kind} warm-up message")
+        fwd_cpu0 = cpu_seconds(setup.forwarder_pid)
         pub = pub_q.get(timeout=duration + 30)
+        fwd_cpu = cpu_seconds(setup.forwarder_pid) - fwd_cpu0  # over the send window and the end markers
         sub = sub_q.get(timeout=IDLE_END_S + 30)
-    rate = sub["received"] / sub["window_s"] if sub["window_s"] > 0 else 0.0
-    return {"msgs_s": round(rate), "sent": pub["sent"], "received": sub["received"],
-            "delivered_fraction": round(sub["received"] / max(1, pub["sent"]), 4),
-            "window_s": round(sub["window_s"], 3)}
+    window = sub["window_s"]
+    rate = sub["received"] / window if window > 0 else 0.0
+    run = {"msgs_s": round(rate), "sent": pub["sent"], "received": sub["received"],
+           "delivered_fraction": round(sub["received"] / max(1, pub["sent"]), 4),
+           "window_s": round(window, 3),
+           "cpu_pub": round(pub["cpu_s"] / duration, 2),
+           "cpu_forwarder": round(fwd_cpu / (duration + 0.4), 2),
+           "cpu_sub": round(sub["cpu_s"] / window, 2) if window > 0 else None}
+    if setup.broker:
+        forwarded = broker_forwarded(setup.broker) - forwarded0
+        run["forwarded"] = forwarded
+        run["forwarder_us_per_msg"] = round(fwd_cpu / forwarded * 1e6, 2) if forwarded > 0 else None
+    return run
 
 
-def volatile_bench(sizes: dict[str, int], rounds: int, duration: float, endpoints: Endpoints,
+def setups(hx: Hex, raw_dir: Path, proxy_pid: int) -> list[Setup]:
+    vin, vout = f"ipc://{raw_dir}/in", f"ipc://{raw_dir}/out"
+    # Hex's clients pointed at the raw proxy: separates the clients' cost from the broker's.
+    # Their second SUB connection (the large-blob lane) goes to an address nobody binds.
+    over_proxy = msgspec.structs.replace(hx.endpoints, volatile_in=vin, volatile_out=vout,
+                                         volatile_big=f"ipc://{raw_dir}/unused")
+    return [
+        Setup("raw", raw_sub, raw_pub, vout, vin, proxy_pid),
+        Setup("hex", hex_sub, hex_pub, hx.endpoints, hx.endpoints, hx.pid("broker"), broker=hx),
+        Setup("hexc", hex_sub, hex_pub, over_proxy, over_proxy, proxy_pid),
+    ]
+
+
+def volatile_bench(sizes: dict[str, int], rounds: int, duration: float, hx: Hex,
                    raw_dir: Path) -> dict[str, Any]:
-    raw_addrs = (f"ipc://{raw_dir}/in", f"ipc://{raw_dir}/out")
+    """Every setup for every size, ``rounds`` times interleaved; the best round of each counts."""
     out: dict[str, Any] = {}
     with children() as start:
-        start(raw_proxy, *raw_addrs)
+        proxy = start(raw_proxy, f"ipc://{raw_dir}/in", f"ipc://{raw_dir}/out")
         time.sleep(0.5)  # the proxy binds before anyone connects (connects retry anyway)
+        ways = setups(hx, raw_dir, proxy.pid or 0)
         for label, size in sizes.items():
-            best = {"raw": 0, "hex": 0}
+            best = dict.fromkeys((w.kind for w in ways), 0)
             for r in range(rounds):
-                for kind in ("raw", "hex"):
-                    run = volatile_run(kind, size, duration, raw_addrs, endpoints)
-                    progress(f"volatile {label} {kind} round {r + 1}: {run}")
-                    out.setdefault(f"{kind}_{label}_rounds", []).append(run)
-                    best[kind] = max(best[kind], run["msgs_s"])
-            out[f"raw_{label}_msgs_s"] = best["raw"]
-            out[f"hex_{label}_msgs_s"] = best["hex"]
-            out[f"volatile_{label}_ratio_vs_raw"] = round(best["hex"] / best["raw"], 3) if best["raw"] else None
+                for way in ways:
+                    run = volatile_run(way, size, duration)
+                    progress(f"volatile {label} {way.kind} round {r + 1}: {run}")
+                    out.setdefault(f"{way.kind}_{label}_rounds", []).append(run)
+                    best[way.kind] = max(best[way.kind], run["msgs_s"])
+            for kind, rate in best.items():
+                out[f"{kind}_{label}_msgs_s"] = rate
+            raw = best["raw"]
+            out[f"volatile_{label}_ratio_vs_raw"] = round(best["hex"] / raw, 3) if raw else None
+            out[f"hex_clients_over_raw_proxy_{label}_ratio_vs_raw"] = round(best["hexc"] / raw, 3) if raw else None
     return out
 
 
@@ -296,22 +370,42 @@ async def _durable_pub(endpoints: Endpoints, tag: str, count: int, rate: float) 
             "retransmits": client.producer.retransmits}
 
 
-def durable_run(endpoints: Endpoints, tag: str, count: int, rate: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    ready = MP.Event()
+def jitter(stop: MpEvent, results: Results) -> None:
+    """How late a 1 ms sleep wakes up on this machine right now (the noise floor of the latencies)."""
+    late_ms: list[float] = []
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        time.sleep(0.001)
+        late_ms.append((time.perf_counter() - t0) * 1000 - 1)
+    results.put(summary(late_ms, "sleep_1ms_late_ms"))
+
+
+def durable_run(endpoints: Endpoints, tag: str, count: int, rate: float
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One producer and one feed subscriber; a jitter probe beside them.
+
+    The subscriber reads from offset 0 and skips every probe without this run's tag.
+    """
+    tag = f"{tag}-{time.monotonic_ns()}"
+    ready, stop = MP.Event(), MP.Event()
     sub_q: Results = MP.Queue()
     pub_q: Results = MP.Queue()
+    jitter_q: Results = MP.Queue()
     with children() as start:
         start(durable_sub, endpoints, tag, ready, sub_q)
         wait_event(ready, 30, "durable feed live")
+        start(jitter, stop, jitter_q)
         start(durable_pub, endpoints, tag, count, rate, pub_q)
         pub = pub_q.get(timeout=(count / rate if rate else 0) + 120)
         sub = sub_q.get(timeout=60)
-    return pub, sub
+        stop.set()
+        noise = jitter_q.get(timeout=30)
+    return pub, sub, noise
 
 
 def durable_latency(endpoints: Endpoints, seconds: float, rate: float) -> dict[str, Any]:
     count = int(seconds * rate)
-    pub, sub = durable_run(endpoints, "latency", count, rate)
+    pub, sub, noise = durable_run(endpoints, "latency", count, rate)
     ms = [ns / 1e6 for ns in sub["latencies_ns"]]
     out: dict[str, Any] = {
         "durable_rate_per_s": rate,
@@ -322,6 +416,7 @@ def durable_latency(endpoints: Endpoints, seconds: float, rate: float) -> dict[s
         "durable_behind_schedule": pub["behind_schedule"],
         "durable_retransmits": pub["retransmits"],
         **summary(ms, "durable_latency_ms"),
+        **{f"durable_noise_{k}": v for k, v in noise.items() if k.endswith(("p50", "p99", "max"))},
     }
     out["durable_p50_ms"] = out.pop("durable_latency_ms_p50", None)
     out["durable_p99_ms"] = out.pop("durable_latency_ms_p99", None)
@@ -330,7 +425,7 @@ def durable_latency(endpoints: Endpoints, seconds: float, rate: float) -> dict[s
 
 
 def durable_throughput(endpoints: Endpoints, count: int) -> dict[str, Any]:
-    pub, sub = durable_run(endpoints, "burst", count, 0)
+    pub, sub, _ = durable_run(endpoints, "burst", count, 0)
     delivered_s = (sub["last_ns"] - pub["first_ns"]) / 1e9
     ms = [ns / 1e6 for ns in sub["latencies_ns"]]
     return {
@@ -352,7 +447,7 @@ def envelope_bytes() -> int:
 def main() -> None:
     args = parser(__doc__).parse_args()
     quick = args.quick
-    rounds, duration = (1, 1.5) if quick else (2, 3.0)
+    rounds, duration = (1, 1.5) if quick else (3, 2.0)
     latency_s, burst = (5.0, 5_000) if quick else (10.0, 20_000)
     raw_dir = Path(tempfile.mkdtemp(prefix="hxb", dir="/tmp"))
     hx = Hex(FAST_BUS)
@@ -361,7 +456,7 @@ def main() -> None:
     try:
         progress("starting Hex (broker only)")
         hx.start()
-        result.update(volatile_bench({"64b": SMALL, "16k": LARGE}, rounds, duration, hx.endpoints, raw_dir))
+        result.update(volatile_bench({"64b": SMALL, "16k": LARGE}, rounds, duration, hx, raw_dir))
         progress(f"durable latency: {latency_s:g}s at 1000/s")
         result.update(durable_latency(hx.endpoints, latency_s, 1000.0))
         progress(f"durable throughput: {burst} events unpaced")

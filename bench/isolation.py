@@ -1,0 +1,243 @@
+"""Chat acknowledgement latency with a quiet Hex, then with misbehaving neighbours and a flood.
+
+The bench process sends ``ChatMessage`` events (durable, ``publish_durable``)
+at about 20/s and times each one from just before the publish to the arrival
+of the volatile ``chat.ack`` that EchoActor publishes with the message's event
+id. Baseline and loaded phases each run on a FRESH Hex, so the loaded one
+starts from the same empty journal:
+
+- idle (the baseline): the broker and ``echo`` alone.
+- loaded: ``echo`` plus ``stall`` (StallActor on ``probe.volatile.flood``,
+  subscribed and never reading), ``sink`` (SinkActor, reading the flood) and
+  ``hang`` (HangActor, hang_after_s = 1: it blocks its loop a second after
+  every start, so the supervisor kills and restarts it over and over, each
+  restart a fresh Python process), while a producer process publishes
+  ``ProbeVolatile`` with a 1 MiB blob on ``probe.volatile.flood`` at 30/s.
+
+A warm-up message (acknowledged, not timed) proves the ack subscription is in
+place before each phase. Reported: p50/p99 per phase and their ratio, acks
+lost, hang's restarts and sink's events during the loaded phase, and the
+broker's largest RSS seen (a stalled subscriber holds up to ``volatile_hwm``
+messages in the broker, whatever their size).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncio
+import threading
+import time
+from multiprocessing.synchronize import Event as MpEvent
+from typing import Any
+
+from bench._common import MP, Results, children, emit, parser, progress, run_async, summary
+from hexbus.bus import BusClient
+from hexbus.endpoints import Endpoints
+from schemas import ChatAck, ChatMessage, ProbeVolatile
+from tests.harness import FAST_BUS, Hex, actor_toml
+
+RATE = 20.0  # chat messages per second
+FLOOD_RATE = 30.0
+FLOOD_BLOB = 1 << 20
+ACK_GRACE_S = 5.0  # after the last send, how long a missing ack may still come
+
+ECHO = actor_toml("echo", "actors.diag.actor:EchoActor")
+NEIGHBOURS = (
+    actor_toml("stall", "actors.diag.actor:StallActor", config={"prefix": "probe.volatile.flood"})
+    + actor_toml("sink", "actors.diag.actor:SinkActor")
+    + actor_toml("hang", "actors.diag.actor:HangActor", heartbeat_timeout_s=1.0, max_restarts=1000,
+                 backoff_initial_s=0.05, config={"hang_after_s": 1.0})
+)
+
+
+# -- the flood producer (a child process) ------------------------------------------------
+
+
+def flood(endpoints: Endpoints, stop: MpEvent, results: Results) -> None:
+    results.put(run_async(_flood(endpoints, stop)))
+
+
+async def _flood(endpoints: Endpoints, stop: MpEvent) -> dict[str, Any]:
+    client = BusClient(endpoints, "bench-flood")
+    blob = bytes(FLOOD_BLOB)
+    start = time.monotonic()
+    n = 0
+    while not stop.is_set():
+        delay = start + n / FLOOD_RATE - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        client.publish_volatile(ProbeVolatile(n=n), key="flood", blob=blob)
+        n += 1
+    await client.close()
+    return {"flood_sent": n, "flood_rate_per_s": round(n / (time.monotonic() - start), 1)}
+
+
+# -- the chat client (this process) ---------------------------------------------------------
+
+
+def chat_message(text: str) -> ChatMessage:
+    return ChatMessage(platform="console", person_id="bench", display_name="Bench", channel="bench", text=text)
+
+
+async def chat_latency(endpoints: Endpoints, count: int) -> dict[str, Any]:
+    """Send ``count`` chat messages at RATE/s; the ack latency of each, in ms."""
+    client = BusClient(endpoints, "bench-chat")
+    client.start()
+    client.subscribe("chat.ack")
+    sent_at: dict[str, float] = {}
+    latency_ms: dict[str, float] = {}
+    first_ack = asyncio.Event()
+
+    async def receive() -> None:
+        async for envelope, _ in client.volatile():
+            body = envelope.body
+            if not isinstance(body, ChatAck):
+                continue
+            first_ack.set()
+            t0 = sent_at.get(body.message_event_id)
+            if t0 is not None and body.message_event_id not in latency_ms:
+                latency_ms[body.message_event_id] = (time.perf_counter() - t0) * 1000
+
+    receiver = asyncio.create_task(receive())
+    try:
+        await warm_up(client, first_ack)
+        start = time.monotonic()
+        for i in range(count):
+            delay = start + i / RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event_id = client.ids.next()
+            sent_at[event_id] = time.perf_counter()
+            await client.publish_durable(chat_message(f"bench {i}"), key="bench", event_id=event_id)
+        deadline = time.monotonic() + ACK_GRACE_S
+        while len(latency_ms) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
+        await client.close()
+    return {"sent": count, "acked": len(latency_ms), "lost_acks": count - len(latency_ms),
+            "latencies_ms": list(latency_ms.values())}
+
+
+async def warm_up(client: BusClient, first_ack: asyncio.Event, timeout: float = 30.0) -> None:
+    """Send untimed messages until one is acknowledged: echo is live and the subscription is in place."""
+    deadline = time.monotonic() + timeout
+    while not first_ack.is_set():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no chat.ack within {timeout:g}s")
+        await client.publish_durable(chat_message("warm-up"), key="bench")
+        try:
+            await asyncio.wait_for(first_ack.wait(), 0.25)
+        except TimeoutError:
+            pass
+    await asyncio.sleep(0.3)  # let the other warm-up acks drain
+
+
+# -- watching the supervisor ----------------------------------------------------------------
+
+
+class Monitor(threading.Thread):
+    """Polls the supervisor's status twice a second: the broker's largest RSS, the last status seen."""
+
+    def __init__(self, hx: Hex) -> None:
+        super().__init__(daemon=True)
+        self.hx = hx
+        self.done = threading.Event()
+        self.broker_rss_max = 0
+        self.last: dict[str, Any] = {}
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            status = self.hx.status()
+            if status:
+                self.last = status
+                self.broker_rss_max = max(self.broker_rss_max, status.get("broker", {}).get("rss_bytes", 0))
+
+    def stop(self) -> dict[str, Any]:
+        self.done.set()
+        self.join(5)
+        return self.hx.status() or self.last
+
+
+def restarts(status: dict[str, Any], name: str) -> int:
+    return int(status.get(name, {}).get("restarts", 0))
+
+
+def phase(name: str, hx: Hex, count: int) -> dict[str, Any]:
+    """One timed run against a started Hex, reported with the ``{name}_`` prefix."""
+    before = hx.status()
+    monitor = Monitor(hx)
+    monitor.start()
+    run = run_async(chat_latency(hx.endpoints, count))
+    after = monitor.stop()
+    out: dict[str, Any] = {
+        f"{name}_sent": run["sent"],
+        f"{name}_lost_acks": run["lost_acks"],
+        **summary(run["latencies_ms"], f"{name}_ack_ms"),
+        f"{name}_echo_restarts": restarts(after, "echo") - restarts(before, "echo"),
+        f"{name}_broker_rss_start_mb": round(before.get("broker", {}).get("rss_bytes", 0) / 2**20, 1),
+        f"{name}_broker_rss_max_mb": round(monitor.broker_rss_max / 2**20, 1),
+    }
+    out[f"{name}_p50_ms"] = out.pop(f"{name}_ack_ms_p50", None)
+    out[f"{name}_p99_ms"] = out.pop(f"{name}_ack_ms_p99", None)
+    if "hang" in after:
+        out[f"{name}_hang_restarts"] = restarts(after, "hang") - restarts(before, "hang")
+        out[f"{name}_sink_events_in"] = int(after.get("sink", {}).get("events_in", 0))
+        out[f"{name}_sink_dropped"] = int(after.get("sink", {}).get("dropped", 0))
+        out[f"{name}_stall_state"] = after.get("stall", {}).get("state")
+    return out
+
+
+def idle_phase(count: int) -> dict[str, Any]:
+    hx = Hex(FAST_BUS + ECHO)
+    try:
+        progress("idle: starting Hex with echo")
+        hx.start()
+        progress(f"idle: {count} chat messages at {RATE:g}/s")
+        return phase("idle", hx, count)
+    finally:
+        hx.cleanup()
+
+
+def loaded_phase(count: int) -> dict[str, Any]:
+    hx = Hex(FAST_BUS + ECHO + NEIGHBOURS)
+    stop = MP.Event()
+    results: Results = MP.Queue()
+    try:
+        progress("loaded: starting Hex with echo, stall, sink, hang")
+        hx.start(wait_live=False)
+        hx.wait_state({n: "live" for n in ("broker", "echo", "stall", "sink")}, timeout=30)
+        with children() as start:
+            start(flood, hx.endpoints, stop, results)
+            time.sleep(1.0)  # the flood is flowing and stall's queues are filling
+            progress(f"loaded: {count} chat messages at {RATE:g}/s beside the flood")
+            out = phase("loaded", hx, count)
+            stop.set()
+            out.update(results.get(timeout=30))
+        return out
+    finally:
+        stop.set()
+        hx.cleanup()
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    count = 60 if args.quick else 200
+    result: dict[str, Any] = {"bench": "isolation", "quick": args.quick, "rate_per_s": RATE,
+                              "flood_blob_bytes": FLOOD_BLOB, "flood_target_rate_per_s": FLOOD_RATE}
+    result.update(idle_phase(count))
+    result.update(loaded_phase(count))
+    idle, loaded = result.get("idle_p99_ms"), result.get("loaded_p99_ms")
+    result["loaded_over_idle_p99"] = round(loaded / idle, 2) if idle and loaded else None
+    result["loaded_over_idle_p50"] = (round(result["loaded_p50_ms"] / result["idle_p50_ms"], 2)
+                                      if result.get("idle_p50_ms") and result.get("loaded_p50_ms") else None)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
