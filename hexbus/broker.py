@@ -2,6 +2,13 @@
 
 Volatile: publishers' PUB -> XSUB here -> XPUB here -> subscribers' SUB, with
 small high-water marks, so a slow subscriber loses frames and nobody waits.
+Two lanes, each forwarded by libzmq itself (``zmq.proxy_steerable`` in a
+thread, no Python per message): one for ordinary frames and one, with a tiny
+high-water mark, for frames whose blob is large. Subscriptions travel upstream
+to the publishers, so a family nobody subscribes to is never sent. The broker
+does not decode volatile frames: every receiver decodes strictly and counts
+what it rejects (DESIGN.md's rule holds at the edges, where the decoding
+happens anyway).
 
 Durable: producers' DEALER -> ROUTER ``ingest`` here. Each event is validated,
 deduplicated by (session, seq), stamped with the next global offset, appended
@@ -11,8 +18,9 @@ endpoint. Durable subscribers read only through fetches: they ask for events
 after their last applied offset, so nothing is ever skipped, and a subscriber
 that falls behind simply asks again at its own pace.
 
-Run with ``python -m hexbus.broker`` (the supervisor does); one loop, no threads
-except the journal's fsync thread and, with CURVE, ZeroMQ's authenticator.
+Run with ``python -m hexbus.broker`` (the supervisor does); one loop, plus the
+two volatile proxy threads, the journal's fsync thread and, with CURVE,
+ZeroMQ's authenticator.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +80,46 @@ class Parked:
     deadline: float
 
 
+class VolatileLane:
+    """XSUB -> XPUB forwarding inside libzmq, on a thread of its own, stopped through a control pair.
+
+    The XSUB also binds an inproc address, where the broker's own PUB connects to publish
+    heartbeats and the durable events that observers tail.
+    """
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], name: str, xsub: zmq.Socket[bytes],
+                 xpub: zmq.Socket[bytes]) -> None:
+        self.name = name
+        self.inproc = f"inproc://hexbus-{name}-{id(self):x}"
+        xsub.bind(self.inproc)
+        self.xsub, self.xpub = xsub, xpub
+        self.control: zmq.Socket[bytes] = ctx.socket(zmq.PAIR)
+        self.control.bind(f"inproc://hexbus-{name}-control-{id(self):x}")
+        self._peer: zmq.Socket[bytes] = ctx.socket(zmq.PAIR)
+        self._peer.connect(f"inproc://hexbus-{name}-control-{id(self):x}")
+        self.thread = threading.Thread(target=self._run, name=f"volatile-{name}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            zmq.proxy_steerable(self.xsub, self.xpub, None, self._peer)
+        except zmq.ContextTerminated:
+            pass
+        except zmq.ZMQError as exc:
+            log.error("broker.volatile_lane_failed", lane=self.name, error=str(exc))
+        finally:
+            for sock in (self.xsub, self.xpub, self._peer):
+                sock.close(linger=0)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.control.send(b"TERMINATE")
+            self.thread.join(2)
+        self.control.close(linger=0)
+
+
 class Broker:
     def __init__(self, spec: BrokerSpec) -> None:
         self.spec = spec
@@ -91,7 +140,6 @@ class Broker:
         self.parked: dict[bytes, Parked] = {}
         self.delivery_cache: dict[str, Delivery | None] = {}
         self.running = True
-        self.forwarded = 0
         self.accepted = 0
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.auth: Any = None
@@ -119,13 +167,27 @@ class Broker:
             self.auth.start()
             self.auth.configure_curve(domain="*", location=str(Path(ep.curve_dir) / "clients"))
         hwm = self.bus.volatile_hwm
-        self.vin = self._socket(zmq.XSUB, ep.volatile_in)
-        self.vin.rcvhwm = hwm
-        self.vout = self._socket(zmq.XPUB, ep.volatile_out)
-        self.vout.sndhwm = hwm
-        self.vbig = self._socket(zmq.XPUB, ep.volatile_big)
-        self.vbig.sndhwm = self.bus.blob_hwm
+        vin = self._socket(zmq.XSUB, ep.volatile_in)
+        vin.rcvhwm = hwm
+        vout = self._socket(zmq.XPUB, ep.volatile_out)
+        vout.sndhwm = hwm
+        big_in = self._socket(zmq.XSUB, ep.volatile_big_in)
+        big_in.rcvhwm = self.bus.blob_hwm
+        big_out = self._socket(zmq.XPUB, ep.volatile_big)
+        big_out.sndhwm = self.bus.blob_hwm
+        self.lanes = (VolatileLane(self.ctx, "small", vin, vout), VolatileLane(self.ctx, "big", big_in, big_out))
         self.big = self.bus.blob_lane_bytes
+        # The broker's own volatile publishing (heartbeats, durable events for observers) joins the lanes.
+        self.vout: zmq.Socket[bytes] = self.ctx.socket(zmq.PUB)
+        self.vout.sndhwm = hwm
+        self.vout.linger = 0
+        self.vout.connect(self.lanes[0].inproc)
+        self.vbig: zmq.Socket[bytes] = self.ctx.socket(zmq.PUB)
+        self.vbig.sndhwm = self.bus.blob_hwm
+        self.vbig.linger = 0
+        self.vbig.connect(self.lanes[1].inproc)
+        for lane in self.lanes:
+            lane.start()
         self.ingest = self._socket(zmq.ROUTER, ep.ingest)
         self.ingest.router_mandatory = False
         self.replay = self._socket(zmq.ROUTER, ep.replay)
@@ -150,36 +212,6 @@ class Broker:
             self.delivery_cache.clear()
         self.delivery_cache[topic] = found
         return found
-
-    def on_volatile(self) -> None:
-        recv, send, big = self.vin.recv_multipart, self.vout.send_multipart, self.big
-        for _ in range(DRAIN):
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                envelope, _ = codec.decode_message(frames)
-                if self._delivery(envelope.topic) is not Delivery.VOLATILE:
-                    raise RejectedFrame("class", f"{envelope.topic} is durable: publish it through the producer")
-            except RejectedFrame as exc:
-                self.rejected.add(exc.kind, exc.detail)
-                continue
-            if len(frames) == 3 and len(frames[2]) >= big:
-                self.vbig.send_multipart(frames, zmq.NOBLOCK)
-            else:
-                send(frames, zmq.NOBLOCK)
-            self.forwarded += 1
-
-    def on_subscription(self, xpub: zmq.Socket[bytes]) -> None:
-        # Forward (un)subscriptions upstream so publishers send only what someone wants. Each SUB
-        # subscribes on both lanes; the publishers' PUBs count subscriptions, so the pairs balance.
-        for _ in range(DRAIN):
-            try:
-                msg = xpub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.vin.send(msg)
 
     def publish_volatile(self, event: Any, key: str = "") -> None:
         envelope = codec.make_envelope(event, event_id=self.ids.next(), source="broker", key=key)
@@ -318,8 +350,8 @@ class Broker:
         beat = Heartbeat(
             actor="broker",
             pid=os.getpid(),
-            events_in=self.forwarded + self.accepted,
-            events_out=self.forwarded + self.accepted,
+            events_in=self.accepted,
+            events_out=self.accepted,
             rejected=self.rejected.total,
             applied_offset=self.journal.head,
         )
@@ -337,7 +369,7 @@ class Broker:
 
     def run(self) -> None:
         poller = zmq.Poller()
-        for sock in (self.vin, self.vout, self.vbig, self.ingest, self.replay):
+        for sock in (self.ingest, self.replay):
             poller.register(sock, zmq.POLLIN)
         interval = self.bus.heartbeat_interval_s
         next_beat = time.monotonic()
@@ -372,18 +404,14 @@ class Broker:
                 self.on_ingest()
             if self.replay in ready:
                 self.on_fetch()
-            if self.vout in ready:
-                self.on_subscription(self.vout)
-            if self.vbig in ready:
-                self.on_subscription(self.vbig)
-            if self.vin in ready:
-                self.on_volatile()
         self.close()
 
     def close(self) -> None:
         log.info("broker.stopping", head=self.journal.head)
         self.journal.close()
-        for sock in (self.vin, self.vout, self.vbig, self.ingest, self.replay, self.hb):
+        for lane in self.lanes:
+            lane.stop()
+        for sock in (self.vout, self.vbig, self.ingest, self.replay, self.hb):
             sock.close(linger=0)
         if self.auth is not None:
             self.auth.stop()

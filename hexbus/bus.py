@@ -296,7 +296,7 @@ class BusClient:
     """
 
     def __init__(self, endpoints: Endpoints, name: str, *, outbox: int = 10_000, volatile_hwm: int = 1000,
-                 session: int | None = None) -> None:
+                 blob_lane_bytes: int = 65536, blob_hwm: int = 16, session: int | None = None) -> None:
         self.endpoints = endpoints
         self.name = name
         self.session = session or codec.new_session()
@@ -304,14 +304,13 @@ class BusClient:
         self.ctx = zmq.asyncio.Context.instance()
         curve = endpoints.curve_dir
         self.rejected = RateLimitedCounter(log)
-        # The volatile PUB is a plain socket: it is only ever written, and never blocks.
+        # The volatile PUBs are plain sockets: they are only ever written, and never block. Frames
+        # with a large blob take the second lane, whose queues are a few frames deep.
         sync_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self.pub: zmq.Socket[bytes] = sync_ctx.socket(zmq.PUB)
-        self.pub.linger = 0
-        self.pub.sndhwm = volatile_hwm
-        if curve and endpoints.volatile_in.startswith("tcp://"):
-            secure_client(self.pub, curve)
-        self.pub.connect(connect_address(endpoints.volatile_in))
+        self.pub = self._pub(sync_ctx, endpoints.volatile_in, volatile_hwm)
+        self.pub_big = self._pub(sync_ctx, endpoints.volatile_big_in, blob_hwm)
+        self.blob_lane_bytes = blob_lane_bytes
+        self._volatile_topics: dict[str, bool] = {}
         self.sub = _socket(self.ctx, zmq.SUB, endpoints.volatile_out, curve)
         self.sub.rcvhwm = volatile_hwm
         self.sub.connect(connect_address(endpoints.volatile_out))
@@ -328,6 +327,15 @@ class BusClient:
         self.volatile_dropped = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.closed = False
+
+    def _pub(self, ctx: zmq.Context[zmq.Socket[bytes]], address: str, hwm: int) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
+        sock.linger = 0
+        sock.sndhwm = hwm
+        if self.endpoints.curve_dir and address.startswith("tcp://"):
+            secure_client(sock, self.endpoints.curve_dir)
+        sock.connect(connect_address(address))
+        return sock
 
     def start(self) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(self.producer.run(), name="producer"))
@@ -350,8 +358,16 @@ class BusClient:
     def publish_volatile(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
                          causation: str = "", correlation: str = "") -> Envelope:
         envelope = self.envelope(event, key=key, event_id=event_id, causation=causation, correlation=correlation)
+        volatile = self._volatile_topics.get(envelope.topic)
+        if volatile is None:
+            if len(self._volatile_topics) > 4096:
+                self._volatile_topics.clear()
+            volatile = self._volatile_topics[envelope.topic] = delivery_of(envelope.topic) is Delivery.VOLATILE
+        if not volatile:
+            raise ValueError(f"{envelope.topic} is durable: publish it with publish() or publish_durable()")
+        sock = self.pub_big if blob is not None and len(blob) >= self.blob_lane_bytes else self.pub
         try:
-            self.pub.send_multipart(codec.message_frames(envelope, blob), zmq.NOBLOCK)
+            sock.send_multipart(codec.message_frames(envelope, blob), zmq.NOBLOCK)
         except zmq.Again:
             self.volatile_dropped += 1
         self.events_out += 1
@@ -432,3 +448,4 @@ class BusClient:
             if sock is not None:
                 sock.close(linger=0)
         self.pub.close(linger=0)
+        self.pub_big.close(linger=0)

@@ -42,7 +42,7 @@ class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     transport: Literal["ipc", "tcp"] = "ipc"
     host: str = "127.0.0.1"
-    port: int = 7600  # tcp: port .. port+4 (volatile in, volatile out, ingest, replay, large volatile out)
+    port: int = 7600  # tcp: port .. port+5 (volatile in, volatile out, ingest, replay, large out, large in)
     curve_dir: str = ""  # keys made by `hexbus keys`; required for a non-loopback host
     volatile_hwm: int = 1000
     # Frames whose blob is at least blob_lane_bytes travel on a second XPUB whose queue per
@@ -181,8 +181,8 @@ def validate(config: HexConfig, source: str) -> None:
     _positive(source, "bus.volatile_hwm", bus.volatile_hwm)
     _positive(source, "bus.journal.segment_mb", bus.journal.segment_mb)
     _positive(source, "bus.blob_hwm", bus.blob_hwm)
-    if not 1 <= bus.port <= 65531:
-        raise ConfigError(f"{source}: bus.port must be between 1 and 65531 (it uses port .. port+4), got {bus.port}")
+    if not 1 <= bus.port <= 65530:
+        raise ConfigError(f"{source}: bus.port must be between 1 and 65530 (it uses port .. port+5), got {bus.port}")
     if bus.transport == "tcp" and not is_loopback(bus.host) and not bus.curve_dir:
         raise ConfigError(
             f"{source}: bus.host {bus.host!r} is not loopback and bus.curve_dir is empty: "

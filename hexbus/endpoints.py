@@ -22,6 +22,7 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
 
     volatile_in: str  # broker XSUB binds; publishers' PUB connect
     volatile_out: str  # broker XPUB binds; subscribers' SUB connect
+    volatile_big_in: str  # broker XSUB for frames with large blobs; publishers' second PUB connects
     volatile_big: str  # broker XPUB for frames with large blobs (tiny HWM); the same SUBs connect
     ingest: str  # broker ROUTER binds; producers' DEALER connect (durable)
     replay: str  # broker ROUTER binds; durable subscribers' DEALER connect (fetch)
@@ -53,11 +54,12 @@ def endpoints(bus: BusConfig, run_dir: Path) -> Endpoints:
 
     if bus.transport == "tcp":
         host = f"[{bus.host}]" if ":" in bus.host else bus.host
-        tcp = [f"tcp://{host}:{bus.port + i}" for i in range(5)]
-        data = dict(volatile_in=tcp[0], volatile_out=tcp[1], ingest=tcp[2], replay=tcp[3], volatile_big=tcp[4])
+        tcp = [f"tcp://{host}:{bus.port + i}" for i in range(6)]
+        data = dict(volatile_in=tcp[0], volatile_out=tcp[1], ingest=tcp[2], replay=tcp[3], volatile_big=tcp[4],
+                    volatile_big_in=tcp[5])
     else:
         data = dict(volatile_in=ipc("vin"), volatile_out=ipc("vout"), ingest=ipc("ingest"), replay=ipc("replay"),
-                    volatile_big=ipc("vbig"))
+                    volatile_big=ipc("vbig"), volatile_big_in=ipc("vbigin"))
     return Endpoints(**data, control=ipc("ctl"), heartbeat=ipc("hb"), curve_dir=bus.curve_dir)
 
 

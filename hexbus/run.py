@@ -71,7 +71,8 @@ def actor_config(cls: type[Actor[Any, Any]], name: str, table: dict[str, Any]) -
 async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgspec.Struct) -> int:
     name = spec.name
     log = structlog.get_logger(f"actors.{name}")
-    bus = BusClient(spec.endpoints, name, outbox=spec.bus.outbox_events, volatile_hwm=spec.bus.volatile_hwm)
+    bus = BusClient(spec.endpoints, name, outbox=spec.bus.outbox_events, volatile_hwm=spec.bus.volatile_hwm,
+                    blob_lane_bytes=spec.bus.blob_lane_bytes, blob_hwm=spec.bus.blob_hwm)
     bus.start()
     data_dir = Path(spec.data_dir) / "actors" / name
     snapshot_path = data_dir / "snapshot.msgpack"

@@ -32,16 +32,16 @@ COUNTER = actor_toml("counter", "actors.diag.actor:CounterActor")
 
 
 def free_port_base(host: str = "0.0.0.0") -> int:
-    """A port p with p..p+3 all free (the broker binds four consecutive ports)."""
+    """A port p with p..p+5 all free (the broker binds six consecutive ports)."""
     for _ in range(100):
         with socket.socket() as probe:
             probe.bind((host, 0))
             base = probe.getsockname()[1]
-        if base + 3 > 65532:
+        if base + 5 > 65535:
             continue
         held: list[socket.socket] = []
         try:
-            for port in range(base, base + 4):
+            for port in range(base, base + 6):
                 sock = socket.socket()
                 held.append(sock)
                 sock.bind((host, port))
