@@ -145,9 +145,12 @@ class Broker:
         self.auth: Any = None
         self._open_sockets()
 
-    def _socket(self, kind: int, address: str) -> zmq.Socket[bytes]:
+    def _socket(self, kind: int, address: str, *, sndhwm: int = 1000, rcvhwm: int = 1000) -> zmq.Socket[bytes]:
+        # Options must be set before bind: a listener copies them, and every accepted peer gets that copy.
         sock: zmq.Socket[bytes] = self.ctx.socket(kind)
         sock.linger = 0
+        sock.sndhwm = sndhwm
+        sock.rcvhwm = rcvhwm
         sock.maxmsgsize = (self.bus.max_blob_mb << 20) + codec.MAX_ENVELOPE_BYTES + 4096
         if self.spec.endpoints.curve_dir and address.startswith("tcp://"):
             secure_server(sock, self.spec.endpoints.curve_dir)
@@ -167,14 +170,10 @@ class Broker:
             self.auth.start()
             self.auth.configure_curve(domain="*", location=str(Path(ep.curve_dir) / "clients"))
         hwm = self.bus.volatile_hwm
-        vin = self._socket(zmq.XSUB, ep.volatile_in)
-        vin.rcvhwm = hwm
-        vout = self._socket(zmq.XPUB, ep.volatile_out)
-        vout.sndhwm = hwm
-        big_in = self._socket(zmq.XSUB, ep.volatile_big_in)
-        big_in.rcvhwm = self.bus.blob_hwm
-        big_out = self._socket(zmq.XPUB, ep.volatile_big)
-        big_out.sndhwm = self.bus.blob_hwm
+        vin = self._socket(zmq.XSUB, ep.volatile_in, rcvhwm=hwm)
+        vout = self._socket(zmq.XPUB, ep.volatile_out, sndhwm=hwm)
+        big_in = self._socket(zmq.XSUB, ep.volatile_big_in, rcvhwm=self.bus.blob_hwm)
+        big_out = self._socket(zmq.XPUB, ep.volatile_big, sndhwm=self.bus.blob_hwm)
         self.lanes = (VolatileLane(self.ctx, "small", vin, vout), VolatileLane(self.ctx, "big", big_in, big_out))
         self.big = self.bus.blob_lane_bytes
         # The broker's own volatile publishing (heartbeats, durable events for observers) joins the lanes.
@@ -190,8 +189,7 @@ class Broker:
             lane.start()
         self.ingest = self._socket(zmq.ROUTER, ep.ingest)
         self.ingest.router_mandatory = False
-        self.replay = self._socket(zmq.ROUTER, ep.replay)
-        self.replay.sndhwm = 100_000
+        self.replay = self._socket(zmq.ROUTER, ep.replay, sndhwm=100_000)
         self.hb: zmq.Socket[bytes] = self.ctx.socket(zmq.PUSH)
         self.hb.linger = 0
         self.hb.sndhwm = 10

@@ -12,6 +12,7 @@ import asyncio
 import random
 from collections.abc import Callable
 
+import psutil
 import pytest
 import zmq
 
@@ -266,3 +267,50 @@ def test_durable_subscriber_to_a_rare_topic_advances_past_everything_else(
     assert markers == sorted(markers)
     assert markers[-1] == head and head >= total
     assert empty_advances >= 1, f"no empty batch advanced the feed: markers {markers}"
+
+
+def test_stalled_subscriber_of_large_blobs_pins_a_bounded_amount_of_broker_memory(
+    hex_factory: Callable[[str], Hex],
+) -> None:
+    """A webcam-sized flood (1 MiB frames) with a subscriber that never reads: the broker queues at
+    most ``blob_hwm`` frames for it, so its memory stays near its idle size instead of growing by
+    the flood (this once grew by 30 MB/s: high-water marks set after bind did not apply)."""
+    hx = hex_factory(FAST_BUS + actor_toml("stall", "actors.diag.actor:StallActor", config={"prefix": FLOOD})).start()
+    broker = psutil.Process(hx.pid("broker"))
+    idle_rss = broker.memory_info().rss
+    frames, blob = 400, bytes(1 << 20)  # 400 MiB in all, 25 times the big lane's queue of 16 frames
+
+    async def flood() -> int:
+        publisher = BusClient(hx.endpoints, "webcam")
+        watcher = BusClient(hx.endpoints, "watcher")
+        watcher.subscribe(FLOOD)
+        seen = 0
+
+        async def read() -> None:
+            nonlocal seen
+            async for _envelope, _blob in watcher.volatile():
+                seen += 1
+
+        reader = asyncio.get_running_loop().create_task(read())
+        peak = 0
+        try:
+            await _until(lambda: seen > 0, 10, "the flood reaching a healthy subscriber",
+                         poke=lambda: publisher.publish_volatile(ProbeVolatile(n=0), key="flood", blob=blob))
+            for i in range(frames):
+                publisher.publish_volatile(ProbeVolatile(n=i), key="flood", blob=blob)
+                await asyncio.sleep(0.002)
+                if i % 20 == 0:
+                    peak = max(peak, broker.memory_info().rss)
+            await asyncio.sleep(0.5)
+            return max(peak, broker.memory_info().rss)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await publisher.close()
+            await watcher.close()
+
+    peak = asyncio.run(flood())
+    grown_mib = (peak - idle_rss) / 2**20
+    # Two lanes of 16 frames each way, the healthy subscriber's queue and allocator slack: far below 400.
+    assert grown_mib < 120, f"the broker grew by {grown_mib:.0f} MiB while one subscriber stalled"
+    assert hx.status()["stall"]["state"] == "live"
