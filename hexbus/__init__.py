@@ -5,8 +5,17 @@ for talking to the bus from any asyncio program, and :mod:`hexbus.testing` for
 unit-testing actors without processes.
 """
 
-from hexbus.actor import Actor, NoConfig, NoState, RequestTimeout, on
+from hexbus.actor import Actor, ActorUnusable, NoConfig, NoState, RequestTimeout, on
 from hexbus.bus import BusClient
 from hexbus.codec import Envelope, RejectedFrame
 
-__all__ = ["Actor", "BusClient", "Envelope", "NoConfig", "NoState", "RejectedFrame", "RequestTimeout", "on"]
+__all__ = [
+    "Actor",
+    "ActorUnusable",
+    "BusClient",     "Envelope",
+    "NoConfig",
+    "NoState",
+    "RejectedFrame",
+    "RequestTimeout",
+    "on",
+]

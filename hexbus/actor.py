@@ -69,6 +69,14 @@ def on(*event_types: type[Event]) -> Callable[[Handler], Handler]:
     return mark
 
 
+class ActorUnusable(Exception):
+    """Raised from ``setup`` when the actor cannot run as configured (a missing model, token or file).
+
+    The process exits with code 2 and the message becomes the reason ``hexbus status`` shows:
+    one line naming the problem and the fix. The supervisor does not retry it.
+    """
+
+
 class RequestTimeout(Exception):
     """No response arrived before the deadline; the caller should degrade, not retry in a loop."""
 
@@ -125,6 +133,8 @@ class Actor(Generic[C, S]):
         self._reply_subs: set[str] = set()
         self._threads: ThreadPoolExecutor | None = None
         self._processes: ProcessPoolExecutor | None = None
+        self.live = False
+        self.config_dir = Path.cwd()  # the folder of supervisor.toml, set by the entrypoint
 
     # -- what subclasses write ----------------------------------------------
 
@@ -143,6 +153,12 @@ class Actor(Generic[C, S]):
     async def on_reload(self) -> None:
         """Called on ``sys.control.reload``."""
 
+    async def on_live(self) -> None:
+        """Called once replay has caught up with the journal (``self.live`` is then true).
+
+        The place to resume work that was in flight when the last incarnation died.
+        """
+
     # -- what subclasses call -----------------------------------------------
 
     @property
@@ -158,15 +174,18 @@ class Actor(Generic[C, S]):
     _blob: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("hexbus_blob", default=None)
 
     async def publish(self, event: Event, *, key: str = "", blob: bytes | None = None,
-                      correlation: str = "") -> Envelope:
+                      correlation: str = "", event_id: str = "", causation: str = "") -> Envelope:
         """Publish an event; durable ones wait for outbox space, volatile ones never wait.
 
         An event published while handling a durable event gets an id derived
         from that event, so a replay after a crash republishes the same ids and
-        idempotent subscribers apply it once.
+        idempotent subscribers apply it once. Work that outlives its handler
+        (a streamed reply) passes its own deterministic ``event_id`` instead.
         """
         current = _current.get()
-        event_id, causation = "", ""
+        if event_id:
+            return await self.bus.publish(event, key=key, blob=blob, event_id=event_id, causation=causation,
+                                          correlation=correlation)
         if current is not None:
             cause, counter = current
             counter[0] += 1
@@ -297,8 +316,15 @@ class Runtime:
 
         def live() -> None:
             self.state = "live"
+            self.actor.live = True
             self.actor.log.info("actor.live", applied_offset=self.applied)
             self.send_heartbeat(self)
+            # Queued behind the replayed events, so on_live sees the state they built.
+            try:
+                self.durable.put_nowait((_LIVE, None))
+            except asyncio.QueueFull:
+                asyncio.get_running_loop().create_task(self.durable.put((_LIVE, None)))
+            self.wake.set()
 
         feed.on_live = live
         async for item in feed:
@@ -325,6 +351,12 @@ class Runtime:
             turn ^= 1
             if has_durable and (turn or not has_volatile):
                 envelope, extra = self.durable.get_nowait()
+                if envelope is _LIVE:
+                    try:
+                        await self.actor.on_live()
+                    except Exception:
+                        self.actor.log.exception("actor.on_live_failed")
+                    continue
                 if envelope is None:
                     if extra > self.applied:
                         self.applied = extra
@@ -437,6 +469,10 @@ class Runtime:
                 pass
 
 
+# A marker on the durable queue, behind the replayed events: call on_live between handlers.
+_LIVE: Envelope = Envelope(id="", topic="sys.control.live", source="", body=Stop(target="", reason="live marker"))
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -470,4 +506,4 @@ def load_snapshot(path: Path, state_type: type[S], log: Any) -> tuple[S | None, 
     return state, snap.offset, snap.recent_ids
 
 
-__all__ = ["Actor", "NoConfig", "NoState", "RequestTimeout", "codec", "on"]
+__all__ = ["Actor", "ActorUnusable", "NoConfig", "NoState", "RequestTimeout", "codec", "on"]

@@ -212,7 +212,7 @@ class DurableFeed:
         self.req += 1
         request = FetchRequest(
             req=self.req,
-            after=self.after,
+            after=max(0, self.after),
             prefixes=self.prefixes,
             max_events=self.max_events,
             wait_ms=self.wait_ms if self.live else 0,
@@ -258,6 +258,9 @@ class DurableFeed:
                 # Retention removed events this subscriber never read: a real, unrecoverable gap.
                 log.error("bus.gap_retention", missing_from=self.after + 1, missing_to=reply.first - 1,
                           hint="raise bus.journal.retention_mb/retention_hours, or keep this actor running")
+            if self.after < 0:
+                self.after = reply.head  # a tail: start at the journal's head, skip history
+                continue
             if reply.head < self.after:
                 log.warning("bus.journal_behind_snapshot", head=reply.head, after=self.after,
                             hint="the journal was reset; replaying from its head")
@@ -425,6 +428,7 @@ class BusClient:
             await readable(self.sub, 1000)
 
     def durable(self, prefixes: list[str], after: int, *, wait_ms: int = 1000, max_events: int = 512) -> DurableFeed:
+        """Durable events matching ``prefixes`` after offset ``after``; ``after=-1`` starts at the journal's head."""
         if self._replay is None:
             self._replay = _socket(self.ctx, zmq.DEALER, self.endpoints.replay, self.endpoints.curve_dir)
             self._replay.connect(connect_address(self.endpoints.replay))

@@ -1,4 +1,4 @@
-"""The hexbus command line: run, status, tail, restart, stop, reload, send, keys."""
+"""The hexbus command line: run, status, tail, restart, stop, reload, send, keys, chat, persona."""
 
 from __future__ import annotations
 
@@ -194,6 +194,38 @@ def cmd_send(args: argparse.Namespace) -> None:
     print(line)
 
 
+def cmd_chat(args: argparse.Namespace) -> None:
+    from hexbus.chat import ChatError, chat
+
+    endpoints = endpoints_of(run_dir_of(args))
+    try:
+        asyncio.run(chat(endpoints, person_id=args.person, name=args.name or args.person, channel=args.channel,
+                         timeout=args.timeout))
+    except ChatError as exc:
+        fail(str(exc))
+
+
+def cmd_persona(args: argparse.Namespace) -> None:
+    if args.action == "rollback":
+        from hexbus.send import SendError, send
+
+        endpoints = endpoints_of(run_dir_of(args))
+        try:
+            line = asyncio.run(send(endpoints, "brain.persona.rollback", json.dumps({"version": args.version})))
+        except SendError as exc:
+            fail(str(exc))
+        print(f"asked the brain to roll the persona back to version {args.version} ({line})")
+        return
+    from actors.brain.audit import AuditError, run_audit
+
+    try:
+        report_path, summary = run_audit(Path(args.config), limit=args.limit, compare=args.compare)
+    except AuditError as exc:
+        fail(str(exc))
+    print(json.dumps(summary, indent=2))
+    print(f"report saved to {report_path}", file=sys.stderr)
+
+
 def cmd_keys(args: argparse.Namespace) -> None:
     from hexbus.endpoints import create_keys
 
@@ -245,6 +277,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("json", help="the event's fields as a JSON object")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker's ack")
     p.set_defaults(fn=cmd_send)
+
+    p = command("chat", "talk to Hex from this terminal; with a pipe, one message per line")
+    p.add_argument("--person", default=os.environ.get("USER") or "console", help="your person id")
+    p.add_argument("--name", default="", help="your display name (default: the person id)")
+    p.add_argument("--channel", default="console", help="the conversation (default: console)")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for each reply")
+    p.set_defaults(fn=cmd_chat)
+
+    p = command("persona", "persona versions and the consistency audit")
+    persona = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    r = persona.add_parser("rollback", help="make persona version N the active one")
+    r.add_argument("version", type=int)
+    r.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
+    a = persona.add_parser("audit", help="run the scenario set through the configured backend and report")
+    a.add_argument("--config", default="supervisor.toml", help="the supervisor.toml whose brain is audited")
+    a.add_argument("--limit", type=int, default=0, help="run only the first N scenarios")
+    a.add_argument("--compare", default="", help="a previous report to compare with (drift)")
+    a.add_argument("--run-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.set_defaults(fn=cmd_persona)
 
     p = sub.add_parser("keys", help="create CURVE keys for a bus on a non-loopback tcp address")
     p.add_argument("dir", nargs="?", default="~/.config/hexbus/keys")

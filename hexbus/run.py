@@ -25,7 +25,7 @@ import zmq
 
 from hexbus import codec
 from hexbus._process import die_with_parent
-from hexbus.actor import Actor, Runtime, load_snapshot
+from hexbus.actor import Actor, ActorUnusable, Runtime, load_snapshot
 from hexbus.bus import BusClient
 from hexbus.config import ActorSpec, BusConfig
 from hexbus.endpoints import Endpoints
@@ -41,6 +41,7 @@ class ActorProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     bus: BusConfig
     data_dir: str
     actor: ActorSpec
+    config_dir: str = ""  # the folder of supervisor.toml: actors resolve relative paths in their config here
 
 
 class ActorConfigError(Exception):
@@ -78,6 +79,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     snapshot_path = data_dir / "snapshot.msgpack"
     state, offset, recent = load_snapshot(snapshot_path, cls.state_type, log)
     actor = cls(name, config, state if state is not None else cls.state_type(), bus, data_dir)
+    actor.config_dir = Path(spec.config_dir) if spec.config_dir else Path.cwd()
     process = psutil.Process()
     hb_sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
     hb_sock.linger = 0
@@ -134,7 +136,9 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
             tasks.append(loop.create_task(runtime.read_durable(list(cls.subscribes)), name="durable"))
         else:
             runtime.state = "live"
+            actor.live = True
             heartbeat(runtime)
+            await actor.on_live()
         dispatch = loop.create_task(runtime.dispatch(), name="dispatch")
         stop = loop.create_task(runtime.stopping.wait())
         done, _ = await asyncio.wait({dispatch, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -152,6 +156,12 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
             dispatch.cancel()
             await asyncio.gather(dispatch, return_exceptions=True)
             clean = False
+    except ActorUnusable as exc:
+        log.error("actor.unusable", reason=str(exc))
+        print(f"hexbus: {name}: {exc}", file=sys.stderr)
+        write_exit_reason(data_dir, str(exc))
+        code = EXIT_CONFIG
+        clean = False
     except Exception:
         log.exception("actor.crashed")
         code = 1
@@ -159,7 +169,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    if code == 0:
+    if code == 0 or code == EXIT_CONFIG:
         if clean:
             await runtime.snapshot()
         flushed = await bus.flush(spec.actor.stop_grace_s / 2)
@@ -174,6 +184,15 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     hb_sock.close(linger=0)
     log.info("actor.stopped", applied_offset=runtime.applied, code=code)
     return code
+
+
+EXIT_REASON = "exit_reason.txt"
+
+
+def write_exit_reason(data_dir: Path, reason: str) -> None:
+    """The one line the supervisor shows for an actor that exits with code 2."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / EXIT_REASON).write_text(" ".join(reason.split())[:500] + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     except ActorConfigError as exc:
         structlog.get_logger("hexbus.run").error("actor.config_error", error=str(exc))
         print(f"hexbus: {exc}", file=sys.stderr)
+        write_exit_reason(Path(spec.data_dir) / "actors" / args.name, str(exc))
         raise SystemExit(EXIT_CONFIG) from None
     try:
         import uvloop

@@ -10,8 +10,22 @@ from __future__ import annotations
 from typing import Final
 
 from schemas.base import Event
-from schemas.chat import Attachment, ChatAck, ChatMessage, Reply, ReplyChunk
+from schemas.brain import PersonaChanged, PersonaRollback, QuietMode
+from schemas.chat import (
+    Attachment,
+    BargeIn,
+    ChatAck,
+    ChatMessage,
+    Fact,
+    Notice,
+    ProfileUpdate,
+    Reply,
+    ReplyChunk,
+    ReplyMeta,
+    ReplySentence,
+)
 from schemas.delivery import DELIVERY, Delivery, delivery_of
+from schemas.memory import MemoryHit, MemoryQuery, MemoryResult
 from schemas.system import (
     ActorLifecycle,
     BrokerHeartbeat,
@@ -44,6 +58,15 @@ AnyEvent = (
     | ChatAck
     | ReplyChunk
     | Reply
+    | ReplySentence
+    | ReplyMeta
+    | BargeIn
+    | Notice
+    | PersonaRollback
+    | PersonaChanged
+    | QuietMode
+    | MemoryQuery
+    | MemoryResult
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__
@@ -75,21 +98,33 @@ __all__ = [
     "ActorLifecycle",
     "AnyEvent",
     "Attachment",
+    "BargeIn",
     "BrokerHeartbeat",
     "ChatAck",
     "ChatMessage",
     "Delivery",
     "Event",
+    "Fact",
     "Heartbeat",
+    "MemoryHit",
+    "MemoryQuery",
+    "MemoryResult",
     "Metric",
+    "Notice",
+    "PersonaChanged",
+    "PersonaRollback",
     "Ping",
     "Pong",
     "ProbeDurable",
     "ProbeVolatile",
+    "ProfileUpdate",
+    "QuietMode",
     "Rejected",
     "Reload",
     "Reply",
     "ReplyChunk",
+    "ReplyMeta",
+    "ReplySentence",
     "Snapshot",
     "Stop",
     "delivery_of",

@@ -50,10 +50,74 @@ class ReplyChunk(Event, frozen=True, kw_only=True, tag="chat.reply.chunk"):
 
 
 class Reply(Event, frozen=True, kw_only=True, tag="chat.reply"):
-    """The final reply to one message; ``reply_to`` is the message event's id."""
+    """The final reply to one message; ``reply_to`` is the message event's id.
+
+    ``failed`` carries a text meant for the person (why there is no real answer);
+    ``cancelled`` carries what had been generated when a newer message or a barge-in stopped it.
+    """
 
     reply_to: str
     channel: str
     text: str
     status: Literal["complete", "cancelled", "failed"] = "complete"
     emotion: str = ""
+    platform: str = ""
+    person_id: str = ""
+    backend: str = ""  # which backend produced the text
+    fallbacks: int = 0  # backends that failed before it
+
+
+class ReplySentence(Event, frozen=True, kw_only=True, tag="chat.sentence"):
+    """One complete sentence of a reply, published the moment it is complete (what TTS speaks)."""
+
+    reply_to: str
+    channel: str
+    platform: str = ""
+    person_id: str = ""
+    index: int
+    text: str
+
+
+class Fact(msgspec.Struct, frozen=True, kw_only=True):
+    """Something worth remembering, with the person's words it came from."""
+
+    text: str
+    quote: str = ""
+
+
+class ProfileUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    hobbies: tuple[str, ...] = ()
+    tastes: tuple[str, ...] = ()
+    sentiment: str = ""  # how the person feels about Hex right now, in a word or two
+
+
+class ReplyMeta(Event, frozen=True, kw_only=True, tag="chat.meta"):
+    """What the brain concluded about an exchange, after the reply: emotion and memory directives."""
+
+    reply_to: str
+    person_id: str
+    channel: str
+    emotion: str = "neutral"
+    remember: bool = False
+    importance: float = 0.0
+    tags: tuple[str, ...] = ()
+    facts: tuple[Fact, ...] = ()
+    profile: ProfileUpdate = ProfileUpdate()
+    repaired: bool = False  # the model's JSON needed repair or defaults
+
+
+class BargeIn(Event, frozen=True, kw_only=True, tag="chat.bargein"):
+    """A person started speaking while Hex spoke to them: stop the reply; ``said`` is what they heard."""
+
+    channel: str
+    person_id: str = ""
+    said: str = ""
+
+
+class Notice(Event, frozen=True, kw_only=True, tag="chat.notice"):
+    """Something the person should know that is not a reply (a backend is sleepy, a message was refused)."""
+
+    channel: str
+    platform: str = ""
+    kind: Literal["sleepy", "fallback", "refused", "quiet"]
+    text: str

@@ -19,6 +19,14 @@ DELIVERY: dict[str, Delivery] = {
     "chat.ack": Delivery.VOLATILE,
     "chat.reply": Delivery.DURABLE,
     "chat.reply.chunk": Delivery.VOLATILE,  # the final chat.reply carries the whole text
+    "chat.sentence": Delivery.DURABLE,  # what TTS speaks: a lost sentence is a hole in the voice
+    "chat.meta": Delivery.DURABLE,  # memory directives
+    "chat.bargein": Delivery.DURABLE,
+    "chat.notice": Delivery.DURABLE,
+    "brain": Delivery.DURABLE,  # persona versions, quiet mode
+    "memory": Delivery.DURABLE,  # memory writes (the memory issue)
+    "memory.query": Delivery.VOLATILE,  # request/response with a deadline: a loss is a timeout
+    "memory.result": Delivery.VOLATILE,
     "metrics": Delivery.VOLATILE,
     "probe.durable": Delivery.DURABLE,
     "probe.volatile": Delivery.VOLATILE,

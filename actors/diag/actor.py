@@ -18,7 +18,15 @@ import zmq
 
 from hexbus import Actor, NoConfig, NoState, on
 from hexbus.endpoints import connect_address
-from schemas import ChatAck, ChatMessage, ProbeDurable, ProbeVolatile
+from schemas import (
+    ChatAck,
+    ChatMessage,
+    MemoryHit,
+    MemoryQuery,
+    MemoryResult,
+    ProbeDurable,
+    ProbeVolatile,
+)
 
 
 class CountState(msgspec.Struct):
@@ -164,3 +172,19 @@ class HogActor(Actor[HogConfig, NoState]):
             chunk[::4096] = b"x" * len(chunk[::4096])  # touch every page so it counts in RSS
             self._hoard.append(chunk)
             await asyncio.sleep(0.125)
+
+
+class SlowMemoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    delay_s: float = 5.0
+
+
+class SlowMemoryActor(Actor[SlowMemoryConfig, NoState]):
+    """Answers every memory query, late: the brain must not wait for it past its deadline."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("memory.query",)
+    config_type = SlowMemoryConfig
+
+    @on(MemoryQuery)
+    async def answer(self, event: MemoryQuery) -> None:
+        await asyncio.sleep(self.config.delay_s)
+        await self.respond(MemoryResult(hits=(MemoryHit(id="late", text=f"late answer to {event.text!r}"),)))

@@ -34,7 +34,7 @@ from hexbus.config import ActorSpec, ConfigError, HexConfig, load, start_order
 from hexbus.control import ControlReply, ControlRequest, encoder, request_decoder
 from hexbus.endpoints import Endpoints, endpoints, ensure_run_dir
 from hexbus.log import RateLimitedCounter
-from hexbus.run import EXIT_CONFIG, ActorProcessSpec
+from hexbus.run import EXIT_CONFIG, EXIT_REASON, ActorProcessSpec
 from schemas import ActorLifecycle, Heartbeat
 
 log = structlog.get_logger("hexbus.supervisor")
@@ -101,7 +101,8 @@ class Supervisor:
 
     def actor_watcher(self, name: str, spec: ActorSpec) -> Watcher:
         process_spec = ActorProcessSpec(name=name, endpoints=self.endpoints, bus=self.config.bus,
-                                        data_dir=str(self.data_dir), actor=spec)
+                                        data_dir=str(self.data_dir), actor=spec,
+                                        config_dir=str(self.config_path.resolve().parent))
         env = self._base_env({**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()})
         policy = Policy(spec.restart, spec.max_restarts, spec.restart_period_s, spec.backoff_initial_s,
                         spec.backoff_max_s, spec.heartbeat_timeout_s, spec.stop_grace_s, spec.memory_limit_mb,
@@ -150,7 +151,14 @@ class Supervisor:
         policy = watcher.policy
         if code == EXIT_CONFIG and watcher.name != BROKER:
             watcher.state = "failed"
-            watcher.reason = "configuration error (exit 2): read its log line, fix supervisor.toml, `hexbus reload`"
+            reason_file = self.data_dir / "actors" / watcher.name / EXIT_REASON
+            try:
+                reason = reason_file.read_text(encoding="utf-8").strip()
+                reason_file.unlink()
+            except OSError:
+                reason = ""
+            watcher.reason = reason or ("configuration error (exit 2): read its log line, fix supervisor.toml, "
+                                        "`hexbus reload`")
             self.emit(watcher, "failed", restarts=watcher.restarts, reason=watcher.reason)
             return
         if policy.restart == "temporary" or (policy.restart == "transient" and code == 0):

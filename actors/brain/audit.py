@@ -1,0 +1,123 @@
+"""``hexbus persona audit``: the scenario set through the configured backends, checked and saved.
+
+Runs in the calling process (no bus needed): it reads supervisor.toml, builds
+the brain's backend chain and persona exactly as the brain does, answers each
+scenario as a stranger would be answered, checks every reply and writes the
+report under the data folder, so two runs can be compared for drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from actors.brain.backends import BackendError, Params, Turn
+from actors.brain.backends.fallback import FallbackChain
+from actors.brain.config import BrainConfig
+from actors.brain.persona import (
+    PersonaError,
+    audit_reply,
+    audit_summary,
+    compare_reports,
+    is_crisis,
+    load_persona,
+    load_report,
+    load_scenarios,
+    may_deny,
+    new_relationship,
+    save_report,
+    system_prompt,
+)
+from actors.brain.prompt import build
+from hexbus.config import ConfigError, load
+
+BRAIN_MODULE = "actors.brain.actor:BrainActor"
+
+
+class AuditError(Exception):
+    """The audit cannot run; the message names what to fix."""
+
+
+def brain_config(config_path: Path) -> tuple[BrainConfig, Path]:
+    """The brain's config table and the data folder from a supervisor.toml."""
+    try:
+        hex_config = load(config_path)
+    except ConfigError as exc:
+        raise AuditError(str(exc)) from None
+    for name, spec in hex_config.actors.items():
+        if spec.module == BRAIN_MODULE:
+            try:
+                config = msgspec.convert(spec.config, BrainConfig, strict=True)
+            except msgspec.ValidationError as exc:
+                raise AuditError(f"{config_path}: actors.{name}.config: {exc}") from None
+            data_dir = (config_path.resolve().parent / hex_config.supervisor.data_dir).resolve()
+            return config, data_dir / "actors" / name / "audits"
+    raise AuditError(f"{config_path} runs no brain ({BRAIN_MODULE}): add [actors.brain] to audit it")
+
+
+async def _audit(config: BrainConfig, config_dir: Path, limit: int) -> dict[str, Any]:
+    from actors.brain.actor import make_backend
+
+    try:
+        persona = load_persona((config_dir / config.persona).resolve())
+        scenarios = load_scenarios()
+    except PersonaError as exc:
+        raise AuditError(str(exc)) from None
+    if limit:
+        scenarios = scenarios[:limit]
+    backends = [make_backend(spec) for spec in config.backends]
+    chain = FallbackChain(backends, cooldown_s=config.fallback_cooldown_s)
+    try:
+        await chain.start()
+    except BackendError as exc:
+        raise AuditError(f"no backend could start: {exc}") from None
+    rng = random.Random(0)
+    results = []
+    t0 = time.monotonic()
+    try:
+        for scenario in scenarios:
+            rel = new_relationship("audit", persona)
+            deny = may_deny(rel, scenario.prompt, persona, rng)
+            persona_text = system_prompt(persona, rel, deny_now=deny, care_owed=False,
+                                         crisis=is_crisis(scenario.prompt, persona))
+            turns, max_tokens = build(persona=persona_text, profile="", memories=[], observation="", summary="",
+                                      turns=[], message=scenario.prompt, speaker="someone",
+                                      budgets=config.budgets, count=chain.count_tokens)
+            reply = await _generate(chain, turns, Params(max_tokens=max_tokens, temperature=config.temperature,
+                                                         seed=0 if config.seed is None else config.seed))
+            results.append(audit_reply(scenario, reply, persona))
+    finally:
+        await chain.close()
+    report = audit_summary(results)
+    report["persona"] = persona.name
+    report["served_by"] = {name: totals.requests for name, totals in chain.usage_by_backend.items()}
+    report["backends"] = [b.name for b in backends]
+    report["seconds"] = round(time.monotonic() - t0, 1)
+    report["replies"] = {r.scenario: r.reply for r in results}
+    return report
+
+
+async def _generate(chain: FallbackChain, turns: list[Turn], params: Params) -> str:
+    stream = chain.stream(turns, params)
+    async for _ in stream:
+        pass
+    return stream.text.strip()
+
+
+def run_audit(config_path: Path, *, limit: int = 0, compare: str = "") -> tuple[Path, dict[str, Any]]:
+    config, directory = brain_config(config_path)
+    report = asyncio.run(_audit(config, config_path.resolve().parent, limit))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = save_report(report, directory)
+    summary = {k: v for k, v in report.items() if k not in ("outcomes", "replies")}
+    if compare:
+        try:
+            summary["drift"] = compare_reports(load_report(Path(compare)), report)
+        except PersonaError as exc:
+            raise AuditError(str(exc)) from None
+    return path, summary

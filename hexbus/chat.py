@@ -1,0 +1,139 @@
+"""``hexbus chat``: talk to Hex from a terminal, on the bus like any other platform.
+
+Each line typed (or read from a pipe) becomes a durable ``chat.message.console``;
+the reply's chunks are printed as they stream in, and the final ``chat.reply``
+(read from the journal, so it cannot be missed) ends the turn. When the final
+text differs from what streamed (a dropped chunk, or a backend that failed
+mid-reply and was replaced), the final text is printed again whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import TextIO
+
+from hexbus.bus import BusClient
+from hexbus.endpoints import Endpoints
+from schemas import ChatMessage, Notice, Reply, ReplyChunk
+
+
+class ChatError(Exception):
+    """The chat could not go on (Hex not answering, the bus gone)."""
+
+
+async def _lines(stream: TextIO, prompt: str) -> AsyncIterator[str]:
+    while True:
+        if prompt:
+            print(prompt, end="", flush=True)
+        line = await asyncio.to_thread(stream.readline)
+        if not line:
+            return
+        yield line.rstrip("\n")
+
+
+class ChatClient:
+    def __init__(self, endpoints: Endpoints, *, person_id: str, name: str, channel: str, out: TextIO) -> None:
+        self.client = BusClient(endpoints, "chat")
+        self.person_id, self.name, self.channel = person_id, name, channel
+        self.out = out
+        self.client.subscribe("chat.reply.chunk.console")
+        self.chunks: dict[str, list[str]] = {}
+        self.finals: dict[str, Reply] = {}
+        self.notices: asyncio.Queue[Notice] = asyncio.Queue()
+        self.arrived = asyncio.Event()
+        self.waiting_for = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._feed = self.client.durable(["chat.reply.console", "chat.notice.console"], after=-1, wait_ms=500)
+
+    async def start(self) -> None:
+        self.client.start()
+        loop = asyncio.get_running_loop()
+        self._tasks += [loop.create_task(self._read_chunks()), loop.create_task(self._read_finals())]
+        deadline = time.monotonic() + 10
+        while self._feed.after < 0:  # the feed knows the journal's head: nothing after it can be missed
+            if time.monotonic() > deadline:
+                raise ChatError("the broker did not answer within 10 s: is Hex running (`hexbus status`)?")
+            await asyncio.sleep(0.01)
+
+    async def _read_chunks(self) -> None:
+        async for envelope, _ in self.client.volatile():
+            body = envelope.body
+            if isinstance(body, ReplyChunk) and body.channel == self.channel:
+                self.chunks.setdefault(body.reply_to, []).append(body.text)
+                if body.reply_to == self.waiting_for:
+                    self.out.write(body.text)
+                    self.out.flush()
+
+    async def _read_finals(self) -> None:
+        async for envelope, _ in self._feed:
+            if envelope is None:
+                continue
+            body = envelope.body
+            if isinstance(body, Reply) and body.channel == self.channel:
+                self.finals[body.reply_to] = body
+                self.arrived.set()
+            elif isinstance(body, Notice) and body.channel == self.channel:
+                self.out.write(f"\n({body.text})\n")
+                self.out.flush()
+
+    async def say(self, text: str, timeout: float) -> Reply:
+        event = ChatMessage(platform="console", person_id=self.person_id, display_name=self.name,
+                            channel=self.channel, text=text, direct=True)
+        envelope = await self.client.publish_durable(event, key="console")
+        self.waiting_for = envelope.id
+        if not await self.client.flush(10):
+            raise ChatError("the broker did not acknowledge the message within 10 s: is Hex running?")
+        deadline = time.monotonic() + timeout
+        while envelope.id not in self.finals:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ChatError(f"no reply within {timeout:g} s: is the brain running? (`hexbus status`)")
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+            except TimeoutError:
+                continue
+        self.waiting_for = ""
+        reply = self.finals.pop(envelope.id)
+        streamed = "".join(self.chunks.pop(envelope.id, [])).strip()
+        if reply.status == "complete" and streamed != reply.text:
+            self.out.write(("\n" if streamed else "") + reply.text)
+        elif reply.status != "complete":
+            self.out.write(("\n" if streamed else "") + (reply.text or "") + f" [{reply.status}]")
+        self.out.write("\n")
+        self.out.flush()
+        return reply
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.close()
+
+
+async def chat(endpoints: Endpoints, *, person_id: str, name: str, channel: str, timeout: float,
+               stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+    interactive = stdin.isatty()
+    client = ChatClient(endpoints, person_id=person_id, name=name, channel=channel, out=out)
+    try:
+        await client.start()
+        if interactive:
+            out.write("Talking to Hex on the bus. Ctrl-D ends.\n")
+        async for line in _lines(stdin, "you> " if interactive else ""):
+            if not line.strip():
+                continue
+            if interactive:
+                out.write("hex> ")
+                out.flush()
+            await client.say(line, timeout)
+    finally:
+        await client.close()
+    return 0
+
+
+def default_person() -> str:
+    return os.environ.get("USER") or "console"

@@ -1,0 +1,96 @@
+"""The brain's text handling without a model: sentence cutting, metadata repair, prompt budgets."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.brain import metadata
+from actors.brain.prompt import Budgets, TurnRecord, build, length_hint, recent_turns
+from actors.brain.sentences import SentenceSplitter
+from schemas import MemoryHit
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+sentence = st.lists(st.sampled_from(["goblin", "spoons", "shiny", "the", "Hex", "3.5", "Dr.", "e.g.", "ok"]),
+                    min_size=1, max_size=8).map(" ".join)
+ending = st.sampled_from([".", "!", "?", "...", "?!"])
+
+
+@given(st.lists(st.tuples(sentence, ending), min_size=1, max_size=6), st.integers(min_value=1, max_value=7))
+def test_splitting_in_any_pieces_keeps_every_word_in_order(parts: list[tuple[str, str]], size: int) -> None:
+    text = " ".join(s + e for s, e in parts)
+    splitter = SentenceSplitter()
+    out: list[str] = []
+    for i in range(0, len(text), size):
+        out += splitter.push(text[i:i + size])
+    out += splitter.flush()
+    assert words(" ".join(out)) == words(text)
+
+
+def test_sentences_come_out_as_soon_as_they_end() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("Hello there! How") == ["Hello there!"]
+    assert splitter.push(" are you?") == []  # no space after '?' yet: it may be '?!'
+    assert splitter.push(" Dr. Smith said 3.5 is fine. ") == ["How are you?", "Dr. Smith said 3.5 is fine."]
+    assert splitter.flush() == []
+
+
+def test_code_blocks_are_not_spoken() -> None:
+    splitter = SentenceSplitter()
+    out = splitter.push("Here: ```py\nx = 1. y = 2.\n``` Done. ")
+    assert out == ["Here:", "Done."]
+
+
+def test_metadata_with_junk_around_and_bad_values_is_repaired() -> None:
+    raw = 'Sure! {"emotion": "ecstatic", "remember": "yes", "importance": 7, "tags": ["cats", 3, {}],' \
+          ' "facts": [{"text": "has a cat", "quote": "my cat Tom"}, {"text": "invented", "quote": "never said"}]}'
+    parsed = metadata.parse(raw, "I love my cat Tom so much")
+    assert parsed is not None and parsed.repaired
+    assert parsed.emotion == "neutral" and parsed.remember is True and parsed.importance == 1.0
+    assert parsed.tags == ("cats", "3")
+    assert [f.text for f in parsed.facts] == ["has a cat"]  # the invented quote is dropped
+
+
+def test_metadata_that_is_not_json_is_dropped_not_raised() -> None:
+    assert metadata.parse("I feel happy about this conversation", "hi") is None
+    assert metadata.parse("{not json at all", "hi") is None
+    assert metadata.parse("[1, 2]", "hi") is None
+
+
+def test_clean_metadata_is_not_marked_repaired() -> None:
+    raw = json.dumps({"emotion": "happy", "remember": False, "importance": 0.2, "tags": ["snacks"], "facts": []})
+    parsed = metadata.parse(raw, "hi")
+    assert parsed is not None and not parsed.repaired and parsed.emotion == "happy"
+
+
+def count(text: str) -> int:
+    return len(text.split())
+
+
+@given(st.lists(st.text(alphabet="ab ", min_size=1, max_size=40), max_size=30), st.integers(0, 200))
+def test_recent_turns_keeps_whole_newest_turns_within_budget(texts: list[str], budget: int) -> None:
+    turns = [TurnRecord(role="user" if i % 2 else "assistant", text=t) for i, t in enumerate(texts)]
+    kept = recent_turns(turns, budget, count)
+    assert kept == turns[len(turns) - len(kept):]  # a suffix: the newest, whole, in order
+    assert sum(count(t.text) + 4 for t in kept) <= budget
+
+
+def test_prompt_sections_respect_budgets_and_hedge_unsure_memories() -> None:
+    hits = [MemoryHit(id="1", text="likes spoons", score=0.9), MemoryHit(id="2", text="a cat", confidence=0.3,
+                                                                         score=0.5)]
+    turns, max_tokens = build(
+        persona="You are Hex.", profile="", memories=hits, observation="", summary="They met yesterday.",
+        turns=[TurnRecord(role="user", text="word " * 50), TurnRecord(role="assistant", text="short")],
+        message="hi", speaker="Ana", budgets=Budgets(turns=20, reply=200), count=count,
+    )
+    system = turns[0].content
+    assert turns[0].role == "system" and "likes spoons" in system and "a cat (not sure" in system
+    assert "They met yesterday." in system
+    assert [t.content for t in turns[1:]] == ["short", "hi"]  # the long old turn did not fit: left out whole
+    assert max_tokens == length_hint("hi", 200)[1] < 200
