@@ -217,6 +217,9 @@ def cmd_persona(args: argparse.Namespace) -> None:
         print(f"asked the brain to roll the persona back to version {args.version} ({line})")
         return
     from actors.brain.audit import AuditError, run_audit
+    from hexbus.log import configure
+
+    configure("audit", "warning")  # stdout carries the summary JSON only
 
     try:
         report_path, summary = run_audit(Path(args.config), limit=args.limit, compare=args.compare)

@@ -29,6 +29,7 @@ class BrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     backends: tuple[BackendSpec, ...] = (LlamaCppConfig(),)
     budgets: Budgets = Budgets()
     temperature: float = 0.7
+    chunk_interval_ms: float = 40.0  # streamed pieces are coalesced into chunks this far apart (0: every token)
     seed: int | None = None  # fixed sampling for tests and audits
     max_message_chars: int = 4000
     memory: bool = True  # ask the memory actor for context

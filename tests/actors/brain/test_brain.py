@@ -31,7 +31,7 @@ from schemas import (
     ReplyMeta,
     ReplySentence,
 )
-from tests.harness import FAST_BUS, REPO, Hex
+from tests.harness import FAST_BUS, REPO, Hex, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -324,3 +324,67 @@ def test_llama_server_killed_mid_reply_falls_back_and_the_reply_completes(hex_fa
                 assert chat.chunks[message.id][-1].text in reply.text
 
         asyncio.run(talk())
+
+
+def test_persona_audit_runs_on_the_packaged_model_saves_reports_and_compares_them(tmp_path: Path) -> None:
+    import json
+
+    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+    try:
+        config = root / "supervisor.toml"
+        config.write_text(brain_toml(root, extra="metadata = false"))
+
+        def audit(*extra: str) -> tuple[dict[str, Any], Path]:
+            out = subprocess.run([sys.executable, "-m", "hexbus.cli", "persona", "audit", "--config", str(config),
+                                  "--limit", "4", *extra], capture_output=True, text=True, timeout=300, cwd=REPO)
+            assert out.returncode == 0, out.stderr
+            report = Path(out.stderr.strip().splitlines()[-1].removeprefix("report saved to "))
+            return json.loads(out.stdout), report
+
+        first, first_report = audit()
+        assert first["scenarios"] == 4 and set(first["pass_rate"]) >= {"name_not_denied", "hard_limits_kept",
+                                                                        "no_denial_in_crisis", "length_adapted"}
+        assert first["served_by"] == {"llamacpp": 4}
+        saved = json.loads(first_report.read_text())
+        assert len(saved["replies"]) == 4 and all(isinstance(r, str) for r in saved["replies"].values())
+        second, second_report = audit("--compare", str(first_report))
+        assert second_report != first_report and "drift" in second
+        assert {"pass_rate_delta", "changed"} <= set(second["drift"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_barge_in_cancels_and_records_what_was_heard_and_quiet_mode_answers_only_direct(hex_factory) -> None:
+    from schemas import BargeIn, QuietMode
+
+    hx = start_brain(hex_factory, extra="metadata = false")
+
+    async def talk() -> None:
+        async with Conversation(hx) as chat:
+            message = await chat.send("Tell me a long story about a goblin and her spoons, in detail.")
+            await _wait(lambda: chat.chunks.get(message.id), 60, "the reply to start streaming")
+            await chat.client.publish_durable(BargeIn(channel="c1", person_id="ana", said="Once upon a time"))
+            reply = await chat.reply(message)
+            assert reply.status == "cancelled" and reply.text == "Once upon a time"
+
+            await chat.client.publish_durable(QuietMode(scope="channel", target="c1", until=time.time() + 600))
+            await asyncio.sleep(0.5)
+            quiet = ChatMessage(platform="console", person_id="ana", display_name="Ana", channel="c1",
+                                text="just chatting to myself", direct=False)
+            ignored = await chat.client.publish_durable(quiet, key="console")
+            addressed = await chat.send("Hex, are you there?")  # direct=True
+            assert (await chat.reply(addressed)).status == "complete"
+            assert ignored.id not in chat.replies
+
+    asyncio.run(talk())
+
+    def recorded() -> bool:  # snapshots are written every few seconds
+        try:
+            turns = hx.snapshot_state("brain")["conversations"]["console:c1"]["turns"]
+        except (FileNotFoundError, KeyError):
+            return False
+        said = any(t["role"] == "assistant" and t["text"] == "Once upon a time" and t["cancelled"] for t in turns)
+        heard = any(t["text"] == "just chatting to myself" for t in turns)  # heard, not answered
+        return said and heard
+
+    poll_for(recorded, 20, interval=0.2, what="the brain's snapshot with both turns")
