@@ -230,6 +230,16 @@ class Actor(Generic[C, S]):
         return await self.bus.publish(event, key=request.source, blob=blob, correlation=request.correlation,
                                       causation=request.id)
 
+    def state_changed(self) -> None:
+        """Say the state changed outside a handler (in a task of the actor's own), so it is snapshotted.
+
+        Changes made by handlers are tracked by the runtime; work that outlives a handler calls this.
+        """
+        self._state_changed()
+
+    def _state_changed(self) -> None:
+        """Replaced by the runtime; a no-op for actors driven by hexbus.testing."""
+
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking work in a worker thread so heartbeats and control keep flowing."""
         if self._threads is None:
@@ -284,6 +294,10 @@ class Runtime:
         self.dirty = False
         self.snapshot_due = False
         self.control_tags = {f"{tag}.{actor.name}" for tag in CONTROL_TAGS}
+        actor._state_changed = self.mark_dirty  # type: ignore[method-assign]
+
+    def mark_dirty(self) -> None:
+        self.dirty = True
 
     # -- inputs ---------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from schemas.system import (
     Snapshot,
     Stop,
 )
+from schemas.vision import Observation
 
 AnyEvent = (
     Heartbeat
@@ -67,6 +68,7 @@ AnyEvent = (
     | QuietMode
     | MemoryQuery
     | MemoryResult
+    | Observation
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__
@@ -111,6 +113,7 @@ __all__ = [
     "MemoryResult",
     "Metric",
     "Notice",
+    "Observation",
     "PersonaChanged",
     "PersonaRollback",
     "Ping",

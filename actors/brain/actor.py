@@ -46,6 +46,7 @@ from actors.brain.persona import (
     record_reply,
     system_prompt,
     update_relationship,
+    wants_quiet,
 )
 from actors.brain.prompt import TurnRecord, build
 from actors.brain.sentences import SentenceSplitter
@@ -53,11 +54,13 @@ from hexbus import Actor, ActorUnusable, RequestTimeout, on
 from schemas import (
     BargeIn,
     ChatMessage,
+    Heartbeat,
     MemoryHit,
     MemoryQuery,
     MemoryResult,
     Metric,
     Notice,
+    Observation,
     PersonaChanged,
     PersonaRollback,
     QuietMode,
@@ -70,6 +73,7 @@ from schemas import (
 log = structlog.get_logger("actors.brain")
 
 ANSWERED_KEEP = 2048
+MEMORY_SILENT_S = 5.0  # a memory actor unheard for this long is taken to be absent
 
 
 def derived_id(*parts: str) -> str:
@@ -96,7 +100,8 @@ class Superseded(Exception):
 class BrainActor(Actor[BrainConfig, BrainState]):
     """The persona's voice: prompts, streams, falls back, remembers who it talks to."""
 
-    subscribes: ClassVar[tuple[str, ...]] = ("chat.message", "chat.reply", "chat.bargein", "brain")
+    subscribes: ClassVar[tuple[str, ...]] = ("chat.message", "chat.reply", "chat.bargein", "brain",
+                                             "vision.observation")
     config_type = BrainConfig
     state_type = BrainState
 
@@ -120,11 +125,13 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             await self.backend.start()
         except BackendError as exc:
             raise ActorUnusable(str(exc)) from None
-        self.rng = random.Random()
+        self.rng = random.Random(self.config.seed)  # seeded: an audit or a test replays the same choices
         self.workers: dict[str, asyncio.Task[None]] = {}
         self.inflight: dict[str, str] = {}  # conversation -> message event id being answered
         self.superseded: dict[str, str] = {}  # conversation -> why its reply in flight was cancelled
         self.memory_down_until = 0.0
+        self.memory_seen = -MEMORY_SILENT_S  # when the memory actor's last live heartbeat arrived
+        self.bus.subscribe(f"sys.heartbeat.{self.config.memory_actor}")
         self.said: dict[str, str] = {}  # conversation -> what a barge-in reported as heard
         self.watcher = asyncio.get_running_loop().create_task(self.watch_persona(), name="persona-watch")
 
@@ -202,6 +209,16 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             self.state.quiet[key] = event.until
         else:
             self.state.quiet.pop(key, None)
+
+    @on(Heartbeat)
+    async def on_heartbeat(self, event: Heartbeat) -> None:
+        if event.actor == self.config.memory_actor and event.state == "live":
+            self.memory_seen = time.monotonic()
+
+    @on(Observation)
+    async def on_observation(self, event: Observation) -> None:
+        self.state.observation = event.text
+        self.state.observed_at = event.at or time.time()
 
     async def on_live(self) -> None:
         for conv in {f"{p.message.platform}:{p.message.channel}" for p in self.state.pending.values()}:
@@ -309,8 +326,9 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     # -- one reply ----------------------------------------------------------------
 
     async def memories(self, event: ChatMessage) -> list[MemoryHit]:
-        if not self.config.memory or time.monotonic() < self.memory_down_until:
-            return []
+        now = time.monotonic()
+        if not self.config.memory or now < self.memory_down_until or now - self.memory_seen > MEMORY_SILENT_S:
+            return []  # no memory actor is running (none heard lately): asking would only add the deadline
         try:
             result = await self.request(MemoryQuery(text=event.text, person_id=event.person_id,
                                                     channel=event.channel),
@@ -331,7 +349,11 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         rel = self.relationship(event.person_id)
         deny = may_deny(rel, event.text, self.persona, self.rng)
         owed = care_owed(rel, self.persona)
-        persona_text = system_prompt(self.persona, rel, deny_now=deny, care_owed=owed,
+        quiet = wants_quiet(event.text, self.persona)
+        if quiet and self.config.quiet_minutes > 0:
+            # They asked for space: one short line now, then only what is said to Hex directly.
+            self.state.quiet[f"person:{event.person_id}"] = time.time() + self.config.quiet_minutes * 60
+        persona_text = system_prompt(self.persona, rel, deny_now=deny, care_owed=owed, quiet=quiet,
                                      crisis=is_crisis(event.text, self.persona))
         conversation = self.conversation(conv)
         fresh = time.time() - self.state.observed_at < self.config.observation_fresh_s
@@ -436,6 +458,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.state.pending.pop(message_id, None)
         self.mark_answered(message_id)
         self.account(event, backend_name, usage, text, status)
+        self.state_changed()
         reply = Reply(reply_to=message_id, channel=event.channel, text=text, status=status,  # type: ignore[arg-type]
                       platform=event.platform, person_id=event.person_id, backend=backend_name,
                       fallbacks=fallbacks)
@@ -531,5 +554,6 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             conversation.summary = summary
             # Only what was summarised goes; anything added meanwhile stays.
             del conversation.turns[: len(fold)]
+            self.state_changed()
 
 

@@ -388,3 +388,32 @@ def test_barge_in_cancels_and_records_what_was_heard_and_quiet_mode_answers_only
         return said and heard
 
     poll_for(recorded, 20, interval=0.2, what="the brain's snapshot with both turns")
+
+
+def test_older_turns_fold_into_a_summary_and_a_fresh_observation_is_kept(hex_factory) -> None:
+    from schemas import Observation
+
+    hx = start_brain(hex_factory, extra="metadata = false\nkeep_turns = 2\nsummary_batch = 2")
+
+    async def talk() -> None:
+        async with Conversation(hx) as chat:
+            chat.client.publish_volatile(Observation(text="a person waving at the camera", at=time.time()))
+            for text in ("My name is Ana and I keep bees.", "I also paint my beehives blue."):
+                assert (await chat.reply(await chat.send(text))).status == "complete"
+
+    asyncio.run(talk())
+
+    def summarised() -> bool:
+        try:
+            state = hx.snapshot_state("brain")
+        except FileNotFoundError:
+            return False
+        conversation = state["conversations"].get("console:c1", {})
+        return bool(conversation.get("summary")) and len(conversation["turns"]) == 2 and \
+            state["observation"] == "a person waving at the camera"
+
+    try:
+        poll_for(summarised, 60, interval=0.2, what="a rolling summary with the newest two turns kept whole")
+    except AssertionError:
+        state = hx.snapshot_state("brain")
+        raise AssertionError(f"{state['observation']!r} {state['conversations']}") from None

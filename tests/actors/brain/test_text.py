@@ -94,3 +94,10 @@ def test_prompt_sections_respect_budgets_and_hedge_unsure_memories() -> None:
     assert "They met yesterday." in system
     assert [t.content for t in turns[1:]] == ["short", "hi"]  # the long old turn did not fit: left out whole
     assert max_tokens == length_hint("hi", 200)[1] < 200
+
+
+def test_a_fresh_observation_and_the_summary_reach_the_system_prompt() -> None:
+    turns, _ = build(persona="You are Hex.", profile="", memories=[], observation="a cat on the desk",
+                     summary="Ana keeps bees.", turns=[], message="hi", speaker="Ana", budgets=Budgets(), count=count)
+    assert "What you see right now: a cat on the desk" in turns[0].content
+    assert "Earlier in this conversation: Ana keeps bees." in turns[0].content
