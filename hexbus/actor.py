@@ -488,12 +488,20 @@ _LIVE: Envelope = Envelope(id="", topic="sys.control.live", source="", body=Stop
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Write, fsync, rename over, fsync the folder: a crash leaves the old file or the new one.
+
+    A file that exists keeps its permissions (a person's own persona.toml, say).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    try:
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+    except FileNotFoundError:
+        pass
     os.replace(tmp, path)
     fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -36,7 +36,6 @@ from actors.brain.config import (
 from actors.brain.persona import (
     Persona,
     PersonaError,
-    PersonaStore,
     Relationship,
     care_owed,
     connection_points,
@@ -50,6 +49,7 @@ from actors.brain.persona import (
 )
 from actors.brain.prompt import TurnRecord, build
 from actors.brain.sentences import SentenceSplitter
+from actors.brain.versions import PersonaStore
 from hexbus import Actor, ActorUnusable, RequestTimeout, on
 from schemas import (
     BargeIn,

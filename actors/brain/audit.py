@@ -21,19 +21,21 @@ from actors.brain.backends.fallback import FallbackChain
 from actors.brain.config import BrainConfig
 from actors.brain.persona import (
     PersonaError,
-    audit_reply,
-    audit_summary,
-    compare_reports,
     is_crisis,
     load_persona,
-    load_report,
-    load_scenarios,
     may_deny,
     new_relationship,
-    save_report,
     system_prompt,
 )
 from actors.brain.prompt import build
+from actors.brain.scenarios import (
+    audit_reply,
+    audit_summary,
+    compare_reports,
+    load_report,
+    load_scenarios,
+    save_report,
+)
 from hexbus.config import ConfigError, load
 
 BRAIN_MODULE = "actors.brain.actor:BrainActor"

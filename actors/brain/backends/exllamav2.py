@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from actors.brain.backends._threaded import ThreadStream
 from actors.brain.backends.base import BackendError, ModelMissing, Params, Turn, Usage
 
 INSTALL_HINT = "pip install exllamav2 (CUDA build) on a machine with an NVIDIA GPU; see README, 'Brain backends'"
@@ -38,51 +38,6 @@ def _chatml(turns: list[Turn]) -> str:
         parts.append(f"<|start_header_id|>{t.role}<|end_header_id|>\n\n{t.content}<|eot_id|>")
     parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
     return "".join(parts)
-
-
-class _Stream:
-    def __init__(self, backend: ExLlamaV2Backend, turns: list[Turn], params: Params) -> None:
-        self.backend, self.turns, self.params = backend, turns, params
-        self.usage = Usage()
-        self._stop = threading.Event()
-        self._gen: AsyncGenerator[str, None] | None = None
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        if self._gen is None:
-            self._gen = self._run()
-        return self._gen
-
-    async def _run(self) -> AsyncGenerator[str, None]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-        t0 = time.monotonic()
-
-        def work() -> None:
-            try:
-                for piece in self.backend._generate(self.turns, self.params, self.usage, self._stop):
-                    loop.call_soon_threadsafe(queue.put_nowait, piece)
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-            except BaseException as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-
-        thread = threading.Thread(target=work, name="exllamav2-gen", daemon=True)
-        thread.start()
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise BackendError(f"exllamav2 failed: {item}") from item
-                if not self.usage.time_to_first_token_s:
-                    self.usage.time_to_first_token_s = time.monotonic() - t0
-                yield item
-        finally:
-            self._stop.set()
-            await asyncio.to_thread(thread.join)
-            self.usage.seconds = time.monotonic() - t0
-
-    async def aclose(self) -> None:
-        self._stop.set()
-        if self._gen is not None:
-            await self._gen.aclose()  # runs its finally: the worker thread ends, the model is free again
 
 
 class ExLlamaV2Backend:
@@ -164,10 +119,10 @@ class ExLlamaV2Backend:
             with self._lock:
                 self._results.pop(id(job), None)
 
-    def stream(self, turns: list[Turn], params: Params) -> _Stream:
+    def stream(self, turns: list[Turn], params: Params) -> ThreadStream:
         if self._generator is None:
             raise BackendError("exllamav2 backend used before start()")
-        return _Stream(self, turns, params)
+        return ThreadStream("exllamav2", lambda _, usage, stop: self._generate(turns, params, usage, stop))
 
     async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
         # No grammar here without extra packages: the caller's lenient parser repairs or drops the result.

@@ -13,13 +13,14 @@ import asyncio
 import importlib.util
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import structlog
 
+from actors.brain.backends._threaded import ThreadStream
 from actors.brain.backends.base import BackendError, ModelMissing, Params, Turn, Usage
 
 log = structlog.get_logger("actors.brain.llamacpp")
@@ -54,66 +55,6 @@ def _load_llama() -> Any:
     except ImportError:
         raise ModelMissing(f"llama-cpp-python is not installed: {INSTALL_HINT}") from None
     return Llama
-
-
-class _Stream:
-    """Pieces from a generator running in a worker thread, handed over through an asyncio queue."""
-
-    def __init__(self, backend: LlamaCppBackend, turns: list[Turn], params: Params) -> None:
-        self.backend = backend
-        self.turns = turns
-        self.params = params
-        self.usage = Usage()
-        self._stop = threading.Event()
-        self._gen: AsyncGenerator[str, None] | None = None
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        if self._gen is None:
-            self._gen = self._run()
-        return self._gen
-
-    async def _run(self) -> AsyncGenerator[str, None]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-        llm = await self.backend._acquire()
-        t0 = time.monotonic()
-
-        def put(item: str | BaseException | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def work() -> None:
-            try:
-                for piece in self.backend._generate(llm, self.turns, self.params, self.usage):
-                    if self._stop.is_set():
-                        break
-                    put(piece)
-                put(None)
-            except BaseException as exc:  # handed to the loop, raised there
-                put(exc)
-
-        thread = threading.Thread(target=work, name="llamacpp-gen", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise BackendError(f"llama.cpp failed: {item}") from item
-                if not self.usage.time_to_first_token_s:
-                    self.usage.time_to_first_token_s = time.monotonic() - t0
-                yield item
-        finally:
-            self._stop.set()
-            # The thread notices the flag at its next token; the model goes back only when it has.
-            await asyncio.to_thread(thread.join)
-            self.usage.seconds = time.monotonic() - t0
-            self.backend._release(llm)
-
-    async def aclose(self) -> None:
-        self._stop.set()
-        if self._gen is not None:
-            await self._gen.aclose()  # runs its finally: the worker thread ends, the model is free again
 
 
 class LlamaCppBackend:
@@ -161,7 +102,8 @@ class LlamaCppBackend:
         if self._free is not None:
             self._free.put_nowait(llm)
 
-    def _generate(self, llm: Any, turns: list[Turn], params: Params, usage: Usage) -> Iterator[str]:
+    def _generate(self, llm: Any, turns: list[Turn], params: Params, usage: Usage,
+                  stop: threading.Event) -> Iterator[str]:
         messages = [{"role": t.role, "content": t.content} for t in turns]
         usage.prompt_tokens = self._count_messages(llm, turns)
         chunks = llm.create_chat_completion(
@@ -170,6 +112,8 @@ class LlamaCppBackend:
         )
         try:
             for chunk in chunks:
+                if stop.is_set():
+                    return
                 delta = chunk["choices"][0].get("delta", {})
                 piece = delta.get("content")
                 if piece:
@@ -181,8 +125,13 @@ class LlamaCppBackend:
     def _count_messages(self, llm: Any, turns: list[Turn]) -> int:
         return sum(len(llm.tokenize(t.content.encode(), add_bos=False, special=False)) + 4 for t in turns)
 
-    def stream(self, turns: list[Turn], params: Params) -> _Stream:
-        return _Stream(self, turns, params)
+    def stream(self, turns: list[Turn], params: Params) -> ThreadStream:
+        return ThreadStream(
+            "llama.cpp",
+            lambda llm, usage, stop: self._generate(llm, turns, params, usage, stop),
+            acquire=self._acquire,
+            release=self._release,
+        )
 
     async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
         llm = await self._acquire()

@@ -1,0 +1,60 @@
+"""Backends that cannot run here stay importable and step aside; the packaged model streams and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+
+import pytest
+
+from actors.brain.backends import ModelMissing, Params, Turn
+from actors.brain.backends.exllamav2 import ExLlamaV2Backend, ExLlamaV2Config
+from actors.brain.backends.fallback import FallbackChain
+from actors.brain.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
+
+TURNS = [Turn("user", "Name three colours.")]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("exllamav2") is not None, reason="exllamav2 is installed here")
+def test_exllamav2_without_its_package_is_a_one_line_install_hint() -> None:
+    backend = ExLlamaV2Backend(ExLlamaV2Config(model_dir="/models/none"))
+    with pytest.raises(ModelMissing) as info:
+        asyncio.run(backend.start())
+    assert "pip install exllamav2" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_chain_starts_on_the_backend_that_can_run_and_serves_from_it() -> None:
+    async def scenario() -> tuple[list[str], str, list[str]]:
+        chain = FallbackChain([ExLlamaV2Backend(ExLlamaV2Config(model_dir="/models/none")),
+                               LlamaCppBackend(LlamaCppConfig())])
+        await chain.start()
+        stream = chain.stream(TURNS, Params(max_tokens=8, temperature=0.0, seed=0))
+        pieces = [p async for p in stream]
+        await chain.close()
+        return pieces, stream.backend, chain.healthy()
+
+    pieces, served_by, healthy = asyncio.run(scenario())
+    assert pieces and served_by == "llamacpp" and healthy == ["llamacpp"]
+
+
+def test_closing_a_stream_early_frees_the_model_for_the_next_one() -> None:
+    async def scenario() -> int:
+        backend = LlamaCppBackend(LlamaCppConfig())
+        await backend.start()
+        stream = backend.stream(TURNS, Params(max_tokens=64, temperature=0.0, seed=0))
+        async for _ in stream:
+            break  # stop after the first piece
+        await stream.aclose()
+        # capacity is 1: this would wait forever if the first stream still held the model
+        again = [p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))]
+        await backend.close()
+        return len(again)
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) > 0
+
+
+def test_missing_model_file_names_the_path_and_models_md() -> None:
+    backend = LlamaCppBackend(LlamaCppConfig(model_path="/nowhere/model.gguf"))
+    with pytest.raises(ModelMissing) as info:
+        asyncio.run(backend.start())
+    assert "/nowhere/model.gguf" in str(info.value) and "MODELS.md" in str(info.value)
