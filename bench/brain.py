@@ -15,7 +15,8 @@ takes, on its own clock:
 
 Baseline, in the same run and process: the same backend class called directly
 (``LlamaCppBackend.stream`` on the same prompt shape), its tokens/s from first
-to last piece. Rounds alternate direct and through-the-actor.
+to last piece. Direct and through-the-actor alternate message by message, so
+the shared machine's noise falls on both alike.
 """
 
 from __future__ import annotations
@@ -59,111 +60,129 @@ metadata = false
 """
 
 
-async def through_actor(hx: Hex, n: int) -> dict[str, list[float]]:
-    client = BusClient(hx.endpoints, "bench-brain")
-    client.subscribe("chat.reply.chunk")
-    client.subscribe("metrics.brain")
-    client.start()
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    chunks: dict[str, int] = {}
-    backend_ttft: dict[str, float] = {}
-    tokens: dict[str, int] = {}
+class ActorSide:
+    """A bus client that sends chat messages to the brain and times what comes back."""
 
-    async def read() -> None:
-        async for envelope, _ in client.volatile():
-            body, now = envelope.body, time.perf_counter()
-            if isinstance(body, ReplyChunk):
-                first.setdefault(body.reply_to, now)
-                last[body.reply_to] = now
-                chunks[body.reply_to] = chunks.get(body.reply_to, 0) + 1
-            elif isinstance(body, Metric) and body.name == "brain.first_token":
-                backend_ttft[body.labels.get("reply_to", "")] = body.value
-            elif isinstance(body, Metric) and body.name == "brain.tokens.completion":
-                tokens[body.labels.get("reply_to", "")] = int(body.value)
+    def __init__(self, hx: Hex) -> None:
+        self.client = BusClient(hx.endpoints, "bench-brain")
+        self.client.subscribe("chat.reply.chunk")
+        self.client.subscribe("metrics.brain")
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.chunks: dict[str, int] = {}
+        self.backend_ttft: dict[str, float] = {}
+        self.tokens: dict[str, int] = {}
+        self.finals: set[str] = set()
+        self.tasks: list[asyncio.Task[None]] = []
 
-    feed = client.durable(["chat.reply"], after=-1, wait_ms=200)
-    finals: set[str] = set()
-
-    async def replies() -> None:
-        async for envelope, _ in feed:
-            if envelope is not None and isinstance(envelope.body, Reply):
-                finals.add(envelope.body.reply_to)
-
-    tasks = [asyncio.create_task(read()), asyncio.create_task(replies())]
-    out: dict[str, list[float]] = {"first_chunk_ms": [], "backend_ttft_ms": [], "overhead_ms": [], "tok_s": []}
-    try:
-        while feed.after < 0:
+    async def start(self) -> None:
+        self.client.start()
+        self.feed = self.client.durable(["chat.reply"], after=-1, wait_ms=200)
+        self.tasks = [asyncio.create_task(self._volatile()), asyncio.create_task(self._replies())]
+        while self.feed.after < 0:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.5)
-        for i in range(n + 1):  # the first one warms the model's caches and is not counted
-            event = ChatMessage(platform="console", person_id=f"bench{i}", display_name="Bench", channel=f"b{i}",
-                                text=MESSAGE, direct=True)
-            sent = time.perf_counter()
-            envelope = await client.publish_durable(event, key="console")
-            deadline = time.monotonic() + 120
-            while envelope.id not in finals or envelope.id not in backend_ttft or envelope.id not in tokens:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no reply or no first-token metric for message {i}")
-                await asyncio.sleep(0.005)
-            if i == 0 or envelope.id not in first:
-                continue
-            first_ms = (first[envelope.id] - sent) * 1000
-            out["first_chunk_ms"].append(first_ms)
-            out["backend_ttft_ms"].append(backend_ttft[envelope.id])
-            out["overhead_ms"].append(first_ms - backend_ttft[envelope.id])
-            # Chunks coalesce pieces (chunk_interval_ms), so the rate counts the reply's tokens: all but
-            # the first token arrived between the first chunk and the last.
-            span = last[envelope.id] - first[envelope.id]
-            if tokens[envelope.id] > 1 and span > 0:
-                out["tok_s"].append((tokens[envelope.id] - 1) / span)
-            progress(f"actor {i}: first chunk {first_ms:.1f} ms, backend ttft {backend_ttft[envelope.id]:.1f} ms, "
-                     f"{tokens[envelope.id]} tokens in {chunks[envelope.id]} chunks")
-    finally:
-        for task in tasks:
+
+    async def _volatile(self) -> None:
+        async for envelope, _ in self.client.volatile():
+            body, now = envelope.body, time.perf_counter()
+            if isinstance(body, ReplyChunk):
+                self.first.setdefault(body.reply_to, now)
+                self.last[body.reply_to] = now
+                self.chunks[body.reply_to] = self.chunks.get(body.reply_to, 0) + 1
+            elif isinstance(body, Metric) and body.name == "brain.first_token":
+                self.backend_ttft[body.labels.get("reply_to", "")] = body.value
+            elif isinstance(body, Metric) and body.name == "brain.tokens.completion":
+                self.tokens[body.labels.get("reply_to", "")] = int(body.value)
+
+    async def _replies(self) -> None:
+        async for envelope, _ in self.feed:
+            if envelope is not None and isinstance(envelope.body, Reply):
+                self.finals.add(envelope.body.reply_to)
+
+    async def one(self, i: int) -> dict[str, float] | None:
+        """One message in a fresh conversation (every prompt the same size); None if it did not stream."""
+        event = ChatMessage(platform="console", person_id=f"bench{i}", display_name="Bench", channel=f"b{i}",
+                            text=MESSAGE, direct=True)
+        sent = time.perf_counter()
+        envelope = await self.client.publish_durable(event, key="console")
+        key = envelope.id
+        deadline = time.monotonic() + 120
+        while key not in self.finals or key not in self.backend_ttft or key not in self.tokens:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply or no metrics for message {i}")
+            await asyncio.sleep(0.005)
+        if key not in self.first:
+            return None
+        first_ms = (self.first[key] - sent) * 1000
+        # Chunks coalesce pieces (chunk_interval_ms), so the rate counts the reply's tokens: all but the
+        # first arrived between the first chunk and the last.
+        span = self.last[key] - self.first[key]
+        rate = (self.tokens[key] - 1) / span if self.tokens[key] > 1 and span > 0 else 0.0
+        progress(f"actor {i}: first chunk {first_ms:.1f} ms, backend ttft {self.backend_ttft[key]:.1f} ms, "
+                 f"{self.tokens[key]} tokens in {self.chunks[key]} chunks, {rate:.1f} tok/s")
+        return {"first_chunk_ms": first_ms, "backend_ttft_ms": self.backend_ttft[key],
+                "overhead_ms": first_ms - self.backend_ttft[key], "tok_s": rate}
+
+    async def close(self) -> None:
+        for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await client.close()
-    return out
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.close()
 
 
-async def direct(n: int) -> dict[str, list[float]]:
-    backend = LlamaCppBackend(LlamaCppConfig())
-    await backend.start()
-    persona = load_persona(REPO / "persona.toml")
-    out: dict[str, list[float]] = {"ttft_ms": [], "tok_s": []}
+class DirectSide:
+    """The same backend class, called in this process on the same prompt shape."""
+
+    def __init__(self) -> None:
+        self.backend = LlamaCppBackend(LlamaCppConfig())
+        self.persona = load_persona(REPO / "persona.toml")
+
+    async def one(self, i: int) -> dict[str, float] | None:
+        rel = new_relationship("bench", self.persona)
+        turns, max_tokens = build(persona=system_prompt(self.persona, rel, deny_now=False, care_owed=False),
+                                  profile="", memories=[], observation="", summary="", turns=[], message=MESSAGE,
+                                  speaker="Bench", budgets=Budgets(), count=self.backend.count_tokens)
+        stream = self.backend.stream(turns, Params(max_tokens=max_tokens, temperature=0.7, seed=SEED))
+        t0 = time.perf_counter()
+        stamps = [time.perf_counter() async for _ in stream]
+        if len(stamps) < 2:
+            return None
+        rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+        progress(f"direct {i}: ttft {(stamps[0] - t0) * 1000:.1f} ms, {len(stamps)} tokens, {rate:.1f} tok/s")
+        return {"ttft_ms": (stamps[0] - t0) * 1000, "tok_s": rate}
+
+
+async def alternate(hx: Hex, n: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Direct, then through the actor, message by message (the machine's noise hits both alike)."""
+    actor, direct = ActorSide(hx), DirectSide()
+    await direct.backend.start()
+    await actor.start()
+    a: dict[str, list[float]] = {}
+    d: dict[str, list[float]] = {}
     try:
-        for i in range(n + 1):
-            rel = new_relationship("bench", persona)
-            turns, max_tokens = build(persona=system_prompt(persona, rel, deny_now=False, care_owed=False),
-                                      profile="", memories=[], observation="", summary="", turns=[],
-                                      message=MESSAGE, speaker="Bench", budgets=Budgets(),
-                                      count=backend.count_tokens)
-            stream = backend.stream(turns, Params(max_tokens=max_tokens, temperature=0.7, seed=SEED))
-            t0 = time.perf_counter()
-            stamps = [time.perf_counter() async for _ in stream]
-            if i == 0 or len(stamps) < 2:
-                continue
-            out["ttft_ms"].append((stamps[0] - t0) * 1000)
-            out["tok_s"].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-            progress(f"direct {i}: ttft {out['ttft_ms'][-1]:.1f} ms, {len(stamps)} pieces")
+        for i in range(n + 1):  # the first of each warms caches and is not counted
+            for side, out in ((direct, d), (actor, a)):
+                figures = await side.one(i)
+                if i and figures:
+                    for k, v in figures.items():
+                        out.setdefault(k, []).append(v)
     finally:
-        await backend.close()
-    return out
+        await actor.close()
+        await direct.backend.close()
+    return a, d
 
 
 def main() -> None:
     args = parser(__doc__).parse_args()
     configure("bench", "warning")  # stdout is the JSON only
     n = 4 if args.quick else 12
-    progress("direct backend calls")
-    base = run_async(direct(n))
     hx = Hex(FAST_BUS)
     hx = Hex(config(hx.root), root=hx.root)
     try:
         progress("starting Hex with the brain")
         hx.start()
-        actor = run_async(through_actor(hx, n))
+        actor, base = run_async(alternate(hx, n))
     finally:
         hx.cleanup()
     direct_rate = sum(base["tok_s"]) / len(base["tok_s"])
