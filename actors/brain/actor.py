@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import structlog
 
-from actors.brain import metadata
+from actors.brain import metadata, profile
 from actors.brain.backends import Backend, BackendError, BackendOverloaded, Params, Turn, Usage
 from actors.brain.backends.exllamav2 import ExLlamaV2Backend, ExLlamaV2Config
 from actors.brain.backends.fallback import FallbackChain, FallbackEvent
@@ -359,7 +359,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         fresh = time.time() - self.state.observed_at < self.config.observation_fresh_s
         turns, max_tokens = build(
             persona=persona_text,
-            profile="",
+            profile=profile.describe(self.state.profiles.get(event.person_id)),
             memories=hits,
             observation=self.state.observation if fresh else "",
             summary=conversation.summary,
@@ -520,6 +520,9 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         parsed = metadata.parse(raw, event.text)
         if parsed is None:
             return
+        known = self.state.profiles.setdefault(event.person_id, profile.Profile())
+        if profile.merge(known, parsed.profile):
+            self.state_changed()
         await self.publish(
             ReplyMeta(reply_to=message_id, person_id=event.person_id, channel=event.channel, emotion=parsed.emotion,
                       remember=parsed.remember, importance=parsed.importance, tags=parsed.tags, facts=parsed.facts,

@@ -8,6 +8,7 @@ from actors.brain.backends.exllamav2 import ExLlamaV2Config
 from actors.brain.backends.llamacpp import LlamaCppConfig
 from actors.brain.backends.openai_compat import OpenAIConfig
 from actors.brain.persona import Relationship
+from actors.brain.profile import Profile
 from actors.brain.prompt import Budgets, TurnRecord
 from schemas import ChatMessage
 
@@ -68,6 +69,7 @@ class BrainState(msgspec.Struct, kw_only=True):
     pending: dict[str, Pending] = {}
     conversations: dict[str, Conversation] = {}
     relationships: dict[str, Relationship] = {}
+    profiles: dict[str, Profile] = {}  # person id -> what the metadata taught
     quiet: dict[str, float] = {}  # "person:ID" or "channel:ID" -> unix time it ends
     persona_version: int = 0
     usage: dict[str, UsageRow] = {}  # "YYYY-MM-DD|backend|person" -> totals

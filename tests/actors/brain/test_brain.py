@@ -25,6 +25,7 @@ from hexbus.bus import BusClient
 from hexbus.codec import Envelope
 from schemas import (
     ChatMessage,
+    Notice,
     PersonaChanged,
     Reply,
     ReplyChunk,
@@ -63,14 +64,15 @@ class Conversation:
         self.sentences: dict[str, list[ReplySentence]] = {}
         self.metas: dict[str, ReplyMeta] = {}
         self.persona: list[PersonaChanged] = []
+        self.notices: list[Notice] = []
         self.reply_ids: list[str] = []
         self.tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Conversation:
         self.client.start()
         loop = asyncio.get_running_loop()
-        feed = self.client.durable(["chat.reply", "chat.sentence", "chat.meta", "brain.persona.changed"],
-                                   after=-1, wait_ms=300)
+        feed = self.client.durable(["chat.reply", "chat.sentence", "chat.meta", "chat.notice",
+                                    "brain.persona.changed"], after=-1, wait_ms=300)
         self.feed = feed
         self.tasks = [loop.create_task(self._volatile()), loop.create_task(self._durable(feed))]
         deadline = time.monotonic() + 10
@@ -104,6 +106,8 @@ class Conversation:
                 self.metas[body.reply_to] = body
             elif isinstance(body, PersonaChanged):
                 self.persona.append(body)
+            elif isinstance(body, Notice):
+                self.notices.append(body)
 
     async def send(self, text: str, channel: str = "c1", person: str = "ana") -> Envelope:
         event = ChatMessage(platform="console", person_id=person, display_name=person.title(), channel=channel,
@@ -417,3 +421,37 @@ def test_older_turns_fold_into_a_summary_and_a_fresh_observation_is_kept(hex_fac
     except AssertionError:
         state = hx.snapshot_state("brain")
         raise AssertionError(f"{state['observation']!r} {state['conversations']}") from None
+
+
+def test_rate_limited_server_gets_a_sleepy_notice_and_the_reply_comes_from_the_next_backend(hex_factory) -> None:
+    import threading
+
+    from tests.actors.brain.test_backend_openai import MODELS_OK, ScriptedServer, status
+
+    loop = asyncio.new_event_loop()
+    server = ScriptedServer(MODELS_OK, status(429, b'{"error": "rate limited"}', {"Retry-After": "60"}))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
+    try:
+        backends = (f'[{{type = "openai", name = "cloud", base_url = "{server.url}", model = "m"}}, '
+                    '{type = "llamacpp"}]')
+        hx = start_brain(hex_factory, backends=backends, extra="metadata = false")
+
+        async def talk() -> None:
+            async with Conversation(hx) as chat:
+                reply = await chat.reply(await chat.send("hi there"))
+                assert reply.status == "complete" and reply.backend == "llamacpp" and reply.fallbacks == 1
+                sleepy = await _wait(lambda: chat.notices[0] if chat.notices else None, 10, "a notice")
+                assert sleepy.kind == "sleepy" and "cloud" in sleepy.text and sleepy.channel == "c1"
+                # Within Retry-After the cloud is not asked again.
+                asked = len(server.requests)
+                assert (await chat.reply(await chat.send("and again"))).backend == "llamacpp"
+                assert len(server.requests) == asked
+
+        asyncio.run(talk())
+    finally:
+        asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

@@ -101,3 +101,19 @@ def test_a_fresh_observation_and_the_summary_reach_the_system_prompt() -> None:
                      summary="Ana keeps bees.", turns=[], message="hi", speaker="Ana", budgets=Budgets(), count=count)
     assert "What you see right now: a cat on the desk" in turns[0].content
     assert "Earlier in this conversation: Ana keeps bees." in turns[0].content
+
+
+def test_profile_updates_merge_newest_first_and_render_for_the_prompt() -> None:
+    from actors.brain.profile import KEEP, Profile, describe, merge
+    from schemas import ProfileUpdate
+
+    known = Profile()
+    assert describe(None) == "" and describe(known) == ""
+    assert merge(known, ProfileUpdate(hobbies=("beekeeping",), tastes=("jazz",), sentiment="warm"), now=1.0)
+    assert merge(known, ProfileUpdate(hobbies=("Beekeeping",)), now=2.0)
+    assert known.hobbies == ["Beekeeping"]  # the same hobby once, in its newest spelling
+    assert not merge(known, ProfileUpdate(), now=3.0) and known.updated == 2.0
+    assert merge(known, ProfileUpdate(hobbies=tuple(f"h{i}" for i in range(KEEP + 2))), now=3.0)
+    assert len(known.hobbies) == KEEP and known.hobbies[-1] == f"h{KEEP + 1}"
+    text = describe(known)
+    assert "Likes: jazz" in text and "Lately feels about you: warm" in text and "h9" in text
