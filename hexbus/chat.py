@@ -100,7 +100,9 @@ class ChatClient:
         self.waiting_for = ""
         reply = self.finals.pop(envelope.id)
         streamed = "".join(self.chunks.pop(envelope.id, [])).strip()
-        if reply.status == "complete" and streamed != reply.text:
+        if reply.status == "complete" and not streamed.startswith(reply.text):
+            # Chunks were lost, or a backend failed mid-reply and another started over: the final text is
+            # the reply. (A reply trimmed to its last whole sentence is a prefix of what streamed.)
             self.out.write(("\n" if streamed else "") + reply.text)
         elif reply.status != "complete":
             self.out.write(("\n" if streamed else "") + (reply.text or "") + f" [{reply.status}]")

@@ -428,9 +428,13 @@ class BrainActor(Actor[BrainConfig, BrainState]):
                 for sentence in done:
                     await speak(sentence)
             send_chunk()
+            usage, backend_name, fallbacks = stream.usage, stream.backend, len(stream.events)
+            if usage.truncated and sentences:
+                # Cut at the token limit mid-sentence: the half sentence is neither spoken nor kept.
+                tail = splitter.discard()
+                text = text[: len(text) - len(tail)] if tail and text.endswith(tail) else text
             for sentence in splitter.flush():
                 await speak(sentence)
-            usage, backend_name, fallbacks = stream.usage, stream.backend, len(stream.events)
         except asyncio.CancelledError:
             if conv not in self.superseded:
                 raise

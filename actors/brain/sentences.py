@@ -51,6 +51,11 @@ class SentenceSplitter:
             out += self._emit(self._buffer[:cut])
             self._buffer = self._buffer[cut:]
 
+    def discard(self) -> str:
+        """Drop the unfinished tail (a reply cut at its token limit) and return it."""
+        rest, self._buffer, self._in_code = self._buffer, "", False
+        return rest
+
     def flush(self) -> list[str]:
         rest, self._buffer = self._buffer, ""
         if self._in_code:

@@ -39,6 +39,7 @@ class Usage(msgspec.Struct, kw_only=True):
     completion_tokens: int = 0
     time_to_first_token_s: float = 0.0
     seconds: float = 0.0
+    truncated: bool = False  # generation stopped at max_tokens, likely mid-sentence
 
 
 class BackendError(Exception):

@@ -114,6 +114,8 @@ class LlamaCppBackend:
             for chunk in chunks:
                 if stop.is_set():
                     return
+                if chunk["choices"][0].get("finish_reason") == "length":
+                    usage.truncated = True
                 delta = chunk["choices"][0].get("delta", {})
                 piece = delta.get("content")
                 if piece:

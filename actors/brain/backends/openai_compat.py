@@ -496,6 +496,8 @@ class OpenAIStream:
                 self.usage.completion_tokens = self.pieces
                 self._queue.put_nowait(content)
             finished = finished or choice.finish_reason is not None
+            if choice.finish_reason == "length":
+                self.usage.truncated = True
         if chunk.usage is not None:
             self.usage.prompt_tokens = chunk.usage.prompt_tokens
             self.usage.completion_tokens = chunk.usage.completion_tokens

@@ -117,3 +117,10 @@ def test_profile_updates_merge_newest_first_and_render_for_the_prompt() -> None:
     assert len(known.hobbies) == KEEP and known.hobbies[-1] == f"h{KEEP + 1}"
     text = describe(known)
     assert "Likes: jazz" in text and "Lately feels about you: warm" in text and "h9" in text
+
+
+def test_a_reply_cut_at_its_token_limit_drops_its_unfinished_sentence() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("I like spoons. They are shiny and I also") == ["I like spoons."]
+    assert splitter.discard() == "They are shiny and I also"
+    assert splitter.flush() == []
