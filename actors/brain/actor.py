@@ -41,6 +41,7 @@ from actors.brain.persona import (
     connection_points,
     is_crisis,
     may_deny,
+    moment_of,
     new_relationship,
     record_reply,
     system_prompt,
@@ -73,6 +74,7 @@ from schemas import (
 log = structlog.get_logger("actors.brain")
 
 ANSWERED_KEEP = 2048
+CHAT_TEMPLATE_TOKENS = 64  # role markers around the turns
 MEMORY_SILENT_S = 5.0  # a memory actor unheard for this long is taken to be absent
 
 
@@ -117,6 +119,12 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         if self.state.persona_version != previous:
             await self.publish(PersonaChanged(version=self.state.persona_version, note="persona.toml loaded"))
         self.persona_mtime = self.persona_path.stat().st_mtime_ns
+        for spec in self.config.backends:
+            if isinstance(spec, LlamaCppConfig) and self.config.budgets.total() + CHAT_TEMPLATE_TOKENS > spec.n_ctx:
+                raise ActorUnusable(
+                    f"actors.brain.config.budgets add up to {self.config.budgets.total()} tokens, more than "
+                    f"backend {spec.name}'s n_ctx = {spec.n_ctx} allows (less {CHAT_TEMPLATE_TOKENS} for the "
+                    "chat template): lower the budgets or raise n_ctx")
         self.backend = FallbackChain(
             [make_backend(spec) for spec in self.config.backends],
             cooldown_s=self.config.fallback_cooldown_s,
@@ -354,7 +362,8 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             # They asked for space: one short line now, then only what is said to Hex directly.
             self.state.quiet[f"person:{event.person_id}"] = time.time() + self.config.quiet_minutes * 60
         persona_text = system_prompt(self.persona, rel, deny_now=deny, care_owed=owed, quiet=quiet,
-                                     crisis=is_crisis(event.text, self.persona))
+                                     crisis=is_crisis(event.text, self.persona),
+                                     moment=moment_of(event.text, self.persona))
         conversation = self.conversation(conv)
         fresh = time.time() - self.state.observed_at < self.config.observation_fresh_s
         turns, max_tokens = build(

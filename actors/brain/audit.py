@@ -24,8 +24,10 @@ from actors.brain.persona import (
     is_crisis,
     load_persona,
     may_deny,
+    moment_of,
     new_relationship,
     system_prompt,
+    wants_quiet,
 )
 from actors.brain.prompt import build
 from actors.brain.scenarios import (
@@ -86,7 +88,9 @@ async def _audit(config: BrainConfig, config_dir: Path, limit: int) -> dict[str,
             rel = new_relationship("audit", persona)
             deny = may_deny(rel, scenario.prompt, persona, rng)
             persona_text = system_prompt(persona, rel, deny_now=deny, care_owed=False,
-                                         crisis=is_crisis(scenario.prompt, persona))
+                                         crisis=is_crisis(scenario.prompt, persona),
+                                         quiet=wants_quiet(scenario.prompt, persona),
+                                         moment=moment_of(scenario.prompt, persona))
             turns, max_tokens = build(persona=persona_text, profile="", memories=[], observation="", summary="",
                                       turns=[], message=scenario.prompt, speaker="someone",
                                       budgets=config.budgets, count=chain.count_tokens)

@@ -82,6 +82,24 @@ class Reactions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     boundary_pushed: str = ""
 
 
+class Cues(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Phrases that tell which moment a message is (matched like every phrase list: see matches())."""
+
+    greeting: tuple[str, ...] = ()
+    goodbye: tuple[str, ...] = ()
+    compliment_received: tuple[str, ...] = ()
+    thanked: tuple[str, ...] = ()
+    teased: tuple[str, ...] = ()
+    user_sad: tuple[str, ...] = ()
+    user_angry: tuple[str, ...] = ()
+    user_stressed: tuple[str, ...] = ()
+    leave_me_alone: tuple[str, ...] = ()
+    asked_if_ai: tuple[str, ...] = ()
+    asked_name: tuple[str, ...] = ()
+    asked_if_cares: tuple[str, ...] = ()
+    boundary_pushed: tuple[str, ...] = ()
+
+
 class Tsundere(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The denial rules as data: when she may play off caring, and when she never may."""
 
@@ -145,6 +163,7 @@ class Persona(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     other_names: tuple[str, ...] = ()  # names she must never claim (other assistants)
     quiet_phrases: tuple[str, ...] = ()  # "leave me alone" and friends: the prompt asks for quiet
     reactions: Reactions = Reactions()
+    cues: Cues = Cues()
     connection: Connection = Connection()
     prompt: PromptLines = PromptLines()
 
@@ -426,6 +445,21 @@ def never_deny_reason(text: str, persona: Persona) -> NeverDenyReason | None:
 def wants_quiet(text: str, persona: Persona) -> bool:
     """The person asks for quiet or space: pass ``quiet=True`` to :func:`system_prompt`."""
     return matches(text, persona.quiet_phrases)
+
+
+# Most telling first: a message that is both a greeting and sad is met as sad.
+_MOMENT_ORDER: tuple[Moment, ...] = (
+    "asked_if_cares", "user_sad", "user_angry", "user_stressed", "leave_me_alone", "boundary_pushed",
+    "asked_if_ai", "asked_name", "compliment_received", "thanked", "teased", "goodbye", "greeting",
+)
+
+
+def moment_of(text: str, persona: Persona) -> Moment | None:
+    """Which common moment a message is, by the document's cues; None for none of them."""
+    for moment in _MOMENT_ORDER:
+        if matches(text, getattr(persona.cues, moment)):
+            return moment
+    return None
 
 
 def care_owed(rel: Relationship, persona: Persona) -> bool:

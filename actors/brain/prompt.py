@@ -21,13 +21,17 @@ from schemas import MemoryHit
 class Budgets(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Tokens per section; ``reply`` is the most a reply may take."""
 
-    persona: int = 450
-    profile: int = 120
-    memories: int = 250
-    perception: int = 80
-    summary: int = 200
-    turns: int = 700
+    persona: int = 600
+    profile: int = 100
+    memories: int = 200
+    perception: int = 60
+    summary: int = 150
+    turns: int = 600
     reply: int = 200
+
+    def total(self) -> int:
+        return self.persona + self.profile + self.memories + self.perception + self.summary + self.turns \
+            + self.reply
 
 
 class TurnRecord(msgspec.Struct, kw_only=True):
@@ -65,6 +69,15 @@ def _fit(text: str, budget: int, count: Callable[[str], int]) -> str:
         kept.append(line)
         used += cost
     return "\n".join(kept)
+
+
+def _fit_persona(text: str, budget: int, count: Callable[[str], int]) -> str:
+    """The persona within ``budget``: its first line (who she is) and its last lines (this person,
+    this moment, this turn) stay; the descriptive lines between go first, oldest first."""
+    lines = text.splitlines()
+    while len(lines) > 2 and count("\n".join(lines)) > budget:
+        del lines[1]
+    return "\n".join(lines)
 
 
 def memory_lines(hits: Sequence[MemoryHit], budget: int, count: Callable[[str], int]) -> str:
@@ -111,7 +124,7 @@ def build(
 ) -> tuple[list[Turn], int]:
     """The chat turns for the backend and the reply's token cap."""
     hint, max_tokens = length_hint(message, budgets.reply)
-    system = [_fit(persona, budgets.persona, count)]
+    system = [_fit_persona(persona, budgets.persona, count)]
     if profile:
         system.append("What you know about " + speaker + ":\n" + _fit(profile, budgets.profile, count))
     remembered = memory_lines(memories, budgets.memories, count)

@@ -6,6 +6,7 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from hypothesis import given, settings
@@ -561,3 +562,18 @@ def test_saved_reports_compare_and_show_the_scenario_that_changed(
     assert diff["drift"] is True
     same = compare_reports(good, good)
     assert same["changed"] == {} and same["drift"] is False and same["drifted"] == []
+
+
+def test_every_moment_has_cues_and_a_reaction_and_messages_find_their_moment() -> None:
+    from actors.brain.persona import Moment, moment_of
+
+    persona = load_persona()
+    for moment in get_args(Moment):
+        assert getattr(persona.cues, moment), f"no cues for {moment}"
+        assert getattr(persona.reactions, moment), f"no reaction for {moment}"
+    assert moment_of("hey Hex, I'm back!", persona) == "greeting"
+    assert moment_of("hi... I had a bad day", persona) == "user_sad"  # the telling one wins
+    assert moment_of("what's the capital of France?", persona) is None
+    prompt = system_prompt(persona, new_relationship("a", persona), deny_now=False, care_owed=False,
+                           moment="greeting")
+    assert "This moment (greeting)" in prompt

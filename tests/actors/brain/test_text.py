@@ -124,3 +124,14 @@ def test_a_reply_cut_at_its_token_limit_drops_its_unfinished_sentence() -> None:
     assert splitter.push("I like spoons. They are shiny and I also") == ["I like spoons."]
     assert splitter.discard() == "They are shiny and I also"
     assert splitter.flush() == []
+
+
+def test_an_oversized_persona_loses_descriptive_lines_never_the_turn_instructions() -> None:
+    persona = "\n".join(["You are Hex.", "backstory " * 30, "values " * 30, "This moment: greeting.",
+                         "Do not deny this turn."])
+    turns, _ = build(persona=persona, profile="", memories=[], observation="", summary="", turns=[],
+                     message="hi", speaker="Ana", budgets=Budgets(persona=40), count=count)
+    system = turns[0].content
+    assert system.startswith("You are Hex.") and "This moment: greeting." in system
+    assert "Do not deny this turn." in system and "backstory" not in system
+    assert Budgets().total() + 64 <= 2048  # the defaults fit the packaged model's context
