@@ -229,6 +229,63 @@ def cmd_persona(args: argparse.Namespace) -> None:
     print(f"report saved to {report_path}", file=sys.stderr)
 
 
+def cmd_memory(args: argparse.Namespace) -> None:
+    from hexbus.ask import AskError, ask, change
+    from schemas import (
+        MemoryAdd,
+        MemoryChanged,
+        MemoryEdit,
+        MemoryExport,
+        MemoryExported,
+        MemoryForget,
+        MemoryQuery,
+        MemoryResult,
+    )
+
+    endpoints = endpoints_of(run_dir_of(args))
+    who = "the memory actor"
+    tags = tuple(t.strip() for t in (getattr(args, "tags", "") or "").split(",") if t.strip())
+    try:
+        if args.action == "search":
+            result, _ = asyncio.run(ask(endpoints, MemoryQuery(text=args.query, person_id=args.person, k=args.k,
+                                                               include_archived=args.archived),
+                                        MemoryResult, who=who))
+            if result.error:
+                fail(f"the memory actor could not search: {result.error}")
+            if args.json:
+                print(json.dumps([msgspec.to_builtins(h) for h in result.hits], indent=2))
+            for hit in [] if args.json else result.hits:
+                hedge = " (unsure)" if hit.hedge else ""
+                print(f"{hit.score:6.3f}  {hit.id}  [{hit.kind}] {hit.text}{hedge}")
+            return
+        if args.action == "export":
+            exported, blob = asyncio.run(ask(endpoints, MemoryExport(), MemoryExported, who=who, timeout=30))
+            out = sys.stdout.buffer if args.out in ("", "-") else open(args.out, "wb")  # noqa: SIM115
+            with out:
+                out.write(blob or b"")
+            if args.out not in ("", "-"):
+                print(f"exported {exported.count} memories to {args.out}")
+            return
+        request: Any
+        if args.action == "add":
+            request = MemoryAdd(text=args.text, kind=args.kind, person_id=args.person, importance=args.importance,
+                                tags=tags, by=args.by)
+        elif args.action == "edit":
+            request = MemoryEdit(id=args.id, text=args.text, importance=args.importance,
+                                 tags=tags or None, approve=True if args.approve else False if args.reject else None,
+                                 by=args.by)
+        else:
+            request = MemoryForget(ids=tuple(args.ids), query=args.query, person_id=args.person, by=args.by)
+        report = asyncio.run(change(endpoints, request, MemoryChanged, who=who))
+    except AskError as exc:
+        fail(str(exc))
+    if report.action == "refused":
+        fail(f"refused: {report.detail}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
+    print(f"{report.action}: {' '.join(report.ids) or '-'}{f' ({counts})' if counts else ''}"
+          f"{f' {report.detail}' if report.detail else ''}")
+
+
 def cmd_keys(args: argparse.Namespace) -> None:
     from hexbus.endpoints import create_keys
 
@@ -299,6 +356,44 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--compare", default="", help="a previous report to compare with (drift)")
     a.add_argument("--run-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_persona)
+
+    p = command("memory", "add, search, edit, forget and export memories")
+    memory = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        a = memory.add_parser(name, help=help, description=help)
+        a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
+        return a
+
+    a = action("add", "remember something (a manual memory)")
+    a.add_argument("text")
+    a.add_argument("--person", default="", help="who it is about")
+    a.add_argument("--kind", default="fact", choices=["fact", "anchor", "summary", "journal"])
+    a.add_argument("--importance", type=float, default=0.5)
+    a.add_argument("--tags", default="", help="comma-separated")
+    a.add_argument("--by", default=os.environ.get("USER", ""), help="your person id")
+    a = action("search", "ranked memories for a text")
+    a.add_argument("query")
+    a.add_argument("--person", default="")
+    a.add_argument("-k", type=int, default=10)
+    a.add_argument("--archived", action="store_true", help="include archived memories")
+    a.add_argument("--json", action="store_true", help="the hits as JSON: id, text, score, kind, provenance")
+    a = action("edit", "change a memory; approve or reject a suggestion")
+    a.add_argument("id")
+    a.add_argument("--text", default="")
+    a.add_argument("--importance", type=float, default=-1.0)
+    a.add_argument("--tags", default="")
+    a.add_argument("--approve", action="store_true")
+    a.add_argument("--reject", action="store_true")
+    a.add_argument("--by", default=os.environ.get("USER", ""))
+    a = action("forget", "forget memories by id, by query, or everything about a person (owners only)")
+    a.add_argument("ids", nargs="*")
+    a.add_argument("--query", default="")
+    a.add_argument("--person", default="", help="forget everything about this person")
+    a.add_argument("--by", default=os.environ.get("USER", ""), help="your person id (checked against owners)")
+    a = action("export", "every memory as JSON Lines")
+    a.add_argument("--out", default="-", help="a file (default: standard output)")
+    p.set_defaults(fn=cmd_memory)
 
     p = sub.add_parser("keys", help="create CURVE keys for a bus on a non-loopback tcp address")
     p.add_argument("dir", nargs="?", default="~/.config/hexbus/keys")

@@ -25,7 +25,18 @@ from schemas.chat import (
     ReplySentence,
 )
 from schemas.delivery import DELIVERY, Delivery, delivery_of
-from schemas.memory import MemoryHit, MemoryQuery, MemoryResult
+from schemas.memory import (
+    MemoryAdd,
+    MemoryChanged,
+    MemoryCorrect,
+    MemoryEdit,
+    MemoryExport,
+    MemoryExported,
+    MemoryForget,
+    MemoryHit,
+    MemoryQuery,
+    MemoryResult,
+)
 from schemas.system import (
     ActorLifecycle,
     BrokerHeartbeat,
@@ -68,6 +79,13 @@ AnyEvent = (
     | QuietMode
     | MemoryQuery
     | MemoryResult
+    | MemoryAdd
+    | MemoryEdit
+    | MemoryCorrect
+    | MemoryForget
+    | MemoryChanged
+    | MemoryExport
+    | MemoryExported
     | Observation
 )
 
@@ -108,6 +126,13 @@ __all__ = [
     "Event",
     "Fact",
     "Heartbeat",
+    "MemoryAdd",
+    "MemoryChanged",
+    "MemoryCorrect",
+    "MemoryEdit",
+    "MemoryExport",
+    "MemoryExported",
+    "MemoryForget",
     "MemoryHit",
     "MemoryQuery",
     "MemoryResult",

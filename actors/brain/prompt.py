@@ -85,7 +85,7 @@ def memory_lines(hits: Sequence[MemoryHit], budget: int, count: Callable[[str], 
     lines: list[str] = []
     used = 0
     for hit in sorted(hits, key=lambda h: -h.score):
-        hedge = " (not sure about this one)" if hit.confidence < 0.5 else ""
+        hedge = " (not sure about this one)" if hit.hedge or hit.confidence < 0.5 else ""
         line = f"- {hit.text}{hedge}"
         cost = count(line) + 1
         if used + cost > budget:

@@ -1,0 +1,86 @@
+"""One-shot conversations with an actor from a command: a request and its answer, or a change and its report.
+
+``ask`` sends a volatile request with a correlation id and waits for the answer the
+responder addresses to this client (``respond()``); ``change`` publishes a durable
+event and waits, on the journal, for the durable report whose causation is that
+event. Both raise :class:`AskError` with a line a person can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TypeVar
+
+from hexbus.bus import BusClient
+from hexbus.endpoints import Endpoints
+from schemas import Event, tag_of
+
+E = TypeVar("E", bound=Event)
+
+
+class AskError(Exception):
+    """No answer (the actor is not running, or too slow)."""
+
+
+async def ask(endpoints: Endpoints, request: Event, expect: type[E], *, timeout: float = 10.0,
+              who: str = "the actor") -> tuple[E, bytes | None]:
+    client = BusClient(endpoints, f"cli{time.monotonic_ns() % 1_000_000}")
+    client.subscribe(f"{tag_of(expect)}.{client.name}")
+    client.start()
+    correlation = client.ids.next()
+    deadline = time.monotonic() + timeout
+    try:
+        async def answer() -> tuple[E, bytes | None]:
+            async for envelope, blob in client.volatile():
+                if envelope.correlation == correlation and isinstance(envelope.body, expect):
+                    return envelope.body, (bytes(blob) if blob is not None else None)
+            raise AskError("the bus closed")
+
+        waiting = asyncio.get_running_loop().create_task(answer())
+        # A fresh PUB drops what it sends before the broker has its subscription: ask again until answered.
+        while not waiting.done():
+            if time.monotonic() > deadline:
+                waiting.cancel()
+                raise AskError(f"{who} did not answer within {timeout:g}s: is it running? (`hexbus status`)")
+            client.publish_volatile(request, correlation=correlation)
+            await asyncio.wait({waiting}, timeout=0.5)
+        return waiting.result()
+    finally:
+        await client.close()
+
+
+async def change(endpoints: Endpoints, request: Event, expect: type[E], *, timeout: float = 30.0,
+                 who: str = "the actor") -> E:
+    client = BusClient(endpoints, "cli")
+    client.start()
+    feed = client.durable([tag_of(expect)], after=-1, wait_ms=300)
+    target: list[str] = []
+
+    async def report() -> E:
+        async for envelope, _ in feed:
+            if envelope is not None and target and envelope.causation == target[0] \
+                    and isinstance(envelope.body, expect):
+                return envelope.body
+        raise AskError("the bus closed")
+
+    reading = asyncio.get_running_loop().create_task(report())
+    try:
+        deadline = time.monotonic() + 10
+        while feed.after < 0:  # the feed knows the journal's head: no report after it can be missed
+            if time.monotonic() > deadline:
+                raise AskError("the broker did not answer within 10 s: is Hex running? (`hexbus status`)")
+            await asyncio.sleep(0.01)
+        envelope = await client.publish_durable(request)
+        target.append(envelope.id)
+        if not await client.flush(10):
+            raise AskError("the broker did not acknowledge the request within 10 s: is Hex running?")
+        try:
+            return await asyncio.wait_for(reading, timeout)
+        except TimeoutError:
+            raise AskError(f"{who} did not report within {timeout:g}s (the request is journaled and will be "
+                           "applied when it runs: `hexbus status`)") from None
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await client.close()

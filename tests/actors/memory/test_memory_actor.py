@@ -1,0 +1,203 @@
+"""The memory actor through the supervisor: real DuckDB, the packaged embedding model, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hexbus.ask import ask, change
+from hexbus.bus import BusClient
+from schemas import (
+    ChatMessage,
+    Fact,
+    MemoryAdd,
+    MemoryChanged,
+    MemoryCorrect,
+    MemoryQuery,
+    MemoryResult,
+    ProfileUpdate,
+    Reply,
+    ReplyMeta,
+)
+from tests.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]
+
+OWNER = "owner1"
+
+
+def memory_config(**config: Any) -> str:
+    return FAST_BUS + actor_toml("memory", "actors.memory.actor:MemoryActor", heartbeat_timeout_s=20.0,
+                                 config={"owners": [OWNER], **config})
+
+
+def start(hex_factory: Callable[..., Hex], **config: Any) -> Hex:
+    return hex_factory(memory_config(**config)).start()
+
+
+def add(hx: Hex, text: str, **fields: Any) -> str:
+    report = asyncio.run(change(hx.endpoints, MemoryAdd(text=text, **fields), MemoryChanged))
+    assert report.action == "added", report
+    return report.ids[0]
+
+
+def search(hx: Hex, text: str, **fields: Any) -> list[Any]:
+    result, _ = asyncio.run(ask(hx.endpoints, MemoryQuery(text=text, **fields), MemoryResult, timeout=20))
+    assert not result.error, result.error
+    return list(result.hits)
+
+
+def test_manual_memories_are_found_by_meaning_and_by_exact_words(hex_factory) -> None:
+    hx = start(hex_factory)
+    bees = add(hx, "Ana keeps three beehives on her balcony", person_id="ana", importance=0.8)
+    add(hx, "Ana's favourite colour is teal", person_id="ana")
+    add(hx, "The Discord server's movie night is on Fridays")
+    add(hx, "Bo is learning the cello", person_id="bo")
+    hits = search(hx, "does she have any insects as pets?", person_id="ana")
+    assert hits and hits[0].id == bees, hits
+    assert all(h.person_id in ("ana", "") for h in hits)  # nothing about Bo leaks into Ana's context
+    exact = search(hx, "movie night")
+    assert exact[0].text.startswith("The Discord server's movie night")
+    assert hits[0].source == "manual" and hits[0].score > 0
+
+
+def test_conversation_turns_and_extracted_facts_carry_their_provenance(hex_factory) -> None:
+    hx = start(hex_factory)
+
+    async def converse() -> tuple[str, str]:
+        client = BusClient(hx.endpoints, "chatter")
+        client.start()
+        message = await client.publish_durable(ChatMessage(
+            platform="console", person_id="ana", display_name="Ana", channel="c1",
+            text="I just adopted a grey cat called Pixel!"), key="console")
+        reply = await client.publish_durable(Reply(reply_to=message.id, channel="c1", text="Pixel! Cute name.",
+                                                   platform="console", person_id="ana"), key="console")
+        await client.publish_durable(ReplyMeta(
+            reply_to=message.id, person_id="ana", channel="c1", remember=True, importance=0.7,
+            facts=(Fact(text="Ana has a grey cat named Pixel", quote="adopted a grey cat called Pixel"),),
+            profile=ProfileUpdate(hobbies=("cats",), sentiment="cheerful")))
+        assert await client.flush(10)
+        await client.close()
+        return message.id, reply.id
+
+    message_id, _ = asyncio.run(converse())
+    hits = poll_for(lambda: search(hx, "what pet does Ana have?", person_id="ana"), 30,
+                    what="the extracted fact to be searchable")
+    assert hits[0].text == "Ana has a grey cat named Pixel"
+    assert hits[0].quote == "adopted a grey cat called Pixel" and hits[0].turn_ids == (message_id,)
+    assert hits[0].source == "extracted"
+    out = hx.cli("memory", "search", "cat", "--person", "ana", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data[0]["id"] == hits[0].id and data[0]["turn_ids"] == [message_id] and "score" in data[0]
+
+
+def test_corrections_lower_confidence_and_hits_are_marked_for_hedging(hex_factory) -> None:
+    hx = start(hex_factory)
+    wrong = add(hx, "Ana is allergic to peanuts", person_id="ana")
+    report = asyncio.run(change(hx.endpoints, MemoryCorrect(id=wrong, note="it's walnuts, not peanuts", by="ana"),
+                                MemoryChanged))
+    assert report.action == "corrected" and "0.4" in report.detail
+    hit = search(hx, "allergy", person_id="ana")[0]
+    assert hit.id == wrong and hit.confidence == 0.4 and hit.hedge
+    asyncio.run(change(hx.endpoints, MemoryCorrect(id=wrong, remove=True, by="ana"), MemoryChanged))
+    assert all(h.id != wrong for h in search(hx, "allergy", person_id="ana"))
+
+
+def test_forgetting_a_person_is_for_owners_and_removes_everything_about_them(hex_factory) -> None:
+    hx = start(hex_factory)
+    add(hx, "Bo plays the cello", person_id="bo")
+    add(hx, "Bo's birthday is in May", person_id="bo")
+    refused = hx.cli("memory", "forget", "--person", "bo", "--by", "stranger")
+    assert refused.returncode == 1 and "only an owner" in refused.stderr
+    assert len(search(hx, "cello", person_id="bo")) >= 1
+    done = hx.cli("memory", "forget", "--person", "bo", "--by", OWNER)
+    assert done.returncode == 0 and "forgotten" in done.stdout and "memories 2" in done.stdout, done.stdout
+    assert [h for h in search(hx, "cello birthday", person_id="bo") if h.person_id == "bo"] == []
+
+
+def test_cli_add_search_export(hex_factory, tmp_path: Path) -> None:
+    hx = start(hex_factory)
+    out = hx.cli("memory", "add", "Hex's favourite snack is shiny spoons", "--tags", "lore,snacks",
+                 "--kind", "anchor", "--importance", "0.9")
+    assert out.returncode == 0 and out.stdout.startswith("added: m_"), out
+    found = hx.cli("memory", "search", "what does Hex like to eat")
+    assert found.returncode == 0 and "shiny spoons" in found.stdout
+    dump = tmp_path / "memories.jsonl"
+    exported = hx.cli("memory", "export", "--out", str(dump))
+    assert exported.returncode == 0 and "exported 1" in exported.stdout
+    rows = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert rows[0]["text"] == "Hex's favourite snack is shiny spoons" and rows[0]["tags"] == ["lore", "snacks"]
+    assert "embedding" not in rows[0]
+
+
+def test_killed_mid_write_storm_loses_and_doubles_nothing_and_indexes_agree(hex_factory) -> None:
+    hx = start(hex_factory)
+    n = 60
+
+    async def storm() -> None:
+        client = BusClient(hx.endpoints, "stormer")
+        client.start()
+        for i in range(n):
+            await client.publish_durable(MemoryAdd(text=f"storm fact number {i} about lanterns", tags=(f"s{i}",)))
+            if i in (15, 40):
+                await asyncio.sleep(0.3)
+                os.kill(hx.pid("memory"), signal.SIGKILL)
+        assert await client.flush(20)
+        await client.close()
+
+    asyncio.run(storm())
+    hx.wait_state({"memory": "live"}, timeout=60)
+
+    def all_there() -> bool:
+        out = hx.cli("memory", "export")
+        return out.returncode == 0 and len(out.stdout.splitlines()) >= n
+
+    poll_for(all_there, 60, interval=0.5, what=f"all {n} acknowledged memories stored")
+    rows = [json.loads(line) for line in hx.cli("memory", "export").stdout.splitlines()]
+    texts = sorted(r["text"] for r in rows)
+    assert texts == sorted(f"storm fact number {i} about lanterns" for i in range(n))  # each once
+    assert len({r["id"] for r in rows}) == n
+    # The vector index agrees with DuckDB: every memory is findable by meaning, exactly once.
+    hits = search(hx, "storm fact number 33 about lanterns", k=n)
+    assert len(hits) == n and len({h.id for h in hits}) == n
+    assert hits[0].text == "storm fact number 33 about lanterns"
+
+
+def test_index_file_deleted_or_corrupted_is_rebuilt_from_duckdb(hex_factory) -> None:
+    hx = start(hex_factory)
+    ids = [add(hx, f"fact {i}: the lighthouse keeper owns {i} lanterns") for i in range(5)]
+    hx.command("restart", "memory")  # a graceful stop saves the index
+    hx.wait_state({"memory": "live"}, timeout=60)
+    index = next((hx.data_dir / "actors" / "memory").glob("*.hnsw"))
+    index.write_bytes(b"garbage" * 100)
+    hx.command("restart", "memory")
+    hx.wait_state({"memory": "live"}, timeout=60)
+    assert sorted(h.id for h in search(hx, "lighthouse lanterns", k=10)) == sorted(ids)
+    index.unlink()
+    os.kill(hx.pid("memory"), signal.SIGKILL)
+    hx.wait_state({"memory": "live"}, timeout=60)
+    assert sorted(h.id for h in search(hx, "lighthouse lanterns", k=10)) == sorted(ids)
+    assert "vectors.rebuild" in hx.log()
+
+
+def test_missing_embedding_model_is_one_line_in_status(hex_factory) -> None:
+    hx = hex_factory(memory_config(embedder="/nowhere/model")).start(wait_live=False)
+    status = hx.wait_state({"broker": "live", "memory": "failed"}, timeout=60)
+    assert "/nowhere/model" in status["memory"]["reason"] and status["memory"]["restarts"] == 0
+
+
+def test_hexbus_memory_without_a_memory_actor_says_so(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS).start()
+    out = subprocess.run([sys.executable, "-m", "hexbus.cli", "memory", "search", "x", "--run-dir", str(hx.run_dir)],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 1 and "memory actor did not answer" in out.stderr
