@@ -11,6 +11,7 @@ missing, corrupt or behind.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -62,8 +63,9 @@ class MemoryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         0.92  # a new fact this close to one about the same person merges into it
     )
     correction_factor: float = 0.4  # a "that's wrong" multiplies confidence by this: below low_confidence, so hedged
-    archive_after_days: float = 180.0
+    archive_after_days: float = 180.0  # older than this and below the importance: archived, not deleted
     archive_below_importance: float = 0.3
+    aging_interval_s: float = 3600.0  # how often aging runs (0: never)
 
 
 def memory_id(*parts: str) -> str:
@@ -108,7 +110,31 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         return VectorIndex.open(self.db_path.with_suffix(".hnsw"), self.embedder.dim, lambda: vectors,
                                 expected_labels={label for label, _ in vectors})
 
+    async def on_live(self) -> None:
+        if self.config.aging_interval_s > 0:
+            self.aging = asyncio.get_running_loop().create_task(self._age(), name="memory-aging")
+
+    async def _age(self) -> None:
+        """Archive what is old and unimportant (never anchors); archived memories stay searchable on request."""
+        while True:
+            await asyncio.sleep(self.config.aging_interval_s)
+
+            def archive() -> list[str]:
+                with self.store.transaction():
+                    return self.store.archive_older_than(self.config.archive_after_days * 86400,
+                                                         self.config.archive_below_importance, time.time())
+
+            try:
+                archived = await self.offload(archive)
+            except Exception:
+                log.exception("memory.aging_failed")
+                continue
+            if archived:
+                log.info("memory.archived", count=len(archived), ids=archived[:20])
+
     async def teardown(self) -> None:
+        if getattr(self, "aging", None) is not None:
+            self.aging.cancel()
         await self.offload(self.vectors.save)
         self.store.close()
 

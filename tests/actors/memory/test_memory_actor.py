@@ -201,3 +201,16 @@ def test_hexbus_memory_without_a_memory_actor_says_so(hex_factory) -> None:
     out = subprocess.run([sys.executable, "-m", "hexbus.cli", "memory", "search", "x", "--run-dir", str(hx.run_dir)],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 1 and "memory actor did not answer" in out.stderr
+
+
+def test_old_unimportant_memories_are_archived_not_deleted(hex_factory) -> None:
+    hx = start(hex_factory, archive_after_days=1 / 86400, aging_interval_s=0.5)  # "old" after one second
+    trivia = add(hx, "Ana once mentioned the weather was cloudy", person_id="ana", importance=0.1)
+    milestone = add(hx, "Ana told Hex about the cloudy day she met her best friend", person_id="ana",
+                    importance=0.9)
+    poll_for(lambda: trivia not in {h.id for h in search(hx, "cloudy weather", person_id="ana", k=5)}, 30,
+             interval=0.5, what="the unimportant memory to be archived")
+    assert milestone in {h.id for h in search(hx, "cloudy weather", person_id="ana", k=5)}
+    archived = {h.id for h in search(hx, "cloudy weather", person_id="ana", k=5, include_archived=True)}
+    assert trivia in archived  # archived, not deleted
+    assert "memory.archived" in hx.log()
