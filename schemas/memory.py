@@ -92,9 +92,12 @@ class MemoryForget(Event, frozen=True, kw_only=True, tag="memory.forget"):
 
 
 class MemoryChanged(Event, frozen=True, kw_only=True, tag="memory.changed"):
-    """What a change request did; ``causation`` is the request's event id."""
+    """What a change request did; ``causation`` is the request's event id.
 
-    action: Literal["added", "edited", "approved", "rejected", "corrected", "forgotten", "refused"]
+    ``suggested``: a fact from a conversation waits for approval (``detail`` is its text).
+    """
+
+    action: Literal["added", "suggested", "edited", "approved", "rejected", "corrected", "forgotten", "refused"]
     ids: tuple[str, ...] = ()
     counts: dict[str, int] = {}
     detail: str = ""

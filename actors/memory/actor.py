@@ -46,7 +46,7 @@ from schemas import (
 
 log = structlog.get_logger("actors.memory")
 
-Action = Literal["added", "edited", "approved", "rejected", "corrected", "forgotten", "refused"]
+Action = Literal["added", "suggested", "edited", "approved", "rejected", "corrected", "forgotten", "refused"]
 
 
 class MemoryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -259,6 +259,10 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
 
         await self.offload(write)
         await self._index(added)
+        for memory in added if self.config.suggestions else []:
+            # What the Discord and web buttons (and `hexbus memory edit ID --approve`) act on.
+            await self.publish(MemoryChanged(action="suggested", ids=(memory.id,), detail=memory.text),
+                               causation=self.envelope.id if self.envelope else "")
         if merged:
             log.info("memory.merged_duplicates", ids=merged)
 
@@ -331,15 +335,21 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         await self._index([stored])
         await self.changed("added", (stored.id,))
 
+    async def _existing(self, memory: str, offset: int) -> Memory | None:
+        """The memory a request names; a request naming none is applied (its offset) and refused."""
+        found = await self.offload(self.store.get, memory)
+        if found is None:
+            await self.offload(self._commit_offset, offset)
+            await self.changed("refused", (memory,), f"no memory {memory}")
+        return found
+
     @on(MemoryEdit)
     async def on_edit(self, event: MemoryEdit) -> None:
         offset = self._fresh()
         if offset is None:
             return
-        existing = await self.offload(self.store.get, event.id)
+        existing = await self._existing(event.id, offset)
         if existing is None:
-            await self.offload(self._commit_offset, offset)
-            await self.changed("refused", (event.id,), f"no memory {event.id}")
             return
         if event.approve is False:
             await self._remove([event.id], offset)
@@ -372,10 +382,8 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         offset = self._fresh()
         if offset is None:
             return
-        existing = await self.offload(self.store.get, event.id)
+        existing = await self._existing(event.id, offset)
         if existing is None:
-            await self.offload(self._commit_offset, offset)
-            await self.changed("refused", (event.id,), f"no memory {event.id}")
             return
         new_confidence = (
             0.0 if event.remove else round(existing.confidence * self.config.correction_factor, 4)

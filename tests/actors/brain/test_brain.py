@@ -429,9 +429,10 @@ def test_older_turns_fold_into_a_summary_and_a_fresh_observation_is_kept(hex_fac
 
     try:
         poll_for(summarised, 60, interval=0.2, what="a rolling summary with the newest two turns kept whole")
-    except AssertionError:
+    except AssertionError:  # show what the brain kept instead
         state = hx.snapshot_state("brain")
-        raise AssertionError(f"{state['observation']!r} {state['conversations']}") from None
+        raise AssertionError(f"no summary: observation {state['observation']!r}, "
+                             f"conversations {state['conversations']}") from None
 
 
 def test_rate_limited_server_gets_a_sleepy_notice_and_the_reply_comes_from_the_next_backend(hex_factory) -> None:
