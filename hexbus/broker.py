@@ -138,7 +138,6 @@ class Broker:
         self.ids = codec.IdSource(codec.new_session())
         self.rejected = RateLimitedCounter(log)
         self.parked: dict[bytes, Parked] = {}
-        self.delivery_cache: dict[str, Delivery | None] = {}
         self.running = True
         self.accepted = 0
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -199,17 +198,10 @@ class Broker:
     # -- volatile -----------------------------------------------------------
 
     def _delivery(self, topic: str) -> Delivery | None:
-        cached = self.delivery_cache.get(topic, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
         try:
-            found: Delivery | None = delivery_of(topic)
+            return delivery_of(topic)
         except KeyError:
-            found = None
-        if len(self.delivery_cache) > 4096:
-            self.delivery_cache.clear()
-        self.delivery_cache[topic] = found
-        return found
+            return None
 
     def publish_volatile(self, event: Any, key: str = "") -> None:
         envelope = codec.make_envelope(event, event_id=self.ids.next(), source="broker", key=key)

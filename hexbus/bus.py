@@ -207,6 +207,22 @@ class DurableFeed:
         self.head = 0
         self.incarnation = ""
         self.on_live: Callable[[], None] | None = None
+        self._positioned = asyncio.Event()  # the offset to read after is known (a tail learns the head)
+        if after >= 0:
+            self._positioned.set()
+
+    async def positioned(self, timeout: float) -> bool:
+        """Wait (while the feed is being iterated) until it knows where it starts; False on timeout.
+
+        For a tail (``after=-1``) that is the journal's head when the broker first answered:
+        every event journaled after it will be read, so a request published now cannot have its
+        answer missed.
+        """
+        try:
+            await asyncio.wait_for(self._positioned.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def _request(self) -> None:
         self.req += 1
@@ -260,6 +276,7 @@ class DurableFeed:
                           hint="raise bus.journal.retention_mb/retention_hours, or keep this actor running")
             if self.after < 0:
                 self.after = reply.head  # a tail: start at the journal's head, skip history
+                self._positioned.set()
                 continue
             if reply.head < self.after:
                 log.warning("bus.journal_behind_snapshot", head=reply.head, after=self.after,
@@ -313,7 +330,6 @@ class BusClient:
         self.pub = self._pub(sync_ctx, endpoints.volatile_in, volatile_hwm)
         self.pub_big = self._pub(sync_ctx, endpoints.volatile_big_in, blob_hwm)
         self.blob_lane_bytes = blob_lane_bytes
-        self._volatile_topics: dict[str, bool] = {}
         self.sub = _socket(self.ctx, zmq.SUB, endpoints.volatile_out, curve)
         self.sub.rcvhwm = volatile_hwm
         self.sub.connect(connect_address(endpoints.volatile_out))
@@ -361,12 +377,7 @@ class BusClient:
     def publish_volatile(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
                          causation: str = "", correlation: str = "") -> Envelope:
         envelope = self.envelope(event, key=key, event_id=event_id, causation=causation, correlation=correlation)
-        volatile = self._volatile_topics.get(envelope.topic)
-        if volatile is None:
-            if len(self._volatile_topics) > 4096:
-                self._volatile_topics.clear()
-            volatile = self._volatile_topics[envelope.topic] = delivery_of(envelope.topic) is Delivery.VOLATILE
-        if not volatile:
+        if delivery_of(envelope.topic) is not Delivery.VOLATILE:
             raise ValueError(f"{envelope.topic} is durable: publish it with publish() or publish_durable()")
         sock = self.pub_big if blob is not None and len(blob) >= self.blob_lane_bytes else self.pub
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 
 
@@ -36,6 +37,7 @@ DELIVERY: dict[str, Delivery] = {
 }
 
 
+@functools.lru_cache(maxsize=8192)  # topics repeat: every publish and every receive asks
 def delivery_of(topic: str) -> Delivery:
     """The delivery class of a topic (its tag plus any routing key)."""
     best = ""
