@@ -79,8 +79,8 @@ class ActorSide:
         self.client.start()
         self.feed = self.client.durable(["chat.reply"], after=-1, wait_ms=200)
         self.tasks = [asyncio.create_task(self._volatile()), asyncio.create_task(self._replies())]
-        while self.feed.after < 0:
-            await asyncio.sleep(0.01)
+        if not await self.feed.positioned(10):
+            raise TimeoutError("the broker did not answer the tail feed within 10 s")
         await asyncio.sleep(0.5)
 
     async def _volatile(self) -> None:

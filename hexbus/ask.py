@@ -66,11 +66,8 @@ async def change(endpoints: Endpoints, request: Event, expect: type[E], *, timeo
 
     reading = asyncio.get_running_loop().create_task(report())
     try:
-        deadline = time.monotonic() + 10
-        while feed.after < 0:  # the feed knows the journal's head: no report after it can be missed
-            if time.monotonic() > deadline:
-                raise AskError("the broker did not answer within 10 s: is Hex running? (`hexbus status`)")
-            await asyncio.sleep(0.01)
+        if not await feed.positioned(10):  # then no report after the journal's head can be missed
+            raise AskError("the broker did not answer within 10 s: is Hex running? (`hexbus status`)")
         envelope = await client.publish_durable(request)
         target.append(envelope.id)
         if not await client.flush(10):

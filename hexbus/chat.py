@@ -10,7 +10,6 @@ mid-reply and was replaced), the final text is printed again whole.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -53,11 +52,8 @@ class ChatClient:
         self.client.start()
         loop = asyncio.get_running_loop()
         self._tasks += [loop.create_task(self._read_chunks()), loop.create_task(self._read_finals())]
-        deadline = time.monotonic() + 10
-        while self._feed.after < 0:  # the feed knows the journal's head: nothing after it can be missed
-            if time.monotonic() > deadline:
-                raise ChatError("the broker did not answer within 10 s: is Hex running (`hexbus status`)?")
-            await asyncio.sleep(0.01)
+        if not await self._feed.positioned(10):  # then no reply after the journal's head can be missed
+            raise ChatError("the broker did not answer within 10 s: is Hex running (`hexbus status`)?")
 
     async def _read_chunks(self) -> None:
         async for envelope, _ in self.client.volatile():
@@ -136,6 +132,3 @@ async def chat(endpoints: Endpoints, *, person_id: str, name: str, channel: str,
         await client.close()
     return 0
 
-
-def default_person() -> str:
-    return os.environ.get("USER") or "console"

@@ -75,9 +75,7 @@ class Conversation:
                                     "brain.persona.changed"], after=-1, wait_ms=300)
         self.feed = feed
         self.tasks = [loop.create_task(self._volatile()), loop.create_task(self._durable(feed))]
-        deadline = time.monotonic() + 10
-        while feed.after < 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        assert await feed.positioned(10), "the broker did not answer the tail feed"
         await asyncio.sleep(0.3)  # the chunk subscription reaches the broker
         return self
 

@@ -231,8 +231,7 @@ def test_suggestions_wait_for_approval_and_a_rejected_one_is_gone(hex_factory) -
                     seen.append(envelope.body)
 
         task = asyncio.get_running_loop().create_task(read())
-        while feed.after < 0:
-            await asyncio.sleep(0.01)
+        assert await feed.positioned(10), "the broker did not answer the tail feed"
         for i, (fact, quote) in enumerate((("Ana plays chess", "I play chess"), ("Ana hates olives", "hate olives"))):
             await client.publish_durable(ReplyMeta(reply_to=f"r{i}", person_id="ana", channel="c1", remember=True,
                                                    facts=(Fact(text=fact, quote=quote),)))
