@@ -169,7 +169,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    if code == 0 or code == EXIT_CONFIG:
+    if code == 0:
         if clean:
             await runtime.snapshot()
         flushed = await bus.flush(spec.actor.stop_grace_s / 2)
