@@ -95,8 +95,9 @@ def looks_binary(text: str) -> bool:
     return "\x00" in text or controls > max(4, len(text) // 20)
 
 
-class Superseded(Exception):
-    """The reply in flight was cancelled by a newer message or a barge-in."""
+def conversation_of(message: ChatMessage) -> str:
+    """A conversation is a channel on a platform: one reply at a time in each."""
+    return f"{message.platform}:{message.channel}"
 
 
 class BrainActor(Actor[BrainConfig, BrainState]):
@@ -169,7 +170,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         envelope = self.envelope
         if envelope is None or envelope.id in self.state.pending or envelope.id in self.state.answered:
             return
-        conv = f"{event.platform}:{event.channel}"
+        conv = conversation_of(event)
         problem = self.refusal(event)
         if problem:
             await self.finish_without_reply(envelope.id, event, problem, status="failed")
@@ -229,7 +230,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.state.observed_at = event.at or time.time()
 
     async def on_live(self) -> None:
-        for conv in {f"{p.message.platform}:{p.message.channel}" for p in self.state.pending.values()}:
+        for conv in {conversation_of(p.message) for p in self.state.pending.values()}:
             self.kick(conv)
 
     async def on_reload(self) -> None:
@@ -301,7 +302,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         """Answer this conversation's pending messages: the newest; older unanswered ones are superseded."""
         while True:
             waiting = sorted((p for p in self.state.pending.values()
-                              if f"{p.message.platform}:{p.message.channel}" == conv), key=lambda p: p.offset)
+                              if conversation_of(p.message) == conv), key=lambda p: p.offset)
             if not waiting:
                 return
             *older, current = waiting
@@ -353,7 +354,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             found = self.state.relationships[person_id] = new_relationship(person_id, self.persona, now=time.time())
         return found
 
-    def prompt(self, conv: str, event: ChatMessage, hits: list[MemoryHit]) -> tuple[list[Turn], int, bool]:
+    def prompt(self, conv: str, event: ChatMessage, hits: list[MemoryHit]) -> tuple[list[Turn], int]:
         rel = self.relationship(event.person_id)
         deny = may_deny(rel, event.text, self.persona, self.rng)
         owed = care_owed(rel, self.persona)
@@ -378,15 +379,16 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             budgets=self.config.budgets,
             count=self.backend.count_tokens,
         )
-        return turns, max_tokens, deny
+        return turns, max_tokens
 
     async def answer(self, conv: str, pending: Pending) -> None:
         event, message_id = pending.message, pending.event_id
         attempt = f"{self.bus.session:x}-{time.monotonic_ns()}"
         hits = await self.memories(event)
-        turns, max_tokens, _ = self.prompt(conv, event, hits)
+        turns, max_tokens = self.prompt(conv, event, hits)
         params = Params(max_tokens=max_tokens, temperature=self.config.temperature, seed=self.config.seed)
         text, usage, backend_name, fallbacks, status = "", Usage(), "", 0, "complete"
+        restarts = 0
         splitter = SentenceSplitter()
         sentences = 0
         chunk = 0
@@ -425,11 +427,11 @@ class BrainActor(Actor[BrainConfig, BrainState]):
                     for fallback in stream.events[announced:]:
                         await self.notice(event, fallback)
                     announced = len(stream.events)
-                if stream.restarts > fallbacks:
-                    # The backend failed mid-reply and the next one starts over: what streamed is void.
-                    fallbacks = stream.restarts
-                    text, splitter = "", SentenceSplitter()
-                text += piece
+                if stream.restarts > restarts:
+                    # The backend failed mid-reply and the next one starts over: what streamed is void
+                    # (stream.text is already the new backend's reply alone).
+                    restarts = stream.restarts
+                    splitter = SentenceSplitter()
                 unsent.append(piece)
                 done = splitter.push(piece)
                 if chunk == 0 or done or time.monotonic() - chunk_at >= interval:
@@ -437,7 +439,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
                 for sentence in done:
                     await speak(sentence)
             send_chunk()
-            usage, backend_name, fallbacks = stream.usage, stream.backend, len(stream.events)
+            text, usage, backend_name, fallbacks = stream.text, stream.usage, stream.backend, len(stream.events)
             if usage.truncated and sentences:
                 # Cut at the token limit mid-sentence: the half sentence is neither spoken nor kept.
                 tail = splitter.discard()
@@ -449,8 +451,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
                 raise
             status = "cancelled"
             said = self.said.pop(conv, None)
-            if said is not None:
-                text = said  # what the person heard before speaking over Hex
+            text = stream.text if said is None else said  # a barge-in: what the person heard
             log.info("brain.reply_cancelled", conv=conv, message=message_id, why=self.superseded[conv])
         except BackendError as exc:
             log.error("brain.all_backends_failed", error=str(exc))

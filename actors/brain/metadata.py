@@ -24,19 +24,6 @@ log = structlog.get_logger("actors.brain.metadata")
 EMOTIONS: Final = ("neutral", "happy", "amused", "annoyed", "flustered", "sad", "worried", "excited", "smug")
 
 
-class MetaDraft(msgspec.Struct, kw_only=True):
-    """What the model is asked to fill in (the schema it is constrained to)."""
-
-    emotion: str = "neutral"
-    remember: bool = False
-    importance: float = 0.0
-    tags: list[str] = []
-    facts: list[dict[str, str]] = []
-    hobbies: list[str] = []
-    tastes: list[str] = []
-    sentiment: str = ""
-
-
 SCHEMA: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {
