@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
 
 from hexbus.bus import BusClient
@@ -51,32 +52,43 @@ async def ask(endpoints: Endpoints, request: Event, expect: type[E], *, timeout:
 
 
 async def change(endpoints: Endpoints, request: Event, expect: type[E], *, timeout: float = 30.0,
-                 who: str = "the actor") -> E:
+                 who: str = "the actor", blob: bytes | None = None) -> E:
+    """Publish one durable request and wait for the durable report caused by it."""
+    reports = [r async for r in changes(endpoints, [(request, blob)], expect, timeout=timeout, who=who)]
+    return reports[0]
+
+
+async def changes(endpoints: Endpoints, requests: Sequence[tuple[Event, bytes | None]], expect: type[E], *,
+                  timeout: float = 30.0, who: str = "the actor") -> AsyncIterator[E]:
+    """Publish durable requests in order and yield each one's report as it comes (``timeout`` per report)."""
     client = BusClient(endpoints, "cli")
     client.start()
     feed = client.durable([tag_of(expect)], after=-1, wait_ms=300)
-    target: list[str] = []
+    reports: dict[str, E] = {}
+    arrived = asyncio.Event()
 
-    async def report() -> E:
+    async def collect() -> None:
         async for envelope, _ in feed:
-            if envelope is not None and target and envelope.causation == target[0] \
-                    and isinstance(envelope.body, expect):
-                return envelope.body
-        raise AskError("the bus closed")
+            if envelope is not None and isinstance(envelope.body, expect) and envelope.causation:
+                reports[envelope.causation] = envelope.body
+                arrived.set()
 
-    reading = asyncio.get_running_loop().create_task(report())
+    reading = asyncio.get_running_loop().create_task(collect())
     try:
         if not await feed.positioned(10):  # then no report after the journal's head can be missed
             raise AskError("the broker did not answer within 10 s: is Hex running? (`hexbus status`)")
-        envelope = await client.publish_durable(request)
-        target.append(envelope.id)
-        if not await client.flush(10):
+        sent = [(await client.publish_durable(request, blob=blob)).id for request, blob in requests]
+        if not await client.flush(10 + len(requests) / 100):
             raise AskError("the broker did not acknowledge the request within 10 s: is Hex running?")
-        try:
-            return await asyncio.wait_for(reading, timeout)
-        except TimeoutError:
-            raise AskError(f"{who} did not report within {timeout:g}s (the request is journaled and will be "
-                           "applied when it runs: `hexbus status`)") from None
+        for event_id in sent:
+            while event_id not in reports:
+                arrived.clear()
+                try:
+                    await asyncio.wait_for(arrived.wait(), timeout)
+                except TimeoutError:
+                    raise AskError(f"{who} did not report within {timeout:g}s (the request is journaled and will "
+                                   "be applied when it runs: `hexbus status`)") from None
+            yield reports.pop(event_id)
     finally:
         reading.cancel()
         await asyncio.gather(reading, return_exceptions=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -234,6 +235,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
     from schemas import (
         MemoryAdd,
         MemoryChanged,
+        MemoryDocument,
         MemoryEdit,
         MemoryExport,
         MemoryExported,
@@ -266,8 +268,25 @@ def cmd_memory(args: argparse.Namespace) -> None:
             if args.out not in ("", "-"):
                 print(f"exported {exported.count} memories to {args.out}")
             return
+        if args.action == "import":
+            memory_import(endpoints, args)
+            return
         request: Any
-        if args.action == "add":
+        blob = None
+        if args.action == "upload":
+            path = Path(args.file)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                fail(f"cannot read {path}: {exc.strerror or exc}")
+            limit = endpoints.max_blob_mb << 20
+            if len(data) > limit:
+                fail(f"{path.name} is {len(data) / 2**20:.1f} MiB; the bus carries at most {limit / 2**20:.0f} MiB "
+                     "per event (bus.max_blob_mb in supervisor.toml)")
+            blob = data
+            request = MemoryDocument(name=path.name, person_id=args.person, tags=tags, by=args.by,
+                                     sha256=hashlib.sha256(data).hexdigest())
+        elif args.action == "add":
             request = MemoryAdd(text=args.text, kind=args.kind, person_id=args.person, importance=args.importance,
                                 tags=tags, by=args.by)
         elif args.action == "edit":
@@ -276,7 +295,8 @@ def cmd_memory(args: argparse.Namespace) -> None:
                                  by=args.by)
         else:
             request = MemoryForget(ids=tuple(args.ids), query=args.query, person_id=args.person, by=args.by)
-        report = asyncio.run(change(endpoints, request, MemoryChanged, who=who))
+        report = asyncio.run(change(endpoints, request, MemoryChanged, who=who, blob=blob,
+                                    timeout=300 if blob else 30))
     except AskError as exc:
         fail(str(exc))
     if report.action == "refused":
@@ -284,6 +304,34 @@ def cmd_memory(args: argparse.Namespace) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
     print(f"{report.action}: {' '.join(report.ids) or '-'}{f' ({counts})' if counts else ''}"
           f"{f' {report.detail}' if report.detail else ''}")
+
+
+def memory_import(endpoints: Any, args: argparse.Namespace) -> None:
+    """``hexbus memory import FILE``: every good line sent in batches; bad lines reported by number."""
+    from actors.memory.importer import HistoryError, batches, read_history
+    from hexbus.ask import changes
+    from schemas import MemoryChanged
+
+    path = Path(args.file)
+    try:
+        turns, problems = read_history(path, tuple(args.assistant))
+    except HistoryError as exc:
+        fail(str(exc))
+    for problem in problems:
+        print(f"{path.name}: {problem} (skipped)", file=sys.stderr)
+    totals: dict[str, int] = {}
+
+    async def send() -> None:
+        requests = [(event, None) for event in batches(turns, path.name, args.by)]
+        async for report in changes(endpoints, requests, MemoryChanged, who="the memory actor", timeout=120):
+            if report.action == "refused":
+                fail(f"refused: {report.detail}")
+            for key, value in report.counts.items():
+                totals[key] = totals.get(key, 0) + value
+
+    asyncio.run(send())
+    print(f"imported {totals.get('turns', 0)} turns from {path.name} ({totals.get('already_known', 0)} already "
+          f"known, {totals.get('indexed', 0)} indexed for search, {len(problems)} bad lines skipped)")
 
 
 def cmd_keys(args: argparse.Namespace) -> None:
@@ -357,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--run-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_persona)
 
-    p = command("memory", "add, search, edit, forget and export memories")
+    p = command("memory", "add, search, edit, forget, import, upload and export memories")
     memory = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def action(name: str, help: str) -> argparse.ArgumentParser:
@@ -391,6 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--query", default="")
     a.add_argument("--person", default="", help="forget everything about this person")
     a.add_argument("--by", default=os.environ.get("USER", ""), help="your person id (checked against owners)")
+    a = action("import", "bring in past turns from a JSON Lines file (id, conversation, speaker, text, timestamp)")
+    a.add_argument("file")
+    a.add_argument("--assistant", action="append", default=["Hex"],
+                   help="a speaker name that is the bot, not a person (repeatable; default Hex)")
+    a.add_argument("--by", default=os.environ.get("USER", ""))
+    a = action("upload", "store a document (PDF, XLSX, TXT, MD, JSON, CSV) as searchable chunks")
+    a.add_argument("file")
+    a.add_argument("--person", default="", help="who it is about or from")
+    a.add_argument("--tags", default="", help="comma-separated")
+    a.add_argument("--by", default=os.environ.get("USER", ""))
     a = action("export", "every memory as JSON Lines")
     a.add_argument("--out", default="-", help="a file (default: standard output)")
     p.set_defaults(fn=cmd_memory)

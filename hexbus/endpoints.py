@@ -29,6 +29,7 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
     control: str  # supervisor ROUTER binds; the CLI's REQ/DEALER connect
     heartbeat: str  # supervisor PULL binds; every process PUSHes heartbeats
     curve_dir: str = ""
+    max_blob_mb: int = 16  # the broker's bus.max_blob_mb: a larger event would be refused at the socket
 
 
 def ensure_run_dir(path: Path) -> Path:
@@ -60,7 +61,8 @@ def endpoints(bus: BusConfig, run_dir: Path) -> Endpoints:
     else:
         data = dict(volatile_in=ipc("vin"), volatile_out=ipc("vout"), ingest=ipc("ingest"), replay=ipc("replay"),
                     volatile_big=ipc("vbig"), volatile_big_in=ipc("vbigin"))
-    return Endpoints(**data, control=ipc("ctl"), heartbeat=ipc("hb"), curve_dir=bus.curve_dir)
+    return Endpoints(**data, control=ipc("ctl"), heartbeat=ipc("hb"), curve_dir=bus.curve_dir,
+                     max_blob_mb=bus.max_blob_mb)
 
 
 def connect_address(address: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from schemas.base import Event
-from schemas.brain import PersonaChanged, PersonaRollback, QuietMode
+from schemas.brain import BrainTask, BrainTaskResult, PersonaChanged, PersonaRollback, QuietMode
 from schemas.chat import (
     Attachment,
     BargeIn,
@@ -26,14 +26,17 @@ from schemas.chat import (
 )
 from schemas.delivery import DELIVERY, Delivery, delivery_of
 from schemas.memory import (
+    ImportedTurn,
     MemoryAdd,
     MemoryChanged,
     MemoryCorrect,
+    MemoryDocument,
     MemoryEdit,
     MemoryExport,
     MemoryExported,
     MemoryForget,
     MemoryHit,
+    MemoryImport,
     MemoryQuery,
     MemoryResult,
 )
@@ -77,6 +80,10 @@ AnyEvent = (
     | PersonaRollback
     | PersonaChanged
     | QuietMode
+    | BrainTask
+    | BrainTaskResult
+    | MemoryImport
+    | MemoryDocument
     | MemoryQuery
     | MemoryResult
     | MemoryAdd
@@ -119,6 +126,8 @@ __all__ = [
     "AnyEvent",
     "Attachment",
     "BargeIn",
+    "BrainTask",
+    "BrainTaskResult",
     "BrokerHeartbeat",
     "ChatAck",
     "ChatMessage",
@@ -126,14 +135,17 @@ __all__ = [
     "Event",
     "Fact",
     "Heartbeat",
+    "ImportedTurn",
     "MemoryAdd",
     "MemoryChanged",
     "MemoryCorrect",
+    "MemoryDocument",
     "MemoryEdit",
     "MemoryExport",
     "MemoryExported",
     "MemoryForget",
     "MemoryHit",
+    "MemoryImport",
     "MemoryQuery",
     "MemoryResult",
     "Metric",

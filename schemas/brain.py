@@ -1,10 +1,11 @@
-"""Brain control events: persona versions and quiet mode."""
+"""Brain events: persona versions, quiet mode, and work other actors ask of the brain's backend."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from schemas.base import Event
+from schemas.chat import Fact
 
 
 class PersonaRollback(Event, frozen=True, kw_only=True, tag="brain.persona.rollback"):
@@ -27,3 +28,24 @@ class QuietMode(Event, frozen=True, kw_only=True, tag="brain.quiet"):
     scope: Literal["person", "channel"]
     target: str
     until: float = 0.0
+
+
+class BrainTask(Event, frozen=True, kw_only=True, tag="brain.task"):
+    """Work for the brain's language model, asked by an actor that has none (the memory actor).
+
+    ``summarize``: ``text`` is a transcript; the answer holds a short summary and the lasting facts
+    about the people in it. ``contradiction``: does ``other`` (a newer fact) contradict ``text``
+    (an older one)? Answered by a BrainTaskResult with the same correlation; people's replies go
+    first, so a caller gives it a generous deadline and tries again later on a timeout.
+    """
+
+    kind: Literal["summarize", "contradiction"]
+    text: str
+    other: str = ""
+
+
+class BrainTaskResult(Event, frozen=True, kw_only=True, tag="brain.task.result"):
+    summary: str = ""
+    facts: tuple[Fact, ...] = ()
+    contradicts: bool = False
+    error: str = ""  # the backend failed; nothing else is set

@@ -25,6 +25,7 @@ DELIVERY: dict[str, Delivery] = {
     "chat.bargein": Delivery.DURABLE,
     "chat.notice": Delivery.DURABLE,
     "brain": Delivery.DURABLE,  # persona versions, quiet mode
+    "brain.task": Delivery.VOLATILE,  # request/response with a deadline (summaries, contradiction checks)
     "memory": Delivery.DURABLE,  # memory writes (the memory issue)
     "memory.query": Delivery.VOLATILE,  # request/response with a deadline: a loss is a timeout
     "memory.result": Delivery.VOLATILE,

@@ -91,13 +91,48 @@ class MemoryForget(Event, frozen=True, kw_only=True, tag="memory.forget"):
     by: str = ""
 
 
+class ImportedTurn(msgspec.Struct, frozen=True, kw_only=True):
+    """One turn of an imported chat history; ``id`` is the original id, kept as provenance."""
+
+    id: str
+    conversation: str
+    speaker: str
+    text: str
+    at: float  # unix seconds
+    person_id: str = ""  # "" = derived from the speaker's name
+    role: Literal["user", "assistant"] = "user"
+    meta: dict[str, str] = {}  # the line's other fields, as JSON text
+
+
+class MemoryImport(Event, frozen=True, kw_only=True, tag="memory.import"):
+    """A batch of past turns (``hexbus memory import``): stored and indexed like live ones."""
+
+    turns: tuple[ImportedTurn, ...]
+    source: str = ""  # the file it came from
+    by: str = ""
+
+
+class MemoryDocument(Event, frozen=True, kw_only=True, tag="memory.document"):
+    """An uploaded document; its bytes are the blob. Stored as chunks, all or nothing."""
+
+    name: str
+    person_id: str = ""  # who it is about or from ("" = general)
+    tags: tuple[str, ...] = ()
+    sha256: str = ""  # of the blob, checked on arrival when set
+    by: str = ""
+
+
 class MemoryChanged(Event, frozen=True, kw_only=True, tag="memory.changed"):
     """What a change request did; ``causation`` is the request's event id.
 
     ``suggested``: a fact from a conversation waits for approval (``detail`` is its text).
+    ``imported``/``stored``: counts say how many turns or document chunks were kept.
+    ``superseded``: ids are (older, newer) and ``detail`` both texts, kept for review.
+    ``summarized``: ids are the summary and the facts taken from the same turns.
     """
 
-    action: Literal["added", "suggested", "edited", "approved", "rejected", "corrected", "forgotten", "refused"]
+    action: Literal["added", "suggested", "edited", "approved", "rejected", "corrected", "forgotten", "refused",
+                    "imported", "stored", "superseded", "summarized"]
     ids: tuple[str, ...] = ()
     counts: dict[str, int] = {}
     detail: str = ""

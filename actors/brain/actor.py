@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import structlog
 
-from actors.brain import metadata, profile
+from actors.brain import metadata, profile, tasks
 from actors.brain.backends import Backend, BackendError, BackendOverloaded, Params, Turn, Usage
 from actors.brain.backends.exllamav2 import ExLlamaV2Backend, ExLlamaV2Config
 from actors.brain.backends.fallback import FallbackChain, FallbackEvent
@@ -54,6 +54,8 @@ from actors.brain.versions import PersonaStore
 from hexbus import Actor, ActorUnusable, RequestTimeout, on
 from schemas import (
     BargeIn,
+    BrainTask,
+    BrainTaskResult,
     ChatMessage,
     Heartbeat,
     MemoryHit,
@@ -142,6 +144,8 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.memory_seen = -MEMORY_SILENT_S  # when the memory actor's last live heartbeat arrived
         self.bus.subscribe(f"sys.heartbeat.{self.config.memory_actor}")
         self.said: dict[str, str] = {}  # conversation -> what a barge-in reported as heard
+        self.tasks: set[asyncio.Task[None]] = set()  # brain.task requests being worked on
+        self.task_lock = asyncio.Lock()  # one at a time: they share the backend with people's replies
         self.watcher = asyncio.get_running_loop().create_task(self.watch_persona(), name="persona-watch")
 
     async def watch_persona(self) -> None:
@@ -158,9 +162,9 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     async def teardown(self) -> None:
         self.watcher.cancel()
-        for task in self.workers.values():
+        for task in (*self.workers.values(), *self.tasks):
             task.cancel()
-        await asyncio.gather(*self.workers.values(), return_exceptions=True)
+        await asyncio.gather(*self.workers.values(), *self.tasks, return_exceptions=True)
         await self.backend.close()
 
     # -- handlers -----------------------------------------------------------------
@@ -191,6 +195,31 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         if event.reply_to in self.state.pending:
             del self.state.pending[event.reply_to]
             self.mark_answered(event.reply_to)
+
+    @on(BrainTask)
+    async def on_task(self, event: BrainTask) -> None:
+        # Off the dispatch loop: a summary takes seconds, and messages must not queue behind it. The
+        # task copies this handler's context, so respond() still answers this request.
+        task = asyncio.get_running_loop().create_task(self.run_task(event), name=f"brain-task-{event.kind}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def run_task(self, event: BrainTask) -> None:
+        async with self.task_lock:
+            while self.inflight:  # people's replies first; the caller's deadline bounds the wait
+                await asyncio.sleep(0.05)
+            turns, schema, max_tokens = tasks.messages(event)
+            started = time.monotonic()
+            try:
+                raw = await self.backend.complete_json(
+                    turns, schema, Params(max_tokens=max_tokens, temperature=0.1, seed=self.config.seed))
+            except BackendError as exc:
+                result = BrainTaskResult(error=str(exc))
+            else:
+                result = tasks.parse(event, raw)
+        log.info("brain.task", kind=event.kind, seconds=round(time.monotonic() - started, 2),
+                 error=result.error or None, facts=len(result.facts))
+        await self.respond(result)
 
     @on(BargeIn)
     async def on_barge_in(self, event: BargeIn) -> None:

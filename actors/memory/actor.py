@@ -22,22 +22,29 @@ import msgspec
 import numpy as np
 import structlog
 
+from actors.memory.documents import DocumentError, Limits, read_document
 from actors.memory.embed import Embedder, EmbedderMissing
+from actors.memory.journals import Entry, JournalError, Journals, derived_id
 from actors.memory.keyword import KeywordIndex
 from actors.memory.rank import Candidate, Weights, rank
 from actors.memory.store import Memory, MemoryStore, StoreError, Turn
 from actors.memory.vectors import VectorIndex
-from hexbus import Actor, ActorUnusable, NoState, on
+from hexbus import Actor, ActorUnusable, NoState, RequestTimeout, on
 from schemas import (
+    BrainTask,
+    BrainTaskResult,
     ChatMessage,
+    Fact,
     MemoryAdd,
     MemoryChanged,
     MemoryCorrect,
+    MemoryDocument,
     MemoryEdit,
     MemoryExport,
     MemoryExported,
     MemoryForget,
     MemoryHit,
+    MemoryImport,
     MemoryQuery,
     MemoryResult,
     Reply,
@@ -46,7 +53,8 @@ from schemas import (
 
 log = structlog.get_logger("actors.memory")
 
-Action = Literal["added", "suggested", "edited", "approved", "rejected", "corrected", "forgotten", "refused"]
+Action = Literal["added", "suggested", "edited", "approved", "rejected", "corrected", "forgotten", "refused",
+                 "imported", "stored", "superseded", "summarized"]
 
 
 class MemoryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -66,6 +74,39 @@ class MemoryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     archive_after_days: float = 180.0  # older than this and below the importance: archived, not deleted
     archive_below_importance: float = 0.3
     aging_interval_s: float = 3600.0  # how often aging runs (0: never)
+    # Episodic memory: a person's own turns are searchable verbatim (Hex's own words are not: a
+    # reply indexed as memory is how a bot comes to "remember" what it made up).
+    turn_min_words: int = 3  # shorter turns ("ok", "lol") are kept in the history but not indexed
+    turn_importance: float = 0.2  # low: old turns age into the archive unless a summary keeps them
+    # Rolling summaries and contradiction checks, asked of the brain's model over the bus.
+    recent_turns: int = 30  # per conversation, never summarised (the brain has them whole)
+    summary_batch: int = 20  # turns folded into one summary
+    summaries: bool = True
+    contradiction_similarity: float = 0.6  # facts about one person this close (not duplicates) are checked
+    brain_timeout_s: float = 120.0  # a summary waits behind people's replies; generous on CPU
+    brain_retry_s: float = 60.0  # after a timeout (no brain running), wait this long before asking again
+    hygiene_interval_s: float = 2.0
+    # Markdown journals: a file per notable moment, re-read when a person edits or deletes one.
+    journal_dir: str = ""  # empty = journals/ in the actor's data folder
+    journal_importance: float = 0.7  # an exchange the brain rates at least this becomes a journal entry
+    journal_scan_s: float = 5.0  # how often the folder is checked for people's edits (0: never)
+    documents: Limits = Limits()
+
+
+def _cosine(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    x, y = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    return float(x @ y / max(1e-9, float(np.linalg.norm(x) * np.linalg.norm(y))))
+
+
+def person_of(speaker: str) -> str:
+    """The person id of an imported speaker who came without one."""
+    return "import:" + "-".join(speaker.casefold().split())
+
+
+def _quoted_in(fact: Fact, turns: list[Turn]) -> Turn | None:
+    """The turn a fact's quote comes from (whitespace and case aside)."""
+    quote = " ".join(fact.quote.split()).casefold()
+    return next((t for t in turns if quote and quote in " ".join(t.text.split()).casefold()), None)
 
 
 def memory_id(*parts: str) -> str:
@@ -96,6 +137,16 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             await self.offload(self.embedder.load)
         except EmbedderMissing as exc:
             raise ActorUnusable(str(exc)) from None
+        journal_dir = Path(self.config.journal_dir).expanduser() if self.config.journal_dir else (
+            self.data_dir / "journals")
+        self.journals = Journals(journal_dir if journal_dir.is_absolute() else self.config_dir / journal_dir)
+        self.wake = asyncio.Event()  # new turns or facts: the hygiene loop looks at once
+        self.brain_down_until = 0.0
+        self.loops: list[asyncio.Task[None]] = []
+        self.journal_errors: dict[str, str] = {}  # file -> hash of the broken version already reported
+        # Held from writing a journal file until its row is committed, and by each folder scan: a scan
+        # between the two would adopt the new file as a person's own.
+        self.journal_lock = asyncio.Lock()
         rows = await self.offload(lambda: list(self.store.all_for_index()))
         self.vectors = await self.offload(self._open_vectors, rows)
         self.keywords = await self.offload(self._keyword_index, rows)
@@ -116,8 +167,13 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         return index
 
     async def on_live(self) -> None:
+        # After replay: whatever the journal replay re-wrote is in place before the folder is compared.
+        loop = asyncio.get_running_loop()
         if self.config.aging_interval_s > 0:
-            self.aging = asyncio.get_running_loop().create_task(self._age(), name="memory-aging")
+            self.loops.append(loop.create_task(self._age(), name="memory-aging"))
+        if self.config.journal_scan_s > 0:
+            self.loops.append(loop.create_task(self._watch_journals(), name="memory-journals"))
+        self.loops.append(loop.create_task(self._hygiene(), name="memory-hygiene"))
 
     async def _age(self) -> None:
         """Archive what is old and unimportant (never anchors); archived memories stay searchable on request."""
@@ -138,8 +194,9 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                 log.info("memory.archived", count=len(archived), ids=archived[:20])
 
     async def teardown(self) -> None:
-        if getattr(self, "aging", None) is not None:
-            self.aging.cancel()
+        for task in getattr(self, "loops", ()):
+            task.cancel()
+        await asyncio.gather(*getattr(self, "loops", ()), return_exceptions=True)
         await self.offload(self.vectors.save)
         self.store.close()
 
@@ -169,14 +226,30 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             at=envelope.wall,
         )
 
-        def write() -> None:
+        episodes = await self._episodes([turn])
+
+        def write() -> list[Memory]:
             with self.store.transaction(offset):
                 self.store.add_turn(turn)
                 self.store.upsert_person(
                     event.person_id, event.display_name, event.platform, envelope.wall
                 )
+                return [self.store.add_memory(m) for m in episodes]
 
-        await self.offload(write)
+        await self._index(await self.offload(write))
+        self.wake.set()
+
+    async def _episodes(self, turns: list[Turn]) -> list[Memory]:
+        """The episodic memories of a person's turns (never Hex's own): verbatim, with the turn as provenance."""
+        kept = [t for t in turns if t.role == "user" and len(t.text.split()) >= self.config.turn_min_words]
+        vectors = await self._embed([t.text for t in kept]) if kept else []
+        return [
+            Memory(id=memory_id(t.id, "turn"), kind="turn", text=t.text,
+                   source="import" if t.source == "import" else "extracted", person_id=t.person_id,
+                   importance=self.config.turn_importance, quote=t.text, turn_ids=(t.id,), created=t.at,
+                   embedding=vector)
+            for t, vector in zip(kept, vectors, strict=True)
+        ]
 
     @on(Reply)
     async def on_reply(self, event: Reply) -> None:
@@ -204,6 +277,7 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                 self.store.add_turn(turn)
 
         await self.offload(write)
+        self.wake.set()
 
     def _commit_offset(self, offset: int) -> None:
         with self.store.transaction(offset):
@@ -211,61 +285,94 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
 
     @on(ReplyMeta)
     async def on_meta(self, event: ReplyMeta) -> None:
-        offset = self._fresh()
-        if offset is None:
-            return
-        facts = [f for f in event.facts if f.text.strip()] if event.remember or event.facts else []
-        vectors = await self._embed([f.text for f in facts]) if facts else []
+        # Journal files and their rows change together: the folder scan waits (see sync_journals).
+        async with self.journal_lock:
+            offset, envelope = self._fresh(), self.envelope
+            if offset is None or envelope is None:
+                return
+            facts = [f for f in event.facts if f.text.strip()] if event.remember or event.facts else []
+            vectors = await self._embed([f.text for f in facts]) if facts else []
+            drafts = [
+                Memory(id=memory_id(event.reply_to, "fact", str(i)), kind="fact", text=fact.text,
+                       source="ai_suggested" if self.config.suggestions else "extracted", person_id=event.person_id,
+                       importance=event.importance, quote=fact.quote, turn_ids=(event.reply_to,), tags=event.tags,
+                       approved=not self.config.suggestions, checked=False, embedding=vector)
+                for i, (fact, vector) in enumerate(zip(facts, vectors, strict=True))
+            ]
+            entry = await self._journal_entry(event, envelope.wall) if event.importance >= self.config.journal_importance \
+                else None
+            journal = await self._write_journal(entry, turn_ids=(event.reply_to,)) if entry is not None else None
+            added: list[Memory] = []
+
+            def write() -> None:
+                with self.store.transaction(offset):
+                    added.extend(self._store_facts(drafts))
+                    if journal is not None:
+                        added.append(self.store.add_memory(journal))
+                    profile = event.profile
+                    if profile.hobbies or profile.tastes or profile.sentiment:
+                        self.store.update_profile(
+                            event.person_id,
+                            hobbies=profile.hobbies,
+                            tastes=profile.tastes,
+                            sentiment=profile.sentiment,
+                            at=time.time(),
+                        )
+
+            await self.offload(write)
+            await self._index(added)
+            self.wake.set()
+            for memory in added if self.config.suggestions else []:
+                if memory.kind == "fact":
+                    # What the Discord and web buttons (and `hexbus memory edit ID --approve`) act on.
+                    await self.publish(MemoryChanged(action="suggested", ids=(memory.id,), detail=memory.text),
+                                       causation=envelope.id)
+
+    def _store_facts(self, drafts: list[Memory]) -> list[Memory]:
+        """Inside a transaction: new facts stored, near-duplicates merged into the fact they repeat
+        (keeping both provenances). Returns the memories added."""
         added: list[Memory] = []
-        merged: list[str] = []
+        for draft in drafts:
+            assert draft.embedding is not None
+            twin = self._duplicate(draft.embedding, draft.person_id)
+            if twin is None:
+                twin = next((m for m in added if m.person_id == draft.person_id and m.embedding is not None
+                             and _cosine(m.embedding, draft.embedding) >= self.config.duplicate_similarity), None)
+            if twin is not None:
+                self.store.update_memory(
+                    twin.id,
+                    turn_ids=tuple(dict.fromkeys((*twin.turn_ids, *draft.turn_ids))),
+                    importance=max(twin.importance, draft.importance),
+                )
+                log.info("memory.merged_duplicate", into=twin.id, text=draft.text[:80])
+                continue
+            added.append(self.store.add_memory(draft))
+        return added
 
-        def write() -> None:
-            with self.store.transaction(offset):
-                for i, (fact, vector) in enumerate(zip(facts, vectors, strict=True)):
-                    twin = self._duplicate(vector, event.person_id)
-                    if twin is not None:
-                        self.store.update_memory(
-                            twin.id,
-                            turn_ids=tuple(dict.fromkeys((*twin.turn_ids, event.reply_to))),
-                            importance=max(twin.importance, event.importance),
-                        )
-                        merged.append(twin.id)
-                        continue
-                    added.append(
-                        self.store.add_memory(
-                            Memory(
-                                id=memory_id(event.reply_to, "fact", str(i)),
-                                kind="fact",
-                                text=fact.text,
-                                source="ai_suggested" if self.config.suggestions else "extracted",
-                                person_id=event.person_id,
-                                importance=event.importance,
-                                quote=fact.quote,
-                                turn_ids=(event.reply_to,),
-                                tags=event.tags,
-                                approved=not self.config.suggestions,
-                                embedding=vector,
-                            )
-                        )
-                    )
-                profile = event.profile
-                if profile.hobbies or profile.tastes or profile.sentiment:
-                    self.store.update_profile(
-                        event.person_id,
-                        hobbies=profile.hobbies,
-                        tastes=profile.tastes,
-                        sentiment=profile.sentiment,
-                        at=time.time(),
-                    )
+    async def _journal_entry(self, event: ReplyMeta, at: float) -> Entry:
+        turn = await self.offload(self.store.turn, event.reply_to)
+        said = turn.text if turn is not None else ""
+        who = (turn.speaker if turn is not None else "") or event.person_id or "someone"
+        lines = [f"{who} told me: \u201c{said}\u201d" if said else f"A moment with {who}."]
+        if event.emotion and event.emotion != "neutral":
+            lines.append(f"I felt {event.emotion}.")
+        if event.facts:
+            lines += ["", "Worth remembering:", *(f"- {f.text}" for f in event.facts if f.text.strip())]
+        title = event.facts[0].text if event.facts else (", ".join(event.tags) or f"with {who}")
+        return Entry(id=memory_id(event.reply_to, "journal"), at=at, text="\n".join(lines), title=title[:80],
+                     tags=event.tags, emotion=event.emotion, importance=event.importance,
+                     people=(event.person_id,) if event.person_id else (), person_id=event.person_id)
 
-        await self.offload(write)
-        await self._index(added)
-        for memory in added if self.config.suggestions else []:
-            # What the Discord and web buttons (and `hexbus memory edit ID --approve`) act on.
-            await self.publish(MemoryChanged(action="suggested", ids=(memory.id,), detail=memory.text),
-                               causation=self.envelope.id if self.envelope else "")
-        if merged:
-            log.info("memory.merged_duplicates", ids=merged)
+    async def _write_journal(self, entry: Entry, *, source: str = "extracted", turn_ids: tuple[str, ...] = ()) \
+            -> Memory:
+        """Write the file (first: a crash before the commit leaves a file the folder scan adopts, never a
+        row whose file is missing) and return the memory to commit for it."""
+        relpath, digest = await self.offload(self.journals.write, entry)
+        vector = (await self._embed([entry.text]))[0]
+        return Memory(id=entry.id, kind="journal", text=entry.text, source=source,  # type: ignore[arg-type]
+                      person_id=entry.person_id, importance=entry.importance, quote="",
+                      turn_ids=turn_ids, tags=entry.tags, created=entry.at, journal=relpath,
+                      journal_hash=digest, embedding=vector)
 
     async def _embed(self, texts: list[str]) -> list[tuple[float, ...]]:
         """Embeddings as DuckDB keeps them, computed off the loop."""
@@ -313,32 +420,42 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
 
     @on(MemoryAdd)
     async def on_add(self, event: MemoryAdd) -> None:
-        offset, envelope = self._fresh(), self.envelope
-        if offset is None or envelope is None:
-            return
-        text = event.text.strip()
-        if not text:
-            await self._refuse(offset, "an empty memory: give it some text")
-            return
-        vector = (await self._embed([text]))[0]
-        memory = Memory(
-            id=memory_id(envelope.id),
-            kind=event.kind,
-            text=text,
-            source="manual",
-            person_id=event.person_id,
-            importance=min(1.0, max(0.0, event.importance)),
-            tags=event.tags,
-            embedding=vector,
-        )
+        # Journal files and their rows change together: the folder scan waits (see sync_journals).
+        async with self.journal_lock:
+            offset, envelope = self._fresh(), self.envelope
+            if offset is None or envelope is None:
+                return
+            text = event.text.strip()
+            if not text:
+                await self._refuse(offset, "an empty memory: give it some text")
+                return
+            importance = min(1.0, max(0.0, event.importance))
+            if event.kind == "journal":
+                memory = await self._write_journal(
+                    Entry(id=memory_id(envelope.id), at=envelope.wall, text=text, title=text.split("\n")[0][:80],
+                          tags=event.tags, importance=importance, person_id=event.person_id,
+                          people=(event.person_id,) if event.person_id else ()),
+                    source="manual")
+            else:
+                memory = Memory(
+                    id=memory_id(envelope.id),
+                    kind=event.kind,
+                    text=text,
+                    source="manual",
+                    person_id=event.person_id,
+                    importance=importance,
+                    tags=event.tags,
+                    checked=event.kind != "fact",
+                    embedding=(await self._embed([text]))[0],
+                )
 
-        def write() -> Memory:
-            with self.store.transaction(offset):
-                return self.store.add_memory(memory)
+            def write() -> Memory:
+                with self.store.transaction(offset):
+                    return self.store.add_memory(memory)
 
-        stored = await self.offload(write)
-        await self._index([stored])
-        await self.changed("added", (stored.id,))
+            stored = await self.offload(write)
+            await self._index([stored])
+            await self.changed("added", (stored.id,))
 
     async def _refuse(self, offset: int, detail: str, ids: tuple[str, ...] = ()) -> None:
         """A request that changes nothing: its offset is applied (it is not redone) and it is refused."""
@@ -354,37 +471,49 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
 
     @on(MemoryEdit)
     async def on_edit(self, event: MemoryEdit) -> None:
-        offset = self._fresh()
-        if offset is None:
-            return
-        existing = await self._existing(event.id, offset)
-        if existing is None:
-            return
-        if event.approve is False:
-            await self._remove([event.id], offset)
-            await self.changed("rejected", (event.id,))
-            return
-        changes: dict[str, object] = {}
-        text = event.text.strip()
-        if text and text != existing.text:
-            changes["text"] = text
-            changes["embedding"] = (await self._embed([text]))[0]
-        if event.importance >= 0:
-            changes["importance"] = min(1.0, event.importance)
-        if event.tags is not None:
-            changes["tags"] = event.tags
-        if event.approve:
-            changes["approved"] = True
+        # Journal files and their rows change together: the folder scan waits (see sync_journals).
+        async with self.journal_lock:
+            offset = self._fresh()
+            if offset is None:
+                return
+            existing = await self._existing(event.id, offset)
+            if existing is None:
+                return
+            if event.approve is False:
+                await self._remove([event.id], offset)
+                await self.changed("rejected", (event.id,))
+                return
+            changes: dict[str, object] = {}
+            text = event.text.strip()
+            if text and text != existing.text:
+                changes["text"] = text
+                changes["embedding"] = (await self._embed([text]))[0]
+            if event.importance >= 0:
+                changes["importance"] = min(1.0, event.importance)
+            if event.tags is not None:
+                changes["tags"] = event.tags
+            if event.approve:
+                changes["approved"] = True
+                changes["checked"] = existing.kind != "fact"  # now it counts: compare it with older facts
+            if existing.journal and changes.keys() & {"text", "importance", "tags"}:
+                # The file first, as for a new entry: the folder scan must never see an edit the store lacks.
+                entry, _ = await self.offload(self.journals.read, existing.journal)
+                entry = msgspec.structs.replace(
+                    entry, text=text or entry.text, tags=entry.tags if event.tags is None else event.tags,
+                    importance=min(1.0, event.importance) if event.importance >= 0 else entry.importance)
+                changes["journal"], changes["journal_hash"] = await self.offload(self.journals.write, entry)
+                if changes["journal"] != existing.journal:
+                    await self.offload(self.journals.remove, existing.journal)
 
-        def write() -> Memory:
-            with self.store.transaction(offset):
-                return self.store.update_memory(event.id, **changes)
+            def write() -> Memory:
+                with self.store.transaction(offset):
+                    return self.store.update_memory(event.id, **changes)
 
-        updated = await self.offload(write)
-        if "text" in changes:
-            await self._unindex([existing])
-            await self._index([updated])
-        await self.changed("approved" if event.approve else "edited", (event.id,))
+            updated = await self.offload(write)
+            if "text" in changes:
+                await self._unindex([existing])
+                await self._index([updated])
+            await self.changed("approved" if event.approve else "edited", (event.id,))
 
     @on(MemoryCorrect)
     async def on_correct(self, event: MemoryCorrect) -> None:
@@ -445,6 +574,7 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                 )
             )
             await self._unindex(about)
+            await self._remove_journals(about)
 
             def wipe() -> dict[str, int]:
                 with self.store.transaction(offset):
@@ -459,6 +589,10 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         await self.changed("forgotten", tuple(m.id for m in removed), counts=counts)
 
     async def _remove(self, ids: list[str], offset: int | None) -> list[Memory]:
+        # Journal files go first: a crash between leaves a row without a file, which the folder scan
+        # deletes; the other order would leave a file the scan adopts again, a forgotten memory reborn.
+        await self._remove_journals(await self.offload(self.store.get_many, list(dict.fromkeys(ids))))
+
         def delete() -> list[Memory]:
             with self.store.transaction(offset):
                 return self.store.delete(list(dict.fromkeys(ids)))
@@ -467,6 +601,257 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         await self._unindex(removed)
         await self.offload(self.vectors.save)
         return removed
+
+    # -- imports and documents ---------------------------------------------------------
+
+    @on(MemoryImport)
+    async def on_import(self, event: MemoryImport) -> None:
+        offset = self._fresh()
+        if offset is None:
+            return
+        turns = [
+            Turn(id=t.id, conversation=t.conversation, platform=t.conversation.split(":", 1)[0],
+                 channel=t.conversation.split(":", 1)[-1], person_id=t.person_id or person_of(t.speaker),
+                 speaker=t.speaker, role=t.role, text=t.text, at=t.at, source="import", meta=t.meta)
+            for t in event.turns if t.id and t.text.strip()
+        ]
+        known = await self.offload(lambda: {t.id for t in turns if self.store.turn(t.id) is not None})
+        fresh = [t for t in turns if t.id not in known]
+        episodes = await self._episodes(fresh)
+
+        def write() -> list[Memory]:
+            with self.store.transaction(offset):
+                for turn in fresh:
+                    self.store.add_turn(turn)
+                    if turn.role == "user":
+                        self.store.upsert_person(turn.person_id, turn.speaker, turn.platform, turn.at)
+                return [self.store.add_memory(m) for m in episodes]
+
+        await self._index(await self.offload(write))
+        self.wake.set()
+        await self.changed("imported", (), event.source,
+                           counts={"turns": len(fresh), "already_known": len(known), "indexed": len(episodes),
+                                   "empty": len(event.turns) - len(turns)})
+
+    @on(MemoryDocument)
+    async def on_document(self, event: MemoryDocument) -> None:
+        offset, envelope = self._fresh(), self.envelope
+        if offset is None or envelope is None:
+            return
+        data = self.blob or b""
+        if event.sha256 and hashlib.sha256(data).hexdigest() != event.sha256:
+            await self._refuse(offset, f"{event.name}: the upload arrived damaged (sha256 differs); send it again")
+            return
+        try:
+            chunks = await self.offload(read_document, event.name, data, self.config.documents)
+        except DocumentError as exc:
+            log.warning("memory.document_refused", name=event.name, error=str(exc))
+            await self._refuse(offset, str(exc))
+            return
+        vectors = await self._embed([c.text for c in chunks])
+        memories = [
+            Memory(id=memory_id(envelope.id, "doc", str(c.index)), kind="document", text=c.text, source="document",
+                   person_id=event.person_id, importance=0.5, quote="", document=f"{event.name} #{c.index + 1} ({c.where})",
+                   tags=event.tags, created=envelope.wall, embedding=vector)
+            for c, vector in zip(chunks, vectors, strict=True)
+        ]
+
+        def write() -> list[Memory]:
+            with self.store.transaction(offset):  # every chunk or none
+                return [self.store.add_memory(m) for m in memories]
+
+        stored = await self.offload(write)
+        await self._index(stored)
+        await self.offload(self.vectors.save)
+        log.info("memory.document_stored", name=event.name, chunks=len(stored), bytes=len(data))
+        await self.changed("stored", tuple(m.id for m in stored), event.name, counts={"chunks": len(stored)})
+
+    # -- journals people edit -------------------------------------------------------------
+
+    async def _watch_journals(self) -> None:
+        while True:
+            try:
+                await self.sync_journals()
+            except Exception:
+                log.exception("memory.journal_scan_failed")
+            await asyncio.sleep(self.config.journal_scan_s)
+
+    async def sync_journals(self) -> None:
+        """Bring DuckDB and the indexes in line with the journal folder: edits re-indexed, deletions forgotten,
+        files people added adopted. A file that does not parse is reported once and left as it is."""
+        async with self.journal_lock:
+            await self._sync_journals()
+
+    async def _sync_journals(self) -> None:
+        known = await self.offload(self.store.journal_files)
+        changes = await self.offload(self.journals.changes, known)
+        for relpath, error in changes.errors:
+            if self.journal_errors.get(relpath) != error:
+                self.journal_errors[relpath] = error
+                log.warning("memory.journal_unreadable", file=relpath, error=error,
+                            hint="fix the front matter; the memory keeps its last good text meanwhile")
+        # Changes before deletions: a file a person moved is one of each, and its memory follows it.
+        for relpath, entry, digest in changes.changed:
+            self.journal_errors.pop(relpath, None)
+            await self._adopt_journal(relpath, entry, digest)
+        for relpath in changes.deleted:
+            gone = await self.offload(self.store.by_journal, relpath)
+            if gone is not None:
+                removed = await self._remove([gone.id], None)
+                log.info("memory.journal_deleted", file=relpath, ids=[m.id for m in removed])
+
+    async def _adopt_journal(self, relpath: str, entry: Entry, digest: str) -> None:
+        vector = (await self._embed([entry.text]))[0] if entry.text.strip() else None
+        if vector is None:
+            return
+        fields: dict[str, object] = dict(
+            text=entry.text, tags=entry.tags, importance=entry.importance, person_id=entry.person_id,
+            journal=relpath, journal_hash=digest, embedding=vector)
+
+        def write() -> tuple[Memory | None, Memory]:
+            with self.store.transaction():
+                old = self.store.by_journal(relpath)
+                id = entry.id
+                if old is None and (same := self.store.get(entry.id)) is not None:
+                    if same.journal and (self.journals.root / same.journal).exists():
+                        id = derived_id(relpath)  # a copy of another entry's file: a memory of its own
+                    else:
+                        old = same  # the file was moved (or the row has no file yet): same memory
+                if old is not None:
+                    return old, self.store.update_memory(old.id, **fields)
+                return None, self.store.add_memory(Memory(id=id, kind="journal", source="manual",
+                                                          created=entry.at, **fields))  # type: ignore[arg-type]
+
+        old, new = await self.offload(write)
+        if old is not None:
+            await self._unindex([old])
+        await self._index([new])
+        log.info("memory.journal_indexed", file=relpath, id=new.id, edited=old is not None)
+
+    # -- summaries and contradictions, asked of the brain ------------------------------------
+
+    async def _hygiene(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.config.hygiene_interval_s)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            if time.monotonic() < self.brain_down_until:
+                continue
+            try:
+                while await self._check_contradiction() or await self._summarize():
+                    pass  # one step at a time, until nothing is left
+            except RequestTimeout:
+                self.brain_down_until = time.monotonic() + self.config.brain_retry_s
+                log.info("memory.brain_unavailable", retry_in_s=self.config.brain_retry_s,
+                         hint="summaries and contradiction checks wait for the brain")
+            except Exception:
+                log.exception("memory.hygiene_failed")
+
+    async def _ask_brain(self, task: BrainTask) -> BrainTaskResult:
+        return await self.request(task, BrainTaskResult, timeout=self.config.brain_timeout_s)
+
+    async def _check_contradiction(self) -> bool:
+        """Compare one new fact with the older facts about the same person; False when none is waiting."""
+        waiting = await self.offload(self.store.unchecked, 1)
+        if not waiting:
+            return False
+        fact = waiting[0]
+        rivals: list[Memory] = []
+        vector = fact.embedding
+        if vector is not None and fact.approved:
+            def near() -> list[Memory]:
+                allowed = set(self.store.candidates(person_id=fact.person_id, kinds=("fact",),
+                                                    include_superseded=False)) - {fact.label}
+                hits = self.vectors.search(vector, 3, allowed=allowed) if allowed else []
+                close = [label for label, sim in hits if sim >= self.config.contradiction_similarity]
+                return [m for m in self.store.get_many(close) if m.label < fact.label]
+            rivals = await self.offload(near)
+        superseded: list[Memory] = []
+        for older in rivals:
+            verdict = await self._ask_brain(BrainTask(kind="contradiction", text=older.text, other=fact.text))
+            if verdict.error:
+                log.info("memory.contradiction_unjudged", older=older.id, newer=fact.id, error=verdict.error)
+            elif verdict.contradicts:
+                superseded.append(older)
+
+        def write() -> None:
+            with self.store.transaction():
+                if self.store.get(fact.id) is None:
+                    return  # forgotten meanwhile
+                for older in superseded:
+                    if self.store.get(older.id) is not None:
+                        self.store.record_contradiction(older.id, fact.id, at=time.time(),
+                                                        note="the brain judged the newer fact to contradict it")
+                self.store.update_memory(fact.id, checked=True)
+
+        await self.offload(write)
+        for older in superseded:
+            log.info("memory.superseded", older=older.id, newer=fact.id)
+            await self.publish(MemoryChanged(action="superseded", ids=(older.id, fact.id),
+                                             detail=f"{older.text!r} -> {fact.text!r}"))
+        return True
+
+    async def _summarize(self) -> bool:
+        """Fold one batch of old turns into a summary memory plus the facts in it; False when none is due."""
+        if not self.config.summaries:
+            return False
+        turns = await self.offload(lambda: self.store.unsummarized(keep=self.config.recent_turns,
+                                                                   batch=self.config.summary_batch))
+        if not turns:
+            return False
+        transcript = "\n".join(f"{t.speaker or t.role}: {t.text}" for t in turns)
+        result = await self._ask_brain(BrainTask(kind="summarize", text=transcript))
+        if result.error:
+            log.warning("memory.summary_failed", turns=len(turns), error=result.error,
+                        hint="the turns are marked done so one bad batch cannot stall the rest")
+        people = sorted({t.person_id for t in turns if t.role == "user" and t.person_id})
+        imported = all(t.source == "import" for t in turns)
+        drafts: list[Memory] = []
+        texts = [result.summary] if result.summary else []
+        texts += [f.text for f in result.facts]
+        vectors = await self._embed(texts) if texts else []
+        first, last = turns[0], turns[-1]
+        if result.summary:
+            drafts.append(Memory(
+                id=memory_id(first.id, last.id, "summary"), kind="summary", text=result.summary,
+                source="import" if imported else "extracted", person_id=people[0] if len(people) == 1 else "",
+                importance=0.4, turn_ids=tuple(t.id for t in turns), created=last.at, embedding=vectors[0]))
+        facts: list[Memory] = []
+        for i, (fact, vector) in enumerate(zip(result.facts, vectors[1 if result.summary else 0:], strict=True)):
+            source = _quoted_in(fact, turns)
+            if source is None or source.role != "user":
+                continue  # only what a person said about themselves; never Hex's own claims
+            facts.append(Memory(
+                id=memory_id(first.id, last.id, "fact", str(i)), kind="fact", text=fact.text,
+                source="ai_suggested" if self.config.suggestions else ("import" if imported else "extracted"),
+                person_id=source.person_id, importance=0.5, quote=fact.quote, turn_ids=(source.id,),
+                approved=not self.config.suggestions, checked=False, created=source.at, embedding=vector))
+
+        def write() -> list[Memory]:
+            with self.store.transaction():
+                stored = [self.store.add_memory(m) for m in drafts]
+                stored += self._store_facts(facts)
+                self.store.mark_summarized([t.id for t in turns])
+                return stored
+
+        stored = await self.offload(write)
+        await self._index(stored)
+        if stored:
+            log.info("memory.summarized", conversation=first.conversation, turns=len(turns),
+                     ids=[m.id for m in stored])
+            await self.publish(MemoryChanged(action="summarized", ids=tuple(m.id for m in stored),
+                                             counts={"turns": len(turns)}))
+        return True
+
+    async def _remove_journals(self, memories: list[Memory]) -> None:
+        for m in memories:
+            if m.journal:
+                try:
+                    await self.offload(self.journals.remove, m.journal)
+                except JournalError as exc:
+                    log.warning("memory.journal_remove_failed", file=m.journal, error=str(exc))
 
     # -- queries ----------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ stale, and the next :meth:`KeywordIndex.search` rebuilds it once (about
 0.15 s for 10k memories on 2 cores; the tests print the figure).
 
 Text is NFKC-normalised, case-folded and split on word characters, so
-punctuation never matters. There is no stemming: bm25s leaves stemming to
-PyStemmer, which is not a dependency here.
+punctuation never matters; scored terms are Snowball-stemmed (PyStemmer), so
+"hiking" finds "hiked". The exact-match flag compares unstemmed words.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from typing import Any, Final
 import bm25s  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
+import Stemmer  # type: ignore[import-not-found]
 from bm25s.stopwords import STOPWORDS_EN  # type: ignore[import-untyped]
 
 _WORD: Final = re.compile(r"\w+")
 STOPWORDS: Final = frozenset(STOPWORDS_EN)
+_STEMMER: Final = Stemmer.Stemmer("english")  # keeps its own cache of recent words
 
 
 def words(text: str) -> list[str]:
@@ -33,8 +35,9 @@ def words(text: str) -> list[str]:
 
 
 def terms(text_words: list[str]) -> list[str]:
-    """The words BM25 scores: no stopwords, no single letters (they carry no meaning alone)."""
-    return [w for w in text_words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+    """The stems BM25 scores: no stopwords, no single letters (they carry no meaning alone)."""
+    kept = [w for w in text_words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+    return list(_STEMMER.stemWords(kept)) if kept else []
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,8 @@ from typing import Annotated, Any, Final, Literal, get_args
 import duckdb
 import msgspec
 
-Kind = Literal["fact", "summary", "anchor", "journal", "document"]
+# "turn": a person's own words, verbatim (episodic memory); the others are distilled or given.
+Kind = Literal["fact", "summary", "anchor", "journal", "document", "turn"]
 Source = Literal["manual", "ai_suggested", "extracted", "document", "import"]
 
 KINDS: Final[tuple[str, ...]] = get_args(Kind)
@@ -62,6 +63,9 @@ class Memory(msgspec.Struct, kw_only=True):
     last_retrieved: float = 0.0
     archived: bool = False
     superseded_by: str = ""
+    checked: bool = True  # False: a new fact not yet compared with older ones for contradictions
+    journal: str = ""  # journal entries: the Markdown file, relative to the journal folder
+    journal_hash: str = ""  # sha256 of that file as last written or read
     # Kept so the vector index can be rebuilt without re-embedding (stored as FLOAT[]).
     embedding: tuple[float, ...] | None = None
 
@@ -80,6 +84,7 @@ class Turn(msgspec.Struct, kw_only=True):
     at: float
     source: Literal["live", "import"] = "live"
     meta: dict[str, str] = {}
+    summarized: bool = False  # folded into a summary memory already
 
 
 class Profile(msgspec.Struct, kw_only=True):
@@ -165,6 +170,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             new_confidence DOUBLE NOT NULL,
             "at" DOUBLE NOT NULL
         )""",
+    ),
+    (  # v3: contradiction checks, journal files, summarised turns
+        "ALTER TABLE memories ADD COLUMN checked BOOLEAN NOT NULL DEFAULT true",
+        "ALTER TABLE memories ADD COLUMN journal VARCHAR NOT NULL DEFAULT ''",
+        "ALTER TABLE memories ADD COLUMN journal_hash VARCHAR NOT NULL DEFAULT ''",
+        "ALTER TABLE turns ADD COLUMN summarized BOOLEAN NOT NULL DEFAULT false",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -415,6 +426,11 @@ class MemoryStore:
             ).fetchone()
         return bool(row and row[0])
 
+    def turn(self, id: str) -> Turn | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_TURN_SELECT} FROM turns WHERE id = ?", [id]).fetchone()
+        return _turn_from_row(row) if row else None
+
     def turns(self, conversation: str, limit: int = 50, before: float | None = None) -> list[Turn]:
         """The latest ``limit`` turns of a conversation (before ``before``), newest last."""
         with self._lock:
@@ -545,6 +561,54 @@ class MemoryStore:
             sql += " WHERE " + " AND ".join(where)
         with self._lock:
             return [int(r[0]) for r in self._db.execute(sql + " ORDER BY label", params).fetchall()]
+
+    def unsummarized(self, *, keep: int, batch: int) -> list[Turn]:
+        """The oldest ``batch`` unsummarised turns of one conversation, beyond its newest ``keep``.
+
+        Only a full batch is offered (a summary of one turn says nothing); the conversation with the
+        oldest such turn goes first. Empty when no conversation has a full batch.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                f"""WITH ranked AS (
+                    SELECT *, row_number() OVER (PARTITION BY conversation ORDER BY "at" DESC, id DESC) AS age
+                    FROM turns),
+                eligible AS (SELECT * FROM ranked WHERE age > ? AND NOT summarized),
+                full_batch AS (SELECT conversation, min("at") AS oldest FROM eligible
+                               GROUP BY conversation HAVING count(*) >= ? ORDER BY oldest LIMIT 1)
+                SELECT {_TURN_SELECT} FROM eligible WHERE conversation IN (SELECT conversation FROM full_batch)
+                ORDER BY "at", id LIMIT ?""",
+                [keep, batch, batch],
+            ).fetchall()
+        return [_turn_from_row(r) for r in rows]
+
+    def mark_summarized(self, turn_ids: Sequence[str]) -> None:
+        with self._atomic() as db:
+            db.execute("UPDATE turns SET summarized = true WHERE list_contains(?::VARCHAR[], id)",
+                       [list(turn_ids)])
+
+    def unchecked(self, limit: int = 20) -> list[Memory]:
+        """Facts not yet compared with older ones for contradictions, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_MEMORY_SELECT} FROM memories WHERE NOT checked AND superseded_by = '' "
+                "ORDER BY label LIMIT ?",
+                [limit],
+            ).fetchall()
+        return [_memory_from_row(r) for r in rows]
+
+    def journal_files(self) -> dict[str, str]:
+        """Journal file -> the hash DuckDB last saw, for every memory kept in a journal file."""
+        with self._lock:
+            rows = self._db.execute("SELECT journal, journal_hash FROM memories WHERE journal <> ''").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def by_journal(self, journal: str) -> Memory | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_MEMORY_SELECT} FROM memories WHERE journal = ?", [journal]
+            ).fetchone()
+        return _memory_from_row(row) if row else None
 
     def memories_about(self, person_id: str) -> list[Memory]:
         """Every memory about a person, archived and pending included (e.g. before forgetting)."""

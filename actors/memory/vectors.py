@@ -184,24 +184,43 @@ class VectorIndex:
         """Load the index at ``path``, or rebuild it from ``rows()`` and save it.
 
         ``rows()`` yields ``(label, vector)`` for every vector the index should hold;
-        it is called only for a rebuild. ``expected_labels`` / ``expected_count`` /
+        it is called for a rebuild or a catch-up. ``expected_labels`` / ``expected_count`` /
         ``expected_stamp`` (the ``stamp`` given to the last :meth:`save`) describe
-        what the store holds now; a file that disagrees with any of them is rebuilt.
+        what the store holds now; a damaged file, or one that disagrees with the count
+        or the stamp, is rebuilt. A sound file whose labels merely lag ``expected_labels``
+        (a crash between a commit and the next save) catches up instead: the missing
+        vectors are added and the extra ones deleted, which at 100k memories takes
+        milliseconds where a rebuild takes half a minute.
         M and ef_construction apply to new builds; a loaded file keeps its own.
         """
         index = cls(path, dim, M=M, ef_construction=ef_construction, ef=ef, threads=threads)
         try:
-            index._load(expected_labels, expected_count, expected_stamp)
+            index._load(expected_count, expected_stamp)
         except IndexInvalid as why:
             index.rebuild(rows, why.reason, why.detail, stamp=expected_stamp or "")
+            return index
+        if expected_labels is not None and index._live != expected_labels:
+            index._catch_up(rows, expected_labels)
         return index
 
-    def _load(
-        self,
-        expected_labels: set[int] | None,
-        expected_count: int | None,
-        expected_stamp: str | None,
-    ) -> None:
+    def _catch_up(self, rows: Rows, expected: set[int]) -> None:
+        started = time.monotonic()
+        extra = self._live - expected
+        missing = expected - self._live
+        self.delete(extra)
+        labels: list[int] = []
+        vectors: list[Vector] = []
+        for label, vector in rows():
+            if label in missing and len(vector) == self.dim:
+                labels.append(int(label))
+                vectors.append(vector)
+        if labels:
+            self._add_checked(labels, vectors)
+        self.save(self.stamp)
+        log.info("vectors.caught_up", path=str(self.path), added=len(labels), deleted=len(extra),
+                 seconds=round(time.monotonic() - started, 3))
+
+    def _load(self, expected_count: int | None, expected_stamp: str | None) -> None:
         meta = _check_file(self.path, self.dim)
         index = hnswlib.Index(space="cosine", dim=self.dim)
         try:
@@ -213,9 +232,6 @@ class VectorIndex:
         if len(labels) != meta.count or not deleted <= labels:
             raise IndexInvalid("labels_mismatch", "file labels disagree with its sidecar")
         live = labels - deleted
-        if expected_labels is not None and live != expected_labels:
-            missing, extra = len(expected_labels - live), len(live - expected_labels)
-            raise IndexInvalid("labels_mismatch", f"{missing} labels missing, {extra} unexpected")
         if expected_count is not None and len(live) != expected_count:
             raise IndexInvalid(
                 "count_mismatch", f"file has {len(live)} vectors, store has {expected_count}"

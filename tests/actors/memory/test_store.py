@@ -757,3 +757,44 @@ def test_counts_cover_every_table(store: MemoryStore) -> None:
         "pending": 1,
         "superseded": 0,
     }
+
+
+# -- summaries, contradiction checks, journal files --------------------------------
+
+
+def test_unsummarized_offers_a_full_batch_beyond_the_recent_window_oldest_conversation_first(
+    store: MemoryStore,
+) -> None:
+    for i in range(10):
+        store.add_turn(turn(f"a{i}", 100 + i, conversation="a"))
+    for i in range(6):
+        store.add_turn(turn(f"b{i}", 50 + i, conversation="b"))
+    # b is older but has only 6 - 3 = 3 turns beyond its window: not a full batch of 4.
+    batch = store.unsummarized(keep=3, batch=4)
+    assert [t.id for t in batch] == ["a0", "a1", "a2", "a3"]
+    store.mark_summarized([t.id for t in batch])
+    assert [t.id for t in store.unsummarized(keep=3, batch=3)] == ["b0", "b1", "b2"]
+    store.mark_summarized(["b0", "b1", "b2"])
+    # a has a4..a6 left beyond its window (a7..a9 are the newest three): 3 < 4.
+    assert store.unsummarized(keep=3, batch=4) == []
+    assert [t.id for t in store.unsummarized(keep=3, batch=3)] == ["a4", "a5", "a6"]
+
+
+def test_unchecked_facts_come_oldest_first_until_checked_or_superseded(store: MemoryStore) -> None:
+    store.add_memory(mem("old", checked=False))
+    store.add_memory(mem("new", checked=False))
+    store.add_memory(mem("fine"))
+    assert [m.id for m in store.unchecked()] == ["old", "new"]
+    store.record_contradiction("old", "new", at=NOW)
+    store.update_memory("new", checked=True)
+    assert store.unchecked() == []
+
+
+def test_journal_files_and_lookup_by_file(store: MemoryStore) -> None:
+    store.add_memory(mem("j1", kind="journal", journal="2026/01/02/a.md", journal_hash="h1"))
+    store.add_memory(mem("f1"))
+    assert store.journal_files() == {"2026/01/02/a.md": "h1"}
+    found = store.by_journal("2026/01/02/a.md")
+    assert found is not None and found.id == "j1"
+    assert store.by_journal("nope.md") is None
+    assert store.turn("missing") is None

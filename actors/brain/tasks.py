@@ -1,0 +1,109 @@
+"""Work other actors ask of the brain's model: summaries of old turns and contradiction checks.
+
+The memory actor owns no language model; it sends ``brain.task`` requests and the
+brain runs them on its backend chain after people's replies (a reply in flight
+always goes first). Answers are grammar-constrained JSON where the backend can,
+decoded leniently, and held to the transcript: a fact is kept only with a quote
+that really is in the turns it came from, so a summary cannot invent a memory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+from actors.brain.backends import Turn
+from schemas import BrainTask, BrainTaskResult, Fact
+
+MAX_FACTS: Final = 4
+MAX_TRANSCRIPT_CHARS: Final = 6000  # the oldest turns go first; the tail of a longer batch waits for the next
+
+SUMMARY_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        # Bounded lengths: a grammar-constrained small model otherwise runs a string on until
+        # max_tokens cuts it, and a cut-off answer is not JSON at all.
+        "summary": {"type": "string", "maxLength": 400},
+        "facts": {
+            "type": "array",
+            "maxItems": MAX_FACTS,
+            "items": {
+                "type": "object",
+                "properties": {"text": {"type": "string", "maxLength": 120},
+                               "quote": {"type": "string", "maxLength": 120}},
+                "required": ["text", "quote"],
+            },
+        },
+    },
+    "required": ["summary", "facts"],
+}
+
+SUMMARY_INSTRUCTION: Final = (
+    "Summarise the conversation below as JSON. summary: at most three sentences; keep names, dates, "
+    "facts and promises. facts: lasting facts the people said about themselves or people they know "
+    "(not what the assistant said), each written as 'NAME ...' with the exact quote it came from."
+)
+
+CONTRADICTION_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"contradicts": {"type": "boolean"}},
+    "required": ["contradicts"],
+}
+
+CONTRADICTION_INSTRUCTION: Final = (
+    "Two statements about the same person follow, an older one and a newer one. Answer as JSON: "
+    "contradicts is true only if both cannot be true now (the newer one changes or denies the older one)."
+)
+
+
+def messages(task: BrainTask) -> tuple[list[Turn], dict[str, Any], int]:
+    """The prompt, the JSON schema and the token budget for one task."""
+    if task.kind == "summarize":
+        return (
+            [Turn("system", SUMMARY_INSTRUCTION), Turn("user", task.text[:MAX_TRANSCRIPT_CHARS])],
+            SUMMARY_SCHEMA,
+            600,  # room for the longest answer the schema allows
+        )
+    return (
+        [Turn("system", CONTRADICTION_INSTRUCTION), Turn("user", f"Older: {task.text}\nNewer: {task.other}")],
+        CONTRADICTION_SCHEMA,
+        16,
+    )
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def parse(task: BrainTask, raw: str) -> BrainTaskResult:
+    """The model's answer as a result; an unusable answer is an error result, never an exception."""
+    match = re.search(r"\{.*\}", raw, re.DOTALL)
+    try:
+        data = json.loads(match.group(0)) if match else None
+    except json.JSONDecodeError as exc:
+        return BrainTaskResult(error=f"the model's answer is not JSON ({exc.msg})")
+    if not isinstance(data, dict):
+        return BrainTaskResult(error="the model's answer is not a JSON object")
+    if task.kind == "contradiction":
+        verdict = data.get("contradicts")
+        if not isinstance(verdict, bool):
+            return BrainTaskResult(error="the model's answer has no true/false 'contradicts'")
+        return BrainTaskResult(contradicts=verdict)
+    summary = data.get("summary")
+    summary = " ".join(summary.split()) if isinstance(summary, str) else ""
+    transcript = _squash(task.text)
+    facts: list[Fact] = []
+    for item in data.get("facts") or ():
+        if not isinstance(item, dict):
+            continue
+        text, quote = item.get("text"), item.get("quote")
+        if not isinstance(text, str) or not isinstance(quote, str) or not text.strip() or not quote.strip():
+            continue
+        # Only words somebody really said: a quote that is not in the transcript is an invention.
+        if _squash(quote) not in transcript:
+            continue
+        facts.append(Fact(text=text.strip()[:200], quote=quote.strip()[:200]))
+    if not summary and not facts:
+        return BrainTaskResult(error="the model returned an empty summary")
+    return BrainTaskResult(summary=summary[:1000], facts=tuple(facts[:MAX_FACTS]))
