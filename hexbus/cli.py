@@ -242,6 +242,8 @@ def cmd_memory(args: argparse.Namespace) -> None:
         MemoryForget,
         MemoryQuery,
         MemoryResult,
+        MemoryReview,
+        MemoryReviewed,
     )
 
     endpoints = endpoints_of(run_dir_of(args))
@@ -270,6 +272,19 @@ def cmd_memory(args: argparse.Namespace) -> None:
             return
         if args.action == "import":
             memory_import(endpoints, args)
+            return
+        if args.action == "review":
+            reviewed, _ = asyncio.run(ask(endpoints, MemoryReview(limit=args.limit), MemoryReviewed, who=who))
+            if args.json:
+                print(json.dumps(msgspec.to_builtins(reviewed), indent=2))
+                return
+            for hit in reviewed.pending:
+                quote = f' (from "{hit.quote}")' if hit.quote else ""
+                print(f"pending     {hit.id}  {hit.text}{quote}")
+            for c in reviewed.contradictions:
+                print(f"superseded  {c.older_id} {c.older_text!r} -> {c.newer_id} {c.newer_text!r}")
+            if not reviewed.pending and not reviewed.contradictions:
+                print("nothing to review")
             return
         request: Any
         blob = None
@@ -449,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--person", default="", help="who it is about or from")
     a.add_argument("--tags", default="", help="comma-separated")
     a.add_argument("--by", default=os.environ.get("USER", ""))
+    a = action("review", "pending suggestions (approve with edit --approve) and contradictions that superseded a memory")
+    a.add_argument("--limit", type=int, default=50)
+    a.add_argument("--json", action="store_true")
     a = action("export", "every memory as JSON Lines")
     a.add_argument("--out", default="-", help="a file (default: standard output)")
     p.set_defaults(fn=cmd_memory)

@@ -17,6 +17,7 @@ from schemas.chat import (
     ChatAck,
     ChatMessage,
     Fact,
+    KnownPerson,
     Notice,
     ProfileUpdate,
     Reply,
@@ -26,6 +27,7 @@ from schemas.chat import (
 )
 from schemas.delivery import DELIVERY, Delivery, delivery_of
 from schemas.memory import (
+    Contradiction,
     ImportedTurn,
     MemoryAdd,
     MemoryChanged,
@@ -39,6 +41,9 @@ from schemas.memory import (
     MemoryImport,
     MemoryQuery,
     MemoryResult,
+    MemoryReview,
+    MemoryReviewed,
+    PersonProfile,
 )
 from schemas.system import (
     ActorLifecycle,
@@ -91,6 +96,8 @@ AnyEvent = (
     | MemoryCorrect
     | MemoryForget
     | MemoryChanged
+    | MemoryReview
+    | MemoryReviewed
     | MemoryExport
     | MemoryExported
     | Observation
@@ -131,11 +138,13 @@ __all__ = [
     "BrokerHeartbeat",
     "ChatAck",
     "ChatMessage",
+    "Contradiction",
     "Delivery",
     "Event",
     "Fact",
     "Heartbeat",
     "ImportedTurn",
+    "KnownPerson",
     "MemoryAdd",
     "MemoryChanged",
     "MemoryCorrect",
@@ -148,9 +157,12 @@ __all__ = [
     "MemoryImport",
     "MemoryQuery",
     "MemoryResult",
+    "MemoryReview",
+    "MemoryReviewed",
     "Metric",
     "Notice",
     "Observation",
+    "PersonProfile",
     "PersonaChanged",
     "PersonaRollback",
     "Ping",

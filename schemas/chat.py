@@ -85,10 +85,20 @@ class Fact(msgspec.Struct, frozen=True, kw_only=True):
     quote: str = ""
 
 
+class KnownPerson(msgspec.Struct, frozen=True, kw_only=True):
+    """Somebody a person mentioned: who they are to them, how they feel about them, what happened."""
+
+    name: str
+    relation: str = ""  # "brother", "coworker"
+    sentiment: str = ""  # how the person feels about them
+    note: str = ""  # notable history, one line
+
+
 class ProfileUpdate(msgspec.Struct, frozen=True, kw_only=True):
     hobbies: tuple[str, ...] = ()
     tastes: tuple[str, ...] = ()
     sentiment: str = ""  # how the person feels about Hex right now, in a word or two
+    people: tuple[KnownPerson, ...] = ()  # for the person's roster of people they know
 
 
 class ReplyMeta(Event, frozen=True, kw_only=True, tag="chat.meta"):

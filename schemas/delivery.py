@@ -29,6 +29,8 @@ DELIVERY: dict[str, Delivery] = {
     "memory": Delivery.DURABLE,  # memory writes (the memory issue)
     "memory.query": Delivery.VOLATILE,  # request/response with a deadline: a loss is a timeout
     "memory.result": Delivery.VOLATILE,
+    "memory.review": Delivery.VOLATILE,  # request/response, like queries
+    "memory.reviewed": Delivery.VOLATILE,
     "memory.export": Delivery.VOLATILE,  # request/response: the lines travel in the answer's blob
     "memory.exported": Delivery.VOLATILE,
     "vision": Delivery.VOLATILE,  # frames and observations: only the latest matters

@@ -46,8 +46,18 @@ class MemoryHit(msgspec.Struct, frozen=True, kw_only=True):
     hedge: bool = False  # low confidence: say "I think you mentioned…"
 
 
+class PersonProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """The persona state profile of one person, as the memory actor keeps it long-term."""
+
+    hobbies: tuple[str, ...] = ()
+    tastes: tuple[str, ...] = ()  # artistic tastes
+    sentiment: str = ""  # how they feel about Hex lately
+    roster: dict[str, dict[str, str]] = {}  # people they know: name -> relation, sentiment, note
+
+
 class MemoryResult(Event, frozen=True, kw_only=True, tag="memory.result"):
     hits: tuple[MemoryHit, ...] = ()
+    profile: PersonProfile | None = None  # the asking person's, when the query names one
     error: str = ""
 
 
@@ -136,6 +146,28 @@ class MemoryChanged(Event, frozen=True, kw_only=True, tag="memory.changed"):
     ids: tuple[str, ...] = ()
     counts: dict[str, int] = {}
     detail: str = ""
+
+
+class MemoryReview(Event, frozen=True, kw_only=True, tag="memory.review"):
+    """Ask what waits on a person's judgement; answered by MemoryReviewed (``hexbus memory review``)."""
+
+    limit: int = 50
+
+
+class Contradiction(msgspec.Struct, frozen=True, kw_only=True):
+    older_id: str
+    older_text: str
+    newer_id: str
+    newer_text: str
+    at: float
+    note: str = ""
+
+
+class MemoryReviewed(Event, frozen=True, kw_only=True, tag="memory.reviewed"):
+    """Pending suggestions (approve or reject them) and the contradictions that superseded a memory."""
+
+    pending: tuple[MemoryHit, ...] = ()
+    contradictions: tuple[Contradiction, ...] = ()
 
 
 class MemoryExport(Event, frozen=True, kw_only=True, tag="memory.export"):

@@ -58,7 +58,6 @@ from schemas import (
     BrainTaskResult,
     ChatMessage,
     Heartbeat,
-    MemoryHit,
     MemoryQuery,
     MemoryResult,
     Metric,
@@ -363,10 +362,11 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     # -- one reply ----------------------------------------------------------------
 
-    async def memories(self, event: ChatMessage) -> list[MemoryHit]:
+    async def memories(self, event: ChatMessage) -> MemoryResult:
+        """Memories for the message and the person's long-term profile; empty when memory is down."""
         now = time.monotonic()
         if not self.config.memory or now < self.memory_down_until or now - self.memory_seen > MEMORY_SILENT_S:
-            return []  # no memory actor is running (none heard lately): asking would only add the deadline
+            return MemoryResult()  # no memory actor is running (none heard lately): asking would only add the deadline
         try:
             result = await self.request(MemoryQuery(text=event.text, person_id=event.person_id,
                                                     channel=event.channel),
@@ -374,8 +374,8 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         except RequestTimeout:
             self.memory_down_until = time.monotonic() + self.config.memory_retry_s
             log.info("brain.memory_unavailable", retry_in_s=self.config.memory_retry_s)
-            return []
-        return list(result.hits)
+            return MemoryResult()
+        return result
 
     def relationship(self, person_id: str) -> Relationship:
         found = self.state.relationships.get(person_id)
@@ -383,7 +383,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             found = self.state.relationships[person_id] = new_relationship(person_id, self.persona, now=time.time())
         return found
 
-    def prompt(self, conv: str, event: ChatMessage, hits: list[MemoryHit]) -> tuple[list[Turn], int]:
+    def prompt(self, conv: str, event: ChatMessage, recalled: MemoryResult) -> tuple[list[Turn], int]:
         rel = self.relationship(event.person_id)
         deny = may_deny(rel, event.text, self.persona, self.rng)
         owed = care_owed(rel, self.persona)
@@ -398,8 +398,10 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         fresh = time.time() - self.state.observed_at < self.config.observation_fresh_s
         turns, max_tokens = build(
             persona=persona_text,
-            profile=profile.describe(self.state.profiles.get(event.person_id)),
-            memories=hits,
+            # Memory's profile is the long-term one; the snapshot's copy stands in while memory is down.
+            profile=profile.describe(profile.from_memory(recalled.profile) if recalled.profile is not None
+                                     else self.state.profiles.get(event.person_id)),
+            memories=list(recalled.hits),
             observation=self.state.observation if fresh else "",
             summary=conversation.summary,
             turns=conversation.turns,
@@ -413,8 +415,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     async def answer(self, conv: str, pending: Pending) -> None:
         event, message_id = pending.message, pending.event_id
         attempt = f"{self.bus.session:x}-{time.monotonic_ns()}"
-        hits = await self.memories(event)
-        turns, max_tokens = self.prompt(conv, event, hits)
+        turns, max_tokens = self.prompt(conv, event, await self.memories(event))
         params = Params(max_tokens=max_tokens, temperature=self.config.temperature, seed=self.config.seed)
         text, usage, backend_name, fallbacks, status = "", Usage(), "", 0, "complete"
         restarts = 0
@@ -555,8 +556,8 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             Turn("user", f"User: {event.text}\nAssistant: {reply}"),
         ]
         try:
-            raw = await self.backend.complete_json(turns, metadata.SCHEMA, Params(max_tokens=160, temperature=0.2,
-                                                                                   seed=self.config.seed))
+            raw = await self.backend.complete_json(turns, metadata.SCHEMA, Params(max_tokens=metadata.MAX_TOKENS,
+                                                                                   temperature=0.2, seed=self.config.seed))
         except BackendError as exc:
             log.warning("brain.metadata_failed", error=str(exc))
             return

@@ -17,12 +17,14 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from schemas import Fact, ProfileUpdate
+from schemas import Fact, KnownPerson, ProfileUpdate
 
 log = structlog.get_logger("actors.brain.metadata")
 
 EMOTIONS: Final = ("neutral", "happy", "amused", "annoyed", "flustered", "sad", "worried", "excited", "smug")
 
+
+MAX_TOKENS: Final = 600  # room for the longest answer SCHEMA allows
 
 SCHEMA: Final[dict[str, Any]] = {
     "type": "object",
@@ -30,19 +32,34 @@ SCHEMA: Final[dict[str, Any]] = {
         "emotion": {"type": "string", "enum": list(EMOTIONS)},
         "remember": {"type": "boolean"},
         "importance": {"type": "number"},
-        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+        # Every string is bounded: a grammar-constrained small model otherwise runs one on until
+        # max_tokens cuts it, and a cut-off answer is no JSON at all.
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 30}, "maxItems": 5},
         "facts": {
             "type": "array",
             "maxItems": 3,
             "items": {
                 "type": "object",
-                "properties": {"text": {"type": "string"}, "quote": {"type": "string"}},
+                "properties": {"text": {"type": "string", "maxLength": 120},
+                               "quote": {"type": "string", "maxLength": 120}},
                 "required": ["text", "quote"],
             },
         },
-        "hobbies": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
-        "tastes": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
-        "sentiment": {"type": "string"},
+        "hobbies": {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 3},
+        "tastes": {"type": "array", "items": {"type": "string", "maxLength": 40}, "maxItems": 3},
+        "sentiment": {"type": "string", "maxLength": 40},
+        "people": {
+            "type": "array",
+            "maxItems": 3,
+            "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 40},
+                               "relation": {"type": "string", "maxLength": 40},
+                               "sentiment": {"type": "string", "maxLength": 40},
+                               "note": {"type": "string", "maxLength": 120}},
+                "required": ["name"],
+            },
+        },
     },
     "required": ["emotion", "remember", "importance", "tags", "facts"],
 }
@@ -51,7 +68,8 @@ INSTRUCTION: Final = (
     "Describe the exchange below as JSON. emotion: how the assistant feels ({emotions}). "
     "remember: true if the user shared something worth remembering. importance: 0 to 1. "
     "tags: short topic words. facts: things the user said about themselves, each with the exact quote. "
-    "hobbies, tastes: the user's, if mentioned. sentiment: the user's mood toward the assistant."
+    "hobbies, tastes: the user's, if mentioned. sentiment: the user's mood toward the assistant. "
+    "people: others the user named: name, who they are to the user, how the user feels about them, what happened."
 )
 
 
@@ -70,6 +88,21 @@ def _strings(value: Any, limit: int, length: int = 60) -> tuple[tuple[str, ...],
         return (), value is not None
     out = tuple(str(v).strip()[:length] for v in value if isinstance(v, str | int | float) and str(v).strip())
     return out[:limit], len(out) != len(value) or len(value) > limit
+
+
+def _people(value: Any, lowered: str) -> tuple[tuple[KnownPerson, ...], bool]:
+    """People for the roster: only names the person really wrote (a model's guess is no acquaintance)."""
+    if not isinstance(value, list):
+        return (), value is not None
+    out: list[KnownPerson] = []
+    for item in value[:3]:
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name.strip() or name.strip().lower() not in lowered:
+            continue
+        fields = {k: item.get(k) if isinstance(item.get(k), str) else "" for k in ("relation", "sentiment", "note")}
+        out.append(KnownPerson(name=name.strip()[:40], relation=fields["relation"].strip()[:40],
+                               sentiment=fields["sentiment"].strip()[:40], note=fields["note"].strip()[:120]))
+    return tuple(out), len(out) != len(value)
 
 
 def parse(text: str, user_text: str) -> Parsed | None:
@@ -119,8 +152,10 @@ def parse(text: str, user_text: str) -> Parsed | None:
     tastes, bad_tastes = _strings(data.get("tastes"), 3)
     sentiment = data.get("sentiment")
     sentiment = sentiment if isinstance(sentiment, str) else ""
+    people, bad_people = _people(data.get("people"), lowered)
     return Parsed(
         emotion=emotion.lower(), remember=remember, importance=round(float(importance), 3), tags=tags,
-        facts=tuple(facts), profile=ProfileUpdate(hobbies=hobbies, tastes=tastes, sentiment=sentiment[:40]),
-        repaired=repaired or bad_tags or bad_hobbies or bad_tastes,
+        facts=tuple(facts), profile=ProfileUpdate(hobbies=hobbies, tastes=tastes, sentiment=sentiment[:40],
+                                                    people=people),
+        repaired=repaired or bad_tags or bad_hobbies or bad_tastes or bad_people,
     )

@@ -34,6 +34,7 @@ from schemas import (
     BrainTask,
     BrainTaskResult,
     ChatMessage,
+    Contradiction,
     Fact,
     MemoryAdd,
     MemoryChanged,
@@ -47,6 +48,9 @@ from schemas import (
     MemoryImport,
     MemoryQuery,
     MemoryResult,
+    MemoryReview,
+    MemoryReviewed,
+    PersonProfile,
     Reply,
     ReplyMeta,
 )
@@ -310,12 +314,14 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                     if journal is not None:
                         added.append(self.store.add_memory(journal))
                     profile = event.profile
-                    if profile.hobbies or profile.tastes or profile.sentiment:
+                    if profile.hobbies or profile.tastes or profile.sentiment or profile.people:
                         self.store.update_profile(
                             event.person_id,
                             hobbies=profile.hobbies,
                             tastes=profile.tastes,
                             sentiment=profile.sentiment,
+                            roster={p.name: {"relation": p.relation, "sentiment": p.sentiment, "note": p.note}
+                                    for p in profile.people},
                             at=time.time(),
                         )
 
@@ -863,7 +869,10 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             log.exception("memory.query_failed")
             await self.respond(MemoryResult(error=f"{type(exc).__name__}: {exc}"))
             return
-        await self.respond(MemoryResult(hits=tuple(hits)))
+        kept = await self.offload(self.store.profile, event.person_id) if event.person_id else None
+        profile = None if kept is None or not kept.updated else PersonProfile(
+            hobbies=kept.hobbies, tastes=kept.tastes, sentiment=kept.sentiment, roster=kept.roster)
+        await self.respond(MemoryResult(hits=tuple(hits), profile=profile))
 
     async def search(self, query: MemoryQuery, *, touch: bool = True) -> list[MemoryHit]:
         def eligible() -> set[int]:
@@ -953,6 +962,16 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             created=m.created,
             hedge=hedge,
         )
+
+    @on(MemoryReview)
+    async def on_review(self, event: MemoryReview) -> None:
+        def gather() -> MemoryReviewed:
+            pending = [self._hit(m, 0.0, False) for m in self.store.pending(event.limit)]
+            found = self.store.contradictions()[-event.limit:]
+            return MemoryReviewed(pending=tuple(pending), contradictions=tuple(msgspec.convert(
+                [{k: "" if v is None else v for k, v in row.items()} for row in found], list[Contradiction])))
+
+        await self.respond(await self.offload(gather))
 
     @on(MemoryExport)
     async def on_export(self, event: MemoryExport) -> None:

@@ -597,6 +597,14 @@ class MemoryStore:
             ).fetchall()
         return [_memory_from_row(r) for r in rows]
 
+    def pending(self, limit: int = 50) -> list[Memory]:
+        """AI-suggested memories waiting for approval, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_MEMORY_SELECT} FROM memories WHERE NOT approved ORDER BY label LIMIT ?", [limit]
+            ).fetchall()
+        return [_memory_from_row(r) for r in rows]
+
     def journal_files(self) -> dict[str, str]:
         """Journal file -> the hash DuckDB last saw, for every memory kept in a journal file."""
         with self._lock:

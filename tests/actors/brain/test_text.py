@@ -135,3 +135,32 @@ def test_an_oversized_persona_loses_descriptive_lines_never_the_turn_instruction
     assert system.startswith("You are Hex.") and "This moment: greeting." in system
     assert "Do not deny this turn." in system and "backstory" not in system
     assert Budgets().total() + 64 <= 2048  # the defaults fit the packaged model's context
+
+
+def test_people_a_person_names_join_their_roster_and_the_prompt() -> None:
+    from actors.brain import metadata
+    from actors.brain.profile import Profile, describe, merge
+    from schemas import KnownPerson, ProfileUpdate
+
+    raw = json.dumps({"emotion": "happy", "remember": True, "importance": 0.6, "tags": [], "facts": [],
+                      "people": [{"name": "Leo", "relation": "brother", "sentiment": "proud", "note": "new kayak"},
+                                 {"name": "Gandalf", "relation": "wizard"},  # never named by the person
+                                 "junk"]})
+    parsed = metadata.parse(raw, "my brother leo bought a kayak")
+    assert parsed is not None and parsed.repaired
+    assert parsed.profile.people == (KnownPerson(name="Leo", relation="brother", sentiment="proud", note="new kayak"),)
+    known = Profile()
+    assert merge(known, parsed.profile, now=1.0)
+    assert merge(known, ProfileUpdate(people=(KnownPerson(name="leo", note="capsized twice"),)), now=2.0)
+    assert known.roster == {"leo": {"relation": "brother", "sentiment": "proud", "note": "capsized twice"}}
+    assert "People they know: leo (brother; proud; capsized twice)" in describe(known)
+
+
+def test_the_memory_actors_profile_renders_like_the_brains_own() -> None:
+    from actors.brain.profile import describe, from_memory
+    from schemas import PersonProfile
+
+    kept = PersonProfile(hobbies=("kayaking",), tastes=("jazz",), sentiment="cheerful",
+                         roster={"Leo": {"relation": "brother"}, "Pepper": {}})
+    assert describe(from_memory(kept)) == ("Hobbies: kayaking\nLikes: jazz\nLately feels about you: cheerful\n"
+                                           "People they know: Leo (brother), Pepper")

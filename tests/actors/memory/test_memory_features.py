@@ -18,8 +18,20 @@ from typing import Any
 
 import pytest
 
+from hexbus.ask import ask
 from hexbus.bus import BusClient
-from schemas import ChatMessage, Fact, MemoryAdd, MemoryChanged, Reply, ReplyMeta
+from schemas import (
+    ChatMessage,
+    Fact,
+    KnownPerson,
+    MemoryAdd,
+    MemoryChanged,
+    MemoryQuery,
+    MemoryResult,
+    ProfileUpdate,
+    Reply,
+    ReplyMeta,
+)
 from tests.actors.brain.test_brain import brain_toml
 from tests.actors.memory.test_memory_actor import add, memory_config, search
 from tests.harness import FAST_BUS, Hex, actor_toml, poll_for
@@ -318,6 +330,9 @@ def test_a_newer_contradicting_fact_supersedes_the_older_and_the_pair_is_kept(he
     rows = {r["id"]: r for r in export(hx)}
     assert rows[porto]["superseded_by"] == lisbon and rows[bridges]["superseded_by"] == ""
     assert all(r["checked"] for r in rows.values())
+    review = hx.cli("memory", "review")
+    assert review.returncode == 0
+    assert review.stdout.strip() == f"superseded  {porto} 'Maya lives in Porto' -> {lisbon} 'Maya lives in Lisbon'"
 
 
 def test_old_turns_are_summarised_by_the_brains_model_with_their_turns_as_provenance(hex_factory, tmp_path: Path) \
@@ -379,3 +394,33 @@ def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(hex_
         assert journals[relpath]["text"] in text
     hits = search(hx, "storm about lighthouses", k=n)
     assert len({h.id for h in hits}) == n  # the vector index holds each memory once
+
+
+def test_the_persons_profile_with_their_roster_comes_with_every_query_about_them(hex_factory) -> None:
+    hx = start(hex_factory)
+
+    async def tell() -> None:
+        client = BusClient(hx.endpoints, "chatter")
+        client.start()
+        for i, update in enumerate((
+            ProfileUpdate(hobbies=("kayaking",), sentiment="cheerful",
+                          people=(KnownPerson(name="Leo", relation="brother", note="bought a kayak"),)),
+            ProfileUpdate(tastes=("jazz",), people=(KnownPerson(name="leo", sentiment="proud"),
+                                                    KnownPerson(name="Pepper", relation="dog"))),
+        )):
+            await client.publish_durable(ReplyMeta(reply_to=f"r{i}", person_id="sam", channel="c1", profile=update))
+        assert await client.flush(10)
+        await client.close()
+
+    asyncio.run(tell())
+
+    def profile() -> Any:
+        result, _ = asyncio.run(ask(hx.endpoints, MemoryQuery(text="kayak", person_id="sam"), MemoryResult, timeout=20))
+        return result.profile if result.profile and "Pepper" in result.profile.roster else None
+
+    found = poll_for(profile, 20, interval=0.3, what="the profile with both updates")
+    assert found.hobbies == ("kayaking",) and found.tastes == ("jazz",) and found.sentiment == "cheerful"
+    assert found.roster == {"leo": {"relation": "brother", "note": "bought a kayak", "sentiment": "proud"},
+                            "Pepper": {"relation": "dog"}}
+    nobody, _ = asyncio.run(ask(hx.endpoints, MemoryQuery(text="kayak", person_id="ana"), MemoryResult, timeout=20))
+    assert nobody.profile is None
