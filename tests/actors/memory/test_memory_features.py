@@ -364,6 +364,9 @@ def test_old_turns_are_summarised_by_the_brains_model_with_their_turns_as_proven
 def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(hex_factory) -> None:
     hx = start(hex_factory, journal_scan_s=0.5)
     n = 40
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)  # the kill points are random; the seed is in any failure's message
+    kills = sorted(rng.sample(range(5, n - 3), 3))
 
     async def storm() -> None:
         client = BusClient(hx.endpoints, "stormer")
@@ -371,9 +374,12 @@ def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(hex_
         for i in range(n):
             kind = "journal" if i % 4 == 0 else "fact"
             await client.publish_durable(MemoryAdd(text=f"storm {kind} number {i} about lighthouses", kind=kind))
-            if i in (10, 27):
-                await asyncio.sleep(0.2)
-                os.kill(hx.pid("memory"), signal.SIGKILL)
+            if i in kills:
+                await asyncio.sleep(rng.uniform(0.0, 0.4))  # mid-embedding, mid-file, mid-commit or idle
+                old = hx.pid("memory")
+                os.kill(old, signal.SIGKILL)
+                await asyncio.to_thread(  # the next kill hits the restarted actor, live again
+                    poll_for, lambda: hx.status()["memory"]["state"] == "live" and hx.pid("memory") != old, 60)
         assert await client.flush(20)
         await client.close()
 
@@ -383,13 +389,13 @@ def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(hex_
         rows = export(hx)
         return rows if len(rows) >= n else None
 
-    rows = poll_for(stored, 60, interval=0.5, what=f"all {n} acknowledged memories stored")
+    rows = poll_for(stored, 60, interval=0.5, what=f"all {n} acknowledged memories stored (seed {seed})")
     assert sorted(r["text"] for r in rows) == sorted(
         f"storm {'journal' if i % 4 == 0 else 'fact'} number {i} about lighthouses" for i in range(n))
     time.sleep(1.5)  # a few folder scans after the restarts
     journals = {r["journal"]: r for r in export(hx) if r["kind"] == "journal"}
     files = journal_files(hx)
-    assert set(files) == set(journals) and len(files) == n // 4  # one file per journal memory, no orphans
+    assert set(files) == set(journals) and len(files) == n // 4, seed  # one file per journal memory, no orphans
     for relpath, text in files.items():
         assert journals[relpath]["text"] in text
     hits = search(hx, "storm about lighthouses", k=n)
