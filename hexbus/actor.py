@@ -26,6 +26,7 @@ import structlog
 from hexbus import codec
 from hexbus.bus import BusClient
 from hexbus.codec import Envelope
+from hexbus.files import write_atomic
 from schemas import (
     CONTROL_TAGS,
     Delivery,
@@ -485,29 +486,6 @@ class Runtime:
 
 # A marker on the durable queue, behind the replayed events: call on_live between handlers.
 _LIVE: Envelope = Envelope(id="", topic="sys.control.live", source="", body=Stop(target="", reason="live marker"))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync, rename over, fsync the folder: a crash leaves the old file or the new one.
-
-    A file that exists keeps its permissions (a person's own persona.toml, say).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-    except FileNotFoundError:
-        pass
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_snapshot(path: Path, state_type: type[S], log: Any) -> tuple[S | None, int, list[str]]:

@@ -31,6 +31,8 @@ from typing import Final, Literal, NamedTuple
 import msgspec
 import structlog
 
+from hexbus.files import fsync_dir
+
 __all__ = ["FsyncPolicy", "Journal", "JournalCorrupt", "Record"]
 
 _HEADER: Final = struct.Struct("<IIQ")
@@ -406,7 +408,7 @@ class Journal:
         try:
             if not self._dir.exists():
                 os.makedirs(self._dir, mode=0o700, exist_ok=True)
-                _fsync_dir(self._dir.parent)
+                fsync_dir(self._dir.parent)
             if not self._dir.is_dir():
                 raise JournalCorrupt(f"{self._dir} is not a directory")
             self._dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -733,9 +735,3 @@ def _mtime(path: Path) -> float:
         return 0.0  # already gone: as good as expired
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

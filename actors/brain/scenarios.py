@@ -26,7 +26,7 @@ from actors.brain.persona import (  # the private helpers are the document's own
     matches,
     word_count,
 )
-from hexbus.actor import write_atomic
+from hexbus.files import write_atomic
 
 DEFAULT_SCENARIOS_PATH = Path(__file__).with_name("audit_scenarios.toml")
 CHECKS = ("name_not_denied", "hard_limits_kept", "no_denial_in_crisis", "length_adapted")

@@ -14,7 +14,7 @@ from actors.brain.persona import (  # the private helpers are the document's own
     _read,
     parse_persona,
 )
-from hexbus.actor import write_atomic
+from hexbus.files import write_atomic
 
 
 class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -468,23 +468,25 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         await self.offload(self._commit_offset, offset)
         await self.changed("refused", ids, detail)
 
-    async def _existing(self, memory: str, offset: int) -> Memory | None:
-        """The memory a request names; a request naming none is refused."""
+    async def _target(self, memory: str) -> tuple[int, Memory] | None:
+        """The offset of a fresh request and the memory it names; None when already applied or when it
+        names no memory (then it is refused)."""
+        offset = self._fresh()
+        if offset is None:
+            return None
         found = await self.offload(self.store.get, memory)
         if found is None:
             await self._refuse(offset, f"no memory {memory}", (memory,))
-        return found
+            return None
+        return offset, found
 
     @on(MemoryEdit)
     async def on_edit(self, event: MemoryEdit) -> None:
         # Journal files and their rows change together: the folder scan waits (see sync_journals).
         async with self.journal_lock:
-            offset = self._fresh()
-            if offset is None:
+            if (target := await self._target(event.id)) is None:
                 return
-            existing = await self._existing(event.id, offset)
-            if existing is None:
-                return
+            offset, existing = target
             if event.approve is False:
                 await self._remove([event.id], offset)
                 await self.changed("rejected", (event.id,))
@@ -523,12 +525,9 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
 
     @on(MemoryCorrect)
     async def on_correct(self, event: MemoryCorrect) -> None:
-        offset = self._fresh()
-        if offset is None:
+        if (target := await self._target(event.id)) is None:
             return
-        existing = await self._existing(event.id, offset)
-        if existing is None:
-            return
+        offset, existing = target
         new_confidence = (
             0.0 if event.remove else round(existing.confidence * self.config.correction_factor, 4)
         )

@@ -32,6 +32,8 @@ from typing import Any, Final
 import msgspec
 import yaml
 
+from hexbus.files import fsync_dir
+
 MAX_BYTES: Final = 1 << 20  # larger files are reported, never read
 _TMP_SUFFIX: Final = ".tmp"
 _RACY_NS: Final = 2_000_000_000  # files changed this recently are re-hashed on every scan
@@ -159,7 +161,7 @@ class Journals:
                 except OSError:
                     pass
                 raise
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             raise JournalError(relpath, f"cannot write: {exc.strerror or exc}") from exc
         self._hashes.pop(relpath, None)
@@ -176,7 +178,7 @@ class Journals:
                 removed = False
             else:
                 removed = True
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             folder = path.parent
             for _ in range(relpath.count("/")):
                 try:
@@ -186,7 +188,7 @@ class Journals:
                 except OSError:  # not empty (another entry, or a person's own file): keep it
                     break
                 else:
-                    _fsync_dir(folder.parent)
+                    fsync_dir(folder.parent)
                 folder = folder.parent
         except OSError as exc:
             raise JournalError(relpath, f"cannot remove: {exc.strerror or exc}") from exc
@@ -527,12 +529,6 @@ def _makedirs(folder: Path) -> None:
         folder = folder.parent
     for created in reversed(missing):
         created.mkdir(exist_ok=True)
-        _fsync_dir(created.parent)  # the new folder's name is durable before the file in it
+        fsync_dir(created.parent)  # the new folder's name is durable before the file in it
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

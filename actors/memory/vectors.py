@@ -26,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from hexbus.files import fsync_dir
+
 log = structlog.get_logger("actors.memory.vectors")
 
 Vector = Sequence[float] | npt.NDArray[np.floating[Any]]
@@ -82,14 +84,6 @@ def file_crc32(path: Path, chunk: int = 1 << 20) -> tuple[int, int]:
             crc = zlib.crc32(block, crc)
             size += len(block)
     return size, crc
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_file(path: Path, dim: int) -> Sidecar:
@@ -393,7 +387,7 @@ class VectorIndex:
         # A crash between the two renames leaves a file and sidecar that disagree: open() rebuilds.
         os.replace(tmp, self.path)
         os.replace(meta_tmp, sidecar_path(self.path))
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self.dirty = False
 
     # -- reading -------------------------------------------------------------------

@@ -368,6 +368,9 @@ def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(hex_
     rng = random.Random(seed)  # the kill points are random; the seed is in any failure's message
     kills = sorted(rng.sample(range(5, n - 3), 3))
 
+    def restarted(old: int) -> None:
+        poll_for(lambda: hx.status()["memory"]["state"] == "live" and hx.pid("memory") != old, 60)
+
     async def storm() -> None:
         client = BusClient(hx.endpoints, "stormer")
         client.start()
@@ -378,8 +381,7 @@ def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(hex_
                 await asyncio.sleep(rng.uniform(0.0, 0.4))  # mid-embedding, mid-file, mid-commit or idle
                 old = hx.pid("memory")
                 os.kill(old, signal.SIGKILL)
-                await asyncio.to_thread(  # the next kill hits the restarted actor, live again
-                    poll_for, lambda: hx.status()["memory"]["state"] == "live" and hx.pid("memory") != old, 60)
+                await asyncio.to_thread(restarted, old)  # the next kill hits the restarted actor, live again
         assert await client.flush(20)
         await client.close()
 

@@ -1,0 +1,34 @@
+"""Crash-safe file writes shared by the runtime and the actors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the folder's entries (a created, renamed or removed name) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write, fsync, rename over, fsync the folder: a crash leaves the old file or the new one.
+
+    A file that exists keeps its permissions (a person's own persona.toml, say).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+    except FileNotFoundError:
+        pass
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
