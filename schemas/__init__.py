@@ -60,6 +60,16 @@ from schemas.system import (
     Stop,
 )
 from schemas.vision import Observation
+from schemas.voice import (
+    AudioFrame,
+    AudioOut,
+    Segment,
+    Speaking,
+    SpeechStarted,
+    Timing,
+    Transcript,
+    Utterance,
+)
 
 AnyEvent = (
     Heartbeat
@@ -101,6 +111,13 @@ AnyEvent = (
     | MemoryExport
     | MemoryExported
     | Observation
+    | AudioFrame
+    | Transcript
+    | SpeechStarted
+    | Segment
+    | Utterance
+    | AudioOut
+    | Speaking
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__
@@ -132,6 +149,8 @@ __all__ = [
     "ActorLifecycle",
     "AnyEvent",
     "Attachment",
+    "AudioFrame",
+    "AudioOut",
     "BargeIn",
     "BrainTask",
     "BrainTaskResult",
@@ -177,8 +196,14 @@ __all__ = [
     "ReplyChunk",
     "ReplyMeta",
     "ReplySentence",
+    "Segment",
     "Snapshot",
+    "Speaking",
+    "SpeechStarted",
     "Stop",
+    "Timing",
+    "Transcript",
+    "Utterance",
     "delivery_of",
     "tag_of",
     "type_for_topic",

@@ -34,6 +34,12 @@ DELIVERY: dict[str, Delivery] = {
     "memory.export": Delivery.VOLATILE,  # request/response: the lines travel in the answer's blob
     "memory.exported": Delivery.VOLATILE,
     "vision": Delivery.VOLATILE,  # frames and observations: only the latest matters
+    "audio": Delivery.VOLATILE,  # frames in, speech out: late audio is worthless; sentences are durable
+    "stt.partial": Delivery.VOLATILE,
+    "stt.final": Delivery.DURABLE,  # a transcript is what the person said: never lost
+    "stt.segment": Delivery.DURABLE,  # an ended utterance's audio, until it is transcribed
+    "stt.speech": Delivery.VOLATILE,  # speech started: barge-in, now or never
+    "tts": Delivery.VOLATILE,  # speaking / stopped
     "metrics": Delivery.VOLATILE,
     "probe.durable": Delivery.DURABLE,
     "probe.volatile": Delivery.VOLATILE,

@@ -1,0 +1,391 @@
+"""The STT actor: each speaker's audio frames → voice activity → Whisper → the person's chat message.
+
+Speakers are independent: every source (a Discord user, the local mic, a web
+client) has its own resampler and segmenter, and transcriptions run on a pool of
+threads (faster-whisper's ``num_workers``), so one person's long utterance never
+delays another's final transcript.
+
+An ended utterance is journaled (``stt.segment``, its audio as the blob) before it
+is transcribed; the final transcript (``stt.final``) and the person's
+``chat.message`` follow, with ids derived from the utterance. The actor reads
+both back from the journal, so after a SIGKILL the segments without a final are
+transcribed on restart and nothing a person finished saying is lost. Audio that
+arrives while the actor is down is lost: frames are volatile by design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import time
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgspec
+import numpy as np
+import structlog
+
+from actors.stt.models import ModelMissing
+from actors.stt.vad import Segmenter, SileroStream, SpeechEnd, SpeechStart, VadConfig
+from actors.stt.whisper import Whisper, WhisperConfig
+from hexbus import Actor, ActorUnusable, on
+from schemas import (
+    AudioFrame,
+    ChatMessage,
+    Metric,
+    Segment,
+    SpeechStarted,
+    Timing,
+    Transcript,
+    Utterance,
+)
+
+log = structlog.get_logger("actors.stt")
+
+RATE = 16000  # what the VAD and Whisper take
+
+
+class SttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    vad: VadConfig = VadConfig()
+    whisper: WhisperConfig = WhisperConfig()
+    partials: bool = True  # volatile transcripts while the person is still talking
+    partial_interval_ms: int = 1000
+    idle_source_s: float = (
+        300.0  # a source silent this long is forgotten (its resampler and VAD state)
+    )
+
+
+class Pending(msgspec.Struct, kw_only=True):
+    segment: Segment
+    audio: bytes  # PCM16 16 kHz
+
+
+class SttState(msgspec.Struct, kw_only=True):
+    """Segments journaled but not yet transcribed, by utterance id (normally none or one, a few
+    hundred KB at most), so a snapshot taken between the two still holds the audio."""
+
+    pending: dict[str, Pending] = {}
+
+
+def derived_id(*parts: str) -> str:
+    return hashlib.blake2b("/".join(parts).encode(), digest_size=12).hexdigest()
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    data: bytes = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    return data
+
+
+def samples_of(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob[: len(blob) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+
+
+@dataclass
+class Source:
+    """One speaker's stream: where it goes, its resampler, its segmenter, its current utterance."""
+
+    frame: AudioFrame  # the latest frame's metadata (person, channel, platform)
+    segmenter: Segmenter
+    rate: int
+    resampler: object | None
+    received: int = 0  # samples at 16 kHz fed so far
+    # (samples fed before a frame, that frame's wall time), the last minute or so: stream time -> wall time
+    anchors: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3000))
+    utterance: str = ""
+    speech_start: float = 0.0
+    last_partial: float = 0.0
+    partial_busy: bool = False
+    seen: float = field(default_factory=time.monotonic)
+
+
+def wall(src: Source, stream_s: float) -> float:
+    """The wall time a sample was captured: its frame's time plus its place in the frame."""
+    sample = int(stream_s * RATE)
+    anchors = src.anchors
+    if not anchors:
+        return time.time()
+    i = bisect.bisect_right(anchors, sample, key=lambda a: a[0]) - 1
+    fed, at = anchors[max(i, 0)]
+    return at + (sample - fed) / RATE
+
+
+class SttActor(Actor[SttConfig, SttState]):
+    subscribes: ClassVar[tuple[str, ...]] = ("audio.frame", "stt.segment", "stt.final")
+    config_type = SttConfig
+    state_type = SttState
+
+    async def setup(self) -> None:
+        self.whisper = Whisper(self.config.whisper)
+        try:
+            await self.offload(self.whisper.load)
+            self.vad_model_check = await self.offload(
+                SileroStream
+            )  # fails here, not on the first frame
+        except ModelMissing as exc:
+            raise ActorUnusable(str(exc)) from None
+        self.sources: dict[str, Source] = {}
+        self.inflight: set[str] = set()  # utterances being transcribed by this process
+        self.done: set[str] = set()  # utterances whose final this process has seen or sent
+        self.tasks: set[asyncio.Task[None]] = set()
+        log.info(
+            "stt.ready",
+            model=self.config.whisper.model or "packaged whisper base",
+            device=self.config.whisper.device,
+        )
+
+    async def teardown(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- audio in ----------------------------------------------------------------------
+
+    def source(self, frame: AudioFrame) -> Source:
+        found = self.sources.get(frame.source)
+        if found is not None and found.rate == frame.rate:
+            found.frame = frame
+            found.seen = time.monotonic()
+            return found
+        import soxr  # type: ignore[import-untyped]
+
+        resampler = (
+            None
+            if frame.rate == RATE
+            else soxr.ResampleStream(frame.rate, RATE, 1, dtype="float32")
+        )
+        created = Source(
+            frame=frame,
+            segmenter=Segmenter(self.config.vad),
+            rate=frame.rate,
+            resampler=resampler,
+        )
+        self.sources[frame.source] = created
+        self.forget_idle()
+        return created
+
+    def forget_idle(self) -> None:
+        cutoff = time.monotonic() - self.config.idle_source_s
+        for name in [
+            n for n, s in self.sources.items() if s.seen < cutoff and not s.segmenter.in_speech
+        ]:
+            del self.sources[name]
+
+    @on(AudioFrame)
+    async def on_frame(self, frame: AudioFrame) -> None:
+        if frame.rate <= 0:
+            log.warning("stt.bad_frame", source=frame.source, rate=frame.rate)
+            return
+        src = self.source(frame)
+        samples = samples_of(self.blob or b"")
+        if src.resampler is not None:
+            samples = src.resampler.resample_chunk(samples, last=frame.end)  # type: ignore[attr-defined]
+        src.anchors.append((src.received, frame.at or time.time()))
+        events = src.segmenter.feed(samples) if samples.size else []
+        src.received += samples.size
+        if frame.end:
+            events += src.segmenter.flush()
+        for event in events:
+            if isinstance(event, SpeechStart):
+                src.utterance = derived_id(
+                    self.name,
+                    f"{self.bus.session:x}",
+                    frame.source,
+                    str(src.received),
+                    str(time.time_ns()),
+                )
+                src.speech_start = wall(src, event.at_s)
+                src.last_partial = time.monotonic()
+                self.bus.publish_volatile(
+                    SpeechStarted(
+                        utterance=src.utterance,
+                        source=frame.source,
+                        person_id=frame.person_id,
+                        channel=frame.channel,
+                        platform=frame.platform,
+                    ),
+                    key=frame.channel,
+                )
+            elif isinstance(event, SpeechEnd):
+                await self.ended(src, event)
+        if frame.end:
+            self.sources.pop(frame.source, None)
+        elif (
+            self.config.partials
+            and src.segmenter.in_speech
+            and not src.partial_busy
+            and not self.inflight  # final transcripts first: on CPU a partial costs about a second
+            and time.monotonic() - src.last_partial >= self.config.partial_interval_ms / 1000
+        ):
+            src.partial_busy = True
+            src.last_partial = time.monotonic()
+            self.spawn(
+                self.partial(src, src.utterance, src.segmenter.speech_audio()), "stt-partial"
+            )
+
+    async def partial(self, src: Source, utterance: str, audio: np.ndarray) -> None:
+        try:
+            result = await self.offload(self.whisper.transcribe, audio)
+        finally:
+            src.partial_busy = False
+        if result is not None and src.utterance == utterance and src.segmenter.in_speech:
+            frame = src.frame
+            self.bus.publish_volatile(
+                Transcript(
+                    utterance=utterance,
+                    source=frame.source,
+                    person_id=frame.person_id,
+                    channel=frame.channel,
+                    text=result.text,
+                ),
+                key=frame.channel,
+            )
+
+    async def ended(self, src: Source, end: SpeechEnd) -> None:
+        """Journal the utterance's audio, then transcribe it (off the loop, concurrently with others)."""
+        frame = src.frame
+        utterance = src.utterance or derived_id(frame.source, str(time.time_ns()))
+        src.utterance = ""
+        segment = Segment(
+            utterance=utterance,
+            source=frame.source,
+            person_id=frame.person_id,
+            display_name=frame.display_name,
+            platform=frame.platform,
+            channel=frame.channel,
+            speech_start=wall(src, end.segment.start_s),
+            speech_end=wall(src, end.segment.end_s),
+            end_detected=time.time(),
+            cut=end.segment.cut,
+        )
+        blob = pcm16(end.segment.audio)
+        self.inflight.add(utterance)
+        # In the state before it is journaled: a snapshot taken before the final still holds it.
+        self.state.pending[utterance] = Pending(segment=segment, audio=blob)
+        self.state_changed()
+        await self.publish(
+            segment, key=frame.channel, blob=blob, event_id=derived_id(utterance, "segment")
+        )
+        self.spawn(self.finish(segment, end.segment.audio), "stt-final")
+
+    # -- transcripts ---------------------------------------------------------------------
+
+    async def finish(self, segment: Segment, audio: np.ndarray) -> None:
+        self.inflight.add(segment.utterance)
+        try:
+            result = await self.offload(self.whisper.transcribe, audio)
+        except Exception:
+            log.exception("stt.transcribe_failed", utterance=segment.utterance)
+            self.inflight.discard(segment.utterance)
+            return
+        transcribed = time.time()
+        message_id = derived_id(segment.utterance, "message") if result is not None else ""
+        final = Utterance(
+            utterance=segment.utterance,
+            source=segment.source,
+            person_id=segment.person_id,
+            display_name=segment.display_name,
+            platform=segment.platform,
+            channel=segment.channel,
+            text=result.text if result is not None else "",
+            language=result.language if result else "",
+            avg_logprob=result.avg_logprob if result else 0.0,
+            no_speech_prob=result.no_speech_prob if result else 1.0,
+            duration_s=round(audio.size / RATE, 3),
+            cut=segment.cut,
+            timing=Timing(
+                speech_start=segment.speech_start,
+                speech_end=segment.speech_end,
+                end_detected=segment.end_detected,
+                transcribed=transcribed,
+            ),
+            message_event_id=message_id,
+        )
+        # The final first: it is what marks the segment done; an empty one records "nothing said"
+        # (noise that passed the VAD, or a hallucination the guard refused).
+        await self.publish(
+            final, key=segment.channel, event_id=derived_id(segment.utterance, "final")
+        )
+        if result is not None:
+            await self.publish(
+                ChatMessage(
+                    platform=segment.platform,
+                    person_id=segment.person_id,
+                    display_name=segment.display_name or segment.person_id,
+                    channel=segment.channel,
+                    text=result.text,
+                    message_id=segment.utterance,
+                    direct=True,
+                ),
+                key=segment.platform,
+                event_id=message_id,
+            )
+            log.info(
+                "stt.final",
+                utterance=segment.utterance,
+                source=segment.source,
+                text=result.text[:120],
+                seconds=round(transcribed - segment.end_detected, 3),
+            )
+        else:
+            log.info("stt.nothing_said", utterance=segment.utterance, source=segment.source)
+        for name, value in (
+            ("stt.end_of_turn", segment.end_detected - segment.speech_end),
+            ("stt.transcribe", transcribed - segment.end_detected),
+        ):
+            self.bus.publish_volatile(
+                Metric(
+                    name=name,
+                    value=round(value * 1000, 1),
+                    unit="ms",
+                    labels={"utterance": segment.utterance, "source": segment.source},
+                ),
+                key="stt",
+            )
+        self.done.add(segment.utterance)
+        self.inflight.discard(segment.utterance)
+        if self.state.pending.pop(segment.utterance, None) is not None:
+            self.state_changed()
+
+    # -- the journal's view: what was segmented but never finished ----------------------------
+
+    @on(Segment)
+    async def on_segment(self, event: Segment) -> None:
+        envelope = self.envelope
+        if (
+            envelope is None
+            or event.utterance in self.done
+            or event.utterance in self.state.pending
+        ):
+            return
+        self.state.pending[event.utterance] = Pending(segment=event, audio=self.blob or b"")
+        self.state_changed()
+        if self.live:
+            self.resume(event.utterance)
+
+    @on(Utterance)
+    async def on_final(self, event: Utterance) -> None:
+        self.done.add(event.utterance)
+        if len(self.done) > 10_000:
+            self.done = set(list(self.done)[-5_000:])
+        if self.state.pending.pop(event.utterance, None) is not None:
+            self.state_changed()
+
+    async def on_live(self) -> None:
+        for utterance in list(self.state.pending):
+            self.resume(utterance)
+
+    def resume(self, utterance: str) -> None:
+        found = self.state.pending.get(utterance)
+        if found is None or utterance in self.inflight:
+            return
+        log.info("stt.resuming", utterance=utterance, source=found.segment.source)
+        self.inflight.add(utterance)
+        self.spawn(self.finish(found.segment, samples_of(found.audio)), "stt-resume")

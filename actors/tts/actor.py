@@ -1,0 +1,343 @@
+"""The TTS actor: the brain's sentences → speech, each spoken the moment it arrives.
+
+Sentences (``chat.sentence``) are durable and come in order per reply; each
+conversation (channel) has one worker that synthesises them off the event loop
+and sends ``audio.out`` chunks in order. A person who starts speaking in a
+channel while Hex speaks there (``stt.speech``) interrupts it: the queue is
+dropped, the sentence being synthesised is discarded, ``tts.speaking`` stop
+(interrupted) tells players to flush what they buffered, and a durable
+``chat.bargein`` carries what was actually said to the brain.
+
+The state remembers which sentences of recent replies were spoken, so a restart
+after a SIGKILL neither repeats them nor loses the rest (sentences older than
+``fresh_s`` are not spoken late: a stale sentence is worse than none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import msgspec
+import structlog
+
+from actors.tts.backends import KokoroConfig, PiperConfig, TtsError, chunks, make_voice, to_pcm16
+from actors.tts.normalize import speakable
+from hexbus import Actor, ActorUnusable, on
+from schemas import (
+    AudioOut,
+    BargeIn,
+    Metric,
+    Reply,
+    ReplySentence,
+    Speaking,
+    SpeechStarted,
+    Utterance,
+)
+
+log = structlog.get_logger("actors.tts")
+
+KEEP_REPLIES = 500  # replies whose spoken sentences are remembered
+
+
+class TtsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    voice: KokoroConfig | PiperConfig = KokoroConfig()
+    out_rate: int = 24000  # audio.out sample rate (the Discord actor converts to 48 kHz stereo)
+    chunk_ms: int = 100  # audio per audio.out event
+    fresh_s: float = 30.0  # a sentence older than this when it could be spoken is skipped
+    barge_in: bool = True  # a person speaking in the channel stops Hex there
+
+
+class TtsState(msgspec.Struct, kw_only=True):
+    spoken: dict[
+        str, list[int]
+    ] = {}  # reply_to -> sentence indexes whose audio went out (or were dropped)
+
+
+@dataclass
+class Channel:
+    """One conversation's voice: its queue of sentences and what has been said in the current reply."""
+
+    queue: asyncio.Queue[tuple[ReplySentence, float]] = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task[None] | None = None
+    reply_to: str = ""  # the reply being spoken
+    # When each sentence of it starts playing (monotonic, assuming the player plays what it gets at once,
+    # back to back): what a person heard by a given moment, and when Hex falls silent.
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+    audio_until: float = 0.0
+    synthesizing: bool = False
+    speaking: bool = False
+    stop_timer: asyncio.TimerHandle | None = None
+    platform: str = ""
+    generation: int = 0  # bumped by a barge-in: audio of an older generation is dropped
+
+
+class TtsActor(Actor[TtsConfig, TtsState]):
+    subscribes: ClassVar[tuple[str, ...]] = (
+        "chat.sentence",
+        "chat.reply",
+        "stt.speech",
+        "stt.final",
+        "metrics.brain",
+    )
+    config_type = TtsConfig
+    state_type = TtsState
+
+    async def setup(self) -> None:
+        self.voice = make_voice(self.config.voice)
+        try:
+            await self.offload(self.voice.load)
+        except TtsError as exc:
+            raise ActorUnusable(str(exc)) from None
+        self.channels: dict[str, Channel] = {}
+        self.spoken: OrderedDict[str, set[int]] = OrderedDict(
+            (k, set(v)) for k, v in self.state.spoken.items()
+        )
+        self.finished: set[str] = set()  # replies whose final chat.reply arrived
+        # Per-turn latency marks, by the chat message's event id (the reply_to of its sentences).
+        self.marks: OrderedDict[str, dict[str, float]] = OrderedDict()
+        log.info(
+            "tts.ready", voice=self.voice.name, rate=self.voice.rate, out_rate=self.config.out_rate
+        )
+
+    async def teardown(self) -> None:
+        workers = [c.worker for c in self.channels.values() if c.worker is not None]
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    def channel(self, name: str) -> Channel:
+        found = self.channels.get(name)
+        if found is None:
+            found = self.channels[name] = Channel()
+        if found.worker is None or found.worker.done():
+            found.worker = asyncio.get_running_loop().create_task(
+                self.speak(name, found), name=f"tts-{name}"
+            )
+        return found
+
+    def mark_spoken(self, reply_to: str, index: int) -> None:
+        self.spoken.setdefault(reply_to, set()).add(index)
+        self.spoken.move_to_end(reply_to)
+        while len(self.spoken) > KEEP_REPLIES:
+            self.spoken.popitem(last=False)
+        self.state.spoken = {k: sorted(v) for k, v in self.spoken.items()}
+        self.state_changed()
+
+    # -- sentences in ----------------------------------------------------------------------
+
+    @on(ReplySentence)
+    async def on_sentence(self, event: ReplySentence) -> None:
+        envelope = self.envelope
+        if event.index in self.spoken.get(event.reply_to, ()):
+            return  # spoken before a restart, or re-sent by a brain that restarted its reply
+        self.marks.setdefault(event.reply_to, {}).setdefault("first_sentence", time.time())
+        channel = self.channel(event.channel)
+        channel.platform = event.platform
+        await channel.queue.put((event, envelope.wall if envelope is not None else time.time()))
+
+    @on(Reply)
+    async def on_reply(self, event: Reply) -> None:
+        self.finished.add(event.reply_to)
+        if len(self.finished) > KEEP_REPLIES:
+            self.finished = set(list(self.finished)[-KEEP_REPLIES // 2 :])
+        channel = self.channels.get(event.channel)
+        if (
+            channel is not None
+            and channel.queue.empty()
+            and not channel.synthesizing
+            and channel.reply_to == event.reply_to
+        ):
+            self.stop_when_played(event.channel, channel)
+
+    @on(Utterance)
+    async def on_utterance(self, event: Utterance) -> None:
+        if event.message_event_id:
+            marks = self.marks.setdefault(event.message_event_id, {})
+            marks.update(
+                speech_end=event.timing.speech_end,
+                end_detected=event.timing.end_detected,
+                transcribed=event.timing.transcribed,
+            )
+            while len(self.marks) > 200:
+                self.marks.popitem(last=False)
+
+    @on(Metric)
+    async def on_metric(self, event: Metric) -> None:
+        reply_to = event.labels.get("reply_to", "")
+        if event.name == "brain.first_token" and reply_to:
+            self.marks.setdefault(reply_to, {}).setdefault("first_token", time.time())
+
+    # -- speaking ----------------------------------------------------------------------------
+
+    async def speak(self, name: str, channel: Channel) -> None:
+        while True:
+            event, published = await channel.queue.get()
+            generation = channel.generation
+            if time.time() - published > self.config.fresh_s:
+                log.info("tts.stale_sentence_skipped", reply_to=event.reply_to, index=event.index)
+                self.mark_spoken(event.reply_to, event.index)
+                continue
+            text = speakable(event.text)
+            if not text:
+                self.mark_spoken(event.reply_to, event.index)
+                continue
+            started = time.monotonic()
+            channel.synthesizing = True
+            try:
+                audio = await self.offload(self.voice.synthesize, text)
+            except Exception:
+                log.exception("tts.synthesis_failed", reply_to=event.reply_to, index=event.index)
+                self.mark_spoken(event.reply_to, event.index)
+                continue
+            finally:
+                channel.synthesizing = False
+            if generation != channel.generation:
+                continue  # a barge-in came while it was synthesised: never play it
+            now = time.monotonic()
+            seconds = now - started
+            if channel.reply_to != event.reply_to or not channel.speaking:
+                channel.reply_to, channel.timeline, channel.speaking = event.reply_to, [], True
+                self.bus.publish_volatile(
+                    Speaking(channel=name, reply_to=event.reply_to, state="start"), key=name
+                )
+            if channel.stop_timer is not None:
+                channel.stop_timer.cancel()
+                channel.stop_timer = None
+            play_at = max(now, channel.audio_until)
+            channel.timeline.append((play_at, event.text))
+            channel.audio_until = play_at + audio.size / max(1, self.voice.rate)
+            pcm = to_pcm16(audio, self.voice.rate, self.config.out_rate)
+            pieces = chunks(pcm, self.config.out_rate, self.config.chunk_ms) or [b""]
+            for seq, piece in enumerate(pieces):
+                self.bus.publish_volatile(
+                    AudioOut(
+                        channel=name,
+                        platform=event.platform,
+                        reply_to=event.reply_to,
+                        sentence=event.index,
+                        seq=seq,
+                        rate=self.config.out_rate,
+                        last=seq == len(pieces) - 1,
+                        text=event.text if seq == 0 else "",
+                    ),
+                    key=name,
+                    blob=piece,
+                )
+            self.mark_spoken(event.reply_to, event.index)
+            self.first_audio(event, seconds, audio.size / max(1, self.voice.rate))
+            if channel.queue.empty() and event.reply_to in self.finished:
+                self.stop_when_played(name, channel)
+
+    def stop_when_played(self, name: str, channel: Channel) -> None:
+        """Report Hex silent in the channel once the last sentence has played (the echo guard's cue)."""
+        if channel.stop_timer is not None:
+            channel.stop_timer.cancel()
+        delay = max(0.0, channel.audio_until - time.monotonic())
+        loop = asyncio.get_running_loop()
+        channel.stop_timer = loop.call_later(
+            delay, lambda: loop.create_task(self.stopped(name, channel, interrupted=False))
+        )
+
+    def first_audio(self, event: ReplySentence, synth_s: float, audio_s: float) -> None:
+        labels = {"reply_to": event.reply_to, "channel": event.channel}
+        self.bus.publish_volatile(
+            Metric(name="tts.rtf", value=round(synth_s / max(audio_s, 1e-6), 3), labels=labels),
+            key="tts",
+        )
+        marks = self.marks.get(event.reply_to)
+        if event.index != 0 or marks is None or "first_audio" in marks:
+            return
+        marks["first_audio"] = time.time()
+        start = marks.get("speech_end") or marks.get("first_sentence", 0.0)
+        stages: dict[str, str] = {}
+        previous = start
+        for stage in (
+            "end_detected",
+            "transcribed",
+            "first_token",
+            "first_sentence",
+            "first_audio",
+        ):
+            if stage in marks:
+                stages[stage] = f"{(marks[stage] - previous) * 1000:.0f}"
+                previous = marks[stage]
+        self.bus.publish_volatile(
+            Metric(
+                name="voice.first_audio",
+                value=round((marks["first_audio"] - start) * 1000, 1),
+                unit="ms",
+                labels={
+                    **labels,
+                    **stages,
+                    "from": "speech_end" if "speech_end" in marks else "first_sentence",
+                },
+            ),
+            key="voice",
+        )
+
+    def heard(self, channel: Channel) -> str:
+        now = time.monotonic()
+        return " ".join(text for start, text in channel.timeline if start <= now)
+
+    async def stopped(self, name: str, channel: Channel, *, interrupted: bool) -> None:
+        if not channel.speaking:
+            return
+        channel.speaking = False
+        said = self.heard(channel)
+        self.bus.publish_volatile(
+            Speaking(
+                channel=name,
+                reply_to=channel.reply_to,
+                state="stop",
+                said=said,
+                interrupted=interrupted,
+            ),
+            key=name,
+        )
+
+    # -- barge-in ----------------------------------------------------------------------------
+
+    @on(SpeechStarted)
+    async def on_speech(self, event: SpeechStarted) -> None:
+        channel = self.channels.get(event.channel)
+        if not self.config.barge_in or channel is None:
+            return
+        started = time.monotonic()
+        if not (channel.synthesizing or not channel.queue.empty() or started < channel.audio_until):
+            return  # Hex is silent there: nothing to interrupt
+        said = self.heard(channel)
+        channel.generation += 1
+        channel.audio_until = started  # the player flushes on the stop below
+        if channel.stop_timer is not None:
+            channel.stop_timer.cancel()
+            channel.stop_timer = None
+        dropped: list[ReplySentence] = []
+        while not channel.queue.empty():
+            dropped.append(channel.queue.get_nowait()[0])
+        for sentence in dropped:
+            self.mark_spoken(
+                sentence.reply_to, sentence.index
+            )  # never spoken later, after a restart either
+        reply_to = channel.reply_to or (dropped[0].reply_to if dropped else "")
+        channel.speaking = False
+        self.bus.publish_volatile(
+            Speaking(
+                channel=event.channel, reply_to=reply_to, state="stop", said=said, interrupted=True
+            ),
+            key=event.channel,
+        )
+        await self.publish(
+            BargeIn(channel=event.channel, person_id=event.person_id, said=said), key=event.platform
+        )
+        log.info(
+            "tts.barge_in",
+            channel=event.channel,
+            reply_to=reply_to,
+            said=said[:80],
+            dropped=len(dropped),
+            ms=round((time.monotonic() - started) * 1000, 2),
+        )
