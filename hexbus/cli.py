@@ -207,10 +207,14 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def cmd_voice(args: argparse.Namespace) -> None:
-    from hexbus.voice import VoiceError, run_file, run_mic
+    from hexbus.voice import VoiceError, check_mic, read_wav, run_file, run_mic
 
     if bool(args.input_wav) == bool(args.mic):
         fail("give either --input-wav FILE or --mic", EXIT_USAGE)
+    try:  # the file or the devices first: their problem is the one to report
+        check_mic() if args.mic else read_wav(Path(args.input_wav))
+    except VoiceError as exc:
+        fail(str(exc))
     endpoints = endpoints_of(run_dir_of(args))
     common = dict(person_id=args.person, name=args.name or args.person, channel=args.channel)
     try:

@@ -41,7 +41,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
             raw = w.readframes(frames)
     except FileNotFoundError:
         raise VoiceError(f"{path}: no such file") from None
-    except (wave.Error, EOFError, OSError) as exc:
+    except (wave.Error, EOFError, OSError, RuntimeError, ValueError) as exc:  # wave raises all of these
         raise VoiceError(f"{path} is not a readable PCM WAV file ({exc}); convert it with "
                          f"`sox {path.name} -b 16 out.wav`") from None
     if width not in (1, 2, 4) or channels < 1 or rate <= 0:
@@ -248,19 +248,25 @@ async def run_file(endpoints: Endpoints, path: Path, *, output: Path | None, fas
     return voice
 
 
-async def run_mic(endpoints: Endpoints, *, person_id: str, name: str, channel: str, echo_guard_ms: int,
-                  out: TextIO = sys.stdout) -> None:
+def check_mic() -> tuple[Any, dict[str, Any]]:
+    """sounddevice and the default input device, or a VoiceError saying what is missing."""
     try:
         import sounddevice as sd
     except (ImportError, OSError) as exc:
-        raise VoiceError(f"--mic needs sounddevice and PortAudio ({exc}): pip install 'hex[voice]' "
-                         "and apt-get install libportaudio2") from None
+        raise VoiceError(f"--mic needs sounddevice and PortAudio ({str(exc).splitlines()[0]}): "
+                         "pip install 'hex[voice]' and apt-get install libportaudio2") from None
     try:
         device = sd.query_devices(kind="input")
         sd.query_devices(kind="output")
     except Exception as exc:  # PortAudioError, ValueError: no device of that kind
-        raise VoiceError(f"no audio device ({exc}): plug in a microphone and speakers, or use --input-wav") \
-            from None
+        raise VoiceError(f"no audio device ({str(exc).splitlines()[0]}): plug in a microphone and speakers, "
+                         "or use --input-wav") from None
+    return sd, dict(device)
+
+
+async def run_mic(endpoints: Endpoints, *, person_id: str, name: str, channel: str, echo_guard_ms: int,
+                  out: TextIO = sys.stdout) -> None:
+    sd, device = check_mic()
     rate = int(device.get("default_samplerate") or 16000)
     voice = VoiceClient(endpoints, person_id=person_id, name=name, channel=channel, out=out)
     loop = asyncio.get_running_loop()

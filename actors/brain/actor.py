@@ -435,6 +435,10 @@ class BrainActor(Actor[BrainConfig, BrainState]):
                     ReplyChunk(reply_to=message_id, channel=event.channel, index=chunk, text="".join(unsent)),
                     key=event.platform,
                 )
+                if chunk == 0:  # the moment the first words exist: a stage of the voice latency breakdown
+                    self.bus.publish_volatile(
+                        Metric(name="brain.first_chunk", value=round((time.time() - pending.received) * 1000, 1),
+                               unit="ms", labels={"reply_to": message_id}), key="brain")
                 unsent.clear()
                 chunk += 1
                 chunk_at = time.monotonic()

@@ -16,6 +16,7 @@ after a SIGKILL neither repeats them nor loses the rest (sentences older than
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import ClassVar
 import msgspec
 import structlog
 
-from actors.tts.backends import KokoroConfig, PiperConfig, TtsError, chunks, make_voice, to_pcm16
+from actors.tts.backends import KokoroConfig, TtsError, VoiceConfig, chunks, make_voice, to_pcm16
 from actors.tts.normalize import speakable
 from hexbus import Actor, ActorUnusable, on
 from schemas import (
@@ -44,17 +45,24 @@ KEEP_REPLIES = 500  # replies whose spoken sentences are remembered
 
 
 class TtsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    voice: KokoroConfig | PiperConfig = KokoroConfig()
+    voice: VoiceConfig = KokoroConfig()  # type = "kokoro" (default), "piper" or "kokoro-torch"
     out_rate: int = 24000  # audio.out sample rate (the Discord actor converts to 48 kHz stereo)
     chunk_ms: int = 100  # audio per audio.out event
     fresh_s: float = 30.0  # a sentence older than this when it could be spoken is skipped
+    phrase_chars: int = 60  # a longer sentence is synthesised in phrases (at , ; : and -) of about this size
     barge_in: bool = True  # a person speaking in the channel stops Hex there
 
 
+class Queued(msgspec.Struct, kw_only=True):
+    sentence: ReplySentence
+    published: float  # wall time the brain published it (freshness)
+
+
 class TtsState(msgspec.Struct, kw_only=True):
-    spoken: dict[
-        str, list[int]
-    ] = {}  # reply_to -> sentence indexes whose audio went out (or were dropped)
+    spoken: dict[str, list[int]] = {}  # reply_to -> sentence indexes whose audio went out (or were dropped)
+    # Accepted but not yet spoken: the journal offset moves past a sentence when it is queued, so after a
+    # restart these come from the snapshot, not from replay.
+    queued: list[Queued] = []
 
 
 @dataclass
@@ -73,6 +81,23 @@ class Channel:
     stop_timer: asyncio.TimerHandle | None = None
     platform: str = ""
     generation: int = 0  # bumped by a barge-in: audio of an older generation is dropped
+
+
+def phrases_of(text: str, size: int) -> list[str]:
+    """``text`` in pieces of about ``size`` characters, cut after a comma, semicolon, colon or dash (never
+    inside a clause); text without such a mark stays whole."""
+    if not text:
+        return []
+    if len(text) <= size:
+        return [text]
+    clauses = re.split(r"(?<=[,;:])\s+|\s+(?=-\s)", text)
+    out: list[str] = []
+    for clause in clauses:
+        if out and len(out[-1]) + 1 + len(clause) <= size:
+            out[-1] = f"{out[-1]} {clause}"
+        else:
+            out.append(clause)
+    return [p.strip() for p in out if p.strip()]
 
 
 class TtsActor(Actor[TtsConfig, TtsState]):
@@ -99,8 +124,11 @@ class TtsActor(Actor[TtsConfig, TtsState]):
         self.finished: set[str] = set()  # replies whose final chat.reply arrived
         # Per-turn latency marks, by the chat message's event id (the reply_to of its sentences).
         self.marks: OrderedDict[str, dict[str, float]] = OrderedDict()
+        for queued in self.state.queued:  # accepted before a restart, never spoken: their turn now
+            self.enqueue(queued)
         log.info(
-            "tts.ready", voice=self.voice.name, rate=self.voice.rate, out_rate=self.config.out_rate
+            "tts.ready", voice=self.voice.name, rate=self.voice.rate, out_rate=self.config.out_rate,
+            resumed=len(self.state.queued),
         )
 
     async def teardown(self) -> None:
@@ -122,6 +150,8 @@ class TtsActor(Actor[TtsConfig, TtsState]):
     def mark_spoken(self, reply_to: str, index: int) -> None:
         self.spoken.setdefault(reply_to, set()).add(index)
         self.spoken.move_to_end(reply_to)
+        self.state.queued = [q for q in self.state.queued
+                             if (q.sentence.reply_to, q.sentence.index) != (reply_to, index)]
         while len(self.spoken) > KEEP_REPLIES:
             self.spoken.popitem(last=False)
         self.state.spoken = {k: sorted(v) for k, v in self.spoken.items()}
@@ -132,12 +162,19 @@ class TtsActor(Actor[TtsConfig, TtsState]):
     @on(ReplySentence)
     async def on_sentence(self, event: ReplySentence) -> None:
         envelope = self.envelope
-        if event.index in self.spoken.get(event.reply_to, ()):
-            return  # spoken before a restart, or re-sent by a brain that restarted its reply
+        if event.index in self.spoken.get(event.reply_to, ()) or any(
+                (q.sentence.reply_to, q.sentence.index) == (event.reply_to, event.index) for q in self.state.queued):
+            return  # spoken or queued already (a restart's replay, or a brain that restarted its reply)
         self.marks.setdefault(event.reply_to, {}).setdefault("first_sentence", time.time())
-        channel = self.channel(event.channel)
-        channel.platform = event.platform
-        await channel.queue.put((event, envelope.wall if envelope is not None else time.time()))
+        queued = Queued(sentence=event, published=envelope.wall if envelope is not None else time.time())
+        self.state.queued.append(queued)
+        self.state_changed()
+        self.enqueue(queued)
+
+    def enqueue(self, queued: Queued) -> None:
+        channel = self.channel(queued.sentence.channel)
+        channel.platform = queued.sentence.platform
+        channel.queue.put_nowait((queued.sentence, queued.published))
 
     @on(Reply)
     async def on_reply(self, event: Reply) -> None:
@@ -168,7 +205,7 @@ class TtsActor(Actor[TtsConfig, TtsState]):
     @on(Metric)
     async def on_metric(self, event: Metric) -> None:
         reply_to = event.labels.get("reply_to", "")
-        if event.name == "brain.first_token" and reply_to:
+        if event.name == "brain.first_chunk" and reply_to:
             self.marks.setdefault(reply_to, {}).setdefault("first_token", time.time())
 
     # -- speaking ----------------------------------------------------------------------------
@@ -181,54 +218,57 @@ class TtsActor(Actor[TtsConfig, TtsState]):
                 log.info("tts.stale_sentence_skipped", reply_to=event.reply_to, index=event.index)
                 self.mark_spoken(event.reply_to, event.index)
                 continue
-            text = speakable(event.text)
-            if not text:
+            phrases = phrases_of(speakable(event.text), self.config.phrase_chars)
+            if not phrases:
                 self.mark_spoken(event.reply_to, event.index)
                 continue
-            started = time.monotonic()
-            channel.synthesizing = True
-            try:
-                audio = await self.offload(self.voice.synthesize, text)
-            except Exception:
-                log.exception("tts.synthesis_failed", reply_to=event.reply_to, index=event.index)
-                self.mark_spoken(event.reply_to, event.index)
-                continue
-            finally:
-                channel.synthesizing = False
+            seq, synth_s, audio_s, failed = 0, 0.0, 0.0, False
+            for n, phrase in enumerate(phrases):
+                # A long sentence goes phrase by phrase: its first words play while the rest is synthesised.
+                started = time.monotonic()
+                channel.synthesizing = True
+                try:
+                    audio = await self.offload(self.voice.synthesize, phrase)
+                except Exception:
+                    log.exception("tts.synthesis_failed", reply_to=event.reply_to, index=event.index)
+                    failed = True
+                    break
+                finally:
+                    channel.synthesizing = False
+                if generation != channel.generation:
+                    break  # a barge-in came while it was synthesised: never play it
+                now = time.monotonic()
+                synth_s += now - started
+                audio_s += audio.size / max(1, self.voice.rate)
+                if channel.reply_to != event.reply_to or not channel.speaking:
+                    channel.reply_to, channel.timeline, channel.speaking = event.reply_to, [], True
+                    self.bus.publish_volatile(Speaking(channel=name, reply_to=event.reply_to, state="start"), key=name)
+                if channel.stop_timer is not None:
+                    channel.stop_timer.cancel()
+                    channel.stop_timer = None
+                play_at = max(now, channel.audio_until)
+                channel.timeline.append((play_at, phrase if len(phrases) > 1 else event.text))
+                channel.audio_until = play_at + audio.size / max(1, self.voice.rate)
+                pcm = to_pcm16(audio, self.voice.rate, self.config.out_rate)
+                pieces = chunks(pcm, self.config.out_rate, self.config.chunk_ms) or [b""]
+                for i, piece in enumerate(pieces):
+                    self.bus.publish_volatile(
+                        AudioOut(channel=name, platform=event.platform, reply_to=event.reply_to,
+                                 sentence=event.index, seq=seq, rate=self.config.out_rate,
+                                 last=n == len(phrases) - 1 and i == len(pieces) - 1,
+                                 text=event.text if seq == 0 else ""),
+                        key=name, blob=piece)
+                    seq += 1
+                if n == 0:
+                    self.first_audio(event)
             if generation != channel.generation:
-                continue  # a barge-in came while it was synthesised: never play it
-            now = time.monotonic()
-            seconds = now - started
-            if channel.reply_to != event.reply_to or not channel.speaking:
-                channel.reply_to, channel.timeline, channel.speaking = event.reply_to, [], True
-                self.bus.publish_volatile(
-                    Speaking(channel=name, reply_to=event.reply_to, state="start"), key=name
-                )
-            if channel.stop_timer is not None:
-                channel.stop_timer.cancel()
-                channel.stop_timer = None
-            play_at = max(now, channel.audio_until)
-            channel.timeline.append((play_at, event.text))
-            channel.audio_until = play_at + audio.size / max(1, self.voice.rate)
-            pcm = to_pcm16(audio, self.voice.rate, self.config.out_rate)
-            pieces = chunks(pcm, self.config.out_rate, self.config.chunk_ms) or [b""]
-            for seq, piece in enumerate(pieces):
-                self.bus.publish_volatile(
-                    AudioOut(
-                        channel=name,
-                        platform=event.platform,
-                        reply_to=event.reply_to,
-                        sentence=event.index,
-                        seq=seq,
-                        rate=self.config.out_rate,
-                        last=seq == len(pieces) - 1,
-                        text=event.text if seq == 0 else "",
-                    ),
-                    key=name,
-                    blob=piece,
-                )
+                continue
             self.mark_spoken(event.reply_to, event.index)
-            self.first_audio(event, seconds, audio.size / max(1, self.voice.rate))
+            if failed:
+                continue
+            self.bus.publish_volatile(Metric(name="tts.rtf", value=round(synth_s / max(audio_s, 1e-6), 3),
+                                             labels={"reply_to": event.reply_to, "channel": event.channel}),
+                                      key="tts")
             if channel.queue.empty() and event.reply_to in self.finished:
                 self.stop_when_played(name, channel)
 
@@ -242,12 +282,9 @@ class TtsActor(Actor[TtsConfig, TtsState]):
             delay, lambda: loop.create_task(self.stopped(name, channel, interrupted=False))
         )
 
-    def first_audio(self, event: ReplySentence, synth_s: float, audio_s: float) -> None:
+    def first_audio(self, event: ReplySentence) -> None:
+        """Publish the turn's latency, end of speech to first audio, stage by stage (once per reply)."""
         labels = {"reply_to": event.reply_to, "channel": event.channel}
-        self.bus.publish_volatile(
-            Metric(name="tts.rtf", value=round(synth_s / max(audio_s, 1e-6), 3), labels=labels),
-            key="tts",
-        )
         marks = self.marks.get(event.reply_to)
         if event.index != 0 or marks is None or "first_audio" in marks:
             return

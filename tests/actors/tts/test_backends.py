@@ -194,3 +194,21 @@ def test_chunks_of_nothing_and_of_half_a_sample() -> None:
     assert chunks(b"", 48_000) == []
     with pytest.raises(ValueError, match="even number of bytes"):
         chunks(b"\x00\x01\x02", 48_000)
+
+
+def test_the_workstation_kokoro_is_configured_like_the_others_and_says_what_it_needs() -> None:
+    import msgspec
+
+    from actors.tts.actor import TtsConfig
+    from actors.tts.backends import KokoroTorchConfig, KokoroTorchVoice, TtsError, make_voice
+
+    config = msgspec.convert({"voice": {"type": "kokoro-torch", "voice": "af_bella", "device": "cpu"}}, TtsConfig)
+    assert config.voice == KokoroTorchConfig(voice="af_bella", device="cpu")
+    voice = make_voice(config.voice)
+    assert isinstance(voice, KokoroTorchVoice) and voice.rate == 24000 and voice.name == "kokoro-torch:af_bella"
+    try:
+        import kokoro  # noqa: F401
+    except ImportError:
+        with pytest.raises(TtsError, match="pip install kokoro") as caught:
+            voice.load()
+        assert len(str(caught.value).splitlines()) == 1

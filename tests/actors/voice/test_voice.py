@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -17,10 +20,19 @@ import pytest
 
 from hexbus.bus import BusClient
 from hexbus.voice import VoiceClient, read_wav
-from schemas import AudioOut, BargeIn, ChatMessage, Reply, Segment, Speaking, Utterance
+from schemas import (
+    AudioOut,
+    BargeIn,
+    ChatMessage,
+    Reply,
+    ReplySentence,
+    Segment,
+    Speaking,
+    Utterance,
+)
 from tests.actors.brain.test_brain import brain_toml
 from tests.actors.voice.speech import make_wav, wer, words
-from tests.harness import FAST_BUS, Hex, actor_toml, poll_for
+from tests.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -39,7 +51,8 @@ class Listener:
         self.client = BusClient(hx.endpoints, "listener")
         for topic in (f"audio.out.{channel}", f"tts.speaking.{channel}"):
             self.client.subscribe(topic)
-        self.feed = self.client.durable(["stt", "chat.message", "chat.reply", "chat.bargein"], after=0, wait_ms=200)
+        self.feed = self.client.durable(["stt", "chat.message", "chat.reply", "chat.sentence", "chat.bargein"],
+                                       after=0, wait_ms=200)
         self.durable: list[tuple[float, Any]] = []
         self.volatile: list[tuple[float, Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -144,11 +157,18 @@ def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(hex_fa
     wav = tmp_path / "question.wav"
     make_wav(wav, [0.3, "Hello Hex, tell me something nice about the sea.", 1.2])
     out_dir = tmp_path / "replies"
+    tail = subprocess.Popen([sys.executable, "-m", "hexbus.cli", "tail", "metrics.voice", "--json", "--count", "1",
+                             "--run-dir", str(hx.run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    time.sleep(1.0)  # its subscription reaches the broker
     run = hx.cli("voice", "--input-wav", str(wav), "--output-wav", str(out_dir), "--fast", "--timeout", "240",
                  timeout=300)
     assert run.returncode == 0, run.stderr
     assert "you: " in run.stdout and "Hex: " in run.stdout, run.stdout
     reply = next(line.split("Hex: ", 1)[1] for line in run.stdout.splitlines() if "Hex: " in line)
+    metric = json.loads(tail.communicate(timeout=30)[0].splitlines()[0])
+    # `hexbus tail metrics` shows the turn's latency, end of speech to first audio, stage by stage.
+    assert metric["body"]["name"] == "voice.first_audio" and metric["body"]["value"] > 0, metric
+    assert {"transcribed", "first_sentence", "first_audio"} <= metric["body"]["labels"].keys(), metric
     saved = sorted(out_dir.glob("reply-*.wav"))
     assert len(saved) == 1
     samples, rate = read_wav(saved[0])
@@ -223,3 +243,71 @@ def test_stt_killed_before_its_transcript_transcribes_the_segment_after_restart(
     assert len(finals) == 1 and "tomato" in finals[0].text.lower()
     assert len(heard.of(ChatMessage)) == 1  # exactly once, whichever side of the kill it landed
     poll_for(lambda: hx.status()["stt"]["state"] == "live", 30)
+
+
+def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(hex_factory, tmp_path: Path) -> None:
+    root = home()
+    hx = hex_factory(brain_toml(root) + (STT + TTS).replace(FAST_BUS, ""), root=root).start()
+    question = tmp_path / "q.wav"
+    make_wav(question, [0.3, "Tell me a long story about a dragon and a knight.", 1.2])
+
+    async def run() -> Listener:
+        async with Listener(hx) as heard:
+            voice = await stream(hx, question)
+            await heard.wait(lambda: heard.of(AudioOut), 180, "Hex to start speaking")
+            os.kill(hx.pid("tts"), signal.SIGKILL)
+            reply = (await heard.wait(lambda: heard.of(Reply), 180, "the final reply"))[0]
+
+            def all_spoken() -> bool:
+                sentences = {s.index for s in heard.of(ReplySentence) if s.reply_to == reply.reply_to}
+                done = {a.sentence for a in heard.of(AudioOut) if a.reply_to == reply.reply_to and a.last}
+                return bool(sentences) and sentences <= done
+
+            await heard.wait(all_spoken, 240, "every sentence spoken, some after the restart")
+            await voice.close()
+            return heard
+
+    heard = asyncio.run(run())
+    reply = heard.of(Reply)[0]
+    assert reply.status == "complete" and reply.text  # the reply text was never at risk: it is durable
+    firsts = [a.sentence for a in heard.of(AudioOut) if a.reply_to == reply.reply_to and a.seq == 0]
+    # At most the sentence in flight at the kill is spoken twice (audio is at-least-once).
+    assert all(firsts.count(i) <= 2 for i in set(firsts)), firsts
+    assert sum(firsts.count(i) == 2 for i in set(firsts)) <= 1, firsts
+
+
+def test_speakers_are_independent_one_long_utterance_never_holds_up_another(hex_factory, tmp_path: Path) -> None:
+    hx = hex_factory(FAST_BUS + STT).start()
+    long, short = tmp_path / "long.wav", tmp_path / "short.wav"
+    make_wav(long, [0.2, "I am going to talk for a long time about my garden, the roses, the tulips, the apple "
+                         "tree, the little pond with its goldfish, and the bench where I read in the evening.", 1.0])
+    make_wav(short, [0.5, "Good night everyone, see you tomorrow.", 1.0])
+
+    async def run() -> tuple[Listener, float]:
+        async with Listener(hx) as heard:
+            samples, rate = read_wav(long)
+            a = VoiceClient(hx.endpoints, person_id="ana", name="Ana", channel="voice-local", out=io.StringIO())
+            b = VoiceClient(hx.endpoints, person_id="bo", name="Bo", channel="voice-local", out=io.StringIO())
+            await a.start()
+            await b.start()
+            talking = asyncio.get_running_loop().create_task(a.stream(samples, rate))  # real time: ~10 s
+            short_samples, short_rate = read_wav(short)
+            await b.stream(short_samples, short_rate)
+            await heard.wait(lambda: [u for u in heard.of(Utterance) if u.person_id == "bo" and u.text], 30,
+                             "Bo's transcript")
+            bo_done = time.time()
+            await talking
+            await heard.wait(lambda: [u for u in heard.of(Utterance) if u.person_id == "ana" and u.text], 60,
+                             "Ana's transcript")
+            ana_ended = [s for s in heard.of(Segment) if s.person_id == "ana"]
+            await a.close()
+            await b.close()
+            return heard, bo_done - ana_ended[0].speech_end
+
+    heard, bo_after_ana_ended = asyncio.run(run())
+    # Bo's final came while Ana was still talking: his stream has its own VAD and its own transcription.
+    assert bo_after_ana_ended < 0
+    bo = [u.text for u in heard.of(Utterance) if u.person_id == "bo" and u.text]
+    assert len(bo) == 1 and "tomorrow" in bo[0].lower(), bo
+    ana = [u for u in heard.of(Utterance) if u.person_id == "ana" and u.text]
+    assert len(ana) == 1 and "garden" in ana[0].text.lower()

@@ -1,0 +1,213 @@
+"""End of speech → first audio chunk, sentence-streamed against a sequential baseline, with the stage breakdown.
+
+A Hex runs ``stt`` (Silero VAD + packaged Whisper base), ``brain`` (packaged
+SmolLM2 via llama.cpp, fixed seed, memory and metadata off) and ``tts`` (packaged
+Kokoro int8 ONNX) on this machine's CPU. For each question the bench streams an
+espeak-ng recording in real time through ``hexbus.voice.VoiceClient`` (a fresh
+channel each, so every prompt is the same size) and takes, on the wall clock (after one warm-up question that is not counted):
+
+- ``speech_end``: the last voiced sample (the STT's timing, from the frame times);
+- streamed first audio: when the first ``audio.out`` chunk of the reply reached
+  the client (TTS speaks each sentence the moment the brain completes it);
+- sequential first audio, same run, same reply: when the whole ``chat.reply``
+  reached the client, plus the time Kokoro takes to synthesise the whole reply
+  text in the bench process (what a pipeline that waits for the full reply and
+  then the full TTS would take before its first sample).
+
+Also: the stage breakdown the TTS actor publishes (``voice.first_audio`` metric:
+end of turn detected, transcribed, first token, first sentence, first audio), the
+STT real-time factor (transcription time over utterance length) and the TTS
+real-time factor (synthesis time over audio length).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncio
+import io
+import shutil
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from actors.tts.backends import KokoroConfig, make_voice
+from actors.tts.normalize import speakable
+from bench._common import emit, parser, progress, run_async
+from hexbus.bus import BusClient
+from hexbus.log import configure
+from hexbus.voice import VoiceClient, read_wav
+from schemas import AudioOut, Metric, Reply, Utterance
+from tests.actors.voice.speech import make_wav
+from tests.harness import FAST_BUS, REPO, Hex, actor_toml
+
+QUESTIONS = (
+    "Tell me two things you like about rainy days.",
+    "What should I cook for dinner tonight? Give me two ideas.",
+    "Describe the sea at night in a few sentences.",
+    "Why do cats like boxes so much?",
+)
+
+
+def config(root: Path) -> str:
+    shutil.copy(REPO / "persona.toml", root / "persona.toml")
+    return (FAST_BUS + actor_toml("stt", "actors.stt.actor:SttActor", heartbeat_timeout_s=30.0,
+                                  config={"partials": False})
+            + actor_toml("tts", "actors.tts.actor:TtsActor", heartbeat_timeout_s=30.0)
+            + """
+[actors.brain]
+module = "actors.brain.actor:BrainActor"
+heartbeat_timeout_s = 10.0
+[actors.brain.config]
+backends = [{type = "llamacpp"}]
+seed = 5
+memory = false
+metadata = false
+""")
+
+
+class Marks:
+    """What the bench's own client saw, on the wall clock."""
+
+    def __init__(self, hx: Hex) -> None:
+        self.client = BusClient(hx.endpoints, "bench-voice")
+        self.client.subscribe("audio.out")
+        self.client.subscribe("metrics.voice")
+        self.feed = self.client.durable(["stt.final", "chat.reply"], after=-1, wait_ms=200)
+        self.first_audio: dict[str, float] = {}
+        self.stages: dict[str, dict[str, str]] = {}
+        self.finals: dict[str, tuple[Utterance, float]] = {}  # channel -> (utterance, arrival)
+        self.replies: dict[str, tuple[Reply, float]] = {}  # reply_to -> (reply, arrival)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.client.start()
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._volatile()), loop.create_task(self._durable())]
+        assert await self.feed.positioned(10)
+        await asyncio.sleep(0.3)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.close()
+
+    async def _volatile(self) -> None:
+        async for envelope, _ in self.client.volatile():
+            body = envelope.body
+            if isinstance(body, AudioOut):
+                self.first_audio.setdefault(body.reply_to, time.time())
+            elif isinstance(body, Metric) and body.name == "voice.first_audio":
+                self.stages[body.labels.get("reply_to", "")] = dict(body.labels)
+
+    async def _durable(self) -> None:
+        async for envelope, _ in self.feed:
+            if envelope is None:
+                continue
+            body = envelope.body
+            if isinstance(body, Utterance) and body.text:
+                self.finals[body.channel] = (body, time.time())
+            elif isinstance(body, Reply):
+                self.replies[body.reply_to] = (body, time.time())
+
+
+async def measure(hx: Hex, wavs: list[Path], kokoro: Any) -> list[dict[str, Any]]:
+    marks = Marks(hx)
+    await marks.start()
+    rows = []
+    try:
+        for i, wav in enumerate(wavs):
+            channel = f"bench-{i}"  # a fresh conversation each: every prompt the same size
+            samples, rate = read_wav(wav)
+            voice = VoiceClient(hx.endpoints, person_id="bench", name="Bench", channel=channel, out=io.StringIO())
+            await voice.start()
+            await voice.stream(samples, rate)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                final = marks.finals.get(channel)
+                done = final is not None and final[0].message_event_id in marks.replies \
+                    and final[0].message_event_id in marks.first_audio
+                if done:
+                    break
+                await asyncio.sleep(0.05)
+            await voice.close()
+            utterance, _ = marks.finals[channel]
+            reply, reply_at = marks.replies[utterance.message_event_id]
+            text = speakable(reply.text)
+            began = time.perf_counter()
+            audio = await asyncio.to_thread(kokoro.synthesize, text)
+            synth_s = time.perf_counter() - began
+            audio_s = audio.size / kokoro.rate
+            end = utterance.timing.speech_end
+            row = {
+                "question": utterance.text,
+                "reply_chars": len(reply.text),
+                "streamed_s": round(marks.first_audio[utterance.message_event_id] - end, 3),
+                "sequential_s": round(reply_at - end + synth_s, 3),
+                "stt_rtf": round((utterance.timing.transcribed - utterance.timing.end_detected)
+                                 / max(utterance.duration_s, 1e-6), 3),
+                "tts_rtf": round(synth_s / max(audio_s, 1e-6), 3),
+                "stages_ms": {k: v for k, v in marks.stages.get(utterance.message_event_id, {}).items()
+                              if k in ("end_detected", "transcribed", "first_token", "first_sentence",
+                                       "first_audio")},
+            }
+            if i == 0:
+                progress(f"warm-up done ({row['streamed_s']} s to first audio): models loaded and caches warm")
+                continue
+            progress(f"{channel}: streamed {row['streamed_s']} s, sequential {row['sequential_s']} s, "
+                     f"stages {row['stages_ms']}")
+            rows.append(row)
+    finally:
+        await marks.close()
+    return rows
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--config", default="", help="a supervisor.toml running stt, brain and tts (the workstation's "
+                                                 "models) instead of the packaged CPU defaults")
+    args = p.parse_args()
+    configure("bench", "warning")
+    work = Path(tempfile.mkdtemp(prefix="hxvoice"))
+    questions = QUESTIONS[:2] if args.quick else QUESTIONS
+    wavs = []
+    for i, question in enumerate(("Hello there, how are you?", *questions)):
+        wav = work / f"q{i}.wav"
+        make_wav(wav, [0.3, question, 1.5])
+        wavs.append(wav)
+    kokoro = make_voice(KokoroConfig())
+    kokoro.load()
+    hx = Hex(FAST_BUS)
+    if args.config:
+        given = Path(args.config).resolve()
+        shutil.copy(given.parent / "persona.toml", hx.root / "persona.toml")  # the brain's persona beside it
+        hx = Hex(given.read_text(), root=hx.root)
+    else:
+        hx = Hex(config(hx.root), root=hx.root)
+    try:
+        progress("starting stt, brain and tts")
+        hx.start()
+        rows = run_async(measure(hx, wavs, kokoro))
+    finally:
+        hx.stop()
+        hx.cleanup()
+    streamed = statistics.median(r["streamed_s"] for r in rows)
+    sequential = statistics.median(r["sequential_s"] for r in rows)
+    emit({
+        "first_audio_streamed_s": round(streamed, 3),
+        "first_audio_sequential_s": round(sequential, 3),
+        "first_audio_ratio": round(streamed / sequential, 3),
+        "stt_rtf": round(statistics.median(r["stt_rtf"] for r in rows), 3),
+        "tts_rtf": round(statistics.median(r["tts_rtf"] for r in rows), 3),
+        "target_ratio": 0.5,
+        "utterances": rows,
+    })
+
+
+if __name__ == "__main__":
+    main()
