@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import hashlib
 import os
 import time
 from collections import OrderedDict, deque
@@ -192,8 +191,7 @@ class Actor(Generic[C, S]):
             counter[0] += 1
             causation = cause.id
             if cause.offset:
-                digest = hashlib.blake2b(f"{cause.id}/{self.name}/{counter[0]}".encode(), digest_size=12)
-                event_id = digest.hexdigest()
+                event_id = codec.derived_id(cause.id, self.name, str(counter[0]))
         return await self.bus.publish(event, key=key, blob=blob, event_id=event_id, causation=causation,
                                       correlation=correlation)
 

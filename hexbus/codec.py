@@ -8,6 +8,7 @@ Decoding is strict: anything that is not exactly a known event raises
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import time
@@ -53,6 +54,11 @@ class RejectedFrame(Exception):
 
 _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(Envelope)
+
+
+def derived_id(*parts: str) -> str:
+    """A stable event id from what the event derives from: the same parts, the same id (idempotent re-sends)."""
+    return hashlib.blake2b("/".join(parts).encode(), digest_size=12).hexdigest()
 
 
 def encode(envelope: Envelope) -> bytes:

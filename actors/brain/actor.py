@@ -12,7 +12,6 @@ chunks stop and its final event says ``cancelled``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import time
 from typing import ClassVar
@@ -52,6 +51,7 @@ from actors.brain.prompt import TurnRecord, build
 from actors.brain.sentences import SentenceSplitter
 from actors.brain.versions import PersonaStore
 from hexbus import Actor, ActorUnusable, RequestTimeout, on
+from hexbus.codec import derived_id
 from schemas import (
     BargeIn,
     BrainTask,
@@ -78,9 +78,6 @@ ANSWERED_KEEP = 2048
 CHAT_TEMPLATE_TOKENS = 64  # role markers around the turns
 MEMORY_SILENT_S = 5.0  # a memory actor unheard for this long is taken to be absent
 
-
-def derived_id(*parts: str) -> str:
-    return hashlib.blake2b("/".join(parts).encode(), digest_size=12).hexdigest()
 
 
 def make_backend(spec: BackendSpec) -> Backend:

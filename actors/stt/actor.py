@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import hashlib
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -32,6 +31,7 @@ from actors.stt.models import ModelMissing
 from actors.stt.vad import Segmenter, SileroStream, SpeechEnd, SpeechStart, VadConfig
 from actors.stt.whisper import Whisper, WhisperConfig
 from hexbus import Actor, ActorUnusable, on
+from hexbus.codec import derived_id
 from schemas import (
     AudioFrame,
     ChatMessage,
@@ -69,9 +69,6 @@ class SttState(msgspec.Struct, kw_only=True):
 
     pending: dict[str, Pending] = {}
 
-
-def derived_id(*parts: str) -> str:
-    return hashlib.blake2b("/".join(parts).encode(), digest_size=12).hexdigest()
 
 
 def pcm16(samples: np.ndarray) -> bytes:

