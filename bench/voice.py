@@ -14,6 +14,10 @@ channel each, so every prompt is the same size) and takes, on the wall clock (af
   text in the bench process (what a pipeline that waits for the full reply and
   then the full TTS would take before its first sample).
 
+Then a few barge-ins: while Hex speaks a long answer, the bench talks over it and
+times the interruption's first voiced sample → the STT's speech start → the TTS's
+interrupted stop (when players flush their audio).
+
 Also: the stage breakdown the TTS actor publishes (``voice.first_audio`` metric:
 end of turn detected, transcribed, first token, first sentence, first audio), the
 STT real-time factor (transcription time over utterance length) and the TTS
@@ -41,9 +45,11 @@ from bench._common import emit, parser, progress, run_async
 from hexbus.bus import BusClient
 from hexbus.log import configure
 from hexbus.voice import VoiceClient, read_wav
-from schemas import AudioOut, Metric, Reply, Utterance
+from schemas import AudioOut, Metric, Reply, Speaking, SpeechStarted, Utterance
 from tests.actors.voice.speech import make_wav
 from tests.harness import FAST_BUS, REPO, Hex, actor_toml
+
+BARGE_LEAD_S = 0.3  # silence before the interruption's speech in its recording
 
 QUESTIONS = (
     "Tell me two things you like about rainy days.",
@@ -77,6 +83,10 @@ class Marks:
         self.client = BusClient(hx.endpoints, "bench-voice")
         self.client.subscribe("audio.out")
         self.client.subscribe("metrics.voice")
+        self.client.subscribe("stt.speech")
+        self.client.subscribe("tts.speaking")
+        self.speech_started: dict[str, float] = {}  # channel -> first stt.speech after a reset
+        self.interrupted: dict[str, float] = {}  # channel -> tts.speaking stop (interrupted)
         self.feed = self.client.durable(["stt.final", "chat.reply"], after=-1, wait_ms=200)
         self.first_audio: dict[str, float] = {}
         self.stages: dict[str, dict[str, str]] = {}
@@ -102,6 +112,10 @@ class Marks:
             body = envelope.body
             if isinstance(body, AudioOut):
                 self.first_audio.setdefault(body.reply_to, time.time())
+            elif isinstance(body, SpeechStarted):
+                self.speech_started.setdefault(body.channel, time.time())
+            elif isinstance(body, Speaking) and body.interrupted:
+                self.interrupted.setdefault(body.channel, time.time())
             elif isinstance(body, Metric) and body.name == "voice.first_audio":
                 self.stages[body.labels.get("reply_to", "")] = dict(body.labels)
 
@@ -116,10 +130,38 @@ class Marks:
                 self.replies[body.reply_to] = (body, time.time())
 
 
-async def measure(hx: Hex, wavs: list[Path], kokoro: Any) -> list[dict[str, Any]]:
+async def barge_in(hx: Hex, marks: Marks, question: Path, interruption: Path, trial: int) -> dict[str, float]:
+    """Ask for a long answer; once Hex speaks, talk over it. Times from the interruption's first voiced
+    sample (known: the bench sends it) to the STT's speech start and to the TTS's interrupted stop."""
+    channel = f"bench-barge-{trial}"
+    voice = VoiceClient(hx.endpoints, person_id="bench", name="Bench", channel=channel, out=io.StringIO())
+    await voice.start()
+    samples, rate = read_wav(question)
+    await voice.stream(samples, rate)
+    deadline = time.monotonic() + 300
+    while not any(f[0].channel == channel and f[0].message_event_id in marks.first_audio
+                  for f in marks.finals.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # Hex is mid-sentence
+    marks.speech_started.pop(channel, None)
+    marks.interrupted.pop(channel, None)
+    samples, rate = read_wav(interruption)
+    onset = time.time() + BARGE_LEAD_S  # the recording's speech starts this far in
+    await voice.stream(samples, rate)
+    while channel not in marks.interrupted and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await voice.close()
+    return {"onset_to_speech_ms": round((marks.speech_started[channel] - onset) * 1000, 1),
+            "speech_to_stop_ms": round((marks.interrupted[channel] - marks.speech_started[channel]) * 1000, 1),
+            "onset_to_stop_ms": round((marks.interrupted[channel] - onset) * 1000, 1)}
+
+
+async def measure(hx: Hex, wavs: list[Path], kokoro: Any, barge: tuple[Path, Path] | None = None,
+                  trials: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, float]]]:
     marks = Marks(hx)
     await marks.start()
     rows = []
+    barges: list[dict[str, float]] = []
     try:
         for i, wav in enumerate(wavs):
             channel = f"bench-{i}"  # a fresh conversation each: every prompt the same size
@@ -162,9 +204,13 @@ async def measure(hx: Hex, wavs: list[Path], kokoro: Any) -> list[dict[str, Any]
             progress(f"{channel}: streamed {row['streamed_s']} s, sequential {row['sequential_s']} s, "
                      f"stages {row['stages_ms']}")
             rows.append(row)
+        for trial in range(trials if barge else 0):
+            assert barge is not None
+            barges.append(await barge_in(hx, marks, *barge, trial))
+            progress(f"barge-in {trial}: {barges[-1]}")
     finally:
         await marks.close()
-    return rows
+    return rows, barges
 
 
 def main() -> None:
@@ -180,6 +226,9 @@ def main() -> None:
         wav = work / f"q{i}.wav"
         make_wav(wav, [0.3, question, 1.5])
         wavs.append(wav)
+    long_question, interruption = work / "long.wav", work / "stop.wav"
+    make_wav(long_question, [0.3, "Tell me a long story about a dragon and a knight, with many details.", 1.5])
+    make_wav(interruption, [BARGE_LEAD_S, "Wait, stop, stop please.", 1.0])
     kokoro = make_voice(KokoroConfig())
     kokoro.load()
     hx = Hex(FAST_BUS)
@@ -192,7 +241,7 @@ def main() -> None:
     try:
         progress("starting stt, brain and tts")
         hx.start()
-        rows = run_async(measure(hx, wavs, kokoro))
+        rows, barges = run_async(measure(hx, wavs, kokoro, (long_question, interruption), 2 if args.quick else 3))
     finally:
         hx.stop()
         hx.cleanup()
@@ -205,6 +254,11 @@ def main() -> None:
         "stt_rtf": round(statistics.median(r["stt_rtf"] for r in rows), 3),
         "tts_rtf": round(statistics.median(r["tts_rtf"] for r in rows), 3),
         "target_ratio": 0.5,
+        # Talking over Hex: the interruption's first voiced sample → tts.speaking stop (interrupted), when
+        # players flush. Most of it is the VAD's min_speech_ms (250), so a cough never interrupts.
+        "barge_in_ms": round(statistics.median(b["onset_to_stop_ms"] for b in barges), 1),
+        "barge_in_speech_to_stop_ms": round(statistics.median(b["speech_to_stop_ms"] for b in barges), 1),
+        "barge_ins": barges,
         "utterances": rows,
     })
 
