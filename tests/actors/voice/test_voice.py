@@ -28,6 +28,7 @@ from schemas import (
     ReplySentence,
     Segment,
     Speaking,
+    Transcript,
     Utterance,
 )
 from tests.actors.brain.test_brain import brain_toml
@@ -49,7 +50,7 @@ class Listener:
 
     def __init__(self, hx: Hex, channel: str = "voice-local") -> None:
         self.client = BusClient(hx.endpoints, "listener")
-        for topic in (f"audio.out.{channel}", f"tts.speaking.{channel}"):
+        for topic in (f"audio.out.{channel}", f"tts.speaking.{channel}", f"stt.partial.{channel}"):
             self.client.subscribe(topic)
         self.feed = self.client.durable(["stt", "chat.message", "chat.reply", "chat.sentence", "chat.bargein"],
                                        after=0, wait_ms=200)
@@ -311,3 +312,6 @@ def test_speakers_are_independent_one_long_utterance_never_holds_up_another(hex_
     assert len(bo) == 1 and "tomorrow" in bo[0].lower(), bo
     ana = [u for u in heard.of(Utterance) if u.person_id == "ana" and u.text]
     assert len(ana) == 1 and "garden" in ana[0].text.lower()
+    # While Ana was still talking, partial transcripts of what she had said so far.
+    partials = [t for t in heard.of(Transcript) if t.person_id == "ana"]
+    assert partials and {t.utterance for t in partials} == {ana[0].utterance}, partials
