@@ -51,6 +51,8 @@ class TtsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     fresh_s: float = 30.0  # a sentence older than this when it could be spoken is skipped
     phrase_chars: int = 60  # a longer sentence is synthesised in phrases (at , ; : and -) of about this size
     barge_in: bool = True  # a person speaking in the channel stops Hex there
+    # Replies on these platforms are spoken; a typed chat (console, Discord text) is not synthesised for nobody.
+    platforms: tuple[str, ...] = ("voice",)
 
 
 class Queued(msgspec.Struct, kw_only=True):
@@ -162,10 +164,14 @@ class TtsActor(Actor[TtsConfig, TtsState]):
     @on(ReplySentence)
     async def on_sentence(self, event: ReplySentence) -> None:
         envelope = self.envelope
+        if event.platform not in self.config.platforms:
+            return
         if event.index in self.spoken.get(event.reply_to, ()) or any(
                 (q.sentence.reply_to, q.sentence.index) == (event.reply_to, event.index) for q in self.state.queued):
             return  # spoken or queued already (a restart's replay, or a brain that restarted its reply)
         self.marks.setdefault(event.reply_to, {}).setdefault("first_sentence", time.time())
+        while len(self.marks) > 200:
+            self.marks.popitem(last=False)
         queued = Queued(sentence=event, published=envelope.wall if envelope is not None else time.time())
         self.state.queued.append(queued)
         self.state_changed()

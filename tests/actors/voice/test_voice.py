@@ -170,6 +170,19 @@ def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(hex_fa
     # `hexbus tail metrics` shows the turn's latency, end of speech to first audio, stage by stage.
     assert metric["body"]["name"] == "voice.first_audio" and metric["body"]["value"] > 0, metric
     assert {"transcribed", "first_sentence", "first_audio"} <= metric["body"]["labels"].keys(), metric
+
+    async def typed() -> tuple[str, list[Any]]:
+        # A typed chat gets its reply as text only: nothing is synthesised for nobody to hear.
+        async with Listener(hx) as heard:
+            message = await heard.client.publish_durable(ChatMessage(
+                platform="console", person_id="ana", display_name="Ana", channel="voice-local", text="hi again"),
+                key="console")
+            await heard.wait(lambda: [r for r in heard.of(Reply) if r.reply_to == message.id], 120, "the reply")
+            await asyncio.sleep(2.0)
+            return message.id, [a for a in heard.of(AudioOut) if a.reply_to == message.id]
+
+    _, spoken = asyncio.run(typed())
+    assert spoken == []
     saved = sorted(out_dir.glob("reply-*.wav"))
     assert len(saved) == 1
     samples, rate = read_wav(saved[0])
