@@ -24,6 +24,7 @@ import numpy as np
 
 from hexbus.bus import BusClient
 from hexbus.endpoints import Endpoints
+from hexbus.pcm import from_pcm16, to_pcm16
 from schemas import AudioFrame, AudioOut, Reply, Speaking, Transcript, Utterance
 
 FRAME_MS = 20
@@ -65,11 +66,6 @@ def write_wav(path: Path, pcm: bytes, rate: int) -> None:
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(pcm)
-
-
-def to_pcm16(samples: np.ndarray) -> bytes:
-    data: bytes = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    return data
 
 
 @dataclass
@@ -274,7 +270,7 @@ async def run_mic(endpoints: Endpoints, *, person_id: str, name: str, channel: s
     guard = echo_guard_ms / 1000
 
     def heard(event: AudioOut, pcm: bytes) -> None:
-        playback.put_nowait((np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768, event.rate))
+        playback.put_nowait((from_pcm16(pcm), event.rate))
         voice.speaking_until = max(voice.speaking_until, time.monotonic()) + len(pcm) / 2 / event.rate
 
     def stopped(event: Speaking) -> None:

@@ -30,6 +30,7 @@ from actors.memory.rank import Candidate, Weights, rank
 from actors.memory.store import Memory, MemoryStore, StoreError, Turn
 from actors.memory.vectors import VectorIndex
 from hexbus import Actor, ActorUnusable, NoState, RequestTimeout, on
+from hexbus.codec import Envelope
 from schemas import (
     BrainTask,
     BrainTaskResult,
@@ -111,6 +112,14 @@ def _quoted_in(fact: Fact, turns: list[Turn]) -> Turn | None:
     """The turn a fact's quote comes from (whitespace and case aside)."""
     quote = " ".join(fact.quote.split()).casefold()
     return next((t for t in turns if quote and quote in " ".join(t.text.split()).casefold()), None)
+
+
+def _live_turn(envelope: Envelope, event: ChatMessage | Reply, *, speaker: str, role: Literal["user", "assistant"],
+               meta: dict[str, str] | None = None) -> Turn:
+    """The stored turn of a live chat message or reply."""
+    return Turn(id=envelope.id, conversation=f"{event.platform}:{event.channel}", platform=event.platform,
+                channel=event.channel, person_id=event.person_id, speaker=speaker, role=role, text=event.text,
+                at=envelope.wall, meta=meta or {})
 
 
 def memory_id(*parts: str) -> str:
@@ -218,17 +227,7 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         offset, envelope = self._fresh(), self.envelope
         if offset is None or envelope is None:
             return
-        turn = Turn(
-            id=envelope.id,
-            conversation=f"{event.platform}:{event.channel}",
-            platform=event.platform,
-            channel=event.channel,
-            person_id=event.person_id,
-            speaker=event.display_name,
-            role="user",
-            text=event.text,
-            at=envelope.wall,
-        )
+        turn = _live_turn(envelope, event, speaker=event.display_name, role="user")
 
         episodes = await self._episodes([turn])
 
@@ -263,18 +262,7 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         if event.status != "complete" or not event.text:
             await self.offload(self._commit_offset, offset)
             return
-        turn = Turn(
-            id=envelope.id,
-            conversation=f"{event.platform}:{event.channel}",
-            platform=event.platform,
-            channel=event.channel,
-            person_id=event.person_id,
-            speaker="Hex",
-            role="assistant",
-            text=event.text,
-            at=envelope.wall,
-            meta={"reply_to": event.reply_to},
-        )
+        turn = _live_turn(envelope, event, speaker="Hex", role="assistant", meta={"reply_to": event.reply_to})
 
         def write() -> None:
             with self.store.transaction(offset):

@@ -32,6 +32,7 @@ from actors.stt.vad import Segmenter, SileroStream, SpeechEnd, SpeechStart, VadC
 from actors.stt.whisper import Whisper, WhisperConfig
 from hexbus import Actor, ActorUnusable, on
 from hexbus.codec import derived_id
+from hexbus.pcm import from_pcm16, to_pcm16
 from schemas import (
     AudioFrame,
     ChatMessage,
@@ -69,15 +70,6 @@ class SttState(msgspec.Struct, kw_only=True):
 
     pending: dict[str, Pending] = {}
 
-
-
-def pcm16(samples: np.ndarray) -> bytes:
-    data: bytes = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    return data
-
-
-def samples_of(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob[: len(blob) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
 
 
 @dataclass
@@ -181,7 +173,7 @@ class SttActor(Actor[SttConfig, SttState]):
             log.warning("stt.bad_frame", source=frame.source, rate=frame.rate)
             return
         src = self.source(frame)
-        samples = samples_of(self.blob or b"")
+        samples = from_pcm16(self.blob or b"")
         if src.resampler is not None:
             samples = src.resampler.resample_chunk(samples, last=frame.end)  # type: ignore[attr-defined]
         src.anchors.append((src.received, frame.at or time.time()))
@@ -262,7 +254,7 @@ class SttActor(Actor[SttConfig, SttState]):
             end_detected=time.time(),
             cut=end.segment.cut,
         )
-        blob = pcm16(end.segment.audio)
+        blob = to_pcm16(end.segment.audio)
         self.inflight.add(utterance)
         # In the state before it is journaled: a snapshot taken before the final still holds it.
         self.state.pending[utterance] = Pending(segment=segment, audio=blob)
@@ -385,4 +377,4 @@ class SttActor(Actor[SttConfig, SttState]):
             return
         log.info("stt.resuming", utterance=utterance, source=found.segment.source)
         self.inflight.add(utterance)
-        self.spawn(self.finish(found.segment, samples_of(found.audio)), "stt-resume")
+        self.spawn(self.finish(found.segment, from_pcm16(found.audio)), "stt-resume")

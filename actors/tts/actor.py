@@ -25,7 +25,7 @@ from typing import ClassVar
 import msgspec
 import structlog
 
-from actors.tts.backends import KokoroConfig, TtsError, VoiceConfig, chunks, make_voice, to_pcm16
+from actors.tts.backends import KokoroConfig, TtsError, VoiceConfig, chunks, make_voice, pcm16_at
 from actors.tts.normalize import speakable
 from hexbus import Actor, ActorUnusable, on
 from schemas import (
@@ -255,7 +255,7 @@ class TtsActor(Actor[TtsConfig, TtsState]):
                 play_at = max(now, channel.audio_until)
                 channel.timeline.append((play_at, phrase if len(phrases) > 1 else event.text))
                 channel.audio_until = play_at + audio.size / max(1, self.voice.rate)
-                pcm = to_pcm16(audio, self.voice.rate, self.config.out_rate)
+                pcm = pcm16_at(audio, self.voice.rate, self.config.out_rate)
                 pieces = chunks(pcm, self.config.out_rate, self.config.chunk_ms) or [b""]
                 for i, piece in enumerate(pieces):
                     self.bus.publish_volatile(

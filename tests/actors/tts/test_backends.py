@@ -19,8 +19,8 @@ from actors.tts.backends import (
     VoiceConfig,
     chunks,
     make_voice,
+    pcm16_at,
     real_time_factor,
-    to_pcm16,
 )
 
 TWO_SENTENCES = "Hello from Hex, your local companion. It is a quiet evening, and the kettle is on."
@@ -154,26 +154,26 @@ def test_piper_real_time_factor(piper: PiperVoice, capsys: pytest.CaptureFixture
 
 
 @pytest.mark.parametrize(("out_rate", "expected"), [(48_000, 4800), (16_000, 1600), (24_000, 2400)])
-def test_to_pcm16_resamples_to_the_output_rate(out_rate: int, expected: int) -> None:
-    pcm = to_pcm16(_tone(0.1, 24_000), 24_000, out_rate)
+def test_pcm16_at_resamples_to_the_output_rate(out_rate: int, expected: int) -> None:
+    pcm = pcm16_at(_tone(0.1, 24_000), 24_000, out_rate)
     assert abs(len(pcm) // 2 - expected) <= 1
     samples = np.frombuffer(pcm, dtype="<i2")
     assert 0.3 < np.abs(samples).max() / 32767 < 0.6  # the tone survives at its level
 
 
-def test_to_pcm16_clips_and_writes_little_endian_int16() -> None:
-    pcm = to_pcm16(np.array([0.0, 1.0, -1.0, 2.0, -3.0, 0.5], dtype=np.float32), 16_000, 16_000)
+def test_pcm16_at_clips_and_writes_little_endian_int16() -> None:
+    pcm = pcm16_at(np.array([0.0, 1.0, -1.0, 2.0, -3.0, 0.5], dtype=np.float32), 16_000, 16_000)
     assert np.frombuffer(pcm, dtype="<i2").tolist() == [0, 32767, -32767, 32767, -32767, 16384]
     assert pcm[2:4] == b"\xff\x7f"
 
 
-def test_to_pcm16_of_nothing_is_empty() -> None:
-    assert to_pcm16(np.zeros(0, dtype=np.float32), 24_000, 48_000) == b""
+def test_pcm16_at_of_nothing_is_empty() -> None:
+    assert pcm16_at(np.zeros(0, dtype=np.float32), 24_000, 48_000) == b""
 
 
-def test_to_pcm16_rejects_stereo() -> None:
+def test_pcm16_at_rejects_stereo() -> None:
     with pytest.raises(ValueError, match="mono"):
-        to_pcm16(np.zeros((10, 2), dtype=np.float32), 24_000, 48_000)
+        pcm16_at(np.zeros((10, 2), dtype=np.float32), 24_000, 48_000)
 
 
 @pytest.mark.parametrize(

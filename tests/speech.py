@@ -1,0 +1,88 @@
+"""Test speech: espeak-ng phrases, silence and noise as float32 audio, WAVs built from them, and
+the word error rate used to judge transcripts."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soxr  # type: ignore[import-untyped]
+
+from hexbus.pcm import to_pcm16
+from hexbus.voice import read_wav, write_wav
+
+RATE = 16_000
+Audio = npt.NDArray[np.float32]
+
+__all__ = ["RATE", "Audio", "espeak", "make_wav", "silence", "wer", "white_noise", "word_errors", "words"]
+
+
+def espeak(text: str, folder: Path, *, rate: int = RATE, speed: int | None = None, trim: bool = True) -> Audio:
+    """``text`` spoken by espeak-ng (``speed`` words per minute) at ``rate``, with its leading and
+    trailing silence cut off when ``trim``."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.fail("espeak-ng is not installed: apt-get install espeak-ng (../shared/MODELS.md, 'Test speech')")
+    out = folder / f"espeak-{abs(hash((text, speed))):x}.wav"
+    args = [exe, *(["-s", str(speed)] if speed else []), "-w", str(out), text]
+    subprocess.run(args, check=True, capture_output=True, timeout=30)
+    samples, source_rate = read_wav(out)
+    audio = np.asarray(soxr.resample(samples, source_rate, rate) if source_rate != rate else samples, np.float32)
+    if not trim:
+        return audio
+    sounding = np.flatnonzero(np.abs(audio) > 1e-3)
+    return audio[sounding[0] : sounding[-1] + 1].copy()
+
+
+def silence(seconds: float, rate: int = RATE) -> Audio:
+    return np.zeros(round(seconds * rate), dtype=np.float32)
+
+
+def white_noise(seconds: float, dbfs: float = -20.0, seed: int = 0) -> Audio:
+    """Gaussian noise at 16 kHz with an RMS level of ``dbfs`` relative to full scale."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(round(seconds * RATE)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def make_wav(path: Path, parts: list[str | float], rate: int = RATE) -> list[tuple[float, float]]:
+    """Write ``parts`` (text to speak at 150 wpm, or seconds of silence) to ``path`` as one mono
+    PCM16 WAV; returns each phrase's (start, end) in seconds."""
+    pieces: list[Audio] = []
+    spans: list[tuple[float, float]] = []
+    at = 0
+    for part in parts:
+        if isinstance(part, str):
+            chunk = espeak(part, path.parent, rate=rate, speed=150, trim=False)
+            spans.append((at / rate, (at + chunk.size) / rate))
+        else:
+            chunk = np.zeros(int(part * rate), np.float32)
+        pieces.append(chunk)
+        at += chunk.size
+    write_wav(path, to_pcm16(np.concatenate(pieces)), rate)
+    return spans
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words without punctuation or apostrophes ("Don't!" → "dont")."""
+    return re.sub(r"[^\w\s']|'", "", text.lower()).split()
+
+
+def word_errors(reference: list[str], hypothesis: list[str]) -> int:
+    """Levenshtein distance over words: substitutions, insertions and deletions."""
+    row = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, 1):
+        prev, row[0] = row[0], i
+        for j, hyp in enumerate(hypothesis, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ref != hyp))
+    return row[-1]
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level edit distance over the reference's length."""
+    ref = words(reference)
+    return word_errors(ref, words(hypothesis)) / max(1, len(ref))
