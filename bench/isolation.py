@@ -14,6 +14,13 @@ starts from the same empty journal:
   restart a fresh Python process), while a producer process publishes
   ``ProbeVolatile`` with a 1 MiB blob on ``probe.volatile.flood`` at 30/s.
 
+With ``--discord`` the responder is the real Discord actor (discord.py's client in its own
+process) connected to a Discord-compatible server on loopback (tests/actors/discord_io/
+fakediscord.py) that runs in this process: each chat message is a DM posted there and
+dispatched over the gateway, and timed until the actor's ``chat.ack`` arrives on the bus. The
+loaded phase replaces ``hang`` with ``brain`` (HungBrainActor: it takes every chat message and
+hangs, so the supervisor restarts it over and over) beside the same flood, stall and sink.
+
 A warm-up message (acknowledged, not timed) proves the ack subscription is in
 place before each phase. Reported: p50/p99 per phase and their ratio, acks
 lost, hang's restarts and sink's events during the loaded phase, and the
@@ -36,6 +43,7 @@ from typing import Any
 
 from bench._common import MP, Results, children, emit, parser, progress, run_async, summary
 from hexbus.bus import BusClient
+from hexbus.codec import derived_id
 from hexbus.endpoints import Endpoints
 from schemas import ChatAck, ChatMessage, ProbeVolatile
 from tests.harness import FAST_BUS, Hex, actor_toml
@@ -52,6 +60,17 @@ NEIGHBOURS = (
     + actor_toml("hang", "actors.diag.actor:HangActor", heartbeat_timeout_s=1.0, max_restarts=1000,
                  backoff_initial_s=0.05, config={"hang_after_s": 1.0})
 )
+
+
+HUNG_BRAIN = actor_toml("brain", "actors.diag.actor:HungBrainActor", heartbeat_timeout_s=1.0, max_restarts=1000,
+                        backoff_initial_s=0.05, config={"hang_after_s": 1.0})
+DISCORD_NEIGHBOURS = NEIGHBOURS.split("[actors.hang]")[0] + HUNG_BRAIN
+
+
+def discord_toml(fake: Any) -> str:
+    return actor_toml("discord", "actors.discord_io.actor:DiscordActor", heartbeat_timeout_s=10.0, config={
+        "api_base": fake.api_base, "gateway_url": fake.gateway_url, "guild_ready_timeout_s": 0.1,
+        "voice": False}) + f'[actors.discord.env]\nDISCORD_TOKEN = "{fake.token}"\n'
 
 
 # -- the flood producer (a child process) ------------------------------------------------
@@ -138,6 +157,58 @@ async def warm_up(client: BusClient, first_ack: asyncio.Event, timeout: float = 
     await asyncio.sleep(0.3)  # let the other warm-up acks drain
 
 
+async def discord_latency(endpoints: Endpoints, fake: Any, count: int) -> dict[str, Any]:
+    """Post ``count`` DMs at RATE/s on the Discord server; the time from each post to its chat.ack."""
+    client = BusClient(endpoints, "bench-discord")
+    client.start()
+    client.subscribe("chat.ack")
+    acked_at: dict[str, float] = {}
+    first_ack = asyncio.Event()
+    person = await asyncio.to_thread(fake.add_user, "bench")
+    dm = await asyncio.to_thread(fake.dm_channel, person)
+
+    async def receive() -> None:
+        async for envelope, _ in client.volatile():
+            if isinstance(envelope.body, ChatAck):
+                acked_at.setdefault(envelope.body.message_event_id, time.perf_counter())
+                first_ack.set()
+
+    async def post(text: str) -> tuple[str, float]:
+        t0 = time.perf_counter()
+        message = await asyncio.to_thread(fake.post, dm, person, text)
+        return derived_id("discord", message["id"]), t0
+
+    receiver = asyncio.create_task(receive())
+    sent: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while not first_ack.is_set():  # warm-up: the actor is on the gateway and the ack subscription is in place
+            if time.monotonic() > deadline:
+                raise TimeoutError("no chat.ack for a Discord message within 30 s")
+            await post("warm-up")
+            try:
+                await asyncio.wait_for(first_ack.wait(), 0.5)
+            except TimeoutError:
+                pass
+        await asyncio.sleep(0.3)
+        start = time.monotonic()
+        for i in range(count):
+            delay = start + i / RATE - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            event_id, t0 = await post(f"bench {i}")
+            sent[event_id] = t0
+        deadline = time.monotonic() + ACK_GRACE_S
+        while any(e not in acked_at for e in sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        receiver.cancel()
+        await asyncio.gather(receiver, return_exceptions=True)
+        await client.close()
+    latencies = [(acked_at[e] - t0) * 1000 for e, t0 in sent.items() if e in acked_at]
+    return {"sent": count, "acked": len(latencies), "lost_acks": count - len(latencies), "latencies_ms": latencies}
+
+
 # -- watching the supervisor ----------------------------------------------------------------
 
 
@@ -168,55 +239,59 @@ def restarts(status: dict[str, Any], name: str) -> int:
     return int(status.get(name, {}).get("restarts", 0))
 
 
-def phase(name: str, hx: Hex, count: int) -> dict[str, Any]:
+def phase(name: str, hx: Hex, count: int, fake: Any = None) -> dict[str, Any]:
     """One timed run against a started Hex, reported with the ``{name}_`` prefix."""
     before = hx.status()
     monitor = Monitor(hx)
     monitor.start()
-    run = run_async(chat_latency(hx.endpoints, count))
+    responder = "echo" if fake is None else "discord"
+    run = run_async(chat_latency(hx.endpoints, count) if fake is None else discord_latency(hx.endpoints, fake, count))
     after = monitor.stop()
     out: dict[str, Any] = {
         f"{name}_sent": run["sent"],
         f"{name}_lost_acks": run["lost_acks"],
         **summary(run["latencies_ms"], f"{name}_ack_ms"),
-        f"{name}_echo_restarts": restarts(after, "echo") - restarts(before, "echo"),
+        f"{name}_{responder}_restarts": restarts(after, responder) - restarts(before, responder),
         f"{name}_broker_rss_start_mb": round(before.get("broker", {}).get("rss_bytes", 0) / 2**20, 1),
         f"{name}_broker_rss_max_mb": round(monitor.broker_rss_max / 2**20, 1),
     }
     out[f"{name}_p50_ms"] = out.pop(f"{name}_ack_ms_p50", None)
     out[f"{name}_p99_ms"] = out.pop(f"{name}_ack_ms_p99", None)
-    if "hang" in after:
-        out[f"{name}_hang_restarts"] = restarts(after, "hang") - restarts(before, "hang")
+    if "hang" in after or (fake is not None and "brain" in after):
+        hung = "hang" if "hang" in after else "brain"
+        out[f"{name}_{hung}_restarts"] = restarts(after, hung) - restarts(before, hung)
         out[f"{name}_sink_events_in"] = int(after.get("sink", {}).get("events_in", 0))
         out[f"{name}_sink_dropped"] = int(after.get("sink", {}).get("dropped", 0))
         out[f"{name}_stall_state"] = after.get("stall", {}).get("state")
     return out
 
 
-def idle_phase(count: int) -> dict[str, Any]:
-    hx = Hex(FAST_BUS + ECHO)
+def idle_phase(count: int, fake: Any = None) -> dict[str, Any]:
+    responder = ECHO if fake is None else discord_toml(fake)
+    hx = Hex(FAST_BUS + responder)
     try:
-        progress("idle: starting Hex with echo")
+        progress(f"idle: starting Hex with {'echo' if fake is None else 'discord'}")
         hx.start()
         progress(f"idle: {count} chat messages at {RATE:g}/s")
-        return phase("idle", hx, count)
+        return phase("idle", hx, count, fake)
     finally:
         hx.cleanup()
 
 
-def loaded_phase(count: int) -> dict[str, Any]:
-    hx = Hex(FAST_BUS + ECHO + NEIGHBOURS)
+def loaded_phase(count: int, fake: Any = None) -> dict[str, Any]:
+    responder, name = (ECHO, "echo") if fake is None else (discord_toml(fake), "discord")
+    hx = Hex(FAST_BUS + responder + (NEIGHBOURS if fake is None else DISCORD_NEIGHBOURS))
     stop = MP.Event()
     results: Results = MP.Queue()
     try:
-        progress("loaded: starting Hex with echo, stall, sink, hang")
+        progress(f"loaded: starting Hex with {name}, stall, sink, {'hang' if fake is None else 'a hung brain'}")
         hx.start(wait_live=False)
-        hx.wait_state({n: "live" for n in ("broker", "echo", "stall", "sink")}, timeout=30)
+        hx.wait_state({n: "live" for n in ("broker", name, "stall", "sink")}, timeout=30)
         with children() as start:
             start(flood, hx.endpoints, stop, results)
             time.sleep(1.0)  # the flood is flowing and stall's queues are filling
             progress(f"loaded: {count} chat messages at {RATE:g}/s beside the flood")
-            out = phase("loaded", hx, count)
+            out = phase("loaded", hx, count, fake)
             stop.set()
             out.update(results.get(timeout=30))
         return out
@@ -226,12 +301,23 @@ def loaded_phase(count: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--discord", action="store_true",
+                   help="the responder is the Discord actor on a loopback Discord server (a DM → chat.ack)")
+    args = p.parse_args()
     count = 60 if args.quick else 600  # 30 s a phase: p99 is then the 6th-worst sample, not the 2nd
     result: dict[str, Any] = {"bench": "isolation", "quick": args.quick, "rate_per_s": RATE,
-                              "flood_blob_bytes": FLOOD_BLOB, "flood_target_rate_per_s": FLOOD_RATE}
-    result.update(idle_phase(count))
-    result.update(loaded_phase(count))
+                              "flood_blob_bytes": FLOOD_BLOB, "flood_target_rate_per_s": FLOOD_RATE,
+                              "responder": "discord" if args.discord else "echo"}
+    if args.discord:
+        from tests.actors.discord_io.fakediscord import FakeDiscord
+
+        for run_phase in (idle_phase, loaded_phase):
+            with FakeDiscord(token="bench-token") as fake:  # a fresh server per phase, like a fresh Hex
+                result.update(run_phase(count, fake))
+    else:
+        result.update(idle_phase(count))
+        result.update(loaded_phase(count))
     idle, loaded = result.get("idle_p99_ms"), result.get("loaded_p99_ms")
     result["loaded_over_idle_p99"] = round(loaded / idle, 2) if idle and loaded else None
     result["loaded_over_idle_p50"] = (round(result["loaded_p50_ms"] / result["idle_p50_ms"], 2)

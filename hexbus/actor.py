@@ -229,14 +229,16 @@ class Actor(Generic[C, S]):
         return await self.bus.publish(event, key=request.source, blob=blob, correlation=request.correlation,
                                       causation=request.id)
 
-    def state_changed(self) -> None:
+    def state_changed(self, *, now: bool = False) -> None:
         """Say the state changed outside a handler (in a task of the actor's own), so it is snapshotted.
 
         Changes made by handlers are tracked by the runtime; work that outlives a handler calls this.
+        ``now``: snapshot at the next pause between handlers rather than on the usual schedule, for a
+        rare change no journal replay could rebuild (a voice channel joined on request).
         """
-        self._state_changed()
+        self._state_changed(now)
 
-    def _state_changed(self) -> None:
+    def _state_changed(self, now: bool = False) -> None:
         """Replaced by the runtime; a no-op for actors driven by hexbus.testing."""
 
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -292,11 +294,16 @@ class Runtime:
         self.snapshot_at = time.monotonic()
         self.dirty = False
         self.snapshot_due = False
+        self.snapshot_now = False
         self.control_tags = {f"{tag}.{actor.name}" for tag in CONTROL_TAGS}
         actor._state_changed = self.mark_dirty  # type: ignore[method-assign]
 
-    def mark_dirty(self) -> None:
+    def mark_dirty(self, now: bool = False) -> None:
         self.dirty = True
+        if now:
+            self.snapshot_now = True
+            self.snapshot_due = True
+            self.wake.set()
 
     # -- inputs ---------------------------------------------------------------
 
@@ -351,7 +358,10 @@ class Runtime:
         while not self.stopping.is_set():
             if self.snapshot_due:
                 self.snapshot_due = False
-                await self.maybe_snapshot()
+                if self.snapshot_now:
+                    await self.snapshot()
+                else:
+                    await self.maybe_snapshot()
             if self.control:
                 await self.run_control(*self.control.popleft())
                 continue
@@ -458,6 +468,7 @@ class Runtime:
             )
         )
         self.dirty = False
+        self.snapshot_now = False
         self.since_snapshot = 0
         self.snapshot_at = time.monotonic()
         await self.actor.offload(write_atomic, self.snapshot_path, data)

@@ -157,6 +157,12 @@ def cmd_restart(args: argparse.Namespace) -> None:
         fail(f"{args.name} did not come back live within {args.wait:g}s")
 
 
+def cmd_killswitch(args: argparse.Namespace) -> None:
+    reply = control(args, ControlRequest(cmd="killswitch", name="hexbus killswitch", keep=tuple(args.keep)),
+                    timeout=60)
+    print(f"{reply.message}; `hexbus restart NAME` brings one back")
+
+
 def cmd_stop(args: argparse.Namespace) -> None:
     run_dir = run_dir_of(args)
     reply = control(args, ControlRequest(cmd="stop"))
@@ -415,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("stop", "stop every actor, then the broker and the supervisor")
     p.add_argument("--timeout", type=float, default=60.0)
     p.set_defaults(fn=cmd_stop)
+
+    p = command("killswitch", "stop every actor but the broker (and --keep NAME ...) until restarted by hand")
+    p.add_argument("--keep", nargs="*", default=[], metavar="NAME", help="actors left running")
+    p.set_defaults(fn=cmd_killswitch)
 
     p = command("reload", "apply supervisor.toml changes: start added actors, stop removed, restart changed")
     p.set_defaults(fn=cmd_reload)

@@ -7,12 +7,13 @@ from typing import Any, Literal
 import msgspec
 import zmq
 
-Command = Literal["status", "restart", "stop", "reload", "ping"]
+Command = Literal["status", "restart", "stop", "reload", "ping", "killswitch"]
 
 
 class ControlRequest(msgspec.Struct, frozen=True, kw_only=True):
     cmd: Command
     name: str = ""
+    keep: tuple[str, ...] = ()  # killswitch: actors left running (besides the broker)
 
 
 class ControlReply(msgspec.Struct, frozen=True, kw_only=True):

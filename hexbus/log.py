@@ -16,6 +16,15 @@ _SECRET_KEYS = re.compile(r"(token|secret|password|api_?key|authorization)", re.
 _SECRET_VALUES = re.compile(r"(?:[MN][A-Za-z\d_-]{23,}\.[\w-]{6}\.[\w-]{27,}|sk-[A-Za-z0-9_-]{16,})")
 
 
+_EXTRA_SECRETS: set[str] = set()
+
+
+def add_secret(value: str) -> None:
+    """Redact ``value`` wherever it appears in a log line (a secret read from a file, not the environment)."""
+    if len(value) >= 8:
+        _EXTRA_SECRETS.add(value)
+
+
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Never log a secret: blank values of secret-named keys and token-shaped strings."""
     for key, value in list(event_dict.items()):
@@ -23,9 +32,9 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
             event_dict[key] = "[redacted]"
         elif isinstance(value, str) and _SECRET_VALUES.search(value):
             event_dict[key] = _SECRET_VALUES.sub("[redacted]", value)
-    for name in ("DISCORD_TOKEN", "OPENAI_API_KEY"):
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 8:
+    secrets = {os.environ.get(name) or "" for name in ("DISCORD_TOKEN", "OPENAI_API_KEY")} | _EXTRA_SECRETS
+    for secret in secrets:
+        if len(secret) >= 8:
             for key, value in list(event_dict.items()):
                 if isinstance(value, str) and secret in value:
                     event_dict[key] = value.replace(secret, "[redacted]")

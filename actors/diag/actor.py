@@ -88,6 +88,18 @@ class HangActor(Actor[HangConfig, NoState]):
         self._block()
 
 
+class HungBrainActor(HangActor):
+    """A brain that takes every chat message and never answers: it hangs (``hang_after_s`` after each
+    start, or on its first message) and the supervisor kills and restarts it, over and over."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("chat.message", "probe.volatile.hang")
+
+    @on(ChatMessage)
+    async def think(self, event: ChatMessage) -> None:
+        if self.config.hang_after_s <= 0:
+            self._block()
+
+
 class CrashActor(Actor[NoConfig, NoState]):
     """Crashes during start, every time (a flapping actor)."""
 

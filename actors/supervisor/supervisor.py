@@ -302,10 +302,35 @@ class Supervisor:
                 return ControlReply(ok=True, message="stopping every actor, then the broker")
             case "reload":
                 return await self.reload()
+            case "killswitch":
+                return await self.killswitch(request.keep, request.name or "kill switch")
         return ControlReply(ok=False, error=f"unknown command {request.cmd!r}")
 
     def status(self) -> dict[str, Any]:
         return {name: {"name": name, **w.status()} for name, w in self.watchers.items()}
+
+    async def killswitch(self, keep: tuple[str, ...], by: str) -> ControlReply:
+        """Stop every actor but the broker and ``keep`` (the responder that says so); none restarts
+        until `hexbus restart NAME`, `hexbus reload` or `hexbus run` brings it back."""
+        unknown = [n for n in keep if n not in self.watchers]
+        if unknown:
+            return ControlReply(ok=False, error=f"no actor named {', '.join(unknown)} to keep")
+        stopping = [w for n, w in self.watchers.items() if n != BROKER and n not in keep]
+        for watcher in stopping:
+            watcher.wanted = False
+            if watcher.restart_handle is not None:
+                watcher.restart_handle.cancel()
+                watcher.restart_handle = None
+        log.warning("supervisor.killswitch", by=by, stopping=[w.name for w in stopping], kept=list(keep))
+        await asyncio.gather(*(w.stop() for w in stopping))
+        for watcher in stopping:
+            if watcher.exit_task is not None:
+                await asyncio.gather(watcher.exit_task, return_exceptions=True)
+            watcher.state = "stopped"
+            watcher.reason = f"kill switch ({by})"
+        names = [w.name for w in stopping]
+        return ControlReply(ok=True, message=f"kill switch: stopped {', '.join(names) or 'nothing'}",
+                            data={"stopped": names, "kept": [BROKER, *keep]})
 
     async def restart(self, watcher: Watcher, new: Watcher | None = None) -> None:
         """Hot restart: a graceful stop (the actor snapshots its state), then a fresh process."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -115,3 +116,22 @@ def test_second_supervisor_on_the_same_run_dir_is_refused(hex_factory) -> None:
     assert out.returncode == 2
     assert "already running" in out.stderr and "--run-dir" in out.stderr
     assert hx.status()["broker"]["state"] == "live"
+
+
+def test_killswitch_stops_every_actor_but_the_kept_ones_until_each_is_restarted(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("echo", "actors.diag.actor:EchoActor")
+                     + actor_toml("counter", "actors.diag.actor:CounterActor")
+                     + actor_toml("sink", "actors.diag.actor:SinkActor")).start()
+    out = hx.cli("killswitch", "--keep", "echo", timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "stopped counter, sink" in out.stdout and "hexbus restart" in out.stdout
+    status = hx.status()
+    assert status["counter"]["state"] == "stopped" and status["sink"]["state"] == "stopped"
+    assert "kill switch" in status["counter"]["reason"]
+    assert status["echo"]["state"] == "live" and status["broker"]["state"] == "live"
+    time.sleep(1.0)  # nothing brings them back by itself
+    assert hx.status()["counter"]["state"] == "stopped"
+    assert hx.cli("restart", "counter", "--wait", "10").returncode == 0
+    assert hx.status()["counter"]["state"] == "live"
+    bad = hx.cli("killswitch", "--keep", "nobody")
+    assert bad.returncode != 0 and "no actor named nobody" in bad.stderr
