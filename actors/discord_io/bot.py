@@ -70,7 +70,11 @@ class HexBot(commands.Bot):
         await self.hex.on_session()
 
     async def on_resumed(self) -> None:
+        # Discord replays what a resumed session missed, but only what it queued for it: look anyway
+        # (a few history requests; what was already taken is skipped by its id).
         log.info("discord.resumed")
+        if self.hex.live:
+            self.hex.spawn(self.hex.catch_up(), "discord-catch-up")
 
     async def on_message(self, message: discord.Message) -> None:  # no prefix commands: slash only
         await self.hex.on_discord_message(message)

@@ -259,6 +259,25 @@ def test_missed_messages_are_fetched_after_a_sigkill_and_answered_once(
     assert sorted(texts) == sorted(["first", *(f"while you were out {i}" for i in range(3))])
 
 
+def test_messages_sent_during_a_gateway_outage_are_answered_once_after_it(
+        fake: FakeDiscord, hexes: list[Hex]) -> None:
+    hx, ana, dm = with_dm(fake, hexes)
+    wait_reply(fake, dm, fake.post(dm, ana, "before"), "You said: before")
+    sessions = fake.identify_count + fake.resume_count
+    fake.set_online(False)  # the gateway drops; REST stays up
+    poll_for(lambda: not fake.connected, 10, what="the gateway down")
+    during = fake.post(dm, ana, "during the outage")  # stored, never dispatched
+    fake.set_online(True)
+    poll_for(lambda: fake.identify_count + fake.resume_count > sessions and fake.connected, 30,
+             what="discord.py back on the gateway")
+    wait_reply(fake, dm, during, "You said: during the outage", timeout=30)
+    after = fake.post(dm, ana, "after")
+    wait_reply(fake, dm, after, "You said: after")
+    time.sleep(1.0)
+    assert len(answer_to(fake, dm, during["id"])) == 1
+    assert hx.status()["discord"]["restarts"] == 0  # ridden out, not crashed
+
+
 def test_too_many_missed_messages_become_one_summary_answered_once(
     fake: FakeDiscord, hexes: list[Hex]
 ) -> None:
@@ -480,6 +499,10 @@ def test_the_real_brain_answers_a_dm_and_memory_commands_reach_the_real_memory(
         parts = answer_to(fake, dm, message["id"])
         return parts if parts and not parts[-1]["content"].endswith("…") else None
 
+    # The brain dies while it thinks: the durable message waits for its restart, and the reply it then
+    # gives is delivered.
+    poll_for(lambda: journal(hx, ["chat.message.discord"]), 10, what="the message on the bus")
+    os.kill(hx.pid("brain"), signal.SIGKILL)
     parts = poll_for(answered, 120, what="the real brain's reply")
     assert parts[0]["content"].strip()
     replies = [e.body for e in journal(hx, ["chat.reply.discord"])]
@@ -629,6 +652,15 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
     os.kill(hx.pid("discord"), signal.SIGKILL)
     poll_for(lambda: (c := fake.voice_connection) is not None and c is not old and c["connected"] and c["ready"]
              and c["ssrc"] != old["ssrc"], 40, what="Hex back in the voice channel after its restart")
+
+    # /voice leave, then /voice join again.
+    left = fake.interact("voice", subcommand="leave", user_id=bo, channel_id=general)
+    poll_for(lambda: "Left" in ((fake.interaction(left).get("original") or {}).get("content") or ""), 15,
+             what="the answer to /voice leave")
+    poll_for(lambda: not (fake.voice_connection or {}).get("connected"), 15, what="Hex out of the channel")
+    again = fake.interact("voice", subcommand="join", user_id=bo, channel_id=general)
+    poll_for(lambda: "I'm in" in ((fake.interaction(again).get("original") or {}).get("content") or ""), 20,
+             what="Hex back in the channel")
 
     # Everyone leaves: Hex leaves too, and forgets the channel.
     fake.leave_voice(ana)
