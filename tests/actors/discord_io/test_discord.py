@@ -329,6 +329,21 @@ def test_no_token_is_one_clear_line_in_status_and_no_restart_loop(
     assert hx.status()["discord"]["restarts"] == 0
 
 
+def test_the_token_may_come_from_a_dot_env_file_beside_supervisor_toml(fake: FakeDiscord, hexes: list[Hex]) -> None:
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+    (root / ".env").write_text('# Hex secrets\nDISCORD_TOKEN="test-token"\n')
+    hx = Hex(FAST_BUS + BRAIN + discord_toml(fake, token=None), root=root).start()
+    hexes.append(hx)
+    poll_for(lambda: fake.connected, 20, what="a gateway session with the token from .env")
+    ana = fake.add_user("ana")
+    dm = fake.dm_channel(ana)
+    wait_reply(fake, dm, fake.post(dm, ana, "hello"), "You said: hello")
+    assert "test-token" not in hx.log()
+
+
 def test_a_wrong_token_is_reported_as_refused(fake: FakeDiscord, hexes: list[Hex]) -> None:
     hx = Hex(FAST_BUS + discord_toml(fake, token="not-the-token")).start(wait_live=False)
     hexes.append(hx)
@@ -666,3 +681,69 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
     fake.leave_voice(ana)
     fake.leave_voice(bo)
     poll_for(lambda: not (fake.voice_connection or {}).get("connected"), 15, what="Hex to leave the empty channel")
+
+
+@pytest.mark.slow
+def test_a_member_speaks_in_voice_and_hex_answers_aloud_in_the_channel(
+        fake: FakeDiscord, hexes: list[Hex], tmp_path: Any) -> None:
+    """The whole voice loop through Discord: a member's speech (real opus over the loopback voice
+    server) → audio.frame → STT (Whisper) → the real brain → TTS (Kokoro) → audio.out → Hex's
+    voice back in the channel."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import soxr  # type: ignore[import-untyped]
+
+    from hexbus.pcm import to_pcm16
+    from schemas import Utterance
+    from tests.harness import REPO
+    from tests.speech import espeak
+
+    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+    shutil.copy(REPO / "persona.toml", root / "persona.toml")
+    stack = (actor_toml("brain", "actors.brain.actor:BrainActor", heartbeat_timeout_s=10.0, config={"seed": 7})
+             + actor_toml("stt", "actors.stt.actor:SttActor", heartbeat_timeout_s=30.0)
+             + actor_toml("tts", "actors.tts.actor:TtsActor", heartbeat_timeout_s=30.0))
+    hx = Hex(FAST_BUS + stack + discord_toml(fake, ca_file=fake.voice_ca_file), root=root).start()
+    hexes.append(hx)
+    poll_for(lambda: fake.connected, 20, what="the actor's gateway session")
+    ana = fake.add_user("ana")
+    room = fake.add_voice_channel("room")
+    fake.set_voice_state(ana, room)
+    joined = fake.interact("voice", subcommand="join", user_id=ana, channel_id=fake.general_channel_id)
+    poll_for(lambda: "I'm in" in ((fake.interaction(joined).get("original") or {}).get("content") or ""), 20,
+             what="Hex in the voice channel")
+
+    said = "What is the capital of France?"
+    speech = espeak(said, tmp_path, rate=48_000, speed=150, trim=False)
+    padded = np.concatenate([speech, np.zeros(9600, np.float32)])
+    before = len(fake.voice_received(room))
+    fake.speak(ana, room, to_pcm16(np.repeat(padded, 2))).result(30)
+
+    conversation = f"discord-voice-{room}"
+    finals = poll_for(lambda: [e.body for e in journal(hx, ["stt.final"])
+                               if isinstance(e.body, Utterance) and e.body.text], 60, what="the transcript")
+    assert finals[0].person_id == f"discord:{ana}" and finals[0].channel == conversation
+    assert "france" in finals[0].text.lower()
+    reply = poll_for(lambda: [e.body for e in journal(hx, ["chat.reply.voice"])], 120, what="the brain's reply")
+    assert reply[0].channel == conversation and reply[0].text.strip()
+
+    sizes: list[int] = []
+
+    def spoken() -> Any:  # Hex's audio since the member spoke, once it has stopped growing
+        pcm = np.frombuffer(fake.voice_pcm(room), dtype="<i2").astype(np.float32).reshape(-1, 2)[before * 960:]
+        sizes.append(len(pcm))
+        still = len(sizes) > 6 and len(set(sizes[-6:])) == 1
+        loud = len(pcm) > 48_000 and np.sqrt(np.mean((pcm[:, 0] / 32768) ** 2)) > 0.01
+        return [pcm] if still and loud else None
+
+    heard = poll_for(spoken, 120, interval=0.5, what="Hex's spoken reply in the voice channel")[0]
+    # What reached the channel is speech Whisper can read back: the reply's words, spoken.
+    from actors.stt.whisper import Whisper, WhisperConfig
+
+    whisper = Whisper(WhisperConfig(language="en"))  # Kokoro's packaged voice is accented (README)
+    mono16 = np.asarray(soxr.resample(heard[:, 0] / 32768, 48_000, 16_000), dtype=np.float32)
+    result = whisper.transcribe(mono16)
+    assert result is not None and set(result.text.lower().split()) & set(reply[0].text.lower().split())
