@@ -98,6 +98,19 @@ class Hex:
             raise AssertionError(f"states {wanted} not reached; status={self.status()}\nlog tail:\n"
                                  + self.log()[-4000:]) from None
 
+    def wait_restarted(self, name: str, old_pid: int, timeout: float = 60) -> int:
+        """Wait until ``name`` is live in a new process (not ``old_pid``); returns its pid.
+
+        (``wait_state`` right after a restart request can see the old process still live.)
+        """
+
+        def check() -> int | None:
+            found = self.status().get(name, {})
+            pid = found.get("pid")
+            return pid if found.get("state") == "live" and pid and pid != old_pid else None
+
+        return poll_for(check, timeout, what=f"{name} live again in a new process")
+
     def pid(self, name: str) -> int:
         return int(self.status()[name]["pid"])
 

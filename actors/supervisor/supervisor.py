@@ -322,18 +322,33 @@ class Supervisor:
                 watcher.restart_handle.cancel()
                 watcher.restart_handle = None
         log.warning("supervisor.killswitch", by=by, stopping=[w.name for w in stopping], kept=list(keep))
-        await asyncio.gather(*(w.stop() for w in stopping))
-        for watcher in stopping:
-            if watcher.exit_task is not None:
-                await asyncio.gather(watcher.exit_task, return_exceptions=True)
-            watcher.state = "stopped"
-            watcher.reason = f"kill switch ({by})"
+
+        async def stop(watcher: Watcher) -> None:
+            async with watcher.control_lock:  # after a restart in progress, which would bring it back
+                watcher.wanted = False
+                if watcher.restart_handle is not None:
+                    watcher.restart_handle.cancel()
+                    watcher.restart_handle = None
+                await watcher.stop()
+                if watcher.exit_task is not None:
+                    await asyncio.gather(watcher.exit_task, return_exceptions=True)
+                watcher.state = "stopped"
+                watcher.reason = f"kill switch ({by})"
+
+        await asyncio.gather(*(stop(w) for w in stopping))
         names = [w.name for w in stopping]
         return ControlReply(ok=True, message=f"kill switch: stopped {', '.join(names) or 'nothing'}",
                             data={"stopped": names, "kept": [BROKER, *keep]})
 
     async def restart(self, watcher: Watcher, new: Watcher | None = None) -> None:
-        """Hot restart: a graceful stop (the actor snapshots its state), then a fresh process."""
+        """Hot restart: a graceful stop (the actor snapshots its state), then a fresh process.
+
+        A second request while one is in progress waits for it, then restarts the new process.
+        """
+        async with watcher.control_lock:
+            await self._restart(watcher, new)
+
+    async def _restart(self, watcher: Watcher, new: Watcher | None) -> None:
         watcher.wanted = False
         if watcher.restart_handle is not None:
             watcher.restart_handle.cancel()

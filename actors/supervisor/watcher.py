@@ -89,6 +89,9 @@ class Watcher:
     restart_handle: asyncio.TimerHandle | None = None
     kill_reason: str = ""
     live_event: asyncio.Event = field(default_factory=asyncio.Event)
+    # Held through a requested restart or kill-switch stop, so two requests never overlap: two
+    # restarts at once would each spawn a process (found by a clean-clone test run).
+    control_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         p = self.policy

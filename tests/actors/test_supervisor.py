@@ -207,3 +207,16 @@ def test_gpu_limit_without_nvml_is_a_logged_note_not_a_failure(hex_factory) -> N
         pytest.skip("this machine has NVML; the limit is enforced instead")
     assert '"gpu.limits_skipped"' in log
     assert hx.status()["counter"]["state"] == "live"
+
+
+def test_two_restart_requests_at_once_never_run_two_processes(hex_factory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
+    first = hx.pid("counter")
+    assert hx.command("restart", "counter").ok and hx.command("restart", "counter").ok  # the second mid-way
+    poll_for(lambda: hx.status()["counter"]["restarts"] == 2 and hx.status()["counter"]["state"] == "live", 30,
+             what="both restarts done")
+    time.sleep(0.5)
+    status = hx.status()["counter"]
+    assert status["state"] == "live" and status["pid"] != first
+    alive = [p for p in hx.processes() if "CounterActor" in " ".join(p.cmdline())]
+    assert len(alive) == 1, [p.pid for p in alive]

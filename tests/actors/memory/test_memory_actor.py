@@ -177,16 +177,17 @@ def test_killed_mid_write_storm_loses_and_doubles_nothing_and_indexes_agree(hex_
 def test_index_file_deleted_or_corrupted_is_rebuilt_from_duckdb(hex_factory) -> None:
     hx = start(hex_factory)
     ids = [add(hx, f"fact {i}: the lighthouse keeper owns {i} lanterns") for i in range(5)]
+    pid = hx.pid("memory")
     hx.command("restart", "memory")  # a graceful stop saves the index
-    hx.wait_state({"memory": "live"}, timeout=60)
+    pid = hx.wait_restarted("memory", pid)
     index = next((hx.data_dir / "actors" / "memory").glob("*.hnsw"))
     index.write_bytes(b"garbage" * 100)
     hx.command("restart", "memory")
-    hx.wait_state({"memory": "live"}, timeout=60)
+    pid = hx.wait_restarted("memory", pid)
     assert sorted(h.id for h in search(hx, "lighthouse lanterns", k=10)) == sorted(ids)
     index.unlink()
-    os.kill(hx.pid("memory"), signal.SIGKILL)
-    hx.wait_state({"memory": "live"}, timeout=60)
+    os.kill(pid, signal.SIGKILL)
+    hx.wait_restarted("memory", pid)
     assert sorted(h.id for h in search(hx, "lighthouse lanterns", k=10)) == sorted(ids)
     assert "vectors.rebuild" in hx.log()
 
