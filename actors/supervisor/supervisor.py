@@ -316,22 +316,11 @@ class Supervisor:
         if unknown:
             return ControlReply(ok=False, error=f"no actor named {', '.join(unknown)} to keep")
         stopping = [w for n, w in self.watchers.items() if n != BROKER and n not in keep]
-        for watcher in stopping:
-            watcher.wanted = False
-            if watcher.restart_handle is not None:
-                watcher.restart_handle.cancel()
-                watcher.restart_handle = None
         log.warning("supervisor.killswitch", by=by, stopping=[w.name for w in stopping], kept=list(keep))
 
         async def stop(watcher: Watcher) -> None:
             async with watcher.control_lock:  # after a restart in progress, which would bring it back
-                watcher.wanted = False
-                if watcher.restart_handle is not None:
-                    watcher.restart_handle.cancel()
-                    watcher.restart_handle = None
-                await watcher.stop()
-                if watcher.exit_task is not None:
-                    await asyncio.gather(watcher.exit_task, return_exceptions=True)
+                await self.halt(watcher)
                 watcher.state = "stopped"
                 watcher.reason = f"kill switch ({by})"
 
@@ -348,7 +337,9 @@ class Supervisor:
         async with watcher.control_lock:
             await self._restart(watcher, new)
 
-    async def _restart(self, watcher: Watcher, new: Watcher | None) -> None:
+    async def halt(self, watcher: Watcher) -> None:
+        """Stop an actor on request: no automatic restart (pending or after this exit), a graceful
+        stop, and its exit handled before this returns."""
         watcher.wanted = False
         if watcher.restart_handle is not None:
             watcher.restart_handle.cancel()
@@ -356,6 +347,9 @@ class Supervisor:
         await watcher.stop()
         if watcher.exit_task is not None:
             await asyncio.gather(watcher.exit_task, return_exceptions=True)
+
+    async def _restart(self, watcher: Watcher, new: Watcher | None) -> None:
+        await self.halt(watcher)
         target = new or watcher
         if new is not None:
             new.restarts = watcher.restarts
