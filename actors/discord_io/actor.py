@@ -21,7 +21,7 @@ import asyncio
 import os
 import signal
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -83,7 +83,6 @@ class Asked(msgspec.Struct, frozen=True, kw_only=True):
 
     channel_id: int
     message_id: int
-    at: float
 
 
 class Pending(msgspec.Struct, kw_only=True):
@@ -93,7 +92,6 @@ class Pending(msgspec.Struct, kw_only=True):
     channel_id: int
     reference: int | None
     text: str
-    status: str = "complete"
     message_ids: list[int] = []  # parts already posted (adopted after a crash, or posted by this incarnation)
 
 
@@ -159,11 +157,10 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shown: dict[str, Shown] = {}
         self.typing: dict[int, asyncio.Task[None]] = {}
-        self.channel_locks: dict[int, asyncio.Lock] = {}
+        self.channel_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # one post at a time
         self.delivered = OrderedDict((r, None) for r in self.state.delivered)
         self.ready = asyncio.Event()
         self.fatal: ActorUnusable | None = None
-        self.sessions = 0  # gateway sessions started (READY events): each after the first catches up
         self.voice_problem = self.check_voice() if self.config.voice else "voice is off in my configuration"
         from actors.discord_io.bot import build_client
 
@@ -335,7 +332,7 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
 
     def remember_asked(self, event_id: str, channel_id: int, message_id: int) -> None:
         if event_id not in self.state.asked:
-            self.state.asked[event_id] = Asked(channel_id=channel_id, message_id=message_id, at=time.time())
+            self.state.asked[event_id] = Asked(channel_id=channel_id, message_id=message_id)
             while len(self.state.asked) > ASKED_KEPT:
                 del self.state.asked[next(iter(self.state.asked))]
             self.state_changed()
@@ -380,7 +377,6 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
 
     async def on_session(self) -> None:
         """A new gateway session (READY): after the first, fetch what was missed meanwhile."""
-        self.sessions += 1
         self.ready.set()
         if self.live:  # else on_live does it, once the replay has rebuilt what was already taken
             self.after_session()
@@ -465,7 +461,7 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
             return
         self.state.pending[event.reply_to] = Pending(
             reply_to=event.reply_to, channel_id=channel_id, reference=asked.message_id if asked else None,
-            text=text, status=event.status,
+            text=text,
             message_ids=list(self.shown[event.reply_to].message_ids) if event.reply_to in self.shown else [],
         )
         # Not streamed by this incarnation and replayed after a crash: its parts may be on Discord already.
@@ -547,12 +543,6 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         if found:
             log.info("discord.reply_adopted", reply_to=shown.reply_to, parts=len(found))
 
-    def lock(self, channel_id: int) -> asyncio.Lock:
-        found = self.channel_locks.get(channel_id)
-        if found is None:
-            found = self.channel_locks[channel_id] = asyncio.Lock()
-        return found
-
     async def _post(self, shown: Shown, index: int, text: str) -> int:
         import discord
 
@@ -575,7 +565,7 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
             return sent.id
 
         self.stop_typing(shown.channel_id)
-        async with self.lock(shown.channel_id):
+        async with self.channel_locks[shown.channel_id]:
             message_id: int = await with_retries(f"post {shown.reply_to}#{index}", attempt,
                                                  attempts=self.config.attempts, backoff_s=self.config.backoff_s)
         pending = self.state.pending.get(shown.reply_to)
