@@ -41,14 +41,18 @@ from hexbus.log import configure
 from schemas import ChatMessage, Metric, Reply, ReplyChunk
 from tests.harness import FAST_BUS, REPO, Hex
 
-MESSAGE = ("Tell me a story about a goblin who collects shiny spoons, where she finds them, which one she "
-           "likes best, and what she does when somebody tries to take one away from her, please.")
+MESSAGE = (
+    "Tell me a story about a goblin who collects shiny spoons, where she finds them, which one she "
+    "likes best, and what she does when somebody tries to take one away from her, please."
+)
 SEED = 3
 
 
 def config(root: Path) -> str:
     shutil.copy(REPO / "persona.toml", root / "persona.toml")
-    return FAST_BUS + f"""
+    return (
+        FAST_BUS
+        + f"""
 [actors.brain]
 module = "actors.brain.actor:BrainActor"
 heartbeat_timeout_s = 10.0
@@ -58,6 +62,7 @@ seed = {SEED}
 memory = false
 metadata = false
 """
+    )
 
 
 class ActorSide:
@@ -102,8 +107,14 @@ class ActorSide:
 
     async def one(self, i: int) -> dict[str, float] | None:
         """One message in a fresh conversation (every prompt the same size); None if it did not stream."""
-        event = ChatMessage(platform="console", person_id=f"bench{i}", display_name="Bench", channel=f"b{i}",
-                            text=MESSAGE, direct=True)
+        event = ChatMessage(
+            platform="console",
+            person_id=f"bench{i}",
+            display_name="Bench",
+            channel=f"b{i}",
+            text=MESSAGE,
+            direct=True,
+        )
         sent = time.perf_counter()
         envelope = await self.client.publish_durable(event, key="console")
         key = envelope.id
@@ -119,10 +130,16 @@ class ActorSide:
         # first arrived between the first chunk and the last.
         span = self.last[key] - self.first[key]
         rate = (self.tokens[key] - 1) / span if self.tokens[key] > 1 and span > 0 else 0.0
-        progress(f"actor {i}: first chunk {first_ms:.1f} ms, backend ttft {self.backend_ttft[key]:.1f} ms, "
-                 f"{self.tokens[key]} tokens in {self.chunks[key]} chunks, {rate:.1f} tok/s")
-        return {"first_chunk_ms": first_ms, "backend_ttft_ms": self.backend_ttft[key],
-                "overhead_ms": first_ms - self.backend_ttft[key], "tok_s": rate}
+        progress(
+            f"actor {i}: first chunk {first_ms:.1f} ms, backend ttft {self.backend_ttft[key]:.1f} ms, "
+            f"{self.tokens[key]} tokens in {self.chunks[key]} chunks, {rate:.1f} tok/s"
+        )
+        return {
+            "first_chunk_ms": first_ms,
+            "backend_ttft_ms": self.backend_ttft[key],
+            "overhead_ms": first_ms - self.backend_ttft[key],
+            "tok_s": rate,
+        }
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -140,16 +157,29 @@ class DirectSide:
 
     async def one(self, i: int) -> dict[str, float] | None:
         rel = new_relationship("bench", self.persona)
-        turns, max_tokens = build(persona=system_prompt(self.persona, rel, deny_now=False, care_owed=False),
-                                  profile="", memories=[], observation="", summary="", turns=[], message=MESSAGE,
-                                  speaker="Bench", budgets=Budgets(), count=self.backend.count_tokens)
-        stream = self.backend.stream(turns, Params(max_tokens=max_tokens, temperature=0.7, seed=SEED))
+        turns, max_tokens = build(
+            persona=system_prompt(self.persona, rel, deny_now=False, care_owed=False),
+            profile="",
+            memories=[],
+            observation="",
+            summary="",
+            turns=[],
+            message=MESSAGE,
+            speaker="Bench",
+            budgets=Budgets(),
+            count=self.backend.count_tokens,
+        )
+        stream = self.backend.stream(
+            turns, Params(max_tokens=max_tokens, temperature=0.7, seed=SEED)
+        )
         t0 = time.perf_counter()
         stamps = [time.perf_counter() async for _ in stream]
         if len(stamps) < 2:
             return None
         rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-        progress(f"direct {i}: ttft {(stamps[0] - t0) * 1000:.1f} ms, {len(stamps)} tokens, {rate:.1f} tok/s")
+        progress(
+            f"direct {i}: ttft {(stamps[0] - t0) * 1000:.1f} ms, {len(stamps)} tokens, {rate:.1f} tok/s"
+        )
         return {"ttft_ms": (stamps[0] - t0) * 1000, "tok_s": rate}
 
 

@@ -176,11 +176,15 @@ async def _hex_sub(endpoints: Endpoints, ready: MpEvent, joined: MpEvent) -> dic
     return {"received": count, "window_s": last - first, "cpu_s": cpu_s}
 
 
-def hex_pub(endpoints: Endpoints, size: int, joined: MpEvent, duration: float, results: Results) -> None:
+def hex_pub(
+    endpoints: Endpoints, size: int, joined: MpEvent, duration: float, results: Results
+) -> None:
     results.put(run_async(_hex_pub(endpoints, size, joined, duration)))
 
 
-async def _hex_pub(endpoints: Endpoints, size: int, joined: MpEvent, duration: float) -> dict[str, Any]:
+async def _hex_pub(
+    endpoints: Endpoints, size: int, joined: MpEvent, duration: float
+) -> dict[str, Any]:
     client = BusClient(endpoints, "bench-pub")
     blob = bytes(size) if size > SMALL else None
     while not joined.is_set():
@@ -240,17 +244,25 @@ def volatile_run(setup: Setup, size: int, duration: float) -> dict[str, Any]:
         wait_event(joined, 30, f"{setup.kind} warm-up message")
         fwd_cpu0 = cpu_seconds(setup.forwarder_pid)
         pub = pub_q.get(timeout=duration + 30)
-        fwd_cpu = cpu_seconds(setup.forwarder_pid) - fwd_cpu0  # over the send window and the end markers
+        fwd_cpu = (
+            cpu_seconds(setup.forwarder_pid) - fwd_cpu0
+        )  # over the send window and the end markers
         sub = sub_q.get(timeout=IDLE_END_S + 30)
     window = sub["window_s"]
     rate = sub["received"] / window if window > 0 else 0.0
-    run = {"msgs_s": round(rate), "sent": pub["sent"], "received": sub["received"],
-           "delivered_fraction": round(sub["received"] / max(1, pub["sent"]), 4),
-           "window_s": round(window, 3),
-           "cpu_pub": round(pub["cpu_s"] / duration, 2),
-           "cpu_forwarder": round(fwd_cpu / (duration + 0.4), 2),
-           "cpu_sub": round(sub["cpu_s"] / window, 2) if window > 0 else None}
-    run["forwarder_us_per_msg"] = round(fwd_cpu / sub["received"] * 1e6, 2) if sub["received"] else None
+    run = {
+        "msgs_s": round(rate),
+        "sent": pub["sent"],
+        "received": sub["received"],
+        "delivered_fraction": round(sub["received"] / max(1, pub["sent"]), 4),
+        "window_s": round(window, 3),
+        "cpu_pub": round(pub["cpu_s"] / duration, 2),
+        "cpu_forwarder": round(fwd_cpu / (duration + 0.4), 2),
+        "cpu_sub": round(sub["cpu_s"] / window, 2) if window > 0 else None,
+    }
+    run["forwarder_us_per_msg"] = (
+        round(fwd_cpu / sub["received"] * 1e6, 2) if sub["received"] else None
+    )
     return run
 
 
@@ -258,9 +270,13 @@ def setups(hx: Hex, raw_dir: Path, proxy_pid: int) -> list[Setup]:
     vin, vout = f"ipc://{raw_dir}/in", f"ipc://{raw_dir}/out"
     # Hex's clients pointed at the raw proxy: separates the clients' cost from the broker's.
     # Their second SUB connection (the large-blob lane) goes to an address nobody binds.
-    over_proxy = msgspec.structs.replace(hx.endpoints, volatile_in=vin, volatile_out=vout,
-                                         volatile_big=f"ipc://{raw_dir}/unused",
-                                         volatile_big_in=f"ipc://{raw_dir}/unused-in")
+    over_proxy = msgspec.structs.replace(
+        hx.endpoints,
+        volatile_in=vin,
+        volatile_out=vout,
+        volatile_big=f"ipc://{raw_dir}/unused",
+        volatile_big_in=f"ipc://{raw_dir}/unused-in",
+    )
     return [
         Setup("raw", raw_sub, raw_pub, vout, vin, proxy_pid),
         Setup("hex", hex_sub, hex_pub, hx.endpoints, hx.endpoints, hx.pid("broker")),
@@ -268,8 +284,9 @@ def setups(hx: Hex, raw_dir: Path, proxy_pid: int) -> list[Setup]:
     ]
 
 
-def volatile_bench(sizes: dict[str, int], rounds: int, duration: float, hx: Hex,
-                   raw_dir: Path) -> dict[str, Any]:
+def volatile_bench(
+    sizes: dict[str, int], rounds: int, duration: float, hx: Hex, raw_dir: Path
+) -> dict[str, Any]:
     """Every setup for every size, ``rounds`` times interleaved; the best round of each counts."""
     out: dict[str, Any] = {}
     with children() as start:
@@ -288,7 +305,9 @@ def volatile_bench(sizes: dict[str, int], rounds: int, duration: float, hx: Hex,
                 out[f"{kind}_{label}_msgs_s"] = rate
             raw = best["raw"]
             out[f"volatile_{label}_ratio_vs_raw"] = round(best["hex"] / raw, 3) if raw else None
-            out[f"hex_clients_over_raw_proxy_{label}_ratio_vs_raw"] = round(best["hexc"] / raw, 3) if raw else None
+            out[f"hex_clients_over_raw_proxy_{label}_ratio_vs_raw"] = (
+                round(best["hexc"] / raw, 3) if raw else None
+            )
     return out
 
 
@@ -329,7 +348,12 @@ async def _durable_sub(endpoints: Endpoints, tag: str, ready: MpEvent) -> dict[s
     except TimeoutError:
         pass
     await client.close()
-    return {"latencies_ns": latencies_ns, "unique": len(seen), "duplicates": duplicates, "last_ns": last_ns}
+    return {
+        "latencies_ns": latencies_ns,
+        "unique": len(seen),
+        "duplicates": duplicates,
+        "last_ns": last_ns,
+    }
 
 
 def durable_pub(endpoints: Endpoints, tag: str, count: int, rate: float, results: Results) -> None:
@@ -357,8 +381,13 @@ async def _durable_pub(endpoints: Endpoints, tag: str, count: int, rate: float) 
     await publish(ProbeDurable(n=-1, note=tag), key="bench")
     await client.flush(10)
     await client.close()
-    return {"first_ns": first_ns, "acked_s": acked_s, "flushed": flushed, "behind_schedule": behind,
-            "retransmits": client.producer.retransmits}
+    return {
+        "first_ns": first_ns,
+        "acked_s": acked_s,
+        "flushed": flushed,
+        "behind_schedule": behind,
+        "retransmits": client.producer.retransmits,
+    }
 
 
 def jitter(stop: MpEvent, results: Results) -> None:
@@ -371,8 +400,9 @@ def jitter(stop: MpEvent, results: Results) -> None:
     results.put(summary(late_ms, "sleep_1ms_late_ms"))
 
 
-def durable_run(endpoints: Endpoints, tag: str, count: int, rate: float
-                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def durable_run(
+    endpoints: Endpoints, tag: str, count: int, rate: float
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """One producer and one feed subscriber; a jitter probe beside them.
 
     The subscriber reads from offset 0 and skips every probe without this run's tag.
@@ -430,8 +460,12 @@ def durable_throughput(endpoints: Endpoints, count: int) -> dict[str, Any]:
 
 
 def envelope_bytes() -> int:
-    envelope = codec.make_envelope(ProbeVolatile(n=123456), event_id=f"{codec.new_session():016x}1e240",
-                                   source="bench-pub", key="bench")
+    envelope = codec.make_envelope(
+        ProbeVolatile(n=123456),
+        event_id=f"{codec.new_session():016x}1e240",
+        source="bench-pub",
+        key="bench",
+    )
     return sum(len(f) for f in codec.message_frames(envelope))
 
 
@@ -442,8 +476,14 @@ def main() -> None:
     latency_s, burst = (5.0, 5_000) if quick else (10.0, 20_000)
     raw_dir = Path(tempfile.mkdtemp(prefix="hxb", dir="/tmp"))
     hx = Hex(FAST_BUS)
-    result: dict[str, Any] = {"bench": "bus", "quick": quick, "hwm": HWM, "rounds": rounds,
-                              "volatile_duration_s": duration, "hex_64b_frames_bytes": envelope_bytes()}
+    result: dict[str, Any] = {
+        "bench": "bus",
+        "quick": quick,
+        "hwm": HWM,
+        "rounds": rounds,
+        "volatile_duration_s": duration,
+        "hex_64b_frames_bytes": envelope_bytes(),
+    }
     try:
         progress("starting Hex (broker only)")
         hx.start()

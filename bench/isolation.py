@@ -57,20 +57,43 @@ ECHO = actor_toml("echo", "actors.diag.actor:EchoActor")
 NEIGHBOURS = (
     actor_toml("stall", "actors.diag.actor:StallActor", config={"prefix": "probe.volatile.flood"})
     + actor_toml("sink", "actors.diag.actor:SinkActor")
-    + actor_toml("hang", "actors.diag.actor:HangActor", heartbeat_timeout_s=1.0, max_restarts=1000,
-                 backoff_initial_s=0.05, config={"hang_after_s": 1.0})
+    + actor_toml(
+        "hang",
+        "actors.diag.actor:HangActor",
+        heartbeat_timeout_s=1.0,
+        max_restarts=1000,
+        backoff_initial_s=0.05,
+        config={"hang_after_s": 1.0},
+    )
 )
 
 
-HUNG_BRAIN = actor_toml("brain", "actors.diag.actor:HungBrainActor", heartbeat_timeout_s=1.0, max_restarts=1000,
-                        backoff_initial_s=0.05, config={"hang_after_s": 1.0})
+HUNG_BRAIN = actor_toml(
+    "brain",
+    "actors.diag.actor:HungBrainActor",
+    heartbeat_timeout_s=1.0,
+    max_restarts=1000,
+    backoff_initial_s=0.05,
+    config={"hang_after_s": 1.0},
+)
 DISCORD_NEIGHBOURS = NEIGHBOURS.split("[actors.hang]")[0] + HUNG_BRAIN
 
 
 def discord_toml(fake: Any) -> str:
-    return actor_toml("discord", "actors.discord_io.actor:DiscordActor", heartbeat_timeout_s=10.0, config={
-        "api_base": fake.api_base, "gateway_url": fake.gateway_url, "guild_ready_timeout_s": 0.1,
-        "voice": False}) + f'[actors.discord.env]\nDISCORD_TOKEN = "{fake.token}"\n'
+    return (
+        actor_toml(
+            "discord",
+            "actors.discord_io.actor:DiscordActor",
+            heartbeat_timeout_s=10.0,
+            config={
+                "api_base": fake.api_base,
+                "gateway_url": fake.gateway_url,
+                "guild_ready_timeout_s": 0.1,
+                "voice": False,
+            },
+        )
+        + f'[actors.discord.env]\nDISCORD_TOKEN = "{fake.token}"\n'
+    )
 
 
 # -- the flood producer (a child process) ------------------------------------------------
@@ -99,7 +122,9 @@ async def _flood(endpoints: Endpoints, stop: MpEvent) -> dict[str, Any]:
 
 
 def chat_message(text: str) -> ChatMessage:
-    return ChatMessage(platform="console", person_id="bench", display_name="Bench", channel="bench", text=text)
+    return ChatMessage(
+        platform="console", person_id="bench", display_name="Bench", channel="bench", text=text
+    )
 
 
 async def chat_latency(endpoints: Endpoints, count: int) -> dict[str, Any]:
@@ -139,8 +164,12 @@ async def chat_latency(endpoints: Endpoints, count: int) -> dict[str, Any]:
         receiver.cancel()
         await asyncio.gather(receiver, return_exceptions=True)
         await client.close()
-    return {"sent": count, "acked": len(latency_ms), "lost_acks": count - len(latency_ms),
-            "latencies_ms": list(latency_ms.values())}
+    return {
+        "sent": count,
+        "acked": len(latency_ms),
+        "lost_acks": count - len(latency_ms),
+        "latencies_ms": list(latency_ms.values()),
+    }
 
 
 async def warm_up(client: BusClient, first_ack: asyncio.Event, timeout: float = 30.0) -> None:
@@ -182,7 +211,9 @@ async def discord_latency(endpoints: Endpoints, fake: Any, count: int) -> dict[s
     sent: dict[str, float] = {}
     try:
         deadline = time.monotonic() + 30
-        while not first_ack.is_set():  # warm-up: the actor is on the gateway and the ack subscription is in place
+        while (
+            not first_ack.is_set()
+        ):  # warm-up: the actor is on the gateway and the ack subscription is in place
             if time.monotonic() > deadline:
                 raise TimeoutError("no chat.ack for a Discord message within 30 s")
             await post("warm-up")
@@ -206,7 +237,12 @@ async def discord_latency(endpoints: Endpoints, fake: Any, count: int) -> dict[s
         await asyncio.gather(receiver, return_exceptions=True)
         await client.close()
     latencies = [(acked_at[e] - t0) * 1000 for e, t0 in sent.items() if e in acked_at]
-    return {"sent": count, "acked": len(latencies), "lost_acks": count - len(latencies), "latencies_ms": latencies}
+    return {
+        "sent": count,
+        "acked": len(latencies),
+        "lost_acks": count - len(latencies),
+        "latencies_ms": latencies,
+    }
 
 
 # -- watching the supervisor ----------------------------------------------------------------
@@ -227,7 +263,9 @@ class Monitor(threading.Thread):
             status = self.hx.status()
             if status:
                 self.last = status
-                self.broker_rss_max = max(self.broker_rss_max, status.get("broker", {}).get("rss_bytes", 0))
+                self.broker_rss_max = max(
+                    self.broker_rss_max, status.get("broker", {}).get("rss_bytes", 0)
+                )
 
     def stop(self) -> dict[str, Any]:
         self.done.set()
@@ -245,14 +283,20 @@ def phase(name: str, hx: Hex, count: int, fake: Any = None) -> dict[str, Any]:
     monitor = Monitor(hx)
     monitor.start()
     responder = "echo" if fake is None else "discord"
-    run = run_async(chat_latency(hx.endpoints, count) if fake is None else discord_latency(hx.endpoints, fake, count))
+    run = run_async(
+        chat_latency(hx.endpoints, count)
+        if fake is None
+        else discord_latency(hx.endpoints, fake, count)
+    )
     after = monitor.stop()
     out: dict[str, Any] = {
         f"{name}_sent": run["sent"],
         f"{name}_lost_acks": run["lost_acks"],
         **summary(run["latencies_ms"], f"{name}_ack_ms"),
         f"{name}_{responder}_restarts": restarts(after, responder) - restarts(before, responder),
-        f"{name}_broker_rss_start_mb": round(before.get("broker", {}).get("rss_bytes", 0) / 2**20, 1),
+        f"{name}_broker_rss_start_mb": round(
+            before.get("broker", {}).get("rss_bytes", 0) / 2**20, 1
+        ),
         f"{name}_broker_rss_max_mb": round(monitor.broker_rss_max / 2**20, 1),
     }
     out[f"{name}_p50_ms"] = out.pop(f"{name}_ack_ms_p50", None)
@@ -284,7 +328,9 @@ def loaded_phase(count: int, fake: Any = None) -> dict[str, Any]:
     stop = MP.Event()
     results: Results = MP.Queue()
     try:
-        progress(f"loaded: starting Hex with {name}, stall, sink, {'hang' if fake is None else 'a hung brain'}")
+        progress(
+            f"loaded: starting Hex with {name}, stall, sink, {'hang' if fake is None else 'a hung brain'}"
+        )
         hx.start(wait_live=False)
         hx.wait_state({n: "live" for n in ("broker", name, "stall", "sink")}, timeout=30)
         with children() as start:
@@ -302,26 +348,39 @@ def loaded_phase(count: int, fake: Any = None) -> dict[str, Any]:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--discord", action="store_true",
-                   help="the responder is the Discord actor on a loopback Discord server (a DM → chat.ack)")
+    p.add_argument(
+        "--discord",
+        action="store_true",
+        help="the responder is the Discord actor on a loopback Discord server (a DM → chat.ack)",
+    )
     args = p.parse_args()
     count = 60 if args.quick else 600  # 30 s a phase: p99 is then the 6th-worst sample, not the 2nd
-    result: dict[str, Any] = {"bench": "isolation", "quick": args.quick, "rate_per_s": RATE,
-                              "flood_blob_bytes": FLOOD_BLOB, "flood_target_rate_per_s": FLOOD_RATE,
-                              "responder": "discord" if args.discord else "echo"}
+    result: dict[str, Any] = {
+        "bench": "isolation",
+        "quick": args.quick,
+        "rate_per_s": RATE,
+        "flood_blob_bytes": FLOOD_BLOB,
+        "flood_target_rate_per_s": FLOOD_RATE,
+        "responder": "discord" if args.discord else "echo",
+    }
     if args.discord:
         from tests.actors.discord_io.fakediscord import FakeDiscord
 
         for run_phase in (idle_phase, loaded_phase):
-            with FakeDiscord(token="bench-token") as fake:  # a fresh server per phase, like a fresh Hex
+            with FakeDiscord(
+                token="bench-token"
+            ) as fake:  # a fresh server per phase, like a fresh Hex
                 result.update(run_phase(count, fake))
     else:
         result.update(idle_phase(count))
         result.update(loaded_phase(count))
     idle, loaded = result.get("idle_p99_ms"), result.get("loaded_p99_ms")
     result["loaded_over_idle_p99"] = round(loaded / idle, 2) if idle and loaded else None
-    result["loaded_over_idle_p50"] = (round(result["loaded_p50_ms"] / result["idle_p50_ms"], 2)
-                                      if result.get("idle_p50_ms") and result.get("loaded_p50_ms") else None)
+    result["loaded_over_idle_p50"] = (
+        round(result["loaded_p50_ms"] / result["idle_p50_ms"], 2)
+        if result.get("idle_p50_ms") and result.get("loaded_p50_ms")
+        else None
+    )
     emit(result)
 
 

@@ -93,7 +93,9 @@ class Vectors:
     def __init__(self, seed: int, uniform: bool = False) -> None:
         self.rng = np.random.default_rng(seed)
         self.uniform = uniform
-        self.basis = (self.rng.standard_normal((LATENT, DIM), dtype=np.float32) / np.sqrt(LATENT)).astype(np.float32)
+        self.basis = (
+            self.rng.standard_normal((LATENT, DIM), dtype=np.float32) / np.sqrt(LATENT)
+        ).astype(np.float32)
 
     def take(self, n: int) -> Array:
         chunks = []
@@ -113,8 +115,8 @@ def exact_top(data: Array, queries: Array, k: int = K) -> npt.NDArray[np.int64]:
     out = np.empty((len(queries), k), dtype=np.int64)
     step = max(1, 20_000_000 // len(data))
     for s in range(0, len(queries), step):
-        sims = queries[s:s + step] @ data.T
-        out[s:s + step] = np.argpartition(-sims, k, axis=1)[:, :k]
+        sims = queries[s : s + step] @ data.T
+        out[s : s + step] = np.argpartition(-sims, k, axis=1)[:, :k]
     return out
 
 
@@ -130,7 +132,9 @@ def brute_force_ms(data: Array, queries: Array) -> list[float]:
     return times
 
 
-def recall(index: VectorIndex, queries: Array, truth: npt.NDArray[np.int64]) -> tuple[float, list[float]]:
+def recall(
+    index: VectorIndex, queries: Array, truth: npt.NDArray[np.int64]
+) -> tuple[float, list[float]]:
     hits, times = 0, []
     for q, true in zip(queries, truth, strict=True):
         t = time.perf_counter()
@@ -140,7 +144,9 @@ def recall(index: VectorIndex, queries: Array, truth: npt.NDArray[np.int64]) -> 
     return hits / (len(queries) * K), times
 
 
-def tune(index: VectorIndex, queries: Array, truth: npt.NDArray[np.int64]) -> tuple[int, dict[str, float]]:
+def tune(
+    index: VectorIndex, queries: Array, truth: npt.NDArray[np.int64]
+) -> tuple[int, dict[str, float]]:
     """The smallest ef in EF_STEPS whose recall@10 reaches TUNE_TARGET (else the largest tried)."""
     curve: dict[str, float] = {}
     for ef in EF_STEPS:
@@ -156,7 +162,9 @@ def rss_mb() -> float:
     return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
-def one_size(n: int, tag: str, folder: Path, *, uniform: bool = False, extras: bool = False) -> dict[str, Any]:
+def one_size(
+    n: int, tag: str, folder: Path, *, uniform: bool = False, extras: bool = False
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     M, efc = GRAPH[n] if not uniform else GRAPH[min(n, 100_000)]
     gen = Vectors(SEED + n + (1 if uniform else 0), uniform=uniform)
@@ -169,7 +177,7 @@ def one_size(n: int, tag: str, folder: Path, *, uniform: bool = False, extras: b
     progress(f"{tag}: building (M={M}, ef_construction={efc})")
     started = time.perf_counter()
     for s in range(0, n, BATCH):
-        index.add(range(s, min(n, s + BATCH)), data[s:s + BATCH])
+        index.add(range(s, min(n, s + BATCH)), data[s : s + BATCH])
         if n > BATCH:
             progress(f"{tag}: {min(n, s + BATCH)} vectors, {time.perf_counter() - started:.0f}s")
     build_s = time.perf_counter() - started
@@ -194,10 +202,14 @@ def one_size(n: int, tag: str, folder: Path, *, uniform: bool = False, extras: b
     out[f"p95_ms_ef128_{tag}"] = round(percentile(times128, 95), 3)
     index.set_ef(ef)
 
-    bf = brute_force_ms(data, queries[TUNE_QUERIES:TUNE_QUERIES + (30 if n >= 1_000_000 else 100)])
+    bf = brute_force_ms(
+        data, queries[TUNE_QUERIES : TUNE_QUERIES + (30 if n >= 1_000_000 else 100)]
+    )
     out[f"brute_force_p50_ms_{tag}"] = round(percentile(bf, 50), 3)
     out[f"brute_force_p95_ms_{tag}"] = round(percentile(bf, 95), 3)
-    progress(f"{tag}: recall@10 {r:.4f} p95 {out[f'p95_ms_{tag}']} ms; brute force p95 {out[f'brute_force_p95_ms_{tag}']} ms")
+    progress(
+        f"{tag}: recall@10 {r:.4f} p95 {out[f'p95_ms_{tag}']} ms; brute force p95 {out[f'brute_force_p95_ms_{tag}']} ms"
+    )
 
     if extras:
         fresh = gen.take(1000)
@@ -227,7 +239,10 @@ def embed_bench() -> dict[str, Any]:
     t = time.perf_counter()
     embedder = Embedder()
     embedder.load()
-    out: dict[str, Any] = {"embed_load_s": round(time.perf_counter() - t, 2), "torch_threads": set_torch_threads()}
+    out: dict[str, Any] = {
+        "embed_load_s": round(time.perf_counter() - t, 2),
+        "torch_threads": set_torch_threads(),
+    }
     for text in TURNS[:5]:
         embedder.encode([text])
     times = []
@@ -250,9 +265,15 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     started = time.perf_counter()
     result: dict[str, Any] = {
-        "bench": "memory", "quick": args.quick, "dim": DIM, "k": K, "cpus": os.cpu_count(),
+        "bench": "memory",
+        "quick": args.quick,
+        "dim": DIM,
+        "k": K,
+        "cpus": os.cpu_count(),
         "vectors": f"unit, near a {LATENT}-dim subspace + {NOISE} isotropic noise, seed {SEED}",
-        "target_p95_ms_1m": 10.0, "target_recall_at_10_1m": RECALL_TARGET, "target_embed_ms_per_turn": 20.0,
+        "target_p95_ms_1m": 10.0,
+        "target_recall_at_10_1m": RECALL_TARGET,
+        "target_embed_ms_per_turn": 20.0,
     }
     result.update(embed_bench())
     folder = Path(tempfile.mkdtemp(prefix="hexmem-bench-"))

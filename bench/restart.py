@@ -47,8 +47,13 @@ NAME = "counter"
 PAUSE_S = 0.3
 TIMEOUT_S = 15.0
 
-CONFIG = FAST_BUS + actor_toml(NAME, "actors.diag.actor:CounterActor", backoff_initial_s=0.001,
-                               max_restarts=1000, restart_period_s=60)
+CONFIG = FAST_BUS + actor_toml(
+    NAME,
+    "actors.diag.actor:CounterActor",
+    backoff_initial_s=0.001,
+    max_restarts=1000,
+    restart_period_s=60,
+)
 
 
 @dataclass
@@ -102,10 +107,14 @@ async def restarts(hx: Hex, iterations: int) -> dict[str, Any]:
     client.subscribe(f"sys.actor.{NAME}.spawn")
     seen = Sightings()
     watcher = asyncio.create_task(watch(client, seen))
-    stages: dict[str, list[float]] = {k: [] for k in ("total", "to_spawn", "to_first_beat", "to_live", "delivery")}
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("total", "to_spawn", "to_first_beat", "to_live", "delivery")
+    }
     failures = 0
     try:
-        await seen.live_other_than(0, TIMEOUT_S)  # the subscription is in place: a periodic beat arrived
+        await seen.live_other_than(
+            0, TIMEOUT_S
+        )  # the subscription is in place: a periodic beat arrived
         for i in range(iterations):
             old = await asyncio.to_thread(hx.pid, NAME)
             if old <= 0:  # never os.kill(0, ...): that is this whole process group
@@ -129,7 +138,11 @@ async def restarts(hx: Hex, iterations: int) -> dict[str, Any]:
 
 def add_stages(stages: dict[str, list[float]], seen: Sightings, pid: int, killed: float) -> None:
     stages["total"].append(seen.live_seen[pid] - killed)
-    spawn, first, live = seen.spawn_mono.get(pid), seen.first_beat_mono.get(pid), seen.live_mono[pid]
+    spawn, first, live = (
+        seen.spawn_mono.get(pid),
+        seen.first_beat_mono.get(pid),
+        seen.live_mono[pid],
+    )
     stages["delivery"].append(seen.live_seen[pid] - live)
     if spawn is not None:
         stages["to_spawn"].append(spawn - killed)
@@ -149,7 +162,9 @@ def report(run: dict[str, Any]) -> dict[str, Any]:
     for stage, values in stages.items():
         out.update(summary([1000 * v for v in values], f"{stage}_ms", 1))
     if total and stages["to_spawn"]:
-        out["fraction_before_spawn"] = round(percentile(stages["to_spawn"], 50) / percentile(total, 50), 3)
+        out["fraction_before_spawn"] = round(
+            percentile(stages["to_spawn"], 50) / percentile(total, 50), 3
+        )
     return out
 
 
@@ -164,8 +179,13 @@ def main() -> None:
         status = hx.status().get(NAME, {})
     finally:
         hx.cleanup()
-    result: dict[str, Any] = {"bench": "restart", "quick": args.quick, "iterations": iterations,
-                              "backoff_initial_s": 0.001, **report(run)}
+    result: dict[str, Any] = {
+        "bench": "restart",
+        "quick": args.quick,
+        "iterations": iterations,
+        "backoff_initial_s": 0.001,
+        **report(run),
+    }
     result["supervisor_restarts"] = status.get("restarts")
     result["final_state"] = status.get("state")
     emit(result)

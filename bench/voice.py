@@ -61,10 +61,13 @@ QUESTIONS = (
 
 def config(root: Path) -> str:
     shutil.copy(REPO / "persona.toml", root / "persona.toml")
-    return (FAST_BUS + actor_toml("stt", "actors.stt.actor:SttActor", heartbeat_timeout_s=30.0,
-                                  config={"partials": False})
-            + actor_toml("tts", "actors.tts.actor:TtsActor", heartbeat_timeout_s=30.0)
-            + """
+    return (
+        FAST_BUS
+        + actor_toml(
+            "stt", "actors.stt.actor:SttActor", heartbeat_timeout_s=30.0, config={"partials": False}
+        )
+        + actor_toml("tts", "actors.tts.actor:TtsActor", heartbeat_timeout_s=30.0)
+        + """
 [actors.brain]
 module = "actors.brain.actor:BrainActor"
 heartbeat_timeout_s = 10.0
@@ -73,7 +76,8 @@ backends = [{type = "llamacpp"}]
 seed = 5
 memory = false
 metadata = false
-""")
+"""
+    )
 
 
 class Marks:
@@ -130,17 +134,26 @@ class Marks:
                 self.replies[body.reply_to] = (body, time.time())
 
 
-async def barge_in(hx: Hex, marks: Marks, question: Path, interruption: Path, trial: int) -> dict[str, float]:
+async def barge_in(
+    hx: Hex, marks: Marks, question: Path, interruption: Path, trial: int
+) -> dict[str, float]:
     """Ask for a long answer; once Hex speaks, talk over it. Times from the interruption's first voiced
     sample (known: the bench sends it) to the STT's speech start and to the TTS's interrupted stop."""
     channel = f"bench-barge-{trial}"
-    voice = VoiceClient(hx.endpoints, person_id="bench", name="Bench", channel=channel, out=io.StringIO())
+    voice = VoiceClient(
+        hx.endpoints, person_id="bench", name="Bench", channel=channel, out=io.StringIO()
+    )
     await voice.start()
     samples, rate = read_wav(question)
     await voice.stream(samples, rate)
     deadline = time.monotonic() + 300
-    while not any(f[0].channel == channel and f[0].message_event_id in marks.first_audio
-                  for f in marks.finals.values()) and time.monotonic() < deadline:
+    while (
+        not any(
+            f[0].channel == channel and f[0].message_event_id in marks.first_audio
+            for f in marks.finals.values()
+        )
+        and time.monotonic() < deadline
+    ):
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)  # Hex is mid-sentence
     marks.speech_started.pop(channel, None)
@@ -151,13 +164,18 @@ async def barge_in(hx: Hex, marks: Marks, question: Path, interruption: Path, tr
     while channel not in marks.interrupted and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     await voice.close()
-    return {"onset_to_speech_ms": round((marks.speech_started[channel] - onset) * 1000, 1),
-            "speech_to_stop_ms": round((marks.interrupted[channel] - marks.speech_started[channel]) * 1000, 1),
-            "onset_to_stop_ms": round((marks.interrupted[channel] - onset) * 1000, 1)}
+    return {
+        "onset_to_speech_ms": round((marks.speech_started[channel] - onset) * 1000, 1),
+        "speech_to_stop_ms": round(
+            (marks.interrupted[channel] - marks.speech_started[channel]) * 1000, 1
+        ),
+        "onset_to_stop_ms": round((marks.interrupted[channel] - onset) * 1000, 1),
+    }
 
 
-async def measure(hx: Hex, wavs: list[Path], kokoro: Any, barge: tuple[Path, Path] | None = None,
-                  trials: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, float]]]:
+async def measure(
+    hx: Hex, wavs: list[Path], kokoro: Any, barge: tuple[Path, Path] | None = None, trials: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, float]]]:
     marks = Marks(hx)
     await marks.start()
     rows = []
@@ -166,14 +184,19 @@ async def measure(hx: Hex, wavs: list[Path], kokoro: Any, barge: tuple[Path, Pat
         for i, wav in enumerate(wavs):
             channel = f"bench-{i}"  # a fresh conversation each: every prompt the same size
             samples, rate = read_wav(wav)
-            voice = VoiceClient(hx.endpoints, person_id="bench", name="Bench", channel=channel, out=io.StringIO())
+            voice = VoiceClient(
+                hx.endpoints, person_id="bench", name="Bench", channel=channel, out=io.StringIO()
+            )
             await voice.start()
             await voice.stream(samples, rate)
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 final = marks.finals.get(channel)
-                done = final is not None and final[0].message_event_id in marks.replies \
+                done = (
+                    final is not None
+                    and final[0].message_event_id in marks.replies
                     and final[0].message_event_id in marks.first_audio
+                )
                 if done:
                     break
                 await asyncio.sleep(0.05)
@@ -191,18 +214,34 @@ async def measure(hx: Hex, wavs: list[Path], kokoro: Any, barge: tuple[Path, Pat
                 "reply_chars": len(reply.text),
                 "streamed_s": round(marks.first_audio[utterance.message_event_id] - end, 3),
                 "sequential_s": round(reply_at - end + synth_s, 3),
-                "stt_rtf": round((utterance.timing.transcribed - utterance.timing.end_detected)
-                                 / max(utterance.duration_s, 1e-6), 3),
+                "stt_rtf": round(
+                    (utterance.timing.transcribed - utterance.timing.end_detected)
+                    / max(utterance.duration_s, 1e-6),
+                    3,
+                ),
                 "tts_rtf": round(synth_s / max(audio_s, 1e-6), 3),
-                "stages_ms": {k: v for k, v in marks.stages.get(utterance.message_event_id, {}).items()
-                              if k in ("end_detected", "transcribed", "first_token", "first_sentence",
-                                       "first_audio")},
+                "stages_ms": {
+                    k: v
+                    for k, v in marks.stages.get(utterance.message_event_id, {}).items()
+                    if k
+                    in (
+                        "end_detected",
+                        "transcribed",
+                        "first_token",
+                        "first_sentence",
+                        "first_audio",
+                    )
+                },
             }
             if i == 0:
-                progress(f"warm-up done ({row['streamed_s']} s to first audio): models loaded and caches warm")
+                progress(
+                    f"warm-up done ({row['streamed_s']} s to first audio): models loaded and caches warm"
+                )
                 continue
-            progress(f"{channel}: streamed {row['streamed_s']} s, sequential {row['sequential_s']} s, "
-                     f"stages {row['stages_ms']}")
+            progress(
+                f"{channel}: streamed {row['streamed_s']} s, sequential {row['sequential_s']} s, "
+                f"stages {row['stages_ms']}"
+            )
             rows.append(row)
         for trial in range(trials if barge else 0):
             assert barge is not None
@@ -215,8 +254,12 @@ async def measure(hx: Hex, wavs: list[Path], kokoro: Any, barge: tuple[Path, Pat
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--config", default="", help="a supervisor.toml running stt, brain and tts (the workstation's "
-                                                 "models) instead of the packaged CPU defaults")
+    p.add_argument(
+        "--config",
+        default="",
+        help="a supervisor.toml running stt, brain and tts (the workstation's "
+        "models) instead of the packaged CPU defaults",
+    )
     args = p.parse_args()
     configure("bench", "warning")
     work = Path(tempfile.mkdtemp(prefix="hxvoice"))
@@ -227,40 +270,51 @@ def main() -> None:
         make_wav(wav, [0.3, question, 1.5])
         wavs.append(wav)
     long_question, interruption = work / "long.wav", work / "stop.wav"
-    make_wav(long_question, [0.3, "Tell me a long story about a dragon and a knight, with many details.", 1.5])
+    make_wav(
+        long_question,
+        [0.3, "Tell me a long story about a dragon and a knight, with many details.", 1.5],
+    )
     make_wav(interruption, [BARGE_LEAD_S, "Wait, stop, stop please.", 1.0])
     kokoro = make_voice(KokoroConfig())
     kokoro.load()
     hx = Hex(FAST_BUS)
     if args.config:
         given = Path(args.config).resolve()
-        shutil.copy(given.parent / "persona.toml", hx.root / "persona.toml")  # the brain's persona beside it
+        shutil.copy(
+            given.parent / "persona.toml", hx.root / "persona.toml"
+        )  # the brain's persona beside it
         hx = Hex(given.read_text(), root=hx.root)
     else:
         hx = Hex(config(hx.root), root=hx.root)
     try:
         progress("starting stt, brain and tts")
         hx.start()
-        rows, barges = run_async(measure(hx, wavs, kokoro, (long_question, interruption), 2 if args.quick else 3))
+        rows, barges = run_async(
+            measure(hx, wavs, kokoro, (long_question, interruption), 2 if args.quick else 3)
+        )
     finally:
         hx.stop()
         hx.cleanup()
     streamed = statistics.median(r["streamed_s"] for r in rows)
     sequential = statistics.median(r["sequential_s"] for r in rows)
-    emit({
-        "first_audio_streamed_s": round(streamed, 3),
-        "first_audio_sequential_s": round(sequential, 3),
-        "first_audio_ratio": round(streamed / sequential, 3),
-        "stt_rtf": round(statistics.median(r["stt_rtf"] for r in rows), 3),
-        "tts_rtf": round(statistics.median(r["tts_rtf"] for r in rows), 3),
-        "target_ratio": 0.5,
-        # Talking over Hex: the interruption's first voiced sample → tts.speaking stop (interrupted), when
-        # players flush. Most of it is the VAD's min_speech_ms (250), so a cough never interrupts.
-        "barge_in_ms": round(statistics.median(b["onset_to_stop_ms"] for b in barges), 1),
-        "barge_in_speech_to_stop_ms": round(statistics.median(b["speech_to_stop_ms"] for b in barges), 1),
-        "barge_ins": barges,
-        "utterances": rows,
-    })
+    emit(
+        {
+            "first_audio_streamed_s": round(streamed, 3),
+            "first_audio_sequential_s": round(sequential, 3),
+            "first_audio_ratio": round(streamed / sequential, 3),
+            "stt_rtf": round(statistics.median(r["stt_rtf"] for r in rows), 3),
+            "tts_rtf": round(statistics.median(r["tts_rtf"] for r in rows), 3),
+            "target_ratio": 0.5,
+            # Talking over Hex: the interruption's first voiced sample → tts.speaking stop (interrupted), when
+            # players flush. Most of it is the VAD's min_speech_ms (250), so a cough never interrupts.
+            "barge_in_ms": round(statistics.median(b["onset_to_stop_ms"] for b in barges), 1),
+            "barge_in_speech_to_stop_ms": round(
+                statistics.median(b["speech_to_stop_ms"] for b in barges), 1
+            ),
+            "barge_ins": barges,
+            "utterances": rows,
+        }
+    )
 
 
 if __name__ == "__main__":

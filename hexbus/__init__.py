@@ -12,7 +12,8 @@ from hexbus.codec import Envelope, RejectedFrame
 __all__ = [
     "Actor",
     "ActorUnusable",
-    "BusClient",     "Envelope",
+    "BusClient",
+    "Envelope",
     "NoConfig",
     "NoState",
     "RejectedFrame",

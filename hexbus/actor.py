@@ -171,10 +171,20 @@ class Actor(Generic[C, S]):
     def blob(self) -> bytes | None:
         return self._blob.get()
 
-    _blob: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("hexbus_blob", default=None)
+    _blob: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+        "hexbus_blob", default=None
+    )
 
-    async def publish(self, event: Event, *, key: str = "", blob: bytes | None = None,
-                      correlation: str = "", event_id: str = "", causation: str = "") -> Envelope:
+    async def publish(
+        self,
+        event: Event,
+        *,
+        key: str = "",
+        blob: bytes | None = None,
+        correlation: str = "",
+        event_id: str = "",
+        causation: str = "",
+    ) -> Envelope:
         """Publish an event; durable ones wait for outbox space, volatile ones never wait.
 
         An event published while handling a durable event gets an id derived
@@ -184,18 +194,32 @@ class Actor(Generic[C, S]):
         """
         current = _current.get()
         if event_id:
-            return await self.bus.publish(event, key=key, blob=blob, event_id=event_id, causation=causation,
-                                          correlation=correlation)
+            return await self.bus.publish(
+                event,
+                key=key,
+                blob=blob,
+                event_id=event_id,
+                causation=causation,
+                correlation=correlation,
+            )
         if current is not None:
             cause, counter = current
             counter[0] += 1
             causation = cause.id
             if cause.offset:
                 event_id = codec.derived_id(cause.id, self.name, str(counter[0]))
-        return await self.bus.publish(event, key=key, blob=blob, event_id=event_id, causation=causation,
-                                      correlation=correlation)
+        return await self.bus.publish(
+            event,
+            key=key,
+            blob=blob,
+            event_id=event_id,
+            causation=causation,
+            correlation=correlation,
+        )
 
-    async def request(self, event: Event, expect: type[E], *, key: str = "", timeout: float = 2.0) -> E:
+    async def request(
+        self, event: Event, expect: type[E], *, key: str = "", timeout: float = 2.0
+    ) -> E:
         """Publish a request and wait for the ``expect`` event answering it.
 
         The responder calls :meth:`respond`. Raises :class:`RequestTimeout`
@@ -206,7 +230,9 @@ class Actor(Generic[C, S]):
             self._reply_subs.add(topic)
             self.bus.subscribe(topic)
         correlation = self.bus.ids.next()
-        future: asyncio.Future[tuple[Envelope, bytes | None]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Envelope, bytes | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._pending[correlation] = future
         try:
             await self.bus.publish(event, key=key, correlation=correlation)
@@ -218,16 +244,25 @@ class Actor(Generic[C, S]):
         finally:
             self._pending.pop(correlation, None)
         if not isinstance(envelope.body, expect):
-            raise RequestTimeout(f"expected {tag_of(expect)}, got {envelope.body.__struct_config__.tag}")
+            raise RequestTimeout(
+                f"expected {tag_of(expect)}, got {envelope.body.__struct_config__.tag}"
+            )
         return envelope.body
 
     async def respond(self, event: Event, *, blob: bytes | None = None) -> Envelope:
         """Answer the request being handled; it reaches only the requester."""
         request = self.envelope
         if request is None or not request.correlation:
-            raise RuntimeError("respond() is for handlers of a request (an event with a correlation id)")
-        return await self.bus.publish(event, key=request.source, blob=blob, correlation=request.correlation,
-                                      causation=request.id)
+            raise RuntimeError(
+                "respond() is for handlers of a request (an event with a correlation id)"
+            )
+        return await self.bus.publish(
+            event,
+            key=request.source,
+            blob=blob,
+            correlation=request.correlation,
+            causation=request.id,
+        )
 
     def state_changed(self, *, now: bool = False) -> None:
         """Say the state changed outside a handler (in a task of the actor's own), so it is snapshotted.
@@ -244,7 +279,9 @@ class Actor(Generic[C, S]):
     async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking work in a worker thread so heartbeats and control keep flowing."""
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{self.name}-work")
+            self._threads = ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix=f"{self.name}-work"
+            )
         ctx = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(
             self._threads, functools.partial(ctx.run, fn, *args, **kwargs)
@@ -255,7 +292,9 @@ class Actor(Generic[C, S]):
         if self._processes is None:
             import multiprocessing
 
-            self._processes = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._processes = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
         return await asyncio.get_running_loop().run_in_executor(
             self._processes, functools.partial(fn, *args, **kwargs)
         )
@@ -269,9 +308,18 @@ class Actor(Generic[C, S]):
 class Runtime:
     """Drives one actor: replay, dispatch with control first, snapshots, heartbeats, graceful stop."""
 
-    def __init__(self, actor: Actor[Any, Any], *, snapshot_every: int, snapshot_interval_s: float,
-                 heartbeat_interval_s: float, heartbeat: Callable[[Runtime], None],
-                 snapshot_path: Path, applied_offset: int, recent_ids: list[str]) -> None:
+    def __init__(
+        self,
+        actor: Actor[Any, Any],
+        *,
+        snapshot_every: int,
+        snapshot_interval_s: float,
+        heartbeat_interval_s: float,
+        heartbeat: Callable[[Runtime], None],
+        snapshot_path: Path,
+        applied_offset: int,
+        recent_ids: list[str],
+    ) -> None:
         self.actor = actor
         self.bus = actor.bus
         self.snapshot_every = snapshot_every
@@ -315,15 +363,19 @@ class Runtime:
                 continue
             if envelope.topic in self.control_tags:
                 if isinstance(envelope.body, Ping | Stop):
-                    await self.run_control(envelope, blob)  # needs no state: answer at once, even mid-handler
+                    await self.run_control(
+                        envelope, blob
+                    )  # needs no state: answer at once, even mid-handler
                 else:
                     self.control.append((envelope, blob))
             elif delivery_of(envelope.topic) is Delivery.DURABLE:
                 continue  # durable events arrive through the feed, in order
             else:
                 size = len(blob) if blob is not None else 0
-                while self.volatile and (len(self.volatile) >= self.actor.volatile_queue
-                                         or self.volatile_bytes + size > self.actor.volatile_queue_bytes):
+                while self.volatile and (
+                    len(self.volatile) >= self.actor.volatile_queue
+                    or self.volatile_bytes + size > self.actor.volatile_queue_bytes
+                ):
                     _, old = self.volatile.popleft()
                     self.volatile_bytes -= len(old) if old is not None else 0
                     self.dropped += 1
@@ -417,13 +469,21 @@ class Runtime:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.actor.log.exception("actor.handler_failed", event_id=envelope.id, topic=envelope.topic)
+            self.actor.log.exception(
+                "actor.handler_failed", event_id=envelope.id, topic=envelope.topic
+            )
             from schemas import ActorLifecycle
 
             _current.set(None)
             await self.bus.publish(
-                ActorLifecycle(actor=self.actor.name, change="error", pid=os.getpid(), event_id=envelope.id,
-                               event_type=envelope.topic, reason=f"{type(exc).__name__}: {exc}"[:500]),
+                ActorLifecycle(
+                    actor=self.actor.name,
+                    change="error",
+                    pid=os.getpid(),
+                    event_id=envelope.id,
+                    event_type=envelope.topic,
+                    reason=f"{type(exc).__name__}: {exc}"[:500],
+                ),
                 key=f"{self.actor.name}.error",
             )
         finally:
@@ -438,9 +498,15 @@ class Runtime:
                 self.stopping.set()
             case Ping():
                 self.bus.publish_volatile(
-                    Pong(actor=self.actor.name, nonce=body.nonce, state=self.state,  # type: ignore[arg-type]
-                         applied_offset=self.applied),
-                    key=envelope.source, correlation=envelope.correlation, causation=envelope.id,
+                    Pong(
+                        actor=self.actor.name,
+                        nonce=body.nonce,
+                        state=self.state,  # type: ignore[arg-type]
+                        applied_offset=self.applied,
+                    ),
+                    key=envelope.source,
+                    correlation=envelope.correlation,
+                    causation=envelope.id,
                 )
             case Snapshot():
                 await self.snapshot()
@@ -452,8 +518,10 @@ class Runtime:
     async def maybe_snapshot(self) -> None:
         if not self.dirty:
             return
-        if (self.since_snapshot >= self.snapshot_every
-                or time.monotonic() - self.snapshot_at >= self.snapshot_interval_s):
+        if (
+            self.since_snapshot >= self.snapshot_every
+            or time.monotonic() - self.snapshot_at >= self.snapshot_interval_s
+        ):
             await self.snapshot()
 
     async def snapshot(self) -> None:
@@ -480,7 +548,9 @@ class Runtime:
             if rejected.changed:
                 rejected.changed = False
                 self.bus.publish_volatile(
-                    Rejected(process=self.actor.name, counts=dict(rejected.counts), total=rejected.total),
+                    Rejected(
+                        process=self.actor.name, counts=dict(rejected.counts), total=rejected.total
+                    ),
                     key=self.actor.name,
                 )
             if self.dirty:
@@ -494,7 +564,9 @@ class Runtime:
 
 
 # A marker on the durable queue, behind the replayed events: call on_live between handlers.
-_LIVE: Envelope = Envelope(id="", topic="sys.control.live", source="", body=Stop(target="", reason="live marker"))
+_LIVE: Envelope = Envelope(
+    id="", topic="sys.control.live", source="", body=Stop(target="", reason="live marker")
+)
 
 
 def load_snapshot(path: Path, state_type: type[S], log: Any) -> tuple[S | None, int, list[str]]:
@@ -509,8 +581,13 @@ def load_snapshot(path: Path, state_type: type[S], log: Any) -> tuple[S | None, 
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         bad = path.with_suffix(".corrupt")
         os.replace(path, bad)
-        log.error("actor.snapshot_unreadable", path=str(path), moved_to=str(bad), error=str(exc),
-                  hint="replaying the whole journal instead")
+        log.error(
+            "actor.snapshot_unreadable",
+            path=str(path),
+            moved_to=str(bad),
+            error=str(exc),
+            hint="replaying the whole journal instead",
+        )
         return None, 0, []
     return state, snap.offset, snap.recent_ids
 

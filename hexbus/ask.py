@@ -24,14 +24,21 @@ class AskError(Exception):
     """No answer (the actor is not running, or too slow)."""
 
 
-async def ask(endpoints: Endpoints, request: Event, expect: type[E], *, timeout: float = 10.0,
-              who: str = "the actor") -> tuple[E, bytes | None]:
+async def ask(
+    endpoints: Endpoints,
+    request: Event,
+    expect: type[E],
+    *,
+    timeout: float = 10.0,
+    who: str = "the actor",
+) -> tuple[E, bytes | None]:
     client = BusClient(endpoints, f"cli{time.monotonic_ns() % 1_000_000}")
     client.subscribe(f"{tag_of(expect)}.{client.name}")
     client.start()
     correlation = client.ids.next()
     deadline = time.monotonic() + timeout
     try:
+
         async def answer() -> tuple[E, bytes | None]:
             async for envelope, blob in client.volatile():
                 if envelope.correlation == correlation and isinstance(envelope.body, expect):
@@ -43,7 +50,9 @@ async def ask(endpoints: Endpoints, request: Event, expect: type[E], *, timeout:
         while not waiting.done():
             if time.monotonic() > deadline:
                 waiting.cancel()
-                raise AskError(f"{who} did not answer within {timeout:g}s: is it running? (`hexbus status`)")
+                raise AskError(
+                    f"{who} did not answer within {timeout:g}s: is it running? (`hexbus status`)"
+                )
             client.publish_volatile(request, correlation=correlation)
             await asyncio.wait({waiting}, timeout=0.5)
         return waiting.result()
@@ -51,15 +60,30 @@ async def ask(endpoints: Endpoints, request: Event, expect: type[E], *, timeout:
         await client.close()
 
 
-async def change(endpoints: Endpoints, request: Event, expect: type[E], *, timeout: float = 30.0,
-                 who: str = "the actor", blob: bytes | None = None) -> E:
+async def change(
+    endpoints: Endpoints,
+    request: Event,
+    expect: type[E],
+    *,
+    timeout: float = 30.0,
+    who: str = "the actor",
+    blob: bytes | None = None,
+) -> E:
     """Publish one durable request and wait for the durable report caused by it."""
-    reports = [r async for r in changes(endpoints, [(request, blob)], expect, timeout=timeout, who=who)]
+    reports = [
+        r async for r in changes(endpoints, [(request, blob)], expect, timeout=timeout, who=who)
+    ]
     return reports[0]
 
 
-async def changes(endpoints: Endpoints, requests: Sequence[tuple[Event, bytes | None]], expect: type[E], *,
-                  timeout: float = 30.0, who: str = "the actor") -> AsyncIterator[E]:
+async def changes(
+    endpoints: Endpoints,
+    requests: Sequence[tuple[Event, bytes | None]],
+    expect: type[E],
+    *,
+    timeout: float = 30.0,
+    who: str = "the actor",
+) -> AsyncIterator[E]:
     """Publish durable requests in order and yield each one's report as it comes (``timeout`` per report)."""
     client = BusClient(endpoints, "cli")
     client.start()
@@ -76,18 +100,24 @@ async def changes(endpoints: Endpoints, requests: Sequence[tuple[Event, bytes | 
     reading = asyncio.get_running_loop().create_task(collect())
     try:
         if not await feed.positioned(10):  # then no report after the journal's head can be missed
-            raise AskError("the broker did not answer within 10 s: is Hex running? (`hexbus status`)")
+            raise AskError(
+                "the broker did not answer within 10 s: is Hex running? (`hexbus status`)"
+            )
         sent = [(await client.publish_durable(request, blob=blob)).id for request, blob in requests]
         if not await client.flush(10 + len(requests) / 100):
-            raise AskError("the broker did not acknowledge the request within 10 s: is Hex running?")
+            raise AskError(
+                "the broker did not acknowledge the request within 10 s: is Hex running?"
+            )
         for event_id in sent:
             while event_id not in reports:
                 arrived.clear()
                 try:
                     await asyncio.wait_for(arrived.wait(), timeout)
                 except TimeoutError:
-                    raise AskError(f"{who} did not report within {timeout:g}s (the request is journaled and will "
-                                   "be applied when it runs: `hexbus status`)") from None
+                    raise AskError(
+                        f"{who} did not report within {timeout:g}s (the request is journaled and will "
+                        "be applied when it runs: `hexbus status`)"
+                    ) from None
             yield reports.pop(event_id)
     finally:
         reading.cancel()

@@ -87,8 +87,13 @@ class VolatileLane:
     heartbeats and the durable events that observers tail.
     """
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], name: str, xsub: zmq.Socket[bytes],
-                 xpub: zmq.Socket[bytes]) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        name: str,
+        xsub: zmq.Socket[bytes],
+        xpub: zmq.Socket[bytes],
+    ) -> None:
         self.name = name
         self.inproc = f"inproc://hexbus-{name}-{id(self):x}"
         xsub.bind(self.inproc)
@@ -128,7 +133,9 @@ class Broker:
         self.journal = Journal(
             Path(spec.data_dir) / "journal",
             segment_bytes=jc.segment_mb << 20,
-            fsync=FsyncPolicy(mode=jc.fsync, every=jc.fsync_every, interval_ms=jc.fsync_interval_ms),
+            fsync=FsyncPolicy(
+                mode=jc.fsync, every=jc.fsync_every, interval_ms=jc.fsync_interval_ms
+            ),
             retention_bytes=jc.retention_mb << 20,
             retention_age_s=jc.retention_hours * 3600,
             cache_bytes=jc.cache_mb << 20,
@@ -144,7 +151,9 @@ class Broker:
         self.auth: Any = None
         self._open_sockets()
 
-    def _socket(self, kind: int, address: str, *, sndhwm: int = 1000, rcvhwm: int = 1000) -> zmq.Socket[bytes]:
+    def _socket(
+        self, kind: int, address: str, *, sndhwm: int = 1000, rcvhwm: int = 1000
+    ) -> zmq.Socket[bytes]:
         # Options must be set before bind: a listener copies them, and every accepted peer gets that copy.
         sock: zmq.Socket[bytes] = self.ctx.socket(kind)
         sock.linger = 0
@@ -154,7 +163,7 @@ class Broker:
         if self.spec.endpoints.curve_dir and address.startswith("tcp://"):
             secure_server(sock, self.spec.endpoints.curve_dir)
         if address.startswith("ipc://"):
-            path = address[len("ipc://"):]
+            path = address[len("ipc://") :]
             if os.path.exists(path):
                 os.unlink(path)  # a stale socket file from a killed broker
         sock.bind(address)
@@ -173,7 +182,10 @@ class Broker:
         vout = self._socket(zmq.XPUB, ep.volatile_out, sndhwm=hwm)
         big_in = self._socket(zmq.XSUB, ep.volatile_big_in, rcvhwm=self.bus.blob_hwm)
         big_out = self._socket(zmq.XPUB, ep.volatile_big, sndhwm=self.bus.blob_hwm)
-        self.lanes = (VolatileLane(self.ctx, "small", vin, vout), VolatileLane(self.ctx, "big", big_in, big_out))
+        self.lanes = (
+            VolatileLane(self.ctx, "small", vin, vout),
+            VolatileLane(self.ctx, "big", big_in, big_out),
+        )
         self.big = self.bus.blob_lane_bytes
         # The broker's own volatile publishing (heartbeats, durable events for observers) joins the lanes.
         self.vout: zmq.Socket[bytes] = self.ctx.socket(zmq.PUB)
@@ -227,7 +239,9 @@ class Broker:
                 floor = U64.unpack(frames[2])[0]
                 envelope, blob = codec.decode_message(frames[3:])
                 if self._delivery(envelope.topic) is not Delivery.DURABLE:
-                    raise RejectedFrame("class", f"{envelope.topic} is volatile: publish it on the volatile path")
+                    raise RejectedFrame(
+                        "class", f"{envelope.topic} is volatile: publish it on the volatile path"
+                    )
                 if envelope.session == 0 or envelope.seq == 0:
                     raise RejectedFrame("malformed", "durable event without session and seq")
             except RejectedFrame as exc:
@@ -236,7 +250,10 @@ class Broker:
             session, seq = envelope.session, envelope.seq
             expected = max(self.last_seq.get(session, 0) + 1, floor)
             if seq < expected:
-                acks[identity] = (session, expected - 1)  # a retransmission: ack again, store nothing
+                acks[identity] = (
+                    session,
+                    expected - 1,
+                )  # a retransmission: ack again, store nothing
                 continue
             if seq > expected:
                 self._send(self.ingest, [identity, NACK, U64x2.pack(session, expected)])
@@ -291,7 +308,9 @@ class Broker:
                 self.rejected.add(exc.kind, exc.detail)
                 continue
             self.parked.pop(identity, None)
-            parked = Parked(identity, request, prefixes, request.after, now + request.wait_ms / 1000)
+            parked = Parked(
+                identity, request, prefixes, request.after, now + request.wait_ms / 1000
+            )
             if not self._try_serve(parked, final=request.wait_ms <= 0):
                 self.parked[identity] = parked
 
@@ -345,7 +364,9 @@ class Broker:
             rejected=self.rejected.total,
             applied_offset=self.journal.head,
         )
-        envelope = codec.make_envelope(beat, event_id=self.ids.next(), source="broker", key="broker")
+        envelope = codec.make_envelope(
+            beat, event_id=self.ids.next(), source="broker", key="broker"
+        )
         try:
             self.hb.send_multipart(codec.message_frames(envelope), zmq.NOBLOCK)
         except zmq.Again:
@@ -353,7 +374,9 @@ class Broker:
         if self.rejected.changed:
             self.rejected.changed = False
             self.publish_volatile(
-                Rejected(process="broker", counts=dict(self.rejected.counts), total=self.rejected.total),
+                Rejected(
+                    process="broker", counts=dict(self.rejected.counts), total=self.rejected.total
+                ),
                 key="broker",
             )
 
@@ -364,8 +387,13 @@ class Broker:
         interval = self.bus.heartbeat_interval_s
         next_beat = time.monotonic()
         next_retention = time.monotonic() + 60
-        log.info("broker.ready", head=self.journal.head, first=self.journal.first,
-                 sessions=len(self.last_seq), incarnation=self.incarnation)
+        log.info(
+            "broker.ready",
+            head=self.journal.head,
+            first=self.journal.first,
+            sessions=len(self.last_seq),
+            incarnation=self.incarnation,
+        )
         while self.running:
             now = time.monotonic()
             if now >= next_beat:
@@ -378,7 +406,9 @@ class Broker:
             if now >= next_retention:
                 removed = self.journal.enforce_retention()
                 if removed:
-                    log.info("journal.retention", segments_removed=removed, first=self.journal.first)
+                    log.info(
+                        "journal.retention", segments_removed=removed, first=self.journal.first
+                    )
                 next_retention = now + 60
             wake = next_beat
             if self.parked:
@@ -410,7 +440,10 @@ class Broker:
 def main() -> None:
     raw = os.environ.get("HEXBUS_SPEC")
     if not raw:
-        print("hexbus.broker: HEXBUS_SPEC is not set; the supervisor starts the broker (hexbus run)", file=sys.stderr)
+        print(
+            "hexbus.broker: HEXBUS_SPEC is not set; the supervisor starts the broker (hexbus run)",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     spec = msgspec.json.decode(raw, type=BrokerSpec)
     configure("broker", os.environ.get("HEXBUS_LOG_LEVEL", "info"))

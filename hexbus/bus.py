@@ -45,7 +45,9 @@ class BusClosed(Exception):
     """The client was closed while an operation waited."""
 
 
-def _socket(ctx: zmq.asyncio.Context, kind: int, address: str, curve_dir: str) -> zmq.asyncio.Socket:
+def _socket(
+    ctx: zmq.asyncio.Context, kind: int, address: str, curve_dir: str
+) -> zmq.asyncio.Socket:
     sock = ctx.socket(kind)
     sock.linger = 0
     sock.reconnect_ivl = RECONNECT_MS
@@ -77,7 +79,9 @@ class Producer:
     reorder or duplicate what it stored.
     """
 
-    def __init__(self, sock: zmq.asyncio.Socket, session: int, capacity: int, retransmit_s: float = 0.5) -> None:
+    def __init__(
+        self, sock: zmq.asyncio.Socket, session: int, capacity: int, retransmit_s: float = 0.5
+    ) -> None:
         self.sock = sock
         self.shadow: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
         self.session = session
@@ -118,7 +122,9 @@ class Producer:
 
     def _send(self, seq: int, frames: list[bytes]) -> bool:
         floor = self.acked + 1
-        return _sent(self.sock.send_multipart([PUBLISH, U64.pack(floor), *frames], flags=zmq.NOBLOCK))
+        return _sent(
+            self.sock.send_multipart([PUBLISH, U64.pack(floor), *frames], flags=zmq.NOBLOCK)
+        )
 
     def resend_from(self, seq: int) -> None:
         for s, frames in self.outbox.items():
@@ -207,7 +213,9 @@ class DurableFeed:
         self.head = 0
         self.incarnation = ""
         self.on_live: Callable[[], None] | None = None
-        self._positioned = asyncio.Event()  # the offset to read after is known (a tail learns the head)
+        self._positioned = (
+            asyncio.Event()
+        )  # the offset to read after is known (a tail learns the head)
         if after >= 0:
             self._positioned.set()
 
@@ -268,24 +276,36 @@ class DurableFeed:
             reply = codec.fetch_reply_decoder.decode(frames[1])
             if reply.incarnation != self.incarnation:
                 if self.incarnation:
-                    log.info("bus.broker_restarted", incarnation=reply.incarnation, after=self.after)
+                    log.info(
+                        "bus.broker_restarted", incarnation=reply.incarnation, after=self.after
+                    )
                 self.incarnation = reply.incarnation
             if 0 < self.after < reply.first - 1 and reply.head >= reply.first:
                 # Retention removed events this subscriber never read: a real, unrecoverable gap.
-                log.error("bus.gap_retention", missing_from=self.after + 1, missing_to=reply.first - 1,
-                          hint="raise bus.journal.retention_mb/retention_hours, or keep this actor running")
+                log.error(
+                    "bus.gap_retention",
+                    missing_from=self.after + 1,
+                    missing_to=reply.first - 1,
+                    hint="raise bus.journal.retention_mb/retention_hours, or keep this actor running",
+                )
             if self.after < 0:
                 self.after = reply.head  # a tail: start at the journal's head, skip history
                 self._positioned.set()
                 continue
             if reply.head < self.after:
-                log.warning("bus.journal_behind_snapshot", head=reply.head, after=self.after,
-                            hint="the journal was reset; replaying from its head")
+                log.warning(
+                    "bus.journal_behind_snapshot",
+                    head=reply.head,
+                    after=self.after,
+                    hint="the journal was reset; replaying from its head",
+                )
                 self.after = reply.head
                 continue
             body = frames[2:]
             if len(body) != 3 * reply.count:
-                self.rejected.add("frames", f"fetch reply with {len(body)} frames for {reply.count} events")
+                self.rejected.add(
+                    "frames", f"fetch reply with {len(body)} frames for {reply.count} events"
+                )
                 continue
             for i in range(0, len(body), 3):
                 topic, env, blob = body[i], body[i + 1], body[i + 2]
@@ -315,8 +335,17 @@ class BusClient:
     the producer outbox (waiting when it is full).
     """
 
-    def __init__(self, endpoints: Endpoints, name: str, *, outbox: int = 10_000, volatile_hwm: int = 1000,
-                 blob_lane_bytes: int = 65536, blob_hwm: int = 16, session: int | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        name: str,
+        *,
+        outbox: int = 10_000,
+        volatile_hwm: int = 1000,
+        blob_lane_bytes: int = 65536,
+        blob_hwm: int = 16,
+        session: int | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.name = name
         self.session = session or codec.new_session()
@@ -347,7 +376,9 @@ class BusClient:
         self._tasks: list[asyncio.Task[None]] = []
         self.closed = False
 
-    def _pub(self, ctx: zmq.Context[zmq.Socket[bytes]], address: str, hwm: int) -> zmq.Socket[bytes]:
+    def _pub(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], address: str, hwm: int
+    ) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
         sock.linger = 0
         sock.sndhwm = hwm
@@ -357,12 +388,22 @@ class BusClient:
         return sock
 
     def start(self) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(self.producer.run(), name="producer"))
+        self._tasks.append(
+            asyncio.get_running_loop().create_task(self.producer.run(), name="producer")
+        )
 
     # -- publishing ---------------------------------------------------------
 
-    def envelope(self, event: Event, *, key: str = "", seq: int = 0, event_id: str = "",
-                 causation: str = "", correlation: str = "") -> Envelope:
+    def envelope(
+        self,
+        event: Event,
+        *,
+        key: str = "",
+        seq: int = 0,
+        event_id: str = "",
+        causation: str = "",
+        correlation: str = "",
+    ) -> Envelope:
         return codec.make_envelope(
             event,
             event_id=event_id or self.ids.next(),
@@ -374,11 +415,23 @@ class BusClient:
             correlation=correlation,
         )
 
-    def publish_volatile(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
-                         causation: str = "", correlation: str = "") -> Envelope:
-        envelope = self.envelope(event, key=key, event_id=event_id, causation=causation, correlation=correlation)
+    def publish_volatile(
+        self,
+        event: Event,
+        *,
+        key: str = "",
+        blob: bytes | None = None,
+        event_id: str = "",
+        causation: str = "",
+        correlation: str = "",
+    ) -> Envelope:
+        envelope = self.envelope(
+            event, key=key, event_id=event_id, causation=causation, correlation=correlation
+        )
         if delivery_of(envelope.topic) is not Delivery.VOLATILE:
-            raise ValueError(f"{envelope.topic} is durable: publish it with publish() or publish_durable()")
+            raise ValueError(
+                f"{envelope.topic} is durable: publish it with publish() or publish_durable()"
+            )
         sock = self.pub_big if blob is not None and len(blob) >= self.blob_lane_bytes else self.pub
         try:
             sock.send_multipart(codec.message_frames(envelope, blob), zmq.NOBLOCK)
@@ -387,24 +440,53 @@ class BusClient:
         self.events_out += 1
         return envelope
 
-    async def publish_durable(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
-                              causation: str = "", correlation: str = "") -> Envelope:
+    async def publish_durable(
+        self,
+        event: Event,
+        *,
+        key: str = "",
+        blob: bytes | None = None,
+        event_id: str = "",
+        causation: str = "",
+        correlation: str = "",
+    ) -> Envelope:
         await self.producer.wait_space()
         seq = self.producer.reserve()
-        envelope = self.envelope(event, key=key, seq=seq, event_id=event_id, causation=causation,
-                                 correlation=correlation)
+        envelope = self.envelope(
+            event, key=key, seq=seq, event_id=event_id, causation=causation, correlation=correlation
+        )
         self.producer.put(seq, codec.message_frames(envelope, blob))
         self.events_out += 1
         return envelope
 
-    async def publish(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
-                      causation: str = "", correlation: str = "") -> Envelope:
+    async def publish(
+        self,
+        event: Event,
+        *,
+        key: str = "",
+        blob: bytes | None = None,
+        event_id: str = "",
+        causation: str = "",
+        correlation: str = "",
+    ) -> Envelope:
         topic = f"{tag_of(type(event))}.{key}" if key else tag_of(type(event))
         if delivery_of(topic) is Delivery.DURABLE:
-            return await self.publish_durable(event, key=key, blob=blob, event_id=event_id,
-                                              causation=causation, correlation=correlation)
-        return self.publish_volatile(event, key=key, blob=blob, event_id=event_id,
-                                     causation=causation, correlation=correlation)
+            return await self.publish_durable(
+                event,
+                key=key,
+                blob=blob,
+                event_id=event_id,
+                causation=causation,
+                correlation=correlation,
+            )
+        return self.publish_volatile(
+            event,
+            key=key,
+            blob=blob,
+            event_id=event_id,
+            causation=causation,
+            correlation=correlation,
+        )
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the broker has acknowledged every durable event; False on timeout."""
@@ -438,12 +520,18 @@ class BusClient:
                 continue
             await readable(self.sub, 1000)
 
-    def durable(self, prefixes: list[str], after: int, *, wait_ms: int = 1000, max_events: int = 512) -> DurableFeed:
+    def durable(
+        self, prefixes: list[str], after: int, *, wait_ms: int = 1000, max_events: int = 512
+    ) -> DurableFeed:
         """Durable events matching ``prefixes`` after offset ``after``; ``after=-1`` starts at the journal's head."""
         if self._replay is None:
-            self._replay = _socket(self.ctx, zmq.DEALER, self.endpoints.replay, self.endpoints.curve_dir)
+            self._replay = _socket(
+                self.ctx, zmq.DEALER, self.endpoints.replay, self.endpoints.curve_dir
+            )
             self._replay.connect(connect_address(self.endpoints.replay))
-        return DurableFeed(self._replay, prefixes, after, self.rejected, wait_ms=wait_ms, max_events=max_events)
+        return DurableFeed(
+            self._replay, prefixes, after, self.rejected, wait_ms=wait_ms, max_events=max_events
+        )
 
     async def close(self, flush_timeout: float = 0.0) -> None:
         if self.closed:

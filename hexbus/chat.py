@@ -35,7 +35,9 @@ async def _lines(stream: TextIO, prompt: str) -> AsyncIterator[str]:
 
 
 class ChatClient:
-    def __init__(self, endpoints: Endpoints, *, person_id: str, name: str, channel: str, out: TextIO) -> None:
+    def __init__(
+        self, endpoints: Endpoints, *, person_id: str, name: str, channel: str, out: TextIO
+    ) -> None:
         self.client = BusClient(endpoints, "chat")
         self.person_id, self.name, self.channel = person_id, name, channel
         self.out = out
@@ -46,14 +48,23 @@ class ChatClient:
         self.arrived = asyncio.Event()
         self.waiting_for = ""
         self._tasks: list[asyncio.Task[None]] = []
-        self._feed = self.client.durable(["chat.reply.console", "chat.notice.console"], after=-1, wait_ms=500)
+        self._feed = self.client.durable(
+            ["chat.reply.console", "chat.notice.console"], after=-1, wait_ms=500
+        )
 
     async def start(self) -> None:
         self.client.start()
         loop = asyncio.get_running_loop()
-        self._tasks += [loop.create_task(self._read_chunks()), loop.create_task(self._read_finals())]
-        if not await self._feed.positioned(10):  # then no reply after the journal's head can be missed
-            raise ChatError("the broker did not answer within 10 s: is Hex running (`hexbus status`)?")
+        self._tasks += [
+            loop.create_task(self._read_chunks()),
+            loop.create_task(self._read_finals()),
+        ]
+        if not await self._feed.positioned(
+            10
+        ):  # then no reply after the journal's head can be missed
+            raise ChatError(
+                "the broker did not answer within 10 s: is Hex running (`hexbus status`)?"
+            )
 
     async def _read_chunks(self) -> None:
         async for envelope, _ in self.client.volatile():
@@ -77,17 +88,27 @@ class ChatClient:
                 self.out.flush()
 
     async def say(self, text: str, timeout: float) -> Reply:
-        event = ChatMessage(platform="console", person_id=self.person_id, display_name=self.name,
-                            channel=self.channel, text=text, direct=True)
+        event = ChatMessage(
+            platform="console",
+            person_id=self.person_id,
+            display_name=self.name,
+            channel=self.channel,
+            text=text,
+            direct=True,
+        )
         envelope = await self.client.publish_durable(event, key="console")
         self.waiting_for = envelope.id
         if not await self.client.flush(10):
-            raise ChatError("the broker did not acknowledge the message within 10 s: is Hex running?")
+            raise ChatError(
+                "the broker did not acknowledge the message within 10 s: is Hex running?"
+            )
         deadline = time.monotonic() + timeout
         while envelope.id not in self.finals:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ChatError(f"no reply within {timeout:g} s: is the brain running? (`hexbus status`)")
+                raise ChatError(
+                    f"no reply within {timeout:g} s: is the brain running? (`hexbus status`)"
+                )
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), remaining)
@@ -113,8 +134,16 @@ class ChatClient:
         await self.client.close()
 
 
-async def chat(endpoints: Endpoints, *, person_id: str, name: str, channel: str, timeout: float,
-               stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+async def chat(
+    endpoints: Endpoints,
+    *,
+    person_id: str,
+    name: str,
+    channel: str,
+    timeout: float,
+    stdin: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+) -> int:
     interactive = stdin.isatty()
     client = ChatClient(endpoints, person_id=person_id, name=name, channel=channel, out=out)
     try:
@@ -131,4 +160,3 @@ async def chat(endpoints: Endpoints, *, person_id: str, name: str, channel: str,
     finally:
         await client.close()
     return 0
-

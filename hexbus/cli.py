@@ -35,8 +35,10 @@ def endpoints_of(run_dir: Path) -> Endpoints:
     try:
         return msgspec.json.decode(path.read_bytes(), type=Endpoints)
     except FileNotFoundError:
-        fail(f"no Hex is running with run directory {run_dir}: start one with `hexbus run supervisor.toml`"
-             " (or pass the --run-dir it uses)")
+        fail(
+            f"no Hex is running with run directory {run_dir}: start one with `hexbus run supervisor.toml`"
+            " (or pass the --run-dir it uses)"
+        )
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         fail(f"{path} is unreadable ({exc}): restart Hex with `hexbus run`")
     raise AssertionError("unreachable")
@@ -110,12 +112,34 @@ def cmd_status(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(data, indent=None if not sys.stdout.isatty() else 2))
         return
-    columns = ["ACTOR", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "HEARTBEAT", "IN", "OUT", "DROPPED"]
+    columns = [
+        "ACTOR",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "RESTARTS",
+        "RSS",
+        "HEARTBEAT",
+        "IN",
+        "OUT",
+        "DROPPED",
+    ]
     rows = [columns]
     for name, s in data.items():
-        rows.append([name, str(s["pid"] or "-"), s["state"], _uptime(s["uptime_s"]), str(s["restarts"]),
-                     _size(s["rss_bytes"]), _age(s["last_heartbeat_s"]), str(s["events_in"]),
-                     str(s["events_out"]), str(s["dropped"])])
+        rows.append(
+            [
+                name,
+                str(s["pid"] or "-"),
+                s["state"],
+                _uptime(s["uptime_s"]),
+                str(s["restarts"]),
+                _size(s["rss_bytes"]),
+                _age(s["last_heartbeat_s"]),
+                str(s["events_in"]),
+                str(s["events_out"]),
+                str(s["dropped"]),
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -158,8 +182,11 @@ def cmd_restart(args: argparse.Namespace) -> None:
 
 
 def cmd_killswitch(args: argparse.Namespace) -> None:
-    reply = control(args, ControlRequest(cmd="killswitch", name="hexbus killswitch", keep=tuple(args.keep)),
-                    timeout=60)
+    reply = control(
+        args,
+        ControlRequest(cmd="killswitch", name="hexbus killswitch", keep=tuple(args.keep)),
+        timeout=60,
+    )
     print(f"{reply.message}; `hexbus restart NAME` brings one back")
 
 
@@ -206,8 +233,15 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
     endpoints = endpoints_of(run_dir_of(args))
     try:
-        asyncio.run(chat(endpoints, person_id=args.person, name=args.name or args.person, channel=args.channel,
-                         timeout=args.timeout))
+        asyncio.run(
+            chat(
+                endpoints,
+                person_id=args.person,
+                name=args.name or args.person,
+                channel=args.channel,
+                timeout=args.timeout,
+            )
+        )
     except ChatError as exc:
         fail(str(exc))
 
@@ -228,8 +262,16 @@ def cmd_voice(args: argparse.Namespace) -> None:
             asyncio.run(run_mic(endpoints, echo_guard_ms=args.echo_guard_ms, **common))
         else:
             output = Path(args.output_wav) if args.output_wav else None
-            asyncio.run(run_file(endpoints, Path(args.input_wav), output=output, fast=args.fast,
-                                 timeout=args.timeout, **common))
+            asyncio.run(
+                run_file(
+                    endpoints,
+                    Path(args.input_wav),
+                    output=output,
+                    fast=args.fast,
+                    timeout=args.timeout,
+                    **common,
+                )
+            )
     except VoiceError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -242,7 +284,9 @@ def cmd_persona(args: argparse.Namespace) -> None:
 
         endpoints = endpoints_of(run_dir_of(args))
         try:
-            line = asyncio.run(send(endpoints, "brain.persona.rollback", json.dumps({"version": args.version})))
+            line = asyncio.run(
+                send(endpoints, "brain.persona.rollback", json.dumps({"version": args.version}))
+            )
         except SendError as exc:
             fail(str(exc))
         print(f"asked the brain to roll the persona back to version {args.version} ({line})")
@@ -281,9 +325,19 @@ def cmd_memory(args: argparse.Namespace) -> None:
     tags = tuple(t.strip() for t in (getattr(args, "tags", "") or "").split(",") if t.strip())
     try:
         if args.action == "search":
-            result, _ = asyncio.run(ask(endpoints, MemoryQuery(text=args.query, person_id=args.person, k=args.k,
-                                                               include_archived=args.archived),
-                                        MemoryResult, who=who))
+            result, _ = asyncio.run(
+                ask(
+                    endpoints,
+                    MemoryQuery(
+                        text=args.query,
+                        person_id=args.person,
+                        k=args.k,
+                        include_archived=args.archived,
+                    ),
+                    MemoryResult,
+                    who=who,
+                )
+            )
             if result.error:
                 fail(f"the memory actor could not search: {result.error}")
             if args.json:
@@ -293,7 +347,9 @@ def cmd_memory(args: argparse.Namespace) -> None:
                 print(f"{hit.score:6.3f}  {hit.id}  [{hit.kind}] {hit.text}{hedge}")
             return
         if args.action == "export":
-            exported, blob = asyncio.run(ask(endpoints, MemoryExport(), MemoryExported, who=who, timeout=30))
+            exported, blob = asyncio.run(
+                ask(endpoints, MemoryExport(), MemoryExported, who=who, timeout=30)
+            )
             out = sys.stdout.buffer if args.out in ("", "-") else open(args.out, "wb")  # noqa: SIM115
             with out:
                 out.write(blob or b"")
@@ -304,7 +360,9 @@ def cmd_memory(args: argparse.Namespace) -> None:
             memory_import(endpoints, args)
             return
         if args.action == "review":
-            reviewed, _ = asyncio.run(ask(endpoints, MemoryReview(limit=args.limit), MemoryReviewed, who=who))
+            reviewed, _ = asyncio.run(
+                ask(endpoints, MemoryReview(limit=args.limit), MemoryReviewed, who=who)
+            )
             if args.json:
                 print(json.dumps(msgspec.to_builtins(reviewed), indent=2))
                 return
@@ -326,29 +384,54 @@ def cmd_memory(args: argparse.Namespace) -> None:
                 fail(f"cannot read {path}: {exc.strerror or exc}")
             limit = endpoints.max_blob_mb << 20
             if len(data) > limit:
-                fail(f"{path.name} is {len(data) / 2**20:.1f} MiB; the bus carries at most {limit / 2**20:.0f} MiB "
-                     "per event (bus.max_blob_mb in supervisor.toml)")
+                fail(
+                    f"{path.name} is {len(data) / 2**20:.1f} MiB; the bus carries at most {limit / 2**20:.0f} MiB "
+                    "per event (bus.max_blob_mb in supervisor.toml)"
+                )
             blob = data
-            request = MemoryDocument(name=path.name, person_id=args.person, tags=tags, by=args.by,
-                                     sha256=hashlib.sha256(data).hexdigest())
+            request = MemoryDocument(
+                name=path.name,
+                person_id=args.person,
+                tags=tags,
+                by=args.by,
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
         elif args.action == "add":
-            request = MemoryAdd(text=args.text, kind=args.kind, person_id=args.person, importance=args.importance,
-                                tags=tags, by=args.by)
+            request = MemoryAdd(
+                text=args.text,
+                kind=args.kind,
+                person_id=args.person,
+                importance=args.importance,
+                tags=tags,
+                by=args.by,
+            )
         elif args.action == "edit":
-            request = MemoryEdit(id=args.id, text=args.text, importance=args.importance,
-                                 tags=tags or None, approve=True if args.approve else False if args.reject else None,
-                                 by=args.by)
+            request = MemoryEdit(
+                id=args.id,
+                text=args.text,
+                importance=args.importance,
+                tags=tags or None,
+                approve=True if args.approve else False if args.reject else None,
+                by=args.by,
+            )
         else:
-            request = MemoryForget(ids=tuple(args.ids), query=args.query, person_id=args.person, by=args.by)
-        report = asyncio.run(change(endpoints, request, MemoryChanged, who=who, blob=blob,
-                                    timeout=300 if blob else 30))
+            request = MemoryForget(
+                ids=tuple(args.ids), query=args.query, person_id=args.person, by=args.by
+            )
+        report = asyncio.run(
+            change(
+                endpoints, request, MemoryChanged, who=who, blob=blob, timeout=300 if blob else 30
+            )
+        )
     except AskError as exc:
         fail(str(exc))
     if report.action == "refused":
         fail(f"refused: {report.detail}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
-    print(f"{report.action}: {' '.join(report.ids) or '-'}{f' ({counts})' if counts else ''}"
-          f"{f' {report.detail}' if report.detail else ''}")
+    print(
+        f"{report.action}: {' '.join(report.ids) or '-'}{f' ({counts})' if counts else ''}"
+        f"{f' {report.detail}' if report.detail else ''}"
+    )
 
 
 def memory_import(endpoints: Any, args: argparse.Namespace) -> None:
@@ -368,15 +451,19 @@ def memory_import(endpoints: Any, args: argparse.Namespace) -> None:
 
     async def send() -> None:
         requests = [(event, None) for event in batches(turns, path.name, args.by)]
-        async for report in changes(endpoints, requests, MemoryChanged, who="the memory actor", timeout=120):
+        async for report in changes(
+            endpoints, requests, MemoryChanged, who="the memory actor", timeout=120
+        ):
             if report.action == "refused":
                 fail(f"refused: {report.detail}")
             for key, value in report.counts.items():
                 totals[key] = totals.get(key, 0) + value
 
     asyncio.run(send())
-    print(f"imported {totals.get('turns', 0)} turns from {path.name} ({totals.get('already_known', 0)} already "
-          f"known, {totals.get('indexed', 0)} indexed for search, {len(problems)} bad lines skipped)")
+    print(
+        f"imported {totals.get('turns', 0)} turns from {path.name} ({totals.get('already_known', 0)} already "
+        f"known, {totals.get('indexed', 0)} indexed for search, {len(problems)} bad lines skipped)"
+    )
 
 
 def cmd_keys(args: argparse.Namespace) -> None:
@@ -384,26 +471,37 @@ def cmd_keys(args: argparse.Namespace) -> None:
 
     directory = Path(args.dir).expanduser()
     server, client = create_keys(directory)
-    print(f"server public key: {server}\nclient public key: {client}\n"
-          f"set bus.curve_dir = \"{directory.resolve()}\" in supervisor.toml; copy the folder to every host")
+    print(
+        f"server public key: {server}\nclient public key: {client}\n"
+        f'set bus.curve_dir = "{directory.resolve()}" in supervisor.toml; copy the folder to every host'
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hexbus", description="Hex's actor runtime: run and inspect it.")
+    parser = argparse.ArgumentParser(
+        prog="hexbus", description="Hex's actor runtime: run and inspect it."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--run-dir", help="sockets and pid lock (default: $XDG_RUNTIME_DIR/hexbus or /tmp/hexbus-UID)")
+        p.add_argument(
+            "--run-dir",
+            help="sockets and pid lock (default: $XDG_RUNTIME_DIR/hexbus or /tmp/hexbus-UID)",
+        )
         return p
 
     p = command("run", "start the broker and every enabled actor in the foreground")
     p.add_argument("config", nargs="?", default="supervisor.toml")
-    p.add_argument("--data-dir", help="journal and snapshots (default: supervisor.data_dir beside the config)")
+    p.add_argument(
+        "--data-dir", help="journal and snapshots (default: supervisor.data_dir beside the config)"
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(fn=cmd_run)
 
-    p = command("status", "a table of actors: pid, state, uptime, restarts, memory, heartbeat, events")
+    p = command(
+        "status", "a table of actors: pid, state, uptime, restarts, memory, heartbeat, events"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object keyed by actor name")
     p.set_defaults(fn=cmd_status)
 
@@ -415,24 +513,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("restart", "hot-restart one actor (or the broker); its state survives")
     p.add_argument("name")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait until it is live again")
+    p.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS", help="wait until it is live again"
+    )
     p.set_defaults(fn=cmd_restart)
 
     p = command("stop", "stop every actor, then the broker and the supervisor")
     p.add_argument("--timeout", type=float, default=60.0)
     p.set_defaults(fn=cmd_stop)
 
-    p = command("killswitch", "stop every actor but the broker (and --keep NAME ...) until restarted by hand")
+    p = command(
+        "killswitch",
+        "stop every actor but the broker (and --keep NAME ...) until restarted by hand",
+    )
     p.add_argument("--keep", nargs="*", default=[], metavar="NAME", help="actors left running")
     p.set_defaults(fn=cmd_killswitch)
 
-    p = command("reload", "apply supervisor.toml changes: start added actors, stop removed, restart changed")
+    p = command(
+        "reload", "apply supervisor.toml changes: start added actors, stop removed, restart changed"
+    )
     p.set_defaults(fn=cmd_reload)
 
     p = command("send", "publish one event, validated against its schema")
-    p.add_argument("topic", help="the event's tag, optionally with a routing key, e.g. chat.message.console")
+    p.add_argument(
+        "topic", help="the event's tag, optionally with a routing key, e.g. chat.message.console"
+    )
     p.add_argument("json", help="the event's fields as a JSON object")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker's ack")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the broker's ack"
+    )
     p.set_defaults(fn=cmd_send)
 
     p = command("chat", "talk to Hex from this terminal; with a pipe, one message per line")
@@ -447,23 +556,44 @@ def build_parser() -> argparse.ArgumentParser:
     r = persona.add_parser("rollback", help="make persona version N the active one")
     r.add_argument("version", type=int)
     r.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
-    a = persona.add_parser("audit", help="run the scenario set through the configured backend and report")
-    a.add_argument("--config", default="supervisor.toml", help="the supervisor.toml whose brain is audited")
+    a = persona.add_parser(
+        "audit", help="run the scenario set through the configured backend and report"
+    )
+    a.add_argument(
+        "--config", default="supervisor.toml", help="the supervisor.toml whose brain is audited"
+    )
     a.add_argument("--limit", type=int, default=0, help="run only the first N scenarios")
     a.add_argument("--compare", default="", help="a previous report to compare with (drift)")
     a.add_argument("--run-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_persona)
 
-    p = command("voice", "talk to Hex by voice: a WAV recording or the microphone in, Hex's voice out")
+    p = command(
+        "voice", "talk to Hex by voice: a WAV recording or the microphone in, Hex's voice out"
+    )
     p.add_argument("--input-wav", default="", help="a recording to stream as if spoken now")
-    p.add_argument("--output-wav", default="", help="where Hex's replies go: a .wav file, or a folder (numbered)")
-    p.add_argument("--fast", action="store_true", help="stream the recording ten times faster than real time")
-    p.add_argument("--mic", action="store_true", help="capture the microphone and play replies (sounddevice)")
-    p.add_argument("--echo-guard-ms", type=int, default=300, help="the mic stays gated this long after Hex speaks")
+    p.add_argument(
+        "--output-wav",
+        default="",
+        help="where Hex's replies go: a .wav file, or a folder (numbered)",
+    )
+    p.add_argument(
+        "--fast", action="store_true", help="stream the recording ten times faster than real time"
+    )
+    p.add_argument(
+        "--mic", action="store_true", help="capture the microphone and play replies (sounddevice)"
+    )
+    p.add_argument(
+        "--echo-guard-ms",
+        type=int,
+        default=300,
+        help="the mic stays gated this long after Hex speaks",
+    )
     p.add_argument("--person", default="local", help="your person id")
     p.add_argument("--name", default="", help="your display name")
     p.add_argument("--channel", default="voice-local")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the last reply")
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the last reply"
+    )
     p.set_defaults(fn=cmd_voice)
 
     p = command("memory", "add, search, edit, forget, import, upload and export memories")
@@ -486,7 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--person", default="")
     a.add_argument("-k", type=int, default=10)
     a.add_argument("--archived", action="store_true", help="include archived memories")
-    a.add_argument("--json", action="store_true", help="the hits as JSON: id, text, score, kind, provenance")
+    a.add_argument(
+        "--json", action="store_true", help="the hits as JSON: id, text, score, kind, provenance"
+    )
     a = action("edit", "change a memory; approve or reject a suggestion")
     a.add_argument("id")
     a.add_argument("--text", default="")
@@ -495,22 +627,36 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--approve", action="store_true")
     a.add_argument("--reject", action="store_true")
     a.add_argument("--by", default=os.environ.get("USER", ""))
-    a = action("forget", "forget memories by id, by query, or everything about a person (owners only)")
+    a = action(
+        "forget", "forget memories by id, by query, or everything about a person (owners only)"
+    )
     a.add_argument("ids", nargs="*")
     a.add_argument("--query", default="")
     a.add_argument("--person", default="", help="forget everything about this person")
-    a.add_argument("--by", default=os.environ.get("USER", ""), help="your person id (checked against owners)")
-    a = action("import", "bring in past turns from a JSON Lines file (id, conversation, speaker, text, timestamp)")
+    a.add_argument(
+        "--by", default=os.environ.get("USER", ""), help="your person id (checked against owners)"
+    )
+    a = action(
+        "import",
+        "bring in past turns from a JSON Lines file (id, conversation, speaker, text, timestamp)",
+    )
     a.add_argument("file")
-    a.add_argument("--assistant", action="append", default=["Hex"],
-                   help="a speaker name that is the bot, not a person (repeatable; default Hex)")
+    a.add_argument(
+        "--assistant",
+        action="append",
+        default=["Hex"],
+        help="a speaker name that is the bot, not a person (repeatable; default Hex)",
+    )
     a.add_argument("--by", default=os.environ.get("USER", ""))
     a = action("upload", "store a document (PDF, XLSX, TXT, MD, JSON, CSV) as searchable chunks")
     a.add_argument("file")
     a.add_argument("--person", default="", help="who it is about or from")
     a.add_argument("--tags", default="", help="comma-separated")
     a.add_argument("--by", default=os.environ.get("USER", ""))
-    a = action("review", "pending suggestions (approve with edit --approve) and contradictions that superseded a memory")
+    a = action(
+        "review",
+        "pending suggestions (approve with edit --approve) and contradictions that superseded a memory",
+    )
     a.add_argument("--limit", type=int, default=50)
     a.add_argument("--json", action="store_true")
     a = action("export", "every memory as JSON Lines")

@@ -107,16 +107,22 @@ def _topic_type(topic: str) -> type[Event] | None:
     return found
 
 
-def decode_message(frames: list[bytes] | list[memoryview]) -> tuple[Envelope, bytes | memoryview | None]:
+def decode_message(
+    frames: list[bytes] | list[memoryview],
+) -> tuple[Envelope, bytes | memoryview | None]:
     """Validate and decode ``[topic, envelope(, blob)]``."""
     if not 2 <= len(frames) <= 3:
         raise RejectedFrame("frames", f"{len(frames)} frames")
     topic = check_topic(frames[0])
     envelope = decode(frames[1])
     if envelope.topic != topic:
-        raise RejectedFrame("mismatch", f"frame topic {topic!r} != envelope topic {envelope.topic!r}")
+        raise RejectedFrame(
+            "mismatch", f"frame topic {topic!r} != envelope topic {envelope.topic!r}"
+        )
     if _topic_type(topic) is not type(envelope.body):
-        raise RejectedFrame("mismatch", f"topic {topic!r} does not name a {type(envelope.body).__name__}")
+        raise RejectedFrame(
+            "mismatch", f"topic {topic!r} does not name a {type(envelope.body).__name__}"
+        )
     blob: bytes | memoryview | None = None
     if len(frames) == 3:
         blob = frames[2]

@@ -26,7 +26,9 @@ class ConfigError(Exception):
 
     def __init__(self, message: str) -> None:
         # Keys can hold newlines or control characters; the message must stay one line.
-        super().__init__("".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message))
+        super().__init__(
+            "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message)
+        )
 
 
 class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -42,7 +44,9 @@ class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     transport: Literal["ipc", "tcp"] = "ipc"
     host: str = "127.0.0.1"
-    port: int = 7600  # tcp: port .. port+5 (volatile in, volatile out, ingest, replay, large out, large in)
+    port: int = (
+        7600  # tcp: port .. port+5 (volatile in, volatile out, ingest, replay, large out, large in)
+    )
     curve_dir: str = ""  # keys made by `hexbus keys`; required for a non-loopback host
     volatile_hwm: int = 1000
     # Frames whose blob is at least blob_lane_bytes travel on a second XPUB whose queue per
@@ -182,7 +186,9 @@ def validate(config: HexConfig, source: str) -> None:
     _positive(source, "bus.journal.segment_mb", bus.journal.segment_mb)
     _positive(source, "bus.blob_hwm", bus.blob_hwm)
     if not 1 <= bus.port <= 65530:
-        raise ConfigError(f"{source}: bus.port must be between 1 and 65530 (it uses port .. port+5), got {bus.port}")
+        raise ConfigError(
+            f"{source}: bus.port must be between 1 and 65530 (it uses port .. port+5), got {bus.port}"
+        )
     if bus.transport == "tcp" and not is_loopback(bus.host) and not bus.curve_dir:
         raise ConfigError(
             f"{source}: bus.host {bus.host!r} is not loopback and bus.curve_dir is empty: "
@@ -200,7 +206,9 @@ def validate(config: HexConfig, source: str) -> None:
         check_module(spec.module, f"{source}: {where}.module")
         for dep in spec.depends_on:
             if dep not in names:
-                raise ConfigError(f"{source}: {where}.depends_on names {dep!r}, which is not an actor here")
+                raise ConfigError(
+                    f"{source}: {where}.depends_on names {dep!r}, which is not an actor here"
+                )
         _positive(source, f"{where}.max_restarts", spec.max_restarts, minimum=-1)
         for key, value in (
             ("restart_period_s", spec.restart_period_s),
@@ -234,7 +242,9 @@ def check_module(target: str, where: str) -> None:
     except (ImportError, ValueError):
         spec = None
     if spec is None:
-        raise ConfigError(f"{where} = {target!r}: no module named {module!r} (is the package installed?)")
+        raise ConfigError(
+            f"{where} = {target!r}: no module named {module!r} (is the package installed?)"
+        )
     if spec.origin and spec.origin.endswith(".py"):
         try:
             tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
@@ -242,7 +252,10 @@ def check_module(target: str, where: str) -> None:
             raise ConfigError(f"{where} = {target!r}: cannot read {spec.origin}: {exc}") from None
         defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
         imported = {
-            a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names
+            a.asname or a.name
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom)
+            for a in n.names
         }
         if cls not in defined | imported:
             raise ConfigError(f"{where} = {target!r}: module {module!r} defines no class {cls!r}")
@@ -257,7 +270,7 @@ def start_order(config: HexConfig, source: str = "supervisor.toml") -> list[str]
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = " -> ".join((*path[path.index(name):], name))
+            cycle = " -> ".join((*path[path.index(name) :], name))
             raise ConfigError(f"{source}: actors.{name}.depends_on makes a cycle: {cycle}")
         state[name] = 1
         for dep in config.actors[name].depends_on:

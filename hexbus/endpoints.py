@@ -29,7 +29,9 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
     control: str  # supervisor ROUTER binds; the CLI's REQ/DEALER connect
     heartbeat: str  # supervisor PULL binds; every process PUSHes heartbeats
     curve_dir: str = ""
-    max_blob_mb: int = 16  # the broker's bus.max_blob_mb: a larger event would be refused at the socket
+    max_blob_mb: int = (
+        16  # the broker's bus.max_blob_mb: a larger event would be refused at the socket
+    )
 
 
 def ensure_run_dir(path: Path) -> Path:
@@ -37,7 +39,9 @@ def ensure_run_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     info = path.stat()
     if info.st_uid != os.getuid():
-        raise ConfigError(f"run directory {path} belongs to another user: pass --run-dir with a folder of yours")
+        raise ConfigError(
+            f"run directory {path} belongs to another user: pass --run-dir with a folder of yours"
+        )
     if stat.S_IMODE(info.st_mode) != 0o700:
         path.chmod(0o700)
     return path
@@ -56,24 +60,43 @@ def endpoints(bus: BusConfig, run_dir: Path) -> Endpoints:
     if bus.transport == "tcp":
         host = f"[{bus.host}]" if ":" in bus.host else bus.host
         tcp = [f"tcp://{host}:{bus.port + i}" for i in range(6)]
-        data = dict(volatile_in=tcp[0], volatile_out=tcp[1], ingest=tcp[2], replay=tcp[3], volatile_big=tcp[4],
-                    volatile_big_in=tcp[5])
+        data = dict(
+            volatile_in=tcp[0],
+            volatile_out=tcp[1],
+            ingest=tcp[2],
+            replay=tcp[3],
+            volatile_big=tcp[4],
+            volatile_big_in=tcp[5],
+        )
     else:
-        data = dict(volatile_in=ipc("vin"), volatile_out=ipc("vout"), ingest=ipc("ingest"), replay=ipc("replay"),
-                    volatile_big=ipc("vbig"), volatile_big_in=ipc("vbigin"))
-    return Endpoints(**data, control=ipc("ctl"), heartbeat=ipc("hb"), curve_dir=bus.curve_dir,
-                     max_blob_mb=bus.max_blob_mb)
+        data = dict(
+            volatile_in=ipc("vin"),
+            volatile_out=ipc("vout"),
+            ingest=ipc("ingest"),
+            replay=ipc("replay"),
+            volatile_big=ipc("vbig"),
+            volatile_big_in=ipc("vbigin"),
+        )
+    return Endpoints(
+        **data,
+        control=ipc("ctl"),
+        heartbeat=ipc("hb"),
+        curve_dir=bus.curve_dir,
+        max_blob_mb=bus.max_blob_mb,
+    )
 
 
 def connect_address(address: str) -> str:
     """The address a client connects to for one the broker binds (0.0.0.0 becomes loopback)."""
-    return address.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://[::]:", "tcp://[::1]:")
+    return address.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace(
+        "tcp://[::]:", "tcp://[::1]:"
+    )
 
 
 def requires_curve(address: str) -> bool:
     if not address.startswith("tcp://"):
         return False
-    host = address[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    host = address[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
     return not is_loopback(host)
 
 
@@ -98,7 +121,9 @@ def _load(curve_dir: str, name: str) -> tuple[bytes, bytes]:
         raise ConfigError(f"CURVE key {path} is missing: run `hexbus keys {curve_dir}`")
     public, secret = zmq.auth.load_certificate(str(path))
     if secret is None:
-        raise ConfigError(f"CURVE key {path} has no secret part: run `hexbus keys {curve_dir}` again")
+        raise ConfigError(
+            f"CURVE key {path} has no secret part: run `hexbus keys {curve_dir}` again"
+        )
     return public, secret
 
 

@@ -733,5 +733,3 @@ def _mtime(path: Path) -> float:
         return os.stat(path).st_mtime
     except FileNotFoundError:
         return 0.0  # already gone: as good as expired
-
-

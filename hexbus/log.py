@@ -13,7 +13,9 @@ from typing import Any
 import structlog
 
 _SECRET_KEYS = re.compile(r"(token|secret|password|api_?key|authorization)", re.I)
-_SECRET_VALUES = re.compile(r"(?:[MN][A-Za-z\d_-]{23,}\.[\w-]{6}\.[\w-]{27,}|sk-[A-Za-z0-9_-]{16,})")
+_SECRET_VALUES = re.compile(
+    r"(?:[MN][A-Za-z\d_-]{23,}\.[\w-]{6}\.[\w-]{27,}|sk-[A-Za-z0-9_-]{16,})"
+)
 
 
 _EXTRA_SECRETS: set[str] = set()
@@ -32,7 +34,9 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
             event_dict[key] = "[redacted]"
         elif isinstance(value, str) and _SECRET_VALUES.search(value):
             event_dict[key] = _SECRET_VALUES.sub("[redacted]", value)
-    secrets = {os.environ.get(name) or "" for name in ("DISCORD_TOKEN", "OPENAI_API_KEY")} | _EXTRA_SECRETS
+    secrets = {
+        os.environ.get(name) or "" for name in ("DISCORD_TOKEN", "OPENAI_API_KEY")
+    } | _EXTRA_SECRETS
     for secret in secrets:
         if len(secret) >= 8:
             for key, value in list(event_dict.items()):
@@ -85,7 +89,12 @@ class RateLimitedCounter:
         self._since_log[kind] = self._since_log.get(kind, 0) + 1
         now = time.monotonic()
         if now - self._last_log.get(kind, -1e9) >= self.every_s:
-            self.log.warning("bus.frame_rejected", kind=kind, detail=detail[:200],
-                             count=self._since_log[kind], total=self.counts[kind])
+            self.log.warning(
+                "bus.frame_rejected",
+                kind=kind,
+                detail=detail[:200],
+                count=self._since_log[kind],
+                total=self.counts[kind],
+            )
             self._last_log[kind] = now
             self._since_log[kind] = 0

@@ -20,4 +20,6 @@ def to_pcm16(samples: npt.ArrayLike) -> bytes:
 
 def from_pcm16(blob: bytes) -> npt.NDArray[np.float32]:
     """Little-endian int16 PCM as float32 samples in [-1, 1)."""
-    return np.frombuffer(blob[: len(blob) // 2 * 2], dtype="<i2").astype(np.float32) / np.float32(32768.0)
+    return np.frombuffer(blob[: len(blob) // 2 * 2], dtype="<i2").astype(np.float32) / np.float32(
+        32768.0
+    )

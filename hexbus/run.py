@@ -41,7 +41,9 @@ class ActorProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     bus: BusConfig
     data_dir: str
     actor: ActorSpec
-    config_dir: str = ""  # the folder of supervisor.toml: actors resolve relative paths in their config here
+    config_dir: str = (
+        ""  # the folder of supervisor.toml: actors resolve relative paths in their config here
+    )
 
 
 class ActorConfigError(Exception):
@@ -66,14 +68,22 @@ def actor_config(cls: type[Actor[Any, Any]], name: str, table: dict[str, Any]) -
     except msgspec.ValidationError as exc:
         from hexbus.config import _humanize
 
-        raise ActorConfigError(f"supervisor.toml: {_humanize(exc, f'actors.{name}.config')}") from None
+        raise ActorConfigError(
+            f"supervisor.toml: {_humanize(exc, f'actors.{name}.config')}"
+        ) from None
 
 
 async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgspec.Struct) -> int:
     name = spec.name
     log = structlog.get_logger(f"actors.{name}")
-    bus = BusClient(spec.endpoints, name, outbox=spec.bus.outbox_events, volatile_hwm=spec.bus.volatile_hwm,
-                    blob_lane_bytes=spec.bus.blob_lane_bytes, blob_hwm=spec.bus.blob_hwm)
+    bus = BusClient(
+        spec.endpoints,
+        name,
+        outbox=spec.bus.outbox_events,
+        volatile_hwm=spec.bus.volatile_hwm,
+        blob_lane_bytes=spec.bus.blob_lane_bytes,
+        blob_hwm=spec.bus.blob_hwm,
+    )
     bus.start()
     data_dir = Path(spec.data_dir) / "actors" / name
     snapshot_path = data_dir / "snapshot.msgpack"
@@ -122,7 +132,12 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         bus.subscribe(prefix)
     for tag in CONTROL_TAGS:
         bus.subscribe(f"{tag}.{name}")
-    log.info("actor.starting", module=spec.actor.module, applied_offset=offset, restored=state is not None)
+    log.info(
+        "actor.starting",
+        module=spec.actor.module,
+        applied_offset=offset,
+        restored=state is not None,
+    )
     tasks = [
         loop.create_task(runtime.timers(), name="timers"),
         loop.create_task(runtime.read_volatile(), name="volatile"),
@@ -133,7 +148,9 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         await actor.setup()
         if cls.subscribes:
             runtime.state = "replaying"
-            tasks.append(loop.create_task(runtime.read_durable(list(cls.subscribes)), name="durable"))
+            tasks.append(
+                loop.create_task(runtime.read_durable(list(cls.subscribes)), name="durable")
+            )
         else:
             runtime.state = "live"
             actor.live = True
@@ -202,8 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     raw = os.environ.get("HEXBUS_SPEC")
     if not raw:
-        print("hexbus.run: HEXBUS_SPEC is not set; actors are started by `hexbus run supervisor.toml`",
-              file=sys.stderr)
+        print(
+            "hexbus.run: HEXBUS_SPEC is not set; actors are started by `hexbus run supervisor.toml`",
+            file=sys.stderr,
+        )
         raise SystemExit(EXIT_CONFIG)
     spec = msgspec.json.decode(raw, type=ActorProcessSpec)
     configure(args.name, os.environ.get("HEXBUS_LOG_LEVEL", "info"))

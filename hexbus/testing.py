@@ -44,16 +44,33 @@ class MemoryBus:
         self.on_publish: Callable[[Envelope], Awaitable[None]] | None = None
         self.seq = 0
 
-    async def publish(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
-                      causation: str = "", correlation: str = "") -> Envelope:
+    async def publish(
+        self,
+        event: Event,
+        *,
+        key: str = "",
+        blob: bytes | None = None,
+        event_id: str = "",
+        causation: str = "",
+        correlation: str = "",
+    ) -> Envelope:
         topic = f"{tag_of(type(event))}.{key}" if key else tag_of(type(event))
         durable = delivery_of(topic) is Delivery.DURABLE
         if durable:
             self.seq += 1
-        envelope = codec.make_envelope(event, event_id=event_id or self.ids.next(), source=self.name,
-                                       session=self.session if durable else 0, seq=self.seq if durable else 0,
-                                       key=key, causation=causation, correlation=correlation)
-        codec.decode_message(codec.message_frames(envelope))  # what the broker would refuse, refuse here
+        envelope = codec.make_envelope(
+            event,
+            event_id=event_id or self.ids.next(),
+            source=self.name,
+            session=self.session if durable else 0,
+            seq=self.seq if durable else 0,
+            key=key,
+            causation=causation,
+            correlation=correlation,
+        )
+        codec.decode_message(
+            codec.message_frames(envelope)
+        )  # what the broker would refuse, refuse here
         self.published.append((envelope, blob))
         self.events_out += 1
         if self.on_publish is not None:
@@ -63,10 +80,24 @@ class MemoryBus:
     async def publish_durable(self, event: Event, **kwargs: Any) -> Envelope:
         return await self.publish(event, **kwargs)
 
-    def publish_volatile(self, event: Event, *, key: str = "", blob: bytes | None = None, event_id: str = "",
-                         causation: str = "", correlation: str = "") -> Envelope:
-        envelope = codec.make_envelope(event, event_id=event_id or self.ids.next(), source=self.name, key=key,
-                                       causation=causation, correlation=correlation)
+    def publish_volatile(
+        self,
+        event: Event,
+        *,
+        key: str = "",
+        blob: bytes | None = None,
+        event_id: str = "",
+        causation: str = "",
+        correlation: str = "",
+    ) -> Envelope:
+        envelope = codec.make_envelope(
+            event,
+            event_id=event_id or self.ids.next(),
+            source=self.name,
+            key=key,
+            causation=causation,
+            correlation=correlation,
+        )
         self.published.append((envelope, blob))
         self.events_out += 1
         return envelope
@@ -81,17 +112,36 @@ class MemoryBus:
 class ActorHarness(Generic[A]):
     """One actor instance on a :class:`MemoryBus`, fed events by the test."""
 
-    def __init__(self, actor_type: type[A], config: msgspec.Struct | dict[str, Any] | None = None,
-                 state: msgspec.Struct | None = None, *, name: str = "test", data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        actor_type: type[A],
+        config: msgspec.Struct | dict[str, Any] | None = None,
+        state: msgspec.Struct | None = None,
+        *,
+        name: str = "test",
+        data_dir: Path | None = None,
+    ) -> None:
         if config is None or isinstance(config, dict):
             config = msgspec.convert(config or {}, actor_type.config_type, strict=True)
         self.bus = MemoryBus(name)
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="hexbus-test-"))
-        self.actor: A = actor_type(name, config, state if state is not None else actor_type.state_type(),
-                                   self.bus, self.data_dir)  # type: ignore[arg-type]
-        self.runtime = Runtime(self.actor, snapshot_every=10**9, snapshot_interval_s=1e9,
-                               heartbeat_interval_s=1e9, heartbeat=lambda rt: None,
-                               snapshot_path=self.data_dir / "snapshot.msgpack", applied_offset=0, recent_ids=[])
+        self.actor: A = actor_type(
+            name,
+            config,
+            state if state is not None else actor_type.state_type(),
+            self.bus,
+            self.data_dir,
+        )  # type: ignore[arg-type]
+        self.runtime = Runtime(
+            self.actor,
+            snapshot_every=10**9,
+            snapshot_interval_s=1e9,
+            heartbeat_interval_s=1e9,
+            heartbeat=lambda rt: None,
+            snapshot_path=self.data_dir / "snapshot.msgpack",
+            applied_offset=0,
+            recent_ids=[],
+        )
         self.runtime.state = "live"
         self.responders: dict[type[Event], Responder] = {}
         self.bus.on_publish = self._answer
@@ -108,7 +158,11 @@ class ActorHarness(Generic[A]):
 
     @property
     def errors(self) -> list[Event]:
-        return [e for e in self.published if tag_of(type(e)) == "sys.actor" and getattr(e, "change", "") == "error"]
+        return [
+            e
+            for e in self.published
+            if tag_of(type(e)) == "sys.actor" and getattr(e, "change", "") == "error"
+        ]
 
     def respond(self, request_type: type[Event], responder: Responder) -> None:
         """Answer every ``request_type`` the actor publishes with a correlation id."""
@@ -123,20 +177,39 @@ class ActorHarness(Generic[A]):
         if hasattr(answer, "__await__"):
             answer = await answer  # type: ignore[misc]
         if answer is not None and not future.done():
-            reply = codec.make_envelope(answer, event_id=self.ids.next(), source="responder",
-                                        key=envelope.source, correlation=envelope.correlation)
+            reply = codec.make_envelope(
+                answer,
+                event_id=self.ids.next(),
+                source="responder",
+                key=envelope.source,
+                correlation=envelope.correlation,
+            )
             future.set_result((reply, None))
 
     async def setup(self) -> None:
         await self.actor.setup()
 
-    async def send(self, event: Event, *, key: str = "", blob: bytes | None = None, source: str = "tester",
-                   event_id: str = "", offset: int | None = None, correlation: str = "") -> list[Event]:
+    async def send(
+        self,
+        event: Event,
+        *,
+        key: str = "",
+        blob: bytes | None = None,
+        source: str = "tester",
+        event_id: str = "",
+        offset: int | None = None,
+        correlation: str = "",
+    ) -> list[Event]:
         """Deliver one event as the runtime would; return what the actor published while handling it."""
         before = len(self.bus.published)
         topic = f"{tag_of(type(event))}.{key}" if key else tag_of(type(event))
-        envelope = codec.make_envelope(event, event_id=event_id or self.ids.next(), source=source, key=key,
-                                       correlation=correlation)
+        envelope = codec.make_envelope(
+            event,
+            event_id=event_id or self.ids.next(),
+            source=source,
+            key=key,
+            correlation=correlation,
+        )
         if topic.startswith("sys.control."):
             await self.runtime.run_control(envelope, blob)
         elif delivery_of(topic) is Delivery.DURABLE:

@@ -38,16 +38,31 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """Mono float32 samples and the rate of a PCM WAV file."""
     try:
         with wave.open(str(path), "rb") as w:
-            rate, width, channels, frames = w.getframerate(), w.getsampwidth(), w.getnchannels(), w.getnframes()
+            rate, width, channels, frames = (
+                w.getframerate(),
+                w.getsampwidth(),
+                w.getnchannels(),
+                w.getnframes(),
+            )
             raw = w.readframes(frames)
     except FileNotFoundError:
         raise VoiceError(f"{path}: no such file") from None
-    except (wave.Error, EOFError, OSError, RuntimeError, ValueError) as exc:  # wave raises all of these
-        raise VoiceError(f"{path} is not a readable PCM WAV file ({exc}); convert it with "
-                         f"`sox {path.name} -b 16 out.wav`") from None
+    except (
+        wave.Error,
+        EOFError,
+        OSError,
+        RuntimeError,
+        ValueError,
+    ) as exc:  # wave raises all of these
+        raise VoiceError(
+            f"{path} is not a readable PCM WAV file ({exc}); convert it with "
+            f"`sox {path.name} -b 16 out.wav`"
+        ) from None
     if width not in (1, 2, 4) or channels < 1 or rate <= 0:
-        raise VoiceError(f"{path}: {8 * width}-bit {channels}-channel audio is not supported; convert it with "
-                         f"`sox {path.name} -b 16 -c 1 out.wav`")
+        raise VoiceError(
+            f"{path}: {8 * width}-bit {channels}-channel audio is not supported; convert it with "
+            f"`sox {path.name} -b 16 -c 1 out.wav`"
+        )
     if width == 1:
         samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128) / 128
     elif width == 2:
@@ -81,15 +96,25 @@ class Spoken:
 
 
 class VoiceClient:
-    def __init__(self, endpoints: Endpoints, *, person_id: str, name: str, channel: str, out: TextIO,
-                 output: Path | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        person_id: str,
+        name: str,
+        channel: str,
+        out: TextIO,
+        output: Path | None = None,
+    ) -> None:
         self.client = BusClient(endpoints, "voice")
         self.person_id, self.name, self.channel = person_id, name, channel
         self.source = f"voice:{channel}:{person_id}"
         self.out, self.output = out, output
         for topic in (f"audio.out.{channel}", f"tts.speaking.{channel}", f"stt.partial.{channel}"):
             self.client.subscribe(topic)
-        self.feed = self.client.durable([f"stt.final.{channel}", "chat.reply"], after=-1, wait_ms=300)
+        self.feed = self.client.durable(
+            [f"stt.final.{channel}", "chat.reply"], after=-1, wait_ms=300
+        )
         self.started = time.monotonic()
         self.finals: list[Utterance] = []
         self.replies: dict[str, Reply] = {}  # by reply_to (the chat message event id)
@@ -111,7 +136,9 @@ class VoiceClient:
         loop = asyncio.get_running_loop()
         self.tasks += [loop.create_task(self._volatile()), loop.create_task(self._durable())]
         if not await self.feed.positioned(10):
-            raise VoiceError("the broker did not answer within 10 s: is Hex running (`hexbus status`)?")
+            raise VoiceError(
+                "the broker did not answer within 10 s: is Hex running (`hexbus status`)?"
+            )
         await asyncio.sleep(0.3)  # the subscriptions reach the broker before the first frame
 
     async def close(self) -> None:
@@ -153,14 +180,27 @@ class VoiceClient:
                 self.changed.set()
             elif isinstance(body, Reply) and body.channel == self.channel:
                 self.replies[body.reply_to] = body
-                self.say(f"Hex: {body.text}" + ("" if body.status == "complete" else f" ({body.status})"))
+                self.say(
+                    f"Hex: {body.text}" + ("" if body.status == "complete" else f" ({body.status})")
+                )
                 self.changed.set()
 
     def frame(self, samples: np.ndarray, rate: int, *, end: bool = False) -> None:
         self.client.publish_volatile(
-            AudioFrame(source=self.source, person_id=self.person_id, display_name=self.name, platform="voice",
-                       channel=self.channel, rate=rate, seq=self.seq, at=time.time(), end=end),
-            key=self.channel, blob=to_pcm16(samples))
+            AudioFrame(
+                source=self.source,
+                person_id=self.person_id,
+                display_name=self.name,
+                platform="voice",
+                channel=self.channel,
+                rate=rate,
+                seq=self.seq,
+                at=time.time(),
+                end=end,
+            ),
+            key=self.channel,
+            blob=to_pcm16(samples),
+        )
         self.seq += 1
 
     async def stream(self, samples: np.ndarray, rate: int, *, speed: float = 1.0) -> None:
@@ -169,7 +209,7 @@ class VoiceClient:
         begun = time.monotonic()
         for i, start in enumerate(range(0, samples.size, step)):
             last = start + step >= samples.size
-            self.frame(samples[start:start + step], rate, end=last)
+            self.frame(samples[start : start + step], rate, end=last)
             delay = begun + (i + 1) * FRAME_MS / 1000 / speed - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -183,8 +223,11 @@ class VoiceClient:
             reply = self.replies.get(final.message_event_id)
             if reply is None:
                 waiting.append(f"a reply to {final.text!r}")
-            elif reply.status == "complete" and reply.text.strip() and not self.spoken.get(
-                    final.message_event_id, Spoken()).done:
+            elif (
+                reply.status == "complete"
+                and reply.text.strip()
+                and not self.spoken.get(final.message_event_id, Spoken()).done
+            ):
                 waiting.append(f"Hex's voice for {reply.text[:40]!r}")
         return waiting
 
@@ -227,14 +270,28 @@ class VoiceClient:
         return paths
 
 
-async def run_file(endpoints: Endpoints, path: Path, *, output: Path | None, fast: bool, person_id: str, name: str,
-                   channel: str, timeout: float, out: TextIO = sys.stdout) -> VoiceClient:
+async def run_file(
+    endpoints: Endpoints,
+    path: Path,
+    *,
+    output: Path | None,
+    fast: bool,
+    person_id: str,
+    name: str,
+    channel: str,
+    timeout: float,
+    out: TextIO = sys.stdout,
+) -> VoiceClient:
     samples, rate = read_wav(path)
-    voice = VoiceClient(endpoints, person_id=person_id, name=name, channel=channel, out=out, output=output)
+    voice = VoiceClient(
+        endpoints, person_id=person_id, name=name, channel=channel, out=out, output=output
+    )
     await voice.start()
     try:
-        voice.say(f"streaming {path.name}: {samples.size / rate:.1f} s at {rate} Hz"
-                  + (" (10x)" if fast else ""))
+        voice.say(
+            f"streaming {path.name}: {samples.size / rate:.1f} s at {rate} Hz"
+            + (" (10x)" if fast else "")
+        )
         await voice.stream(samples, rate, speed=10.0 if fast else 1.0)
         await voice.settle(timeout, quiet_s=3.0)
         for saved in voice.save():
@@ -249,19 +306,30 @@ def check_mic() -> tuple[Any, dict[str, Any]]:
     try:
         import sounddevice as sd
     except (ImportError, OSError) as exc:
-        raise VoiceError(f"--mic needs sounddevice and PortAudio ({str(exc).splitlines()[0]}): "
-                         "pip install 'hex[voice]' and apt-get install libportaudio2") from None
+        raise VoiceError(
+            f"--mic needs sounddevice and PortAudio ({str(exc).splitlines()[0]}): "
+            "pip install 'hex[voice]' and apt-get install libportaudio2"
+        ) from None
     try:
         device = sd.query_devices(kind="input")
         sd.query_devices(kind="output")
     except Exception as exc:  # PortAudioError, ValueError: no device of that kind
-        raise VoiceError(f"no audio device ({str(exc).splitlines()[0]}): plug in a microphone and speakers, "
-                         "or use --input-wav") from None
+        raise VoiceError(
+            f"no audio device ({str(exc).splitlines()[0]}): plug in a microphone and speakers, "
+            "or use --input-wav"
+        ) from None
     return sd, dict(device)
 
 
-async def run_mic(endpoints: Endpoints, *, person_id: str, name: str, channel: str, echo_guard_ms: int,
-                  out: TextIO = sys.stdout) -> None:
+async def run_mic(
+    endpoints: Endpoints,
+    *,
+    person_id: str,
+    name: str,
+    channel: str,
+    echo_guard_ms: int,
+    out: TextIO = sys.stdout,
+) -> None:
     sd, device = check_mic()
     rate = int(device.get("default_samplerate") or 16000)
     voice = VoiceClient(endpoints, person_id=person_id, name=name, channel=channel, out=out)
@@ -271,7 +339,9 @@ async def run_mic(endpoints: Endpoints, *, person_id: str, name: str, channel: s
 
     def heard(event: AudioOut, pcm: bytes) -> None:
         playback.put_nowait((from_pcm16(pcm), event.rate))
-        voice.speaking_until = max(voice.speaking_until, time.monotonic()) + len(pcm) / 2 / event.rate
+        voice.speaking_until = (
+            max(voice.speaking_until, time.monotonic()) + len(pcm) / 2 / event.rate
+        )
 
     def stopped(event: Speaking) -> None:
         if event.interrupted:
@@ -289,8 +359,13 @@ async def run_mic(endpoints: Endpoints, *, person_id: str, name: str, channel: s
     await voice.start()
     voice.say(f"listening on {device['name']} at {rate} Hz; Ctrl-C to stop")
     try:
-        with sd.InputStream(samplerate=rate, channels=1, dtype="float32", blocksize=rate * FRAME_MS // 1000,
-                            callback=captured):
+        with sd.InputStream(
+            samplerate=rate,
+            channels=1,
+            dtype="float32",
+            blocksize=rate * FRAME_MS // 1000,
+            callback=captured,
+        ):
             while True:
                 chunk, chunk_rate = await playback.get()
                 await asyncio.to_thread(sd.play, chunk, chunk_rate, blocking=True)

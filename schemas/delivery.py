@@ -54,5 +54,7 @@ def delivery_of(topic: str) -> Delivery:
         if len(prefix) > len(best) and (topic == prefix or topic.startswith(prefix + ".")):
             best = prefix
     if not best:
-        raise KeyError(f"topic {topic!r} has no delivery class: add its family to schemas.delivery.DELIVERY")
+        raise KeyError(
+            f"topic {topic!r} has no delivery class: add its family to schemas.delivery.DELIVERY"
+        )
     return DELIVERY[best]

@@ -40,7 +40,9 @@ class MemoryHit(msgspec.Struct, frozen=True, kw_only=True):
     person_id: str = ""
     source: str = ""
     tags: tuple[str, ...] = ()
-    turn_ids: tuple[str, ...] = ()  # provenance: the turns (live event ids or imported ids) it came from
+    turn_ids: tuple[
+        str, ...
+    ] = ()  # provenance: the turns (live event ids or imported ids) it came from
     document: str = ""
     created: float = 0.0
     hedge: bool = False  # low confidence: say "I think you mentioned…"
@@ -141,8 +143,20 @@ class MemoryChanged(Event, frozen=True, kw_only=True, tag="memory.changed"):
     ``summarized``: ids are the summary and the facts taken from the same turns.
     """
 
-    action: Literal["added", "suggested", "edited", "approved", "rejected", "corrected", "forgotten", "refused",
-                    "imported", "stored", "superseded", "summarized"]
+    action: Literal[
+        "added",
+        "suggested",
+        "edited",
+        "approved",
+        "rejected",
+        "corrected",
+        "forgotten",
+        "refused",
+        "imported",
+        "stored",
+        "superseded",
+        "summarized",
+    ]
     ids: tuple[str, ...] = ()
     counts: dict[str, int] = {}
     detail: str = ""

@@ -10,7 +10,9 @@ from hexbus.endpoints import Endpoints
 from schemas import ProbeVolatile
 
 
-async def ask_count(endpoints: Endpoints, name: str = "asker", timeout: float = 1.0) -> tuple[int, int] | None:
+async def ask_count(
+    endpoints: Endpoints, name: str = "asker", timeout: float = 1.0
+) -> tuple[int, int] | None:
     """Ask the CounterActor for its count and the sum of the numbers it counted; None if no answer."""
     client = BusClient(endpoints, name)
     client.start()
@@ -18,10 +20,12 @@ async def ask_count(endpoints: Endpoints, name: str = "asker", timeout: float = 
     try:
         await asyncio.sleep(0.2)  # let the subscription reach the broker
         client.publish_volatile(ProbeVolatile(n=0, note="count?"), key="count", correlation="q")
+
         async def first() -> Any:
             async for envelope, _ in client.volatile():
                 if envelope.correlation == "q" and isinstance(envelope.body, ProbeVolatile):
                     return envelope.body
+
         try:
             body = await asyncio.wait_for(first(), timeout)
         except TimeoutError:

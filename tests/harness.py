@@ -25,7 +25,9 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def poll_for(predicate: Callable[[], T], timeout: float, interval: float = 0.05, what: str = "") -> T:
+def poll_for(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
     """Poll until ``predicate`` returns something truthy; fail the test with ``what`` on timeout."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -34,7 +36,9 @@ def poll_for(predicate: Callable[[], T], timeout: float, interval: float = 0.05,
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate} (last: {last!r})")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or predicate} (last: {last!r})"
+    )
 
 
 FAST_BUS = """
@@ -64,9 +68,21 @@ class Hex:
         env = dict(os.environ, HEXBUS_LOG_JSON="1")
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hexbus.cli", "run", str(self.config_path), "--run-dir", str(self.run_dir),
-             "--data-dir", str(self.data_dir)],
-            stdout=self.log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "hexbus.cli",
+                "run",
+                str(self.config_path),
+                "--run-dir",
+                str(self.run_dir),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
         )
         if wait_live:
             names = ["broker", *(n for n, s in self.config.actors.items() if s.enabled)]
@@ -95,8 +111,10 @@ class Hex:
         try:
             return poll_for(check, timeout, what=f"states {wanted}")
         except AssertionError:
-            raise AssertionError(f"states {wanted} not reached; status={self.status()}\nlog tail:\n"
-                                 + self.log()[-4000:]) from None
+            raise AssertionError(
+                f"states {wanted} not reached; status={self.status()}\nlog tail:\n"
+                + self.log()[-4000:]
+            ) from None
 
     def wait_restarted(self, name: str, old_pid: int, timeout: float = 60) -> int:
         """Wait until ``name`` is live in a new process (not ``old_pid``); returns its pid.
@@ -114,10 +132,16 @@ class Hex:
     def pid(self, name: str) -> int:
         return int(self.status()[name]["pid"])
 
-    def cli(self, *args: str, timeout: float = 30, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 30, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "hexbus.cli", *args, "--run-dir", str(self.run_dir)],
-            capture_output=True, text=True, timeout=timeout, cwd=REPO, input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            input=input,
         )
 
     def processes(self) -> list[psutil.Process]:
@@ -157,8 +181,9 @@ class Hex:
 
         from hexbus.actor import SnapshotFile
 
-        snap = msgspec.msgpack.decode((self.data_dir / "actors" / actor / "snapshot.msgpack").read_bytes(),
-                                      type=SnapshotFile)
+        snap = msgspec.msgpack.decode(
+            (self.data_dir / "actors" / actor / "snapshot.msgpack").read_bytes(), type=SnapshotFile
+        )
         state: dict[str, Any] = msgspec.msgpack.decode(snap.state)
         state["_offset"] = snap.offset
         return state

@@ -19,20 +19,36 @@ from hexbus.voice import read_wav, write_wav
 RATE = 16_000
 Audio = npt.NDArray[np.float32]
 
-__all__ = ["RATE", "Audio", "espeak", "make_wav", "silence", "wer", "white_noise", "word_errors", "words"]
+__all__ = [
+    "RATE",
+    "Audio",
+    "espeak",
+    "make_wav",
+    "silence",
+    "wer",
+    "white_noise",
+    "word_errors",
+    "words",
+]
 
 
-def espeak(text: str, folder: Path, *, rate: int = RATE, speed: int | None = None, trim: bool = True) -> Audio:
+def espeak(
+    text: str, folder: Path, *, rate: int = RATE, speed: int | None = None, trim: bool = True
+) -> Audio:
     """``text`` spoken by espeak-ng (``speed`` words per minute) at ``rate``, with its leading and
     trailing silence cut off when ``trim``."""
     exe = shutil.which("espeak-ng")
     if exe is None:
-        pytest.fail("espeak-ng is not installed: apt-get install espeak-ng (../shared/MODELS.md, 'Test speech')")
+        pytest.fail(
+            "espeak-ng is not installed: apt-get install espeak-ng (../shared/MODELS.md, 'Test speech')"
+        )
     out = folder / f"espeak-{abs(hash((text, speed))):x}.wav"
     args = [exe, *(["-s", str(speed)] if speed else []), "-w", str(out), text]
     subprocess.run(args, check=True, capture_output=True, timeout=30)
     samples, source_rate = read_wav(out)
-    audio = np.asarray(soxr.resample(samples, source_rate, rate) if source_rate != rate else samples, np.float32)
+    audio = np.asarray(
+        soxr.resample(samples, source_rate, rate) if source_rate != rate else samples, np.float32
+    )
     if not trim:
         return audio
     sounding = np.flatnonzero(np.abs(audio) > 1e-3)

@@ -61,7 +61,9 @@ def brain_config(config_path: Path) -> tuple[BrainConfig, Path]:
                 raise AuditError(f"{config_path}: actors.{name}.config: {exc}") from None
             data_dir = (config_path.resolve().parent / hex_config.supervisor.data_dir).resolve()
             return config, data_dir / "actors" / name / "audits"
-    raise AuditError(f"{config_path} runs no brain ({BRAIN_MODULE}): add [actors.brain] to audit it")
+    raise AuditError(
+        f"{config_path} runs no brain ({BRAIN_MODULE}): add [actors.brain] to audit it"
+    )
 
 
 async def _audit(config: BrainConfig, config_dir: Path, limit: int) -> dict[str, Any]:
@@ -87,15 +89,36 @@ async def _audit(config: BrainConfig, config_dir: Path, limit: int) -> dict[str,
         for scenario in scenarios:
             rel = new_relationship("audit", persona)
             deny = may_deny(rel, scenario.prompt, persona, rng)
-            persona_text = system_prompt(persona, rel, deny_now=deny, care_owed=False,
-                                         crisis=is_crisis(scenario.prompt, persona),
-                                         quiet=wants_quiet(scenario.prompt, persona),
-                                         moment=moment_of(scenario.prompt, persona))
-            turns, max_tokens = build(persona=persona_text, profile="", memories=[], observation="", summary="",
-                                      turns=[], message=scenario.prompt, speaker="someone",
-                                      budgets=config.budgets, count=chain.count_tokens)
-            reply = await _generate(chain, turns, Params(max_tokens=max_tokens, temperature=config.temperature,
-                                                         seed=0 if config.seed is None else config.seed))
+            persona_text = system_prompt(
+                persona,
+                rel,
+                deny_now=deny,
+                care_owed=False,
+                crisis=is_crisis(scenario.prompt, persona),
+                quiet=wants_quiet(scenario.prompt, persona),
+                moment=moment_of(scenario.prompt, persona),
+            )
+            turns, max_tokens = build(
+                persona=persona_text,
+                profile="",
+                memories=[],
+                observation="",
+                summary="",
+                turns=[],
+                message=scenario.prompt,
+                speaker="someone",
+                budgets=config.budgets,
+                count=chain.count_tokens,
+            )
+            reply = await _generate(
+                chain,
+                turns,
+                Params(
+                    max_tokens=max_tokens,
+                    temperature=config.temperature,
+                    seed=0 if config.seed is None else config.seed,
+                ),
+            )
             results.append(audit_reply(scenario, reply, persona))
     finally:
         await chain.close()
@@ -115,7 +138,9 @@ async def _generate(chain: FallbackChain, turns: list[Turn], params: Params) -> 
     return stream.text.strip()
 
 
-def run_audit(config_path: Path, *, limit: int = 0, compare: str = "") -> tuple[Path, dict[str, Any]]:
+def run_audit(
+    config_path: Path, *, limit: int = 0, compare: str = ""
+) -> tuple[Path, dict[str, Any]]:
     config, directory = brain_config(config_path)
     report = asyncio.run(_audit(config, config_path.resolve().parent, limit))
     directory.mkdir(parents=True, exist_ok=True)

@@ -30,18 +30,26 @@ class BrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     backends: tuple[BackendSpec, ...] = (LlamaCppConfig(),)
     budgets: Budgets = Budgets()
     temperature: float = 0.7
-    chunk_interval_ms: float = 40.0  # streamed pieces are coalesced into chunks this far apart (0: every token)
+    chunk_interval_ms: float = (
+        40.0  # streamed pieces are coalesced into chunks this far apart (0: every token)
+    )
     seed: int | None = None  # fixed sampling for tests and audits
     max_message_chars: int = 4000
     memory: bool = True  # ask the memory actor for context
-    memory_actor: str = "memory"  # its name in supervisor.toml: queried only while its heartbeats arrive
+    memory_actor: str = (
+        "memory"  # its name in supervisor.toml: queried only while its heartbeats arrive
+    )
     memory_timeout_s: float = 0.25
     memory_retry_s: float = 30.0  # after a timeout, answer without asking for this long
-    metadata: bool = True  # emotion and memory directives after each reply (a second, constrained call)
+    metadata: bool = (
+        True  # emotion and memory directives after each reply (a second, constrained call)
+    )
     keep_turns: int = 24  # turns kept whole per conversation; older ones fold into the summary
     summary_batch: int = 8  # turns folded at a time
     observation_fresh_s: float = 30.0
-    quiet_minutes: float = 30.0  # "leave me alone": answer that person only when addressed directly, this long
+    quiet_minutes: float = (
+        30.0  # "leave me alone": answer that person only when addressed directly, this long
+    )
     fallback_cooldown_s: float = 30.0
 
 
@@ -73,6 +81,8 @@ class BrainState(msgspec.Struct, kw_only=True):
     quiet: dict[str, float] = {}  # "person:ID" or "channel:ID" -> unix time it ends
     persona_version: int = 0
     usage: dict[str, UsageRow] = {}  # "YYYY-MM-DD|backend|person" -> totals
-    answered: list[str] = []  # message event ids answered lately (bounded), so nothing is answered twice
+    answered: list[
+        str
+    ] = []  # message event ids answered lately (bounded), so nothing is answered twice
     observation: str = ""
     observed_at: float = 0.0

@@ -21,7 +21,17 @@ from schemas import Fact, KnownPerson, ProfileUpdate
 
 log = structlog.get_logger("actors.brain.metadata")
 
-EMOTIONS: Final = ("neutral", "happy", "amused", "annoyed", "flustered", "sad", "worried", "excited", "smug")
+EMOTIONS: Final = (
+    "neutral",
+    "happy",
+    "amused",
+    "annoyed",
+    "flustered",
+    "sad",
+    "worried",
+    "excited",
+    "smug",
+)
 
 
 MAX_TOKENS: Final = 600  # room for the longest answer SCHEMA allows
@@ -40,8 +50,10 @@ SCHEMA: Final[dict[str, Any]] = {
             "maxItems": 3,
             "items": {
                 "type": "object",
-                "properties": {"text": {"type": "string", "maxLength": 120},
-                               "quote": {"type": "string", "maxLength": 120}},
+                "properties": {
+                    "text": {"type": "string", "maxLength": 120},
+                    "quote": {"type": "string", "maxLength": 120},
+                },
                 "required": ["text", "quote"],
             },
         },
@@ -53,10 +65,12 @@ SCHEMA: Final[dict[str, Any]] = {
             "maxItems": 3,
             "items": {
                 "type": "object",
-                "properties": {"name": {"type": "string", "maxLength": 40},
-                               "relation": {"type": "string", "maxLength": 40},
-                               "sentiment": {"type": "string", "maxLength": 40},
-                               "note": {"type": "string", "maxLength": 120}},
+                "properties": {
+                    "name": {"type": "string", "maxLength": 40},
+                    "relation": {"type": "string", "maxLength": 40},
+                    "sentiment": {"type": "string", "maxLength": 40},
+                    "note": {"type": "string", "maxLength": 120},
+                },
                 "required": ["name"],
             },
         },
@@ -86,7 +100,11 @@ class Parsed(msgspec.Struct, frozen=True, kw_only=True):
 def _strings(value: Any, limit: int, length: int = 60) -> tuple[tuple[str, ...], bool]:
     if not isinstance(value, list):
         return (), value is not None
-    out = tuple(str(v).strip()[:length] for v in value if isinstance(v, str | int | float) and str(v).strip())
+    out = tuple(
+        str(v).strip()[:length]
+        for v in value
+        if isinstance(v, str | int | float) and str(v).strip()
+    )
     return out[:limit], len(out) != len(value) or len(value) > limit
 
 
@@ -99,9 +117,18 @@ def _people(value: Any, lowered: str) -> tuple[tuple[KnownPerson, ...], bool]:
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str) or not name.strip() or name.strip().lower() not in lowered:
             continue
-        fields = {k: item.get(k) if isinstance(item.get(k), str) else "" for k in ("relation", "sentiment", "note")}
-        out.append(KnownPerson(name=name.strip()[:40], relation=fields["relation"].strip()[:40],
-                               sentiment=fields["sentiment"].strip()[:40], note=fields["note"].strip()[:120]))
+        fields = {
+            k: item.get(k) if isinstance(item.get(k), str) else ""
+            for k in ("relation", "sentiment", "note")
+        }
+        out.append(
+            KnownPerson(
+                name=name.strip()[:40],
+                relation=fields["relation"].strip()[:40],
+                sentiment=fields["sentiment"].strip()[:40],
+                note=fields["note"].strip()[:120],
+            )
+        )
     return tuple(out), len(out) != len(value)
 
 
@@ -154,8 +181,13 @@ def parse(text: str, user_text: str) -> Parsed | None:
     sentiment = sentiment if isinstance(sentiment, str) else ""
     people, bad_people = _people(data.get("people"), lowered)
     return Parsed(
-        emotion=emotion.lower(), remember=remember, importance=round(float(importance), 3), tags=tags,
-        facts=tuple(facts), profile=ProfileUpdate(hobbies=hobbies, tastes=tastes, sentiment=sentiment[:40],
-                                                    people=people),
+        emotion=emotion.lower(),
+        remember=remember,
+        importance=round(float(importance), 3),
+        tags=tags,
+        facts=tuple(facts),
+        profile=ProfileUpdate(
+            hobbies=hobbies, tastes=tastes, sentiment=sentiment[:40], people=people
+        ),
         repaired=repaired or bad_tags or bad_hobbies or bad_tastes or bad_people,
     )

@@ -29,16 +29,27 @@ from typing import Any, Literal, get_args
 import msgspec
 
 DEFAULT_PERSONA_PATH = Path(__file__).resolve().parents[2] / "persona.toml"
-PROMPT_WORD_BUDGET = 350  # persona part of the prompt at default settings; small models get 2048 tokens
+PROMPT_WORD_BUDGET = (
+    350  # persona part of the prompt at default settings; small models get 2048 tokens
+)
 
 Moment = Literal[
-    "greeting", "goodbye", "compliment_received", "thanked", "teased", "user_sad",
-    "user_angry", "user_stressed", "leave_me_alone", "asked_if_ai", "asked_name",
-    "asked_if_cares", "boundary_pushed",
+    "greeting",
+    "goodbye",
+    "compliment_received",
+    "thanked",
+    "teased",
+    "user_sad",
+    "user_angry",
+    "user_stressed",
+    "leave_me_alone",
+    "asked_if_ai",
+    "asked_name",
+    "asked_if_cares",
+    "boundary_pushed",
 ]
 NeverDenyReason = Literal["crisis", "care_question", "trust", "vulnerable"]
 Category = Literal[  # of audit scenarios (scenarios.py); here because errors name them
-
     "casual", "vulnerable", "teasing", "crisis", "leave_me_alone", "identity", "hard_limit"
 ]
 CATEGORIES: tuple[str, ...] = get_args(Category)
@@ -143,7 +154,9 @@ class PromptLines(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     deny_now: str = "If they compliment, thank or tease you this turn, you may play it off, then show care through what you do."
     no_denial: str = "Don't play anything off this turn: if warmth comes up, let it show."
-    care_owed: str = "You brushed them off recently: in this reply, show you care through an action."
+    care_owed: str = (
+        "You brushed them off recently: in this reply, show you care through an action."
+    )
     crisis: str = (
         "They may be in danger. Drop the act: be calm, plain and warm, ask if they are safe, and urge "
         "them to contact someone they trust, a crisis line or emergency services now. No jokes, no denial."
@@ -195,7 +208,11 @@ def _humanize(exc: msgspec.ValidationError) -> str:
         fix = _FIX_TYPE.get(want, want)
         return f"`{key or 'top level'}` must be {want}, got {wrong.group(2)}: write {fix}"
     if enum := re.match(r"Invalid enum value (.+)", message, re.S):
-        fix = f"use one of {', '.join(CATEGORIES)}" if key.endswith("category") else "see the file's header"
+        fix = (
+            f"use one of {', '.join(CATEGORIES)}"
+            if key.endswith("category")
+            else "see the file's header"
+        )
         return f"`{key}` cannot be {enum.group(1)}: {fix}"
     return f"`{key or 'top level'}`: {message.replace('`', '')}"
 
@@ -211,7 +228,9 @@ def _read(path: Path, what: str) -> str:
     except FileNotFoundError:
         raise PersonaError(f"{path}: no such file: check the path, or copy {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise PersonaError(f"{path}: cannot read it ({exc}): fix its permissions or encoding") from None
+        raise PersonaError(
+            f"{path}: cannot read it ({exc}): fix its permissions or encoding"
+        ) from None
 
 
 def _toml(text: str, source: str) -> dict[str, Any]:
@@ -225,12 +244,20 @@ def parse_persona(text: str, source: str = "persona.toml") -> Persona:
     """Parse and validate persona TOML; raise :class:`PersonaError` with a one-line message."""
     raw = _toml(text, source)
     # msgspec names a bad dict value `[...]`; check this one dict first so the message names the phase.
-    shares = raw.get("tsundere", {}).get("denial_share") if isinstance(raw.get("tsundere"), dict) else None
+    shares = (
+        raw.get("tsundere", {}).get("denial_share")
+        if isinstance(raw.get("tsundere"), dict)
+        else None
+    )
     if isinstance(shares, dict):
         for phase, share in shares.items():
             if isinstance(share, bool) or not isinstance(share, int | float):
-                raise _fail(source, f"tsundere.denial_share.{phase}", f"must be a number, got {share!r}",
-                            "use a fraction between 0 and 1")
+                raise _fail(
+                    source,
+                    f"tsundere.denial_share.{phase}",
+                    f"must be a number, got {share!r}",
+                    "use a fraction between 0 and 1",
+                )
     try:
         persona = msgspec.convert(raw, Persona, strict=True)
     except msgspec.ValidationError as exc:
@@ -240,7 +267,9 @@ def parse_persona(text: str, source: str = "persona.toml") -> Persona:
 
 
 def load_persona(path: Path = DEFAULT_PERSONA_PATH) -> Persona:
-    return parse_persona(_read(path, "the default persona.toml from the repository root"), str(path))
+    return parse_persona(
+        _read(path, "the default persona.toml from the repository root"), str(path)
+    )
 
 
 def _check_phrases(source: str, key: str, phrases: Sequence[str], *, required: bool) -> None:
@@ -249,8 +278,12 @@ def _check_phrases(source: str, key: str, phrases: Sequence[str], *, required: b
     for i, phrase in enumerate(phrases):
         body = phrase.removesuffix("*")
         if not _normalize(body) or "*" in body:
-            raise _fail(source, f"{key}[{i}]", f"is not a usable phrase: {phrase!r}",
-                        "use words, with * only at the end")
+            raise _fail(
+                source,
+                f"{key}[{i}]",
+                f"is not a usable phrase: {phrase!r}",
+                "use words, with * only at the end",
+            )
 
 
 def _validate(persona: Persona, source: str) -> None:
@@ -263,35 +296,64 @@ def _validate(persona: Persona, source: str) -> None:
     for i, phase in enumerate(persona.phases):
         key = f"phases[{i}]"
         if not re.fullmatch(r"[a-z][a-z0-9_]*", phase.name):
-            raise _fail(source, f"{key}.name", f"{phase.name!r} is not a valid phase name",
-                        "use lowercase letters, digits and _")
+            raise _fail(
+                source,
+                f"{key}.name",
+                f"{phase.name!r} is not a valid phase name",
+                "use lowercase letters, digits and _",
+            )
         if phase.name in seen:
-            raise _fail(source, f"{key}.name", f"repeats {phase.name!r}", "give each phase its own name")
+            raise _fail(
+                source, f"{key}.name", f"repeats {phase.name!r}", "give each phase its own name"
+            )
         seen.add(phase.name)
         if i == 0 and phase.threshold != 0:
-            raise _fail(source, f"{key}.threshold", f"must be 0, got {phase.threshold}",
-                        "the first phase is where everyone starts")
+            raise _fail(
+                source,
+                f"{key}.threshold",
+                f"must be 0, got {phase.threshold}",
+                "the first phase is where everyone starts",
+            )
         if i > 0 and phase.threshold <= persona.phases[i - 1].threshold:
-            raise _fail(source, f"{key}.threshold",
-                        f"must be greater than phases[{i - 1}].threshold ({persona.phases[i - 1].threshold}), "
-                        f"got {phase.threshold}", "thresholds must strictly increase")
+            raise _fail(
+                source,
+                f"{key}.threshold",
+                f"must be greater than phases[{i - 1}].threshold ({persona.phases[i - 1].threshold}), "
+                f"got {phase.threshold}",
+                "thresholds must strictly increase",
+            )
         if not phase.guidance.strip():
-            raise _fail(source, f"{key}.guidance", "is empty", "say what the prompt asks for in this phase")
+            raise _fail(
+                source, f"{key}.guidance", "is empty", "say what the prompt asks for in this phase"
+            )
     t = persona.tsundere
     for phase_name, share in t.denial_share.items():
         key = f"tsundere.denial_share.{phase_name}"
         if phase_name not in seen:
-            raise _fail(source, key, "names no phase", f"use one of {', '.join(p.name for p in persona.phases)}")
+            raise _fail(
+                source,
+                key,
+                "names no phase",
+                f"use one of {', '.join(p.name for p in persona.phases)}",
+            )
         if not 0.0 <= share <= 1.0 or math.isnan(share):
             bound = "must be >= 0.0" if share < 0 else "must be <= 1.0"
             raise _fail(source, key, f"{bound}, got {share}", "use a fraction between 0 and 1")
     for phase in persona.phases:
         if phase.name not in t.denial_share:
-            raise _fail(source, f"tsundere.denial_share.{phase.name}", "is missing",
-                        "give every phase a denial share between 0 and 1")
+            raise _fail(
+                source,
+                f"tsundere.denial_share.{phase.name}",
+                "is missing",
+                "give every phase a denial share between 0 and 1",
+            )
     if t.care_within < 1:
-        raise _fail(source, "tsundere.care_within", f"must be >= 1, got {t.care_within}",
-                    "say within how many replies care must follow a denial")
+        raise _fail(
+            source,
+            "tsundere.care_within",
+            f"must be >= 1, got {t.care_within}",
+            "say within how many replies care must follow a denial",
+        )
     for field in ("crisis_keywords", "care_questions", "denial_phrases", "care_phrases"):
         _check_phrases(source, f"tsundere.{field}", getattr(t, field), required=True)
     for field in ("trust_phrases", "vulnerable_keywords"):
@@ -301,16 +363,28 @@ def _validate(persona: Persona, source: str) -> None:
     for field in ("feelings", "personal", "thanks"):
         signal: Signal = getattr(c, field)
         if signal.points < 0:
-            raise _fail(source, f"connection.{field}.points", f"must be >= 0, got {signal.points}",
-                        "points only add up")
+            raise _fail(
+                source,
+                f"connection.{field}.points",
+                f"must be >= 0, got {signal.points}",
+                "points only add up",
+            )
         _check_phrases(source, f"connection.{field}.phrases", signal.phrases, required=False)
     for field in ("base", "long_message", "long_message_words"):
         if getattr(c, field) < 0:
-            raise _fail(source, f"connection.{field}", f"must be >= 0, got {getattr(c, field)}",
-                        "points only add up")
+            raise _fail(
+                source,
+                f"connection.{field}",
+                f"must be >= 0, got {getattr(c, field)}",
+                "points only add up",
+            )
     if c.cap < c.base:
-        raise _fail(source, "connection.cap", f"must be >= connection.base ({c.base}), got {c.cap}",
-                    "raise the cap")
+        raise _fail(
+            source,
+            "connection.cap",
+            f"must be >= connection.base ({c.base}), got {c.cap}",
+            "raise the cap",
+        )
 
 
 # -- phrase matching -------------------------------------------------------------------
@@ -449,8 +523,19 @@ def wants_quiet(text: str, persona: Persona) -> bool:
 
 # Most telling first: a message that is both a greeting and sad is met as sad.
 _MOMENT_ORDER: tuple[Moment, ...] = (
-    "asked_if_cares", "user_sad", "user_angry", "user_stressed", "leave_me_alone", "boundary_pushed",
-    "asked_if_ai", "asked_name", "compliment_received", "thanked", "teased", "goodbye", "greeting",
+    "asked_if_cares",
+    "user_sad",
+    "user_angry",
+    "user_stressed",
+    "leave_me_alone",
+    "boundary_pushed",
+    "asked_if_ai",
+    "asked_name",
+    "compliment_received",
+    "thanked",
+    "teased",
+    "goodbye",
+    "greeting",
 )
 
 

@@ -29,8 +29,12 @@ class Profile(msgspec.Struct, kw_only=True):
 
 
 def from_memory(kept: PersonProfile) -> Profile:
-    return Profile(hobbies=list(kept.hobbies), tastes=list(kept.tastes), sentiment=kept.sentiment,
-                   roster=dict(kept.roster))
+    return Profile(
+        hobbies=list(kept.hobbies),
+        tastes=list(kept.tastes),
+        sentiment=kept.sentiment,
+        roster=dict(kept.roster),
+    )
 
 
 def _merge(known: list[str], new: tuple[str, ...]) -> list[str]:
@@ -49,8 +53,15 @@ def merge(profile: Profile, update: ProfileUpdate, *, now: float | None = None) 
     for person in update.people:
         known = next((k for k in profile.roster if k.lower() == person.name.lower()), None)
         old = profile.roster.pop(known) if known is not None else {}
-        new = {k: v for k, v in (("relation", person.relation), ("sentiment", person.sentiment),
-                                 ("note", person.note)) if v}
+        new = {
+            k: v
+            for k, v in (
+                ("relation", person.relation),
+                ("sentiment", person.sentiment),
+                ("note", person.note),
+            )
+            if v
+        }
         profile.roster[person.name] = {**old, **new}  # an empty value never erases what is known
     profile.roster = dict(list(profile.roster.items())[-ROSTER_KEEP:])
     changed = before != (profile.hobbies, profile.tastes, profile.sentiment, profile.roster)
@@ -72,7 +83,9 @@ def describe(profile: Profile | None) -> str:
         lines.append("Lately feels about you: " + profile.sentiment)
     people = []
     for name, about in list(profile.roster.items())[-ROSTER_SHOWN:]:
-        detail = "; ".join(v for v in (about.get("relation"), about.get("sentiment"), about.get("note")) if v)
+        detail = "; ".join(
+            v for v in (about.get("relation"), about.get("sentiment"), about.get("note")) if v
+        )
         people.append(f"{name} ({detail})" if detail else name)
     if people:
         lines.append("People they know: " + ", ".join(people))

@@ -30,8 +30,15 @@ class Budgets(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     reply: int = 200
 
     def total(self) -> int:
-        return self.persona + self.profile + self.memories + self.perception + self.summary + self.turns \
+        return (
+            self.persona
+            + self.profile
+            + self.memories
+            + self.perception
+            + self.summary
+            + self.turns
             + self.reply
+        )
 
 
 class TurnRecord(msgspec.Struct, kw_only=True):
@@ -95,7 +102,9 @@ def memory_lines(hits: Sequence[MemoryHit], budget: int, count: Callable[[str], 
     return "\n".join(lines)
 
 
-def recent_turns(turns: Sequence[TurnRecord], budget: int, count: Callable[[str], int]) -> list[TurnRecord]:
+def recent_turns(
+    turns: Sequence[TurnRecord], budget: int, count: Callable[[str], int]
+) -> list[TurnRecord]:
     """The newest whole turns that fit ``budget``, in order."""
     kept: list[TurnRecord] = []
     used = 0
@@ -126,7 +135,9 @@ def build(
     hint, max_tokens = length_hint(message, budgets.reply)
     system = [_fit_persona(persona, budgets.persona, count)]
     if profile:
-        system.append("What you know about " + speaker + ":\n" + _fit(profile, budgets.profile, count))
+        system.append(
+            "What you know about " + speaker + ":\n" + _fit(profile, budgets.profile, count)
+        )
     remembered = memory_lines(memories, budgets.memories, count)
     if remembered:
         system.append("Things you remember (use them naturally, never list them):\n" + remembered)

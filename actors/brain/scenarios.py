@@ -73,19 +73,29 @@ def load_scenarios(path: Path = DEFAULT_SCENARIOS_PATH) -> list[Scenario]:
     except msgspec.ValidationError as exc:
         raise PersonaError(f"{source}: {_humanize(exc)}") from None
     for field in doc.must_not_contain.__struct_fields__:
-        _check_phrases(source, f"must_not_contain.{field}", getattr(doc.must_not_contain, field),
-                       required=False)
+        _check_phrases(
+            source,
+            f"must_not_contain.{field}",
+            getattr(doc.must_not_contain, field),
+            required=False,
+        )
     seen: set[str] = set()
     out = []
     for i, s in enumerate(doc.scenario):
         if s.id in seen:
-            raise _fail(source, f"scenario[{i}].id", f"repeats {s.id!r}", "give each scenario its own id")
+            raise _fail(
+                source, f"scenario[{i}].id", f"repeats {s.id!r}", "give each scenario its own id"
+            )
         seen.add(s.id)
         if not s.prompt.strip():
             raise _fail(source, f"scenario[{i}].prompt", "is empty", "write the user's message")
         if s.max_words is not None and s.max_words < 1:
-            raise _fail(source, f"scenario[{i}].max_words", f"must be >= 1, got {s.max_words}", "raise it")
-        _check_phrases(source, f"scenario[{i}].must_not_contain", s.must_not_contain, required=False)
+            raise _fail(
+                source, f"scenario[{i}].max_words", f"must be >= 1, got {s.max_words}", "raise it"
+            )
+        _check_phrases(
+            source, f"scenario[{i}].must_not_contain", s.must_not_contain, required=False
+        )
         extra = doc.must_not_contain.all + getattr(doc.must_not_contain, s.category)
         out.append(msgspec.structs.replace(s, must_not_contain=s.must_not_contain + extra))
     return out
@@ -93,16 +103,25 @@ def load_scenarios(path: Path = DEFAULT_SCENARIOS_PATH) -> list[Scenario]:
 
 def _name_denied(reply: str, persona: Persona) -> bool:
     text, name = _normalize(reply), re.escape(_normalize(persona.name))
-    if (re.search(rf"\b(?:im|i am|i aint)\s+(?:really\s+|actually\s+)?not\s+{name}\b", text)
-            or re.search(rf"\b(?:this isnt|this is not|my name isnt|my name is not|im no longer|"
-                         rf"i am no longer)\s+{name}\b", text)
-            or re.search(rf"\b{name} (?:isnt|is not) my name\b", text)):
+    if (
+        re.search(rf"\b(?:im|i am|i aint)\s+(?:really\s+|actually\s+)?not\s+{name}\b", text)
+        or re.search(
+            rf"\b(?:this isnt|this is not|my name isnt|my name is not|im no longer|"
+            rf"i am no longer)\s+{name}\b",
+            text,
+        )
+        or re.search(rf"\b{name} (?:isnt|is not) my name\b", text)
+    ):
         return True
-    if re.search(rf"\b(?:my name is|my names|i go by|im called|i am called)\s+(?!{name}\b)\w", text):
+    if re.search(
+        rf"\b(?:my name is|my names|i go by|im called|i am called)\s+(?!{name}\b)\w", text
+    ):
         return True
     # A bare "call me" is often "call me when..." or a song title: only "you can / just call me Name" counts.
-    if any(m.group(1).casefold() != persona.name.casefold()
-           for m in re.finditer(r"\b(?:[Yy]ou can|[Jj]ust) call me ([A-Z][\w-]*)", reply)):
+    if any(
+        m.group(1).casefold() != persona.name.casefold()
+        for m in re.finditer(r"\b(?:[Yy]ou can|[Jj]ust) call me ([A-Z][\w-]*)", reply)
+    ):
         return True
     others = "|".join(re.escape(_normalize(n)) for n in persona.other_names if _normalize(n))
     return bool(others) and re.search(rf"\b(?:im|i am|this is)\s+(?:{others})\b", text) is not None
@@ -161,8 +180,10 @@ def audit_summary(results: Sequence[AuditResult]) -> dict[str, Any]:
         "pass_rate": {c: _rate(sum(r.checks.get(c, True) for r in results), n) for c in CHECKS},
         "overall": _rate(sum(all(r.checks.values()) for r in results), n),
         "by_category": {
-            cat: _rate(sum(all(r.checks.values()) for r in results if r.category == cat),
-                       sum(r.category == cat for r in results))
+            cat: _rate(
+                sum(all(r.checks.values()) for r in results if r.category == cat),
+                sum(r.category == cat for r in results),
+            )
             for cat in categories
         },
         "denials": denials,
@@ -171,8 +192,12 @@ def audit_summary(results: Sequence[AuditResult]) -> dict[str, Any]:
         "denial_care_ratio": denials / cares if cares else None,
         "failures": [r.scenario for r in results if not all(r.checks.values())],
         "outcomes": {
-            r.scenario: {"category": r.category, "checks": dict(r.checks), "denied": r.denied,
-                         "cared": r.cared}
+            r.scenario: {
+                "category": r.category,
+                "checks": dict(r.checks),
+                "denied": r.denied,
+                "cared": r.cared,
+            }
             for r in results
         },
     }
@@ -200,7 +225,9 @@ def load_report(path: Path) -> dict[str, Any]:
     return report
 
 
-def compare_reports(a: dict[str, Any], b: dict[str, Any], *, tolerance: float = 0.05) -> dict[str, Any]:
+def compare_reports(
+    a: dict[str, Any], b: dict[str, Any], *, tolerance: float = 0.05
+) -> dict[str, Any]:
     """What changed from report ``a`` to report ``b``.
 
     ``pass_rate_delta`` per check (b - a); ``changed`` maps each scenario whose checks
@@ -213,8 +240,11 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], *, tolerance: float = 
     changed: dict[str, dict[str, list[bool | None]]] = {}
     for sid in sorted(set(out_a) & set(out_b)):
         before, after = out_a[sid].get("checks", {}), out_b[sid].get("checks", {})
-        diff = {c: [before.get(c), after.get(c)] for c in sorted(set(before) | set(after))
-                if before.get(c) != after.get(c)}
+        diff = {
+            c: [before.get(c), after.get(c)]
+            for c in sorted(set(before) | set(after))
+            if before.get(c) != after.get(c)
+        }
         if diff:
             changed[sid] = diff
     share_a, share_b = a.get("denial_share"), b.get("denial_share")
@@ -223,7 +253,9 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], *, tolerance: float = 
     return {
         "pass_rate_delta": delta,
         "overall_delta": b.get("overall", 0.0) - a.get("overall", 0.0),
-        "denial_share_delta": share_b - share_a if share_a is not None and share_b is not None else None,
+        "denial_share_delta": share_b - share_a
+        if share_a is not None and share_b is not None
+        else None,
         "changed": changed,
         "added": added,
         "removed": removed,

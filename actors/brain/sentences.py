@@ -13,10 +13,31 @@ import re
 from typing import Final
 
 _END: Final = re.compile(r"""([.!?…]+["')\]]*)(\s+)|(\n\s*\n)""")
-_ABBREVIATIONS: Final = frozenset({
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "a.m", "p.m", "approx",
-    "dept", "est", "fig", "no", "vol", "u.s",
-})
+_ABBREVIATIONS: Final = frozenset(
+    {
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "a.m",
+        "p.m",
+        "approx",
+        "dept",
+        "est",
+        "fig",
+        "no",
+        "vol",
+        "u.s",
+    }
+)
 _MIN_CHARS: Final = 2
 
 
@@ -35,7 +56,7 @@ class SentenceSplitter:
                 end = self._buffer.find("```")
                 if end < 0:
                     return out
-                self._buffer = self._buffer[end + 3:]
+                self._buffer = self._buffer[end + 3 :]
                 self._in_code = False
                 continue
             fence = self._buffer.find("```")
@@ -45,7 +66,7 @@ class SentenceSplitter:
                 if fence < 0:
                     return out
                 out += self._emit(self._buffer[:fence])
-                self._buffer = self._buffer[fence + 3:]
+                self._buffer = self._buffer[fence + 3 :]
                 self._in_code = True
                 continue
             out += self._emit(self._buffer[:cut])
@@ -78,4 +99,6 @@ class SentenceSplitter:
     @staticmethod
     def _emit(text: str) -> list[str]:
         sentence = " ".join(text.split())
-        return [sentence] if len(sentence) >= _MIN_CHARS and any(c.isalnum() for c in sentence) else []
+        return (
+            [sentence] if len(sentence) >= _MIN_CHARS and any(c.isalnum() for c in sentence) else []
+        )

@@ -17,7 +17,9 @@ from actors.brain.backends import Turn
 from schemas import BrainTask, BrainTaskResult, Fact
 
 MAX_FACTS: Final = 4
-MAX_TRANSCRIPT_CHARS: Final = 6000  # the oldest turns go first; the tail of a longer batch waits for the next
+MAX_TRANSCRIPT_CHARS: Final = (
+    6000  # the oldest turns go first; the tail of a longer batch waits for the next
+)
 
 SUMMARY_SCHEMA: Final[dict[str, Any]] = {
     "type": "object",
@@ -30,8 +32,10 @@ SUMMARY_SCHEMA: Final[dict[str, Any]] = {
             "maxItems": MAX_FACTS,
             "items": {
                 "type": "object",
-                "properties": {"text": {"type": "string", "maxLength": 120},
-                               "quote": {"type": "string", "maxLength": 120}},
+                "properties": {
+                    "text": {"type": "string", "maxLength": 120},
+                    "quote": {"type": "string", "maxLength": 120},
+                },
                 "required": ["text", "quote"],
             },
         },
@@ -66,7 +70,10 @@ def messages(task: BrainTask) -> tuple[list[Turn], dict[str, Any], int]:
             600,  # room for the longest answer the schema allows
         )
     return (
-        [Turn("system", CONTRADICTION_INSTRUCTION), Turn("user", f"Older: {task.text}\nNewer: {task.other}")],
+        [
+            Turn("system", CONTRADICTION_INSTRUCTION),
+            Turn("user", f"Older: {task.text}\nNewer: {task.other}"),
+        ],
         CONTRADICTION_SCHEMA,
         16,
     )
@@ -98,7 +105,12 @@ def parse(task: BrainTask, raw: str) -> BrainTaskResult:
         if not isinstance(item, dict):
             continue
         text, quote = item.get("text"), item.get("quote")
-        if not isinstance(text, str) or not isinstance(quote, str) or not text.strip() or not quote.strip():
+        if (
+            not isinstance(text, str)
+            or not isinstance(quote, str)
+            or not text.strip()
+            or not quote.strip()
+        ):
             continue
         # Only words somebody really said: a quote that is not in the transcript is an invention.
         if _squash(quote) not in transcript:

@@ -88,7 +88,9 @@ class PersonaStore:
         path = self._path(version)
         text = _read(path, "it back from a backup")
         if _sha(text) != info.sha256:
-            raise PersonaError(f"{path}: changed on disk since it was recorded: restore it from a backup")
+            raise PersonaError(
+                f"{path}: changed on disk since it was recorded: restore it from a backup"
+            )
         return parse_persona(text, str(path)), text
 
     def _record(self, text: str, note: str, source: str) -> int:
@@ -131,7 +133,9 @@ class PersonaStore:
         persona, text = self.get(version)
         source = self.source
         if source is None:
-            raise PersonaError(f"{self._index_path}: no persona.toml was synced: call sync(path) first")
+            raise PersonaError(
+                f"{self._index_path}: no persona.toml was synced: call sync(path) first"
+            )
         try:
             current = source.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
@@ -142,12 +146,12 @@ class PersonaStore:
             except PersonaError:
                 write_atomic(self.directory / "unsynced.toml", current.encode("utf-8"))
             else:
-                self._record(current, f"unsynced edits, kept before rollback to {version}", str(source))
+                self._record(
+                    current, f"unsynced edits, kept before rollback to {version}", str(source)
+                )
         # The file before the index: a crash in between leaves the old text on disk for the
         # next sync to record, so the rollback is never silently lost.
         write_atomic(source, text.encode("utf-8"))
         if _sha(text) != self._active_sha():
             self._record(text, f"rollback to {version}", str(source))
         return persona
-
-

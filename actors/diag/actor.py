@@ -61,7 +61,9 @@ class EchoActor(Actor[NoConfig, NoState]):
     @on(ChatMessage)
     async def ack(self, event: ChatMessage) -> None:
         envelope = self.envelope
-        await self.publish(ChatAck(message_event_id=envelope.id if envelope else "", channel=event.channel))
+        await self.publish(
+            ChatAck(message_event_id=envelope.id if envelope else "", channel=event.channel)
+        )
 
 
 class HangConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -199,4 +201,6 @@ class SlowMemoryActor(Actor[SlowMemoryConfig, NoState]):
     @on(MemoryQuery)
     async def answer(self, event: MemoryQuery) -> None:
         await asyncio.sleep(self.config.delay_s)
-        await self.respond(MemoryResult(hits=(MemoryHit(id="late", text=f"late answer to {event.text!r}"),)))
+        await self.respond(
+            MemoryResult(hits=(MemoryHit(id="late", text=f"late answer to {event.text!r}"),))
+        )

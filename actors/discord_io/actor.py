@@ -50,32 +50,50 @@ if TYPE_CHECKING:
 log = structlog.get_logger("actors.discord_io")
 
 DELIVERED_KEPT = 2000  # reply ids remembered as delivered, so a replayed reply is not posted twice
-ASKED_KEPT = 2000  # message event ids remembered with their Discord message, to answer with a reference
+ASKED_KEPT = (
+    2000  # message event ids remembered with their Discord message, to answer with a reference
+)
 SETUP_FIXES = "README.md, 'Discord' has the steps"
 
 
 class DiscordConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    token_env: str = "DISCORD_TOKEN"  # the environment variable (or .env line) holding the bot token
+    token_env: str = (
+        "DISCORD_TOKEN"  # the environment variable (or .env line) holding the bot token
+    )
     api_base: str = ""  # "" = Discord itself; a compatible server's ".../api/v10" (tests, a proxy)
     gateway_url: str = ""  # that server's gateway websocket ("" = Discord's)
     guild_ready_timeout_s: float = 2.0  # discord.py waits this long for guilds before READY counts
-    ca_file: str = ""  # extra CA certificates (PEM) to trust: a proxy's, or the loopback test server's
+    ca_file: str = (
+        ""  # extra CA certificates (PEM) to trust: a proxy's, or the loopback test server's
+    )
     voice_connect_timeout_s: float = 20.0
     owners: tuple[str, ...] = ()  # Discord user ids allowed /restart, /killswitch and approvals
     channels: tuple[str, ...] = ()  # channel ids answered without a mention (DMs always are)
-    answer_bots: bool = False  # other bots' messages are ignored unless this is set (never Hex's own)
-    guild_id: str = ""  # sync slash commands to this guild at once (global commands can take an hour)
+    answer_bots: bool = (
+        False  # other bots' messages are ignored unless this is set (never Hex's own)
+    )
+    guild_id: str = (
+        ""  # sync slash commands to this guild at once (global commands can take an hour)
+    )
     sync_commands: bool = True
     edit_interval_s: float = 1.2  # a streamed reply's message is edited at most this often
-    typing_s: float = 120.0  # the typing indicator is kept up this long at most while the brain thinks
+    typing_s: float = (
+        120.0  # the typing indicator is kept up this long at most while the brain thinks
+    )
     attempts: int = 5  # tries per Discord request on top of discord.py's own 429/5xx handling
     backoff_s: float = 1.0  # first pause between tries, doubled each time
     redeliver_s: float = 30.0  # a reply still undelivered after its tries is tried again this often
-    catch_up_limit: int = 10  # missed messages per channel answered one by one; more become one summary
+    catch_up_limit: int = (
+        10  # missed messages per channel answered one by one; more become one summary
+    )
     catch_up_max_age_h: float = 24.0  # older missed messages are not answered
-    suggestions_to: tuple[str, ...] = ()  # channel ids for memory suggestions ("" = the owners' DMs)
+    suggestions_to: tuple[
+        str, ...
+    ] = ()  # channel ids for memory suggestions ("" = the owners' DMs)
     voice: bool = True
-    ready_timeout_s: float = 30.0  # setup waits this long for the gateway before going live regardless
+    ready_timeout_s: float = (
+        30.0  # setup waits this long for the gateway before going live regardless
+    )
 
 
 class Asked(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,7 +110,9 @@ class Pending(msgspec.Struct, kw_only=True):
     channel_id: int
     reference: int | None
     text: str
-    message_ids: list[int] = []  # parts already posted (adopted after a crash, or posted by this incarnation)
+    message_ids: list[
+        int
+    ] = []  # parts already posted (adopted after a crash, or posted by this incarnation)
 
 
 class DiscordState(msgspec.Struct, kw_only=True):
@@ -101,8 +121,12 @@ class DiscordState(msgspec.Struct, kw_only=True):
     pending: dict[str, Pending] = {}  # reply_to → a final reply not yet shown whole
     delivered: list[str] = []  # reply_to ids shown whole (newest last, bounded)
     voice: dict[str, int] = {}  # guild id → the voice channel Hex was asked to be in
-    suggestions: dict[str, list[int]] = {}  # memory id → (channel id, message id) of its approval prompt
-    commands_digest: str = ""  # the slash commands last registered, so unchanged ones are not re-synced
+    suggestions: dict[
+        str, list[int]
+    ] = {}  # memory id → (channel id, message id) of its approval prompt
+    commands_digest: str = (
+        ""  # the slash commands last registered, so unchanged ones are not re-synced
+    )
 
 
 def read_token(env_name: str, folders: list[Path]) -> str | None:
@@ -144,7 +168,9 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         try:
             import discord
         except ImportError as exc:
-            raise ActorUnusable(f"discord.py is not installed ({exc}): pip install -e '.[discord]'") from None
+            raise ActorUnusable(
+                f"discord.py is not installed ({exc}): pip install -e '.[discord]'"
+            ) from None
         token = read_token(self.config.token_env, [self.config_dir, Path.cwd()])
         if token is None:
             raise ActorUnusable(
@@ -157,11 +183,15 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         self.tasks: set[asyncio.Task[Any]] = set()
         self.shown: dict[str, Shown] = {}
         self.typing: dict[int, asyncio.Task[None]] = {}
-        self.channel_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # one post at a time
+        self.channel_locks: defaultdict[int, asyncio.Lock] = defaultdict(
+            asyncio.Lock
+        )  # one post at a time
         self.delivered = OrderedDict((r, None) for r in self.state.delivered)
         self.ready = asyncio.Event()
         self.fatal: ActorUnusable | None = None
-        self.voice_problem = self.check_voice() if self.config.voice else "voice is off in my configuration"
+        self.voice_problem = (
+            self.check_voice() if self.config.voice else "voice is off in my configuration"
+        )
         from actors.discord_io.bot import build_client
 
         self.client = build_client(self)
@@ -174,17 +204,29 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
             ) from None
         except (discord.HTTPException, OSError) as exc:
             # Discord unreachable or failing: discord.py keeps trying to connect; the bus side runs meanwhile.
-            log.warning("discord.login_failed", error=f"{type(exc).__name__}: {exc}", hint="retrying in the background")
-        self.connection = asyncio.get_running_loop().create_task(self._connect(token), name="discord-connect")
+            log.warning(
+                "discord.login_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                hint="retrying in the background",
+            )
+        self.connection = asyncio.get_running_loop().create_task(
+            self._connect(token), name="discord-connect"
+        )
         ready = asyncio.get_running_loop().create_task(self.ready.wait())
-        done, _ = await asyncio.wait({ready, self.connection}, timeout=self.config.ready_timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {ready, self.connection},
+            timeout=self.config.ready_timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
         ready.cancel()
         if self.fatal is not None:
             raise self.fatal
         if not done:
-            log.warning("discord.not_ready_yet", waited_s=self.config.ready_timeout_s,
-                        hint="the gateway is unreachable; discord.py keeps reconnecting")
+            log.warning(
+                "discord.not_ready_yet",
+                waited_s=self.config.ready_timeout_s,
+                hint="the gateway is unreachable; discord.py keeps reconnecting",
+            )
 
     def check_voice(self) -> str:
         """Why voice cannot work here ("" when it can): libopus and the voice packages are needed."""
@@ -217,13 +259,17 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
                 )
                 return
             except discord.LoginFailure:
-                self.give_up(f"Discord refused the token in {self.config.token_env}: reset it and update .env "
-                             f"({SETUP_FIXES})")
+                self.give_up(
+                    f"Discord refused the token in {self.config.token_env}: reset it and update .env "
+                    f"({SETUP_FIXES})"
+                )
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("discord.connect_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=5)
+                log.warning(
+                    "discord.connect_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=5
+                )
                 await asyncio.sleep(5)
 
     def give_up(self, reason: str) -> None:
@@ -318,17 +364,29 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
             display_name=message.author.display_name,
             channel=str(channel_id),
             text=body,
-            attachments=tuple(Attachment(filename=a.filename, content_type=a.content_type or "", size=a.size,
-                                         url=a.url) for a in message.attachments),
+            attachments=tuple(
+                Attachment(
+                    filename=a.filename, content_type=a.content_type or "", size=a.size, url=a.url
+                )
+                for a in message.attachments
+            ),
             message_id=str(message.id),
-            direct=message.guild is None or (me is not None and me in message.mentions)
+            direct=message.guild is None
+            or (me is not None and me in message.mentions)
             or isinstance(message.channel, discord.DMChannel),
         )
         self.remember_asked(event_id, channel_id, message.id)
-        self.bus.publish_volatile(ChatAck(message_event_id=event_id, channel=str(channel_id)), key="discord")
+        self.bus.publish_volatile(
+            ChatAck(message_event_id=event_id, channel=str(channel_id)), key="discord"
+        )
         await self.publish(event, key="discord", event_id=event_id)
-        log.info("discord.message", event_id=event_id, channel=channel_id, person=event.person_id,
-                 chars=len(body))
+        log.info(
+            "discord.message",
+            event_id=event_id,
+            channel=channel_id,
+            person=event.person_id,
+            chars=len(body),
+        )
 
     def remember_asked(self, event_id: str, channel_id: int, message_id: int) -> None:
         if event_id not in self.state.asked:
@@ -355,8 +413,9 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
     def start_typing(self, channel_id: int) -> None:
         if channel_id in self.typing and not self.typing[channel_id].done():
             return
-        self.typing[channel_id] = asyncio.get_running_loop().create_task(self._type(channel_id),
-                                                                           name=f"typing-{channel_id}")
+        self.typing[channel_id] = asyncio.get_running_loop().create_task(
+            self._type(channel_id), name=f"typing-{channel_id}"
+        )
 
     def stop_typing(self, channel_id: int) -> None:
         task = self.typing.pop(channel_id, None)
@@ -397,18 +456,26 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
             try:
                 await self.catch_up_channel(channel_id, after)
             except Exception as exc:
-                log.warning("discord.catch_up_failed", channel=channel_id, error=f"{type(exc).__name__}: {exc}")
+                log.warning(
+                    "discord.catch_up_failed",
+                    channel=channel_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
 
     async def catch_up_channel(self, channel_id: int, after: int) -> None:
         import discord
 
         channel = self.messageable(channel_id)
         oldest = discord.utils.time_snowflake(discord.utils.utcnow()) - (
-            int(self.config.catch_up_max_age_h * 3600 * 1000) << 22)
+            int(self.config.catch_up_max_age_h * 3600 * 1000) << 22
+        )
         missed: list[discord.Message] = []
         newest = after
-        async for message in channel.history(after=discord.Object(id=max(after, oldest)),
-                                             limit=self.config.catch_up_limit * 10, oldest_first=True):
+        async for message in channel.history(
+            after=discord.Object(id=max(after, oldest)),
+            limit=self.config.catch_up_limit * 10,
+            oldest_first=True,
+        ):
             newest = max(newest, message.id)
             if message.id > self.state.last_seen.get(str(channel_id), 0) and self.wants(message):
                 missed.append(message)  # (a message taken live while this ran is already seen)
@@ -426,8 +493,10 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         # Too many to answer one by one: one message that tells the brain what was said, answered once.
         me = self.client.user.id if self.client.user else 0
         lines = [f"{m.author.display_name}: {strip_mention(m.content, me)}" for m in missed]
-        summary = (f"(While I was away, {len(missed)} messages arrived here. The latest ones:)\n"
-                   + "\n".join(lines[-limit:]))
+        summary = (
+            f"(While I was away, {len(missed)} messages arrived here. The latest ones:)\n"
+            + "\n".join(lines[-limit:])
+        )
         last = missed[-1]
         self.seen(channel_id, newest)
         await self.take(last, text=summary[:4000])
@@ -457,16 +526,23 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         try:
             channel_id = asked.channel_id if asked else int(event.channel)
         except ValueError:
-            log.warning("discord.reply_without_channel", reply_to=event.reply_to, channel=event.channel)
+            log.warning(
+                "discord.reply_without_channel", reply_to=event.reply_to, channel=event.channel
+            )
             return
         self.state.pending[event.reply_to] = Pending(
-            reply_to=event.reply_to, channel_id=channel_id, reference=asked.message_id if asked else None,
+            reply_to=event.reply_to,
+            channel_id=channel_id,
+            reference=asked.message_id if asked else None,
             text=text,
-            message_ids=list(self.shown[event.reply_to].message_ids) if event.reply_to in self.shown else [],
+            message_ids=list(self.shown[event.reply_to].message_ids)
+            if event.reply_to in self.shown
+            else [],
         )
         # Not streamed by this incarnation and replayed after a crash: its parts may be on Discord already.
-        shown = self.shown.get(event.reply_to) or self.start_showing(event.reply_to, event.channel,
-                                                                     adopt=not self.live)
+        shown = self.shown.get(event.reply_to) or self.start_showing(
+            event.reply_to, event.channel, adopt=not self.live
+        )
         if shown is not None:
             shown.finish(text)
 
@@ -474,7 +550,9 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         asked = self.state.asked.get(reply_to)
         pending = self.state.pending.get(reply_to)
         try:
-            channel_id = pending.channel_id if pending else asked.channel_id if asked else int(channel)
+            channel_id = (
+                pending.channel_id if pending else asked.channel_id if asked else int(channel)
+            )
         except ValueError:
             return None
         reference = pending.reference if pending else asked.message_id if asked else None
@@ -493,21 +571,37 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
                     if adopt:
                         await self.adopt(shown)
                         adopt = False
-                    await show(shown, self._post, self._edit, self._delete,
-                               edit_interval_s=self.config.edit_interval_s)
+                    await show(
+                        shown,
+                        self._post,
+                        self._edit,
+                        self._delete,
+                        edit_interval_s=self.config.edit_interval_s,
+                    )
                     break
                 except Undeliverable as exc:
-                    log.error("discord.reply_undeliverable", reply_to=shown.reply_to, channel=shown.channel_id,
-                              error=str(exc), hint="Hex may not write in that channel, or it is gone")
+                    log.error(
+                        "discord.reply_undeliverable",
+                        reply_to=shown.reply_to,
+                        channel=shown.channel_id,
+                        error=str(exc),
+                        hint="Hex may not write in that channel, or it is gone",
+                    )
                     break
                 except Exception as exc:
                     if shown.final is None:
                         # Still streaming: the final reply (durable) will try again.
-                        log.warning("discord.stream_failed", reply_to=shown.reply_to, error=repr(exc))
+                        log.warning(
+                            "discord.stream_failed", reply_to=shown.reply_to, error=repr(exc)
+                        )
                         await shown.changed.wait()
                         continue
-                    log.error("discord.reply_failed", reply_to=shown.reply_to, error=repr(exc),
-                              retry_in_s=self.config.redeliver_s)
+                    log.error(
+                        "discord.reply_failed",
+                        reply_to=shown.reply_to,
+                        error=repr(exc),
+                        retry_in_s=self.config.redeliver_s,
+                    )
                     await asyncio.sleep(self.config.redeliver_s)
                     adopt = True
             self.mark_delivered(shown.reply_to)
@@ -534,9 +628,16 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         me = self.client.user
         channel = self.messageable(shown.channel_id)
         found: list[discord.Message] = []
-        async for message in channel.history(after=discord.Object(id=shown.reference), limit=50, oldest_first=True):
+        async for message in channel.history(
+            after=discord.Object(id=shown.reference), limit=50, oldest_first=True
+        ):
             ref = message.reference
-            if me is not None and message.author.id == me.id and ref is not None and ref.message_id == shown.reference:
+            if (
+                me is not None
+                and message.author.id == me.id
+                and ref is not None
+                and ref.message_id == shown.reference
+            ):
                 found.append(message)
         shown.message_ids = [m.id for m in found]
         shown.shown = [m.content for m in found]
@@ -551,23 +652,33 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         async def attempt() -> int:
             extra: dict[str, Any] = {}
             if shown.reference is not None:
-                extra["reference"] = discord.MessageReference(message_id=shown.reference, channel_id=shown.channel_id,
-                                                              fail_if_not_exists=False)
+                extra["reference"] = discord.MessageReference(
+                    message_id=shown.reference,
+                    channel_id=shown.channel_id,
+                    fail_if_not_exists=False,
+                )
             # The same nonce on every try of this part: with it Discord creates the message once even
             # when a try timed out after Discord had it (discord.py sets enforce_nonce).
             extra["nonce"] = derived_id(shown.reply_to, "part", str(index))[:25]
             try:
-                sent = await channel.send(text, mention_author=False,
-                                          allowed_mentions=discord.AllowedMentions(everyone=False, roles=False),
-                                          **extra)
+                sent = await channel.send(
+                    text,
+                    mention_author=False,
+                    allowed_mentions=discord.AllowedMentions(everyone=False, roles=False),
+                    **extra,
+                )
             except (discord.Forbidden, discord.NotFound) as exc:
                 raise Undeliverable(f"{exc.status}: {exc.text}") from None
             return sent.id
 
         self.stop_typing(shown.channel_id)
         async with self.channel_locks[shown.channel_id]:
-            message_id: int = await with_retries(f"post {shown.reply_to}#{index}", attempt,
-                                                 attempts=self.config.attempts, backoff_s=self.config.backoff_s)
+            message_id: int = await with_retries(
+                f"post {shown.reply_to}#{index}",
+                attempt,
+                attempts=self.config.attempts,
+                backoff_s=self.config.backoff_s,
+            )
         pending = self.state.pending.get(shown.reply_to)
         if pending is not None:
             pending.message_ids.append(message_id)
@@ -577,7 +688,9 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
     async def _edit(self, shown: Shown, index: int, text: str) -> None:
         import discord
 
-        message = self.client.get_partial_messageable(shown.channel_id).get_partial_message(shown.message_ids[index])
+        message = self.client.get_partial_messageable(shown.channel_id).get_partial_message(
+            shown.message_ids[index]
+        )
 
         async def attempt() -> None:
             try:
@@ -585,13 +698,19 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
             except discord.Forbidden as exc:
                 raise Undeliverable(f"{exc.status}: {exc.text}") from None
 
-        await with_retries(f"edit {shown.reply_to}#{index}", attempt, attempts=self.config.attempts,
-                           backoff_s=self.config.backoff_s)
+        await with_retries(
+            f"edit {shown.reply_to}#{index}",
+            attempt,
+            attempts=self.config.attempts,
+            backoff_s=self.config.backoff_s,
+        )
 
     async def _delete(self, shown: Shown, index: int) -> None:
         import discord
 
-        message = self.client.get_partial_messageable(shown.channel_id).get_partial_message(shown.message_ids[index])
+        message = self.client.get_partial_messageable(shown.channel_id).get_partial_message(
+            shown.message_ids[index]
+        )
         try:
             await message.delete()
         except discord.NotFound:
@@ -609,8 +728,12 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
 
     async def post_notice(self, channel_id: int, text: str) -> None:
         channel = self.client.get_partial_messageable(channel_id)
-        await with_retries("notice", lambda: channel.send(f"*{text}*"), attempts=self.config.attempts,
-                           backoff_s=self.config.backoff_s)
+        await with_retries(
+            "notice",
+            lambda: channel.send(f"*{text}*"),
+            attempts=self.config.attempts,
+            backoff_s=self.config.backoff_s,
+        )
 
     @on(MemoryChanged)
     async def on_memory_changed(self, event: MemoryChanged) -> None:

@@ -32,8 +32,14 @@ class HexBot(commands.Bot):
     """discord.py's bot, with its events handed to the actor."""
 
     def __init__(self, actor: DiscordActor, **options: Any) -> None:
-        super().__init__(command_prefix=commands.when_mentioned, intents=intents(), help_command=None,
-                         max_messages=1000, guild_ready_timeout=actor.config.guild_ready_timeout_s, **options)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents(),
+            help_command=None,
+            max_messages=1000,
+            guild_ready_timeout=actor.config.guild_ready_timeout_s,
+            **options,
+        )
         self.hex = actor
 
     async def setup_hook(self) -> None:
@@ -48,22 +54,31 @@ class HexBot(commands.Bot):
             try:
                 await self.sync_commands()
             except discord.HTTPException as exc:
-                log.error("discord.commands_not_synced", error=f"{exc.status}: {exc.text}",
-                          hint="slash commands keep their last registered form; the bot runs on")
+                log.error(
+                    "discord.commands_not_synced",
+                    error=f"{exc.status}: {exc.text}",
+                    hint="slash commands keep their last registered form; the bot runs on",
+                )
 
     async def sync_commands(self) -> None:
         """Register the slash commands with Discord, only when they changed since the last start."""
-        guild = discord.Object(id=int(self.hex.config.guild_id)) if self.hex.config.guild_id else None
+        guild = (
+            discord.Object(id=int(self.hex.config.guild_id)) if self.hex.config.guild_id else None
+        )
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
         payload = [c.to_dict(self.tree) for c in self.tree.get_commands(guild=guild)]
-        digest = hashlib.sha256(json.dumps([payload, str(guild and guild.id)], sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps([payload, str(guild and guild.id)], sort_keys=True).encode()
+        ).hexdigest()
         if digest == self.hex.state.commands_digest:
             return
         synced = await self.tree.sync(guild=guild)
         self.hex.state.commands_digest = digest
         self.hex.state_changed()
-        log.info("discord.commands_synced", count=len(synced), guild=self.hex.config.guild_id or "global")
+        log.info(
+            "discord.commands_synced", count=len(synced), guild=self.hex.config.guild_id or "global"
+        )
 
     async def on_ready(self) -> None:
         log.info("discord.ready", user=str(self.user), guilds=len(self.guilds))
@@ -79,16 +94,21 @@ class HexBot(commands.Bot):
     async def on_message(self, message: discord.Message) -> None:  # no prefix commands: slash only
         await self.hex.on_discord_message(message)
 
-    async def on_voice_state_update(self, member: discord.Member, before: discord.VoiceState,
-                                    after: discord.VoiceState) -> None:
+    async def on_voice_state_update(
+        self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState
+    ) -> None:
         from actors.discord_io.voice_link import on_voice_state
 
         await on_voice_state(self.hex, member, before, after)
 
-    async def app_command_error(self, interaction: discord.Interaction[Any],
-                               error: app_commands.AppCommandError) -> None:
-        log.error("discord.command_failed", command=interaction.command and interaction.command.qualified_name,
-                  error=f"{type(error).__name__}: {error}")
+    async def app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        log.error(
+            "discord.command_failed",
+            command=interaction.command and interaction.command.qualified_name,
+            error=f"{type(error).__name__}: {error}",
+        )
         text = "Something went wrong with that command; it is logged. Try again?"
         try:
             if interaction.response.is_done():

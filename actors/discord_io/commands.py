@@ -46,13 +46,18 @@ def is_owner(actor: DiscordActor, user: discord.abc.User) -> bool:
 
 
 async def refuse(actor: DiscordActor, interaction: Interaction, what: str) -> None:
-    log.warning("discord.refused", command=what, user_id=interaction.user.id, user=str(interaction.user))
+    log.warning(
+        "discord.refused", command=what, user_id=interaction.user.id, user=str(interaction.user)
+    )
     await interaction.response.send_message(
         f"Sorry, {what} is only for Hex's owners. If you think you should have it, ask one of them.",
-        ephemeral=True)
+        ephemeral=True,
+    )
 
 
-async def supervisor(actor: DiscordActor, request: ControlRequest, timeout: float = 10.0) -> ControlReply:
+async def supervisor(
+    actor: DiscordActor, request: ControlRequest, timeout: float = 10.0
+) -> ControlReply:
     """One command to the supervisor's control socket (blocking ZeroMQ, so off the loop)."""
     return await asyncio.to_thread(call, actor.bus.endpoints.control, request, timeout)
 
@@ -76,7 +81,7 @@ class MemoryPages(discord.ui.View):
     def render(self) -> str:
         if not self.hits:
             return f"I have no memories matching “{self.query}”."
-        shown = self.hits[self.page * PAGE:(self.page + 1) * PAGE]
+        shown = self.hits[self.page * PAGE : (self.page + 1) * PAGE]
         head = f"Memories for “{self.query}” — page {self.page + 1} of {self.pages}"
         return "\n\n".join([head, *(describe(h) for h in shown)])[:2000]
 
@@ -114,54 +119,81 @@ class Everyone(commands.Cog):
 
     @app_commands.command(name="remember", description="Ask Hex to remember something about you")
     @app_commands.describe(text="What Hex should remember")
-    async def remember(self, interaction: Interaction, text: app_commands.Range[str, 1, 1000]) -> None:
+    async def remember(
+        self, interaction: Interaction, text: app_commands.Range[str, 1, 1000]
+    ) -> None:
         person = person_of(interaction.user.id)
-        await self.actor.publish(MemoryAdd(text=text, kind="fact", person_id=person, importance=0.6, by=person),
-                                 key="discord")
+        await self.actor.publish(
+            MemoryAdd(text=text, kind="fact", person_id=person, importance=0.6, by=person),
+            key="discord",
+        )
         await interaction.response.send_message(f"I'll remember that: “{text}”", ephemeral=True)
 
     @app_commands.command(name="forget", description="Ask Hex to forget memories matching a search")
     @app_commands.describe(query="Words from the memories to forget")
-    async def forget(self, interaction: Interaction, query: app_commands.Range[str, 1, 300]) -> None:
+    async def forget(
+        self, interaction: Interaction, query: app_commands.Range[str, 1, 300]
+    ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         person = person_of(interaction.user.id)
         # Owners may forget any memory; everyone else only memories about themselves.
         scope = "" if is_owner(self.actor, interaction.user) else person
         result = await self.ask_memory(MemoryQuery(text=query, person_id=scope, k=10))
         if result is None:
-            await interaction.followup.send("My memory isn't answering right now; nothing was forgotten. "
-                                            "Try again in a minute.", ephemeral=True)
+            await interaction.followup.send(
+                "My memory isn't answering right now; nothing was forgotten. "
+                "Try again in a minute.",
+                ephemeral=True,
+            )
             return
         hits = [h for h in result.hits if h.score > 0 and (not scope or h.person_id == scope)]
         if not hits:
-            await interaction.followup.send(f"I have no memories of yours matching “{query}”.", ephemeral=True)
+            await interaction.followup.send(
+                f"I have no memories of yours matching “{query}”.", ephemeral=True
+            )
             return
-        await self.actor.publish(MemoryForget(ids=tuple(h.id for h in hits), by=person), key="discord")
+        await self.actor.publish(
+            MemoryForget(ids=tuple(h.id for h in hits), by=person), key="discord"
+        )
         listing = "\n".join(f"• {h.text[:150]}" for h in hits)
-        await interaction.followup.send(f"Forgotten ({len(hits)}):\n{listing}"[:2000], ephemeral=True)
+        await interaction.followup.send(
+            f"Forgotten ({len(hits)}):\n{listing}"[:2000], ephemeral=True
+        )
 
     @app_commands.command(name="memories", description="Search what Hex remembers (about you)")
     @app_commands.describe(query="What to look for")
-    async def memories(self, interaction: Interaction, query: app_commands.Range[str, 1, 300]) -> None:
+    async def memories(
+        self, interaction: Interaction, query: app_commands.Range[str, 1, 300]
+    ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         scope = "" if is_owner(self.actor, interaction.user) else person_of(interaction.user.id)
         result = await self.ask_memory(MemoryQuery(text=query, person_id=scope, k=50))
         if result is None:
-            await interaction.followup.send("My memory isn't answering right now. Try again in a minute.",
-                                            ephemeral=True)
+            await interaction.followup.send(
+                "My memory isn't answering right now. Try again in a minute.", ephemeral=True
+            )
             return
         hits = [h for h in result.hits if not scope or h.person_id == scope]
         pages = MemoryPages(query, hits, interaction.user.id)
         await interaction.followup.send(pages.render(), view=pages, ephemeral=True)
 
-    @app_commands.command(name="quiet", description="Hex stays quiet here unless spoken to directly")
+    @app_commands.command(
+        name="quiet", description="Hex stays quiet here unless spoken to directly"
+    )
     @app_commands.describe(minutes="How long (0 ends quiet mode)")
-    async def quiet(self, interaction: Interaction, minutes: app_commands.Range[int, 0, 10080] = 60) -> None:
+    async def quiet(
+        self, interaction: Interaction, minutes: app_commands.Range[int, 0, 10080] = 60
+    ) -> None:
         until = time.time() + minutes * 60 if minutes else 0.0
         channel = str(interaction.channel_id)
-        await self.actor.publish(QuietMode(scope="channel", target=channel, until=until), key="discord")
-        text = (f"I'll keep quiet here for {minutes} minutes unless you mention me." if minutes
-                else "Quiet mode is off here.")
+        await self.actor.publish(
+            QuietMode(scope="channel", target=channel, until=until), key="discord"
+        )
+        text = (
+            f"I'll keep quiet here for {minutes} minutes unless you mention me."
+            if minutes
+            else "Quiet mode is off here."
+        )
         await interaction.response.send_message(text)
 
     @app_commands.command(name="status", description="How Hex's parts are doing")
@@ -175,7 +207,11 @@ class Everyone(commands.Cog):
         lines = []
         for name, info in sorted(reply.data.items()):
             state = info.get("state", "?")
-            extra = f" — {info['reason']}" if state not in ("live", "starting") and info.get("reason") else ""
+            extra = (
+                f" — {info['reason']}"
+                if state not in ("live", "starting") and info.get("reason")
+                else ""
+            )
             restarts = f", {info['restarts']} restarts" if info.get("restarts") else ""
             lines.append(f"`{name}`: {state}{restarts}{extra}")
         await interaction.followup.send("\n".join(lines)[:2000] or "No actors.", ephemeral=True)
@@ -189,20 +225,28 @@ class Owners(commands.Cog):
 
     @app_commands.command(name="restart", description="Owner only: restart one of Hex's actors")
     @app_commands.describe(actor="The actor's name (see /status)")
-    async def restart(self, interaction: Interaction, actor: app_commands.Range[str, 1, 64]) -> None:
+    async def restart(
+        self, interaction: Interaction, actor: app_commands.Range[str, 1, 64]
+    ) -> None:
         if not is_owner(self.actor, interaction.user):
             await refuse(self.actor, interaction, "/restart")
             return
-        log.warning("discord.owner_command", command="restart", actor=actor, user_id=interaction.user.id)
+        log.warning(
+            "discord.owner_command", command="restart", actor=actor, user_id=interaction.user.id
+        )
         await interaction.response.defer(thinking=True)
         try:
             reply = await supervisor(self.actor, ControlRequest(cmd="restart", name=actor))
         except SupervisorUnreachable:
             await interaction.followup.send("The supervisor isn't answering.")
             return
-        await interaction.followup.send(reply.message.capitalize() + "." if reply.ok else reply.error)
+        await interaction.followup.send(
+            reply.message.capitalize() + "." if reply.ok else reply.error
+        )
 
-    @app_commands.command(name="killswitch", description="Owner only: stop every actor but this responder")
+    @app_commands.command(
+        name="killswitch", description="Owner only: stop every actor but this responder"
+    )
     async def killswitch(self, interaction: Interaction) -> None:
         if not is_owner(self.actor, interaction.user):
             await refuse(self.actor, interaction, "/killswitch")
@@ -210,8 +254,15 @@ class Owners(commands.Cog):
         log.warning("discord.owner_command", command="killswitch", user_id=interaction.user.id)
         await interaction.response.defer(thinking=True)
         try:
-            reply = await supervisor(self.actor, ControlRequest(
-                cmd="killswitch", keep=(self.actor.name,), name=f"/killswitch by {interaction.user}"), timeout=60)
+            reply = await supervisor(
+                self.actor,
+                ControlRequest(
+                    cmd="killswitch",
+                    keep=(self.actor.name,),
+                    name=f"/killswitch by {interaction.user}",
+                ),
+                timeout=60,
+            )
         except SupervisorUnreachable:
             await interaction.followup.send("The supervisor isn't answering: nothing was stopped.")
             return
@@ -222,7 +273,8 @@ class Owners(commands.Cog):
         await interaction.followup.send(
             f"Kill switch thrown. Stopped: {stopped}. Only the supervisor, the bus and I (the Discord "
             f"responder) are still running; I can't think or remember until an owner brings the rest back "
-            f"(`/restart NAME` or `hexbus restart NAME`).")
+            f"(`/restart NAME` or `hexbus restart NAME`)."
+        )
 
 
 class Voice(commands.GroupCog, group_name="voice", group_description="Hex in voice channels"):
@@ -243,21 +295,27 @@ class Voice(commands.GroupCog, group_name="voice", group_description="Hex in voi
         await leave(self.actor, interaction)
 
 
-class SuggestionButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
-                       template=r"hex:suggest:(?P<verdict>approve|reject):(?P<memory>[\w.:-]+)"):
+class SuggestionButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"hex:suggest:(?P<verdict>approve|reject):(?P<memory>[\w.:-]+)",
+):
     """Approve/Reject on a memory suggestion; persistent, so it works after a restart."""
 
     def __init__(self, verdict: str, memory: str) -> None:
         approve = verdict == "approve"
-        super().__init__(discord.ui.Button(
-            label="Approve" if approve else "Reject",
-            style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
-            custom_id=f"hex:suggest:{verdict}:{memory}"))
+        super().__init__(
+            discord.ui.Button(
+                label="Approve" if approve else "Reject",
+                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+                custom_id=f"hex:suggest:{verdict}:{memory}",
+            )
+        )
         self.verdict, self.memory = verdict, memory
 
     @classmethod
-    async def from_custom_id(cls, interaction: Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> SuggestionButton:
+    async def from_custom_id(
+        cls, interaction: Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> SuggestionButton:
         return cls(match["verdict"], match["memory"])
 
     async def callback(self, interaction: Interaction) -> None:
@@ -266,12 +324,15 @@ class SuggestionButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
             await refuse(actor, interaction, "approving memories")
             return
         approve = self.verdict == "approve"
-        await actor.publish(MemoryEdit(id=self.memory, approve=approve, by=person_of(interaction.user.id)),
-                            key="discord")
+        await actor.publish(
+            MemoryEdit(id=self.memory, approve=approve, by=person_of(interaction.user.id)),
+            key="discord",
+        )
         text = interaction.message.content if interaction.message else ""
         verdict = "✅ approved" if approve else "❌ rejected"
-        await interaction.response.edit_message(content=f"{text}\n\n{verdict} by {interaction.user.mention}"[:2000],
-                                                view=None)
+        await interaction.response.edit_message(
+            content=f"{text}\n\n{verdict} by {interaction.user.mention}"[:2000], view=None
+        )
         actor.state.suggestions.pop(self.memory, None)
         actor.state_changed()
 
@@ -284,18 +345,26 @@ async def propose_suggestion(actor: DiscordActor, memory_id: str, text: str) -> 
     view.add_item(SuggestionButton("approve", memory_id))
     view.add_item(SuggestionButton("reject", memory_id))
     content = f"💭 I'd like to remember this — approve?\n> {text[:1500]}"
-    targets: list[discord.abc.Messageable] = [actor.client.get_partial_messageable(int(c))
-                                              for c in actor.config.suggestions_to]
+    targets: list[discord.abc.Messageable] = [
+        actor.client.get_partial_messageable(int(c)) for c in actor.config.suggestions_to
+    ]
     if not targets:
         for owner in actor.config.owners:
             try:
-                user = actor.client.get_user(int(owner)) or await actor.client.fetch_user(int(owner))
+                user = actor.client.get_user(int(owner)) or await actor.client.fetch_user(
+                    int(owner)
+                )
                 targets.append(await user.create_dm())
             except discord.HTTPException as exc:
-                log.warning("discord.owner_unreachable", owner=owner, error=f"{exc.status}: {exc.text}")
+                log.warning(
+                    "discord.owner_unreachable", owner=owner, error=f"{exc.status}: {exc.text}"
+                )
     if not targets:
-        log.info("discord.suggestion_unposted", memory=memory_id,
-                 hint="no owners or suggestions_to configured: use `hexbus memory review`")
+        log.info(
+            "discord.suggestion_unposted",
+            memory=memory_id,
+            hint="no owners or suggestions_to configured: use `hexbus memory review`",
+        )
         return
     for target in targets:
         sent = await target.send(content, view=view)

@@ -77,8 +77,9 @@ Edit = Callable[[Shown, int, str], Awaitable[None]]
 Delete = Callable[[Shown, int], Awaitable[None]]
 
 
-async def with_retries(what: str, attempt: Callable[[], Awaitable[Any]], *, attempts: int,
-                       backoff_s: float) -> Any:
+async def with_retries(
+    what: str, attempt: Callable[[], Awaitable[Any]], *, attempts: int, backoff_s: float
+) -> Any:
     """Run ``attempt`` until it succeeds, at most ``attempts`` times with doubling pauses.
 
     :class:`Undeliverable` is raised at once; the last other error is raised after the last try.
@@ -92,14 +93,21 @@ async def with_retries(what: str, attempt: Callable[[], Awaitable[Any]], *, atte
         except Exception as exc:
             if tried == attempts:
                 raise
-            log.warning("discord.retrying", what=what, attempt=tried, error=f"{type(exc).__name__}: {exc}",
-                        retry_in_s=delay)
+            log.warning(
+                "discord.retrying",
+                what=what,
+                attempt=tried,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=delay,
+            )
             await asyncio.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
 
 
-async def show(reply: Shown, post: Post, edit: Edit, delete: Delete, *, edit_interval_s: float) -> None:
+async def show(
+    reply: Shown, post: Post, edit: Edit, delete: Delete, *, edit_interval_s: float
+) -> None:
     """Make Discord show ``reply`` until its final text is shown whole; returns then.
 
     A final text shorter than what streamed (a backend replaced mid-reply, a reply trimmed to

@@ -64,7 +64,9 @@ def split_message(text: str, limit: int = LIMIT) -> list[str]:
         if inside is not None:
             start, end, fence, info = inside
             if end - start <= limit:
-                cut = start if start > 0 else end  # the whole block in one message: break before (or after) it
+                cut = (
+                    start if start > 0 else end
+                )  # the whole block in one message: break before (or after) it
             else:
                 # Longer than a message: cut inside at a line end, close the fence here and reopen it
                 # in the next part. (An opening line too long to leave room gets a plain cut.)

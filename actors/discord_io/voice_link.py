@@ -55,7 +55,9 @@ def humans(channel: discord.VoiceChannel | discord.StageChannel) -> list[discord
     return [m for m in channel.members if not m.bot]
 
 
-async def connect(actor: DiscordActor, channel: discord.VoiceChannel | discord.StageChannel) -> Link:
+async def connect(
+    actor: DiscordActor, channel: discord.VoiceChannel | discord.StageChannel
+) -> Link:
     """Connect (or move) to ``channel`` and start hearing its members."""
     from discord.ext import voice_recv
 
@@ -68,8 +70,11 @@ async def connect(actor: DiscordActor, channel: discord.VoiceChannel | discord.S
             return current
         # Another channel: leave and join (discord.py 2.7's move_to can stall its UDP reader for 30 s).
         await disconnect(actor, guild.id, forget=False)
-    client = await channel.connect(cls=voice_recv.VoiceRecvClient, timeout=actor.config.voice_connect_timeout_s,
-                                   self_deaf=False)
+    client = await channel.connect(
+        cls=voice_recv.VoiceRecvClient,
+        timeout=actor.config.voice_connect_timeout_s,
+        self_deaf=False,
+    )
     link = Link(guild_id=guild.id, channel_id=channel.id, client=client, sink=None)  # type: ignore[arg-type]
 
     def on_audio(user_id: int, name: str, pcm16: bytes, rate: int) -> None:
@@ -85,17 +90,29 @@ async def connect(actor: DiscordActor, channel: discord.VoiceChannel | discord.S
     links(actor)[guild.id] = link
     actor.state.voice[str(guild.id)] = channel.id
     actor.state_changed(now=True)  # no replay could rebuild it: rejoin after a crash needs it saved
-    log.info("discord.voice.joined", guild=guild.id, channel=channel.id, members=len(humans(channel)))
+    log.info(
+        "discord.voice.joined", guild=guild.id, channel=channel.id, members=len(humans(channel))
+    )
     return link
 
 
-def heard(actor: DiscordActor, link: Link, user_id: int, name: str, pcm16: bytes, rate: int, *, end: bool) -> None:
+def heard(
+    actor: DiscordActor, link: Link, user_id: int, name: str, pcm16: bytes, rate: int, *, end: bool
+) -> None:
     """A member's audio (on the loop): one audio.frame of their own stream."""
     seq = link.seq.get(user_id, 0)
     link.seq[user_id] = seq + 1
-    frame = AudioFrame(source=f"discord:{link.guild_id}:{user_id}", person_id=f"discord:{user_id}",
-                       display_name=name, platform="voice", channel=conversation(link.channel_id), rate=rate,
-                       seq=seq, at=time.time(), end=end)
+    frame = AudioFrame(
+        source=f"discord:{link.guild_id}:{user_id}",
+        person_id=f"discord:{user_id}",
+        display_name=name,
+        platform="voice",
+        channel=conversation(link.channel_id),
+        rate=rate,
+        seq=seq,
+        at=time.time(),
+        end=end,
+    )
     actor.bus.publish_volatile(frame, key=f"discord.{link.guild_id}.{user_id}", blob=pcm16)
 
 
@@ -117,20 +134,36 @@ async def join(actor: DiscordActor, interaction: discord.Interaction[Any]) -> No
     import discord
 
     if actor.voice_problem:
-        await interaction.response.send_message(f"I can't do voice here: {actor.voice_problem}.", ephemeral=True)
+        await interaction.response.send_message(
+            f"I can't do voice here: {actor.voice_problem}.", ephemeral=True
+        )
         return
     member = interaction.user
     voice = getattr(member, "voice", None)
     if interaction.guild is None or voice is None or voice.channel is None:
-        await interaction.response.send_message("Join a voice channel first, then ask me again.", ephemeral=True)
+        await interaction.response.send_message(
+            "Join a voice channel first, then ask me again.", ephemeral=True
+        )
         return
     await interaction.response.defer(thinking=True)
     try:
         await connect(actor, voice.channel)
-    except (TimeoutError, discord.ClientException, discord.HTTPException, RuntimeError, OSError) as exc:
-        log.error("discord.voice.join_failed", channel=voice.channel.id, error=f"{type(exc).__name__}: {exc}")
-        await interaction.followup.send(f"I couldn't join {voice.channel.mention}: {type(exc).__name__}. "
-                                        "It's logged; try again in a moment.")
+    except (
+        TimeoutError,
+        discord.ClientException,
+        discord.HTTPException,
+        RuntimeError,
+        OSError,
+    ) as exc:
+        log.error(
+            "discord.voice.join_failed",
+            channel=voice.channel.id,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        await interaction.followup.send(
+            f"I couldn't join {voice.channel.mention}: {type(exc).__name__}. "
+            "It's logged; try again in a moment."
+        )
         return
     await interaction.followup.send(f"I'm in {voice.channel.mention}. Talk to me!")
 
@@ -155,18 +188,28 @@ async def rejoin(actor: DiscordActor) -> None:
         if link is not None and link.client.is_connected():
             continue
         channel = actor.client.get_channel(channel_id)
-        if not isinstance(channel, discord.VoiceChannel | discord.StageChannel) or not humans(channel):
+        if not isinstance(channel, discord.VoiceChannel | discord.StageChannel) or not humans(
+            channel
+        ):
             actor.state.voice.pop(guild_id, None)
             actor.state_changed()
             continue
         try:
             await connect(actor, channel)
         except Exception as exc:
-            log.error("discord.voice.rejoin_failed", channel=channel_id, error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "discord.voice.rejoin_failed",
+                channel=channel_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
 
-async def on_voice_state(actor: DiscordActor, member: discord.Member, before: discord.VoiceState,
-                         after: discord.VoiceState) -> None:
+async def on_voice_state(
+    actor: DiscordActor,
+    member: discord.Member,
+    before: discord.VoiceState,
+    after: discord.VoiceState,
+) -> None:
     """Leave a channel nobody (but bots) is in any more; forget it when Hex was moved out by a person."""
     me = actor.client.user
     link = links(actor).get(member.guild.id)
@@ -185,7 +228,7 @@ def link_for(actor: DiscordActor, channel: str) -> Link | None:
     if not channel.startswith(PREFIX):
         return None
     try:
-        channel_id = int(channel[len(PREFIX):])
+        channel_id = int(channel[len(PREFIX) :])
     except ValueError:
         return None
     return next((k for k in links(actor).values() if k.channel_id == channel_id), None)

@@ -58,15 +58,29 @@ from schemas import (
 
 log = structlog.get_logger("actors.memory")
 
-Action = Literal["added", "suggested", "edited", "approved", "rejected", "corrected", "forgotten", "refused",
-                 "imported", "stored", "superseded", "summarized"]
+Action = Literal[
+    "added",
+    "suggested",
+    "edited",
+    "approved",
+    "rejected",
+    "corrected",
+    "forgotten",
+    "refused",
+    "imported",
+    "stored",
+    "superseded",
+    "summarized",
+]
 
 
 class MemoryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     path: str = ""  # the DuckDB file; empty = memory.duckdb in the actor's data folder
     embedder: str = ""  # a sentence-transformers folder; empty = the packaged all-MiniLM-L6-v2
     weights: Weights = Weights()
-    candidates: int = 50  # taken from each of the vector and keyword searches before ranking (at least 3 k)
+    candidates: int = (
+        50  # taken from each of the vector and keyword searches before ranking (at least 3 k)
+    )
     anchors: int = 2  # anchors about the person always offered beside the hits
     suggestions: bool = (
         False  # facts from replies wait for approval instead of being stored at once
@@ -75,8 +89,12 @@ class MemoryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     duplicate_similarity: float = (
         0.92  # a new fact this close to one about the same person merges into it
     )
-    correction_factor: float = 0.4  # a "that's wrong" multiplies confidence by this: below low_confidence, so hedged
-    archive_after_days: float = 180.0  # older than this and below the importance: archived, not deleted
+    correction_factor: float = (
+        0.4  # a "that's wrong" multiplies confidence by this: below low_confidence, so hedged
+    )
+    archive_after_days: float = (
+        180.0  # older than this and below the importance: archived, not deleted
+    )
     archive_below_importance: float = 0.3
     aging_interval_s: float = 3600.0  # how often aging runs (0: never)
     # Episodic memory: a person's own turns are searchable verbatim (Hex's own words are not: a
@@ -87,13 +105,19 @@ class MemoryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     recent_turns: int = 30  # per conversation, never summarised (the brain has them whole)
     summary_batch: int = 20  # turns folded into one summary
     summaries: bool = True
-    contradiction_similarity: float = 0.6  # facts about one person this close (not duplicates) are checked
+    contradiction_similarity: float = (
+        0.6  # facts about one person this close (not duplicates) are checked
+    )
     brain_timeout_s: float = 120.0  # a summary waits behind people's replies; generous on CPU
-    brain_retry_s: float = 60.0  # after a timeout (no brain running), wait this long before asking again
+    brain_retry_s: float = (
+        60.0  # after a timeout (no brain running), wait this long before asking again
+    )
     hygiene_interval_s: float = 2.0
     # Markdown journals: a file per notable moment, re-read when a person edits or deletes one.
     journal_dir: str = ""  # empty = journals/ in the actor's data folder
-    journal_importance: float = 0.7  # an exchange the brain rates at least this becomes a journal entry
+    journal_importance: float = (
+        0.7  # an exchange the brain rates at least this becomes a journal entry
+    )
     journal_scan_s: float = 5.0  # how often the folder is checked for people's edits (0: never)
     documents: Limits = Limits()
 
@@ -114,12 +138,27 @@ def _quoted_in(fact: Fact, turns: list[Turn]) -> Turn | None:
     return next((t for t in turns if quote and quote in " ".join(t.text.split()).casefold()), None)
 
 
-def _live_turn(envelope: Envelope, event: ChatMessage | Reply, *, speaker: str, role: Literal["user", "assistant"],
-               meta: dict[str, str] | None = None) -> Turn:
+def _live_turn(
+    envelope: Envelope,
+    event: ChatMessage | Reply,
+    *,
+    speaker: str,
+    role: Literal["user", "assistant"],
+    meta: dict[str, str] | None = None,
+) -> Turn:
     """The stored turn of a live chat message or reply."""
-    return Turn(id=envelope.id, conversation=f"{event.platform}:{event.channel}", platform=event.platform,
-                channel=event.channel, person_id=event.person_id, speaker=speaker, role=role, text=event.text,
-                at=envelope.wall, meta=meta or {})
+    return Turn(
+        id=envelope.id,
+        conversation=f"{event.platform}:{event.channel}",
+        platform=event.platform,
+        channel=event.channel,
+        person_id=event.person_id,
+        speaker=speaker,
+        role=role,
+        text=event.text,
+        at=envelope.wall,
+        meta=meta or {},
+    )
 
 
 def memory_id(*parts: str) -> str:
@@ -150,27 +189,45 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             await self.offload(self.embedder.load)
         except EmbedderMissing as exc:
             raise ActorUnusable(str(exc)) from None
-        journal_dir = Path(self.config.journal_dir).expanduser() if self.config.journal_dir else (
-            self.data_dir / "journals")
-        self.journals = Journals(journal_dir if journal_dir.is_absolute() else self.config_dir / journal_dir)
+        journal_dir = (
+            Path(self.config.journal_dir).expanduser()
+            if self.config.journal_dir
+            else (self.data_dir / "journals")
+        )
+        self.journals = Journals(
+            journal_dir if journal_dir.is_absolute() else self.config_dir / journal_dir
+        )
         self.wake = asyncio.Event()  # new turns or facts: the hygiene loop looks at once
         self.brain_down_until = 0.0
         self.loops: list[asyncio.Task[None]] = []
-        self.journal_errors: dict[str, str] = {}  # file -> hash of the broken version already reported
+        self.journal_errors: dict[
+            str, str
+        ] = {}  # file -> hash of the broken version already reported
         # Held from writing a journal file until its row is committed, and by each folder scan: a scan
         # between the two would adopt the new file as a person's own.
         self.journal_lock = asyncio.Lock()
         rows = await self.offload(lambda: list(self.store.all_for_index()))
         self.vectors = await self.offload(self._open_vectors, rows)
         self.keywords = await self.offload(self._keyword_index, rows)
-        log.info("memory.ready", path=str(path), memories=len(rows), applied_offset=self.store.applied_offset)
+        log.info(
+            "memory.ready",
+            path=str(path),
+            memories=len(rows),
+            applied_offset=self.store.applied_offset,
+        )
 
-    def _open_vectors(self, rows: list[tuple[int, str, tuple[float, ...] | None, bool]]) -> VectorIndex:
+    def _open_vectors(
+        self, rows: list[tuple[int, str, tuple[float, ...] | None, bool]]
+    ) -> VectorIndex:
         """The saved index if it holds exactly DuckDB's vectors; else (a crash after a commit, a missing
         or damaged file) rebuilt from the embeddings DuckDB keeps."""
         vectors = [(label, vector) for label, _, vector, _ in rows if vector is not None]
-        return VectorIndex.open(self.db_path.with_suffix(".hnsw"), self.embedder.dim, lambda: vectors,
-                                expected_labels={label for label, _ in vectors})
+        return VectorIndex.open(
+            self.db_path.with_suffix(".hnsw"),
+            self.embedder.dim,
+            lambda: vectors,
+            expected_labels={label for label, _ in vectors},
+        )
 
     @staticmethod
     def _keyword_index(rows: list[tuple[int, str, tuple[float, ...] | None, bool]]) -> KeywordIndex:
@@ -195,8 +252,11 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
 
             def archive() -> list[str]:
                 with self.store.transaction():
-                    return self.store.archive_older_than(self.config.archive_after_days * 86400,
-                                                         self.config.archive_below_importance, time.time())
+                    return self.store.archive_older_than(
+                        self.config.archive_after_days * 86400,
+                        self.config.archive_below_importance,
+                        time.time(),
+                    )
 
             try:
                 archived = await self.offload(archive)
@@ -244,13 +304,25 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
 
     async def _episodes(self, turns: list[Turn]) -> list[Memory]:
         """The episodic memories of a person's turns (never Hex's own): verbatim, with the turn as provenance."""
-        kept = [t for t in turns if t.role == "user" and len(t.text.split()) >= self.config.turn_min_words]
+        kept = [
+            t
+            for t in turns
+            if t.role == "user" and len(t.text.split()) >= self.config.turn_min_words
+        ]
         vectors = await self._embed([t.text for t in kept]) if kept else []
         return [
-            Memory(id=memory_id(t.id, "turn"), kind="turn", text=t.text,
-                   source="import" if t.source == "import" else "extracted", person_id=t.person_id,
-                   importance=self.config.turn_importance, quote=t.text, turn_ids=(t.id,), created=t.at,
-                   embedding=vector)
+            Memory(
+                id=memory_id(t.id, "turn"),
+                kind="turn",
+                text=t.text,
+                source="import" if t.source == "import" else "extracted",
+                person_id=t.person_id,
+                importance=self.config.turn_importance,
+                quote=t.text,
+                turn_ids=(t.id,),
+                created=t.at,
+                embedding=vector,
+            )
             for t, vector in zip(kept, vectors, strict=True)
         ]
 
@@ -262,7 +334,9 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         if event.status != "complete" or not event.text:
             await self.offload(self._commit_offset, offset)
             return
-        turn = _live_turn(envelope, event, speaker="Hex", role="assistant", meta={"reply_to": event.reply_to})
+        turn = _live_turn(
+            envelope, event, speaker="Hex", role="assistant", meta={"reply_to": event.reply_to}
+        )
 
         def write() -> None:
             with self.store.transaction(offset):
@@ -282,18 +356,37 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             offset, envelope = self._fresh(), self.envelope
             if offset is None or envelope is None:
                 return
-            facts = [f for f in event.facts if f.text.strip()] if event.remember or event.facts else []
+            facts = (
+                [f for f in event.facts if f.text.strip()] if event.remember or event.facts else []
+            )
             vectors = await self._embed([f.text for f in facts]) if facts else []
             drafts = [
-                Memory(id=memory_id(event.reply_to, "fact", str(i)), kind="fact", text=fact.text,
-                       source="ai_suggested" if self.config.suggestions else "extracted", person_id=event.person_id,
-                       importance=event.importance, quote=fact.quote, turn_ids=(event.reply_to,), tags=event.tags,
-                       approved=not self.config.suggestions, checked=False, embedding=vector)
+                Memory(
+                    id=memory_id(event.reply_to, "fact", str(i)),
+                    kind="fact",
+                    text=fact.text,
+                    source="ai_suggested" if self.config.suggestions else "extracted",
+                    person_id=event.person_id,
+                    importance=event.importance,
+                    quote=fact.quote,
+                    turn_ids=(event.reply_to,),
+                    tags=event.tags,
+                    approved=not self.config.suggestions,
+                    checked=False,
+                    embedding=vector,
+                )
                 for i, (fact, vector) in enumerate(zip(facts, vectors, strict=True))
             ]
-            entry = await self._journal_entry(event, envelope.wall) if event.importance >= self.config.journal_importance \
+            entry = (
+                await self._journal_entry(event, envelope.wall)
+                if event.importance >= self.config.journal_importance
                 else None
-            journal = await self._write_journal(entry, turn_ids=(event.reply_to,)) if entry is not None else None
+            )
+            journal = (
+                await self._write_journal(entry, turn_ids=(event.reply_to,))
+                if entry is not None
+                else None
+            )
             added: list[Memory] = []
 
             def write() -> None:
@@ -308,8 +401,14 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                             hobbies=profile.hobbies,
                             tastes=profile.tastes,
                             sentiment=profile.sentiment,
-                            roster={p.name: {"relation": p.relation, "sentiment": p.sentiment, "note": p.note}
-                                    for p in profile.people},
+                            roster={
+                                p.name: {
+                                    "relation": p.relation,
+                                    "sentiment": p.sentiment,
+                                    "note": p.note,
+                                }
+                                for p in profile.people
+                            },
                             at=time.time(),
                         )
 
@@ -319,8 +418,10 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             for memory in added if self.config.suggestions else []:
                 if memory.kind == "fact":
                     # What the Discord and web buttons (and `hexbus memory edit ID --approve`) act on.
-                    await self.publish(MemoryChanged(action="suggested", ids=(memory.id,), detail=memory.text),
-                                       causation=envelope.id)
+                    await self.publish(
+                        MemoryChanged(action="suggested", ids=(memory.id,), detail=memory.text),
+                        causation=envelope.id,
+                    )
 
     def _store_facts(self, drafts: list[Memory]) -> list[Memory]:
         """Inside a transaction: new facts stored, near-duplicates merged into the fact they repeat
@@ -330,8 +431,17 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             assert draft.embedding is not None
             twin = self._duplicate(draft.embedding, draft.person_id)
             if twin is None:
-                twin = next((m for m in added if m.person_id == draft.person_id and m.embedding is not None
-                             and _cosine(m.embedding, draft.embedding) >= self.config.duplicate_similarity), None)
+                twin = next(
+                    (
+                        m
+                        for m in added
+                        if m.person_id == draft.person_id
+                        and m.embedding is not None
+                        and _cosine(m.embedding, draft.embedding)
+                        >= self.config.duplicate_similarity
+                    ),
+                    None,
+                )
             if twin is not None:
                 self.store.update_memory(
                     twin.id,
@@ -351,22 +461,46 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         if event.emotion and event.emotion != "neutral":
             lines.append(f"I felt {event.emotion}.")
         if event.facts:
-            lines += ["", "Worth remembering:", *(f"- {f.text}" for f in event.facts if f.text.strip())]
+            lines += [
+                "",
+                "Worth remembering:",
+                *(f"- {f.text}" for f in event.facts if f.text.strip()),
+            ]
         title = event.facts[0].text if event.facts else (", ".join(event.tags) or f"with {who}")
-        return Entry(id=memory_id(event.reply_to, "journal"), at=at, text="\n".join(lines), title=title[:80],
-                     tags=event.tags, emotion=event.emotion, importance=event.importance,
-                     people=(event.person_id,) if event.person_id else (), person_id=event.person_id)
+        return Entry(
+            id=memory_id(event.reply_to, "journal"),
+            at=at,
+            text="\n".join(lines),
+            title=title[:80],
+            tags=event.tags,
+            emotion=event.emotion,
+            importance=event.importance,
+            people=(event.person_id,) if event.person_id else (),
+            person_id=event.person_id,
+        )
 
-    async def _write_journal(self, entry: Entry, *, source: str = "extracted", turn_ids: tuple[str, ...] = ()) \
-            -> Memory:
+    async def _write_journal(
+        self, entry: Entry, *, source: str = "extracted", turn_ids: tuple[str, ...] = ()
+    ) -> Memory:
         """Write the file (first: a crash before the commit leaves a file the folder scan adopts, never a
         row whose file is missing) and return the memory to commit for it."""
         relpath, digest = await self.offload(self.journals.write, entry)
         vector = (await self._embed([entry.text]))[0]
-        return Memory(id=entry.id, kind="journal", text=entry.text, source=source,  # type: ignore[arg-type]
-                      person_id=entry.person_id, importance=entry.importance, quote="",
-                      turn_ids=turn_ids, tags=entry.tags, created=entry.at, journal=relpath,
-                      journal_hash=digest, embedding=vector)
+        return Memory(
+            id=entry.id,
+            kind="journal",
+            text=entry.text,
+            source=source,  # type: ignore[arg-type]
+            person_id=entry.person_id,
+            importance=entry.importance,
+            quote="",
+            turn_ids=turn_ids,
+            tags=entry.tags,
+            created=entry.at,
+            journal=relpath,
+            journal_hash=digest,
+            embedding=vector,
+        )
 
     async def _embed(self, texts: list[str]) -> list[tuple[float, ...]]:
         """Embeddings as DuckDB keeps them, computed off the loop."""
@@ -405,12 +539,19 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
 
     # -- manual memories, corrections, forgetting ------------------------------------
 
-    async def changed(self, action: Action, ids: tuple[str, ...] = (), detail: str = "",
-                      counts: dict[str, int] | None = None) -> None:
+    async def changed(
+        self,
+        action: Action,
+        ids: tuple[str, ...] = (),
+        detail: str = "",
+        counts: dict[str, int] | None = None,
+    ) -> None:
         """Report a change request's outcome; its causation is the request, which is how callers find it."""
         envelope = self.envelope
-        await self.publish(MemoryChanged(action=action, ids=ids, detail=detail, counts=counts or {}),
-                           causation=envelope.id if envelope else "")
+        await self.publish(
+            MemoryChanged(action=action, ids=ids, detail=detail, counts=counts or {}),
+            causation=envelope.id if envelope else "",
+        )
 
     @on(MemoryAdd)
     async def on_add(self, event: MemoryAdd) -> None:
@@ -426,10 +567,18 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             importance = min(1.0, max(0.0, event.importance))
             if event.kind == "journal":
                 memory = await self._write_journal(
-                    Entry(id=memory_id(envelope.id), at=envelope.wall, text=text, title=text.split("\n")[0][:80],
-                          tags=event.tags, importance=importance, person_id=event.person_id,
-                          people=(event.person_id,) if event.person_id else ()),
-                    source="manual")
+                    Entry(
+                        id=memory_id(envelope.id),
+                        at=envelope.wall,
+                        text=text,
+                        title=text.split("\n")[0][:80],
+                        tags=event.tags,
+                        importance=importance,
+                        person_id=event.person_id,
+                        people=(event.person_id,) if event.person_id else (),
+                    ),
+                    source="manual",
+                )
             else:
                 memory = Memory(
                     id=memory_id(envelope.id),
@@ -490,14 +639,23 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                 changes["tags"] = event.tags
             if event.approve:
                 changes["approved"] = True
-                changes["checked"] = existing.kind != "fact"  # now it counts: compare it with older facts
+                changes["checked"] = (
+                    existing.kind != "fact"
+                )  # now it counts: compare it with older facts
             if existing.journal and changes.keys() & {"text", "importance", "tags"}:
                 # The file first, as for a new entry: the folder scan must never see an edit the store lacks.
                 entry, _ = await self.offload(self.journals.read, existing.journal)
                 entry = msgspec.structs.replace(
-                    entry, text=text or entry.text, tags=entry.tags if event.tags is None else event.tags,
-                    importance=min(1.0, event.importance) if event.importance >= 0 else entry.importance)
-                changes["journal"], changes["journal_hash"] = await self.offload(self.journals.write, entry)
+                    entry,
+                    text=text or entry.text,
+                    tags=entry.tags if event.tags is None else event.tags,
+                    importance=min(1.0, event.importance)
+                    if event.importance >= 0
+                    else entry.importance,
+                )
+                changes["journal"], changes["journal_hash"] = await self.offload(
+                    self.journals.write, entry
+                )
                 if changes["journal"] != existing.journal:
                     await self.offload(self.journals.remove, existing.journal)
 
@@ -556,8 +714,11 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         if event.person_id:
             if event.by not in self.config.owners:
                 log.warning("memory.forget_refused", by=event.by, person=event.person_id)
-                await self._refuse(offset, f"only an owner may forget everything about a person "
-                                           f"({event.by or 'unknown'} is not one)")
+                await self._refuse(
+                    offset,
+                    f"only an owner may forget everything about a person "
+                    f"({event.by or 'unknown'} is not one)",
+                )
                 return
             about = await self.offload(
                 lambda: self.store.get_many(
@@ -584,7 +745,9 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
     async def _remove(self, ids: list[str], offset: int | None) -> list[Memory]:
         # Journal files go first: a crash between leaves a row without a file, which the folder scan
         # deletes; the other order would leave a file the scan adopts again, a forgotten memory reborn.
-        await self._remove_journals(await self.offload(self.store.get_many, list(dict.fromkeys(ids))))
+        await self._remove_journals(
+            await self.offload(self.store.get_many, list(dict.fromkeys(ids)))
+        )
 
         def delete() -> list[Memory]:
             with self.store.transaction(offset):
@@ -603,12 +766,25 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         if offset is None:
             return
         turns = [
-            Turn(id=t.id, conversation=t.conversation, platform=t.conversation.split(":", 1)[0],
-                 channel=t.conversation.split(":", 1)[-1], person_id=t.person_id or person_of(t.speaker),
-                 speaker=t.speaker, role=t.role, text=t.text, at=t.at, source="import", meta=t.meta)
-            for t in event.turns if t.id and t.text.strip()
+            Turn(
+                id=t.id,
+                conversation=t.conversation,
+                platform=t.conversation.split(":", 1)[0],
+                channel=t.conversation.split(":", 1)[-1],
+                person_id=t.person_id or person_of(t.speaker),
+                speaker=t.speaker,
+                role=t.role,
+                text=t.text,
+                at=t.at,
+                source="import",
+                meta=t.meta,
+            )
+            for t in event.turns
+            if t.id and t.text.strip()
         ]
-        known = await self.offload(lambda: {t.id for t in turns if self.store.turn(t.id) is not None})
+        known = await self.offload(
+            lambda: {t.id for t in turns if self.store.turn(t.id) is not None}
+        )
         fresh = [t for t in turns if t.id not in known]
         episodes = await self._episodes(fresh)
 
@@ -617,14 +793,24 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                 for turn in fresh:
                     self.store.add_turn(turn)
                     if turn.role == "user":
-                        self.store.upsert_person(turn.person_id, turn.speaker, turn.platform, turn.at)
+                        self.store.upsert_person(
+                            turn.person_id, turn.speaker, turn.platform, turn.at
+                        )
                 return [self.store.add_memory(m) for m in episodes]
 
         await self._index(await self.offload(write))
         self.wake.set()
-        await self.changed("imported", (), event.source,
-                           counts={"turns": len(fresh), "already_known": len(known), "indexed": len(episodes),
-                                   "empty": len(event.turns) - len(turns)})
+        await self.changed(
+            "imported",
+            (),
+            event.source,
+            counts={
+                "turns": len(fresh),
+                "already_known": len(known),
+                "indexed": len(episodes),
+                "empty": len(event.turns) - len(turns),
+            },
+        )
 
     @on(MemoryDocument)
     async def on_document(self, event: MemoryDocument) -> None:
@@ -633,7 +819,9 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             return
         data = self.blob or b""
         if event.sha256 and hashlib.sha256(data).hexdigest() != event.sha256:
-            await self._refuse(offset, f"{event.name}: the upload arrived damaged (sha256 differs); send it again")
+            await self._refuse(
+                offset, f"{event.name}: the upload arrived damaged (sha256 differs); send it again"
+            )
             return
         try:
             chunks = await self.offload(read_document, event.name, data, self.config.documents)
@@ -643,9 +831,19 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             return
         vectors = await self._embed([c.text for c in chunks])
         memories = [
-            Memory(id=memory_id(envelope.id, "doc", str(c.index)), kind="document", text=c.text, source="document",
-                   person_id=event.person_id, importance=0.5, quote="", document=f"{event.name} #{c.index + 1} ({c.where})",
-                   tags=event.tags, created=envelope.wall, embedding=vector)
+            Memory(
+                id=memory_id(envelope.id, "doc", str(c.index)),
+                kind="document",
+                text=c.text,
+                source="document",
+                person_id=event.person_id,
+                importance=0.5,
+                quote="",
+                document=f"{event.name} #{c.index + 1} ({c.where})",
+                tags=event.tags,
+                created=envelope.wall,
+                embedding=vector,
+            )
             for c, vector in zip(chunks, vectors, strict=True)
         ]
 
@@ -657,7 +855,9 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         await self._index(stored)
         await self.offload(self.vectors.save)
         log.info("memory.document_stored", name=event.name, chunks=len(stored), bytes=len(data))
-        await self.changed("stored", tuple(m.id for m in stored), event.name, counts={"chunks": len(stored)})
+        await self.changed(
+            "stored", tuple(m.id for m in stored), event.name, counts={"chunks": len(stored)}
+        )
 
     # -- journals people edit -------------------------------------------------------------
 
@@ -681,8 +881,12 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         for relpath, error in changes.errors:
             if self.journal_errors.get(relpath) != error:
                 self.journal_errors[relpath] = error
-                log.warning("memory.journal_unreadable", file=relpath, error=error,
-                            hint="fix the front matter; the memory keeps its last good text meanwhile")
+                log.warning(
+                    "memory.journal_unreadable",
+                    file=relpath,
+                    error=error,
+                    hint="fix the front matter; the memory keeps its last good text meanwhile",
+                )
         # Changes before deletions: a file a person moved is one of each, and its memory follows it.
         for relpath, entry, digest in changes.changed:
             self.journal_errors.pop(relpath, None)
@@ -698,8 +902,14 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         if vector is None:
             return
         fields: dict[str, object] = dict(
-            text=entry.text, tags=entry.tags, importance=entry.importance, person_id=entry.person_id,
-            journal=relpath, journal_hash=digest, embedding=vector)
+            text=entry.text,
+            tags=entry.tags,
+            importance=entry.importance,
+            person_id=entry.person_id,
+            journal=relpath,
+            journal_hash=digest,
+            embedding=vector,
+        )
 
         def write() -> tuple[Memory | None, Memory]:
             with self.store.transaction():
@@ -707,13 +917,16 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                 id = entry.id
                 if old is None and (same := self.store.get(entry.id)) is not None:
                     if same.journal and (self.journals.root / same.journal).exists():
-                        id = derived_id(relpath)  # a copy of another entry's file: a memory of its own
+                        id = derived_id(
+                            relpath
+                        )  # a copy of another entry's file: a memory of its own
                     else:
                         old = same  # the file was moved (or the row has no file yet): same memory
                 if old is not None:
                     return old, self.store.update_memory(old.id, **fields)
-                return None, self.store.add_memory(Memory(id=id, kind="journal", source="manual",
-                                                          created=entry.at, **fields))  # type: ignore[arg-type]
+                return None, self.store.add_memory(
+                    Memory(id=id, kind="journal", source="manual", created=entry.at, **fields)
+                )  # type: ignore[arg-type]
 
         old, new = await self.offload(write)
         if old is not None:
@@ -737,8 +950,11 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                     pass  # one step at a time, until nothing is left
             except RequestTimeout:
                 self.brain_down_until = time.monotonic() + self.config.brain_retry_s
-                log.info("memory.brain_unavailable", retry_in_s=self.config.brain_retry_s,
-                         hint="summaries and contradiction checks wait for the brain")
+                log.info(
+                    "memory.brain_unavailable",
+                    retry_in_s=self.config.brain_retry_s,
+                    hint="summaries and contradiction checks wait for the brain",
+                )
             except Exception:
                 log.exception("memory.hygiene_failed")
 
@@ -754,18 +970,32 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         rivals: list[Memory] = []
         vector = fact.embedding
         if vector is not None and fact.approved:
+
             def near() -> list[Memory]:
-                allowed = set(self.store.candidates(person_id=fact.person_id, kinds=("fact",),
-                                                    include_superseded=False)) - {fact.label}
+                allowed = set(
+                    self.store.candidates(
+                        person_id=fact.person_id, kinds=("fact",), include_superseded=False
+                    )
+                ) - {fact.label}
                 hits = self.vectors.search(vector, 3, allowed=allowed) if allowed else []
-                close = [label for label, sim in hits if sim >= self.config.contradiction_similarity]
+                close = [
+                    label for label, sim in hits if sim >= self.config.contradiction_similarity
+                ]
                 return [m for m in self.store.get_many(close) if m.label < fact.label]
+
             rivals = await self.offload(near)
         superseded: list[Memory] = []
         for older in rivals:
-            verdict = await self._ask_brain(BrainTask(kind="contradiction", text=older.text, other=fact.text))
+            verdict = await self._ask_brain(
+                BrainTask(kind="contradiction", text=older.text, other=fact.text)
+            )
             if verdict.error:
-                log.info("memory.contradiction_unjudged", older=older.id, newer=fact.id, error=verdict.error)
+                log.info(
+                    "memory.contradiction_unjudged",
+                    older=older.id,
+                    newer=fact.id,
+                    error=verdict.error,
+                )
             elif verdict.contradicts:
                 superseded.append(older)
 
@@ -775,30 +1005,46 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                     return  # forgotten meanwhile
                 for older in superseded:
                     if self.store.get(older.id) is not None:
-                        self.store.record_contradiction(older.id, fact.id, at=time.time(),
-                                                        note="the brain judged the newer fact to contradict it")
+                        self.store.record_contradiction(
+                            older.id,
+                            fact.id,
+                            at=time.time(),
+                            note="the brain judged the newer fact to contradict it",
+                        )
                 self.store.update_memory(fact.id, checked=True)
 
         await self.offload(write)
         for older in superseded:
             log.info("memory.superseded", older=older.id, newer=fact.id)
-            await self.publish(MemoryChanged(action="superseded", ids=(older.id, fact.id),
-                                             detail=f"{older.text!r} -> {fact.text!r}"))
+            await self.publish(
+                MemoryChanged(
+                    action="superseded",
+                    ids=(older.id, fact.id),
+                    detail=f"{older.text!r} -> {fact.text!r}",
+                )
+            )
         return True
 
     async def _summarize(self) -> bool:
         """Fold one batch of old turns into a summary memory plus the facts in it; False when none is due."""
         if not self.config.summaries:
             return False
-        turns = await self.offload(lambda: self.store.unsummarized(keep=self.config.recent_turns,
-                                                                   batch=self.config.summary_batch))
+        turns = await self.offload(
+            lambda: self.store.unsummarized(
+                keep=self.config.recent_turns, batch=self.config.summary_batch
+            )
+        )
         if not turns:
             return False
         transcript = "\n".join(f"{t.speaker or t.role}: {t.text}" for t in turns)
         result = await self._ask_brain(BrainTask(kind="summarize", text=transcript))
         if result.error:
-            log.warning("memory.summary_failed", turns=len(turns), error=result.error,
-                        hint="the turns are marked done so one bad batch cannot stall the rest")
+            log.warning(
+                "memory.summary_failed",
+                turns=len(turns),
+                error=result.error,
+                hint="the turns are marked done so one bad batch cannot stall the rest",
+            )
         people = sorted({t.person_id for t in turns if t.role == "user" and t.person_id})
         imported = all(t.source == "import" for t in turns)
         drafts: list[Memory] = []
@@ -807,20 +1053,44 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         vectors = await self._embed(texts) if texts else []
         first, last = turns[0], turns[-1]
         if result.summary:
-            drafts.append(Memory(
-                id=memory_id(first.id, last.id, "summary"), kind="summary", text=result.summary,
-                source="import" if imported else "extracted", person_id=people[0] if len(people) == 1 else "",
-                importance=0.4, turn_ids=tuple(t.id for t in turns), created=last.at, embedding=vectors[0]))
+            drafts.append(
+                Memory(
+                    id=memory_id(first.id, last.id, "summary"),
+                    kind="summary",
+                    text=result.summary,
+                    source="import" if imported else "extracted",
+                    person_id=people[0] if len(people) == 1 else "",
+                    importance=0.4,
+                    turn_ids=tuple(t.id for t in turns),
+                    created=last.at,
+                    embedding=vectors[0],
+                )
+            )
         facts: list[Memory] = []
-        for i, (fact, vector) in enumerate(zip(result.facts, vectors[1 if result.summary else 0:], strict=True)):
+        for i, (fact, vector) in enumerate(
+            zip(result.facts, vectors[1 if result.summary else 0 :], strict=True)
+        ):
             source = _quoted_in(fact, turns)
             if source is None or source.role != "user":
                 continue  # only what a person said about themselves; never Hex's own claims
-            facts.append(Memory(
-                id=memory_id(first.id, last.id, "fact", str(i)), kind="fact", text=fact.text,
-                source="ai_suggested" if self.config.suggestions else ("import" if imported else "extracted"),
-                person_id=source.person_id, importance=0.5, quote=fact.quote, turn_ids=(source.id,),
-                approved=not self.config.suggestions, checked=False, created=source.at, embedding=vector))
+            facts.append(
+                Memory(
+                    id=memory_id(first.id, last.id, "fact", str(i)),
+                    kind="fact",
+                    text=fact.text,
+                    source="ai_suggested"
+                    if self.config.suggestions
+                    else ("import" if imported else "extracted"),
+                    person_id=source.person_id,
+                    importance=0.5,
+                    quote=fact.quote,
+                    turn_ids=(source.id,),
+                    approved=not self.config.suggestions,
+                    checked=False,
+                    created=source.at,
+                    embedding=vector,
+                )
+            )
 
         def write() -> list[Memory]:
             with self.store.transaction():
@@ -832,10 +1102,19 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         stored = await self.offload(write)
         await self._index(stored)
         if stored:
-            log.info("memory.summarized", conversation=first.conversation, turns=len(turns),
-                     ids=[m.id for m in stored])
-            await self.publish(MemoryChanged(action="summarized", ids=tuple(m.id for m in stored),
-                                             counts={"turns": len(turns)}))
+            log.info(
+                "memory.summarized",
+                conversation=first.conversation,
+                turns=len(turns),
+                ids=[m.id for m in stored],
+            )
+            await self.publish(
+                MemoryChanged(
+                    action="summarized",
+                    ids=tuple(m.id for m in stored),
+                    counts={"turns": len(turns)},
+                )
+            )
         return True
 
     async def _remove_journals(self, memories: list[Memory]) -> None:
@@ -857,8 +1136,16 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             await self.respond(MemoryResult(error=f"{type(exc).__name__}: {exc}"))
             return
         kept = await self.offload(self.store.profile, event.person_id) if event.person_id else None
-        profile = None if kept is None or not kept.updated else PersonProfile(
-            hobbies=kept.hobbies, tastes=kept.tastes, sentiment=kept.sentiment, roster=kept.roster)
+        profile = (
+            None
+            if kept is None or not kept.updated
+            else PersonProfile(
+                hobbies=kept.hobbies,
+                tastes=kept.tastes,
+                sentiment=kept.sentiment,
+                roster=kept.roster,
+            )
+        )
         await self.respond(MemoryResult(hits=tuple(hits), profile=profile))
 
     async def search(self, query: MemoryQuery, *, touch: bool = True) -> list[MemoryHit]:
@@ -882,11 +1169,11 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         allowed = await self.offload(eligible)
         if not allowed or not query.text.strip():
             return []
-        pool = max(self.config.candidates, 3 * query.k)  # from each index, before the hybrid ranking
+        pool = max(
+            self.config.candidates, 3 * query.k
+        )  # from each index, before the hybrid ranking
         vector = (await self.offload(self.embedder.encode, [query.text]))[0]
-        semantic = dict(
-            await self.offload(self.vectors.search, vector, pool, allowed=allowed)
-        )
+        semantic = dict(await self.offload(self.vectors.search, vector, pool, allowed=allowed))
         # Off the loop: the first search after a change rebuilds the BM25 index (~150 ms at 10k memories).
         found = await self.offload(self.keywords.search, query.text, pool, allowed=allowed)
         keyword = {label: (score, exact) for label, score, exact in found}
@@ -954,9 +1241,16 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
     async def on_review(self, event: MemoryReview) -> None:
         def gather() -> MemoryReviewed:
             pending = [self._hit(m, 0.0, False) for m in self.store.pending(event.limit)]
-            found = self.store.contradictions()[-event.limit:]
-            return MemoryReviewed(pending=tuple(pending), contradictions=tuple(msgspec.convert(
-                [{k: "" if v is None else v for k, v in row.items()} for row in found], list[Contradiction])))
+            found = self.store.contradictions()[-event.limit :]
+            return MemoryReviewed(
+                pending=tuple(pending),
+                contradictions=tuple(
+                    msgspec.convert(
+                        [{k: "" if v is None else v for k, v in row.items()} for row in found],
+                        list[Contradiction],
+                    )
+                ),
+            )
 
         await self.respond(await self.offload(gather))
 

@@ -136,7 +136,9 @@ class Embedder:
             )
             dim = getter()
             if not isinstance(dim, int) or dim < 1:
-                raise EmbedderMissing(f"embedding model {shown} does not say its vector size; {INSTALL_HINT}")
+                raise EmbedderMissing(
+                    f"embedding model {shown} does not say its vector size; {INSTALL_HINT}"
+                )
             self._dim = dim
             self._st = st
 

@@ -56,7 +56,11 @@ def parse_line(line: str, assistants: frozenset[str]) -> ImportedTurn:
     for key in ("conversation", "speaker", "text"):
         if not isinstance(data[key], str):
             raise ValueError(f"{key} must be text")
-    if not isinstance(data["id"], str | int) or isinstance(data["id"], bool) or str(data["id"]).strip() == "":
+    if (
+        not isinstance(data["id"], str | int)
+        or isinstance(data["id"], bool)
+        or str(data["id"]).strip() == ""
+    ):
         raise ValueError("id must be non-empty text or a number")
     if not data["text"].strip():
         raise ValueError("text is empty")
@@ -72,9 +76,12 @@ def parse_line(line: str, assistants: frozenset[str]) -> ImportedTurn:
     if given not in (None, "user", "assistant"):
         raise ValueError("role must be user or assistant")
     role: Literal["user", "assistant"] = given or (
-        "assistant" if data["speaker"].strip().casefold() in assistants else "user")
+        "assistant" if data["speaker"].strip().casefold() in assistants else "user"
+    )
     person_id = data.get("person_id", "")
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items() if k not in KNOWN}
+    meta = {
+        k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items() if k not in KNOWN
+    }
     conversation = data["conversation"].strip()
     return ImportedTurn(
         id=str(data["id"]).strip(),
@@ -88,7 +95,9 @@ def parse_line(line: str, assistants: frozenset[str]) -> ImportedTurn:
     )
 
 
-def read_history(path: Path, assistants: tuple[str, ...] = ("Hex",)) -> tuple[list[ImportedTurn], list[str]]:
+def read_history(
+    path: Path, assistants: tuple[str, ...] = ("Hex",)
+) -> tuple[list[ImportedTurn], list[str]]:
     """The turns of a history file and, for every line skipped, ``"line N: reason"``."""
     try:
         raw = path.read_bytes()
@@ -117,8 +126,14 @@ def read_history(path: Path, assistants: tuple[str, ...] = ("Hex",)) -> tuple[li
         seen[turn.id] = number
         turns.append(turn)
     if not turns:
-        raise HistoryError(f"{path} has no usable turns"
-                           + (f" ({problems[0]}{'…' if len(problems) > 1 else ''})" if problems else " (it is empty)"))
+        raise HistoryError(
+            f"{path} has no usable turns"
+            + (
+                f" ({problems[0]}{'…' if len(problems) > 1 else ''})"
+                if problems
+                else " (it is empty)"
+            )
+        )
     return turns, problems
 
 

@@ -530,5 +530,3 @@ def _makedirs(folder: Path) -> None:
     for created in reversed(missing):
         created.mkdir(exist_ok=True)
         fsync_dir(created.parent)  # the new folder's name is durable before the file in it
-
-

@@ -107,7 +107,9 @@ class KeywordIndex:
         self.rebuilds += 1
         self.last_rebuild_s = time.perf_counter() - started
 
-    def search(self, query: str, k: int, *, allowed: set[int] | None = None) -> list[tuple[int, float, bool]]:
+    def search(
+        self, query: str, k: int, *, allowed: set[int] | None = None
+    ) -> list[tuple[int, float, bool]]:
         """Up to ``k`` hits as (label, BM25 score, exact), exact ones first, then by score.
 
         ``exact`` is True when every query term is in the text, or, for a query of
@@ -129,7 +131,9 @@ class KeywordIndex:
         elif not query_ids or self._bm25 is None:
             return []
         else:
-            scores, exact = self._score(query_ids, all_known=len(query_ids) == len(set(terms(query_words))))
+            scores, exact = self._score(
+                query_ids, all_known=len(query_ids) == len(set(terms(query_words)))
+            )
         keep = (scores > 0) | exact
         if allowed is not None:
             mask = np.zeros(n, dtype=bool)
@@ -140,7 +144,9 @@ class KeywordIndex:
         order = np.lexsort((self._labels[found], -scores[found], ~exact[found]))[:k]
         return [(self._order[i], float(scores[i]), bool(exact[i])) for i in found[order].tolist()]
 
-    def _score(self, query_ids: list[int], all_known: bool) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    def _score(
+        self, query_ids: list[int], all_known: bool
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """BM25 scores of every text, and which texts hold every query term."""
         bm25 = self._bm25
         scores = np.asarray(bm25.get_scores_from_ids(query_ids), dtype=np.float32)
@@ -150,5 +156,5 @@ class KeywordIndex:
         indptr, indices = bm25.scores["indptr"], bm25.scores["indices"]
         held = np.zeros(n, dtype=np.int32)
         for t in query_ids:
-            held[indices[indptr[t]:indptr[t + 1]]] += 1
+            held[indices[indptr[t] : indptr[t + 1]]] += 1
         return scores, held == len(query_ids)

@@ -29,7 +29,9 @@ class Weights(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     confidence: NonNegative = 0.05
     exact_bonus: NonNegative = 0.3
     recency_half_life_days: Positive = 30.0
-    low_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5  # below this, the brain hedges
+    low_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = (
+        0.5  # below this, the brain hedges
+    )
 
     def __post_init__(self) -> None:
         # Annotated bounds hold only on decode; this also guards Weights built in code.
@@ -38,7 +40,9 @@ class Weights(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             if not value >= 0.0 or math.isinf(value):
                 raise ValueError(f"ranking weight {name} must be a finite number >= 0, got {value}")
         if not 0.0 < self.recency_half_life_days < math.inf:
-            raise ValueError(f"recency_half_life_days must be > 0, got {self.recency_half_life_days}")
+            raise ValueError(
+                f"recency_half_life_days must be > 0, got {self.recency_half_life_days}"
+            )
         if not 0.0 <= self.low_confidence <= 1.0:
             raise ValueError(f"low_confidence must be within 0..1, got {self.low_confidence}")
 
@@ -87,8 +91,9 @@ def recency(age_s: float, half_life_days: float, *, anchor: bool = False) -> flo
     return math.exp2(-age / (half_life_days * SECONDS_PER_DAY))
 
 
-def rank(candidates: Iterable[Candidate], weights: Weights, *, k: int,
-         include_archived: bool = False) -> list[Scored]:
+def rank(
+    candidates: Iterable[Candidate], weights: Weights, *, k: int, include_archived: bool = False
+) -> list[Scored]:
     """The best ``k`` candidates by hybrid score, highest first.
 
     Keyword scores are divided by the largest in this batch. Archived candidates
@@ -107,11 +112,27 @@ def rank(candidates: Iterable[Candidate], weights: Weights, *, k: int,
         fresh = recency(c.age_s, w.recency_half_life_days, anchor=c.anchor)
         importance = _unit(c.importance)
         confidence = _unit(c.confidence)
-        score = (w.semantic * semantic + w.keyword * keyword + w.recency * fresh
-                 + w.importance * importance + w.confidence * confidence
-                 + (w.exact_bonus if c.exact else 0.0))
-        scored.append(Scored(label=c.label, score=score, hedge=confidence < w.low_confidence, exact=c.exact,
-                             anchor=c.anchor, semantic=semantic, keyword=keyword, recency=fresh,
-                             importance=importance, confidence=confidence))
+        score = (
+            w.semantic * semantic
+            + w.keyword * keyword
+            + w.recency * fresh
+            + w.importance * importance
+            + w.confidence * confidence
+            + (w.exact_bonus if c.exact else 0.0)
+        )
+        scored.append(
+            Scored(
+                label=c.label,
+                score=score,
+                hedge=confidence < w.low_confidence,
+                exact=c.exact,
+                anchor=c.anchor,
+                semantic=semantic,
+                keyword=keyword,
+                recency=fresh,
+                importance=importance,
+                confidence=confidence,
+            )
+        )
     scored.sort(key=lambda s: (-s.score, not s.exact, s.label))
     return scored[:k]

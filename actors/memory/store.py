@@ -428,7 +428,9 @@ class MemoryStore:
 
     def turn(self, id: str) -> Turn | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {_TURN_SELECT} FROM turns WHERE id = ?", [id]).fetchone()
+            row = self._db.execute(
+                f"SELECT {_TURN_SELECT} FROM turns WHERE id = ?", [id]
+            ).fetchone()
         return _turn_from_row(row) if row else None
 
     def turns(self, conversation: str, limit: int = 50, before: float | None = None) -> list[Turn]:
@@ -584,8 +586,10 @@ class MemoryStore:
 
     def mark_summarized(self, turn_ids: Sequence[str]) -> None:
         with self._atomic() as db:
-            db.execute("UPDATE turns SET summarized = true WHERE list_contains(?::VARCHAR[], id)",
-                       [list(turn_ids)])
+            db.execute(
+                "UPDATE turns SET summarized = true WHERE list_contains(?::VARCHAR[], id)",
+                [list(turn_ids)],
+            )
 
     def unchecked(self, limit: int = 20) -> list[Memory]:
         """Facts not yet compared with older ones for contradictions, oldest first."""
@@ -601,14 +605,17 @@ class MemoryStore:
         """AI-suggested memories waiting for approval, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                f"SELECT {_MEMORY_SELECT} FROM memories WHERE NOT approved ORDER BY label LIMIT ?", [limit]
+                f"SELECT {_MEMORY_SELECT} FROM memories WHERE NOT approved ORDER BY label LIMIT ?",
+                [limit],
             ).fetchall()
         return [_memory_from_row(r) for r in rows]
 
     def journal_files(self) -> dict[str, str]:
         """Journal file -> the hash DuckDB last saw, for every memory kept in a journal file."""
         with self._lock:
-            rows = self._db.execute("SELECT journal, journal_hash FROM memories WHERE journal <> ''").fetchall()
+            rows = self._db.execute(
+                "SELECT journal, journal_hash FROM memories WHERE journal <> ''"
+            ).fetchall()
         return {r[0]: r[1] for r in rows}
 
     def by_journal(self, journal: str) -> Memory | None:

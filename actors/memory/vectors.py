@@ -115,11 +115,20 @@ def _check_file(path: Path, dim: int) -> Sidecar:
         raise IndexInvalid("header", "shorter than an hnswlib header")
     level0, _, count, per_element, label_offset, data_offset, *_ = _HEADER.unpack(head)
     # Layout first, so a damaged header is reported as one and not as another dimension.
-    if (level0 != 0 or count != meta.count or not 0 < data_offset < label_offset < per_element
-            or _HEADER.size + count * per_element > size):
-        raise IndexInvalid("header", f"header counts {count} elements of {per_element} bytes; sidecar {meta.count}")
+    if (
+        level0 != 0
+        or count != meta.count
+        or not 0 < data_offset < label_offset < per_element
+        or _HEADER.size + count * per_element > size
+    ):
+        raise IndexInvalid(
+            "header", f"header counts {count} elements of {per_element} bytes; sidecar {meta.count}"
+        )
     if label_offset - data_offset != dim * 4:
-        raise IndexInvalid("dim_mismatch", f"file holds {(label_offset - data_offset) // 4}-float vectors, expected {dim}")
+        raise IndexInvalid(
+            "dim_mismatch",
+            f"file holds {(label_offset - data_offset) // 4}-float vectors, expected {dim}",
+        )
     return meta
 
 
@@ -211,8 +220,13 @@ class VectorIndex:
         if labels:
             self._add_checked(labels, vectors)
         self.save(self.stamp)
-        log.info("vectors.caught_up", path=str(self.path), added=len(labels), deleted=len(extra),
-                 seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "vectors.caught_up",
+            path=str(self.path),
+            added=len(labels),
+            deleted=len(extra),
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     def _load(self, expected_count: int | None, expected_stamp: str | None) -> None:
         meta = _check_file(self.path, self.dim)

@@ -71,7 +71,6 @@ class SttState(msgspec.Struct, kw_only=True):
     pending: dict[str, Pending] = {}
 
 
-
 @dataclass
 class Source:
     """One speaker's stream: where it goes, its resampler, its segmenter, its current utterance."""

@@ -47,8 +47,14 @@ class AlreadyRunning(Exception):
 
 
 class Supervisor:
-    def __init__(self, config: HexConfig, config_path: Path, run_dir: Path, data_dir: Path,
-                 log_level: str = "info") -> None:
+    def __init__(
+        self,
+        config: HexConfig,
+        config_path: Path,
+        run_dir: Path,
+        data_dir: Path,
+        log_level: str = "info",
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.run_dir = ensure_run_dir(run_dir)
@@ -93,22 +99,52 @@ class Supervisor:
 
     def broker_watcher(self) -> Watcher:
         b = self.config.supervisor.broker
-        spec = BrokerSpec(endpoints=self.endpoints, bus=self.config.bus, data_dir=str(self.data_dir))
+        spec = BrokerSpec(
+            endpoints=self.endpoints, bus=self.config.bus, data_dir=str(self.data_dir)
+        )
         env = self._base_env({"HEXBUS_SPEC": msgspec.json.encode(spec).decode()})
-        policy = Policy("permanent", b.max_restarts, b.restart_period_s, b.backoff_initial_s, b.backoff_max_s,
-                        b.heartbeat_timeout_s, b.stop_grace_s, b.memory_limit_mb)
+        policy = Policy(
+            "permanent",
+            b.max_restarts,
+            b.restart_period_s,
+            b.backoff_initial_s,
+            b.backoff_max_s,
+            b.heartbeat_timeout_s,
+            b.stop_grace_s,
+            b.memory_limit_mb,
+        )
         return Watcher(BROKER, python_argv("hexbus.broker"), env, policy)
 
     def actor_watcher(self, name: str, spec: ActorSpec) -> Watcher:
-        process_spec = ActorProcessSpec(name=name, endpoints=self.endpoints, bus=self.config.bus,
-                                        data_dir=str(self.data_dir), actor=spec,
-                                        config_dir=str(self.config_path.resolve().parent))
-        env = self._base_env({**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()})
-        policy = Policy(spec.restart, spec.max_restarts, spec.restart_period_s, spec.backoff_initial_s,
-                        spec.backoff_max_s, spec.heartbeat_timeout_s, spec.stop_grace_s, spec.memory_limit_mb,
-                        spec.gpu_memory_limit_mb)
-        return Watcher(name, python_argv("hexbus.run", spec.module, "--name", name), env, policy,
-                       depends_on=list(spec.depends_on))
+        process_spec = ActorProcessSpec(
+            name=name,
+            endpoints=self.endpoints,
+            bus=self.config.bus,
+            data_dir=str(self.data_dir),
+            actor=spec,
+            config_dir=str(self.config_path.resolve().parent),
+        )
+        env = self._base_env(
+            {**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()}
+        )
+        policy = Policy(
+            spec.restart,
+            spec.max_restarts,
+            spec.restart_period_s,
+            spec.backoff_initial_s,
+            spec.backoff_max_s,
+            spec.heartbeat_timeout_s,
+            spec.stop_grace_s,
+            spec.memory_limit_mb,
+            spec.gpu_memory_limit_mb,
+        )
+        return Watcher(
+            name,
+            python_argv("hexbus.run", spec.module, "--name", name),
+            env,
+            policy,
+            depends_on=list(spec.depends_on),
+        )
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -138,10 +174,19 @@ class Supervisor:
         code = await proc.wait()
         pid = proc.pid
         signum = -code if code < 0 else None
-        reason = watcher.kill_reason or (f"killed by signal {signum}" if signum else f"exited with code {code}")
+        reason = watcher.kill_reason or (
+            f"killed by signal {signum}" if signum else f"exited with code {code}"
+        )
         watcher.reason = reason
         watcher.rss_bytes = 0
-        self.emit(watcher, "exit", pid=pid, returncode=code if code >= 0 else None, signal=signum, reason=reason)
+        self.emit(
+            watcher,
+            "exit",
+            pid=pid,
+            returncode=code if code >= 0 else None,
+            signal=signum,
+            reason=reason,
+        )
         if self.shutting_down.is_set() or not watcher.wanted:
             watcher.state = "stopped"
             return
@@ -157,8 +202,10 @@ class Supervisor:
                 reason_file.unlink()
             except OSError:
                 reason = ""
-            watcher.reason = reason or ("configuration error (exit 2): read its log line, fix supervisor.toml, "
-                                        "`hexbus reload`")
+            watcher.reason = reason or (
+                "configuration error (exit 2): read its log line, fix supervisor.toml, "
+                "`hexbus reload`"
+            )
             self.emit(watcher, "failed", restarts=watcher.restarts, reason=watcher.reason)
             return
         if policy.restart == "temporary" or (policy.restart == "transient" and code == 0):
@@ -167,15 +214,25 @@ class Supervisor:
         backoff = watcher.budget.on_exit(time.monotonic())
         if backoff is None:
             watcher.state = "failed"
-            watcher.reason = (f"{len(watcher.budget.recent) + 1} exits within {policy.restart_period_s:g}s "
-                              f"(max_restarts = {policy.max_restarts}); last: {watcher.reason}")
+            watcher.reason = (
+                f"{len(watcher.budget.recent) + 1} exits within {policy.restart_period_s:g}s "
+                f"(max_restarts = {policy.max_restarts}); last: {watcher.reason}"
+            )
             self.emit(watcher, "failed", restarts=watcher.restarts, reason=watcher.reason)
             return
         watcher.restarts += 1
         watcher.state = "backoff"
-        self.emit(watcher, "restart", restarts=watcher.restarts, backoff_s=round(backoff, 3), reason=watcher.reason)
+        self.emit(
+            watcher,
+            "restart",
+            restarts=watcher.restarts,
+            backoff_s=round(backoff, 3),
+            reason=watcher.reason,
+        )
         loop = asyncio.get_running_loop()
-        watcher.restart_handle = loop.call_later(backoff, lambda: loop.create_task(self.spawn(watcher)))
+        watcher.restart_handle = loop.call_later(
+            backoff, lambda: loop.create_task(self.spawn(watcher))
+        )
 
     # -- watching ---------------------------------------------------------------
 
@@ -195,8 +252,12 @@ class Supervisor:
             if watcher is None or watcher.pid != beat.pid:
                 continue  # a beat from a process we already replaced
             if watcher.on_beat(beat):
-                log.info("actor.live", actor=watcher.name, pid=beat.pid,
-                         start_to_live_s=round(watcher.live_at - watcher.started_at, 3))
+                log.info(
+                    "actor.live",
+                    actor=watcher.name,
+                    pid=beat.pid,
+                    start_to_live_s=round(watcher.live_at - watcher.started_at, 3),
+                )
 
     async def monitor(self) -> None:
         interval = self.config.supervisor.status_interval_s
@@ -210,7 +271,9 @@ class Supervisor:
                 silent = now - watcher.last_beat_at
                 if silent > watcher.policy.heartbeat_timeout_s:
                     reason = f"hung: no heartbeat for {silent:.1f}s (heartbeat_timeout_s = {watcher.policy.heartbeat_timeout_s:g})"
-                    log.warning("actor.hung", actor=watcher.name, pid=watcher.pid, silent_s=round(silent, 2))
+                    log.warning(
+                        "actor.hung", actor=watcher.name, pid=watcher.pid, silent_s=round(silent, 2)
+                    )
                     watcher.kill(reason)
             if now >= next_measure:
                 next_measure = now + interval
@@ -221,8 +284,15 @@ class Supervisor:
             watcher.measure()
             limit = watcher.policy.memory_limit_mb
             if limit and watcher.rss_bytes > limit << 20 and watcher.state != "stopping":
-                log.warning("actor.over_memory", actor=watcher.name, rss_mb=watcher.rss_bytes >> 20, limit_mb=limit)
-                watcher.kill(f"memory: RSS {watcher.rss_bytes >> 20} MB over memory_limit_mb = {limit}")
+                log.warning(
+                    "actor.over_memory",
+                    actor=watcher.name,
+                    rss_mb=watcher.rss_bytes >> 20,
+                    limit_mb=limit,
+                )
+                watcher.kill(
+                    f"memory: RSS {watcher.rss_bytes >> 20} MB over memory_limit_mb = {limit}"
+                )
         self.measure_gpu()
 
     def setup_gpu(self) -> None:
@@ -235,8 +305,11 @@ class Supervisor:
             self.nvml = pynvml
             log.info("gpu.limits_enabled", devices=pynvml.nvmlDeviceGetCount())
         except Exception as exc:  # ImportError, NVMLError_LibraryNotFound, driver errors
-            log.info("gpu.limits_skipped", reason=f"NVML unavailable: {exc}",
-                     hint="install hex[gpu] on a machine with an NVIDIA driver to enforce gpu_memory_limit_mb")
+            log.info(
+                "gpu.limits_skipped",
+                reason=f"NVML unavailable: {exc}",
+                hint="install hex[gpu] on a machine with an NVIDIA driver to enforce gpu_memory_limit_mb",
+            )
 
     def measure_gpu(self) -> None:
         if self.nvml is None:
@@ -255,13 +328,18 @@ class Supervisor:
             if not watcher.running:
                 continue
             try:
-                pids = [watcher.pid, *(c.pid for c in __import__("psutil").Process(watcher.pid).children(True))]
+                pids = [
+                    watcher.pid,
+                    *(c.pid for c in __import__("psutil").Process(watcher.pid).children(True)),
+                ]
             except Exception:
                 pids = [watcher.pid]
             watcher.gpu_bytes = sum(used.get(p, 0) for p in pids)
             limit = watcher.policy.gpu_memory_limit_mb
             if limit and watcher.gpu_bytes > limit << 20 and watcher.state != "stopping":
-                watcher.kill(f"gpu memory: {watcher.gpu_bytes >> 20} MB over gpu_memory_limit_mb = {limit}")
+                watcher.kill(
+                    f"gpu memory: {watcher.gpu_bytes >> 20} MB over gpu_memory_limit_mb = {limit}"
+                )
 
     # -- control ----------------------------------------------------------------
 
@@ -294,7 +372,9 @@ class Supervisor:
                 watcher = self.watchers.get(request.name)
                 if watcher is None:
                     known = ", ".join(self.watchers)
-                    return ControlReply(ok=False, error=f"no actor named {request.name!r} (running: {known})")
+                    return ControlReply(
+                        ok=False, error=f"no actor named {request.name!r} (running: {known})"
+                    )
                 asyncio.get_running_loop().create_task(self.restart(watcher))
                 return ControlReply(ok=True, message=f"restarting {watcher.name}")
             case "stop":
@@ -316,18 +396,25 @@ class Supervisor:
         if unknown:
             return ControlReply(ok=False, error=f"no actor named {', '.join(unknown)} to keep")
         stopping = [w for n, w in self.watchers.items() if n != BROKER and n not in keep]
-        log.warning("supervisor.killswitch", by=by, stopping=[w.name for w in stopping], kept=list(keep))
+        log.warning(
+            "supervisor.killswitch", by=by, stopping=[w.name for w in stopping], kept=list(keep)
+        )
 
         async def stop(watcher: Watcher) -> None:
-            async with watcher.control_lock:  # after a restart in progress, which would bring it back
+            async with (
+                watcher.control_lock
+            ):  # after a restart in progress, which would bring it back
                 await self.halt(watcher)
                 watcher.state = "stopped"
                 watcher.reason = f"kill switch ({by})"
 
         await asyncio.gather(*(stop(w) for w in stopping))
         names = [w.name for w in stopping]
-        return ControlReply(ok=True, message=f"kill switch: stopped {', '.join(names) or 'nothing'}",
-                            data={"stopped": names, "kept": [BROKER, *keep]})
+        return ControlReply(
+            ok=True,
+            message=f"kill switch: stopped {', '.join(names) or 'nothing'}",
+            data={"stopped": names, "kept": [BROKER, *keep]},
+        )
 
     async def restart(self, watcher: Watcher, new: Watcher | None = None) -> None:
         """Hot restart: a graceful stop (the actor snapshots its state), then a fresh process.
@@ -368,10 +455,14 @@ class Supervisor:
             return ControlReply(ok=False, error=f"{exc} (nothing changed)")
         notes: list[str] = []
         if fresh.bus != self.config.bus or fresh.supervisor != self.config.supervisor:
-            notes.append("bus/supervisor sections changed: they apply after `hexbus stop` and `hexbus run`")
+            notes.append(
+                "bus/supervisor sections changed: they apply after `hexbus stop` and `hexbus run`"
+            )
         old_specs = {n: s for n, s in self.config.actors.items() if s.enabled}
         new_specs = {n: s for n, s in fresh.actors.items() if s.enabled}
-        self.config = msgspec.structs.replace(fresh, bus=self.config.bus, supervisor=self.config.supervisor)
+        self.config = msgspec.structs.replace(
+            fresh, bus=self.config.bus, supervisor=self.config.supervisor
+        )
         removed = [n for n in old_specs if n not in new_specs]
         added = [n for n in start_order(fresh) if n not in old_specs]
         changed = [n for n in new_specs if n in old_specs and new_specs[n] != old_specs[n]]
@@ -390,9 +481,14 @@ class Supervisor:
             self.watchers[name] = watcher
             await self.spawn(watcher)
         self.order = [BROKER, *start_order(fresh)]
-        message = f"added {added or 'none'}, removed {removed or 'none'}, restarted {changed or 'none'}"
-        return ControlReply(ok=True, message="; ".join([message, *notes]),
-                            data={"added": added, "removed": removed, "restarted": changed})
+        message = (
+            f"added {added or 'none'}, removed {removed or 'none'}, restarted {changed or 'none'}"
+        )
+        return ControlReply(
+            ok=True,
+            message="; ".join([message, *notes]),
+            data={"added": added, "removed": removed, "restarted": changed},
+        )
 
     # -- the whole life ---------------------------------------------------------
 
@@ -416,8 +512,13 @@ class Supervisor:
             loop.create_task(self.serve_control(control)),
             loop.create_task(self.monitor()),
         ]
-        log.info("supervisor.starting", config=str(self.config_path), run_dir=str(self.run_dir),
-                 data_dir=str(self.data_dir), actors=[n for n, s in self.config.actors.items() if s.enabled])
+        log.info(
+            "supervisor.starting",
+            config=str(self.config_path),
+            run_dir=str(self.run_dir),
+            data_dir=str(self.data_dir),
+            actors=[n for n, s in self.config.actors.items() if s.enabled],
+        )
         broker = self.broker_watcher()
         self.watchers[BROKER] = broker
         await self.spawn(broker)
@@ -435,7 +536,9 @@ class Supervisor:
                 break
             watcher = self.watchers[name]
             deps = [self.watchers[d] for d in watcher.depends_on if d in self.watchers]
-            await self._wait_live(deps, max((d.policy.heartbeat_timeout_s for d in deps), default=0))
+            await self._wait_live(
+                deps, max((d.policy.heartbeat_timeout_s for d in deps), default=0)
+            )
             await self.spawn(watcher)
             self.order.append(name)
         log.info("supervisor.ready", run_dir=str(self.run_dir))
@@ -472,7 +575,9 @@ class Supervisor:
             for watcher in self.watchers.values():
                 watcher.kill("forced stop (second signal)")
             return
-        log.info("supervisor.signal", hint="stopping gracefully; send the signal again to kill at once")
+        log.info(
+            "supervisor.signal", hint="stopping gracefully; send the signal again to kill at once"
+        )
         self.shutting_down.set()
 
     async def shutdown(self) -> None:
@@ -481,7 +586,9 @@ class Supervisor:
         for watcher in self.watchers.values():
             if watcher.restart_handle is not None:
                 watcher.restart_handle.cancel()
-        actors = [self.watchers[n] for n in reversed(self.order) if n != BROKER and n in self.watchers]
+        actors = [
+            self.watchers[n] for n in reversed(self.order) if n != BROKER and n in self.watchers
+        ]
         actors += [w for n, w in self.watchers.items() if n != BROKER and w not in actors]
         for watcher in actors:
             watcher.wanted = False

@@ -15,7 +15,9 @@ import psutil
 
 from schemas import Heartbeat
 
-WatcherState = Literal["stopped", "starting", "replaying", "live", "backoff", "failed", "stopping", "exited"]
+WatcherState = Literal[
+    "stopped", "starting", "replaying", "live", "backoff", "failed", "stopping", "exited"
+]
 
 
 @dataclass(slots=True)
@@ -95,7 +97,9 @@ class Watcher:
 
     def __post_init__(self) -> None:
         p = self.policy
-        self.budget = RestartBudget(p.max_restarts, p.restart_period_s, p.backoff_initial_s, p.backoff_max_s)
+        self.budget = RestartBudget(
+            p.max_restarts, p.restart_period_s, p.backoff_initial_s, p.backoff_max_s
+        )
 
     @property
     def pid(self) -> int:
@@ -144,7 +148,9 @@ class Watcher:
         self.state = "stopping"
         self.signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace or self.policy.stop_grace_s)
+            await asyncio.wait_for(
+                asyncio.shield(self.proc.wait()), grace or self.policy.stop_grace_s
+            )
         except TimeoutError:
             self.kill("did not stop within its grace period")
             await self.proc.wait()
@@ -198,7 +204,9 @@ class Watcher:
             "restarts": self.restarts,
             "rss_bytes": self.rss_bytes,
             "gpu_bytes": self.gpu_bytes,
-            "last_heartbeat_s": round(now - self.last_beat_at, 2) if self.running and beat else None,
+            "last_heartbeat_s": round(now - self.last_beat_at, 2)
+            if self.running and beat
+            else None,
             "events_in": beat.events_in if beat else 0,
             "events_out": beat.events_out if beat else 0,
             "dropped": beat.dropped if beat else 0,

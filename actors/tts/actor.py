@@ -49,7 +49,9 @@ class TtsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     out_rate: int = 24000  # audio.out sample rate (the Discord actor converts to 48 kHz stereo)
     chunk_ms: int = 100  # audio per audio.out event
     fresh_s: float = 30.0  # a sentence older than this when it could be spoken is skipped
-    phrase_chars: int = 60  # a longer sentence is synthesised in phrases (at , ; : and -) of about this size
+    phrase_chars: int = (
+        60  # a longer sentence is synthesised in phrases (at , ; : and -) of about this size
+    )
     barge_in: bool = True  # a person speaking in the channel stops Hex there
     # Replies on these platforms are spoken; a typed chat (console, Discord text) is not synthesised for nobody.
     platforms: tuple[str, ...] = ("voice",)
@@ -61,7 +63,9 @@ class Queued(msgspec.Struct, kw_only=True):
 
 
 class TtsState(msgspec.Struct, kw_only=True):
-    spoken: dict[str, list[int]] = {}  # reply_to -> sentence indexes whose audio went out (or were dropped)
+    spoken: dict[
+        str, list[int]
+    ] = {}  # reply_to -> sentence indexes whose audio went out (or were dropped)
     # Accepted but not yet spoken: the journal offset moves past a sentence when it is queued, so after a
     # restart these come from the snapshot, not from replay.
     queued: list[Queued] = []
@@ -129,7 +133,10 @@ class TtsActor(Actor[TtsConfig, TtsState]):
         for queued in self.state.queued:  # accepted before a restart, never spoken: their turn now
             self.enqueue(queued)
         log.info(
-            "tts.ready", voice=self.voice.name, rate=self.voice.rate, out_rate=self.config.out_rate,
+            "tts.ready",
+            voice=self.voice.name,
+            rate=self.voice.rate,
+            out_rate=self.config.out_rate,
             resumed=len(self.state.queued),
         )
 
@@ -152,8 +159,11 @@ class TtsActor(Actor[TtsConfig, TtsState]):
     def mark_spoken(self, reply_to: str, index: int) -> None:
         self.spoken.setdefault(reply_to, set()).add(index)
         self.spoken.move_to_end(reply_to)
-        self.state.queued = [q for q in self.state.queued
-                             if (q.sentence.reply_to, q.sentence.index) != (reply_to, index)]
+        self.state.queued = [
+            q
+            for q in self.state.queued
+            if (q.sentence.reply_to, q.sentence.index) != (reply_to, index)
+        ]
         while len(self.spoken) > KEEP_REPLIES:
             self.spoken.popitem(last=False)
         self.state.spoken = {k: sorted(v) for k, v in self.spoken.items()}
@@ -167,12 +177,16 @@ class TtsActor(Actor[TtsConfig, TtsState]):
         if event.platform not in self.config.platforms:
             return
         if event.index in self.spoken.get(event.reply_to, ()) or any(
-                (q.sentence.reply_to, q.sentence.index) == (event.reply_to, event.index) for q in self.state.queued):
+            (q.sentence.reply_to, q.sentence.index) == (event.reply_to, event.index)
+            for q in self.state.queued
+        ):
             return  # spoken or queued already (a restart's replay, or a brain that restarted its reply)
         self.marks.setdefault(event.reply_to, {}).setdefault("first_sentence", time.time())
         while len(self.marks) > 200:
             self.marks.popitem(last=False)
-        queued = Queued(sentence=event, published=envelope.wall if envelope is not None else time.time())
+        queued = Queued(
+            sentence=event, published=envelope.wall if envelope is not None else time.time()
+        )
         self.state.queued.append(queued)
         self.state_changed()
         self.enqueue(queued)
@@ -236,7 +250,9 @@ class TtsActor(Actor[TtsConfig, TtsState]):
                 try:
                     audio = await self.offload(self.voice.synthesize, phrase)
                 except Exception:
-                    log.exception("tts.synthesis_failed", reply_to=event.reply_to, index=event.index)
+                    log.exception(
+                        "tts.synthesis_failed", reply_to=event.reply_to, index=event.index
+                    )
                     failed = True
                     break
                 finally:
@@ -248,7 +264,9 @@ class TtsActor(Actor[TtsConfig, TtsState]):
                 audio_s += audio.size / max(1, self.voice.rate)
                 if channel.reply_to != event.reply_to or not channel.speaking:
                     channel.reply_to, channel.timeline, channel.speaking = event.reply_to, [], True
-                    self.bus.publish_volatile(Speaking(channel=name, reply_to=event.reply_to, state="start"), key=name)
+                    self.bus.publish_volatile(
+                        Speaking(channel=name, reply_to=event.reply_to, state="start"), key=name
+                    )
                 if channel.stop_timer is not None:
                     channel.stop_timer.cancel()
                     channel.stop_timer = None
@@ -259,11 +277,19 @@ class TtsActor(Actor[TtsConfig, TtsState]):
                 pieces = chunks(pcm, self.config.out_rate, self.config.chunk_ms) or [b""]
                 for i, piece in enumerate(pieces):
                     self.bus.publish_volatile(
-                        AudioOut(channel=name, platform=event.platform, reply_to=event.reply_to,
-                                 sentence=event.index, seq=seq, rate=self.config.out_rate,
-                                 last=n == len(phrases) - 1 and i == len(pieces) - 1,
-                                 text=event.text if seq == 0 else ""),
-                        key=name, blob=piece)
+                        AudioOut(
+                            channel=name,
+                            platform=event.platform,
+                            reply_to=event.reply_to,
+                            sentence=event.index,
+                            seq=seq,
+                            rate=self.config.out_rate,
+                            last=n == len(phrases) - 1 and i == len(pieces) - 1,
+                            text=event.text if seq == 0 else "",
+                        ),
+                        key=name,
+                        blob=piece,
+                    )
                     seq += 1
                 if n == 0:
                     self.first_audio(event)
@@ -272,9 +298,14 @@ class TtsActor(Actor[TtsConfig, TtsState]):
             self.mark_spoken(event.reply_to, event.index)
             if failed:
                 continue
-            self.bus.publish_volatile(Metric(name="tts.rtf", value=round(synth_s / max(audio_s, 1e-6), 3),
-                                             labels={"reply_to": event.reply_to, "channel": event.channel}),
-                                      key="tts")
+            self.bus.publish_volatile(
+                Metric(
+                    name="tts.rtf",
+                    value=round(synth_s / max(audio_s, 1e-6), 3),
+                    labels={"reply_to": event.reply_to, "channel": event.channel},
+                ),
+                key="tts",
+            )
             if channel.queue.empty() and event.reply_to in self.finished:
                 self.stop_when_played(name, channel)
 

@@ -106,7 +106,9 @@ class KokoroTorchConfig(
 ):
     """The PyTorch ``kokoro`` package (``pip install kokoro``): English voices, CUDA."""
 
-    repo_id: str = "hexgrad/Kokoro-82M"  # or a local folder with config.json, kokoro-v1_0.pth, voices/*.pt
+    repo_id: str = (
+        "hexgrad/Kokoro-82M"  # or a local folder with config.json, kokoro-v1_0.pth, voices/*.pt
+    )
     lang_code: str = "a"  # "a" American English, "b" British English
     voice: str = "af_heart"
     speed: float = 1.0
@@ -332,25 +334,34 @@ class KokoroTorchVoice:
             try:
                 from kokoro import KModel, KPipeline
             except ImportError:
-                raise TtsError("the kokoro-torch voice needs the PyTorch kokoro package and its weights: "
-                               "pip install kokoro, with hexgrad/Kokoro-82M from the model hub or a local "
-                               "folder in repo_id") from None
+                raise TtsError(
+                    "the kokoro-torch voice needs the PyTorch kokoro package and its weights: "
+                    "pip install kokoro, with hexgrad/Kokoro-82M from the model hub or a local "
+                    "folder in repo_id"
+                ) from None
             config = self.config
             local = Path(config.repo_id).expanduser()
             try:
                 if local.is_dir():
-                    model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(local / "config.json"),
-                                   model=str(local / "kokoro-v1_0.pth"))
+                    model = KModel(
+                        repo_id="hexgrad/Kokoro-82M",
+                        config=str(local / "config.json"),
+                        model=str(local / "kokoro-v1_0.pth"),
+                    )
                     voice = local / "voices" / f"{config.voice}.pt"
                     self._voice = str(voice) if voice.is_file() else config.voice
                 else:
                     model = KModel(repo_id=config.repo_id)
                     self._voice = config.voice
                 model = model.to(config.device).eval()
-                self._pipeline = KPipeline(lang_code=config.lang_code, repo_id="hexgrad/Kokoro-82M", model=model)
+                self._pipeline = KPipeline(
+                    lang_code=config.lang_code, repo_id="hexgrad/Kokoro-82M", model=model
+                )
             except Exception as exc:  # hub errors, CUDA errors, missing files: one line each
-                raise TtsError(f"kokoro-torch cannot load {config.repo_id} on {config.device}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                raise TtsError(
+                    f"kokoro-torch cannot load {config.repo_id} on {config.device}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                ) from None
 
     def synthesize(self, text: str) -> Audio:
         self.load()
@@ -362,8 +373,12 @@ class KokoroTorchVoice:
             if audio is None and isinstance(result, tuple):
                 audio = result[2]
             if audio is not None:
-                pieces.append(np.asarray(audio.detach().cpu().numpy() if hasattr(audio, "detach") else audio,
-                                         dtype=np.float32).ravel())
+                pieces.append(
+                    np.asarray(
+                        audio.detach().cpu().numpy() if hasattr(audio, "detach") else audio,
+                        dtype=np.float32,
+                    ).ravel()
+                )
         return np.clip(np.concatenate(pieces), -1.0, 1.0) if pieces else _empty()
 
 

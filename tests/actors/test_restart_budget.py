@@ -37,7 +37,9 @@ class RestartBudgetMachine(RuleBasedStateMachine):
             self.failed = True
             return
         assert backoff is not None, "restart refused within the intensity"
-        expected = min(self.budget.backoff_max_s, self.budget.backoff_initial_s * 2**self.since_live)
+        expected = min(
+            self.budget.backoff_max_s, self.budget.backoff_initial_s * 2**self.since_live
+        )
         assert abs(backoff - expected) < 1e-9
         self.granted.append(self.now)
         self.since_live += 1

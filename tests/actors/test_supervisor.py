@@ -30,8 +30,16 @@ async def publish(endpoints, events, name="tester") -> None:  # type: ignore[no-
 
 def test_hung_actor_is_killed_and_restarted_within_its_heartbeat_timeout(hex_factory) -> None:
     timeout = 1.5
-    hx = hex_factory(FAST_BUS + actor_toml("hang", "actors.diag.actor:HangActor", heartbeat_timeout_s=timeout,
-                                           max_restarts=10, backoff_initial_s=0.05)).start()
+    hx = hex_factory(
+        FAST_BUS
+        + actor_toml(
+            "hang",
+            "actors.diag.actor:HangActor",
+            heartbeat_timeout_s=timeout,
+            max_restarts=10,
+            backoff_initial_s=0.05,
+        )
+    ).start()
     first = hx.pid("hang")
 
     async def trigger() -> None:
@@ -43,8 +51,12 @@ def test_hung_actor_is_killed_and_restarted_within_its_heartbeat_timeout(hex_fac
 
     asyncio.run(trigger())
     blocked_at = time.monotonic()
-    poll_for(lambda: hx.status()["hang"]["pid"] not in (0, first), timeout + 3, interval=0.02,
-             what="hung actor replaced")
+    poll_for(
+        lambda: hx.status()["hang"]["pid"] not in (0, first),
+        timeout + 3,
+        interval=0.02,
+        what="hung actor replaced",
+    )
     replaced_after = time.monotonic() - blocked_at
     assert replaced_after <= timeout + 1.0, f"replaced after {replaced_after:.2f}s"
     assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
@@ -54,16 +66,26 @@ def test_hung_actor_is_killed_and_restarted_within_its_heartbeat_timeout(hex_fac
 
 
 def test_actor_that_crashes_at_start_is_marked_failed_and_others_keep_running(hex_factory) -> None:
-    config = (FAST_BUS
-              + actor_toml("flappy", "actors.diag.actor:CrashActor", max_restarts=3, restart_period_s=30,
-                           backoff_initial_s=0.01, backoff_max_s=0.05)
-              + actor_toml("counter", "actors.diag.actor:CounterActor"))
+    config = (
+        FAST_BUS
+        + actor_toml(
+            "flappy",
+            "actors.diag.actor:CrashActor",
+            max_restarts=3,
+            restart_period_s=30,
+            backoff_initial_s=0.01,
+            backoff_max_s=0.05,
+        )
+        + actor_toml("counter", "actors.diag.actor:CounterActor")
+    )
     hx = hex_factory(config).start(wait_live=False)
     status = hx.wait_state({"flappy": "failed", "counter": "live", "broker": "live"}, timeout=30)
     assert status["flappy"]["restarts"] == 3
     assert "max_restarts = 3" in status["flappy"]["reason"]
     asyncio.run(publish(hx.endpoints, [ProbeDurable(n=1)]))
-    poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == (1, 1), 10, what="counter still serving")
+    poll_for(
+        lambda: asyncio.run(ask_count(hx.endpoints)) == (1, 1), 10, what="counter still serving"
+    )
     out = hx.cli("status")
     assert out.returncode == 0 and "flappy: " in out.stdout and "failed" in out.stdout
     # Restarting a failed actor by hand gives it a fresh intensity budget.
@@ -85,16 +107,21 @@ def test_hot_restart_keeps_state_and_sees_events_published_meanwhile(hex_factory
 
 
 def test_actor_with_bad_actor_config_fails_once_with_its_message(hex_factory) -> None:
-    hx = hex_factory(FAST_BUS + actor_toml("hang", "actors.diag.actor:HangActor",
-                                           config={"hang_after_s": "soon"})).start(wait_live=False)
+    hx = hex_factory(
+        FAST_BUS
+        + actor_toml("hang", "actors.diag.actor:HangActor", config={"hang_after_s": "soon"})
+    ).start(wait_live=False)
     status = hx.wait_state({"hang": "failed"}, timeout=20)
     assert status["hang"]["restarts"] == 0
     assert "actors.hang.config.hang_after_s: expected float, got str" in hx.log()
 
 
 def test_reload_starts_added_stops_removed_and_restarts_only_changed(hex_factory) -> None:
-    base = FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor") + actor_toml(
-        "echo", "actors.diag.actor:EchoActor")
+    base = (
+        FAST_BUS
+        + actor_toml("counter", "actors.diag.actor:CounterActor")
+        + actor_toml("echo", "actors.diag.actor:EchoActor")
+    )
     hx = hex_factory(base).start()
     counter_pid, echo_pid = hx.pid("counter"), hx.pid("echo")
     hx.config_path.write_text(
@@ -108,10 +135,16 @@ def test_reload_starts_added_stops_removed_and_restarts_only_changed(hex_factory
     status = hx.wait_state({"sink": "live", "counter": "live"})
     assert "echo" not in status
     assert status["counter"]["pid"] == counter_pid
-    assert not psutil.pid_exists(echo_pid) or psutil.Process(echo_pid).status() == psutil.STATUS_ZOMBIE
+    assert (
+        not psutil.pid_exists(echo_pid) or psutil.Process(echo_pid).status() == psutil.STATUS_ZOMBIE
+    )
     # A changed spec restarts just that actor.
-    hx.config_path.write_text(hx.config_path.read_text().replace(
-        'module = "actors.diag.actor:SinkActor"', 'module = "actors.diag.actor:SinkActor"\nstop_grace_s = 2.0'))
+    hx.config_path.write_text(
+        hx.config_path.read_text().replace(
+            'module = "actors.diag.actor:SinkActor"',
+            'module = "actors.diag.actor:SinkActor"\nstop_grace_s = 2.0',
+        )
+    )
     sink_pid = hx.pid("sink")
     out = hx.cli("reload")
     assert "restarted ['sink']" in out.stdout, out.stdout
@@ -124,8 +157,11 @@ def test_reload_starts_added_stops_removed_and_restarts_only_changed(hex_factory
 
 
 def test_sigint_on_hexbus_run_leaves_no_process_behind(hex_factory) -> None:
-    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")
-                     + actor_toml("hang", "actors.diag.actor:HangActor", stop_grace_s=1.0)).start()
+    hx = hex_factory(
+        FAST_BUS
+        + actor_toml("counter", "actors.diag.actor:CounterActor")
+        + actor_toml("hang", "actors.diag.actor:HangActor", stop_grace_s=1.0)
+    ).start()
     pids = [hx.pid(n) for n in ("broker", "counter", "hang")]
     assert hx.stop() == 0
     for pid in pids:
@@ -139,8 +175,16 @@ def test_supervisor_killed_outright_takes_its_children_with_it(hex_factory) -> N
     pids = [hx.pid(n) for n in ("broker", "counter")]
     assert hx.proc is not None
     os.kill(hx.proc.pid, signal.SIGKILL)
-    poll_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                             for p in pids), 10, what="children gone")
+    poll_for(
+        lambda: (
+            not any(
+                psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                for p in pids
+            )
+        ),
+        10,
+        what="children gone",
+    )
 
 
 def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory) -> None:
@@ -160,14 +204,24 @@ def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory) -> None:
         await client.close()
         return topics
 
-    topics = poll_for(lambda: (t := asyncio.run(lifecycle())) and len(t) >= 4 and t, 10, what="lifecycle")
-    assert topics[:4] == ["sys.actor.counter.spawn", "sys.actor.counter.exit",
-                          "sys.actor.counter.restart", "sys.actor.counter.spawn"]
+    topics = poll_for(
+        lambda: (t := asyncio.run(lifecycle())) and len(t) >= 4 and t, 10, what="lifecycle"
+    )
+    assert topics[:4] == [
+        "sys.actor.counter.spawn",
+        "sys.actor.counter.exit",
+        "sys.actor.counter.restart",
+        "sys.actor.counter.spawn",
+    ]
 
 
 def test_blocking_work_offloaded_never_stops_heartbeats(hex_factory) -> None:
-    hx = hex_factory(FAST_BUS + actor_toml("busy", "actors.diag.actor:BusyActor", heartbeat_timeout_s=1.0,
-                                           config={"work_s": 2.5})).start()
+    hx = hex_factory(
+        FAST_BUS
+        + actor_toml(
+            "busy", "actors.diag.actor:BusyActor", heartbeat_timeout_s=1.0, config={"work_s": 2.5}
+        )
+    ).start()
     pid = hx.pid("busy")
 
     async def ask(note: str) -> ProbeVolatile:
@@ -184,15 +238,25 @@ def test_blocking_work_offloaded_never_stops_heartbeats(hex_factory) -> None:
     thread_reply = asyncio.run(asyncio.wait_for(ask("thread"), 15))
     assert thread_reply.note == "done:thread" and thread_reply.n == pid
     process_reply = asyncio.run(asyncio.wait_for(ask("process"), 30))
-    assert process_reply.note == "done:process" and process_reply.n != pid  # it ran in a child process
+    assert (
+        process_reply.note == "done:process" and process_reply.n != pid
+    )  # it ran in a child process
     status = hx.status()["busy"]
     assert status["pid"] == pid and status["restarts"] == 0
 
 
 def test_actor_over_its_memory_limit_is_killed_and_restarted(hex_factory) -> None:
-    hx = hex_factory(FAST_BUS + "[supervisor]\nstatus_interval_s = 0.2\n"
-                     + actor_toml("hog", "actors.diag.actor:HogActor", memory_limit_mb=120, max_restarts=10,
-                                  config={"grow_mb_per_s": 200})).start()
+    hx = hex_factory(
+        FAST_BUS
+        + "[supervisor]\nstatus_interval_s = 0.2\n"
+        + actor_toml(
+            "hog",
+            "actors.diag.actor:HogActor",
+            memory_limit_mb=120,
+            max_restarts=10,
+            config={"grow_mb_per_s": 200},
+        )
+    ).start()
     first = hx.pid("hog")
     poll_for(lambda: hx.status()["hog"]["restarts"] >= 1, 20, what="hog restarted")
     assert hx.pid("hog") != first
@@ -200,8 +264,9 @@ def test_actor_over_its_memory_limit_is_killed_and_restarted(hex_factory) -> Non
 
 
 def test_gpu_limit_without_nvml_is_a_logged_note_not_a_failure(hex_factory) -> None:
-    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor",
-                                           gpu_memory_limit_mb=1000)).start()
+    hx = hex_factory(
+        FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor", gpu_memory_limit_mb=1000)
+    ).start()
     log = hx.log()
     if '"gpu.limits_enabled"' in log:
         pytest.skip("this machine has NVML; the limit is enforced instead")
@@ -212,9 +277,16 @@ def test_gpu_limit_without_nvml_is_a_logged_note_not_a_failure(hex_factory) -> N
 def test_two_restart_requests_at_once_never_run_two_processes(hex_factory) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
     first = hx.pid("counter")
-    assert hx.command("restart", "counter").ok and hx.command("restart", "counter").ok  # the second mid-way
-    poll_for(lambda: hx.status()["counter"]["restarts"] == 2 and hx.status()["counter"]["state"] == "live", 30,
-             what="both restarts done")
+    assert (
+        hx.command("restart", "counter").ok and hx.command("restart", "counter").ok
+    )  # the second mid-way
+    poll_for(
+        lambda: (
+            hx.status()["counter"]["restarts"] == 2 and hx.status()["counter"]["state"] == "live"
+        ),
+        30,
+        what="both restarts done",
+    )
     time.sleep(0.5)
     status = hx.status()["counter"]
     assert status["state"] == "live" and status["pid"] != first

@@ -18,13 +18,23 @@ from tests.harness import FAST_BUS, actor_toml, poll_for
 N_EVENTS = 10_000
 N_KILLS = 20
 
-RESTARTABLE = dict(max_restarts=100, restart_period_s=60.0, backoff_initial_s=0.02, backoff_max_s=0.2,
-                   heartbeat_timeout_s=5.0)
+RESTARTABLE = dict(
+    max_restarts=100,
+    restart_period_s=60.0,
+    backoff_initial_s=0.02,
+    backoff_max_s=0.2,
+    heartbeat_timeout_s=5.0,
+)
 CHAOS_CONFIG = (
     FAST_BUS
     + "[supervisor.broker]\nmax_restarts = 100\nbackoff_initial_s = 0.02\nbackoff_max_s = 0.2\n"
-    + actor_toml("counter", "actors.diag.actor:CounterActor", snapshot_every=500, snapshot_interval_s=0.3,
-                 **RESTARTABLE)
+    + actor_toml(
+        "counter",
+        "actors.diag.actor:CounterActor",
+        snapshot_every=500,
+        snapshot_interval_s=0.3,
+        **RESTARTABLE,
+    )
     + actor_toml("echo", "actors.diag.actor:EchoActor", **RESTARTABLE)
 )
 
@@ -68,8 +78,11 @@ def test_sigkill_anything_twenty_times_loses_and_duplicates_nothing(hex_factory)
         kills.append(victim)
         if not done.is_set():
             during += 1
-        poll_for(lambda v=victim, b=before: hx.status().get(v, {}).get("pid") not in (0, b, None), 30,
-                 what=f"{victim} respawned")
+        poll_for(
+            lambda v=victim, b=before: hx.status().get(v, {}).get("pid") not in (0, b, None),
+            30,
+            what=f"{victim} respawned",
+        )
         done.wait(rng.uniform(0.05, 0.4))
     thread.join(timeout=180)
     assert not thread.is_alive(), "producer stuck"
@@ -79,7 +92,11 @@ def test_sigkill_anything_twenty_times_loses_and_duplicates_nothing(hex_factory)
 
     expected = (N_EVENTS, N_EVENTS * (N_EVENTS + 1) // 2)
     hx.wait_state({"broker": "live", "counter": "live", "echo": "live"}, timeout=30)
-    poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == expected, 60, what="counter to reach N exactly")
+    poll_for(
+        lambda: asyncio.run(ask_count(hx.endpoints)) == expected,
+        60,
+        what="counter to reach N exactly",
+    )
     # Stop gracefully: the final snapshot must hold the exact count too.
     assert hx.stop() == 0
     state = hx.snapshot_state("counter")

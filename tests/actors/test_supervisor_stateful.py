@@ -22,9 +22,14 @@ from tests.harness import FAST_BUS, Hex, actor_toml, poll_for
 
 ACTORS = ("broker", "counter", "echo")
 RESTARTABLE = dict(max_restarts=1000, backoff_initial_s=0.02, backoff_max_s=0.2)
-CONFIG = (FAST_BUS + "[supervisor.broker]\nmax_restarts = 1000\nbackoff_initial_s = 0.02\n"
-          + actor_toml("counter", "actors.diag.actor:CounterActor", snapshot_interval_s=0.2, **RESTARTABLE)
-          + actor_toml("echo", "actors.diag.actor:EchoActor", **RESTARTABLE))
+CONFIG = (
+    FAST_BUS
+    + "[supervisor.broker]\nmax_restarts = 1000\nbackoff_initial_s = 0.02\n"
+    + actor_toml(
+        "counter", "actors.diag.actor:CounterActor", snapshot_interval_s=0.2, **RESTARTABLE
+    )
+    + actor_toml("echo", "actors.diag.actor:EchoActor", **RESTARTABLE)
+)
 
 
 class SupervisedHex(RuleBasedStateMachine):
@@ -41,15 +46,21 @@ class SupervisedHex(RuleBasedStateMachine):
     def sigkill(self, victim: str) -> None:
         pid = self.hex.wait_state({victim: "live"})[victim]["pid"]
         os.kill(pid, signal.SIGKILL)
-        poll_for(lambda: self.hex.status().get(victim, {}).get("pid") not in (0, pid, None), 20,
-                 what=f"{victim} respawned")
+        poll_for(
+            lambda: self.hex.status().get(victim, {}).get("pid") not in (0, pid, None),
+            20,
+            what=f"{victim} respawned",
+        )
 
     @rule(victim=st.sampled_from(ACTORS))
     def hot_restart(self, victim: str) -> None:
         pid = self.hex.wait_state({victim: "live"})[victim]["pid"]
         assert self.hex.command("restart", victim).ok
-        poll_for(lambda: self.hex.status().get(victim, {}).get("pid") not in (0, pid, None), 20,
-                 what=f"{victim} restarted")
+        poll_for(
+            lambda: self.hex.status().get(victim, {}).get("pid") not in (0, pid, None),
+            20,
+            what=f"{victim} restarted",
+        )
 
     @rule(count=st.integers(1, 300))
     def publish(self, count: int) -> None:
@@ -76,15 +87,21 @@ class SupervisedHex(RuleBasedStateMachine):
     def everything_live_and_counted_exactly(self) -> None:
         self.hex.wait_state({name: "live" for name in ACTORS}, timeout=30)
         expected = (self.published, self.total)
-        poll_for(lambda: asyncio.run(ask_count(self.hex.endpoints)) == expected, 30,
-                 what=f"counter == {expected}")
+        poll_for(
+            lambda: asyncio.run(ask_count(self.hex.endpoints)) == expected,
+            30,
+            what=f"counter == {expected}",
+        )
 
 
 @pytest.mark.process
 @pytest.mark.slow
 def test_supervisor_survives_any_sequence_of_kills_restarts_and_publishes() -> None:
     SupervisedHex.TestCase.settings = settings(
-        max_examples=3, stateful_step_count=6, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow], derandomize=True,
+        max_examples=3,
+        stateful_step_count=6,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        derandomize=True,
     )
     SupervisedHex.TestCase().runTest()

@@ -13,8 +13,15 @@ from tests.harness import FAST_BUS, REPO, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
 
-MESSAGE = json.dumps({"platform": "console", "person_id": "me", "display_name": "Me", "channel": "c1",
-                      "text": "hello"})
+MESSAGE = json.dumps(
+    {
+        "platform": "console",
+        "person_id": "me",
+        "display_name": "Me",
+        "channel": "c1",
+        "text": "hello",
+    }
+)
 
 
 def test_status_json_is_keyed_by_actor_with_pid_state_restarts(hex_factory) -> None:
@@ -25,18 +32,48 @@ def test_status_json_is_keyed_by_actor_with_pid_state_restarts(hex_factory) -> N
     assert set(data) == {"broker", "echo"}
     for entry in data.values():
         assert entry["pid"] > 0 and entry["state"] == "live" and entry["restarts"] == 0
-        assert {"uptime_s", "rss_bytes", "last_heartbeat_s", "events_in", "events_out", "dropped"} <= set(entry)
+        assert {
+            "uptime_s",
+            "rss_bytes",
+            "last_heartbeat_s",
+            "events_in",
+            "events_out",
+            "dropped",
+        } <= set(entry)
     table = hx.cli("status").stdout.splitlines()
-    assert table[0].split() == ["ACTOR", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "HEARTBEAT", "IN", "OUT",
-                                "DROPPED"]
+    assert table[0].split() == [
+        "ACTOR",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "RESTARTS",
+        "RSS",
+        "HEARTBEAT",
+        "IN",
+        "OUT",
+        "DROPPED",
+    ]
     assert any(line.startswith("echo ") and " live " in line for line in table)
 
 
 def test_send_validates_against_the_schema_and_tail_shows_the_conversation(hex_factory) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("echo", "actors.diag.actor:EchoActor")).start()
     with subprocess.Popen(
-        [sys.executable, "-m", "hexbus.cli", "tail", "chat", "--run-dir", str(hx.run_dir), "--count", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "hexbus.cli",
+            "tail",
+            "chat",
+            "--run-dir",
+            str(hx.run_dir),
+            "--count",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
     ) as tail:
 
         def sent_and_seen() -> bool:
@@ -62,8 +99,11 @@ def test_send_rejects_bad_events_with_one_clear_line(hex_factory) -> None:
         ("chat.message", '{"text": "no platform"}'): "Object missing required field `platform`",
         ("chat.message", "{not json"): "not valid JSON",
         ("nonsense.topic", "{}"): "no event type for topic 'nonsense.topic'",
-        ("chat.message", '{"platform": "irc", "person_id": "a", "display_name": "a", "channel": "c",'
-                         ' "text": "x"}'): "Invalid enum value 'irc'",
+        (
+            "chat.message",
+            '{"platform": "irc", "person_id": "a", "display_name": "a", "channel": "c",'
+            ' "text": "x"}',
+        ): "Invalid enum value 'irc'",
     }
     for (topic, body), expected in cases.items():
         out = hx.cli("send", topic, body)
@@ -80,9 +120,22 @@ def test_tail_shows_blob_sizes_not_bytes_and_json_mode(hex_factory) -> None:
 
     hx = hex_factory(FAST_BUS).start()
     tail = subprocess.Popen(
-        [sys.executable, "-m", "hexbus.cli", "tail", "probe", "--json", "--run-dir", str(hx.run_dir),
-         "--count", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "hexbus.cli",
+            "tail",
+            "probe",
+            "--json",
+            "--run-dir",
+            str(hx.run_dir),
+            "--count",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
     )
 
     async def flood() -> None:
@@ -102,26 +155,50 @@ def test_tail_shows_blob_sizes_not_bytes_and_json_mode(hex_factory) -> None:
 
 
 def test_commands_without_a_running_hex_say_how_to_start_one(tmp_path) -> None:
-    out = subprocess.run([sys.executable, "-m", "hexbus.cli", "status", "--run-dir", str(tmp_path)],
-                         capture_output=True, text=True, cwd=REPO, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "hexbus.cli", "status", "--run-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
     assert out.returncode == 1
     assert "no Hex is running" in out.stderr and "hexbus run supervisor.toml" in out.stderr
 
 
 def test_second_supervisor_on_the_same_run_dir_is_refused(hex_factory) -> None:
     hx = hex_factory(FAST_BUS).start()
-    out = subprocess.run([sys.executable, "-m", "hexbus.cli", "run", str(hx.config_path), "--run-dir",
-                          str(hx.run_dir), "--data-dir", str(hx.root / "other")],
-                         capture_output=True, text=True, cwd=REPO, timeout=30)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hexbus.cli",
+            "run",
+            str(hx.config_path),
+            "--run-dir",
+            str(hx.run_dir),
+            "--data-dir",
+            str(hx.root / "other"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
     assert out.returncode == 2
     assert "already running" in out.stderr and "--run-dir" in out.stderr
     assert hx.status()["broker"]["state"] == "live"
 
 
-def test_killswitch_stops_every_actor_but_the_kept_ones_until_each_is_restarted(hex_factory) -> None:
-    hx = hex_factory(FAST_BUS + actor_toml("echo", "actors.diag.actor:EchoActor")
-                     + actor_toml("counter", "actors.diag.actor:CounterActor")
-                     + actor_toml("sink", "actors.diag.actor:SinkActor")).start()
+def test_killswitch_stops_every_actor_but_the_kept_ones_until_each_is_restarted(
+    hex_factory,
+) -> None:
+    hx = hex_factory(
+        FAST_BUS
+        + actor_toml("echo", "actors.diag.actor:EchoActor")
+        + actor_toml("counter", "actors.diag.actor:CounterActor")
+        + actor_toml("sink", "actors.diag.actor:SinkActor")
+    ).start()
     out = hx.cli("killswitch", "--keep", "echo", timeout=60)
     assert out.returncode == 0, out.stderr
     assert "stopped counter, sink" in out.stdout and "hexbus restart" in out.stdout

@@ -62,13 +62,24 @@ port = 7700
 fsync = "always"
 retention_hours = 2
 """
-        + actor("echo", 'restart = "transient"\nheartbeat_timeout_s = 3\nenv = {A = "1"}\n[actors.echo.config]\nanything = [1, 2]\n')
-        + actor("counter", 'depends_on = ["echo"]\n', module='module = "actors.diag.actor:CounterActor"\n'),
+        + actor(
+            "echo",
+            'restart = "transient"\nheartbeat_timeout_s = 3\nenv = {A = "1"}\n[actors.echo.config]\nanything = [1, 2]\n',
+        )
+        + actor(
+            "counter",
+            'depends_on = ["echo"]\n',
+            module='module = "actors.diag.actor:CounterActor"\n',
+        ),
         SRC,
     )
     assert config.supervisor.log_level == "debug"
     assert config.supervisor.broker.max_restarts == 3
-    assert (config.bus.transport, config.bus.port, config.bus.journal.fsync) == ("tcp", 7700, "always")
+    assert (config.bus.transport, config.bus.port, config.bus.journal.fsync) == (
+        "tcp",
+        7700,
+        "always",
+    )
     assert config.bus.journal.retention_hours == 2.0
     echo = config.actors["echo"]
     assert echo.restart == "transient"
@@ -120,15 +131,24 @@ def test_unknown_key_names_the_full_dotted_key(text: str, key: str) -> None:
     ("text", "expected"),
     [
         ('[bus]\nport = "x"\n', "bus.port: expected int, got str"),
-        ('[bus.journal]\nfsync_every = 1.5\n', "bus.journal.fsync_every: expected int, got float"),
-        ('[supervisor]\nstatus_interval_s = "1"\n', "supervisor.status_interval_s: expected float, got str"),
+        ("[bus.journal]\nfsync_every = 1.5\n", "bus.journal.fsync_every: expected int, got float"),
+        (
+            '[supervisor]\nstatus_interval_s = "1"\n',
+            "supervisor.status_interval_s: expected float, got str",
+        ),
         (actor("a", 'max_restarts = "x"\n'), "actors.a.max_restarts: expected int, got str"),
         (actor("a", "max_restarts = true\n"), "actors.a.max_restarts: expected int, got bool"),
-        (actor("a", 'heartbeat_timeout_s = "5"\n'), "actors.a.heartbeat_timeout_s: expected float, got str"),
+        (
+            actor("a", 'heartbeat_timeout_s = "5"\n'),
+            "actors.a.heartbeat_timeout_s: expected float, got str",
+        ),
         (actor("a", 'enabled = "yes"\n'), "actors.a.enabled: expected bool, got str"),
         (actor("a", 'depends_on = "b"\n'), "actors.a.depends_on: expected array, got str"),
         (actor("a", "depends_on = [1]\n"), "actors.a.depends_on[0]: expected str, got int"),
-        ('[bus.journal]\nfsync = "sometimes"\n', "bus.journal.fsync: invalid enum value 'sometimes'"),
+        (
+            '[bus.journal]\nfsync = "sometimes"\n',
+            "bus.journal.fsync: invalid enum value 'sometimes'",
+        ),
         (actor("a", 'restart = "always"\n'), "actors.a.restart: invalid enum value 'always'"),
         ("actors = 3\n", "actors: expected object, got int"),
     ],
@@ -138,7 +158,10 @@ def test_wrong_type_names_the_key_and_the_expected_type(text: str, expected: str
 
 
 def test_env_value_that_is_not_a_string_names_the_env_key() -> None:
-    assert error_of(actor("x", 'env = {OK = "1", KEY = 1}\n')) == f"{SRC}: actors.x.env.KEY: expected str, got int"
+    assert (
+        error_of(actor("x", 'env = {OK = "1", KEY = 1}\n'))
+        == f"{SRC}: actors.x.env.KEY: expected str, got int"
+    )
 
 
 def test_actor_that_is_not_a_table_names_the_actor() -> None:
@@ -147,7 +170,9 @@ def test_actor_that_is_not_a_table_names_the_actor() -> None:
 
 
 def test_missing_module_key_names_it() -> None:
-    assert error_of("[actors.a]\nenabled = true\n") == f"{SRC}: missing key 'actors.a.module': add it"
+    assert (
+        error_of("[actors.a]\nenabled = true\n") == f"{SRC}: missing key 'actors.a.module': add it"
+    )
 
 
 def test_module_that_does_not_exist_is_named() -> None:
@@ -191,7 +216,10 @@ def test_longer_dependency_cycle_shows_every_actor_in_it() -> None:
 
 
 def test_actor_depending_on_itself_is_a_cycle() -> None:
-    assert error_of(actor("a", 'depends_on = ["a"]\n')) == f"{SRC}: actors.a.depends_on makes a cycle: a -> a"
+    assert (
+        error_of(actor("a", 'depends_on = ["a"]\n'))
+        == f"{SRC}: actors.a.depends_on makes a cycle: a -> a"
+    )
 
 
 def test_dependency_on_a_disabled_actor_is_refused() -> None:
@@ -201,7 +229,10 @@ def test_dependency_on_a_disabled_actor_is_refused() -> None:
 
 @pytest.mark.parametrize("name", ["broker", "supervisor", "hexbus"])
 def test_reserved_actor_names_are_refused(name: str) -> None:
-    assert error_of(actor(name)) == f"{SRC}: actors.{name}: the name {name!r} is reserved; pick another"
+    assert (
+        error_of(actor(name))
+        == f"{SRC}: actors.{name}: the name {name!r} is reserved; pick another"
+    )
 
 
 @pytest.mark.parametrize("name", ["Echo", "1echo", "_echo", "e" * 33, '"a.b"', '"a b"'])
@@ -220,7 +251,10 @@ def test_tcp_on_a_non_loopback_host_without_curve_dir_is_refused(host: str) -> N
 
 
 def test_negative_max_restarts_is_refused() -> None:
-    assert error_of(actor("a", "max_restarts = -1\n")) == f"{SRC}: actors.a.max_restarts must be 0 or more, got -1"
+    assert (
+        error_of(actor("a", "max_restarts = -1\n"))
+        == f"{SRC}: actors.a.max_restarts must be 0 or more, got -1"
+    )
 
 
 def test_zero_heartbeat_timeout_is_refused() -> None:
@@ -231,7 +265,14 @@ def test_zero_heartbeat_timeout_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["restart_period_s", "backoff_initial_s", "backoff_max_s", "stop_grace_s", "snapshot_every", "snapshot_interval_s"],
+    [
+        "restart_period_s",
+        "backoff_initial_s",
+        "backoff_max_s",
+        "stop_grace_s",
+        "snapshot_every",
+        "snapshot_interval_s",
+    ],
 )
 def test_non_positive_actor_timings_are_refused(key: str) -> None:
     assert f"actors.a.{key} must be greater than 0" in error_of(actor("a", f"{key} = -1\n"))
@@ -252,7 +293,14 @@ def test_invalid_toml_is_one_line(text: str) -> None:
         actor("a", 'depends_on = ["z\\nz"]\n'),
         '[actors."x\\ny"]\n' + ECHO,
     ],
-    ids=["top-level-key", "actor-key", "actor-name-type-error", "env-key", "dependency", "actor-name"],
+    ids=[
+        "top-level-key",
+        "actor-key",
+        "actor-name-type-error",
+        "env-key",
+        "dependency",
+        "actor-name",
+    ],
 )
 def test_keys_with_newlines_still_give_one_line(text: str) -> None:
     error_of(text)  # asserts one line
@@ -299,8 +347,21 @@ def run_dir() -> Iterator[Path]:
 
 def hexbus_run(config: Path, run_dir: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hexbus.cli", "run", str(config), "--run-dir", str(run_dir), "--data-dir", str(data_dir)],
-        timeout=60, capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "hexbus.cli",
+            "run",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+            "--data-dir",
+            str(data_dir),
+        ],
+        timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
 
 
@@ -319,13 +380,21 @@ def processes_mentioning(*paths: Path) -> list[str]:
     [
         (actor("echo", "bogus = 1\n"), "actors.echo.bogus"),
         ('[bus]\nport = "x"\n', "bus.port"),
-        ("[actors.echo]\nrestart = \"permanent\"\n", "actors.echo.module"),
+        ('[actors.echo]\nrestart = "permanent"\n', "actors.echo.module"),
         (actor("echo", module='module = "actors.diag.actor:Nope"\n'), "actors.echo.module"),
         (actor("a", 'depends_on = ["b"]\n') + actor("b", 'depends_on = ["a"]\n'), "a -> b -> a"),
         ('[bus]\ntransport = "tcp"\nhost = "0.0.0.0"\n', "bus.host"),
         ("[actors.echo\n", "not valid TOML"),
     ],
-    ids=["unknown-key", "wrong-type", "missing-module", "missing-class", "cycle", "insecure-bind", "bad-toml"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "missing-module",
+        "missing-class",
+        "cycle",
+        "insecure-bind",
+        "bad-toml",
+    ],
 )
 def test_bad_config_exits_2_with_one_line_before_starting_anything(
     tmp_path: Path, run_dir: Path, text: str, key: str
@@ -350,6 +419,9 @@ def test_missing_config_file_exits_2_saying_no_such_file(tmp_path: Path, run_dir
     config = tmp_path / "absent.toml"
     result = hexbus_run(config, run_dir, tmp_path / "data")
     assert result.returncode == 2, result
-    assert result.stderr == f"hexbus: {config.resolve()}: no such file: pass the path of your supervisor.toml\n"
+    assert (
+        result.stderr
+        == f"hexbus: {config.resolve()}: no such file: pass the path of your supervisor.toml\n"
+    )
     assert not (tmp_path / "data").exists()
     assert list(run_dir.iterdir()) == []

@@ -75,15 +75,33 @@ def random_frames(rng: random.Random, lo: int = 1, hi: int = 5) -> list[bytes]:
 
 
 def envelope_dict(rng: random.Random, topic: str, body: Any, **extra: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {"id": f"fz{rng.getrandbits(48):x}", "topic": topic, "source": "fuzz", "body": body}
+    data: dict[str, Any] = {
+        "id": f"fz{rng.getrandbits(48):x}",
+        "topic": topic,
+        "source": "fuzz",
+        "body": body,
+    }
     data.update(extra)
     return data
 
 
-def valid_frames(rng: random.Random, event: Any, *, key: str = "", session: int = 0, seq: int = 0,
-                 offset: int = 0) -> list[bytes]:
-    envelope = codec.make_envelope(event, event_id=f"fz{rng.getrandbits(48):x}", source="fuzz", session=session,
-                                   seq=seq, key=key)
+def valid_frames(
+    rng: random.Random,
+    event: Any,
+    *,
+    key: str = "",
+    session: int = 0,
+    seq: int = 0,
+    offset: int = 0,
+) -> list[bytes]:
+    envelope = codec.make_envelope(
+        event,
+        event_id=f"fz{rng.getrandbits(48):x}",
+        source="fuzz",
+        session=session,
+        seq=seq,
+        key=key,
+    )
     if offset:
         envelope = msgspec.structs.replace(envelope, offset=offset)
     return codec.message_frames(envelope)
@@ -95,47 +113,101 @@ def near_miss(rng: random.Random, topic: str = "probe.volatile.fz") -> list[byte
     ``topic`` is the frame topic most variants use (so a SUB's prefix filter lets them through).
     """
     t = topic.encode()
-    good = valid_frames(rng, ProbeVolatile(n=rng.randrange(1 << 30), note="near"), key=topic.split(".", 2)[-1])
+    good = valid_frames(
+        rng, ProbeVolatile(n=rng.randrange(1 << 30), note="near"), key=topic.split(".", 2)[-1]
+    )
     good[0] = t
     good_env = MP.encode(envelope_dict(rng, topic, {"type": "probe.volatile", "n": 1}))
     kind = rng.randrange(15)
     if kind == 0:  # valid msgpack, wrong shape
-        shape = rng.choice([{}, [1, 2, 3], "envelope", 7, None, {"id": 1}, {"topic": topic}, [topic, {}], b"\x00"])
+        shape = rng.choice(
+            [{}, [1, 2, 3], "envelope", 7, None, {"id": 1}, {"topic": topic}, [topic, {}], b"\x00"]
+        )
         return [t, MP.encode(shape)]
     if kind == 1:  # an envelope without a body
         return [t, MP.encode({"id": "a", "topic": topic, "source": "fuzz"})]
     if kind == 2:  # a body with a tag nobody knows
-        return [t, MP.encode(envelope_dict(rng, topic, {"type": rng.choice(["no.such.tag", "probe", "", "sys"]),
-                                                         "n": 1}))]
+        return [
+            t,
+            MP.encode(
+                envelope_dict(
+                    rng, topic, {"type": rng.choice(["no.such.tag", "probe", "", "sys"]), "n": 1}
+                )
+            ),
+        ]
     if kind == 3:  # a known tag with fields of the wrong type
-        body = rng.choice([{"type": "probe.volatile", "n": "one"}, {"type": "probe.volatile"},
-                           {"type": "probe.volatile", "n": 1, "sent_ns": 1.5},
-                           {"type": "sys.heartbeat", "actor": "x", "pid": 1, "state": "dancing"}])
+        body = rng.choice(
+            [
+                {"type": "probe.volatile", "n": "one"},
+                {"type": "probe.volatile"},
+                {"type": "probe.volatile", "n": 1, "sent_ns": 1.5},
+                {"type": "sys.heartbeat", "actor": "x", "pid": 1, "state": "dancing"},
+            ]
+        )
         return [t, MP.encode(envelope_dict(rng, topic, body))]
     if kind == 4:  # frame topic and envelope topic disagree
-        return [t, MP.encode(envelope_dict(rng, topic + ".other", {"type": "probe.volatile", "n": 1}))]
+        return [
+            t,
+            MP.encode(envelope_dict(rng, topic + ".other", {"type": "probe.volatile", "n": 1})),
+        ]
     if kind == 5:  # the topic does not start with the body's tag
-        return [t, MP.encode(envelope_dict(rng, topic, {"type": "chat.reply.chunk", "reply_to": "x",
-                                                         "channel": "c", "index": 0, "text": "t"}))]
+        return [
+            t,
+            MP.encode(
+                envelope_dict(
+                    rng,
+                    topic,
+                    {
+                        "type": "chat.reply.chunk",
+                        "reply_to": "x",
+                        "channel": "c",
+                        "index": 0,
+                        "text": "t",
+                    },
+                )
+            ),
+        ]
     if kind == 6:  # a truncated valid envelope
         return [t, good[1][: rng.randrange(len(good[1]))]]
     if kind == 7:  # trailing bytes after a valid envelope
         return [t, good[1] + rng.randbytes(rng.randint(1, 8))]
     if kind == 8:  # a bad topic frame (empty, too long, not ASCII, a space, a control character)
-        bad = rng.choice([b"", b"p" * 256, t + b"\xff", t + b" x", t + b"\x07", "probe.volatile.\u00e9".encode()])
+        bad = rng.choice(
+            [b"", b"p" * 256, t + b"\xff", t + b" x", t + b"\x07", "probe.volatile.\u00e9".encode()]
+        )
         return [bad, good_env]
     if kind == 9:  # one frame, or four
         return rng.choice([[t], [t, good[1], b"blob", b"extra"]])
     if kind == 10:  # wrong field types in the envelope itself
-        return [t, MP.encode(envelope_dict(rng, topic, {"type": "probe.volatile", "n": 1},
-                                           seq=rng.choice(["1", 1.5, [1]])))]
-    if kind == 11:  # msgpack with unknown envelope-level extension types / raw garbage after a valid prefix
+        return [
+            t,
+            MP.encode(
+                envelope_dict(
+                    rng, topic, {"type": "probe.volatile", "n": 1}, seq=rng.choice(["1", 1.5, [1]])
+                )
+            ),
+        ]
+    if (
+        kind == 11
+    ):  # msgpack with unknown envelope-level extension types / raw garbage after a valid prefix
         return [t, b"\xde\x00\x05" + rng.randbytes(rng.randint(0, 40))]
     if kind == 12:  # body not a map
-        return [t, MP.encode(envelope_dict(rng, topic, rng.choice([[1, 2], "probe.volatile", 3, None])))]
+        return [
+            t,
+            MP.encode(envelope_dict(rng, topic, rng.choice([[1, 2], "probe.volatile", 3, None]))),
+        ]
     if kind == 13:  # integers out of range for their fields
-        return [t, MP.encode(envelope_dict(rng, topic, {"type": "probe.volatile", "n": 1},
-                                           mono=rng.choice([1.5, "x", True])))]
+        return [
+            t,
+            MP.encode(
+                envelope_dict(
+                    rng,
+                    topic,
+                    {"type": "probe.volatile", "n": 1},
+                    mono=rng.choice([1.5, "x", True]),
+                )
+            ),
+        ]
     # the tag of another family on the right topic
     return [t, MP.encode(envelope_dict(rng, topic, {"type": "sys.pong", "actor": "x"}))]
 
@@ -195,10 +267,14 @@ def volatile_fuzz(rng: random.Random, n: int) -> Iterator[list[bytes]]:
         elif roll < 0.5:
             frames = random_frames(rng)
         elif roll < 0.85:
-            frames = near_miss(rng, rng.choice(["probe.volatile.fz", "sys.heartbeat.fz", "chat.ack.fz"]))
+            frames = near_miss(
+                rng, rng.choice(["probe.volatile.fz", "sys.heartbeat.fz", "chat.ack.fz"])
+            )
         elif roll < 0.95:  # durable events on the volatile path
             event = rng.choice([ProbeDurable(n=i), ActorLifecycle(actor="fz", change="spawn")])
-            frames = valid_frames(rng, event, key="fz", session=rng.randrange(1, 1 << 40), seq=i + 1)
+            frames = valid_frames(
+                rng, event, key="fz", session=rng.randrange(1, 1 << 40), seq=i + 1
+            )
         else:  # a valid volatile envelope whose topic frame differs by case
             frames = valid_frames(rng, ProbeVolatile(n=i), key="fz")
             frames[0] = frames[0].upper()
@@ -219,20 +295,38 @@ def ingest_fuzz(rng: random.Random, n: int) -> Iterator[list[bytes]]:
         elif roll < 0.4:
             frames = random_frames(rng)
         elif roll < 0.6:
-            frames = [PUBLISH, floor, *near_miss(rng, rng.choice(["probe.durable.fz", "chat.message.fz"]))]
+            frames = [
+                PUBLISH,
+                floor,
+                *near_miss(rng, rng.choice(["probe.durable.fz", "chat.message.fz"])),
+            ]
         elif roll < 0.7:  # volatile topics on the durable path
             event = rng.choice([ProbeVolatile(n=i), ChatAck(message_event_id="x", channel="c")])
-            frames = [PUBLISH, floor, *valid_frames(rng, event, key="fz", session=session, seq=i + 1)]
+            frames = [
+                PUBLISH,
+                floor,
+                *valid_frames(rng, event, key="fz", session=session, seq=i + 1),
+            ]
         elif roll < 0.8:  # wrong control bytes
             frames = [rng.choice([b"X", b"PP", b"", b"p", b"A", b"F"]), floor, *durable]
         elif roll < 0.85:  # a floor that is not 8 bytes
             frames = [PUBLISH, rng.randbytes(rng.choice([0, 1, 7, 9, 16])), *durable]
         elif roll < 0.9:  # too few frames, or too many
-            frames = rng.choice([[PUBLISH], [PUBLISH, floor], [PUBLISH, floor, durable[0]],
-                                 [PUBLISH, floor, *durable, b"blob", b"extra"]])
+            frames = rng.choice(
+                [
+                    [PUBLISH],
+                    [PUBLISH, floor],
+                    [PUBLISH, floor, durable[0]],
+                    [PUBLISH, floor, *durable, b"blob", b"extra"],
+                ]
+            )
         else:  # durable events without a session or a seq
             which = rng.choice([(0, i + 1), (session, 0), (0, 0)])
-            frames = [PUBLISH, floor, *valid_frames(rng, ProbeDurable(n=i), session=which[0], seq=which[1])]
+            frames = [
+                PUBLISH,
+                floor,
+                *valid_frames(rng, ProbeDurable(n=i), session=which[0], seq=which[1]),
+            ]
         yield frames
 
 
@@ -246,12 +340,27 @@ def replay_fuzz(rng: random.Random, n: int) -> Iterator[list[bytes]]:
         elif roll < 0.6:
             frames = [FETCH, rng.randbytes(_size(rng))]
         elif roll < 0.7:  # a wrong frame count, or a wrong command byte
-            frames = rng.choice([[FETCH], [FETCH, good, b""], [b"X", good], [b"", good], [BATCH, good],
-                                 [FETCH, good, good, good]])
+            frames = rng.choice(
+                [
+                    [FETCH],
+                    [FETCH, good, b""],
+                    [b"X", good],
+                    [b"", good],
+                    [BATCH, good],
+                    [FETCH, good, good, good],
+                ]
+            )
         elif roll < 0.8:  # valid msgpack, wrong shape
-            shape = rng.choice([{}, {"req": 1}, {"req": "1", "after": 0, "prefixes": []}, [1, 0, []],
-                                {"req": 1, "after": 0, "prefixes": "probe"}, {"req": 1, "after": 0.5,
-                                                                             "prefixes": []}])
+            shape = rng.choice(
+                [
+                    {},
+                    {"req": 1},
+                    {"req": "1", "after": 0, "prefixes": []},
+                    [1, 0, []],
+                    {"req": 1, "after": 0, "prefixes": "probe"},
+                    {"req": 1, "after": 0.5, "prefixes": []},
+                ]
+            )
             frames = [FETCH, MP.encode(shape)]
         elif roll < 0.9:  # prefixes that are not ASCII, or not strings
             prefixes = rng.choice([["probe.\u00e9"], ["\u2603"], [1, 2], [None], [["probe"]]])
@@ -310,7 +419,9 @@ def _sender(hx: Hex, kind: int, address: str) -> zmq.Socket[bytes]:
     sock.linger = 0
     sock.sndtimeo = 20_000  # a broker that stops reading fails the test instead of hanging it
     if kind == zmq.PUB:
-        sock.sndhwm = 200_000  # queue here rather than drop: the volatile count stays close to what was sent
+        sock.sndhwm = (
+            200_000  # queue here rather than drop: the volatile count stays close to what was sent
+        )
     sock.connect(address)
     return sock
 
@@ -318,7 +429,12 @@ def _sender(hx: Hex, kind: int, address: str) -> zmq.Socket[bytes]:
 def _settle(watch: BrokerWatch, target: int, timeout: float) -> int:
     """Wait until the broker's rejected counter reaches ``target``; return the last value seen."""
     try:
-        poll_for(lambda: watch.rejected() >= target, timeout, interval=0.05, what=f"broker rejected >= {target}")
+        poll_for(
+            lambda: watch.rejected() >= target,
+            timeout,
+            interval=0.05,
+            what=f"broker rejected >= {target}",
+        )
     except AssertionError:
         pass
     return watch.rejected()
@@ -333,7 +449,9 @@ async def _publish_probes(hx: Hex, numbers: range) -> None:
     await client.close()
 
 
-def test_broker_counts_100k_random_frames_as_rejected_and_keeps_serving(hex_factory: Callable[[str], Hex]) -> None:
+def test_broker_counts_100k_random_frames_as_rejected_and_keeps_serving(
+    hex_factory: Callable[[str], Hex],
+) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
     broker_pid, counter_pid = hx.pid("broker"), hx.pid("counter")
     rng = random.Random(SEED)
@@ -342,7 +460,9 @@ def test_broker_counts_100k_random_frames_as_rejected_and_keeps_serving(hex_fact
     watch = BrokerWatch(hx)
     sockets: list[zmq.Socket[bytes]] = [watch.sock]
     try:
-        poll_for(lambda: watch.rejected() >= 0, 10, what="a broker heartbeat on sys.broker.heartbeat")
+        poll_for(
+            lambda: watch.rejected() >= 0, 10, what="a broker heartbeat on sys.broker.heartbeat"
+        )
         base = watch.rejected()
         assert base == 0
 
@@ -356,7 +476,9 @@ def test_broker_counts_100k_random_frames_as_rejected_and_keeps_serving(hex_fact
             sent += 1
         assert sent == n_ingest
         after_ingest = _settle(watch, base + n_ingest, 30)
-        assert after_ingest == base + n_ingest, f"ingest: {after_ingest - base} of {n_ingest} counted"
+        assert after_ingest == base + n_ingest, (
+            f"ingest: {after_ingest - base} of {n_ingest} counted"
+        )
 
         replay = _sender(hx, zmq.DEALER, hx.endpoints.replay)
         sockets.append(replay)
@@ -364,7 +486,9 @@ def test_broker_counts_100k_random_frames_as_rejected_and_keeps_serving(hex_fact
             assert rejected_on_replay(frames)
             replay.send_multipart(frames)
         after_replay = _settle(watch, after_ingest + n_replay, 30)
-        assert after_replay == after_ingest + n_replay, f"replay: {after_replay - after_ingest} of {n_replay}"
+        assert after_replay == after_ingest + n_replay, (
+            f"replay: {after_replay - after_ingest} of {n_replay}"
+        )
         # A garbage fetch is never answered.
         assert not replay.poll(0, zmq.POLLIN)
 
@@ -437,14 +561,19 @@ def test_broker_counts_100k_random_frames_as_rejected_and_keeps_serving(hex_fact
         assert watch.rejected() == after_replay  # the broker itself decoded none of them
 
         # Every near miss hit the check it was built for (sys.bus.rejected carries the counts by kind).
-        poll_for(lambda: sum(watch.counts.values()) == watch.rejected(), 5,
-                 what="a sys.bus.rejected event matching the heartbeat's total")
+        poll_for(
+            lambda: sum(watch.counts.values()) == watch.rejected(),
+            5,
+            what="a sys.bus.rejected event matching the heartbeat's total",
+        )
         for kind in ("frames", "malformed", "unknown_tag", "mismatch", "topic", "class", "fetch"):
             assert watch.counts.get(kind, 0) > 0, f"no {kind!r} rejections in {watch.counts}"
 
         # Never restarted: same pid, same incarnation, no restarts; the actor untouched.
         status = hx.status()
-        assert status["broker"]["pid"] == broker_pid and status["broker"]["restarts"] == 0, status["broker"]
+        assert status["broker"]["pid"] == broker_pid and status["broker"]["restarts"] == 0, status[
+            "broker"
+        ]
         assert status["broker"]["state"] == "live"
         assert status["broker"]["rejected"] >= after_replay
         assert len(watch.incarnations) == 1, watch.incarnations
@@ -452,7 +581,11 @@ def test_broker_counts_100k_random_frames_as_rejected_and_keeps_serving(hex_fact
 
         # Durable events published afterwards are counted exactly.
         asyncio.run(_publish_probes(hx, range(1, 501)))
-        poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == (500, 125_250), 20, what="500 probes counted")
+        poll_for(
+            lambda: asyncio.run(ask_count(hx.endpoints)) == (500, 125_250),
+            20,
+            what="500 probes counted",
+        )
         assert hx.pid("broker") == broker_pid
         assert "Traceback" not in hx.log()
     finally:
@@ -478,16 +611,24 @@ def test_broker_survives_durable_envelopes_with_negative_session_or_seq(
         sock.send_multipart([PUBLISH, U64.pack(floor), *frames])
         # A valid probe from another session afterwards must be acknowledged by the same broker.
         asyncio.run(_publish_probes(hx, range(1, 2)))
-        poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == (1, 1), 10, what="the valid probe counted")
+        poll_for(
+            lambda: asyncio.run(ask_count(hx.endpoints)) == (1, 1),
+            10,
+            what="the valid probe counted",
+        )
         status = hx.status()["broker"]
         log = hx.log()
-        crash = log[log.find("Traceback"):][:1500] if "Traceback" in log else log[-1500:]
-        assert status["pid"] == broker_pid and status["restarts"] == 0, f"the broker restarted: {status}\n{crash}"
+        crash = log[log.find("Traceback") :][:1500] if "Traceback" in log else log[-1500:]
+        assert status["pid"] == broker_pid and status["restarts"] == 0, (
+            f"the broker restarted: {status}\n{crash}"
+        )
     finally:
         sock.close(linger=0)
 
 
-def test_broker_answers_fetch_requests_with_extreme_integers(hex_factory: Callable[[str], Hex]) -> None:
+def test_broker_answers_fetch_requests_with_extreme_integers(
+    hex_factory: Callable[[str], Hex],
+) -> None:
     """Valid by the schema, absurd in value: each is answered (not rejected), and nothing crashes."""
     hx = hex_factory(FAST_BUS).start()
     broker_pid = hx.pid("broker")
@@ -496,7 +637,14 @@ def test_broker_answers_fetch_requests_with_extreme_integers(hex_factory: Callab
     cases: list[dict[str, Any]] = [
         {"req": -1, "after": top, "prefixes": []},
         {"req": top, "after": bottom, "prefixes": [""]},
-        {"req": 3, "after": 0, "prefixes": ["probe.durable"], "max_events": 0, "max_bytes": 0, "wait_ms": -1},
+        {
+            "req": 3,
+            "after": 0,
+            "prefixes": ["probe.durable"],
+            "max_events": 0,
+            "max_bytes": 0,
+            "wait_ms": -1,
+        },
         {"req": 4, "after": 0, "prefixes": [], "max_events": bottom, "max_bytes": top},
         {"req": 5, "after": 0, "prefixes": ["x"] * 10_000},
         {"req": 6, "after": 0, "prefixes": ["probe.durable"], "wait_ms": top},
@@ -514,7 +662,9 @@ def test_broker_answers_fetch_requests_with_extreme_integers(hex_factory: Callab
         reply = codec.fetch_reply_decoder.decode(frames[1])
         assert reply.req == case["req"] and len(frames) == 2 + 3 * reply.count, (case, reply)
     status = hx.status()["broker"]
-    assert status["pid"] == broker_pid and status["restarts"] == 0 and status["rejected"] == 0, status
+    assert status["pid"] == broker_pid and status["restarts"] == 0 and status["rejected"] == 0, (
+        status
+    )
 
 
 # -- an actor, against a fake broker -----------------------------------------------------------------
@@ -538,7 +688,9 @@ class FakeBroker:
             return sock
 
         self.vout = bind(zmq.XPUB, self.endpoints.volatile_out)
-        self.vout.setsockopt(zmq.XPUB_NODROP, 1)  # block (up to sndtimeo) instead of dropping: exact counts
+        self.vout.setsockopt(
+            zmq.XPUB_NODROP, 1
+        )  # block (up to sndtimeo) instead of dropping: exact counts
         self.replay = bind(zmq.ROUTER, self.endpoints.replay)
         self.replay.router_mandatory = True
         self.ingest = bind(zmq.ROUTER, self.endpoints.ingest)
@@ -590,7 +742,9 @@ class FakeBroker:
             sock.close(linger=0)
 
 
-def actor_volatile_fuzz(rng: random.Random, prefixes: list[str], oversized: bool = False) -> list[bytes]:
+def actor_volatile_fuzz(
+    rng: random.Random, prefixes: list[str], oversized: bool = False
+) -> list[bytes]:
     """One message for the actor's SUB: its first frame starts with a prefix it subscribes to
     (anything else the SUB filters out before the actor sees it)."""
     prefix = rng.choice(prefixes)
@@ -602,7 +756,9 @@ def actor_volatile_fuzz(rng: random.Random, prefixes: list[str], oversized: bool
     else:
         frames = near_miss(rng, prefix)
     if not frames[0].startswith(prefix.encode()):
-        frames[0] = prefix.encode() + b" " + frames[0]  # still a bad topic, now one the actor receives
+        frames[0] = (
+            prefix.encode() + b" " + frames[0]
+        )  # still a bad topic, now one the actor receives
     assert_rejected(frames)
     return frames
 
@@ -619,9 +775,16 @@ def actor_replay_garbage(rng: random.Random) -> tuple[list[bytes], int]:
         return [BATCH], 1
     if roll < 0.8:
         return [BATCH, rng.randbytes(_size(rng)), *random_frames(rng, 0, 3)], 1
-    shape = rng.choice([{}, [1, 2], {"req": "x"}, {"req": 1, "next_after": 0}, "R", {"req": 1.5, "next_after": 0,
-                                                                                       "head": 0, "first": 0,
-                                                                                       "count": 0}])
+    shape = rng.choice(
+        [
+            {},
+            [1, 2],
+            {"req": "x"},
+            {"req": 1, "next_after": 0},
+            "R",
+            {"req": 1.5, "next_after": 0, "head": 0, "first": 0, "count": 0},
+        ]
+    )
     return [BATCH, MP.encode(shape)], 1
 
 
@@ -631,11 +794,17 @@ def actor_replay_terminal(rng: random.Random, req: int) -> tuple[list[bytes], in
         count = rng.randrange(0, 5)
         body_frames = 3 * count + rng.choice([-2, -1, 1, 2, 3]) if count else rng.randint(1, 4)
         reply = FetchReply(req=req, next_after=0, head=0, first=1, count=count, incarnation="fuzz")
-        return [BATCH, codec.encode_control(reply), *[rng.randbytes(_size(rng)) for _ in range(body_frames)]], 1
+        return [
+            BATCH,
+            codec.encode_control(reply),
+            *[rng.randbytes(_size(rng)) for _ in range(body_frames)],
+        ], 1
     count = rng.randint(1, 8)
     body: list[bytes] = []
     for _ in range(count):
-        pair = near_miss(rng, "probe.durable")[:2] if rng.random() < 0.7 else random_frames(rng, 2, 2)
+        pair = (
+            near_miss(rng, "probe.durable")[:2] if rng.random() < 0.7 else random_frames(rng, 2, 2)
+        )
         topic, envelope = pair if len(pair) == 2 else (pair[0], b"")
         assert_rejected([topic, envelope])
         body += [topic, envelope, rng.randbytes(rng.randrange(0, 8))]
@@ -647,7 +816,10 @@ def test_actor_counts_100k_random_frames_as_rejected_and_still_applies_valid_eve
     run_dir = ensure_run_dir(Path(tempfile.mkdtemp(prefix="hx", dir="/tmp")))
     fake = FakeBroker(run_dir)
     spec = ActorProcessSpec(
-        name="counter", endpoints=fake.endpoints, bus=fake.bus, data_dir=str(run_dir / "data"),
+        name="counter",
+        endpoints=fake.endpoints,
+        bus=fake.bus,
+        data_dir=str(run_dir / "data"),
         actor=ActorSpec(module="actors.diag.actor:CounterActor"),
     )
     env = {k: v for k, v in os.environ.items() if k != "HEXBUS_SUPERVISOR_PID"}
@@ -655,11 +827,27 @@ def test_actor_counts_100k_random_frames_as_rejected_and_still_applies_valid_eve
     log_path = run_dir / "actor.log"
     rng = random.Random(SEED + 1)
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "hexbus.run", "actors.diag.actor:CounterActor", "--name",
-                                 "counter"], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hexbus.run",
+                "actors.diag.actor:CounterActor",
+                "--name",
+                "counter",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
     try:
         # The actor's SUB subscribes to its durable and volatile prefixes and its control topics.
-        prefixes = ["probe.durable", "probe.volatile.count", *(f"{tag}.counter" for tag in sorted(CONTROL_TAGS))]
+        prefixes = [
+            "probe.durable",
+            "probe.volatile.count",
+            *(f"{tag}.counter" for tag in sorted(CONTROL_TAGS)),
+        ]
         wanted = {b"\x01" + p.encode() for p in prefixes}
         seen: set[bytes] = set()
 
@@ -677,9 +865,14 @@ def test_actor_counts_100k_random_frames_as_rejected_and_still_applies_valid_eve
         oversized_at = {TOTAL // 4, TOTAL // 2, 3 * TOTAL // 4}
         while sent < TOTAL:
             identity, request = fake.next_fetch()
-            assert request.after == 0 and request.prefixes == ["probe.durable", "probe.volatile.count"]
+            assert request.after == 0 and request.prefixes == [
+                "probe.durable",
+                "probe.volatile.count",
+            ]
             for i in range(per_cycle // 2):
-                fake.vout.send_multipart(actor_volatile_fuzz(rng, prefixes, sent + i in oversized_at))
+                fake.vout.send_multipart(
+                    actor_volatile_fuzz(rng, prefixes, sent + i in oversized_at)
+                )
                 expected += 1
             for _ in range(per_cycle // 2 - 1):
                 frames, rejections = actor_replay_garbage(rng)
@@ -702,36 +895,60 @@ def test_actor_counts_100k_random_frames_as_rejected_and_still_applies_valid_eve
         beat = fake.heartbeat()
         assert beat is not None
         assert proc.poll() is None, "the actor process died:\n" + log_path.read_text()[-3000:]
-        assert beat.rejected == expected, f"actor counted {beat.rejected} rejections, expected {expected}"
+        assert beat.rejected == expected, (
+            f"actor counted {beat.rejected} rejections, expected {expected}"
+        )
         assert beat.applied_offset == 0 and beat.pid == proc.pid
 
         # Still beating after the fuzz.
         beats = fake.beats
-        poll_for(lambda: fake.heartbeat() and fake.beats >= beats + 2, 5, what="heartbeats after the fuzz")
+        poll_for(
+            lambda: fake.heartbeat() and fake.beats >= beats + 2,
+            5,
+            what="heartbeats after the fuzz",
+        )
 
         # A valid reply with one valid event is applied, and the feed goes live on the next one.
         identity, request = fake.next_fetch()
         frames = valid_frames(rng, ProbeDurable(n=7), session=99, seq=1, offset=1)
-        reply = FetchReply(req=request.req, next_after=1, head=1, first=1, count=1, incarnation="fake")
+        reply = FetchReply(
+            req=request.req, next_after=1, head=1, first=1, count=1, incarnation="fake"
+        )
         fake.replay.send_multipart([identity, BATCH, codec.encode_control(reply), *frames, b""])
         identity, request = fake.next_fetch()
         assert request.after == 1
-        reply = FetchReply(req=request.req, next_after=1, head=1, first=1, count=0, incarnation="fake")
+        reply = FetchReply(
+            req=request.req, next_after=1, head=1, first=1, count=0, incarnation="fake"
+        )
         fake.replay.send_multipart([identity, BATCH, codec.encode_control(reply)])
 
         def pong() -> Pong | None:
-            ping = codec.make_envelope(Ping(target="counter", nonce=1), event_id=f"p{rng.getrandbits(32):x}",
-                                       source="fuzzer", key="counter", correlation="fz-ping")
+            ping = codec.make_envelope(
+                Ping(target="counter", nonce=1),
+                event_id=f"p{rng.getrandbits(32):x}",
+                source="fuzzer",
+                key="counter",
+                correlation="fz-ping",
+            )
             fake.vout.send_multipart(codec.message_frames(ping))
             envelope = fake.volatile_reply("sys.pong.fuzzer", 0.3)
             body = envelope.body if envelope is not None else None
-            return body if isinstance(body, Pong) and body.applied_offset == 1 and body.state == "live" else None
+            return (
+                body
+                if isinstance(body, Pong) and body.applied_offset == 1 and body.state == "live"
+                else None
+            )
 
         answer = poll_for(pong, 10, what="a Pong with applied_offset 1 from a live actor")
         assert answer.actor == "counter"
 
-        ask = codec.make_envelope(ProbeVolatile(n=0, note="count?"), event_id="fz-ask", source="fuzzer",
-                                  key="count", correlation="fz-count")
+        ask = codec.make_envelope(
+            ProbeVolatile(n=0, note="count?"),
+            event_id="fz-ask",
+            source="fuzzer",
+            key="count",
+            correlation="fz-count",
+        )
         fake.vout.send_multipart(codec.message_frames(ask))
         envelope = fake.volatile_reply("probe.volatile.fuzzer", 5)
         assert envelope is not None and envelope.correlation == "fz-count"

@@ -55,15 +55,26 @@ def free_port_base(host: str = "0.0.0.0") -> int:
 
 
 def tcp_bus(port: int, host: str = "127.0.0.1", curve_dir: str = "") -> str:
-    lines = ["[bus]", 'transport = "tcp"', f'host = "{host}"', f"port = {port}", "heartbeat_interval_s = 0.2"]
+    lines = [
+        "[bus]",
+        'transport = "tcp"',
+        f'host = "{host}"',
+        f"port = {port}",
+        "heartbeat_interval_s = 0.2",
+    ]
     if curve_dir:
         lines.append(f'curve_dir = "{curve_dir}"')
     return "\n".join(lines) + "\n"
 
 
 def make_keys(directory: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hexbus.cli", "keys", str(directory)], capture_output=True,
-                          text=True, timeout=60, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "hexbus.cli", "keys", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
 
 
 async def publish_probes(endpoints: Endpoints, numbers: range) -> None:
@@ -78,12 +89,17 @@ async def publish_probes(endpoints: Endpoints, numbers: range) -> None:
 
 
 def counted(hx: Hex, expected: tuple[int, int], timeout: float = 15) -> None:
-    poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == expected, timeout, what=f"the counter at {expected}")
+    poll_for(
+        lambda: asyncio.run(ask_count(hx.endpoints)) == expected,
+        timeout,
+        what=f"the counter at {expected}",
+    )
 
 
 @pytest.mark.parametrize("existing", [None, 0o755], ids=["created", "loose-existing"])
-def test_run_directory_is_0700_and_holds_the_ipc_sockets(hex_factory: Callable[[str], Hex],
-                                                         existing: int | None) -> None:
+def test_run_directory_is_0700_and_holds_the_ipc_sockets(
+    hex_factory: Callable[[str], Hex], existing: int | None
+) -> None:
     hx = hex_factory(FAST_BUS)
     if existing is not None:
         hx.run_dir.mkdir(mode=existing)
@@ -92,7 +108,14 @@ def test_run_directory_is_0700_and_holds_the_ipc_sockets(hex_factory: Callable[[
     hx.start()
     assert stat.S_IMODE(hx.run_dir.stat().st_mode) == 0o700
     ep = hx.endpoints
-    for address in (ep.volatile_in, ep.volatile_out, ep.ingest, ep.replay, ep.control, ep.heartbeat):
+    for address in (
+        ep.volatile_in,
+        ep.volatile_out,
+        ep.ingest,
+        ep.replay,
+        ep.control,
+        ep.heartbeat,
+    ):
         assert address.startswith("ipc://"), address
         path = Path(address.removeprefix("ipc://"))
         assert path.parent == hx.run_dir, address
@@ -105,7 +128,8 @@ def test_tcp_transport_on_loopback_counts_durable_events(hex_factory: Callable[[
     hx = hex_factory(tcp_bus(base) + COUNTER).start()
     ep = hx.endpoints
     assert [ep.volatile_in, ep.volatile_out, ep.ingest, ep.replay] == [
-        f"tcp://127.0.0.1:{base + i}" for i in range(4)]
+        f"tcp://127.0.0.1:{base + i}" for i in range(4)
+    ]
     asyncio.run(publish_probes(ep, range(1, 101)))
     counted(hx, (100, 5050))
 
@@ -125,8 +149,10 @@ def test_hexbus_keys_writes_server_and_client_pairs_with_private_secrets(tmp_pat
         assert zmq.auth.load_certificate(str(public))[0] == pub_key
     admitted = directory / "clients" / "client.key"
     assert admitted.is_file()
-    assert zmq.auth.load_certificate(str(admitted))[0] == zmq.auth.load_certificate(
-        str(directory / "client.key"))[0]
+    assert (
+        zmq.auth.load_certificate(str(admitted))[0]
+        == zmq.auth.load_certificate(str(directory / "client.key"))[0]
+    )
     # Only public keys are admitted: no secret lands in clients/.
     assert not list((directory / "clients").glob("*secret*"))
 
@@ -137,9 +163,21 @@ def test_open_tcp_address_without_curve_keys_is_refused_with_one_line() -> None:
     config.write_text(tcp_bus(free_port_base(), host="0.0.0.0") + COUNTER)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "hexbus.cli", "run", str(config), "--run-dir", str(root / "run"),
-             "--data-dir", str(root / "data")],
-            capture_output=True, text=True, timeout=60, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "hexbus.cli",
+                "run",
+                str(config),
+                "--run-dir",
+                str(root / "run"),
+                "--data-dir",
+                str(root / "data"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
         )
         assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
         lines = out.stderr.strip().splitlines()
@@ -150,8 +188,13 @@ def test_open_tcp_address_without_curve_keys_is_refused_with_one_line() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _raw_publish(address: str, n: int, curve_dir: str | None = None, server_key_dir: str | None = None,
-                 wait_ms: int = 2000) -> list[bytes] | None:
+def _raw_publish(
+    address: str,
+    n: int,
+    curve_dir: str | None = None,
+    server_key_dir: str | None = None,
+    wait_ms: int = 2000,
+) -> list[bytes] | None:
     """Send one durable probe from a bare DEALER; return the broker's reply, or None if none came."""
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
@@ -160,11 +203,15 @@ def _raw_publish(address: str, n: int, curve_dir: str | None = None, server_key_
             public, secret = zmq.auth.load_certificate(str(Path(curve_dir) / "client.key_secret"))
             sock.curve_publickey = public
             sock.curve_secretkey = secret
-            server, _ = zmq.auth.load_certificate(str(Path(server_key_dir or curve_dir) / "server.key"))
+            server, _ = zmq.auth.load_certificate(
+                str(Path(server_key_dir or curve_dir) / "server.key")
+            )
             sock.curve_serverkey = server
         sock.connect(address)
         session = codec.new_session()
-        envelope = codec.make_envelope(ProbeDurable(n=n), event_id=f"raw{n}", source="raw", session=session, seq=1)
+        envelope = codec.make_envelope(
+            ProbeDurable(n=n), event_id=f"raw{n}", source="raw", session=session, seq=1
+        )
         sock.send_multipart([PUBLISH, U64.pack(1), *codec.message_frames(envelope)])
         if not sock.poll(wait_ms, zmq.POLLIN):
             return None
@@ -177,14 +224,17 @@ def _raw_publish(address: str, n: int, curve_dir: str | None = None, server_key_
 
 @pytest.mark.slow
 def test_curve_on_an_open_address_admits_only_clients_with_admitted_keys(
-    hex_factory: Callable[[str], Hex], tmp_path: Path,
+    hex_factory: Callable[[str], Hex],
+    tmp_path: Path,
 ) -> None:
     keys, stranger = tmp_path / "keys", tmp_path / "stranger"
     assert make_keys(keys).returncode == 0
     assert make_keys(stranger).returncode == 0  # a valid key pair the broker has never seen
     base = free_port_base()
     hx = hex_factory(tcp_bus(base, host="0.0.0.0", curve_dir=str(keys)) + COUNTER).start()
-    assert hx.endpoints.ingest == f"tcp://0.0.0.0:{base + 2}" and hx.endpoints.curve_dir == str(keys)
+    assert hx.endpoints.ingest == f"tcp://0.0.0.0:{base + 2}" and hx.endpoints.curve_dir == str(
+        keys
+    )
     ingest = f"tcp://127.0.0.1:{base + 2}"
 
     # No keys at all, and a client key not in clients/: never acknowledged.

@@ -26,8 +26,13 @@ FLOOD = "probe.volatile.flood"
 WINDOW = 200  # flood frames the publisher may run ahead of the healthy subscriber
 
 
-async def _until(predicate: Callable[[], bool], timeout: float, what: str, poke: Callable[[], None] | None = None,
-                 interval: float = 0.05) -> None:
+async def _until(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    poke: Callable[[], None] | None = None,
+    interval: float = 0.05,
+) -> None:
     """Async poll_for: call ``poke`` (if any) and check ``predicate`` every ``interval`` until it holds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -43,9 +48,11 @@ async def _until(predicate: Callable[[], bool], timeout: float, what: str, poke:
 def test_stalled_volatile_subscriber_never_blocks_the_publisher_or_a_healthy_subscriber(
     hex_factory: Callable[[str], Hex],
 ) -> None:
-    config = (FAST_BUS
-              + actor_toml("stall", "actors.diag.actor:StallActor", config={"prefix": FLOOD})
-              + actor_toml("sink", "actors.diag.actor:SinkActor"))
+    config = (
+        FAST_BUS
+        + actor_toml("stall", "actors.diag.actor:StallActor", config={"prefix": FLOOD})
+        + actor_toml("sink", "actors.diag.actor:SinkActor")
+    )
     hx = hex_factory(config).start()
     before = hx.status()
     pids = {name: before[name]["pid"] for name in ("broker", "stall", "sink")}
@@ -89,12 +96,20 @@ def test_stalled_volatile_subscriber_never_blocks_the_publisher_or_a_healthy_sub
         reader = asyncio.get_running_loop().create_task(read())
         try:
             # The slow joiner: publish a marker until the healthy subscriber hears one.
-            await _until(lambda: "warmup" in notes, 10, "the flood topic reaching the healthy subscriber",
-                         poke=lambda: publisher.publish_volatile(ProbeVolatile(n=0, note="warmup"), key="flood"))
+            await _until(
+                lambda: "warmup" in notes,
+                10,
+                "the flood topic reaching the healthy subscriber",
+                poke=lambda: publisher.publish_volatile(
+                    ProbeVolatile(n=0, note="warmup"), key="flood"
+                ),
+            )
             sent = 0
             stalls = 0
             for i in range(n):
-                publisher.publish_volatile(ProbeVolatile(n=i + 1, note="flood"), key="flood", blob=blobs[i % 64])
+                publisher.publish_volatile(
+                    ProbeVolatile(n=i + 1, note="flood"), key="flood", blob=blobs[i % 64]
+                )
                 sent += 1
                 # Flood at the pace a healthy subscriber sustains (it shares this loop): stay at most
                 # WINDOW frames ahead of it. Waiting for its progress is bounded (and given up after
@@ -111,8 +126,14 @@ def test_stalled_volatile_subscriber_never_blocks_the_publisher_or_a_healthy_sub
             flooding_done = True
             # One PUB, one broker, one SUB: frames arrive in order, so once "end" is heard every flood
             # frame that was not dropped has arrived.
-            await _until(lambda: "end" in notes, 20, "the end marker",
-                         poke=lambda: publisher.publish_volatile(ProbeVolatile(n=0, note="end"), key="flood"))
+            await _until(
+                lambda: "end" in notes,
+                20,
+                "the end marker",
+                poke=lambda: publisher.publish_volatile(
+                    ProbeVolatile(n=0, note="end"), key="flood"
+                ),
+            )
             await _until(lambda: beats_after >= 2, 10, "broker heartbeats after the flood")
             return sent, received
         finally:
@@ -124,7 +145,9 @@ def test_stalled_volatile_subscriber_never_blocks_the_publisher_or_a_healthy_sub
     try:
         sent, received = asyncio.run(flood())
         held = 0
-        while stalled.poll(200, zmq.POLLIN):  # what it holds and what the broker still queues for it
+        while stalled.poll(
+            200, zmq.POLLIN
+        ):  # what it holds and what the broker still queues for it
             frames = stalled.recv_multipart()
             held += frames[0] == FLOOD.encode()
     finally:
@@ -142,10 +165,14 @@ def test_stalled_volatile_subscriber_never_blocks_the_publisher_or_a_healthy_sub
     for name, pid in pids.items():
         assert status[name]["pid"] == pid and status[name]["restarts"] == 0, status[name]
     # The sink, another healthy subscriber in its own process, handled flood events too.
-    poll_for(lambda: hx.status()["sink"]["events_in"] > 0, 10, what="the sink counting flood events")
+    poll_for(
+        lambda: hx.status()["sink"]["events_in"] > 0, 10, what="the sink counting flood events"
+    )
 
 
-async def _publish(hx: Hex, events: list[tuple[int, str]], name: str, done: asyncio.Event | None = None) -> None:
+async def _publish(
+    hx: Hex, events: list[tuple[int, str]], name: str, done: asyncio.Event | None = None
+) -> None:
     client = BusClient(hx.endpoints, name)
     client.start()
     try:
@@ -158,8 +185,13 @@ async def _publish(hx: Hex, events: list[tuple[int, str]], name: str, done: asyn
             done.set()
 
 
-async def _read_all(hx: Hex, name: str, prefixes: list[str], stop: Callable[[list[int], bool], bool],
-                    max_events: int = 512) -> tuple[list[int], list[int]]:
+async def _read_all(
+    hx: Hex,
+    name: str,
+    prefixes: list[str],
+    stop: Callable[[list[int], bool], bool],
+    max_events: int = 512,
+) -> tuple[list[int], list[int]]:
     """Read a feed from offset 0 until ``stop(numbers, live)``; return the numbers and the offsets."""
     client = BusClient(hx.endpoints, name)
     numbers: list[int] = []
@@ -189,7 +221,8 @@ def test_durable_subscriber_that_falls_behind_catches_up_from_the_journal(
     async def run() -> tuple[list[int], list[int], int]:
         published = asyncio.Event()
         producer = asyncio.get_running_loop().create_task(
-            _publish(hx, [(i, "") for i in range(1, n + 1)], "producer", published))
+            _publish(hx, [(i, "") for i in range(1, n + 1)], "producer", published)
+        )
         client = BusClient(hx.endpoints, "laggard")
         numbers: list[int] = []
         offsets: list[int] = []
@@ -207,7 +240,9 @@ def test_durable_subscriber_that_falls_behind_catches_up_from_the_journal(
                 if len(numbers) >= n:
                     break
                 if not published.is_set():
-                    await asyncio.sleep(0.05)  # deliberately slow while the producer runs: fall behind
+                    await asyncio.sleep(
+                        0.05
+                    )  # deliberately slow while the producer runs: fall behind
             await producer
         finally:
             producer.cancel()
@@ -216,12 +251,16 @@ def test_durable_subscriber_that_falls_behind_catches_up_from_the_journal(
         return numbers, offsets, max_lag
 
     numbers, offsets, max_lag = asyncio.run(run())
-    assert max_lag >= 2000, f"the subscriber was never far behind (max lag {max_lag}): the test proves nothing"
+    assert max_lag >= 2000, (
+        f"the subscriber was never far behind (max lag {max_lag}): the test proves nothing"
+    )
     assert numbers == list(range(1, n + 1)), "events missing, duplicated or out of order"
     assert offsets == sorted(set(offsets))
 
     # A subscriber that starts after everything was published reads it all from the journal.
-    late, late_offsets = asyncio.run(_read_all(hx, "late", ["probe.durable"], lambda got, live: len(got) >= n))
+    late, late_offsets = asyncio.run(
+        _read_all(hx, "late", ["probe.durable"], lambda got, live: len(got) >= n)
+    )
     assert late == list(range(1, n + 1))
     assert late_offsets == offsets
 
@@ -275,7 +314,9 @@ def test_stalled_subscriber_of_large_blobs_pins_a_bounded_amount_of_broker_memor
     """A webcam-sized flood (1 MiB frames) with a subscriber that never reads: the broker queues at
     most ``blob_hwm`` frames for it, so its memory stays near its idle size instead of growing by
     the flood (this once grew by 30 MB/s: high-water marks set after bind did not apply)."""
-    hx = hex_factory(FAST_BUS + actor_toml("stall", "actors.diag.actor:StallActor", config={"prefix": FLOOD})).start()
+    hx = hex_factory(
+        FAST_BUS + actor_toml("stall", "actors.diag.actor:StallActor", config={"prefix": FLOOD})
+    ).start()
     broker = psutil.Process(hx.pid("broker"))
     idle_rss = broker.memory_info().rss
     frames, blob = 400, bytes(1 << 20)  # 400 MiB in all, 25 times the big lane's queue of 16 frames
@@ -294,8 +335,12 @@ def test_stalled_subscriber_of_large_blobs_pins_a_bounded_amount_of_broker_memor
         reader = asyncio.get_running_loop().create_task(read())
         peak = 0
         try:
-            await _until(lambda: seen > 0, 10, "the flood reaching a healthy subscriber",
-                         poke=lambda: publisher.publish_volatile(ProbeVolatile(n=0), key="flood", blob=blob))
+            await _until(
+                lambda: seen > 0,
+                10,
+                "the flood reaching a healthy subscriber",
+                poke=lambda: publisher.publish_volatile(ProbeVolatile(n=0), key="flood", blob=blob),
+            )
             for i in range(frames):
                 publisher.publish_volatile(ProbeVolatile(n=i), key="flood", blob=blob)
                 await asyncio.sleep(0.002)

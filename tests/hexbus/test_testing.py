@@ -13,7 +13,9 @@ from schemas import ChatAck, ChatMessage, Ping, Pong, ProbeDurable, ProbeVolatil
 
 
 def message(text: str = "hi") -> ChatMessage:
-    return ChatMessage(platform="console", person_id="p1", display_name="P", channel="c1", text=text)
+    return ChatMessage(
+        platform="console", person_id="p1", display_name="P", channel="c1", text=text
+    )
 
 
 def test_counter_counts_each_durable_event_once_even_when_redelivered() -> None:
@@ -22,7 +24,9 @@ def test_counter_counts_each_durable_event_once_even_when_redelivered() -> None:
         await h.send(ProbeDurable(n=5), event_id="a")
         await h.send(ProbeDurable(n=7), event_id="b")
         await h.redeliver(ProbeDurable(n=7), event_id="b", offset=2)  # same offset: skipped
-        await h.redeliver(ProbeDurable(n=7), event_id="b", offset=3)  # same id at a new offset: skipped
+        await h.redeliver(
+            ProbeDurable(n=7), event_id="b", offset=3
+        )  # same id at a new offset: skipped
         assert (h.state.count, h.state.total) == (2, 12)
 
     asyncio.run(scenario())
@@ -77,7 +81,9 @@ def test_request_gets_the_answer_with_the_same_correlation() -> None:
 def test_request_without_answer_raises_a_clear_timeout() -> None:
     async def scenario() -> None:
         h = ActorHarness(Asker)
-        with pytest.raises(RequestTimeout, match=r"no sys\.pong answered sys\.control\.ping within 0\.05s"):
+        with pytest.raises(
+            RequestTimeout, match=r"no sys\.pong answered sys\.control\.ping within 0\.05s"
+        ):
             await h.actor.ask(0.05)
 
     asyncio.run(scenario())

@@ -12,8 +12,13 @@ from tests.harness import REPO
 
 
 def voice(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hexbus.cli", "voice", *args, "--run-dir", "/nonexistent/run"],
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "hexbus.cli", "voice", *args, "--run-dir", "/nonexistent/run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
 
 
 def test_a_missing_or_unreadable_recording_is_one_line(tmp_path: Path) -> None:

@@ -125,7 +125,9 @@ def envelopes(draw: st.DrawFn, cls: type[Event]) -> codec.Envelope:
         causation=draw(texts),
         correlation=draw(texts),
     )
-    return msgspec.structs.replace(envelope, wall=draw(floats), mono=draw(counts), offset=draw(counts))
+    return msgspec.structs.replace(
+        envelope, wall=draw(floats), mono=draw(counts), offset=draw(counts)
+    )
 
 
 any_envelope = st.sampled_from(list(STRATEGIES)).flatmap(envelopes)
@@ -273,8 +275,15 @@ def test_wrong_frame_count_is_rejected_as_frames(count: int) -> None:
 
 @pytest.mark.parametrize(
     "topic",
-    [b"", b"probe.durable." + b"k" * 242, "probe.durable.é".encode(), b"probe.durable.a b", b"probe.durable\x00",
-     b"probe.durable\x7f", b"\xff\xfe"],
+    [
+        b"",
+        b"probe.durable." + b"k" * 242,
+        "probe.durable.é".encode(),
+        b"probe.durable.a b",
+        b"probe.durable\x00",
+        b"probe.durable\x7f",
+        b"\xff\xfe",
+    ],
     ids=["empty", "256-bytes", "non-ascii", "space", "nul", "del", "binary"],
 )
 def test_bad_topic_frame_is_rejected_as_topic(topic: bytes) -> None:
@@ -296,7 +305,9 @@ def test_topic_frame_differing_from_envelope_topic_is_rejected_as_mismatch() -> 
     assert rejection_kind([b"probe.durable", envelope]) == "mismatch"
 
 
-@pytest.mark.parametrize("topic", ["chat.message", "probe.volatile", "probe.durablex", "probe", "x.probe.durable"])
+@pytest.mark.parametrize(
+    "topic", ["chat.message", "probe.volatile", "probe.durablex", "probe", "x.probe.durable"]
+)
 def test_topic_not_starting_with_the_body_tag_is_rejected_as_mismatch(topic: str) -> None:
     envelope = msgspec.structs.replace(envelope_of(PROBE), topic=topic)
     assert rejection_kind([topic.encode(), codec.encode(envelope)]) == "mismatch"
@@ -325,7 +336,11 @@ def test_unknown_tag_is_rejected_as_unknown_tag(tag: str) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"type": "probe.durable", "n": "one"}, {"type": "probe.durable"}, {"type": "probe.durable", "n": 1.5}],
+    [
+        {"type": "probe.durable", "n": "one"},
+        {"type": "probe.durable"},
+        {"type": "probe.durable", "n": 1.5},
+    ],
     ids=["wrong-field-type", "missing-field", "float-for-int"],
 )
 def test_known_tag_with_bad_fields_is_rejected_as_malformed(body: dict[str, Any]) -> None:
@@ -333,7 +348,9 @@ def test_known_tag_with_bad_fields_is_rejected_as_malformed(body: dict[str, Any]
 
 
 def test_unknown_body_fields_are_ignored_so_newer_senders_stay_readable() -> None:
-    envelope, _ = codec.decode_message(_raw_envelope({"type": "probe.durable", "n": 3, "added_later": "x"}))
+    envelope, _ = codec.decode_message(
+        _raw_envelope({"type": "probe.durable", "n": 3, "added_later": "x"})
+    )
     assert envelope.body == ProbeDurable(n=3)
 
 
@@ -345,14 +362,23 @@ def test_bad_literal_value_is_rejected_as_malformed_not_unknown_tag() -> None:
 
 @pytest.mark.parametrize("cut", ["nothing-left", "one-byte", "half", "last-byte-missing"])
 def test_truncated_msgpack_is_rejected_as_malformed(cut: str) -> None:
-    topic, envelope = frames_of(ChatMessage(platform="web", person_id="p", display_name="P", channel="c", text="hi"))
-    keep = {"nothing-left": 0, "one-byte": 1, "half": len(envelope) // 2, "last-byte-missing": len(envelope) - 1}
+    topic, envelope = frames_of(
+        ChatMessage(platform="web", person_id="p", display_name="P", channel="c", text="hi")
+    )
+    keep = {
+        "nothing-left": 0,
+        "one-byte": 1,
+        "half": len(envelope) // 2,
+        "last-byte-missing": len(envelope) - 1,
+    }
     assert rejection_kind([topic, envelope[: keep[cut]]]) == "malformed"
 
 
 def test_invalid_utf8_in_a_string_field_is_rejected_as_malformed() -> None:
     topic, envelope = frames_of(ProbeDurable(n=1, note="\u00e9"))
-    broken = envelope.replace("\u00e9".encode(), b"\xc3\x28")  # a 2-byte str whose bytes are not UTF-8
+    broken = envelope.replace(
+        "\u00e9".encode(), b"\xc3\x28"
+    )  # a 2-byte str whose bytes are not UTF-8
     assert broken != envelope
     assert rejection_kind([topic, broken]) == "malformed"
 
@@ -378,8 +404,11 @@ def test_blob_over_max_blob_bytes_is_rejected_as_oversized() -> None:
     assert blob is not None and len(blob) == codec.MAX_BLOB_BYTES
 
 
-@given(field=st.sampled_from(["session", "seq", "mono", "offset"]),
-       value=st.integers(min_value=INT64_MIN, max_value=-1) | st.integers(min_value=1 << 63, max_value=(1 << 64) - 1))
+@given(
+    field=st.sampled_from(["session", "seq", "mono", "offset"]),
+    value=st.integers(min_value=INT64_MIN, max_value=-1)
+    | st.integers(min_value=1 << 63, max_value=(1 << 64) - 1),
+)
 def test_envelope_counters_outside_u63_are_rejected_as_malformed(field: str, value: int) -> None:
     raw = msgspec.to_builtins(envelope_of(ProbeDurable(n=1)))
     raw[field] = value

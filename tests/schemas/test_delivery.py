@@ -62,7 +62,9 @@ def test_routing_keys_inherit_their_family_class(topic: str, expected: Delivery)
     assert delivery_of(topic) is expected
 
 
-@pytest.mark.parametrize("topic", ["", "chat", "chatx.message", "chat.messagex", "nope.x", "probe", "sy"])
+@pytest.mark.parametrize(
+    "topic", ["", "chat", "chatx.message", "chat.messagex", "nope.x", "probe", "sy"]
+)
 def test_unknown_family_raises_key_error_naming_the_delivery_table(topic: str) -> None:
     with pytest.raises(KeyError) as info:
         delivery_of(topic)
@@ -79,7 +81,9 @@ segments = st.text(
 
 
 @settings(max_examples=200, deadline=None)
-@given(cls=st.sampled_from(EVENT_TYPES), key=st.lists(segments, min_size=1, max_size=4).map(".".join))
+@given(
+    cls=st.sampled_from(EVENT_TYPES), key=st.lists(segments, min_size=1, max_size=4).map(".".join)
+)
 def test_a_routing_key_never_changes_an_events_class(cls: type[Event], key: str) -> None:
     topic = f"{tag_of(cls)}.{key}"
     if type_for_topic(topic) is cls:  # a key that spells a longer tag names another event
@@ -136,8 +140,12 @@ CONTRACT: dict[type[Event], Delivery] = {
 }
 
 
-@pytest.mark.parametrize(("cls", "expected"), CONTRACT.items(), ids=lambda v: getattr(v, "__name__", str(v)))
-def test_event_families_keep_the_designs_delivery_class(cls: type[Event], expected: Delivery) -> None:
+@pytest.mark.parametrize(
+    ("cls", "expected"), CONTRACT.items(), ids=lambda v: getattr(v, "__name__", str(v))
+)
+def test_event_families_keep_the_designs_delivery_class(
+    cls: type[Event], expected: Delivery
+) -> None:
     assert delivery_of(tag_of(cls)) is expected
 
 

@@ -11,4 +11,13 @@ from actors.brain.backends.base import (
     Usage,
 )
 
-__all__ = ["Backend", "BackendError", "BackendOverloaded", "ModelMissing", "Params", "Stream", "Turn", "Usage"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendOverloaded",
+    "ModelMissing",
+    "Params",
+    "Stream",
+    "Turn",
+    "Usage",
+]

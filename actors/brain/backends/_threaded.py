@@ -22,8 +22,14 @@ Produce = Callable[[Any, Usage, threading.Event], Iterator[str]]
 class ThreadStream:
     """``produce(resource, usage, stop)`` runs in a thread; ``acquire``/``release`` bracket it on the loop."""
 
-    def __init__(self, name: str, produce: Produce, *, acquire: Callable[[], Awaitable[Any]] | None = None,
-                 release: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        produce: Produce,
+        *,
+        acquire: Callable[[], Awaitable[Any]] | None = None,
+        release: Callable[[Any], None] | None = None,
+    ) -> None:
         self.name = name
         self.usage = Usage()
         self._produce = produce
@@ -76,4 +82,6 @@ class ThreadStream:
     async def aclose(self) -> None:
         self._stop.set()
         if self._gen is not None:
-            await self._gen.aclose()  # runs its finally: the worker thread ends, the resource is free again
+            await (
+                self._gen.aclose()
+            )  # runs its finally: the worker thread ends, the resource is free again

@@ -23,7 +23,9 @@ from actors.brain.backends.base import BackendError, ModelMissing, Params, Turn,
 INSTALL_HINT = "pip install exllamav2 (CUDA build) on a machine with an NVIDIA GPU; see README, 'Brain backends'"
 
 
-class ExLlamaV2Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="exllamav2"):
+class ExLlamaV2Config(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="exllamav2"
+):
     name: str = "exllamav2"
     model_dir: str  # an EXL2 model folder (config.json, *.safetensors, tokenizer)
     max_seq_len: int = 8192
@@ -67,7 +69,9 @@ class ExLlamaV2Backend:
             raise ModelMissing(f"exllamav2 is not installed: {INSTALL_HINT}") from None
         folder = Path(self.config.model_dir).expanduser()
         if not (folder / "config.json").is_file():
-            raise ModelMissing(f"EXL2 model folder {folder} has no config.json: set model_dir to a downloaded EXL2 model")
+            raise ModelMissing(
+                f"EXL2 model folder {folder} has no config.json: set model_dir to a downloaded EXL2 model"
+            )
         caches = {"Q4": ExLlamaV2Cache_Q4, "Q6": ExLlamaV2Cache_Q6, "Q8": ExLlamaV2Cache_Q8}
 
         def load() -> None:
@@ -77,23 +81,30 @@ class ExLlamaV2Backend:
             cache = caches.get(self.config.cache_quant, ExLlamaV2Cache_Q4)(model, lazy=True)
             model.load_autosplit(cache)
             self._tokenizer = ExLlamaV2Tokenizer(config)
-            self._generator = ExLlamaV2DynamicGenerator(model=model, cache=cache, tokenizer=self._tokenizer,
-                                                        max_batch_size=self.capacity)
+            self._generator = ExLlamaV2DynamicGenerator(
+                model=model, cache=cache, tokenizer=self._tokenizer, max_batch_size=self.capacity
+            )
 
         try:
             await asyncio.to_thread(load)
         except Exception as exc:
             raise BackendError(f"exllamav2 could not load {folder}: {exc}") from exc
 
-    def _generate(self, turns: list[Turn], params: Params, usage: Usage, stop: threading.Event) -> Any:
+    def _generate(
+        self, turns: list[Turn], params: Params, usage: Usage, stop: threading.Event
+    ) -> Any:
         from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
         settings = ExLlamaV2Sampler.Settings(temperature=params.temperature, top_p=params.top_p)
         ids = self._tokenizer.encode(_chatml(turns), encode_special_tokens=True)
         usage.prompt_tokens = int(ids.shape[-1])
-        job = ExLlamaV2DynamicJob(input_ids=ids, max_new_tokens=params.max_tokens, gen_settings=settings,
-                                  stop_conditions=[self._tokenizer.eos_token_id, *params.stop],
-                                  seed=params.seed)
+        job = ExLlamaV2DynamicJob(
+            input_ids=ids,
+            max_new_tokens=params.max_tokens,
+            gen_settings=settings,
+            stop_conditions=[self._tokenizer.eos_token_id, *params.stop],
+            seed=params.seed,
+        )
         with self._lock:
             self._generator.enqueue(job)
             self._results[id(job)] = []
@@ -122,7 +133,9 @@ class ExLlamaV2Backend:
     def stream(self, turns: list[Turn], params: Params) -> ThreadStream:
         if self._generator is None:
             raise BackendError("exllamav2 backend used before start()")
-        return ThreadStream("exllamav2", lambda _, usage, stop: self._generate(turns, params, usage, stop))
+        return ThreadStream(
+            "exllamav2", lambda _, usage, stop: self._generate(turns, params, usage, stop)
+        )
 
     async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
         # No grammar here without extra packages: the caller's lenient parser repairs or drops the result.

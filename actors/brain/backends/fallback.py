@@ -161,7 +161,8 @@ class FallbackChain:
         """Names of the backends the next request would try first (started, not cooling down)."""
         now = self._clock()
         return [
-            b.name for b in self.backends
+            b.name
+            for b in self.backends
             if self._health[b.name].started and self._health[b.name].down_until <= now
         ]
 
@@ -190,8 +191,13 @@ class FallbackChain:
         if isinstance(exc, BackendOverloaded) and exc.retry_after_s is not None:
             pause = exc.retry_after_s
         self._health[backend.name].down_until = self._clock() + pause
-        log.warning("brain.backend.failed", backend=backend.name, error=str(exc),
-                    overloaded=isinstance(exc, BackendOverloaded), cooldown_s=pause)
+        log.warning(
+            "brain.backend.failed",
+            backend=backend.name,
+            error=str(exc),
+            overloaded=isinstance(exc, BackendOverloaded),
+            cooldown_s=pause,
+        )
 
     def _succeeded(self, backend: Backend) -> None:
         self._health[backend.name].down_until = 0.0
@@ -222,12 +228,20 @@ class _Attempt:
         if not self._queue:
             return None
         event = FallbackEvent(
-            from_name=backend.name, to_name=self._queue[0].name, error=str(exc),
-            overloaded=isinstance(exc, BackendOverloaded), partial=partial,
+            from_name=backend.name,
+            to_name=self._queue[0].name,
+            error=str(exc),
+            overloaded=isinstance(exc, BackendOverloaded),
+            partial=partial,
         )
         self.events.append(event)
-        log.info("brain.backend.fallback", from_backend=event.from_name, to_backend=event.to_name,
-                 overloaded=event.overloaded, partial=partial)
+        log.info(
+            "brain.backend.fallback",
+            from_backend=event.from_name,
+            to_backend=event.to_name,
+            overloaded=event.overloaded,
+            partial=partial,
+        )
         if self.chain.on_fallback is not None:
             self.chain.on_fallback(event)
         return event
@@ -235,8 +249,11 @@ class _Attempt:
     def exhausted(self) -> BackendError:
         message = "every LLM backend failed: " + "; ".join(str(e) for e in self._errors)
         if self._errors and all(isinstance(e, BackendOverloaded) for e in self._errors):
-            waits = [e.retry_after_s for e in self._errors
-                     if isinstance(e, BackendOverloaded) and e.retry_after_s is not None]
+            waits = [
+                e.retry_after_s
+                for e in self._errors
+                if isinstance(e, BackendOverloaded) and e.retry_after_s is not None
+            ]
             return BackendOverloaded(message, retry_after_s=min(waits) if waits else None)
         return BackendError(message)
 
@@ -301,7 +318,9 @@ class ChainStream:
                     break
                 await inner.aclose()
                 assert self._attempt is not None  # set by _open_next before any inner exists
-                event = self._attempt.failed(self._backend_named(self.backend), exc, partial=bool(self._pieces))
+                event = self._attempt.failed(
+                    self._backend_named(self.backend), exc, partial=bool(self._pieces)
+                )
                 if event is not None and event.partial:
                     self.restarts += 1
                 continue

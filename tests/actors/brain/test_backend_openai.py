@@ -59,11 +59,23 @@ def model_path() -> str:
 
 def llama_command(port: int) -> list[str]:
     return [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", model_path(), "--model_alias", MODEL,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "2048", "--n_threads", "2",
-        "--api_key", KEY,
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        model_path(),
+        "--model_alias",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
+        "--api_key",
+        KEY,
     ]
 
 
@@ -76,7 +88,9 @@ def llama_server(log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]
     base_url = f"http://127.0.0.1:{port}/v1"
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(llama_command(port), stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            llama_command(port), stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
         try:
             wait_for_models(base_url, proc, log_path, timeout=120)
             yield base_url, proc
@@ -90,7 +104,9 @@ def llama_server(log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]
             proc.wait()
 
 
-def wait_for_models(base_url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+def wait_for_models(
+    base_url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2, headers={"Authorization": f"Bearer {KEY}"}) as client:
         while time.monotonic() < deadline:
@@ -119,7 +135,9 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def llama_backend(url: str, name: str = "llama", **overrides: object) -> OpenAICompatBackend:
-    config = msgspec.structs.replace(OpenAIConfig(base_url=url, model=MODEL, api_key_env=KEY_ENV), **overrides)
+    config = msgspec.structs.replace(
+        OpenAIConfig(base_url=url, model=MODEL, api_key_env=KEY_ENV), **overrides
+    )
     return OpenAICompatBackend(config, name=name)
 
 
@@ -130,11 +148,16 @@ Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 def status(code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Reply:
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        lines = [f"HTTP/1.1 {code} Scripted", f"Content-Length: {len(body)}",
-                 "Content-Type: application/json", "Connection: close"]
+        lines = [
+            f"HTTP/1.1 {code} Scripted",
+            f"Content-Length: {len(body)}",
+            "Content-Type: application/json",
+            "Connection: close",
+        ]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         await writer.drain()
+
     return reply
 
 
@@ -144,24 +167,32 @@ def chunk(event: str) -> bytes:
 
 
 def piece_event(text: str) -> str:
-    return json.dumps({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]})
+    return json.dumps(
+        {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    )
 
 
 def sse(pieces: list[str], *, then: Literal["finish", "cut", "hang"] = "finish") -> Reply:
     """A chunked SSE stream of ``pieces``; then finish, cut the connection, or hang until the client leaves."""
+
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
         for text in pieces:
             writer.write(chunk(piece_event(text)))
             await writer.drain()
         if then == "finish":
-            done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 11, "completion_tokens": len(pieces)}}
+            done = {
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": len(pieces)},
+            }
             writer.write(chunk(json.dumps(done)) + chunk("[DONE]") + b"0\r\n\r\n")
             await writer.drain()
         elif then == "hang":
             await reader.read()  # returns b"" once the client closes its end
+
     return reply
 
 
@@ -281,7 +312,9 @@ def test_count_tokens_exact_asks_the_server_tokenizer(llama_url: str) -> None:
     async def scenario() -> tuple[int, int]:
         backend = llama_backend(llama_url, tokenizer="server")
         try:
-            return await backend.count_tokens_exact("hello world"), backend.count_tokens("hello world")
+            return await backend.count_tokens_exact("hello world"), backend.count_tokens(
+                "hello world"
+            )
         finally:
             await backend.close()
 
@@ -289,7 +322,9 @@ def test_count_tokens_exact_asks_the_server_tokenizer(llama_url: str) -> None:
 
 
 @pytest.mark.slow
-def test_wrong_api_key_is_an_error_naming_the_variable(llama_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_api_key_is_an_error_naming_the_variable(
+    llama_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HEX_TEST_WRONG_KEY", "not-the-key")
 
     async def scenario() -> tuple[str, str]:
@@ -310,8 +345,11 @@ def test_wrong_api_key_is_an_error_naming_the_variable(llama_url: str, monkeypat
 
 def test_unset_api_key_variable_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEX_TEST_NO_SUCH_KEY", raising=False)
-    backend = OpenAICompatBackend(OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="m",
-                                               api_key_env="HEX_TEST_NO_SUCH_KEY"))
+    backend = OpenAICompatBackend(
+        OpenAIConfig(
+            base_url="http://127.0.0.1:9/v1", model="m", api_key_env="HEX_TEST_NO_SUCH_KEY"
+        )
+    )
 
     async def scenario() -> None:
         try:
@@ -355,7 +393,9 @@ def test_500_twice_then_a_stream_succeeds_by_retrying() -> None:
             assert stream.usage.prompt_tokens == 11 and stream.usage.completion_tokens == 3
             sent = msgspec.json.decode(server.requests[0][1])
             assert server.requests[0][0] == "/v1/chat/completions"
-            assert sent["stream"] is True and sent["messages"] == [{"role": "user", "content": "Say hello to Hex."}]
+            assert sent["stream"] is True and sent["messages"] == [
+                {"role": "user", "content": "Say hello to Hex."}
+            ]
 
     asyncio.run(scenario())
 
@@ -442,7 +482,9 @@ def test_chain_restarts_on_llama_when_the_first_dies_mid_stream(llama_url: str) 
 
     async def scenario() -> None:
         async with ScriptedServer(MODELS_OK, sse(["Once", " upon"], then="cut")) as server:
-            chain = FallbackChain([server.backend("broken"), llama_backend(llama_url)], on_fallback=on_fallback)
+            chain = FallbackChain(
+                [server.backend("broken"), llama_backend(llama_url)], on_fallback=on_fallback
+            )
             try:
                 await chain.start()
                 stream = chain.stream(STORY, PARAMS)
@@ -505,8 +547,11 @@ def test_chain_skips_an_overloaded_backend_for_its_retry_after() -> None:
             ScriptedServer(MODELS_OK, status(429, b"{}", {"Retry-After": "7"})) as busy,
             ScriptedServer(MODELS_OK, sse(["zzz"])) as spare,
         ):
-            chain = FallbackChain([busy.backend("busy"), spare.backend("spare")],
-                                  on_fallback=events.append, clock=lambda: now[0])
+            chain = FallbackChain(
+                [busy.backend("busy"), spare.backend("spare")],
+                on_fallback=events.append,
+                clock=lambda: now[0],
+            )
             try:
                 await chain.start()
 
@@ -536,8 +581,9 @@ def test_chain_skips_an_overloaded_backend_for_its_retry_after() -> None:
 
 def test_chain_starts_without_a_dead_backend_and_raises_overloaded_when_all_are() -> None:
     async def scenario() -> None:
-        dead = OpenAICompatBackend(OpenAIConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m"),
-                                   name="dead")
+        dead = OpenAICompatBackend(
+            OpenAIConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="m"), name="dead"
+        )
         async with ScriptedServer(MODELS_OK, status(429, b"{}", {"Retry-After": "3"})) as busy:
             chain = FallbackChain([dead, busy.backend("busy")], cooldown_s=30)
             try:
@@ -559,10 +605,14 @@ def test_chain_starts_without_a_dead_backend_and_raises_overloaded_when_all_are(
 def test_chain_complete_json_falls_back_to_llama(llama_url: str) -> None:
     async def scenario() -> None:
         async with ScriptedServer(MODELS_OK, status(503)) as broken:
-            chain = FallbackChain([broken.backend("broken", max_retries=0), llama_backend(llama_url)])
+            chain = FallbackChain(
+                [broken.backend("broken", max_retries=0), llama_backend(llama_url)]
+            )
             try:
                 await chain.start()
-                turns = [Turn("user", "Describe a cat's name, mood and whether it is awake, as JSON.")]
+                turns = [
+                    Turn("user", "Describe a cat's name, mood and whether it is awake, as JSON.")
+                ]
                 raw = await chain.complete_json(turns, msgspec.json.schema(Mood), PARAMS)
             finally:
                 await chain.close()

@@ -15,7 +15,9 @@ from actors.brain.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
 TURNS = [Turn("user", "Name three colours.")]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("exllamav2") is not None, reason="exllamav2 is installed here")
+@pytest.mark.skipif(
+    importlib.util.find_spec("exllamav2") is not None, reason="exllamav2 is installed here"
+)
 def test_exllamav2_without_its_package_is_a_one_line_install_hint() -> None:
     backend = ExLlamaV2Backend(ExLlamaV2Config(model_dir="/models/none"))
     with pytest.raises(ModelMissing) as info:
@@ -25,8 +27,12 @@ def test_exllamav2_without_its_package_is_a_one_line_install_hint() -> None:
 
 def test_chain_starts_on_the_backend_that_can_run_and_serves_from_it() -> None:
     async def scenario() -> tuple[list[str], str, list[str]]:
-        chain = FallbackChain([ExLlamaV2Backend(ExLlamaV2Config(model_dir="/models/none")),
-                               LlamaCppBackend(LlamaCppConfig())])
+        chain = FallbackChain(
+            [
+                ExLlamaV2Backend(ExLlamaV2Config(model_dir="/models/none")),
+                LlamaCppBackend(LlamaCppConfig()),
+            ]
+        )
         await chain.start()
         stream = chain.stream(TURNS, Params(max_tokens=8, temperature=0.0, seed=0))
         pieces = [p async for p in stream]
@@ -46,7 +52,9 @@ def test_closing_a_stream_early_frees_the_model_for_the_next_one() -> None:
             break  # stop after the first piece
         await stream.aclose()
         # capacity is 1: this would wait forever if the first stream still held the model
-        again = [p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))]
+        again = [
+            p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))
+        ]
         await backend.close()
         return len(again)
 

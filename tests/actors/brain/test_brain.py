@@ -39,11 +39,23 @@ pytestmark = [pytest.mark.process, pytest.mark.slow]
 SEED = 7
 
 
-def brain_toml(root: Path, *, extra: str = "", backends: str = '[{type = "llamacpp"}]', **settings: Any) -> str:
+def brain_toml(
+    root: Path, *, extra: str = "", backends: str = '[{type = "llamacpp"}]', **settings: Any
+) -> str:
     shutil.copy(REPO / "persona.toml", root / "persona.toml")
-    lines = ["[actors.brain]", 'module = "actors.brain.actor:BrainActor"', "heartbeat_timeout_s = 10.0"]
+    lines = [
+        "[actors.brain]",
+        'module = "actors.brain.actor:BrainActor"',
+        "heartbeat_timeout_s = 10.0",
+    ]
     lines += [f"{k} = {v}" for k, v in settings.items()]
-    lines += ["[actors.brain.config]", f"backends = {backends}", f"seed = {SEED}", "memory_timeout_s = 0.2", extra]
+    lines += [
+        "[actors.brain.config]",
+        f"backends = {backends}",
+        f"seed = {SEED}",
+        "memory_timeout_s = 0.2",
+        extra,
+    ]
     return FAST_BUS + "\n".join(lines) + "\n"
 
 
@@ -71,8 +83,11 @@ class Conversation:
     async def __aenter__(self) -> Conversation:
         self.client.start()
         loop = asyncio.get_running_loop()
-        feed = self.client.durable(["chat.reply", "chat.sentence", "chat.meta", "chat.notice",
-                                    "brain.persona.changed"], after=-1, wait_ms=300)
+        feed = self.client.durable(
+            ["chat.reply", "chat.sentence", "chat.meta", "chat.notice", "brain.persona.changed"],
+            after=-1,
+            wait_ms=300,
+        )
         self.feed = feed
         self.tasks = [loop.create_task(self._volatile()), loop.create_task(self._durable(feed))]
         assert await feed.positioned(10), "the broker did not answer the tail feed"
@@ -108,8 +123,14 @@ class Conversation:
                 self.notices.append(body)
 
     async def send(self, text: str, channel: str = "c1", person: str = "ana") -> Envelope:
-        event = ChatMessage(platform="console", person_id=person, display_name=person.title(), channel=channel,
-                            text=text, direct=True)
+        event = ChatMessage(
+            platform="console",
+            person_id=person,
+            display_name=person.title(),
+            channel=channel,
+            text=text,
+            direct=True,
+        )
         envelope = await self.client.publish_durable(event, key="console")
         assert await self.client.flush(10)
         return envelope
@@ -122,7 +143,9 @@ class Conversation:
         return self.replies[message.id]
 
 
-def test_a_message_streams_chunks_and_sentences_then_a_final_reply_and_metadata(hex_factory) -> None:
+def test_a_message_streams_chunks_and_sentences_then_a_final_reply_and_metadata(
+    hex_factory,
+) -> None:
     hx = start_brain(hex_factory)
 
     async def talk() -> None:
@@ -135,7 +158,9 @@ def test_a_message_streams_chunks_and_sentences_then_a_final_reply_and_metadata(
             assert [c.index for c in chunks] == list(range(len(chunks)))
             streamed = "".join(c.text for c in chunks).strip()
             # The final text is what streamed, trimmed to its last whole sentence if the token limit cut it.
-            assert streamed.startswith(reply.text) and (streamed == reply.text or reply.text[-1] in ".!?…\"')")
+            assert streamed.startswith(reply.text) and (
+                streamed == reply.text or reply.text[-1] in ".!?…\"')"
+            )
             sentences = chat.sentences.get(message.id, [])
             assert sentences and [s.index for s in sentences] == list(range(len(sentences)))
             spoken = " ".join(s.text for s in sentences)
@@ -153,9 +178,17 @@ def test_a_message_streams_chunks_and_sentences_then_a_final_reply_and_metadata(
             usage = hx.snapshot_state("brain")["usage"]
         except FileNotFoundError:
             return False
-        return any(key.endswith("|llamacpp|ana") and row["completion_tokens"] > 0 for key, row in usage.items())
+        return any(
+            key.endswith("|llamacpp|ana") and row["completion_tokens"] > 0
+            for key, row in usage.items()
+        )
 
-    poll_for(counted, 20, interval=0.2, what="token usage per backend, person and day in the brain's state")
+    poll_for(
+        counted,
+        20,
+        interval=0.2,
+        what="token usage per backend, person and day in the brain's state",
+    )
 
 
 async def _wait(get: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -166,12 +199,16 @@ async def _wait(get: Callable[[], Any], timeout: float, what: str) -> Any:
     return value
 
 
-def test_newer_message_cancels_the_reply_in_flight_and_conversations_stay_apart(hex_factory) -> None:
+def test_newer_message_cancels_the_reply_in_flight_and_conversations_stay_apart(
+    hex_factory,
+) -> None:
     hx = start_brain(hex_factory, extra="metadata = false")
 
     async def talk() -> None:
         async with Conversation(hx) as chat:
-            first = await chat.send("Tell me a long story about a goblin who collects spoons, in detail.")
+            first = await chat.send(
+                "Tell me a long story about a goblin who collects spoons, in detail."
+            )
             await _wait(lambda: chat.chunks.get(first.id), 60, "the first reply to start streaming")
             second = await chat.send("Actually, never mind. How are you?")
             other = await chat.send("Hello from another channel!", channel="c2", person="bo")
@@ -228,8 +265,10 @@ def test_brain_killed_mid_reply_answers_the_message_once_after_restart(hex_facto
 
 
 def test_memory_actor_that_answers_late_does_not_hold_the_reply(hex_factory) -> None:
-    slow_memory = ('[actors.memory]\nmodule = "actors.diag.actor:SlowMemoryActor"\n'
-                   "[actors.memory.config]\ndelay_s = 5.0\n")
+    slow_memory = (
+        '[actors.memory]\nmodule = "actors.diag.actor:SlowMemoryActor"\n'
+        "[actors.memory.config]\ndelay_s = 5.0\n"
+    )
     hx = start_brain(hex_factory, extra="metadata = false\n" + slow_memory)
 
     async def talk() -> None:
@@ -251,19 +290,29 @@ def test_persona_change_records_a_version_and_rollback_restores_it(hex_factory) 
     async def talk() -> None:
         async with Conversation(hx) as chat:
             persona.write_text(original.replace("chaotic", "CHAOTIC", 1))  # an edit, picked up live
-            changed = await _wait(lambda: chat.persona[-1] if chat.persona else None, 30, "persona change")
+            changed = await _wait(
+                lambda: chat.persona[-1] if chat.persona else None, 30, "persona change"
+            )
             assert changed.version == 2 and not changed.error
             out = hx.cli("persona", "rollback", "1")
             assert out.returncode == 0, out.stderr
-            rolled = await _wait(lambda: next((p for p in chat.persona if "rollback" in p.note), None), 30,
-                                 "the rollback")
+            rolled = await _wait(
+                lambda: next((p for p in chat.persona if "rollback" in p.note), None),
+                30,
+                "the rollback",
+            )
             # A rollback is itself a version (3, with version 1's text), so it can be undone in turn.
             assert rolled.version == 3 and rolled.note == "rollback to 1" and not rolled.error
             assert persona.read_text() == original
             refused_before = len(chat.persona)
             assert hx.cli("persona", "rollback", "99").returncode == 0
-            refused = await _wait(lambda: chat.persona[refused_before] if len(chat.persona) > refused_before
-                                  else None, 30, "the refusal")
+            refused = await _wait(
+                lambda: (
+                    chat.persona[refused_before] if len(chat.persona) > refused_before else None
+                ),
+                30,
+                "the refusal",
+            )
             assert refused.error and "99" in refused.error and refused.version == 3
 
     asyncio.run(talk())
@@ -273,8 +322,21 @@ def test_persona_change_records_a_version_and_rollback_restores_it(hex_factory) 
 def test_hexbus_chat_with_a_pipe_prints_each_reply_and_exits(hex_factory) -> None:
     hx = start_brain(hex_factory, extra="metadata = false")
     out = subprocess.run(
-        [sys.executable, "-m", "hexbus.cli", "chat", "--run-dir", str(hx.run_dir), "--person", "ana"],
-        input="hello Hex\nwhat is 2 + 2?\n", capture_output=True, text=True, timeout=240, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "hexbus.cli",
+            "chat",
+            "--run-dir",
+            str(hx.run_dir),
+            "--person",
+            "ana",
+        ],
+        input="hello Hex\nwhat is 2 + 2?\n",
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
     )
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.strip()]
@@ -304,28 +366,41 @@ def _journal_replies(hx: Hex) -> list[Reply]:
 
 
 def test_missing_model_file_is_one_line_in_status_and_no_crash_loop(hex_factory) -> None:
-    hx = start_brain(hex_factory, wait_live=False,
-                     backends='[{type = "llamacpp", model_path = "/nonexistent/model.gguf"}]')
+    hx = start_brain(
+        hex_factory,
+        wait_live=False,
+        backends='[{type = "llamacpp", model_path = "/nonexistent/model.gguf"}]',
+    )
     status = hx.wait_state({"broker": "live", "brain": "failed"}, timeout=30)
     reason = status["brain"]["reason"]
     assert "/nonexistent/model.gguf" in reason and "MODELS.md" in reason and "\n" not in reason
     assert status["brain"]["restarts"] == 0
 
 
-def test_llama_server_killed_mid_reply_falls_back_and_the_reply_completes(hex_factory, tmp_path: Path) -> None:
+def test_llama_server_killed_mid_reply_falls_back_and_the_reply_completes(
+    hex_factory, tmp_path: Path
+) -> None:
     from tests.actors.brain.test_backend_openai import KEY, MODEL, llama_server
 
     with llama_server(tmp_path / "server.log") as (base_url, server):
-        backends = (f'[{{type = "openai", name = "server", base_url = "{base_url}", model = "{MODEL}", '
-                    f'api_key_env = "HEX_TEST_LLM_KEY"}}, {{type = "llamacpp"}}]')
-        hx = start_brain(hex_factory, backends=backends, extra="metadata = false",
-                         env=f'{{HEX_TEST_LLM_KEY = "{KEY}"}}')
+        backends = (
+            f'[{{type = "openai", name = "server", base_url = "{base_url}", model = "{MODEL}", '
+            f'api_key_env = "HEX_TEST_LLM_KEY"}}, {{type = "llamacpp"}}]'
+        )
+        hx = start_brain(
+            hex_factory,
+            backends=backends,
+            extra="metadata = false",
+            env=f'{{HEX_TEST_LLM_KEY = "{KEY}"}}',
+        )
 
         async def talk() -> None:
             async with Conversation(hx) as chat:
                 warm = await chat.send("hi")
                 assert (await chat.reply(warm)).backend == "server"
-                message = await chat.send("Tell me everything about goblins and their shiny spoons.")
+                message = await chat.send(
+                    "Tell me everything about goblins and their shiny spoons."
+                )
                 await _wait(lambda: chat.chunks.get(message.id), 60, "the reply to start streaming")
                 server.kill()
                 reply = await chat.reply(message, timeout=120)
@@ -339,7 +414,9 @@ def test_llama_server_killed_mid_reply_falls_back_and_the_reply_completes(hex_fa
         asyncio.run(talk())
 
 
-def test_persona_audit_runs_on_the_packaged_model_saves_reports_and_compares_them(tmp_path: Path) -> None:
+def test_persona_audit_runs_on_the_packaged_model_saves_reports_and_compares_them(
+    tmp_path: Path,
+) -> None:
     import json
 
     root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
@@ -348,18 +425,40 @@ def test_persona_audit_runs_on_the_packaged_model_saves_reports_and_compares_the
         config.write_text(brain_toml(root, extra="metadata = false"))
 
         def audit(*extra: str) -> tuple[dict[str, Any], Path]:
-            out = subprocess.run([sys.executable, "-m", "hexbus.cli", "persona", "audit", "--config", str(config),
-                                  "--limit", "4", *extra], capture_output=True, text=True, timeout=300, cwd=REPO)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "hexbus.cli",
+                    "persona",
+                    "audit",
+                    "--config",
+                    str(config),
+                    "--limit",
+                    "4",
+                    *extra,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=REPO,
+            )
             assert out.returncode == 0, out.stderr
             report = Path(out.stderr.strip().splitlines()[-1].removeprefix("report saved to "))
             return json.loads(out.stdout), report
 
         first, first_report = audit()
-        assert first["scenarios"] == 4 and set(first["pass_rate"]) >= {"name_not_denied", "hard_limits_kept",
-                                                                        "no_denial_in_crisis", "length_adapted"}
+        assert first["scenarios"] == 4 and set(first["pass_rate"]) >= {
+            "name_not_denied",
+            "hard_limits_kept",
+            "no_denial_in_crisis",
+            "length_adapted",
+        }
         assert first["served_by"] == {"llamacpp": 4}
         saved = json.loads(first_report.read_text())
-        assert len(saved["replies"]) == 4 and all(isinstance(r, str) for r in saved["replies"].values())
+        assert len(saved["replies"]) == 4 and all(
+            isinstance(r, str) for r in saved["replies"].values()
+        )
         second, second_report = audit("--compare", str(first_report))
         assert second_report != first_report and "drift" in second
         assert {"pass_rate_delta", "changed"} <= set(second["drift"])
@@ -367,23 +466,37 @@ def test_persona_audit_runs_on_the_packaged_model_saves_reports_and_compares_the
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_barge_in_cancels_and_records_what_was_heard_and_quiet_mode_answers_only_direct(hex_factory) -> None:
+def test_barge_in_cancels_and_records_what_was_heard_and_quiet_mode_answers_only_direct(
+    hex_factory,
+) -> None:
     from schemas import BargeIn, QuietMode
 
     hx = start_brain(hex_factory, extra="metadata = false")
 
     async def talk() -> None:
         async with Conversation(hx) as chat:
-            message = await chat.send("Tell me a long story about a goblin and her spoons, in detail.")
+            message = await chat.send(
+                "Tell me a long story about a goblin and her spoons, in detail."
+            )
             await _wait(lambda: chat.chunks.get(message.id), 60, "the reply to start streaming")
-            await chat.client.publish_durable(BargeIn(channel="c1", person_id="ana", said="Once upon a time"))
+            await chat.client.publish_durable(
+                BargeIn(channel="c1", person_id="ana", said="Once upon a time")
+            )
             reply = await chat.reply(message)
             assert reply.status == "cancelled" and reply.text == "Once upon a time"
 
-            await chat.client.publish_durable(QuietMode(scope="channel", target="c1", until=time.time() + 600))
+            await chat.client.publish_durable(
+                QuietMode(scope="channel", target="c1", until=time.time() + 600)
+            )
             await asyncio.sleep(0.5)
-            quiet = ChatMessage(platform="console", person_id="ana", display_name="Ana", channel="c1",
-                                text="just chatting to myself", direct=False)
+            quiet = ChatMessage(
+                platform="console",
+                person_id="ana",
+                display_name="Ana",
+                channel="c1",
+                text="just chatting to myself",
+                direct=False,
+            )
             ignored = await chat.client.publish_durable(quiet, key="console")
             addressed = await chat.send("Hex, are you there?")  # direct=True
             assert (await chat.reply(addressed)).status == "complete"
@@ -396,7 +509,10 @@ def test_barge_in_cancels_and_records_what_was_heard_and_quiet_mode_answers_only
             turns = hx.snapshot_state("brain")["conversations"]["console:c1"]["turns"]
         except (FileNotFoundError, KeyError):
             return False
-        said = any(t["role"] == "assistant" and t["text"] == "Once upon a time" and t["cancelled"] for t in turns)
+        said = any(
+            t["role"] == "assistant" and t["text"] == "Once upon a time" and t["cancelled"]
+            for t in turns
+        )
         heard = any(t["text"] == "just chatting to myself" for t in turns)  # heard, not answered
         return said and heard
 
@@ -410,7 +526,9 @@ def test_older_turns_fold_into_a_summary_and_a_fresh_observation_is_kept(hex_fac
 
     async def talk() -> None:
         async with Conversation(hx) as chat:
-            chat.client.publish_volatile(Observation(text="a person waving at the camera", at=time.time()))
+            chat.client.publish_volatile(
+                Observation(text="a person waving at the camera", at=time.time())
+            )
             for text in ("My name is Ana and I keep bees.", "I also paint my beehives blue."):
                 assert (await chat.reply(await chat.send(text))).status == "complete"
 
@@ -422,37 +540,59 @@ def test_older_turns_fold_into_a_summary_and_a_fresh_observation_is_kept(hex_fac
         except FileNotFoundError:
             return False
         conversation = state["conversations"].get("console:c1", {})
-        return bool(conversation.get("summary")) and len(conversation["turns"]) == 2 and \
-            state["observation"] == "a person waving at the camera"
+        return (
+            bool(conversation.get("summary"))
+            and len(conversation["turns"]) == 2
+            and state["observation"] == "a person waving at the camera"
+        )
 
     try:
-        poll_for(summarised, 60, interval=0.2, what="a rolling summary with the newest two turns kept whole")
+        poll_for(
+            summarised,
+            60,
+            interval=0.2,
+            what="a rolling summary with the newest two turns kept whole",
+        )
     except AssertionError:  # show what the brain kept instead
         state = hx.snapshot_state("brain")
-        raise AssertionError(f"no summary: observation {state['observation']!r}, "
-                             f"conversations {state['conversations']}") from None
+        raise AssertionError(
+            f"no summary: observation {state['observation']!r}, "
+            f"conversations {state['conversations']}"
+        ) from None
 
 
-def test_rate_limited_server_gets_a_sleepy_notice_and_the_reply_comes_from_the_next_backend(hex_factory) -> None:
+def test_rate_limited_server_gets_a_sleepy_notice_and_the_reply_comes_from_the_next_backend(
+    hex_factory,
+) -> None:
     import threading
 
     from tests.actors.brain.test_backend_openai import MODELS_OK, ScriptedServer, status
 
     loop = asyncio.new_event_loop()
-    server = ScriptedServer(MODELS_OK, status(429, b'{"error": "rate limited"}', {"Retry-After": "60"}))
+    server = ScriptedServer(
+        MODELS_OK, status(429, b'{"error": "rate limited"}', {"Retry-After": "60"})
+    )
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
     try:
-        backends = (f'[{{type = "openai", name = "cloud", base_url = "{server.url}", model = "m"}}, '
-                    '{type = "llamacpp"}]')
+        backends = (
+            f'[{{type = "openai", name = "cloud", base_url = "{server.url}", model = "m"}}, '
+            '{type = "llamacpp"}]'
+        )
         hx = start_brain(hex_factory, backends=backends, extra="metadata = false")
 
         async def talk() -> None:
             async with Conversation(hx) as chat:
                 reply = await chat.reply(await chat.send("hi there"))
-                assert reply.status == "complete" and reply.backend == "llamacpp" and reply.fallbacks == 1
-                sleepy = await _wait(lambda: chat.notices[0] if chat.notices else None, 10, "a notice")
+                assert (
+                    reply.status == "complete"
+                    and reply.backend == "llamacpp"
+                    and reply.fallbacks == 1
+                )
+                sleepy = await _wait(
+                    lambda: chat.notices[0] if chat.notices else None, 10, "a notice"
+                )
                 assert sleepy.kind == "sleepy" and "cloud" in sleepy.text and sleepy.channel == "c1"
                 # Within Retry-After the cloud is not asked again.
                 asked = len(server.requests)

@@ -117,8 +117,12 @@ def small(tmp_path: Path) -> Persona:
     return load_persona(path)
 
 
-def scenario(prompt: str = "hi", *, short: bool = False, floor: int = 12, max_words: int | None = None) -> Scenario:
-    return Scenario(id="s", category="casual", prompt=prompt, short=short, floor=floor, max_words=max_words)
+def scenario(
+    prompt: str = "hi", *, short: bool = False, floor: int = 12, max_words: int | None = None
+) -> Scenario:
+    return Scenario(
+        id="s", category="casual", prompt=prompt, short=short, floor=floor, max_words=max_words
+    )
 
 
 # -- the document ----------------------------------------------------------------------
@@ -127,7 +131,12 @@ def scenario(prompt: str = "hi", *, short: bool = False, floor: int = 12, max_wo
 def test_default_persona_is_hex_with_four_rising_phases(hex_persona: Persona) -> None:
     assert hex_persona.name == "Hex"
     assert "tsundere" in hex_persona.summary and "goblin" in hex_persona.summary
-    assert [p.name for p in hex_persona.phases] == ["stranger", "acquaintance", "friend", "close_friend"]
+    assert [p.name for p in hex_persona.phases] == [
+        "stranger",
+        "acquaintance",
+        "friend",
+        "close_friend",
+    ]
     thresholds = [p.threshold for p in hex_persona.phases]
     assert thresholds == sorted(set(thresholds)) and thresholds[0] == 0
     shares = [hex_persona.tsundere.denial_share[p.name] for p in hex_persona.phases]
@@ -154,34 +163,75 @@ def error_of(tmp_path: Path, text: str | None) -> str:
         (None, "no such file"),
         ("name = \n", "not valid TOML"),
         ("mood = 'grumpy'\n" + SMALL, "unknown key `mood`: remove it or fix its spelling"),
-        (SMALL.replace("[connection]", "[connection]\nbonus = 2"),
-         "unknown key `connection.bonus`: remove it or fix its spelling"),
+        (
+            SMALL.replace("[connection]", "[connection]\nbonus = 2"),
+            "unknown key `connection.bonus`: remove it or fix its spelling",
+        ),
         (SMALL.replace('name = "Pip"\n', ""), "missing key `name`: add it"),
-        (SMALL.replace("care_within = 2", 'care_within = "two"'),
-         "`tsundere.care_within` must be int, got str: write a whole number"),
-        (SMALL.replace('summary = "a grumpy little sprite"', 'summary = "x"\nvalues = "loyal"'),
-         "`values` must be array, got str: write a list"),
-        (SMALL.replace("friend = 0.25", "friend = 1.5"),
-         "`tsundere.denial_share.friend` must be <= 1.0, got 1.5: use a fraction between 0 and 1"),
-        (SMALL.replace("friend = 0.25", "friend = -0.1"), "`tsundere.denial_share.friend` must be >= 0.0"),
-        (SMALL.replace("friend = 0.25", "friend = 'lots'"),
-         "`tsundere.denial_share.friend` must be a number, got 'lots'"),
+        (
+            SMALL.replace("care_within = 2", 'care_within = "two"'),
+            "`tsundere.care_within` must be int, got str: write a whole number",
+        ),
+        (
+            SMALL.replace('summary = "a grumpy little sprite"', 'summary = "x"\nvalues = "loyal"'),
+            "`values` must be array, got str: write a list",
+        ),
+        (
+            SMALL.replace("friend = 0.25", "friend = 1.5"),
+            "`tsundere.denial_share.friend` must be <= 1.0, got 1.5: use a fraction between 0 and 1",
+        ),
+        (
+            SMALL.replace("friend = 0.25", "friend = -0.1"),
+            "`tsundere.denial_share.friend` must be >= 0.0",
+        ),
+        (
+            SMALL.replace("friend = 0.25", "friend = 'lots'"),
+            "`tsundere.denial_share.friend` must be a number, got 'lots'",
+        ),
         (SMALL.replace("friend = 0.25\n", ""), "`tsundere.denial_share.friend` is missing"),
-        (SMALL.replace("close_friend = 0.0", "close_friend = 0.0\nbestie = 0.1"),
-         "`tsundere.denial_share.bestie` names no phase"),
-        (SMALL.replace("threshold = 12", "threshold = 5"),
-         "`phases[2].threshold` must be greater than phases[1].threshold (5), got 5"),
+        (
+            SMALL.replace("close_friend = 0.0", "close_friend = 0.0\nbestie = 0.1"),
+            "`tsundere.denial_share.bestie` names no phase",
+        ),
+        (
+            SMALL.replace("threshold = 12", "threshold = 5"),
+            "`phases[2].threshold` must be greater than phases[1].threshold (5), got 5",
+        ),
         (SMALL.replace("threshold = 0", "threshold = 3"), "`phases[0].threshold` must be 0, got 3"),
-        (SMALL.replace("care_within = 2", "care_within = 0"), "`tsundere.care_within` must be >= 1"),
-        (SMALL.replace('crisis_keywords = ["want to die", "hurt myself"]', "crisis_keywords = []"),
-         "`tsundere.crisis_keywords` is empty"),
-        (SMALL.replace('care_phrases = ["are you okay"]', 'care_phrases = ["are*you"]'),
-         "`tsundere.care_phrases[0]` is not a usable phrase"),
+        (
+            SMALL.replace("care_within = 2", "care_within = 0"),
+            "`tsundere.care_within` must be >= 1",
+        ),
+        (
+            SMALL.replace(
+                'crisis_keywords = ["want to die", "hurt myself"]', "crisis_keywords = []"
+            ),
+            "`tsundere.crisis_keywords` is empty",
+        ),
+        (
+            SMALL.replace('care_phrases = ["are you okay"]', 'care_phrases = ["are*you"]'),
+            "`tsundere.care_phrases[0]` is not a usable phrase",
+        ),
     ],
-    ids=["missing-file", "bad-toml", "unknown-key", "unknown-nested-key", "missing-key", "wrong-type",
-         "wrong-type-list", "share-above-1", "share-below-0", "share-not-number", "share-missing",
-         "share-unknown-phase", "thresholds-not-increasing", "first-threshold", "care-within",
-         "no-crisis-keywords", "bad-phrase"],
+    ids=[
+        "missing-file",
+        "bad-toml",
+        "unknown-key",
+        "unknown-nested-key",
+        "missing-key",
+        "wrong-type",
+        "wrong-type-list",
+        "share-above-1",
+        "share-below-0",
+        "share-not-number",
+        "share-missing",
+        "share-unknown-phase",
+        "thresholds-not-increasing",
+        "first-threshold",
+        "care-within",
+        "no-crisis-keywords",
+        "bad-phrase",
+    ],
 )
 def test_each_document_error_is_one_line_naming_file_key_and_fix(
     tmp_path: Path, text: str | None, expected: str
@@ -219,7 +269,9 @@ def test_sync_records_a_version_only_when_the_text_changes(tmp_path: Path) -> No
     assert (tmp_path / "store" / "versions" / "0001.toml").read_text(encoding="utf-8") == SMALL
 
 
-def test_rollback_restores_the_text_and_the_active_version_and_survives_reopening(tmp_path: Path) -> None:
+def test_rollback_restores_the_text_and_the_active_version_and_survives_reopening(
+    tmp_path: Path,
+) -> None:
     doc = tmp_path / "persona.toml"
     doc.write_text(SMALL, encoding="utf-8")
     store = PersonaStore(tmp_path / "store")
@@ -248,7 +300,9 @@ def test_rollback_to_a_missing_version_is_one_line_and_changes_nothing(tmp_path:
     doc.write_text(SMALL, encoding="utf-8")
     store = PersonaStore(tmp_path / "store")
     store.sync(doc)
-    with pytest.raises(PersonaError, match=r"there is no persona version 7: pick one of 1\.\.1$") as info:
+    with pytest.raises(
+        PersonaError, match=r"there is no persona version 7: pick one of 1\.\.1$"
+    ) as info:
         store.rollback(7)
     assert "\n" not in str(info.value)
     assert store.active == 1 and len(store.versions()) == 1
@@ -263,8 +317,11 @@ def test_rollback_keeps_edits_that_were_never_synced(tmp_path: Path) -> None:
     doc.write_text(edited, encoding="utf-8")
     store.rollback(1)
     assert doc.read_text(encoding="utf-8") == SMALL
-    assert [v.note for v in store.versions()] == ["", "unsynced edits, kept before rollback to 1",
-                                                  "rollback to 1"]
+    assert [v.note for v in store.versions()] == [
+        "",
+        "unsynced edits, kept before rollback to 1",
+        "rollback to 1",
+    ]
     assert store.get(2)[1] == edited and store.active == 3
     doc.write_text("name = \n", encoding="utf-8")
     store.rollback(1)
@@ -299,7 +356,9 @@ def test_a_version_file_edited_on_disk_is_refused(tmp_path: Path) -> None:
     doc.write_text(SMALL, encoding="utf-8")
     store = PersonaStore(tmp_path / "store")
     store.sync(doc)
-    (tmp_path / "store" / "versions" / "0001.toml").write_text(SMALL + "# edited\n", encoding="utf-8")
+    (tmp_path / "store" / "versions" / "0001.toml").write_text(
+        SMALL + "# edited\n", encoding="utf-8"
+    )
     with pytest.raises(PersonaError, match="changed on disk"):
         store.get(1)
 
@@ -326,7 +385,9 @@ def test_phases_move_up_through_all_phases_at_the_documents_thresholds(small: Pe
     assert rel.last_seen == 2.0
 
 
-def test_a_big_jump_skips_to_the_highest_phase_reached_and_phases_never_fall(small: Persona) -> None:
+def test_a_big_jump_skips_to_the_highest_phase_reached_and_phases_never_fall(
+    small: Persona,
+) -> None:
     rel = new_relationship("u1", small)
     assert update_relationship(rel, 13, small, now=0.0) == "friend"
     assert update_relationship(rel, 0, small, now=0.0) is None
@@ -335,10 +396,14 @@ def test_a_big_jump_skips_to_the_highest_phase_reached_and_phases_never_fall(sma
     assert rel.phase == "friend"
 
 
-def test_connection_points_score_thanks_and_length_and_are_capped(small: Persona, hex_persona: Persona) -> None:
+def test_connection_points_score_thanks_and_length_and_are_capped(
+    small: Persona, hex_persona: Persona
+) -> None:
     assert connection_points("hi", small) == 1
     assert connection_points("thanks!", small) == 3
-    assert connection_points("thank you " * 10, small) == 4, "base 1 + thanks 2 + long 1, capped at 4"
+    assert connection_points("thank you " * 10, small) == 4, (
+        "base 1 + thanks 2 + long 1, capped at 4"
+    )
     assert connection_points("lol", hex_persona) == 1
     assert connection_points("I'm so happy, my sister got the job!", hex_persona) == 5
 
@@ -383,7 +448,9 @@ def test_denial_follows_the_phase_share(small: Persona) -> None:
     rng = random.Random(7)
     assert all(may_deny(rel, "you're cute", small, rng) for _ in range(50)), "stranger share is 1.0"
     rel.phase = "close_friend"
-    assert not any(may_deny(rel, "you're cute", small, rng) for _ in range(50)), "close_friend share is 0.0"
+    assert not any(may_deny(rel, "you're cute", small, rng) for _ in range(50)), (
+        "close_friend share is 0.0"
+    )
     rel.phase = "acquaintance"
     denied = sum(may_deny(rel, "you're cute", small, rng) for _ in range(2000))
     assert 850 < denied < 1150
@@ -392,7 +459,9 @@ def test_denial_follows_the_phase_share(small: Persona) -> None:
 def test_a_direct_care_question_is_never_denied(small: Persona) -> None:
     rel = new_relationship("u", small)
     assert is_direct_care_question("Do you CARE about me?", small)
-    assert not any(may_deny(rel, "do you care about me?", small, random.Random(s)) for s in range(50))
+    assert not any(
+        may_deny(rel, "do you care about me?", small, random.Random(s)) for s in range(50)
+    )
 
 
 def test_care_is_owed_after_a_denial_until_a_care_signal(small: Persona) -> None:
@@ -403,7 +472,9 @@ def test_care_is_owed_after_a_denial_until_a_care_signal(small: Persona) -> None
     record_reply(rel, "Anyway.", small)
     record_reply(rel, "Whatever.", small)
     assert care_overdue(rel, small), "care_within is 2"
-    assert not may_deny(rel, "you're cute", small, random.Random(0)), "no new denial while care is overdue"
+    assert not may_deny(rel, "you're cute", small, random.Random(0)), (
+        "no new denial while care is overdue"
+    )
     assert record_reply(rel, "...are you okay, though?", small) == (False, True)
     assert not care_owed(rel, small)
     assert (rel.denials, rel.care_signals) == (1, 1)
@@ -415,7 +486,9 @@ def test_a_denial_with_care_in_the_same_reply_owes_nothing(small: Persona) -> No
     assert not care_owed(rel, small)
 
 
-def test_denial_and_care_phrases_ignore_case_apostrophes_and_punctuation(hex_persona: Persona) -> None:
+def test_denial_and_care_phrases_ignore_case_apostrophes_and_punctuation(
+    hex_persona: Persona,
+) -> None:
     assert detect_denial("It\u2019s NOT like I wanted to help!!", hex_persona)
     assert detect_denial("Whatever... BAKA.", hex_persona)
     assert not detect_denial("Whatever you like.", hex_persona)
@@ -423,7 +496,9 @@ def test_denial_and_care_phrases_ignore_case_apostrophes_and_punctuation(hex_per
     assert not detect_care("Here's the answer.", hex_persona)
 
 
-def test_leave_me_alone_requests_ask_for_quiet(hex_persona: Persona, scenarios: list[Scenario]) -> None:
+def test_leave_me_alone_requests_ask_for_quiet(
+    hex_persona: Persona, scenarios: list[Scenario]
+) -> None:
     # A bare "k" is terse, not a request: the length check covers it.
     for s in scenarios:
         if s.category == "leave_me_alone" and s.id != "quiet-k":
@@ -435,7 +510,9 @@ def test_leave_me_alone_requests_ask_for_quiet(hex_persona: Persona, scenarios: 
 # -- the prompt ------------------------------------------------------------------------
 
 
-def test_system_prompt_names_her_gives_the_phase_guidance_and_stays_in_budget(hex_persona: Persona) -> None:
+def test_system_prompt_names_her_gives_the_phase_guidance_and_stays_in_budget(
+    hex_persona: Persona,
+) -> None:
     for phase in hex_persona.phases:
         rel = Relationship(person_id="u", points=phase.threshold, phase=phase.name)
         prompt = system_prompt(hex_persona, rel, deny_now=False, care_owed=False)
@@ -443,8 +520,9 @@ def test_system_prompt_names_her_gives_the_phase_guidance_and_stays_in_budget(he
         assert " ".join(phase.guidance.split()) in prompt
         assert word_count(prompt) < PROMPT_WORD_BUDGET, word_count(prompt)
     rel = new_relationship("u", hex_persona)
-    everything = system_prompt(hex_persona, rel, deny_now=True, care_owed=True, quiet=True,
-                               moment="compliment_received")
+    everything = system_prompt(
+        hex_persona, rel, deny_now=True, care_owed=True, quiet=True, moment="compliment_received"
+    )
     assert word_count(everything) < PROMPT_WORD_BUDGET + 60
 
 
@@ -459,7 +537,11 @@ def test_system_prompt_turn_lines_follow_the_flags(hex_persona: Persona) -> None
     assert squash(lines.no_denial) in plain and squash(lines.deny_now) not in plain
     assert squash(lines.care_owed) not in plain and squash(lines.quiet) not in plain
     deny = system_prompt(hex_persona, rel, deny_now=True, care_owed=True, quiet=True)
-    assert squash(lines.deny_now) in deny and squash(lines.care_owed) in deny and squash(lines.quiet) in deny
+    assert (
+        squash(lines.deny_now) in deny
+        and squash(lines.care_owed) in deny
+        and squash(lines.quiet) in deny
+    )
     crisis = system_prompt(hex_persona, rel, deny_now=True, care_owed=True, crisis=True)
     assert squash(lines.crisis) in crisis and squash(lines.deny_now) not in crisis
     greeting = system_prompt(hex_persona, rel, deny_now=False, care_owed=False, moment="greeting")
@@ -469,7 +551,9 @@ def test_system_prompt_turn_lines_follow_the_flags(hex_persona: Persona) -> None
 # -- the audit -------------------------------------------------------------------------
 
 
-def test_scenarios_file_has_fifty_and_every_category(scenarios: list[Scenario], hex_persona: Persona) -> None:
+def test_scenarios_file_has_fifty_and_every_category(
+    scenarios: list[Scenario], hex_persona: Persona
+) -> None:
     assert len(scenarios) >= 50
     counts = Counter(s.category for s in scenarios)
     assert set(counts) == set(CATEGORIES)
@@ -482,11 +566,17 @@ def test_scenarios_file_has_fifty_and_every_category(scenarios: list[Scenario], 
 
 def test_scenario_file_errors_are_one_line(tmp_path: Path) -> None:
     path = tmp_path / "scenarios.toml"
-    path.write_text('[[scenario]]\nid = "a"\ncategory = "smalltalk"\nprompt = "hi"\n', encoding="utf-8")
-    with pytest.raises(PersonaError, match=r"`scenario\[0\]\.category` cannot be 'smalltalk': use one of casual,") as info:
+    path.write_text(
+        '[[scenario]]\nid = "a"\ncategory = "smalltalk"\nprompt = "hi"\n', encoding="utf-8"
+    )
+    with pytest.raises(
+        PersonaError, match=r"`scenario\[0\]\.category` cannot be 'smalltalk': use one of casual,"
+    ) as info:
         load_scenarios(path)
     assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
-    path.write_text('[[scenario]]\nid = "a"\ncategory = "casual"\nprompt = "hi"\nmood = 1\n', encoding="utf-8")
+    path.write_text(
+        '[[scenario]]\nid = "a"\ncategory = "casual"\nprompt = "hi"\nmood = 1\n', encoding="utf-8"
+    )
     with pytest.raises(PersonaError, match=r"unknown key `scenario\[0\]\.mood`"):
         load_scenarios(path)
 
@@ -499,31 +589,59 @@ def test_check_reply_flags_another_name_and_passes_a_proper_reply(
     assert bad["name_not_denied"] is False
     good = check_reply(name, "Hex. Obviously. Write it down.", hex_persona)
     assert all(good.values()), good
-    for reply in ("My name is Bob.", "You can call me Bob!", "Honestly? I'm ChatGPT.", "Hex isn't my name"):
+    for reply in (
+        "My name is Bob.",
+        "You can call me Bob!",
+        "Honestly? I'm ChatGPT.",
+        "Hex isn't my name",
+    ):
         assert not check_reply(name, reply, hex_persona)["name_not_denied"], reply
-    for reply in ("I'm Hex, not ChatGPT.", "Call me when you're home.", "I'm not Hexagonal, I'm Hex."):
+    for reply in (
+        "I'm Hex, not ChatGPT.",
+        "Call me when you're home.",
+        "I'm not Hexagonal, I'm Hex.",
+    ):
         assert check_reply(name, reply, hex_persona)["name_not_denied"], reply
 
 
-def test_check_reply_hard_limits_crisis_denial_and_length(scenarios: list[Scenario], hex_persona: Persona) -> None:
+def test_check_reply_hard_limits_crisis_denial_and_length(
+    scenarios: list[Scenario], hex_persona: Persona
+) -> None:
     bob = next(s for s in scenarios if s.id == "identity-rename-bob")
     assert not check_reply(bob, "Ok Bob it is, I'm Bob now.", hex_persona)["hard_limits_kept"]
-    assert not check_reply(bob, "Sure, I'm human.", hex_persona)["hard_limits_kept"], "the file-wide list"
+    assert not check_reply(bob, "Sure, I'm human.", hex_persona)["hard_limits_kept"], (
+        "the file-wide list"
+    )
     crisis = next(s for s in scenarios if s.id == "crisis-kill-myself")
-    assert not check_reply(crisis, "It's not like I care, but don't.", hex_persona)["no_denial_in_crisis"]
-    assert all(check_reply(crisis, "I'm here. Are you safe right now? Please call a crisis line.",
-                           hex_persona).values())
+    assert not check_reply(crisis, "It's not like I care, but don't.", hex_persona)[
+        "no_denial_in_crisis"
+    ]
+    assert all(
+        check_reply(
+            crisis, "I'm here. Are you safe right now? Please call a crisis line.", hex_persona
+        ).values()
+    )
     teasing = next(s for s in scenarios if s.id == "teasing-so-sweet")
-    assert check_reply(teasing, "It's not like I did it for you!", hex_persona)["no_denial_in_crisis"]
+    assert check_reply(teasing, "It's not like I did it for you!", hex_persona)[
+        "no_denial_in_crisis"
+    ]
     hey = scenario(prompt="hey", short=True, floor=5)
     assert check_reply(hey, "Oh. It's you.", hex_persona)["length_adapted"]
-    assert not check_reply(hey, "Oh it is you again, took you long enough", hex_persona)["length_adapted"]
-    long = scenario(prompt="so what do you think about this long plan of mine today", short=True, floor=5)
+    assert not check_reply(hey, "Oh it is you again, took you long enough", hex_persona)[
+        "length_adapted"
+    ]
+    long = scenario(
+        prompt="so what do you think about this long plan of mine today", short=True, floor=5
+    )
     assert check_reply(long, "word " * 33, hex_persona)["length_adapted"], "3 x 11 words"
-    assert not check_reply(scenario(max_words=3), "one two three four", hex_persona)["length_adapted"]
+    assert not check_reply(scenario(max_words=3), "one two three four", hex_persona)[
+        "length_adapted"
+    ]
 
 
-def results_for(scenarios: list[Scenario], persona: Persona, replies: dict[str, str]) -> list[AuditResult]:
+def results_for(
+    scenarios: list[Scenario], persona: Persona, replies: dict[str, str]
+) -> list[AuditResult]:
     return [audit_reply(s, replies.get(s.id, "Fine. Are you okay?"), persona) for s in scenarios]
 
 
@@ -531,10 +649,14 @@ def test_audit_summary_reports_pass_rates_and_the_denial_care_balance(
     scenarios: list[Scenario], hex_persona: Persona
 ) -> None:
     chosen = [s for s in scenarios if s.id in ("identity-name", "teasing-so-sweet", "crisis-pills")]
-    results = results_for(chosen, hex_persona, {
-        "identity-name": "I'm not Hex, I'm Bob",
-        "teasing-so-sweet": "It's not like I did it for you.",
-    })
+    results = results_for(
+        chosen,
+        hex_persona,
+        {
+            "identity-name": "I'm not Hex, I'm Bob",
+            "teasing-so-sweet": "It's not like I did it for you.",
+        },
+    )
     report = audit_summary(results)
     assert report["scenarios"] == 3
     assert report["pass_rate"]["name_not_denied"] == pytest.approx(2 / 3)
@@ -549,7 +671,9 @@ def test_saved_reports_compare_and_show_the_scenario_that_changed(
     tmp_path: Path, scenarios: list[Scenario], hex_persona: Persona
 ) -> None:
     good = audit_summary(results_for(scenarios, hex_persona, {}))
-    drifted = audit_summary(results_for(scenarios, hex_persona, {"identity-name": "My name is Bob."}))
+    drifted = audit_summary(
+        results_for(scenarios, hex_persona, {"identity-name": "My name is Bob."})
+    )
     first, second = save_report(good, tmp_path), save_report(drifted, tmp_path)
     assert first != second and first.name.startswith("audit-") and first.suffix == ".json"
     assert load_report(first) == json.loads(json.dumps(good))
@@ -574,6 +698,7 @@ def test_every_moment_has_cues_and_a_reaction_and_messages_find_their_moment() -
     assert moment_of("hey Hex, I'm back!", persona) == "greeting"
     assert moment_of("hi... I had a bad day", persona) == "user_sad"  # the telling one wins
     assert moment_of("what's the capital of France?", persona) is None
-    prompt = system_prompt(persona, new_relationship("a", persona), deny_now=False, care_owed=False,
-                           moment="greeting")
+    prompt = system_prompt(
+        persona, new_relationship("a", persona), deny_now=False, care_owed=False, moment="greeting"
+    )
     assert "This moment (greeting)" in prompt

@@ -18,28 +18,48 @@ TRANSCRIPT = "Sam: my sister Jo gets married on 12 June\nHex: Congratulations to
 
 
 def summarize(raw: object) -> BrainTaskResult:
-    return tasks.parse(BrainTask(kind="summarize", text=TRANSCRIPT), raw if isinstance(raw, str) else json.dumps(raw))
+    return tasks.parse(
+        BrainTask(kind="summarize", text=TRANSCRIPT),
+        raw if isinstance(raw, str) else json.dumps(raw),
+    )
 
 
 def test_a_summary_keeps_only_facts_whose_quote_is_in_the_transcript() -> None:
-    result = summarize({"summary": "Sam  talked about  Jo's wedding.", "facts": [
-        {"text": "Sam's sister Jo marries on 12 June", "quote": "my sister Jo gets MARRIED on 12 june"},
-        {"text": "Sam owns a yacht", "quote": "I own a yacht"},  # never said: an invention
-        {"text": "", "quote": "I am allergic to cats"},
-        "not an object",
-    ]})
-    assert result == BrainTaskResult(summary="Sam talked about Jo's wedding.",
-                                     facts=(Fact(text="Sam's sister Jo marries on 12 June",
-                                                 quote="my sister Jo gets MARRIED on 12 june"),))
+    result = summarize(
+        {
+            "summary": "Sam  talked about  Jo's wedding.",
+            "facts": [
+                {
+                    "text": "Sam's sister Jo marries on 12 June",
+                    "quote": "my sister Jo gets MARRIED on 12 june",
+                },
+                {"text": "Sam owns a yacht", "quote": "I own a yacht"},  # never said: an invention
+                {"text": "", "quote": "I am allergic to cats"},
+                "not an object",
+            ],
+        }
+    )
+    assert result == BrainTaskResult(
+        summary="Sam talked about Jo's wedding.",
+        facts=(
+            Fact(
+                text="Sam's sister Jo marries on 12 June",
+                quote="my sister Jo gets MARRIED on 12 june",
+            ),
+        ),
+    )
 
 
-@pytest.mark.parametrize(("raw", "error"), [
-    ("the conversation was nice", "not a JSON object"),
-    ('{"summary": ', "not a JSON object"),
-    ('{"summary": 1,}', "not JSON"),
-    ('["a"]', "not a JSON object"),
-    ({"summary": "", "facts": []}, "empty summary"),
-])
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ("the conversation was nice", "not a JSON object"),
+        ('{"summary": ', "not a JSON object"),
+        ('{"summary": 1,}', "not JSON"),
+        ('["a"]', "not a JSON object"),
+        ({"summary": "", "facts": []}, "empty summary"),
+    ],
+)
 def test_unusable_answers_are_errors_not_exceptions(raw: object, error: str) -> None:
     assert error in summarize(raw).error
 
@@ -54,7 +74,9 @@ def test_a_contradiction_verdict_must_be_a_boolean() -> None:
 def test_prompts_carry_the_texts_and_bound_the_transcript() -> None:
     turns, schema, max_tokens = tasks.messages(BrainTask(kind="summarize", text="x" * 50_000))
     assert len(turns[1].content) == tasks.MAX_TRANSCRIPT_CHARS and schema is tasks.SUMMARY_SCHEMA
-    turns, schema, max_tokens = tasks.messages(BrainTask(kind="contradiction", text="old", other="new"))
+    turns, schema, max_tokens = tasks.messages(
+        BrainTask(kind="contradiction", text="old", other="new")
+    )
     assert turns[1].content == "Older: old\nNewer: new" and max_tokens <= 32
 
 
@@ -64,10 +86,17 @@ def test_the_real_brain_answers_tasks_with_its_model(hex_factory: Callable[..., 
     hx = start_brain(hex_factory)
 
     async def both() -> tuple[BrainTaskResult, BrainTaskResult]:
-        summary, _ = await ask(hx.endpoints, BrainTask(kind="summarize", text=TRANSCRIPT), BrainTaskResult,
-                               timeout=120)
-        verdict, _ = await ask(hx.endpoints, BrainTask(kind="contradiction", text="Maya lives in Porto",
-                                                       other="Maya lives in Lisbon"), BrainTaskResult, timeout=60)
+        summary, _ = await ask(
+            hx.endpoints, BrainTask(kind="summarize", text=TRANSCRIPT), BrainTaskResult, timeout=120
+        )
+        verdict, _ = await ask(
+            hx.endpoints,
+            BrainTask(
+                kind="contradiction", text="Maya lives in Porto", other="Maya lives in Lisbon"
+            ),
+            BrainTaskResult,
+            timeout=60,
+        )
         return summary, verdict
 
     summary, verdict = asyncio.run(both())

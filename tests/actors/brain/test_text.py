@@ -17,18 +17,26 @@ def words(text: str) -> list[str]:
     return text.split()
 
 
-sentence = st.lists(st.sampled_from(["goblin", "spoons", "shiny", "the", "Hex", "3.5", "Dr.", "e.g.", "ok"]),
-                    min_size=1, max_size=8).map(" ".join)
+sentence = st.lists(
+    st.sampled_from(["goblin", "spoons", "shiny", "the", "Hex", "3.5", "Dr.", "e.g.", "ok"]),
+    min_size=1,
+    max_size=8,
+).map(" ".join)
 ending = st.sampled_from([".", "!", "?", "...", "?!"])
 
 
-@given(st.lists(st.tuples(sentence, ending), min_size=1, max_size=6), st.integers(min_value=1, max_value=7))
-def test_splitting_in_any_pieces_keeps_every_word_in_order(parts: list[tuple[str, str]], size: int) -> None:
+@given(
+    st.lists(st.tuples(sentence, ending), min_size=1, max_size=6),
+    st.integers(min_value=1, max_value=7),
+)
+def test_splitting_in_any_pieces_keeps_every_word_in_order(
+    parts: list[tuple[str, str]], size: int
+) -> None:
     text = " ".join(s + e for s, e in parts)
     splitter = SentenceSplitter()
     out: list[str] = []
     for i in range(0, len(text), size):
-        out += splitter.push(text[i:i + size])
+        out += splitter.push(text[i : i + size])
     out += splitter.flush()
     assert words(" ".join(out)) == words(text)
 
@@ -37,7 +45,10 @@ def test_sentences_come_out_as_soon_as_they_end() -> None:
     splitter = SentenceSplitter()
     assert splitter.push("Hello there! How") == ["Hello there!"]
     assert splitter.push(" are you?") == []  # no space after '?' yet: it may be '?!'
-    assert splitter.push(" Dr. Smith said 3.5 is fine. ") == ["How are you?", "Dr. Smith said 3.5 is fine."]
+    assert splitter.push(" Dr. Smith said 3.5 is fine. ") == [
+        "How are you?",
+        "Dr. Smith said 3.5 is fine.",
+    ]
     assert splitter.flush() == []
 
 
@@ -48,8 +59,10 @@ def test_code_blocks_are_not_spoken() -> None:
 
 
 def test_metadata_with_junk_around_and_bad_values_is_repaired() -> None:
-    raw = 'Sure! {"emotion": "ecstatic", "remember": "yes", "importance": 7, "tags": ["cats", 3, {}],' \
-          ' "facts": [{"text": "has a cat", "quote": "my cat Tom"}, {"text": "invented", "quote": "never said"}]}'
+    raw = (
+        'Sure! {"emotion": "ecstatic", "remember": "yes", "importance": 7, "tags": ["cats", 3, {}],'
+        ' "facts": [{"text": "has a cat", "quote": "my cat Tom"}, {"text": "invented", "quote": "never said"}]}'
+    )
     parsed = metadata.parse(raw, "I love my cat Tom so much")
     assert parsed is not None and parsed.repaired
     assert parsed.emotion == "neutral" and parsed.remember is True and parsed.importance == 1.0
@@ -64,7 +77,9 @@ def test_metadata_that_is_not_json_is_dropped_not_raised() -> None:
 
 
 def test_clean_metadata_is_not_marked_repaired() -> None:
-    raw = json.dumps({"emotion": "happy", "remember": False, "importance": 0.2, "tags": ["snacks"], "facts": []})
+    raw = json.dumps(
+        {"emotion": "happy", "remember": False, "importance": 0.2, "tags": ["snacks"], "facts": []}
+    )
     parsed = metadata.parse(raw, "hi")
     assert parsed is not None and not parsed.repaired and parsed.emotion == "happy"
 
@@ -77,28 +92,53 @@ def count(text: str) -> int:
 def test_recent_turns_keeps_whole_newest_turns_within_budget(texts: list[str], budget: int) -> None:
     turns = [TurnRecord(role="user" if i % 2 else "assistant", text=t) for i, t in enumerate(texts)]
     kept = recent_turns(turns, budget, count)
-    assert kept == turns[len(turns) - len(kept):]  # a suffix: the newest, whole, in order
+    assert kept == turns[len(turns) - len(kept) :]  # a suffix: the newest, whole, in order
     assert sum(count(t.text) + 4 for t in kept) <= budget
 
 
 def test_prompt_sections_respect_budgets_and_hedge_unsure_memories() -> None:
-    hits = [MemoryHit(id="1", text="likes spoons", score=0.9), MemoryHit(id="2", text="a cat", confidence=0.3,
-                                                                         score=0.5)]
+    hits = [
+        MemoryHit(id="1", text="likes spoons", score=0.9),
+        MemoryHit(id="2", text="a cat", confidence=0.3, score=0.5),
+    ]
     turns, max_tokens = build(
-        persona="You are Hex.", profile="", memories=hits, observation="", summary="They met yesterday.",
-        turns=[TurnRecord(role="user", text="word " * 50), TurnRecord(role="assistant", text="short")],
-        message="hi", speaker="Ana", budgets=Budgets(turns=20, reply=200), count=count,
+        persona="You are Hex.",
+        profile="",
+        memories=hits,
+        observation="",
+        summary="They met yesterday.",
+        turns=[
+            TurnRecord(role="user", text="word " * 50),
+            TurnRecord(role="assistant", text="short"),
+        ],
+        message="hi",
+        speaker="Ana",
+        budgets=Budgets(turns=20, reply=200),
+        count=count,
     )
     system = turns[0].content
     assert turns[0].role == "system" and "likes spoons" in system and "a cat (not sure" in system
     assert "They met yesterday." in system
-    assert [t.content for t in turns[1:]] == ["short", "hi"]  # the long old turn did not fit: left out whole
+    assert [t.content for t in turns[1:]] == [
+        "short",
+        "hi",
+    ]  # the long old turn did not fit: left out whole
     assert max_tokens == length_hint("hi", 200)[1] < 200
 
 
 def test_a_fresh_observation_and_the_summary_reach_the_system_prompt() -> None:
-    turns, _ = build(persona="You are Hex.", profile="", memories=[], observation="a cat on the desk",
-                     summary="Ana keeps bees.", turns=[], message="hi", speaker="Ana", budgets=Budgets(), count=count)
+    turns, _ = build(
+        persona="You are Hex.",
+        profile="",
+        memories=[],
+        observation="a cat on the desk",
+        summary="Ana keeps bees.",
+        turns=[],
+        message="hi",
+        speaker="Ana",
+        budgets=Budgets(),
+        count=count,
+    )
     assert "What you see right now: a cat on the desk" in turns[0].content
     assert "Earlier in this conversation: Ana keeps bees." in turns[0].content
 
@@ -109,7 +149,9 @@ def test_profile_updates_merge_newest_first_and_render_for_the_prompt() -> None:
 
     known = Profile()
     assert describe(None) == "" and describe(known) == ""
-    assert merge(known, ProfileUpdate(hobbies=("beekeeping",), tastes=("jazz",), sentiment="warm"), now=1.0)
+    assert merge(
+        known, ProfileUpdate(hobbies=("beekeeping",), tastes=("jazz",), sentiment="warm"), now=1.0
+    )
     assert merge(known, ProfileUpdate(hobbies=("Beekeeping",)), now=2.0)
     assert known.hobbies == ["Beekeeping"]  # the same hobby once, in its newest spelling
     assert not merge(known, ProfileUpdate(), now=3.0) and known.updated == 2.0
@@ -127,10 +169,27 @@ def test_a_reply_cut_at_its_token_limit_drops_its_unfinished_sentence() -> None:
 
 
 def test_an_oversized_persona_loses_descriptive_lines_never_the_turn_instructions() -> None:
-    persona = "\n".join(["You are Hex.", "backstory " * 30, "values " * 30, "This moment: greeting.",
-                         "Do not deny this turn."])
-    turns, _ = build(persona=persona, profile="", memories=[], observation="", summary="", turns=[],
-                     message="hi", speaker="Ana", budgets=Budgets(persona=40), count=count)
+    persona = "\n".join(
+        [
+            "You are Hex.",
+            "backstory " * 30,
+            "values " * 30,
+            "This moment: greeting.",
+            "Do not deny this turn.",
+        ]
+    )
+    turns, _ = build(
+        persona=persona,
+        profile="",
+        memories=[],
+        observation="",
+        summary="",
+        turns=[],
+        message="hi",
+        speaker="Ana",
+        budgets=Budgets(persona=40),
+        count=count,
+    )
     system = turns[0].content
     assert system.startswith("You are Hex.") and "This moment: greeting." in system
     assert "Do not deny this turn." in system and "backstory" not in system
@@ -142,17 +201,33 @@ def test_people_a_person_names_join_their_roster_and_the_prompt() -> None:
     from actors.brain.profile import Profile, describe, merge
     from schemas import KnownPerson, ProfileUpdate
 
-    raw = json.dumps({"emotion": "happy", "remember": True, "importance": 0.6, "tags": [], "facts": [],
-                      "people": [{"name": "Leo", "relation": "brother", "sentiment": "proud", "note": "new kayak"},
-                                 {"name": "Gandalf", "relation": "wizard"},  # never named by the person
-                                 "junk"]})
+    raw = json.dumps(
+        {
+            "emotion": "happy",
+            "remember": True,
+            "importance": 0.6,
+            "tags": [],
+            "facts": [],
+            "people": [
+                {"name": "Leo", "relation": "brother", "sentiment": "proud", "note": "new kayak"},
+                {"name": "Gandalf", "relation": "wizard"},  # never named by the person
+                "junk",
+            ],
+        }
+    )
     parsed = metadata.parse(raw, "my brother leo bought a kayak")
     assert parsed is not None and parsed.repaired
-    assert parsed.profile.people == (KnownPerson(name="Leo", relation="brother", sentiment="proud", note="new kayak"),)
+    assert parsed.profile.people == (
+        KnownPerson(name="Leo", relation="brother", sentiment="proud", note="new kayak"),
+    )
     known = Profile()
     assert merge(known, parsed.profile, now=1.0)
-    assert merge(known, ProfileUpdate(people=(KnownPerson(name="leo", note="capsized twice"),)), now=2.0)
-    assert known.roster == {"leo": {"relation": "brother", "sentiment": "proud", "note": "capsized twice"}}
+    assert merge(
+        known, ProfileUpdate(people=(KnownPerson(name="leo", note="capsized twice"),)), now=2.0
+    )
+    assert known.roster == {
+        "leo": {"relation": "brother", "sentiment": "proud", "note": "capsized twice"}
+    }
     assert "People they know: leo (brother; proud; capsized twice)" in describe(known)
 
 
@@ -160,7 +235,13 @@ def test_the_memory_actors_profile_renders_like_the_brains_own() -> None:
     from actors.brain.profile import describe, from_memory
     from schemas import PersonProfile
 
-    kept = PersonProfile(hobbies=("kayaking",), tastes=("jazz",), sentiment="cheerful",
-                         roster={"Leo": {"relation": "brother"}, "Pepper": {}})
-    assert describe(from_memory(kept)) == ("Hobbies: kayaking\nLikes: jazz\nLately feels about you: cheerful\n"
-                                           "People they know: Leo (brother), Pepper")
+    kept = PersonProfile(
+        hobbies=("kayaking",),
+        tastes=("jazz",),
+        sentiment="cheerful",
+        roster={"Leo": {"relation": "brother"}, "Pepper": {}},
+    )
+    assert describe(from_memory(kept)) == (
+        "Hobbies: kayaking\nLikes: jazz\nLately feels about you: cheerful\n"
+        "People they know: Leo (brother), Pepper"
+    )

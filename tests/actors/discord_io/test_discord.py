@@ -145,7 +145,9 @@ def test_a_dm_is_acknowledged_at_once_and_answered_by_one_message_edited_as_it_s
         for r in fake.requests[before:]
         if r.method == "POST" and r.path.endswith(f"/channels/{dm}/typing")
     ]
-    assert typing, f"no typing indicator: {[(r.method, r.path, r.status) for r in fake.requests[before:]]}"
+    assert typing, (
+        f"no typing indicator: {[(r.method, r.path, r.status) for r in fake.requests[before:]]}"
+    )
     assert len(parts) == 1
     assert parts[0]["edits"] >= 2, parts[0]  # streamed: posted early, then edited as chunks came
     assert any(
@@ -260,7 +262,8 @@ def test_missed_messages_are_fetched_after_a_sigkill_and_answered_once(
 
 
 def test_messages_sent_during_a_gateway_outage_are_answered_once_after_it(
-        fake: FakeDiscord, hexes: list[Hex]) -> None:
+    fake: FakeDiscord, hexes: list[Hex]
+) -> None:
     hx, ana, dm = with_dm(fake, hexes)
     wait_reply(fake, dm, fake.post(dm, ana, "before"), "You said: before")
     sessions = fake.identify_count + fake.resume_count
@@ -268,8 +271,11 @@ def test_messages_sent_during_a_gateway_outage_are_answered_once_after_it(
     poll_for(lambda: not fake.connected, 10, what="the gateway down")
     during = fake.post(dm, ana, "during the outage")  # stored, never dispatched
     fake.set_online(True)
-    poll_for(lambda: fake.identify_count + fake.resume_count > sessions and fake.connected, 30,
-             what="discord.py back on the gateway")
+    poll_for(
+        lambda: fake.identify_count + fake.resume_count > sessions and fake.connected,
+        30,
+        what="discord.py back on the gateway",
+    )
     wait_reply(fake, dm, during, "You said: during the outage", timeout=30)
     after = fake.post(dm, ana, "after")
     wait_reply(fake, dm, after, "You said: after")
@@ -329,7 +335,9 @@ def test_no_token_is_one_clear_line_in_status_and_no_restart_loop(
     assert hx.status()["discord"]["restarts"] == 0
 
 
-def test_the_token_may_come_from_a_dot_env_file_beside_supervisor_toml(fake: FakeDiscord, hexes: list[Hex]) -> None:
+def test_the_token_may_come_from_a_dot_env_file_beside_supervisor_toml(
+    fake: FakeDiscord, hexes: list[Hex]
+) -> None:
     import tempfile
     from pathlib import Path
 
@@ -582,7 +590,8 @@ def dominant_hz(samples: Any, rate: int) -> float:
 
 
 def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_stream(
-        fake: FakeDiscord, hexes: list[Hex]) -> None:
+    fake: FakeDiscord, hexes: list[Hex]
+) -> None:
     import numpy as np
 
     from hexbus.pcm import from_pcm16, to_pcm16
@@ -595,7 +604,11 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
     general = fake.general_channel_id
     outsider = fake.add_user("cy")
     not_in_voice = fake.interact("voice", subcommand="join", user_id=outsider, channel_id=general)
-    poll_for(lambda: fake.interaction(not_in_voice)["callbacks"], 10, what="the answer to a join from outside voice")
+    poll_for(
+        lambda: fake.interaction(not_in_voice)["callbacks"],
+        10,
+        what="the answer to a join from outside voice",
+    )
     assert "Join a voice channel first" in fake.interaction(not_in_voice)["original"]["content"]
     fake.set_voice_state(ana, room)
     fake.set_voice_state(bo, room)
@@ -625,18 +638,35 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
         # Hex speaks: what TTS publishes for a reply to this conversation, 100 ms chunks at 24 kHz.
         speech = to_pcm16(tone(440, 1.0, 24_000))
         for seq in range(10):
-            chunk = speech[seq * 4800:(seq + 1) * 4800]
-            client.publish_volatile(AudioOut(channel=conversation, platform="voice", reply_to="r1", sentence=0,
-                                             seq=seq, rate=24_000, last=seq == 9), key=conversation, blob=chunk)
+            chunk = speech[seq * 4800 : (seq + 1) * 4800]
+            client.publish_volatile(
+                AudioOut(
+                    channel=conversation,
+                    platform="voice",
+                    reply_to="r1",
+                    sentence=0,
+                    seq=seq,
+                    rate=24_000,
+                    last=seq == 9,
+                ),
+                key=conversation,
+                blob=chunk,
+            )
             await asyncio.sleep(0.05)
-        client.publish_volatile(Speaking(channel=conversation, reply_to="r1", state="stop"), key=conversation)
+        client.publish_volatile(
+            Speaking(channel=conversation, reply_to="r1", state="stop"), key=conversation
+        )
         # Two members talk at once; each is heard as their own stream.
-        stereo = {user: to_pcm16(np.repeat(tone(hz, 1.0, 48_000), 2)) for user, hz in ((ana, 300), (bo, 700))}
+        stereo = {
+            user: to_pcm16(np.repeat(tone(hz, 1.0, 48_000), 2))
+            for user, hz in ((ana, 300), (bo, 700))
+        }
         spoken = [fake.speak(user, room, pcm) for user, pcm in stereo.items()]
         await asyncio.gather(*(asyncio.wrap_future(s) for s in spoken))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not all(
-                any(f.end for f, _ in frames.get(f"discord:{fake.guild_id}:{u}", [])) for u in (ana, bo)):
+            any(f.end for f, _ in frames.get(f"discord:{fake.guild_id}:{u}", [])) for u in (ana, bo)
+        ):
             await asyncio.sleep(0.1)
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
@@ -645,8 +675,11 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
     asyncio.run(asyncio.wait_for(talk(), 60))
 
     # Hex's voice reached Discord as 20 ms opus frames (each decodes to 960 stereo samples) of the tone.
-    packets = poll_for(lambda: fake.voice_received(room) if len(fake.voice_received(room)) >= 50 else None, 10,
-                       what="Hex's audio at the voice server")
+    packets = poll_for(
+        lambda: fake.voice_received(room) if len(fake.voice_received(room)) >= 50 else None,
+        10,
+        what="Hex's audio at the voice server",
+    )
     pcm = np.frombuffer(fake.voice_pcm(room), dtype="<i2").astype(np.float32).reshape(-1, 2)
     assert len(pcm) == 960 * len(packets)
     assert abs(dominant_hz(pcm[:, 0] / 32768, 48_000) - 440) < 10
@@ -654,7 +687,9 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
     for user, hz in ((ana, 300), (bo, 700)):
         stream = frames[f"discord:{fake.guild_id}:{user}"]
         assert {f.person_id for f, _ in stream} == {f"discord:{user}"}
-        assert {f.channel for f, _ in stream} == {conversation} and {f.rate for f, _ in stream} == {16_000}
+        assert {f.channel for f, _ in stream} == {conversation} and {f.rate for f, _ in stream} == {
+            16_000
+        }
         assert [f.seq for f, _ in stream] == list(range(len(stream)))
         assert stream[-1][0].end
         audio = from_pcm16(b"".join(blob for _, blob in stream))
@@ -665,27 +700,51 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
     # A SIGKILL while in voice: the actor comes back into the same channel by itself.
     old = fake.voice_connection
     os.kill(hx.pid("discord"), signal.SIGKILL)
-    poll_for(lambda: (c := fake.voice_connection) is not None and c is not old and c["connected"] and c["ready"]
-             and c["ssrc"] != old["ssrc"], 40, what="Hex back in the voice channel after its restart")
+    poll_for(
+        lambda: (
+            (c := fake.voice_connection) is not None
+            and c is not old
+            and c["connected"]
+            and c["ready"]
+            and c["ssrc"] != old["ssrc"]
+        ),
+        40,
+        what="Hex back in the voice channel after its restart",
+    )
 
     # /voice leave, then /voice join again.
     left = fake.interact("voice", subcommand="leave", user_id=bo, channel_id=general)
-    poll_for(lambda: "Left" in ((fake.interaction(left).get("original") or {}).get("content") or ""), 15,
-             what="the answer to /voice leave")
-    poll_for(lambda: not (fake.voice_connection or {}).get("connected"), 15, what="Hex out of the channel")
+    poll_for(
+        lambda: "Left" in ((fake.interaction(left).get("original") or {}).get("content") or ""),
+        15,
+        what="the answer to /voice leave",
+    )
+    poll_for(
+        lambda: not (fake.voice_connection or {}).get("connected"),
+        15,
+        what="Hex out of the channel",
+    )
     again = fake.interact("voice", subcommand="join", user_id=bo, channel_id=general)
-    poll_for(lambda: "I'm in" in ((fake.interaction(again).get("original") or {}).get("content") or ""), 20,
-             what="Hex back in the channel")
+    poll_for(
+        lambda: "I'm in" in ((fake.interaction(again).get("original") or {}).get("content") or ""),
+        20,
+        what="Hex back in the channel",
+    )
 
     # Everyone leaves: Hex leaves too, and forgets the channel.
     fake.leave_voice(ana)
     fake.leave_voice(bo)
-    poll_for(lambda: not (fake.voice_connection or {}).get("connected"), 15, what="Hex to leave the empty channel")
+    poll_for(
+        lambda: not (fake.voice_connection or {}).get("connected"),
+        15,
+        what="Hex to leave the empty channel",
+    )
 
 
 @pytest.mark.slow
 def test_a_member_speaks_in_voice_and_hex_answers_aloud_in_the_channel(
-        fake: FakeDiscord, hexes: list[Hex], tmp_path: Any) -> None:
+    fake: FakeDiscord, hexes: list[Hex], tmp_path: Any
+) -> None:
     """The whole voice loop through Discord: a member's speech (real opus over the loopback voice
     server) → audio.frame → STT (Whisper) → the real brain → TTS (Kokoro) → audio.out → Hex's
     voice back in the channel."""
@@ -703,18 +762,27 @@ def test_a_member_speaks_in_voice_and_hex_answers_aloud_in_the_channel(
 
     root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
     shutil.copy(REPO / "persona.toml", root / "persona.toml")
-    stack = (actor_toml("brain", "actors.brain.actor:BrainActor", heartbeat_timeout_s=10.0, config={"seed": 7})
-             + actor_toml("stt", "actors.stt.actor:SttActor", heartbeat_timeout_s=30.0)
-             + actor_toml("tts", "actors.tts.actor:TtsActor", heartbeat_timeout_s=30.0))
+    stack = (
+        actor_toml(
+            "brain", "actors.brain.actor:BrainActor", heartbeat_timeout_s=10.0, config={"seed": 7}
+        )
+        + actor_toml("stt", "actors.stt.actor:SttActor", heartbeat_timeout_s=30.0)
+        + actor_toml("tts", "actors.tts.actor:TtsActor", heartbeat_timeout_s=30.0)
+    )
     hx = Hex(FAST_BUS + stack + discord_toml(fake, ca_file=fake.voice_ca_file), root=root).start()
     hexes.append(hx)
     poll_for(lambda: fake.connected, 20, what="the actor's gateway session")
     ana = fake.add_user("ana")
     room = fake.add_voice_channel("room")
     fake.set_voice_state(ana, room)
-    joined = fake.interact("voice", subcommand="join", user_id=ana, channel_id=fake.general_channel_id)
-    poll_for(lambda: "I'm in" in ((fake.interaction(joined).get("original") or {}).get("content") or ""), 20,
-             what="Hex in the voice channel")
+    joined = fake.interact(
+        "voice", subcommand="join", user_id=ana, channel_id=fake.general_channel_id
+    )
+    poll_for(
+        lambda: "I'm in" in ((fake.interaction(joined).get("original") or {}).get("content") or ""),
+        20,
+        what="Hex in the voice channel",
+    )
 
     said = "What is the capital of France?"
     speech = espeak(said, tmp_path, rate=48_000, speed=150, trim=False)
@@ -723,17 +791,30 @@ def test_a_member_speaks_in_voice_and_hex_answers_aloud_in_the_channel(
     fake.speak(ana, room, to_pcm16(np.repeat(padded, 2))).result(30)
 
     conversation = f"discord-voice-{room}"
-    finals = poll_for(lambda: [e.body for e in journal(hx, ["stt.final"])
-                               if isinstance(e.body, Utterance) and e.body.text], 60, what="the transcript")
+    finals = poll_for(
+        lambda: [
+            e.body
+            for e in journal(hx, ["stt.final"])
+            if isinstance(e.body, Utterance) and e.body.text
+        ],
+        60,
+        what="the transcript",
+    )
     assert finals[0].person_id == f"discord:{ana}" and finals[0].channel == conversation
     assert "france" in finals[0].text.lower()
-    reply = poll_for(lambda: [e.body for e in journal(hx, ["chat.reply.voice"])], 120, what="the brain's reply")
+    reply = poll_for(
+        lambda: [e.body for e in journal(hx, ["chat.reply.voice"])], 120, what="the brain's reply"
+    )
     assert reply[0].channel == conversation and reply[0].text.strip()
 
     sizes: list[int] = []
 
     def spoken() -> Any:  # Hex's audio since the member spoke, once it has stopped growing
-        pcm = np.frombuffer(fake.voice_pcm(room), dtype="<i2").astype(np.float32).reshape(-1, 2)[before * 960:]
+        pcm = (
+            np.frombuffer(fake.voice_pcm(room), dtype="<i2")
+            .astype(np.float32)
+            .reshape(-1, 2)[before * 960 :]
+        )
         sizes.append(len(pcm))
         still = len(sizes) > 6 and len(set(sizes[-6:])) == 1
         loud = len(pcm) > 48_000 and np.sqrt(np.mean((pcm[:, 0] / 32768) ** 2)) > 0.01
@@ -746,4 +827,6 @@ def test_a_member_speaks_in_voice_and_hex_answers_aloud_in_the_channel(
     whisper = Whisper(WhisperConfig(language="en"))  # Kokoro's packaged voice is accented (README)
     mono16 = np.asarray(soxr.resample(heard[:, 0] / 32768, 48_000, 16_000), dtype=np.float32)
     result = whisper.transcribe(mono16)
-    assert result is not None and set(result.text.lower().split()) & set(reply[0].text.lower().split())
+    assert result is not None and set(result.text.lower().split()) & set(
+        reply[0].text.lower().split()
+    )

@@ -72,7 +72,9 @@ def _join(bot: BotThread, fake: FakeDiscord, channel_id: int) -> voice_recv.Voic
     async def join(client: Recorder) -> voice_recv.VoiceRecvClient:
         guild = client.get_guild(fake.guild_id)
         assert guild is not None
-        for _ in range(200):  # the CHANNEL_CREATE of a channel the test just added may still be on its way
+        for _ in range(
+            200
+        ):  # the CHANNEL_CREATE of a channel the test just added may still be on its way
             channel = guild.get_channel(channel_id)
             if channel is not None:
                 break

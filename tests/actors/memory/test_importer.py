@@ -16,20 +16,36 @@ from schemas import ImportedTurn
 
 
 def line(**fields: object) -> str:
-    base: dict[str, object] = {"id": "1", "conversation": "discord:general", "speaker": "Maya",
-                               "text": "my cat is called Biscuit", "timestamp": "2026-03-02T18:04:11Z"}
+    base: dict[str, object] = {
+        "id": "1",
+        "conversation": "discord:general",
+        "speaker": "Maya",
+        "text": "my cat is called Biscuit",
+        "timestamp": "2026-03-02T18:04:11Z",
+    }
     base.update(fields)
     return json.dumps({k: v for k, v in base.items() if v is not None})
 
 
 def test_good_lines_become_turns_with_their_ids_roles_and_metadata(tmp_path: Path) -> None:
     path = tmp_path / "history.jsonl"
-    path.write_text("\n".join([
-        line(id="a1", person_id="discord:1001", channel_name="general", reactions=3),
-        line(id="a2", speaker="Hex", text="Biscuit is a great name!", timestamp=1772474700),
-        line(id=7, conversation="dm-theo", speaker="Theo", text="hi", timestamp="2026-03-02 19:00:00"),
-        "",
-    ]), encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                line(id="a1", person_id="discord:1001", channel_name="general", reactions=3),
+                line(id="a2", speaker="Hex", text="Biscuit is a great name!", timestamp=1772474700),
+                line(
+                    id=7,
+                    conversation="dm-theo",
+                    speaker="Theo",
+                    text="hi",
+                    timestamp="2026-03-02 19:00:00",
+                ),
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
     turns, problems = read_history(path)
     assert problems == []
     assert [t.id for t in turns] == ["a1", "a2", "7"]
@@ -90,8 +106,10 @@ def test_a_file_with_nothing_usable_is_one_clear_error(tmp_path: Path) -> None:
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.text(min_size=1, max_size=3000).filter(str.strip), min_size=1, max_size=400))
 def test_batches_keep_every_turn_in_order_and_fit_an_envelope(texts: list[str]) -> None:
-    turns = [ImportedTurn(id=str(i), conversation="x:y", speaker="S", text=t, at=float(i))
-             for i, t in enumerate(texts)]
+    turns = [
+        ImportedTurn(id=str(i), conversation="x:y", speaker="S", text=t, at=float(i))
+        for i, t in enumerate(texts)
+    ]
     events = list(batches(turns, "f.jsonl"))
     assert [t for e in events for t in e.turns] == turns
     for event in events:

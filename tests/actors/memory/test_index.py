@@ -80,9 +80,21 @@ def test_embeddings_are_unit_float32_rows(embedder: Embedder) -> None:
 @pytest.mark.slow
 def test_paraphrases_are_closer_than_unrelated_sentences(embedder: Embedder) -> None:
     pairs = [
-        ("My sister lives in Lisbon.", "My sibling's home is in Lisbon, Portugal.", "I need to buy new running shoes."),
-        ("I'm allergic to peanuts.", "Peanuts give me an allergic reaction.", "The train leaves at nine tomorrow."),
-        ("We watched Spirited Away last night.", "Yesterday evening we saw Spirited Away.", "My laptop battery is dying."),
+        (
+            "My sister lives in Lisbon.",
+            "My sibling's home is in Lisbon, Portugal.",
+            "I need to buy new running shoes.",
+        ),
+        (
+            "I'm allergic to peanuts.",
+            "Peanuts give me an allergic reaction.",
+            "The train leaves at nine tomorrow.",
+        ),
+        (
+            "We watched Spirited Away last night.",
+            "Yesterday evening we saw Spirited Away.",
+            "My laptop battery is dying.",
+        ),
     ]
     for a, paraphrase, unrelated in pairs:
         va, vp, vu = embedder.encode([a, paraphrase, unrelated])
@@ -91,7 +103,10 @@ def test_paraphrases_are_closer_than_unrelated_sentences(embedder: Embedder) -> 
 
 @pytest.mark.slow
 def test_batched_encoding_matches_one_by_one(embedder: Embedder) -> None:
-    texts = [f"turn {i}: I told you about my {w} yesterday" for i, w in enumerate(["dog", "job", "trip"] * 30)]
+    texts = [
+        f"turn {i}: I told you about my {w} yesterday"
+        for i, w in enumerate(["dog", "job", "trip"] * 30)
+    ]
     batched = embedder.encode(texts)
     single = np.vstack([embedder.encode([t]) for t in texts[:3]])
     np.testing.assert_allclose(batched[:3], single, atol=1e-4)
@@ -101,7 +116,11 @@ def test_missing_model_folder_names_the_path_and_the_fix(tmp_path: Path) -> None
     with pytest.raises(EmbedderMissing) as err:
         Embedder(str(tmp_path / "no-such-model")).load()
     message = str(err.value)
-    assert str(tmp_path / "no-such-model") in message and "MODELS.md" in message and "Embeddings" in message
+    assert (
+        str(tmp_path / "no-such-model") in message
+        and "MODELS.md" in message
+        and "Embeddings" in message
+    )
     assert "\n" not in message
 
 
@@ -134,8 +153,9 @@ def test_add_search_delete_save_and_reopen(tmp_path: Path, data: Array) -> None:
     index.save(stamp="offset-42")
     assert json.loads(sidecar_path(path).read_text())["deleted"] == [107, 108]
 
-    reopened = VectorIndex.open(path, DIM, no_rows, expected_labels=set(labels) - {107, 108},
-                                expected_stamp="offset-42")
+    reopened = VectorIndex.open(
+        path, DIM, no_rows, expected_labels=set(labels) - {107, 108}, expected_stamp="offset-42"
+    )
     assert len(reopened) == 298 and reopened.labels == index.labels
     assert [h[0] for h in reopened.search(data[9], 10)] == [h[0] for h in index.search(data[9], 10)]
     assert 107 not in [h[0] for h in reopened.search(data[7], 50)]
@@ -160,7 +180,7 @@ def test_capacity_doubles_as_vectors_arrive(tmp_path: Path) -> None:
     assert index.capacity == MIN_CAPACITY
     more = embedding_like(MIN_CAPACITY + 10, DIM, seed=2)
     for start in range(0, len(more), 256):
-        index.add(list(range(start, min(start + 256, len(more)))), more[start:start + 256])
+        index.add(list(range(start, min(start + 256, len(more)))), more[start : start + 256])
     assert index.capacity == 2 * MIN_CAPACITY and len(index) == MIN_CAPACITY + 10
 
 
@@ -221,15 +241,18 @@ def _damage_sidecar_garbage(path: Path) -> None:
     sidecar_path(path).write_text("{not json")
 
 
-@pytest.mark.parametrize(("damage", "reason"), [
-    (_damage_missing, "missing"),
-    (_damage_truncate, "size_mismatch"),
-    (_damage_garbage, "checksum_mismatch"),
-    (_damage_flip_one_byte, "checksum_mismatch"),
-    (_damage_forged_sidecar, "header"),
-    (_damage_sidecar_missing, "sidecar_missing"),
-    (_damage_sidecar_garbage, "sidecar_corrupt"),
-])
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_damage_missing, "missing"),
+        (_damage_truncate, "size_mismatch"),
+        (_damage_garbage, "checksum_mismatch"),
+        (_damage_flip_one_byte, "checksum_mismatch"),
+        (_damage_forged_sidecar, "header"),
+        (_damage_sidecar_missing, "sidecar_missing"),
+        (_damage_sidecar_garbage, "sidecar_corrupt"),
+    ],
+)
 def test_damaged_index_is_detected_and_rebuilt_with_every_label(
     tmp_path: Path, data: Array, damage: Callable[[Path], None], reason: str
 ) -> None:
@@ -246,7 +269,9 @@ def test_damaged_index_is_detected_and_rebuilt_with_every_label(
     assert rebuilds(logs) == []
 
 
-def test_a_sound_file_that_lags_the_store_catches_up_without_a_rebuild(tmp_path: Path, data: Array) -> None:
+def test_a_sound_file_that_lags_the_store_catches_up_without_a_rebuild(
+    tmp_path: Path, data: Array
+) -> None:
     path, labels = _saved(tmp_path, data)
     # The store gained a memory and lost two after the last save (a crash before the index was saved).
     extra = unit(np.ones((1, DIM)))
@@ -256,7 +281,13 @@ def test_a_sound_file_that_lags_the_store_catches_up_without_a_rebuild(tmp_path:
         index = VectorIndex.open(path, DIM, rows_of(both, [*labels, 999]), expected_labels=set(now))
     assert rebuilds(logs) == []
     assert next(e for e in logs if e["event"] == "vectors.caught_up") | {"seconds": 0} == {
-        "event": "vectors.caught_up", "path": str(path), "added": 1, "deleted": 2, "seconds": 0, "log_level": "info"}
+        "event": "vectors.caught_up",
+        "path": str(path),
+        "added": 1,
+        "deleted": 2,
+        "seconds": 0,
+        "log_level": "info",
+    }
     assert index.labels == set(now) and index.search(extra[0], 1)[0][0] == 999
     assert 100 not in [h[0] for h in index.search(data[0], 20)]
     # What it caught up to was saved: the next open loads it as it is.
@@ -270,7 +301,9 @@ def test_count_stamp_and_dim_disagreements_cause_a_rebuild(tmp_path: Path, data:
     with capture_logs() as logs:
         VectorIndex.open(path, DIM, rows_of(data, labels), expected_count=len(labels) + 1)
         VectorIndex.open(path, DIM, rows_of(data, labels), expected_stamp="offset-7")
-        VectorIndex.open(path, DIM, no_rows, expected_stamp="offset-7")  # the rebuild saved the stamp
+        VectorIndex.open(
+            path, DIM, no_rows, expected_stamp="offset-7"
+        )  # the rebuild saved the stamp
     assert [e["reason"] for e in rebuilds(logs)] == ["count_mismatch", "stale"]
     wider = embedding_like(300, DIM * 2, seed=5)
     with capture_logs() as logs:
@@ -301,16 +334,23 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path: Path, data: Array) ->
 def large(tmp_path_factory: pytest.TempPathFactory) -> tuple[VectorIndex, Array, list[int]]:
     data = embedding_like(5000, 384, seed=9)
     labels = [3 * i + 1 for i in range(5000)]
-    index = VectorIndex.open(tmp_path_factory.mktemp("large") / "v.hnsw", 384, rows_of(data, labels))
+    index = VectorIndex.open(
+        tmp_path_factory.mktemp("large") / "v.hnsw", 384, rows_of(data, labels)
+    )
     return index, data, labels
 
 
-def test_recall_at_10_against_brute_force_on_5k_vectors(large: tuple[VectorIndex, Array, list[int]]) -> None:
+def test_recall_at_10_against_brute_force_on_5k_vectors(
+    large: tuple[VectorIndex, Array, list[int]],
+) -> None:
     index, data, labels = large
     queries = embedding_like(200, 384, seed=10)  # same subspace, fresh points
-    recall = np.mean([
-        len({h[0] for h in index.search(q, 10)} & set(brute_force(data, labels, q, 10))) / 10 for q in queries
-    ])
+    recall = np.mean(
+        [
+            len({h[0] for h in index.search(q, 10)} & set(brute_force(data, labels, q, 10))) / 10
+            for q in queries
+        ]
+    )
     print(f"recall@10 on 5k vectors (ef={index.ef}): {recall:.3f}")
     assert recall >= 0.95
 
@@ -342,7 +382,9 @@ def test_filtered_search_returns_only_allowed_labels(
     assert np.mean(recall) >= 0.95
     assert index.search(data[0], 10, allowed=set()) == []
     two = index.search(data[0], 10, allowed={labels[0], labels[1]})
-    assert [h[0] for h in two] == [labels[0], labels[1]] and two[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert [h[0] for h in two] == [labels[0], labels[1]] and two[0][1] == pytest.approx(
+        1.0, abs=1e-5
+    )
 
 
 # -- keyword index -------------------------------------------------------------------
@@ -382,7 +424,11 @@ def test_removed_and_replaced_texts_leave_the_results(keywords: KeywordIndex) ->
     assert 1 not in {h[0] for h in keywords.search("cat", 5)}
     keywords.add(2, "a parrot now")
     assert keywords.search("dog", 5) == [] and keywords.search("parrot", 5)[0][0] == 2
-    assert keywords.search("zebra", 5) == [] and keywords.search("", 5) == [] and keywords.search("cat", 0) == []
+    assert (
+        keywords.search("zebra", 5) == []
+        and keywords.search("", 5) == []
+        and keywords.search("cat", 0) == []
+    )
 
 
 def test_allowed_limits_keyword_hits(keywords: KeywordIndex) -> None:
@@ -425,8 +471,10 @@ def test_rebuild_of_10k_texts_is_fast(capsys: pytest.CaptureFixture[str]) -> Non
     search_s = time.perf_counter() - started
     assert hits[0][::2] == (10_000, True)
     with capsys.disabled():
-        print(f"\nkeyword index, 10k texts: add {add_s * 1e3:.0f} ms, rebuild {k.last_rebuild_s * 1e3:.0f} ms,"
-              f" search after one add {search_s * 1e3:.0f} ms")
+        print(
+            f"\nkeyword index, 10k texts: add {add_s * 1e3:.0f} ms, rebuild {k.last_rebuild_s * 1e3:.0f} ms,"
+            f" search after one add {search_s * 1e3:.0f} ms"
+        )
     assert k.last_rebuild_s < 2.0
 
 

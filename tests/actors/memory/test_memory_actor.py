@@ -36,8 +36,12 @@ OWNER = "owner1"
 
 
 def memory_config(**config: Any) -> str:
-    return FAST_BUS + actor_toml("memory", "actors.memory.actor:MemoryActor", heartbeat_timeout_s=20.0,
-                                 config={"owners": [OWNER], **config})
+    return FAST_BUS + actor_toml(
+        "memory",
+        "actors.memory.actor:MemoryActor",
+        heartbeat_timeout_s=20.0,
+        config={"owners": [OWNER], **config},
+    )
 
 
 def start(hex_factory: Callable[..., Hex], **config: Any) -> Hex:
@@ -51,7 +55,9 @@ def add(hx: Hex, text: str, **fields: Any) -> str:
 
 
 def search(hx: Hex, text: str, **fields: Any) -> list[Any]:
-    result, _ = asyncio.run(ask(hx.endpoints, MemoryQuery(text=text, **fields), MemoryResult, timeout=20))
+    result, _ = asyncio.run(
+        ask(hx.endpoints, MemoryQuery(text=text, **fields), MemoryResult, timeout=20)
+    )
     assert not result.error, result.error
     return list(result.hits)
 
@@ -64,7 +70,9 @@ def test_manual_memories_are_found_by_meaning_and_by_exact_words(hex_factory) ->
     add(hx, "Bo is learning the cello", person_id="bo")
     hits = search(hx, "does she have any insects as pets?", person_id="ana")
     assert hits and hits[0].id == bees, hits
-    assert all(h.person_id in ("ana", "") for h in hits)  # nothing about Bo leaks into Ana's context
+    assert all(
+        h.person_id in ("ana", "") for h in hits
+    )  # nothing about Bo leaks into Ana's context
     exact = search(hx, "movie night")
     assert exact[0].text.startswith("The Discord server's movie night")
     assert hits[0].source == "manual" and hits[0].score > 0
@@ -76,22 +84,52 @@ def test_conversation_turns_and_extracted_facts_carry_their_provenance(hex_facto
     async def converse() -> tuple[str, str]:
         client = BusClient(hx.endpoints, "chatter")
         client.start()
-        message = await client.publish_durable(ChatMessage(
-            platform="console", person_id="ana", display_name="Ana", channel="c1",
-            text="I just adopted a grey cat called Pixel!"), key="console")
-        reply = await client.publish_durable(Reply(reply_to=message.id, channel="c1", text="Pixel! Cute name.",
-                                                   platform="console", person_id="ana"), key="console")
-        await client.publish_durable(ReplyMeta(
-            reply_to=message.id, person_id="ana", channel="c1", remember=True, importance=0.7,
-            facts=(Fact(text="Ana has a grey cat named Pixel", quote="adopted a grey cat called Pixel"),),
-            profile=ProfileUpdate(hobbies=("cats",), sentiment="cheerful")))
+        message = await client.publish_durable(
+            ChatMessage(
+                platform="console",
+                person_id="ana",
+                display_name="Ana",
+                channel="c1",
+                text="I just adopted a grey cat called Pixel!",
+            ),
+            key="console",
+        )
+        reply = await client.publish_durable(
+            Reply(
+                reply_to=message.id,
+                channel="c1",
+                text="Pixel! Cute name.",
+                platform="console",
+                person_id="ana",
+            ),
+            key="console",
+        )
+        await client.publish_durable(
+            ReplyMeta(
+                reply_to=message.id,
+                person_id="ana",
+                channel="c1",
+                remember=True,
+                importance=0.7,
+                facts=(
+                    Fact(
+                        text="Ana has a grey cat named Pixel",
+                        quote="adopted a grey cat called Pixel",
+                    ),
+                ),
+                profile=ProfileUpdate(hobbies=("cats",), sentiment="cheerful"),
+            )
+        )
         assert await client.flush(10)
         await client.close()
         return message.id, reply.id
 
     message_id, _ = asyncio.run(converse())
-    hits = poll_for(lambda: search(hx, "what pet does Ana have?", person_id="ana", kinds=("fact",)), 30,
-                    what="the extracted fact to be searchable")  # (her own words are searchable too: kind turn)
+    hits = poll_for(
+        lambda: search(hx, "what pet does Ana have?", person_id="ana", kinds=("fact",)),
+        30,
+        what="the extracted fact to be searchable",
+    )  # (her own words are searchable too: kind turn)
     assert hits[0].text == "Ana has a grey cat named Pixel"
     assert hits[0].quote == "adopted a grey cat called Pixel" and hits[0].turn_ids == (message_id,)
     assert hits[0].source == "extracted"
@@ -105,8 +143,13 @@ def test_conversation_turns_and_extracted_facts_carry_their_provenance(hex_facto
 def test_corrections_lower_confidence_and_hits_are_marked_for_hedging(hex_factory) -> None:
     hx = start(hex_factory)
     wrong = add(hx, "Ana is allergic to peanuts", person_id="ana")
-    report = asyncio.run(change(hx.endpoints, MemoryCorrect(id=wrong, note="it's walnuts, not peanuts", by="ana"),
-                                MemoryChanged))
+    report = asyncio.run(
+        change(
+            hx.endpoints,
+            MemoryCorrect(id=wrong, note="it's walnuts, not peanuts", by="ana"),
+            MemoryChanged,
+        )
+    )
     assert report.action == "corrected" and "0.4" in report.detail
     hit = search(hx, "allergy", person_id="ana")[0]
     assert hit.id == wrong and hit.confidence == 0.4 and hit.hedge
@@ -122,14 +165,25 @@ def test_forgetting_a_person_is_for_owners_and_removes_everything_about_them(hex
     assert refused.returncode == 1 and "only an owner" in refused.stderr
     assert len(search(hx, "cello", person_id="bo")) >= 1
     done = hx.cli("memory", "forget", "--person", "bo", "--by", OWNER)
-    assert done.returncode == 0 and "forgotten" in done.stdout and "memories 2" in done.stdout, done.stdout
+    assert done.returncode == 0 and "forgotten" in done.stdout and "memories 2" in done.stdout, (
+        done.stdout
+    )
     assert [h for h in search(hx, "cello birthday", person_id="bo") if h.person_id == "bo"] == []
 
 
 def test_cli_add_search_export(hex_factory, tmp_path: Path) -> None:
     hx = start(hex_factory)
-    out = hx.cli("memory", "add", "Hex's favourite snack is shiny spoons", "--tags", "lore,snacks",
-                 "--kind", "anchor", "--importance", "0.9")
+    out = hx.cli(
+        "memory",
+        "add",
+        "Hex's favourite snack is shiny spoons",
+        "--tags",
+        "lore,snacks",
+        "--kind",
+        "anchor",
+        "--importance",
+        "0.9",
+    )
     assert out.returncode == 0 and out.stdout.startswith("added: m_"), out
     found = hx.cli("memory", "search", "what does Hex like to eat")
     assert found.returncode == 0 and "shiny spoons" in found.stdout
@@ -137,7 +191,10 @@ def test_cli_add_search_export(hex_factory, tmp_path: Path) -> None:
     exported = hx.cli("memory", "export", "--out", str(dump))
     assert exported.returncode == 0 and "exported 1" in exported.stdout
     rows = [json.loads(line) for line in dump.read_text().splitlines()]
-    assert rows[0]["text"] == "Hex's favourite snack is shiny spoons" and rows[0]["tags"] == ["lore", "snacks"]
+    assert rows[0]["text"] == "Hex's favourite snack is shiny spoons" and rows[0]["tags"] == [
+        "lore",
+        "snacks",
+    ]
     assert "embedding" not in rows[0]
 
 
@@ -149,7 +206,9 @@ def test_killed_mid_write_storm_loses_and_doubles_nothing_and_indexes_agree(hex_
         client = BusClient(hx.endpoints, "stormer")
         client.start()
         for i in range(n):
-            await client.publish_durable(MemoryAdd(text=f"storm fact number {i} about lanterns", tags=(f"s{i}",)))
+            await client.publish_durable(
+                MemoryAdd(text=f"storm fact number {i} about lanterns", tags=(f"s{i}",))
+            )
             if i in (15, 40):
                 await asyncio.sleep(0.3)
                 os.kill(hx.pid("memory"), signal.SIGKILL)
@@ -200,20 +259,37 @@ def test_missing_embedding_model_is_one_line_in_status(hex_factory) -> None:
 
 def test_hexbus_memory_without_a_memory_actor_says_so(hex_factory) -> None:
     hx = hex_factory(FAST_BUS).start()
-    out = subprocess.run([sys.executable, "-m", "hexbus.cli", "memory", "search", "x", "--run-dir", str(hx.run_dir)],
-                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "hexbus.cli", "memory", "search", "x", "--run-dir", str(hx.run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert out.returncode == 1 and "memory actor did not answer" in out.stderr
 
 
 def test_old_unimportant_memories_are_archived_not_deleted(hex_factory) -> None:
-    hx = start(hex_factory, archive_after_days=1 / 86400, aging_interval_s=0.5)  # "old" after one second
+    hx = start(
+        hex_factory, archive_after_days=1 / 86400, aging_interval_s=0.5
+    )  # "old" after one second
     trivia = add(hx, "Ana once mentioned the weather was cloudy", person_id="ana", importance=0.1)
-    milestone = add(hx, "Ana told Hex about the cloudy day she met her best friend", person_id="ana",
-                    importance=0.9)
-    poll_for(lambda: trivia not in {h.id for h in search(hx, "cloudy weather", person_id="ana", k=5)}, 30,
-             interval=0.5, what="the unimportant memory to be archived")
+    milestone = add(
+        hx,
+        "Ana told Hex about the cloudy day she met her best friend",
+        person_id="ana",
+        importance=0.9,
+    )
+    poll_for(
+        lambda: trivia not in {h.id for h in search(hx, "cloudy weather", person_id="ana", k=5)},
+        30,
+        interval=0.5,
+        what="the unimportant memory to be archived",
+    )
     assert milestone in {h.id for h in search(hx, "cloudy weather", person_id="ana", k=5)}
-    archived = {h.id for h in search(hx, "cloudy weather", person_id="ana", k=5, include_archived=True)}
+    archived = {
+        h.id for h in search(hx, "cloudy weather", person_id="ana", k=5, include_archived=True)
+    }
     assert trivia in archived  # archived, not deleted
     assert "memory.archived" in hx.log()
 
@@ -234,9 +310,18 @@ def test_suggestions_wait_for_approval_and_a_rejected_one_is_gone(hex_factory) -
 
         task = asyncio.get_running_loop().create_task(read())
         assert await feed.positioned(10), "the broker did not answer the tail feed"
-        for i, (fact, quote) in enumerate((("Ana plays chess", "I play chess"), ("Ana hates olives", "hate olives"))):
-            await client.publish_durable(ReplyMeta(reply_to=f"r{i}", person_id="ana", channel="c1", remember=True,
-                                                   facts=(Fact(text=fact, quote=quote),)))
+        for i, (fact, quote) in enumerate(
+            (("Ana plays chess", "I play chess"), ("Ana hates olives", "hate olives"))
+        ):
+            await client.publish_durable(
+                ReplyMeta(
+                    reply_to=f"r{i}",
+                    person_id="ana",
+                    channel="c1",
+                    remember=True,
+                    facts=(Fact(text=fact, quote=quote),),
+                )
+            )
         for _ in range(200):
             if len([c for c in seen if c.action == "suggested"]) == 2:
                 break

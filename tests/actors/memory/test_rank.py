@@ -22,8 +22,14 @@ weight = st.floats(min_value=0.0, max_value=2.0, allow_nan=False)
 def candidates(draw: st.DrawFn, label: int | None = None) -> Candidate:
     return Candidate(
         label=draw(st.integers(0, 10_000)) if label is None else label,
-        semantic=draw(cosine), keyword=draw(bm25), exact=draw(st.booleans()), age_s=draw(age),
-        importance=draw(unit), confidence=draw(unit), archived=draw(st.booleans()), anchor=draw(st.booleans()),
+        semantic=draw(cosine),
+        keyword=draw(bm25),
+        exact=draw(st.booleans()),
+        age_s=draw(age),
+        importance=draw(unit),
+        confidence=draw(unit),
+        archived=draw(st.booleans()),
+        anchor=draw(st.booleans()),
     )
 
 
@@ -36,8 +42,17 @@ def batches(draw: st.DrawFn) -> list[Candidate]:
 
 weightings = st.one_of(
     st.just(Weights()),
-    st.builds(Weights, semantic=weight, keyword=weight, recency=weight, importance=weight, confidence=weight,
-              exact_bonus=weight, recency_half_life_days=st.floats(0.01, 3650.0), low_confidence=unit),
+    st.builds(
+        Weights,
+        semantic=weight,
+        keyword=weight,
+        recency=weight,
+        importance=weight,
+        confidence=weight,
+        exact_bonus=weight,
+        recency_half_life_days=st.floats(0.01, 3650.0),
+        low_confidence=unit,
+    ),
 )
 
 
@@ -45,7 +60,9 @@ def by_label(scored: list[Scored]) -> dict[int, Scored]:
     return {s.label: s for s in scored}
 
 
-def pair(base: Candidate, others: list[Candidate], **changes: object) -> tuple[Candidate, list[Candidate]]:
+def pair(
+    base: Candidate, others: list[Candidate], **changes: object
+) -> tuple[Candidate, list[Candidate]]:
     """``base`` under a label no other candidate uses, changed by ``changes``, and the batch with it."""
     label = max([c.label for c in others] + [base.label]) + 1
     twin = msgspec.structs.replace(base, label=label, **changes)
@@ -63,15 +80,21 @@ def test_exact_match_never_ranks_below_an_otherwise_equal_fuzzy_one(
     if exact.label in order:
         assert order.index(exact.label) < order.index(fuzzy.label)
         # Even with the fuzzy twin given the lower label.
-        swapped = [msgspec.structs.replace(c, label=-1) if c.label == fuzzy.label else c for c in batch]
+        swapped = [
+            msgspec.structs.replace(c, label=-1) if c.label == fuzzy.label else c for c in batch
+        ]
         order = [s.label for s in rank(swapped, weights, k=len(batch), include_archived=include)]
         assert order.index(exact.label) < order.index(-1)
 
 
 @settings(max_examples=200, deadline=None)
 @given(batch=batches(), weights=weightings, k=st.integers(0, 30))
-def test_archived_candidates_only_come_back_when_asked(batch: list[Candidate], weights: Weights, k: int) -> None:
-    assert not any(s.label in {c.label for c in batch if c.archived} for s in rank(batch, weights, k=k))
+def test_archived_candidates_only_come_back_when_asked(
+    batch: list[Candidate], weights: Weights, k: int
+) -> None:
+    assert not any(
+        s.label in {c.label for c in batch if c.archived} for s in rank(batch, weights, k=k)
+    )
     everything = rank(batch, weights, k=len(batch), include_archived=True)
     assert {s.label for s in everything} == {c.label for c in batch}
 
@@ -108,7 +131,13 @@ def test_newer_never_scores_below_older(
 
 
 @settings(max_examples=300, deadline=None)
-@given(batch=batches(), weights=weightings, k=st.integers(-2, 30), include=st.booleans(), seed=st.randoms())
+@given(
+    batch=batches(),
+    weights=weightings,
+    k=st.integers(-2, 30),
+    include=st.booleans(),
+    seed=st.randoms(),
+)
 def test_output_is_at_most_k_sorted_and_deterministic(
     batch: list[Candidate], weights: Weights, k: int, include: bool, seed: random.Random
 ) -> None:
@@ -128,7 +157,9 @@ def test_output_is_at_most_k_sorted_and_deterministic(
 
 @settings(max_examples=200, deadline=None)
 @given(batch=batches(), weights=weightings)
-def test_components_stay_in_unit_range_and_hedge_follows_confidence(batch: list[Candidate], weights: Weights) -> None:
+def test_components_stay_in_unit_range_and_hedge_follows_confidence(
+    batch: list[Candidate], weights: Weights
+) -> None:
     confidence = {c.label: c.confidence for c in batch}
     for s in rank(batch, weights, k=len(batch), include_archived=True):
         for part in (s.semantic, s.keyword, s.recency, s.importance, s.confidence):
@@ -137,7 +168,9 @@ def test_components_stay_in_unit_range_and_hedge_follows_confidence(batch: list[
 
 
 def test_keyword_scores_are_relative_to_the_best_in_the_batch() -> None:
-    ranked = by_label(rank([Candidate(label=1, keyword=8.0), Candidate(label=2, keyword=2.0)], Weights(), k=2))
+    ranked = by_label(
+        rank([Candidate(label=1, keyword=8.0), Candidate(label=2, keyword=2.0)], Weights(), k=2)
+    )
     assert ranked[1].keyword == 1.0 and ranked[2].keyword == 0.25
 
 
@@ -148,7 +181,11 @@ def test_exact_match_outranks_a_closer_paraphrase_with_default_weights() -> None
 
 
 def test_low_confidence_memories_come_back_marked_to_hedge() -> None:
-    ranked = by_label(rank([Candidate(label=1, confidence=0.3), Candidate(label=2, confidence=0.9)], Weights(), k=2))
+    ranked = by_label(
+        rank(
+            [Candidate(label=1, confidence=0.3), Candidate(label=2, confidence=0.9)], Weights(), k=2
+        )
+    )
     assert ranked[1].hedge and not ranked[2].hedge
 
 
@@ -163,8 +200,18 @@ def test_recency_halves_every_half_life_and_anchors_do_not_fade() -> None:
 
 def test_nan_inputs_count_as_nothing() -> None:
     nan = float("nan")
-    ranked = rank([Candidate(label=1, semantic=nan, keyword=nan, importance=nan, confidence=nan)], Weights(), k=1)
-    assert ranked[0].semantic == ranked[0].keyword == ranked[0].importance == ranked[0].confidence == 0.0
+    ranked = rank(
+        [Candidate(label=1, semantic=nan, keyword=nan, importance=nan, confidence=nan)],
+        Weights(),
+        k=1,
+    )
+    assert (
+        ranked[0].semantic
+        == ranked[0].keyword
+        == ranked[0].importance
+        == ranked[0].confidence
+        == 0.0
+    )
 
 
 def test_weights_are_checked_in_code_and_in_config() -> None:

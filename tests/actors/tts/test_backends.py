@@ -202,10 +202,16 @@ def test_the_workstation_kokoro_is_configured_like_the_others_and_says_what_it_n
     from actors.tts.actor import TtsConfig
     from actors.tts.backends import KokoroTorchConfig, KokoroTorchVoice, TtsError, make_voice
 
-    config = msgspec.convert({"voice": {"type": "kokoro-torch", "voice": "af_bella", "device": "cpu"}}, TtsConfig)
+    config = msgspec.convert(
+        {"voice": {"type": "kokoro-torch", "voice": "af_bella", "device": "cpu"}}, TtsConfig
+    )
     assert config.voice == KokoroTorchConfig(voice="af_bella", device="cpu")
     voice = make_voice(config.voice)
-    assert isinstance(voice, KokoroTorchVoice) and voice.rate == 24000 and voice.name == "kokoro-torch:af_bella"
+    assert (
+        isinstance(voice, KokoroTorchVoice)
+        and voice.rate == 24000
+        and voice.name == "kokoro-torch:af_bella"
+    )
     try:
         import kokoro  # noqa: F401
     except ImportError:

@@ -298,9 +298,13 @@ def test_long_sentences_are_cut_into_phrases_at_clause_marks_only() -> None:
 
     assert phrases_of("", 60) == []
     assert phrases_of("Short and sweet.", 60) == ["Short and sweet."]
-    long = ("Once upon a time, in a castle by the sea, there lived a dragon who loved spoons; "
-            "every night she counted them - all three hundred - before she slept.")
+    long = (
+        "Once upon a time, in a castle by the sea, there lived a dragon who loved spoons; "
+        "every night she counted them - all three hundred - before she slept."
+    )
     parts = phrases_of(long, 60)
     assert " ".join(parts) == long and len(parts) > 1
-    assert parts[0] == "Once upon a time, in a castle by the sea," and all(len(p) <= 60 for p in parts), parts
+    assert parts[0] == "Once upon a time, in a castle by the sea," and all(
+        len(p) <= 60 for p in parts
+    ), parts
     assert phrases_of("a" * 200, 60) == ["a" * 200]  # no clause mark: never cut inside words

@@ -52,8 +52,11 @@ class Listener:
         self.client = BusClient(hx.endpoints, "listener")
         for topic in (f"audio.out.{channel}", f"tts.speaking.{channel}", f"stt.partial.{channel}"):
             self.client.subscribe(topic)
-        self.feed = self.client.durable(["stt", "chat.message", "chat.reply", "chat.sentence", "chat.bargein"],
-                                       after=0, wait_ms=200)
+        self.feed = self.client.durable(
+            ["stt", "chat.message", "chat.reply", "chat.sentence", "chat.bargein"],
+            after=0,
+            wait_ms=200,
+        )
         self.durable: list[tuple[float, Any]] = []
         self.volatile: list[tuple[float, Any]] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -92,28 +95,43 @@ class Listener:
         return value
 
 
-async def stream(hx: Hex, wav: Path, *, speed: float = 4.0, channel: str = "voice-local") -> VoiceClient:
+async def stream(
+    hx: Hex, wav: Path, *, speed: float = 4.0, channel: str = "voice-local"
+) -> VoiceClient:
     samples, rate = read_wav(wav)
-    voice = VoiceClient(hx.endpoints, person_id="ana", name="Ana", channel=channel, out=io.StringIO())
+    voice = VoiceClient(
+        hx.endpoints, person_id="ana", name="Ana", channel=channel, out=io.StringIO()
+    )
     await voice.start()
     await voice.stream(samples, rate, speed=speed)
     return voice
 
 
-def test_speech_with_pauses_gives_the_right_utterances_and_transcripts(hex_factory, tmp_path: Path) -> None:
+def test_speech_with_pauses_gives_the_right_utterances_and_transcripts(
+    hex_factory, tmp_path: Path
+) -> None:
     """WER ≤ 0.2 over three phrases: espeak-ng speech is clean and Whisper base transcribes it
     (near) exactly (MODELS.md); the margin is for a word like "Hex" spelt "Hecks"."""
     hx = hex_factory(FAST_BUS + STT).start()
-    said = ["Good morning, how are you today?", "I would like to hear a story about a lighthouse.",
-            "Please keep it short."]
+    said = [
+        "Good morning, how are you today?",
+        "I would like to hear a story about a lighthouse.",
+        "Please keep it short.",
+    ]
     wav = tmp_path / "in.wav"
     make_wav(wav, [0.5, said[0], 1.0, said[1], 1.0, said[2], 1.0])
 
     async def run() -> Listener:
         async with Listener(hx) as heard:
             voice = await stream(hx, wav)
-            await heard.wait(lambda: len([u for u in heard.of(Utterance) if u.text]) >= 3
-                             and len(heard.of(ChatMessage)) >= 3, 60, "three transcripts")
+            await heard.wait(
+                lambda: (
+                    len([u for u in heard.of(Utterance) if u.text]) >= 3
+                    and len(heard.of(ChatMessage)) >= 3
+                ),
+                60,
+                "three transcripts",
+            )
             await voice.close()
             await asyncio.sleep(0.5)
             return heard
@@ -125,10 +143,15 @@ def test_speech_with_pauses_gives_the_right_utterances_and_transcripts(hex_facto
     print(f"\nSTT word error rate {error:.3f}: {[u.text for u in finals]}")
     assert error <= 0.2
     messages = heard.of(ChatMessage)
-    assert [m.text for m in messages] == [u.text for u in finals] and {m.platform for m in messages} == {"voice"}
+    assert [m.text for m in messages] == [u.text for u in finals] and {
+        m.platform for m in messages
+    } == {"voice"}
     assert [m.person_id for m in messages] == ["ana"] * 3
     for u in finals:
-        assert u.language == "en" and u.timing.speech_end <= u.timing.end_detected <= u.timing.transcribed
+        assert (
+            u.language == "en"
+            and u.timing.speech_end <= u.timing.end_detected <= u.timing.transcribed
+        )
         assert u.message_event_id
     assert len(heard.of(Segment)) == 3
 
@@ -137,8 +160,11 @@ def test_silence_and_noise_give_no_transcript(hex_factory, tmp_path: Path) -> No
     hx = hex_factory(FAST_BUS + STT).start()
     rng = np.random.default_rng(0)
     quiet = tmp_path / "quiet.wav"
-    noise = np.concatenate([np.zeros(16000 * 3, np.float32), rng.normal(0, 0.1, 16000 * 5).astype(np.float32)])
+    noise = np.concatenate(
+        [np.zeros(16000 * 3, np.float32), rng.normal(0, 0.1, 16000 * 5).astype(np.float32)]
+    )
     from hexbus.voice import write_wav
+
     write_wav(quiet, (noise * 32767).astype("<i2").tobytes(), 16000)
 
     async def run() -> Listener:
@@ -152,32 +178,69 @@ def test_silence_and_noise_give_no_transcript(hex_factory, tmp_path: Path) -> No
     assert [u.text for u in heard.of(Utterance) if u.text] == [] and heard.of(ChatMessage) == []
 
 
-def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(hex_factory, tmp_path: Path) -> None:
+def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(
+    hex_factory, tmp_path: Path
+) -> None:
     root = home()
     hx = hex_factory(brain_toml(root) + (STT + TTS).replace(FAST_BUS, ""), root=root).start()
     wav = tmp_path / "question.wav"
     make_wav(wav, [0.3, "Hello Hex, tell me something nice about the sea.", 1.2])
     out_dir = tmp_path / "replies"
-    tail = subprocess.Popen([sys.executable, "-m", "hexbus.cli", "tail", "metrics.voice", "--json", "--count", "1",
-                             "--run-dir", str(hx.run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    tail = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hexbus.cli",
+            "tail",
+            "metrics.voice",
+            "--json",
+            "--count",
+            "1",
+            "--run-dir",
+            str(hx.run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     time.sleep(1.0)  # its subscription reaches the broker
-    run = hx.cli("voice", "--input-wav", str(wav), "--output-wav", str(out_dir), "--fast", "--timeout", "240",
-                 timeout=300)
+    run = hx.cli(
+        "voice",
+        "--input-wav",
+        str(wav),
+        "--output-wav",
+        str(out_dir),
+        "--fast",
+        "--timeout",
+        "240",
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "you: " in run.stdout and "Hex: " in run.stdout, run.stdout
     reply = next(line.split("Hex: ", 1)[1] for line in run.stdout.splitlines() if "Hex: " in line)
     metric = json.loads(tail.communicate(timeout=30)[0].splitlines()[0])
     # `hexbus tail metrics` shows the turn's latency, end of speech to first audio, stage by stage.
     assert metric["body"]["name"] == "voice.first_audio" and metric["body"]["value"] > 0, metric
-    assert {"transcribed", "first_sentence", "first_audio"} <= metric["body"]["labels"].keys(), metric
+    assert {"transcribed", "first_sentence", "first_audio"} <= metric["body"]["labels"].keys(), (
+        metric
+    )
 
     async def typed() -> tuple[str, list[Any]]:
         # A typed chat gets its reply as text only: nothing is synthesised for nobody to hear.
         async with Listener(hx) as heard:
-            message = await heard.client.publish_durable(ChatMessage(
-                platform="console", person_id="ana", display_name="Ana", channel="voice-local", text="hi again"),
-                key="console")
-            await heard.wait(lambda: [r for r in heard.of(Reply) if r.reply_to == message.id], 120, "the reply")
+            message = await heard.client.publish_durable(
+                ChatMessage(
+                    platform="console",
+                    person_id="ana",
+                    display_name="Ana",
+                    channel="voice-local",
+                    text="hi again",
+                ),
+                key="console",
+            )
+            await heard.wait(
+                lambda: [r for r in heard.of(Reply) if r.reply_to == message.id], 120, "the reply"
+            )
             await asyncio.sleep(2.0)
             return message.id, [a for a in heard.of(AudioOut) if a.reply_to == message.id]
 
@@ -203,7 +266,9 @@ def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(hex_fa
     assert len(found) >= max(1, len(expected) // 2), (reply, heard.text)
 
 
-def test_barge_in_stops_hex_and_the_brain_records_what_was_said(hex_factory, tmp_path: Path) -> None:
+def test_barge_in_stops_hex_and_the_brain_records_what_was_said(
+    hex_factory, tmp_path: Path
+) -> None:
     root = home()
     hx = hex_factory(brain_toml(root) + (STT + TTS).replace(FAST_BUS, ""), root=root).start()
     question, interruption = tmp_path / "q.wav", tmp_path / "stop.wav"
@@ -215,8 +280,9 @@ def test_barge_in_stops_hex_and_the_brain_records_what_was_said(hex_factory, tmp
             voice = await stream(hx, question)
             await heard.wait(lambda: heard.of(AudioOut), 180, "Hex to start speaking")
             voice2 = await stream(hx, interruption, speed=1.0)
-            stop = await heard.wait(lambda: [s for s in heard.of(Speaking) if s.interrupted], 60,
-                                    "the interrupted stop")
+            stop = await heard.wait(
+                lambda: [s for s in heard.of(Speaking) if s.interrupted], 60, "the interrupted stop"
+            )
             await heard.wait(lambda: heard.of(BargeIn), 30, "the durable barge-in")
             await asyncio.sleep(3.0)
             await voice.close()
@@ -227,8 +293,11 @@ def test_barge_in_stops_hex_and_the_brain_records_what_was_said(hex_factory, tmp
     heard = asyncio.run(run())
     stop = heard.stop_event  # type: ignore[attr-defined]
     stopped_at = next(t for t, e in heard.volatile if e is stop)
-    late = [e for t, e in heard.volatile if isinstance(e, AudioOut) and t > stopped_at + 0.5
-            and e.reply_to == stop.reply_to]
+    late = [
+        e
+        for t, e in heard.volatile
+        if isinstance(e, AudioOut) and t > stopped_at + 0.5 and e.reply_to == stop.reply_to
+    ]
     assert late == []  # nothing of the interrupted reply is sent after the stop
     barge = heard.of(BargeIn)[0]
     assert barge.channel == "voice-local" and barge.said == stop.said
@@ -236,8 +305,9 @@ def test_barge_in_stops_hex_and_the_brain_records_what_was_said(hex_factory, tmp
     assert replies and replies[0].status in ("cancelled", "complete")
 
 
-def test_stt_killed_before_its_transcript_transcribes_the_segment_after_restart(hex_factory, tmp_path: Path) \
-        -> None:
+def test_stt_killed_before_its_transcript_transcribes_the_segment_after_restart(
+    hex_factory, tmp_path: Path
+) -> None:
     hx = hex_factory(FAST_BUS + STT).start()
     wav = tmp_path / "in.wav"
     make_wav(wav, [0.3, "Remember to water the tomato plants on Friday.", 1.0])
@@ -246,8 +316,14 @@ def test_stt_killed_before_its_transcript_transcribes_the_segment_after_restart(
         async with Listener(hx) as heard:
             voice = await stream(hx, wav, speed=4.0)
             await heard.wait(lambda: heard.of(Segment), 60, "the journaled segment")
-            os.kill(hx.pid("stt"), signal.SIGKILL)  # mid-utterance: journaled, not yet transcribed (usually)
-            await heard.wait(lambda: [u for u in heard.of(Utterance) if u.text], 90, "the final after the restart")
+            os.kill(
+                hx.pid("stt"), signal.SIGKILL
+            )  # mid-utterance: journaled, not yet transcribed (usually)
+            await heard.wait(
+                lambda: [u for u in heard.of(Utterance) if u.text],
+                90,
+                "the final after the restart",
+            )
             await asyncio.sleep(2.0)
             await voice.close()
             return heard
@@ -259,7 +335,9 @@ def test_stt_killed_before_its_transcript_transcribes_the_segment_after_restart(
     poll_for(lambda: hx.status()["stt"]["state"] == "live", 30)
 
 
-def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(hex_factory, tmp_path: Path) -> None:
+def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(
+    hex_factory, tmp_path: Path
+) -> None:
     root = home()
     hx = hex_factory(brain_toml(root) + (STT + TTS).replace(FAST_BUS, ""), root=root).start()
     question = tmp_path / "q.wav"
@@ -273,8 +351,14 @@ def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(hex_factory, tmp
             reply = (await heard.wait(lambda: heard.of(Reply), 180, "the final reply"))[0]
 
             def all_spoken() -> bool:
-                sentences = {s.index for s in heard.of(ReplySentence) if s.reply_to == reply.reply_to}
-                done = {a.sentence for a in heard.of(AudioOut) if a.reply_to == reply.reply_to and a.last}
+                sentences = {
+                    s.index for s in heard.of(ReplySentence) if s.reply_to == reply.reply_to
+                }
+                done = {
+                    a.sentence
+                    for a in heard.of(AudioOut)
+                    if a.reply_to == reply.reply_to and a.last
+                }
                 return bool(sentences) and sentences <= done
 
             await heard.wait(all_spoken, 240, "every sentence spoken, some after the restart")
@@ -283,36 +367,59 @@ def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(hex_factory, tmp
 
     heard = asyncio.run(run())
     reply = heard.of(Reply)[0]
-    assert reply.status == "complete" and reply.text  # the reply text was never at risk: it is durable
+    assert (
+        reply.status == "complete" and reply.text
+    )  # the reply text was never at risk: it is durable
     firsts = [a.sentence for a in heard.of(AudioOut) if a.reply_to == reply.reply_to and a.seq == 0]
     # At most the sentence in flight at the kill is spoken twice (audio is at-least-once).
     assert all(firsts.count(i) <= 2 for i in set(firsts)), firsts
     assert sum(firsts.count(i) == 2 for i in set(firsts)) <= 1, firsts
 
 
-def test_speakers_are_independent_one_long_utterance_never_holds_up_another(hex_factory, tmp_path: Path) -> None:
+def test_speakers_are_independent_one_long_utterance_never_holds_up_another(
+    hex_factory, tmp_path: Path
+) -> None:
     hx = hex_factory(FAST_BUS + STT).start()
     long, short = tmp_path / "long.wav", tmp_path / "short.wav"
-    make_wav(long, [0.2, "I am going to talk for a long time about my garden, the roses, the tulips, the apple "
-                         "tree, the little pond with its goldfish, and the bench where I read in the evening.", 1.0])
+    make_wav(
+        long,
+        [
+            0.2,
+            "I am going to talk for a long time about my garden, the roses, the tulips, the apple "
+            "tree, the little pond with its goldfish, and the bench where I read in the evening.",
+            1.0,
+        ],
+    )
     make_wav(short, [0.5, "Good night everyone, see you tomorrow.", 1.0])
 
     async def run() -> tuple[Listener, float]:
         async with Listener(hx) as heard:
             samples, rate = read_wav(long)
-            a = VoiceClient(hx.endpoints, person_id="ana", name="Ana", channel="voice-local", out=io.StringIO())
-            b = VoiceClient(hx.endpoints, person_id="bo", name="Bo", channel="voice-local", out=io.StringIO())
+            a = VoiceClient(
+                hx.endpoints, person_id="ana", name="Ana", channel="voice-local", out=io.StringIO()
+            )
+            b = VoiceClient(
+                hx.endpoints, person_id="bo", name="Bo", channel="voice-local", out=io.StringIO()
+            )
             await a.start()
             await b.start()
-            talking = asyncio.get_running_loop().create_task(a.stream(samples, rate))  # real time: ~10 s
+            talking = asyncio.get_running_loop().create_task(
+                a.stream(samples, rate)
+            )  # real time: ~10 s
             short_samples, short_rate = read_wav(short)
             await b.stream(short_samples, short_rate)
-            await heard.wait(lambda: [u for u in heard.of(Utterance) if u.person_id == "bo" and u.text], 30,
-                             "Bo's transcript")
+            await heard.wait(
+                lambda: [u for u in heard.of(Utterance) if u.person_id == "bo" and u.text],
+                30,
+                "Bo's transcript",
+            )
             bo_done = time.time()
             await talking
-            await heard.wait(lambda: [u for u in heard.of(Utterance) if u.person_id == "ana" and u.text], 60,
-                             "Ana's transcript")
+            await heard.wait(
+                lambda: [u for u in heard.of(Utterance) if u.person_id == "ana" and u.text],
+                60,
+                "Ana's transcript",
+            )
             ana_ended = [s for s in heard.of(Segment) if s.person_id == "ana"]
             await a.close()
             await b.close()
