@@ -39,7 +39,7 @@ from bench._common import emit, parser, progress, run_async, summary
 from hexbus.bus import BusClient
 from hexbus.log import configure
 from schemas import ChatMessage, Metric, Reply, ReplyChunk
-from tests.harness import FAST_BUS, REPO, Hex
+from tests.support.harness import FAST_BUS, REPO, Hex
 
 MESSAGE = (
     "Tell me a story about a goblin who collects shiny spoons, where she finds them, which one she "

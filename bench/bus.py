@@ -68,7 +68,7 @@ from hexbus import codec
 from hexbus.bus import BusClient
 from hexbus.endpoints import Endpoints
 from schemas import ProbeDurable, ProbeVolatile
-from tests.harness import FAST_BUS, Hex
+from tests.support.harness import FAST_BUS, Hex
 
 HWM = 1000
 SMALL = 64

@@ -46,7 +46,7 @@ from hexbus.bus import BusClient
 from hexbus.codec import derived_id
 from hexbus.endpoints import Endpoints
 from schemas import ChatAck, ChatMessage, ProbeVolatile
-from tests.harness import FAST_BUS, Hex, actor_toml
+from tests.support.harness import FAST_BUS, Hex, actor_toml
 
 RATE = 20.0  # chat messages per second
 FLOOD_RATE = 30.0

@@ -41,7 +41,7 @@ from typing import Any
 from bench._common import emit, parser, percentile, progress, run_async, summary
 from hexbus.bus import BusClient
 from schemas import ActorLifecycle, Heartbeat
-from tests.harness import FAST_BUS, Hex, actor_toml
+from tests.support.harness import FAST_BUS, Hex, actor_toml
 
 NAME = "counter"
 PAUSE_S = 0.3

@@ -46,8 +46,8 @@ from hexbus.bus import BusClient
 from hexbus.log import configure
 from hexbus.voice import VoiceClient, read_wav
 from schemas import AudioOut, Metric, Reply, Speaking, SpeechStarted, Utterance
-from tests.harness import FAST_BUS, REPO, Hex, actor_toml
-from tests.speech import make_wav
+from tests.support.harness import FAST_BUS, REPO, Hex, actor_toml
+from tests.support.speech import make_wav
 
 BARGE_LEAD_S = 0.3  # silence before the interruption's speech in its recording
 

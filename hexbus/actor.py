@@ -14,10 +14,10 @@ import functools
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
+from typing import Any, ClassVar, Generic, Literal, ParamSpec, TypeVar
 
 import msgspec
 import structlog
@@ -25,13 +25,19 @@ import structlog
 from hexbus import codec
 from hexbus.bus import BusClient
 from hexbus.codec import Envelope
+from hexbus.deadletter import CrashMarker
 from hexbus.files import write_atomic
+from hexbus.models import LazyModel, ModelMissing
 from schemas import (
     CONTROL_TAGS,
+    ActorLifecycle,
+    DeadLetter,
+    DeadLetterCause,
     Delivery,
     Event,
     Ping,
     Pong,
+    Redrive,
     Rejected,
     Reload,
     Snapshot,
@@ -102,7 +108,12 @@ class Actor(Generic[C, S]):
     ``state_type``, and write handlers with :func:`on` (or override
     :meth:`handle`). Durable events reach handlers once each, in journal
     order, even across crashes; volatile ones are best effort. A handler that
-    raises is logged and reported as ``sys.actor.<name>.error``; the actor goes on.
+    raises is logged and reported as ``sys.actor.<name>.error``; a durable event
+    whose handler keeps raising (or keeps killing the process) is dead-lettered
+    on ``sys.deadletter.<name>`` after ``dead_letter_after`` tries, and the actor
+    goes on. Services for subclasses: :meth:`spawn` (background tasks),
+    :meth:`load_model` (models), :meth:`offload` (blocking work),
+    :meth:`request`/:meth:`respond`, and the :meth:`resume_offset` hook.
     """
 
     subscribes: ClassVar[tuple[str, ...]] = ()
@@ -135,6 +146,8 @@ class Actor(Generic[C, S]):
         self._processes: ProcessPoolExecutor | None = None
         self.live = False
         self.config_dir = Path.cwd()  # the folder of supervisor.toml, set by the entrypoint
+        self.detail = ""  # shown beside the state in `hexbus status` ("loading whisper-base")
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- what subclasses write ----------------------------------------------
 
@@ -142,7 +155,8 @@ class Actor(Generic[C, S]):
         """Load models, open files. Runs before replay; offload anything slow."""
 
     async def teardown(self) -> None:
-        """Release what setup took. Runs on graceful stop, after the final snapshot."""
+        """Release what setup took. Runs on graceful stop, after the final snapshot and after
+        every task started with :meth:`spawn` has been cancelled and has ended."""
 
     async def handle(self, event: Event) -> None:
         """Dispatch to the handler registered for the event's type (see :func:`on`)."""
@@ -158,6 +172,16 @@ class Actor(Generic[C, S]):
 
         The place to resume work that was in flight when the last incarnation died.
         """
+
+    def resume_offset(self) -> int | None:
+        """The journal offset this actor's own store has committed, for actors that commit it
+        themselves (memory keeps it in DuckDB, in the transaction that applies each event).
+
+        Called after :meth:`setup`; a number makes the runtime resume after that offset
+        instead of the snapshot's, so events the store already holds are not handled again
+        and events it lost are. ``None`` (the default): the snapshot's offset.
+        """
+        return None
 
     # -- what subclasses call -----------------------------------------------
 
@@ -264,6 +288,65 @@ class Actor(Generic[C, S]):
             causation=request.id,
         )
 
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Run ``coro`` in the background for as long as the actor lives.
+
+        The task is named ``<actor>.<name>`` and tracked: if it raises, the failure is logged
+        and published as ``sys.actor.<actor>.error`` (the actor goes on); on stop it is
+        cancelled and awaited before :meth:`teardown`. Use it for every background task.
+        """
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}.{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        self.log.error("actor.task_failed", task=task.get_name(), exc_info=exc)
+        report = ActorLifecycle(
+            actor=self.name,
+            change="error",
+            pid=os.getpid(),
+            event_type=f"task:{task.get_name()}",
+            reason=f"{type(exc).__name__}: {exc}"[:500],
+        )
+        if not self.bus.closed:
+            self.spawn(self.bus.publish(report, key=f"{self.name}.error"), name="report-error")
+
+    async def stop_tasks(self, timeout: float) -> None:
+        """Cancel every task :meth:`spawn` started and wait for them (the runtime calls this on stop)."""
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                self.log.warning(
+                    "actor.tasks_not_stopped", tasks=sorted(t.get_name() for t in pending)
+                )
+                return
+
+    async def load_model(self, model: LazyModel[T]) -> T:
+        """Load ``model`` in a worker thread, showing ``loading <name>`` in ``hexbus status`` meanwhile
+        and how long it took once loaded. A :class:`hexbus.models.ModelMissing` raised here during
+        :meth:`setup` makes the actor unusable, with its one line as the reason."""
+        if model.loaded:
+            return model.get()
+        self.detail = f"loading {model.name}"
+        self.log.info("actor.model_loading", model=model.name)
+        try:
+            value = await self.offload(model.get)
+        except ModelMissing:
+            self.detail = f"{model.name} missing"
+            raise
+        took = model.load_s or 0.0
+        self.detail = f"{model.name} {took:.1f}s"
+        self.log.info("actor.model_loaded", model=model.name, seconds=round(took, 2))
+        return value
+
     def state_changed(self, *, now: bool = False) -> None:
         """Say the state changed outside a handler (in a task of the actor's own), so it is snapshotted.
 
@@ -319,6 +402,9 @@ class Runtime:
         snapshot_path: Path,
         applied_offset: int,
         recent_ids: list[str],
+        dead_letter_after: int = 3,
+        retry_backoff_s: float = 0.1,
+        crash_marker: CrashMarker | None = None,
     ) -> None:
         self.actor = actor
         self.bus = actor.bus
@@ -344,6 +430,10 @@ class Runtime:
         self.snapshot_due = False
         self.snapshot_now = False
         self.control_tags = {f"{tag}.{actor.name}" for tag in CONTROL_TAGS}
+        self.dead_letter_after = dead_letter_after
+        self.retry_backoff_s = retry_backoff_s
+        self.crash_marker = crash_marker
+        self.redrive_topic = f"{tag_of(Redrive)}.{actor.name}"
         actor._state_changed = self.mark_dirty  # type: ignore[method-assign]
 
     def mark_dirty(self, now: bool = False) -> None:
@@ -451,7 +541,8 @@ class Runtime:
         if future is not None and not future.done():
             future.set_result((envelope, blob))
         elif envelope.id not in self.recent:
-            await self.call_handler(envelope, blob)
+            if not await self.apply(envelope, blob):
+                return  # stopped between retries: not applied, so the next process handles it
             self.recent[envelope.id] = None
             if len(self.recent) > self.actor.dedup_window:
                 self.recent.popitem(last=False)
@@ -460,7 +551,137 @@ class Runtime:
         self.since_snapshot += 1
         await self.maybe_snapshot()
 
-    async def call_handler(self, envelope: Envelope, blob: bytes | None) -> None:
+    async def apply(self, envelope: Envelope, blob: bytes | None) -> bool:
+        """Handle one durable event: retried with backoff while its handler raises, dead-lettered
+        after ``dead_letter_after`` failures or process deaths. False if a stop came first."""
+        offset = envelope.offset
+        target, target_blob, redriven = envelope, blob, False
+        if envelope.topic == self.redrive_topic and isinstance(envelope.body, Redrive):
+            original = self.redriven(envelope)
+            if original is None:
+                return True
+            # The event as it first came, at the redrive's offset: a store that commits offsets
+            # (memory) must never see one go backwards.
+            target, redriven = msgspec.structs.replace(original, offset=offset), True
+        marker = self.crash_marker
+        crashes = marker.crashes_at(offset) if marker is not None else 0
+        if crashes >= self.dead_letter_after:
+            await self.dead_letter(
+                target,
+                target_blob,
+                "crashed",
+                crashes,
+                f"the process died {crashes} times while handling it",
+            )
+            if marker is not None:
+                marker.finish(offset)
+            return True
+        cause = envelope.id if redriven else ""
+        if marker is not None:
+            marker.start(offset)
+        delay, attempts = self.retry_backoff_s, 0
+        try:
+            while True:
+                error = await self.call_handler(target, target_blob)
+                attempts += 1
+                if error is None:
+                    if redriven:
+                        await self.publish_letter(
+                            target, "retried", "raised", attempts, "", None, envelope.id
+                        )
+                    return True
+                if attempts >= self.dead_letter_after:
+                    await self.dead_letter(target, target_blob, "raised", attempts, error, cause)
+                    return True
+                self.actor.log.warning(
+                    "actor.handler_retry",
+                    event_id=target.id,
+                    offset=offset,
+                    attempt=attempts,
+                    retry_in_s=delay,
+                )
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                except TimeoutError:
+                    pass
+                if self.stopping.is_set():
+                    return False
+                delay = min(delay * 2, 5.0)
+        finally:
+            if marker is not None:
+                marker.finish(offset)
+
+    def redriven(self, envelope: Envelope) -> Envelope | None:
+        """The original event a :class:`schemas.Redrive` carries, or None (logged) if unreadable."""
+        redrive = envelope.body
+        assert isinstance(redrive, Redrive)
+        try:
+            original, _ = codec.decode_message([redrive.topic.encode(), redrive.envelope])
+        except codec.RejectedFrame as exc:
+            self.actor.log.error(
+                "actor.redrive_unreadable", event_id=redrive.event_id, error=str(exc)
+            )
+            return None
+        return original
+
+    async def dead_letter(
+        self,
+        envelope: Envelope,
+        blob: bytes | None,
+        cause: DeadLetterCause,
+        attempts: int,
+        error: str,
+        causation: str = "",
+    ) -> None:
+        self.actor.log.error(
+            "actor.dead_letter",
+            event_id=envelope.id,
+            topic=envelope.topic,
+            offset=envelope.offset,
+            cause=cause,
+            attempts=attempts,
+            error=error,
+            hint=f"hexbus deadletter list --actor {self.actor.name}; retry it once the fault is fixed",
+        )
+        await self.publish_letter(envelope, "dead", cause, attempts, error, blob, causation)
+
+    async def publish_letter(
+        self,
+        envelope: Envelope,
+        status: Literal["dead", "retried"],
+        cause: DeadLetterCause,
+        attempts: int,
+        error: str,
+        blob: bytes | None,
+        causation: str = "",
+    ) -> None:
+        letter = DeadLetter(
+            actor=self.actor.name,
+            event_id=envelope.id,
+            offset=envelope.offset,
+            topic=envelope.topic,
+            status=status,
+            cause=cause,
+            attempts=attempts,
+            error=error[:1000],
+            envelope=codec.encode(envelope) if status == "dead" else b"",
+        )
+        token = _current.set(None)
+        try:
+            await self.bus.publish(
+                letter,
+                key=self.actor.name,
+                blob=blob if status == "dead" else None,
+                event_id=codec.derived_id(
+                    envelope.id, self.actor.name, status, str(envelope.offset)
+                ),
+                causation=causation,
+            )
+        finally:
+            _current.reset(token)
+
+    async def call_handler(self, envelope: Envelope, blob: bytes | None) -> str | None:
+        """Run the handler for one event; the error it raised (logged and reported), or None."""
         token = _current.set((envelope, [0]))
         blob_token = Actor._blob.set(blob)
         self.events_in += 1
@@ -469,11 +690,10 @@ class Runtime:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
             self.actor.log.exception(
                 "actor.handler_failed", event_id=envelope.id, topic=envelope.topic
             )
-            from schemas import ActorLifecycle
-
             _current.set(None)
             await self.bus.publish(
                 ActorLifecycle(
@@ -482,13 +702,15 @@ class Runtime:
                     pid=os.getpid(),
                     event_id=envelope.id,
                     event_type=envelope.topic,
-                    reason=f"{type(exc).__name__}: {exc}"[:500],
+                    reason=error[:500],
                 ),
                 key=f"{self.actor.name}.error",
             )
+            return error
         finally:
             _current.reset(token)
             Actor._blob.reset(blob_token)
+        return None
 
     async def run_control(self, envelope: Envelope, blob: bytes | None) -> None:
         body = envelope.body

@@ -68,10 +68,14 @@ async def change(
     timeout: float = 30.0,
     who: str = "the actor",
     blob: bytes | None = None,
+    key: str = "",
 ) -> E:
     """Publish one durable request and wait for the durable report caused by it."""
     reports = [
-        r async for r in changes(endpoints, [(request, blob)], expect, timeout=timeout, who=who)
+        r
+        async for r in changes(
+            endpoints, [(request, blob)], expect, timeout=timeout, who=who, key=key
+        )
     ]
     return reports[0]
 
@@ -83,6 +87,7 @@ async def changes(
     *,
     timeout: float = 30.0,
     who: str = "the actor",
+    key: str = "",
 ) -> AsyncIterator[E]:
     """Publish durable requests in order and yield each one's report as it comes (``timeout`` per report)."""
     client = BusClient(endpoints, "cli")
@@ -103,7 +108,10 @@ async def changes(
             raise AskError(
                 "the broker did not answer within 10 s: is Hex running? (`hexbus status`)"
             )
-        sent = [(await client.publish_durable(request, blob=blob)).id for request, blob in requests]
+        sent = [
+            (await client.publish_durable(request, blob=blob, key=key)).id
+            for request, blob in requests
+        ]
         if not await client.flush(10 + len(requests) / 100):
             raise AskError(
                 "the broker did not acknowledge the request within 10 s: is Hex running?"

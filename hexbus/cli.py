@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -21,7 +21,7 @@ from hexbus.endpoints import Endpoints
 EXIT_USAGE = 2
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     print(f"hexbus: {message}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -123,6 +123,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         "IN",
         "OUT",
         "DROPPED",
+        "DETAIL",
     ]
     rows = [columns]
     for name, s in data.items():
@@ -138,6 +139,7 @@ def cmd_status(args: argparse.Namespace) -> None:
                 str(s["events_in"]),
                 str(s["events_out"]),
                 str(s["dropped"]),
+                s.get("detail", ""),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
@@ -466,6 +468,57 @@ def memory_import(endpoints: Any, args: argparse.Namespace) -> None:
     )
 
 
+def cmd_deadletter(args: argparse.Namespace) -> None:
+    from hexbus.deadletter import LetterError, drop, open_letters, read_letters, redrive
+
+    endpoints = endpoints_of(run_dir_of(args))
+    try:
+        letters = asyncio.run(read_letters(endpoints))
+    except LetterError as exc:
+        fail(str(exc))
+    dead = open_letters(letters)
+    if args.action == "list":
+        shown = [
+            (letter, blob)
+            for letter, blob in dead.values()
+            if not args.actor or letter.actor == args.actor
+        ]
+        if args.json:
+            rows = [
+                {
+                    **{k: v for k, v in msgspec.to_builtins(letter).items() if k != "envelope"},
+                    "blob_bytes": len(blob or b""),
+                }
+                for letter, blob in shown
+            ]
+            print(json.dumps(rows, indent=None if not sys.stdout.isatty() else 2))
+            return
+        for letter, _ in shown:
+            print(
+                f"{letter.event_id}  {letter.actor}  {letter.topic}  offset {letter.offset}  "
+                f"{letter.cause} x{letter.attempts}  {letter.error}"
+            )
+        if not shown:
+            print("no dead letters")
+        return
+    found = dead.get(args.id)
+    if found is None:
+        fail(f"no dead letter {args.id!r}: `hexbus deadletter list` shows them")
+    letter, blob = found
+    try:
+        if args.action == "drop":
+            asyncio.run(drop(endpoints, letter))
+            print(f"dropped {letter.event_id} ({letter.actor}, {letter.topic})")
+            return
+        report = asyncio.run(redrive(endpoints, letter, blob, timeout=args.timeout))
+    except LetterError as exc:
+        fail(str(exc))
+    if report.status == "retried":
+        print(f"retried {letter.event_id}: {letter.actor} applied it")
+    else:
+        fail(f"{letter.actor} failed on {letter.event_id} again: {report.error}")
+
+
 def cmd_keys(args: argparse.Namespace) -> None:
     from hexbus.endpoints import create_keys
 
@@ -662,6 +715,21 @@ def build_parser() -> argparse.ArgumentParser:
     a = action("export", "every memory as JSON Lines")
     a.add_argument("--out", default="-", help="a file (default: standard output)")
     p.set_defaults(fn=cmd_memory)
+
+    p = command("deadletter", "events an actor could not apply: list them, retry or drop one")
+    letters = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = letters.add_parser("list", help="the dead letters not yet retried or dropped")
+    a.add_argument("--actor", default="", help="only this actor's")
+    a.add_argument("--json", action="store_true", help="one JSON array of letters")
+    a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
+    a = letters.add_parser("retry", help="apply a dead letter again, once its fault is fixed")
+    a.add_argument("id", help="the event id `list` shows")
+    a.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the actor")
+    a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
+    a = letters.add_parser("drop", help="give a dead letter up for good")
+    a.add_argument("id", help="the event id `list` shows")
+    a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
+    p.set_defaults(fn=cmd_deadletter)
 
     p = sub.add_parser("keys", help="create CURVE keys for a bus on a non-loopback tcp address")
     p.add_argument("dir", nargs="?", default="~/.config/hexbus/keys")

@@ -76,6 +76,10 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     env: dict[str, str] = {}
     snapshot_every: int = 1000
     snapshot_interval_s: float = 5.0
+    # A durable event whose handler raises this many times in a row, or that the process dies
+    # handling this many times, goes to sys.deadletter.<actor> and the actor goes on without it.
+    dead_letter_after: int = 3
+    retry_backoff_s: float = 0.1  # before the first retry of a raising handler; doubles each time
     config: dict[str, Any] = {}
 
 
@@ -218,8 +222,13 @@ def validate(config: HexConfig, source: str) -> None:
             ("stop_grace_s", spec.stop_grace_s),
             ("snapshot_every", spec.snapshot_every),
             ("snapshot_interval_s", spec.snapshot_interval_s),
+            ("dead_letter_after", spec.dead_letter_after),
         ):
             _positive(source, f"{where}.{key}", value)
+        if spec.retry_backoff_s < 0:
+            raise ConfigError(
+                f"{source}: {where}.retry_backoff_s must be 0 or more, got {spec.retry_backoff_s}"
+            )
     start_order(config, source)
 
 

@@ -28,8 +28,10 @@ from hexbus._process import die_with_parent
 from hexbus.actor import Actor, ActorUnusable, Runtime, load_snapshot
 from hexbus.bus import BusClient
 from hexbus.config import ActorSpec, BusConfig
+from hexbus.deadletter import CrashMarker
 from hexbus.endpoints import Endpoints
 from hexbus.log import configure
+from hexbus.models import ModelMissing
 from schemas import CONTROL_TAGS, Heartbeat
 
 EXIT_CONFIG = 2
@@ -108,6 +110,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
             rejected=bus.rejected.total,
             applied_offset=rt.applied,
             rss_bytes=process.memory_info().rss,
+            detail=actor.detail[:200],
         )
         envelope = bus.publish_volatile(beat, key=name)
         try:
@@ -124,7 +127,17 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         snapshot_path=snapshot_path,
         applied_offset=offset,
         recent_ids=recent,
+        dead_letter_after=spec.actor.dead_letter_after,
+        retry_backoff_s=spec.actor.retry_backoff_s,
+        crash_marker=CrashMarker(data_dir / "inflight"),
     )
+    if runtime.crash_marker is not None and runtime.crash_marker.crashes:
+        log.warning(
+            "actor.died_handling",
+            offset=runtime.crash_marker.crashed_offset,
+            times=runtime.crash_marker.crashes,
+            dead_letter_after=spec.actor.dead_letter_after,
+        )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stopping.set)
@@ -146,11 +159,16 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     clean = True
     try:
         await actor.setup()
+        resume = actor.resume_offset()
+        if resume is not None and resume != runtime.applied:
+            log.info(
+                "actor.resume_from_store", store_offset=resume, snapshot_offset=runtime.applied
+            )
+            runtime.applied = resume
         if cls.subscribes:
             runtime.state = "replaying"
-            tasks.append(
-                loop.create_task(runtime.read_durable(list(cls.subscribes)), name="durable")
-            )
+            prefixes = [*cls.subscribes, runtime.redrive_topic]
+            tasks.append(loop.create_task(runtime.read_durable(prefixes), name="durable"))
         else:
             runtime.state = "live"
             actor.live = True
@@ -173,7 +191,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
             dispatch.cancel()
             await asyncio.gather(dispatch, return_exceptions=True)
             clean = False
-    except ActorUnusable as exc:
+    except (ActorUnusable, ModelMissing) as exc:
         log.error("actor.unusable", reason=str(exc))
         print(f"hexbus: {name}: {exc}", file=sys.stderr)
         write_exit_reason(data_dir, str(exc))
@@ -186,6 +204,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await actor.stop_tasks(spec.actor.stop_grace_s / 3)
     if code == 0:
         if clean:
             await runtime.snapshot()
@@ -197,6 +216,8 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         except Exception:
             log.exception("actor.teardown_failed")
     actor.shutdown_executors()
+    if runtime.crash_marker is not None:
+        runtime.crash_marker.close()
     await bus.close()
     hb_sock.close(linger=0)
     log.info("actor.stopped", applied_offset=runtime.applied, code=code)

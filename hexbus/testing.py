@@ -43,6 +43,7 @@ class MemoryBus:
         self.rejected = RateLimitedCounter(structlog.get_logger("hexbus.testing"))
         self.on_publish: Callable[[Envelope], Awaitable[None]] | None = None
         self.seq = 0
+        self.closed = False
 
     async def publish(
         self,
@@ -120,6 +121,7 @@ class ActorHarness(Generic[A]):
         *,
         name: str = "test",
         data_dir: Path | None = None,
+        dead_letter_after: int = 3,
     ) -> None:
         if config is None or isinstance(config, dict):
             config = msgspec.convert(config or {}, actor_type.config_type, strict=True)
@@ -129,9 +131,9 @@ class ActorHarness(Generic[A]):
             name,
             config,
             state if state is not None else actor_type.state_type(),
-            self.bus,
+            self.bus,  # type: ignore[arg-type]
             self.data_dir,
-        )  # type: ignore[arg-type]
+        )
         self.runtime = Runtime(
             self.actor,
             snapshot_every=10**9,
@@ -141,6 +143,8 @@ class ActorHarness(Generic[A]):
             snapshot_path=self.data_dir / "snapshot.msgpack",
             applied_offset=0,
             recent_ids=[],
+            dead_letter_after=dead_letter_after,
+            retry_backoff_s=0.0,  # retries at once: a test waits for nothing
         )
         self.runtime.state = "live"
         self.responders: dict[type[Event], Responder] = {}
@@ -188,6 +192,12 @@ class ActorHarness(Generic[A]):
 
     async def setup(self) -> None:
         await self.actor.setup()
+
+    async def stop(self) -> None:
+        """As a graceful stop does: cancel the actor's spawned tasks, then its teardown."""
+        await self.actor.stop_tasks(5.0)
+        await self.actor.teardown()
+        self.actor.shutdown_executors()
 
     async def send(
         self,

@@ -48,12 +48,15 @@ from schemas.memory import (
 from schemas.system import (
     ActorLifecycle,
     BrokerHeartbeat,
+    DeadLetter,
+    DeadLetterCause,
     Heartbeat,
     Metric,
     Ping,
     Pong,
     ProbeDurable,
     ProbeVolatile,
+    Redrive,
     Rejected,
     Reload,
     Snapshot,
@@ -76,6 +79,8 @@ AnyEvent = (
     | BrokerHeartbeat
     | ActorLifecycle
     | Rejected
+    | DeadLetter
+    | Redrive
     | Stop
     | Ping
     | Pong
@@ -158,6 +163,8 @@ __all__ = [
     "ChatAck",
     "ChatMessage",
     "Contradiction",
+    "DeadLetter",
+    "DeadLetterCause",
     "Delivery",
     "Event",
     "Fact",
@@ -190,6 +197,7 @@ __all__ = [
     "ProbeVolatile",
     "ProfileUpdate",
     "QuietMode",
+    "Redrive",
     "Rejected",
     "Reload",
     "Reply",

@@ -16,6 +16,8 @@ class Delivery(StrEnum):
 DELIVERY: dict[str, Delivery] = {
     "sys": Delivery.VOLATILE,  # heartbeats, control, pongs, metrics, rejected counters
     "sys.actor": Delivery.DURABLE,  # lifecycle: spawn, exit, restart, failed, error
+    "sys.deadletter": Delivery.DURABLE,  # events an actor could not apply, and what became of them
+    "sys.redrive": Delivery.DURABLE,  # apply a dead letter again
     "chat.message": Delivery.DURABLE,
     "chat.ack": Delivery.VOLATILE,
     "chat.reply": Delivery.DURABLE,

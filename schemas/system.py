@@ -21,6 +21,9 @@ class Heartbeat(Event, frozen=True, kw_only=True, tag="sys.heartbeat"):
     rejected: int = 0
     applied_offset: int = 0
     rss_bytes: int = 0
+    detail: str = (
+        ""  # what the actor is doing beyond its state: "loading whisper-base", "whisper-base 1.2s"
+    )
 
 
 class BrokerHeartbeat(Event, frozen=True, kw_only=True, tag="sys.broker.heartbeat"):
@@ -55,6 +58,40 @@ class ActorLifecycle(Event, frozen=True, kw_only=True, tag="sys.actor"):
     reason: str = ""
     event_id: str = ""
     event_type: str = ""
+
+
+DeadLetterCause = Literal["raised", "crashed"]
+DeadLetterStatus = Literal["dead", "retried", "dropped"]
+
+
+class DeadLetter(Event, frozen=True, kw_only=True, tag="sys.deadletter"):
+    """A durable event an actor could not apply, published on ``sys.deadletter.<actor>``.
+
+    ``status`` dead: its handler raised ``attempts`` times in a row (cause raised) or the
+    process died that many times while handling it (cause crashed), and the actor went on
+    without it. retried: ``hexbus deadletter retry`` applied it; dropped: an owner gave it up.
+    A dead letter carries the event's encoded envelope (and its blob in the message's blob
+    frame), so it can be retried after the journal has dropped the original.
+    """
+
+    actor: str
+    event_id: str  # the dead event's id: the letter's name in `hexbus deadletter`
+    offset: int
+    topic: str
+    status: DeadLetterStatus = "dead"
+    cause: DeadLetterCause = "raised"
+    attempts: int = 0
+    error: str = ""
+    envelope: bytes = b""
+
+
+class Redrive(Event, frozen=True, kw_only=True, tag="sys.redrive"):
+    """Apply a dead letter again, on ``sys.redrive.<actor>`` (from ``hexbus deadletter retry``)."""
+
+    actor: str
+    event_id: str
+    topic: str
+    envelope: bytes  # the dead event's encoded envelope; its blob travels in the blob frame
 
 
 class Rejected(Event, frozen=True, kw_only=True, tag="sys.bus.rejected"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Hex
+from tests.support.harness import Hex
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -102,6 +102,34 @@ class HungBrainActor(HangActor):
             self._block()
 
 
+class PoisonConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    fixed: bool = False  # true: the "bug" is fixed, poison probes are counted like the others
+
+
+class PoisonActor(Actor[PoisonConfig, CountState]):
+    """Counts durable probes, but one whose note is ``raise`` makes its handler raise and one whose
+    note is ``die`` kills the process, until ``fixed`` is set: dead letters, seen from outside."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("probe.durable", "probe.volatile.count")
+    config_type = PoisonConfig
+    state_type = CountState
+
+    @on(ProbeDurable)
+    async def count(self, event: ProbeDurable) -> None:
+        if not self.config.fixed and event.note == "raise":
+            raise ValueError(f"diag poison actor: cannot apply probe {event.n}")
+        if not self.config.fixed and event.note == "die":
+            os._exit(70)  # as a segfault in a native library would: no cleanup, no snapshot
+        self.state.count += 1
+        self.state.total += event.n
+        self.state.last_n = event.n
+
+    @on(ProbeVolatile)
+    async def report(self, event: ProbeVolatile) -> None:
+        if event.note == "count?":
+            await self.respond(ProbeVolatile(n=self.state.count, note=f"total={self.state.total}"))
+
+
 class CrashActor(Actor[NoConfig, NoState]):
     """Crashes during start, every time (a flapping actor)."""
 
@@ -178,7 +206,7 @@ class HogActor(Actor[HogConfig, NoState]):
 
     async def setup(self) -> None:
         self._hoard: list[bytearray] = []
-        asyncio.get_running_loop().create_task(self._grow())
+        self.spawn(self._grow(), name="grow")
 
     async def _grow(self) -> None:
         while True:

@@ -925,8 +925,8 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                 if old is not None:
                     return old, self.store.update_memory(old.id, **fields)
                 return None, self.store.add_memory(
-                    Memory(id=id, kind="journal", source="manual", created=entry.at, **fields)
-                )  # type: ignore[arg-type]
+                    Memory(id=id, kind="journal", source="manual", created=entry.at, **fields)  # type: ignore[arg-type]
+                )
 
         old, new = await self.offload(write)
         if old is not None:

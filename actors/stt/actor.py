@@ -15,13 +15,11 @@ arrives while the actor is down is lost: frames are volatile by design.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import time
 from collections import deque
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import msgspec
 import numpy as np
@@ -117,22 +115,11 @@ class SttActor(Actor[SttConfig, SttState]):
         self.sources: dict[str, Source] = {}
         self.inflight: set[str] = set()  # utterances being transcribed by this process
         self.done: set[str] = set()  # utterances whose final this process has seen or sent
-        self.tasks: set[asyncio.Task[None]] = set()
         log.info(
             "stt.ready",
             model=self.config.whisper.model or "packaged whisper base",
             device=self.config.whisper.device,
         )
-
-    async def teardown(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     # -- audio in ----------------------------------------------------------------------
 
@@ -215,7 +202,7 @@ class SttActor(Actor[SttConfig, SttState]):
             src.partial_busy = True
             src.last_partial = time.monotonic()
             self.spawn(
-                self.partial(src, src.utterance, src.segmenter.speech_audio()), "stt-partial"
+                self.partial(src, src.utterance, src.segmenter.speech_audio()), name="partial"
             )
 
     async def partial(self, src: Source, utterance: str, audio: np.ndarray) -> None:
@@ -261,7 +248,7 @@ class SttActor(Actor[SttConfig, SttState]):
         await self.publish(
             segment, key=frame.channel, blob=blob, event_id=derived_id(utterance, "segment")
         )
-        self.spawn(self.finish(segment, end.segment.audio), "stt-final")
+        self.spawn(self.finish(segment, end.segment.audio), name="final")
 
     # -- transcripts ---------------------------------------------------------------------
 
@@ -376,4 +363,4 @@ class SttActor(Actor[SttConfig, SttState]):
             return
         log.info("stt.resuming", utterance=utterance, source=found.segment.source)
         self.inflight.add(utterance)
-        self.spawn(self.finish(found.segment, from_pcm16(found.audio)), "stt-resume")
+        self.spawn(self.finish(found.segment, from_pcm16(found.audio)), name="resume")

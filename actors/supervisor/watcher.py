@@ -210,6 +210,7 @@ class Watcher:
             "events_in": beat.events_in if beat else 0,
             "events_out": beat.events_out if beat else 0,
             "dropped": beat.dropped if beat else 0,
+            "detail": beat.detail if beat and self.running else "",
             "rejected": beat.rejected if beat else 0,
             "applied_offset": beat.applied_offset if beat else 0,
             "reason": self.reason,

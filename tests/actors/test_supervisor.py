@@ -13,8 +13,8 @@ import pytest
 
 from hexbus.bus import BusClient
 from schemas import ProbeDurable, ProbeVolatile
-from tests.busclient import ask_count
-from tests.harness import FAST_BUS, actor_toml, poll_for
+from tests.support.busclient import ask_count
+from tests.support.harness import FAST_BUS, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
 

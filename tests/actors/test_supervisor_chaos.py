@@ -12,8 +12,8 @@ import pytest
 
 from hexbus.bus import BusClient
 from schemas import ProbeDurable
-from tests.busclient import ask_count
-from tests.harness import FAST_BUS, actor_toml, poll_for
+from tests.support.busclient import ask_count
+from tests.support.harness import FAST_BUS, actor_toml, poll_for
 
 N_EVENTS = 10_000
 N_KILLS = 20

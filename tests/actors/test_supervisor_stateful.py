@@ -17,8 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from hexbus.bus import BusClient
 from schemas import ProbeDurable
-from tests.busclient import ask_count
-from tests.harness import FAST_BUS, Hex, actor_toml, poll_for
+from tests.support.busclient import ask_count
+from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
 
 ACTORS = ("broker", "counter", "echo")
 RESTARTABLE = dict(max_restarts=1000, backoff_initial_s=0.02, backoff_max_s=0.2)

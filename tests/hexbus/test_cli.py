@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.harness import FAST_BUS, REPO, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, REPO, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
 
@@ -52,6 +52,7 @@ def test_status_json_is_keyed_by_actor_with_pid_state_restarts(hex_factory) -> N
         "IN",
         "OUT",
         "DROPPED",
+        "DETAIL",
     ]
     assert any(line.startswith("echo ") and " live " in line for line in table)
 

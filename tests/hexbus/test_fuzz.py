@@ -46,8 +46,8 @@ from schemas import (
     Rejected,
     delivery_of,
 )
-from tests.busclient import ask_count
-from tests.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
+from tests.support.busclient import ask_count
+from tests.support.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 

@@ -23,8 +23,8 @@ from hexbus.codec import ACK, PUBLISH, U64, U64x2
 from hexbus.config import ConfigError
 from hexbus.endpoints import Endpoints, secure_client
 from schemas import ProbeDurable
-from tests.busclient import ask_count
-from tests.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
+from tests.support.busclient import ask_count
+from tests.support.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
 

@@ -18,7 +18,7 @@ import zmq
 
 from hexbus.bus import BusClient
 from schemas import BrokerHeartbeat, ProbeDurable, ProbeVolatile
-from tests.harness import FAST_BUS, Hex, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
 

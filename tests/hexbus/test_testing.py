@@ -9,7 +9,7 @@ import pytest
 from actors.diag.actor import CounterActor, EchoActor
 from hexbus import Actor, NoConfig, NoState, RequestTimeout, on
 from hexbus.testing import ActorHarness
-from schemas import ChatAck, ChatMessage, Ping, Pong, ProbeDurable, ProbeVolatile
+from schemas import ChatAck, ChatMessage, DeadLetter, Ping, Pong, ProbeDurable, ProbeVolatile
 
 
 def message(text: str = "hi") -> ChatMessage:
@@ -51,12 +51,15 @@ class Boom(Actor[NoConfig, NoState]):
         await self.publish(ChatAck(message_event_id="ok", channel=event.channel))
 
 
-def test_a_raising_handler_is_reported_and_the_actor_goes_on() -> None:
+def test_a_raising_handler_is_reported_retried_dead_lettered_and_the_actor_goes_on() -> None:
     async def scenario() -> None:
         h = ActorHarness(Boom)
         out = await h.send(message("boom"), event_id="bad")
-        assert len(out) == 1 and out[0].change == "error" and out[0].event_id == "bad"  # type: ignore[attr-defined]
-        assert "ValueError: handler failure" in out[0].reason  # type: ignore[attr-defined]
+        errors, letters = out[:-1], out[-1:]
+        assert len(errors) == 3 and all(e.change == "error" and e.event_id == "bad" for e in errors)  # type: ignore[attr-defined]
+        assert "ValueError: handler failure" in errors[0].reason  # type: ignore[attr-defined]
+        assert isinstance(letters[0], DeadLetter) and letters[0].event_id == "bad"
+        assert h.runtime.applied == 1
         out = await h.send(message("fine"))
         assert out == [ChatAck(message_event_id="ok", channel="c1")]
 

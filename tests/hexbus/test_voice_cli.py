@@ -8,7 +8,7 @@ import wave
 from pathlib import Path
 
 from hexbus.voice import read_wav
-from tests.harness import REPO
+from tests.support.harness import REPO
 
 
 def voice(*args: str) -> subprocess.CompletedProcess[str]:

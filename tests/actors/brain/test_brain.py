@@ -32,7 +32,7 @@ from schemas import (
     ReplyMeta,
     ReplySentence,
 )
-from tests.harness import FAST_BUS, REPO, Hex, poll_for
+from tests.support.harness import FAST_BUS, REPO, Hex, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from actors.brain import tasks
 from hexbus.ask import ask
 from schemas import BrainTask, BrainTaskResult, Fact
 from tests.actors.brain.test_brain import start_brain
-from tests.harness import Hex
+from tests.support.harness import Hex
 
 TRANSCRIPT = "Sam: my sister Jo gets married on 12 June\nHex: Congratulations to Jo!\nSam: I am allergic to cats"
 

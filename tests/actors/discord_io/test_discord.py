@@ -22,7 +22,7 @@ from hexbus.codec import Envelope
 from schemas import ChatMessage, MemoryChanged, MemoryEdit, QuietMode
 from tests.actors.discord_io.fakediscord import FakeDiscord, Intent
 from tests.actors.discord_io.peers import script
-from tests.harness import FAST_BUS, Hex, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
 
@@ -504,7 +504,7 @@ def test_the_real_brain_answers_a_dm_and_memory_commands_reach_the_real_memory(
     import tempfile
     from pathlib import Path
 
-    from tests.harness import REPO
+    from tests.support.harness import REPO
 
     root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
     shutil.copy(REPO / "persona.toml", root / "persona.toml")
@@ -757,8 +757,8 @@ def test_a_member_speaks_in_voice_and_hex_answers_aloud_in_the_channel(
 
     from hexbus.pcm import to_pcm16
     from schemas import Utterance
-    from tests.harness import REPO
-    from tests.speech import espeak
+    from tests.support.harness import REPO
+    from tests.support.speech import espeak
 
     root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
     shutil.copy(REPO / "persona.toml", root / "persona.toml")

@@ -28,7 +28,7 @@ from schemas import (
     Reply,
     ReplyMeta,
 )
-from tests.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 

@@ -34,7 +34,7 @@ from schemas import (
 )
 from tests.actors.brain.test_brain import brain_toml
 from tests.actors.memory.test_memory_actor import add, memory_config, search
-from tests.harness import FAST_BUS, Hex, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 

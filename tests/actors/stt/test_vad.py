@@ -21,7 +21,7 @@ from actors.stt.vad import (
     VadConfig,
     VadEvent,
 )
-from tests.speech import Audio, espeak, silence, white_noise
+from tests.support.speech import Audio, espeak, silence, white_noise
 
 PHRASES = (
     "hello there, how are you today",

@@ -12,7 +12,7 @@ import pytest
 
 from actors.stt.models import ModelMissing
 from actors.stt.whisper import Result, Whisper, WhisperConfig, is_hallucination, normalise
-from tests.speech import Audio, espeak, silence, white_noise, word_errors, words
+from tests.support.speech import Audio, espeak, silence, white_noise, word_errors, words
 
 PHRASES = (
     "hello there, how are you today",

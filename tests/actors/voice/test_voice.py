@@ -32,8 +32,8 @@ from schemas import (
     Utterance,
 )
 from tests.actors.brain.test_brain import brain_toml
-from tests.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
-from tests.speech import make_wav, wer, words
+from tests.support.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
+from tests.support.speech import make_wav, wer, words
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 

@@ -22,7 +22,7 @@ from hexbus.endpoints import Endpoints, endpoints
 
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def poll_for(
