@@ -3,7 +3,7 @@
 A Hex runs ``stt`` (Silero VAD + packaged Whisper base), ``brain`` (packaged
 SmolLM2 via llama.cpp, fixed seed, memory and metadata off) and ``tts`` (packaged
 Kokoro int8 ONNX) on this machine's CPU. For each question the bench streams an
-espeak-ng recording in real time through ``hexbus.voice.VoiceClient`` (a fresh
+espeak-ng recording in real time through ``actors.stt.console.VoiceClient`` (a fresh
 channel each, so every prompt is the same size) and takes, on the wall clock (after one warm-up question that is not counted):
 
 - ``speech_end``: the last voiced sample (the STT's timing, from the frame times);
@@ -39,12 +39,12 @@ import tempfile
 import time
 from typing import Any
 
+from actors.stt.console import VoiceClient, read_wav
 from actors.tts.backends import KokoroConfig, make_voice
 from actors.tts.normalize import speakable
 from bench._common import emit, parser, progress, run_async
 from hexbus.bus import BusClient
 from hexbus.log import configure
-from hexbus.voice import VoiceClient, read_wav
 from schemas import AudioOut, Metric, Reply, Speaking, SpeechStarted, Utterance
 from tests.support.harness import FAST_BUS, REPO, Hex, actor_toml
 from tests.support.speech import make_wav

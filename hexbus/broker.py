@@ -63,7 +63,7 @@ log = structlog.get_logger("hexbus.broker")
 DRAIN = 256  # messages taken from one socket before looking at the others
 
 
-class BrokerSpec(msgspec.Struct, frozen=True, kw_only=True):
+class BrokerProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     """What the supervisor hands the broker process (as JSON in HEXBUS_SPEC)."""
 
     endpoints: Endpoints
@@ -126,7 +126,7 @@ class VolatileLane:
 
 
 class Broker:
-    def __init__(self, spec: BrokerSpec) -> None:
+    def __init__(self, spec: BrokerProcessSpec) -> None:
         self.spec = spec
         self.bus = spec.bus
         jc = spec.bus.journal
@@ -445,7 +445,7 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
-    spec = msgspec.json.decode(raw, type=BrokerSpec)
+    spec = msgspec.json.decode(raw, type=BrokerProcessSpec)
     configure("broker", os.environ.get("HEXBUS_LOG_LEVEL", "info"))
     from hexbus._process import die_with_parent
 

@@ -1,5 +1,5 @@
-"""A process's connection to the bus: volatile publish/subscribe, the durable
-producer outbox, and the durable feed that pulls from the replay endpoint.
+"""A process's connection to the bus: volatile publish/subscribe and the durable
+producer outbox; durable subscriptions are :class:`hexbus.feed.DurableFeed` pulls.
 
 All of it runs on one asyncio loop. Sends never block the loop: a volatile
 send that finds a full pipe drops (that is the volatile contract), and a
@@ -10,64 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final
+from collections.abc import AsyncIterator
+from typing import Final
 
 import structlog
 import zmq
 import zmq.asyncio
 
 from hexbus import codec
+from hexbus._sockets import client_socket, readable, sent
 from hexbus.codec import (
     ACK,
-    BATCH,
-    FETCH,
     NACK,
     PUBLISH,
     U64,
     Envelope,
-    FetchRequest,
     RejectedFrame,
     U64x2,
 )
-from hexbus.endpoints import Endpoints, connect_address, requires_curve, secure_client
+from hexbus.endpoints import Endpoints, connect_address, secure_client
+from hexbus.feed import DurableFeed
 from hexbus.log import RateLimitedCounter
 from schemas import Delivery, Event, delivery_of, tag_of
 
 log = structlog.get_logger("hexbus.bus")
 
-RECONNECT_MS: Final = 20
-RECONNECT_MAX_MS: Final = 250
 DRAIN: Final = 512
 
 
 class BusClosed(Exception):
     """The client was closed while an operation waited."""
-
-
-def _socket(
-    ctx: zmq.asyncio.Context, kind: int, address: str, curve_dir: str
-) -> zmq.asyncio.Socket:
-    sock = ctx.socket(kind)
-    sock.linger = 0
-    sock.reconnect_ivl = RECONNECT_MS
-    sock.reconnect_ivl_max = RECONNECT_MAX_MS
-    if curve_dir and address.startswith("tcp://"):
-        secure_client(sock, curve_dir)
-    elif requires_curve(address):
-        raise zmq.ZMQError(msg=f"{address} is not loopback and no CURVE keys are configured")
-    return sock
-
-
-async def readable(sock: zmq.asyncio.Socket, timeout_ms: int) -> bool:
-    """Wait until ``sock`` has a message to read, or the timeout passes."""
-    events = await sock.poll(timeout_ms, zmq.POLLIN)  # type: ignore[call-arg]
-    return bool(events)
-
-
-def _sent(future: Any) -> bool:
-    """Whether a NOBLOCK send went out (and mark its exception retrieved if not)."""
-    return bool(future.done() and future.exception() is None)
 
 
 class Producer:
@@ -122,7 +94,7 @@ class Producer:
 
     def _send(self, seq: int, frames: list[bytes]) -> bool:
         floor = self.acked + 1
-        return _sent(
+        return sent(
             self.sock.send_multipart([PUBLISH, U64.pack(floor), *frames], flags=zmq.NOBLOCK)
         )
 
@@ -182,151 +154,6 @@ class Producer:
         self._space.set()
 
 
-class DurableFeed:
-    """Pulls durable events after an offset from the replay endpoint, at the consumer's pace.
-
-    Yields ``(envelope, blob)`` for each event and ``(None, next_after)`` marks
-    when a batch ends, so the consumer can advance its applied offset past
-    events it does not subscribe to. ``live`` becomes true once a fetch finds
-    nothing newer than the journal head.
-    """
-
-    def __init__(
-        self,
-        sock: zmq.asyncio.Socket,
-        prefixes: list[str],
-        after: int,
-        rejected: RateLimitedCounter,
-        *,
-        wait_ms: int = 1000,
-        max_events: int = 512,
-    ) -> None:
-        self.sock = sock
-        self.shadow: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
-        self.prefixes = prefixes
-        self.after = after
-        self.rejected = rejected
-        self.wait_ms = wait_ms
-        self.max_events = max_events
-        self.req = 0
-        self.live = False
-        self.head = 0
-        self.incarnation = ""
-        self.on_live: Callable[[], None] | None = None
-        self._positioned = (
-            asyncio.Event()
-        )  # the offset to read after is known (a tail learns the head)
-        if after >= 0:
-            self._positioned.set()
-
-    async def positioned(self, timeout: float) -> bool:
-        """Wait (while the feed is being iterated) until it knows where it starts; False on timeout.
-
-        For a tail (``after=-1``) that is the journal's head when the broker first answered:
-        every event journaled after it will be read, so a request published now cannot have its
-        answer missed.
-        """
-        try:
-            await asyncio.wait_for(self._positioned.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    def _request(self) -> None:
-        self.req += 1
-        request = FetchRequest(
-            req=self.req,
-            after=max(0, self.after),
-            prefixes=self.prefixes,
-            max_events=self.max_events,
-            wait_ms=self.wait_ms if self.live else 0,
-        )
-        _sent(self.sock.send_multipart([FETCH, codec.encode_control(request)], flags=zmq.NOBLOCK))
-
-    async def _reply(self) -> list[bytes] | None:
-        # A parked fetch is answered within wait_ms; past that (plus slack) the broker lost it.
-        deadline = time.monotonic() + (self.wait_ms if self.live else 0) / 1000 + 0.5
-        while True:
-            try:
-                frames = self.shadow.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                await readable(self.sock, int(remaining * 1000) + 1)
-                continue
-            if len(frames) < 2 or frames[0] != BATCH:
-                self.rejected.add("frames", "unexpected replay frame")
-                continue
-            try:
-                reply = codec.fetch_reply_decoder.decode(frames[1])
-            except Exception as exc:
-                self.rejected.add("malformed", f"fetch reply: {exc}")
-                continue
-            if reply.req != self.req:
-                continue  # an answer to a request we gave up on
-            return frames
-
-    async def __aiter__(self) -> AsyncIterator[tuple[Envelope | None, Any]]:
-        while True:
-            self._request()
-            frames = await self._reply()
-            if frames is None:
-                continue  # the broker is down or restarting; ask again
-            reply = codec.fetch_reply_decoder.decode(frames[1])
-            if reply.incarnation != self.incarnation:
-                if self.incarnation:
-                    log.info(
-                        "bus.broker_restarted", incarnation=reply.incarnation, after=self.after
-                    )
-                self.incarnation = reply.incarnation
-            if 0 < self.after < reply.first - 1 and reply.head >= reply.first:
-                # Retention removed events this subscriber never read: a real, unrecoverable gap.
-                log.error(
-                    "bus.gap_retention",
-                    missing_from=self.after + 1,
-                    missing_to=reply.first - 1,
-                    hint="raise bus.journal.retention_mb/retention_hours, or keep this actor running",
-                )
-            if self.after < 0:
-                self.after = reply.head  # a tail: start at the journal's head, skip history
-                self._positioned.set()
-                continue
-            if reply.head < self.after:
-                log.warning(
-                    "bus.journal_behind_snapshot",
-                    head=reply.head,
-                    after=self.after,
-                    hint="the journal was reset; replaying from its head",
-                )
-                self.after = reply.head
-                continue
-            body = frames[2:]
-            if len(body) != 3 * reply.count:
-                self.rejected.add(
-                    "frames", f"fetch reply with {len(body)} frames for {reply.count} events"
-                )
-                continue
-            for i in range(0, len(body), 3):
-                topic, env, blob = body[i], body[i + 1], body[i + 2]
-                try:
-                    envelope, _ = codec.decode_message([topic, env])
-                except RejectedFrame as exc:
-                    self.rejected.add(exc.kind, exc.detail)
-                    continue
-                if envelope.offset <= self.after:
-                    continue
-                self.after = envelope.offset
-                yield envelope, (blob or None)
-            self.after = max(self.after, reply.next_after)
-            self.head = reply.head
-            yield None, self.after
-            if not self.live and reply.count == 0 and self.after >= reply.head:
-                self.live = True
-                if self.on_live is not None:
-                    self.on_live()
-
-
 class BusClient:
     """Everything one process needs to publish and subscribe.
 
@@ -359,12 +186,12 @@ class BusClient:
         self.pub = self._pub(sync_ctx, endpoints.volatile_in, volatile_hwm)
         self.pub_big = self._pub(sync_ctx, endpoints.volatile_big_in, blob_hwm)
         self.blob_lane_bytes = blob_lane_bytes
-        self.sub = _socket(self.ctx, zmq.SUB, endpoints.volatile_out, curve)
+        self.sub = client_socket(self.ctx, zmq.SUB, endpoints.volatile_out, curve)
         self.sub.rcvhwm = volatile_hwm
         self.sub.connect(connect_address(endpoints.volatile_out))
         self.sub.connect(connect_address(endpoints.volatile_big))
         self.sub_shadow: zmq.Socket[bytes] = zmq.Socket.shadow(self.sub.underlying)
-        self.ingest = _socket(self.ctx, zmq.DEALER, endpoints.ingest, curve)
+        self.ingest = client_socket(self.ctx, zmq.DEALER, endpoints.ingest, curve)
         # Not IMMEDIATE: what is sent before the connection is up waits in the pipe instead of
         # waiting for a retransmission; the broker drops the duplicates that can cause.
         self.ingest.sndhwm = outbox + 1000
@@ -525,7 +352,7 @@ class BusClient:
     ) -> DurableFeed:
         """Durable events matching ``prefixes`` after offset ``after``; ``after=-1`` starts at the journal's head."""
         if self._replay is None:
-            self._replay = _socket(
+            self._replay = client_socket(
                 self.ctx, zmq.DEALER, self.endpoints.replay, self.endpoints.curve_dir
             )
             self._replay.connect(connect_address(self.endpoints.replay))

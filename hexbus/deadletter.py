@@ -1,6 +1,6 @@
 """Dead letters: durable events an actor could not apply, kept so nothing accepted is silently lost.
 
-The runtime (:class:`hexbus.actor.Runtime`) applies a durable event by calling its
+The runtime (:class:`hexbus.runtime.Runtime`) applies a durable event by calling its
 handler. A handler that raises is retried with backoff; after ``dead_letter_after``
 failures the event is published as :class:`schemas.DeadLetter` on
 ``sys.deadletter.<actor>`` (with the event's envelope and blob, so it can be retried

@@ -10,6 +10,10 @@ Appends are one ``os.write`` each, so a record is in the page cache (and
 survives the death of this process) as soon as :meth:`Journal.append` returns;
 when it reaches the disk is the :class:`FsyncPolicy`'s business. Opening a
 journal recovers it: a torn or damaged tail is cut off at the last whole record.
+
+It is one module over 500 lines on purpose: :class:`Journal` is one cohesive class
+(append, read, recover, retain over the same segment list and index, under one lock),
+and the format above is the contract all of it keeps.
 """
 
 from __future__ import annotations

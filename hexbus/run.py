@@ -25,13 +25,14 @@ import zmq
 
 from hexbus import codec
 from hexbus._process import die_with_parent
-from hexbus.actor import Actor, ActorUnusable, Runtime, load_snapshot
+from hexbus.actor import Actor, ActorUnusable
 from hexbus.bus import BusClient
 from hexbus.config import ActorSpec, BusConfig
 from hexbus.deadletter import CrashMarker
 from hexbus.endpoints import Endpoints
 from hexbus.log import configure
 from hexbus.models import ModelMissing
+from hexbus.runtime import Runtime, load_snapshot
 from schemas import CONTROL_TAGS, Heartbeat
 
 EXIT_CONFIG = 2

@@ -5,7 +5,7 @@
     assert harness.state.count == 1
 
 Durable events go through the same offset and idempotency checks as in a real
-process (:class:`hexbus.actor.Runtime`); requests the actor makes are answered
+process (:class:`hexbus.runtime.Runtime`); requests the actor makes are answered
 by responders you register.
 """
 
@@ -20,9 +20,10 @@ import msgspec
 import structlog
 
 from hexbus import codec
-from hexbus.actor import Actor, Runtime
+from hexbus.actor import Actor
 from hexbus.codec import Envelope
 from hexbus.log import RateLimitedCounter
+from hexbus.runtime import Runtime
 from schemas import Delivery, Event, delivery_of, tag_of
 
 A = TypeVar("A", bound=Actor[Any, Any])

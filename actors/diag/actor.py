@@ -147,7 +147,7 @@ class StallActor(Actor[StallConfig, NoState]):
     config_type = StallConfig
 
     async def setup(self) -> None:
-        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         sock.rcvhwm = 10
         sock.linger = 0
         sock.subscribe(self.config.prefix.encode())

@@ -25,10 +25,9 @@ import msgspec
 import numpy as np
 import structlog
 
-from actors.stt.models import ModelMissing
 from actors.stt.vad import Segmenter, SileroStream, SpeechEnd, SpeechStart, VadConfig
 from actors.stt.whisper import Whisper, WhisperConfig
-from hexbus import Actor, ActorUnusable, on
+from hexbus import Actor, on
 from hexbus.codec import derived_id
 from hexbus.pcm import from_pcm16, to_pcm16
 from schemas import (
@@ -57,7 +56,7 @@ class SttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     )
 
 
-class Pending(msgspec.Struct, kw_only=True):
+class PendingSegment(msgspec.Struct, kw_only=True):
     segment: Segment
     audio: bytes  # PCM16 16 kHz
 
@@ -66,7 +65,7 @@ class SttState(msgspec.Struct, kw_only=True):
     """Segments journaled but not yet transcribed, by utterance id (normally none or one, a few
     hundred KB at most), so a snapshot taken between the two still holds the audio."""
 
-    pending: dict[str, Pending] = {}
+    pending: dict[str, PendingSegment] = {}
 
 
 @dataclass
@@ -105,13 +104,10 @@ class SttActor(Actor[SttConfig, SttState]):
 
     async def setup(self) -> None:
         self.whisper = Whisper(self.config.whisper)
-        try:
-            await self.offload(self.whisper.load)
-            self.vad_model_check = await self.offload(
-                SileroStream
-            )  # fails here, not on the first frame
-        except ModelMissing as exc:
-            raise ActorUnusable(str(exc)) from None
+        # A missing model fails here (the actor is then unusable, with its one line in
+        # `hexbus status`), not on the first frame.
+        await self.load_model(self.whisper.model)
+        self.vad_model_check = await self.offload(SileroStream)
         self.sources: dict[str, Source] = {}
         self.inflight: set[str] = set()  # utterances being transcribed by this process
         self.done: set[str] = set()  # utterances whose final this process has seen or sent
@@ -243,7 +239,7 @@ class SttActor(Actor[SttConfig, SttState]):
         blob = to_pcm16(end.segment.audio)
         self.inflight.add(utterance)
         # In the state before it is journaled: a snapshot taken before the final still holds it.
-        self.state.pending[utterance] = Pending(segment=segment, audio=blob)
+        self.state.pending[utterance] = PendingSegment(segment=segment, audio=blob)
         self.state_changed()
         await self.publish(
             segment, key=frame.channel, blob=blob, event_id=derived_id(utterance, "segment")
@@ -340,7 +336,7 @@ class SttActor(Actor[SttConfig, SttState]):
             or event.utterance in self.state.pending
         ):
             return
-        self.state.pending[event.utterance] = Pending(segment=event, audio=self.blob or b"")
+        self.state.pending[event.utterance] = PendingSegment(segment=event, audio=self.blob or b"")
         self.state_changed()
         if self.live:
             self.resume(event.utterance)

@@ -1,19 +1,20 @@
 """Where the speech models live on disk: the packaged Whisper base and faster-whisper's Silero VAD.
 
 Nothing here imports faster-whisper or the model packages: their folders are found with
-``importlib.util.find_spec``, so a missing package is a :class:`ModelMissing` with an
+``importlib.util.find_spec``, so a missing package is a :class:`hexbus.models.ModelMissing` with an
 install hint rather than an ``ImportError`` from deep inside a load.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Final
+
+from hexbus.models import ModelMissing, package_folder
 
 INSTALL_HINT: Final = "pip install 'hex[voice]' (see ../shared/MODELS.md, 'Speech to text')"
 WHISPER_PARTS: Final = (
@@ -25,10 +26,6 @@ _TMP_SUFFIX: Final = ".hex-tmp"
 _STALE_TMP_S: Final = 3600.0  # a temp file this old was left by a killed process
 
 
-class ModelMissing(Exception):
-    """A speech model or the library that runs it is not on this machine."""
-
-
 def cache_root(cache: Path | None = None) -> Path:
     """``cache``, else ``$HEX_CACHE``, else ``~/.cache/hex``."""
     if cache is not None:
@@ -38,10 +35,7 @@ def cache_root(cache: Path | None = None) -> Path:
 
 
 def _package_dir(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelMissing(f"the package {module} is not installed: {INSTALL_HINT}")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return package_folder(module, INSTALL_HINT)
 
 
 def _atomic_write(dest: Path, sources: list[Path]) -> None:

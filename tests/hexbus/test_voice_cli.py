@@ -7,7 +7,7 @@ import sys
 import wave
 from pathlib import Path
 
-from hexbus.voice import read_wav
+from actors.stt.console import read_wav
 from tests.support.harness import REPO
 
 

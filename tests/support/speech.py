@@ -13,8 +13,8 @@ import numpy.typing as npt
 import pytest
 import soxr  # type: ignore[import-untyped]
 
+from actors.stt.console import read_wav, write_wav
 from hexbus.pcm import to_pcm16
-from hexbus.voice import read_wav, write_wav
 
 RATE = 16_000
 Audio = npt.NDArray[np.float32]

@@ -10,8 +10,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from actors.stt.models import ModelMissing
 from actors.stt.whisper import Result, Whisper, WhisperConfig, is_hallucination, normalise
+from hexbus.models import ModelMissing
 from tests.support.speech import Audio, espeak, silence, white_noise, word_errors, words
 
 PHRASES = (

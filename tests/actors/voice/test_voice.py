@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from actors.stt.console import VoiceClient, read_wav
 from hexbus.bus import BusClient
-from hexbus.voice import VoiceClient, read_wav
 from schemas import (
     AudioOut,
     BargeIn,
@@ -163,7 +163,7 @@ def test_silence_and_noise_give_no_transcript(hex_factory, tmp_path: Path) -> No
     noise = np.concatenate(
         [np.zeros(16000 * 3, np.float32), rng.normal(0, 0.1, 16000 * 5).astype(np.float32)]
     )
-    from hexbus.voice import write_wav
+    from actors.stt.console import write_wav
 
     write_wav(quiet, (noise * 32767).astype("<i2").tobytes(), 16000)
 

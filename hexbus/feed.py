@@ -1,0 +1,170 @@
+"""The durable feed: a subscriber's pull of durable events by offset from the broker's replay endpoint.
+
+A feed asks for events after its offset that match its prefixes; once it has caught
+up, the broker parks the request and answers it the moment a matching event is
+journaled (a long poll). Nothing is pushed, so a slow subscriber cannot make the
+broker buffer for it, and a restart is the same pull from the snapshot's offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import structlog
+import zmq
+import zmq.asyncio
+
+from hexbus import codec
+from hexbus._sockets import readable, sent
+from hexbus.codec import BATCH, FETCH, Envelope, FetchRequest, RejectedFrame
+from hexbus.log import RateLimitedCounter
+
+log = structlog.get_logger("hexbus.bus")
+
+
+class DurableFeed:
+    """Pulls durable events after an offset from the replay endpoint, at the consumer's pace.
+
+    Yields ``(envelope, blob)`` for each event and ``(None, next_after)`` marks
+    when a batch ends, so the consumer can advance its applied offset past
+    events it does not subscribe to. ``live`` becomes true once a fetch finds
+    nothing newer than the journal head.
+    """
+
+    def __init__(
+        self,
+        sock: zmq.asyncio.Socket,
+        prefixes: list[str],
+        after: int,
+        rejected: RateLimitedCounter,
+        *,
+        wait_ms: int = 1000,
+        max_events: int = 512,
+    ) -> None:
+        self.sock = sock
+        self.shadow: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        self.prefixes = prefixes
+        self.after = after
+        self.rejected = rejected
+        self.wait_ms = wait_ms
+        self.max_events = max_events
+        self.req = 0
+        self.live = False
+        self.head = 0
+        self.incarnation = ""
+        self.on_live: Callable[[], None] | None = None
+        self._positioned = (
+            asyncio.Event()
+        )  # the offset to read after is known (a tail learns the head)
+        if after >= 0:
+            self._positioned.set()
+
+    async def positioned(self, timeout: float) -> bool:
+        """Wait (while the feed is being iterated) until it knows where it starts; False on timeout.
+
+        For a tail (``after=-1``) that is the journal's head when the broker first answered:
+        every event journaled after it will be read, so a request published now cannot have its
+        answer missed.
+        """
+        try:
+            await asyncio.wait_for(self._positioned.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _request(self) -> None:
+        self.req += 1
+        request = FetchRequest(
+            req=self.req,
+            after=max(0, self.after),
+            prefixes=self.prefixes,
+            max_events=self.max_events,
+            wait_ms=self.wait_ms if self.live else 0,
+        )
+        sent(self.sock.send_multipart([FETCH, codec.encode_control(request)], flags=zmq.NOBLOCK))
+
+    async def _reply(self) -> list[bytes] | None:
+        # A parked fetch is answered within wait_ms; past that (plus slack) the broker lost it.
+        deadline = time.monotonic() + (self.wait_ms if self.live else 0) / 1000 + 0.5
+        while True:
+            try:
+                frames = self.shadow.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                await readable(self.sock, int(remaining * 1000) + 1)
+                continue
+            if len(frames) < 2 or frames[0] != BATCH:
+                self.rejected.add("frames", "unexpected replay frame")
+                continue
+            try:
+                reply = codec.fetch_reply_decoder.decode(frames[1])
+            except Exception as exc:
+                self.rejected.add("malformed", f"fetch reply: {exc}")
+                continue
+            if reply.req != self.req:
+                continue  # an answer to a request we gave up on
+            return frames
+
+    async def __aiter__(self) -> AsyncIterator[tuple[Envelope | None, Any]]:
+        while True:
+            self._request()
+            frames = await self._reply()
+            if frames is None:
+                continue  # the broker is down or restarting; ask again
+            reply = codec.fetch_reply_decoder.decode(frames[1])
+            if reply.incarnation != self.incarnation:
+                if self.incarnation:
+                    log.info(
+                        "bus.broker_restarted", incarnation=reply.incarnation, after=self.after
+                    )
+                self.incarnation = reply.incarnation
+            if 0 < self.after < reply.first - 1 and reply.head >= reply.first:
+                # Retention removed events this subscriber never read: a real, unrecoverable gap.
+                log.error(
+                    "bus.gap_retention",
+                    missing_from=self.after + 1,
+                    missing_to=reply.first - 1,
+                    hint="raise bus.journal.retention_mb/retention_hours, or keep this actor running",
+                )
+            if self.after < 0:
+                self.after = reply.head  # a tail: start at the journal's head, skip history
+                self._positioned.set()
+                continue
+            if reply.head < self.after:
+                log.warning(
+                    "bus.journal_behind_snapshot",
+                    head=reply.head,
+                    after=self.after,
+                    hint="the journal was reset; replaying from its head",
+                )
+                self.after = reply.head
+                continue
+            body = frames[2:]
+            if len(body) != 3 * reply.count:
+                self.rejected.add(
+                    "frames", f"fetch reply with {len(body)} frames for {reply.count} events"
+                )
+                continue
+            for i in range(0, len(body), 3):
+                topic, env, blob = body[i], body[i + 1], body[i + 2]
+                try:
+                    envelope, _ = codec.decode_message([topic, env])
+                except RejectedFrame as exc:
+                    self.rejected.add(exc.kind, exc.detail)
+                    continue
+                if envelope.offset <= self.after:
+                    continue
+                self.after = envelope.offset
+                yield envelope, (blob or None)
+            self.after = max(self.after, reply.next_after)
+            self.head = reply.head
+            yield None, self.after
+            if not self.live and reply.count == 0 and self.after >= reply.head:
+                self.live = True
+                if self.on_live is not None:
+                    self.on_live()

@@ -1,0 +1,485 @@
+"""The runtime that drives one actor: replay, dispatch with control first, retries and dead
+letters, snapshots and heartbeats. :mod:`hexbus.run` builds one per process; :mod:`hexbus.testing`
+drives one on an in-memory bus.
+
+Dispatch order: control events (stop, ping, snapshot, reload) first, then durable and
+volatile events in turn. A durable event is applied once: offsets at or below the applied
+offset and recently applied ids are skipped; a handler that raises is retried with backoff,
+and dead-lettered (:mod:`hexbus.deadletter`) after ``dead_letter_after`` failures or process
+deaths. Snapshots (state, applied offset, recent ids) are written between handlers only, so
+no half-applied event is ever saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from hexbus import codec
+from hexbus.actor import Actor, _current
+from hexbus.codec import Envelope
+from hexbus.deadletter import CrashMarker
+from hexbus.files import write_atomic
+from schemas import (
+    CONTROL_TAGS,
+    ActorLifecycle,
+    DeadLetter,
+    DeadLetterCause,
+    Delivery,
+    Ping,
+    Pong,
+    Redrive,
+    Rejected,
+    Reload,
+    Snapshot,
+    Stop,
+    delivery_of,
+    tag_of,
+)
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class SnapshotFile(msgspec.Struct, kw_only=True):
+    version: int = 1
+    actor: str
+    offset: int
+    written_at: float
+    state: msgspec.Raw
+    recent_ids: list[str] = []
+
+
+class Runtime:
+    """Drives one actor: replay, dispatch with control first, snapshots, heartbeats, graceful stop."""
+
+    def __init__(
+        self,
+        actor: Actor[Any, Any],
+        *,
+        snapshot_every: int,
+        snapshot_interval_s: float,
+        heartbeat_interval_s: float,
+        heartbeat: Callable[[Runtime], None],
+        snapshot_path: Path,
+        applied_offset: int,
+        recent_ids: list[str],
+        dead_letter_after: int = 3,
+        retry_backoff_s: float = 0.1,
+        crash_marker: CrashMarker | None = None,
+    ) -> None:
+        self.actor = actor
+        self.bus = actor.bus
+        self.snapshot_every = snapshot_every
+        self.snapshot_interval_s = snapshot_interval_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.send_heartbeat = heartbeat
+        self.snapshot_path = snapshot_path
+        self.applied = applied_offset
+        self.recent: OrderedDict[str, None] = OrderedDict((i, None) for i in recent_ids)
+        self.control: deque[tuple[Envelope, bytes | None]] = deque()
+        self.volatile: deque[tuple[Envelope, bytes | None]] = deque()
+        self.volatile_bytes = 0
+        self.durable: asyncio.Queue[tuple[Envelope | None, Any]] = asyncio.Queue(maxsize=1024)
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.state = "starting"
+        self.events_in = 0
+        self.dropped = 0
+        self.since_snapshot = 0
+        self.snapshot_at = time.monotonic()
+        self.dirty = False
+        self.snapshot_due = False
+        self.snapshot_now = False
+        self.control_tags = {f"{tag}.{actor.name}" for tag in CONTROL_TAGS}
+        self.dead_letter_after = dead_letter_after
+        self.retry_backoff_s = retry_backoff_s
+        self.crash_marker = crash_marker
+        self.redrive_topic = f"{tag_of(Redrive)}.{actor.name}"
+        actor._state_changed = self.mark_dirty  # type: ignore[method-assign]
+
+    def mark_dirty(self, now: bool = False) -> None:
+        self.dirty = True
+        if now:
+            self.snapshot_now = True
+            self.snapshot_due = True
+            self.wake.set()
+
+    # -- inputs ---------------------------------------------------------------
+
+    async def read_volatile(self) -> None:
+        async for envelope, blob in self.bus.volatile():
+            future = self.actor._pending.get(envelope.correlation) if envelope.correlation else None
+            if future is not None and not future.done() and envelope.source != self.actor.name:
+                future.set_result((envelope, blob))
+                continue
+            if envelope.topic in self.control_tags:
+                if isinstance(envelope.body, Ping | Stop):
+                    await self.run_control(
+                        envelope, blob
+                    )  # needs no state: answer at once, even mid-handler
+                else:
+                    self.control.append((envelope, blob))
+            elif delivery_of(envelope.topic) is Delivery.DURABLE:
+                continue  # durable events arrive through the feed, in order
+            else:
+                size = len(blob) if blob is not None else 0
+                while self.volatile and (
+                    len(self.volatile) >= self.actor.volatile_queue
+                    or self.volatile_bytes + size > self.actor.volatile_queue_bytes
+                ):
+                    _, old = self.volatile.popleft()
+                    self.volatile_bytes -= len(old) if old is not None else 0
+                    self.dropped += 1
+                self.volatile.append((envelope, blob))
+                self.volatile_bytes += size
+            self.wake.set()
+
+    async def read_durable(self, prefixes: list[str]) -> None:
+        feed = self.bus.durable(prefixes, self.applied)
+
+        def live() -> None:
+            self.state = "live"
+            self.actor.live = True
+            self.actor.log.info("actor.live", applied_offset=self.applied)
+            self.send_heartbeat(self)
+            # Queued behind the replayed events, so on_live sees the state they built.
+            try:
+                self.durable.put_nowait((_LIVE, None))
+            except asyncio.QueueFull:
+                asyncio.get_running_loop().create_task(self.durable.put((_LIVE, None)))
+            self.wake.set()
+
+        feed.on_live = live
+        async for item in feed:
+            await self.durable.put(item)
+            self.wake.set()
+
+    # -- dispatch -------------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        turn = 0
+        while not self.stopping.is_set():
+            if self.snapshot_due:
+                self.snapshot_due = False
+                if self.snapshot_now:
+                    await self.snapshot()
+                else:
+                    await self.maybe_snapshot()
+            if self.control:
+                await self.run_control(*self.control.popleft())
+                continue
+            has_durable = not self.durable.empty()
+            has_volatile = bool(self.volatile) and self.state == "live"
+            if not has_durable and not has_volatile:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            turn ^= 1
+            if has_durable and (turn or not has_volatile):
+                envelope, extra = self.durable.get_nowait()
+                if envelope is _LIVE:
+                    try:
+                        await self.actor.on_live()
+                    except Exception:
+                        self.actor.log.exception("actor.on_live_failed")
+                    continue
+                if envelope is None:
+                    if extra > self.applied:
+                        self.applied = extra
+                        self.dirty = True
+                    await self.maybe_snapshot()
+                    continue
+                await self.apply_durable(envelope, extra)
+            else:
+                envelope, blob = self.volatile.popleft()
+                self.volatile_bytes -= len(blob) if blob is not None else 0
+                await self.call_handler(envelope, blob)
+
+    async def apply_durable(self, envelope: Envelope, blob: bytes | None) -> None:
+        if envelope.offset <= self.applied:
+            return
+        future = self.actor._pending.get(envelope.correlation) if envelope.correlation else None
+        if future is not None and not future.done():
+            future.set_result((envelope, blob))
+        elif envelope.id not in self.recent:
+            if not await self.apply(envelope, blob):
+                return  # stopped between retries: not applied, so the next process handles it
+            self.recent[envelope.id] = None
+            if len(self.recent) > self.actor.dedup_window:
+                self.recent.popitem(last=False)
+        self.applied = envelope.offset
+        self.dirty = True
+        self.since_snapshot += 1
+        await self.maybe_snapshot()
+
+    async def apply(self, envelope: Envelope, blob: bytes | None) -> bool:
+        """Handle one durable event: retried with backoff while its handler raises, dead-lettered
+        after ``dead_letter_after`` failures or process deaths. False if a stop came first."""
+        offset = envelope.offset
+        target, target_blob, redriven = envelope, blob, False
+        if envelope.topic == self.redrive_topic and isinstance(envelope.body, Redrive):
+            original = self.redriven(envelope)
+            if original is None:
+                return True
+            # The event as it first came, at the redrive's offset: a store that commits offsets
+            # (memory) must never see one go backwards.
+            target, redriven = msgspec.structs.replace(original, offset=offset), True
+        marker = self.crash_marker
+        crashes = marker.crashes_at(offset) if marker is not None else 0
+        if crashes >= self.dead_letter_after:
+            await self.dead_letter(
+                target,
+                target_blob,
+                "crashed",
+                crashes,
+                f"the process died {crashes} times while handling it",
+            )
+            if marker is not None:
+                marker.finish(offset)
+            return True
+        cause = envelope.id if redriven else ""
+        if marker is not None:
+            marker.start(offset)
+        delay, attempts = self.retry_backoff_s, 0
+        try:
+            while True:
+                error = await self.call_handler(target, target_blob)
+                attempts += 1
+                if error is None:
+                    if redriven:
+                        await self.publish_letter(
+                            target, "retried", "raised", attempts, "", None, envelope.id
+                        )
+                    return True
+                if attempts >= self.dead_letter_after:
+                    await self.dead_letter(target, target_blob, "raised", attempts, error, cause)
+                    return True
+                self.actor.log.warning(
+                    "actor.handler_retry",
+                    event_id=target.id,
+                    offset=offset,
+                    attempt=attempts,
+                    retry_in_s=delay,
+                )
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                except TimeoutError:
+                    pass
+                if self.stopping.is_set():
+                    return False
+                delay = min(delay * 2, 5.0)
+        finally:
+            if marker is not None:
+                marker.finish(offset)
+
+    def redriven(self, envelope: Envelope) -> Envelope | None:
+        """The original event a :class:`schemas.Redrive` carries, or None (logged) if unreadable."""
+        redrive = envelope.body
+        assert isinstance(redrive, Redrive)
+        try:
+            original, _ = codec.decode_message([redrive.topic.encode(), redrive.envelope])
+        except codec.RejectedFrame as exc:
+            self.actor.log.error(
+                "actor.redrive_unreadable", event_id=redrive.event_id, error=str(exc)
+            )
+            return None
+        return original
+
+    async def dead_letter(
+        self,
+        envelope: Envelope,
+        blob: bytes | None,
+        cause: DeadLetterCause,
+        attempts: int,
+        error: str,
+        causation: str = "",
+    ) -> None:
+        self.actor.log.error(
+            "actor.dead_letter",
+            event_id=envelope.id,
+            topic=envelope.topic,
+            offset=envelope.offset,
+            cause=cause,
+            attempts=attempts,
+            error=error,
+            hint=f"hexbus deadletter list --actor {self.actor.name}; retry it once the fault is fixed",
+        )
+        await self.publish_letter(envelope, "dead", cause, attempts, error, blob, causation)
+
+    async def publish_letter(
+        self,
+        envelope: Envelope,
+        status: Literal["dead", "retried"],
+        cause: DeadLetterCause,
+        attempts: int,
+        error: str,
+        blob: bytes | None,
+        causation: str = "",
+    ) -> None:
+        letter = DeadLetter(
+            actor=self.actor.name,
+            event_id=envelope.id,
+            offset=envelope.offset,
+            topic=envelope.topic,
+            status=status,
+            cause=cause,
+            attempts=attempts,
+            error=error[:1000],
+            envelope=codec.encode(envelope) if status == "dead" else b"",
+        )
+        token = _current.set(None)
+        try:
+            await self.bus.publish(
+                letter,
+                key=self.actor.name,
+                blob=blob if status == "dead" else None,
+                event_id=codec.derived_id(
+                    envelope.id, self.actor.name, status, str(envelope.offset)
+                ),
+                causation=causation,
+            )
+        finally:
+            _current.reset(token)
+
+    async def call_handler(self, envelope: Envelope, blob: bytes | None) -> str | None:
+        """Run the handler for one event; the error it raised (logged and reported), or None."""
+        token = _current.set((envelope, [0]))
+        blob_token = Actor._blob.set(blob)
+        self.events_in += 1
+        try:
+            await self.actor.handle(envelope.body)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.actor.log.exception(
+                "actor.handler_failed", event_id=envelope.id, topic=envelope.topic
+            )
+            _current.set(None)
+            await self.bus.publish(
+                ActorLifecycle(
+                    actor=self.actor.name,
+                    change="error",
+                    pid=os.getpid(),
+                    event_id=envelope.id,
+                    event_type=envelope.topic,
+                    reason=error[:500],
+                ),
+                key=f"{self.actor.name}.error",
+            )
+            return error
+        finally:
+            _current.reset(token)
+            Actor._blob.reset(blob_token)
+        return None
+
+    async def run_control(self, envelope: Envelope, blob: bytes | None) -> None:
+        body = envelope.body
+        match body:
+            case Stop():
+                self.actor.log.info("actor.stop_requested", reason=body.reason)
+                self.stopping.set()
+            case Ping():
+                self.bus.publish_volatile(
+                    Pong(
+                        actor=self.actor.name,
+                        nonce=body.nonce,
+                        state=self.state,  # type: ignore[arg-type]
+                        applied_offset=self.applied,
+                    ),
+                    key=envelope.source,
+                    correlation=envelope.correlation,
+                    causation=envelope.id,
+                )
+            case Snapshot():
+                await self.snapshot()
+            case Reload():
+                await self.actor.on_reload()
+
+    # -- state ----------------------------------------------------------------
+
+    async def maybe_snapshot(self) -> None:
+        if not self.dirty:
+            return
+        if (
+            self.since_snapshot >= self.snapshot_every
+            or time.monotonic() - self.snapshot_at >= self.snapshot_interval_s
+        ):
+            await self.snapshot()
+
+    async def snapshot(self) -> None:
+        """Write state and applied offset atomically (write, fsync, rename, fsync dir) off the loop."""
+        data = msgspec.msgpack.encode(
+            SnapshotFile(
+                actor=self.actor.name,
+                offset=self.applied,
+                written_at=time.time(),
+                state=msgspec.Raw(msgspec.msgpack.encode(self.actor.state)),
+                recent_ids=list(self.recent),
+            )
+        )
+        self.dirty = False
+        self.snapshot_now = False
+        self.since_snapshot = 0
+        self.snapshot_at = time.monotonic()
+        await self.actor.offload(write_atomic, self.snapshot_path, data)
+
+    async def timers(self) -> None:
+        while not self.stopping.is_set():
+            self.send_heartbeat(self)
+            rejected = self.bus.rejected
+            if rejected.changed:
+                rejected.changed = False
+                self.bus.publish_volatile(
+                    Rejected(
+                        process=self.actor.name, counts=dict(rejected.counts), total=rejected.total
+                    ),
+                    key=self.actor.name,
+                )
+            if self.dirty:
+                # Snapshots happen between handlers only, so no half-applied event is ever saved.
+                self.snapshot_due = True
+                self.wake.set()
+            try:
+                await asyncio.wait_for(self.stopping.wait(), self.heartbeat_interval_s)
+            except TimeoutError:
+                pass
+
+
+# A marker on the durable queue, behind the replayed events: call on_live between handlers.
+_LIVE: Envelope = Envelope(
+    id="", topic="sys.control.live", source="", body=Stop(target="", reason="live marker")
+)
+
+
+def load_snapshot(path: Path, state_type: type[S], log: Any) -> tuple[S | None, int, list[str]]:
+    """Load a snapshot; a damaged one is set aside and the actor replays from the start of the journal."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, 0, []
+    try:
+        snap = msgspec.msgpack.decode(data, type=SnapshotFile)
+        state = msgspec.msgpack.decode(snap.state, type=state_type)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        bad = path.with_suffix(".corrupt")
+        os.replace(path, bad)
+        log.error(
+            "actor.snapshot_unreadable",
+            path=str(path),
+            moved_to=str(bad),
+            error=str(exc),
+            hint="replaying the whole journal instead",
+        )
+        return None, 0, []
+    return state, snap.offset, snap.recent_ids
+
+
+__all__ = ["Runtime", "SnapshotFile", "load_snapshot"]
