@@ -14,7 +14,7 @@ import pytest
 from hexbus.bus import BusClient
 from schemas import ProbeDurable, ProbeVolatile
 from tests.support.busclient import ask_count
-from tests.support.harness import FAST_BUS, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, HexFactory, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
 
@@ -28,7 +28,9 @@ async def publish(endpoints, events, name="tester") -> None:  # type: ignore[no-
     await client.close()
 
 
-def test_hung_actor_is_killed_and_restarted_within_its_heartbeat_timeout(hex_factory) -> None:
+def test_hung_actor_is_killed_and_restarted_within_its_heartbeat_timeout(
+    hex_factory: HexFactory,
+) -> None:
     timeout = 1.5
     hx = hex_factory(
         FAST_BUS
@@ -65,7 +67,9 @@ def test_hung_actor_is_killed_and_restarted_within_its_heartbeat_timeout(hex_fac
     assert "hung: no heartbeat" in hx.log()
 
 
-def test_actor_that_crashes_at_start_is_marked_failed_and_others_keep_running(hex_factory) -> None:
+def test_actor_that_crashes_at_start_is_marked_failed_and_others_keep_running(
+    hex_factory: HexFactory,
+) -> None:
     config = (
         FAST_BUS
         + actor_toml(
@@ -92,7 +96,9 @@ def test_actor_that_crashes_at_start_is_marked_failed_and_others_keep_running(he
     assert hx.command("restart", "flappy").ok
 
 
-def test_hot_restart_keeps_state_and_sees_events_published_meanwhile(hex_factory) -> None:
+def test_hot_restart_keeps_state_and_sees_events_published_meanwhile(
+    hex_factory: HexFactory,
+) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
     asyncio.run(publish(hx.endpoints, [ProbeDurable(n=n) for n in range(1, 101)]))
     poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == (100, 5050), 15, what="100 counted")
@@ -106,7 +112,7 @@ def test_hot_restart_keeps_state_and_sees_events_published_meanwhile(hex_factory
     assert "restored" in hx.log() and '"restored": true' in hx.log()
 
 
-def test_actor_with_bad_actor_config_fails_once_with_its_message(hex_factory) -> None:
+def test_actor_with_bad_actor_config_fails_once_with_its_message(hex_factory: HexFactory) -> None:
     hx = hex_factory(
         FAST_BUS
         + actor_toml("hang", "actors.diag.actor:HangActor", config={"hang_after_s": "soon"})
@@ -116,7 +122,9 @@ def test_actor_with_bad_actor_config_fails_once_with_its_message(hex_factory) ->
     assert "actors.hang.config.hang_after_s: expected float, got str" in hx.log()
 
 
-def test_reload_starts_added_stops_removed_and_restarts_only_changed(hex_factory) -> None:
+def test_reload_starts_added_stops_removed_and_restarts_only_changed(
+    hex_factory: HexFactory,
+) -> None:
     base = (
         FAST_BUS
         + actor_toml("counter", "actors.diag.actor:CounterActor")
@@ -156,7 +164,7 @@ def test_reload_starts_added_stops_removed_and_restarts_only_changed(hex_factory
     assert out.returncode == 1 and "no module named 'nope.nothing'" in out.stderr
 
 
-def test_sigint_on_hexbus_run_leaves_no_process_behind(hex_factory) -> None:
+def test_sigint_on_hexbus_run_leaves_no_process_behind(hex_factory: HexFactory) -> None:
     hx = hex_factory(
         FAST_BUS
         + actor_toml("counter", "actors.diag.actor:CounterActor")
@@ -170,7 +178,7 @@ def test_sigint_on_hexbus_run_leaves_no_process_behind(hex_factory) -> None:
     assert any(e["event"] == "supervisor.stopped" for e in log)
 
 
-def test_supervisor_killed_outright_takes_its_children_with_it(hex_factory) -> None:
+def test_supervisor_killed_outright_takes_its_children_with_it(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
     pids = [hx.pid(n) for n in ("broker", "counter")]
     assert hx.proc is not None
@@ -187,7 +195,7 @@ def test_supervisor_killed_outright_takes_its_children_with_it(hex_factory) -> N
     )
 
 
-def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory) -> None:
+def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
     os.kill(hx.pid("counter"), signal.SIGKILL)
     hx.wait_state({"counter": "live"})
@@ -204,9 +212,11 @@ def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory) -> None:
         await client.close()
         return topics
 
-    topics = poll_for(
-        lambda: (t := asyncio.run(lifecycle())) and len(t) >= 4 and t, 10, what="lifecycle"
-    )
+    def four() -> list[str] | None:
+        found = asyncio.run(lifecycle())
+        return found if len(found) >= 4 else None
+
+    topics = poll_for(four, 10, what="lifecycle")
     assert topics[:4] == [
         "sys.actor.counter.spawn",
         "sys.actor.counter.exit",
@@ -215,7 +225,7 @@ def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory) -> None:
     ]
 
 
-def test_blocking_work_offloaded_never_stops_heartbeats(hex_factory) -> None:
+def test_blocking_work_offloaded_never_stops_heartbeats(hex_factory: HexFactory) -> None:
     hx = hex_factory(
         FAST_BUS
         + actor_toml(
@@ -245,7 +255,7 @@ def test_blocking_work_offloaded_never_stops_heartbeats(hex_factory) -> None:
     assert status["pid"] == pid and status["restarts"] == 0
 
 
-def test_actor_over_its_memory_limit_is_killed_and_restarted(hex_factory) -> None:
+def test_actor_over_its_memory_limit_is_killed_and_restarted(hex_factory: HexFactory) -> None:
     hx = hex_factory(
         FAST_BUS
         + "[supervisor]\nstatus_interval_s = 0.2\n"
@@ -263,7 +273,7 @@ def test_actor_over_its_memory_limit_is_killed_and_restarted(hex_factory) -> Non
     assert "memory: RSS" in hx.log() and "over memory_limit_mb = 120" in hx.log()
 
 
-def test_gpu_limit_without_nvml_is_a_logged_note_not_a_failure(hex_factory) -> None:
+def test_gpu_limit_without_nvml_is_a_logged_note_not_a_failure(hex_factory: HexFactory) -> None:
     hx = hex_factory(
         FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor", gpu_memory_limit_mb=1000)
     ).start()
@@ -274,7 +284,7 @@ def test_gpu_limit_without_nvml_is_a_logged_note_not_a_failure(hex_factory) -> N
     assert hx.status()["counter"]["state"] == "live"
 
 
-def test_two_restart_requests_at_once_never_run_two_processes(hex_factory) -> None:
+def test_two_restart_requests_at_once_never_run_two_processes(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
     first = hx.pid("counter")
     assert (

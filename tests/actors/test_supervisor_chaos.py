@@ -13,7 +13,7 @@ import pytest
 from hexbus.bus import BusClient
 from schemas import ProbeDurable
 from tests.support.busclient import ask_count
-from tests.support.harness import FAST_BUS, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, HexFactory, actor_toml, poll_for
 
 N_EVENTS = 10_000
 N_KILLS = 20
@@ -41,7 +41,9 @@ CHAOS_CONFIG = (
 
 @pytest.mark.process
 @pytest.mark.slow
-def test_sigkill_anything_twenty_times_loses_and_duplicates_nothing(hex_factory) -> None:
+def test_sigkill_anything_twenty_times_loses_and_duplicates_nothing(
+    hex_factory: HexFactory,
+) -> None:
     hx = hex_factory(CHAOS_CONFIG).start()
     done = threading.Event()
     errors: list[BaseException] = []
@@ -79,7 +81,7 @@ def test_sigkill_anything_twenty_times_loses_and_duplicates_nothing(hex_factory)
         if not done.is_set():
             during += 1
         poll_for(
-            lambda v=victim, b=before: hx.status().get(v, {}).get("pid") not in (0, b, None),
+            lambda v=victim, b=before: hx.status().get(v, {}).get("pid") not in (0, b, None),  # type: ignore[misc]
             30,
             what=f"{victim} respawned",
         )

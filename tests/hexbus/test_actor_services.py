@@ -16,7 +16,7 @@ from hexbus.codec import decode_message
 from hexbus.deadletter import CrashMarker, open_letters
 from hexbus.models import package_folder, require_file
 from hexbus.testing import ActorHarness
-from schemas import ActorLifecycle, DeadLetter, ProbeDurable, Redrive
+from schemas import ActorLifecycle, DeadLetter, Event, ProbeDurable, Redrive
 
 
 class Flaky(Actor[NoConfig, NoState]):
@@ -43,7 +43,7 @@ def run(coro: object) -> None:
     asyncio.run(coro)  # type: ignore[arg-type]
 
 
-def letters_of(events: list[object]) -> list[DeadLetter]:
+def letters_of(events: list[Event]) -> list[DeadLetter]:
     return [e for e in events if isinstance(e, DeadLetter)]
 
 

@@ -6,10 +6,11 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.support.harness import FAST_BUS, REPO, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, REPO, HexFactory, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
 
@@ -24,7 +25,7 @@ MESSAGE = json.dumps(
 )
 
 
-def test_status_json_is_keyed_by_actor_with_pid_state_restarts(hex_factory) -> None:
+def test_status_json_is_keyed_by_actor_with_pid_state_restarts(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("echo", "actors.diag.actor:EchoActor")).start()
     out = hx.cli("status", "--json")
     assert out.returncode == 0, out.stderr
@@ -57,7 +58,9 @@ def test_status_json_is_keyed_by_actor_with_pid_state_restarts(hex_factory) -> N
     assert any(line.startswith("echo ") and " live " in line for line in table)
 
 
-def test_send_validates_against_the_schema_and_tail_shows_the_conversation(hex_factory) -> None:
+def test_send_validates_against_the_schema_and_tail_shows_the_conversation(
+    hex_factory: HexFactory,
+) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("echo", "actors.diag.actor:EchoActor")).start()
     with subprocess.Popen(
         [
@@ -94,7 +97,7 @@ def test_send_validates_against_the_schema_and_tail_shows_the_conversation(hex_f
     assert "<echo>" in acks[0]
 
 
-def test_send_rejects_bad_events_with_one_clear_line(hex_factory) -> None:
+def test_send_rejects_bad_events_with_one_clear_line(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS).start()
     cases = {
         ("chat.message", '{"text": "no platform"}'): "Object missing required field `platform`",
@@ -113,7 +116,7 @@ def test_send_rejects_bad_events_with_one_clear_line(hex_factory) -> None:
         assert expected in out.stderr
 
 
-def test_tail_shows_blob_sizes_not_bytes_and_json_mode(hex_factory) -> None:
+def test_tail_shows_blob_sizes_not_bytes_and_json_mode(hex_factory: HexFactory) -> None:
     import asyncio
 
     from hexbus.bus import BusClient
@@ -155,7 +158,7 @@ def test_tail_shows_blob_sizes_not_bytes_and_json_mode(hex_factory) -> None:
     assert record["body"]["type"] == "probe.volatile"
 
 
-def test_commands_without_a_running_hex_say_how_to_start_one(tmp_path) -> None:
+def test_commands_without_a_running_hex_say_how_to_start_one(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "hexbus.cli", "status", "--run-dir", str(tmp_path)],
         capture_output=True,
@@ -167,7 +170,7 @@ def test_commands_without_a_running_hex_say_how_to_start_one(tmp_path) -> None:
     assert "no Hex is running" in out.stderr and "hexbus run supervisor.toml" in out.stderr
 
 
-def test_second_supervisor_on_the_same_run_dir_is_refused(hex_factory) -> None:
+def test_second_supervisor_on_the_same_run_dir_is_refused(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS).start()
     out = subprocess.run(
         [
@@ -192,7 +195,7 @@ def test_second_supervisor_on_the_same_run_dir_is_refused(hex_factory) -> None:
 
 
 def test_killswitch_stops_every_actor_but_the_kept_ones_until_each_is_restarted(
-    hex_factory,
+    hex_factory: HexFactory,
 ) -> None:
     hx = hex_factory(
         FAST_BUS

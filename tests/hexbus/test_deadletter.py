@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.busclient import ask_count
-from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -51,7 +51,9 @@ def fix_and_reload(hx: Hex) -> None:
     hx.wait_restarted("count", pid)
 
 
-def test_a_handler_that_always_raises_is_dead_lettered_then_retried_once_fixed(hex_factory) -> None:
+def test_a_handler_that_always_raises_is_dead_lettered_then_retried_once_fixed(
+    hex_factory: HexFactory,
+) -> None:
     hx = hex_factory(poison_toml(fixed=False)).start()
     send_probe(hx, 1)
     send_probe(hx, 2, "raise")
@@ -81,7 +83,7 @@ def test_a_handler_that_always_raises_is_dead_lettered_then_retried_once_fixed(h
 
 
 def test_an_event_that_kills_the_process_is_dead_lettered_instead_of_failing_the_actor(
-    hex_factory,
+    hex_factory: HexFactory,
 ) -> None:
     hx = hex_factory(poison_toml(fixed=False)).start()
     send_probe(hx, 1)
@@ -104,7 +106,7 @@ def test_an_event_that_kills_the_process_is_dead_lettered_instead_of_failing_the
     assert letters(hx) == []
 
 
-def test_a_dropped_letter_is_gone_and_never_applied(hex_factory) -> None:
+def test_a_dropped_letter_is_gone_and_never_applied(hex_factory: HexFactory) -> None:
     hx = hex_factory(poison_toml(fixed=False)).start()
     send_probe(hx, 5, "raise")
     (letter,) = poll_for(lambda: letters(hx), 20, what="a dead letter")

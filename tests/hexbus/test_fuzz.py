@@ -382,8 +382,8 @@ class BrokerWatch:
 
     def __init__(self, hx: Hex) -> None:
         self.sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.linger = 0
-        self.sock.rcvhwm = 100_000
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 100_000)
         self.sock.subscribe(b"")
         self.sock.connect(hx.endpoints.volatile_out)
         self.heartbeat: BrokerHeartbeat | None = None
@@ -495,7 +495,7 @@ def test_broker_counts_100k_random_frames_as_rejected_and_keeps_serving(
         # Volatile: the broker forwards frames inside libzmq without decoding them; every receiver
         # decodes strictly. A subscriber to everything must see each fuzz frame refused by the
         # codec (or, for a well-formed durable event on the volatile path, skipped by class).
-        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         sockets.append(sub)
         sub.rcvhwm = 200_000
         sub.subscribe(b"")
@@ -676,7 +676,7 @@ class FakeBroker:
     def __init__(self, run_dir: Path) -> None:
         self.bus = BusConfig(heartbeat_interval_s=0.2)
         self.endpoints = endpoints(self.bus, run_dir)
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.sockets: list[zmq.Socket[bytes]] = []
 
         def bind(kind: int, address: str) -> zmq.Socket[bytes]:

@@ -36,7 +36,7 @@ def free_port_base(host: str = "0.0.0.0") -> int:
     for _ in range(100):
         with socket.socket() as probe:
             probe.bind((host, 0))
-            base = probe.getsockname()[1]
+            base = int(probe.getsockname()[1])
         if base + 5 > 65535:
             continue
         held: list[socket.socket] = []

@@ -30,7 +30,7 @@ async def _until(
     predicate: Callable[[], bool],
     timeout: float,
     what: str,
-    poke: Callable[[], None] | None = None,
+    poke: Callable[[], object] | None = None,
     interval: float = 0.05,
 ) -> None:
     """Async poll_for: call ``poke`` (if any) and check ``predicate`` every ``interval`` until it holds."""

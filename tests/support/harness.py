@@ -21,16 +21,17 @@ from hexbus.control import ControlRequest, SupervisorUnreachable, call
 from hexbus.endpoints import Endpoints, endpoints
 
 T = TypeVar("T")
+HexFactory = Callable[..., "Hex"]  # the hex_factory fixture: make(config, root=None) -> Hex
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def poll_for(
-    predicate: Callable[[], T], timeout: float, interval: float = 0.05, what: str = ""
+    predicate: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = ""
 ) -> T:
     """Poll until ``predicate`` returns something truthy; fail the test with ``what`` on timeout."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = predicate()
         if last:

@@ -31,8 +31,8 @@ from schemas import (
     Transcript,
     Utterance,
 )
-from tests.actors.brain.test_brain import brain_toml
-from tests.support.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
+from tests.support.brain import brain_toml
+from tests.support.harness import FAST_BUS, REPO, Hex, HexFactory, actor_toml, poll_for
 from tests.support.speech import make_wav, wer, words
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
@@ -108,7 +108,7 @@ async def stream(
 
 
 def test_speech_with_pauses_gives_the_right_utterances_and_transcripts(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     """WER ≤ 0.2 over three phrases: espeak-ng speech is clean and Whisper base transcribes it
     (near) exactly (MODELS.md); the margin is for a word like "Hex" spelt "Hecks"."""
@@ -156,7 +156,7 @@ def test_speech_with_pauses_gives_the_right_utterances_and_transcripts(
     assert len(heard.of(Segment)) == 3
 
 
-def test_silence_and_noise_give_no_transcript(hex_factory, tmp_path: Path) -> None:
+def test_silence_and_noise_give_no_transcript(hex_factory: HexFactory, tmp_path: Path) -> None:
     hx = hex_factory(FAST_BUS + STT).start()
     rng = np.random.default_rng(0)
     quiet = tmp_path / "quiet.wav"
@@ -179,7 +179,7 @@ def test_silence_and_noise_give_no_transcript(hex_factory, tmp_path: Path) -> No
 
 
 def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     root = home()
     hx = hex_factory(brain_toml(root) + (STT + TTS).replace(FAST_BUS, ""), root=root).start()
@@ -267,7 +267,7 @@ def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(
 
 
 def test_barge_in_stops_hex_and_the_brain_records_what_was_said(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     root = home()
     hx = hex_factory(brain_toml(root) + (STT + TTS).replace(FAST_BUS, ""), root=root).start()
@@ -306,7 +306,7 @@ def test_barge_in_stops_hex_and_the_brain_records_what_was_said(
 
 
 def test_stt_killed_before_its_transcript_transcribes_the_segment_after_restart(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     hx = hex_factory(FAST_BUS + STT).start()
     wav = tmp_path / "in.wav"
@@ -336,7 +336,7 @@ def test_stt_killed_before_its_transcript_transcribes_the_segment_after_restart(
 
 
 def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     root = home()
     hx = hex_factory(brain_toml(root) + (STT + TTS).replace(FAST_BUS, ""), root=root).start()
@@ -377,7 +377,7 @@ def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(
 
 
 def test_speakers_are_independent_one_long_utterance_never_holds_up_another(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     hx = hex_factory(FAST_BUS + STT).start()
     long, short = tmp_path / "long.wav", tmp_path / "short.wav"
