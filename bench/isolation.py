@@ -15,8 +15,8 @@ starts from the same empty journal:
   ``ProbeVolatile`` with a 1 MiB blob on ``probe.volatile.flood`` at 30/s.
 
 With ``--discord`` the responder is the real Discord actor (discord.py's client in its own
-process) connected to a Discord-compatible server on loopback (tests/actors/discord_io/
-fakediscord.py) that runs in this process: each chat message is a DM posted there and
+process) connected to a Discord-compatible server on loopback (tests/support/fakediscord/)
+that runs in this process: each chat message is a DM posted there and
 dispatched over the gateway, and timed until the actor's ``chat.ack`` arrives on the bus. The
 loaded phase replaces ``hang`` with ``brain`` (HungBrainActor: it takes every chat message and
 hangs, so the supervisor restarts it over and over) beside the same flood, stall and sink.
@@ -364,7 +364,7 @@ def main() -> None:
         "responder": "discord" if args.discord else "echo",
     }
     if args.discord:
-        from tests.actors.discord_io.fakediscord import FakeDiscord
+        from tests.support.fakediscord import FakeDiscord
 
         for run_phase in (idle_phase, loaded_phase):
             with FakeDiscord(

@@ -4,6 +4,9 @@ approve/reject buttons on memory suggestions.
 Every command answers within Discord's 3 s: quick ones at once, ones that ask another actor
 (memory, the supervisor) defer first and follow up. Owner-only ones check the caller against
 ``owners`` in the actor's config; everyone else gets a polite refusal, and the refusal is logged.
+
+Cogs, views and buttons are discord.py's own classes, so this module imports discord.py; only
+``bot.py`` imports it.
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from actors.discord_io.actor import person_of
+from actors.discord_io.config import DiscordConfig
+from actors.discord_io.host import BotHost
+from actors.discord_io.names import discord_person_id
 from hexbus import RequestTimeout
 from hexbus.control import ControlReply, ControlRequest, SupervisorUnreachable, call
 from schemas import (
@@ -31,9 +36,6 @@ from schemas import (
     QuietMode,
 )
 
-if TYPE_CHECKING:
-    from actors.discord_io.actor import DiscordActor
-
 log = structlog.get_logger("actors.discord_io")
 
 Interaction = discord.Interaction[Any]
@@ -41,11 +43,11 @@ PAGE = 5  # memories per page of /memories
 MEMORY_TIMEOUT_S = 5.0
 
 
-def is_owner(actor: DiscordActor, user: discord.abc.User) -> bool:
-    return str(user.id) in actor.config.owners
+def is_owner(config: DiscordConfig, user: discord.abc.User) -> bool:
+    return str(user.id) in config.owners
 
 
-async def refuse(actor: DiscordActor, interaction: Interaction, what: str) -> None:
+async def refuse(interaction: Interaction, what: str) -> None:
     log.warning(
         "discord.refused", command=what, user_id=interaction.user.id, user=str(interaction.user)
     )
@@ -55,11 +57,9 @@ async def refuse(actor: DiscordActor, interaction: Interaction, what: str) -> No
     )
 
 
-async def supervisor(
-    actor: DiscordActor, request: ControlRequest, timeout: float = 10.0
-) -> ControlReply:
+async def supervisor(host: BotHost, request: ControlRequest, timeout: float = 10.0) -> ControlReply:
     """One command to the supervisor's control socket (blocking ZeroMQ, so off the loop)."""
-    return await asyncio.to_thread(call, actor.bus.endpoints.control, request, timeout)
+    return await asyncio.to_thread(call, host.bus.endpoints.control, request, timeout)
 
 
 def describe(hit: MemoryHit) -> str:
@@ -108,12 +108,12 @@ class MemoryPages(discord.ui.View):
 class Everyone(commands.Cog):
     """Commands anyone who talks to Hex may use."""
 
-    def __init__(self, actor: DiscordActor) -> None:
-        self.actor = actor
+    def __init__(self, host: BotHost) -> None:
+        self.host = host
 
     async def ask_memory(self, query: MemoryQuery) -> MemoryResult | None:
         try:
-            return await self.actor.request(query, MemoryResult, timeout=MEMORY_TIMEOUT_S)
+            return await self.host.request(query, MemoryResult, timeout=MEMORY_TIMEOUT_S)
         except RequestTimeout:
             return None
 
@@ -122,8 +122,8 @@ class Everyone(commands.Cog):
     async def remember(
         self, interaction: Interaction, text: app_commands.Range[str, 1, 1000]
     ) -> None:
-        person = person_of(interaction.user.id)
-        await self.actor.publish(
+        person = discord_person_id(interaction.user.id)
+        await self.host.publish(
             MemoryAdd(text=text, kind="fact", person_id=person, importance=0.6, by=person),
             key="discord",
         )
@@ -135,9 +135,9 @@ class Everyone(commands.Cog):
         self, interaction: Interaction, query: app_commands.Range[str, 1, 300]
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        person = person_of(interaction.user.id)
+        person = discord_person_id(interaction.user.id)
         # Owners may forget any memory; everyone else only memories about themselves.
-        scope = "" if is_owner(self.actor, interaction.user) else person
+        scope = "" if is_owner(self.host.config, interaction.user) else person
         result = await self.ask_memory(MemoryQuery(text=query, person_id=scope, k=10))
         if result is None:
             await interaction.followup.send(
@@ -152,7 +152,7 @@ class Everyone(commands.Cog):
                 f"I have no memories of yours matching “{query}”.", ephemeral=True
             )
             return
-        await self.actor.publish(
+        await self.host.publish(
             MemoryForget(ids=tuple(h.id for h in hits), by=person), key="discord"
         )
         listing = "\n".join(f"• {h.text[:150]}" for h in hits)
@@ -166,7 +166,11 @@ class Everyone(commands.Cog):
         self, interaction: Interaction, query: app_commands.Range[str, 1, 300]
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        scope = "" if is_owner(self.actor, interaction.user) else person_of(interaction.user.id)
+        scope = (
+            ""
+            if is_owner(self.host.config, interaction.user)
+            else discord_person_id(interaction.user.id)
+        )
         result = await self.ask_memory(MemoryQuery(text=query, person_id=scope, k=50))
         if result is None:
             await interaction.followup.send(
@@ -186,7 +190,7 @@ class Everyone(commands.Cog):
     ) -> None:
         until = time.time() + minutes * 60 if minutes else 0.0
         channel = str(interaction.channel_id)
-        await self.actor.publish(
+        await self.host.publish(
             QuietMode(scope="channel", target=channel, until=until), key="discord"
         )
         text = (
@@ -200,7 +204,7 @@ class Everyone(commands.Cog):
     async def status(self, interaction: Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            reply = await supervisor(self.actor, ControlRequest(cmd="status"))
+            reply = await supervisor(self.host, ControlRequest(cmd="status"))
         except SupervisorUnreachable:
             await interaction.followup.send("The supervisor isn't answering.", ephemeral=True)
             return
@@ -220,23 +224,23 @@ class Everyone(commands.Cog):
 class Owners(commands.Cog):
     """Commands for Hex's owners only."""
 
-    def __init__(self, actor: DiscordActor) -> None:
-        self.actor = actor
+    def __init__(self, host: BotHost) -> None:
+        self.host = host
 
     @app_commands.command(name="restart", description="Owner only: restart one of Hex's actors")
     @app_commands.describe(actor="The actor's name (see /status)")
     async def restart(
         self, interaction: Interaction, actor: app_commands.Range[str, 1, 64]
     ) -> None:
-        if not is_owner(self.actor, interaction.user):
-            await refuse(self.actor, interaction, "/restart")
+        if not is_owner(self.host.config, interaction.user):
+            await refuse(interaction, "/restart")
             return
         log.warning(
             "discord.owner_command", command="restart", actor=actor, user_id=interaction.user.id
         )
         await interaction.response.defer(thinking=True)
         try:
-            reply = await supervisor(self.actor, ControlRequest(cmd="restart", name=actor))
+            reply = await supervisor(self.host, ControlRequest(cmd="restart", name=actor))
         except SupervisorUnreachable:
             await interaction.followup.send("The supervisor isn't answering.")
             return
@@ -248,17 +252,17 @@ class Owners(commands.Cog):
         name="killswitch", description="Owner only: stop every actor but this responder"
     )
     async def killswitch(self, interaction: Interaction) -> None:
-        if not is_owner(self.actor, interaction.user):
-            await refuse(self.actor, interaction, "/killswitch")
+        if not is_owner(self.host.config, interaction.user):
+            await refuse(interaction, "/killswitch")
             return
         log.warning("discord.owner_command", command="killswitch", user_id=interaction.user.id)
         await interaction.response.defer(thinking=True)
         try:
             reply = await supervisor(
-                self.actor,
+                self.host,
                 ControlRequest(
                     cmd="killswitch",
-                    keep=(self.actor.name,),
+                    keep=(self.host.name,),
                     name=f"/killswitch by {interaction.user}",
                 ),
                 timeout=60,
@@ -277,22 +281,59 @@ class Owners(commands.Cog):
         )
 
 
-class Voice(commands.GroupCog, group_name="voice", group_description="Hex in voice channels"):
-    def __init__(self, actor: DiscordActor) -> None:
-        self.actor = actor
+class VoiceCommands(
+    commands.GroupCog, group_name="voice", group_description="Hex in voice channels"
+):
+    def __init__(self, host: BotHost) -> None:
+        self.host = host
         super().__init__()
 
     @app_commands.command(name="join", description="Hex joins your voice channel")
     async def join(self, interaction: Interaction) -> None:
-        from actors.discord_io.voice_link import join
-
-        await join(self.actor, interaction)
+        links = self.host.voice_links
+        if links.problem:
+            await interaction.response.send_message(
+                f"I can't do voice here: {links.problem}.", ephemeral=True
+            )
+            return
+        voice = getattr(interaction.user, "voice", None)
+        if interaction.guild is None or voice is None or voice.channel is None:
+            await interaction.response.send_message(
+                "Join a voice channel first, then ask me again.", ephemeral=True
+            )
+            return
+        channel = voice.channel
+        await interaction.response.defer(thinking=True)
+        try:
+            await links.connect(channel.guild.id, channel.id)
+        except (
+            TimeoutError,
+            discord.ClientException,
+            discord.HTTPException,
+            RuntimeError,
+            OSError,
+        ) as exc:
+            log.error(
+                "discord.voice.join_failed",
+                channel=channel.id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            await interaction.followup.send(
+                f"I couldn't join {channel.mention}: {type(exc).__name__}. "
+                "It's logged; try again in a moment."
+            )
+            return
+        await interaction.followup.send(f"I'm in {channel.mention}. Talk to me!")
 
     @app_commands.command(name="leave", description="Hex leaves the voice channel")
     async def leave(self, interaction: Interaction) -> None:
-        from actors.discord_io.voice_link import leave
-
-        await leave(self.actor, interaction)
+        guild_id = interaction.guild.id if interaction.guild is not None else None
+        if not await self.host.voice_links.leave(guild_id):
+            await interaction.response.send_message(
+                "I'm not in a voice channel here.", ephemeral=True
+            )
+            return
+        await interaction.response.send_message("Left the voice channel.")
 
 
 class SuggestionButton(
@@ -319,13 +360,13 @@ class SuggestionButton(
         return cls(match["verdict"], match["memory"])
 
     async def callback(self, interaction: Interaction) -> None:
-        actor: DiscordActor = interaction.client.hex
-        if not is_owner(actor, interaction.user):
-            await refuse(actor, interaction, "approving memories")
+        host: BotHost = interaction.client.hex
+        if not is_owner(host.config, interaction.user):
+            await refuse(interaction, "approving memories")
             return
         approve = self.verdict == "approve"
-        await actor.publish(
-            MemoryEdit(id=self.memory, approve=approve, by=person_of(interaction.user.id)),
+        await host.publish(
+            MemoryEdit(id=self.memory, approve=approve, by=discord_person_id(interaction.user.id)),
             key="discord",
         )
         text = interaction.message.content if interaction.message else ""
@@ -333,40 +374,12 @@ class SuggestionButton(
         await interaction.response.edit_message(
             content=f"{text}\n\n{verdict} by {interaction.user.mention}"[:2000], view=None
         )
-        actor.state.suggestions.pop(self.memory, None)
-        actor.state_changed()
+        host.suggestions.settled(self.memory)
 
 
-async def propose_suggestion(actor: DiscordActor, memory_id: str, text: str) -> None:
-    """Post a memory suggestion with Approve/Reject buttons where owners will see it."""
-    if memory_id in actor.state.suggestions:
-        return  # already posted (a replayed event)
+def suggestion_view(memory_id: str) -> discord.ui.View:
+    """The Approve and Reject buttons of a memory suggestion's prompt."""
     view = discord.ui.View(timeout=None)
     view.add_item(SuggestionButton("approve", memory_id))
     view.add_item(SuggestionButton("reject", memory_id))
-    content = f"💭 I'd like to remember this — approve?\n> {text[:1500]}"
-    targets: list[discord.abc.Messageable] = [
-        actor.client.get_partial_messageable(int(c)) for c in actor.config.suggestions_to
-    ]
-    if not targets:
-        for owner in actor.config.owners:
-            try:
-                user = actor.client.get_user(int(owner)) or await actor.client.fetch_user(
-                    int(owner)
-                )
-                targets.append(await user.create_dm())
-            except discord.HTTPException as exc:
-                log.warning(
-                    "discord.owner_unreachable", owner=owner, error=f"{exc.status}: {exc.text}"
-                )
-    if not targets:
-        log.info(
-            "discord.suggestion_unposted",
-            memory=memory_id,
-            hint="no owners or suggestions_to configured: use `hexbus memory review`",
-        )
-        return
-    for target in targets:
-        sent = await target.send(content, view=view)
-        actor.state.suggestions[memory_id] = [sent.channel.id, sent.id]
-    actor.state_changed(now=True)  # a replayed suggestion must not be posted again
+    return view

@@ -126,7 +126,7 @@ class SileroStream:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Segment:
+class VadSegment:
     """One utterance. ``audio`` runs from the pre-roll to the last voiced sample (``end_s``).
 
     Times are seconds of stream time from the first sample fed. ``cut`` says the
@@ -155,7 +155,7 @@ class SpeechStart:
 class SpeechEnd:
     """The utterance announced by the last :class:`SpeechStart` is over."""
 
-    segment: Segment
+    segment: VadSegment
 
 
 VadEvent: TypeAlias = SpeechStart | SpeechEnd
@@ -333,7 +333,7 @@ class Segmenter:
         audio = np.concatenate(self._chunks)[: end - self._audio_start]
         events.append(
             SpeechEnd(
-                Segment(
+                VadSegment(
                     audio=audio, start_s=self._start / SAMPLE_RATE, end_s=end / SAMPLE_RATE, cut=cut
                 )
             )

@@ -1,21 +1,19 @@
 """FakeDiscord against discord.py's real client: login, gateway, REST, rate limits, interactions.
 
-The client runs on its own thread and event loop (``BotThread``), as it will in the bot's
-process, so the test thread only uses FakeDiscord's synchronous API and never blocks the client.
+The client runs on its own thread and event loop (``BotThread``, tests/support/discord), as it
+does in the bot's process, so the test thread only uses FakeDiscord's synchronous API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import discord
 import discord.gateway
@@ -24,88 +22,9 @@ import discord.webhook.async_
 import pytest
 import yarl
 from discord import app_commands
-from discord.ext import commands
 
-from tests.actors.discord_io.fakediscord import FakeDiscord, Intent
-
-T = TypeVar("T")
-TOKEN = "test-token"
-
-
-class Recorder(commands.Bot):
-    """A bot that records what discord.py hands it, for the test thread to inspect."""
-
-    def __init__(self, *, intents: discord.Intents) -> None:
-        super().__init__(command_prefix="!", intents=intents, guild_ready_timeout=0.05)
-        self.seen: list[discord.Message] = []
-        self.resumed = 0
-
-    async def on_message(self, message: discord.Message) -> None:
-        self.seen.append(message)
-
-    async def on_resumed(self) -> None:
-        self.resumed += 1
-
-    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
-        # discord.py's default sleeps 5 s before every re-IDENTIFY; a real bot keeps that.
-        return None
-
-
-class BotThread:
-    """A discord.py client started with ``client.start(token)`` on its own loop and thread."""
-
-    def __init__(self, make: Callable[[], Recorder], token: str = TOKEN) -> None:
-        self._make = make
-        self._token = token
-        self._up = threading.Event()
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._client: Recorder | None = None
-        self._thread = threading.Thread(target=self._run, name="discord.py", daemon=True)
-
-    @property
-    def client(self) -> Recorder:
-        assert self._client is not None
-        return self._client
-
-    def start(self) -> BotThread:
-        self._thread.start()
-        assert self._up.wait(5)
-        return self
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.done.set()
-
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self._client = self._make()
-        self._up.set()
-        async with self._client:
-            await self._client.start(self._token)
-
-    def call(self, fn: Callable[[Recorder], Awaitable[T]], timeout: float = 10.0) -> T:
-        """Run ``fn(client)`` on the client's loop and wait for its result."""
-        assert self.loop is not None
-
-        async def run() -> T:
-            return await fn(self.client)
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
-
-    def wait_ready(self, timeout: float = 10.0) -> None:
-        self.call(lambda c: c.wait_until_ready(), timeout)
-
-    def stop(self) -> None:
-        if self.loop is not None and not self.done.is_set():
-            with contextlib.suppress(RuntimeError, TimeoutError):
-                asyncio.run_coroutine_threadsafe(self.client.close(), self.loop).result(10)
-        self._thread.join(10)
+from tests.support.discord.botthread import TOKEN, BotThread, Recorder
+from tests.support.fakediscord import FakeDiscord, Intent
 
 
 def _intents(*, content: bool = True) -> discord.Intents:
@@ -276,6 +195,10 @@ def test_history_after_returns_what_was_posted_while_offline(
     fake.set_online(False)
     fake.wait_until(lambda: not fake.connected)
     missed = [fake.post(general, alice, f"missed {i}")["id"] for i in range(3)]
+    # discord.py redials after a random backoff: wait for one refused upgrade while offline.
+    fake.wait_until(
+        lambda: any(r.path == "/gateway-ws" and r.status == 503 for r in fake.requests), timeout=10
+    )
     fake.set_online(True)
     fake.wait_until(lambda: fake.resume_count == 1, timeout=10)
 

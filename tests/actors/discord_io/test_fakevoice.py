@@ -25,8 +25,8 @@ import yarl
 from discord.ext import voice_recv
 from discord.opus import OPUS_SILENCE, Decoder
 
-from tests.actors.discord_io.fakediscord import FakeDiscord, point_discord_py_voice
-from tests.actors.discord_io.test_fakediscord import TOKEN, BotThread, Recorder
+from tests.support.discord.botthread import TOKEN, BotThread, Recorder
+from tests.support.fakediscord import FakeDiscord, point_discord_py_voice
 
 RATE = 48_000
 FRAME_BYTES = 960 * 4

@@ -13,13 +13,13 @@ import pytest
 from actors.stt.vad import (
     CHUNK,
     SAMPLE_RATE,
-    Segment,
     Segmenter,
     SileroStream,
     SpeechEnd,
     SpeechStart,
     VadConfig,
     VadEvent,
+    VadSegment,
 )
 from tests.support.speech import Audio, espeak, silence, white_noise
 
@@ -68,7 +68,7 @@ def run(segmenter: Segmenter, audio: Audio, piece: int = 0) -> list[VadEvent]:
     return events + segmenter.flush()
 
 
-def segments(events: list[VadEvent]) -> list[Segment]:
+def segments(events: list[VadEvent]) -> list[VadSegment]:
     """The segments, after checking that every SpeechStart is closed by one SpeechEnd."""
     kinds = [type(e) for e in events]
     assert kinds == [SpeechStart, SpeechEnd] * (len(events) // 2), kinds

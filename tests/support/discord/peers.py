@@ -4,7 +4,7 @@ It is a real actor on the real bus speaking the brain's reply protocol (volatile
 ``chat.reply.chunk.<platform>`` pieces, then one durable ``chat.reply.<platform>`` with the id
 the real brain derives); only the words are scripted, because the tests check how Discord shows a
 reply (streamed edits, splits, code blocks), which a 135M model cannot be asked to produce on
-cue. The real brain answering a Discord DM is tested too (test_discord.py, marked slow).
+cue. The real brain answering a Discord DM is tested too (tests/actors/discord_io/test_discord.py).
 
 What it says to a message:
 - ``long N``: N characters of numbered sentences; ``code N``: prose, then an N-line Python block;
@@ -55,16 +55,11 @@ class ScriptedBrain(Actor[ScriptConfig, NoState]):
     subscribes: ClassVar[tuple[str, ...]] = ("chat.message",)
     config_type = ScriptConfig
 
-    async def setup(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
-
     @on(ChatMessage)
     async def on_message(self, event: ChatMessage) -> None:
         envelope = self.envelope
         assert envelope is not None
-        task = asyncio.get_running_loop().create_task(self.answer(envelope.id, event))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.spawn(self.answer(envelope.id, event), name=f"answer-{envelope.id}")
 
     async def answer(self, message_id: str, event: ChatMessage) -> None:
         delay, text = script(event.text)

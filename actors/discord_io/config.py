@@ -1,0 +1,104 @@
+"""The Discord actor's configuration and its state (what a snapshot keeps), and the bot token.
+
+In a module of their own so the actor's parts can read them without importing the actor.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+__all__ = [
+    "ASKED_KEPT",
+    "DELIVERED_KEPT",
+    "SETUP_FIXES",
+    "Asked",
+    "DiscordConfig",
+    "DiscordState",
+    "PendingReply",
+    "read_token",
+]
+
+DELIVERED_KEPT = 2000  # reply ids remembered as delivered, so a replayed reply is not posted twice
+# Message event ids remembered with their Discord message, to answer with a reference.
+ASKED_KEPT = 2000
+SETUP_FIXES = "README.md, 'Discord' has the steps"
+
+
+class DiscordConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    token_env: str = "DISCORD_TOKEN"  # the environment variable (or .env line) holding the token
+    api_base: str = ""  # "" = Discord itself; a compatible server's ".../api/v10" (tests, a proxy)
+    gateway_url: str = ""  # that server's gateway websocket ("" = Discord's)
+    guild_ready_timeout_s: float = 2.0  # discord.py waits this long for guilds before READY counts
+    # Extra CA certificates (PEM) to trust: a proxy's, or the loopback test server's.
+    ca_file: str = ""
+    voice_connect_timeout_s: float = 20.0
+    owners: tuple[str, ...] = ()  # Discord user ids allowed /restart, /killswitch and approvals
+    channels: tuple[str, ...] = ()  # channel ids answered without a mention (DMs always are)
+    # Other bots' messages are ignored unless this is set (never Hex's own).
+    answer_bots: bool = False
+    # Sync slash commands to this guild at once (global commands can take an hour).
+    guild_id: str = ""
+    sync_commands: bool = True
+    edit_interval_s: float = 1.2  # a streamed reply's message is edited at most this often
+    # The typing indicator is kept up this long at most while the brain thinks.
+    typing_s: float = 120.0
+    attempts: int = 5  # tries per Discord request on top of discord.py's own 429/5xx handling
+    backoff_s: float = 1.0  # first pause between tries, doubled each time
+    redeliver_s: float = 30.0  # a reply still undelivered after its tries is tried again this often
+    # Missed messages per channel answered one by one; more become one summary.
+    catch_up_limit: int = 10
+    catch_up_max_age_h: float = 24.0  # older missed messages are not answered
+    # Channel ids for memory suggestions (none: the owners' DMs).
+    suggestions_to: tuple[str, ...] = ()
+    voice: bool = True
+    # Setup waits this long for the gateway before going live regardless.
+    ready_timeout_s: float = 30.0
+
+
+class Asked(msgspec.Struct, frozen=True, kw_only=True):
+    """A person's Discord message that became a chat.message: where to answer it."""
+
+    channel_id: int
+    message_id: int
+
+
+class PendingReply(msgspec.Struct, kw_only=True):
+    """A final reply Discord does not have whole yet."""
+
+    reply_to: str
+    channel_id: int
+    reference: int | None
+    text: str
+    # Parts already posted (adopted after a crash, or posted by this incarnation).
+    message_ids: list[int] = []
+
+
+class DiscordState(msgspec.Struct, kw_only=True):
+    last_seen: dict[str, int] = {}  # watched channel id → newest Discord message id seen there
+    asked: dict[str, Asked] = {}  # chat.message event id → its Discord message
+    pending: dict[str, PendingReply] = {}  # reply_to → a final reply not yet shown whole
+    delivered: list[str] = []  # reply_to ids shown whole (newest last, bounded)
+    voice: dict[str, int] = {}  # guild id → the voice channel Hex was asked to be in
+    # Memory id → (channel id, message id) of its approval prompt.
+    suggestions: dict[str, list[int]] = {}
+    # The slash commands last registered, so unchanged ones are not re-synced.
+    commands_digest: str = ""
+
+
+def read_token(env_name: str, folders: list[Path]) -> str | None:
+    """The bot token from the environment, else from a ``.env`` in one of ``folders``."""
+    value = os.environ.get(env_name, "").strip()
+    if value:
+        return value
+    from dotenv import dotenv_values  # a dependency of the [discord] extra only
+
+    for folder in folders:
+        path = folder / ".env"
+        if path.is_file():
+            found = (dotenv_values(path).get(env_name) or "").strip()
+            if found:
+                return found
+    return None

@@ -1,0 +1,188 @@
+"""Discord → bus: which messages Hex answers, each put on the bus once, and what was missed.
+
+A message Hex answers (a DM, a mention, a reply to Hex, anything in a configured channel) is
+acknowledged at once (typing indicator, volatile ``chat.ack``) and becomes a durable
+``chat.message.discord`` whose id derives from the Discord message's, so taking it again (a
+replay, a catch-up racing the live event) is the same event and the journal keeps it once.
+
+Missed messages: the last Discord message id seen in each watched channel (configured channels
+and DMs) is kept in state. After a new gateway session (after a crash or an outage) what was sent
+meanwhile is fetched from history and taken once, or, past ``catch_up_limit``, taken as one
+summary.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from actors.discord_io.config import ASKED_KEPT, Asked, DiscordConfig, DiscordState
+from actors.discord_io.names import discord_person_id, message_event_id, snowflake_at
+from actors.discord_io.port import (
+    DiscordPort,
+    Publish,
+    PublishVolatile,
+    SeenMessage,
+    StateChanged,
+)
+from actors.discord_io.text import strip_mention
+from actors.discord_io.typing_indicator import TypingIndicators
+from schemas import ChatAck, ChatMessage
+
+__all__ = ["Inbox"]
+
+log = structlog.get_logger("actors.discord_io")
+
+
+class Inbox:
+    """People's Discord messages in: answered ones taken onto the bus, missed ones caught up."""
+
+    def __init__(
+        self,
+        config: DiscordConfig,
+        state: DiscordState,
+        discord: DiscordPort,
+        typing: TypingIndicators,
+        *,
+        publish: Publish,
+        publish_volatile: PublishVolatile,
+        state_changed: StateChanged,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.discord = discord
+        self.typing = typing
+        self.publish = publish
+        self.publish_volatile = publish_volatile
+        self.state_changed = state_changed
+
+    def wants(self, message: SeenMessage) -> bool:
+        """Whether Hex answers this message: DMs, mentions, replies to Hex, configured channels."""
+        me = self.discord.me
+        if not me or message.author_id == me:
+            return False
+        if message.author_bot and not self.config.answer_bots:
+            return False
+        if not message.ordinary:
+            return False
+        if message.in_dm:
+            return True
+        if message.mentions_me or str(message.channel_id) in self.config.channels:
+            return True
+        return message.replies_to_me
+
+    def watched(self, message: SeenMessage) -> bool:
+        return message.in_dm or str(message.channel_id) in self.config.channels
+
+    async def on_message(self, message: SeenMessage) -> None:
+        """A live message from the gateway."""
+        if self.watched(message):
+            self.seen(message.channel_id, message.id)
+        if self.wants(message):
+            await self.take(message)
+
+    def seen(self, channel_id: int, message_id: int) -> None:
+        key = str(channel_id)
+        if message_id > self.state.last_seen.get(key, 0):
+            self.state.last_seen[key] = message_id
+            self.state_changed()
+
+    async def take(self, message: SeenMessage, *, text: str | None = None) -> None:
+        """Acknowledge a message at once and put it on the bus as a durable chat.message."""
+        channel_id = message.channel_id
+        self.typing.start(channel_id)
+        event_id = message_event_id(message.id)
+        body = text if text is not None else strip_mention(message.content, self.discord.me)
+        event = ChatMessage(
+            platform="discord",
+            person_id=discord_person_id(message.author_id),
+            display_name=message.author_name,
+            channel=str(channel_id),
+            text=body,
+            attachments=message.attachments,
+            message_id=str(message.id),
+            direct=message.in_dm or message.mentions_me,
+        )
+        self.remember_asked(event_id, channel_id, message.id)
+        self.publish_volatile(
+            ChatAck(message_event_id=event_id, channel=str(channel_id)), key="discord"
+        )
+        await self.publish(event, key="discord", event_id=event_id)
+        log.info(
+            "discord.message",
+            event_id=event_id,
+            channel=channel_id,
+            person=event.person_id,
+            chars=len(body),
+        )
+
+    def remember_asked(self, event_id: str, channel_id: int, message_id: int) -> None:
+        if event_id not in self.state.asked:
+            self.state.asked[event_id] = Asked(channel_id=channel_id, message_id=message_id)
+            while len(self.state.asked) > ASKED_KEPT:
+                del self.state.asked[next(iter(self.state.asked))]
+            self.state_changed()
+
+    def taken(self, event_id: str, event: ChatMessage) -> None:
+        """A chat.message this actor published, back from the journal: after a crash the replay
+        rebuilds what was taken (and where to answer it) up to the last message the bus accepted,
+        whatever the snapshot missed, so catch-up starts after it."""
+        if not event.message_id.isdigit():
+            return
+        try:
+            channel_id = int(event.channel)
+        except ValueError:
+            return
+        self.remember_asked(event_id, channel_id, int(event.message_id))
+        self.seen(channel_id, int(event.message_id))
+
+    # -- missed messages -------------------------------------------------------------------
+
+    async def catch_up(self) -> None:
+        """Take the messages sent in watched channels since the last one seen (once each)."""
+        watched = {int(c) for c in self.config.channels} | {int(c) for c in self.state.last_seen}
+        for channel_id in sorted(watched):
+            after = self.state.last_seen.get(str(channel_id))
+            if after is None:
+                continue  # never seen: nothing to catch up on (the start of history is not "missed")
+            try:
+                await self.catch_up_channel(channel_id, after)
+            except Exception as exc:
+                log.warning(
+                    "discord.catch_up_failed",
+                    channel=channel_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    async def catch_up_channel(self, channel_id: int, after: int) -> None:
+        oldest = snowflake_at(time.time()) - (int(self.config.catch_up_max_age_h * 3600_000) << 22)
+        limit = self.config.catch_up_limit
+        missed: list[SeenMessage] = []
+        newest = after
+        async for message in self.discord.history(
+            channel_id, after=max(after, oldest), limit=limit * 10
+        ):
+            newest = max(newest, message.id)
+            # A message taken live while this ran is already seen.
+            if message.id > self.state.last_seen.get(str(channel_id), 0) and self.wants(message):
+                missed.append(message)
+        if not missed:
+            self.seen(channel_id, newest)
+            return
+        log.info("discord.catching_up", channel=channel_id, missed=len(missed))
+        if len(missed) <= limit:
+            for message in missed:
+                self.seen(channel_id, message.id)
+                await self.take(message)
+            self.seen(channel_id, newest)
+            return
+        # Too many to answer one by one: one message tells the brain what was said, answered once.
+        me = self.discord.me
+        lines = [f"{m.author_name}: {strip_mention(m.content, me)}" for m in missed]
+        summary = (
+            f"(While I was away, {len(missed)} messages arrived here. The latest ones:)\n"
+            + "\n".join(lines[-limit:])
+        )
+        self.seen(channel_id, newest)
+        await self.take(missed[-1], text=summary[:4000])

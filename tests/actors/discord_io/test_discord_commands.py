@@ -1,0 +1,214 @@
+"""The Discord actor end to end, slash commands and buttons, and the real brain and memory
+behind them (SmolLM2 through llama.cpp; the other tests use the scripted brain).
+
+discord.py's real client in the actor's process, against a Discord-compatible server on loopback
+(tests/support/fakediscord), through a real supervisor and bus (tests/support/discord/hexes.py).
+Every test here starts real processes: marked slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from hexbus.bus import BusClient
+from schemas import MemoryChanged, MemoryEdit, QuietMode
+from tests.support.discord.hexes import (
+    BRAIN,
+    answer_to,
+    discord_toml,
+    journal,
+    start,
+)
+from tests.support.fakediscord import FakeDiscord
+from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]
+
+
+def test_slash_commands_are_registered_and_owner_only_ones_refuse_others_politely(
+    fake: FakeDiscord, hexes: list[Hex]
+) -> None:
+    hx = start(fake, extra=BRAIN + actor_toml("counter", "actors.diag.actor:CounterActor"))
+    hexes.append(hx)
+    names = {c["name"] for c in fake.commands}
+    assert {
+        "remember",
+        "forget",
+        "memories",
+        "quiet",
+        "status",
+        "voice",
+        "restart",
+        "killswitch",
+    } <= names
+    ana = fake.add_user("ana")
+    general = fake.general_channel_id
+
+    def answered(interaction_id: str) -> dict[str, Any]:
+        def text() -> dict[str, Any] | None:
+            found = fake.interaction(interaction_id)
+            content = (found.get("original") or {}).get("content") or ""
+            followups = found.get("followups") or []
+            if followups:
+                content = followups[-1].get("content") or content
+            return {**found, "text": content} if content else None
+
+        return poll_for(text, 15, what=f"an answer to interaction {interaction_id}")
+
+    refused = answered(
+        fake.interact("restart", user_id=ana, channel_id=general, options={"actor": "counter"})
+    )
+    assert "only for Hex's owners" in refused["text"] and refused["ephemeral"]
+    assert hx.status()["counter"]["restarts"] == 0
+    assert "discord.refused" in hx.log()
+
+    done = answered(
+        fake.interact(
+            "restart", user_id=fake.owner_id, channel_id=general, options={"actor": "counter"}
+        )
+    )
+    assert "restarting counter" in done["text"].lower()
+    poll_for(lambda: hx.status()["counter"]["restarts"] == 1, 10, what="counter restarted")
+
+    status = answered(fake.interact("status", user_id=ana, channel_id=general))
+    assert "`brain`: live" in status["text"] and "`discord`: live" in status["text"]
+
+    quiet = answered(
+        fake.interact("quiet", user_id=ana, channel_id=general, options={"minutes": 30})
+    )
+    assert "30 minutes" in quiet["text"]
+    quiet_events = [e.body for e in journal(hx, ["brain.quiet"])]
+    assert len(quiet_events) == 1 and isinstance(quiet_events[0], QuietMode)
+    assert quiet_events[0].target == str(general) and quiet_events[0].until > time.time() + 29 * 60
+
+    assert (
+        "only for Hex's owners"
+        in answered(fake.interact("killswitch", user_id=ana, channel_id=general))["text"]
+    )
+    thrown = answered(fake.interact("killswitch", user_id=fake.owner_id, channel_id=general))
+    assert "Kill switch thrown" in thrown["text"] and "`brain`" in thrown["text"]
+    status = hx.status()
+    assert status["brain"]["state"] == "stopped" and status["counter"]["state"] == "stopped"
+    assert status["discord"]["state"] == "live" and status["broker"]["state"] == "live"
+    # The responder still answers (and says the rest is down).
+    after = answered(fake.interact("status", user_id=ana, channel_id=general))
+    assert "`brain`: stopped" in after["text"]
+
+
+def test_memory_suggestions_get_buttons_only_owners_can_press(
+    fake: FakeDiscord, hexes: list[Hex]
+) -> None:
+    hx = start(fake)
+    hexes.append(hx)
+    ana = fake.add_user("ana")
+
+    async def suggest() -> None:
+        client = BusClient(hx.endpoints, "suggester")
+        client.start()
+        await client.publish_durable(
+            MemoryChanged(action="suggested", ids=("m_abc123",), detail="Ana keeps bees"),
+            key="memory",
+        )
+        assert await client.flush(10)
+        await client.close()
+
+    asyncio.run(suggest())
+    owner_dm = fake.dm_channel(fake.owner_id)
+    prompt = fake.wait_for_message(owner_dm, lambda m: "Ana keeps bees" in m["content"], timeout=15)
+    buttons = [c["custom_id"] for row in prompt["components"] for c in row["components"]]
+    assert buttons == ["hex:suggest:approve:m_abc123", "hex:suggest:reject:m_abc123"]
+
+    refused = fake.click(int(prompt["id"]), buttons[0], user_id=ana)
+    poll_for(lambda: fake.interaction(refused)["callbacks"], 10, what="the refusal")
+    assert not [e for e in journal(hx, ["memory.edit"])]
+    approved = fake.click(int(prompt["id"]), buttons[0], user_id=fake.owner_id)
+    poll_for(lambda: fake.interaction(approved)["callbacks"], 10, what="the approval")
+    edits = [e.body for e in journal(hx, ["memory.edit"])]
+    assert len(edits) == 1 and isinstance(edits[0], MemoryEdit)
+    assert (
+        edits[0].approve is True
+        and edits[0].id == "m_abc123"
+        and edits[0].by == f"discord:{fake.owner_id}"
+    )
+    assert "approved" in fake.message(int(prompt["id"]))["content"]
+
+
+def test_the_real_brain_answers_a_dm_and_memory_commands_reach_the_real_memory(
+    fake: FakeDiscord, hexes: list[Hex]
+) -> None:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.support.harness import REPO
+
+    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+    shutil.copy(REPO / "persona.toml", root / "persona.toml")
+    stack = actor_toml(
+        "brain", "actors.brain.actor:BrainActor", heartbeat_timeout_s=10.0, config={"seed": 7}
+    ) + actor_toml("memory", "actors.memory.actor:MemoryActor", heartbeat_timeout_s=20.0)
+    hx = Hex(FAST_BUS + stack + discord_toml(fake), root=root).start()
+    hexes.append(hx)
+    poll_for(lambda: fake.connected, 20, what="the actor's gateway session")
+    ana = fake.add_user("ana")
+    dm = fake.dm_channel(ana)
+    message = fake.post(dm, ana, "Hi Hex! How are you today?")
+
+    def answered() -> list[dict[str, Any]] | None:
+        parts = answer_to(fake, dm, message["id"])
+        return parts if parts and not parts[-1]["content"].endswith("…") else None
+
+    # The brain dies while it thinks: the durable message waits for its restart, and the reply it then
+    # gives is delivered.
+    poll_for(lambda: journal(hx, ["chat.message.discord"]), 10, what="the message on the bus")
+    os.kill(hx.pid("brain"), signal.SIGKILL)
+    parts = poll_for(answered, 120, what="the real brain's reply")
+    assert parts[0]["content"].strip()
+    replies = [e.body for e in journal(hx, ["chat.reply.discord"])]
+    assert len(replies) == 1 and replies[0].text.strip() == "\n".join(p["content"] for p in parts)  # type: ignore[union-attr]
+
+    def followup(interaction_id: str) -> str:
+        def text() -> str | None:
+            found = fake.interaction(interaction_id)
+            ups = found.get("followups") or []
+            return (
+                (ups[-1].get("content") or None)
+                if ups
+                else (found.get("original") or {}).get("content") or None
+            )
+
+        return poll_for(text, 30, what=f"the answer to {interaction_id}")
+
+    general = fake.general_channel_id
+    assert "I'll remember that" in followup(
+        fake.interact(
+            "remember", user_id=ana, channel_id=general, options={"text": "I keep bees on my roof"}
+        )
+    )
+
+    def found_bees() -> str | None:
+        text = followup(
+            fake.interact("memories", user_id=ana, channel_id=general, options={"query": "insects"})
+        )
+        return text if "bees" in text else None
+
+    listing = poll_for(found_bees, 60, interval=1.0, what="the new memory found by meaning")
+    assert "page 1 of 1" in listing
+    # Another person cannot see or forget Ana's memories.
+    bo = fake.add_user("bo")
+    assert "bees" not in followup(
+        fake.interact("memories", user_id=bo, channel_id=general, options={"query": "insects"})
+    )
+    assert "no memories of yours" in followup(
+        fake.interact("forget", user_id=bo, channel_id=general, options={"query": "bees"})
+    )
+    forgotten = followup(
+        fake.interact("forget", user_id=ana, channel_id=general, options={"query": "bees"})
+    )
+    assert "Forgotten" in forgotten and "bees" in forgotten
