@@ -33,8 +33,9 @@ from typing import Any
 
 from actors.brain.backends import Params
 from actors.brain.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
-from actors.brain.persona import load_persona, new_relationship, system_prompt
-from actors.brain.prompt import Budgets, build
+from actors.brain.persona import load_persona
+from actors.brain.prompt import Budgets, build, system_prompt
+from actors.brain.rules import new_relationship
 from bench._common import emit, parser, progress, run_async, summary
 from hexbus.bus import BusClient
 from hexbus.log import configure

@@ -16,20 +16,12 @@ from typing import Any
 
 import msgspec
 
-from actors.brain.backends import BackendError, Params, Turn
+from actors.brain.backends import BackendError, ChatTurn, Params
 from actors.brain.backends.fallback import FallbackChain
-from actors.brain.config import BrainConfig
-from actors.brain.persona import (
-    PersonaError,
-    is_crisis,
-    load_persona,
-    may_deny,
-    moment_of,
-    new_relationship,
-    system_prompt,
-    wants_quiet,
-)
-from actors.brain.prompt import build
+from actors.brain.config import BrainConfig, make_backend
+from actors.brain.persona import PersonaError, load_persona
+from actors.brain.prompt import build, system_prompt
+from actors.brain.rules import is_crisis, may_deny, moment_of, new_relationship, wants_quiet
 from actors.brain.scenarios import (
     audit_reply,
     audit_summary,
@@ -67,8 +59,6 @@ def brain_config(config_path: Path) -> tuple[BrainConfig, Path]:
 
 
 async def _audit(config: BrainConfig, config_dir: Path, limit: int) -> dict[str, Any]:
-    from actors.brain.actor import make_backend
-
     try:
         persona = load_persona((config_dir / config.persona).resolve())
         scenarios = load_scenarios()
@@ -131,7 +121,7 @@ async def _audit(config: BrainConfig, config_dir: Path, limit: int) -> dict[str,
     return report
 
 
-async def _generate(chain: FallbackChain, turns: list[Turn], params: Params) -> str:
+async def _generate(chain: FallbackChain, turns: list[ChatTurn], params: Params) -> str:
     stream = chain.stream(turns, params)
     async for _ in stream:
         pass

@@ -41,11 +41,11 @@ def chat_command(args: argparse.Namespace) -> None:
 
 def add_persona(p: argparse.ArgumentParser) -> None:
     """persona versions and the consistency audit"""
-    persona = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    r = persona.add_parser("rollback", help="make persona version N the active one")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    r = actions.add_parser("rollback", help="make persona version N the active one")
     r.add_argument("version", type=int)
     r.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
-    a = persona.add_parser(
+    a = actions.add_parser(
         "audit", help="run the scenario set through the configured backend and report"
     )
     a.add_argument(

@@ -17,7 +17,8 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from schemas import Fact, KnownPerson, ProfileUpdate
+from actors.brain.backends import ChatTurn, Params
+from schemas import ChatMessage, Fact, KnownPerson, ProfileUpdate, ReplyMeta
 
 log = structlog.get_logger("actors.brain.metadata")
 
@@ -87,6 +88,18 @@ INSTRUCTION: Final = (
 )
 
 
+def params(seed: int | None) -> Params:
+    return Params(max_tokens=MAX_TOKENS, temperature=0.2, seed=seed)
+
+
+def request(message: str, reply: str) -> list[ChatTurn]:
+    """The turns that ask for the metadata of ``reply`` to ``message``."""
+    return [
+        ChatTurn("system", INSTRUCTION.format(emotions=", ".join(EMOTIONS))),
+        ChatTurn("user", f"User: {message}\nAssistant: {reply}"),
+    ]
+
+
 class Parsed(msgspec.Struct, frozen=True, kw_only=True):
     emotion: str
     remember: bool
@@ -95,6 +108,21 @@ class Parsed(msgspec.Struct, frozen=True, kw_only=True):
     facts: tuple[Fact, ...]
     profile: ProfileUpdate
     repaired: bool
+
+    def event(self, reply_to: str, message: ChatMessage) -> ReplyMeta:
+        """The ``chat.meta`` event of the reply to ``message``."""
+        return ReplyMeta(
+            reply_to=reply_to,
+            person_id=message.person_id,
+            channel=message.channel,
+            emotion=self.emotion,
+            remember=self.remember,
+            importance=self.importance,
+            tags=self.tags,
+            facts=self.facts,
+            profile=self.profile,
+            repaired=self.repaired,
+        )
 
 
 def _strings(value: Any, limit: int, length: int = 60) -> tuple[tuple[str, ...], bool]:

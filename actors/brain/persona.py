@@ -1,37 +1,33 @@
-"""The persona layer: who Hex is, how close she is to each person, and when she may say "hmph".
+"""The persona document: who Hex is, as ``persona.toml`` says, parsed and checked.
 
-Plain library code for the brain actor: no bus, no processes.
+``persona.toml`` is parsed into frozen Structs; every mistake is one
+:class:`PersonaError` line naming the file, the key and the fix. The rest of the
+persona layer builds on this document, each part in a module of its own:
 
-* ``persona.toml`` is parsed into frozen Structs; every mistake is one :class:`PersonaError`
-  line naming the file, the key and the fix.
-* :class:`PersonaStore` keeps every version of the document and rolls back to any of them.
-* A :class:`Relationship` per person climbs the document's phases on connection points;
-  the tsundere rules (when she may deny caring, when she never may, when care is owed)
-  are data in the document, applied by :func:`may_deny` and :func:`care_owed`.
-* :func:`system_prompt` renders the persona part of the system prompt, compact enough
-  for a 2048-token context.
-* The consistency audit: scenarios from ``audit_scenarios.toml``, :func:`check_reply` per
-  reply, :func:`audit_summary` per run, :func:`compare_reports` between runs (drift).
+* versions.py: :class:`~actors.brain.versions.PersonaStore` keeps every version and
+  rolls back to any of them.
+* rules.py: a :class:`~actors.brain.rules.Relationship` per person climbs the
+  document's phases; the tsundere rules (when she may deny caring, when she never
+  may, when care is owed) are data here, applied there.
+* prompt.py: :func:`~actors.brain.prompt.system_prompt` renders the persona part of
+  the system prompt.
+* scenarios.py: the consistency audit's scenarios, checks and reports.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import random
 import re
-import time
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import msgspec
 
+from actors.brain.phrases import normalize
+
 DEFAULT_PERSONA_PATH = Path(__file__).resolve().parents[2] / "persona.toml"
-PROMPT_WORD_BUDGET = (
-    350  # persona part of the prompt at default settings; small models get 2048 tokens
-)
 
 Moment = Literal[
     "greeting",
@@ -48,7 +44,6 @@ Moment = Literal[
     "asked_if_cares",
     "boundary_pushed",
 ]
-NeverDenyReason = Literal["crisis", "care_question", "trust", "vulnerable"]
 Category = Literal[  # of audit scenarios (scenarios.py); here because errors name them
     "casual", "vulnerable", "teasing", "crisis", "leave_me_alone", "identity", "hard_limit"
 ]
@@ -277,7 +272,7 @@ def _check_phrases(source: str, key: str, phrases: Sequence[str], *, required: b
         raise _fail(source, key, "is empty", "list at least one phrase")
     for i, phrase in enumerate(phrases):
         body = phrase.removesuffix("*")
-        if not _normalize(body) or "*" in body:
+        if not normalize(body) or "*" in body:
             raise _fail(
                 source,
                 f"{key}[{i}]",
@@ -385,280 +380,3 @@ def _validate(persona: Persona, source: str) -> None:
             f"must be >= connection.base ({c.base}), got {c.cap}",
             "raise the cap",
         )
-
-
-# -- phrase matching -------------------------------------------------------------------
-
-_APOSTROPHES = re.compile(r"['\u2018\u2019\u02bc`]")
-_NON_WORD = re.compile(r"[^\w\s]|_")
-
-
-def _normalize(text: str) -> str:
-    """Casefold, drop apostrophes, turn punctuation into spaces: "I'm  here!" -> "im here"."""
-    return " ".join(_NON_WORD.sub(" ", _APOSTROPHES.sub("", text.casefold())).split())
-
-
-@functools.lru_cache(maxsize=256)
-def _pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
-    parts = []
-    for phrase in phrases:
-        prefix = phrase.endswith("*")
-        body = re.escape(_normalize(phrase.removesuffix("*")))
-        parts.append(rf"(?<!\w){body}" + (r"\w*" if prefix else r"(?!\w)"))
-    return re.compile("|".join(parts)) if parts else None
-
-
-def matches(text: str, phrases: tuple[str, ...]) -> bool:
-    """Whether any phrase occurs in the text as whole words (a trailing ``*`` matches any ending)."""
-    pattern = _pattern(phrases)
-    return pattern is not None and pattern.search(_normalize(text)) is not None
-
-
-def word_count(text: str) -> int:
-    return len(text.split())
-
-
-# -- relationships ---------------------------------------------------------------------
-
-
-class Relationship(msgspec.Struct, kw_only=True):
-    """How close Hex is to one person; lives in the brain actor's state.
-
-    ``messages_since_denial`` counts her replies since an unanswered denial; ``None``
-    means no care is owed.
-    """
-
-    person_id: str
-    points: int = 0
-    phase: str = ""
-    messages_since_denial: int | None = None
-    denials: int = 0
-    care_signals: int = 0
-    last_seen: float = 0.0
-
-
-def new_relationship(person_id: str, persona: Persona, *, now: float = 0.0) -> Relationship:
-    return Relationship(person_id=person_id, phase=persona.phases[0].name, last_seen=now)
-
-
-def phase_for(points: int, persona: Persona) -> Phase:
-    """The highest phase whose threshold the points reach."""
-    reached = persona.phases[0]
-    for phase in persona.phases:
-        if points >= phase.threshold:
-            reached = phase
-    return reached
-
-
-def phase_of(rel: Relationship, persona: Persona) -> Phase:
-    """The person's phase; one the document no longer names is recomputed from points."""
-    for phase in persona.phases:
-        if phase.name == rel.phase:
-            return phase
-    return phase_for(rel.points, persona)
-
-
-def connection_points(text: str, persona: Persona) -> int:
-    """What one message earns: a base, bonuses for feelings, personal news, thanks and length, capped."""
-    c = persona.connection
-    points = c.base
-    for signal in (c.feelings, c.personal, c.thanks):
-        if matches(text, signal.phrases):
-            points += signal.points
-    if c.long_message_words and word_count(text) >= c.long_message_words:
-        points += c.long_message
-    return min(points, c.cap)
-
-
-def update_relationship(
-    rel: Relationship, points: int, persona: Persona, *, now: float | None = None
-) -> str | None:
-    """Add points; return the new phase's name when the person moved up, else None.
-
-    Phases only move up: points never decay in this version, so a quiet month
-    does not turn a close friend back into a stranger.
-    """
-    if points < 0:
-        raise ValueError(f"connection points only add up, got {points}")
-    rel.points += points
-    rel.last_seen = time.time() if now is None else now
-    names = [p.name for p in persona.phases]
-    current = names.index(rel.phase) if rel.phase in names else -1
-    target = phase_for(rel.points, persona)
-    if names.index(target.name) > current:
-        rel.phase = target.name
-        return target.name
-    return None
-
-
-# -- the tsundere rules ----------------------------------------------------------------
-
-
-def is_crisis(text: str, persona: Persona) -> bool:
-    return matches(text, persona.tsundere.crisis_keywords)
-
-
-def is_direct_care_question(text: str, persona: Persona) -> bool:
-    return matches(text, persona.tsundere.care_questions)
-
-
-def never_deny_reason(text: str, persona: Persona) -> NeverDenyReason | None:
-    """Why this message rules out a denial, most serious first; None when a denial may fit."""
-    t = persona.tsundere
-    if is_crisis(text, persona):
-        return "crisis"
-    if is_direct_care_question(text, persona):
-        return "care_question"
-    if matches(text, t.trust_phrases):
-        return "trust"
-    if matches(text, t.vulnerable_keywords):
-        return "vulnerable"
-    return None
-
-
-def wants_quiet(text: str, persona: Persona) -> bool:
-    """The person asks for quiet or space: pass ``quiet=True`` to :func:`system_prompt`."""
-    return matches(text, persona.quiet_phrases)
-
-
-# Most telling first: a message that is both a greeting and sad is met as sad.
-_MOMENT_ORDER: tuple[Moment, ...] = (
-    "asked_if_cares",
-    "user_sad",
-    "user_angry",
-    "user_stressed",
-    "leave_me_alone",
-    "boundary_pushed",
-    "asked_if_ai",
-    "asked_name",
-    "compliment_received",
-    "thanked",
-    "teased",
-    "goodbye",
-    "greeting",
-)
-
-
-def moment_of(text: str, persona: Persona) -> Moment | None:
-    """Which common moment a message is, by the document's cues; None for none of them."""
-    for moment in _MOMENT_ORDER:
-        if matches(text, getattr(persona.cues, moment)):
-            return moment
-    return None
-
-
-def care_owed(rel: Relationship, persona: Persona) -> bool:
-    """A denial is unanswered: her next reply should carry a care signal.
-
-    True from the denial until a reply with a care signal (see :func:`record_reply`);
-    the document's ``care_within`` is the deadline, past which :func:`care_overdue` holds.
-    """
-    return rel.messages_since_denial is not None
-
-
-def care_overdue(rel: Relationship, persona: Persona) -> bool:
-    """``care_within`` replies passed since a denial without a care signal."""
-    since = rel.messages_since_denial
-    return since is not None and since >= persona.tsundere.care_within
-
-
-def may_deny(rel: Relationship, text: str, persona: Persona, rng: random.Random) -> bool:
-    """Whether this turn may play off caring: never in crisis, to a direct care question,
-    a confidence or a hurting person, nor while care is overdue; otherwise with the
-    phase's denial share."""
-    if never_deny_reason(text, persona) is not None or care_overdue(rel, persona):
-        return False
-    return rng.random() < persona.tsundere.denial_share[phase_of(rel, persona).name]
-
-
-def detect_denial(reply: str, persona: Persona) -> bool:
-    return matches(reply, persona.tsundere.denial_phrases)
-
-
-def detect_care(reply: str, persona: Persona) -> bool:
-    return matches(reply, persona.tsundere.care_phrases)
-
-
-def record_reply(rel: Relationship, reply: str, persona: Persona) -> tuple[bool, bool]:
-    """Count one reply of hers: returns (denied, cared).
-
-    A denial starts the care clock; a care signal, in the same reply or a later one,
-    settles it.
-    """
-    denied, cared = detect_denial(reply, persona), detect_care(reply, persona)
-    if rel.messages_since_denial is not None:
-        rel.messages_since_denial += 1
-    if denied:
-        rel.denials += 1
-        rel.messages_since_denial = 0
-    if cared:
-        rel.care_signals += 1
-        rel.messages_since_denial = None
-    return denied, cared
-
-
-# -- the prompt ------------------------------------------------------------------------
-
-
-def _squash(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _sentences(items: Iterable[str]) -> str:
-    return " ".join(s if s.endswith((".", "!", "?")) else f"{s}." for s in map(_squash, items) if s)
-
-
-def _either(items: Sequence[str]) -> str:
-    items = [_squash(s) for s in items]
-    # Semicolons: the items have their own "or"s ("hurting, scared or in danger").
-    return items[0] if len(items) == 1 else f"{'; '.join(items[:-1])}; or {items[-1]}"
-
-
-def system_prompt(
-    persona: Persona,
-    rel: Relationship,
-    *,
-    deny_now: bool,
-    care_owed: bool,
-    quiet: bool = False,
-    crisis: bool = False,
-    moment: Moment | None = None,
-) -> str:
-    """The persona part of the system prompt: identity, values, style, limits, phase, this turn.
-
-    ``crisis`` overrides ``deny_now``; ``moment`` adds that moment's reaction template.
-    Stays under :data:`PROMPT_WORD_BUDGET` words for the default persona.
-    """
-    t, lines = persona.tsundere, persona.prompt
-    out = [f"You are {persona.name}, {_squash(persona.summary)}."]
-    if persona.backstory.strip():
-        out.append(_squash(persona.backstory))
-    if persona.values:
-        out.append(f"Values: {_sentences(persona.values)}")
-    style = _squash(persona.style.sentence_shape)
-    if persona.style.vocabulary:
-        style = f"{style} Words you use: {', '.join(persona.style.vocabulary)}.".strip()
-    if style:
-        out.append(f"Style: {style}")
-    if persona.hard_limits:
-        out.append(f"Hard limits: {_sentences(persona.hard_limits)}")
-    if t.deny_when or t.never_deny_when:
-        rule = "Tsundere:"
-        if t.deny_when:
-            rule += f" you may play off your feelings when {_either(t.deny_when)}."
-        if t.never_deny_when:
-            rule += f" Never when {_either(t.never_deny_when)}: then be sincere."
-        out.append(rule)
-    phase = phase_of(rel, persona)
-    out.append(f"With this person ({phase.name.replace('_', ' ')}): {_squash(phase.guidance)}")
-    if moment is not None and (hint := getattr(persona.reactions, moment)):
-        out.append(f"This moment ({moment.replace('_', ' ')}): {_squash(hint)}")
-    if crisis:
-        out.append(_squash(lines.crisis))
-    else:
-        out.append(_squash(lines.deny_now if deny_now else lines.no_denial))
-        if care_owed:
-            out.append(_squash(lines.care_owed))
-    if quiet:
-        out.append(_squash(lines.quiet))
-    return "\n".join(out)

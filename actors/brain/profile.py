@@ -20,7 +20,9 @@ ROSTER_KEEP = 16  # people known per person; the most recently mentioned win
 ROSTER_SHOWN = 5  # in the prompt
 
 
-class Profile(msgspec.Struct, kw_only=True):
+class ProfileNotes(msgspec.Struct, kw_only=True):
+    """The brain's own notes on one person, kept in its snapshot; memory's profile is the long-term one."""
+
     hobbies: list[str] = []
     tastes: list[str] = []
     sentiment: str = ""
@@ -28,8 +30,8 @@ class Profile(msgspec.Struct, kw_only=True):
     updated: float = 0.0
 
 
-def from_memory(kept: PersonProfile) -> Profile:
-    return Profile(
+def from_memory(kept: PersonProfile) -> ProfileNotes:
+    return ProfileNotes(
         hobbies=list(kept.hobbies),
         tastes=list(kept.tastes),
         sentiment=kept.sentiment,
@@ -43,7 +45,7 @@ def _merge(known: list[str], new: tuple[str, ...]) -> list[str]:
     return out[-KEEP:]
 
 
-def merge(profile: Profile, update: ProfileUpdate, *, now: float | None = None) -> bool:
+def merge(profile: ProfileNotes, update: ProfileUpdate, *, now: float | None = None) -> bool:
     """Fold an update in; True when anything changed."""
     before = (list(profile.hobbies), list(profile.tastes), profile.sentiment, dict(profile.roster))
     profile.hobbies = _merge(profile.hobbies, update.hobbies)
@@ -70,7 +72,7 @@ def merge(profile: Profile, update: ProfileUpdate, *, now: float | None = None) 
     return changed
 
 
-def describe(profile: Profile | None) -> str:
+def describe(profile: ProfileNotes | None) -> str:
     """The prompt's profile section ('' when nothing is known)."""
     if profile is None:
         return ""

@@ -6,16 +6,33 @@ rolling summary of older turns, then recent turns and the new message. A
 section over budget loses whole items (the least relevant memory, the oldest
 turn), never half of one; turns that no longer fit are left to the rolling
 summary, which the brain updates after replying.
+
+:func:`system_prompt` renders the persona section from the document and the
+person's relationship; :func:`compose` is the whole prompt for one chat message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
-from actors.brain.backends import Turn
-from schemas import MemoryHit
+from actors.brain.backends import ChatTurn
+from actors.brain.persona import Moment, Persona
+from actors.brain.rules import (
+    Relationship,
+    care_owed,
+    is_crisis,
+    may_deny,
+    moment_of,
+    phase_of,
+    wants_quiet,
+)
+from schemas import ChatMessage, MemoryHit
+
+# Words in the persona part of the prompt at default settings: small models get 2048 tokens.
+PROMPT_WORD_BUDGET = 350
 
 
 class Budgets(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -130,7 +147,7 @@ def build(
     speaker: str,
     budgets: Budgets,
     count: Callable[[str], int],
-) -> tuple[list[Turn], int]:
+) -> tuple[list[ChatTurn], int]:
     """The chat turns for the backend and the reply's token cap."""
     hint, max_tokens = length_hint(message, budgets.reply)
     system = [_fit_persona(persona, budgets.persona, count)]
@@ -146,8 +163,116 @@ def build(
     if summary:
         system.append("Earlier in this conversation: " + _fit(summary, budgets.summary, count))
     system.append(hint)
-    out = [Turn("system", "\n\n".join(system))]
+    out = [ChatTurn("system", "\n\n".join(system))]
     for turn in recent_turns(turns, budgets.turns, count):
-        out.append(Turn("assistant" if turn.role == "assistant" else "user", turn.text))
-    out.append(Turn("user", message))
+        out.append(ChatTurn("assistant" if turn.role == "assistant" else "user", turn.text))
+    out.append(ChatTurn("user", message))
     return out, max_tokens
+
+
+def compose(
+    message: ChatMessage,
+    *,
+    persona: Persona,
+    rel: Relationship,
+    rng: random.Random,
+    profile: str,
+    memories: Sequence[MemoryHit],
+    observation: str,
+    summary: str,
+    turns: Sequence[TurnRecord],
+    budgets: Budgets,
+    count: Callable[[str], int],
+) -> tuple[list[ChatTurn], int]:
+    """The chat turns that answer ``message`` and the reply's token cap: the persona's rules for
+    this person and this moment (a denial drawn from ``rng``, care owed, quiet, crisis), then
+    every section within its budget."""
+    text = message.text
+    persona_text = system_prompt(
+        persona,
+        rel,
+        deny_now=may_deny(rel, text, persona, rng),
+        care_owed=care_owed(rel, persona),
+        quiet=wants_quiet(text, persona),
+        crisis=is_crisis(text, persona),
+        moment=moment_of(text, persona),
+    )
+    return build(
+        persona=persona_text,
+        profile=profile,
+        memories=memories,
+        observation=observation,
+        summary=summary,
+        turns=turns,
+        message=text,
+        speaker=message.display_name or message.person_id,
+        budgets=budgets,
+        count=count,
+    )
+
+
+# -- the persona section -----------------------------------------------------------------
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _sentences(items: Iterable[str]) -> str:
+    return " ".join(s if s.endswith((".", "!", "?")) else f"{s}." for s in map(_squash, items) if s)
+
+
+def _either(items: Sequence[str]) -> str:
+    items = [_squash(s) for s in items]
+    # Semicolons: the items have their own "or"s ("hurting, scared or in danger").
+    return items[0] if len(items) == 1 else f"{'; '.join(items[:-1])}; or {items[-1]}"
+
+
+def system_prompt(
+    persona: Persona,
+    rel: Relationship,
+    *,
+    deny_now: bool,
+    care_owed: bool,
+    quiet: bool = False,
+    crisis: bool = False,
+    moment: Moment | None = None,
+) -> str:
+    """The persona part of the system prompt: identity, values, style, limits, phase, this turn.
+
+    ``crisis`` overrides ``deny_now``; ``moment`` adds that moment's reaction template.
+    Stays under :data:`PROMPT_WORD_BUDGET` words for the default persona.
+    """
+    t, lines = persona.tsundere, persona.prompt
+    out = [f"You are {persona.name}, {_squash(persona.summary)}."]
+    if persona.backstory.strip():
+        out.append(_squash(persona.backstory))
+    if persona.values:
+        out.append(f"Values: {_sentences(persona.values)}")
+    style = _squash(persona.style.sentence_shape)
+    if persona.style.vocabulary:
+        style = f"{style} Words you use: {', '.join(persona.style.vocabulary)}.".strip()
+    if style:
+        out.append(f"Style: {style}")
+    if persona.hard_limits:
+        out.append(f"Hard limits: {_sentences(persona.hard_limits)}")
+    if t.deny_when or t.never_deny_when:
+        rule = "Tsundere:"
+        if t.deny_when:
+            rule += f" you may play off your feelings when {_either(t.deny_when)}."
+        if t.never_deny_when:
+            rule += f" Never when {_either(t.never_deny_when)}: then be sincere."
+        out.append(rule)
+    phase = phase_of(rel, persona)
+    out.append(f"With this person ({phase.name.replace('_', ' ')}): {_squash(phase.guidance)}")
+    if moment is not None and (hint := getattr(persona.reactions, moment)):
+        out.append(f"This moment ({moment.replace('_', ' ')}): {_squash(hint)}")
+    if crisis:
+        out.append(_squash(lines.crisis))
+    else:
+        out.append(_squash(lines.deny_now if deny_now else lines.no_denial))
+        if care_owed:
+            out.append(_squash(lines.care_owed))
+    if quiet:
+        out.append(_squash(lines.quiet))
+    return "\n".join(out)

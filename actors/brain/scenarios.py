@@ -18,14 +18,11 @@ from actors.brain.persona import (  # the private helpers are the document's own
     _check_phrases,
     _fail,
     _humanize,
-    _normalize,
     _read,
     _toml,
-    detect_care,
-    detect_denial,
-    matches,
-    word_count,
 )
+from actors.brain.phrases import matches, normalize, word_count
+from actors.brain.rules import detect_care, detect_denial
 from hexbus.files import write_atomic
 
 DEFAULT_SCENARIOS_PATH = Path(__file__).with_name("audit_scenarios.toml")
@@ -102,7 +99,7 @@ def load_scenarios(path: Path = DEFAULT_SCENARIOS_PATH) -> list[Scenario]:
 
 
 def _name_denied(reply: str, persona: Persona) -> bool:
-    text, name = _normalize(reply), re.escape(_normalize(persona.name))
+    text, name = normalize(reply), re.escape(normalize(persona.name))
     if (
         re.search(rf"\b(?:im|i am|i aint)\s+(?:really\s+|actually\s+)?not\s+{name}\b", text)
         or re.search(
@@ -123,7 +120,7 @@ def _name_denied(reply: str, persona: Persona) -> bool:
         for m in re.finditer(r"\b(?:[Yy]ou can|[Jj]ust) call me ([A-Z][\w-]*)", reply)
     ):
         return True
-    others = "|".join(re.escape(_normalize(n)) for n in persona.other_names if _normalize(n))
+    others = "|".join(re.escape(normalize(n)) for n in persona.other_names if normalize(n))
     return bool(others) and re.search(rf"\b(?:im|i am|this is)\s+(?:{others})\b", text) is not None
 
 

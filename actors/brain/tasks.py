@@ -13,13 +13,12 @@ import json
 import re
 from typing import Any, Final
 
-from actors.brain.backends import Turn
+from actors.brain.backends import ChatTurn
 from schemas import BrainTask, BrainTaskResult, Fact
 
 MAX_FACTS: Final = 4
-MAX_TRANSCRIPT_CHARS: Final = (
-    6000  # the oldest turns go first; the tail of a longer batch waits for the next
-)
+# The oldest turns go first; the tail of a longer batch waits for the next.
+MAX_TRANSCRIPT_CHARS: Final = 6000
 
 SUMMARY_SCHEMA: Final[dict[str, Any]] = {
     "type": "object",
@@ -61,18 +60,21 @@ CONTRADICTION_INSTRUCTION: Final = (
 )
 
 
-def messages(task: BrainTask) -> tuple[list[Turn], dict[str, Any], int]:
+def messages(task: BrainTask) -> tuple[list[ChatTurn], dict[str, Any], int]:
     """The prompt, the JSON schema and the token budget for one task."""
     if task.kind == "summarize":
         return (
-            [Turn("system", SUMMARY_INSTRUCTION), Turn("user", task.text[:MAX_TRANSCRIPT_CHARS])],
+            [
+                ChatTurn("system", SUMMARY_INSTRUCTION),
+                ChatTurn("user", task.text[:MAX_TRANSCRIPT_CHARS]),
+            ],
             SUMMARY_SCHEMA,
             600,  # room for the longest answer the schema allows
         )
     return (
         [
-            Turn("system", CONTRADICTION_INSTRUCTION),
-            Turn("user", f"Older: {task.text}\nNewer: {task.other}"),
+            ChatTurn("system", CONTRADICTION_INSTRUCTION),
+            ChatTurn("user", f"Older: {task.text}\nNewer: {task.other}"),
         ],
         CONTRADICTION_SCHEMA,
         16,

@@ -8,11 +8,11 @@ them. So none of them imports discord.py, the actor, or each other in a circle.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from hexbus.types import Spawn
 from schemas import Attachment, Event
 
 __all__ = [
@@ -141,12 +141,6 @@ class Publish(Protocol):
 
 class PublishVolatile(Protocol):
     def __call__(self, event: Event, *, key: str = "", blob: bytes | None = None) -> Any: ...
-
-
-class Spawn(Protocol):
-    """The actor's :meth:`hexbus.Actor.spawn`: a named background task the runtime tracks."""
-
-    def __call__(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]: ...
 
 
 class StateChanged(Protocol):

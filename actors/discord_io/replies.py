@@ -30,9 +30,10 @@ import structlog
 
 from actors.discord_io.config import DELIVERED_KEPT, DiscordConfig, DiscordState, PendingReply
 from actors.discord_io.names import part_nonce
-from actors.discord_io.port import DiscordPort, Spawn, StateChanged
+from actors.discord_io.port import DiscordPort, StateChanged
 from actors.discord_io.text import split_message
 from actors.discord_io.typing_indicator import TypingIndicators
+from hexbus.types import Spawn
 from schemas import Reply, ReplyChunk
 
 __all__ = ["Replies", "Shown", "Undeliverable", "show", "with_retries"]

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from actors.discord_io.port import Spawn
+from hexbus.types import Spawn
 
 __all__ = ["TypingIndicators"]
 

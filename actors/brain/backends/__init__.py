@@ -4,20 +4,22 @@ from actors.brain.backends.base import (
     Backend,
     BackendError,
     BackendOverloaded,
-    ModelMissing,
+    ChatTurn,
+    ModelLoader,
     Params,
     Stream,
-    Turn,
     Usage,
+    load_in_thread,
 )
 
 __all__ = [
     "Backend",
     "BackendError",
     "BackendOverloaded",
-    "ModelMissing",
+    "ChatTurn",
+    "ModelLoader",
     "Params",
     "Stream",
-    "Turn",
     "Usage",
+    "load_in_thread",
 ]

@@ -82,6 +82,5 @@ class ThreadStream:
     async def aclose(self) -> None:
         self._stop.set()
         if self._gen is not None:
-            await (
-                self._gen.aclose()
-            )  # runs its finally: the worker thread ends, the resource is free again
+            # Runs its finally: the worker thread ends, the resource is free again.
+            await self._gen.aclose()

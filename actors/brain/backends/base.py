@@ -4,20 +4,26 @@ A backend streams text pieces for a list of chat turns, counts tokens with its
 own tokenizer, and can produce a JSON object constrained to a schema (for the
 reply's metadata). Blocking libraries (llama.cpp, exllamav2) run in worker
 threads; HTTP backends are async. Every failure the caller can recover from by
-trying the next backend is a :class:`BackendError`.
+trying the next backend is a :class:`BackendError`; a backend that cannot run on
+this machine at all (no model file, no library) raises
+:class:`hexbus.models.ModelMissing` from ``start``, with one line naming the fix.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
+from hexbus.models import LazyModel
+
 Role = Literal["system", "user", "assistant"]
+T = TypeVar("T")
 
 
-class Turn(msgspec.Struct, frozen=True):
+class ChatTurn(msgspec.Struct, frozen=True):
     """One message of the prompt, in chat-template terms."""
 
     role: Role
@@ -54,8 +60,15 @@ class BackendOverloaded(BackendError):
         self.retry_after_s = retry_after_s
 
 
-class ModelMissing(BackendError):
-    """The model file or package is not there; the message names the path and the fix."""
+class ModelLoader(Protocol):
+    """Loads a model off the event loop: :meth:`hexbus.Actor.load_model` in the brain (progress in
+    ``hexbus status``), :func:`load_in_thread` anywhere else (tests, the audit, benchmarks)."""
+
+    async def __call__(self, model: LazyModel[T]) -> T: ...
+
+
+async def load_in_thread(model: LazyModel[T]) -> T:
+    return await asyncio.to_thread(model.get)
 
 
 class Stream(Protocol):
@@ -74,12 +87,14 @@ class Backend(Protocol):
     capacity: int  # generations it runs at once; the brain queues beyond that
 
     async def start(self) -> None:
-        """Load the model or check the endpoint (raise ModelMissing / BackendError with a one-line fix)."""
+        """Load the model or check the endpoint (raise ModelMissing or BackendError, one line)."""
 
-    def stream(self, turns: list[Turn], params: Params) -> Stream:
+    def stream(self, turns: list[ChatTurn], params: Params) -> Stream:
         """Start generating; iterate the result for text pieces as they arrive."""
 
-    async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
+    async def complete_json(
+        self, turns: list[ChatTurn], schema: dict[str, Any], params: Params
+    ) -> str:
         """A whole completion constrained (where the backend can) to a JSON object of ``schema``."""
 
     def count_tokens(self, text: str) -> int:

@@ -3,13 +3,13 @@
 CUDA-only: it cannot run on the CPU machines Hex is developed and tested on, so
 this module is written against the same interface as the llama.cpp backend,
 imports exllamav2 only in ``start()``, and is exercised only where a GPU and the
-``[gpu]`` extra are present. Without them, ``start()`` raises ModelMissing with
-the install hint and the fallback chain moves on to the next backend.
+``[gpu]`` extra are present. Without them, ``start()`` raises
+:class:`hexbus.models.ModelMissing` with the install hint and the fallback chain
+moves on to the next backend.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from pathlib import Path
@@ -18,7 +18,15 @@ from typing import Any
 import msgspec
 
 from actors.brain.backends._threaded import ThreadStream
-from actors.brain.backends.base import BackendError, ModelMissing, Params, Turn, Usage
+from actors.brain.backends.base import (
+    BackendError,
+    ChatTurn,
+    ModelLoader,
+    Params,
+    Usage,
+    load_in_thread,
+)
+from hexbus.models import LazyModel, ModelMissing
 
 INSTALL_HINT = "pip install exllamav2 (CUDA build) on a machine with an NVIDIA GPU; see README, 'Brain backends'"
 
@@ -33,7 +41,7 @@ class ExLlamaV2Config(
     capacity: int = 4  # concurrent jobs in the dynamic generator
 
 
-def _chatml(turns: list[Turn]) -> str:
+def _chatml(turns: list[ChatTurn]) -> str:
     """The Llama 3 chat template, the family the workstation runs."""
     parts = ["<|begin_of_text|>"]
     for t in turns:
@@ -43,8 +51,9 @@ def _chatml(turns: list[Turn]) -> str:
 
 
 class ExLlamaV2Backend:
-    def __init__(self, config: ExLlamaV2Config) -> None:
+    def __init__(self, config: ExLlamaV2Config, load: ModelLoader = load_in_thread) -> None:
         self.config = config
+        self._load = load
         self.name = config.name
         self.capacity = max(1, config.capacity)
         self._generator: Any = None
@@ -74,24 +83,25 @@ class ExLlamaV2Backend:
             )
         caches = {"Q4": ExLlamaV2Cache_Q4, "Q6": ExLlamaV2Cache_Q6, "Q8": ExLlamaV2Cache_Q8}
 
-        def load() -> None:
+        def load() -> tuple[Any, Any]:
             config = ModelConfig(str(folder))
             config.max_seq_len = self.config.max_seq_len
             model = ExLlamaV2(config)
             cache = caches.get(self.config.cache_quant, ExLlamaV2Cache_Q4)(model, lazy=True)
             model.load_autosplit(cache)
-            self._tokenizer = ExLlamaV2Tokenizer(config)
-            self._generator = ExLlamaV2DynamicGenerator(
-                model=model, cache=cache, tokenizer=self._tokenizer, max_batch_size=self.capacity
+            tokenizer = ExLlamaV2Tokenizer(config)
+            generator = ExLlamaV2DynamicGenerator(
+                model=model, cache=cache, tokenizer=tokenizer, max_batch_size=self.capacity
             )
+            return tokenizer, generator
 
         try:
-            await asyncio.to_thread(load)
+            self._tokenizer, self._generator = await self._load(LazyModel(folder.name, load))
         except Exception as exc:
             raise BackendError(f"exllamav2 could not load {folder}: {exc}") from exc
 
     def _generate(
-        self, turns: list[Turn], params: Params, usage: Usage, stop: threading.Event
+        self, turns: list[ChatTurn], params: Params, usage: Usage, stop: threading.Event
     ) -> Any:
         from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
@@ -130,14 +140,16 @@ class ExLlamaV2Backend:
             with self._lock:
                 self._results.pop(id(job), None)
 
-    def stream(self, turns: list[Turn], params: Params) -> ThreadStream:
+    def stream(self, turns: list[ChatTurn], params: Params) -> ThreadStream:
         if self._generator is None:
             raise BackendError("exllamav2 backend used before start()")
         return ThreadStream(
             "exllamav2", lambda _, usage, stop: self._generate(turns, params, usage, stop)
         )
 
-    async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
+    async def complete_json(
+        self, turns: list[ChatTurn], schema: dict[str, Any], params: Params
+    ) -> str:
         # No grammar here without extra packages: the caller's lenient parser repairs or drops the result.
         pieces = [p async for p in self.stream(turns, params)]
         return "".join(pieces)

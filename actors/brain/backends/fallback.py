@@ -25,11 +25,12 @@ from actors.brain.backends.base import (
     Backend,
     BackendError,
     BackendOverloaded,
+    ChatTurn,
     Params,
     Stream,
-    Turn,
     Usage,
 )
+from hexbus.models import ModelMissing
 
 log = structlog.get_logger("actors.brain.fallback")
 
@@ -73,8 +74,9 @@ class _Health:
 class FallbackChain:
     """A :class:`~actors.brain.backends.base.Backend` over ``backends``, tried in order.
 
-    A backend that fails (``BackendError`` from ``start``, before or during a
-    stream, or from ``complete_json``) is skipped for ``cooldown_s``, or for
+    A backend that fails (``BackendError`` or ``ModelMissing`` from ``start``,
+    ``BackendError`` before or during a stream, or from ``complete_json``) is
+    skipped for ``cooldown_s``, or for
     ``retry_after_s`` when an overloaded server gave one, then tried again
     (``start`` first, if it never succeeded). When every backend is cooling
     down, the chain still tries them, soonest back first, rather than refuse.
@@ -107,7 +109,7 @@ class FallbackChain:
 
     async def start(self) -> None:
         """Start every backend at once; fails only when none starts."""
-        results = await asyncio.gather(*(b.start() for b in self.backends), return_exceptions=True)
+        results = await asyncio.gather(*(_start(b) for b in self.backends), return_exceptions=True)
         errors: list[str] = []
         for backend, result in zip(self.backends, results, strict=True):
             if isinstance(result, BackendError):
@@ -126,11 +128,13 @@ class FallbackChain:
             if isinstance(result, Exception):
                 log.warning("brain.backend.close_failed", backend=backend.name, error=str(result))
 
-    def stream(self, turns: list[Turn], params: Params) -> ChainStream:
+    def stream(self, turns: list[ChatTurn], params: Params) -> ChainStream:
         """Pieces from the first backend that serves; see the module docstring for fallbacks."""
         return ChainStream(self, turns, params)
 
-    async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
+    async def complete_json(
+        self, turns: list[ChatTurn], schema: dict[str, Any], params: Params
+    ) -> str:
         attempt = _Attempt(self)
         while (backend := await attempt.next_backend()) is not None:
             totals = self.usage_by_backend[backend.name]
@@ -180,7 +184,7 @@ class FallbackChain:
         if health.started:
             return None
         try:
-            await backend.start()
+            await _start(backend)
         except BackendError as exc:
             return exc
         health.started = True
@@ -201,6 +205,15 @@ class FallbackChain:
 
     def _succeeded(self, backend: Backend) -> None:
         self._health[backend.name].down_until = 0.0
+
+
+async def _start(backend: Backend) -> None:
+    try:
+        await backend.start()
+    except ModelMissing as exc:
+        # A backend that cannot run on this machine is one more backend that failed: the chain
+        # moves on, and the one line naming the fix ends up in the chain's own error.
+        raise BackendError(str(exc)) from exc
 
 
 class _Attempt:
@@ -267,7 +280,7 @@ class ChainStream:
     away pieces already yielded. ``usage`` is the serving backend's.
     """
 
-    def __init__(self, chain: FallbackChain, turns: list[Turn], params: Params) -> None:
+    def __init__(self, chain: FallbackChain, turns: list[ChatTurn], params: Params) -> None:
         self.chain = chain
         self.turns = turns
         self.params = params

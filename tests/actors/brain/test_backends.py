@@ -7,12 +7,13 @@ import importlib.util
 
 import pytest
 
-from actors.brain.backends import ModelMissing, Params, Turn
+from actors.brain.backends import ChatTurn, Params
 from actors.brain.backends.exllamav2 import ExLlamaV2Backend, ExLlamaV2Config
 from actors.brain.backends.fallback import FallbackChain
 from actors.brain.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
+from hexbus.models import ModelMissing
 
-TURNS = [Turn("user", "Name three colours.")]
+TURNS = [ChatTurn("user", "Name three colours.")]
 
 
 @pytest.mark.skipif(

@@ -32,37 +32,19 @@ from schemas import (
     ReplyMeta,
     ReplySentence,
 )
-from tests.support.harness import FAST_BUS, REPO, Hex, poll_for
+from tests.support.brain import (
+    KEY,
+    MODEL,
+    MODELS_OK,
+    ScriptedServer,
+    brain_toml,
+    llama_server,
+    start_brain,
+    status,
+)
+from tests.support.harness import REPO, Hex, HexFactory, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
-
-SEED = 7
-
-
-def brain_toml(
-    root: Path, *, extra: str = "", backends: str = '[{type = "llamacpp"}]', **settings: Any
-) -> str:
-    shutil.copy(REPO / "persona.toml", root / "persona.toml")
-    lines = [
-        "[actors.brain]",
-        'module = "actors.brain.actor:BrainActor"',
-        "heartbeat_timeout_s = 10.0",
-    ]
-    lines += [f"{k} = {v}" for k, v in settings.items()]
-    lines += [
-        "[actors.brain.config]",
-        f"backends = {backends}",
-        f"seed = {SEED}",
-        "memory_timeout_s = 0.2",
-        extra,
-    ]
-    return FAST_BUS + "\n".join(lines) + "\n"
-
-
-def start_brain(hex_factory: Callable[..., Hex], *, wait_live: bool = True, **kwargs: Any) -> Hex:
-    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
-    hx = hex_factory(brain_toml(root, **kwargs), root=root)
-    return hx.start(wait_live=wait_live)
 
 
 class Conversation:
@@ -144,7 +126,7 @@ class Conversation:
 
 
 def test_a_message_streams_chunks_and_sentences_then_a_final_reply_and_metadata(
-    hex_factory,
+    hex_factory: HexFactory,
 ) -> None:
     hx = start_brain(hex_factory)
 
@@ -200,7 +182,7 @@ async def _wait(get: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def test_newer_message_cancels_the_reply_in_flight_and_conversations_stay_apart(
-    hex_factory,
+    hex_factory: HexFactory,
 ) -> None:
     hx = start_brain(hex_factory, extra="metadata = false")
 
@@ -228,7 +210,7 @@ def test_newer_message_cancels_the_reply_in_flight_and_conversations_stay_apart(
     asyncio.run(talk())
 
 
-def test_bad_input_gets_a_clear_reply_and_the_brain_goes_on(hex_factory) -> None:
+def test_bad_input_gets_a_clear_reply_and_the_brain_goes_on(hex_factory: HexFactory) -> None:
     hx = start_brain(hex_factory, extra="metadata = false\nmax_message_chars = 200")
 
     async def talk() -> None:
@@ -246,7 +228,9 @@ def test_bad_input_gets_a_clear_reply_and_the_brain_goes_on(hex_factory) -> None
     assert hx.status()["brain"]["restarts"] == 0
 
 
-def test_brain_killed_mid_reply_answers_the_message_once_after_restart(hex_factory) -> None:
+def test_brain_killed_mid_reply_answers_the_message_once_after_restart(
+    hex_factory: HexFactory,
+) -> None:
     hx = start_brain(hex_factory, extra="metadata = false", backoff_initial_s=0.05)
 
     async def talk() -> None:
@@ -264,7 +248,7 @@ def test_brain_killed_mid_reply_answers_the_message_once_after_restart(hex_facto
     assert hx.status()["brain"]["restarts"] == 1
 
 
-def test_memory_actor_that_answers_late_does_not_hold_the_reply(hex_factory) -> None:
+def test_memory_actor_that_answers_late_does_not_hold_the_reply(hex_factory: HexFactory) -> None:
     slow_memory = (
         '[actors.memory]\nmodule = "actors.diag.actor:SlowMemoryActor"\n'
         "[actors.memory.config]\ndelay_s = 5.0\n"
@@ -282,7 +266,7 @@ def test_memory_actor_that_answers_late_does_not_hold_the_reply(hex_factory) -> 
     assert hx.status()["memory"]["events_in"] >= 1  # the query reached it; its answer came too late
 
 
-def test_persona_change_records_a_version_and_rollback_restores_it(hex_factory) -> None:
+def test_persona_change_records_a_version_and_rollback_restores_it(hex_factory: HexFactory) -> None:
     hx = start_brain(hex_factory, extra="metadata = false")
     persona = hx.root / "persona.toml"
     original = persona.read_text()
@@ -319,7 +303,7 @@ def test_persona_change_records_a_version_and_rollback_restores_it(hex_factory) 
     assert persona.read_text() == original
 
 
-def test_hexbus_chat_with_a_pipe_prints_each_reply_and_exits(hex_factory) -> None:
+def test_hexbus_chat_with_a_pipe_prints_each_reply_and_exits(hex_factory: HexFactory) -> None:
     hx = start_brain(hex_factory, extra="metadata = false")
     out = subprocess.run(
         [
@@ -365,7 +349,9 @@ def _journal_replies(hx: Hex) -> list[Reply]:
     return asyncio.run(read())
 
 
-def test_missing_model_file_is_one_line_in_status_and_no_crash_loop(hex_factory) -> None:
+def test_missing_model_file_is_one_line_in_status_and_no_crash_loop(
+    hex_factory: HexFactory,
+) -> None:
     hx = start_brain(
         hex_factory,
         wait_live=False,
@@ -378,10 +364,8 @@ def test_missing_model_file_is_one_line_in_status_and_no_crash_loop(hex_factory)
 
 
 def test_llama_server_killed_mid_reply_falls_back_and_the_reply_completes(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
-    from tests.actors.brain.test_backend_openai import KEY, MODEL, llama_server
-
     with llama_server(tmp_path / "server.log") as (base_url, server):
         backends = (
             f'[{{type = "openai", name = "server", base_url = "{base_url}", model = "{MODEL}", '
@@ -467,7 +451,7 @@ def test_persona_audit_runs_on_the_packaged_model_saves_reports_and_compares_the
 
 
 def test_barge_in_cancels_and_records_what_was_heard_and_quiet_mode_answers_only_direct(
-    hex_factory,
+    hex_factory: HexFactory,
 ) -> None:
     from schemas import BargeIn, QuietMode
 
@@ -519,7 +503,9 @@ def test_barge_in_cancels_and_records_what_was_heard_and_quiet_mode_answers_only
     poll_for(recorded, 20, interval=0.2, what="the brain's snapshot with both turns")
 
 
-def test_older_turns_fold_into_a_summary_and_a_fresh_observation_is_kept(hex_factory) -> None:
+def test_older_turns_fold_into_a_summary_and_a_fresh_observation_is_kept(
+    hex_factory: HexFactory,
+) -> None:
     from schemas import Observation
 
     hx = start_brain(hex_factory, extra="metadata = false\nkeep_turns = 2\nsummary_batch = 2")
@@ -562,11 +548,9 @@ def test_older_turns_fold_into_a_summary_and_a_fresh_observation_is_kept(hex_fac
 
 
 def test_rate_limited_server_gets_a_sleepy_notice_and_the_reply_comes_from_the_next_backend(
-    hex_factory,
+    hex_factory: HexFactory,
 ) -> None:
     import threading
-
-    from tests.actors.brain.test_backend_openai import MODELS_OK, ScriptedServer, status
 
     loop = asyncio.new_event_loop()
     server = ScriptedServer(

@@ -14,9 +14,14 @@ from hypothesis import strategies as st
 
 from actors.brain.persona import (
     CATEGORIES,
-    PROMPT_WORD_BUDGET,
     Persona,
     PersonaError,
+    load_persona,
+    parse_persona,
+)
+from actors.brain.phrases import word_count
+from actors.brain.prompt import PROMPT_WORD_BUDGET, system_prompt
+from actors.brain.rules import (
     Relationship,
     care_overdue,
     care_owed,
@@ -25,16 +30,12 @@ from actors.brain.persona import (
     detect_denial,
     is_crisis,
     is_direct_care_question,
-    load_persona,
     may_deny,
     never_deny_reason,
     new_relationship,
-    parse_persona,
     record_reply,
-    system_prompt,
     update_relationship,
     wants_quiet,
-    word_count,
 )
 from actors.brain.scenarios import (
     AuditResult,
@@ -689,7 +690,8 @@ def test_saved_reports_compare_and_show_the_scenario_that_changed(
 
 
 def test_every_moment_has_cues_and_a_reaction_and_messages_find_their_moment() -> None:
-    from actors.brain.persona import Moment, moment_of
+    from actors.brain.persona import Moment
+    from actors.brain.rules import moment_of
 
     persona = load_persona()
     for moment in get_args(Moment):

@@ -11,7 +11,7 @@ import pytest
 from actors.brain import tasks
 from hexbus.ask import ask
 from schemas import BrainTask, BrainTaskResult, Fact
-from tests.actors.brain.test_brain import start_brain
+from tests.support.brain import start_brain
 from tests.support.harness import Hex
 
 TRANSCRIPT = "Sam: my sister Jo gets married on 12 June\nHex: Congratulations to Jo!\nSam: I am allergic to cats"

@@ -144,10 +144,10 @@ def test_a_fresh_observation_and_the_summary_reach_the_system_prompt() -> None:
 
 
 def test_profile_updates_merge_newest_first_and_render_for_the_prompt() -> None:
-    from actors.brain.profile import KEEP, Profile, describe, merge
+    from actors.brain.profile import KEEP, ProfileNotes, describe, merge
     from schemas import ProfileUpdate
 
-    known = Profile()
+    known = ProfileNotes()
     assert describe(None) == "" and describe(known) == ""
     assert merge(
         known, ProfileUpdate(hobbies=("beekeeping",), tastes=("jazz",), sentiment="warm"), now=1.0
@@ -198,7 +198,7 @@ def test_an_oversized_persona_loses_descriptive_lines_never_the_turn_instruction
 
 def test_people_a_person_names_join_their_roster_and_the_prompt() -> None:
     from actors.brain import metadata
-    from actors.brain.profile import Profile, describe, merge
+    from actors.brain.profile import ProfileNotes, describe, merge
     from schemas import KnownPerson, ProfileUpdate
 
     raw = json.dumps(
@@ -220,7 +220,7 @@ def test_people_a_person_names_join_their_roster_and_the_prompt() -> None:
     assert parsed.profile.people == (
         KnownPerson(name="Leo", relation="brother", sentiment="proud", note="new kayak"),
     )
-    known = Profile()
+    known = ProfileNotes()
     assert merge(known, parsed.profile, now=1.0)
     assert merge(
         known, ProfileUpdate(people=(KnownPerson(name="leo", note="capsized twice"),)), now=2.0

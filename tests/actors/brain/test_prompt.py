@@ -1,0 +1,110 @@
+"""compose(): the whole prompt for one chat message, from the persona's rules and the sections."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from actors.brain.persona import Persona, load_persona
+from actors.brain.prompt import Budgets, TurnRecord, compose
+from actors.brain.rules import Relationship, new_relationship, record_reply
+from schemas import ChatMessage, MemoryHit
+
+
+@pytest.fixture(scope="module")
+def persona() -> Persona:
+    return load_persona()
+
+
+def message(text: str, name: str = "Ana") -> ChatMessage:
+    return ChatMessage(
+        platform="console", person_id="ana", display_name=name, channel="c1", text=text
+    )
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def prompt(
+    persona: Persona,
+    text: str,
+    *,
+    rel: Relationship | None = None,
+    seed: int = 1,
+    name: str = "Ana",
+    **sections: object,
+) -> tuple[str, list[tuple[str, str]], int]:
+    fields: dict[str, object] = {
+        "profile": "",
+        "memories": [],
+        "observation": "",
+        "summary": "",
+        "turns": [],
+    }
+    fields.update(sections)
+    turns, max_tokens = compose(
+        message(text, name),
+        persona=persona,
+        rel=rel or new_relationship("ana", persona),
+        rng=random.Random(seed),
+        budgets=Budgets(),
+        count=words,
+        **fields,  # type: ignore[arg-type]
+    )
+    return turns[0].content, [(t.role, t.content) for t in turns[1:]], max_tokens
+
+
+def test_the_message_comes_last_after_the_recent_turns(persona: Persona) -> None:
+    history = [
+        TurnRecord(role="user", text="I keep bees."),
+        TurnRecord(role="assistant", text="Bees? Fine. Cool, I guess."),
+    ]
+    system, turns, max_tokens = prompt(persona, "what do bees eat?", turns=history)
+    assert system.startswith(f"You are {persona.name}")
+    assert turns == [
+        ("user", "I keep bees."),
+        ("assistant", "Bees? Fine. Cool, I guess."),
+        ("user", "what do bees eat?"),
+    ]
+    assert 0 < max_tokens <= Budgets().reply
+
+
+def test_every_section_reaches_the_system_prompt_under_its_heading(persona: Persona) -> None:
+    system, _, _ = prompt(
+        persona,
+        "hi",
+        name="Ana",
+        profile="Hobbies: beekeeping",
+        memories=[MemoryHit(id="1", text="Ana's bees are called Buzz", score=0.9)],
+        observation="a person waving",
+        summary="They talked about bees.",
+    )
+    assert "What you know about Ana:\nHobbies: beekeeping" in system
+    assert "- Ana's bees are called Buzz" in system
+    assert "What you see right now: a person waving" in system
+    assert "Earlier in this conversation: They talked about bees." in system
+
+
+def test_a_crisis_drops_the_act(persona: Persona) -> None:
+    system, _, _ = prompt(persona, "i want to die")
+    assert "Drop the act" in system and persona.prompt.deny_now not in system
+
+
+def test_a_request_for_quiet_asks_for_one_short_line(persona: Persona) -> None:
+    system, _, _ = prompt(persona, "leave me alone please")
+    assert "They want quiet" in system
+
+
+def test_care_owed_after_a_denial_is_asked_for(persona: Persona) -> None:
+    rel = new_relationship("ana", persona)
+    record_reply(rel, "It's not like I care or anything.", persona)
+    system, _, _ = prompt(persona, "ok", rel=rel)
+    assert " ".join(persona.prompt.care_owed.split()) in system
+
+
+def test_the_denial_is_drawn_from_the_seeded_generator(persona: Persona) -> None:
+    drawn = {prompt(persona, "you're cute", seed=seed)[0] for seed in range(20)}
+    assert len(drawn) == 2  # the stranger phase denies most times, not every time
+    assert prompt(persona, "you're cute", seed=3) == prompt(persona, "you're cute", seed=3)
