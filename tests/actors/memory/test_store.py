@@ -24,10 +24,12 @@ from actors.memory.store import (
     SCHEMA_VERSION,
     Memory,
     MemoryStore,
+    StoredTurn,
     StoreError,
-    Turn,
     migrate,
 )
+from actors.memory.store import memories as memories_module
+from actors.memory.store import people as people_module
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = 1_000_000.0
@@ -45,10 +47,10 @@ def mem(id: str, **fields: object) -> Memory:
     return Memory(id=id, **fields)  # type: ignore[arg-type]
 
 
-def turn(id: str, at: float, **fields: object) -> Turn:
+def turn(id: str, at: float, **fields: object) -> StoredTurn:
     fields.setdefault("conversation", "c1")
     fields.setdefault("text", f"turn {id}")
-    return Turn(id=id, at=at, **fields)  # type: ignore[arg-type]
+    return StoredTurn(id=id, at=at, **fields)  # type: ignore[arg-type]
 
 
 # -- opening and migrations ---------------------------------------------------
@@ -141,7 +143,7 @@ def test_a_v1_database_is_migrated_to_the_latest_with_its_rows_intact(tmp_path: 
     with MemoryStore(path) as s:
         assert s.schema_version == SCHEMA_VERSION
         assert s.applied_offset == 7
-        old = s.get("m_old")
+        old = s.memories.get("m_old")
         assert old == Memory(
             id="m_old",
             label=0,
@@ -158,8 +160,8 @@ def test_a_v1_database_is_migrated_to_the_latest_with_its_rows_intact(tmp_path: 
             updated=11.0,
             embedding=(0.5, 0.25),
         )
-        assert [t.id for t in s.turns("c1")] == ["t1"]
-        assert s.person("p1") == {
+        assert [t.id for t in s.turns.latest("c1")] == ["t1"]
+        assert s.people.get("p1") == {
             "person_id": "p1",
             "display_name": "Pat",
             "platform": "discord",
@@ -167,15 +169,15 @@ def test_a_v1_database_is_migrated_to_the_latest_with_its_rows_intact(tmp_path: 
             "last_seen": 2.0,
         }
         # v2's corrections table works, and labels continue after the old ones.
-        s.record_correction(
+        s.memories.record_correction(
             "m_old", by="p1", note="it was a river", old_confidence=0.8, new_confidence=0.4, at=12
         )
-        assert s.add_memory(mem("m_new", document="notes.md#3")).label == 1
+        assert s.memories.add(mem("m_new", document="notes.md#3")).label == 1
 
     with MemoryStore(path) as s:  # reopening at the latest applies nothing twice
         assert s.schema_version == SCHEMA_VERSION
-        assert len(s.corrections("m_old")) == 1
-        new = s.get("m_new")
+        assert len(s.memories.corrections("m_old")) == 1
+        new = s.memories.get("m_new")
         assert new is not None and new.document == "notes.md#3"
 
 
@@ -197,36 +199,44 @@ def test_a_failed_migration_step_leaves_the_previous_version(tmp_path: Path) -> 
 
 def test_an_exception_inside_a_transaction_writes_nothing(store: MemoryStore) -> None:
     with store.transaction(offset=3):
-        store.add_memory(mem("m_keep"))
+        store.memories.add(mem("m_keep"))
     with pytest.raises(RuntimeError, match="boom"), store.transaction(offset=5):
-        store.add_memory(mem("m_lost"))
-        store.add_turn(turn("t_lost", 1.0))
-        store.upsert_person("p1", "Pat", "discord", 1.0)
+        store.memories.add(mem("m_lost"))
+        store.turns.add(turn("t_lost", 1.0))
+        store.people.upsert("p1", "Pat", "discord", 1.0)
         raise RuntimeError("boom")
     assert store.applied_offset == 3
-    assert store.get("m_lost") is None
-    assert store.turns("c1") == []
-    assert store.person("p1") is None
+    assert store.memories.get("m_lost") is None
+    assert store.turns.latest("c1") == []
+    assert store.people.get("p1") is None
     assert store.counts()["memories"] == 1
 
 
 def test_the_offset_commits_with_the_data_and_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "memory.duckdb"
     with MemoryStore(path) as s, s.transaction(offset=42):
-        s.add_memory(mem("m_1"))
+        s.memories.add(mem("m_1"))
     with MemoryStore(path) as s:
         assert s.applied_offset == 42
-        assert s.get("m_1") is not None
+        assert s.memories.get("m_1") is not None
+
+
+def test_the_offset_never_moves_backwards(store: MemoryStore) -> None:
+    with store.transaction(offset=9):
+        store.memories.add(mem("m_1"))
+    with store.transaction(offset=4):  # a late redo of an older event
+        store.memories.add(mem("m_2"))
+    assert store.applied_offset == 9 and store.counts()["memories"] == 2
 
 
 def test_nested_transactions_are_an_error(store: MemoryStore) -> None:
     with pytest.raises(StoreError, match="nest"), store.transaction(offset=1):
-        store.add_memory(mem("m_1"))
+        store.memories.add(mem("m_1"))
         with store.transaction(offset=2):
             pass
-    assert store.applied_offset == 0 and store.get("m_1") is None
+    assert store.applied_offset == 0 and store.memories.get("m_1") is None
     with store.transaction(offset=3):  # usable again afterwards
-        store.add_memory(mem("m_2"))
+        store.memories.add(mem("m_2"))
     assert store.applied_offset == 3
 
 
@@ -235,23 +245,23 @@ def test_a_closed_store_says_so(tmp_path: Path) -> None:
     s.close()
     s.close()
     with pytest.raises(StoreError, match="closed"):
-        s.get("m_1")
+        s.memories.get("m_1")
 
 
 CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from actors.memory.store import Memory, MemoryStore, Turn
+    from actors.memory.store import Memory, MemoryStore, StoredTurn
 
     store = MemoryStore(Path(sys.argv[1]))
     for i in range(1, 201):
         with store.transaction(offset=i):
-            store.add_turn(Turn(id=f"t_{i}", conversation="c", text=f"turn {i}", at=float(i)))
-            store.add_memory(
+            store.turns.add(StoredTurn(id=f"t_{i}", conversation="c", text=f"turn {i}", at=float(i)))
+            store.memories.add(
                 Memory(id=f"m_{i}", text=f"memory {i}", turn_ids=(f"t_{i}",), embedding=(float(i),) * 8)
             )
-            store.mark_retrieved([f"m_{i}"], at=float(i))
+            store.memories.mark_retrieved([f"m_{i}"], at=float(i))
         print(i, flush=True)
     store.close()
     print("done", flush=True)
@@ -293,15 +303,17 @@ def test_sigkill_during_a_write_storm_keeps_exactly_the_committed_prefix(
     with MemoryStore(path) as s:
         offset = s.applied_offset
         assert acknowledged <= offset <= 200
-        rows = list(s.all_for_index())
-        ids = [str(m["id"]) for m in s.export()]
+        rows = list(s.memories.all_for_index())
+        ids = [str(m["id"]) for m in s.memories.export()]
         assert ids == [f"m_{i}" for i in range(1, offset + 1)]  # no gap, no duplicate
         assert len({label for label, *_ in rows}) == offset
-        assert [t.id for t in s.turns("c", limit=1000)] == [f"t_{i}" for i in range(1, offset + 1)]
-        assert all(m.last_retrieved == float(m.id[2:]) for m in s.get_many(ids))
+        assert [t.id for t in s.turns.latest("c", limit=1000)] == [
+            f"t_{i}" for i in range(1, offset + 1)
+        ]
+        assert all(m.last_retrieved == float(m.id[2:]) for m in s.memories.get_many(ids))
         # The store keeps working after recovery, and labels never go back.
         with s.transaction(offset=offset + 1):
-            fresh = s.add_memory(mem("m_after"))
+            fresh = s.memories.add(mem("m_after"))
         assert fresh.label > max(label for label, *_ in rows)
 
 
@@ -310,25 +322,32 @@ def test_sigkill_during_a_write_storm_keeps_exactly_the_committed_prefix(
 
 def test_add_turn_is_idempotent_by_id(store: MemoryStore) -> None:
     first = turn("t1", 1.0, meta={"discord_message": "123"}, role="assistant", source="import")
-    assert store.add_turn(first) is True
-    assert store.add_turn(turn("t1", 2.0, text="changed")) is False
-    assert store.turns("c1") == [first]
+    assert store.turns.add(first) is True
+    assert store.turns.add(turn("t1", 2.0, text="changed")) is False
+    assert store.turns.latest("c1") == [first]
     assert store.counts()["turns"] == 1
+
+
+def test_known_says_which_turn_ids_are_stored(store: MemoryStore) -> None:
+    store.turns.add(turn("t1", 1.0))
+    store.turns.add(turn("t2", 2.0))
+    assert store.turns.known(["t2", "t9", "t1"]) == {"t1", "t2"}
+    assert store.turns.known([]) == set()
 
 
 def test_turns_are_the_latest_window_newest_last(store: MemoryStore) -> None:
     for i in range(10):
-        store.add_turn(turn(f"t{i}", float(i)))
-    store.add_turn(turn("other", 5.0, conversation="c2"))
-    assert [t.id for t in store.turns("c1", limit=3)] == ["t7", "t8", "t9"]
-    assert [t.id for t in store.turns("c1", limit=3, before=5.0)] == ["t2", "t3", "t4"]
-    assert [t.id for t in store.turns("c2")] == ["other"]
-    assert store.turns("nobody") == []
+        store.turns.add(turn(f"t{i}", float(i)))
+    store.turns.add(turn("other", 5.0, conversation="c2"))
+    assert [t.id for t in store.turns.latest("c1", limit=3)] == ["t7", "t8", "t9"]
+    assert [t.id for t in store.turns.latest("c1", limit=3, before=5.0)] == ["t2", "t3", "t4"]
+    assert [t.id for t in store.turns.latest("c2")] == ["other"]
+    assert store.turns.latest("nobody") == []
 
 
 def test_a_turn_with_a_bad_role_is_rejected(store: MemoryStore) -> None:
     with pytest.raises(msgspec.ValidationError):
-        store.add_turn(turn("t1", 1.0, role="narrator"))
+        store.turns.add(turn("t1", 1.0, role="narrator"))
     assert store.counts()["turns"] == 0
 
 
@@ -356,153 +375,158 @@ def test_every_field_round_trips(store: MemoryStore) -> None:
         superseded_by="m_other",
         embedding=(0.5, -0.25, 1.0),
     )
-    stored = store.add_memory(full)
+    stored = store.memories.add(full)
     assert stored == msgspec.structs.replace(full, label=0)
-    assert store.get("m_full") == stored
+    assert store.memories.get("m_full") == stored
 
 
 def test_add_memory_fills_in_times_and_is_idempotent_by_id(store: MemoryStore) -> None:
-    first = store.add_memory(mem("m_1", text="likes tea"))
+    first = store.memories.add(mem("m_1", text="likes tea"))
     assert (first.created, first.updated) == (NOW, NOW)
-    again = store.add_memory(mem("m_1", text="likes coffee", created=1.0))
+    again = store.memories.add(mem("m_1", text="likes coffee", created=1.0))
     assert again == first
     assert store.counts()["memories"] == 1
 
 
 def test_embeddings_are_kept_as_float32(store: MemoryStore) -> None:
-    stored = store.add_memory(mem("m_1", embedding=(0.1, 0.2)))
+    stored = store.memories.add(mem("m_1", embedding=(0.1, 0.2)))
     assert stored.embedding is not None and stored.embedding[0] != 0.1
     assert stored.embedding == pytest.approx((0.1, 0.2), rel=1e-6)
-    assert store.get("m_1") == stored
+    assert store.memories.get("m_1") == stored
 
 
 def test_invalid_memories_are_rejected(store: MemoryStore) -> None:
     for bad in (mem("m_1", importance=1.5), mem("m_1", kind="rumour"), mem("")):
         with pytest.raises(msgspec.ValidationError):
-            store.add_memory(bad)
+            store.memories.add(bad)
     assert store.counts()["memories"] == 0
 
 
 def test_labels_grow_and_are_never_reused(tmp_path: Path) -> None:
     path = tmp_path / "memory.duckdb"
     with MemoryStore(path) as s:
-        labels = [s.add_memory(mem(f"m_{i}")).label for i in range(3)]
-        s.delete(["m_2"])
+        labels = [s.memories.add(mem(f"m_{i}")).label for i in range(3)]
+        s.memories.delete(["m_2"])
         with pytest.raises(RuntimeError), s.transaction():
-            labels.append(s.add_memory(mem("m_rolled_back")).label)
+            labels.append(s.memories.add(mem("m_rolled_back")).label)
             raise RuntimeError
-        labels.append(s.add_memory(mem("m_2")).label)
+        labels.append(s.memories.add(mem("m_2")).label)
     with MemoryStore(path) as s:
-        labels.append(s.add_memory(mem("m_3")).label)
+        labels.append(s.memories.add(mem("m_3")).label)
     assert labels == sorted(set(labels)) and len(labels) == 6
 
 
 def test_update_memory_changes_fields_and_sets_updated(tmp_path: Path) -> None:
     now = [1.0]
     with MemoryStore(tmp_path / "memory.duckdb", clock=lambda: now[0]) as s:
-        s.add_memory(mem("m_1", tags=("a",)))
+        s.memories.add(mem("m_1", tags=("a",)))
         now[0] = 2.0
-        changed = s.update_memory("m_1", text="new text", tags=["b", "c"], confidence=0.3)
+        changed = s.memories.update("m_1", text="new text", tags=["b", "c"], confidence=0.3)
         assert (changed.text, changed.tags, changed.confidence) == ("new text", ("b", "c"), 0.3)
         assert changed.updated == 2.0 and changed.created == 1.0
-        assert s.get("m_1") == changed
-        assert s.update_memory("m_1", approved=False, updated=9.0).updated == 9.0
+        assert s.memories.get("m_1") == changed
+        assert s.memories.update("m_1", approved=False, updated=9.0).updated == 9.0
 
 
 def test_update_memory_refuses_what_it_cannot_do(store: MemoryStore) -> None:
-    before = store.add_memory(mem("m_1"))
+    before = store.memories.add(mem("m_1"))
     with pytest.raises(KeyError):
-        store.update_memory("m_missing", text="x")
+        store.memories.update("m_missing", text="x")
     with pytest.raises(ValueError, match="label"):
-        store.update_memory("m_1", label=99)
+        store.memories.update("m_1", label=99)
     with pytest.raises(TypeError, match="colour"):
-        store.update_memory("m_1", colour="red")
+        store.memories.update("m_1", colour="red")
     with pytest.raises(msgspec.ValidationError):
-        store.update_memory("m_1", confidence=-0.1)
-    assert store.get("m_1") == before
+        store.memories.update("m_1", confidence=-0.1)
+    assert store.memories.get("m_1") == before
 
 
 def test_get_many_keeps_the_order_asked_and_skips_missing(store: MemoryStore) -> None:
     for i in range(4):
-        store.add_memory(mem(f"m_{i}"))
-    assert [m.id for m in store.get_many(["m_2", "nope", "m_0", "m_2"])] == ["m_2", "m_0"]
-    assert [m.id for m in store.get_many([3, 1, 42])] == ["m_3", "m_1"]
+        store.memories.add(mem(f"m_{i}"))
+    assert [m.id for m in store.memories.get_many(["m_2", "nope", "m_0", "m_2"])] == ["m_2", "m_0"]
+    assert [m.id for m in store.memories.get_many([3, 1, 42])] == ["m_3", "m_1"]
     np = pytest.importorskip("numpy")
-    assert [m.id for m in store.get_many(np.array([2, 0], dtype=np.uint64))] == ["m_2", "m_0"]
-    assert store.get_many([]) == []
+    assert [m.id for m in store.memories.get_many(np.array([2, 0], dtype=np.uint64))] == [
+        "m_2",
+        "m_0",
+    ]
+    assert store.memories.get_many([]) == []
 
 
 def test_all_for_index_streams_every_memory_in_pages(
     store: MemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "_PAGE", 3)
+    monkeypatch.setattr(memories_module, "_PAGE", 3)
     for i in range(8):
-        store.add_memory(mem(f"m_{i}", embedding=(float(i),) if i % 2 else None, archived=i == 5))
-    rows = list(store.all_for_index())
+        store.memories.add(mem(f"m_{i}", embedding=(float(i),) if i % 2 else None, archived=i == 5))
+    rows = list(store.memories.all_for_index())
     assert [r[0] for r in rows] == list(range(8))
     assert rows[1] == (1, "text of m_1", (1.0,), False)
     assert rows[2][2] is None and rows[5][3] is True
-    assert len(list(store.export())) == 8
+    assert len(list(store.memories.export())) == 8
 
 
 def test_mark_retrieved_never_moves_time_backwards(store: MemoryStore) -> None:
-    store.add_memory(mem("m_1"))
-    store.add_memory(mem("m_2"))
-    store.mark_retrieved(["m_1", "m_2"], at=50.0)
-    store.mark_retrieved(["m_1"], at=20.0)
-    store.mark_retrieved([], at=99.0)
-    assert [m.last_retrieved for m in store.get_many(["m_1", "m_2"])] == [50.0, 50.0]
+    store.memories.add(mem("m_1"))
+    store.memories.add(mem("m_2"))
+    store.memories.mark_retrieved(["m_1", "m_2"], at=50.0)
+    store.memories.mark_retrieved(["m_1"], at=20.0)
+    store.memories.mark_retrieved([], at=99.0)
+    assert [m.last_retrieved for m in store.memories.get_many(["m_1", "m_2"])] == [50.0, 50.0]
 
 
 def test_archive_older_than_archives_old_unimportant_memories_but_never_anchors(
     store: MemoryStore,
 ) -> None:
-    store.add_memory(mem("old_low", created=10.0, importance=0.1))
-    store.add_memory(mem("old_anchor", created=10.0, importance=0.0, kind="anchor"))
-    store.add_memory(mem("old_high", created=10.0, importance=0.9))
-    store.add_memory(mem("new_low", created=95.0, importance=0.1))
-    store.add_memory(mem("old_summary", created=1.0, importance=0.2, kind="summary"))
-    archived = store.archive_older_than(age_s=50.0, below_importance=0.5, now=100.0)
+    store.memories.add(mem("old_low", created=10.0, importance=0.1))
+    store.memories.add(mem("old_anchor", created=10.0, importance=0.0, kind="anchor"))
+    store.memories.add(mem("old_high", created=10.0, importance=0.9))
+    store.memories.add(mem("new_low", created=95.0, importance=0.1))
+    store.memories.add(mem("old_summary", created=1.0, importance=0.2, kind="summary"))
+    archived = store.memories.archive_older_than(age_s=50.0, below_importance=0.5, now=100.0)
     assert archived == ["old_low", "old_summary"]
-    assert store.archive_older_than(age_s=50.0, below_importance=0.5, now=100.0) == []
-    old = store.get("old_low")
+    assert store.memories.archive_older_than(age_s=50.0, below_importance=0.5, now=100.0) == []
+    old = store.memories.get("old_low")
     assert old is not None and old.archived and old.updated == 100.0
     assert store.counts()["memories"] == 5  # archived, not deleted
-    labels = {m.id: m.label for m in store.get_many(["old_low", "old_anchor", "old_summary"])}
-    assert labels["old_low"] not in store.candidates()
-    assert labels["old_anchor"] in store.candidates()
-    assert labels["old_low"] in store.candidates(include_archived=True)
+    labels = {
+        m.id: m.label for m in store.memories.get_many(["old_low", "old_anchor", "old_summary"])
+    }
+    assert labels["old_low"] not in store.memories.candidates()
+    assert labels["old_anchor"] in store.memories.candidates()
+    assert labels["old_low"] in store.memories.candidates(include_archived=True)
 
 
 def test_delete_returns_the_rows_and_drops_their_contradictions(store: MemoryStore) -> None:
-    a = store.add_memory(mem("m_a", embedding=(1.0,)))
-    store.add_memory(mem("m_b"))
-    store.record_contradiction("m_a", "m_b", at=1.0)
-    store.record_correction(
+    a = store.memories.add(mem("m_a", embedding=(1.0,)))
+    store.memories.add(mem("m_b"))
+    store.memories.record_contradiction("m_a", "m_b", at=1.0)
+    store.memories.record_correction(
         "m_b", by="owner", note="wrong", old_confidence=1, new_confidence=0, at=2
     )
-    removed = store.delete(["m_b", "m_missing"])
+    removed = store.memories.delete(["m_b", "m_missing"])
     assert [m.id for m in removed] == ["m_b"]
-    assert store.get("m_b") is None and store.contradictions() == []
-    assert len(store.corrections("m_b")) == 1  # the audit log of why it went
-    assert store.delete([]) == []
-    assert store.get("m_a") == msgspec.structs.replace(a, superseded_by="m_b", updated=1.0)
+    assert store.memories.get("m_b") is None and store.memories.contradictions() == []
+    assert len(store.memories.corrections("m_b")) == 1  # the audit log of why it went
+    assert store.memories.delete([]) == []
+    assert store.memories.get("m_a") == msgspec.structs.replace(a, superseded_by="m_b", updated=1.0)
 
 
 def test_forget_person_removes_every_row_about_them(store: MemoryStore) -> None:
     for who in ("p1", "p2"):
-        store.upsert_person(who, who.upper(), "discord", at=1.0)
-        store.update_profile(who, hobbies=["chess"], at=1.0)
+        store.people.upsert(who, who.upper(), "discord", at=1.0)
+        store.people.update_profile(who, hobbies=["chess"], at=1.0)
         for i in range(3):
-            store.add_turn(turn(f"{who}_t{i}", float(i), person_id=who))
-        store.add_memory(mem(f"{who}_m1", person_id=who))
-        store.add_memory(mem(f"{who}_m2", person_id=who, archived=True, approved=False))
-        store.record_contradiction(f"{who}_m1", f"{who}_m2", at=2.0)
-        store.record_correction(
+            store.turns.add(turn(f"{who}_t{i}", float(i), person_id=who))
+        store.memories.add(mem(f"{who}_m1", person_id=who))
+        store.memories.add(mem(f"{who}_m2", person_id=who, archived=True, approved=False))
+        store.memories.record_contradiction(f"{who}_m1", f"{who}_m2", at=2.0)
+        store.memories.record_correction(
             f"{who}_m1", by=who, note="no", old_confidence=1, new_confidence=0.5, at=3
         )
     before = store.counts()
-    labels = [m.label for m in store.memories_about("p1")]
+    labels = [m.label for m in store.memories.about("p1")]
     assert len(labels) == 2
 
     removed = store.forget_person("p1")
@@ -518,9 +542,9 @@ def test_forget_person_removes_every_row_about_them(store: MemoryStore) -> None:
     after = store.counts()
     for table, n in removed.items():
         assert after[table] == before[table] - n
-    assert store.memories_about("p1") == [] and store.get_many(labels) == []
-    assert store.person("p1") is None and store.profile("p1").hobbies == ()
-    assert store.memories_about("p2") != [] and store.person("p2") is not None
+    assert store.memories.about("p1") == [] and store.memories.get_many(labels) == []
+    assert store.people.get("p1") is None and store.people.profile("p1").hobbies == ()
+    assert store.memories.about("p2") != [] and store.people.get("p2") is not None
     assert store.forget_person("p1") == dict.fromkeys(removed, 0)
 
 
@@ -577,24 +601,24 @@ def test_candidates_match_a_python_reference(tmp_path: Path) -> None:
         @given(specs=memory_specs, f=filters)
         def check(specs: list[dict[str, Any]], f: dict[str, Any]) -> None:
             with s.transaction():
-                stored = [s.add_memory(mem(f"m_{i}", **spec)) for i, spec in enumerate(specs)]
+                stored = [s.memories.add(mem(f"m_{i}", **spec)) for i, spec in enumerate(specs)]
             try:
                 expected = sorted(m.label for m in stored if passes(m, f))
-                assert s.candidates(**f) == expected
+                assert s.memories.candidates(**f) == expected
             finally:
-                s.delete([m.id for m in stored])
+                s.memories.delete([m.id for m in stored])
 
         check()
 
 
 def test_candidates_default_leaves_out_archived_and_pending(store: MemoryStore) -> None:
-    plain = store.add_memory(mem("plain")).label
-    archived = store.add_memory(mem("archived", archived=True)).label
-    pending = store.add_memory(mem("pending", approved=False, source="ai_suggested")).label
-    old = store.add_memory(mem("old", superseded_by="plain")).label
-    assert store.candidates() == [plain, old]
-    assert store.candidates(include_superseded=False) == [plain]
-    assert store.candidates(include_archived=True, include_pending=True) == [
+    plain = store.memories.add(mem("plain")).label
+    archived = store.memories.add(mem("archived", archived=True)).label
+    pending = store.memories.add(mem("pending", approved=False, source="ai_suggested")).label
+    old = store.memories.add(mem("old", superseded_by="plain")).label
+    assert store.memories.candidates() == [plain, old]
+    assert store.memories.candidates(include_superseded=False) == [plain]
+    assert store.memories.candidates(include_archived=True, include_pending=True) == [
         plain,
         archived,
         pending,
@@ -606,10 +630,10 @@ def test_candidates_default_leaves_out_archived_and_pending(store: MemoryStore) 
 
 
 def test_contradictions_are_kept_for_review_and_supersede_the_older(store: MemoryStore) -> None:
-    store.add_memory(mem("m_old", text="lives in Oslo"))
-    new = store.add_memory(mem("m_new", text="lives in Bergen"))
-    store.record_contradiction("m_old", "m_new", at=5.0, note="moved")
-    assert store.contradictions() == [
+    store.memories.add(mem("m_old", text="lives in Oslo"))
+    new = store.memories.add(mem("m_new", text="lives in Bergen"))
+    store.memories.record_contradiction("m_old", "m_new", at=5.0, note="moved")
+    assert store.memories.contradictions() == [
         {
             "older_id": "m_old",
             "older_text": "lives in Oslo",
@@ -619,23 +643,23 @@ def test_contradictions_are_kept_for_review_and_supersede_the_older(store: Memor
             "note": "moved",
         }
     ]
-    old = store.get("m_old")
+    old = store.memories.get("m_old")
     assert old is not None and old.superseded_by == "m_new"
-    assert store.candidates(include_superseded=False) == [new.label]
+    assert store.memories.candidates(include_superseded=False) == [new.label]
     with pytest.raises(KeyError):
-        store.record_contradiction("m_old", "m_missing", at=6.0)
+        store.memories.record_contradiction("m_old", "m_missing", at=6.0)
 
 
 def test_corrections_are_logged_per_memory(store: MemoryStore) -> None:
-    store.add_memory(mem("m_1"))
-    store.add_memory(mem("m_2"))
-    store.record_correction(
+    store.memories.add(mem("m_1"))
+    store.memories.add(mem("m_2"))
+    store.memories.record_correction(
         "m_1", by="owner", note="not true", old_confidence=1, new_confidence=0.3, at=2
     )
-    store.record_correction(
+    store.memories.record_correction(
         "m_2", by="p2", note="half true", old_confidence=0.9, new_confidence=0.6, at=1
     )
-    assert store.corrections("m_1") == [
+    assert store.memories.corrections("m_1") == [
         {
             "memory_id": "m_1",
             "by": "owner",
@@ -645,19 +669,31 @@ def test_corrections_are_logged_per_memory(store: MemoryStore) -> None:
             "at": 2.0,
         }
     ]
-    assert [c["memory_id"] for c in store.corrections()] == ["m_2", "m_1"]
+    assert [c["memory_id"] for c in store.memories.corrections()] == ["m_2", "m_1"]
     with pytest.raises(KeyError):
-        store.record_correction("m_x", by="o", note="", old_confidence=1, new_confidence=0, at=3)
+        store.memories.record_correction(
+            "m_x", by="o", note="", old_confidence=1, new_confidence=0, at=3
+        )
+
+
+def test_the_same_correction_logged_twice_is_kept_once(store: MemoryStore) -> None:
+    store.memories.add(mem("m_1"))
+    first = dict(by="ana", note="walnuts", old_confidence=1.0, new_confidence=0.4, at=5.0)
+    assert store.memories.record_correction("m_1", **first) is True  # type: ignore[arg-type]
+    assert store.memories.record_correction("m_1", **first) is False  # type: ignore[arg-type]
+    later = {**first, "at": 6.0}
+    assert store.memories.record_correction("m_1", **later) is True  # type: ignore[arg-type]
+    assert len(store.memories.corrections("m_1")) == 2
 
 
 # -- people and profiles -----------------------------------------------------------
 
 
 def test_upsert_person_keeps_first_seen_and_known_names(store: MemoryStore) -> None:
-    store.upsert_person("p1", "Pat", "discord", at=10.0)
-    store.upsert_person("p1", "", "", at=20.0)
-    store.upsert_person("p1", "Patricia", "web", at=15.0)
-    assert store.person("p1") == {
+    store.people.upsert("p1", "Pat", "discord", at=10.0)
+    store.people.upsert("p1", "", "", at=20.0)
+    store.people.upsert("p1", "Patricia", "web", at=15.0)
+    assert store.people.get("p1") == {
         "person_id": "p1",
         "display_name": "Patricia",
         "platform": "web",
@@ -669,8 +705,8 @@ def test_upsert_person_keeps_first_seen_and_known_names(store: MemoryStore) -> N
 def test_profile_updates_merge_case_insensitively_keeping_the_newest(tmp_path: Path) -> None:
     path = tmp_path / "memory.duckdb"
     with MemoryStore(path) as s:
-        assert s.profile("p1").hobbies == () and s.profile("p1").updated == 0.0
-        s.update_profile(
+        assert s.people.profile("p1").hobbies == () and s.people.profile("p1").updated == 0.0
+        s.people.update_profile(
             "p1",
             hobbies=["Chess", "hiking"],
             tastes=["jazz"],
@@ -678,7 +714,7 @@ def test_profile_updates_merge_case_insensitively_keeping_the_newest(tmp_path: P
             roster={"Ann": {"sentiment": "fond", "history": "sister"}},
             at=1.0,
         )
-        p = s.update_profile(
+        p = s.people.update_profile(
             "p1",
             hobbies=["chess", " ", "Climbing"],
             tastes=["JAZZ", "Ghibli films"],
@@ -696,9 +732,11 @@ def test_profile_updates_merge_case_insensitively_keeping_the_newest(tmp_path: P
             "Bo": {"sentiment": "wary"},
         }
         assert p.updated == 2.0
-        assert s.update_profile("p1", hobbies=["Climbing"], at=3.0).updated == 2.0  # no change
+        assert (
+            s.people.update_profile("p1", hobbies=["Climbing"], at=3.0).updated == 2.0
+        )  # no change
     with MemoryStore(path) as s:
-        assert s.profile("p1") == p
+        assert s.people.profile("p1") == p
 
 
 @given(
@@ -713,7 +751,7 @@ def test_profile_updates_merge_case_insensitively_keeping_the_newest(tmp_path: P
 def test_profile_lists_never_hold_case_insensitive_duplicates(updates: list[list[str]]) -> None:
     merged: tuple[str, ...] = ()
     for new in updates:
-        merged = store_module._merge_names(merged, new, store_module.PROFILE_KEEP)
+        merged = people_module.merge_names(merged, new, people_module.PROFILE_KEEP)
         for name in new:  # the newest spelling of each name is what stays
             assert [m for m in merged if m.casefold() == name.casefold()] == [
                 [n for n in new if n.casefold() == name.casefold()][-1]
@@ -722,30 +760,30 @@ def test_profile_lists_never_hold_case_insensitive_duplicates(updates: list[list
 
 
 def test_profile_lists_keep_only_the_newest(store: MemoryStore) -> None:
-    hobbies = [f"hobby {i}" for i in range(store_module.PROFILE_KEEP + 5)]
-    p = store.update_profile("p1", hobbies=hobbies, at=1.0)
-    assert p.hobbies == tuple(hobbies[-store_module.PROFILE_KEEP :])
+    hobbies = [f"hobby {i}" for i in range(people_module.PROFILE_KEEP + 5)]
+    p = store.people.update_profile("p1", hobbies=hobbies, at=1.0)
+    assert p.hobbies == tuple(hobbies[-people_module.PROFILE_KEEP :])
 
 
 # -- reporting ---------------------------------------------------------------------
 
 
 def test_export_gives_json_ready_dicts_without_embeddings(store: MemoryStore) -> None:
-    store.add_memory(mem("m_1", tags=("a",), turn_ids=("t1",), embedding=(1.0, 2.0)))
-    store.add_memory(mem("m_2", kind="anchor", approved=False))
-    exported = list(store.export())
+    store.memories.add(mem("m_1", tags=("a",), turn_ids=("t1",), embedding=(1.0, 2.0)))
+    store.memories.add(mem("m_2", kind="anchor", approved=False))
+    exported = list(store.memories.export())
     assert json.loads(json.dumps(exported)) == exported
     assert [e["id"] for e in exported] == ["m_1", "m_2"]
     assert exported[0]["tags"] == ["a"] and exported[0]["turn_ids"] == ["t1"]
     assert all("embedding" not in e for e in exported)
-    assert set(exported[0]) == set(Memory.__struct_fields__) - {"embedding"}
+    assert set(exported[0]) == set(Memory.__struct_encode_fields__) - {"embedding"}
 
 
 def test_counts_cover_every_table(store: MemoryStore) -> None:
-    store.add_memory(mem("m_1", archived=True))
-    store.add_memory(mem("m_2", approved=False))
-    store.add_turn(turn("t1", 1.0))
-    store.upsert_person("p1", "Pat", "discord", at=1.0)
+    store.memories.add(mem("m_1", archived=True))
+    store.memories.add(mem("m_2", approved=False))
+    store.turns.add(turn("t1", 1.0))
+    store.people.upsert("p1", "Pat", "discord", at=1.0)
     assert store.counts() == {
         "turns": 1,
         "memories": 2,
@@ -759,42 +797,42 @@ def test_counts_cover_every_table(store: MemoryStore) -> None:
     }
 
 
-# -- summaries, contradiction checks, journal files --------------------------------
+# -- summaries, contradiction checks, diary files --------------------------------
 
 
 def test_unsummarized_offers_a_full_batch_beyond_the_recent_window_oldest_conversation_first(
     store: MemoryStore,
 ) -> None:
     for i in range(10):
-        store.add_turn(turn(f"a{i}", 100 + i, conversation="a"))
+        store.turns.add(turn(f"a{i}", 100 + i, conversation="a"))
     for i in range(6):
-        store.add_turn(turn(f"b{i}", 50 + i, conversation="b"))
+        store.turns.add(turn(f"b{i}", 50 + i, conversation="b"))
     # b is older but has only 6 - 3 = 3 turns beyond its window: not a full batch of 4.
-    batch = store.unsummarized(keep=3, batch=4)
+    batch = store.turns.unsummarized(keep=3, batch=4)
     assert [t.id for t in batch] == ["a0", "a1", "a2", "a3"]
-    store.mark_summarized([t.id for t in batch])
-    assert [t.id for t in store.unsummarized(keep=3, batch=3)] == ["b0", "b1", "b2"]
-    store.mark_summarized(["b0", "b1", "b2"])
+    store.turns.mark_summarized([t.id for t in batch])
+    assert [t.id for t in store.turns.unsummarized(keep=3, batch=3)] == ["b0", "b1", "b2"]
+    store.turns.mark_summarized(["b0", "b1", "b2"])
     # a has a4..a6 left beyond its window (a7..a9 are the newest three): 3 < 4.
-    assert store.unsummarized(keep=3, batch=4) == []
-    assert [t.id for t in store.unsummarized(keep=3, batch=3)] == ["a4", "a5", "a6"]
+    assert store.turns.unsummarized(keep=3, batch=4) == []
+    assert [t.id for t in store.turns.unsummarized(keep=3, batch=3)] == ["a4", "a5", "a6"]
 
 
 def test_unchecked_facts_come_oldest_first_until_checked_or_superseded(store: MemoryStore) -> None:
-    store.add_memory(mem("old", checked=False))
-    store.add_memory(mem("new", checked=False))
-    store.add_memory(mem("fine"))
-    assert [m.id for m in store.unchecked()] == ["old", "new"]
-    store.record_contradiction("old", "new", at=NOW)
-    store.update_memory("new", checked=True)
-    assert store.unchecked() == []
+    store.memories.add(mem("old", checked=False))
+    store.memories.add(mem("new", checked=False))
+    store.memories.add(mem("fine"))
+    assert [m.id for m in store.memories.unchecked()] == ["old", "new"]
+    store.memories.record_contradiction("old", "new", at=NOW)
+    store.memories.update("new", checked=True)
+    assert store.memories.unchecked() == []
 
 
-def test_journal_files_and_lookup_by_file(store: MemoryStore) -> None:
-    store.add_memory(mem("j1", kind="journal", journal="2026/01/02/a.md", journal_hash="h1"))
-    store.add_memory(mem("f1"))
-    assert store.journal_files() == {"2026/01/02/a.md": "h1"}
-    found = store.by_journal("2026/01/02/a.md")
+def test_diary_files_and_lookup_by_file(store: MemoryStore) -> None:
+    store.memories.add(mem("j1", kind="journal", diary="2026/01/02/a.md", diary_hash="h1"))
+    store.memories.add(mem("f1"))
+    assert store.memories.diary_files() == {"2026/01/02/a.md": "h1"}
+    found = store.memories.by_diary("2026/01/02/a.md")
     assert found is not None and found.id == "j1"
-    assert store.by_journal("nope.md") is None
-    assert store.turn("missing") is None
+    assert store.memories.by_diary("nope.md") is None
+    assert store.turns.get("missing") is None

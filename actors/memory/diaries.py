@@ -1,18 +1,23 @@
-"""Hex's Markdown journals: one file per entry, in a ``YYYY/MM/DD`` folder tree.
+"""Hex's Markdown diaries: one file per entry, in a ``YYYY/MM/DD`` folder tree.
+
+(People see the folder as ``journals/`` and the memory kind as "journal": those names are on
+disk and on the wire. In code "journal" is the bus's event log, so these are diaries.)
 
 Each file is YAML front matter between ``---`` lines, then the Markdown body, so
-people can read, edit, add and delete entries with any editor. :meth:`Journals.write`
+people can read, edit, add and delete entries with any editor. :meth:`Diaries.write`
 is atomic (temp file, fsync, rename, fsync of the folder), so a crash leaves the old
-file or the new one, never half of one. :meth:`Journals.changes` compares the folder
+file or the new one, never half of one. :meth:`Diaries.changes` compares the folder
 with the hashes the caller last indexed and reports edits, additions and deletions.
 
 It is careful never to mistake trouble for a deletion, because a deletion makes the
 memory actor forget: a file that fails to parse, an empty file (an editor half-way
-through a save), an unreadable folder or a missing journal folder are reported as
+through a save), an unreadable folder or a missing diary folder are reported as
 errors, and their memories are left alone.
 
 Plain library code, no bus; safe to call from worker threads (readers only ever see
-whole files).
+whole files). A little over 500 lines, as one cohesive class (:class:`Diaries`) with its
+file format's helpers: the format it writes, the parser that reads people's edits and the
+scan that must never take trouble for a deletion are one contract, best read side by side.
 """
 
 from __future__ import annotations
@@ -44,8 +49,8 @@ _CLOSING: Final = re.compile(r"^(?:---|\.\.\.)[ \t]*\r?$", re.MULTILINE)
 _OPENING: Final = re.compile(r"---[ \t]*\r?\n")
 
 
-class JournalError(Exception):
-    """A journal file cannot be read, written or removed; the message names the file and the problem."""
+class DiaryError(Exception):
+    """A diary file cannot be read, written or removed; the message names the file and the problem."""
 
     def __init__(self, relpath: str, problem: str) -> None:
         self.relpath = relpath
@@ -54,7 +59,7 @@ class JournalError(Exception):
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
-    """One journal entry, as written by Hex or by a person."""
+    """One diary entry, as written by Hex or by a person."""
 
     id: str  # the memory id; derived from the path for a person's file without one
     at: float  # unix seconds, kept to the microsecond in the file
@@ -81,13 +86,13 @@ class _Scan(msgspec.Struct, frozen=True):
     missing: bool = False  # root itself is not there
 
 
-def derived_id(relpath: str) -> str:
+def diary_id(relpath: str) -> str:
     """The id of a person's entry that names none: stable while the file keeps its path."""
     return "j_" + hashlib.blake2b(relpath.encode(), digest_size=8).hexdigest()
 
 
-class Journals:
-    """The journal folder: writes, reads, removes and scans entry files under ``root``."""
+class Diaries:
+    """The diary folder: writes, reads, removes and scans entry files under ``root``."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -99,7 +104,7 @@ class Journals:
     def relpath_for(self, entry: Entry) -> str:
         """``YYYY/MM/DD/HHMMSS-<slug>-<id>.md``, from the UTC time of ``entry.at``."""
         when = _utc(entry.at)
-        ident = entry.id if _SAFE_ID.fullmatch(entry.id) else derived_id(entry.id)
+        ident = entry.id if _SAFE_ID.fullmatch(entry.id) else diary_id(entry.id)
         return (
             f"{when.year:04d}/{when.month:02d}/{when.day:02d}/"
             f"{when:%H%M%S}-{_slug(entry.title.strip() or entry.text)}-{ident}.md"
@@ -163,7 +168,7 @@ class Journals:
                 raise
             fsync_dir(path.parent)
         except OSError as exc:
-            raise JournalError(relpath, f"cannot write: {exc.strerror or exc}") from exc
+            raise DiaryError(relpath, f"cannot write: {exc.strerror or exc}") from exc
         self._hashes.pop(relpath, None)
         return relpath, digest
 
@@ -191,33 +196,33 @@ class Journals:
                     fsync_dir(folder.parent)
                 folder = folder.parent
         except OSError as exc:
-            raise JournalError(relpath, f"cannot remove: {exc.strerror or exc}") from exc
+            raise DiaryError(relpath, f"cannot remove: {exc.strerror or exc}") from exc
         return removed
 
     def read(self, relpath: str) -> tuple[Entry, str]:
         """Parse one file; returns (entry, sha256 of its bytes).
 
         A file without front matter is a person's entry: its time is the file's mtime and its
-        id is :func:`derived_id`. So is a missing or unparsable ``timestamp``.
+        id is :func:`diary_id`. So is a missing or unparsable ``timestamp``.
         """
         path = self._path(relpath)
         try:
             with open(path, "rb") as f:
                 stat = os.fstat(f.fileno())
                 if stat.st_size > MAX_BYTES:
-                    raise JournalError(
+                    raise DiaryError(
                         relpath, f"too large ({stat.st_size} bytes; the limit is {MAX_BYTES})"
                     )
                 data = f.read(MAX_BYTES + 1)
         except OSError as exc:
-            raise JournalError(relpath, f"cannot read: {exc.strerror or exc}") from exc
+            raise DiaryError(relpath, f"cannot read: {exc.strerror or exc}") from exc
         if len(data) > MAX_BYTES:
-            raise JournalError(relpath, f"too large (over {MAX_BYTES} bytes)")
+            raise DiaryError(relpath, f"too large (over {MAX_BYTES} bytes)")
         digest = hashlib.sha256(data).hexdigest()
         try:
             content = data.decode()
         except UnicodeDecodeError as exc:
-            raise JournalError(relpath, f"not UTF-8 text (bad byte at offset {exc.start})") from exc
+            raise DiaryError(relpath, f"not UTF-8 text (bad byte at offset {exc.start})") from exc
         return _parse(relpath, content.removeprefix("\ufeff"), stat.st_mtime), digest
 
     # -- folder -------------------------------------------------------------------------------
@@ -247,7 +252,7 @@ class Journals:
                 continue
             try:
                 entry, digest = self.read(relpath)
-            except JournalError as exc:
+            except DiaryError as exc:
                 errors.append((relpath, exc.problem))
             else:
                 if known.get(relpath) != digest:
@@ -271,12 +276,12 @@ class Journals:
             or "\0" in relpath
             or any(not p or p.startswith(".") for p in parts)
         ):
-            raise JournalError(
+            raise DiaryError(
                 relpath, "not a journal file path (relative, no hidden parts, ending in .md)"
             )
         path = self.root.joinpath(*parts)
         if not path.resolve().is_relative_to(self.root.resolve()):
-            raise JournalError(relpath, "leads outside the journal folder")
+            raise DiaryError(relpath, "leads outside the journal folder")
         return path
 
     def _scan(self) -> _Scan:
@@ -313,10 +318,10 @@ class Journals:
         return _Scan(hashes, tuple(blind))
 
 
-def _exists(journals: Journals, relpath: str) -> bool:
+def _exists(diaries: Diaries, relpath: str) -> bool:
     try:
-        return os.path.lexists(journals._path(relpath))
-    except JournalError:
+        return os.path.lexists(diaries._path(relpath))
+    except DiaryError:
         return False
 
 
@@ -348,31 +353,31 @@ def _walk(folder: Path, prefix: str, blind: list[str]) -> Iterator[tuple[str, Pa
 
 def _parse(relpath: str, content: str, mtime: float) -> Entry:
     if not content.strip():
-        raise JournalError(relpath, "empty file (left alone: perhaps an editor is saving it)")
+        raise DiaryError(relpath, "empty file (left alone: perhaps an editor is saving it)")
     opening = _OPENING.match(content)
     if opening is None:  # a person's plain Markdown file
-        return Entry(id=derived_id(relpath), at=mtime, text=_newlines(content).strip())
+        return Entry(id=diary_id(relpath), at=mtime, text=_newlines(content).strip())
     closing = _CLOSING.search(content, opening.end())
     if closing is None:
-        raise JournalError(relpath, "front matter has no closing '---' line")
+        raise DiaryError(relpath, "front matter has no closing '---' line")
     try:
         meta = yaml.load(content[opening.end() : closing.start()], Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         where = f" at line {exc.problem_mark.line + 2}" if exc.problem_mark is not None else ""
-        raise JournalError(
+        raise DiaryError(
             relpath, f"invalid YAML front matter{where}: {exc.problem or exc}"
         ) from exc
     except (yaml.YAMLError, RecursionError) as exc:
-        raise JournalError(relpath, f"invalid YAML front matter: {exc}") from exc
+        raise DiaryError(relpath, f"invalid YAML front matter: {exc}") from exc
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
-        raise JournalError(relpath, "front matter is not a set of 'key: value' lines")
+        raise DiaryError(relpath, "front matter is not a set of 'key: value' lines")
     text = _newlines(content[closing.end() :]).strip()
     if not text:
-        raise JournalError(relpath, "has no text after the front matter")
+        raise DiaryError(relpath, "has no text after the front matter")
     return Entry(
-        id=_text(relpath, meta, "id") or derived_id(relpath),
+        id=_text(relpath, meta, "id") or diary_id(relpath),
         at=_timestamp(meta.get("timestamp", meta.get("date")), mtime),
         text=text,
         title=_text(relpath, meta, "title"),
@@ -418,7 +423,7 @@ def _scalar(value: object) -> str | None:
 def _text(relpath: str, meta: dict[Any, Any], key: str) -> str:
     value = _scalar(meta.get(key))
     if value is None:
-        raise JournalError(relpath, f"'{key}' must be text")
+        raise DiaryError(relpath, f"'{key}' must be text")
     return value
 
 
@@ -433,7 +438,7 @@ def _names(relpath: str, meta: dict[Any, Any], key: str) -> tuple[str, ...]:
         items = [value]
     names = [_scalar(item) for item in items]
     if any(name is None for name in names):
-        raise JournalError(relpath, f"'{key}' must be a list or comma-separated text")
+        raise DiaryError(relpath, f"'{key}' must be a list or comma-separated text")
     return tuple(name for name in names if name)
 
 
@@ -449,7 +454,7 @@ def _importance(relpath: str, value: object) -> float:
         except ValueError:
             pass
     if math.isnan(number):
-        raise JournalError(relpath, f"'importance' must be a number from 0 to 1, not {value!r}")
+        raise DiaryError(relpath, f"'importance' must be a number from 0 to 1, not {value!r}")
     return min(1.0, max(0.0, number))
 
 

@@ -1,0 +1,272 @@
+"""Bringing things into memory: live turns, facts and profiles from ``chat.meta``, imported
+history and uploaded documents."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import structlog
+
+from actors.memory.bank import MemoryBank, memory_id
+from actors.memory.config import MemoryConfig
+from actors.memory.diaries import Entry
+from actors.memory.documents import DocumentError, read_document
+from actors.memory.store import Memory, StoredTurn
+from schemas import ChatMessage, MemoryDocument, MemoryImport, Reply, ReplyMeta
+
+log = structlog.get_logger("actors.memory")
+
+
+def speaker_person_id(speaker: str) -> str:
+    """The person id of an imported speaker who came without one."""
+    return "import:" + "-".join(speaker.casefold().split())
+
+
+def live_turn(
+    event: ChatMessage | Reply,
+    *,
+    event_id: str,
+    at: float,
+    speaker: str,
+    role: Literal["user", "assistant"],
+    meta: dict[str, str] | None = None,
+) -> StoredTurn:
+    """The stored turn of a live chat message or reply."""
+    return StoredTurn(
+        id=event_id,
+        conversation=f"{event.platform}:{event.channel}",
+        platform=event.platform,
+        channel=event.channel,
+        person_id=event.person_id,
+        speaker=speaker,
+        role=role,
+        text=event.text,
+        at=at,
+        meta=meta or {},
+    )
+
+
+class Ingest:
+    """Stores what arrives: each event's rows in one transaction with its offset, then indexed.
+
+    Every method is safe to redo for the same event (ids derive from event and turn ids,
+    and a stored id is kept, not doubled), which is what a retried handler does.
+    Methods block; the actor calls them off the event loop.
+    """
+
+    def __init__(self, bank: MemoryBank, config: MemoryConfig) -> None:
+        self.bank = bank
+        self.store = bank.store
+        self.config = config
+
+    def message(
+        self, event: ChatMessage, *, event_id: str, at: float, offset: int | None
+    ) -> list[Memory]:
+        """A person's chat message: the turn, the person, and the turn as an episodic memory."""
+        turn = live_turn(event, event_id=event_id, at=at, speaker=event.display_name, role="user")
+        episodes = self.episodes([turn])
+        with self.store.transaction(offset):
+            self.store.turns.add(turn)
+            self.store.people.upsert(event.person_id, event.display_name, event.platform, at)
+            stored = [self.store.memories.add(m) for m in episodes]
+        self.bank.indexes.add(stored)
+        return stored
+
+    def reply(self, event: Reply, *, event_id: str, at: float, offset: int | None) -> bool:
+        """Hex's own finished reply, kept as history (never as memory); False for an unfinished one."""
+        if event.status != "complete" or not event.text:
+            self.bank.commit_offset(offset)
+            return False
+        turn = live_turn(
+            event,
+            event_id=event_id,
+            at=at,
+            speaker="Hex",
+            role="assistant",
+            meta={"reply_to": event.reply_to},
+        )
+        with self.store.transaction(offset):
+            self.store.turns.add(turn)
+        return True
+
+    def episodes(self, turns: Sequence[StoredTurn]) -> list[Memory]:
+        """The episodic memories of a person's turns (never Hex's own): verbatim, with the turn
+        as provenance."""
+        kept = [
+            t
+            for t in turns
+            if t.role == "user" and len(t.text.split()) >= self.config.turn_min_words
+        ]
+        vectors = self.bank.embed([t.text for t in kept])
+        return [
+            Memory(
+                id=memory_id(t.id, "turn"),
+                kind="turn",
+                text=t.text,
+                source="import" if t.source == "import" else "extracted",
+                person_id=t.person_id,
+                importance=self.config.turn_importance,
+                quote=t.text,
+                turn_ids=(t.id,),
+                created=t.at,
+                embedding=vector,
+            )
+            for t, vector in zip(kept, vectors, strict=True)
+        ]
+
+    def meta(self, event: ReplyMeta, *, at: float, offset: int | None) -> list[Memory]:
+        """What the brain noted about an exchange: facts, a diary entry for a notable one, and
+        the person's profile. Returns the memories stored."""
+        facts = [f for f in event.facts if f.text.strip()] if event.remember or event.facts else []
+        vectors = self.bank.embed([f.text for f in facts])
+        drafts = [
+            Memory(
+                id=memory_id(event.reply_to, "fact", str(i)),
+                kind="fact",
+                text=fact.text,
+                source="ai_suggested" if self.config.suggestions else "extracted",
+                person_id=event.person_id,
+                importance=event.importance,
+                quote=fact.quote,
+                turn_ids=(event.reply_to,),
+                tags=event.tags,
+                approved=not self.config.suggestions,
+                checked=False,
+                embedding=vector,
+            )
+            for i, (fact, vector) in enumerate(zip(facts, vectors, strict=True))
+        ]
+        with self.bank.diary_lock:
+            diary = (
+                self.bank.write_diary(self.diary_entry(event, at), turn_ids=(event.reply_to,))
+                if event.importance >= self.config.diary_importance
+                else None
+            )
+            with self.store.transaction(offset):
+                stored = self.bank.store_facts(drafts)
+                if diary is not None:
+                    stored.append(self.store.memories.add(diary))
+                profile = event.profile
+                if profile.hobbies or profile.tastes or profile.sentiment or profile.people:
+                    self.store.people.update_profile(
+                        event.person_id,
+                        hobbies=profile.hobbies,
+                        tastes=profile.tastes,
+                        sentiment=profile.sentiment,
+                        roster={
+                            p.name: {
+                                "relation": p.relation,
+                                "sentiment": p.sentiment,
+                                "note": p.note,
+                            }
+                            for p in profile.people
+                        },
+                        at=time.time(),
+                    )
+        self.bank.indexes.add(stored)
+        return stored
+
+    def diary_entry(self, event: ReplyMeta, at: float) -> Entry:
+        """The diary entry of a notable exchange, in Hex's own words."""
+        turn = self.store.turns.get(event.reply_to)
+        said = turn.text if turn is not None else ""
+        who = (turn.speaker if turn is not None else "") or event.person_id or "someone"
+        lines = [f"{who} told me: \u201c{said}\u201d" if said else f"A moment with {who}."]
+        if event.emotion and event.emotion != "neutral":
+            lines.append(f"I felt {event.emotion}.")
+        if event.facts:
+            lines += [
+                "",
+                "Worth remembering:",
+                *(f"- {f.text}" for f in event.facts if f.text.strip()),
+            ]
+        title = event.facts[0].text if event.facts else (", ".join(event.tags) or f"with {who}")
+        return Entry(
+            id=memory_id(event.reply_to, "journal"),  # the first name: ids never change
+            at=at,
+            text="\n".join(lines),
+            title=title[:80],
+            tags=event.tags,
+            emotion=event.emotion,
+            importance=event.importance,
+            people=(event.person_id,) if event.person_id else (),
+            person_id=event.person_id,
+        )
+
+    def history(self, event: MemoryImport, *, offset: int | None) -> dict[str, int]:
+        """A batch of imported turns, kept under their own ids; turns known already are skipped.
+        Returns the counts people are told."""
+        turns = [
+            StoredTurn(
+                id=t.id,
+                conversation=t.conversation,
+                platform=t.conversation.split(":", 1)[0],
+                channel=t.conversation.split(":", 1)[-1],
+                person_id=t.person_id or speaker_person_id(t.speaker),
+                speaker=t.speaker,
+                role=t.role,
+                text=t.text,
+                at=t.at,
+                source="import",
+                meta=t.meta,
+            )
+            for t in event.turns
+            if t.id and t.text.strip()
+        ]
+        known = self.store.turns.known([t.id for t in turns])
+        fresh = [t for t in turns if t.id not in known]
+        episodes = self.episodes(fresh)
+        with self.store.transaction(offset):
+            for turn in fresh:
+                self.store.turns.add(turn)
+                if turn.role == "user":
+                    self.store.people.upsert(turn.person_id, turn.speaker, turn.platform, turn.at)
+            stored = [self.store.memories.add(m) for m in episodes]
+        self.bank.indexes.add(stored)
+        return {
+            "turns": len(fresh),
+            "already_known": len(known),
+            "indexed": len(episodes),
+            "empty": len(event.turns) - len(turns),
+        }
+
+    def document(
+        self, event: MemoryDocument, data: bytes, *, event_id: str, at: float, offset: int | None
+    ) -> list[Memory]:
+        """An uploaded document as searchable chunks, every chunk or none; raises
+        :class:`~actors.memory.bank.Refused` for a damaged or unreadable upload."""
+        if event.sha256 and hashlib.sha256(data).hexdigest() != event.sha256:
+            raise self.bank.refuse(
+                offset, f"{event.name}: the upload arrived damaged (sha256 differs); send it again"
+            )
+        try:
+            chunks = read_document(event.name, data, self.config.documents)
+        except DocumentError as exc:
+            log.warning("memory.document_refused", name=event.name, error=str(exc))
+            raise self.bank.refuse(offset, str(exc)) from None
+        vectors = self.bank.embed([c.text for c in chunks])
+        memories = [
+            Memory(
+                id=memory_id(event_id, "doc", str(c.index)),
+                kind="document",
+                text=c.text,
+                source="document",
+                person_id=event.person_id,
+                importance=0.5,
+                quote="",
+                document=f"{event.name} #{c.index + 1} ({c.where})",
+                tags=event.tags,
+                created=at,
+                embedding=vector,
+            )
+            for c, vector in zip(chunks, vectors, strict=True)
+        ]
+        with self.store.transaction(offset):
+            stored = [self.store.memories.add(m) for m in memories]
+        self.bank.indexes.add(stored)
+        self.bank.indexes.save()
+        log.info("memory.document_stored", name=event.name, chunks=len(stored), bytes=len(data))
+        return stored
