@@ -18,7 +18,12 @@ REFRESH_S = 8.0  # Discord shows the indicator for about 10 s per request
 
 
 class TypingIndicators:
-    """One indicator task per channel, kept up for at most ``typing_s`` while the brain thinks."""
+    """One indicator task per channel, kept up for at most ``typing_s`` while the brain thinks.
+
+    :meth:`stop` ends an indicator after its request in flight, never in the middle of one: a
+    message taken always gets its typing request, however fast the reply comes (cancelling it
+    mid-request lost it now and then when a reply started within milliseconds).
+    """
 
     def __init__(
         self, send_typing: Callable[[int], Awaitable[None]], spawn: Spawn, *, typing_s: float
@@ -26,28 +31,35 @@ class TypingIndicators:
         self.send_typing = send_typing
         self.spawn = spawn
         self.typing_s = typing_s
-        self.tasks: dict[int, asyncio.Task[None]] = {}  # channel id → its indicator
+        self.stops: dict[int, asyncio.Event] = {}  # channel id -> set to end its indicator
 
     def start(self, channel_id: int) -> None:
-        task = self.tasks.get(channel_id)
-        if task is not None and not task.done():
+        if channel_id in self.stops:
             return
-        self.tasks[channel_id] = self.spawn(self.keep_up(channel_id), name=f"typing-{channel_id}")
+        stop = self.stops[channel_id] = asyncio.Event()
+        self.spawn(self.keep_up(channel_id, stop), name=f"typing-{channel_id}")
 
     def stop(self, channel_id: int) -> None:
-        task = self.tasks.pop(channel_id, None)
-        if task is not None:
-            task.cancel()
+        stop = self.stops.pop(channel_id, None)
+        if stop is not None:
+            stop.set()
 
-    async def keep_up(self, channel_id: int) -> None:
+    async def keep_up(self, channel_id: int, stop: asyncio.Event) -> None:
         deadline = time.monotonic() + self.typing_s
         try:
-            while time.monotonic() < deadline:
+            while True:
                 try:
                     await self.send_typing(channel_id)
                 except Exception as exc:  # a typing indicator is never worth an error
                     log.debug("discord.typing_failed", channel=channel_id, error=str(exc))
-                await asyncio.sleep(REFRESH_S)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                try:
+                    await asyncio.wait_for(stop.wait(), min(REFRESH_S, left))
+                    return
+                except TimeoutError:
+                    continue
         finally:
-            if self.tasks.get(channel_id) is asyncio.current_task():
-                del self.tasks[channel_id]
+            if self.stops.get(channel_id) is stop:
+                del self.stops[channel_id]

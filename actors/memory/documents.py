@@ -296,8 +296,8 @@ def _read_csv(doc: _Doc) -> _Pieces:
 
 def _read_xlsx(doc: _Doc) -> _Pieces:
     try:
-        from openpyxl import load_workbook  # type: ignore[import-untyped]
-        from openpyxl.utils import get_column_letter  # type: ignore[import-untyped]
+        from openpyxl import load_workbook
+        from openpyxl.utils import get_column_letter
     except ImportError as exc:
         raise doc.error(
             "reading workbooks needs openpyxl; install it with pip install 'hex[memory]'"

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.brain.config import BrainState, PendingMessage
 from actors.brain.ledger import Ledger
 from actors.brain.reply import ReplyStatus
 from actors.brain.workers import CRASHED, ReplyWorkers
 from schemas import ChatMessage
+
+T = TypeVar("T")
 
 
 def message(text: str, channel: str = "c1") -> ChatMessage:
@@ -53,14 +55,14 @@ class Replier:
 class Harness:
     def __init__(self) -> None:
         self.ledger = Ledger(BrainState())
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: list[asyncio.Task[Any]] = []
         box: list[ReplyWorkers] = []
         self.replier = Replier(self.ledger, box)
         self.workers = ReplyWorkers(self.spawn, self.ledger, self.replier)
         box.append(self.workers)
         self.offset = 0
 
-    def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self.tasks.append(task)
         return task

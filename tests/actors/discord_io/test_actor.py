@@ -80,7 +80,7 @@ def test_chunks_then_the_final_reply_show_one_message_edited_without_the_streami
         assert d.texts(DM) == ["Once upon a time, the end."]
         assert d.count("post") == 1 and d.count("edit") >= 1
         assert d.mine(DM)[0].reference_id == h.state.asked[asked].message_id
-        assert not h.state.pending and DM not in h.actor.typing.tasks
+        assert not h.state.pending and DM not in h.actor.typing.stops
 
     run(scenario)
 
@@ -182,10 +182,10 @@ def test_the_typing_indicator_starts_with_the_message_and_stops_with_the_first_p
     async def scenario(h: ActorHarness[DiscordActor], d: MemoryDiscord) -> None:
         asked = await ask(h, d, "hi")
         await eventually(lambda: d.count("typing"), what="typing")
-        assert DM in h.actor.typing.tasks
+        assert DM in h.actor.typing.stops
         await h.send(reply(asked, "hello"), key="discord")
         await eventually(lambda: asked in h.state.delivered, what="the reply")
-        assert DM not in h.actor.typing.tasks
+        assert DM not in h.actor.typing.stops
 
     run(scenario)
 

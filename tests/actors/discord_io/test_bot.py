@@ -3,8 +3,8 @@ a stand-in host instead of the actor, checking what the actor's parts get from i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import discord.gateway
 import discord.http
@@ -21,6 +21,9 @@ from schemas import Event, MemoryAdd
 from tests.support.discord.botthread import TOKEN, BotThread
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import poll_for
+
+E = TypeVar("E", bound=Event)
+T = TypeVar("T")
 
 
 class Host:
@@ -46,8 +49,8 @@ class Host:
         self.published.append(event)
 
     async def request(
-        self, event: Event, expect: Any, *, key: str = "", timeout: float = 2.0
-    ) -> Any:
+        self, event: Event, expect: type[E], *, key: str = "", timeout: float = 2.0
+    ) -> E:
         raise RequestTimeout("no memory in this test")
 
     async def on_session(self) -> None:
@@ -65,7 +68,7 @@ class Running:
         self.fake, self.bot, self.host = fake, bot, host
         self.port = ClientPort(bot.client)
 
-    def run(self, make: Any) -> Any:
+    def run(self, make: Callable[[], Awaitable[T]]) -> T:
         """Await ``make()`` on the bot's loop."""
         return self.bot.call(lambda client: make())
 

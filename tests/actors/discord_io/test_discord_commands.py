@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from hexbus.bus import BusClient
-from schemas import MemoryChanged, MemoryEdit, QuietMode
+from schemas import MemoryChanged, MemoryEdit, QuietMode, Reply
 from tests.support.discord.hexes import (
     BRAIN,
     answer_to,
+    bodies,
     discord_toml,
     journal,
     start,
@@ -170,8 +171,8 @@ def test_the_real_brain_answers_a_dm_and_memory_commands_reach_the_real_memory(
     os.kill(hx.pid("brain"), signal.SIGKILL)
     parts = poll_for(answered, 120, what="the real brain's reply")
     assert parts[0]["content"].strip()
-    replies = [e.body for e in journal(hx, ["chat.reply.discord"])]
-    assert len(replies) == 1 and replies[0].text.strip() == "\n".join(p["content"] for p in parts)  # type: ignore[union-attr]
+    replies = bodies(hx, ["chat.reply.discord"], Reply)
+    assert len(replies) == 1 and replies[0].text.strip() == "\n".join(p["content"] for p in parts)
 
     def followup(interaction_id: str) -> str:
         def text() -> str | None:

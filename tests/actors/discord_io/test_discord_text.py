@@ -20,6 +20,7 @@ import pytest
 from schemas import ChatMessage
 from tests.support.discord.hexes import (
     answer_to,
+    bodies,
     journal,
     start,
     wait_reply,
@@ -107,7 +108,7 @@ def test_who_is_answered_dms_mentions_replies_to_hex_and_configured_channels_not
     assert not answer_to(fake, general, ignored["id"]) and not answer_to(
         fake, general, by_bot["id"]
     )
-    texts = sorted(e.body.text for e in journal(hexes[0], ["chat.message.discord"]))  # type: ignore[union-attr]
+    texts = sorted(m.text for m in bodies(hexes[0], ["chat.message.discord"], ChatMessage))
     assert texts == ["and another thing", "anyone here", "hello"]
 
 
@@ -156,7 +157,7 @@ def test_missed_messages_are_fetched_after_a_sigkill_and_answered_once(
     assert len(answer_to(fake, dm, first["id"])) == 1  # the one answered before the kill: not again
     for message in missed:
         assert len(answer_to(fake, dm, message["id"])) == 1
-    texts = [e.body.text for e in journal(hx, ["chat.message.discord"])]  # type: ignore[union-attr]
+    texts = [m.text for m in bodies(hx, ["chat.message.discord"], ChatMessage)]
     assert sorted(texts) == sorted(["first", *(f"while you were out {i}" for i in range(3))])
 
 
@@ -194,12 +195,12 @@ def test_too_many_missed_messages_become_one_summary_answered_once(
     missed = [fake.post(dm, ana, f"note {i}") for i in range(6)]
     poll_for(lambda: fake.connected, 30, what="the actor back on the gateway")
 
-    def summary() -> list[Any]:
+    def summary() -> list[ChatMessage]:
         return [
-            e.body
-            for e in journal(hx, ["chat.message.discord"])
-            if "While I was away" in e.body.text
-        ]  # type: ignore[union-attr]
+            m
+            for m in bodies(hx, ["chat.message.discord"], ChatMessage)
+            if "While I was away" in m.text
+        ]
 
     found = poll_for(summary, 20, what="one summary message")
     assert len(found) == 1 and "6 messages" in found[0].text and "note 5" in found[0].text

@@ -12,12 +12,14 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from hexbus.bus import BusClient
 from tests.support.discord.hexes import (
+    bodies,
     discord_toml,
     journal,
     start,
@@ -25,17 +27,21 @@ from tests.support.discord.hexes import (
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 
-def tone(hz: float, seconds: float, rate: int) -> Any:
+def tone(hz: float, seconds: float, rate: int) -> npt.NDArray[np.float32]:
     import numpy as np
 
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
-def dominant_hz(samples: Any, rate: int) -> float:
+def dominant_hz(samples: npt.NDArray[np.floating], rate: int) -> float:
     import numpy as np
 
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
@@ -152,6 +158,7 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
 
     # A SIGKILL while in voice: the actor comes back into the same channel by itself.
     old = fake.voice_connection
+    assert old is not None
     os.kill(hx.pid("discord"), signal.SIGKILL)
     poll_for(
         lambda: (
@@ -195,20 +202,19 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
 
 
 def test_a_member_speaks_in_voice_and_hex_answers_aloud_in_the_channel(
-    fake: FakeDiscord, hexes: list[Hex], tmp_path: Any
+    fake: FakeDiscord, hexes: list[Hex], tmp_path: Path
 ) -> None:
     """The whole voice loop through Discord: a member's speech (real opus over the loopback voice
     server) → audio.frame → STT (Whisper) → the real brain → TTS (Kokoro) → audio.out → Hex's
     voice back in the channel."""
     import shutil
     import tempfile
-    from pathlib import Path
 
     import numpy as np
     import soxr  # type: ignore[import-untyped]
 
     from hexbus.pcm import to_pcm16
-    from schemas import Utterance
+    from schemas import Reply, Utterance
     from tests.support.harness import REPO
     from tests.support.speech import espeak
 
@@ -254,14 +260,13 @@ def test_a_member_speaks_in_voice_and_hex_answers_aloud_in_the_channel(
     )
     assert finals[0].person_id == f"discord:{ana}" and finals[0].channel == conversation
     assert "france" in finals[0].text.lower()
-    reply = poll_for(
-        lambda: [e.body for e in journal(hx, ["chat.reply.voice"])], 120, what="the brain's reply"
-    )
+    reply = poll_for(lambda: bodies(hx, ["chat.reply.voice"], Reply), 120, what="the brain's reply")
     assert reply[0].channel == conversation and reply[0].text.strip()
 
     sizes: list[int] = []
 
-    def spoken() -> Any:  # Hex's audio since the member spoke, once it has stopped growing
+    # Hex's audio since the member spoke, once it has stopped growing
+    def spoken() -> list[npt.NDArray[np.float32]] | None:
         pcm = (
             np.frombuffer(fake.voice_pcm(room), dtype="<i2")
             .astype(np.float32)

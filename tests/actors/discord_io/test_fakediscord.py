@@ -12,8 +12,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import discord
 import discord.gateway
@@ -50,13 +50,21 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiscord]:
         assert fd.errors == []
 
 
+class StartBot(Protocol):
+    """The ``start_bot`` fixture: start a :class:`Recorder` on its own thread."""
+
+    def __call__(
+        self, *, intents: discord.Intents | None = None, token: str = TOKEN, ready: bool = True
+    ) -> BotThread[Recorder]: ...
+
+
 @pytest.fixture
-def start_bot(fake: FakeDiscord) -> Iterator[Callable[..., BotThread]]:
-    bots: list[BotThread] = []
+def start_bot(fake: FakeDiscord) -> Iterator[StartBot]:
+    bots: list[BotThread[Recorder]] = []
 
     def start(
         *, intents: discord.Intents | None = None, token: str = TOKEN, ready: bool = True
-    ) -> BotThread:
+    ) -> BotThread[Recorder]:
         chosen = intents or _intents()
         bot = BotThread(lambda: Recorder(intents=chosen), token).start()
         bots.append(bot)
@@ -69,12 +77,12 @@ def start_bot(fake: FakeDiscord) -> Iterator[Callable[..., BotThread]]:
         bot.stop()
 
 
-def _contents(bot: BotThread) -> list[str]:
+def _contents(bot: BotThread[Recorder]) -> list[str]:
     return [m.content for m in bot.client.seen]
 
 
 def test_login_ready_and_guild_create_fill_the_client_cache(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
+    fake: FakeDiscord, start_bot: StartBot
 ) -> None:
     talk = fake.add_channel("talk")
     voice = fake.add_voice_channel("Lounge")
@@ -99,7 +107,7 @@ def test_login_ready_and_guild_create_fill_the_client_cache(
 
 
 def test_message_content_depends_on_the_intent_except_in_dms_and_mentions(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
+    fake: FakeDiscord, start_bot: StartBot
 ) -> None:
     alice = fake.add_user("alice")
     dm = fake.dm_channel(alice)
@@ -121,7 +129,7 @@ def test_message_content_depends_on_the_intent_except_in_dms_and_mentions(
 
 
 def test_reply_to_the_bot_carries_reference_and_mention(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
+    fake: FakeDiscord, start_bot: StartBot
 ) -> None:
     alice = fake.add_user("alice")
     bot = start_bot()
@@ -137,9 +145,7 @@ def test_reply_to_the_bot_carries_reference_and_mention(
     assert bot.client.user in reply.mentions
 
 
-def test_send_edit_and_typing_are_recorded(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
-) -> None:
+def test_send_edit_and_typing_are_recorded(fake: FakeDiscord, start_bot: StartBot) -> None:
     bot = start_bot()
     general = fake.general_channel_id
 
@@ -168,7 +174,7 @@ def test_send_edit_and_typing_are_recorded(
     assert too_long.value.status == 400 and too_long.value.code == 50035
 
 
-def test_only_the_author_may_edit(fake: FakeDiscord, start_bot: Callable[..., BotThread]) -> None:
+def test_only_the_author_may_edit(fake: FakeDiscord, start_bot: StartBot) -> None:
     alice = fake.add_user("alice")
     bot = start_bot()
     posted = fake.post(fake.general_channel_id, alice, "mine")
@@ -184,7 +190,7 @@ def test_only_the_author_may_edit(fake: FakeDiscord, start_bot: Callable[..., Bo
 
 
 def test_history_after_returns_what_was_posted_while_offline(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
+    fake: FakeDiscord, start_bot: StartBot
 ) -> None:
     alice = fake.add_user("alice")
     general = fake.general_channel_id
@@ -214,7 +220,7 @@ def test_history_after_returns_what_was_posted_while_offline(
 
 
 def test_injected_429_is_waited_out_and_the_message_arrives_once(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
+    fake: FakeDiscord, start_bot: StartBot
 ) -> None:
     bot = start_bot()
     general = fake.general_channel_id
@@ -229,9 +235,7 @@ def test_injected_429_is_waited_out_and_the_message_arrives_once(
     assert fake.rate_limited == 1
 
 
-def test_injected_500_is_retried_by_discord_py(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
-) -> None:
+def test_injected_500_is_retried_by_discord_py(fake: FakeDiscord, start_bot: StartBot) -> None:
     bot = start_bot()
     general = fake.general_channel_id
     fake.fail_next("POST", r"/channels/\d+/messages", 500, html=True)
@@ -305,7 +309,7 @@ def test_discord_py_respects_the_bucket_without_tripping_it(
 
 
 def test_disconnect_resumes_and_replays_what_was_missed(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
+    fake: FakeDiscord, start_bot: StartBot
 ) -> None:
     alice = fake.add_user("alice")
     bot = start_bot()
@@ -321,7 +325,7 @@ def test_disconnect_resumes_and_replays_what_was_missed(
 
 
 def test_invalid_session_makes_discord_py_identify_again(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
+    fake: FakeDiscord, start_bot: StartBot
 ) -> None:
     alice = fake.add_user("alice")
     bot = start_bot()
@@ -333,9 +337,7 @@ def test_invalid_session_makes_discord_py_identify_again(
     assert fake.resume_count == 0
 
 
-def test_outage_drops_the_gateway_until_it_ends(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
-) -> None:
+def test_outage_drops_the_gateway_until_it_ends(fake: FakeDiscord, start_bot: StartBot) -> None:
     start_bot()
     fake.outage(0.2)
     assert not fake.online
@@ -343,9 +345,7 @@ def test_outage_drops_the_gateway_until_it_ends(
     assert fake.resume_count == 1 and fake.identify_count == 1
 
 
-def test_attachments_and_dms_opened_by_the_bot(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
-) -> None:
+def test_attachments_and_dms_opened_by_the_bot(fake: FakeDiscord, start_bot: StartBot) -> None:
     alice = fake.add_user("alice")
     bot = start_bot()
     fake.post(fake.general_channel_id, alice, "see file", files=[("notes.txt", b"tea at five")])
@@ -365,7 +365,7 @@ def test_attachments_and_dms_opened_by_the_bot(
     assert [(a["filename"], a["size"]) for a in stored["attachments"]] == [("a.pdf", 4)]
 
 
-def test_bad_token_fails_login(fake: FakeDiscord, start_bot: Callable[..., BotThread]) -> None:
+def test_bad_token_fails_login(fake: FakeDiscord, start_bot: StartBot) -> None:
     bot = start_bot(token="not-the-token", ready=False)
     assert bot.done.wait(10)
     assert isinstance(bot.error, discord.LoginFailure)
@@ -384,7 +384,7 @@ def test_unapproved_privileged_intent_is_refused(monkeypatch: pytest.MonkeyPatch
 
 
 def test_voice_state_request_is_recorded_and_answered(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
+    fake: FakeDiscord, start_bot: StartBot
 ) -> None:
     lounge = fake.add_voice_channel("Lounge")
     bot = start_bot()
@@ -498,9 +498,7 @@ def test_app_commands_sync_invoke_and_respond(
         bot.stop()
 
 
-def test_button_click_reaches_the_view_callback(
-    fake: FakeDiscord, start_bot: Callable[..., BotThread]
-) -> None:
+def test_button_click_reaches_the_view_callback(fake: FakeDiscord, start_bot: StartBot) -> None:
     alice = fake.add_user("alice")
     bot = start_bot()
     clicked: list[int] = []

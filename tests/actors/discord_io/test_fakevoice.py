@@ -61,14 +61,16 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiscord]:
 
 
 @pytest.fixture
-def bot(fake: FakeDiscord) -> Iterator[BotThread]:
+def bot(fake: FakeDiscord) -> Iterator[BotThread[Recorder]]:
     thread = BotThread(lambda: Recorder(intents=discord.Intents.default())).start()
     thread.wait_ready()
     yield thread
     thread.stop()
 
 
-def _join(bot: BotThread, fake: FakeDiscord, channel_id: int) -> voice_recv.VoiceRecvClient:
+def _join(
+    bot: BotThread[Recorder], fake: FakeDiscord, channel_id: int
+) -> voice_recv.VoiceRecvClient:
     async def join(client: Recorder) -> voice_recv.VoiceRecvClient:
         guild = client.get_guild(fake.guild_id)
         assert guild is not None
@@ -87,7 +89,7 @@ def _join(bot: BotThread, fake: FakeDiscord, channel_id: int) -> voice_recv.Voic
     return vc
 
 
-def _leave(bot: BotThread, fake: FakeDiscord, vc: voice_recv.VoiceRecvClient) -> None:
+def _leave(bot: BotThread[Recorder], fake: FakeDiscord, vc: voice_recv.VoiceRecvClient) -> None:
     async def leave(client: Recorder) -> None:
         await vc.disconnect()
 
@@ -101,7 +103,7 @@ def _leave(bot: BotThread, fake: FakeDiscord, vc: voice_recv.VoiceRecvClient) ->
 
 
 def test_bot_audio_arrives_as_20ms_opus_frames_over_transport_encryption_only(
-    fake: FakeDiscord, bot: BotThread
+    fake: FakeDiscord, bot: BotThread[Recorder]
 ) -> None:
     lounge = fake.add_voice_channel("Lounge")
     vc = _join(bot, fake, lounge)
@@ -152,7 +154,7 @@ def test_bot_audio_arrives_as_20ms_opus_frames_over_transport_encryption_only(
 
 
 def test_each_users_speech_reaches_a_voice_recv_sink_under_their_id(
-    fake: FakeDiscord, bot: BotThread
+    fake: FakeDiscord, bot: BotThread[Recorder]
 ) -> None:
     lounge = fake.add_voice_channel("Lounge")
     alice = fake.add_user("alice")

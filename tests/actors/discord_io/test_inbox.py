@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 from actors.discord_io.config import DiscordConfig, DiscordState
 from actors.discord_io.inbox import Inbox
 from actors.discord_io.names import message_event_id, snowflake_at
+from actors.discord_io.port import SeenMessage
 from actors.discord_io.typing_indicator import TypingIndicators
 from schemas import ChatAck, ChatMessage, Event
 from tests.support.discord.memory import HEX, MemoryDiscord, eventually
+
+T = TypeVar("T")
 
 ANA, BOT = 501, 502
 DM, GENERAL, LOUNGE = 11, 12, 13
@@ -39,7 +43,7 @@ class Parts:
             state_changed=self.state_changed,
         )
 
-    def spawn(self, coro: Any, *, name: str) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self.tasks.append(task)
         return task
@@ -62,7 +66,7 @@ class Parts:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def run(scenario: Any) -> None:
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(scenario())
 
 
@@ -171,7 +175,7 @@ def test_catch_up_starts_at_the_last_seen_message_never_older_than_the_age_limit
         asked: list[int] = []
         history = parts.discord.history
 
-        def spy(channel_id: int, *, after: int, limit: int) -> Any:
+        def spy(channel_id: int, *, after: int, limit: int) -> AsyncIterator[SeenMessage]:
             asked.append(after)
             return history(channel_id, after=after, limit=limit)
 

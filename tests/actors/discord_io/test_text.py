@@ -58,7 +58,7 @@ def test_mentions_of_hex_are_removed() -> None:
 text_pieces = st.lists(
     st.one_of(
         st.text(
-            alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+            alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]),
             min_size=1,
             max_size=300,
         ),

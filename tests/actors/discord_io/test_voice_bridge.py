@@ -13,7 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,10 @@ from discord.ext import voice_recv  # noqa: E402
 from discord.opus import Decoder, Encoder  # noqa: E402
 
 from actors.discord_io.voice import FRAME_BYTES, BusAudioSource, UserAudioSink  # noqa: E402
+
+if TYPE_CHECKING:
+    from discord.types.channel import VoiceChannel as VoiceChannelPayload
+    from discord.types.guild import Guild as GuildPayload
 
 Samples = npt.NDArray[np.float32]
 FRAME = 960  # samples per channel in 20 ms at 48 kHz
@@ -88,7 +92,7 @@ def test_one_second_at_24k_plays_as_exactly_50_opus_ready_frames() -> None:
     assert np.array_equal(stereo[:, 0], stereo[:, 1])  # mono duplicated, not panned
     assert abs(rms(stereo[:, 0]) - rms(tone)) < 0.02 * rms(tone)
 
-    encoder, decoder, decoded = Encoder(), Decoder(), []
+    encoder, decoder, decoded = Encoder(), Decoder(), []  # type: ignore[no-untyped-call]
     for frame in frames:
         packet = encoder.encode(frame, FRAME)
         assert (
@@ -275,19 +279,23 @@ def client() -> discord.Client:
 def voice_client(client: discord.Client) -> Iterator[voice_recv.VoiceRecvClient]:
     """A real, unconnected VoiceRecvClient: its SSRC map and DAVE state are what the sink reads."""
     state = client._connection
-    guild = discord.Guild(data={"id": "10", "name": "hexhouse"}, state=state)
+    # Partial gateway payloads: only the fields these objects read (discord.py's types list all).
+    guild = discord.Guild(data=cast("GuildPayload", {"id": "10", "name": "hexhouse"}), state=state)
     channel = discord.VoiceChannel(
         state=state,
         guild=guild,
-        data={
-            "id": "20",
-            "name": "lounge",
-            "type": 2,
-            "position": 0,
-            "guild_id": "10",
-            "bitrate": 64000,
-            "user_limit": 0,
-        },
+        data=cast(
+            "VoiceChannelPayload",
+            {
+                "id": "20",
+                "name": "lounge",
+                "type": 2,
+                "position": 0,
+                "guild_id": "10",
+                "bitrate": 64000,
+                "user_limit": 0,
+            },
+        ),
     )
     vc = voice_recv.VoiceRecvClient(client, channel)
     yield vc
@@ -419,13 +427,13 @@ class KeyedSession:
 
     def __init__(self, members: set[int]) -> None:
         self.members = members
-        self.calls: list[tuple[int, Any]] = []
+        self.calls: list[tuple[int, davey.MediaType]] = []
 
     @staticmethod
     def seal(user_id: int, opus: bytes) -> bytes:
         return b"E2EE" + user_id.to_bytes(8, "big") + opus
 
-    def decrypt(self, user_id: int, media_type: Any, packet: bytes) -> bytes:
+    def decrypt(self, user_id: int, media_type: davey.MediaType, packet: bytes) -> bytes:
         self.calls.append((user_id, media_type))
         if user_id not in self.members:
             raise ValueError("Failed to decrypt: NoDecryptorForUser")
@@ -449,7 +457,7 @@ def test_dave_frames_are_decrypted_per_sender_and_passthrough_frames_used_as_is(
     )
     session = KeyedSession({ALICE, BOB})
     voice_client._connection.dave_protocol_version = 1
-    voice_client._connection.dave_session = session
+    voice_client._connection.dave_session = cast("davey.DaveSession", session)  # a stand-in
     a, b, c = opus_packets(300, 0.5), opus_packets(700, 0.5), opus_packets(500, 0.1)
     sink: UserAudioSink
 

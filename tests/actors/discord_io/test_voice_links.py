@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+
+import pytest
 
 from actors.discord_io.actor import DiscordActor
 from actors.discord_io.names import voice_conversation
@@ -157,7 +158,9 @@ def test_a_graceful_stop_leaves_every_channel_but_remembers_them_for_the_next_st
     run(scenario)
 
 
-def test_a_leave_discord_never_confirms_does_not_hold_up_the_stop(monkeypatch: Any) -> None:
+def test_a_leave_discord_never_confirms_does_not_hold_up_the_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def scenario(h: ActorHarness[DiscordActor], d: MemoryDiscord) -> None:
         import actors.discord_io.voice_links as voice_links
 

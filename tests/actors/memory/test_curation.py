@@ -46,8 +46,12 @@ def test_old_unimportant_memories_are_archived_never_anchors(parts: Parts) -> No
     ):
         parts.store.memories.add(
             Memory(
-                id=id, kind=kind, text=f"{id} text", importance=importance, created=now - 200 * DAY
-            )  # type: ignore[arg-type]
+                id=id,
+                kind=kind,  # type: ignore[arg-type]
+                text=f"{id} text",
+                importance=importance,
+                created=now - 200 * DAY,
+            )
         )
     parts.store.memories.add(Memory(id="fresh", text="fresh text", importance=0.1, created=now))
     assert parts.curation.age(now) == ["trivia"]

@@ -10,6 +10,7 @@ import re
 import zipfile
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import msgspec
 import pytest
@@ -434,7 +435,7 @@ def test_without_overlap_text_chunks_hold_the_words_exactly_once_in_order(
         assert "".join(got) == "".join(wanted)
 
 
-def mutated(draw: st.DrawFn, data: bytes) -> bytes:
+def mutated(draw: Callable[..., Any], data: bytes) -> bytes:
     out = bytearray(data[: draw(st.integers(len(data) // 2, len(data)))])
     for _ in range(draw(st.integers(0, 8))):
         out[draw(st.integers(0, len(out) - 1))] = draw(st.integers(0, 255))

@@ -281,7 +281,7 @@ def test_a_sound_file_that_lags_the_store_catches_up_without_a_rebuild(
     with capture_logs() as logs:
         index = VectorIndex.open(path, DIM, rows_of(both, [*labels, 999]), expected_labels=set(now))
     assert rebuilds(logs) == []
-    assert next(e for e in logs if e["event"] == "vectors.caught_up") | {"seconds": 0} == {
+    assert {**next(e for e in logs if e["event"] == "vectors.caught_up"), "seconds": 0} == {
         "event": "vectors.caught_up",
         "path": str(path),
         "added": 1,

@@ -24,13 +24,13 @@ from schemas import (
     Reply,
     ReplyMeta,
 )
-from tests.support.harness import FAST_BUS, REPO, poll_for
+from tests.support.harness import FAST_BUS, REPO, HexFactory, poll_for
 from tests.support.memory import OWNER, add, memory_config, search, start
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 
-def test_manual_memories_are_found_by_meaning_and_by_exact_words(hex_factory) -> None:
+def test_manual_memories_are_found_by_meaning_and_by_exact_words(hex_factory: HexFactory) -> None:
     hx = start(hex_factory)
     bees = add(hx, "Ana keeps three beehives on her balcony", person_id="ana", importance=0.8)
     add(hx, "Ana's favourite colour is teal", person_id="ana")
@@ -46,7 +46,9 @@ def test_manual_memories_are_found_by_meaning_and_by_exact_words(hex_factory) ->
     assert hits[0].source == "manual" and hits[0].score > 0
 
 
-def test_conversation_turns_and_extracted_facts_carry_their_provenance(hex_factory) -> None:
+def test_conversation_turns_and_extracted_facts_carry_their_provenance(
+    hex_factory: HexFactory,
+) -> None:
     hx = start(hex_factory)
 
     async def converse() -> tuple[str, str]:
@@ -108,7 +110,9 @@ def test_conversation_turns_and_extracted_facts_carry_their_provenance(hex_facto
     assert found[hits[0].id]["turn_ids"] == [message_id] and all("score" in d for d in data)
 
 
-def test_corrections_lower_confidence_and_hits_are_marked_for_hedging(hex_factory) -> None:
+def test_corrections_lower_confidence_and_hits_are_marked_for_hedging(
+    hex_factory: HexFactory,
+) -> None:
     hx = start(hex_factory)
     wrong = add(hx, "Ana is allergic to peanuts", person_id="ana")
     report = asyncio.run(
@@ -125,7 +129,9 @@ def test_corrections_lower_confidence_and_hits_are_marked_for_hedging(hex_factor
     assert all(h.id != wrong for h in search(hx, "allergy", person_id="ana"))
 
 
-def test_forgetting_a_person_is_for_owners_and_removes_everything_about_them(hex_factory) -> None:
+def test_forgetting_a_person_is_for_owners_and_removes_everything_about_them(
+    hex_factory: HexFactory,
+) -> None:
     hx = start(hex_factory)
     add(hx, "Bo plays the cello", person_id="bo")
     add(hx, "Bo's birthday is in May", person_id="bo")
@@ -139,7 +145,7 @@ def test_forgetting_a_person_is_for_owners_and_removes_everything_about_them(hex
     assert [h for h in search(hx, "cello birthday", person_id="bo") if h.person_id == "bo"] == []
 
 
-def test_cli_add_search_export(hex_factory, tmp_path: Path) -> None:
+def test_cli_add_search_export(hex_factory: HexFactory, tmp_path: Path) -> None:
     hx = start(hex_factory)
     out = hx.cli(
         "memory",
@@ -166,7 +172,9 @@ def test_cli_add_search_export(hex_factory, tmp_path: Path) -> None:
     assert "embedding" not in rows[0]
 
 
-def test_killed_mid_write_storm_loses_and_doubles_nothing_and_indexes_agree(hex_factory) -> None:
+def test_killed_mid_write_storm_loses_and_doubles_nothing_and_indexes_agree(
+    hex_factory: HexFactory,
+) -> None:
     hx = start(hex_factory)
     n = 60
 
@@ -201,7 +209,7 @@ def test_killed_mid_write_storm_loses_and_doubles_nothing_and_indexes_agree(hex_
     assert hits[0].text == "storm fact number 33 about lanterns"
 
 
-def test_index_file_deleted_or_corrupted_is_rebuilt_from_duckdb(hex_factory) -> None:
+def test_index_file_deleted_or_corrupted_is_rebuilt_from_duckdb(hex_factory: HexFactory) -> None:
     hx = start(hex_factory)
     ids = [add(hx, f"fact {i}: the lighthouse keeper owns {i} lanterns") for i in range(5)]
     pid = hx.pid("memory")
@@ -219,13 +227,13 @@ def test_index_file_deleted_or_corrupted_is_rebuilt_from_duckdb(hex_factory) -> 
     assert "vectors.rebuild" in hx.log()
 
 
-def test_missing_embedding_model_is_one_line_in_status(hex_factory) -> None:
+def test_missing_embedding_model_is_one_line_in_status(hex_factory: HexFactory) -> None:
     hx = hex_factory(memory_config(embedder="/nowhere/model")).start(wait_live=False)
     status = hx.wait_state({"broker": "live", "memory": "failed"}, timeout=60)
     assert "/nowhere/model" in status["memory"]["reason"] and status["memory"]["restarts"] == 0
 
 
-def test_hexbus_memory_without_a_memory_actor_says_so(hex_factory) -> None:
+def test_hexbus_memory_without_a_memory_actor_says_so(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS).start()
     out = subprocess.run(
         [sys.executable, "-m", "hexbus.cli", "memory", "search", "x", "--run-dir", str(hx.run_dir)],
@@ -237,7 +245,7 @@ def test_hexbus_memory_without_a_memory_actor_says_so(hex_factory) -> None:
     assert out.returncode == 1 and "memory actor did not answer" in out.stderr
 
 
-def test_old_unimportant_memories_are_archived_not_deleted(hex_factory) -> None:
+def test_old_unimportant_memories_are_archived_not_deleted(hex_factory: HexFactory) -> None:
     hx = start(
         hex_factory, archive_after_days=1 / 86400, aging_interval_s=0.5
     )  # "old" after one second
@@ -262,7 +270,7 @@ def test_old_unimportant_memories_are_archived_not_deleted(hex_factory) -> None:
     assert "memory.archived" in hx.log()
 
 
-def test_suggestions_wait_for_approval_and_a_rejected_one_is_gone(hex_factory) -> None:
+def test_suggestions_wait_for_approval_and_a_rejected_one_is_gone(hex_factory: HexFactory) -> None:
     hx = start(hex_factory, suggestions=True)
 
     async def suggest() -> list[MemoryChanged]:

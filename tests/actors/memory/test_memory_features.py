@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -33,7 +33,7 @@ from schemas import (
     ReplyMeta,
 )
 from tests.support.brain import brain_toml
-from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
+from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
 from tests.support.memory import add, memory_config, search
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
@@ -82,7 +82,9 @@ def changes_so_far(hx: Hex) -> list[MemoryChanged]:
 # -- episodic turns and history import ---------------------------------------------------------
 
 
-def test_a_persons_turns_are_searchable_verbatim_and_hexs_own_words_are_not(hex_factory) -> None:
+def test_a_persons_turns_are_searchable_verbatim_and_hexs_own_words_are_not(
+    hex_factory: HexFactory,
+) -> None:
     hx = start(hex_factory)
 
     async def converse() -> str:
@@ -134,7 +136,7 @@ def test_a_persons_turns_are_searchable_verbatim_and_hexs_own_words_are_not(hex_
 
 
 def test_history_import_keeps_original_ids_reports_bad_lines_and_is_idempotent(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     hx = start(hex_factory)
     history = tmp_path / "old-bot.jsonl"
@@ -195,7 +197,7 @@ def test_history_import_keeps_original_ids_reports_bad_lines_and_is_idempotent(
     )  # the bot's line is history, not memory
 
 
-def test_retrieval_quality_on_a_written_conversation_set(hex_factory) -> None:
+def test_retrieval_quality_on_a_written_conversation_set(hex_factory: HexFactory) -> None:
     """recall@10 of the evidence turns for 40 paraphrased questions over a 260-line history.
 
     Floor 0.70, justified: ten random picks among the history's person turns recall about 0.06, so
@@ -249,7 +251,7 @@ def make_pdf(path: Path, pages: list[str]) -> None:
 
 
 def test_documents_become_chunks_with_provenance_and_bad_ones_store_nothing(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     from openpyxl import Workbook
 
@@ -309,7 +311,7 @@ def test_documents_become_chunks_with_provenance_and_bad_ones_store_nothing(
 
 
 def test_a_document_over_the_size_limit_is_refused_with_the_limit(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     hx = start(hex_factory, extra="[actors.memory.config.documents]\nmax_bytes = 1000\n")
     big = tmp_path / "big.txt"
@@ -334,7 +336,7 @@ def journal_files(hx: Hex) -> dict[str, str]:
 
 
 def test_notable_moments_become_journal_files_that_people_can_edit_add_and_delete(
-    hex_factory,
+    hex_factory: HexFactory,
 ) -> None:
     hx = start(hex_factory, journal_scan_s=0.3)
 
@@ -424,7 +426,7 @@ def test_notable_moments_become_journal_files_that_people_can_edit_add_and_delet
     assert adopted["id"] not in {r["id"] for r in export(hx)}
 
 
-def test_a_broken_journal_file_is_reported_and_its_memory_kept(hex_factory) -> None:
+def test_a_broken_journal_file_is_reported_and_its_memory_kept(hex_factory: HexFactory) -> None:
     hx = start(hex_factory, journal_scan_s=0.3)
     memory = add(
         hx, "The day Hex first met the whole Discord server", kind="journal", importance=0.8
@@ -444,7 +446,9 @@ def test_a_broken_journal_file_is_reported_and_its_memory_kept(hex_factory) -> N
 # -- contradictions and summaries -------------------------------------------------------------
 
 
-def test_a_newer_contradicting_fact_supersedes_the_older_and_the_pair_is_kept(hex_factory) -> None:
+def test_a_newer_contradicting_fact_supersedes_the_older_and_the_pair_is_kept(
+    hex_factory: HexFactory,
+) -> None:
     judge = actor_toml("judge", "tests.actors.memory.peers:ScriptedJudge")
     hx = start(hex_factory, extra=judge, hygiene_interval_s=0.2)
     porto = add(hx, "Maya lives in Porto", person_id="maya")
@@ -473,7 +477,7 @@ def test_a_newer_contradicting_fact_supersedes_the_older_and_the_pair_is_kept(he
 
 
 def test_old_turns_are_summarised_by_the_brains_model_with_their_turns_as_provenance(
-    hex_factory, tmp_path: Path
+    hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     home = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
     config = brain_toml(home) + memory_config(
@@ -524,7 +528,9 @@ def test_old_turns_are_summarised_by_the_brains_model_with_their_turns_as_proven
         assert fact["quote"] and set(fact["turn_ids"]) <= {f"c{i}" for i in range(0, 8, 2)}
 
 
-def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(hex_factory) -> None:
+def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(
+    hex_factory: HexFactory,
+) -> None:
     hx = start(hex_factory, journal_scan_s=0.5)
     n = 40
     seed = random.randrange(1 << 30)
@@ -538,7 +544,7 @@ def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(hex_
         client = BusClient(hx.endpoints, "stormer")
         client.start()
         for i in range(n):
-            kind = "journal" if i % 4 == 0 else "fact"
+            kind: Literal["journal", "fact"] = "journal" if i % 4 == 0 else "fact"
             await client.publish_durable(
                 MemoryAdd(text=f"storm {kind} number {i} about lighthouses", kind=kind)
             )
@@ -581,7 +587,7 @@ def test_memory_writes_survive_sigkills_and_duckdb_index_and_journals_agree(hex_
 
 
 def test_the_persons_profile_with_their_roster_comes_with_every_query_about_them(
-    hex_factory,
+    hex_factory: HexFactory,
 ) -> None:
     hx = start(hex_factory)
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from hexbus.bus import BusClient
 from hexbus.codec import Envelope
+from schemas import Event
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import FAST_BUS, Hex, actor_toml, poll_for
+
+E = TypeVar("E", bound=Event)
 
 BRAIN = actor_toml(
     "brain",
@@ -90,6 +93,15 @@ def journal(hx: Hex, prefixes: list[str]) -> list[Envelope]:
         return found
 
     return asyncio.run(asyncio.wait_for(read(), 20))
+
+
+def bodies(hx: Hex, prefixes: list[str], kind: type[E]) -> list[E]:
+    """The events journaled on ``prefixes`` so far, each checked to be a ``kind``."""
+    found: list[E] = []
+    for envelope in journal(hx, prefixes):
+        assert isinstance(envelope.body, kind), envelope.body
+        found.append(envelope.body)
+    return found
 
 
 def wait_reply(
