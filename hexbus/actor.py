@@ -192,16 +192,7 @@ class Actor(Generic[C, S]):
         (a streamed reply) passes its own deterministic ``event_id`` instead.
         """
         current = _current.get()
-        if event_id:
-            return await self.bus.publish(
-                event,
-                key=key,
-                blob=blob,
-                event_id=event_id,
-                causation=causation,
-                correlation=correlation,
-            )
-        if current is not None:
+        if not event_id and current is not None:
             cause, counter = current
             counter[0] += 1
             causation = cause.id
@@ -268,7 +259,8 @@ class Actor(Generic[C, S]):
 
         The task is named ``<actor>.<name>`` and tracked: if it raises, the failure is logged
         and published as ``sys.actor.<actor>.error`` (the actor goes on); on stop it is
-        cancelled and awaited before :meth:`teardown`. Use it for every background task.
+        cancelled and awaited before :meth:`teardown` (one that ignores its cancellation past
+        its share of ``stop_grace_s`` is logged by name and left). Use it for every background task.
         """
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.name}.{name}")
         self._tasks.add(task)
@@ -316,6 +308,9 @@ class Actor(Generic[C, S]):
             value = await self.offload(model.get)
         except ModelMissing:
             self.detail = f"{model.name} missing"
+            raise
+        except BaseException:
+            self.detail = f"{model.name} failed to load"
             raise
         took = model.load_s or 0.0
         self.detail = f"{model.name} {took:.1f}s"

@@ -208,7 +208,14 @@ def cmd_send(args: argparse.Namespace) -> None:
 
 
 def cmd_deadletter(args: argparse.Namespace) -> None:
-    from hexbus.deadletter import LetterError, drop, open_letters, read_letters, redrive
+    from hexbus.deadletter import (
+        LetterError,
+        drop,
+        find_letter,
+        open_letters,
+        read_letters,
+        redrive,
+    )
 
     endpoints = endpoints_of(run_dir_of(args))
     try:
@@ -234,17 +241,14 @@ def cmd_deadletter(args: argparse.Namespace) -> None:
             return
         for letter, _ in shown:
             print(
-                f"{letter.event_id}  {letter.actor}  {letter.topic}  offset {letter.offset}  "
+                f"{letter.actor}/{letter.event_id}  {letter.topic}  offset {letter.offset}  "
                 f"{letter.cause} x{letter.attempts}  {letter.error}"
             )
         if not shown:
             print("no dead letters")
         return
-    found = dead.get(args.id)
-    if found is None:
-        fail(f"no dead letter {args.id!r}: `hexbus deadletter list` shows them")
-    letter, blob = found
     try:
+        letter, blob = find_letter(dead, args.id)
         if args.action == "drop":
             asyncio.run(drop(endpoints, letter))
             print(f"dropped {letter.event_id} ({letter.actor}, {letter.topic})")
@@ -360,11 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="one JSON array of letters")
     a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
     a = letters.add_parser("retry", help="apply a dead letter again, once its fault is fixed")
-    a.add_argument("id", help="the event id `list` shows")
+    a.add_argument("id", help="ACTOR/EVENT_ID as `list` shows it (the event id alone if unique)")
     a.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the actor")
     a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
     a = letters.add_parser("drop", help="give a dead letter up for good")
-    a.add_argument("id", help="the event id `list` shows")
+    a.add_argument("id", help="ACTOR/EVENT_ID as `list` shows it (the event id alone if unique)")
     a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
     p.set_defaults(fn=cmd_deadletter)
 

@@ -90,7 +90,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     bus.start()
     data_dir = Path(spec.data_dir) / "actors" / name
     snapshot_path = data_dir / "snapshot.msgpack"
-    state, offset, recent = load_snapshot(snapshot_path, cls.state_type, log)
+    state, offset, recent, dead = load_snapshot(snapshot_path, cls.state_type, log)
     actor = cls(name, config, state if state is not None else cls.state_type(), bus, data_dir)
     actor.config_dir = Path(spec.config_dir) if spec.config_dir else Path.cwd()
     process = psutil.Process()
@@ -128,6 +128,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         snapshot_path=snapshot_path,
         applied_offset=offset,
         recent_ids=recent,
+        dead_offsets=dead,
         dead_letter_after=spec.actor.dead_letter_after,
         retry_backoff_s=spec.actor.retry_backoff_s,
         crash_marker=CrashMarker(data_dir / "inflight"),
@@ -158,6 +159,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     ]
     code = 0
     clean = True
+    stop_by: float | None = None  # once a stop begins: the supervisor SIGKILLs at stop_grace_s
     try:
         await actor.setup()
         resume = actor.resume_offset()
@@ -165,6 +167,11 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
             log.info(
                 "actor.resume_from_store", store_offset=resume, snapshot_offset=runtime.applied
             )
+            if resume < runtime.applied:
+                # The store is behind the snapshot (events it never commits, or a store restored
+                # from an older copy): everything after its offset is handled again, so the
+                # snapshot's recent ids must not skip any of it. Dead-lettered offsets stay dead.
+                runtime.recent.clear()
             runtime.applied = resume
         if cls.subscribes:
             runtime.state = "replaying"
@@ -183,6 +190,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         runtime.stopping.set()
         runtime.wake.set()
         stop.cancel()
+        stop_by = loop.time() + spec.actor.stop_grace_s * 0.9
         try:
             await asyncio.wait_for(asyncio.shield(dispatch), spec.actor.stop_grace_s / 3)
         except TimeoutError:
@@ -202,18 +210,24 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         log.exception("actor.crashed")
         code = 1
     runtime.state = "stopping"
+    deadline = stop_by if stop_by is not None else loop.time() + spec.actor.stop_grace_s * 0.9
+
+    def left(share: float = 1.0) -> float:
+        """A share of the time left before the deadline, for one stage of stopping."""
+        return max(0.05, (deadline - loop.time()) * share)
+
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await actor.stop_tasks(spec.actor.stop_grace_s / 3)
+    await actor.stop_tasks(left(1 / 3))
     if code == 0:
-        if clean:
+        if clean and not runtime.unclean:
             await runtime.snapshot()
-        flushed = await bus.flush(spec.actor.stop_grace_s / 2)
+        flushed = await bus.flush(left(1 / 2))
         if not flushed:
             log.warning("actor.unflushed", pending=len(bus.producer.outbox))
         try:
-            await asyncio.wait_for(actor.teardown(), spec.actor.stop_grace_s / 2)
+            await asyncio.wait_for(actor.teardown(), left())
         except Exception:
             log.exception("actor.teardown_failed")
     actor.shutdown_executors()

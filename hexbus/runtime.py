@@ -6,32 +6,32 @@ Dispatch order: control events (stop, ping, snapshot, reload) first, then durabl
 volatile events in turn. A durable event is applied once: offsets at or below the applied
 offset and recently applied ids are skipped; a handler that raises is retried with backoff,
 and dead-lettered (:mod:`hexbus.deadletter`) after ``dead_letter_after`` failures or process
-deaths. Snapshots (state, applied offset, recent ids) are written between handlers only, so
-no half-applied event is ever saved.
+deaths; a dead-lettered offset is saved in a snapshot at once and skipped by every later
+process. Snapshots (state, applied offset, recent ids, dead offsets) are written between
+handlers only, and not at all after a stop that came between two retries of a handler, so no
+half-applied event is ever saved.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
-from hexbus import codec
 from hexbus.actor import Actor, _current
 from hexbus.codec import Envelope
-from hexbus.deadletter import CrashMarker
+from hexbus.deadletter import REDRIVEN, CrashMarker, Letters
 from hexbus.files import write_atomic
 from schemas import (
     CONTROL_TAGS,
     ActorLifecycle,
-    DeadLetter,
-    DeadLetterCause,
     Delivery,
     Ping,
     Pong,
@@ -47,6 +47,15 @@ from schemas import (
 S = TypeVar("S", bound=msgspec.Struct)
 
 
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    DEAD = "dead"  # dead-lettered: applied in the sense that the actor goes on without it
+    STOPPED = "stopped"  # a stop came between retries: not applied
+
+
+APPLIED, DEAD, STOPPED = Outcome.APPLIED, Outcome.DEAD, Outcome.STOPPED
+
+
 class SnapshotFile(msgspec.Struct, kw_only=True):
     version: int = 1
     actor: str
@@ -54,6 +63,7 @@ class SnapshotFile(msgspec.Struct, kw_only=True):
     written_at: float
     state: msgspec.Raw
     recent_ids: list[str] = []
+    dead_offsets: list[int] = []  # durable offsets dead-lettered: never handled again
 
 
 class Runtime:
@@ -70,6 +80,7 @@ class Runtime:
         snapshot_path: Path,
         applied_offset: int,
         recent_ids: list[str],
+        dead_offsets: list[int] | None = None,
         dead_letter_after: int = 3,
         retry_backoff_s: float = 0.1,
         crash_marker: CrashMarker | None = None,
@@ -102,6 +113,12 @@ class Runtime:
         self.retry_backoff_s = retry_backoff_s
         self.crash_marker = crash_marker
         self.redrive_topic = f"{tag_of(Redrive)}.{actor.name}"
+        self.letters = Letters(actor.name, self.bus, actor.log)
+        # Offsets given up on: skipped on every replay, whatever offset the actor resumes from.
+        self.dead: OrderedDict[int, None] = OrderedDict((o, None) for o in dead_offsets or ())
+        self.unclean = False  # stopped between retries: the state holds a half-applied event
+        self.waiting: set[asyncio.Task[None]] = set()
+        self.flush_timeout_s = 5.0
         actor._state_changed = self.mark_dirty  # type: ignore[method-assign]
 
     def mark_dirty(self, now: bool = False) -> None:
@@ -153,7 +170,9 @@ class Runtime:
             try:
                 self.durable.put_nowait((_LIVE, None))
             except asyncio.QueueFull:
-                asyncio.get_running_loop().create_task(self.durable.put((_LIVE, None)))
+                waiting = asyncio.get_running_loop().create_task(self.durable.put((_LIVE, None)))
+                self.waiting.add(waiting)  # the loop keeps only a weak reference
+                waiting.add_done_callback(self.waiting.discard)
             self.wake.set()
 
         feed.on_live = live
@@ -203,150 +222,92 @@ class Runtime:
                 await self.call_handler(envelope, blob)
 
     async def apply_durable(self, envelope: Envelope, blob: bytes | None) -> None:
-        if envelope.offset <= self.applied:
+        offset = envelope.offset
+        if offset <= self.applied:
             return
         future = self.actor._pending.get(envelope.correlation) if envelope.correlation else None
+        outcome = APPLIED
         if future is not None and not future.done():
             future.set_result((envelope, blob))
+        elif offset in self.dead:
+            outcome = DEAD  # given up on by an earlier process: never handled again
         elif envelope.id not in self.recent:
-            if not await self.apply(envelope, blob):
-                return  # stopped between retries: not applied, so the next process handles it
-            self.recent[envelope.id] = None
-            if len(self.recent) > self.actor.dedup_window:
-                self.recent.popitem(last=False)
-        self.applied = envelope.offset
+            outcome = await self.apply(envelope, blob)
+            if outcome is STOPPED:
+                # Not applied, so the next process handles it; and no snapshot from here on,
+                # since the failed attempts may have changed the state.
+                self.unclean = True
+                return
+            self.remember(envelope.id)
+        self.applied = offset
         self.dirty = True
         self.since_snapshot += 1
-        await self.maybe_snapshot()
+        if outcome is DEAD and offset not in self.dead:
+            # The decision must outlive this process before the crash marker forgets the
+            # deaths: a letter acknowledged, then a snapshot that skips the offset for good.
+            self.dead[offset] = None
+            while len(self.dead) > self.actor.dedup_window:
+                self.dead.popitem(last=False)
+            await self.bus.flush(self.flush_timeout_s)
+            await self.snapshot()
+        else:
+            await self.maybe_snapshot()
+        if self.crash_marker is not None:
+            self.crash_marker.finish(offset)
 
-    async def apply(self, envelope: Envelope, blob: bytes | None) -> bool:
+    def remember(self, event_id: str) -> None:
+        self.recent[event_id] = None
+        if len(self.recent) > self.actor.dedup_window:
+            self.recent.popitem(last=False)
+
+    async def apply(self, envelope: Envelope, blob: bytes | None) -> Outcome:
         """Handle one durable event: retried with backoff while its handler raises, dead-lettered
-        after ``dead_letter_after`` failures or process deaths. False if a stop came first."""
+        after ``dead_letter_after`` failures or process deaths."""
         offset = envelope.offset
-        target, target_blob, redriven = envelope, blob, False
+        target, redrive = envelope, ""
         if envelope.topic == self.redrive_topic and isinstance(envelope.body, Redrive):
-            original = self.redriven(envelope)
+            original = await self.letters.redriven(envelope, self.recent)
             if original is None:
-                return True
+                return APPLIED  # reported; nothing to apply
             # The event as it first came, at the redrive's offset: a store that commits offsets
             # (memory) must never see one go backwards.
-            target, redriven = msgspec.structs.replace(original, offset=offset), True
+            target, redrive = msgspec.structs.replace(original, offset=offset), envelope.id
         marker = self.crash_marker
-        crashes = marker.crashes_at(offset) if marker is not None else 0
+        crashes = marker.crashes_at(offset, envelope.id) if marker is not None else 0
         if crashes >= self.dead_letter_after:
-            await self.dead_letter(
-                target,
-                target_blob,
-                "crashed",
-                crashes,
-                f"the process died {crashes} times while handling it",
-            )
-            if marker is not None:
-                marker.finish(offset)
-            return True
-        cause = envelope.id if redriven else ""
+            died = f"the process died {crashes} times while handling it"
+            await self.letters.dead(target, blob, "crashed", crashes, died, redrive)
+            return DEAD
         if marker is not None:
-            marker.start(offset)
+            marker.start(offset, envelope.id)
         delay, attempts = self.retry_backoff_s, 0
-        try:
-            while True:
-                error = await self.call_handler(target, target_blob)
-                attempts += 1
-                if error is None:
-                    if redriven:
-                        await self.publish_letter(
-                            target, "retried", "raised", attempts, "", None, envelope.id
-                        )
-                    return True
-                if attempts >= self.dead_letter_after:
-                    await self.dead_letter(target, target_blob, "raised", attempts, error, cause)
-                    return True
-                self.actor.log.warning(
-                    "actor.handler_retry",
-                    event_id=target.id,
-                    offset=offset,
-                    attempt=attempts,
-                    retry_in_s=delay,
-                )
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), delay)
-                except TimeoutError:
-                    pass
-                if self.stopping.is_set():
-                    return False
-                delay = min(delay * 2, 5.0)
-        finally:
-            if marker is not None:
-                marker.finish(offset)
-
-    def redriven(self, envelope: Envelope) -> Envelope | None:
-        """The original event a :class:`schemas.Redrive` carries, or None (logged) if unreadable."""
-        redrive = envelope.body
-        assert isinstance(redrive, Redrive)
-        try:
-            original, _ = codec.decode_message([redrive.topic.encode(), redrive.envelope])
-        except codec.RejectedFrame as exc:
-            self.actor.log.error(
-                "actor.redrive_unreadable", event_id=redrive.event_id, error=str(exc)
+        while True:
+            failure = await self.call_handler(target, blob)
+            attempts += 1
+            if failure is None:
+                if redrive:
+                    self.remember(REDRIVEN + target.id)
+                    await self.letters.retried(target, attempts, redrive)
+                return APPLIED
+            if attempts >= self.dead_letter_after:
+                await self.letters.dead(target, blob, "raised", attempts, failure, redrive)
+                return DEAD
+            self.actor.log.warning(
+                "actor.handler_retry",
+                event_id=target.id,
+                offset=offset,
+                attempt=attempts,
+                retry_in_s=delay,
             )
-            return None
-        return original
-
-    async def dead_letter(
-        self,
-        envelope: Envelope,
-        blob: bytes | None,
-        cause: DeadLetterCause,
-        attempts: int,
-        error: str,
-        causation: str = "",
-    ) -> None:
-        self.actor.log.error(
-            "actor.dead_letter",
-            event_id=envelope.id,
-            topic=envelope.topic,
-            offset=envelope.offset,
-            cause=cause,
-            attempts=attempts,
-            error=error,
-            hint=f"hexbus deadletter list --actor {self.actor.name}; retry it once the fault is fixed",
-        )
-        await self.publish_letter(envelope, "dead", cause, attempts, error, blob, causation)
-
-    async def publish_letter(
-        self,
-        envelope: Envelope,
-        status: Literal["dead", "retried"],
-        cause: DeadLetterCause,
-        attempts: int,
-        error: str,
-        blob: bytes | None,
-        causation: str = "",
-    ) -> None:
-        letter = DeadLetter(
-            actor=self.actor.name,
-            event_id=envelope.id,
-            offset=envelope.offset,
-            topic=envelope.topic,
-            status=status,
-            cause=cause,
-            attempts=attempts,
-            error=error[:1000],
-            envelope=codec.encode(envelope) if status == "dead" else b"",
-        )
-        token = _current.set(None)
-        try:
-            await self.bus.publish(
-                letter,
-                key=self.actor.name,
-                blob=blob if status == "dead" else None,
-                event_id=codec.derived_id(
-                    envelope.id, self.actor.name, status, str(envelope.offset)
-                ),
-                causation=causation,
-            )
-        finally:
-            _current.reset(token)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            except TimeoutError:
+                pass
+            if self.stopping.is_set():
+                if marker is not None:
+                    marker.finish(offset)  # a stop, not a death
+                return STOPPED
+            delay = min(delay * 2, 5.0)
 
     async def call_handler(self, envelope: Envelope, blob: bytes | None) -> str | None:
         """Run the handler for one event; the error it raised (logged and reported), or None."""
@@ -423,6 +384,7 @@ class Runtime:
                 written_at=time.time(),
                 state=msgspec.Raw(msgspec.msgpack.encode(self.actor.state)),
                 recent_ids=list(self.recent),
+                dead_offsets=list(self.dead),
             )
         )
         self.dirty = False
@@ -459,12 +421,17 @@ _LIVE: Envelope = Envelope(
 )
 
 
-def load_snapshot(path: Path, state_type: type[S], log: Any) -> tuple[S | None, int, list[str]]:
-    """Load a snapshot; a damaged one is set aside and the actor replays from the start of the journal."""
+def load_snapshot(
+    path: Path, state_type: type[S], log: Any
+) -> tuple[S | None, int, list[str], list[int]]:
+    """Load a snapshot: state, applied offset, recent event ids, dead-lettered offsets.
+
+    A damaged one is set aside and the actor replays from the start of the journal.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None, 0, []
+        return None, 0, [], []
     try:
         snap = msgspec.msgpack.decode(data, type=SnapshotFile)
         state = msgspec.msgpack.decode(snap.state, type=state_type)
@@ -478,8 +445,8 @@ def load_snapshot(path: Path, state_type: type[S], log: Any) -> tuple[S | None, 
             error=str(exc),
             hint="replaying the whole journal instead",
         )
-        return None, 0, []
-    return state, snap.offset, snap.recent_ids
+        return None, 0, [], []
+    return state, snap.offset, snap.recent_ids, snap.dead_offsets
 
 
 __all__ = ["Runtime", "SnapshotFile", "load_snapshot"]

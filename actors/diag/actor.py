@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import msgspec
 import zmq
@@ -35,14 +35,16 @@ class CountState(msgspec.Struct):
     last_n: int = 0
 
 
-class CounterActor(Actor[NoConfig, CountState]):
-    """Counts every durable probe exactly once, across crashes; answers ``count?`` probes."""
+C = TypeVar("C", bound=msgspec.Struct)
+
+
+class Counting(Actor[C, CountState]):
+    """What the counting actors share: the tally, and the answer to ``count?`` probes."""
 
     subscribes: ClassVar[tuple[str, ...]] = ("probe.durable", "probe.volatile.count")
     state_type = CountState
 
-    @on(ProbeDurable)
-    async def count(self, event: ProbeDurable) -> None:
+    def tally(self, event: ProbeDurable) -> None:
         self.state.count += 1
         self.state.total += event.n
         self.state.last_n = event.n
@@ -51,6 +53,14 @@ class CounterActor(Actor[NoConfig, CountState]):
     async def report(self, event: ProbeVolatile) -> None:
         if event.note == "count?":
             await self.respond(ProbeVolatile(n=self.state.count, note=f"total={self.state.total}"))
+
+
+class CounterActor(Counting[NoConfig]):
+    """Counts every durable probe exactly once, across crashes; answers ``count?`` probes."""
+
+    @on(ProbeDurable)
+    async def count(self, event: ProbeDurable) -> None:
+        self.tally(event)
 
 
 class EchoActor(Actor[NoConfig, NoState]):
@@ -106,13 +116,11 @@ class PoisonConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fixed: bool = False  # true: the "bug" is fixed, poison probes are counted like the others
 
 
-class PoisonActor(Actor[PoisonConfig, CountState]):
+class PoisonActor(Counting[PoisonConfig]):
     """Counts durable probes, but one whose note is ``raise`` makes its handler raise and one whose
     note is ``die`` kills the process, until ``fixed`` is set: dead letters, seen from outside."""
 
-    subscribes: ClassVar[tuple[str, ...]] = ("probe.durable", "probe.volatile.count")
     config_type = PoisonConfig
-    state_type = CountState
 
     @on(ProbeDurable)
     async def count(self, event: ProbeDurable) -> None:
@@ -120,14 +128,7 @@ class PoisonActor(Actor[PoisonConfig, CountState]):
             raise ValueError(f"diag poison actor: cannot apply probe {event.n}")
         if not self.config.fixed and event.note == "die":
             os._exit(70)  # as a segfault in a native library would: no cleanup, no snapshot
-        self.state.count += 1
-        self.state.total += event.n
-        self.state.last_n = event.n
-
-    @on(ProbeVolatile)
-    async def report(self, event: ProbeVolatile) -> None:
-        if event.note == "count?":
-            await self.respond(ProbeVolatile(n=self.state.count, note=f"total={self.state.total}"))
+        self.tally(event)
 
 
 class CrashActor(Actor[NoConfig, NoState]):

@@ -21,7 +21,7 @@ import fcntl
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,9 @@ class Supervisor:
         self.nvml: Any = None
         self._lock_fd = self._lock()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = (
+            set()
+        )  # one-off work: spawns after backoff, restarts
 
     def _lock(self) -> int:
         fd = os.open(self.run_dir / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -152,6 +155,19 @@ class Supervisor:
         )
 
     # -- lifecycle --------------------------------------------------------------
+
+    def in_background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run one-off work without waiting for it, holding a reference until it ends (the loop
+        keeps only weak ones) and logging a failure rather than leaving it to the collector."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._background.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("supervisor.task_failed", task=name, exc_info=task.exception())
+
+        task.add_done_callback(done)
 
     def emit(self, watcher: Watcher, change: str, **fields: Any) -> None:
         event = ActorLifecycle(actor=watcher.name, change=change, **fields)  # type: ignore[arg-type]
@@ -236,7 +252,7 @@ class Supervisor:
         )
         loop = asyncio.get_running_loop()
         watcher.restart_handle = loop.call_later(
-            backoff, lambda: loop.create_task(self.spawn(watcher))
+            backoff, lambda: self.in_background(self.spawn(watcher), f"spawn-{watcher.name}")
         )
 
     # -- watching ---------------------------------------------------------------
@@ -380,7 +396,7 @@ class Supervisor:
                     return ControlReply(
                         ok=False, error=f"no actor named {request.name!r} (running: {known})"
                     )
-                asyncio.get_running_loop().create_task(self.restart(watcher))
+                self.in_background(self.restart(watcher), f"restart-{watcher.name}")
                 return ControlReply(ok=True, message=f"restarting {watcher.name}")
             case "stop":
                 asyncio.get_running_loop().call_later(0.05, self.shutting_down.set)

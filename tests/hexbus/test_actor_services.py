@@ -10,11 +10,14 @@ from typing import ClassVar
 
 import msgspec
 import pytest
+import structlog
 
+from actors.diag.actor import CountState
 from hexbus import Actor, LazyModel, ModelMissing, NoConfig, NoState, on
 from hexbus.codec import decode_message
-from hexbus.deadletter import CrashMarker, open_letters
+from hexbus.deadletter import CrashMarker, LetterError, find_letter, open_letters
 from hexbus.models import package_folder, require_file
+from hexbus.runtime import load_snapshot
 from hexbus.testing import ActorHarness
 from schemas import ActorLifecycle, DeadLetter, Event, ProbeDurable, Redrive
 
@@ -108,32 +111,121 @@ def test_open_letters_folds_status_changes_and_keeps_the_envelope_and_blob() -> 
     retried = msgspec.structs.replace(dead, status="retried", envelope=b"")
     again = msgspec.structs.replace(other, attempts=6, envelope=b"", error="still")
     folded = open_letters([(dead, b"blob"), (other, None), (retried, None), (again, None)])
-    assert list(folded) == ["e2"]
-    letter, blob = folded["e2"]
+    assert list(folded) == ["a/e2"]
+    letter, blob = folded["a/e2"]
     assert letter.envelope == b"x" and letter.error == "still" and blob is None
 
 
-def test_crash_marker_counts_processes_that_died_on_the_same_offset(tmp_path: Path) -> None:
+def test_an_event_two_actors_failed_on_is_two_letters_named_by_actor() -> None:
+    brain = DeadLetter(actor="brain", event_id="e1", offset=5, topic="chat.message", envelope=b"b")
+    memory = msgspec.structs.replace(brain, actor="memory", envelope=b"m")
+    dead = open_letters([(brain, None), (memory, None)])
+    assert sorted(dead) == ["brain/e1", "memory/e1"]
+    assert find_letter(dead, "memory/e1")[0].envelope == b"m"
+    with pytest.raises(LetterError, match="2 actors have a letter for e1: name one of"):
+        find_letter(dead, "e1")
+    assert find_letter(open_letters([(brain, None)]), "e1")[0].actor == "brain"
+    with pytest.raises(LetterError, match="no dead letter 'e9'"):
+        find_letter(dead, "e9")
+
+
+def test_crash_marker_counts_processes_that_died_on_the_same_event(tmp_path: Path) -> None:
     path = tmp_path / "inflight"
     marker = CrashMarker(path)
     assert marker.crashes == 0
-    marker.start(10)
+    marker.start(10, "a")
     marker.finish(10)
-    marker.start(11)  # this process "dies" here
+    marker.start(11, "b")  # this process "dies" here
     marker.close()
     for died in (1, 2, 3):
         marker = CrashMarker(path)
-        assert (marker.crashed_offset, marker.crashes_at(11), marker.crashes_at(12)) == (
-            11,
-            died,
-            0,
-        )
-        marker.start(11)
+        assert marker.crashed_offset == 11
+        assert (marker.crashes_at(11, "b"), marker.crashes_at(12, "c")) == (died, 0)
+        assert marker.crashes_at(11, "another event at that offset") == 0
+        marker.start(10, "a")  # replaying the events before it leaves the count alone
+        marker.finish(10)
+        marker.start(11, "b")
         marker.close()
     marker = CrashMarker(path)
     marker.finish(11)
     marker.close()
     assert CrashMarker(path).crashes == 0
+    path.write_bytes(b"\x00" * 13)  # the old format: no crash
+    assert CrashMarker(path).crashes == 0
+
+
+def test_a_dead_offset_is_saved_at_once_and_skipped_by_every_later_process(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        h = ActorHarness(Flaky, data_dir=tmp_path)
+        await h.send(ProbeDurable(n=1, note="fail:9"), event_id="poison")
+        _, offset, recent, dead = load_snapshot(
+            tmp_path / "snapshot.msgpack", NoState, structlog.get_logger()
+        )
+        assert (offset, dead, "poison" in recent) == (1, [1], True)
+        later = ActorHarness(Flaky, data_dir=tmp_path)
+        later.runtime.dead.update(dict.fromkeys(dead))
+        later.runtime.recent.clear()  # as after a store resumed behind the snapshot
+        out = await later.send(ProbeDurable(n=1, note="fail:9"), event_id="poison", offset=1)
+        assert out == [] and later.actor.applied == [] and later.runtime.applied == 1
+
+    run(scenario())
+
+
+class Stubborn(Actor[NoConfig, CountState]):
+    """Changes its state, then raises: what a half-applied event leaves behind."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("probe.durable",)
+    state_type = CountState
+
+    @on(ProbeDurable)
+    async def count(self, event: ProbeDurable) -> None:
+        self.state.count += 1
+        raise RuntimeError("half done")
+
+
+def test_a_stop_between_retries_leaves_the_event_unapplied_and_the_state_unsaved() -> None:
+    async def scenario() -> None:
+        h = ActorHarness(Stubborn)
+        h.runtime.retry_backoff_s = 0.05
+        sending = asyncio.ensure_future(h.send(ProbeDurable(n=1)))
+        await asyncio.sleep(0.02)
+        h.runtime.stopping.set()
+        out = await sending
+        assert [e for e in out if isinstance(e, DeadLetter)] == []
+        assert h.runtime.applied == 0 and h.runtime.unclean
+
+    run(scenario())
+
+
+def test_a_letter_retried_twice_is_applied_once_and_an_unreadable_one_is_reported() -> None:
+    async def scenario() -> None:
+        h = ActorHarness(Flaky)
+        out = await h.send(ProbeDurable(n=3, note="fail:3"), event_id="poison")
+        (letter,) = letters_of(out)
+        for attempt in ("r1", "r2"):
+            out = await h.send(
+                Redrive(
+                    actor="test", event_id="poison", topic=letter.topic, envelope=letter.envelope
+                ),
+                key="test",
+                event_id=attempt,
+            )
+            (report,) = letters_of(out)
+            assert report.status == "retried" and report.event_id == "poison"
+            assert h.bus.published[-1][0].causation == attempt
+        assert h.actor.applied == [3]
+        out = await h.send(
+            Redrive(actor="test", event_id="x", topic=letter.topic, envelope=b"\xc1 not msgpack"),
+            key="test",
+            event_id="r3",
+        )
+        (report,) = letters_of(out)
+        assert report.status == "dead" and "cannot be read" in report.error
+        assert h.bus.published[-1][0].causation == "r3"
+
+    run(scenario())
 
 
 class Worker(Actor[NoConfig, NoState]):

@@ -18,12 +18,13 @@ from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_fo
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 
-def poison_toml(fixed: bool) -> str:
+def poison_toml(fixed: bool, max_restarts: int = 5) -> str:
     return FAST_BUS + actor_toml(
         "count",  # ask_count asks the actor that answers probe.volatile.count
         "actors.diag.actor:PoisonActor",
         retry_backoff_s=0.05,
         backoff_initial_s=0.05,
+        max_restarts=max_restarts,
         config={"fixed": fixed},
     )
 
@@ -116,3 +117,21 @@ def test_a_dropped_letter_is_gone_and_never_applied(hex_factory: HexFactory) -> 
     out = hx.cli("deadletter", "drop", "no-such-id")
     assert out.returncode == 1 and "no dead letter 'no-such-id'" in out.stderr
     assert count(hx) == (0, 0)
+
+
+def test_two_killing_events_in_a_row_are_both_dead_lettered_after_three_deaths_each(
+    hex_factory: HexFactory,
+) -> None:
+    # Each letter must outlive the process that wrote it: the next event's deaths must not
+    # make the runtime forget the first was given up on and start its count again.
+    hx = hex_factory(poison_toml(fixed=False, max_restarts=10)).start()
+    send_probe(hx, 1)
+    send_probe(hx, 2, "die")
+    send_probe(hx, 3, "die")
+    send_probe(hx, 4)
+    assert poll_for(lambda: count(hx) == (2, 5), 90, what="probes 1 and 4 counted")
+    status = hx.status()["count"]
+    assert status["state"] == "live" and status["restarts"] == 6
+    found = letters(hx)
+    assert sorted(x["offset"] for x in found) == sorted({x["offset"] for x in found})
+    assert [(x["cause"], x["attempts"]) for x in found] == [("crashed", 3), ("crashed", 3)]
