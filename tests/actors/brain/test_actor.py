@@ -1,6 +1,6 @@
 """The brain actor in-process (hexbus.testing) on a scripted backend: dispatch, recovery, retries.
 
-The process tests in test_brain.py run the same paths on the real model; these run
+The process tests in test_brain_*.py run the same paths on the real model; these run
 in well under a second each and pin down what the bus sees.
 """
 
@@ -50,11 +50,11 @@ META = (
 
 
 def brain_with(*backends: ScriptedBackend) -> type[BrainActor]:
-    class ScriptedBrain(BrainActor):
+    class BrainOverBackends(BrainActor):
         def backends(self) -> list[Backend]:
             return list(backends)
 
-    return ScriptedBrain
+    return BrainOverBackends
 
 
 def harness(

@@ -21,7 +21,7 @@ def message(text: str, channel: str = "c1") -> ChatMessage:
     )
 
 
-class Replier:
+class GatedReplier:
     """Answers after ``release`` is set (each answer waits for it); records how each message ended."""
 
     def __init__(self, ledger: Ledger, workers: list[ReplyWorkers]) -> None:
@@ -57,7 +57,7 @@ class Harness:
         self.ledger = Ledger(BrainState())
         self.tasks: list[asyncio.Task[Any]] = []
         box: list[ReplyWorkers] = []
-        self.replier = Replier(self.ledger, box)
+        self.replier = GatedReplier(self.ledger, box)
         self.workers = ReplyWorkers(self.spawn, self.ledger, self.replier)
         box.append(self.workers)
         self.offset = 0

@@ -21,7 +21,7 @@ ANA, BOT = 501, 502
 DM, GENERAL, LOUNGE = 11, 12, 13
 
 
-class Parts:
+class InboxParts:
     """An Inbox over a MemoryDiscord, publishing into lists."""
 
     def __init__(self, **config: Any) -> None:
@@ -71,7 +71,7 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def test_dms_mentions_replies_to_hex_and_configured_channels_are_answered_others_are_not() -> None:
-    parts = Parts(channels=(str(LOUNGE),))
+    parts = InboxParts(channels=(str(LOUNGE),))
     d, wants = parts.discord, parts.inbox.wants
     hex_said = d.say(GENERAL, HEX, "an earlier answer")
     assert wants(d.say(DM, ANA, "hi", dm=True))
@@ -82,14 +82,14 @@ def test_dms_mentions_replies_to_hex_and_configured_channels_are_answered_others
     assert not wants(d.say(GENERAL, BOT, "<@4242> beep", mentions_me=True, bot=True))
     assert not wants(d.say(DM, HEX, "my own words", dm=True))
     assert not wants(d.say(DM, ANA, "pinned a message", dm=True, ordinary=False))
-    assert Parts(answer_bots=True).inbox.wants(d.say(DM, BOT, "beep", dm=True, bot=True))
+    assert InboxParts(answer_bots=True).inbox.wants(d.say(DM, BOT, "beep", dm=True, bot=True))
     d.me = 0  # before the first login Hex does not know who it is: nothing is answered
     assert not wants(d.say(DM, ANA, "hi", dm=True))
 
 
 def test_a_taken_message_is_acknowledged_typed_and_published_once_under_its_derived_id() -> None:
     async def scenario() -> None:
-        parts = Parts()
+        parts = InboxParts()
         message = parts.discord.say(GENERAL, ANA, "<@4242> hello <@!4242>", mentions_me=True)
         await parts.inbox.on_message(message)
         ((event, event_id),) = parts.published
@@ -112,7 +112,7 @@ def test_a_taken_message_is_acknowledged_typed_and_published_once_under_its_deri
 
 
 def test_its_own_chat_message_from_the_journal_rebuilds_where_to_answer_and_what_was_seen() -> None:
-    parts = Parts()
+    parts = InboxParts()
     event = ChatMessage(
         platform="discord",
         person_id="discord:501",
@@ -135,7 +135,7 @@ def _fields(event: ChatMessage) -> dict[str, Any]:
 
 def test_messages_missed_in_watched_channels_are_taken_once_in_order() -> None:
     async def scenario() -> None:
-        parts = Parts()
+        parts = InboxParts()
         d = parts.discord
         first = d.say(DM, ANA, "first", dm=True)
         await parts.inbox.on_message(first)
@@ -153,7 +153,7 @@ def test_messages_missed_in_watched_channels_are_taken_once_in_order() -> None:
 
 def test_too_many_missed_messages_become_one_summary_answered_as_the_last() -> None:
     async def scenario() -> None:
-        parts = Parts(catch_up_limit=3)
+        parts = InboxParts(catch_up_limit=3)
         d = parts.discord
         await parts.inbox.on_message(d.say(DM, ANA, "hi", dm=True))
         missed = [d.say(DM, ANA, f"note {i}", dm=True, name="ana") for i in range(6)]
@@ -170,7 +170,7 @@ def test_too_many_missed_messages_become_one_summary_answered_as_the_last() -> N
 
 def test_catch_up_starts_at_the_last_seen_message_never_older_than_the_age_limit() -> None:
     async def scenario() -> None:
-        parts = Parts(catch_up_max_age_h=1.0)
+        parts = InboxParts(catch_up_max_age_h=1.0)
         parts.state.last_seen[str(DM)] = snowflake_at(time.time() - 3 * 3600)
         asked: list[int] = []
         history = parts.discord.history
@@ -189,7 +189,7 @@ def test_catch_up_starts_at_the_last_seen_message_never_older_than_the_age_limit
 
 def test_a_channel_whose_history_fails_is_skipped_and_the_others_caught_up() -> None:
     async def scenario() -> None:
-        parts = Parts(channels=(str(LOUNGE),))
+        parts = InboxParts(channels=(str(LOUNGE),))
         d = parts.discord
         await parts.inbox.on_message(d.say(DM, ANA, "hi", dm=True))
         await parts.inbox.on_message(d.say(LOUNGE, ANA, "hello"))

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from actors.memory.store import MemoryStore
 from tests.support.memory import Parts, open_parts
+from tests.support.memory_store import NOW
 
 
 @pytest.fixture
@@ -14,3 +16,10 @@ def parts(tmp_path: Path) -> Iterator[Parts]:
     opened = open_parts(tmp_path)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MemoryStore]:
+    s = MemoryStore(tmp_path / "memory.duckdb", clock=lambda: NOW)
+    yield s
+    s.close()

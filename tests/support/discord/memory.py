@@ -32,7 +32,7 @@ class Call:
 
     channel_id: int
     connected: bool = True
-    played: list[Speech] = field(default_factory=list)
+    played: list[MemorySpeech] = field(default_factory=list)
     on_audio: OnAudio | None = None
     on_end: OnEnd | None = None
 
@@ -62,7 +62,7 @@ class Call:
 
 
 @dataclass
-class Speech:
+class MemorySpeech:
     """One playback: the PCM fed to it, and how it ended."""
 
     fed: list[tuple[bytes, int]] = field(default_factory=list)
@@ -96,7 +96,7 @@ class MemoryDiscord:
         self.suggestions: list[tuple[int, str, str]] = []  # (channel, memory id, text)
         self.voice: dict[int, int] = {}  # voice channel id → people in it
         self.calls: list[Call] = []
-        self.speeches: list[Speech] = []
+        self.speeches: list[MemorySpeech] = []
 
     # -- what a test does -------------------------------------------------------------------
 
@@ -239,8 +239,8 @@ class MemoryDiscord:
     def listen(self, call: Any, on_audio: OnAudio, on_end: OnEnd) -> None:
         call.on_audio, call.on_end = on_audio, on_end
 
-    def new_speech(self) -> Speech:
-        speech = Speech()
+    def new_speech(self) -> MemorySpeech:
+        speech = MemorySpeech()
         self.speeches.append(speech)
         return speech
 

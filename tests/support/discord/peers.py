@@ -4,7 +4,7 @@ It is a real actor on the real bus speaking the brain's reply protocol (volatile
 ``chat.reply.chunk.<platform>`` pieces, then one durable ``chat.reply.<platform>`` with the id
 the real brain derives); only the words are scripted, because the tests check how Discord shows a
 reply (streamed edits, splits, code blocks), which a 135M model cannot be asked to produce on
-cue. The real brain answering a Discord DM is tested too (tests/actors/discord_io/test_discord.py).
+cue. The real brain answering a Discord DM is tested too (tests/actors/discord_io/test_discord_commands.py).
 
 What it says to a message:
 - ``long N``: N characters of numbered sentences; ``code N``: prose, then an N-line Python block;

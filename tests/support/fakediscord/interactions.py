@@ -23,7 +23,7 @@ from tests.support.fakediscord.wire import (
     form_error,
     not_found,
 )
-from tests.support.fakediscord.world import Channel, Msg, World
+from tests.support.fakediscord.world import FakeChannel, Msg, World
 
 
 @dataclass
@@ -220,7 +220,7 @@ class Interactions:
         return {4: int, 10: float, 5: bool}.get(kind, str)(value)
 
     def new_interaction(
-        self, kind: int, user_id: int, ch: Channel, data: Json, **fields: Any
+        self, kind: int, user_id: int, ch: FakeChannel, data: Json, **fields: Any
     ) -> Interaction:
         iid = self.world.ids.next()
         token = secrets.token_urlsafe(64)

@@ -5,8 +5,9 @@ and runs them on its own event loop in a background thread; every public method 
 loop, so the world is only ever touched by one thread. Ids are ints here and strings on the
 wire, as in Discord's JSON.
 
-One class over 500 lines: each public method is a few lines (a hop onto the loop and a call into
-a part) and a docstring saying what a test may rely on; splitting it would split one API.
+FakeDiscord is one cohesive class over 500 lines: each public method is a few lines (a hop onto the
+loop and a call into a part) and a docstring saying what a test may rely on; splitting it would
+split one API.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ CLI); :func:`point_discord_py_voice` makes a process trust it. SESSION_DESCRIPTI
 ``dave_protocol_version: 0``, Discord's answer when a call is not end-to-end encrypted, so only
 transport encryption applies.
 
-:class:`VoiceServer` is one class over 500 lines: the voice gateway's protocol and the UDP side
-share one voice session per bot connection, and read best in one place.
+:class:`VoiceServer` is one cohesive class over 500 lines: the voice gateway's protocol and the UDP
+side share one voice session per bot connection, and read best in one place.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class VoiceSession:
 
 
 @dataclass
-class Stream:
+class UserRtpStream:
     """A user's outgoing RTP stream: one SSRC, sequence and timestamp running on across talks."""
 
     ssrc: int
@@ -103,7 +103,7 @@ class VoiceServer:
         self.bot: VoiceSession | None = None
         self.conns: set[Conn] = set()
         self.audio: dict[int, list[RtpRecord]] = {}  # channel id → what the bot sent there
-        self.streams: dict[int, Stream] = {}  # user id → their outgoing stream
+        self.streams: dict[int, UserRtpStream] = {}  # user id → their outgoing stream
         self.next_ssrc = 100 + secrets.randbelow(1000)
         self.udp: asyncio.DatagramTransport | None = None
         self.udp_port = 0
@@ -440,7 +440,9 @@ class VoiceServer:
             )
         stream = self.streams.get(uid)
         if stream is None:
-            stream = Stream(self.new_ssrc(), secrets.randbelow(1 << 15), secrets.randbelow(1 << 31))
+            stream = UserRtpStream(
+                self.new_ssrc(), secrets.randbelow(1 << 15), secrets.randbelow(1 << 31)
+            )
             self.streams[uid] = stream
         result: concurrent.futures.Future[int] = concurrent.futures.Future()
         task = asyncio.get_running_loop().create_task(self.speak(uid, cid, pcm, fast, vs, stream))
@@ -460,7 +462,7 @@ class VoiceServer:
         return result
 
     async def speak(
-        self, uid: int, cid: int, pcm: bytes, fast: bool, vs: VoiceSession, stream: Stream
+        self, uid: int, cid: int, pcm: bytes, fast: bool, vs: VoiceSession, stream: UserRtpStream
     ) -> int:
         from discord.opus import Encoder
 

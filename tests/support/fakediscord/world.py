@@ -5,8 +5,8 @@ Changes that Discord announces on the gateway (a member added, a message posted,
 deleted) go through :attr:`World.dispatch`, which the server points at its gateway; each event
 is built per session from that session's intents.
 
-:class:`World` is one class over 500 lines, most of them the JSON shapes of Discord's objects,
-which read each other (a message's author, a guild's channels and members).
+:class:`World` is one cohesive class over 500 lines, most of them the JSON shapes of Discord's
+objects, which read each other (a message's author, a guild's channels and members).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class User:
 
 
 @dataclass
-class Channel:
+class FakeChannel:
     id: int
     kind: str  # "text" | "voice" | "dm"
     name: str
@@ -104,7 +104,7 @@ class World:
         self.ids = Snowflakes()
         self.users: dict[int, User] = {}
         self.joined: dict[int, float] = {}
-        self.channels: dict[int, Channel] = {}
+        self.channels: dict[int, FakeChannel] = {}
         self.dms: dict[int, int] = {}
         self.msgs: dict[int, Msg] = {}
         self.files: dict[int, tuple[str, bytes]] = {}
@@ -127,7 +127,7 @@ class World:
     def add_channel(self, name: str, kind: str) -> int:
         cid = self.ids.next()
         position = sum(1 for c in self.channels.values() if c.kind == kind)
-        self.channels[cid] = ch = Channel(cid, kind, name, position)
+        self.channels[cid] = ch = FakeChannel(cid, kind, name, position)
         data = self.channel_json(ch)
         self.dispatch("CHANNEL_CREATE", lambda intents: data if intents & Intent.GUILDS else None)
         return cid
@@ -136,7 +136,7 @@ class World:
         self.user(user_id)
         if user_id not in self.dms:
             cid = self.ids.next()
-            self.channels[cid] = Channel(cid, "dm", "", recipient_id=user_id)
+            self.channels[cid] = FakeChannel(cid, "dm", "", recipient_id=user_id)
             self.dms[user_id] = cid
         return self.dms[user_id]
 
@@ -146,7 +146,7 @@ class World:
         except KeyError:
             raise not_found("User", 10013) from None
 
-    def channel(self, cid: int) -> Channel:
+    def channel(self, cid: int) -> FakeChannel:
         try:
             return self.channels[cid]
         except KeyError:
@@ -191,7 +191,7 @@ class World:
             member["user"] = self.user_json(uid)
         return member
 
-    def channel_json(self, ch: Channel) -> Json:
+    def channel_json(self, ch: FakeChannel) -> Json:
         if ch.kind == "dm":
             assert ch.recipient_id is not None
             return {
@@ -383,7 +383,7 @@ class World:
         found = [int(x) for x in re.findall(r"<@!?(\d+)>", content)]
         return [uid for uid in dict.fromkeys(found) if uid in self.users]
 
-    def new_message(self, ch: Channel, author_id: int, content: str, **fields: Any) -> Msg:
+    def new_message(self, ch: FakeChannel, author_id: int, content: str, **fields: Any) -> Msg:
         m = Msg(self.ids.next(), ch.id, author_id, content, time.time(), **fields)
         m.mentions = self.mentions_in(content)
         if m.reference_id is not None and m.type == 0:
@@ -468,7 +468,7 @@ class World:
         }
 
     def message_from_body(
-        self, ch: Channel, author_id: int, body: Json, files: list[tuple[str, bytes]]
+        self, ch: FakeChannel, author_id: int, body: Json, files: list[tuple[str, bytes]]
     ) -> Msg:
         content = body.get("content") or ""
         self.check_length(content)

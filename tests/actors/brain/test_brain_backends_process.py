@@ -1,0 +1,122 @@
+"""The brain through the supervisor when a backend fails: a missing model, a killed server, a 429.
+
+Real processes, real sockets, SmolLM2-135M through llama.cpp. The model is weak, so
+these tests assert structure and flow (chunks, sentences, final replies, metadata,
+ordering, recovery), never wit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.support.brain import (
+    KEY,
+    MODEL,
+    MODELS_OK,
+    ScriptedServer,
+    llama_server,
+    start_brain,
+    status,
+)
+from tests.support.brain_chat import BusChat, wait_for_value
+from tests.support.harness import HexFactory
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]
+
+
+def test_missing_model_file_is_one_line_in_status_and_no_crash_loop(
+    hex_factory: HexFactory,
+) -> None:
+    hx = start_brain(
+        hex_factory,
+        wait_live=False,
+        backends='[{type = "llamacpp", model_path = "/nonexistent/model.gguf"}]',
+    )
+    status = hx.wait_state({"broker": "live", "brain": "failed"}, timeout=30)
+    reason = status["brain"]["reason"]
+    assert "/nonexistent/model.gguf" in reason and "MODELS.md" in reason and "\n" not in reason
+    assert status["brain"]["restarts"] == 0
+
+
+def test_llama_server_killed_mid_reply_falls_back_and_the_reply_completes(
+    hex_factory: HexFactory, tmp_path: Path
+) -> None:
+    with llama_server(tmp_path / "server.log") as (base_url, server):
+        backends = (
+            f'[{{type = "openai", name = "server", base_url = "{base_url}", model = "{MODEL}", '
+            f'api_key_env = "HEX_TEST_LLM_KEY"}}, {{type = "llamacpp"}}]'
+        )
+        hx = start_brain(
+            hex_factory,
+            backends=backends,
+            extra="metadata = false",
+            env=f'{{HEX_TEST_LLM_KEY = "{KEY}"}}',
+        )
+
+        async def talk() -> None:
+            async with BusChat(hx) as chat:
+                warm = await chat.send("hi")
+                assert (await chat.reply(warm)).backend == "server"
+                message = await chat.send(
+                    "Tell me everything about goblins and their shiny spoons."
+                )
+                await wait_for_value(
+                    lambda: chat.chunks.get(message.id), 60, "the reply to start streaming"
+                )
+                server.kill()
+                reply = await chat.reply(message, timeout=120)
+                assert reply.status == "complete" and reply.text
+                assert reply.backend == "llamacpp" and reply.fallbacks == 1
+                # What the dead server had streamed was void: the final text is the new backend's reply,
+                # streamed after it (and trimmed to a whole sentence if the token limit cut it).
+                streamed = "".join(c.text for c in chat.chunks[message.id])
+                assert reply.text[:30] in streamed
+
+        asyncio.run(talk())
+
+
+def test_rate_limited_server_gets_a_sleepy_notice_and_the_reply_comes_from_the_next_backend(
+    hex_factory: HexFactory,
+) -> None:
+    import threading
+
+    loop = asyncio.new_event_loop()
+    server = ScriptedServer(
+        MODELS_OK, status(429, b'{"error": "rate limited"}', {"Retry-After": "60"})
+    )
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
+    try:
+        backends = (
+            f'[{{type = "openai", name = "cloud", base_url = "{server.url}", model = "m"}}, '
+            '{type = "llamacpp"}]'
+        )
+        hx = start_brain(hex_factory, backends=backends, extra="metadata = false")
+
+        async def talk() -> None:
+            async with BusChat(hx) as chat:
+                reply = await chat.reply(await chat.send("hi there"))
+                assert (
+                    reply.status == "complete"
+                    and reply.backend == "llamacpp"
+                    and reply.fallbacks == 1
+                )
+                sleepy = await wait_for_value(
+                    lambda: chat.notices[0] if chat.notices else None, 10, "a notice"
+                )
+                assert sleepy.kind == "sleepy" and "cloud" in sleepy.text and sleepy.channel == "c1"
+                # Within Retry-After the cloud is not asked again.
+                asked = len(server.requests)
+                assert (await chat.reply(await chat.send("and again"))).backend == "llamacpp"
+                assert len(server.requests) == asked
+
+        asyncio.run(talk())
+    finally:
+        asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
