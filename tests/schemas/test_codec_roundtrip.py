@@ -55,6 +55,8 @@ def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
         return floats
     if tp is str:
         return texts
+    if tp is bytes:
+        return st.binary(max_size=64)
     if origin is Literal:
         return st.sampled_from(args)
     if origin in (Union, types.UnionType):
