@@ -134,6 +134,22 @@ class MemoryDocument(Event, frozen=True, kw_only=True, tag="memory.document"):
     by: str = ""
 
 
+MemoryAction = Literal[
+    "added",
+    "suggested",
+    "edited",
+    "approved",
+    "rejected",
+    "corrected",
+    "forgotten",
+    "refused",
+    "imported",
+    "stored",
+    "superseded",
+    "summarized",
+]
+
+
 class MemoryChanged(Event, frozen=True, kw_only=True, tag="memory.changed"):
     """What a change request did; ``causation`` is the request's event id.
 
@@ -143,20 +159,7 @@ class MemoryChanged(Event, frozen=True, kw_only=True, tag="memory.changed"):
     ``summarized``: ids are the summary and the facts taken from the same turns.
     """
 
-    action: Literal[
-        "added",
-        "suggested",
-        "edited",
-        "approved",
-        "rejected",
-        "corrected",
-        "forgotten",
-        "refused",
-        "imported",
-        "stored",
-        "superseded",
-        "summarized",
-    ]
+    action: MemoryAction
     ids: tuple[str, ...] = ()
     counts: dict[str, int] = {}
     detail: str = ""

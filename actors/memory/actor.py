@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar, Literal, ParamSpec, TypeVar
+from typing import ClassVar, ParamSpec, TypeVar
 
 import structlog
 
@@ -53,6 +53,7 @@ from schemas import (
     Reply,
     ReplyMeta,
 )
+from schemas.memory import MemoryAction
 
 __all__ = ["MemoryActor", "MemoryConfig"]
 
@@ -60,21 +61,6 @@ log = structlog.get_logger("actors.memory")
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-Action = Literal[
-    "added",
-    "suggested",
-    "edited",
-    "approved",
-    "rejected",
-    "corrected",
-    "forgotten",
-    "refused",
-    "imported",
-    "stored",
-    "superseded",
-    "summarized",
-]
 
 
 class MemoryActor(Actor[MemoryConfig, NoState]):
@@ -154,7 +140,7 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
 
     async def changed(
         self,
-        action: Action,
+        action: MemoryAction,
         ids: tuple[str, ...] = (),
         detail: str = "",
         counts: dict[str, int] | None = None,
