@@ -31,7 +31,9 @@ async def _lines(stream: TextIO, prompt: str) -> AsyncIterator[str]:
         line = await asyncio.to_thread(stream.readline)
         if not line:
             return
-        yield line.rstrip("\n")
+        # Bytes that are not UTF-8 reach Python as lone surrogates, which no encoder takes:
+        # they become U+FFFD, and the rest of the line is sent as typed.
+        yield line.rstrip("\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class ChatClient:
