@@ -31,6 +31,9 @@ class ChatMessage(Event, frozen=True, kw_only=True, tag="chat.message"):
     attachments: tuple[Attachment, ...] = ()
     message_id: str = ""
     direct: bool = False
+    # Speech only: the id of this person's earlier message whose words this one says again, whole
+    # (the audio of both re-transcribed as one turn), so the brain reads this text in its place.
+    revises: str = ""
 
 
 class ChatAck(Event, frozen=True, kw_only=True, tag="chat.ack"):
@@ -54,6 +57,10 @@ class Reply(Event, frozen=True, kw_only=True, tag="chat.reply"):
 
     ``failed`` carries a text meant for the person (why there is no real answer);
     ``cancelled`` carries what had been generated when a newer message or a barge-in stopped it.
+
+    A person who sends a turn in pieces (lines typed in a row, speech split at a pause) gets one
+    answer: the reply to the last piece lists the earlier ones in ``merged``, and each earlier
+    piece's own final reply is ``cancelled`` with no text and ``merged_into`` the last piece.
     """
 
     reply_to: str
@@ -65,6 +72,8 @@ class Reply(Event, frozen=True, kw_only=True, tag="chat.reply"):
     person_id: str = ""
     backend: str = ""  # which backend produced the text
     fallbacks: int = 0  # backends that failed before it
+    merged: tuple[str, ...] = ()  # earlier pieces of the same turn this reply answers too
+    merged_into: str = ""  # this piece was answered by the reply to that message
 
 
 class ReplySentence(Event, frozen=True, kw_only=True, tag="chat.sentence"):

@@ -21,6 +21,7 @@ import random
 import time
 from typing import ClassVar
 
+import msgspec
 import structlog
 
 from actors.brain import metadata, profile, summary, tasks
@@ -33,14 +34,14 @@ from actors.brain.config import (
     context_problem,
     make_backend,
 )
-from actors.brain.ledger import Ledger, conversation_of, refusal
+from actors.brain.ledger import Ledger, conversation_of, one_message, refusal
 from actors.brain.persona import Persona, PersonaError
 from actors.brain.prompt import compose
 from actors.brain.reply import ReplyOutcome, ReplyRun, ReplyStatus
 from actors.brain.rules import wants_quiet
 from actors.brain.sink import BusReplySink, final_reply, usage_metrics
 from actors.brain.versions import PersonaStore
-from actors.brain.workers import ReplyWorkers
+from actors.brain.workers import NEWER_MESSAGE, ReplyWorkers
 from hexbus import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import Envelope, derived_id
 from schemas import (
@@ -60,6 +61,7 @@ from schemas import (
 
 log = structlog.get_logger("actors.brain")
 
+SILENT = ReplyOutcome(status="cancelled", text="")  # the final reply of a line left unanswered
 MEMORY_SILENT_S = 5.0  # a memory actor unheard for this long is taken to be absent
 TASKS_KEEP = 256  # brain.task requests remembered, so a repeated one is run once
 
@@ -108,6 +110,9 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         # Seeded: an audit or a test replays the same choices.
         self.rng = random.Random(self.config.seed)
         self.workers = ReplyWorkers(self.spawn, self.ledger, self)
+        # Final replies that no model writes (refusals, quiet lines, merged pieces), held during
+        # replay: the journal ahead may hold the ones the last incarnation published.
+        self.owed: dict[str, tuple[ChatMessage, ReplyOutcome, str]] = {}
         self.memory_down_until = 0.0
         self.memory_seen = -MEMORY_SILENT_S  # when the memory actor's last live heartbeat arrived
         self.bus.subscribe(f"sys.heartbeat.{self.config.memory_actor}")
@@ -148,8 +153,10 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             await self.give_up_on(envelope.id, event, problem, "failed")
             return
         if self.ledger.is_quiet(event) and not event.direct:
+            # Heard, not answered: its final reply says so (cancelled, no text), so a client
+            # waiting on it (hexbus chat) is not left hanging.
             self.ledger.hear(conv, envelope.id, event)
-            self.ledger.answered(envelope.id)
+            await self.give_up_on(envelope.id, event, "", "cancelled")
             return
         self.ledger.accept(envelope.id, envelope.offset, event, envelope.wall)
         if self.live:
@@ -157,7 +164,12 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     @on(Reply)
     async def on_reply(self, event: Reply) -> None:
-        self.ledger.reply_seen(event.reply_to)
+        self.owed.pop(event.reply_to, None)
+        for piece in self.ledger.reply_seen(event.reply_to, event.merged):
+            # A brain that stopped between a merged turn's replies (its worker publishes them
+            # itself while it is in flight): the pieces' own are owed.
+            if self.workers.inflight.get(conversation_of(event)) != event.reply_to:
+                await self.settle(piece.event_id, piece.message, merged_into=event.reply_to)
 
     @on(BrainTask)
     async def on_task(self, event: BrainTask) -> None:
@@ -208,6 +220,10 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.state.observed_at = event.at or time.time()
 
     async def on_live(self) -> None:
+        # What replay found owed and the journal did not hold after all.
+        owed, self.owed = self.owed, {}
+        for event_id, (event, outcome, merged_into) in owed.items():
+            await self.publish_reply(event_id, event, outcome, merged_into=merged_into)
         for conv in self.ledger.conversations_waiting():
             self.workers.kick(conv)
 
@@ -255,7 +271,9 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     # -- one reply (called by the workers) ------------------------------------------
 
-    async def answer(self, conversation: str, message: PendingMessage) -> None:
+    async def answer(self, conversation: str, turn: list[PendingMessage]) -> None:
+        message = one_message(turn)
+        pieces = tuple(p.event_id for p in turn[:-1])
         event = message.message
         turns, max_tokens = self.prompt(conversation, event, await self.memories(event))
         params = Params(
@@ -272,6 +290,16 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             interruption = self.workers.interrupted(conversation)
             if interruption is None:
                 raise
+            if interruption.why == NEWER_MESSAGE and run.sentences == 0:
+                # Nothing said yet: the pieces stay pending, and the worker answers them with the
+                # newer one (as one turn when it is the same person's).
+                log.info(
+                    "brain.reply_restarted",
+                    conv=conversation,
+                    message=message.event_id,
+                    pieces=len(turn),
+                )
+                raise
             log.info(
                 "brain.reply_cancelled",
                 conv=conversation,
@@ -279,8 +307,10 @@ class BrainActor(Actor[BrainConfig, BrainState]):
                 why=interruption.why,
             )
             outcome = run.cancelled(interruption.heard)
-        await self.publish_reply(message.event_id, event, outcome)
-        self.ledger.record(conversation, message, outcome, self.persona)
+        await self.publish_reply(message.event_id, event, outcome, merged=pieces)
+        for piece in turn[:-1]:
+            await self.settle(piece.event_id, piece.message, merged_into=message.event_id)
+        self.ledger.record(conversation, message, outcome, self.persona, pieces)
         self.state_changed()
         if outcome.status == "complete":
             for metric in usage_metrics(message, outcome):
@@ -296,19 +326,40 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self, event_id: str, event: ChatMessage, text: str, status: ReplyStatus
     ) -> None:
         """A final reply without the model; the message counts as answered once it is out."""
-        await self.publish_reply(event_id, event, ReplyOutcome(status=status, text=text))
+        await self.settle(event_id, event, ReplyOutcome(status=status, text=text))
         self.ledger.answered(event_id)
 
+    async def settle(
+        self,
+        event_id: str,
+        event: ChatMessage,
+        outcome: ReplyOutcome = SILENT,
+        *,
+        merged_into: str = "",
+    ) -> None:
+        """Publish a final reply no model writes (by default: cancelled, saying nothing). During
+        replay it waits for on_live, unless the journal turns out to hold it already."""
+        if not self.live:
+            self.owed[event_id] = (event, outcome, merged_into)
+            return
+        await self.publish_reply(event_id, event, outcome, merged_into=merged_into)
+
     async def publish_reply(
-        self, event_id: str, event: ChatMessage, outcome: ReplyOutcome
+        self,
+        event_id: str,
+        event: ChatMessage,
+        outcome: ReplyOutcome,
+        *,
+        merged: tuple[str, ...] = (),
+        merged_into: str = "",
     ) -> Envelope:
         # The id derives from the message alone: a reply published twice (a retry, a second
         # incarnation) is one event to everyone downstream.
+        reply = final_reply(event_id, event, outcome)
+        if merged or merged_into:
+            reply = msgspec.structs.replace(reply, merged=merged, merged_into=merged_into)
         return await self.publish(
-            final_reply(event_id, event, outcome),
-            key=event.platform,
-            event_id=derived_id(event_id, "reply"),
-            causation=event_id,
+            reply, key=event.platform, event_id=derived_id(event_id, "reply"), causation=event_id
         )
 
     async def memories(self, event: ChatMessage) -> MemoryResult:

@@ -123,6 +123,8 @@ class ChatClient:
             # Chunks were lost, or a backend failed mid-reply and another started over: the final text is
             # the reply. (A reply trimmed to its last whole sentence is a prefix of what streamed.)
             self.out.write(("\n" if streamed else "") + reply.text)
+        elif reply.merged_into:
+            self.out.write(("\n" if streamed else "") + "[answered together with the next line]")
         elif reply.status != "complete":
             self.out.write(("\n" if streamed else "") + (reply.text or "") + f" [{reply.status}]")
         self.out.write("\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import msgspec
 import structlog
 
 from actors.brain.config import BrainState, Conversation, PendingMessage, UsageRow
@@ -25,15 +26,16 @@ from actors.brain.rules import (
     record_reply,
     update_relationship,
 )
-from schemas import ChatMessage
+from schemas import ChatMessage, Reply
 
 log = structlog.get_logger("actors.brain")
 
 ANSWERED_KEEP = 2048
 
 
-def conversation_of(message: ChatMessage) -> str:
-    """A conversation is a channel on a platform: one reply at a time in each."""
+def conversation_of(message: ChatMessage | Reply) -> str:
+    """A conversation is a channel on a platform: one reply at a time in each (a reply names
+    the conversation of the message it answers)."""
     return f"{message.platform}:{message.channel}"
 
 
@@ -55,6 +57,26 @@ def refusal(message: ChatMessage, max_chars: int) -> str:
     if looks_binary(text):
         return "That looks like binary data, not words. Send files as attachments."
     return ""
+
+
+def one_message(turn: list[PendingMessage]) -> PendingMessage:
+    """The pieces of one person's turn (oldest first) as one message: the last piece's, saying
+    every piece's words in order. A piece that a later one revises is left out (the later one
+    says its words again, transcribed whole)."""
+    if len(turn) == 1:
+        return turn[0]
+    revised = {p.message.revises for p in turn}
+    kept = [p.message for p in turn if p.event_id not in revised]
+    last = turn[-1]
+    merged = msgspec.structs.replace(
+        last.message,
+        text="\n".join(m.text for m in kept),
+        attachments=tuple(a for m in kept for a in m.attachments),
+        direct=any(m.direct for m in kept),
+    )
+    return PendingMessage(
+        event_id=last.event_id, offset=last.offset, message=merged, received=turn[0].received
+    )
 
 
 class Ledger:
@@ -95,11 +117,15 @@ class Ledger:
         if len(answered) > ANSWERED_KEEP:
             del answered[: len(answered) - ANSWERED_KEEP]
 
-    def reply_seen(self, reply_to: str) -> None:
+    def reply_seen(self, reply_to: str, merged: tuple[str, ...] = ()) -> list[PendingMessage]:
         """Our own final reply came back through the journal: on replay after a crash this is
-        what tells a message that was answered from one that was not."""
-        if reply_to in self.state.pending:
-            self.answered(reply_to)
+        what tells a message that was answered from one that was not. Returns the earlier pieces
+        it answered too (``merged``) that were still pending: their own final replies are owed."""
+        owed = [self.state.pending[m] for m in merged if m in self.state.pending]
+        for piece in (reply_to, *merged):
+            if piece in self.state.pending:
+                self.answered(piece)
+        return owed
 
     # -- quiet ----------------------------------------------------------------------------
 
@@ -142,11 +168,19 @@ class Ledger:
         )
 
     def record(
-        self, conversation: str, pending: PendingMessage, outcome: ReplyOutcome, persona: Persona
+        self,
+        conversation: str,
+        pending: PendingMessage,
+        outcome: ReplyOutcome,
+        persona: Persona,
+        pieces: tuple[str, ...] = (),
     ) -> None:
         """A reply ended: the message and what was said join the turns (a failure says nothing),
-        the message is answered, and the person's relationship and usage are counted."""
+        the message is answered (with the earlier ``pieces`` of its turn it stands for), and the
+        person's relationship and usage are counted."""
         self.hear(conversation, pending.event_id, pending.message)
+        for piece in pieces:
+            self.answered(piece)
         if outcome.text and outcome.status != "failed":
             self.conversation(conversation).turns.append(
                 TurnRecord(

@@ -152,8 +152,9 @@ class ReplyRun:
         self.chunk_at = self.clock()
 
     async def _speak(self, sentence: str) -> None:
-        await self.sink.sentence(self.sentences, sentence)
-        self.sentences += 1
+        index = self.sentences
+        self.sentences += 1  # counted before it goes: cancelled mid-publish, it may still be out
+        await self.sink.sentence(index, sentence)
 
 
 __all__ = ["ReplyOutcome", "ReplyRun", "ReplySink", "ReplyStatus"]

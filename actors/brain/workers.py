@@ -1,12 +1,19 @@
 """One reply at a time per conversation; conversations side by side; a newer message interrupts.
 
 Each conversation (platform + channel) with pending messages has one worker
-task, started with the actor's ``spawn``. The worker answers the newest pending
-message; older ones still unanswered are superseded (their final reply says
-``cancelled``). A newer message, or a barge-in on the voice, cancels the reply in
-flight: the worker catches that cancellation and moves on, while a cancellation
-without a recorded interruption (the actor stopping) ends the worker and leaves
-the message pending for the next incarnation.
+task, started with the actor's ``spawn``. The worker answers the person who
+spoke last, all their pending pieces as one turn (:func:`split_turn`); older
+messages from others still unanswered are superseded (their final reply says
+``cancelled``). A newer message, or a barge-in on the voice, cancels the reply
+in flight: the worker catches that cancellation and moves on, while a
+cancellation without a recorded interruption (the actor stopping) ends the
+worker and leaves the message pending for the next incarnation. Whether the
+interrupted reply is recorded as cancelled or its pieces wait to be answered
+with the newer one is the replier's call (it knows whether it spoke yet).
+
+A reply is interrupted once: a second interruption while the first is still
+being handled would land in the replier's cleanup (publishing the cancelled
+reply), and the worker reads the pending messages again after it anyway.
 """
 
 from __future__ import annotations
@@ -25,13 +32,15 @@ from hexbus.types import Spawn
 log = structlog.get_logger("actors.brain")
 
 CRASHED = "Something went wrong in my head. Try again?"
+NEWER_MESSAGE = "newer message"  # an interruption's ``why`` when the conversation got one
 
 
 class Replier(Protocol):
     """What the workers ask of the actor."""
 
-    async def answer(self, conversation: str, message: PendingMessage) -> None:
-        """Reply to ``message`` and record it; a cancellation may come at any await."""
+    async def answer(self, conversation: str, turn: list[PendingMessage]) -> None:
+        """Reply to the pieces of one turn (oldest first) and record them; a cancellation may
+        come at any await."""
 
     async def give_up(self, message: PendingMessage, text: str, status: ReplyStatus) -> None:
         """End ``message`` with a final reply saying ``text`` and no model output."""
@@ -66,7 +75,7 @@ class ReplyWorkers:
         task = self.tasks.get(conversation)
         if task is not None and not task.done():
             if conversation in self.inflight:
-                self.interrupt(conversation, "newer message")
+                self.interrupt(conversation, NEWER_MESSAGE)
             return  # a worker between replies reads the pending messages again before the next
         self.tasks[conversation] = self._spawn(
             self._work(conversation), name=f"reply-{conversation}"
@@ -83,6 +92,8 @@ class ReplyWorkers:
                 self.interrupt(conversation, "barge-in", heard)
 
     def interrupt(self, conversation: str, why: str, heard: str | None = None) -> None:
+        if conversation in self.interruptions:
+            return  # being handled: the worker reads the pending messages again afterwards
         self.interruptions[conversation] = Interruption(why, heard)
         task = self.tasks.get(conversation)
         if task is not None:
@@ -94,19 +105,37 @@ class ReplyWorkers:
 
     async def _work(self, conversation: str) -> None:
         while waiting := self.ledger.waiting(conversation):
-            *older, current = waiting
-            for stale in older:
+            superseded, turn = split_turn(waiting)
+            for stale in superseded:
                 self.ledger.hear(conversation, stale.event_id, stale.message)
                 await self.replier.give_up(stale, "", "cancelled")
-            self.inflight[conversation] = current.event_id
+            if superseded and self.ledger.waiting(conversation)[-1].event_id != turn[-1].event_id:
+                continue  # more came while those were closed: start from the newest
+            self.inflight[conversation] = turn[-1].event_id
             try:
-                await self.replier.answer(conversation, current)
+                await self.replier.answer(conversation, turn)
             except asyncio.CancelledError:
                 if conversation not in self.interruptions:
-                    raise  # the actor is stopping: the message stays pending
+                    raise  # the actor is stopping: the messages stay pending
             except Exception:
-                log.exception("brain.reply_crashed", conv=conversation, message=current.event_id)
-                await self.replier.give_up(current, CRASHED, "failed")
+                log.exception("brain.reply_crashed", conv=conversation, message=turn[-1].event_id)
+                for piece in turn[:-1]:
+                    await self.replier.give_up(piece, "", "failed")
+                await self.replier.give_up(turn[-1], CRASHED, "failed")
             finally:
                 self.inflight.pop(conversation, None)
-                self.interruptions.pop(conversation, None)
+                if self.interruptions.pop(conversation, None) is not None:
+                    # Its cancellation was taken and handled: later awaits must not see it.
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+
+
+def split_turn(waiting: list[PendingMessage]) -> tuple[list[PendingMessage], list[PendingMessage]]:
+    """``waiting`` (oldest first) as (superseded, turn): the turn is the newest message and every
+    pending piece before it from the same person; what others said before it is superseded."""
+    person = waiting[-1].message.person_id
+    start = len(waiting) - 1
+    while start > 0 and waiting[start - 1].message.person_id == person:
+        start -= 1
+    return waiting[:start], waiting[start:]

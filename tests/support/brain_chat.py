@@ -1,16 +1,20 @@
-"""BusChat, a bus client that records what the brain streams back, and an async wait for a value."""
+"""BusChat, a bus client that records what the brain streams back; ChatThread, the same for
+synchronous tests; and an async wait for a value."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from hexbus.bus import BusClient
 from hexbus.codec import Envelope
 from schemas import ChatMessage, Notice, PersonaChanged, Reply, ReplyChunk, ReplyMeta, ReplySentence
 from tests.support.harness import Hex
+
+T = TypeVar("T")
 
 
 class BusChat:
@@ -26,6 +30,7 @@ class BusChat:
         self.persona: list[PersonaChanged] = []
         self.notices: list[Notice] = []
         self.reply_ids: list[str] = []
+        self.finals: list[tuple[float, Reply]] = []  # every final reply, with when it arrived
         self.tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> BusChat:
@@ -60,6 +65,7 @@ class BusChat:
             body = envelope.body
             if isinstance(body, Reply):
                 self.reply_ids.append(envelope.id)
+                self.finals.append((time.monotonic(), body))
                 self.replies[body.reply_to] = body
             elif isinstance(body, ReplySentence):
                 self.sentences.setdefault(body.reply_to, []).append(body)
@@ -70,14 +76,16 @@ class BusChat:
             elif isinstance(body, Notice):
                 self.notices.append(body)
 
-    async def send(self, text: str, channel: str = "c1", person: str = "ana") -> Envelope:
+    async def send(
+        self, text: str, channel: str = "c1", person: str = "ana", *, direct: bool = True
+    ) -> Envelope:
         event = ChatMessage(
             platform="console",
             person_id=person,
             display_name=person.title(),
             channel=channel,
             text=text,
-            direct=True,
+            direct=direct,
         )
         envelope = await self.client.publish_durable(event, key="console")
         assert await self.client.flush(10)
@@ -97,3 +105,26 @@ async def wait_for_value(get: Callable[[], Any], timeout: float, what: str) -> A
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
     return value
+
+
+class ChatThread:
+    """A :class:`BusChat` on its own event loop in a thread, for synchronous tests (hypothesis'
+    stateful machines): ``call`` runs a coroutine there and returns its result."""
+
+    def __init__(self, hx: Hex) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="chat", daemon=True)
+        self.thread.start()
+        self.chat = BusChat(hx)
+        self.call(self.chat.__aenter__())
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        try:
+            self.call(self.chat.__aexit__(None, None, None), timeout=10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()

@@ -2,13 +2,18 @@
 
 The thread hands each piece to the event loop through an asyncio queue, so the
 loop never waits on the model. Closing the stream (or cancelling its consumer)
-sets a flag the generator checks at every piece; the thread is joined before
-the resource it used (a model instance) is given back.
+sets a flag the generator checks at every piece, and returns at once: the
+thread itself gives the resource it used (a model instance) back, on the loop,
+when its generator has ended. A resource handed back by whoever awaited it
+would be lost for good when a second cancellation lands in that await (a
+burst of messages cancels replies that are still closing), and every later
+request would wait for it forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
@@ -50,7 +55,8 @@ class ThreadStream:
         t0 = time.monotonic()
 
         def put(item: str | BaseException | None) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, item)
 
         def work() -> None:
             try:
@@ -61,9 +67,12 @@ class ThreadStream:
                 put(None)
             except BaseException as exc:  # handed to the loop, raised there
                 put(exc)
+            finally:
+                if self._release is not None:
+                    with contextlib.suppress(RuntimeError):  # the loop is gone: so is the backend
+                        loop.call_soon_threadsafe(self._release, resource)
 
-        thread = threading.Thread(target=work, name=f"{self.name}-gen", daemon=True)
-        thread.start()
+        threading.Thread(target=work, name=f"{self.name}-gen", daemon=True).start()
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
@@ -72,15 +81,12 @@ class ThreadStream:
                     self.usage.time_to_first_token_s = time.monotonic() - t0
                 yield item
         finally:
+            # Nothing to await: the thread notices the flag at its next piece and gives the
+            # resource back itself, so no cancellation can keep it.
             self._stop.set()
-            # The thread notices the flag at its next piece; the resource goes back only when it has.
-            await asyncio.to_thread(thread.join)
             self.usage.seconds = time.monotonic() - t0
-            if self._release is not None:
-                self._release(resource)
 
     async def aclose(self) -> None:
         self._stop.set()
         if self._gen is not None:
-            # Runs its finally: the worker thread ends, the resource is free again.
             await self._gen.aclose()

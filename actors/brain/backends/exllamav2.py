@@ -118,6 +118,7 @@ class ExLlamaV2Backend:
         with self._lock:
             self._generator.enqueue(job)
             self._results[id(job)] = []
+        finished = False
         try:
             while not stop.is_set():
                 # One generator serves every job: whoever iterates hands each result to its job's list.
@@ -131,13 +132,16 @@ class ExLlamaV2Backend:
                         usage.completion_tokens += 1
                         yield text
                     if result.get("eos"):
+                        finished = True
                         return
                 if not mine:
                     time.sleep(0.001)
-            with self._lock:
-                self._generator.cancel(job)
         finally:
+            # Stopped, or closed at a yield (the consumer went away): the job must leave the
+            # generator's batch, or it keeps generating for nobody.
             with self._lock:
+                if not finished:
+                    self._generator.cancel(job)
                 self._results.pop(id(job), None)
 
     def stream(self, turns: list[ChatTurn], params: Params) -> ThreadStream:

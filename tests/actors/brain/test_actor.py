@@ -173,6 +173,86 @@ def test_a_newer_message_cancels_the_reply_in_flight(tmp_path: Path) -> None:
     assert len(of_type(h, Reply)) == 2
 
 
+def test_pieces_sent_before_the_reply_spoke_are_answered_once_as_one_turn(
+    tmp_path: Path,
+) -> None:
+    """Lines typed in a row: the reply to the first had streamed a word, no sentence, when the
+    second came. It starts over on both; the first piece's own final reply points at it."""
+    backend = ScriptedBackend(
+        [Script(["So", " anyway."], hold_after=1), Script(["Trip sounds fun!"])]
+    )
+
+    async def scenario() -> ActorHarness[BrainActor]:
+        h = harness(tmp_path, brain_with(backend))
+        await live(h)
+        await h.send(message("so I was thinking"), key="console", event_id="m1")
+        await asyncio.wait_for(backend.holding.wait(), 5)
+        await h.send(message("about the trip next week"), key="console", event_id="m2")
+        await until(reply_to(h, "m2"), "the merged reply")
+        await until(reply_to(h, "m1"), "the first piece's final reply")
+        await h.stop()
+        return h
+
+    h = run(scenario)
+    piece, whole = reply_to(h, "m1")(), reply_to(h, "m2")()
+    assert piece is not None and (piece.status, piece.text, piece.merged_into) == (
+        "cancelled",
+        "",
+        "m2",
+    )
+    assert whole is not None and whole.status == "complete" and whole.merged == ("m1",)
+    assert len(of_type(h, Reply)) == 2
+    assert backend.prompts[1][-1].content == "so I was thinking\nabout the trip next week"
+    turns = h.state.conversations["console:c1"].turns
+    assert [(t.role, t.text) for t in turns] == [
+        ("user", "so I was thinking\nabout the trip next week"),
+        ("assistant", "Trip sounds fun!"),
+    ]
+    assert not h.state.pending and {"m1", "m2"} <= set(h.state.answered)
+
+
+def test_replay_publishes_only_the_final_replies_the_journal_does_not_hold(
+    tmp_path: Path,
+) -> None:
+    """Killed after publishing final replies no model wrote (a refusal, a merged turn's pieces)
+    and before its snapshot, the brain replays their messages: it must not publish them again,
+    and must publish the ones the journal turns out not to have."""
+    backend = ScriptedBackend([Script(["Hi."])])
+
+    def final(reply_to: str, **fields: Any) -> Reply:
+        return Reply(
+            **({"reply_to": reply_to, "channel": "c1", "text": "", "status": "cancelled"} | fields)
+        )
+
+    async def scenario() -> tuple[ActorHarness[BrainActor], list[Event]]:
+        h = harness(tmp_path, brain_with(backend))
+        await h.setup()  # not live: replaying
+        await h.send(message(""), key="console", event_id="empty")
+        await h.send(message("so"), key="console", event_id="m1")
+        await h.send(message("anyway"), key="console", event_id="m2")
+        await h.send(message("so"), key="console", event_id="m3")
+        await h.send(message("anyway"), key="console", event_id="m4")
+        journal: list[tuple[str, dict[str, Any]]] = [
+            ("empty", {}),  # the refusal made it out
+            ("m2", {"status": "complete", "merged": ("m1",)}),
+            ("m1", {"merged_into": "m2"}),  # and so did the piece's own
+            ("m4", {"status": "complete", "merged": ("m3",)}),  # but not m3's
+        ]
+        for reply_to, fields in journal:
+            await h.send(final(reply_to, **fields), key="console")
+        replayed = list(h.published)
+        h.actor.live = True
+        await h.actor.on_live()
+        await h.stop()
+        return h, replayed
+
+    h, replayed = run(scenario)
+    assert not [e for e in replayed if isinstance(e, Reply)]
+    owed = [(r.reply_to, r.merged_into) for r in of_type(h, Reply)]
+    assert owed == [("m3", "m4")]
+    assert not h.state.pending and backend.prompts == []
+
+
 def test_a_barge_in_records_what_was_heard_and_quiet_mode_answers_only_direct(
     tmp_path: Path,
 ) -> None:
@@ -193,7 +273,8 @@ def test_a_barge_in_records_what_was_heard_and_quiet_mode_answers_only_direct(
     h = run(scenario)
     reply = reply_to(h, "m1")()
     assert reply is not None and reply.status == "cancelled" and reply.text == "Once upon"
-    assert reply_to(h, "m2")() is None  # heard, not answered
+    quiet = reply_to(h, "m2")()  # heard, not answered: its final reply says nothing
+    assert quiet is not None and quiet.status == "cancelled" and not quiet.text
     turns = h.state.conversations["console:c1"].turns
     assert ("assistant", "Once upon", True) in [(t.role, t.text, t.cancelled) for t in turns]
     assert turns[-1].text == "talking to myself" and "m2" in h.state.answered

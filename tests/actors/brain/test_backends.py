@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 
 import pytest
@@ -53,6 +54,44 @@ def test_closing_a_stream_early_frees_the_model_for_the_next_one() -> None:
             break  # stop after the first piece
         await stream.aclose()
         # capacity is 1: this would wait forever if the first stream still held the model
+        again = [
+            p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))
+        ]
+        await backend.close()
+        return len(again)
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) > 0
+
+
+def test_a_reply_cancelled_again_while_it_closes_still_gives_the_model_back() -> None:
+    """A burst of messages: each newer one cancels the reply in flight, and the next can land
+    while the cancelled one is still closing its stream. The model must come back every time,
+    or every later reply waits for it forever (the brain wedged, heartbeat and all)."""
+
+    async def scenario() -> int:
+        backend = LlamaCppBackend(LlamaCppConfig())
+        await backend.start()
+
+        async def reply() -> None:
+            stream = backend.stream(
+                [ChatTurn("user", "Tell me a long story about spoons.")],
+                Params(max_tokens=200, temperature=0.0, seed=0),
+            )
+            try:
+                async for _ in stream:
+                    pass
+            finally:
+                await stream.aclose()
+
+        for delay in (0.0, 0.05, 0.3):
+            task = asyncio.get_running_loop().create_task(reply())
+            await asyncio.sleep(delay)
+            task.cancel()
+            for _ in range(3):  # the second cancellation lands in the first one's cleanup
+                await asyncio.sleep(0)
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         again = [
             p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))
         ]

@@ -197,7 +197,8 @@ def test_barge_in_cancels_and_records_what_was_heard_and_quiet_mode_answers_only
             ignored = await chat.client.publish_durable(quiet, key="console")
             addressed = await chat.send("Hex, are you there?")  # direct=True
             assert (await chat.reply(addressed)).status == "complete"
-            assert ignored.id not in chat.replies
+            unanswered = await chat.reply(ignored)  # its final reply closes it, saying nothing
+            assert unanswered.status == "cancelled" and not unanswered.text
 
     asyncio.run(talk())
 
@@ -258,3 +259,31 @@ def test_older_turns_fold_into_a_summary_and_a_fresh_observation_is_kept(
             f"no summary: observation {state['observation']!r}, "
             f"conversations {state['conversations']}"
         ) from None
+
+
+def test_three_lines_a_second_apart_get_one_answer_and_the_brain_goes_on(
+    hex_factory: HexFactory,
+) -> None:
+    """The report that opened issue 11: "part 1", "part 2", "part 3" a second apart wedged the
+    brain for everyone (a reply cancelled again while closing its stream kept the model)."""
+    hx = start_brain(hex_factory, extra="metadata = false")
+
+    async def talk() -> None:
+        async with BusChat(hx) as chat:
+            parts = []
+            for n in (1, 2, 3):
+                if n > 1:
+                    await asyncio.sleep(1.0)
+                parts.append(await chat.send(f"part {n} of my story about the lake"))
+            last = await chat.reply(parts[-1], timeout=90)
+            assert last.status == "complete" and last.text
+            for part in parts[:-1]:  # each ended once: merged into a later one, or cancelled
+                reply = await chat.reply(part)
+                assert reply.status == "cancelled"
+                assert not reply.merged_into or part.id in chat.replies[reply.merged_into].merged
+            other = await chat.send("hello from the other channel", channel="c2", person="bo")
+            assert (await chat.reply(other, timeout=90)).status == "complete"
+            await asyncio.sleep(1.0)  # room for a duplicate to show up, were there one
+            assert len(chat.reply_ids) == len(set(chat.reply_ids)) == 4
+
+    asyncio.run(talk())

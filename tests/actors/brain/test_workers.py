@@ -9,20 +9,23 @@ from typing import Any, TypeVar
 from actors.brain.config import BrainState, PendingMessage
 from actors.brain.ledger import Ledger
 from actors.brain.reply import ReplyStatus
-from actors.brain.workers import CRASHED, ReplyWorkers
+from actors.brain.workers import CRASHED, NEWER_MESSAGE, ReplyWorkers, split_turn
 from schemas import ChatMessage
 
 T = TypeVar("T")
 
 
-def message(text: str, channel: str = "c1") -> ChatMessage:
+def message(text: str, channel: str = "c1", person: str = "ana") -> ChatMessage:
     return ChatMessage(
-        platform="console", person_id="ana", display_name="Ana", channel=channel, text=text
+        platform="console", person_id=person, display_name=person, channel=channel, text=text
     )
 
 
 class GatedReplier:
-    """Answers after ``release`` is set (each answer waits for it); records how each message ended."""
+    """Answers after ``release`` is set (each answer waits for it); records how each turn ended
+    (a turn's pieces joined with " + "). A reply to a turn named in ``spoke`` has said a sentence
+    already; one that has not restarts on the merged turn when a newer message interrupts it, as
+    the brain's does. ``closing_s``: how long recording a cancelled reply takes (a publish)."""
 
     def __init__(self, ledger: Ledger, workers: list[ReplyWorkers]) -> None:
         self.ledger = ledger
@@ -31,10 +34,16 @@ class GatedReplier:
         self.started: list[str] = []
         self.ended: dict[str, str] = {}
         self.crash_on: set[str] = set()
+        self.spoke: set[str] = set()
+        self.closing_s = 0.0
+        self.cancelling: list[int] = []  # the task's pending cancellations as each answer starts
 
-    async def answer(self, conversation: str, pending: PendingMessage) -> None:
-        self.started.append(pending.message.text)
-        if pending.message.text in self.crash_on:
+    async def answer(self, conversation: str, turn: list[PendingMessage]) -> None:
+        text = " + ".join(p.message.text for p in turn)
+        self.started.append(text)
+        task = asyncio.current_task()
+        self.cancelling.append(task.cancelling() if task else -1)
+        if text in self.crash_on:
             raise RuntimeError("a bug")
         try:
             await self.release.wait()
@@ -42,10 +51,14 @@ class GatedReplier:
             interruption = self.workers[0].interrupted(conversation)
             if interruption is None:
                 raise
-            self.ended[pending.message.text] = f"cancelled: {interruption.why}"
+            if interruption.why == NEWER_MESSAGE and text not in self.spoke:
+                raise
+            await asyncio.sleep(self.closing_s)
+            self.ended[text] = f"cancelled: {interruption.why}"
         else:
-            self.ended[pending.message.text] = "complete"
-        self.ledger.answered(pending.event_id)
+            self.ended[text] = "complete"
+        for piece in turn:
+            self.ledger.answered(piece.event_id)
 
     async def give_up(self, pending: PendingMessage, text: str, status: ReplyStatus) -> None:
         self.ended[pending.message.text] = f"{status}: {text}" if text else status
@@ -67,9 +80,9 @@ class Harness:
         self.tasks.append(task)
         return task
 
-    def send(self, text: str, channel: str = "c1") -> None:
+    def send(self, text: str, channel: str = "c1", person: str = "ana") -> None:
         self.offset += 1
-        event = message(text, channel)
+        event = message(text, channel, person)
         self.ledger.accept(f"m{self.offset}", self.offset, event, 0.0)
         self.workers.kick(f"console:{channel}")
 
@@ -82,9 +95,10 @@ class Harness:
         await asyncio.wait_for(asyncio.gather(*self.tasks), 5)
 
 
-def test_a_newer_message_cancels_the_reply_in_flight_and_is_answered() -> None:
+def test_a_newer_message_cancels_a_reply_that_spoke_already_and_is_answered_alone() -> None:
     async def scenario() -> Harness:
         h = Harness()
+        h.replier.spoke.add("tell me a story")
         h.send("tell me a story")
         await h.settle()
         assert h.workers.inflight == {"console:c1": "m1"} and h.workers.busy
@@ -100,13 +114,13 @@ def test_a_newer_message_cancels_the_reply_in_flight_and_is_answered() -> None:
     assert not h.workers.busy and not h.workers.interruptions and not h.ledger.state.pending
 
 
-def test_messages_waiting_behind_a_reply_are_superseded_by_the_newest() -> None:
+def test_others_messages_waiting_behind_a_reply_are_superseded_by_the_newest() -> None:
     async def scenario() -> Harness:
         h = Harness()
         h.send("one")
         await h.settle()
         h.workers.interrupt("console:c1", "test")  # as a barge-in would, without a message
-        h.ledger.accept("m2", 2, message("two"), 0.0)
+        h.ledger.accept("m2", 2, message("two", person="bo"), 0.0)
         h.ledger.accept("m3", 3, message("three"), 0.0)
         await h.finish()
         return h
@@ -174,3 +188,73 @@ def test_a_stop_leaves_the_message_pending_for_the_next_incarnation() -> None:
     h = asyncio.run(scenario())
     assert "still thinking" not in h.replier.ended
     assert list(h.ledger.state.pending) == ["m1"] and not h.workers.busy
+
+
+def test_a_piece_sent_before_the_reply_spoke_joins_its_turn_and_the_reply_restarts() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send("so I was thinking")
+        await h.settle()
+        h.send("about the trip")
+        await h.settle()
+        h.send("next week")
+        await h.finish()
+        return h
+
+    h = asyncio.run(scenario())
+    assert h.replier.started == [
+        "so I was thinking",
+        "so I was thinking + about the trip",
+        "so I was thinking + about the trip + next week",
+    ]
+    assert h.replier.ended == {"so I was thinking + about the trip + next week": "complete"}
+    assert not h.ledger.state.pending and not h.workers.busy
+
+
+def test_another_persons_message_supersedes_a_reply_that_had_not_spoken() -> None:
+    async def scenario() -> Harness:
+        h = Harness()
+        h.send("ana here")
+        await h.settle()
+        h.send("bo here", person="bo")
+        await h.finish()
+        return h
+
+    h = asyncio.run(scenario())
+    assert h.replier.ended == {"ana here": "cancelled", "bo here": "complete"}
+    assert [t.text for t in h.ledger.conversation("console:c1").turns] == ["ana here"]
+
+
+def test_a_burst_interrupts_a_closing_reply_once_and_no_cancellation_leaks_into_the_next() -> None:
+    """Three lines in a row: the third arrives while the first reply is still being closed (its
+    cancelled reply publishing). Interrupting it again would cut that short; instead the worker
+    goes on to the two newer lines as one turn, with no cancellation pending on its task."""
+
+    async def scenario() -> Harness:
+        h = Harness()
+        h.replier.spoke.add("one")
+        h.replier.closing_s = 0.05
+        h.send("one")
+        await h.settle()
+        h.send("two")
+        await h.settle()
+        h.send("three")  # "one" is being closed now
+        await asyncio.sleep(0.1)
+        await h.finish()
+        return h
+
+    h = asyncio.run(scenario())
+    assert h.replier.ended == {"one": "cancelled: newer message", "two + three": "complete"}
+    assert h.replier.cancelling == [0, 0]
+    assert not h.ledger.state.pending and not h.workers.interruptions
+
+
+def test_split_turn_keeps_the_last_persons_run_of_pieces() -> None:
+    def pending(i: int, person: str) -> PendingMessage:
+        return PendingMessage(event_id=f"m{i}", offset=i, message=message(str(i), person=person))
+
+    waiting = [pending(1, "ana"), pending(2, "bo"), pending(3, "ana"), pending(4, "ana")]
+    superseded, turn = split_turn(waiting)
+    assert [p.event_id for p in superseded] == ["m1", "m2"]
+    assert [p.event_id for p in turn] == ["m3", "m4"]
+    assert split_turn(waiting[:1]) == ([], waiting[:1])
