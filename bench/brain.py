@@ -11,7 +11,12 @@ takes, on its own clock:
   the actor around the backend call and published as the ``brain.first_token``
   metric (``reply_to`` label). Overhead = the first minus the second: the bus,
   the durable path, dispatch, prompt building and the chunk's trip back;
-- streaming rate: chunks from the first to the last, over that time.
+- streaming rate: chunks from the first to the last, over that time;
+- ``burst_last_reply_s``: three lines in a row (``BURST_GAP_S`` apart, in a
+  fresh conversation), from the last one's publish to its complete final reply,
+  next to ``single_reply_s``, one line to its complete reply, alternated with it
+  in the same run. The burst's lines are answered as one turn; the figure says
+  what that costs the person over saying it in one line.
 
 Baseline, in the same run and process: the same backend class called directly
 (``LlamaCppBackend.stream`` on the same prompt shape), its tokens/s from first
@@ -47,6 +52,8 @@ MESSAGE = (
     "likes best, and what she does when somebody tries to take one away from her, please."
 )
 SEED = 3
+BURST = ("so I was at the lake", "and a goblin stole my spoon", "what should I do?")
+BURST_GAP_S = 0.5
 
 
 def config(root: Path) -> str:
@@ -79,6 +86,7 @@ class ActorSide:
         self.backend_ttft: dict[str, float] = {}
         self.tokens: dict[str, int] = {}
         self.finals: set[str] = set()
+        self.final_at: dict[str, tuple[float, str]] = {}  # reply_to -> (arrival, status)
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -105,6 +113,34 @@ class ActorSide:
         async for envelope, _ in self.feed:
             if envelope is not None and isinstance(envelope.body, Reply):
                 self.finals.add(envelope.body.reply_to)
+                self.final_at[envelope.body.reply_to] = (time.perf_counter(), envelope.body.status)
+
+    async def lines(self, conversation: str, texts: tuple[str, ...]) -> float:
+        """``texts`` into one fresh conversation, ``BURST_GAP_S`` apart: seconds from the last
+        one's publish to its complete final reply."""
+        key, sent = "", 0.0
+        for n, text in enumerate(texts):
+            if n:
+                await asyncio.sleep(BURST_GAP_S)
+            event = ChatMessage(
+                platform="console",
+                person_id="bench",
+                display_name="Bench",
+                channel=conversation,
+                text=text,
+                direct=True,
+            )
+            sent = time.perf_counter()
+            key = (await self.client.publish_durable(event, key="console")).id
+        deadline = time.monotonic() + 120
+        while key not in self.final_at:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no reply in {conversation}")
+            await asyncio.sleep(0.005)
+        arrived, status = self.final_at[key]
+        if status != "complete":
+            raise RuntimeError(f"the last line in {conversation} got a {status} reply")
+        return arrived - sent
 
     async def one(self, i: int) -> dict[str, float] | None:
         """One message in a fresh conversation (every prompt the same size); None if it did not stream."""
@@ -184,6 +220,23 @@ class DirectSide:
         return {"ttft_ms": (stamps[0] - t0) * 1000, "tok_s": rate}
 
 
+async def bursts(hx: Hex, n: int) -> dict[str, list[float]]:
+    """One line, then a three-line burst, each in a fresh conversation, ``n`` times."""
+    actor = ActorSide(hx)
+    await actor.start()
+    out: dict[str, list[float]] = {"single_reply_s": [], "burst_last_reply_s": []}
+    try:
+        for i in range(n):
+            single = await actor.lines(f"s{i}", (BURST[-1],))
+            burst = await actor.lines(f"t{i}", BURST)
+            progress(f"burst {i}: one line {single:.2f} s, the last of three {burst:.2f} s")
+            out["single_reply_s"].append(single)
+            out["burst_last_reply_s"].append(burst)
+    finally:
+        await actor.close()
+    return out
+
+
 async def alternate(hx: Hex, n: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Direct, then through the actor, message by message (the machine's noise hits both alike)."""
     actor, direct = ActorSide(hx), DirectSide()
@@ -214,6 +267,7 @@ def main() -> None:
         progress("starting Hex with the brain")
         hx.start()
         actor, base = run_async(alternate(hx, n))
+        burst = run_async(bursts(hx, max(3, n // 2)))
     finally:
         hx.cleanup()
     direct_rate = sum(base["tok_s"]) / len(base["tok_s"])
@@ -229,6 +283,11 @@ def main() -> None:
         "direct_tok_s": round(direct_rate, 1),
         "actor_tok_s": round(actor_rate, 1),
     }
+    result |= summary(burst["single_reply_s"], "single_reply_s", 2)
+    result |= summary(burst["burst_last_reply_s"], "burst_last_reply_s", 2)
+    result["burst_over_single"] = round(
+        result["burst_last_reply_s_p50"] / result["single_reply_s_p50"], 2
+    )
     result["first_chunk_overhead_ms"] = result["overhead_ms_p50"]
     result["throughput_ratio_vs_direct"] = round(actor_rate / direct_rate, 3)
     result["target_overhead_ms"] = 10

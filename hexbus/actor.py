@@ -158,6 +158,18 @@ class Actor(Generic[C, S]):
         """
         return None
 
+    def oldest_work(self) -> float | None:
+        """When (``time.monotonic()``) the oldest work this actor accepted and has not finished
+        was taken up by this process: a pending message, an utterance being transcribed. None
+        (the default) when there is none. Work from before a restart counts from the restart.
+
+        The runtime puts its age in every live heartbeat (a durable event whose handler is
+        still running counts too, with no code here); the supervisor restarts an actor whose
+        oldest work is older than its ``work_timeout_s`` as hung, heartbeat or not. Called
+        once per heartbeat: keep it cheap.
+        """
+        return None
+
     # -- what subclasses call -----------------------------------------------
 
     @property

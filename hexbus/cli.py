@@ -100,6 +100,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         "IN",
         "OUT",
         "DROPPED",
+        "WORK",
         "DETAIL",
     ]
     rows = [columns]
@@ -116,6 +117,7 @@ def cmd_status(args: argparse.Namespace) -> None:
                 str(s["events_in"]),
                 str(s["events_out"]),
                 str(s["dropped"]),
+                _age(s.get("work_s") or None),
                 s.get("detail", ""),
             ]
         )

@@ -69,6 +69,9 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     backoff_initial_s: float = 0.05
     backoff_max_s: float = 5.0
     heartbeat_timeout_s: float = 5.0
+    # Hung though its heartbeat ticks: the actor's oldest accepted-but-unfinished work (a pending
+    # message, an utterance, an event being applied) is older than this. 0: never checked.
+    work_timeout_s: float = 0.0
     stop_grace_s: float = 5.0
     memory_limit_mb: int = 0  # RSS limit; 0 means none
     gpu_memory_limit_mb: int = 0  # per-process GPU memory via NVML; 0 means none
@@ -225,6 +228,10 @@ def validate(config: HexConfig, source: str) -> None:
             ("dead_letter_after", spec.dead_letter_after),
         ):
             _positive(source, f"{where}.{key}", value)
+        if spec.work_timeout_s < 0:
+            raise ConfigError(
+                f"{source}: {where}.work_timeout_s must be 0 (off) or more, got {spec.work_timeout_s}"
+            )
         if spec.retry_backoff_s < 0:
             raise ConfigError(
                 f"{source}: {where}.retry_backoff_s must be 0 or more, got {spec.retry_backoff_s}"

@@ -112,6 +112,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
             applied_offset=rt.applied,
             rss_bytes=process.memory_info().rss,
             detail=actor.detail[:200],
+            oldest_work_s=rt.oldest_work_s(),
         )
         envelope = bus.publish_volatile(beat, key=name)
         try:

@@ -119,7 +119,16 @@ class Runtime:
         self.unclean = False  # stopped between retries: the state holds a half-applied event
         self.waiting: set[asyncio.Task[None]] = set()
         self.flush_timeout_s = 5.0
+        self.applying_since: float | None = None  # when the durable handler running now began
         actor._state_changed = self.mark_dirty  # type: ignore[method-assign]
+
+    def oldest_work_s(self) -> float:
+        """Age of the oldest unfinished work (the actor's, or the durable handler running now);
+        0 when there is none, and while replaying (nothing is late before the actor is live)."""
+        if self.state != "live":
+            return 0.0
+        starts = [t for t in (self.actor.oldest_work(), self.applying_since) if t is not None]
+        return round(time.monotonic() - min(starts), 1) if starts else 0.0
 
     def mark_dirty(self, now: bool = False) -> None:
         self.dirty = True
@@ -280,6 +289,14 @@ class Runtime:
             return DEAD
         if marker is not None:
             marker.start(offset, envelope.id)
+        self.applying_since = time.monotonic()
+        try:
+            return await self._apply(target, blob, redrive)
+        finally:
+            self.applying_since = None
+
+    async def _apply(self, target: Envelope, blob: bytes | None, redrive: str) -> Outcome:
+        offset = target.offset
         delay, attempts = self.retry_backoff_s, 0
         while True:
             failure = await self.call_handler(target, blob)
@@ -304,8 +321,8 @@ class Runtime:
             except TimeoutError:
                 pass
             if self.stopping.is_set():
-                if marker is not None:
-                    marker.finish(offset)  # a stop, not a death
+                if self.crash_marker is not None:
+                    self.crash_marker.finish(offset)  # a stop, not a death
                 return STOPPED
             delay = min(delay * 2, 5.0)
 

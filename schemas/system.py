@@ -24,6 +24,9 @@ class Heartbeat(Event, frozen=True, kw_only=True, tag="sys.heartbeat"):
     detail: str = (
         ""  # what the actor is doing beyond its state: "loading whisper-base", "whisper-base 1.2s"
     )
+    # Age of the oldest work the actor accepted and has not finished (0: none): a loop that turns
+    # while work stands still is hung all the same (ActorSpec.work_timeout_s).
+    oldest_work_s: float = 0.0
 
 
 class BrokerHeartbeat(Event, frozen=True, kw_only=True, tag="sys.broker.heartbeat"):

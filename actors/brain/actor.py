@@ -39,15 +39,16 @@ from actors.brain.persona import Persona, PersonaError
 from actors.brain.prompt import compose
 from actors.brain.reply import ReplyOutcome, ReplyRun, ReplyStatus
 from actors.brain.rules import wants_quiet
+from actors.brain.serving import HANG_LIMIT, ServingRecord
 from actors.brain.sink import BusReplySink, final_reply, usage_metrics
 from actors.brain.versions import PersonaStore
 from actors.brain.workers import NEWER_MESSAGE, ReplyWorkers
 from hexbus import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import Envelope, derived_id
+from hexbus.work import PendingSince
 from schemas import (
     BargeIn,
     BrainTask,
-    BrainTaskResult,
     ChatMessage,
     Heartbeat,
     MemoryQuery,
@@ -61,6 +62,7 @@ from schemas import (
 
 log = structlog.get_logger("actors.brain")
 
+STUCK = "I got stuck trying to answer that, more than once. Could you ask it another way?"
 SILENT = ReplyOutcome(status="cancelled", text="")  # the final reply of a line left unanswered
 MEMORY_SILENT_S = 5.0  # a memory actor unheard for this long is taken to be absent
 TASKS_KEEP = 256  # brain.task requests remembered, so a repeated one is run once
@@ -107,12 +109,16 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             await self.backend.start()
         except BackendError as exc:
             raise ActorUnusable(str(exc)) from None
+        self.serving = ServingRecord(self.data_dir / "serving.json")
+        for name in self.serving.suspects():
+            self.backend.suspend(name, "it was answering when the last brain process died")
         # Seeded: an audit or a test replays the same choices.
         self.rng = random.Random(self.config.seed)
         self.workers = ReplyWorkers(self.spawn, self.ledger, self)
         # Final replies that no model writes (refusals, quiet lines, merged pieces), held during
         # replay: the journal ahead may hold the ones the last incarnation published.
         self.owed: dict[str, tuple[ChatMessage, ReplyOutcome, str]] = {}
+        self.pending_since = PendingSince()
         self.memory_down_until = 0.0
         self.memory_seen = -MEMORY_SILENT_S  # when the memory actor's last live heartbeat arrived
         self.bus.subscribe(f"sys.heartbeat.{self.config.memory_actor}")
@@ -219,6 +225,10 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.state.observation = event.text
         self.state.observed_at = event.at or time.time()
 
+    def oldest_work(self) -> float | None:
+        """The pending message this process has waited longest to answer."""
+        return self.pending_since.oldest(self.state.pending)
+
     async def on_live(self) -> None:
         # What replay found owed and the journal did not hold after all.
         owed, self.owed = self.owed, {}
@@ -248,39 +258,36 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             # People's replies first; the caller's deadline bounds the wait.
             while self.workers.busy:
                 await asyncio.sleep(0.05)
-            turns, schema, max_tokens = tasks.messages(event)
-            started = time.monotonic()
-            try:
-                raw = await self.backend.complete_json(
-                    turns,
-                    schema,
-                    Params(max_tokens=max_tokens, temperature=0.1, seed=self.config.seed),
-                )
-            except BackendError as exc:
-                result = BrainTaskResult(error=str(exc))
-            else:
-                result = tasks.parse(event, raw)
-        log.info(
-            "brain.task",
-            kind=event.kind,
-            seconds=round(time.monotonic() - started, 2),
-            error=result.error or None,
-            facts=len(result.facts),
-        )
+            result = await tasks.run(event, self.backend, self.config.seed)
         await self.respond(result)
 
     # -- one reply (called by the workers) ------------------------------------------
 
     async def answer(self, conversation: str, turn: list[PendingMessage]) -> None:
         message = one_message(turn)
-        pieces = tuple(p.event_id for p in turn[:-1])
+        starts = self.serving.start(message.event_id)
+        try:
+            if starts <= HANG_LIMIT:
+                await self.reply(conversation, turn, message)
+                return
+            log.error("brain.reply_abandoned", message=message.event_id, incarnations=HANG_LIMIT)
+            outcome = ReplyOutcome(status="failed", text=STUCK)
+            await self.finish(conversation, turn, message, outcome)
+        finally:
+            self.serving.done(message.event_id)
+
+    async def reply(
+        self, conversation: str, turn: list[PendingMessage], message: PendingMessage
+    ) -> None:
         event = message.message
         turns, max_tokens = self.prompt(conversation, event, await self.memories(event))
         params = Params(
             max_tokens=max_tokens, temperature=self.config.temperature, seed=self.config.seed
         )
         run = ReplyRun(
-            self.backend.stream(turns, params),
+            self.backend.stream(
+                turns, params, on_open=lambda name: self.serving.asking(message.event_id, name)
+            ),
             BusReplySink(self.bus, self.publish, message),
             chunk_interval_s=self.config.chunk_interval_ms / 1000,
         )
@@ -307,17 +314,29 @@ class BrainActor(Actor[BrainConfig, BrainState]):
                 why=interruption.why,
             )
             outcome = run.cancelled(interruption.heard)
-        await self.publish_reply(message.event_id, event, outcome, merged=pieces)
-        for piece in turn[:-1]:
-            await self.settle(piece.event_id, piece.message, merged_into=message.event_id)
-        self.ledger.record(conversation, message, outcome, self.persona, pieces)
-        self.state_changed()
+        await self.finish(conversation, turn, message, outcome)
         if outcome.status == "complete":
             for metric in usage_metrics(message, outcome):
                 self.bus.publish_volatile(metric, key="brain")
             if self.config.metadata:
                 await self.describe(message, outcome.text)
             await self.summarise(conversation)
+
+    async def finish(
+        self,
+        conversation: str,
+        turn: list[PendingMessage],
+        message: PendingMessage,
+        outcome: ReplyOutcome,
+    ) -> None:
+        """Publish the final replies of one turn (its last piece's, then each earlier piece's,
+        pointing at it) and record them."""
+        pieces = tuple(p.event_id for p in turn[:-1])
+        await self.publish_reply(message.event_id, message.message, outcome, merged=pieces)
+        for piece in turn[:-1]:
+            await self.settle(piece.event_id, piece.message, merged_into=message.event_id)
+        self.ledger.record(conversation, message, outcome, self.persona, pieces)
+        self.state_changed()
 
     async def give_up(self, message: PendingMessage, text: str, status: ReplyStatus) -> None:
         await self.give_up_on(message.event_id, message.message, text, status)

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any, Final
 
-from actors.brain.backends import ChatTurn
+import structlog
+
+from actors.brain.backends import Backend, BackendError, ChatTurn, Params
 from schemas import BrainTask, BrainTaskResult, Fact
+
+log = structlog.get_logger("actors.brain")
 
 MAX_FACTS: Final = 4
 # The oldest turns go first; the tail of a longer batch waits for the next.
@@ -121,3 +126,25 @@ def parse(task: BrainTask, raw: str) -> BrainTaskResult:
     if not summary and not facts:
         return BrainTaskResult(error="the model returned an empty summary")
     return BrainTaskResult(summary=summary[:1000], facts=tuple(facts[:MAX_FACTS]))
+
+
+async def run(event: BrainTask, backend: Backend, seed: int | None) -> BrainTaskResult:
+    """Ask ``backend`` for ``event``'s answer: a result with the facts, or with the error."""
+    turns, schema, max_tokens = messages(event)
+    started = time.monotonic()
+    try:
+        raw = await backend.complete_json(
+            turns, schema, Params(max_tokens=max_tokens, temperature=0.1, seed=seed)
+        )
+    except BackendError as exc:
+        result = BrainTaskResult(error=str(exc))
+    else:
+        result = parse(event, raw)
+    log.info(
+        "brain.task",
+        kind=event.kind,
+        seconds=round(time.monotonic() - started, 2),
+        error=result.error or None,
+        facts=len(result.facts),
+    )
+    return result

@@ -30,6 +30,7 @@ from actors.stt.whisper import Whisper, WhisperConfig
 from hexbus import Actor, on
 from hexbus.codec import derived_id
 from hexbus.pcm import from_pcm16, to_pcm16
+from hexbus.work import PendingSince
 from schemas import (
     AudioFrame,
     ChatMessage,
@@ -111,6 +112,7 @@ class SttActor(Actor[SttConfig, SttState]):
         self.sources: dict[str, Source] = {}
         self.inflight: set[str] = set()  # utterances being transcribed by this process
         self.done: set[str] = set()  # utterances whose final this process has seen or sent
+        self.pending_since = PendingSince()
         log.info(
             "stt.ready",
             model=self.config.whisper.model or "packaged whisper base",
@@ -348,6 +350,11 @@ class SttActor(Actor[SttConfig, SttState]):
             self.done = set(list(self.done)[-5_000:])
         if self.state.pending.pop(event.utterance, None) is not None:
             self.state_changed()
+
+    def oldest_work(self) -> float | None:
+        """The utterance journaled longest ago and not yet transcribed (a transcription that
+        failed stays pending: past work_timeout_s, the next process tries it again)."""
+        return self.pending_since.oldest(self.state.pending)
 
     async def on_live(self) -> None:
         for utterance in list(self.state.pending):

@@ -145,6 +145,7 @@ class Supervisor:
             spec.stop_grace_s,
             spec.memory_limit_mb,
             spec.gpu_memory_limit_mb,
+            spec.work_timeout_s,
         )
         return Watcher(
             name,
@@ -294,6 +295,15 @@ class Supervisor:
                     reason = f"hung: no heartbeat for {silent:.1f}s (heartbeat_timeout_s = {watcher.policy.heartbeat_timeout_s:g})"
                     log.warning(
                         "actor.hung", actor=watcher.name, pid=watcher.pid, silent_s=round(silent, 2)
+                    )
+                    watcher.kill(reason)
+                elif (stuck := watcher.stuck_for(now)) is not None:
+                    limit = watcher.policy.work_timeout_s
+                    reason = (
+                        f"hung: its oldest work is {stuck:.1f}s old (work_timeout_s = {limit:g})"
+                    )
+                    log.warning(
+                        "actor.stuck", actor=watcher.name, pid=watcher.pid, work_s=round(stuck, 1)
                     )
                     watcher.kill(reason)
             if now >= next_measure:

@@ -33,6 +33,7 @@ class Policy:
     stop_grace_s: float
     memory_limit_mb: int
     gpu_memory_limit_mb: int = 0
+    work_timeout_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -165,6 +166,21 @@ class Watcher:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def work_s(self, now: float) -> float:
+        """Age of the actor's oldest unfinished work now, from its last heartbeat (0: none)."""
+        beat = self.beat
+        if beat is None or not beat.oldest_work_s:
+            return 0.0
+        return beat.oldest_work_s + (now - self.last_beat_at)
+
+    def stuck_for(self, now: float) -> float | None:
+        """The oldest work's age when it is past ``work_timeout_s`` (a live actor only)."""
+        limit = self.policy.work_timeout_s
+        if not limit or self.state != "live":
+            return None
+        age = self.work_s(now)
+        return age if age > limit else None
+
     def on_beat(self, beat: Heartbeat) -> bool:
         """Record a heartbeat; True when it made the process live for the first time."""
         self.last_beat_at = time.monotonic()
@@ -211,6 +227,7 @@ class Watcher:
             "events_out": beat.events_out if beat else 0,
             "dropped": beat.dropped if beat else 0,
             "detail": beat.detail if beat and self.running else "",
+            "work_s": round(self.work_s(now), 1) if self.running else 0.0,
             "rejected": beat.rejected if beat else 0,
             "applied_offset": beat.applied_offset if beat else 0,
             "reason": self.reason,

@@ -53,6 +53,7 @@ def test_status_json_is_keyed_by_actor_with_pid_state_restarts(hex_factory: HexF
         "IN",
         "OUT",
         "DROPPED",
+        "WORK",
         "DETAIL",
     ]
     assert any(line.startswith("echo ") and " live " in line for line in table)

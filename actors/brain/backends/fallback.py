@@ -128,9 +128,23 @@ class FallbackChain:
             if isinstance(result, Exception):
                 log.warning("brain.backend.close_failed", backend=backend.name, error=str(result))
 
-    def stream(self, turns: list[ChatTurn], params: Params) -> ChainStream:
-        """Pieces from the first backend that serves; see the module docstring for fallbacks."""
-        return ChainStream(self, turns, params)
+    def stream(
+        self,
+        turns: list[ChatTurn],
+        params: Params,
+        *,
+        on_open: Callable[[str], None] | None = None,
+    ) -> ChainStream:
+        """Pieces from the first backend that serves; see the module docstring for fallbacks.
+        ``on_open`` is called with each backend's name as the stream asks it."""
+        return ChainStream(self, turns, params, on_open)
+
+    def suspend(self, name: str, why: str) -> None:
+        """Cool ``name`` down as if it had failed (it hung a process that was using it)."""
+        if name not in self._health:
+            return
+        self._health[name].down_until = self._clock() + self.cooldown_s
+        log.warning("brain.backend.suspended", backend=name, why=why, cooldown_s=self.cooldown_s)
 
     async def complete_json(
         self, turns: list[ChatTurn], schema: dict[str, Any], params: Params
@@ -280,10 +294,17 @@ class ChainStream:
     away pieces already yielded. ``usage`` is the serving backend's.
     """
 
-    def __init__(self, chain: FallbackChain, turns: list[ChatTurn], params: Params) -> None:
+    def __init__(
+        self,
+        chain: FallbackChain,
+        turns: list[ChatTurn],
+        params: Params,
+        on_open: Callable[[str], None] | None = None,
+    ) -> None:
         self.chain = chain
         self.turns = turns
         self.params = params
+        self.on_open = on_open
         self.usage = Usage()
         self.backend = ""
         self.restarts = 0
@@ -359,6 +380,8 @@ class ChainStream:
             raise self._attempt.exhausted()
         self._pieces = []
         self.backend = backend.name
+        if self.on_open is not None:
+            self.on_open(backend.name)
         self._inner = inner = backend.stream(self.turns, self.params)
         self._it = aiter(inner)
         self.usage = inner.usage

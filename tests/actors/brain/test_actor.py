@@ -253,6 +253,39 @@ def test_replay_publishes_only_the_final_replies_the_journal_does_not_hold(
     assert not h.state.pending and backend.prompts == []
 
 
+def test_a_message_that_was_in_flight_when_three_brains_died_is_given_up_on(
+    tmp_path: Path,
+) -> None:
+    """The serving record says m1 was being answered (on "scripted") when the last three
+    incarnations died: this one suspends that backend and answers m1 with a failed reply
+    instead of trying again; m2 is answered as usual."""
+    from actors.brain.actor import STUCK
+    from actors.brain.serving import HANG_LIMIT
+
+    backend = ScriptedBackend([Script(["Hello!"])])
+    record = tmp_path / "data" / "serving.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(f'{{"m1": {{"backend": "scripted", "starts": {HANG_LIMIT}}}}}')
+
+    async def scenario() -> ActorHarness[BrainActor]:
+        h = harness(tmp_path, brain_with(backend))
+        await live(h)
+        assert h.actor.backend.healthy() == []  # suspended: it was answering when they died
+        await h.send(message("the poison"), key="console", event_id="m1")
+        await until(reply_to(h, "m1"), "the given-up reply")
+        await h.send(message("hello"), key="console", event_id="m2")
+        await until(reply_to(h, "m2"), "the next reply")
+        await h.stop()
+        return h
+
+    h = run(scenario)
+    stuck, fine = reply_to(h, "m1")(), reply_to(h, "m2")()
+    assert stuck is not None and (stuck.status, stuck.text) == ("failed", STUCK)
+    assert fine is not None and fine.status == "complete"
+    assert len(backend.prompts) == 1  # the model was asked for m2 only
+    assert record.read_text() == "{}"
+
+
 def test_a_barge_in_records_what_was_heard_and_quiet_mode_answers_only_direct(
     tmp_path: Path,
 ) -> None:

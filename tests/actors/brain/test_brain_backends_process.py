@@ -18,6 +18,7 @@ from tests.support.brain import (
     MODELS_OK,
     ScriptedServer,
     llama_server,
+    sse,
     start_brain,
     status,
 )
@@ -115,6 +116,62 @@ def test_rate_limited_server_gets_a_sleepy_notice_and_the_reply_comes_from_the_n
                 assert len(server.requests) == asked
 
         asyncio.run(talk())
+    finally:
+        asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_a_backend_that_never_answers_gets_the_brain_restarted_and_the_next_one_answers_once(
+    hex_factory: HexFactory,
+) -> None:
+    """The heartbeat ticks while the message waits forever for a first token: the supervisor
+    restarts the brain once its oldest pending message is older than work_timeout_s, and the
+    next incarnation, told by the serving record which backend hung, answers on the fallback."""
+    import threading
+
+    loop = asyncio.new_event_loop()
+    # Each incarnation checks GET /models when it starts; every chat request hangs.
+    server = ScriptedServer(MODELS_OK, sse([], then="hang"), MODELS_OK, sse([], then="hang"))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
+    try:
+        backends = (
+            f'[{{type = "openai", name = "stuck", base_url = "{server.url}", model = "m", '
+            "timeout_s = 600}, "
+            '{type = "llamacpp"}]'
+        )
+        hx = start_brain(
+            hex_factory,
+            backends=backends,
+            extra="metadata = false",
+            work_timeout_s=4.0,
+            backoff_initial_s=0.05,
+        )
+        first_pid = hx.pid("brain")
+
+        async def talk() -> None:
+            async with BusChat(hx) as chat:
+                message = await chat.send("hello? anyone home?")
+                stuck = await wait_for_value(
+                    lambda: s if (s := hx.status()["brain"])["work_s"] > 1 else None,
+                    10,
+                    "the pending message's age in hexbus status",
+                )
+                assert stuck["pid"] == first_pid and stuck["last_heartbeat_s"] < 2
+                reply = await chat.reply(message, timeout=120)
+                assert reply.status == "complete" and reply.backend == "llamacpp", reply
+                await asyncio.sleep(1.0)  # room for a duplicate to show up, were there one
+                assert [r.reply_to for _, r in chat.finals] == [message.id]
+
+        asyncio.run(talk())
+        status = hx.status()["brain"]
+        assert status["restarts"] == 1 and status["pid"] != first_pid
+        assert "oldest work" in hx.log() and "brain.backend.suspended" in hx.log()
+        chats = [path for path, _ in server.requests if path.endswith("/chat/completions")]
+        assert len(chats) == 1, server.requests  # the next incarnation never asked "stuck"
     finally:
         asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
