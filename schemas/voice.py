@@ -66,6 +66,11 @@ class Segment(Event, frozen=True, kw_only=True, tag="stt.segment"):
     speech_end: float
     end_detected: float
     cut: bool = False
+    # The person went on soon after an earlier turn ended: the audio is that turn's and this
+    # one's (the pause between kept), and the chat message it becomes says the earlier one's
+    # words again, whole (ChatMessage.revises names it).
+    revises: str = ""
+    complete: float = -1.0  # the end-of-turn model's verdict when the turn ended (-1: not asked)
 
 
 class Timing(msgspec.Struct, frozen=True, kw_only=True):

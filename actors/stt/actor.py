@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -25,9 +25,10 @@ import msgspec
 import numpy as np
 import structlog
 
+from actors.stt.turn import SmartTurn, TurnConfig
 from actors.stt.vad import Segmenter, SileroStream, SpeechEnd, SpeechStart, VadConfig
 from actors.stt.whisper import Whisper, WhisperConfig
-from hexbus import Actor, on
+from hexbus import Actor, LazyModel, on
 from hexbus.codec import derived_id
 from hexbus.pcm import from_pcm16, to_pcm16
 from hexbus.work import PendingSince
@@ -35,6 +36,7 @@ from schemas import (
     AudioFrame,
     ChatMessage,
     Metric,
+    ReplySentence,
     Segment,
     SpeechStarted,
     Timing,
@@ -45,10 +47,13 @@ from schemas import (
 log = structlog.get_logger("actors.stt")
 
 RATE = 16000  # what the VAD and Whisper take
+ANSWERED_KEEP = 1024  # reply_to ids of spoken replies remembered
+REJOIN_GAP_S = 1.0  # the longest pause kept between a turn and its continuation
 
 
 class SttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     vad: VadConfig = VadConfig()
+    turn: TurnConfig = TurnConfig()
     whisper: WhisperConfig = WhisperConfig()
     partials: bool = True  # volatile transcripts while the person is still talking
     partial_interval_ms: int = 1000
@@ -82,9 +87,21 @@ class Source:
     anchors: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3000))
     utterance: str = ""
     speech_start: float = 0.0
+    last_turn: LastTurn | None = None  # the turn that ended last, while it may still go on
+    continues: LastTurn | None = None  # the turn the utterance now open goes on with
     last_partial: float = 0.0
     partial_busy: bool = False
     seen: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class LastTurn:
+    """A turn that ended, kept ``TurnConfig.rejoin_ms`` in case the person goes on."""
+
+    message_id: str
+    audio: np.ndarray  # 16 kHz float32, as transcribed
+    end_s: float  # stream time of its last voiced sample
+    speech_start: float  # wall time its speech began
 
 
 def wall(src: Source, stream_s: float) -> float:
@@ -99,11 +116,23 @@ def wall(src: Source, stream_s: float) -> float:
 
 
 class SttActor(Actor[SttConfig, SttState]):
-    subscribes: ClassVar[tuple[str, ...]] = ("audio.frame", "stt.segment", "stt.final")
+    subscribes: ClassVar[tuple[str, ...]] = (
+        "audio.frame",
+        "stt.segment",
+        "stt.final",
+        "chat.sentence",
+    )
     config_type = SttConfig
     state_type = SttState
 
     async def setup(self) -> None:
+        # One session for every speaker: it is asked once per pause, on the loop (about 35 ms).
+        # Loaded before Whisper, whose load time `hexbus status` then shows.
+        self.turn = (
+            await self.load_model(LazyModel("smart-turn-v3.2", SmartTurn))
+            if self.config.turn.model
+            else None
+        )
         self.whisper = Whisper(self.config.whisper)
         # A missing model fails here (the actor is then unusable, with its one line in
         # `hexbus status`), not on the first frame.
@@ -113,6 +142,9 @@ class SttActor(Actor[SttConfig, SttState]):
         self.inflight: set[str] = set()  # utterances being transcribed by this process
         self.done: set[str] = set()  # utterances whose final this process has seen or sent
         self.pending_since = PendingSince()
+        # Messages whose reply has said a sentence: a piece after that is a new turn, not
+        # one to transcribe again with them (the brain merges only before the first sentence).
+        self.answered: OrderedDict[str, None] = OrderedDict()
         log.info(
             "stt.ready",
             model=self.config.whisper.model or "packaged whisper base",
@@ -136,7 +168,11 @@ class SttActor(Actor[SttConfig, SttState]):
         )
         created = Source(
             frame=frame,
-            segmenter=Segmenter(self.config.vad),
+            segmenter=Segmenter(
+                self.config.vad,
+                judge=self.turn.complete if self.turn is not None else None,
+                turn=self.config.turn,
+            ),
             rate=frame.rate,
             resampler=resampler,
         )
@@ -176,6 +212,12 @@ class SttActor(Actor[SttConfig, SttState]):
                 )
                 src.speech_start = wall(src, event.at_s)
                 src.last_partial = time.monotonic()
+                last, src.last_turn = src.last_turn, None
+                if (
+                    last is not None
+                    and event.at_s - last.end_s <= self.config.turn.rejoin_ms / 1000
+                ):
+                    src.continues = last
                 self.bus.publish_volatile(
                     SpeechStarted(
                         utterance=src.utterance,
@@ -226,6 +268,20 @@ class SttActor(Actor[SttConfig, SttState]):
         frame = src.frame
         utterance = src.utterance or derived_id(frame.source, str(time.time_ns()))
         src.utterance = ""
+        audio, speech_start, revises = end.segment.audio, wall(src, end.segment.start_s), ""
+        earlier, src.continues = src.continues, None
+        if earlier is not None and earlier.message_id not in self.answered:
+            # The person went on: this turn and the one before are transcribed as one, the
+            # pause between kept (at most REJOIN_GAP_S of it: Whisper invents words in silence).
+            gap = min(max(0.0, end.segment.audio_start_s - earlier.end_s), REJOIN_GAP_S)
+            audio = np.concatenate(
+                [earlier.audio, np.zeros(int(gap * RATE), dtype=np.float32), audio]
+            )
+            speech_start, revises = earlier.speech_start, earlier.message_id
+        if not end.segment.cut:
+            src.last_turn = LastTurn(
+                derived_id(utterance, "message"), audio, end.segment.end_s, speech_start
+            )
         segment = Segment(
             utterance=utterance,
             source=frame.source,
@@ -233,12 +289,14 @@ class SttActor(Actor[SttConfig, SttState]):
             display_name=frame.display_name,
             platform=frame.platform,
             channel=frame.channel,
-            speech_start=wall(src, end.segment.start_s),
+            speech_start=speech_start,
             speech_end=wall(src, end.segment.end_s),
             end_detected=time.time(),
             cut=end.segment.cut,
+            revises=revises,
+            complete=-1.0 if end.segment.complete is None else round(end.segment.complete, 3),
         )
-        blob = to_pcm16(end.segment.audio)
+        blob = to_pcm16(audio)
         self.inflight.add(utterance)
         # In the state before it is journaled: a snapshot taken before the final still holds it.
         self.state.pending[utterance] = PendingSegment(segment=segment, audio=blob)
@@ -246,7 +304,7 @@ class SttActor(Actor[SttConfig, SttState]):
         await self.publish(
             segment, key=frame.channel, blob=blob, event_id=derived_id(utterance, "segment")
         )
-        self.spawn(self.finish(segment, end.segment.audio), name="final")
+        self.spawn(self.finish(segment, audio), name="final")
 
     # -- transcripts ---------------------------------------------------------------------
 
@@ -296,6 +354,7 @@ class SttActor(Actor[SttConfig, SttState]):
                     text=result.text,
                     message_id=segment.utterance,
                     direct=True,
+                    revises=segment.revises,
                 ),
                 key=segment.platform,
                 event_id=message_id,
@@ -342,6 +401,12 @@ class SttActor(Actor[SttConfig, SttState]):
         self.state_changed()
         if self.live:
             self.resume(event.utterance)
+
+    @on(ReplySentence)
+    async def on_sentence(self, event: ReplySentence) -> None:
+        self.answered[event.reply_to] = None
+        if len(self.answered) > ANSWERED_KEEP:
+            self.answered.popitem(last=False)
 
     @on(Utterance)
     async def on_final(self, event: Utterance) -> None:

@@ -4,12 +4,19 @@
 utterance starts and when it ends, handing over the utterance's audio. One Segmenter (and
 one :class:`SileroStream`) per speaker: both carry state between calls and neither is
 thread-safe.
+
+Given a turn judge (:class:`actors.stt.turn.SmartTurn`'s ``complete``), a pause does not end
+the turn by its length alone: after ``TurnConfig.check_ms`` of silence the judge reads the
+utterance so far, and the turn ends there when it is confident the person has finished,
+otherwise only when the pause reaches ``max_pause_ms`` or the person goes on (the pause is then
+part of the utterance). Without one, ``silence_gap_ms`` of silence ends it, as before.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeAlias
@@ -19,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.stt.models import INSTALL_HINT, silero_vad_path
+from actors.stt.turn import TurnConfig
 from hexbus.models import ModelMissing
 
 SAMPLE_RATE: Final = 16_000
@@ -137,6 +145,9 @@ class VadSegment:
     start_s: float
     end_s: float
     cut: bool = False
+    # The turn judge's probability that the person had finished, when it ended the turn or
+    # was last asked; None without a judge, or when it was never asked (a cut, a flush).
+    complete: float | None = None
 
     @property
     def audio_start_s(self) -> float:
@@ -176,11 +187,23 @@ class Segmenter:
     non-speech) count as silence without running Silero.
     """
 
-    def __init__(self, config: VadConfig | None = None, vad: SileroStream | None = None) -> None:
+    def __init__(
+        self,
+        config: VadConfig | None = None,
+        vad: SileroStream | None = None,
+        *,
+        judge: Callable[[Audio], float] | None = None,
+        turn: TurnConfig | None = None,
+    ) -> None:
         self.config = config if config is not None else VadConfig()
         self.vad = vad if vad is not None else SileroStream()
+        self.judge = judge
+        self.turn = turn if turn is not None else TurnConfig()
+        self.judged = 0  # times the judge was asked, for cost accounting
         cfg = self.config
         self._gap = _samples(cfg.silence_gap_ms)
+        self._check = _samples(self.turn.check_ms)
+        self._max_pause = _samples(self.turn.max_pause_ms)
         self._min_speech = _samples(cfg.min_speech_ms)
         self._pre_roll = _samples(cfg.pre_roll_ms)
         self._max = int(cfg.max_utterance_s * SAMPLE_RATE)
@@ -215,6 +238,8 @@ class Segmenter:
         self._voiced = 0
         self._last_voiced_end = 0
         self._gap_start: int | None = None
+        self._verdict: float | None = None  # the judge's answer in this pause, once asked
+        self._judged: float | None = None  # the latest answer in this utterance
 
     @property
     def in_speech(self) -> bool:
@@ -292,6 +317,7 @@ class Segmenter:
         # Silero's hysteresis: the gap opens below neg_threshold and closes only at threshold
         if p >= cfg.threshold:
             self._gap_start = None
+            self._verdict = None
         elif p < cfg.neg_threshold and self._gap_start is None:
             self._gap_start = begin
         if self._gap_start is None:
@@ -299,11 +325,23 @@ class Segmenter:
             self._last_voiced_end = end
         if not self._confirmed and self._voiced >= max(self._min_speech, 1):
             self._confirm(events)
-        if self._gap_start is not None and end - self._gap_start >= self._gap:
+        if self._gap_start is not None and self._turn_over(end - self._gap_start):
             self._finish(events, cut=False)
         elif self._length + CHUNK > self._max:
             self._continues = self._confirmed and self._gap_start is None
             self._finish(events, cut=True)
+
+    def _turn_over(self, pause: int) -> bool:
+        """Does a pause of ``pause`` samples (so far) end the turn?"""
+        if self.judge is None:
+            return pause >= self._gap
+        if self._verdict is None and pause >= self._check and self._confirmed:
+            voiced = np.concatenate(self._chunks)[: self._last_voiced_end - self._audio_start]
+            self._verdict = self._judged = self.judge(voiced)
+            self.judged += 1
+        if self._verdict is not None and self._verdict >= self.turn.threshold:
+            return True
+        return pause >= self._max_pause
 
     def _open(self, chunk: Audio, begin: int, *, pre_roll: bool) -> None:
         self._active = True
@@ -334,7 +372,11 @@ class Segmenter:
         events.append(
             SpeechEnd(
                 VadSegment(
-                    audio=audio, start_s=self._start / SAMPLE_RATE, end_s=end / SAMPLE_RATE, cut=cut
+                    audio=audio,
+                    start_s=self._start / SAMPLE_RATE,
+                    end_s=end / SAMPLE_RATE,
+                    cut=cut,
+                    complete=None if cut else self._judged,
                 )
             )
         )

@@ -1,5 +1,5 @@
-"""Test speech: espeak-ng phrases, silence and noise as float32 audio, WAVs built from them, and
-the word error rate used to judge transcripts."""
+"""Test speech: espeak-ng phrases, silence and noise as float32 audio, WAVs built from them, real
+human recordings (:func:`real_speech`), and the word error rate used to judge transcripts."""
 
 from __future__ import annotations
 
@@ -19,11 +19,20 @@ from hexbus.pcm import to_pcm16
 RATE = 16_000
 Audio = npt.NDArray[np.float32]
 
+REAL_SPEECH = Path(__file__).resolve().parents[2] / ".cache" / "speech"
+# What J. F. Kennedy says in jfk.wav: one sentence, with pauses of 1.8, 1.1 and 0.6 s inside it.
+JFK = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+
 __all__ = [
+    "JFK",
     "RATE",
     "Audio",
     "espeak",
     "make_wav",
+    "real_speech",
     "silence",
     "wer",
     "white_noise",
@@ -102,3 +111,15 @@ def wer(reference: str, hypothesis: str) -> float:
     """Word error rate: word-level edit distance over the reference's length."""
     ref = words(reference)
     return word_errors(ref, words(hypothesis)) / max(1, len(ref))
+
+
+def real_speech(name: str) -> Audio:
+    """A real recording from .cache/speech (scripts/_speech.sh fetches them), as 16 kHz float32."""
+    path = REAL_SPEECH / name
+    if not path.is_file():
+        pytest.fail(
+            f"{path} is missing: run scripts/test, or `source scripts/_speech.sh && fetch_speech`"
+        )
+    audio, rate = read_wav(path)
+    assert rate == RATE, f"{path} is {rate} Hz"
+    return np.asarray(audio, dtype=np.float32)

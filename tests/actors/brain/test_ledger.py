@@ -148,3 +148,27 @@ def test_a_cancelled_reply_is_kept_as_cancelled_and_a_failed_one_says_nothing(
     ]
     assert book.state.relationships["ana"].points == 0  # only complete replies count
     assert not book.state.usage  # no backend served them
+
+
+def test_one_message_joins_a_turns_pieces_and_lets_a_revision_replace_what_it_repeats() -> None:
+    from actors.brain.config import PendingMessage
+    from actors.brain.ledger import one_message
+
+    def piece(event_id: str, text: str, at: float, **overrides: object) -> PendingMessage:
+        return PendingMessage(
+            event_id=event_id, offset=int(at), message=message(text, **overrides), received=at
+        )
+
+    typed = [piece("m1", "so I was thinking", 1.0), piece("m2", "about the trip", 2.0)]
+    joined = one_message(typed)
+    assert (joined.event_id, joined.message.text) == ("m2", "so I was thinking\nabout the trip")
+    assert joined.received == 1.0  # the turn began with its first piece
+    spoken = [
+        piece("v1", "And so my fellow America.", 1.0),
+        piece("v2", "And so my fellow Americans, ask not ...", 2.0, revises="v1"),
+        piece("v3", "Right?", 3.0, attachments=(Attachment(filename="a.png"),)),
+    ]
+    whole = one_message(spoken)
+    assert whole.message.text == "And so my fellow Americans, ask not ...\nRight?"
+    assert [a.filename for a in whole.message.attachments] == ["a.png"]
+    assert one_message(typed[:1]) is typed[0]

@@ -38,6 +38,10 @@ from tests.support.speech import make_wav, wer, words
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 STT = actor_toml("stt", "actors.stt.actor:SttActor", heartbeat_timeout_s=30.0)
+# Each finished phrase its own transcript: no brain answers here, so without this every phrase
+# that follows within rejoin_ms would be transcribed again with the ones before it (tested
+# in-process in tests/actors/stt/test_stt_turns.py).
+STT_APART = STT + "[actors.stt.config.turn]\nrejoin_ms = 0\n"
 TTS = actor_toml("tts", "actors.tts.actor:TtsActor", heartbeat_timeout_s=30.0)
 
 
@@ -112,7 +116,7 @@ def test_speech_with_pauses_gives_the_right_utterances_and_transcripts(
 ) -> None:
     """WER ≤ 0.2 over three phrases: espeak-ng speech is clean and Whisper base transcribes it
     (near) exactly (MODELS.md); the margin is for a word like "Hex" spelt "Hecks"."""
-    hx = hex_factory(FAST_BUS + STT).start()
+    hx = hex_factory(FAST_BUS + STT_APART).start()
     said = [
         "Good morning, how are you today?",
         "I would like to hear a story about a lighthouse.",
@@ -416,9 +420,13 @@ def test_speakers_are_independent_one_long_utterance_never_holds_up_another(
             bo_done = time.time()
             await talking
             await heard.wait(
-                lambda: [u for u in heard.of(Utterance) if u.person_id == "ana" and u.text],
+                lambda: [
+                    u
+                    for u in heard.of(Utterance)
+                    if u.person_id == "ana" and "bench" in u.text.lower()
+                ],
                 60,
-                "Ana's transcript",
+                "Ana's transcript, to the end of her sentence",
             )
             ana_ended = [s for s in heard.of(Segment) if s.person_id == "ana"]
             await a.close()
@@ -430,8 +438,11 @@ def test_speakers_are_independent_one_long_utterance_never_holds_up_another(
     assert bo_after_ana_ended < 0
     bo = [u.text for u in heard.of(Utterance) if u.person_id == "bo" and u.text]
     assert len(bo) == 1 and "tomorrow" in bo[0].lower(), bo
+    # Ana's one sentence: the turn model may end it at one of espeak's comma pauses, and then
+    # her next words are transcribed again with it, so her last transcript says it all.
     ana = [u for u in heard.of(Utterance) if u.person_id == "ana" and u.text]
-    assert len(ana) == 1 and "garden" in ana[0].text.lower()
+    assert ana and "garden" in ana[-1].text.lower() and "bench" in ana[-1].text.lower(), ana
     # While Ana was still talking, partial transcripts of what she had said so far.
     partials = [t for t in heard.of(Transcript) if t.person_id == "ana"]
-    assert partials and {t.utterance for t in partials} == {ana[0].utterance}, partials
+    spoken = {s.utterance for s in heard.of(Segment) if s.person_id == "ana"}
+    assert partials and {t.utterance for t in partials} <= spoken, partials

@@ -1,0 +1,99 @@
+"""The STT actor in-process on a real recording: turns end when the person is done, and a
+turn the person goes on with is transcribed again, whole.
+
+Real Silero VAD, real Smart Turn v3, real Whisper base; the actor runs in an ActorHarness
+and gets the recording as a microphone would send it (100 ms frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actors.stt.actor import SttActor
+from hexbus.pcm import to_pcm16
+from hexbus.testing import ActorHarness
+from schemas import AudioFrame, ChatMessage, ReplySentence, Segment
+from tests.support.speech import JFK, RATE, Audio, real_speech, silence, wer
+
+pytestmark = pytest.mark.slow  # three real models: about half a minute on two cores
+
+
+async def speak(h: ActorHarness[SttActor], audio: Audio) -> None:
+    frame = RATE // 10
+    for seq, i in enumerate(range(0, audio.size, frame)):
+        await h.send(
+            AudioFrame(source="mic", person_id="ana", channel="c1", seq=seq, at=time.time()),
+            key="c1",
+            blob=to_pcm16(audio[i : i + frame]),
+        )
+        await asyncio.sleep(0)
+
+
+async def settle(h: ActorHarness[SttActor]) -> None:
+    deadline = time.monotonic() + 120
+    while h.actor.inflight or h.actor.state.pending:
+        assert time.monotonic() < deadline, "transcription never finished"
+        await asyncio.sleep(0.05)
+
+
+def run(tmp_path: Path, audio: Audio, **config: object) -> list[ChatMessage | Segment]:
+    async def scenario() -> list[ChatMessage | Segment]:
+        h = ActorHarness(SttActor, {"partials": False, **config}, data_dir=tmp_path)
+        await h.setup()
+        h.actor.live = True
+        await speak(h, audio)
+        await settle(h)
+        await h.stop()
+        return [e for e in h.published if isinstance(e, ChatMessage | Segment)]
+
+    return asyncio.run(scenario())
+
+
+def test_a_sentence_with_pauses_ends_as_one_whole_transcript(tmp_path: Path) -> None:
+    jfk = np.concatenate([real_speech("jfk.wav"), silence(3.0)])
+    published = run(tmp_path, jfk)
+    messages = [e for e in published if isinstance(e, ChatMessage)]
+    segments = [e for e in published if isinstance(e, Segment)]
+    # The last message says the whole sentence; any earlier one is a piece it revises.
+    assert wer(JFK, messages[-1].text) <= 0.15, [m.text for m in messages]
+    assert all(later.revises for later in segments[1:]), "a piece gone on from was not rejoined"
+    assert all(m.revises for m in messages[1:])
+    assert segments[-1].complete > 0.5  # the model ended the last turn
+
+
+def test_silence_alone_cuts_the_same_sentence_into_four(tmp_path: Path) -> None:
+    jfk = np.concatenate([real_speech("jfk.wav"), silence(3.0)])
+    published = run(tmp_path, jfk, turn={"model": False, "rejoin_ms": 0})
+    messages = [e for e in published if isinstance(e, ChatMessage)]
+    assert len(messages) == 4 and not any(m.revises for m in messages)
+
+
+def test_words_after_the_reply_has_spoken_are_a_new_turn(tmp_path: Path) -> None:
+    """The brain merges pieces only until its reply says a sentence; after that, what the
+    person says next is a turn of its own, and transcribed alone."""
+    jfk = real_speech("jfk.wav")
+    cut = int(3.0 * RATE)  # in the 1.8 s pause after "And so my fellow Americans"
+
+    async def scenario() -> list[ChatMessage]:
+        h = ActorHarness(SttActor, {"partials": False}, data_dir=tmp_path)
+        await h.setup()
+        h.actor.live = True
+        await speak(h, jfk[:cut])
+        await settle(h)
+        first = [e for e in h.published if isinstance(e, ChatMessage)]
+        assert len(first) == 1, first
+        message_id = h.actor.sources["mic"].last_turn.message_id  # type: ignore[union-attr]
+        await h.send(ReplySentence(reply_to=message_id, channel="c1", index=0, text="Yes?"))
+        await speak(h, np.concatenate([jfk[cut:], silence(3.0)]))
+        await settle(h)
+        await h.stop()
+        return [e for e in h.published if isinstance(e, ChatMessage)]
+
+    messages = asyncio.run(scenario())
+    assert len(messages) == 2 and not messages[1].revises, messages
+    assert messages[1].text.lower().startswith("ask not"), messages[1].text
