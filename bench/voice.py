@@ -18,6 +18,17 @@ Then a few barge-ins: while Hex speaks a long answer, the bench talks over it an
 times the interruption's first voiced sample → the STT's speech start → the TTS's
 interrupted stop (when players flush their audio).
 
+Before the Hex runs, end of turn alone, in this process (real Silero VAD and Smart Turn
+v3, the Segmenter the STT actor uses), the model's rule against the silence-only rule
+(``silence_gap_ms`` = 400) on the same audio:
+
+- ``turns_per_utterance``: turns each sentence spoken with pauses in the middle becomes
+  (target 1.0): J. F. Kennedy's "ask not" (real, .cache/speech/jfk.wav) and Kokoro
+  sentences with 0.6-1.2 s pauses inserted mid-sentence (``PAUSED``);
+- ``turn_end_ms``: for finished questions (``QUESTIONS``, spoken by Kokoro), the last
+  voiced sample to the turn's end (the silence rule waits 400 ms; the model ends it at
+  ``check_ms`` when it is confident, else at ``max_pause_ms``).
+
 Also: the stage breakdown the TTS actor publishes (``voice.first_audio`` metric:
 end of turn detected, transcribed, first token, first sentence, first audio), the
 STT real-time factor (transcription time over utterance length) and the TTS
@@ -57,6 +68,91 @@ QUESTIONS = (
     "Describe the sea at night in a few sentences.",
     "Why do cats like boxes so much?",
 )
+
+
+# Sentences spoken whole by Kokoro, then cut at the quietest moment near each fraction of their
+# length and given a pause there (seconds): mid-sentence prosody, as people pause while thinking.
+# (A fragment synthesised on its own would end with a finished sentence's intonation, and espeak's
+# flat voice sounds unfinished everywhere: neither is fit to judge a model that listens for
+# intonation.) Not the tests' material.
+PAUSED: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = (
+    (
+        "So what I was thinking is that we could go to the lake on Saturday morning.",
+        ((0.35, 0.9), (0.7, 0.7)),
+    ),
+    ("Can you remind me to call my sister before dinner tonight?", ((0.4, 1.0), (0.75, 0.6))),
+    ("The thing about my brother is that he never listens when I talk.", ((0.45, 1.2),)),
+    (
+        "I want to learn how to play the guitar, but I do not have the time.",
+        ((0.3, 0.8), (0.6, 0.8)),
+    ),
+)
+
+
+def with_pauses(audio: Any, cuts: tuple[tuple[float, float], ...]) -> Any:
+    """``audio`` (16 kHz) with silence inserted at the quietest 40 ms near each cut fraction."""
+    import numpy as np
+
+    energy = np.convolve(audio**2, np.ones(640) / 640, mode="same")
+    parts, last = [], 0
+    for fraction, pause_s in cuts:
+        centre = int(fraction * audio.size)
+        lo, hi = max(last, centre - 4000), min(audio.size, centre + 4000)
+        at = lo + int(np.argmin(energy[lo:hi]))
+        parts += [audio[last:at], np.zeros(int(pause_s * 16000), dtype=np.float32)]
+        last = at
+    parts.append(audio[last:])
+    return np.concatenate(parts)
+
+
+def turns(audio: Any, judge: Any) -> tuple[int, list[float]]:
+    """How many turns ``audio`` becomes, and each turn end's delay after its last voiced sample (ms)."""
+    from actors.stt.vad import CHUNK, SAMPLE_RATE, Segmenter, SileroStream, SpeechEnd
+
+    segmenter = Segmenter(vad=SileroStream(), judge=judge)
+    ends, delays = 0, []
+    for i in range(0, audio.size - CHUNK + 1, CHUNK):
+        for event in segmenter.feed(audio[i : i + CHUNK]):
+            if isinstance(event, SpeechEnd):
+                ends += 1
+                delays.append(((i + CHUNK) / SAMPLE_RATE - event.segment.end_s) * 1000)
+    ends += sum(isinstance(e, SpeechEnd) for e in segmenter.flush())
+    return ends, delays
+
+
+def turn_figures(kokoro: Any, quick: bool) -> dict[str, Any]:
+    """End of turn by Smart Turn against silence alone, on the same recordings."""
+    import numpy as np
+    import soxr  # type: ignore[import-untyped]
+
+    from actors.stt.turn import SmartTurn
+    from tests.support.speech import real_speech, silence
+
+    def spoken(text: str) -> Any:
+        audio = soxr.resample(kokoro.synthesize(text), kokoro.rate, 16000).astype(np.float32)
+        voiced = np.flatnonzero(np.abs(audio) > 1e-3)
+        return audio[voiced[0] : voiced[-1] + 1]
+
+    def padded(audio: Any) -> Any:
+        return np.concatenate([silence(0.3), audio, silence(2.5)])
+
+    model = SmartTurn()
+    paused = [padded(real_speech("jfk.wav"))]
+    paused += [padded(with_pauses(spoken(t), c)) for t, c in (PAUSED[:2] if quick else PAUSED)]
+    finished = [padded(spoken(q)) for q in QUESTIONS]
+    out: dict[str, Any] = {}
+    for rule, judge in (("silence", None), ("model", model.complete)):
+        counts = [turns(audio, judge)[0] for audio in paused]
+        delays = [d for audio in finished for d in turns(audio, judge)[1]]
+        out[f"turns_per_utterance_{rule}"] = round(sum(counts) / len(counts), 2)
+        out[f"turns_{rule}"] = counts
+        out[f"turn_end_ms_{rule}"] = round(statistics.median(delays), 1)
+        out[f"turn_end_ms_{rule}_all"] = [round(d) for d in delays]
+        progress(f"end of turn by {rule}: {counts} turns, ends {out[f'turn_end_ms_{rule}_all']} ms")
+    out["turns_per_utterance"] = out["turns_per_utterance_model"]
+    out["turn_end_ms"] = out["turn_end_ms_model"]
+    out["target_turns_per_utterance"] = 1.0
+    return out
 
 
 def config(root: Path) -> str:
@@ -277,6 +373,7 @@ def main() -> None:
     make_wav(interruption, [BARGE_LEAD_S, "Wait, stop, stop please.", 1.0])
     kokoro = make_voice(KokoroConfig())
     kokoro.load()
+    turn = turn_figures(kokoro, args.quick)
     hx = Hex(FAST_BUS)
     if args.config:
         given = Path(args.config).resolve()
@@ -305,6 +402,7 @@ def main() -> None:
             "stt_rtf": round(statistics.median(r["stt_rtf"] for r in rows), 3),
             "tts_rtf": round(statistics.median(r["tts_rtf"] for r in rows), 3),
             "target_ratio": 0.5,
+            **turn,
             # Talking over Hex: the interruption's first voiced sample → tts.speaking stop (interrupted), when
             # players flush. Most of it is the VAD's min_speech_ms (250), so a cough never interrupts.
             "barge_in_ms": round(statistics.median(b["onset_to_stop_ms"] for b in barges), 1),

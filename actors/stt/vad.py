@@ -336,6 +336,8 @@ class Segmenter:
         if self.judge is None:
             return pause >= self._gap
         if self._verdict is None and pause >= self._check and self._confirmed:
+            # The voiced audio, without the pause: asked with the pause (as pipecat does), the
+            # model split more sentences on our recordings (bench/voice.py, turns_per_utterance).
             voiced = np.concatenate(self._chunks)[: self._last_voiced_end - self._audio_start]
             self._verdict = self._judged = self.judge(voiced)
             self.judged += 1
