@@ -15,6 +15,7 @@ arrives while the actor is down is lost: frames are volatile by design.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections import OrderedDict, deque
@@ -26,8 +27,8 @@ import numpy as np
 import structlog
 
 from actors.stt.turn import SmartTurn, TurnConfig
-from actors.stt.vad import Segmenter, SileroStream, SpeechEnd, SpeechStart, VadConfig
-from actors.stt.whisper import Whisper, WhisperConfig
+from actors.stt.vad import Pause, Segmenter, SileroStream, SpeechEnd, SpeechStart, VadConfig
+from actors.stt.whisper import Result, Whisper, WhisperConfig
 from hexbus import Actor, LazyModel, on
 from hexbus.codec import derived_id
 from hexbus.pcm import from_pcm16, to_pcm16
@@ -92,6 +93,17 @@ class Source:
     last_partial: float = 0.0
     partial_busy: bool = False
     seen: float = field(default_factory=time.monotonic)
+    guess: Guess | None = None  # a transcript started during a doubtful pause
+
+
+@dataclass(frozen=True)
+class Guess:
+    """A transcript of the turn as it would be were a doubtful pause to end it: used if it
+    does (same last voiced sample, same audio), thrown away if the person goes on."""
+
+    end_s: float
+    size: int
+    task: asyncio.Task[Result | None]
 
 
 @dataclass(frozen=True)
@@ -228,6 +240,8 @@ class SttActor(Actor[SttConfig, SttState]):
                     ),
                     key=frame.channel,
                 )
+            elif isinstance(event, Pause):
+                self.guess(src, event)
             elif isinstance(event, SpeechEnd):
                 await self.ended(src, event)
         if frame.end:
@@ -237,6 +251,7 @@ class SttActor(Actor[SttConfig, SttState]):
             and src.segmenter.in_speech
             and not src.partial_busy
             and not self.inflight  # final transcripts first: on CPU a partial costs about a second
+            and (src.guess is None or src.guess.task.done())
             and time.monotonic() - src.last_partial >= self.config.partial_interval_ms / 1000
         ):
             src.partial_busy = True
@@ -263,21 +278,36 @@ class SttActor(Actor[SttConfig, SttState]):
                 key=frame.channel,
             )
 
+    def joined(self, src: Source, audio: np.ndarray, audio_start_s: float) -> np.ndarray:
+        """The audio to transcribe for a turn whose own audio is ``audio``: the earlier turn's
+        first when the person went on from it (the pause between kept, at most REJOIN_GAP_S of
+        it: Whisper invents words in silence) and no reply to it has spoken yet."""
+        earlier = src.continues
+        if earlier is None or earlier.message_id in self.answered:
+            return audio
+        gap = min(max(0.0, audio_start_s - earlier.end_s), REJOIN_GAP_S)
+        return np.concatenate([earlier.audio, np.zeros(int(gap * RATE), dtype=np.float32), audio])
+
+    def guess(self, src: Source, pause: Pause) -> None:
+        """The model doubts the person is done: transcribe the turn so far now, so that if the
+        pause ends it, the transcript is ready (or nearly) when it does."""
+        audio = self.joined(src, pause.audio, pause.end_s - pause.audio.size / RATE)
+        task = self.spawn(self.offload(self.whisper.transcribe, audio), name="guess")
+        src.guess = Guess(pause.end_s, audio.size, task)
+
     async def ended(self, src: Source, end: SpeechEnd) -> None:
         """Journal the utterance's audio, then transcribe it (off the loop, concurrently with others)."""
         frame = src.frame
         utterance = src.utterance or derived_id(frame.source, str(time.time_ns()))
         src.utterance = ""
-        audio, speech_start, revises = end.segment.audio, wall(src, end.segment.start_s), ""
+        audio = self.joined(src, end.segment.audio, end.segment.audio_start_s)
+        speech_start, revises = wall(src, end.segment.start_s), ""
         earlier, src.continues = src.continues, None
-        if earlier is not None and earlier.message_id not in self.answered:
-            # The person went on: this turn and the one before are transcribed as one, the
-            # pause between kept (at most REJOIN_GAP_S of it: Whisper invents words in silence).
-            gap = min(max(0.0, end.segment.audio_start_s - earlier.end_s), REJOIN_GAP_S)
-            audio = np.concatenate(
-                [earlier.audio, np.zeros(int(gap * RATE), dtype=np.float32), audio]
-            )
+        if earlier is not None and audio is not end.segment.audio:
             speech_start, revises = earlier.speech_start, earlier.message_id
+        guess, src.guess = src.guess, None
+        if guess is not None and (guess.end_s, guess.size) != (end.segment.end_s, audio.size):
+            guess = None  # the person went on after that pause
         if not end.segment.cut:
             src.last_turn = LastTurn(
                 derived_id(utterance, "message"), audio, end.segment.end_s, speech_start
@@ -304,14 +334,19 @@ class SttActor(Actor[SttConfig, SttState]):
         await self.publish(
             segment, key=frame.channel, blob=blob, event_id=derived_id(utterance, "segment")
         )
-        self.spawn(self.finish(segment, audio), name="final")
+        self.spawn(self.finish(segment, audio, guess), name="final")
 
     # -- transcripts ---------------------------------------------------------------------
 
-    async def finish(self, segment: Segment, audio: np.ndarray) -> None:
+    async def finish(self, segment: Segment, audio: np.ndarray, guess: Guess | None = None) -> None:
         self.inflight.add(segment.utterance)
         try:
-            result = await self.offload(self.whisper.transcribe, audio)
+            try:
+                result = await guess.task if guess is not None else None
+            except Exception:
+                guess = None  # it failed: transcribe again (and log there, if it fails again)
+            if guess is None:
+                result = await self.offload(self.whisper.transcribe, audio)
         except Exception:
             log.exception("stt.transcribe_failed", utterance=segment.utterance)
             self.inflight.discard(segment.utterance)

@@ -169,7 +169,19 @@ class SpeechEnd:
     segment: VadSegment
 
 
-VadEvent: TypeAlias = SpeechStart | SpeechEnd
+@dataclass(frozen=True, slots=True, eq=False)
+class Pause:
+    """The person paused and the turn judge doubts they are done (``complete`` below its
+    threshold): the turn may go on, or end at ``max_pause_ms``. ``audio`` is what the
+    utterance's :class:`SpeechEnd` would carry were the turn to end now (voiced to ``end_s``),
+    so work on it (a transcript) can start during the pause."""
+
+    audio: Audio
+    end_s: float
+    complete: float
+
+
+VadEvent: TypeAlias = SpeechStart | SpeechEnd | Pause
 
 
 class Segmenter:
@@ -325,14 +337,15 @@ class Segmenter:
             self._last_voiced_end = end
         if not self._confirmed and self._voiced >= max(self._min_speech, 1):
             self._confirm(events)
-        if self._gap_start is not None and self._turn_over(end - self._gap_start):
+        if self._gap_start is not None and self._turn_over(end - self._gap_start, events):
             self._finish(events, cut=False)
         elif self._length + CHUNK > self._max:
             self._continues = self._confirmed and self._gap_start is None
             self._finish(events, cut=True)
 
-    def _turn_over(self, pause: int) -> bool:
-        """Does a pause of ``pause`` samples (so far) end the turn?"""
+    def _turn_over(self, pause: int, events: list[VadEvent]) -> bool:
+        """Does a pause of ``pause`` samples (so far) end the turn? (A doubtful verdict adds a
+        :class:`Pause` to ``events``.)"""
         if self.judge is None:
             return pause >= self._gap
         if self._verdict is None and pause >= self._check and self._confirmed:
@@ -341,6 +354,8 @@ class Segmenter:
             voiced = np.concatenate(self._chunks)[: self._last_voiced_end - self._audio_start]
             self._verdict = self._judged = self.judge(voiced)
             self.judged += 1
+            if self._verdict < self.turn.threshold and pause < self._max_pause:
+                events.append(Pause(voiced, self._last_voiced_end / SAMPLE_RATE, self._verdict))
         if self._verdict is not None and self._verdict >= self.turn.threshold:
             return True
         return pause >= self._max_pause

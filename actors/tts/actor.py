@@ -52,6 +52,9 @@ class TtsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     phrase_chars: int = (
         60  # a longer sentence is synthesised in phrases (at , ; : and -) of about this size
     )
+    # The first phrase of a reply, at most this size where a clause mark allows: the first words
+    # play sooner (never cut inside a clause, whose words would then sound like an ending).
+    first_phrase_chars: int = 24
     barge_in: bool = True  # a person speaking in the channel stops Hex there
     # Replies on these platforms are spoken; a typed chat (console, Discord text) is not synthesised for nobody.
     platforms: tuple[str, ...] = ("voice",)
@@ -89,17 +92,18 @@ class Channel:
     generation: int = 0  # bumped by a barge-in: audio of an older generation is dropped
 
 
-def phrases_of(text: str, size: int) -> list[str]:
-    """``text`` in pieces of about ``size`` characters, cut after a comma, semicolon, colon or dash (never
-    inside a clause); text without such a mark stays whole."""
+def phrases_of(text: str, size: int, first: int | None = None) -> list[str]:
+    """``text`` in pieces of about ``size`` characters (the first, of about ``first``), cut after a
+    comma, semicolon, colon or dash (never inside a clause); text without such a mark stays whole."""
     if not text:
         return []
-    if len(text) <= size:
+    if len(text) <= min(size, first or size):
         return [text]
     clauses = re.split(r"(?<=[,;:])\s+|\s+(?=-\s)", text)
     out: list[str] = []
     for clause in clauses:
-        if out and len(out[-1]) + 1 + len(clause) <= size:
+        limit = first if first is not None and len(out) == 1 else size
+        if out and len(out[-1]) + 1 + len(clause) <= limit:
             out[-1] = f"{out[-1]} {clause}"
         else:
             out.append(clause)
@@ -230,7 +234,11 @@ class TtsActor(Actor[TtsConfig, TtsState]):
                 log.info("tts.stale_sentence_skipped", reply_to=event.reply_to, index=event.index)
                 self.mark_spoken(event.reply_to, event.index)
                 continue
-            phrases = phrases_of(speakable(event.text), self.config.phrase_chars)
+            phrases = phrases_of(
+                speakable(event.text),
+                self.config.phrase_chars,
+                self.config.first_phrase_chars if event.index == 0 else None,
+            )
             if not phrases:
                 self.mark_spoken(event.reply_to, event.index)
                 continue

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from actors.stt.actor import SttActor
+from actors.stt.whisper import Result
 from hexbus.pcm import to_pcm16
 from hexbus.testing import ActorHarness
 from schemas import AudioFrame, ChatMessage, ReplySentence, Segment
@@ -97,3 +98,41 @@ def test_words_after_the_reply_has_spoken_are_a_new_turn(tmp_path: Path) -> None
     messages = asyncio.run(scenario())
     assert len(messages) == 2 and not messages[1].revises, messages
     assert messages[1].text.lower().startswith("ask not"), messages[1].text
+
+
+def test_a_transcript_started_in_a_doubtful_pause_is_the_one_used_when_the_pause_ends_the_turn(
+    tmp_path: Path,
+) -> None:
+    """ "... ask not" and then silence: the model doubts the person is done, so STT transcribes
+    during the pause; when the pause reaches max_pause_ms and ends the turn, that transcript
+    is the final one (no second transcription). Where the person goes on after a doubtful
+    pause, the guess is thrown away."""
+    jfk = real_speech("jfk.wav")
+    calls: list[int] = []
+
+    async def scenario(audio: Audio) -> list[ChatMessage]:
+        h = ActorHarness(SttActor, {"partials": False}, data_dir=tmp_path)
+        await h.setup()
+        h.actor.live = True
+        transcribe = h.actor.whisper.transcribe
+
+        def counted(samples: Audio) -> Result | None:
+            calls.append(samples.size)
+            return transcribe(samples)
+
+        h.actor.whisper.transcribe = counted  # type: ignore[method-assign,assignment]
+        await speak(h, audio)
+        await settle(h)
+        await h.stop()
+        return [e for e in h.published if isinstance(e, ChatMessage)]
+
+    cut = asyncio.run(scenario(np.concatenate([jfk[: int(4.4 * RATE)], silence(3.0)])))
+    # Two turns ("And so my fellow Americans" ends by the model; "ask not" by the long pause,
+    # transcribed again with the first): two transcriptions, the second one the guess.
+    assert len(cut) == 2 and cut[1].revises and "ask not" in cut[1].text.lower(), cut
+    assert len(calls) == 2, calls
+    calls.clear()
+    whole = asyncio.run(scenario(np.concatenate([jfk, silence(3.0)])))
+    # The doubtful pauses after "ask not" and "for you" started guesses the person talked over:
+    # thrown away, and the last turn transcribed whole.
+    assert wer(JFK, whole[-1].text) <= 0.15 and len(calls) > len(whole), (calls, whole)

@@ -308,3 +308,24 @@ def test_long_sentences_are_cut_into_phrases_at_clause_marks_only() -> None:
         len(p) <= 60 for p in parts
     ), parts
     assert phrases_of("a" * 200, 60) == ["a" * 200]  # no clause mark: never cut inside words
+
+
+def test_a_replys_first_phrase_is_short_where_a_clause_mark_allows() -> None:
+    from actors.tts.actor import phrases_of
+
+    first = "Rainy days are great, they smell of wet earth and old books."
+    assert phrases_of(first, 60) == [first]
+    assert phrases_of(first, 60, 24) == [
+        "Rainy days are great,",
+        "they smell of wet earth and old books.",
+    ]
+    long = (
+        "Once upon a time, in a castle by the sea, there lived a dragon who loved spoons; "
+        "every night she counted them - all three hundred - before she slept."
+    )
+    parts = phrases_of(long, 60, 24)
+    assert " ".join(parts) == long and parts[0] == "Once upon a time,"
+    assert all(len(p) <= 60 for p in parts[1:]), parts  # the rest as before
+    assert phrases_of("No clause mark here at all, sorry"[:26], 60, 24) == [
+        "No clause mark here at all"
+    ]
