@@ -149,3 +149,18 @@ def test_whisper_config_rejects_unknown_fields() -> None:
         msgspec.convert({"beam": 5}, WhisperConfig)
     with pytest.raises(ValueError, match="num_workers"):
         WhisperConfig(num_workers=0)
+
+
+def test_fitted_windows_pad_to_the_audio_plus_a_margin_within_whispers_window() -> None:
+    import faster_whisper.transcribe as fw  # type: ignore[import-untyped]
+
+    from actors.stt.whisper import fit_windows
+
+    fit_windows()
+    fitted = fw.pad_or_trim
+    fit_windows()  # idempotent: not wrapped twice
+    assert fw.pad_or_trim is fitted
+    assert fitted(np.zeros((80, 228))).shape == (80, 1000)  # 2.3 s: the 10 s minimum
+    assert fitted(np.zeros((80, 1100))).shape == (80, 1200)  # 11 s: plus the 1 s margin
+    assert fitted(np.zeros((80, 2950))).shape == (80, 3000)  # never past Whisper's 30 s
+    assert fitted(np.zeros((80, 3500))).shape == (80, 3000)
