@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from hexbus.models import ModelMissing, package_folder
 
@@ -133,3 +133,23 @@ def silero_vad_path() -> Path:
             f"Silero VAD model {path} is missing (faster-whisper 1.2 or later ships it): {INSTALL_HINT}"
         )
     return path
+
+
+def onnx_session(model: Path, what: str, hint: str) -> Any:
+    """An onnxruntime session on one CPU thread (the small speech models: Silero VAD, Smart
+    Turn); a missing onnxruntime or an unreadable file is ModelMissing naming ``what`` and
+    ``hint``."""
+    try:
+        import onnxruntime as ort  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ModelMissing(f"onnxruntime is not installed ({exc}): {hint}") from None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            str(model), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own untyped errors for a bad file
+        raise ModelMissing(f"cannot load {what} from {model}: {exc}; {hint}") from None

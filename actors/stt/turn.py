@@ -24,6 +24,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from actors.stt.models import onnx_session
 from hexbus.models import ModelMissing
 
 SAMPLE_RATE: Final = 16_000
@@ -123,23 +124,8 @@ class SmartTurn:
     """Smart Turn v3 in one ONNX session (one thread); :meth:`complete` is the model's verdict."""
 
     def __init__(self, path: Path | None = None) -> None:
-        try:
-            import onnxruntime as ort  # type: ignore[import-untyped]
-        except ImportError as exc:
-            raise ModelMissing(f"onnxruntime is not installed ({exc}): {INSTALL_HINT}") from None
         model = path if path is not None else packaged_model()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self._session: Any = ort.InferenceSession(
-                str(model), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for a bad file
-            raise ModelMissing(
-                f"cannot load Smart Turn from {model}: {exc}; {INSTALL_HINT}"
-            ) from None
+        self._session: Any = onnx_session(model, "Smart Turn", INSTALL_HINT)
 
     def complete(self, audio: npt.NDArray[np.float32]) -> float:
         """The probability that the speaker has finished, given their audio so far (16 kHz)."""

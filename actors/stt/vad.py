@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from actors.stt.models import INSTALL_HINT, silero_vad_path
+from actors.stt.models import INSTALL_HINT, onnx_session, silero_vad_path
 from actors.stt.turn import TurnConfig
 from hexbus.models import ModelMissing
 
@@ -82,23 +82,8 @@ class SileroStream:
     """
 
     def __init__(self, path: Path | None = None) -> None:
-        try:
-            import onnxruntime as ort  # type: ignore[import-untyped]
-        except ImportError as exc:
-            raise ModelMissing(f"onnxruntime is not installed ({exc}): {INSTALL_HINT}") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
         model = path if path is not None else silero_vad_path()
-        try:
-            self._session: Any = ort.InferenceSession(
-                str(model), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for a bad file
-            raise ModelMissing(
-                f"cannot load Silero VAD from {model}: {exc}; {INSTALL_HINT}"
-            ) from None
+        self._session: Any = onnx_session(model, "Silero VAD", INSTALL_HINT)
         self._input = np.zeros((1, CONTEXT + CHUNK), dtype=np.float32)
         self.calls = 0  # chunks the model has scored, for cost accounting
         self.reset()

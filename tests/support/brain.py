@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -207,6 +208,22 @@ def sse(pieces: list[str], *, then: Literal["finish", "cut", "hang"] = "finish")
 
 
 MODELS_OK = status(200, b'{"object": "list", "data": []}')
+
+
+@contextmanager
+def serving_in_thread(server: ScriptedServer) -> Iterator[ScriptedServer]:
+    """``server`` running on its own event loop in a thread, for a brain in another process."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="scripted-server", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
 
 
 class ScriptedServer:

@@ -18,6 +18,7 @@ from tests.support.brain import (
     MODELS_OK,
     ScriptedServer,
     llama_server,
+    serving_in_thread,
     sse,
     start_brain,
     status,
@@ -82,16 +83,10 @@ def test_llama_server_killed_mid_reply_falls_back_and_the_reply_completes(
 def test_rate_limited_server_gets_a_sleepy_notice_and_the_reply_comes_from_the_next_backend(
     hex_factory: HexFactory,
 ) -> None:
-    import threading
-
-    loop = asyncio.new_event_loop()
-    server = ScriptedServer(
+    limited = ScriptedServer(
         MODELS_OK, status(429, b'{"error": "rate limited"}', {"Retry-After": "60"})
     )
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
-    try:
+    with serving_in_thread(limited) as server:
         backends = (
             f'[{{type = "openai", name = "cloud", base_url = "{server.url}", model = "m"}}, '
             '{type = "llamacpp"}]'
@@ -116,11 +111,6 @@ def test_rate_limited_server_gets_a_sleepy_notice_and_the_reply_comes_from_the_n
                 assert len(server.requests) == asked
 
         asyncio.run(talk())
-    finally:
-        asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 def test_a_backend_that_never_answers_gets_the_brain_restarted_and_the_next_one_answers_once(
@@ -129,15 +119,9 @@ def test_a_backend_that_never_answers_gets_the_brain_restarted_and_the_next_one_
     """The heartbeat ticks while the message waits forever for a first token: the supervisor
     restarts the brain once its oldest pending message is older than work_timeout_s, and the
     next incarnation, told by the serving record which backend hung, answers on the fallback."""
-    import threading
-
-    loop = asyncio.new_event_loop()
     # Each incarnation checks GET /models when it starts; every chat request hangs.
-    server = ScriptedServer(MODELS_OK, sse([], then="hang"), MODELS_OK, sse([], then="hang"))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
-    try:
+    hanging = ScriptedServer(MODELS_OK, sse([], then="hang"), MODELS_OK, sse([], then="hang"))
+    with serving_in_thread(hanging) as server:
         backends = (
             f'[{{type = "openai", name = "stuck", base_url = "{server.url}", model = "m", '
             "timeout_s = 600}, "
@@ -172,8 +156,3 @@ def test_a_backend_that_never_answers_gets_the_brain_restarted_and_the_next_one_
         assert "oldest work" in hx.log() and "brain.backend.suspended" in hx.log()
         chats = [path for path, _ in server.requests if path.endswith("/chat/completions")]
         assert len(chats) == 1, server.requests  # the next incarnation never asked "stuck"
-    finally:
-        asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
