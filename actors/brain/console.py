@@ -90,6 +90,10 @@ class ChatClient:
                 self.out.flush()
 
     async def say(self, text: str, timeout: float) -> Reply:
+        return await self.answer(await self.send(text), timeout)
+
+    async def send(self, text: str) -> str:
+        """Send one line (acknowledged by the broker); its event id."""
         event = ChatMessage(
             platform="console",
             person_id=self.person_id,
@@ -99,13 +103,20 @@ class ChatClient:
             direct=True,
         )
         envelope = await self.client.publish_durable(event, key="console")
-        self.waiting_for = envelope.id
         if not await self.client.flush(10):
             raise ChatError(
                 "the broker did not acknowledge the message within 10 s: is Hex running?"
             )
+        return envelope.id
+
+    async def answer(self, message_id: str, timeout: float) -> Reply:
+        """Print the reply to ``message_id`` as it streams, and return its final."""
+        self.waiting_for = message_id
+        for text in self.chunks.get(message_id, []):  # streamed before this line's turn to print
+            self.out.write(text)
+        self.out.flush()
         deadline = time.monotonic() + timeout
-        while envelope.id not in self.finals:
+        while message_id not in self.finals:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ChatError(
@@ -117,8 +128,8 @@ class ChatClient:
             except TimeoutError:
                 continue
         self.waiting_for = ""
-        reply = self.finals.pop(envelope.id)
-        streamed = "".join(self.chunks.pop(envelope.id, [])).strip()
+        reply = self.finals.pop(message_id)
+        streamed = "".join(self.chunks.pop(message_id, [])).strip()
         if reply.status == "complete" and not streamed.startswith(reply.text):
             # Chunks were lost, or a backend failed mid-reply and another started over: the final text is
             # the reply. (A reply trimmed to its last whole sentence is a prefix of what streamed.)
@@ -152,15 +163,40 @@ async def chat(
     client = ChatClient(endpoints, person_id=person_id, name=name, channel=channel, out=out)
     try:
         await client.start()
-        if interactive:
-            out.write("Talking to Hex on the bus. Ctrl-D ends.\n")
-        async for line in _lines(stdin, "you> " if interactive else ""):
-            if not line.strip():
-                continue
-            if interactive:
-                out.write("hex> ")
-                out.flush()
-            await client.say(line, timeout)
+        if not interactive:
+            # A script: each line waits for its reply (a pipe's lines would otherwise all
+            # arrive at once and be answered as one turn)
+            async for line in _lines(stdin, ""):
+                if line.strip():
+                    await client.say(line, timeout)
+            return 0
+        out.write("Talking to Hex on the bus. Ctrl-D ends.\n")
+        await typed(client, stdin, out, timeout)
     finally:
         await client.close()
     return 0
+
+
+async def typed(client: ChatClient, stdin: TextIO, out: TextIO, timeout: float) -> None:
+    """At a terminal, each line goes the moment it is typed, whether or not Hex has answered
+    the last: lines typed in a row are a burst, which the brain answers as one turn, and the
+    replies print in order as they come."""
+    sent: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def replies() -> None:
+        while (message_id := await sent.get()) is not None:
+            out.write("hex> ")
+            await client.answer(message_id, timeout)
+
+    printer = asyncio.get_running_loop().create_task(replies())
+    try:
+        async for line in _lines(stdin, ""):
+            if printer.done():
+                break  # it failed: its error is raised below
+            if line.strip():
+                sent.put_nowait(await client.send(line))
+        sent.put_nowait(None)
+        await printer
+    finally:
+        printer.cancel()
+        await asyncio.gather(printer, return_exceptions=True)

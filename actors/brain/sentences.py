@@ -41,12 +41,23 @@ _ABBREVIATIONS: Final = frozenset(
 _MIN_CHARS: Final = 2
 
 
-class SentenceSplitter:
-    """Feed pieces with :meth:`push`; it returns the sentences completed so far. :meth:`flush` ends."""
+_CLAUSE: Final = re.compile(r"[,;:](\s+)")
+FIRST_CLAUSE_CHARS: Final = 16
 
-    def __init__(self) -> None:
+
+class SentenceSplitter:
+    """Feed pieces with :meth:`push`; it returns the sentences completed so far. :meth:`flush` ends.
+
+    The first piece of a reply also ends at a comma, semicolon or colon once it is
+    ``first_clause`` characters long ("Rainy days are lovely," before the rest of the sentence
+    is written): TTS starts on it while the model writes on. 0 cuts at sentence ends only.
+    """
+
+    def __init__(self, first_clause: int = FIRST_CLAUSE_CHARS) -> None:
         self._buffer = ""
         self._in_code = False
+        self._first_clause = first_clause
+        self._emitted = False
 
     def push(self, piece: str) -> list[str]:
         self._buffer += piece
@@ -85,6 +96,16 @@ class SentenceSplitter:
         return self._emit(rest)
 
     def _find_end(self, text: str) -> int | None:
+        end = self._sentence_end(text)
+        if self._emitted or not self._first_clause:
+            return end
+        for match in _CLAUSE.finditer(text, self._first_clause - 1):
+            if end is None or match.end() < end:
+                return match.end()
+            break
+        return end
+
+    def _sentence_end(self, text: str) -> int | None:
         for match in _END.finditer(text):
             if match.group(3):
                 return match.end()
@@ -96,9 +117,9 @@ class SentenceSplitter:
             return match.end()
         return None
 
-    @staticmethod
-    def _emit(text: str) -> list[str]:
+    def _emit(self, text: str) -> list[str]:
         sentence = " ".join(text.split())
-        return (
-            [sentence] if len(sentence) >= _MIN_CHARS and any(c.isalnum() for c in sentence) else []
-        )
+        if len(sentence) >= _MIN_CHARS and any(c.isalnum() for c in sentence):
+            self._emitted = True
+            return [sentence]
+        return []

@@ -15,22 +15,21 @@ arrives while the actor is down is lost: frames are volatile by design.
 
 from __future__ import annotations
 
-import asyncio
-import bisect
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections import OrderedDict
 from typing import ClassVar
 
 import msgspec
 import numpy as np
 import structlog
 
-from actors.stt.turn import SmartTurn, TurnConfig
+from actors.stt.sources import RATE, Guess, LastTurn, Source, wall
+from actors.stt.turn import SmartTurn, TextTurn, TurnConfig
 from actors.stt.vad import Pause, Segmenter, SileroStream, SpeechEnd, SpeechStart, VadConfig
-from actors.stt.whisper import Result, Whisper, WhisperConfig
+from actors.stt.whisper import Whisper, WhisperConfig
 from hexbus import Actor, LazyModel, on
 from hexbus.codec import derived_id
+from hexbus.models import ModelMissing
 from hexbus.pcm import from_pcm16, to_pcm16
 from hexbus.work import PendingSince
 from schemas import (
@@ -47,7 +46,6 @@ from schemas import (
 
 log = structlog.get_logger("actors.stt")
 
-RATE = 16000  # what the VAD and Whisper take
 ANSWERED_KEEP = 1024  # reply_to ids of spoken replies remembered
 REJOIN_GAP_S = 1.0  # the longest pause kept between a turn and its continuation
 
@@ -75,58 +73,6 @@ class SttState(msgspec.Struct, kw_only=True):
     pending: dict[str, PendingSegment] = {}
 
 
-@dataclass
-class Source:
-    """One speaker's stream: where it goes, its resampler, its segmenter, its current utterance."""
-
-    frame: AudioFrame  # the latest frame's metadata (person, channel, platform)
-    segmenter: Segmenter
-    rate: int
-    resampler: object | None
-    received: int = 0  # samples at 16 kHz fed so far
-    # (samples fed before a frame, that frame's wall time), the last minute or so: stream time -> wall time
-    anchors: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3000))
-    utterance: str = ""
-    speech_start: float = 0.0
-    last_turn: LastTurn | None = None  # the turn that ended last, while it may still go on
-    continues: LastTurn | None = None  # the turn the utterance now open goes on with
-    last_partial: float = 0.0
-    partial_busy: bool = False
-    seen: float = field(default_factory=time.monotonic)
-    guess: Guess | None = None  # a transcript started during a doubtful pause
-
-
-@dataclass(frozen=True)
-class Guess:
-    """A transcript of the turn as it would be were a doubtful pause to end it: used if it
-    does (same last voiced sample, same audio), thrown away if the person goes on."""
-
-    end_s: float
-    size: int
-    task: asyncio.Task[Result | None]
-
-
-@dataclass(frozen=True)
-class LastTurn:
-    """A turn that ended, kept ``TurnConfig.rejoin_ms`` in case the person goes on."""
-
-    message_id: str
-    audio: np.ndarray  # 16 kHz float32, as transcribed
-    end_s: float  # stream time of its last voiced sample
-    speech_start: float  # wall time its speech began
-
-
-def wall(src: Source, stream_s: float) -> float:
-    """The wall time a sample was captured: its frame's time plus its place in the frame."""
-    sample = int(stream_s * RATE)
-    anchors = src.anchors
-    if not anchors:
-        return time.time()
-    i = bisect.bisect_right(anchors, sample, key=lambda a: a[0]) - 1
-    fed, at = anchors[max(i, 0)]
-    return at + (sample - fed) / RATE
-
-
 class SttActor(Actor[SttConfig, SttState]):
     subscribes: ClassVar[tuple[str, ...]] = (
         "audio.frame",
@@ -145,6 +91,7 @@ class SttActor(Actor[SttConfig, SttState]):
             if self.config.turn.model
             else None
         )
+        self.text_turn = await self.text_judge()
         self.whisper = Whisper(self.config.whisper)
         # A missing model fails here (the actor is then unusable, with its one line in
         # `hexbus status`), not on the first frame.
@@ -162,6 +109,18 @@ class SttActor(Actor[SttConfig, SttState]):
             model=self.config.whisper.model or "packaged whisper base",
             device=self.config.whisper.device,
         )
+
+    async def text_judge(self) -> TextTurn | None:
+        """The words' second opinion on doubtful pauses; without its model the audio decides
+        alone (a warning says how to install it)."""
+        turn = self.config.turn
+        if not (turn.model and turn.text):
+            return None
+        try:
+            return await self.load_model(LazyModel("smollm2-turn", TextTurn))
+        except ModelMissing as exc:
+            log.warning("stt.text_turn_missing", reason=str(exc))
+            return None
 
     # -- audio in ----------------------------------------------------------------------
 
@@ -242,6 +201,8 @@ class SttActor(Actor[SttConfig, SttState]):
                 )
             elif isinstance(event, Pause):
                 self.guess(src, event)
+                if event.complete is not None and self.text_turn is not None and src.guess:
+                    self.spawn(self.second_opinion(src, src.guess), name="second-opinion")
             elif isinstance(event, SpeechEnd):
                 await self.ended(src, event)
         if frame.end:
@@ -289,11 +250,33 @@ class SttActor(Actor[SttConfig, SttState]):
         return np.concatenate([earlier.audio, np.zeros(int(gap * RATE), dtype=np.float32), audio])
 
     def guess(self, src: Source, pause: Pause) -> None:
-        """The model doubts the person is done: transcribe the turn so far now, so that if the
-        pause ends it, the transcript is ready (or nearly) when it does."""
+        """The person paused: transcribe the turn so far now (once per pause), so that if the
+        pause ends it, the transcript is ready (or nearly) when it does. Thrown away if they go on."""
         audio = self.joined(src, pause.audio, pause.end_s - pause.audio.size / RATE)
+        if src.guess is not None and (src.guess.end_s, src.guess.size) == (pause.end_s, audio.size):
+            return
         task = self.spawn(self.offload(self.whisper.transcribe, audio), name="guess")
         src.guess = Guess(pause.end_s, audio.size, task)
+
+    async def second_opinion(self, src: Source, guess: Guess) -> None:
+        """The audio model doubts the person is done: read their words. If they read as
+        finished, the turn ends now instead of at ``max_pause_ms``."""
+        assert self.text_turn is not None
+        try:
+            result = await guess.task
+        except Exception:
+            return  # the turn's final transcribes it again (and says so if that fails too)
+        if result is None or src.guess is not guess:
+            return
+        complete = await self.offload(self.text_turn.complete, result.text)
+        if src.guess is not guess or complete < self.config.turn.text_threshold:
+            return  # the person went on (or the pause ended the turn meanwhile), or not finished
+        for event in src.segmenter.end_pause(guess.end_s):
+            if isinstance(event, SpeechEnd):
+                log.info(
+                    "stt.turn_ended_by_words", source=src.frame.source, complete=round(complete, 3)
+                )
+                await self.ended(src, event)
 
     async def ended(self, src: Source, end: SpeechEnd) -> None:
         """Journal the utterance's audio, then transcribe it (off the loop, concurrently with others)."""

@@ -156,14 +156,15 @@ class SpeechEnd:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Pause:
-    """The person paused and the turn judge doubts they are done (``complete`` below its
-    threshold): the turn may go on, or end at ``max_pause_ms``. ``audio`` is what the
-    utterance's :class:`SpeechEnd` would carry were the turn to end now (voiced to ``end_s``),
-    so work on it (a transcript) can start during the pause."""
+    """The person paused: ``TurnConfig.guess_ms`` into the pause (``complete`` None), and again
+    when the turn judge doubts they are done (``complete`` below its threshold: the turn may go
+    on, end at ``max_pause_ms``, or end sooner through :meth:`Segmenter.end_pause`). ``audio``
+    is what the utterance's :class:`SpeechEnd` would carry were the turn to end now (voiced to
+    ``end_s``), so work on it (a transcript) can start during the pause."""
 
     audio: Audio
     end_s: float
-    complete: float
+    complete: float | None
 
 
 VadEvent: TypeAlias = SpeechStart | SpeechEnd | Pause
@@ -200,6 +201,7 @@ class Segmenter:
         cfg = self.config
         self._gap = _samples(cfg.silence_gap_ms)
         self._check = _samples(self.turn.check_ms)
+        self._guess = _samples(self.turn.guess_ms)
         self._max_pause = _samples(self.turn.max_pause_ms)
         self._min_speech = _samples(cfg.min_speech_ms)
         self._pre_roll = _samples(cfg.pre_roll_ms)
@@ -236,6 +238,7 @@ class Segmenter:
         self._last_voiced_end = 0
         self._gap_start: int | None = None
         self._verdict: float | None = None  # the judge's answer in this pause, once asked
+        self._paused = False  # this pause's first Pause event was sent
         self._judged: float | None = None  # the latest answer in this utterance
 
     @property
@@ -315,6 +318,7 @@ class Segmenter:
         if p >= cfg.threshold:
             self._gap_start = None
             self._verdict = None
+            self._paused = False
         elif p < cfg.neg_threshold and self._gap_start is None:
             self._gap_start = begin
         if self._gap_start is None:
@@ -333,17 +337,39 @@ class Segmenter:
         :class:`Pause` to ``events``.)"""
         if self.judge is None:
             return pause >= self._gap
-        if self._verdict is None and pause >= self._check and self._confirmed:
+        if not self._confirmed:
+            return pause >= self._max_pause
+        end_s = self._last_voiced_end / SAMPLE_RATE
+        if not self._paused and self._guess <= pause < self._check:
+            self._paused = True
+            events.append(Pause(self._voiced_audio(), end_s, None))
+        if self._verdict is None and pause >= self._check:
             # The voiced audio, without the pause: asked with the pause (as pipecat does), the
             # model split more sentences on our recordings (bench/voice.py, turns_per_utterance).
-            voiced = np.concatenate(self._chunks)[: self._last_voiced_end - self._audio_start]
+            voiced = self._voiced_audio()
             self._verdict = self._judged = self.judge(voiced)
             self.judged += 1
             if self._verdict < self.turn.threshold and pause < self._max_pause:
-                events.append(Pause(voiced, self._last_voiced_end / SAMPLE_RATE, self._verdict))
+                self._paused = True
+                events.append(Pause(voiced, end_s, self._verdict))
         if self._verdict is not None and self._verdict >= self.turn.threshold:
             return True
         return pause >= self._max_pause
+
+    def _voiced_audio(self) -> Audio:
+        return np.concatenate(self._chunks)[: self._last_voiced_end - self._audio_start]
+
+    def end_pause(self, end_s: float) -> list[VadEvent]:
+        """End the turn in the pause after ``end_s`` now (a second opinion says the person is
+        done), if that pause is still going on: its :class:`SpeechEnd`, or no events."""
+        events: list[VadEvent] = []
+        if (
+            self._confirmed
+            and self._gap_start is not None
+            and self._last_voiced_end / SAMPLE_RATE == end_s
+        ):
+            self._finish(events, cut=False)
+        return events
 
     def _open(self, chunk: Audio, begin: int, *, pre_roll: bool) -> None:
         self._active = True

@@ -92,9 +92,32 @@ class Channel:
     generation: int = 0  # bumped by a barge-in: audio of an older generation is dropped
 
 
+# Words a spoken clause breaks before ("my favourite | because they ..."): where a first phrase
+# with no clause mark in reach is cut, so the first words play sooner without a mid-phrase stop.
+_LINK = re.compile(
+    r"\s(?=(?:and|but|or|so|because|when|while|if|that|which|who|where|with|for|to|about|as|"
+    r"since|until|after|before|though|although|than)\b)",
+    re.IGNORECASE,
+)
+
+
+def _first_cut(phrase: str, around: int) -> list[str]:
+    """``phrase`` cut before the linking word nearest ``around`` characters in (within half of
+    it either way), or whole when there is none."""
+    spots = [
+        m.start() for m in _LINK.finditer(phrase) if around // 2 <= m.start() <= around * 3 // 2
+    ]
+    if not spots:
+        return [phrase]
+    at = min(spots, key=lambda i: abs(i - around))
+    return [phrase[:at], phrase[at + 1 :]]
+
+
 def phrases_of(text: str, size: int, first: int | None = None) -> list[str]:
     """``text`` in pieces of about ``size`` characters (the first, of about ``first``), cut after a
-    comma, semicolon, colon or dash (never inside a clause); text without such a mark stays whole."""
+    comma, semicolon, colon or dash (never inside a clause; text without such a mark stays whole),
+    except that a first phrase over one and a half ``first`` is cut before a linking word ("and",
+    "because", "with", ...) near ``first`` characters in, where it has one."""
     if not text:
         return []
     if len(text) <= min(size, first or size):
@@ -107,7 +130,10 @@ def phrases_of(text: str, size: int, first: int | None = None) -> list[str]:
             out[-1] = f"{out[-1]} {clause}"
         else:
             out.append(clause)
-    return [p.strip() for p in out if p.strip()]
+    phrases = [p.strip() for p in out if p.strip()]
+    if first is not None and phrases and len(phrases[0]) > first * 3 // 2:
+        phrases[:1] = _first_cut(phrases[0], first)
+    return phrases
 
 
 class TtsActor(Actor[TtsConfig, TtsState]):

@@ -8,13 +8,15 @@ ordering, recovery), never wit.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import time
 
 import pytest
 
-from schemas import ChatMessage, ReplyMeta
+from actors.brain.console import ChatClient, typed
+from schemas import ChatMessage, Reply, ReplyMeta
 from tests.support.brain import start_brain
 from tests.support.brain_chat import BusChat, wait_for_value
 from tests.support.harness import HexFactory, poll_for
@@ -287,3 +289,41 @@ def test_three_lines_a_second_apart_get_one_answer_and_the_brain_goes_on(
             assert len(chat.reply_ids) == len(set(chat.reply_ids)) == 4
 
     asyncio.run(talk())
+
+
+def test_lines_typed_in_a_row_at_the_console_go_at_once_and_get_one_answer(
+    hex_factory: HexFactory,
+) -> None:
+    """`hexbus chat` at a terminal sends each line as it is typed (before the last is answered):
+    three lines in a row are one burst, answered once, the pieces marked as answered with it."""
+    hx = start_brain(hex_factory, extra="metadata = false")
+    out = io.StringIO()
+    lines = io.StringIO("so about the lake\nthe one near my town\nwhat should I bring there?\n")
+
+    async def talk() -> list[Reply]:
+        client = ChatClient(hx.endpoints, person_id="ana", name="Ana", channel="tty", out=out)
+        await client.start()
+        finals: list[Reply] = []
+        answer = client.answer
+
+        async def recorded(message_id: str, timeout: float) -> Reply:
+            finals.append(await answer(message_id, timeout))
+            return finals[-1]
+
+        client.answer = recorded  # type: ignore[method-assign]
+        try:
+            await typed(client, lines, out, 120)
+        finally:
+            await client.close()
+        return finals
+
+    finals = asyncio.run(talk())
+    assert len(finals) == 3 and finals[-1].status == "complete" and finals[-1].text
+    # Sent before the first was answered: the first two were merged into the last (or, had the
+    # reply already begun, cancelled by it), never each answered on its own
+    assert [f.status for f in finals[:2]] == ["cancelled", "cancelled"]
+    assert {f.merged_into for f in finals[:2]} <= {finals[-1].reply_to, ""}
+    assert out.getvalue().count("hex> ") == 3
+    assert out.getvalue().count("[answered together with the next line]") == sum(
+        1 for f in finals[:2] if f.merged_into
+    )

@@ -18,7 +18,7 @@ def words(text: str) -> list[str]:
 
 
 sentence = st.lists(
-    st.sampled_from(["goblin", "spoons", "shiny", "the", "Hex", "3.5", "Dr.", "e.g.", "ok"]),
+    st.sampled_from(["goblin", "spoons,", "shiny", "the", "Hex;", "3.5", "Dr.", "e.g.", "ok"]),
     min_size=1,
     max_size=8,
 ).map(" ".join)
@@ -50,6 +50,20 @@ def test_sentences_come_out_as_soon_as_they_end() -> None:
         "Dr. Smith said 3.5 is fine.",
     ]
     assert splitter.flush() == []
+
+
+def test_the_first_clause_of_a_reply_comes_out_before_its_sentence_ends() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.push("Oh, rainy days are lovely, they smell") == ["Oh, rainy days are lovely,"]
+    # After the first piece, sentences only
+    assert splitter.push(" of earth, and books. Yes, ") == ["they smell of earth, and books."]
+    assert splitter.flush() == ["Yes,"]
+    whole = SentenceSplitter(first_clause=0)
+    assert whole.push("Oh, rainy days are lovely, they smell. ") == [
+        "Oh, rainy days are lovely, they smell."
+    ]
+    # A sentence that ends before any clause mark is long enough comes out as a sentence
+    assert SentenceSplitter().push("Hi, you! Well, that is very true, indeed.") == ["Hi, you!"]
 
 
 def test_code_blocks_are_not_spoken() -> None:

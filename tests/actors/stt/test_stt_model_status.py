@@ -31,9 +31,10 @@ def test_status_shows_the_model_and_its_load_time_once_live(hex_factory: HexFact
         in table.splitlines()[[r.split()[0] for r in table.splitlines()].index("stt")]
     )
     # The loading lines show only while each load runs (about a second), so they may fall between
-    # polls; the end-of-turn model loads first, then Whisper.
-    turn = {d for d in seen if d.startswith("smart-turn-v3.2 ")}
-    assert seen - turn <= {"", "loading smart-turn-v3.2", "loading whisper-base", detail}, seen
+    # polls; the end-of-turn models load first (audio, then words), then Whisper.
+    turn = {d for d in seen if d.startswith(("smart-turn-v3.2 ", "smollm2-turn "))}
+    loading = {f"loading {m}" for m in ("smart-turn-v3.2", "smollm2-turn", "whisper-base")}
+    assert seen - turn <= {"", *loading, detail}, seen
 
 
 def test_a_missing_model_fails_the_actor_with_one_line_naming_it(

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from actors.stt.actor import SttActor
+from actors.stt.turn import TurnConfig
 from actors.stt.whisper import Result
 from hexbus.pcm import to_pcm16
 from hexbus.testing import ActorHarness
 from schemas import AudioFrame, ChatMessage, ReplySentence, Segment
-from tests.support.speech import JFK, RATE, Audio, real_speech, silence, wer
+from tests.support.speech import JFK, RATE, Audio, espeak, real_speech, silence, wer
 
 pytestmark = pytest.mark.slow  # three real models: about half a minute on two cores
 
@@ -136,3 +137,41 @@ def test_a_transcript_started_in_a_doubtful_pause_is_the_one_used_when_the_pause
     # The doubtful pauses after "ask not" and "for you" started guesses the person talked over:
     # thrown away, and the last turn transcribed whole.
     assert wer(JFK, whole[-1].text) <= 0.15 and len(calls) > len(whole), (calls, whole)
+
+
+@pytest.mark.parametrize("text", [True, False])
+def test_a_finished_request_the_audio_model_doubts_ends_by_its_words(
+    tmp_path: Path, text: bool
+) -> None:
+    """espeak-ng's flat voice says "I would like to hear some quiet music now." and stops: Smart
+    Turn doubts it is finished (its intonation is no person's). With the words' second opinion
+    the turn ends in that pause, well before max_pause_ms; without it, it does not yet. The
+    stream stops 0.6 s into the pause, so the outcome is the judges', not the machine's speed."""
+    question = espeak("I would like to hear some quiet music now.", tmp_path, speed=150)
+
+    async def scenario() -> list[ChatMessage | Segment]:
+        h = ActorHarness(SttActor, {"partials": False, "turn": {"text": text}}, data_dir=tmp_path)
+        await h.setup()
+        h.actor.live = True
+        await speak(h, np.concatenate([silence(0.3), question, silence(0.6)]))
+        deadline = time.monotonic() + 120
+        while any(not t.done() for t in h.actor._tasks) or h.actor.inflight:
+            assert time.monotonic() < deadline, "the guess or the second opinion never finished"
+            await asyncio.sleep(0.05)
+        (source,) = h.actor.sources.values()
+        in_speech = source.segmenter.in_speech
+        await h.stop()
+        published = [e for e in h.published if isinstance(e, ChatMessage | Segment)]
+        assert in_speech == (not published)
+        return published
+
+    published = asyncio.run(scenario())
+    if not text:
+        assert published == []
+        return
+    segment, message = published
+    assert isinstance(segment, Segment) and 0.0 <= segment.complete < TurnConfig().threshold
+    assert (
+        isinstance(message, ChatMessage)
+        and wer("I would like to hear some quiet music now", message.text) <= 0.2
+    )

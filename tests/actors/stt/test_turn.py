@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from actors.stt.turn import SmartTurn, TurnConfig, features, packaged_model
-from actors.stt.vad import SAMPLE_RATE, Segmenter, SileroStream, SpeechEnd, VadConfig
+from actors.stt.turn import SmartTurn, TextTurn, TurnConfig, features, packaged_model, words_of
+from actors.stt.vad import SAMPLE_RATE, Pause, Segmenter, SileroStream, SpeechEnd, VadConfig
 from actors.stt.whisper import Whisper
 from tests.support.speech import JFK, Audio, real_speech, silence, wer
 
@@ -153,9 +153,83 @@ def test_the_segmenter_asks_once_per_pause_and_falls_back_to_the_longest_pause(
     assert all(e.segment.complete is not None for e in found)
 
 
+def test_a_pause_is_announced_before_the_judge_is_asked_and_a_second_opinion_can_end_it(
+    silero: SileroStream,
+) -> None:
+    """guess_ms into a pause, a Pause without a verdict (transcription can start); at check_ms
+    the doubtful verdict; then end_pause ends that pause's turn, once, and no other's."""
+    judge = Judge(0.1, 0.1)
+    segmenter = Segmenter(VadConfig(), silero, judge=judge, turn=TurnConfig())
+    events = []
+    audio = np.concatenate([silence(0.5), burst(1.5), silence(0.6)])
+    for i in range(0, audio.size, 1600):
+        events += segmenter.feed(audio[i : i + 1600])
+    pauses = [e for e in events if isinstance(e, Pause)]
+    assert [p.complete for p in pauses] == [None, 0.1]
+    first, doubtful = pauses
+    assert first.end_s == doubtful.end_s and first.audio.size == doubtful.audio.size
+    assert not any(isinstance(e, SpeechEnd) for e in events)  # 0.6 s: under max_pause_ms
+    assert segmenter.end_pause(doubtful.end_s + 0.5) == []  # not this pause
+    (ended,) = segmenter.end_pause(doubtful.end_s)
+    assert isinstance(ended, SpeechEnd) and ended.segment.end_s == doubtful.end_s
+    assert np.array_equal(ended.segment.audio, doubtful.audio) and ended.segment.complete == 0.1
+    assert segmenter.end_pause(doubtful.end_s) == []  # once
+    # A pause the person went on from cannot be ended any more
+    events = []
+    for chunk in (burst(1.0), silence(0.6), burst(1.0)):
+        for i in range(0, chunk.size, 1600):
+            events += segmenter.feed(chunk[i : i + 1600])
+    gone_on = [e for e in events if isinstance(e, Pause) and e.complete is not None]
+    assert len(gone_on) == 1 and segmenter.end_pause(gone_on[0].end_s) == []
+    assert segmenter.in_speech
+
+
+@pytest.fixture(scope="module")
+def text_turn() -> Iterator[TextTurn]:
+    yield TextTurn()
+
+
+@pytest.mark.parametrize(
+    "unfinished",
+    [
+        "I was going to ask you whether",
+        "The problem with my car is that",
+        "When I get home tonight I want to",
+        "And so, my fellow Americans, ask not.",  # Whisper's full stop on a fragment
+    ],
+)
+def test_words_that_stop_mid_sentence_do_not_read_as_finished(
+    text_turn: TextTurn, unfinished: str
+) -> None:
+    assert text_turn.complete(unfinished) < TurnConfig().text_threshold
+
+
+@pytest.mark.parametrize(
+    "finished",
+    [
+        "Could you turn off the lights in the kitchen please?",
+        "I would like to hear some quiet music now",
+        "What is the weather going to be like tomorrow",
+    ],
+)
+def test_a_finished_request_reads_as_finished(text_turn: TextTurn, finished: str) -> None:
+    p = text_turn.complete(finished)
+    assert TurnConfig().text_threshold <= p <= 1.0
+    # Punctuation and case are not what it reads
+    assert text_turn.complete(words_of(finished)) == pytest.approx(p)
+
+
+def test_no_words_are_not_finished(text_turn: TextTurn) -> None:
+    assert text_turn.complete("") == 0.0 and text_turn.complete(" ... ") == 0.0
+    # A transcript longer than the judge's window is read by its last words
+    assert 0.0 <= text_turn.complete("and then " * 400 + "we left") <= 1.0
+
+
 @pytest.mark.parametrize(
     "bad",
     [
+        lambda: TurnConfig(text_threshold=0.0),
+        lambda: TurnConfig(guess_ms=3000),
         lambda: TurnConfig(threshold=0.0),
         lambda: TurnConfig(threshold=1.0),
         lambda: TurnConfig(check_ms=3000, max_pause_ms=2000),

@@ -329,3 +329,23 @@ def test_a_replys_first_phrase_is_short_where_a_clause_mark_allows() -> None:
     assert phrases_of("No clause mark here at all, sorry"[:26], 60, 24) == [
         "No clause mark here at all"
     ]
+
+
+def test_a_long_first_clause_is_cut_before_a_linking_word_near_the_first_phrase_size() -> None:
+    from actors.tts.actor import phrases_of
+
+    first = "Rainy days are my favourite because they bring a cozy feeling to the house."
+    assert phrases_of(first, 60, 24) == [
+        "Rainy days are my favourite",
+        "because they bring a cozy feeling to the house.",
+    ]
+    assert phrases_of(first, 60) == [first]  # later sentences: clause marks only
+    # No linking word within reach of 24 characters: whole, never cut at just any word
+    whole = "Absolutely everything tastes wonderful after sunset in autumn."
+    assert phrases_of(whole, 80, 24) == [whole]
+    # "And" that opens the sentence is no place to cut; the one near 24 characters is
+    opening = "And then the little dog ran off with my sandwich into the park."
+    assert phrases_of(opening, 80, 24) == [
+        "And then the little dog ran off",
+        "with my sandwich into the park.",
+    ]

@@ -257,7 +257,9 @@ def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(
 
     from actors.stt.whisper import Whisper, WhisperConfig
 
-    whisper = Whisper(WhisperConfig())
+    # English, said so: Kokoro's Japanese voices speak it with an accent that Whisper's language
+    # detection sometimes takes for Japanese (then it "transcribes" into Japanese).
+    whisper = Whisper(WhisperConfig(language="en"))
     whisper.load()
     import soxr  # type: ignore[import-untyped]
 

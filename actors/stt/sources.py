@@ -1,0 +1,70 @@
+"""One speaker's stream in the STT actor: its segmenter and resampler, the turn it may still go
+on with, the transcript guessed during a pause, and the mapping from stream time to wall time."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from actors.stt.vad import Segmenter
+from actors.stt.whisper import Result
+from schemas import AudioFrame
+
+RATE = 16000  # what the VAD and Whisper take
+
+
+@dataclass
+class Source:
+    """One speaker's stream: where it goes, its resampler, its segmenter, its current utterance."""
+
+    frame: AudioFrame  # the latest frame's metadata (person, channel, platform)
+    segmenter: Segmenter
+    rate: int
+    resampler: object | None
+    received: int = 0  # samples at 16 kHz fed so far
+    # (samples fed before a frame, that frame's wall time), the last minute or so: stream time -> wall time
+    anchors: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=3000))
+    utterance: str = ""
+    speech_start: float = 0.0
+    last_turn: LastTurn | None = None  # the turn that ended last, while it may still go on
+    continues: LastTurn | None = None  # the turn the utterance now open goes on with
+    last_partial: float = 0.0
+    partial_busy: bool = False
+    seen: float = field(default_factory=time.monotonic)
+    guess: Guess | None = None  # a transcript started during a doubtful pause
+
+
+@dataclass(frozen=True)
+class Guess:
+    """A transcript of the turn as it would be were a doubtful pause to end it: used if it
+    does (same last voiced sample, same audio), thrown away if the person goes on."""
+
+    end_s: float
+    size: int
+    task: asyncio.Task[Result | None]
+
+
+@dataclass(frozen=True)
+class LastTurn:
+    """A turn that ended, kept ``TurnConfig.rejoin_ms`` in case the person goes on."""
+
+    message_id: str
+    audio: np.ndarray  # 16 kHz float32, as transcribed
+    end_s: float  # stream time of its last voiced sample
+    speech_start: float  # wall time its speech began
+
+
+def wall(src: Source, stream_s: float) -> float:
+    """The wall time a sample was captured: its frame's time plus its place in the frame."""
+    sample = int(stream_s * RATE)
+    anchors = src.anchors
+    if not anchors:
+        return time.time()
+    i = bisect.bisect_right(anchors, sample, key=lambda a: a[0]) - 1
+    fed, at = anchors[max(i, 0)]
+    return at + (sample - fed) / RATE
