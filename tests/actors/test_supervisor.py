@@ -122,6 +122,7 @@ def test_actor_with_bad_actor_config_fails_once_with_its_message(hex_factory: He
     assert "actors.hang.config.hang_after_s: expected float, got str" in hx.log()
 
 
+@pytest.mark.slow  # a few seconds of real processes
 def test_reload_starts_added_stops_removed_and_restarts_only_changed(
     hex_factory: HexFactory,
 ) -> None:
@@ -225,6 +226,7 @@ def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory: HexFactory
     ]
 
 
+@pytest.mark.slow  # about 7 s of blocking work
 def test_blocking_work_offloaded_never_stops_heartbeats(hex_factory: HexFactory) -> None:
     hx = hex_factory(
         FAST_BUS

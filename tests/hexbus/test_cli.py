@@ -195,6 +195,7 @@ def test_second_supervisor_on_the_same_run_dir_is_refused(hex_factory: HexFactor
     assert hx.status()["broker"]["state"] == "live"
 
 
+@pytest.mark.slow  # a few seconds of real processes
 def test_killswitch_stops_every_actor_but_the_kept_ones_until_each_is_restarted(
     hex_factory: HexFactory,
 ) -> None:

@@ -308,6 +308,7 @@ def test_durable_subscriber_to_a_rare_topic_advances_past_everything_else(
     assert empty_advances >= 1, f"no empty batch advanced the feed: markers {markers}"
 
 
+@pytest.mark.slow  # a few seconds of real processes
 def test_stalled_subscriber_of_large_blobs_pins_a_bounded_amount_of_broker_memory(
     hex_factory: Callable[[str], Hex],
 ) -> None:

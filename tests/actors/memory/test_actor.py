@@ -55,6 +55,7 @@ def changes(events: list[Event]) -> list[MemoryChanged]:
     return [e for e in events if isinstance(e, MemoryChanged)]
 
 
+@pytest.mark.slow  # loads the embedding model: about 6 s
 def test_requests_are_answered_and_changes_reported(tmp_path: Path) -> None:
     async def scenario(h: ActorHarness[MemoryActor]) -> None:
         (added,) = changes(await h.send(MemoryAdd(text="Ana keeps bees", person_id="ana")))
