@@ -15,13 +15,17 @@ from typing import TypeVar
 
 from hexbus.bus import BusClient
 from hexbus.endpoints import Endpoints
-from schemas import Event, tag_of
+from schemas import Event, PathCheck, tag_of
 
 E = TypeVar("E", bound=Event)
 
 
 class AskError(Exception):
     """No answer (the actor is not running, or too slow)."""
+
+
+PATH_CHECK_S = 0.02  # how often a fresh client checks its path through the broker
+RESEND_S = 0.5  # a request not answered this long is sent again (its responder restarting)
 
 
 async def ask(
@@ -31,30 +35,51 @@ async def ask(
     *,
     timeout: float = 10.0,
     who: str = "the actor",
+    key: str = "",
 ) -> tuple[E, bytes | None]:
     client = BusClient(endpoints, f"cli{time.monotonic_ns() % 1_000_000}")
     client.subscribe(f"{tag_of(expect)}.{client.name}")
+    client.subscribe(f"{tag_of(PathCheck)}.{client.name}")
     client.start()
     correlation = client.ids.next()
     deadline = time.monotonic() + timeout
+    path_open = asyncio.Event()
     try:
 
         async def answer() -> tuple[E, bytes | None]:
             async for envelope, blob in client.volatile():
-                if envelope.correlation == correlation and isinstance(envelope.body, expect):
+                if isinstance(envelope.body, PathCheck):
+                    path_open.set()
+                elif envelope.correlation == correlation and isinstance(envelope.body, expect):
                     return envelope.body, (bytes(blob) if blob is not None else None)
             raise AskError("the bus closed")
 
         waiting = asyncio.get_running_loop().create_task(answer())
-        # A fresh PUB drops what it sends before the broker has its subscription: ask again until answered.
+        # A fresh PUB drops what it sends until the broker's subscription reaches it, and the
+        # broker forwards the answer only once it has this client's: a message to itself that
+        # comes back says both are in place (in a few ms), so the request goes once, not after
+        # a blind wait.
+        opened = asyncio.get_running_loop().create_task(path_open.wait())
+        try:
+            while not path_open.is_set():
+                if time.monotonic() > deadline:
+                    raise AskError(
+                        f"the broker did not answer within {timeout:g}s: is Hex running? (`hexbus status`)"
+                    )
+                client.publish_volatile(PathCheck(), key=client.name)
+                await asyncio.wait({opened, waiting}, timeout=PATH_CHECK_S)
+                if waiting.done():
+                    waiting.result()  # the bus closed: raise
+        finally:
+            opened.cancel()
         while not waiting.done():
             if time.monotonic() > deadline:
                 waiting.cancel()
                 raise AskError(
                     f"{who} did not answer within {timeout:g}s: is it running? (`hexbus status`)"
                 )
-            client.publish_volatile(request, correlation=correlation)
-            await asyncio.wait({waiting}, timeout=0.5)
+            client.publish_volatile(request, key=key, correlation=correlation)
+            await asyncio.wait({waiting}, timeout=RESEND_S)
         return waiting.result()
     finally:
         await client.close()

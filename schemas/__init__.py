@@ -52,6 +52,7 @@ from schemas.system import (
     DeadLetterCause,
     Heartbeat,
     Metric,
+    PathCheck,
     Ping,
     Pong,
     ProbeDurable,
@@ -83,6 +84,7 @@ AnyEvent = (
     | Redrive
     | Stop
     | Ping
+    | PathCheck
     | Pong
     | Snapshot
     | Reload
@@ -188,6 +190,7 @@ __all__ = [
     "Metric",
     "Notice",
     "Observation",
+    "PathCheck",
     "PersonProfile",
     "PersonaChanged",
     "PersonaRollback",

@@ -122,6 +122,11 @@ class Pong(Event, frozen=True, kw_only=True, tag="sys.pong"):
     applied_offset: int = 0
 
 
+class PathCheck(Event, frozen=True, kw_only=True, tag="sys.pathcheck"):
+    """A client's message to itself through the broker (topic ``sys.pathcheck.<client>``): when
+    it comes back, the broker has the client's subscriptions and forwards what it publishes."""
+
+
 class Snapshot(Event, frozen=True, kw_only=True, tag="sys.control.snapshot"):
     target: str
 

@@ -1,0 +1,39 @@
+"""One-shot requests from a command (``hexbus.ask``) against a real broker and actor."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hexbus import ask as ask_module
+from hexbus.ask import AskError, ask
+from schemas import ProbeVolatile
+from tests.support.harness import FAST_BUS, HexFactory, actor_toml
+
+pytestmark = pytest.mark.process
+
+
+def test_a_fresh_clients_one_request_is_answered_without_a_resend(
+    hex_factory: HexFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh client's first volatile message used to be dropped (the broker did not have its
+    subscription yet) and was only answered when sent again 0.5 s later. It now checks its path
+    through the broker first: with resends pushed past the timeout, the one request is answered."""
+    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
+    monkeypatch.setattr(ask_module, "RESEND_S", 60.0)
+    for _ in range(3):  # three fresh clients, one after another
+        answer, _ = asyncio.run(
+            ask(hx.endpoints, ProbeVolatile(n=0, note="count?"), ProbeVolatile, key="count")
+        )
+        assert answer.note == "total=0" and answer.n == 0
+
+
+def test_no_broker_is_one_line_after_the_timeout(hex_factory: HexFactory) -> None:
+    hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
+    endpoints = hx.endpoints
+    hx.stop()
+    with pytest.raises(AskError, match="the broker did not answer within 1s: is Hex running"):
+        asyncio.run(
+            ask(endpoints, ProbeVolatile(n=0, note="count?"), ProbeVolatile, key="count", timeout=1)
+        )
