@@ -219,6 +219,7 @@ def memory_import(endpoints: Any, args: argparse.Namespace) -> None:
     """``hexbus memory import FILE``: every good line sent in batches; bad lines reported by number."""
     from actors.memory.importer import HistoryError, batches, read_history
     from hexbus.ask import changes
+    from hexbus.progress import Progress
     from schemas import MemoryChanged
 
     path = Path(args.file)
@@ -229,6 +230,7 @@ def memory_import(endpoints: Any, args: argparse.Namespace) -> None:
     for problem in problems:
         print(f"{path.name}: {problem} (skipped)", file=sys.stderr)
     totals: dict[str, int] = {}
+    progress = Progress(len(turns), "turns", what=f"importing {path.name}:")
 
     async def send() -> None:
         requests = [(event, None) for event in batches(turns, path.name, args.by)]
@@ -239,8 +241,11 @@ def memory_import(endpoints: Any, args: argparse.Namespace) -> None:
                 fail(f"refused: {report.detail}")
             for key, value in report.counts.items():
                 totals[key] = totals.get(key, 0) + value
+            c = report.counts
+            progress.advance(c.get("turns", 0) + c.get("already_known", 0) + c.get("empty", 0))
 
     asyncio.run(send())
+    progress.done()
     print(
         f"imported {totals.get('turns', 0)} turns from {path.name} ({totals.get('already_known', 0)} already "
         f"known, {totals.get('indexed', 0)} indexed for search, {len(problems)} bad lines skipped)"

@@ -127,6 +127,8 @@ def test_history_import_keeps_original_ids_reports_bad_lines_and_is_idempotent(
     assert out.returncode == 0, out.stderr
     assert "old-bot.jsonl: line 2: not JSON" in out.stderr
     assert "old-bot.jsonl: line 4: missing conversation, speaker, timestamp" in out.stderr
+    # Piped, the progress is plain lines on stderr; the last says all of it
+    assert out.stderr.splitlines()[-1].startswith("importing old-bot.jsonl: 3/3 turns (100%)")
     assert out.stdout.strip() == (
         "imported 3 turns from old-bot.jsonl (0 already known, 2 indexed for search, "
         "2 bad lines skipped)"
@@ -138,6 +140,7 @@ def test_history_import_keeps_original_ids_reports_bad_lines_and_is_idempotent(
     assert theo["turn_ids"] == ["993"] and theo["person_id"] == "import:theo"
     again = hx.cli("memory", "import", str(history), "--assistant", "OldBot")
     assert "imported 0 turns" in again.stdout and "3 already known" in again.stdout
+    assert "3/3 turns (100%)" in again.stderr  # turns already known count as done
     assert (
         len([r for r in export(hx) if r["kind"] == "turn"]) == 2
     )  # the bot's line is history, not memory
