@@ -123,9 +123,10 @@ class MemoryTable:
             if (existing := self._get(con, memory.id)) is not None:
                 return existing
             label = scalar(con, "SELECT nextval('memory_label')")
-            created = memory.created or now
+            # created: when it happened (an imported turn's own date); updated: when it was
+            # last written here, so aging counts an imported past from its import
             stored = msgspec.structs.replace(
-                memory, label=label, created=created, updated=memory.updated or created
+                memory, label=label, created=memory.created or now, updated=memory.updated or now
             )
             con.execute(_INSERT, _row(stored))
         return _roundtrip(stored)
@@ -315,16 +316,19 @@ class MemoryTable:
             )
 
     def archive_older_than(self, age_s: float, below_importance: float, now: float) -> list[str]:
-        """Archive (never delete) memories created over ``age_s`` ago below an importance.
+        """Archive (never delete) memories below an importance that nothing has touched for
+        ``age_s``: not written (stored, imported, edited) nor retrieved since. When a memory
+        happened does not matter: two years of history imported today is today's.
 
         Anchors are never archived. Returns the ids archived.
         """
         with self._db.atomic() as con:
             rows = con.execute(
                 "UPDATE memories SET archived = true, updated = ? "
-                "WHERE NOT archived AND kind <> 'anchor' AND created < ? AND importance < ? "
+                "WHERE NOT archived AND kind <> 'anchor' AND importance < ? "
+                "AND greatest(updated, last_retrieved) < ? "
                 "RETURNING id",
-                [now, now - age_s, below_importance],
+                [now, below_importance, now - age_s],
             ).fetchall()
         return sorted(r[0] for r in rows)
 

@@ -51,9 +51,14 @@ def test_old_unimportant_memories_are_archived_never_anchors(parts: Parts) -> No
                 text=f"{id} text",
                 importance=importance,
                 created=now - 200 * DAY,
+                updated=now - 200 * DAY,  # stored then, untouched since
             )
         )
     parts.store.memories.add(Memory(id="fresh", text="fresh text", importance=0.1, created=now))
+    # Happened 200 days ago, imported now: it ages from its import
+    parts.store.memories.add(
+        Memory(id="imported", text="imported text", importance=0.1, created=now - 200 * DAY)
+    )
     assert parts.curation.age(now) == ["trivia"]
     assert parts.curation.age(now) == []
     trivia = parts.store.memories.get("trivia")

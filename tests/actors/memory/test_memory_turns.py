@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,46 @@ def test_history_import_keeps_original_ids_reports_bad_lines_and_is_idempotent(
     assert (
         len([r for r in export(hx) if r["kind"] == "turn"]) == 2
     )  # the bot's line is history, not memory
+
+
+def test_history_imported_from_years_ago_is_still_found_after_aging_runs(
+    hex_factory: HexFactory, tmp_path: Path
+) -> None:
+    """Imported turns keep their own dates, older than ``archive_after_days`` (180): they age
+    from their import, not from when they were said, so aging passes leave them findable."""
+    hx = start(hex_factory, aging_interval_s=0.3)
+    history = tmp_path / "two-years.jsonl"
+    said = [
+        ("Ana", "I signed up for the Thursday pottery class at the community centre"),
+        ("Tomás", "to unwind I go climbing with my cousin Lucho on Sundays"),
+        ("Ana", "honestly I could never move back to Albacete, it is too small for me"),
+    ]
+    history.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": f"old{i}",
+                    "conversation": "whatsapp:ana-tomas",
+                    "speaker": speaker,
+                    "text": text,
+                    "timestamp": f"2024-0{i + 3}-1{i}T19:30:00Z",
+                }
+            )
+            for i, (speaker, text) in enumerate(said)
+        )
+        + "\n"
+    )
+    out = hx.cli("memory", "import", str(history))
+    assert out.returncode == 0 and "imported 3 turns" in out.stdout, (out.stdout, out.stderr)
+    time.sleep(1.5)  # five aging passes
+    for question, turn in (
+        ("when did Ana start the pottery class", "old0"),
+        ("what does Tomás do to unwind", "old1"),
+        ("would Ana move back to her home town", "old2"),
+    ):
+        hits = json.loads(hx.cli("memory", "search", question, "--json", "-k", "3").stdout)
+        assert turn in {t for h in hits for t in h["turn_ids"]}, (question, hits)
+    assert "memory.archived" not in hx.log()
 
 
 def test_retrieval_quality_on_a_written_conversation_set(hex_factory: HexFactory) -> None:

@@ -143,17 +143,25 @@ def test_mark_retrieved_never_moves_time_backwards(store: MemoryStore) -> None:
 def test_archive_older_than_archives_old_unimportant_memories_but_never_anchors(
     store: MemoryStore,
 ) -> None:
-    store.memories.add(mem("old_low", created=10.0, importance=0.1))
-    store.memories.add(mem("old_anchor", created=10.0, importance=0.0, kind="anchor"))
-    store.memories.add(mem("old_high", created=10.0, importance=0.9))
-    store.memories.add(mem("new_low", created=95.0, importance=0.1))
-    store.memories.add(mem("old_summary", created=1.0, importance=0.2, kind="summary"))
+    # Stored long ago (updated), or happened long ago but stored now (the store's clock, NOW)
+    store.memories.add(mem("old_low", created=10.0, updated=10.0, importance=0.1))
+    store.memories.add(mem("old_anchor", created=10.0, updated=10.0, importance=0.0, kind="anchor"))
+    store.memories.add(mem("old_high", created=10.0, updated=10.0, importance=0.9))
+    store.memories.add(mem("new_low", created=95.0, updated=95.0, importance=0.1))
+    store.memories.add(mem("old_summary", created=1.0, updated=1.0, importance=0.2, kind="summary"))
+    store.memories.add(mem("imported_low", created=10.0, importance=0.1))  # stored at NOW
+    store.memories.add(mem("used_low", created=10.0, updated=10.0, importance=0.1))
+    store.memories.mark_retrieved(["used_low"], 90.0)  # retrieved lately
+    assert store.memories.get("imported_low").updated == NOW  # type: ignore[union-attr]
     archived = store.memories.archive_older_than(age_s=50.0, below_importance=0.5, now=100.0)
     assert archived == ["old_low", "old_summary"]
     assert store.memories.archive_older_than(age_s=50.0, below_importance=0.5, now=100.0) == []
+    # Two years of history imported today ages from today
+    assert "imported_low" not in store.memories.archive_older_than(50.0, 0.5, now=NOW + 49.0)
+    assert store.memories.archive_older_than(50.0, 0.5, now=NOW + 51.0) == ["imported_low"]
     old = store.memories.get("old_low")
     assert old is not None and old.archived and old.updated == 100.0
-    assert store.counts()["memories"] == 5  # archived, not deleted
+    assert store.counts()["memories"] == 7  # archived, not deleted
     labels = {
         m.id: m.label for m in store.memories.get_many(["old_low", "old_anchor", "old_summary"])
     }
