@@ -181,10 +181,13 @@ class Contradiction(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MemoryReviewed(Event, frozen=True, kw_only=True, tag="memory.reviewed"):
-    """Pending suggestions (approve or reject them) and the contradictions that superseded a memory."""
+    """Pending suggestions (approve or reject them), the contradictions that superseded a memory,
+    and what aging archived."""
 
     pending: tuple[MemoryHit, ...] = ()
     contradictions: tuple[Contradiction, ...] = ()
+    archived: tuple[MemoryHit, ...] = ()  # archived most recently, newest first
+    archived_total: int = 0  # archived in all (still found by a search that asks for them)
 
 
 class MemoryExport(Event, frozen=True, kw_only=True, tag="memory.export"):

@@ -152,7 +152,16 @@ def memory(args: argparse.Namespace) -> None:
                 print(f"pending     {hit.id}  {hit.text}{quote}")
             for c in reviewed.contradictions:
                 print(f"superseded  {c.older_id} {c.older_text!r} -> {c.newer_id} {c.newer_text!r}")
-            if not reviewed.pending and not reviewed.contradictions:
+            for hit in reviewed.archived:
+                print(f"archived    {hit.id}  {hit.text}")
+            if reviewed.archived_total:
+                shown = len(reviewed.archived)
+                print(
+                    f"{reviewed.archived_total} archived in all"
+                    f"{f' (the latest {shown} above)' if shown < reviewed.archived_total else ''}: "
+                    "unused and unimportant; `hexbus memory search --archived` still finds them"
+                )
+            if not (reviewed.pending or reviewed.contradictions or reviewed.archived_total):
                 print("nothing to review")
             return
         request: Any

@@ -140,11 +140,15 @@ class Search:
         ]
 
     def review(self, limit: int) -> MemoryReviewed:
-        """Suggestions waiting for approval and the latest contradictions, for people to review."""
+        """Suggestions waiting for approval, the latest contradictions and what aging archived
+        last, for people to review."""
         pending = [hit(m, 0.0, False) for m in self.store.memories.pending(limit)]
         found = self.store.memories.contradictions()[-limit:]
+        archived, archived_total = self.store.memories.archived(limit)
         return MemoryReviewed(
             pending=tuple(pending),
+            archived=tuple(hit(m, 0.0, False) for m in archived),
+            archived_total=archived_total,
             contradictions=tuple(
                 msgspec.convert(
                     [{k: "" if v is None else v for k, v in row.items()} for row in found],

@@ -252,6 +252,18 @@ class MemoryTable:
         """AI-suggested memories waiting for approval, oldest first."""
         return self._where("NOT approved", [], limit)
 
+    def archived(self, limit: int = 50) -> tuple[list[Memory], int]:
+        """The memories archived most recently (newest first, at most ``limit``), and how many
+        are archived in all."""
+        with self._db.locked() as con:
+            rows = con.execute(
+                f"SELECT {_SELECT} FROM memories WHERE archived ORDER BY updated DESC, label "
+                "LIMIT ?",
+                [limit],
+            ).fetchall()
+            total = scalar(con, "SELECT count(*) FROM memories WHERE archived")
+        return [_from_row(r) for r in rows], int(total or 0)
+
     def about(self, person_id: str) -> list[Memory]:
         """Every memory about a person, archived and pending included (e.g. before forgetting)."""
         return self._where("person_id = ?", [person_id])

@@ -271,6 +271,10 @@ def test_old_unimportant_memories_are_archived_not_deleted(hex_factory: HexFacto
     }
     assert trivia in archived  # archived, not deleted
     assert "memory.archived" in hx.log()
+    # ... and review says so
+    review = hx.cli("memory", "review").stdout
+    assert f"archived    {trivia}  Ana once mentioned the weather was cloudy" in review, review
+    assert "1 archived in all: unused and unimportant" in review
 
 
 def test_suggestions_wait_for_approval_and_a_rejected_one_is_gone(hex_factory: HexFactory) -> None:

@@ -161,6 +161,8 @@ def test_archive_older_than_archives_old_unimportant_memories_but_never_anchors(
     assert store.memories.archive_older_than(50.0, 0.5, now=NOW + 51.0) == ["imported_low"]
     old = store.memories.get("old_low")
     assert old is not None and old.archived and old.updated == 100.0
+    newest, total = store.memories.archived(limit=2)
+    assert total == 5 and [m.id for m in newest] == ["imported_low", "new_low"]
     assert store.counts()["memories"] == 7  # archived, not deleted
     labels = {
         m.id: m.label for m in store.memories.get_many(["old_low", "old_anchor", "old_summary"])
