@@ -8,19 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hexbus.progress import Progress
+from tests.support.clock import Clock
 
 
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_piped_progress_is_a_plain_line_every_few_seconds_and_one_at_the_end() -> None:

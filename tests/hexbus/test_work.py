@@ -15,18 +15,11 @@ from hexbus.config import ConfigError, parse
 from hexbus.testing import ActorHarness
 from hexbus.work import PendingSince
 from schemas import Heartbeat, ProbeDurable
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import Clock
 
 
 def test_pending_since_dates_each_key_once_and_forgets_finished_ones() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     since = PendingSince(clock)
     assert since.oldest({}) is None
     assert since.oldest({"a": 1}) == 100.0
@@ -42,7 +35,7 @@ def test_pending_since_dates_each_key_once_and_forgets_finished_ones() -> None:
 def test_pending_since_is_the_first_sighting_of_the_oldest_key_still_pending(
     steps: list[tuple[float, set[str]]],
 ) -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     since = PendingSince(clock)
     first: dict[str, float] = {}
     for advance, keys in steps:
