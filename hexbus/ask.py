@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 from hexbus.bus import BusClient
 from hexbus.endpoints import Endpoints
 from schemas import Event, PathCheck, tag_of
 
 E = TypeVar("E", bound=Event)
+# An event type that names the request it is about (``request``), and what to do with each.
+Progress: TypeAlias = tuple[type[Event], Callable[[Any], None]]
 
 
 class AskError(Exception):
@@ -94,12 +96,19 @@ async def change(
     who: str = "the actor",
     blob: bytes | None = None,
     key: str = "",
+    progress: Progress | None = None,
 ) -> E:
     """Publish one durable request and wait for the durable report caused by it."""
     reports = [
         r
         async for r in changes(
-            endpoints, [(request, blob)], expect, timeout=timeout, who=who, key=key
+            endpoints,
+            [(request, blob)],
+            expect,
+            timeout=timeout,
+            who=who,
+            key=key,
+            progress=progress,
         )
     ]
     return reports[0]
@@ -113,9 +122,15 @@ async def changes(
     timeout: float = 30.0,
     who: str = "the actor",
     key: str = "",
+    progress: Progress | None = None,
 ) -> AsyncIterator[E]:
-    """Publish durable requests in order and yield each one's report as it comes (``timeout`` per report)."""
+    """Publish durable requests in order and yield each one's report as it comes (``timeout`` per
+    report). ``progress``: (an event type with a ``request`` field, a function) called with each
+    such event the actor publishes about one of these requests while it works; the wait for a
+    report starts again at each."""
     client = BusClient(endpoints, "cli")
+    if progress is not None:
+        client.subscribe(tag_of(progress[0]))
     client.start()
     feed = client.durable([tag_of(expect)], after=-1, wait_ms=300)
     reports: dict[str, E] = {}
@@ -127,16 +142,25 @@ async def changes(
                 reports[envelope.causation] = envelope.body
                 arrived.set()
 
+    sent: list[str] = []
+
+    async def follow() -> None:
+        assert progress is not None
+        kind, call = progress
+        async for envelope, _ in client.volatile():
+            if isinstance(envelope.body, kind) and getattr(envelope.body, "request", "") in sent:
+                call(envelope.body)
+                arrived.set()  # work is moving: the report's wait starts again
+
     reading = asyncio.get_running_loop().create_task(collect())
+    following = asyncio.get_running_loop().create_task(follow()) if progress is not None else None
     try:
         if not await feed.positioned(10):  # then no report after the journal's head can be missed
             raise AskError(
                 "the broker did not answer within 10 s: is Hex running? (`hexbus status`)"
             )
-        sent = [
-            (await client.publish_durable(request, blob=blob, key=key)).id
-            for request, blob in requests
-        ]
+        for request, blob in requests:
+            sent.append((await client.publish_durable(request, blob=blob, key=key)).id)
         if not await client.flush(10 + len(requests) / 100):
             raise AskError(
                 "the broker did not acknowledge the request within 10 s: is Hex running?"
@@ -153,6 +177,10 @@ async def changes(
                     ) from None
             yield reports.pop(event_id)
     finally:
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
+        for task in (reading, following):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in (reading, following) if t is not None), return_exceptions=True
+        )
         await client.close()

@@ -39,6 +39,7 @@ from schemas.memory import (
     MemoryForget,
     MemoryHit,
     MemoryImport,
+    MemoryProgress,
     MemoryQuery,
     MemoryResult,
     MemoryReview,
@@ -113,6 +114,7 @@ AnyEvent = (
     | MemoryCorrect
     | MemoryForget
     | MemoryChanged
+    | MemoryProgress
     | MemoryReview
     | MemoryReviewed
     | MemoryExport
@@ -183,6 +185,7 @@ __all__ = [
     "MemoryForget",
     "MemoryHit",
     "MemoryImport",
+    "MemoryProgress",
     "MemoryQuery",
     "MemoryResult",
     "MemoryReview",

@@ -35,6 +35,7 @@ DELIVERY: dict[str, Delivery] = {
     "memory.reviewed": Delivery.VOLATILE,
     "memory.export": Delivery.VOLATILE,  # request/response: the lines travel in the answer's blob
     "memory.exported": Delivery.VOLATILE,
+    "memory.progress": Delivery.VOLATILE,  # how far a long request has got: a bar, never state
     "vision": Delivery.VOLATILE,  # frames and observations: only the latest matters
     "audio": Delivery.VOLATILE,  # frames in, speech out: late audio is worthless; sentences are durable
     "stt.partial": Delivery.VOLATILE,

@@ -28,6 +28,9 @@ class MemoryQuery(Event, frozen=True, kw_only=True, tag="memory.query"):
     since: float = 0.0  # unix seconds; 0 = no bound
     until: float = 0.0
     include_archived: bool = False
+    # The conversation's time (unix seconds): "in May" and "two weeks ago" in the text, and
+    # recency, count from it; 0 = now. An import's questions are asked in its past.
+    at: float = 0.0
 
 
 class MemoryHit(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,6 +151,16 @@ MemoryAction = Literal[
     "superseded",
     "summarized",
 ]
+
+
+class MemoryProgress(Event, frozen=True, kw_only=True, tag="memory.progress"):
+    """How far a long request has got (an upload's chunks embedded), so the command that sent it
+    can show a bar; volatile, a lost one is only a bar that jumps."""
+
+    request: str  # the event id of the durable request
+    done: int
+    total: int
+    unit: str = "chunks"
 
 
 class MemoryChanged(Event, frozen=True, kw_only=True, tag="memory.changed"):

@@ -27,9 +27,10 @@ from actors.memory.bank import MemoryBank, Refused
 from actors.memory.config import MemoryConfig
 from actors.memory.curation import Curation
 from actors.memory.edits import Edits
-from actors.memory.embed import embedding_model
+from actors.memory.embed import PACKAGED_MODEL, embedding_model
 from actors.memory.export import export_lines
 from actors.memory.ingest import Ingest
+from actors.memory.reindex import Reindex
 from actors.memory.search import Search
 from actors.memory.store import Memory, StoreError
 from hexbus import Actor, ActorUnusable, NoState, RequestTimeout, on
@@ -47,6 +48,7 @@ from schemas import (
     MemoryExported,
     MemoryForget,
     MemoryImport,
+    MemoryProgress,
     MemoryQuery,
     MemoryResult,
     MemoryReview,
@@ -92,6 +94,8 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         self.edits = Edits(self.bank, self.config)
         self.curation = Curation(self.bank, self.config)
         self.search = Search(self.bank, self.config)
+        model = self.config.embedder or PACKAGED_MODEL
+        self.reindex = await self.offload(Reindex, self.bank, f"{model}:{embedder.dim}")
         self.wake = asyncio.Event()  # new turns or facts: the hygiene task looks at once
         self.brain_down_until = 0.0
         log.info(
@@ -118,6 +122,7 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         if self.config.diary_scan_s > 0:
             self.spawn(self._watch_diaries(), name="diaries")
         self.spawn(self._hygiene(), name="hygiene")
+        self.spawn(self._reindex(), name="reindex")
 
     async def teardown(self) -> None:
         await self.offload(self.bank.close)
@@ -191,6 +196,12 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
     @on(MemoryDocument)
     async def on_document(self, event: MemoryDocument) -> None:
         envelope, offset = self._event()
+        loop = asyncio.get_running_loop()
+
+        def report(done: int, total: int) -> None:  # on the worker thread
+            progress = MemoryProgress(request=envelope.id, done=done, total=total)
+            loop.call_soon_threadsafe(self.bus.publish_volatile, progress)
+
         stored = await self._apply(
             self.ingest.document,
             event,
@@ -198,6 +209,7 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
             event_id=envelope.id,
             at=envelope.wall,
             offset=offset,
+            progress=report,
         )
         if stored is not None:
             ids = tuple(m.id for m in stored)
@@ -271,6 +283,18 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
                 await self.offload(self.curation.age, time.time())
             except Exception:
                 log.exception("memory.aging_failed")
+
+    async def _reindex(self) -> None:
+        """Old memories brought up to date a batch at a time; ``hexbus status`` shows how far."""
+        shown = self.detail
+        try:
+            while progress := await self.offload(self.reindex.progress):
+                self.detail = progress
+                if not await self.offload(self.reindex.step):
+                    break
+        except Exception:
+            log.exception("memory.reindex_failed")
+        self.detail = shown
 
     async def _watch_diaries(self) -> None:
         while True:

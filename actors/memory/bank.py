@@ -79,8 +79,12 @@ class MemoryBank:
         beside it, rebuilt from the store when they are missing, damaged or behind."""
         store = MemoryStore(path)
         try:
-            rows = store.memories.all_for_index()
-            indexes = Indexes.open(path.with_suffix(".hnsw"), embedder.dim, rows)
+            indexes = Indexes.open(
+                path.with_suffix(".hnsw"),
+                embedder.dim,
+                store.memories.all_for_index(),
+                store.memories.said_for_index(),
+            )
         except BaseException:
             store.close()
             raise

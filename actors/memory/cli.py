@@ -95,6 +95,7 @@ def memory(args: argparse.Namespace) -> None:
         MemoryExport,
         MemoryExported,
         MemoryForget,
+        MemoryProgress,
         MemoryQuery,
         MemoryResult,
         MemoryReview,
@@ -208,11 +209,20 @@ def memory(args: argparse.Namespace) -> None:
             request = MemoryForget(
                 ids=tuple(args.ids), query=args.query, person_id=args.person, by=args.by
             )
+        bar = Uploading(Path(args.file).name) if blob else None
         report = asyncio.run(
             change(
-                endpoints, request, MemoryChanged, who=who, blob=blob, timeout=300 if blob else 30
+                endpoints,
+                request,
+                MemoryChanged,
+                who=who,
+                blob=blob,
+                timeout=300 if blob else 30,
+                progress=(MemoryProgress, bar.update) if bar else None,
             )
         )
+        if bar:
+            bar.done()
     except AskError as exc:
         fail(str(exc))
     if report.action == "refused":
@@ -222,6 +232,25 @@ def memory(args: argparse.Namespace) -> None:
         f"{report.action}: {' '.join(report.ids) or '-'}{f' ({counts})' if counts else ''}"
         f"{f' {report.detail}' if report.detail else ''}"
     )
+
+
+class Uploading:
+    """The bar of an upload: its total is known from the actor's first progress report."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.progress: Any = None
+
+    def update(self, report: Any) -> None:
+        from hexbus.progress import Progress
+
+        if self.progress is None:
+            self.progress = Progress(report.total, report.unit, what=f"embedding {self.name}:")
+        self.progress.advance(report.done - self.progress.count)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress.done()
 
 
 def memory_import(endpoints: Any, args: argparse.Namespace) -> None:

@@ -99,6 +99,8 @@ class Edits:
         if text and text != existing.text:
             changes["text"] = text
             changes["embedding"] = self.bank.embed([text])[0]
+            changes["context"] = ""  # a person's edit is no longer the moment it was
+            changes["said_embedding"] = None
         if event.importance >= 0:
             changes["importance"] = min(1.0, event.importance)
         if event.tags is not None:

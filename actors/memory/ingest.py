@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
-from typing import Literal
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final, Literal
 
 import structlog
 
@@ -14,10 +15,13 @@ from actors.memory.bank import MemoryBank, memory_id
 from actors.memory.config import MemoryConfig
 from actors.memory.diaries import Entry
 from actors.memory.documents import DocumentError, read_document
+from actors.memory.moments import BEFORE, moments
 from actors.memory.store import Memory, StoredTurn
 from schemas import ChatMessage, MemoryDocument, MemoryImport, Reply, ReplyMeta
 
 log = structlog.get_logger("actors.memory")
+
+EMBED_BATCH: Final = 256  # document chunks embedded between two progress reports
 
 
 def speaker_person_id(speaker: str) -> str:
@@ -67,7 +71,8 @@ class Ingest:
     ) -> list[Memory]:
         """A person's chat message: the turn, the person, and the turn as an episodic memory."""
         turn = live_turn(event, event_id=event_id, at=at, speaker=event.display_name, role="user")
-        episodes = self.episodes([turn])
+        earlier = self.store.turns.latest(turn.conversation, limit=BEFORE, before=at)
+        episodes = self.episodes([turn], moments([turn], earlier))
         with self.store.transaction(offset):
             self.store.turns.add(turn)
             self.store.people.upsert(event.person_id, event.display_name, event.platform, at)
@@ -92,15 +97,24 @@ class Ingest:
             self.store.turns.add(turn)
         return True
 
-    def episodes(self, turns: Sequence[StoredTurn]) -> list[Memory]:
+    def episodes(
+        self, turns: Sequence[StoredTurn], contexts: Mapping[str, str] | None = None
+    ) -> list[Memory]:
         """The episodic memories of a person's turns (never Hex's own): verbatim, with the turn
-        as provenance."""
+        as provenance, indexed as their moment in ``contexts`` (by turn id) where given."""
+        contexts = contexts or {}
         kept = [
             t
             for t in turns
             if t.role == "user" and len(t.text.split()) >= self.config.turn_min_words
         ]
-        vectors = self.bank.embed([t.text for t in kept])
+        # Turns with a moment have a second vector, of the turn alone.
+        alone = [t for t in kept if contexts.get(t.id)]
+        vectors = self.bank.embed(
+            [contexts.get(t.id) or t.text for t in kept]
+            + [f"{t.speaker}: {t.text}" if t.speaker else t.text for t in alone]
+        )
+        said = dict(zip((t.id for t in alone), vectors[len(kept) :], strict=True))
         return [
             Memory(
                 id=memory_id(t.id, "turn"),
@@ -110,11 +124,13 @@ class Ingest:
                 person_id=t.person_id,
                 importance=self.config.turn_importance,
                 quote=t.text,
+                context=contexts.get(t.id, ""),
                 turn_ids=(t.id,),
                 created=t.at,
                 embedding=vector,
+                said_embedding=said.get(t.id),
             )
-            for t, vector in zip(kept, vectors, strict=True)
+            for t, vector in zip(kept, vectors[: len(kept)], strict=True)
         ]
 
     def meta(self, event: ReplyMeta, *, at: float, offset: int | None) -> list[Memory]:
@@ -218,7 +234,7 @@ class Ingest:
         ]
         known = self.store.turns.known([t.id for t in turns])
         fresh = [t for t in turns if t.id not in known]
-        episodes = self.episodes(fresh)
+        episodes = self.episodes(fresh, self._moments(turns))
         with self.store.transaction(offset):
             for turn in fresh:
                 self.store.turns.add(turn)
@@ -233,11 +249,32 @@ class Ingest:
             "empty": len(event.turns) - len(turns),
         }
 
+    def _moments(self, turns: Sequence[StoredTurn]) -> dict[str, str]:
+        """The moments of imported turns: each conversation's in time order, continuing from
+        what is stored of it already."""
+        by_conversation: dict[str, list[StoredTurn]] = defaultdict(list)
+        for turn in turns:
+            by_conversation[turn.conversation].append(turn)
+        found: dict[str, str] = {}
+        for conversation, group in by_conversation.items():
+            group.sort(key=lambda t: t.at)  # stable: file order among equal times
+            earlier = self.store.turns.latest(conversation, limit=BEFORE, before=group[0].at)
+            found |= moments(group, earlier)
+        return found
+
     def document(
-        self, event: MemoryDocument, data: bytes, *, event_id: str, at: float, offset: int | None
+        self,
+        event: MemoryDocument,
+        data: bytes,
+        *,
+        event_id: str,
+        at: float,
+        offset: int | None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[Memory]:
         """An uploaded document as searchable chunks, every chunk or none; raises
-        :class:`~actors.memory.bank.Refused` for a damaged or unreadable upload."""
+        :class:`~actors.memory.bank.Refused` for a damaged or unreadable upload. ``progress``
+        hears (chunks embedded, chunks in all) as the embedding goes."""
         if event.sha256 and hashlib.sha256(data).hexdigest() != event.sha256:
             raise self.bank.refuse(
                 offset, f"{event.name}: the upload arrived damaged (sha256 differs); send it again"
@@ -247,7 +284,11 @@ class Ingest:
         except DocumentError as exc:
             log.warning("memory.document_refused", name=event.name, error=str(exc))
             raise self.bank.refuse(offset, str(exc)) from None
-        vectors = self.bank.embed([c.text for c in chunks])
+        vectors: list[tuple[float, ...]] = []
+        for start in range(0, len(chunks), EMBED_BATCH):
+            vectors += self.bank.embed([c.text for c in chunks[start : start + EMBED_BATCH]])
+            if progress is not None:
+                progress(len(vectors), len(chunks))
         memories = [
             Memory(
                 id=memory_id(event_id, "doc", str(c.index)),

@@ -1,7 +1,10 @@
-"""Hybrid ranking of memory candidates: semantic, keyword, recency, importance, confidence.
+"""Hybrid ranking of memory candidates: meaning, words, who, when, recency, importance, confidence.
 
 Each component is brought to [0, 1] and weighted; an exact keyword match adds
-a bonus on top. Every weight is non-negative, so the score never falls when
+a bonus on top. Meaning and words count twice: as scores (cosine; BM25 over the
+batch's best) and as reciprocal rank fusion of their two rankings, which no score
+scale can skew. ``person``: the memory is by or about someone the query names;
+``when``: it is from a time the query names. Every weight is non-negative, so the score never falls when
 one input improves and the others stay put (tests/actors/memory/test_rank.py
 checks that and the other promises with hypothesis).
 """
@@ -28,6 +31,10 @@ class Weights(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     importance: NonNegative = 0.07
     confidence: NonNegative = 0.05
     exact_bonus: NonNegative = 0.3
+    fused: NonNegative = 0.3  # reciprocal rank fusion of the semantic and keyword rankings
+    person: NonNegative = 0.15
+    when: NonNegative = 0.2
+    rrf_k: Positive = 60.0
     recency_half_life_days: Positive = 30.0
     low_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = (
         0.5  # below this, the brain hedges
@@ -35,10 +42,22 @@ class Weights(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
     def __post_init__(self) -> None:
         # Annotated bounds hold only on decode; this also guards Weights built in code.
-        for name in ("semantic", "keyword", "recency", "importance", "confidence", "exact_bonus"):
+        for name in (
+            "semantic",
+            "keyword",
+            "recency",
+            "importance",
+            "confidence",
+            "exact_bonus",
+            "fused",
+            "person",
+            "when",
+        ):
             value = getattr(self, name)
             if not value >= 0.0 or math.isinf(value):
                 raise ValueError(f"ranking weight {name} must be a finite number >= 0, got {value}")
+        if not 0.0 < self.rrf_k < math.inf:
+            raise ValueError(f"rrf_k must be > 0, got {self.rrf_k}")
         if not 0.0 < self.recency_half_life_days < math.inf:
             raise ValueError(
                 f"recency_half_life_days must be > 0, got {self.recency_half_life_days}"
@@ -59,6 +78,8 @@ class Candidate(msgspec.Struct, kw_only=True):
     confidence: float = 1.0  # 0..1
     archived: bool = False
     anchor: bool = False
+    person: bool = False  # by or about someone the query names
+    when: bool = False  # from a time the query names
 
 
 class Scored(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +95,9 @@ class Scored(msgspec.Struct, frozen=True, kw_only=True):
     recency: float
     importance: float
     confidence: float
+    fused: float = 0.0
+    person: bool = False
+    when: bool = False
 
 
 def _unit(x: float) -> float:
@@ -91,6 +115,33 @@ def recency(age_s: float, half_life_days: float, *, anchor: bool = False) -> flo
     return math.exp2(-age / (half_life_days * SECONDS_PER_DAY))
 
 
+def _ranks(pool: list[Candidate], value: str) -> dict[int, int]:
+    """1-based rank of each candidate with a positive ``value``, best first; equal values share
+    the best rank of their group, so a candidate's rank never depends on its label."""
+    values = sorted(
+        (v for c in pool if (v := getattr(c, value)) > 0.0 and not math.isinf(v)), reverse=True
+    )
+    first: dict[float, int] = {}
+    for i, v in enumerate(values, start=1):
+        first.setdefault(v, i)
+    return {c.label: first[v] for c in pool if (v := getattr(c, value)) in first}
+
+
+def _fusion(pool: list[Candidate], k: float) -> dict[int, float]:
+    """Reciprocal rank fusion of the semantic and keyword rankings, scaled to [0, 1] (1 for the
+    first of both)."""
+    semantic, keyword = _ranks(pool, "semantic"), _ranks(pool, "keyword")
+    top = 2.0 / (k + 1.0)
+    return {
+        c.label: (
+            (1.0 / (k + semantic[c.label]) if c.label in semantic else 0.0)
+            + (1.0 / (k + keyword[c.label]) if c.label in keyword else 0.0)
+        )
+        / top
+        for c in pool
+    }
+
+
 def rank(
     candidates: Iterable[Candidate], weights: Weights, *, k: int, include_archived: bool = False
 ) -> list[Scored]:
@@ -104,11 +155,13 @@ def rank(
         return []
     pool = [c for c in candidates if include_archived or not c.archived]
     top_keyword = max((c.keyword for c in pool if 0.0 < c.keyword < math.inf), default=0.0)
-    scored: list[Scored] = []
     w = weights
+    fusion = _fusion(pool, w.rrf_k) if w.fused > 0.0 else {}
+    scored: list[Scored] = []
     for c in pool:
         semantic = _unit(c.semantic)
         keyword = _unit(c.keyword / top_keyword) if top_keyword > 0.0 else 0.0
+        fused = fusion.get(c.label, 0.0)
         fresh = recency(c.age_s, w.recency_half_life_days, anchor=c.anchor)
         importance = _unit(c.importance)
         confidence = _unit(c.confidence)
@@ -118,6 +171,9 @@ def rank(
             + w.recency * fresh
             + w.importance * importance
             + w.confidence * confidence
+            + w.fused * fused
+            + (w.person if c.person else 0.0)
+            + (w.when if c.when else 0.0)
             + (w.exact_bonus if c.exact else 0.0)
         )
         scored.append(
@@ -132,6 +188,9 @@ def rank(
                 recency=fresh,
                 importance=importance,
                 confidence=confidence,
+                fused=fused,
+                person=c.person,
+                when=c.when,
             )
         )
     scored.sort(key=lambda s: (-s.score, not s.exact, s.label))

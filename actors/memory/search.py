@@ -4,13 +4,16 @@ review list of suggestions and contradictions."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import msgspec
 
 from actors.memory.bank import MemoryBank
 from actors.memory.config import MemoryConfig
+from actors.memory.names import named
 from actors.memory.rank import Candidate, rank
 from actors.memory.store import Memory
+from actors.memory.when import spans
 from schemas import (
     Contradiction,
     MemoryHit,
@@ -71,7 +74,10 @@ class Search:
         return MemoryResult(hits=tuple(hits), profile=profile)
 
     def _eligible(self, query: MemoryQuery) -> set[int]:
+        """What the query may find: its person's and general memories, its filters, and nothing
+        from after the query's own time (a question asked in an imported past)."""
         people = (query.person_id, "") if query.person_id else (None,)
+        until = min(t for t in (query.until, query.at) if t) if query.until or query.at else None
         return {
             label
             for person in people
@@ -80,18 +86,23 @@ class Search:
                 kinds=query.kinds,
                 tags=query.tags,
                 since=query.since or None,
-                until=query.until or None,
+                until=until,
                 include_archived=query.include_archived,
                 include_superseded=False,
             )
         }
 
-    def query(self, query: MemoryQuery, *, touch: bool = True) -> list[MemoryHit]:
-        """The best ``query.k`` memories for the query, then the person's anchors."""
+    def gather(self, query: MemoryQuery) -> tuple[list[Candidate], dict[int, Memory]]:
+        """The candidates for a query, with what ranking knows of each, and their memories.
+
+        From each index the best ``candidates`` (at least 3 k); when the query names a time,
+        also the best from that time; each marked when it is by someone the query names or
+        from a time it names. Times count from the query's ``at`` (its conversation's time).
+        """
         allowed = self._eligible(query)
         if not allowed or not query.text.strip():
-            return []
-        # From each index, before the hybrid ranking.
+            return [], {}
+        asked = query.at or time.time()
         pool = max(self.config.candidates, 3 * query.k)
         vector = self.bank.embedder.encode([query.text])[0]
         semantic = dict(self.bank.indexes.similar(vector, pool, allowed))
@@ -99,23 +110,57 @@ class Search:
             label: (score, exact)
             for label, score, exact in self.bank.indexes.words(query.text, pool, allowed)
         }
+        ranges = [
+            (s.start.replace(tzinfo=UTC).timestamp(), s.end.replace(tzinfo=UTC).timestamp())
+            for s in spans(query.text, datetime.fromtimestamp(asked, UTC).replace(tzinfo=None))
+        ]
+        within = self._within(query, ranges) & allowed
+        if within:  # the best of that time too, though older or newer ones score higher
+            semantic |= dict(self.bank.indexes.similar(vector, pool, within))
+            for label, score, exact in self.bank.indexes.words(query.text, pool, within):
+                keyword.setdefault(label, (score, exact))
+        people = named(query.text, self.store.people.names())
         labels = list(semantic.keys() | keyword.keys())
         memories = {m.label: m for m in self.store.memories.get_many(labels)}
-        now = time.time()
         candidates = [
             Candidate(
                 label=label,
                 semantic=semantic.get(label, 0.0),
                 keyword=keyword.get(label, (0.0, False))[0],
                 exact=keyword.get(label, (0.0, False))[1],
-                age_s=max(0.0, now - m.created),
+                age_s=max(0.0, asked - m.created),
                 importance=m.importance,
                 confidence=m.confidence,
                 archived=m.archived,
                 anchor=m.kind == "anchor",
+                person=bool(m.person_id) and m.person_id in people,
+                when=label in within,
             )
             for label, m in memories.items()
         ]
+        return candidates, memories
+
+    def _within(self, query: MemoryQuery, ranges: list[tuple[float, float]]) -> set[int]:
+        """Labels of the memories created in any of ``ranges`` (start inclusive, end exclusive)."""
+        people = (query.person_id, "") if query.person_id else (None,)
+        return {
+            label
+            for start, end in ranges
+            for person in people
+            for label in self.store.memories.candidates(
+                person_id=person,
+                since=start,
+                until=end - 1e-6,
+                include_archived=query.include_archived,
+                include_superseded=False,
+            )
+        }
+
+    def query(self, query: MemoryQuery, *, touch: bool = True) -> list[MemoryHit]:
+        """The best ``query.k`` memories for the query, then the person's anchors."""
+        candidates, memories = self.gather(query)
+        if not candidates:
+            return []
         scored = rank(
             candidates,
             self.config.weights,
@@ -126,7 +171,7 @@ class Search:
         if query.person_id and self.config.anchors:
             hits += self._anchors(query.person_id, {h.id for h in hits})
         if touch and hits:
-            self.store.memories.mark_retrieved([h.id for h in hits], now)
+            self.store.memories.mark_retrieved([h.id for h in hits], time.time())
         return hits
 
     def _anchors(self, person_id: str, have: set[str]) -> list[MemoryHit]:

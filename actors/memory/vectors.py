@@ -459,6 +459,14 @@ class VectorIndex:
         except RuntimeError:  # deletions can leave parts of the graph hard to reach
             return self._exact(query, k, self._live)
 
+    def similarity(self, vector: Vector, labels: Iterable[int]) -> dict[int, float]:
+        """The exact cosine similarity of ``vector`` to each of ``labels`` the index holds."""
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        held = set(labels) & self._live
+        if query.shape[0] != self.dim or not math.isfinite(float(query.sum())):
+            return {}
+        return dict(self._exact(query, len(held), held))
+
     def _knn(
         self, query: npt.NDArray[np.float32], k: int, accept: Callable[[int], bool] | None
     ) -> list[tuple[int, float]]:

@@ -67,6 +67,20 @@ class MemoryStore:
         """The bus journal offset whose effects were last committed (0 = none)."""
         return self._db.applied_offset
 
+    def setting(self, key: str) -> str | None:
+        """A value the store keeps about itself (the embedding model, a re-index cursor)."""
+        with self._db.locked() as con:
+            row = con.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        """Keep ``value`` under ``key``; None removes it. Joins an open transaction."""
+        with self._db.atomic() as con:
+            if value is None:
+                con.execute("DELETE FROM settings WHERE key = ?", [key])
+            else:
+                con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", [key, value])
+
     def transaction(self, offset: int | None = None) -> AbstractContextManager[None]:
         """Commit everything inside atomically, together with ``applied_offset = offset``.
 

@@ -2,7 +2,8 @@
 
 Labels (the integer keys of the vector index) come from a DuckDB sequence, so
 they only grow and are never reused, even after a delete or a rolled-back
-transaction.
+transaction. It is one cohesive class over one table: every read and write of a memory row
+goes through it, so the row's invariants (checked types, narrowed vectors) hold in one place.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class Memory(msgspec.Struct, kw_only=True):
     importance: Unit = 0.5
     confidence: Unit = 1.0
     quote: str = ""  # provenance: the exact words it came from
+    # What is embedded and keyword-indexed when not empty: a turn's moment, with who said it
+    # to whom and the turns before (actors/memory/moments.py). ``text`` is what is shown.
+    context: str = ""
     turn_ids: tuple[str, ...] = ()  # provenance: event ids or imported turn ids
     document: str = ""  # provenance for document chunks: file name + chunk number
     tags: tuple[str, ...] = ()
@@ -59,6 +63,14 @@ class Memory(msgspec.Struct, kw_only=True):
     diary_hash: str = msgspec.field(default="", name="journal_hash")
     # Kept so the vector index can be rebuilt without re-embedding (stored as FLOAT[]).
     embedding: tuple[float, ...] | None = None
+    # A moment's second vector: the turn alone ("Ana: yep, Tuesday!"), so a long turn is found
+    # by its own words even when its context says something else. None for other memories.
+    said_embedding: tuple[float, ...] | None = None
+
+    @property
+    def searchable(self) -> str:
+        """The text the indexes hold for this memory."""
+        return self.context or self.text
 
 
 _FIELDS: Final[tuple[str, ...]] = tuple(Memory.__struct_fields__)
@@ -68,6 +80,7 @@ _COLUMN_OF: Final = dict(zip(_FIELDS, COLUMNS, strict=True))
 _SELECT: Final = ", ".join(f'"{c}"' for c in COLUMNS)
 _INSERT: Final = f"INSERT INTO memories ({_SELECT}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _FROZEN: Final = frozenset({"id", "label"})
+_VECTORS: Final = ("embedding", "said_embedding")
 
 
 def _row(m: Memory) -> list[object]:
@@ -82,25 +95,29 @@ def _from_row(row: tuple[Any, ...]) -> Memory:
     fields: dict[str, Any] = dict(zip(_FIELDS, row, strict=True))
     fields["turn_ids"] = tuple(fields["turn_ids"])
     fields["tags"] = tuple(fields["tags"])
-    if fields["embedding"] is not None:
-        fields["embedding"] = tuple(fields["embedding"])
+    for name in _VECTORS:
+        if fields[name] is not None:
+            fields[name] = tuple(fields[name])
     return Memory(**fields)
 
 
 def _checked(memory: Memory) -> Memory:
     """Validate types and ranges (construction alone checks neither)."""
-    if memory.embedding is not None:
-        # Embedders hand over numpy floats, which msgspec does not take as float.
-        memory = msgspec.structs.replace(memory, embedding=tuple(map(float, memory.embedding)))
+    for name in _VECTORS:
+        if (vector := getattr(memory, name)) is not None:
+            # Embedders hand over numpy floats, which msgspec does not take as float.
+            memory = msgspec.structs.replace(memory, **{name: tuple(map(float, vector))})
     return msgspec.convert(msgspec.to_builtins(memory), Memory)
 
 
 def _roundtrip(memory: Memory) -> Memory:
     """What a later get returns: embeddings narrowed to float32 like FLOAT[]."""
-    if memory.embedding is None:
-        return memory
-    narrowed = array("f", memory.embedding).tolist()
-    return msgspec.structs.replace(memory, embedding=tuple(narrowed))
+    narrowed = {
+        name: tuple(array("f", vector).tolist())
+        for name in _VECTORS
+        if (vector := getattr(memory, name)) is not None
+    }
+    return msgspec.structs.replace(memory, **narrowed) if narrowed else memory
 
 
 class MemoryTable:
@@ -248,6 +265,18 @@ class MemoryTable:
         """Facts not yet compared with older ones for contradictions, oldest first."""
         return self._where("NOT checked AND superseded_by = ''", [], limit)
 
+    def without_moment(self, limit: int) -> tuple[list[Memory], int]:
+        """Turns stored as memories before they were indexed as their moment (and not edited
+        since), oldest first, and how many there are in all."""
+        where = "kind = 'turn' AND context = '' AND text = quote AND len(turn_ids) > 0"
+        total = self._db.scalar(f"SELECT count(*) FROM memories WHERE {where}")
+        return self._where(where, [], limit), total
+
+    def after(self, label: int, limit: int) -> tuple[list[Memory], int]:
+        """The memories with a label above ``label``, in label order, and how many there are."""
+        total = self._db.scalar("SELECT count(*) FROM memories WHERE label > ?", [label])
+        return self._where("label > ?", [label], limit), total
+
     def pending(self, limit: int = 50) -> list[Memory]:
         """AI-suggested memories waiting for approval, oldest first."""
         return self._where("NOT approved", [], limit)
@@ -277,17 +306,35 @@ class MemoryTable:
         return {r[0]: r[1] for r in rows}
 
     def all_for_index(self) -> Iterator[tuple[int, str, tuple[float, ...] | None, bool]]:
-        """``(label, text, embedding, archived)`` of every memory by label, for index rebuilds."""
+        """``(label, searchable text, embedding, archived)`` of every memory by label, for index
+        rebuilds."""
         last = -1
         while True:
             with self._db.locked() as con:
                 rows = con.execute(
-                    "SELECT label, text, embedding, archived FROM memories "
+                    "SELECT label, CASE WHEN context <> '' THEN context ELSE text END, "
+                    "embedding, archived FROM memories "
                     "WHERE label > ? ORDER BY label LIMIT ?",
                     [last, _PAGE],
                 ).fetchall()
             for label, text, embedding, archived in rows:
                 yield int(label), text, None if embedding is None else tuple(embedding), archived
+            if len(rows) < _PAGE:
+                return
+            last = int(rows[-1][0])
+
+    def said_for_index(self) -> Iterator[tuple[int, tuple[float, ...]]]:
+        """``(label, said embedding)`` of every memory that has one, by label."""
+        last = -1
+        while True:
+            with self._db.locked() as con:
+                rows = con.execute(
+                    "SELECT label, said_embedding FROM memories WHERE label > ? "
+                    "AND said_embedding IS NOT NULL ORDER BY label LIMIT ?",
+                    [last, _PAGE],
+                ).fetchall()
+            for label, vector in rows:
+                yield int(label), tuple(vector)
             if len(rows) < _PAGE:
                 return
             last = int(rows[-1][0])
@@ -306,7 +353,7 @@ class MemoryTable:
                 item: dict[str, object] = {
                     _COLUMN_OF[name]: getattr(memory, name)
                     for name in _FIELDS
-                    if name != "embedding"
+                    if name not in _VECTORS
                 }
                 item.update(turn_ids=list(memory.turn_ids), tags=list(memory.tags))
                 yield item

@@ -94,6 +94,15 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE memories ADD COLUMN journal_hash VARCHAR NOT NULL DEFAULT ''",
         "ALTER TABLE turns ADD COLUMN summarized BOOLEAN NOT NULL DEFAULT false",
     ),
+    (  # v4: episodic moments; imported turns that aging archived by their old dates come back
+        "ALTER TABLE memories ADD COLUMN context VARCHAR NOT NULL DEFAULT ''",
+        "ALTER TABLE memories ADD COLUMN said_embedding FLOAT[]",
+        "CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+        # Before v4, aging counted from when a turn was said, so an imported past was archived
+        # an hour after its import. Such rows age again from now.
+        "UPDATE memories SET archived = false, updated = epoch(get_current_timestamp()) "
+        "WHERE archived AND source = 'import' AND kind = 'turn'",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -78,6 +78,14 @@ class PeopleTable:
             rows = dicts(con.execute("SELECT * FROM people WHERE person_id = ?", [person_id]))
         return rows[0] if rows else None
 
+    def names(self) -> dict[str, str]:
+        """Every known person's display name, by person id."""
+        with self._db.locked() as con:
+            rows = con.execute(
+                "SELECT person_id, display_name FROM people WHERE display_name <> ''"
+            ).fetchall()
+        return {person_id: name for person_id, name in rows}
+
     def profile(self, person_id: str) -> ProfileRow:
         """The person's profile; an empty one when nothing is known."""
         with self._db.locked() as con:

@@ -121,7 +121,7 @@ def test_background_tasks_are_spawned_by_name_and_stopped_before_teardown(
     async def scenario(h: ActorHarness[MemoryActor]) -> None:
         await h.actor.on_live()
         names = {t.get_name() for t in h.actor._tasks}
-        assert names == {"test.aging", "test.diaries", "test.hygiene"}
+        assert names == {"test.aging", "test.diaries", "test.hygiene", "test.reindex"}
         await h.actor.stop_tasks(5.0)
         assert not h.actor._tasks
 

@@ -57,6 +57,11 @@ def test_documents_become_chunks_with_provenance_and_bad_ones_store_nothing(
     assert out.returncode == 0 and out.stdout.startswith("stored: m_") and "chunks" in out.stdout, (
         out
     )
+    # Piped, the embedding's progress is plain lines on stderr, the last one complete
+    chunks = re.search(r"chunks (\d+)", out.stdout)
+    assert chunks is not None and out.stderr.splitlines()[-1].startswith(
+        f"embedding boiler-manual.pdf: {chunks[1]}/{chunks[1]} chunks (100%)"
+    ), out.stderr
     hit = search(hx, "how do I restart the heating?")[0]
     assert hit.kind == "document" and "red button" in hit.text
     assert re.fullmatch(r"boiler-manual\.pdf #1 \(pages? (1-)?2\)", hit.document) and hit.tags == (

@@ -30,6 +30,8 @@ def candidates(draw: st.DrawFn, label: int | None = None) -> Candidate:
         confidence=draw(unit),
         archived=draw(st.booleans()),
         anchor=draw(st.booleans()),
+        person=draw(st.booleans()),
+        when=draw(st.booleans()),
     )
 
 
@@ -50,6 +52,10 @@ weightings = st.one_of(
         importance=weight,
         confidence=weight,
         exact_bonus=weight,
+        fused=weight,
+        person=weight,
+        when=weight,
+        rrf_k=st.floats(0.5, 200.0),
         recency_half_life_days=st.floats(0.01, 3650.0),
         low_confidence=unit,
     ),
@@ -99,13 +105,22 @@ def test_archived_candidates_only_come_back_when_asked(
     assert {s.label for s in everything} == {c.label for c in batch}
 
 
-@pytest.mark.parametrize("field", ["semantic", "keyword", "importance", "confidence"])
+@pytest.mark.parametrize(
+    "field", ["semantic", "keyword", "importance", "confidence", "person", "when"]
+)
 @settings(max_examples=150, deadline=None)
 @given(batch=batches(), base=candidates(), weights=weightings, data=st.data())
 def test_score_never_falls_when_one_input_rises(
     field: str, batch: list[Candidate], base: Candidate, weights: Weights, data: st.DataObject
 ) -> None:
-    values = {"semantic": cosine, "keyword": bm25, "importance": unit, "confidence": unit}[field]
+    values = {
+        "semantic": cosine,
+        "keyword": bm25,
+        "importance": unit,
+        "confidence": unit,
+        "person": st.booleans(),
+        "when": st.booleans(),
+    }[field]
     low, high = sorted((data.draw(values), data.draw(values)))
     base = msgspec.structs.replace(base, archived=False)
     lower, batch = pair(base, batch, **{field: low})

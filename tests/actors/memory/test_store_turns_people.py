@@ -137,8 +137,11 @@ def test_export_gives_json_ready_dicts_without_embeddings(store: MemoryStore) ->
     assert json.loads(json.dumps(exported)) == exported
     assert [e["id"] for e in exported] == ["m_1", "m_2"]
     assert exported[0]["tags"] == ["a"] and exported[0]["turn_ids"] == ["t1"]
-    assert all("embedding" not in e for e in exported)
-    assert set(exported[0]) == set(Memory.__struct_encode_fields__) - {"embedding"}
+    assert all("embedding" not in e and "said_embedding" not in e for e in exported)
+    assert set(exported[0]) == set(Memory.__struct_encode_fields__) - {
+        "embedding",
+        "said_embedding",
+    }
 
 
 def test_counts_cover_every_table(store: MemoryStore) -> None:
