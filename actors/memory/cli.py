@@ -8,12 +8,24 @@ import hashlib
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from hexbus.cli import endpoints_of, fail, run_dir_of
+
+
+def when_asked(text: str) -> float:
+    """``--at``: an ISO 8601 date or time (UTC when it names no zone) as unix seconds."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date or time (like 2023-06-20 or 2023-06-20T18:30)"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def add_memory(p: argparse.ArgumentParser) -> None:
@@ -37,6 +49,14 @@ def add_memory(p: argparse.ArgumentParser) -> None:
     a.add_argument("--person", default="")
     a.add_argument("-k", type=int, default=10)
     a.add_argument("--archived", action="store_true", help="include archived memories")
+    a.add_argument(
+        "--at",
+        type=when_asked,
+        default=0.0,
+        metavar="TIME",
+        help="ask as of this ISO date or time (an imported past): 'in May' and recency count "
+        "from it, and nothing said after it is found",
+    )
     a.add_argument(
         "--json", action="store_true", help="the hits as JSON: id, text, score, kind, provenance"
     )
@@ -115,6 +135,7 @@ def memory(args: argparse.Namespace) -> None:
                         person_id=args.person,
                         k=args.k,
                         include_archived=args.archived,
+                        at=args.at,
                     ),
                     MemoryResult,
                     who=who,

@@ -185,6 +185,17 @@ def test_history_imported_from_years_ago_is_still_found_after_aging_runs(
         hits = json.loads(hx.cli("memory", "search", question, "--json", "-k", "3").stdout)
         assert turn in {t for h in hits for t in h["turn_ids"]}, (question, hits)
     assert "memory.archived" not in hx.log()
+    # Asked as of the past: "in April" is April 2024, and nothing said later is found
+    april = json.loads(
+        hx.cli(
+            "memory", "search", "what did Tomás say in April?", "--at", "2024-05-20", "--json"
+        ).stdout
+    )
+    assert april and april[0]["turn_ids"] == ["old1"], april
+    before = hx.cli("memory", "search", "pottery", "--at", "2024-03-01", "--json")
+    assert json.loads(before.stdout) == []
+    bad = hx.cli("memory", "search", "pottery", "--at", "last tuesday")
+    assert bad.returncode != 0 and "not an ISO date or time" in bad.stderr, bad.stderr
 
 
 def test_retrieval_quality_on_a_written_conversation_set(hex_factory: HexFactory) -> None:
