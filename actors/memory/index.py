@@ -1,4 +1,4 @@
-"""The two indexes over the memories (vectors by meaning, BM25 by words), kept as one.
+"""The indexes over the memories (vectors by meaning, tantivy BM25 by words), kept as one.
 
 Both are derived from DuckDB and never the only copy of anything: opened from the
 store's rows, updated after each commit, rebuilt from the store when missing,
@@ -108,7 +108,7 @@ class Indexes:
     def words(
         self, text: str, k: int, allowed: set[int] | None = None
     ) -> list[tuple[int, float, bool]]:
-        """Up to ``k`` (label, BM25 score, exact match); may rebuild BM25 (~150 ms at 10k)."""
+        """Up to ``k`` (label, BM25 score, exact match); commits pending changes first (ms)."""
         with self._lock:
             return self.keywords.search(text, k, allowed=allowed)
 
