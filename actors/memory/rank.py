@@ -23,16 +23,23 @@ SECONDS_PER_DAY = 86_400.0
 
 
 class Weights(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Ranking weights (the memory config's ``ranking`` table); bounds are checked on decode."""
+    """Ranking weights (the memory config's ``ranking`` table); bounds are checked on decode.
 
-    semantic: NonNegative = 0.55
-    keyword: NonNegative = 0.25
+    keyword, fused, person, when, recency and exact_bonus are fitted on bench/recall_data
+    (``python bench/recall.py --fit``: coordinate ascent with semantic as the scale, each
+    history held out in turn scoring within 0.01 of the fit on all): words count through
+    the rank fusion and the exact bonus, not as a raw score. importance and confidence do
+    not vary in imported history, so they keep their earlier share of semantic.
+    """
+
+    semantic: NonNegative = 1.0
+    keyword: NonNegative = 0.0
     recency: NonNegative = 0.08
-    importance: NonNegative = 0.07
-    confidence: NonNegative = 0.05
+    importance: NonNegative = 0.13
+    confidence: NonNegative = 0.09
     exact_bonus: NonNegative = 0.3
     fused: NonNegative = 0.3  # reciprocal rank fusion of the semantic and keyword rankings
-    person: NonNegative = 0.15
+    person: NonNegative = 0.1
     when: NonNegative = 0.2
     rrf_k: Positive = 60.0
     recency_half_life_days: Positive = 30.0

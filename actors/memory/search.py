@@ -121,7 +121,7 @@ class Search:
                 keyword.setdefault(label, (score, exact))
         people = named(query.text, self.store.people.names())
         labels = list(semantic.keys() | keyword.keys())
-        memories = {m.label: m for m in self.store.memories.get_many(labels)}
+        memories = {m.label: m for m in self.store.memories.get_many(labels, vectors=False)}
         candidates = [
             Candidate(
                 label=label,

@@ -39,6 +39,11 @@ REBUILD_BATCH: Final = 8192
 # At or below this many allowed labels an exact scan beats a filtered graph walk
 # (the walk visits mostly rejected nodes) and it never comes back short.
 EXACT_SCAN_MAX: Final = 4096
+# ... but only when they are a small share of the index: reading a vector back out of
+# hnswlib costs about 20 us, so a scan of most of a 3,000-memory store (every query of a
+# companion: almost everything is allowed) costs 60 ms, where the walk rejects few nodes.
+EXACT_SCAN_SHARE: Final = 0.2
+EXACT_SCAN_ALWAYS: Final = 128
 # Deleted elements keep their slot until a rebuild; past this share of the file, open() compacts.
 COMPACT_FRACTION: Final = 0.25
 # hnswlib's saveIndex header: offsetLevel0, max_elements, cur_element_count,
@@ -446,7 +451,10 @@ class VectorIndex:
         if k < 1 or not self._live or not math.isfinite(float(query.sum())):
             return []
         if allowed is not None:
-            if len(allowed) <= EXACT_SCAN_MAX:
+            if len(allowed) <= EXACT_SCAN_ALWAYS or (
+                len(allowed) <= EXACT_SCAN_MAX
+                and len(allowed) <= EXACT_SCAN_SHARE * len(self._live)
+            ):
                 return self._exact(query, k, allowed & self._live)
             want = min(k, len(self._live), len(allowed))
             try:

@@ -81,6 +81,9 @@ _SELECT: Final = ", ".join(f'"{c}"' for c in COLUMNS)
 _INSERT: Final = f"INSERT INTO memories ({_SELECT}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _FROZEN: Final = frozenset({"id", "label"})
 _VECTORS: Final = ("embedding", "said_embedding")
+_SELECT_NO_VECTORS: Final = ", ".join(
+    f"NULL AS {c}" if c in _VECTORS else f'"{c}"' for c in COLUMNS
+)
 
 
 def _row(m: Memory) -> list[object]:
@@ -188,8 +191,11 @@ class MemoryTable:
 
     # -- many -------------------------------------------------------------------------
 
-    def get_many(self, ids_or_labels: Sequence[str] | Sequence[int]) -> list[Memory]:
-        """Memories by id or by label, in the order asked; missing ones are skipped."""
+    def get_many(
+        self, ids_or_labels: Sequence[str] | Sequence[int], *, vectors: bool = True
+    ) -> list[Memory]:
+        """Memories by id or by label, in the order asked; missing ones are skipped. Without
+        ``vectors`` their embeddings come back None (a search's hits: much less to read)."""
         keys: list[Any] = list(ids_or_labels)
         if not keys:
             return []
@@ -200,7 +206,9 @@ class MemoryTable:
         column, cast = ("label", "BIGINT[]") if by_label else ("id", "VARCHAR[]")
         with self._db.locked() as con:
             rows = con.execute(
-                f"SELECT {_SELECT} FROM memories WHERE list_contains(?::{cast}, {column})", [keys]
+                f"SELECT {_SELECT if vectors else _SELECT_NO_VECTORS} FROM memories "
+                f"WHERE list_contains(?::{cast}, {column})",
+                [keys],
             ).fetchall()
         found = {(m.label if by_label else m.id): m for m in map(_from_row, rows)}
         return [found[k] for k in dict.fromkeys(keys) if k in found]
