@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -138,12 +139,14 @@ WEDDING = [
 ]
 
 
+@pytest.mark.slow  # the real embedding model: seconds
 def test_a_short_reply_is_found_through_what_it_answered_and_shown_as_said(parts: Parts) -> None:
     imported(parts, WEDDING)
     hits = ask(parts, "Which dress did Mia pick for Sara's wedding?", "2023-05-01T12:00:00")
     assert ("t009", "Yes, that one!") in hits, hits
 
 
+@pytest.mark.slow  # the real embedding model: seconds
 def test_a_name_in_the_question_prefers_that_persons_words(parts: Parts) -> None:
     imported(
         parts,
@@ -161,6 +164,7 @@ def test_a_name_in_the_question_prefers_that_persons_words(parts: Parts) -> None
     ]
 
 
+@pytest.mark.slow  # the real embedding model: seconds
 def test_in_may_means_may_of_the_conversations_year_not_of_today(parts: Parts) -> None:
     imported(
         parts,
@@ -202,6 +206,7 @@ def test_imported_turns_that_old_aging_archived_come_back_on_upgrade(tmp_path: P
 # -- old memories brought up to date -----------------------------------------------------------
 
 
+@pytest.mark.slow  # the real embedding model: seconds
 def test_turns_stored_before_moments_get_theirs_in_the_background(parts: Parts) -> None:
     turns = [
         StoredTurn(
@@ -233,6 +238,7 @@ def test_turns_stored_before_moments_get_theirs_in_the_background(parts: Parts) 
     assert ("t009", "Yes, that one!") in hits, hits
 
 
+@pytest.mark.slow  # the real embedding model: seconds
 def test_a_new_embedding_model_re_embeds_every_memory_and_survives_a_restart(
     tmp_path: Path,
 ) -> None:
