@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import discord
 import discord.http
@@ -42,6 +42,9 @@ log = structlog.get_logger("actors.discord_io")
 RECONNECT_S = 5.0
 
 
+NO_MENTIONS: Final = discord.AllowedMentions.none()  # replied_user False too: no reply ping
+
+
 def intents() -> discord.Intents:
     """What Hex asks of the gateway: guild messages and DMs with their content (privileged),
     members (privileged: names and who is in a voice channel), voice states."""
@@ -62,6 +65,10 @@ class HexBot(commands.Bot):
             help_command=None,
             max_messages=1000,
             guild_ready_timeout=host.config.guild_ready_timeout_s,
+            # Whatever a model writes, nothing Hex posts, edits or answers pings anyone:
+            # "@everyone", a role or a third person stay plain text. Every call below says so
+            # again, so no default of discord.py's can widen it.
+            allowed_mentions=NO_MENTIONS,
             **options,
         )
         self.hex = host
@@ -300,12 +307,7 @@ class ClientPort:
         if nonce:
             extra["nonce"] = nonce  # discord.py sets enforce_nonce with it
         try:
-            sent = await channel.send(
-                text,
-                mention_author=False,
-                allowed_mentions=discord.AllowedMentions(everyone=False, roles=False),
-                **extra,
-            )
+            sent = await channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
         except (discord.Forbidden, discord.NotFound) as exc:
             raise Undeliverable(f"{exc.status}: {exc.text}") from None
         return sent.id
@@ -313,7 +315,7 @@ class ClientPort:
     async def edit(self, channel_id: int, message_id: int, text: str) -> None:
         message = self.client.get_partial_messageable(channel_id).get_partial_message(message_id)
         try:
-            await message.edit(content=text)
+            await message.edit(content=text, allowed_mentions=NO_MENTIONS)
         except discord.Forbidden as exc:
             raise Undeliverable(f"{exc.status}: {exc.text}") from None
 
@@ -342,7 +344,9 @@ class ClientPort:
 
     async def post_suggestion(self, channel_id: int, memory_id: str, text: str) -> int:
         channel = self.client.get_partial_messageable(channel_id)
-        sent = await channel.send(text, view=suggestion_view(memory_id))
+        sent = await channel.send(
+            text, view=suggestion_view(memory_id), allowed_mentions=NO_MENTIONS
+        )
         return sent.id
 
     def voice_channel(self, channel_id: int) -> discord.VoiceChannel | discord.StageChannel | None:

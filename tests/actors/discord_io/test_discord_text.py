@@ -221,3 +221,31 @@ def test_a_reply_that_arrives_while_the_actor_is_down_is_delivered_after_its_res
     wait_reply(fake, dm, message, "You said: remember this", timeout=40)
     time.sleep(1.5)
     assert len(answer_to(fake, dm, message["id"])) == 1  # adopted and edited, not posted again
+
+
+def test_nothing_hex_posts_or_edits_can_ping_everyone_a_role_or_a_third_person(
+    fake: FakeDiscord, hexes: list[Hex]
+) -> None:
+    _, ana, dm = with_dm(fake, hexes)
+    bo = fake.add_user("bo")
+    general = fake.general_channel_id
+    before = len(fake.requests)
+    # The reply repeats the words: "@everyone", a role and a third person, written by the model
+    pinging = fake.post(
+        general, ana, f"<@{fake.bot_id}> @everyone @here <@{bo}> <@&4242>", mention_bot=True
+    )
+    wait_reply(fake, general, pinging, f"You said: @everyone @here <@{bo}> <@&4242>")
+    streamed = fake.post(dm, ana, "long 700")  # posted early, then edited as it streams
+    wait_reply(fake, dm, streamed, script("long 700")[1])
+    writes = [
+        r
+        for r in fake.requests[before:]
+        if "/messages" in r.path and r.method in ("POST", "PATCH") and isinstance(r.body, dict)
+    ]
+    assert {r.method for r in writes} == {"POST", "PATCH"}, writes
+    for r in writes:
+        allowed = r.body.get("allowed_mentions")
+        assert allowed is not None, (r.method, r.path)
+        assert allowed.get("parse") == [] and not allowed.get("users"), (r.path, allowed)
+        # replied_user absent is Discord's false: the person answered is not pinged either
+        assert not allowed.get("roles") and not allowed.get("replied_user"), (r.path, allowed)
