@@ -114,7 +114,7 @@ class Search:
             (s.start.replace(tzinfo=UTC).timestamp(), s.end.replace(tzinfo=UTC).timestamp())
             for s in spans(query.text, datetime.fromtimestamp(asked, UTC).replace(tzinfo=None))
         ]
-        within = self._within(query, ranges) & allowed
+        within = self._within(ranges) & allowed
         if within:  # the best of that time too, though older or newer ones score higher
             semantic |= dict(self.bank.indexes.similar(vector, pool, within))
             for label, score, exact in self.bank.indexes.words(query.text, pool, within):
@@ -140,19 +140,14 @@ class Search:
         ]
         return candidates, memories
 
-    def _within(self, query: MemoryQuery, ranges: list[tuple[float, float]]) -> set[int]:
-        """Labels of the memories created in any of ``ranges`` (start inclusive, end exclusive)."""
-        people = (query.person_id, "") if query.person_id else (None,)
+    def _within(self, ranges: list[tuple[float, float]]) -> set[int]:
+        """Labels of the memories created in any of ``ranges`` (start inclusive, end exclusive);
+        the caller keeps those the query may see."""
         return {
             label
             for start, end in ranges
-            for person in people
             for label in self.store.memories.candidates(
-                person_id=person,
-                since=start,
-                until=end - 1e-6,
-                include_archived=query.include_archived,
-                include_superseded=False,
+                since=start, until=end - 1e-6, include_archived=True, include_pending=True
             )
         }
 

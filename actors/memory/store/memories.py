@@ -313,61 +313,43 @@ class MemoryTable:
             ).fetchall()
         return {r[0]: r[1] for r in rows}
 
+    def _pages(self, columns: str, where: str = "true", label_at: int = 0) -> Iterator[Any]:
+        """Rows of ``columns`` (the label at ``label_at``) of the memories matching ``where``, by
+        label, read a page of _PAGE at a time so the lock is never held for the whole table."""
+        last = -1
+        while True:
+            with self._db.locked() as con:
+                rows = con.execute(
+                    f"SELECT {columns} FROM memories WHERE label > ? AND ({where}) "
+                    "ORDER BY label LIMIT ?",
+                    [last, _PAGE],
+                ).fetchall()
+            yield from rows
+            if len(rows) < _PAGE:
+                return
+            last = int(rows[-1][label_at])
+
     def all_for_index(self) -> Iterator[tuple[int, str, tuple[float, ...] | None, bool]]:
         """``(label, searchable text, embedding, archived)`` of every memory by label, for index
         rebuilds."""
-        last = -1
-        while True:
-            with self._db.locked() as con:
-                rows = con.execute(
-                    "SELECT label, CASE WHEN context <> '' THEN context ELSE text END, "
-                    "embedding, archived FROM memories "
-                    "WHERE label > ? ORDER BY label LIMIT ?",
-                    [last, _PAGE],
-                ).fetchall()
-            for label, text, embedding, archived in rows:
-                yield int(label), text, None if embedding is None else tuple(embedding), archived
-            if len(rows) < _PAGE:
-                return
-            last = int(rows[-1][0])
+        columns = "label, CASE WHEN context <> '' THEN context ELSE text END, embedding, archived"
+        for label, text, embedding, archived in self._pages(columns):
+            yield int(label), text, None if embedding is None else tuple(embedding), archived
 
     def said_for_index(self) -> Iterator[tuple[int, tuple[float, ...]]]:
         """``(label, said embedding)`` of every memory that has one, by label."""
-        last = -1
-        while True:
-            with self._db.locked() as con:
-                rows = con.execute(
-                    "SELECT label, said_embedding FROM memories WHERE label > ? "
-                    "AND said_embedding IS NOT NULL ORDER BY label LIMIT ?",
-                    [last, _PAGE],
-                ).fetchall()
-            for label, vector in rows:
-                yield int(label), tuple(vector)
-            if len(rows) < _PAGE:
-                return
-            last = int(rows[-1][0])
+        for label, vector in self._pages("label, said_embedding", "said_embedding IS NOT NULL"):
+            yield int(label), tuple(vector)
 
     def export(self) -> Iterator[dict[str, object]]:
         """Every memory by label as a JSON-ready dict (stored column names), without its embedding."""
-        last = -1
-        while True:
-            with self._db.locked() as con:
-                rows = con.execute(
-                    f"SELECT {_SELECT} FROM memories WHERE label > ? ORDER BY label LIMIT ?",
-                    [last, _PAGE],
-                ).fetchall()
-            for row in rows:
-                memory = _from_row(row)
-                item: dict[str, object] = {
-                    _COLUMN_OF[name]: getattr(memory, name)
-                    for name in _FIELDS
-                    if name not in _VECTORS
-                }
-                item.update(turn_ids=list(memory.turn_ids), tags=list(memory.tags))
-                yield item
-            if len(rows) < _PAGE:
-                return
-            last = int(rows[-1][_FIELDS.index("label")])
+        for row in self._pages(_SELECT, label_at=_FIELDS.index("label")):
+            memory = _from_row(row)
+            item: dict[str, object] = {
+                _COLUMN_OF[name]: getattr(memory, name) for name in _FIELDS if name not in _VECTORS
+            }
+            item.update(turn_ids=list(memory.turn_ids), tags=list(memory.tags))
+            yield item
 
     # -- changes to many --------------------------------------------------------------
 
