@@ -153,6 +153,33 @@ def is_hallucination(text: str, no_speech_prob: float = 1.0, avg_logprob: float 
     )
 
 
+LOOP_MIN_WORDS: Final = 3  # "no no no" and "thank you thank you" are things people say
+LOOP_MIN_TIMES: Final = 3
+LOOP_MAX_WORDS: Final = 24  # Whisper's loops are a phrase or a sentence, never a paragraph
+
+
+def collapse_loops(text: str) -> str:
+    """``text`` with each phrase of ``LOOP_MIN_WORDS`` or more words that repeats back to back
+    ``LOOP_MIN_TIMES`` times or more said once: Whisper's decoding loop ("like a sea creature like
+    a sea creature ..." to the end of a window), which its temperature fallback does not always
+    break. Words are compared normalised; the first occurrence is kept as written."""
+    said = text.split()
+    keys = [normalise(w) for w in said]
+    i = 0
+    while i < len(said):
+        longest = min(LOOP_MAX_WORDS, (len(said) - i) // LOOP_MIN_TIMES)
+        for n in range(LOOP_MIN_WORDS, longest + 1):
+            times = 1
+            while keys[i + times * n : i + (times + 1) * n] == keys[i : i + n]:
+                times += 1
+            if times >= LOOP_MIN_TIMES:
+                del said[i + n : i + times * n], keys[i + n : i + times * n]
+                break
+        else:
+            i += 1
+    return " ".join(said)
+
+
 class Whisper:
     """Transcribes one utterance at a time; up to ``num_workers`` calls may run concurrently.
 
@@ -160,8 +187,8 @@ class Whisper:
     Whisper itself would drop as silence (``no_speech_prob`` above the threshold while
     ``avg_logprob`` is below its own), one where every window is almost surely silence, a
     known silence hallucination ("Thanks for watching!", "Subtitles by ...", or "Thank you."
-    when Whisper doubts it), or fewer than
-    ``min_chars`` letters. Everything here blocks: call it through a thread.
+    when Whisper doubts it), or fewer than ``min_chars`` letters. A phrase Whisper repeats in a
+    loop is said once (:func:`collapse_loops`). Everything here blocks: call it through a thread.
     """
 
     def __init__(self, config: WhisperConfig | None = None) -> None:
@@ -252,7 +279,7 @@ class Whisper:
         ]
         if not kept or all(s.no_speech_prob > ALL_SILENT_NO_SPEECH for s in kept):
             return None
-        text = _SPACES.sub(" ", "".join(s.text for s in kept)).strip()
+        text = collapse_loops(_SPACES.sub(" ", "".join(s.text for s in kept)).strip())
         tokens = [max(len(s.tokens), 1) for s in kept]
         avg_logprob = sum(s.avg_logprob * n for s, n in zip(kept, tokens, strict=True)) / sum(
             tokens

@@ -3,6 +3,7 @@ human recordings (:func:`real_speech`), and the word error rate used to judge tr
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -123,3 +124,39 @@ def real_speech(name: str) -> Audio:
     audio, rate = read_wav(path)
     assert rate == RATE, f"{path} is {rate} Hz"
     return np.asarray(audio, dtype=np.float32)
+
+
+def at_pauses(
+    audio: Audio, rate: int = RATE, pause_s: float = 0.2, most_s: float = 20.0
+) -> list[Audio]:
+    """``audio`` cut in the middle of its pauses (``pause_s`` or longer, 30 dB below its loudest
+    10 ms) into pieces of at most ``most_s`` where the pauses allow (else cut at ``most_s``): how
+    VAD hands a long reply to Whisper, which decodes one long, accented window into a loop more
+    often than a few sentences at a time."""
+    hop = rate // 100
+    frames = audio[: audio.size // hop * hop].reshape(-1, hop).astype(np.float64)
+    loudness = np.sqrt(np.mean(frames**2, axis=1))
+    quiet = loudness < loudness.max(initial=0.0) * 10 ** (-30 / 20)
+    cuts, run = [], 0
+    for i, q in enumerate(quiet):
+        run = run + 1 if q else 0
+        if run == round(pause_s * 100):
+            cuts.append((i - run // 2) * hop)
+    most = round(most_s * rate)
+    pieces, start = [], 0
+
+    def up_to(end: int) -> None:  # no pause in time: cut where Whisper's window would end
+        nonlocal start
+        while end - start > most:
+            pieces.append(audio[start : start + most])
+            start += most
+
+    bounds = [*cuts, audio.size]
+    for cut, following in itertools.pairwise(bounds):
+        up_to(cut)
+        if following - start > most:
+            pieces.append(audio[start:cut])
+            start = cut
+    up_to(audio.size)
+    pieces.append(audio[start:])
+    return [p for p in pieces if p.size > 0]

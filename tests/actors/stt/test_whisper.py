@@ -9,8 +9,20 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from actors.stt.whisper import Result, Whisper, WhisperConfig, is_hallucination, normalise
+from actors.stt.whisper import (
+    LOOP_MAX_WORDS,
+    LOOP_MIN_TIMES,
+    LOOP_MIN_WORDS,
+    Result,
+    Whisper,
+    WhisperConfig,
+    collapse_loops,
+    is_hallucination,
+    normalise,
+)
 from hexbus.models import ModelMissing
 from tests.support.speech import Audio, espeak, silence, white_noise, word_errors, words
 
@@ -122,6 +134,60 @@ def test_known_hallucinations_are_recognised() -> None:
     assert not is_hallucination("Thank you for the recipe.")
     assert not is_hallucination("you know what I mean")
     assert normalise("  Don't   forget — to LIKE & subscribe! ") == "dont forget to like subscribe"
+
+
+def test_a_phrase_whisper_repeats_in_a_loop_is_said_once() -> None:
+    loop = "they'll know like a sea creature " * 30
+    assert collapse_loops("The lowecky is small. " + loop + "they'll") == (
+        "The lowecky is small. they'll know like a sea creature they'll"
+    )
+    assert (
+        collapse_loops("Ask not, ask not, ask not, ASK NOT!")
+        == "Ask not, ask not, ask not, ASK NOT!"
+    )
+    assert (
+        collapse_loops("go on, go on and on. Go on and on, go on and on.") == "go on, go on and on."
+    )
+    # what people say twice, or in words of one or two, stays as said
+    for said in (
+        "no no no no",
+        "thank you thank you thank you",
+        "la la la la la",
+        "I said it. I said it.",
+    ):
+        assert collapse_loops(said) == said
+
+
+_word = st.sampled_from(["a", "sea", "creature", "they'll", "know", "like", "Hex", "tea", "the"])
+
+
+@given(
+    head=st.lists(_word, max_size=12),
+    phrase=st.lists(_word, min_size=LOOP_MIN_WORDS, max_size=LOOP_MAX_WORDS),
+    times=st.integers(LOOP_MIN_TIMES, 12),
+    tail=st.lists(_word, max_size=12),
+)
+def test_collapsing_loops_leaves_no_loop_and_keeps_words_in_order(
+    head: list[str], phrase: list[str], times: int, tail: list[str]
+) -> None:
+    text = " ".join(head + phrase * times + tail)
+    once = collapse_loops(text)
+    assert collapse_loops(once) == once
+    assert len(once.split()) <= len(text.split()) - (times - 1) * len(phrase) + len(phrase)
+    kept = iter(text.split())
+    assert all(word in kept for word in once.split())  # a subsequence: nothing made up
+
+
+@given(st.lists(_word, max_size=40))
+def test_text_without_a_repeated_phrase_is_unchanged(said: list[str]) -> None:
+    text = " ".join(said)
+    n = len(said)
+    looped = any(
+        all(said[i + k * size : i + (k + 1) * size] == said[i : i + size] for k in (1, 2))
+        for size in range(LOOP_MIN_WORDS, LOOP_MAX_WORDS + 1)
+        for i in range(n - LOOP_MIN_TIMES * size + 1)
+    )
+    assert (collapse_loops(text) == text) == (not looped)
 
 
 def test_audio_too_short_for_a_word_is_nothing_without_loading() -> None:
