@@ -46,6 +46,7 @@ from hexbus.codec import (
     FETCH,
     NACK,
     PUBLISH,
+    REFUSE,
     U64,
     FetchReply,
     FetchRequest,
@@ -144,6 +145,7 @@ class Broker:
         self.last_seq: dict[int, int] = self.journal.sessions()
         self.ids = codec.IdSource(codec.new_session())
         self.rejected = RateLimitedCounter(log)
+        self.max_blob = spec.bus.max_blob_mb << 20
         self.parked: dict[bytes, Parked] = {}
         self.running = True
         self.accepted = 0
@@ -159,7 +161,9 @@ class Broker:
         sock.linger = 0
         sock.sndhwm = sndhwm
         sock.rcvhwm = rcvhwm
-        sock.maxmsgsize = (self.bus.max_blob_mb << 20) + codec.MAX_ENVELOPE_BYTES + 4096
+        # Room for twice the blob limit: a frame somewhat over it is decoded and refused by name;
+        # only a far larger one is cut off by libzmq (which drops the connection).
+        sock.maxmsgsize = 2 * (self.bus.max_blob_mb << 20) + codec.MAX_ENVELOPE_BYTES + 4096
         if self.spec.endpoints.curve_dir and address.startswith("tcp://"):
             secure_server(sock, self.spec.endpoints.curve_dir)
         if address.startswith("ipc://"):
@@ -233,27 +237,22 @@ class Broker:
             except zmq.Again:
                 break
             identity = frames[0]
+            if len(frames) < 5 or frames[1] != PUBLISH or len(frames[2]) != 8:
+                self.rejected.add("frames", f"ingest message of {len(frames)} frames")
+                continue
+            floor = U64.unpack(frames[2])[0]
             try:
-                if len(frames) < 5 or frames[1] != PUBLISH or len(frames[2]) != 8:
-                    raise RejectedFrame("frames", f"ingest message of {len(frames)} frames")
-                floor = U64.unpack(frames[2])[0]
-                envelope, blob = codec.decode_message(frames[3:])
-                if self._delivery(envelope.topic) is not Delivery.DURABLE:
-                    raise RejectedFrame(
-                        "class", f"{envelope.topic} is volatile: publish it on the volatile path"
-                    )
-                if envelope.session == 0 or envelope.seq == 0:
-                    raise RejectedFrame("malformed", "durable event without session and seq")
+                envelope, blob = self._durable(frames[3:])
             except RejectedFrame as exc:
                 self.rejected.add(exc.kind, exc.detail)
+                head = codec.peek(frames[4])
+                if head is not None and head.session and head.seq:
+                    self._refuse(identity, head, floor, exc, acks)
                 continue
             session, seq = envelope.session, envelope.seq
             expected = max(self.last_seq.get(session, 0) + 1, floor)
-            if seq < expected:
-                acks[identity] = (
-                    session,
-                    expected - 1,
-                )  # a retransmission: ack again, store nothing
+            if seq < expected:  # a retransmission: ack again, store nothing
+                acks[identity] = (session, expected - 1)
                 continue
             if seq > expected:
                 self._send(self.ingest, [identity, NACK, U64x2.pack(session, expected)])
@@ -281,6 +280,46 @@ class Broker:
         self.accepted += len(fresh)
         if fresh and self.parked:
             self._serve_parked(time.monotonic())
+
+    def _durable(self, frames: list[bytes]) -> tuple[codec.Envelope, bytes | memoryview | None]:
+        envelope, blob = codec.decode_message(frames, self.max_blob)
+        if self._delivery(envelope.topic) is not Delivery.DURABLE:
+            raise RejectedFrame(
+                "class", f"{envelope.topic} is volatile: publish it on the volatile path"
+            )
+        if envelope.session == 0 or envelope.seq == 0:
+            raise RejectedFrame("malformed", "durable event without session and seq")
+        return envelope, blob
+
+    def _refuse(
+        self,
+        identity: bytes,
+        head: codec.Head,
+        floor: int,
+        exc: RejectedFrame,
+        acks: dict[bytes, tuple[int, int]],
+    ) -> None:
+        """Answer a durable event that cannot be stored with a refusal and its reason, in its
+        place in the producer's sequence, so the producer drops it and goes on (dropped unanswered,
+        it was retransmitted forever while every later event was nacked).
+
+        The frame never decodes, so it was never stored: a retransmission of it is refused again.
+        A refused seq counts as used in memory only; after a restart the producer's floor says so.
+        """
+        session, seq = head.session, head.seq
+        expected = max(self.last_seq.get(session, 0) + 1, floor)
+        if seq > expected:
+            self._send(self.ingest, [identity, NACK, U64x2.pack(session, expected)])
+            return
+        reason = f"{exc.kind}: {exc.detail}"
+        if seq == expected:
+            self.last_seq[session] = seq
+            log.warning("broker.refused", event_id=head.id, topic=head.topic[:80], reason=reason)
+        pending = acks.pop(identity, None)  # the acks before it go first, in order
+        if pending is not None:
+            self._send(self.ingest, [identity, ACK, U64x2.pack(*pending)])
+        encoded = reason.encode()[: codec.MAX_REASON_BYTES]
+        self._send(self.ingest, [identity, REFUSE, U64x2.pack(session, seq), encoded])
 
     def _send(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         try:

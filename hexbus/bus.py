@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import structlog
@@ -23,6 +24,7 @@ from hexbus.codec import (
     ACK,
     NACK,
     PUBLISH,
+    REFUSE,
     U64,
     Envelope,
     RejectedFrame,
@@ -31,7 +33,7 @@ from hexbus.codec import (
 from hexbus.endpoints import Endpoints, connect_address, secure_client
 from hexbus.feed import DurableFeed
 from hexbus.log import RateLimitedCounter
-from schemas import Delivery, Event, delivery_of, tag_of
+from schemas import Delivery, Event, Rejected, delivery_of, tag_of
 
 log = structlog.get_logger("hexbus.bus")
 
@@ -42,13 +44,28 @@ class BusClosed(Exception):
     """The client was closed while an operation waited."""
 
 
+class Refused(ValueError):
+    """An event the bus will not carry: raised by ``publish`` for what the client can tell
+    itself (a blob over bus.max_blob_mb, an envelope over its limit), and handed to
+    :meth:`BusClient.on_refused` callbacks for a durable event the broker refused."""
+
+    def __init__(self, event_id: str, topic: str, reason: str) -> None:
+        super().__init__(f"{topic} ({event_id}) refused: {reason}")
+        self.event_id = event_id
+        self.topic = topic
+        self.reason = reason
+
+
 class Producer:
     """The durable outbox: bounded, retransmitting, deduplicated by the broker.
 
     ``put`` waits while the outbox is full (backpressure) and never drops. Each
     event carries this incarnation's ``session`` and a consecutive ``seq``; the
     broker accepts only the next expected seq, so a retransmission can never
-    reorder or duplicate what it stored.
+    reorder or duplicate what it stored. An event the broker cannot store (a tag
+    it does not know, a blob over its limit) comes back refused with the reason:
+    it leaves the outbox, each ``on_refused`` callback hears of it, and the
+    events after it go on.
     """
 
     def __init__(
@@ -69,6 +86,8 @@ class Producer:
         self._empty = asyncio.Event()
         self._empty.set()
         self._last_nack = (0, 0.0)
+        self.on_refused: list[Callable[[Refused], None]] = []
+        self.refused: deque[Refused] = deque(maxlen=256)  # the latest, for callers to look up
         self.closed = False
 
     def reserve(self) -> int:
@@ -106,27 +125,44 @@ class Producer:
         self.progress_at = time.monotonic()
 
     def on_reply(self, frames: list[bytes]) -> None:
-        if len(frames) != 2 or len(frames[1]) != 16:
+        if len(frames) not in (2, 3) or len(frames[1]) != 16:
             return
         session, seq = U64x2.unpack(frames[1])
         if session != self.session:
             return
         if frames[0] == ACK:
-            if seq > self.acked:
-                for s in range(self.acked + 1, seq + 1):
-                    self.outbox.pop(s, None)
-                self.acked = seq
-                self.progress_at = time.monotonic()
-                if len(self.outbox) < self.capacity:
-                    self._space.set()
-                if not self.outbox:
-                    self._empty.set()
+            self._done(seq)
         elif frames[0] == NACK:
             now = time.monotonic()
             last_seq, last_at = self._last_nack
             if seq != last_seq or now - last_at > self.retransmit_s / 4:
                 self._last_nack = (seq, now)
                 self.resend_from(seq)
+        elif frames[0] == REFUSE and len(frames) == 3 and seq > self.acked:
+            held = self.outbox.get(seq)
+            head = codec.peek(held[1]) if held is not None else None
+            self._done(seq)
+            refusal = Refused(
+                head.id if head else "",
+                head.topic if head else "",
+                frames[2].decode("utf-8", "replace"),
+            )
+            self.refused.append(refusal)
+            for callback in self.on_refused:
+                callback(refusal)
+
+    def _done(self, seq: int) -> None:
+        """Every event up to ``seq`` is stored or refused: out of the outbox."""
+        if seq <= self.acked:
+            return
+        for s in range(self.acked + 1, seq + 1):
+            self.outbox.pop(s, None)
+        self.acked = seq
+        self.progress_at = time.monotonic()
+        if len(self.outbox) < self.capacity:
+            self._space.set()
+        if not self.outbox:
+            self._empty.set()
 
     async def run(self) -> None:
         """Read acks and retransmit what stalls; one task per producer."""
@@ -197,6 +233,8 @@ class BusClient:
         self.ingest.sndhwm = outbox + 1000
         self.ingest.connect(connect_address(endpoints.ingest))
         self.producer = Producer(self.ingest, self.session, outbox)
+        self.producer.on_refused.append(self._report_refused)
+        self.max_blob = endpoints.max_blob_mb << 20  # the broker's bus.max_blob_mb
         self._replay: zmq.asyncio.Socket | None = None
         self.events_out = 0
         self.volatile_dropped = 0
@@ -220,6 +258,50 @@ class BusClient:
         )
 
     # -- publishing ---------------------------------------------------------
+
+    def on_refused(self, callback: Callable[[Refused], None]) -> None:
+        """Call ``callback`` with each durable event of this client that the broker refuses
+        (besides the error logged and the :class:`schemas.Rejected` published for every one)."""
+        self.producer.on_refused.append(callback)
+
+    def _report_refused(self, refusal: Refused) -> None:
+        self.rejected.count("refused")
+        log.error(
+            "bus.refused",
+            event_id=refusal.event_id,
+            topic=refusal.topic,
+            reason=refusal.reason,
+            hint="the broker will not store this event; the events after it go on",
+        )
+        self.rejected.changed = False  # this report carries the counts too
+        self.publish_volatile(
+            Rejected(
+                process=self.name,
+                counts=dict(self.rejected.counts),
+                total=self.rejected.total,
+                event_id=refusal.event_id,
+                topic=refusal.topic,
+                reason=refusal.reason,
+            ),
+            key=self.name,
+        )
+
+    def _frames(self, envelope: Envelope, blob: bytes | None) -> list[bytes]:
+        """The frames of ``envelope``, or :class:`Refused` if the bus would not carry them."""
+        frames = codec.message_frames(envelope, blob)
+        if blob is not None and len(blob) > self.max_blob:
+            reason = (
+                f"blob of {len(blob) / (1 << 20):.1f} MiB is over the bus's limit of "
+                f"{self.max_blob >> 20} MiB (bus.max_blob_mb in supervisor.toml)"
+            )
+            raise Refused(envelope.id, envelope.topic, reason)
+        if len(frames[1]) > codec.MAX_ENVELOPE_BYTES:
+            reason = (
+                f"event of {len(frames[1]) >> 10} KiB is over the {codec.MAX_ENVELOPE_BYTES >> 10} "
+                "KiB an envelope may have: send large content as the event's blob"
+            )
+            raise Refused(envelope.id, envelope.topic, reason)
+        return frames
 
     def envelope(
         self,
@@ -259,9 +341,10 @@ class BusClient:
             raise ValueError(
                 f"{envelope.topic} is durable: publish it with publish() or publish_durable()"
             )
+        frames = self._frames(envelope, blob)
         sock = self.pub_big if blob is not None and len(blob) >= self.blob_lane_bytes else self.pub
         try:
-            sock.send_multipart(codec.message_frames(envelope, blob), zmq.NOBLOCK)
+            sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             self.volatile_dropped += 1
         self.events_out += 1
@@ -278,11 +361,20 @@ class BusClient:
         correlation: str = "",
     ) -> Envelope:
         await self.producer.wait_space()
-        seq = self.producer.reserve()
+        # Built with the next seq and checked before it is taken: a seq reserved and never sent
+        # would stall every event after it.
         envelope = self.envelope(
-            event, key=key, seq=seq, event_id=event_id, causation=causation, correlation=correlation
+            event,
+            key=key,
+            seq=self.producer.next_seq,
+            event_id=event_id,
+            causation=causation,
+            correlation=correlation,
         )
-        self.producer.put(seq, codec.message_frames(envelope, blob))
+        if delivery_of(envelope.topic) is not Delivery.DURABLE:
+            raise ValueError(f"{envelope.topic} is volatile: publish it with publish_volatile()")
+        frames = self._frames(envelope, blob)
+        self.producer.put(self.producer.reserve(), frames)
         self.events_out += 1
         return envelope
 
@@ -337,7 +429,7 @@ class BusClient:
                 except zmq.Again:
                     break
                 try:
-                    envelope, blob = codec.decode_message(frames)
+                    envelope, blob = codec.decode_message(frames, self.max_blob)
                 except RejectedFrame as exc:
                     self.rejected.add(exc.kind, exc.detail)
                     continue

@@ -20,7 +20,8 @@ from schemas import AnyEvent, Event, tag_of, type_for_topic
 
 MAX_TOPIC_BYTES: Final = 255
 MAX_ENVELOPE_BYTES: Final = 1 << 20
-MAX_BLOB_BYTES: Final = 16 << 20
+MAX_BLOB_BYTES: Final = 16 << 20  # the default of bus.max_blob_mb, which every process is given
+MAX_REASON_BYTES: Final = 1024  # of a refusal's reason
 
 
 # msgpack integers may be negative or too wide for the journal's u64 fields: reject them at decode time.
@@ -108,9 +109,10 @@ def _topic_type(topic: str) -> type[Event] | None:
 
 
 def decode_message(
-    frames: list[bytes] | list[memoryview],
+    frames: list[bytes] | list[memoryview], max_blob: int = MAX_BLOB_BYTES
 ) -> tuple[Envelope, bytes | memoryview | None]:
-    """Validate and decode ``[topic, envelope(, blob)]``."""
+    """Validate and decode ``[topic, envelope(, blob)]``; a blob may have ``max_blob`` bytes
+    (bus.max_blob_mb: the broker, producers and subscribers are all given the same number)."""
     if not 2 <= len(frames) <= 3:
         raise RejectedFrame("frames", f"{len(frames)} frames")
     topic = check_topic(frames[0])
@@ -126,9 +128,34 @@ def decode_message(
     blob: bytes | memoryview | None = None
     if len(frames) == 3:
         blob = frames[2]
-        if len(blob) > MAX_BLOB_BYTES:
-            raise RejectedFrame("oversized", f"blob of {len(blob)} bytes")
+        if len(blob) > max_blob:
+            raise RejectedFrame(
+                "oversized",
+                f"blob of {len(blob) / (1 << 20):.1f} MiB is over the bus's limit of "
+                f"{max_blob / (1 << 20):g} MiB (bus.max_blob_mb)",
+            )
     return envelope, blob
+
+
+class Head(msgspec.Struct, frozen=True):
+    """What identifies a durable event, read from an envelope that may not decode whole (a tag
+    this process does not know, a field of the wrong type): enough to refuse it by name."""
+
+    id: str = ""
+    topic: str = ""
+    session: Count = 0
+    seq: Count = 0
+
+
+_head_decoder: Final = msgspec.msgpack.Decoder(Head)
+
+
+def peek(data: bytes | memoryview) -> Head | None:
+    """The :class:`Head` of an encoded envelope, or ``None`` if not even that decodes."""
+    try:
+        return _head_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None
 
 
 def message_frames(envelope: Envelope, blob: bytes | None = None) -> list[bytes]:
@@ -189,6 +216,9 @@ U64x2: Final = struct.Struct("<QQ")
 PUBLISH: Final = b"P"  # [P, floor u64, topic, envelope(, blob)]
 ACK: Final = b"A"  # [A, session u64 + seq u64] cumulative
 NACK: Final = b"N"  # [N, session u64 + expected u64]
+REFUSE: Final = (
+    b"X"  # [X, session u64 + seq u64, reason utf-8]: that seq never stored, the ones below done
+)
 FETCH: Final = b"F"  # [F, FetchRequest]
 BATCH: Final = b"R"  # [R, FetchReply, (topic, envelope, blob|b"") * count]
 

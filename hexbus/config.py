@@ -41,6 +41,9 @@ class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     cache_mb: int = 32
 
 
+MAX_BLOB_MB = 1024
+
+
 class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     transport: Literal["ipc", "tcp"] = "ipc"
     host: str = "127.0.0.1"
@@ -54,7 +57,9 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # megabytes in the broker, not gigabytes.
     blob_lane_bytes: int = 65536
     blob_hwm: int = 16
-    max_blob_mb: int = 16
+    max_blob_mb: int = (
+        16  # one limit: the broker refuses, producers check and subscribers decode by it
+    )
     heartbeat_interval_s: float = 0.5
     outbox_events: int = 10_000
     journal: JournalConfig = JournalConfig()
@@ -192,6 +197,11 @@ def validate(config: HexConfig, source: str) -> None:
     _positive(source, "bus.volatile_hwm", bus.volatile_hwm)
     _positive(source, "bus.journal.segment_mb", bus.journal.segment_mb)
     _positive(source, "bus.blob_hwm", bus.blob_hwm)
+    if not 1 <= bus.max_blob_mb <= MAX_BLOB_MB:
+        raise ConfigError(
+            f"{source}: bus.max_blob_mb must be between 1 and {MAX_BLOB_MB} (MiB per event's "
+            f"blob; the broker holds a few at once), got {bus.max_blob_mb}"
+        )
     if not 1 <= bus.port <= 65530:
         raise ConfigError(
             f"{source}: bus.port must be between 1 and 65530 (it uses port .. port+5), got {bus.port}"

@@ -82,10 +82,14 @@ class RateLimitedCounter:
         self._since_log: dict[str, int] = {}
         self.changed = False
 
-    def add(self, kind: str, detail: str) -> None:
+    def count(self, kind: str) -> None:
+        """Count one, for a caller that logs it in its own words."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.total += 1
         self.changed = True
+
+    def add(self, kind: str, detail: str) -> None:
+        self.count(kind)
         self._since_log[kind] = self._since_log.get(kind, 0) + 1
         now = time.monotonic()
         if now - self._last_log.get(kind, -1e9) >= self.every_s:

@@ -46,7 +46,7 @@ async def tail(endpoints: Endpoints, prefixes: list[str], *, as_json: bool, coun
         while True:
             frames = await sock.recv_multipart()
             try:
-                envelope, blob = codec.decode_message(frames)
+                envelope, blob = codec.decode_message(frames, endpoints.max_blob_mb << 20)
             except RejectedFrame as exc:
                 print(f"# rejected frame: {exc}", file=sys.stderr)
                 continue

@@ -98,11 +98,16 @@ class Redrive(Event, frozen=True, kw_only=True, tag="sys.redrive"):
 
 
 class Rejected(Event, frozen=True, kw_only=True, tag="sys.bus.rejected"):
-    """Counters of frames a process dropped as malformed, oversized or unknown."""
+    """Counters of frames a process dropped as malformed, oversized or unknown; with
+    ``event_id``, also one durable event of this process that the broker refused to store
+    (``topic``, the broker's ``reason``): its producer dropped it and went on."""
 
     process: str
     counts: dict[str, int]
     total: int
+    event_id: str = ""
+    topic: str = ""
+    reason: str = ""
 
 
 class Stop(Event, frozen=True, kw_only=True, tag="sys.control.stop"):

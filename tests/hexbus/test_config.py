@@ -425,3 +425,11 @@ def test_missing_config_file_exits_2_saying_no_such_file(tmp_path: Path, run_dir
     )
     assert not (tmp_path / "data").exists()
     assert list(run_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("mb", [0, -1, 1025])
+def test_blob_limit_out_of_range_is_one_line_with_its_range(mb: int) -> None:
+    assert error_of(f"[bus]\nmax_blob_mb = {mb}\n") == (
+        f"{SRC}: bus.max_blob_mb must be between 1 and 1024 (MiB per event's blob; the broker "
+        f"holds a few at once), got {mb}"
+    )

@@ -1,0 +1,139 @@
+"""Durable delivery under faults, on a real runtime: refused events never stall their producer.
+
+Each test reproduces a failure found in the runtime (issue 13) against real processes: the
+broker, the supervisor and a counting actor, over the real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import msgspec
+import pytest
+
+from hexbus.bus import BusClient, Refused
+from schemas import ProbeDurable, Rejected
+from tests.support.busclient import ask_count
+from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
+
+pytestmark = pytest.mark.process
+
+COUNTER = FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")
+MiB = 1 << 20
+
+
+def raw_frames(client: BusClient, topic: str, body: dict[str, object]) -> list[bytes]:
+    """A durable event's frames as another build of Hex would send them (this one could not:
+    its own checks refuse them first), with this client's next seq."""
+    envelope = {
+        "id": client.ids.next(),
+        "topic": topic,
+        "source": client.name,
+        "session": client.session,
+        "seq": client.producer.next_seq,
+        "body": body,
+    }
+    return [topic.encode(), msgspec.msgpack.encode(envelope)]
+
+
+def counted(hx: Hex, count: int, total: int) -> None:
+    poll_for(
+        lambda: asyncio.run(ask_count(hx.endpoints)) == (count, total),
+        30,
+        what=f"{count} probes counted, summing to {total}",
+    )
+
+
+def test_an_event_over_the_blob_limit_is_refused_at_once_and_the_next_is_stored(
+    hex_factory: HexFactory,
+) -> None:
+    hx = hex_factory(COUNTER).start()
+
+    async def go() -> None:
+        client = BusClient(hx.endpoints, "tester")
+        client.start()
+        with pytest.raises(Refused, match=r"17\.0 MiB is over the bus's limit of 16 MiB"):
+            await client.publish(ProbeDurable(n=1), blob=bytes(17 * MiB))
+        await client.publish(ProbeDurable(n=2))
+        assert await client.flush(10), "the event after a refused one was never acknowledged"
+        await client.close()
+
+    asyncio.run(go())
+    counted(hx, 1, 2)
+
+
+def test_the_broker_refuses_what_it_cannot_store_by_name_and_the_producer_goes_on(
+    hex_factory: HexFactory,
+) -> None:
+    # A producer whose own limit is higher than the broker's (or a build with a tag the running
+    # broker does not know: an actor upgraded by `hexbus reload`) sends what the broker must
+    # refuse. Before, the broker dropped it unanswered and nacked everything after it: the
+    # producer resent forever and its flush never completed.
+    hx = hex_factory(COUNTER).start()
+
+    async def go() -> list[Refused]:
+        client = BusClient(hx.endpoints, "tester")
+        client.start()
+        heard: list[Refused] = []
+        client.on_refused(heard.append)
+        producer = client.producer
+        big = raw_frames(client, "probe.durable", {"type": "probe.durable", "n": 100})
+        producer.put(producer.reserve(), [*big, bytes(17 * MiB)])
+        await client.publish(ProbeDurable(n=1))
+        future = raw_frames(client, "memory.future", {"type": "memory.future", "x": 1})
+        producer.put(producer.reserve(), future)
+        await client.publish(ProbeDurable(n=2))
+        assert await client.flush(10), "a refused event stalled the producer"
+        await client.close()
+        return heard
+
+    heard = asyncio.run(go())
+    assert [r.topic for r in heard] == ["probe.durable", "memory.future"]
+    assert "oversized" in heard[0].reason and "bus.max_blob_mb" in heard[0].reason
+    assert "unknown_tag" in heard[1].reason
+    counted(hx, 2, 3)
+    assert hx.log().count('"broker.refused"') == 2
+
+
+def test_a_refusal_is_reported_on_the_bus_and_survives_a_broker_restart(
+    hex_factory: HexFactory,
+) -> None:
+    hx = hex_factory(COUNTER).start()
+
+    async def go() -> Rejected:
+        client = BusClient(hx.endpoints, "tester")
+        client.start()
+        watcher = BusClient(hx.endpoints, "watcher")
+        watcher.subscribe("sys.bus.rejected.tester")
+        await asyncio.sleep(0.3)  # the subscription reaches the broker
+
+        async def report() -> Rejected:
+            async for envelope, _ in watcher.volatile():
+                if isinstance(envelope.body, Rejected) and envelope.body.event_id:
+                    return envelope.body
+            raise AssertionError("watcher closed")
+
+        waiting = asyncio.ensure_future(report())
+        producer = client.producer
+        future = raw_frames(client, "memory.future", {"type": "memory.future", "x": 1})
+        producer.put(producer.reserve(), future)
+        assert await client.flush(10)
+        rejected = await asyncio.wait_for(waiting, 10)
+
+        # The broker restarts knowing nothing of the refusal; the producer's next event still
+        # follows it (the floor it sends says the refused seq is done).
+        old = hx.pid("broker")
+        os.kill(old, signal.SIGKILL)
+        hx.wait_restarted("broker", old)
+        await client.publish(ProbeDurable(n=5))
+        assert await client.flush(30)
+        await watcher.close()
+        await client.close()
+        return rejected
+
+    rejected = asyncio.run(go())
+    assert rejected.process == "tester" and rejected.topic == "memory.future"
+    assert "unknown_tag" in rejected.reason and rejected.counts.get("refused") == 1
+    counted(hx, 1, 5)
