@@ -44,7 +44,7 @@ class BusClosed(Exception):
     """The client was closed while an operation waited."""
 
 
-class Refused(ValueError):
+class BusRefused(ValueError):
     """An event the bus will not carry: raised by ``publish`` for what the client can tell
     itself (a blob over bus.max_blob_mb, an envelope over its limit), and handed to
     :meth:`BusClient.on_refused` callbacks for a durable event the broker refused."""
@@ -86,8 +86,8 @@ class Producer:
         self._empty = asyncio.Event()
         self._empty.set()
         self._last_nack = (0, 0.0)
-        self.on_refused: list[Callable[[Refused], None]] = []
-        self.refused: deque[Refused] = deque(maxlen=256)  # the latest, for callers to look up
+        self.on_refused: list[Callable[[BusRefused], None]] = []
+        self.refused: deque[BusRefused] = deque(maxlen=256)  # the latest, for callers to look up
         self.closed = False
 
     def reserve(self) -> int:
@@ -142,7 +142,7 @@ class Producer:
             held = self.outbox.get(seq)
             head = codec.peek(held[1]) if held is not None else None
             self._done(seq)
-            refusal = Refused(
+            refusal = BusRefused(
                 head.id if head else "",
                 head.topic if head else "",
                 frames[2].decode("utf-8", "replace"),
@@ -259,12 +259,12 @@ class BusClient:
 
     # -- publishing ---------------------------------------------------------
 
-    def on_refused(self, callback: Callable[[Refused], None]) -> None:
+    def on_refused(self, callback: Callable[[BusRefused], None]) -> None:
         """Call ``callback`` with each durable event of this client that the broker refuses
         (besides the error logged and the :class:`schemas.Rejected` published for every one)."""
         self.producer.on_refused.append(callback)
 
-    def _report_refused(self, refusal: Refused) -> None:
+    def _report_refused(self, refusal: BusRefused) -> None:
         self.rejected.count("refused")
         log.error(
             "bus.refused",
@@ -287,20 +287,20 @@ class BusClient:
         )
 
     def _frames(self, envelope: Envelope, blob: bytes | None) -> list[bytes]:
-        """The frames of ``envelope``, or :class:`Refused` if the bus would not carry them."""
+        """The frames of ``envelope``, or :class:`BusRefused` if the bus would not carry them."""
         frames = codec.message_frames(envelope, blob)
         if blob is not None and len(blob) > self.max_blob:
             reason = (
                 f"blob of {len(blob) / (1 << 20):.1f} MiB is over the bus's limit of "
                 f"{self.max_blob >> 20} MiB (bus.max_blob_mb in supervisor.toml)"
             )
-            raise Refused(envelope.id, envelope.topic, reason)
+            raise BusRefused(envelope.id, envelope.topic, reason)
         if len(frames[1]) > codec.MAX_ENVELOPE_BYTES:
             reason = (
                 f"event of {len(frames[1]) >> 10} KiB is over the {codec.MAX_ENVELOPE_BYTES >> 10} "
                 "KiB an envelope may have: send large content as the event's blob"
             )
-            raise Refused(envelope.id, envelope.topic, reason)
+            raise BusRefused(envelope.id, envelope.topic, reason)
         return frames
 
     def envelope(

@@ -13,7 +13,7 @@ import signal
 import msgspec
 import pytest
 
-from hexbus.bus import BusClient, Refused
+from hexbus.bus import BusClient, BusRefused
 from schemas import ProbeDurable, Rejected
 from tests.support.busclient import ask_count
 from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
@@ -54,7 +54,7 @@ def test_an_event_over_the_blob_limit_is_refused_at_once_and_the_next_is_stored(
     async def go() -> None:
         client = BusClient(hx.endpoints, "tester")
         client.start()
-        with pytest.raises(Refused, match=r"17\.0 MiB is over the bus's limit of 16 MiB"):
+        with pytest.raises(BusRefused, match=r"17\.0 MiB is over the bus's limit of 16 MiB"):
             await client.publish(ProbeDurable(n=1), blob=bytes(17 * MiB))
         await client.publish(ProbeDurable(n=2))
         assert await client.flush(10), "the event after a refused one was never acknowledged"
@@ -73,10 +73,10 @@ def test_the_broker_refuses_what_it_cannot_store_by_name_and_the_producer_goes_o
     # producer resent forever and its flush never completed.
     hx = hex_factory(COUNTER).start()
 
-    async def go() -> list[Refused]:
+    async def go() -> list[BusRefused]:
         client = BusClient(hx.endpoints, "tester")
         client.start()
-        heard: list[Refused] = []
+        heard: list[BusRefused] = []
         client.on_refused(heard.append)
         producer = client.producer
         big = raw_frames(client, "probe.durable", {"type": "probe.durable", "n": 100})
