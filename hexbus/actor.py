@@ -148,6 +148,11 @@ class Actor(Generic[C, S]):
         The place to resume work that was in flight when the last incarnation died.
         """
 
+    async def on_journal_rewind(self, after: int) -> None:
+        """Called when the journal lost history and hands out offsets this actor had applied:
+        from now on it has applied only up to ``after``. An actor that commits its own offset
+        (:meth:`resume_offset`) lowers it here, before the runtime saves the new epoch."""
+
     def resume_offset(self) -> int | None:
         """The journal offset this actor's own store has committed, for actors that commit it
         themselves (memory keeps it in DuckDB, in the transaction that applies each event).

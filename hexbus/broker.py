@@ -97,6 +97,7 @@ class Broker:
             cache_bytes=jc.cache_mb << 20,
         )
         self.incarnation = f"{codec.new_session():016x}"
+        self.epoch_start = self.journal.epoch_start
         self.last_seq: dict[int, int] = self.journal.sessions()
         self.ids = codec.IdSource(codec.new_session())
         self.rejected = RateLimitedCounter(log)
@@ -326,6 +327,9 @@ class Broker:
             first=self.journal.first,
             count=len(records),
             incarnation=self.incarnation,
+            epoch=self.journal.epoch,
+            epoch_first=self.epoch_start.first,
+            lost_after=self.epoch_start.lost_after,
         )
         frames: list[bytes] = [parked.identity, BATCH, codec.encode_control(reply)]
         for record in records:

@@ -440,16 +440,30 @@ class BusClient:
             await readable(self.sub, 1000)
 
     def durable(
-        self, prefixes: list[str], after: int, *, wait_ms: int = 1000, max_events: int = 512
+        self,
+        prefixes: list[str],
+        after: int,
+        *,
+        wait_ms: int = 1000,
+        max_events: int = 512,
+        epoch: str | None = None,
     ) -> DurableFeed:
-        """Durable events matching ``prefixes`` after offset ``after``; ``after=-1`` starts at the journal's head."""
+        """Durable events matching ``prefixes`` after offset ``after``; ``after=-1`` starts at
+        the journal's head. ``epoch``: for a consumer that keeps its offset, the journal history
+        it belongs to (see :class:`DurableFeed`)."""
         if self._replay is None:
             self._replay = client_socket(
                 self.ctx, zmq.DEALER, self.endpoints.replay, self.endpoints.curve_dir
             )
             self._replay.connect(connect_address(self.endpoints.replay))
         return DurableFeed(
-            self._replay, prefixes, after, self.rejected, wait_ms=wait_ms, max_events=max_events
+            self._replay,
+            prefixes,
+            after,
+            self.rejected,
+            wait_ms=wait_ms,
+            max_events=max_events,
+            epoch=epoch,
         )
 
     async def close(self, flush_timeout: float = 0.0) -> None:

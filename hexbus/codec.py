@@ -245,6 +245,9 @@ class FetchReply(msgspec.Struct, frozen=True, kw_only=True):
     first: int  # the first offset still retained
     count: int
     incarnation: str = ""
+    epoch: str = ""  # the journal's history (hexbus.epoch): a new one means history was lost
+    epoch_first: int = 0  # the first offset of this epoch
+    lost_after: int = 0  # records after this offset and before epoch_first were lost
 
 
 _fetch_req_encoder: Final = msgspec.msgpack.Encoder()

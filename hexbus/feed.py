@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 import zmq
@@ -25,6 +25,14 @@ from hexbus.log import RateLimitedCounter
 log = structlog.get_logger("hexbus.bus")
 
 
+class Rewind(NamedTuple):
+    """The journal's history changed under this feed: the consumer's applied offset is now
+    ``after`` (lower than before when offsets may have been reused) in ``epoch``."""
+
+    epoch: str
+    after: int
+
+
 class DurableFeed:
     """Pulls durable events after an offset from the replay endpoint, at the consumer's pace.
 
@@ -32,6 +40,13 @@ class DurableFeed:
     when a batch ends, so the consumer can advance its applied offset past
     events it does not subscribe to. ``live`` becomes true once a fetch finds
     nothing newer than the journal head.
+
+    ``epoch`` is the journal history the consumer's offset belongs to (``""``: not known yet),
+    for a consumer that keeps its offset (the actor runtime); ``None`` for one that does not.
+    When the broker's differs, the feed reconciles before it yields anything of the new one
+    (:meth:`_reconcile`) and, for a consumer that keeps its offset, yields ``(None, Rewind)``:
+    the consumer takes its offset and epoch from it and saves them, so an event with a number
+    it had applied before is never skipped.
     """
 
     def __init__(
@@ -43,8 +58,11 @@ class DurableFeed:
         *,
         wait_ms: int = 1000,
         max_events: int = 512,
+        epoch: str | None = None,
     ) -> None:
         self.sock = sock
+        self.keeps_offset = epoch is not None
+        self.epoch = epoch or ""
         self.shadow: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
         self.prefixes = prefixes
         self.after = after
@@ -123,6 +141,12 @@ class DurableFeed:
                         "bus.broker_restarted", incarnation=reply.incarnation, after=self.after
                     )
                 self.incarnation = reply.incarnation
+            if reply.epoch != self.epoch and self.after >= 0:
+                rewind = self._reconcile(reply)
+                if self.keeps_offset:
+                    self.head = reply.head
+                    yield None, rewind
+                continue
             if 0 < self.after < reply.first - 1 and reply.head >= reply.first:
                 # Retention removed events this subscriber never read: a real, unrecoverable gap.
                 log.error(
@@ -133,16 +157,21 @@ class DurableFeed:
                 )
             if self.after < 0:
                 self.after = reply.head  # a tail: start at the journal's head, skip history
+                self.epoch = reply.epoch
                 self._positioned.set()
                 continue
             if reply.head < self.after:
-                log.warning(
+                # Not one of the journal's own offsets (a journal of another epoch-less broker):
+                # whatever it numbers next was never applied here, so nothing may be skipped.
+                log.error(
                     "bus.journal_behind_snapshot",
                     head=reply.head,
                     after=self.after,
-                    hint="the journal was reset; replaying from its head",
+                    hint="the journal is not the one this actor applied; going on from its head",
                 )
                 self.after = reply.head
+                if self.keeps_offset:
+                    yield None, Rewind(self.epoch, self.after)
                 continue
             body = frames[2:]
             if len(body) != 3 * reply.count:
@@ -168,3 +197,37 @@ class DurableFeed:
                 self.live = True
                 if self.on_live is not None:
                     self.on_live()
+
+    def _reconcile(self, reply: codec.FetchReply) -> Rewind:
+        """Take the journal's epoch, lowering the offset where its numbers may repeat ours.
+
+        Offsets of the new epoch start at ``epoch_first``; everything below it that is still
+        in the journal is the old history (up to ``lost_after``). An offset this feed applied
+        at or past ``epoch_first`` can only come from a history whose mark was lost too: those
+        numbers are being handed out again, so the feed goes back to read them all. (In the
+        same history, every offset handed out is below the next epoch's first, so a consumer
+        behind it loses nothing by going on.)
+        """
+        first = reply.epoch_first
+        if not self.epoch:
+            # A new consumer, or an offset kept from before epochs: it was applied in this
+            # journal, or it is past the head, which the caller reconciles next.
+            if self.after > 0:
+                log.info("bus.journal_epoch_learned", epoch=reply.epoch, after=self.after)
+            self.epoch = reply.epoch
+            return Rewind(reply.epoch, self.after)
+        after = min(self.after, first - 1)
+        log.error(
+            "bus.journal_epoch_changed",
+            was=self.epoch,
+            epoch=reply.epoch,
+            applied=self.after,
+            lost_from=reply.lost_after + 1,
+            lost_to=first - 1,
+            rewound_to=after if after < self.after else None,
+            hint="the journal lost history (see the broker's journal.history_lost); "
+            "this actor goes on with every event of the new epoch",
+        )
+        self.epoch = reply.epoch
+        self.after = after
+        return Rewind(reply.epoch, after)

@@ -11,6 +11,10 @@ survives the death of this process) as soon as :meth:`Journal.append` returns;
 when it reaches the disk is the :class:`FsyncPolicy`'s business. Opening a
 journal recovers it: a torn or damaged tail is cut off at the last whole record.
 
+Offsets are never reused (:mod:`hexbus.epoch`): after an unclean stop numbering goes on
+above every offset the last broker may have handed out, and after a loss of history (the
+folder deleted, a damaged record, a segment set aside) it goes on there in a new epoch.
+
 It is one module over 500 lines on purpose: :class:`Journal` is one cohesive class
 (append, read, recover, retain over the same segment list and index, under one lock),
 and the format above is the contract all of it keeps.
@@ -35,6 +39,18 @@ from typing import Final, Literal, NamedTuple
 import msgspec
 import structlog
 
+from hexbus.epoch import (
+    RESERVE,
+    Mark,
+    MarkUnreadable,
+    Start,
+    mark_path,
+    new_epoch,
+    read_mark,
+    read_starts,
+    write_mark,
+    write_starts,
+)
 from hexbus.files import fsync_dir
 
 __all__ = ["FsyncPolicy", "Journal", "JournalCorrupt", "Record"]
@@ -50,6 +66,7 @@ _INDEX_EVERY: Final = 256
 _READ_CHUNK: Final = 64 << 10
 _SEGMENT_NAME: Final = re.compile(r"^(\d{20})\.seg$")
 _LOCK_NAME: Final = "journal.lock"
+_TORN: Final = ("incomplete header", "incomplete record")  # how the last write of a crash ends
 
 _log = structlog.get_logger("hexbus.journal")
 
@@ -166,6 +183,9 @@ class Journal:
         self._head = 0
         self._dir_fd = -1
         self._lock_fd = -1
+        self._mark_path = mark_path(self._dir)
+        self._starts: list[Start] = []
+        self._reserved = 0  # the mark's: no offset above it handed out before the mark says so
 
         # The most recent records; _cache[_cache_lo] has offset _cache_first.
         self._cache: list[Record] = []
@@ -204,7 +224,8 @@ class Journal:
 
     @property
     def head(self) -> int:
-        """The last offset appended; 0 when nothing ever was."""
+        """The last offset numbered: the last appended, or the last skipped where numbering
+        jumped (see :mod:`hexbus.epoch`); 0 when nothing ever was."""
         return self._head
 
     @property
@@ -216,6 +237,18 @@ class Journal:
     def next_offset(self) -> int:
         """The offset the next append will get."""
         return self._head + 1
+
+    @property
+    def epoch(self) -> str:
+        """This journal's history: changes whenever history was lost."""
+        return self._starts[-1].epoch
+
+    @property
+    def epoch_start(self) -> Start:
+        """Where the current epoch began: its first offset, and after which offset the records
+        before it were lost."""
+        epoch = self.epoch
+        return next(s for s in self._starts if s.epoch == epoch)
 
     # -- writing --------------------------------------------------------------
 
@@ -248,6 +281,8 @@ class Journal:
         except struct.error as exc:
             raise ValueError(f"record field out of range: {exc}") from exc
 
+        if offset > self._reserved:
+            self._write_mark(reserved=offset - 1 + RESERVE)
         seg = self._segments[-1]
         size = len(frame)
         if seg.size and seg.size + size > self._segment_bytes:
@@ -316,9 +351,9 @@ class Journal:
             raise ValueError("journal is closed")
         head = self._head
         floor = self._segments[0].first - 1
-        start = max(after, floor) + 1
+        start = self._past_gap(max(after, floor) + 1)
         if start > head or max_records < 1 or max_scan < 1:
-            return [], min(max(after, floor), head)
+            return [], min(start - 1, head)
         match_all = not prefixes
         wanted = tuple(prefixes)
         stop = min(head, start + max_scan - 1)
@@ -392,6 +427,8 @@ class Journal:
         try:
             if self._failure is None:
                 self._sync()
+                # Closed cleanly: the next open goes on from the head, not from the reservation.
+                write_mark(self._mark_path, Mark(self.epoch, self._reserved, self._head, True))
         finally:
             self._close_fds()
 
@@ -437,32 +474,106 @@ class Journal:
             for name in names
             if (match := _SEGMENT_NAME.match(name)) and (self._dir / name).is_file()
         )
+        self._starts = read_starts(self._dir)
+        jumps = {start.first for start in self._starts}
+        lost: list[str] = []
         head: int | None = None
         changed_dir = False
         for first, name in found:
             path = self._dir / name
-            if first < 1 or (head is not None and first != head + 1):
+            if first < 1 or (
+                head is not None and first != head + 1 and not (first > head and first in jumps)
+            ):
                 # A gap means the records in between are gone; serving what
                 # follows would break consecutive offsets, so set it aside.
                 expected = 1 if head is None else head + 1
                 self._quarantine(path, f"first offset {first}, expected {expected}")
+                lost.append(f"{name} set aside")
                 changed_dir = True
                 continue
-            seg = self._scan(path, first)
+            seg, reason = self._scan(path, first)
+            torn_tail = (first, name) == found[-1] and reason in _TORN
+            if reason is not None and not torn_tail:  # a write cut short is not a loss
+                lost.append(f"{name} cut at its first {reason}")
             self._segments.append(seg)
             self._firsts.append(first)
             head = seg.last
         if changed_dir:
             os.fsync(self._dir_fd)
-        if not self._segments:
-            self._roll(1 if head is None else head + 1)
-        else:
-            active = self._segments[-1]
+        self._number(lost)
+        active = self._segments[-1]
+        if active.fd < 0:
             active.fd = os.open(active.path, os.O_RDWR | os.O_APPEND)
-        self._head = self._segments[-1].last
+        self._head = active.last
 
-    def _scan(self, path: Path, first: int) -> _Segment:
-        """Validate one segment file, cutting it at its first bad record."""
+    def _number(self, lost: list[str]) -> None:
+        """Decide where numbering goes on, in which epoch, and say so (see :mod:`hexbus.epoch`)."""
+        try:
+            mark = read_mark(self._mark_path)
+        except MarkUnreadable as exc:
+            mark = None
+            lost.append(str(exc))
+        starts = self._starts
+        head = self._segments[-1].last if self._segments else None
+        if head is None and starts:
+            lost.append("its segments are gone")
+        if mark is not None and mark.epoch != (starts[-1].epoch if starts else ""):
+            lost.append(
+                "the journal folder is not the one its mark describes (deleted or replaced)"
+            )
+        if mark is None and not lost:
+            # A new journal, one from before epochs, or a mark deleted by hand: go on from the head.
+            if not starts:
+                first = self._segments[0].first if head is not None else 1
+                starts.append(Start(new_epoch(), first, first - 1))
+                write_starts(self._dir, starts)
+            if head is None:
+                self._roll(starts[-1].first)
+            self._write_mark(reserved=(head or 0) + RESERVE)
+            return
+        top = head or 0
+        if mark is not None and mark.clean and mark.head > top:
+            lost.append(f"offsets {top + 1}-{mark.head}, whole at a clean close, are gone")
+        if mark is None:
+            first = top + 1
+        elif mark.clean:
+            first = max(top, mark.head) + 1  # closed cleanly: nothing above its head handed out
+        else:
+            first = max(top, mark.reserved) + 1  # a crash: nothing above the reservation
+        if lost:
+            starts.append(Start(new_epoch(), first, top))
+            _log.error(
+                "journal.history_lost",
+                path=str(self._dir),
+                lost=lost,
+                epoch=starts[-1].epoch,
+                first=first,
+                lost_after=top,
+                hint="subscribers reconcile on the new epoch; records set aside are in *.corrupt",
+            )
+        elif first > top + 1:
+            starts.append(Start(starts[-1].epoch, first, first - 1))
+            _log.info(
+                "journal.offsets_skipped",
+                skipped_from=top + 1,
+                skipped_to=first - 1,
+                reason="unclean stop: no offset the last broker may have handed out is reused",
+            )
+        if lost or first > top + 1:
+            write_starts(self._dir, starts)  # before the segment: recovery accepts its gap
+        if first > top + 1 or head is None:
+            if self._segments and self._segments[-1].size == 0:
+                self._segments.pop().path.unlink()
+                self._firsts.pop()
+            self._roll(first)
+        self._write_mark(reserved=first - 1 + RESERVE)
+
+    def _write_mark(self, *, reserved: int) -> None:
+        write_mark(self._mark_path, Mark(self.epoch, reserved, 0, False))
+        self._reserved = reserved
+
+    def _scan(self, path: Path, first: int) -> tuple[_Segment, str | None]:
+        """Validate one segment file, cutting it at its first bad record (and saying why)."""
         seg = _Segment(path, first)
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -485,7 +596,7 @@ class Journal:
                 reason=reason,
             )
         seg.size = end
-        return seg
+        return seg, reason
 
     def _scan_records(self, mm: mmap.mmap, size: int, seg: _Segment) -> tuple[int, str | None]:
         """Index the whole records in ``mm``; return where they end and why they stopped."""
@@ -687,14 +798,22 @@ class Journal:
             base = self._cache_lo - cache_first
             yield from self._cache[base + start : base + stop + 1]
 
+    def _past_gap(self, offset: int) -> int:
+        """``offset``, or the first offset after it if it falls where numbering jumped."""
+        i = bisect.bisect_right(self._firsts, offset) - 1
+        if i >= 0 and self._segments[i].last < offset and i + 1 < len(self._segments):
+            return max(offset, self._segments[i + 1].first)
+        return offset
+
     def _disk_records(self, start: int, stop: int) -> Iterator[Record]:
         segments = self._segments
-        i = bisect.bisect_right(self._firsts, start) - 1
+        i = max(0, bisect.bisect_right(self._firsts, start) - 1)
         offset = start
-        while offset <= stop:
+        while offset <= stop and i < len(segments):
             seg = segments[i]
             i += 1
-            if seg.last < offset:
+            offset = max(offset, seg.first)  # past a gap where numbering jumped
+            if seg.last < offset or offset > stop:
                 continue
             k = bisect.bisect_right(seg.index_offsets, offset) - 1
             current = seg.index_offsets[k]

@@ -90,7 +90,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     bus.start()
     data_dir = Path(spec.data_dir) / "actors" / name
     snapshot_path = data_dir / "snapshot.msgpack"
-    state, offset, recent, dead = load_snapshot(snapshot_path, cls.state_type, log)
+    state, offset, recent, dead, epoch = load_snapshot(snapshot_path, cls.state_type, log)
     actor = cls(name, config, state if state is not None else cls.state_type(), bus, data_dir)
     actor.config_dir = Path(spec.config_dir) if spec.config_dir else Path.cwd()
     process = psutil.Process()
@@ -133,6 +133,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         dead_letter_after=spec.actor.dead_letter_after,
         retry_backoff_s=spec.actor.retry_backoff_s,
         crash_marker=CrashMarker(data_dir / "inflight"),
+        epoch=epoch,
     )
     if runtime.crash_marker is not None and runtime.crash_marker.crashes:
         log.warning(

@@ -21,13 +21,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
 from hexbus.actor import Actor, _current
 from hexbus.codec import Envelope
 from hexbus.deadletter import REDRIVEN, CrashMarker, Letters
+from hexbus.feed import Rewind
 from hexbus.files import write_atomic
 from schemas import (
     CONTROL_TAGS,
@@ -64,6 +65,7 @@ class SnapshotFile(msgspec.Struct, kw_only=True):
     state: msgspec.Raw
     recent_ids: list[str] = []
     dead_offsets: list[int] = []  # durable offsets dead-lettered: never handled again
+    epoch: str = ""  # the journal history ``offset`` belongs to (hexbus.epoch); "" not known
 
 
 class Runtime:
@@ -84,8 +86,10 @@ class Runtime:
         dead_letter_after: int = 3,
         retry_backoff_s: float = 0.1,
         crash_marker: CrashMarker | None = None,
+        epoch: str = "",
     ) -> None:
         self.actor = actor
+        self.epoch = epoch
         self.bus = actor.bus
         self.snapshot_every = snapshot_every
         self.snapshot_interval_s = snapshot_interval_s
@@ -168,7 +172,7 @@ class Runtime:
             self.wake.set()
 
     async def read_durable(self, prefixes: list[str]) -> None:
-        feed = self.bus.durable(prefixes, self.applied)
+        feed = self.bus.durable(prefixes, self.applied, epoch=self.epoch)
 
         def live() -> None:
             self.state = "live"
@@ -219,6 +223,9 @@ class Runtime:
                         self.actor.log.exception("actor.on_live_failed")
                     continue
                 if envelope is None:
+                    if isinstance(extra, Rewind):
+                        await self.rewind(extra)
+                        continue
                     if extra > self.applied:
                         self.applied = extra
                         self.dirty = True
@@ -229,6 +236,18 @@ class Runtime:
                 envelope, blob = self.volatile.popleft()
                 self.volatile_bytes -= len(blob) if blob is not None else 0
                 await self.call_handler(envelope, blob)
+
+    async def rewind(self, rewind: Rewind) -> None:
+        """Go on in the journal's new history (see :class:`~hexbus.feed.Rewind`), saved at once."""
+        if rewind.after < self.applied:
+            await self.actor.on_journal_rewind(rewind.after)
+            self.applied = rewind.after
+            # Offsets above it are new events now: none of them was given up on or seen.
+            for offset in [o for o in self.dead if o > rewind.after]:
+                del self.dead[offset]
+        self.epoch = rewind.epoch
+        if not self.unclean:
+            await self.snapshot()
 
     async def apply_durable(self, envelope: Envelope, blob: bytes | None) -> None:
         offset = envelope.offset
@@ -402,6 +421,7 @@ class Runtime:
                 state=msgspec.Raw(msgspec.msgpack.encode(self.actor.state)),
                 recent_ids=list(self.recent),
                 dead_offsets=list(self.dead),
+                epoch=self.epoch,
             )
         )
         self.dirty = False
@@ -438,17 +458,25 @@ _LIVE: Envelope = Envelope(
 )
 
 
-def load_snapshot(
-    path: Path, state_type: type[S], log: Any
-) -> tuple[S | None, int, list[str], list[int]]:
-    """Load a snapshot: state, applied offset, recent event ids, dead-lettered offsets.
+class Loaded(NamedTuple):
+    state: Any
+    offset: int
+    recent_ids: list[str]
+    dead_offsets: list[int]
+    epoch: str
+
+
+def load_snapshot(path: Path, state_type: type[S], log: Any) -> Loaded:
+    """Load a snapshot: state (``None`` if there is none), applied offset, recent event ids,
+    dead-lettered offsets, and the journal epoch of the offset.
 
     A damaged one is set aside and the actor replays from the start of the journal.
     """
+    none = Loaded(None, 0, [], [], "")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None, 0, [], []
+        return none
     try:
         snap = msgspec.msgpack.decode(data, type=SnapshotFile)
         state = msgspec.msgpack.decode(snap.state, type=state_type)
@@ -462,8 +490,8 @@ def load_snapshot(
             error=str(exc),
             hint="replaying the whole journal instead",
         )
-        return None, 0, [], []
-    return state, snap.offset, snap.recent_ids, snap.dead_offsets
+        return none
+    return Loaded(state, snap.offset, snap.recent_ids, snap.dead_offsets, snap.epoch)
 
 
-__all__ = ["Runtime", "SnapshotFile", "load_snapshot"]
+__all__ = ["Loaded", "Runtime", "SnapshotFile", "load_snapshot"]

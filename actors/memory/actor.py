@@ -115,6 +115,9 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
     def resume_offset(self) -> int:
         return self.store.applied_offset
 
+    async def on_journal_rewind(self, after: int) -> None:
+        await self.offload(self.store.rewind_offset, after)
+
     async def on_live(self) -> None:
         # After replay: what the replay re-wrote is in place before the folder is compared.
         if self.config.aging_interval_s > 0:

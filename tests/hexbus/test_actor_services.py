@@ -160,7 +160,7 @@ def test_a_dead_offset_is_saved_at_once_and_skipped_by_every_later_process(
     async def scenario() -> None:
         h = ActorHarness(Flaky, data_dir=tmp_path)
         await h.send(ProbeDurable(n=1, note="fail:9"), event_id="poison")
-        _, offset, recent, dead = load_snapshot(
+        _, offset, recent, dead, _ = load_snapshot(
             tmp_path / "snapshot.msgpack", NoState, structlog.get_logger()
         )
         assert (offset, dead, "poison" in recent) == (1, [1], True)

@@ -1,4 +1,5 @@
-"""Durable delivery under faults, on a real runtime: refused events never stall their producer.
+"""Durable delivery under faults, on a real runtime: refused events never stall their producer,
+and a journal that lost history never makes new events look applied.
 
 Each test reproduces a failure found in the runtime (issue 13) against real processes: the
 broker, the supervisor and a counting actor, over the real sockets.
@@ -7,13 +8,17 @@ broker, the supervisor and a counting actor, over the real sockets.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import signal
+from collections.abc import Callable
 
 import msgspec
 import pytest
 
 from hexbus.bus import BusClient, BusRefused
+from hexbus.epoch import mark_path
 from schemas import ProbeDurable, Rejected
 from tests.support.busclient import ask_count
 from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
@@ -137,3 +142,102 @@ def test_a_refusal_is_reported_on_the_bus_and_survives_a_broker_restart(
     assert rejected.process == "tester" and rejected.topic == "memory.future"
     assert "unknown_tag" in rejected.reason and rejected.counts.get("refused") == 1
     counted(hx, 1, 5)
+
+
+# -- offsets are never reused (issue 13, item 1) ------------------------------------------
+
+
+async def publish_probes(hx: Hex, count: int, blob_bytes: int = 0) -> None:
+    client = BusClient(hx.endpoints, "tester")
+    client.start()
+    for _ in range(count):
+        await client.publish(ProbeDurable(n=1), blob=bytes(blob_bytes) if blob_bytes else None)
+    assert await client.flush(30)
+    await client.close()
+
+
+def restart_after(hx: Hex, hex_factory: HexFactory, config: str, damage: Callable[[], None]) -> Hex:
+    assert hx.stop() == 0
+    damage()
+    return hex_factory(config, root=hx.root).start()
+
+
+def epoch_changes(hx: Hex) -> list[dict[str, object]]:
+    found = []
+    for line in hx.log().splitlines():
+        if '"bus.journal_epoch_changed"' in line:
+            found.append(json.loads(line))
+    return found
+
+
+@pytest.mark.slow
+def test_a_deleted_journal_folder_never_makes_new_events_look_applied(
+    hex_factory: HexFactory,
+) -> None:
+    hx = hex_factory(COUNTER).start()
+    asyncio.run(publish_probes(hx, 100))
+    counted(hx, 100, 100)
+    journal = hx.data_dir / "journal"
+    hx = restart_after(hx, hex_factory, COUNTER, lambda: shutil.rmtree(journal))
+    asyncio.run(publish_probes(hx, 10))
+    counted(hx, 110, 110)
+    assert '"journal.history_lost"' in hx.log()
+    (change,) = epoch_changes(hx)
+    # The supervisor's own durable events are in the journal too: the counter applied them all.
+    applied = change["applied"]
+    assert isinstance(applied, int) and applied >= 100
+    lost_to = change["lost_to"]  # the journal's head when it closed: the new epoch starts past it
+    assert isinstance(lost_to, int) and lost_to >= applied and change["rewound_to"] is None
+
+
+@pytest.mark.slow
+def test_a_journal_deleted_with_its_mark_makes_the_actor_go_back_for_the_reused_offsets(
+    hex_factory: HexFactory,
+) -> None:
+    hx = hex_factory(COUNTER).start()
+    asyncio.run(publish_probes(hx, 100))
+    counted(hx, 100, 100)
+    journal = hx.data_dir / "journal"
+
+    def wipe() -> None:
+        shutil.rmtree(journal)
+        mark_path(journal).unlink()
+
+    hx = restart_after(hx, hex_factory, COUNTER, wipe)
+    asyncio.run(publish_probes(hx, 10))  # offsets 1-10 again, in a history the actor never saw
+    counted(hx, 110, 110)
+    (change,) = epoch_changes(hx)
+    applied = change["applied"]
+    assert isinstance(applied, int) and applied >= 100 and change["rewound_to"] == 0
+    # The new history is the actor's now: another start neither counts again nor goes back.
+    hx = restart_after(hx, hex_factory, COUNTER, lambda: None)
+    counted(hx, 110, 110)
+    assert len(epoch_changes(hx)) == 1
+
+
+@pytest.mark.slow
+def test_a_damaged_middle_segment_never_makes_new_events_look_applied(
+    hex_factory: HexFactory,
+) -> None:
+    config = COUNTER.replace("[bus.journal]\n", "[bus.journal]\nsegment_mb = 1\n")
+    hx = hex_factory(config).start()
+    asyncio.run(publish_probes(hx, 100, blob_bytes=30_000))  # four segments of about 1 MiB
+    counted(hx, 100, 100)
+    segments = sorted((hx.data_dir / "journal").glob("*.seg"))
+    assert len(segments) >= 3
+
+    def damage() -> None:
+        middle = segments[1]
+        content = bytearray(middle.read_bytes())
+        content[40_000] ^= 0xFF  # inside its second record
+        middle.write_bytes(bytes(content))
+
+    hx = restart_after(hx, hex_factory, config, damage)
+    asyncio.run(publish_probes(hx, 10))
+    counted(hx, 110, 110)
+    assert len(list((hx.data_dir / "journal").glob("*.corrupt"))) == len(segments) - 2
+    (change,) = epoch_changes(hx)
+    applied = change["applied"]
+    assert isinstance(applied, int) and applied >= 100
+    lost_to = change["lost_to"]
+    assert isinstance(lost_to, int) and lost_to >= applied and change["rewound_to"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from hexbus.epoch import RESERVE, Start, mark_path, read_starts
 from hexbus.journal import Journal, Record
 from tests.support.journal import NEVER, Item, expected, fill, item, read_all
 
@@ -96,14 +98,14 @@ def _write_and_locate_last(
 
 def _check_recovered(directory: Path, items: list[Item], kept: int) -> None:
     with Journal(directory, fsync=NEVER) as j:
-        assert j.head == kept
-        assert j.first == 1
+        assert j.first == 1 or kept == 0  # an emptied only segment goes: numbering jumps
         assert read_all(j) == expected(items[:kept])
         extra: Item = (9, 9, b"t.after", b"env", b"blob")
-        assert j.append(*extra) == kept + 1
-        assert j.read(kept)[0] == [Record(kept + 1, *extra)]
+        offset = j.append(*extra)
+        assert offset > len(items)  # no offset handed out before the damage is handed out again
+        assert j.read(kept)[0] == [Record(offset, *extra)]
     with Journal(directory, fsync=NEVER) as j:
-        assert read_all(j) == expected([*items[:kept], extra])
+        assert read_all(j) == [*expected(items[:kept]), Record(offset, *extra)]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -112,7 +114,7 @@ def test_recovery_after_truncating_last_segment_keeps_exactly_whole_records(
     items: list[Item], segment_bytes: int, data: st.DataObject
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
+        directory = Path(tmp) / "journal"  # its mark goes beside it
         last, last_first, ends = _write_and_locate_last(directory, items, segment_bytes)
         cut = data.draw(st.integers(0, ends[-1]), label="cut")
         os.truncate(last, cut)
@@ -126,7 +128,7 @@ def test_recovery_after_flipping_a_byte_keeps_exactly_the_records_before_it(
     items: list[Item], segment_bytes: int, data: st.DataObject
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
+        directory = Path(tmp) / "journal"  # its mark goes beside it
         last, last_first, ends = _write_and_locate_last(directory, items, segment_bytes)
         position = data.draw(st.integers(0, ends[-1] - 1), label="position")
         flip = data.draw(st.integers(1, 255), label="flip")
@@ -137,15 +139,22 @@ def test_recovery_after_flipping_a_byte_keeps_exactly_the_records_before_it(
         _check_recovered(directory, items, last_first - 1 + damaged)
 
 
-def test_torn_tail_is_truncated_and_logged(tmp_path: Path) -> None:
+def test_a_torn_tail_after_a_crash_is_cut_and_numbering_goes_past_the_reservation(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "journal"
     items = [item(i) for i in range(5)]
-    with Journal(tmp_path, fsync=NEVER) as j:
-        fill(j, items)
-    segment = segment_files(tmp_path)[-1]
+    j = Journal(directory, fsync=NEVER)
+    fill(j, items)
+    j.sync()
+    j._close_fds()  # the process dies here: no clean close, no clean mark
+    segment = segment_files(directory)[-1]
     size = segment.stat().st_size
-    os.truncate(segment, size - 3)
-    with capture_logs() as logs, Journal(tmp_path, fsync=NEVER) as j:
-        assert j.head == 4
+    os.truncate(segment, size - 3)  # the last write was cut short
+    with capture_logs() as logs, Journal(directory, fsync=NEVER) as j:
+        assert read_all(j) == expected(items[:4])
+        assert j.epoch == first_epoch(directory)  # a torn write is no loss of history
+        assert j.append(*item(9)) == RESERVE + 1
     tail = size - frame_size(items[-1])
     assert logs == [
         {
@@ -155,16 +164,44 @@ def test_torn_tail_is_truncated_and_logged(tmp_path: Path) -> None:
             "position": tail,
             "dropped_bytes": frame_size(items[-1]) - 3,
             "reason": "incomplete record",
-        }
+        },
+        {
+            "event": "journal.offsets_skipped",
+            "log_level": "info",
+            "skipped_from": 5,
+            "skipped_to": RESERVE,
+            "reason": "unclean stop: no offset the last broker may have handed out is reused",
+        },
     ]
     assert segment.stat().st_size == tail
 
 
-def test_damage_in_a_middle_segment_sets_later_segments_aside(tmp_path: Path) -> None:
-    items = [item(i) for i in range(30)]
-    with Journal(tmp_path, fsync=NEVER, segment_bytes=300) as j:
+def test_a_tail_cut_after_a_clean_close_is_history_lost(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    items = [item(i) for i in range(5)]
+    with Journal(directory, fsync=NEVER) as j:
         fill(j, items)
-    segments = segment_files(tmp_path)
+        epoch = j.epoch
+    segment = segment_files(directory)[-1]
+    os.truncate(segment, segment.stat().st_size - 3)
+    with capture_logs() as logs, Journal(directory, fsync=NEVER) as j:
+        assert read_all(j) == expected(items[:4])
+        assert j.epoch != epoch
+        assert j.epoch_start == Start(j.epoch, 6, 4)  # 5 was handed out, and is gone
+        assert j.append(*item(9)) == 6
+    assert [log["event"] for log in logs] == ["journal.truncated", "journal.history_lost"]
+    assert logs[1]["lost"] == ["offsets 5-5, whole at a clean close, are gone"]
+
+
+def test_damage_in_a_middle_segment_sets_later_segments_aside_in_a_new_epoch(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "journal"
+    items = [item(i) for i in range(30)]
+    with Journal(directory, fsync=NEVER, segment_bytes=300) as j:
+        fill(j, items)
+        epoch = j.epoch
+    segments = segment_files(directory)
     assert len(segments) >= 3
     middle = segments[1]
     middle_first = int(middle.name[:20])
@@ -173,19 +210,65 @@ def test_damage_in_a_middle_segment_sets_later_segments_aside(tmp_path: Path) ->
     content[second_record + 20] ^= 0xFF  # inside the middle segment's second record
     middle.write_bytes(bytes(content))
 
-    with capture_logs() as logs, Journal(tmp_path, fsync=NEVER) as j:
-        assert j.head == middle_first
+    with capture_logs() as logs, Journal(directory, fsync=NEVER) as j:
         assert read_all(j) == expected(items[:middle_first])
-        assert j.append(*item(99)) == middle_first + 1
-    assert [log["event"] for log in logs] == ["journal.truncated"] + ["journal.quarantined"] * (
-        len(segments) - 2
-    )
+        assert (j.epoch != epoch, j.epoch_start.lost_after) == (True, middle_first)
+        assert j.append(*item(99)) == 31  # never one of the offsets that were lost
+    events = [log["event"] for log in logs]
+    assert events == ["journal.truncated"] + ["journal.quarantined"] * (len(segments) - 2) + [
+        "journal.history_lost"
+    ]
     assert logs[0]["reason"] == "crc mismatch"
-    assert sorted(p.name for p in tmp_path.glob("*.corrupt")) == [
+    assert sorted(p.name for p in directory.glob("*.corrupt")) == [
         p.name + ".corrupt" for p in segments[2:]
     ]
-    with Journal(tmp_path, fsync=NEVER) as j:
-        assert read_all(j) == expected([*items[:middle_first], item(99)])
+    with capture_logs() as logs, Journal(directory, fsync=NEVER) as j:
+        assert read_all(j) == [*expected(items[:middle_first]), Record(31, *item(99))]
+        assert j.read(middle_first) == ([Record(31, *item(99))], 31)
+    assert logs == []  # the jump is on record: reopening is quiet
+
+
+def test_a_deleted_journal_folder_starts_a_new_epoch_above_every_old_offset(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "journal"
+    with Journal(directory, fsync=NEVER) as j:
+        fill(j, [item(i) for i in range(7)])
+        epoch = j.epoch
+    shutil.rmtree(directory)
+    with capture_logs() as logs, Journal(directory, fsync=NEVER) as j:
+        assert (j.epoch != epoch, j.first, j.head) == (True, 8, 7)
+        assert j.epoch_start == Start(j.epoch, 8, 0)
+        assert j.append(*item(7)) == 8
+    assert [log["event"] for log in logs] == ["journal.history_lost"]
+
+
+def test_a_journal_without_a_mark_goes_on_from_its_head(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    with Journal(directory, fsync=NEVER) as j:
+        fill(j, [item(i) for i in range(3)])
+        epoch = j.epoch
+    mark_path(directory).unlink()  # a journal from before marks, or a mark removed by hand
+    with capture_logs() as logs, Journal(directory, fsync=NEVER) as j:
+        assert (j.epoch, j.append(*item(3))) == (epoch, 4)
+    assert logs == []
+
+
+def test_a_damaged_mark_is_history_lost(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    with Journal(directory, fsync=NEVER) as j:
+        fill(j, [item(i) for i in range(3)])
+        epoch = j.epoch
+    mark_path(directory).write_bytes(b"garbage")
+    with capture_logs() as logs, Journal(directory, fsync=NEVER) as j:
+        assert j.epoch != epoch
+        assert j.append(*item(3)) == 4
+    assert [log["event"] for log in logs] == ["journal.history_lost"]
+    assert "damaged" in logs[0]["lost"][0]
+
+
+def first_epoch(directory: Path) -> str:
+    return read_starts(directory)[0].epoch
 
 
 # -- retention ----------------------------------------------------------------

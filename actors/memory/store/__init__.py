@@ -89,6 +89,14 @@ class MemoryStore:
         """
         return self._db.transaction(offset)
 
+    def rewind_offset(self, offset: int) -> None:
+        """Lower the committed offset to ``offset``: the journal lost history and hands out
+        the numbers above it again (the one time it moves backwards; see hexbus.epoch)."""
+        with self._db.atomic() as con:
+            con.execute(
+                "UPDATE meta SET value = least(value, ?) WHERE key = 'applied_offset'", [offset]
+            )
+
     def forget_person(self, person_id: str) -> dict[str, int]:
         """Remove everything about a person; returns the rows removed per table.
 

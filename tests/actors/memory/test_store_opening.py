@@ -196,6 +196,22 @@ def test_the_offset_never_moves_backwards(store: MemoryStore) -> None:
     assert store.applied_offset == 9 and store.counts()["memories"] == 2
 
 
+def test_only_a_journal_rewind_moves_the_offset_back_and_it_keeps_the_memories(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "memory.duckdb"
+    with MemoryStore(path) as s:
+        with s.transaction(offset=100):
+            s.memories.add(mem("m_1"))
+        s.rewind_offset(250)  # never up
+        assert s.applied_offset == 100
+        s.rewind_offset(0)  # the journal lost its history and its mark: numbers start again
+        with s.transaction(offset=1):
+            s.memories.add(mem("m_2"))
+    with MemoryStore(path) as s:
+        assert s.applied_offset == 1 and s.counts()["memories"] == 2
+
+
 def test_nested_transactions_are_an_error(store: MemoryStore) -> None:
     with pytest.raises(StoreError, match="nest"), store.transaction(offset=1):
         store.memories.add(mem("m_1"))
