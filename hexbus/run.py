@@ -32,7 +32,8 @@ from hexbus.deadletter import CrashMarker
 from hexbus.endpoints import Endpoints
 from hexbus.log import configure
 from hexbus.models import ModelMissing
-from hexbus.runtime import Runtime, load_snapshot
+from hexbus.runtime import Runtime
+from hexbus.snapshots import load_snapshot
 from schemas import CONTROL_TAGS, Heartbeat
 
 EXIT_CONFIG = 2
@@ -158,6 +159,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     tasks = [
         loop.create_task(runtime.timers(), name="timers"),
         loop.create_task(runtime.read_volatile(), name="volatile"),
+        loop.create_task(runtime.snapshots.run(), name="snapshots"),
     ]
     code = 0
     clean = True
@@ -228,6 +230,13 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
         flushed = await bus.flush(left(1 / 2))
         if not flushed:
             log.warning("actor.unflushed", pending=len(bus.producer.outbox))
+        if not await runtime.snapshots.save_ready():
+            # Saved, it would record effects the broker never stored: the next start replays
+            # from the last snapshot saved and redoes them instead.
+            log.warning(
+                "actor.snapshot_unsaved",
+                reason="the broker did not acknowledge what it records before the stop",
+            )
         try:
             await asyncio.wait_for(actor.teardown(), left())
         except Exception:

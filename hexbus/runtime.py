@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -29,7 +29,7 @@ from hexbus.actor import Actor, _current
 from hexbus.codec import Envelope
 from hexbus.deadletter import REDRIVEN, CrashMarker, Letters
 from hexbus.feed import Rewind
-from hexbus.files import write_atomic
+from hexbus.snapshots import SnapshotFile, Snapshots
 from schemas import (
     CONTROL_TAGS,
     ActorLifecycle,
@@ -55,17 +55,6 @@ class Outcome(enum.Enum):
 
 
 APPLIED, DEAD, STOPPED = Outcome.APPLIED, Outcome.DEAD, Outcome.STOPPED
-
-
-class SnapshotFile(msgspec.Struct, kw_only=True):
-    version: int = 1
-    actor: str
-    offset: int
-    written_at: float
-    state: msgspec.Raw
-    recent_ids: list[str] = []
-    dead_offsets: list[int] = []  # durable offsets dead-lettered: never handled again
-    epoch: str = ""  # the journal history ``offset`` belongs to (hexbus.epoch); "" not known
 
 
 class Runtime:
@@ -96,6 +85,7 @@ class Runtime:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.send_heartbeat = heartbeat
         self.snapshot_path = snapshot_path
+        self.snapshots = Snapshots(snapshot_path, self.bus, actor.offload)
         self.applied = applied_offset
         self.recent: OrderedDict[str, None] = OrderedDict((i, None) for i in recent_ids)
         self.control: deque[tuple[Envelope, bytes | None]] = deque()
@@ -412,7 +402,8 @@ class Runtime:
             await self.snapshot()
 
     async def snapshot(self) -> None:
-        """Write state and applied offset atomically (write, fsync, rename, fsync dir) off the loop."""
+        """Take a snapshot of state and applied offset; it is saved (atomically, off the loop)
+        once the broker holds every durable event published so far (:mod:`hexbus.snapshots`)."""
         data = msgspec.msgpack.encode(
             SnapshotFile(
                 actor=self.actor.name,
@@ -428,7 +419,7 @@ class Runtime:
         self.snapshot_now = False
         self.since_snapshot = 0
         self.snapshot_at = time.monotonic()
-        await self.actor.offload(write_atomic, self.snapshot_path, data)
+        await self.snapshots.take(data)
 
     async def timers(self) -> None:
         while not self.stopping.is_set():
@@ -458,40 +449,4 @@ _LIVE: Envelope = Envelope(
 )
 
 
-class Loaded(NamedTuple):
-    state: Any
-    offset: int
-    recent_ids: list[str]
-    dead_offsets: list[int]
-    epoch: str
-
-
-def load_snapshot(path: Path, state_type: type[S], log: Any) -> Loaded:
-    """Load a snapshot: state (``None`` if there is none), applied offset, recent event ids,
-    dead-lettered offsets, and the journal epoch of the offset.
-
-    A damaged one is set aside and the actor replays from the start of the journal.
-    """
-    none = Loaded(None, 0, [], [], "")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return none
-    try:
-        snap = msgspec.msgpack.decode(data, type=SnapshotFile)
-        state = msgspec.msgpack.decode(snap.state, type=state_type)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        bad = path.with_suffix(".corrupt")
-        os.replace(path, bad)
-        log.error(
-            "actor.snapshot_unreadable",
-            path=str(path),
-            moved_to=str(bad),
-            error=str(exc),
-            hint="replaying the whole journal instead",
-        )
-        return none
-    return Loaded(state, snap.offset, snap.recent_ids, snap.dead_offsets, snap.epoch)
-
-
-__all__ = ["Loaded", "Runtime", "SnapshotFile", "load_snapshot"]
+__all__ = ["Runtime"]

@@ -107,6 +107,15 @@ class MemoryBus:
     async def flush(self, timeout: float = 5.0) -> bool:
         return True  # everything published is recorded at once
 
+    def durable_mark(self) -> int:
+        return self.seq
+
+    def acknowledged(self, mark: int) -> bool:
+        return True  # recorded is acknowledged
+
+    async def wait_acknowledged(self, mark: int) -> None:
+        return None
+
     def subscribe(self, prefix: str) -> None:
         self.subscriptions.add(prefix)
 

@@ -17,7 +17,7 @@ from hexbus import Actor, LazyModel, ModelMissing, NoConfig, NoState, on
 from hexbus.codec import decode_message
 from hexbus.deadletter import CrashMarker, LetterError, find_letter, open_letters
 from hexbus.models import package_folder, require_file
-from hexbus.runtime import load_snapshot
+from hexbus.snapshots import load_snapshot
 from hexbus.testing import ActorHarness
 from schemas import ActorLifecycle, DeadLetter, Event, ProbeDurable, Redrive
 

@@ -180,7 +180,7 @@ class Hex:
     def snapshot_state(self, actor: str) -> dict[str, Any]:
         import msgspec
 
-        from hexbus.runtime import SnapshotFile
+        from hexbus.snapshots import SnapshotFile
 
         snap = msgspec.msgpack.decode(
             (self.data_dir / "actors" / actor / "snapshot.msgpack").read_bytes(), type=SnapshotFile

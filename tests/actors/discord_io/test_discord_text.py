@@ -15,6 +15,7 @@ import signal
 import time
 from typing import Any
 
+import psutil
 import pytest
 
 from schemas import ChatMessage
@@ -159,6 +160,41 @@ def test_missed_messages_are_fetched_after_a_sigkill_and_answered_once(
         assert len(answer_to(fake, dm, message["id"])) == 1
     texts = [m.text for m in bodies(hx, ["chat.message.discord"], ChatMessage)]
     assert sorted(texts) == sorted(["first", *(f"while you were out {i}" for i in range(3))])
+
+
+def test_a_message_taken_while_the_broker_is_down_is_answered_once_after_a_sigkill(
+    fake: FakeDiscord, hexes: list[Hex]
+) -> None:
+    # The actor marks a message seen when it takes it; the durable chat.message waits in its
+    # outbox while the broker is down. A snapshot saved then would record it seen while the
+    # event dies with the process: after the restart nothing would catch it up.
+    hx, ana, dm = with_dm(fake, hexes, settings={"snapshot_interval_s": 0.3})
+    wait_reply(fake, dm, fake.post(dm, ana, "first"), "You said: first")
+    time.sleep(1.0)  # its snapshot, with the channel's last seen message, is saved
+    supervisor = psutil.Process(hx.proc.pid if hx.proc else 0)
+    broker, discord = hx.pid("broker"), hx.pid("discord")
+    supervisor.suspend()  # so the broker stays down until the test says
+    try:
+        os.kill(broker, signal.SIGKILL)
+        before = len(fake.requests)
+        message = fake.post(dm, ana, "while the bus is down")
+        poll_for(
+            lambda: any(
+                r.method == "POST" and r.path.endswith(f"/channels/{dm}/typing")
+                for r in fake.requests[before:]
+            ),
+            10,
+            what="the actor to take the message (its typing indicator)",
+        )
+        time.sleep(1.5)  # several snapshot intervals, with the message seen in the state
+        os.kill(discord, signal.SIGKILL)
+    finally:
+        supervisor.resume()
+    wait_reply(fake, dm, message, "You said: while the bus is down", timeout=40)
+    time.sleep(1.5)
+    assert len(answer_to(fake, dm, message["id"])) == 1
+    texts = [m.text for m in bodies(hx, ["chat.message.discord"], ChatMessage)]
+    assert sorted(texts) == ["first", "while the bus is down"]
 
 
 def test_messages_sent_during_a_gateway_outage_are_answered_once_after_it(

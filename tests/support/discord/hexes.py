@@ -23,8 +23,16 @@ BRAIN = actor_toml(
 )
 
 
-def discord_toml(fake: FakeDiscord, *, token: str | None = "test-token", **config: Any) -> str:
-    settings = {
+def discord_toml(
+    fake: FakeDiscord,
+    *,
+    token: str | None = "test-token",
+    settings: dict[str, Any] | None = None,
+    **config: Any,
+) -> str:
+    """The Discord actor's table: ``settings`` for the actor (snapshot_interval_s...), the rest
+    for its config."""
+    actor_config = {
         "api_base": fake.api_base,
         "gateway_url": fake.gateway_url,
         "guild_ready_timeout_s": 0.1,
@@ -40,7 +48,8 @@ def discord_toml(fake: FakeDiscord, *, token: str | None = "test-token", **confi
         "actors.discord_io.actor:DiscordActor",
         heartbeat_timeout_s=10.0,
         backoff_initial_s=0.1,
-        config=settings,
+        **(settings or {}),
+        config=actor_config,
     )
     if token is not None:
         toml += f'[actors.discord.env]\nDISCORD_TOKEN = "{token}"\n'

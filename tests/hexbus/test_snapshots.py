@@ -1,0 +1,137 @@
+"""Snapshots are saved only once the broker holds every effect they record (hexbus.snapshots)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hexbus.snapshots import Snapshots
+
+
+class Outbox:
+    """What Snapshots asks of a bus client: published marks and their acknowledgement."""
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.acked = 0
+        self.progress = asyncio.Event()
+
+    def durable_mark(self) -> int:
+        return self.published
+
+    def acknowledged(self, mark: int) -> bool:
+        return self.acked >= mark
+
+    async def wait_acknowledged(self, mark: int) -> None:
+        while self.acked < mark:
+            self.progress.clear()
+            await self.progress.wait()
+
+    def ack(self, upto: int) -> None:
+        self.acked = max(self.acked, upto)
+        self.progress.set()
+
+
+async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def saver(path: Path, outbox: Outbox) -> Snapshots:
+    offload: Callable[..., Awaitable[Any]] = inline
+    return Snapshots(path, outbox, offload)
+
+
+def test_a_snapshot_with_nothing_unacknowledged_is_saved_at_once(tmp_path: Path) -> None:
+    async def go() -> None:
+        outbox = Outbox()
+        snaps = saver(tmp_path / "s", outbox)
+        await snaps.take(b"one")
+        assert (tmp_path / "s").read_bytes() == b"one" and snaps.waiting == 0
+
+    asyncio.run(go())
+
+
+def test_a_snapshot_waits_for_its_events_and_a_newer_one_never_goes_back(tmp_path: Path) -> None:
+    async def go() -> None:
+        outbox = Outbox()
+        path = tmp_path / "s"
+        snaps = saver(path, outbox)
+        await snaps.take(b"old")
+        writer = asyncio.ensure_future(snaps.run())
+        outbox.published = 3  # a message marked seen; its event is in the outbox
+        await snaps.take(b"seen 3")
+        outbox.published = 5
+        await snaps.take(b"seen 5")
+        outbox.published = 7
+        await snaps.take(b"seen 7")  # replaces "seen 5": at most two wait
+        await asyncio.sleep(0.01)
+        assert path.read_bytes() == b"old" and snaps.waiting == 2
+        outbox.ack(3)
+        await asyncio.sleep(0.01)
+        assert path.read_bytes() == b"seen 3" and snaps.waiting == 1
+        outbox.ack(7)
+        await asyncio.sleep(0.01)
+        assert path.read_bytes() == b"seen 7" and snaps.waiting == 0
+        writer.cancel()
+
+    asyncio.run(go())
+
+
+def test_at_a_stop_only_what_the_broker_acknowledged_is_saved(tmp_path: Path) -> None:
+    async def go() -> None:
+        outbox = Outbox()
+        path = tmp_path / "s"
+        snaps = saver(path, outbox)
+        await snaps.take(b"old")
+        outbox.published = 2
+        await snaps.take(b"final")
+        assert not await snaps.save_ready()  # the broker never answered: the old one stays
+        assert path.read_bytes() == b"old"
+        outbox.ack(2)
+        assert await snaps.save_ready()
+        assert path.read_bytes() == b"final"
+
+    asyncio.run(go())
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.booleans(), st.integers(0, 3)), min_size=1, max_size=30))
+def test_what_is_saved_is_always_the_newest_snapshot_whose_events_are_all_acknowledged(
+    tmp_path_factory: Any, steps: list[tuple[bool, int]]
+) -> None:
+    path = tmp_path_factory.mktemp("snaps") / "s"
+
+    async def go() -> None:
+        outbox = Outbox()
+        snaps = saver(path, outbox)
+        writer = asyncio.ensure_future(snaps.run())
+        taken: list[tuple[int, bytes]] = []
+        last = -1  # the index in ``taken`` of what is on disk
+        for i, (take, n) in enumerate(steps):
+            if take:
+                outbox.published += n
+                taken.append((outbox.published, b"%d" % i))
+                await snaps.take(taken[-1][1])
+            else:
+                outbox.ack(outbox.acked + n)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if path.exists():
+                on_disk = [data for _, data in taken].index(path.read_bytes())
+                # Never one that records an unacknowledged event, never older than before.
+                assert taken[on_disk][0] <= outbox.acked and on_disk >= last
+                last = on_disk
+        outbox.ack(outbox.published)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        if taken:
+            assert path.read_bytes() == taken[-1][1]  # once all is acknowledged: the newest
+        writer.cancel()
+
+    asyncio.run(go())
