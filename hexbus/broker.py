@@ -30,7 +30,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +40,29 @@ import zmq
 from hexbus import codec
 from hexbus.codec import (
     ACK,
-    BATCH,
-    FETCH,
     NACK,
     PUBLISH,
     REFUSE,
     U64,
-    FetchReply,
-    FetchRequest,
     RejectedFrame,
     U64x2,
 )
 from hexbus.config import BusConfig
+from hexbus.consumers import Consumers
 from hexbus.endpoints import Endpoints, secure_server
 from hexbus.journal import FsyncPolicy, Journal, Record
 from hexbus.lanes import VolatileLane
 from hexbus.log import RateLimitedCounter, configure
-from schemas import BrokerHeartbeat, Delivery, Heartbeat, Rejected, delivery_of
+from hexbus.replay import REPLY_HWM, Replay
+from schemas import (
+    BrokerHeartbeat,
+    Delivery,
+    Event,
+    Heartbeat,
+    Rejected,
+    RetentionCut,
+    delivery_of,
+)
 
 log = structlog.get_logger("hexbus.broker")
 
@@ -70,15 +75,6 @@ class BrokerProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     endpoints: Endpoints
     bus: BusConfig
     data_dir: str
-
-
-@dataclass(slots=True)
-class Parked:
-    identity: bytes
-    request: FetchRequest
-    prefixes: tuple[bytes, ...]
-    cursor: int
-    deadline: float
 
 
 class Broker:
@@ -97,12 +93,13 @@ class Broker:
             cache_bytes=jc.cache_mb << 20,
         )
         self.incarnation = f"{codec.new_session():016x}"
-        self.epoch_start = self.journal.epoch_start
+        self.consumers = Consumers(Path(spec.data_dir) / "consumers.json")
+        self.own_session = codec.new_session()  # the broker's own durable events (retention cuts)
+        self.own_seq = 0
         self.last_seq: dict[int, int] = self.journal.sessions()
         self.ids = codec.IdSource(codec.new_session())
         self.rejected = RateLimitedCounter(log)
         self.max_blob = spec.bus.max_blob_mb << 20
-        self.parked: dict[bytes, Parked] = {}
         self.running = True
         self.accepted = 0
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -160,7 +157,12 @@ class Broker:
             lane.start()
         self.ingest = self._socket(zmq.ROUTER, ep.ingest)
         self.ingest.router_mandatory = False
-        self.replay = self._socket(zmq.ROUTER, ep.replay, sndhwm=100_000)
+        # A few replies per peer: a feed has one request out at a time, so only a peer that
+        # never reads fills its pipe, and what it is sent then is dropped, not held here.
+        self.replay = self._socket(zmq.ROUTER, ep.replay, sndhwm=REPLY_HWM)
+        self.replays = Replay(
+            self.journal, self.replay, self.consumers, self.rejected, self.incarnation
+        )
         self.hb: zmq.Socket[bytes] = self.ctx.socket(zmq.PUSH)
         self.hb.linger = 0
         self.hb.sndhwm = 10
@@ -234,8 +236,8 @@ class Broker:
                 lane = self.vbig if len(record.blob) >= self.big else self.vout
                 self._send(lane, [record.topic, record.envelope, record.blob])
         self.accepted += len(fresh)
-        if fresh and self.parked:
-            self._serve_parked(time.monotonic())
+        if fresh:
+            self.replays.journaled(time.monotonic())
 
     def _durable(self, frames: list[bytes]) -> tuple[codec.Envelope, bytes | memoryview | None]:
         envelope, blob = codec.decode_message(frames, self.max_blob)
@@ -283,65 +285,6 @@ class Broker:
         except (zmq.Again, zmq.ZMQError):
             pass  # a vanished peer or a full pipe: producers retransmit, fetchers ask again
 
-    def on_fetch(self) -> None:
-        now = time.monotonic()
-        for _ in range(DRAIN):
-            try:
-                frames = self.replay.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            identity = frames[0]
-            try:
-                if len(frames) != 3 or frames[1] != FETCH:
-                    raise RejectedFrame("frames", f"replay message of {len(frames)} frames")
-                request = codec.fetch_request_decoder.decode(frames[2])
-                prefixes = tuple(p.encode("ascii") for p in request.prefixes)
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeEncodeError) as exc:
-                self.rejected.add("fetch", str(exc))
-                continue
-            except RejectedFrame as exc:
-                self.rejected.add(exc.kind, exc.detail)
-                continue
-            self.parked.pop(identity, None)
-            parked = Parked(
-                identity, request, prefixes, request.after, now + request.wait_ms / 1000
-            )
-            if not self._try_serve(parked, final=request.wait_ms <= 0):
-                self.parked[identity] = parked
-
-    def _try_serve(self, parked: Parked, *, final: bool) -> bool:
-        request = parked.request
-        records, cursor = self.journal.read(
-            parked.cursor,
-            prefixes=parked.prefixes,
-            max_records=max(1, min(request.max_events, 10_000)),
-            max_bytes=max(1, min(request.max_bytes, 64 << 20)),
-        )
-        parked.cursor = max(parked.cursor, cursor)
-        if not records and not final:
-            return False
-        reply = FetchReply(
-            req=request.req,
-            next_after=parked.cursor,
-            head=self.journal.head,
-            first=self.journal.first,
-            count=len(records),
-            incarnation=self.incarnation,
-            epoch=self.journal.epoch,
-            epoch_first=self.epoch_start.first,
-            lost_after=self.epoch_start.lost_after,
-        )
-        frames: list[bytes] = [parked.identity, BATCH, codec.encode_control(reply)]
-        for record in records:
-            frames += (record.topic, record.envelope, record.blob or b"")
-        self._send(self.replay, frames)
-        return True
-
-    def _serve_parked(self, now: float) -> None:
-        for identity, parked in list(self.parked.items()):
-            if self._try_serve(parked, final=now >= parked.deadline):
-                del self.parked[identity]
-
     # -- housekeeping -------------------------------------------------------
 
     def heartbeat(self) -> None:
@@ -361,6 +304,7 @@ class Broker:
             events_out=self.accepted,
             rejected=self.rejected.total,
             applied_offset=self.journal.head,
+            lagging=self.consumers.lagging(),
         )
         envelope = codec.make_envelope(
             beat, event_id=self.ids.next(), source="broker", key="broker"
@@ -378,13 +322,57 @@ class Broker:
                 key="broker",
             )
 
+    def retain(self) -> None:
+        """Retention: by size and age, but never what a durable subscriber has not applied,
+        up to the hard cap; past it, each subscriber that lost events is told, durably."""
+        jc = self.bus.journal
+        floor = self.consumers.floor(self.journal.first)
+        removed = self.journal.enforce_retention(keep_after=floor, cap_bytes=jc.cap_mb << 20)
+        if removed:
+            log.info("journal.retention", segments_removed=removed, first=self.journal.first)
+            for name, (lost_from, lost_to) in self.consumers.cut(self.journal.first).items():
+                log.error(
+                    "journal.retention_cut",
+                    consumer=name,
+                    lost_from=lost_from,
+                    lost_to=lost_to,
+                    cap_mb=jc.cap_mb,
+                    hint="raise bus.journal.retention_cap_mb, or keep this actor running",
+                )
+                cut = RetentionCut(
+                    consumer=name, lost_from=lost_from, lost_to=lost_to, cap_mb=jc.cap_mb
+                )
+                self.append_own(cut, key=name)
+        self.consumers.save()
+
+    def append_own(self, event: Event, key: str) -> None:
+        """Journal an event of the broker's own, as a producer's would be: stamped, fanned out,
+        served to parked fetches."""
+        self.own_seq += 1
+        envelope = codec.make_envelope(
+            event,
+            event_id=self.ids.next(),
+            source="broker",
+            session=self.own_session,
+            seq=self.own_seq,
+            key=key,
+        )
+        offset = self.journal.next_offset
+        stamped = codec.encode(msgspec.structs.replace(envelope, offset=offset))
+        topic = envelope.topic.encode()
+        self.journal.append(self.own_session, self.own_seq, topic, stamped, None)
+        self.last_seq[self.own_session] = self.own_seq
+        self._send(self.vout, [topic, stamped])
+        self.accepted += 1
+        self.replays.journaled(time.monotonic())
+
     def run(self) -> None:
         poller = zmq.Poller()
         for sock in (self.ingest, self.replay):
             poller.register(sock, zmq.POLLIN)
         interval = self.bus.heartbeat_interval_s
         next_beat = time.monotonic()
-        next_retention = time.monotonic() + 60
+        next_retention = time.monotonic() + self.bus.journal.retention_check_s
         log.info(
             "broker.ready",
             head=self.journal.head,
@@ -397,20 +385,12 @@ class Broker:
             if now >= next_beat:
                 self.heartbeat()
                 next_beat = now + interval
-            if self.parked:
-                expiring = min(p.deadline for p in self.parked.values())
-                if now >= expiring:
-                    self._serve_parked(now)
+            self.replays.expire(now)
             if now >= next_retention:
-                removed = self.journal.enforce_retention()
-                if removed:
-                    log.info(
-                        "journal.retention", segments_removed=removed, first=self.journal.first
-                    )
-                next_retention = now + 60
+                self.retain()
+                next_retention = now + self.bus.journal.retention_check_s
             wake = next_beat
-            if self.parked:
-                wake = min(wake, min(p.deadline for p in self.parked.values()))
+            wake = min(wake, self.replays.next_deadline())
             timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
             try:
                 ready = dict(poller.poll(timeout_ms))
@@ -421,11 +401,12 @@ class Broker:
             if self.ingest in ready:
                 self.on_ingest()
             if self.replay in ready:
-                self.on_fetch()
+                self.replays.on_fetch()
         self.close()
 
     def close(self) -> None:
         log.info("broker.stopping", head=self.journal.head)
+        self.consumers.save()
         self.journal.close()
         for lane in self.lanes:
             lane.stop()

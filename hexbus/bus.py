@@ -289,10 +289,13 @@ class BusClient:
         wait_ms: int = 1000,
         max_events: int = 512,
         epoch: str | None = None,
+        consumer: str = "",
+        saved: Callable[[], int] | None = None,
     ) -> DurableFeed:
         """Durable events matching ``prefixes`` after offset ``after``; ``after=-1`` starts at
         the journal's head. ``epoch``: for a consumer that keeps its offset, the journal history
-        it belongs to (see :class:`DurableFeed`)."""
+        it belongs to (see :class:`DurableFeed`); ``consumer`` and ``saved``: its name and the
+        offset it would resume after if it died now, which retention keeps events above."""
         if self._replay is None:
             self._replay = client_socket(
                 self.ctx, zmq.DEALER, self.endpoints.replay, self.endpoints.curve_dir
@@ -306,6 +309,8 @@ class BusClient:
             wait_ms=wait_ms,
             max_events=max_events,
             epoch=epoch,
+            consumer=consumer,
+            saved=saved,
         )
 
     def durable_mark(self) -> int:

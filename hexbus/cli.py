@@ -127,6 +127,11 @@ def cmd_status(args: argparse.Namespace) -> None:
     for name, s in data.items():
         if s["state"] in ("failed", "backoff") and s["reason"]:
             print(f"{name}: {s['reason']}")
+        if s.get("retention_cut_to"):
+            print(
+                f"{name}: never saw durable events up to offset {s['retention_cut_to']}: the "
+                "journal went over bus.journal.retention_cap_mb while it was behind"
+            )
 
 
 # -- tail -------------------------------------------------------------------------

@@ -236,6 +236,8 @@ class FetchRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_events: int = 512
     max_bytes: int = 4 << 20
     wait_ms: int = 0
+    consumer: str = ""  # an actor's name: the broker keeps what it has not applied (retention)
+    saved: int = -1  # the offset that actor resumes after if it dies now (-1: not one)
 
 
 class FetchReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -38,7 +38,15 @@ class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     fsync_interval_ms: int = 50
     retention_mb: int = 1024
     retention_hours: float = 168.0
+    # Past retention_mb/hours, segments a durable subscriber has not applied stay, up to this
+    # hard cap (0: four times retention_mb); past it they go and the subscriber is told.
+    retention_cap_mb: int = 0
+    retention_check_s: float = 60.0
     cache_mb: int = 32
+
+    @property
+    def cap_mb(self) -> int:
+        return self.retention_cap_mb or 4 * self.retention_mb
 
 
 MAX_BLOB_MB = 1024
@@ -196,6 +204,14 @@ def validate(config: HexConfig, source: str) -> None:
     _positive(source, "bus.outbox_events", bus.outbox_events)
     _positive(source, "bus.volatile_hwm", bus.volatile_hwm)
     _positive(source, "bus.journal.segment_mb", bus.journal.segment_mb)
+    _positive(source, "bus.journal.retention_check_s", bus.journal.retention_check_s)
+    journal = bus.journal
+    _positive(source, "bus.journal.retention_cap_mb", journal.retention_cap_mb, minimum=-1)
+    if journal.retention_cap_mb and journal.retention_cap_mb < journal.retention_mb:
+        raise ConfigError(
+            f"{source}: bus.journal.retention_cap_mb ({journal.retention_cap_mb}) is below "
+            f"retention_mb ({journal.retention_mb}); raise it, or 0 for four times retention_mb"
+        )
     _positive(source, "bus.blob_hwm", bus.blob_hwm)
     if not 1 <= bus.max_blob_mb <= MAX_BLOB_MB:
         raise ConfigError(

@@ -59,8 +59,12 @@ class DurableFeed:
         wait_ms: int = 1000,
         max_events: int = 512,
         epoch: str | None = None,
+        consumer: str = "",
+        saved: Callable[[], int] | None = None,
     ) -> None:
         self.sock = sock
+        self.consumer = consumer  # an actor's name: the broker keeps what it has not saved
+        self.saved = saved  # the offset it would resume after if it died now
         self.keeps_offset = epoch is not None
         self.epoch = epoch or ""
         self.shadow: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
@@ -101,6 +105,8 @@ class DurableFeed:
             prefixes=self.prefixes,
             max_events=self.max_events,
             wait_ms=self.wait_ms if self.live else 0,
+            consumer=self.consumer,
+            saved=self.saved() if self.saved is not None else -1,
         )
         sent(self.sock.send_multipart([FETCH, codec.encode_control(request)], flags=zmq.NOBLOCK))
 

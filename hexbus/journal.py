@@ -382,8 +382,16 @@ class Journal:
 
     # -- retention ------------------------------------------------------------
 
-    def enforce_retention(self, now: float | None = None) -> int:
-        """Delete whole oldest segments that are over the size or age limit.
+    def enforce_retention(
+        self,
+        now: float | None = None,
+        *,
+        keep_after: int | None = None,
+        cap_bytes: int | None = None,
+    ) -> int:
+        """Delete whole oldest segments that are over the size or age limit, except one holding
+        an offset above ``keep_after`` (a subscriber has not applied it), unless the journal is
+        over ``cap_bytes``: then the oldest go whatever they hold.
 
         The active segment is never deleted. ``now`` is wall-clock seconds,
         compared with segment files' mtimes. Returns how many were deleted.
@@ -392,7 +400,7 @@ class Journal:
             raise ValueError("journal is closed")
         limit_bytes = self._retention_bytes
         limit_age = self._retention_age_s
-        if limit_bytes is None and limit_age is None:
+        if limit_bytes is None and limit_age is None and cap_bytes is None:
             return 0
         if now is None:
             now = time.time()
@@ -400,10 +408,13 @@ class Journal:
         deleted = 0
         while len(self._segments) > 1:
             seg = self._segments[0]
-            if not (limit_bytes is not None and total > limit_bytes) and not (
-                limit_age is not None and now - _mtime(seg.path) > limit_age
-            ):
-                break
+            if cap_bytes is None or total <= cap_bytes:
+                if not (limit_bytes is not None and total > limit_bytes) and not (
+                    limit_age is not None and now - _mtime(seg.path) > limit_age
+                ):
+                    break
+                if keep_after is not None and seg.last > keep_after:
+                    break  # a subscriber still needs it
             self._delete_oldest()
             total -= seg.size
             deleted += 1

@@ -85,7 +85,7 @@ class Runtime:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.send_heartbeat = heartbeat
         self.snapshot_path = snapshot_path
-        self.snapshots = Snapshots(snapshot_path, self.bus, actor.offload)
+        self.snapshots = Snapshots(snapshot_path, self.bus, actor.offload, applied_offset)
         self.applied = applied_offset
         self.recent: OrderedDict[str, None] = OrderedDict((i, None) for i in recent_ids)
         self.control: deque[tuple[Envelope, bytes | None]] = deque()
@@ -162,7 +162,13 @@ class Runtime:
             self.wake.set()
 
     async def read_durable(self, prefixes: list[str]) -> None:
-        feed = self.bus.durable(prefixes, self.applied, epoch=self.epoch)
+        feed = self.bus.durable(
+            prefixes,
+            self.applied,
+            epoch=self.epoch,
+            consumer=self.actor.name,
+            saved=lambda: self.snapshots.saved_offset,
+        )
 
         def live() -> None:
             self.state = "live"
@@ -419,7 +425,7 @@ class Runtime:
         self.snapshot_now = False
         self.since_snapshot = 0
         self.snapshot_at = time.monotonic()
-        await self.snapshots.take(data)
+        await self.snapshots.take(data, self.applied)
 
     async def timers(self) -> None:
         while not self.stopping.is_set():

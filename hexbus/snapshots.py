@@ -93,6 +93,7 @@ class Acknowledger(Protocol):
 @dataclass(slots=True)
 class _Taken:
     data: bytes
+    offset: int
     mark: int  # every durable event published before it was taken
     generation: int
     taken_at: float
@@ -106,8 +107,11 @@ class Snapshots:
         path: Path,
         bus: Acknowledger,
         offload: Callable[..., Awaitable[Any]],
+        saved_offset: int = 0,
     ) -> None:
         self.path = path
+        # The applied offset of the snapshot on disk: a restart now resumes after it.
+        self.saved_offset = saved_offset
         self.bus = bus
         self._offload = offload
         self._waiting: list[_Taken] = []
@@ -121,11 +125,11 @@ class Snapshots:
         """Snapshots taken and not saved yet (0-2)."""
         return len(self._waiting)
 
-    async def take(self, data: bytes) -> None:
-        """Save ``data`` now if the broker acknowledged every durable event published so far;
-        otherwise as soon as it has."""
+    async def take(self, data: bytes, offset: int) -> None:
+        """Save ``data`` (a snapshot at applied ``offset``) now if the broker acknowledged every
+        durable event published so far; otherwise as soon as it has."""
         self._taken += 1
-        taken = _Taken(data, self.bus.durable_mark(), self._taken, time.monotonic())
+        taken = _Taken(data, offset, self.bus.durable_mark(), self._taken, time.monotonic())
         if self.bus.acknowledged(taken.mark):
             self._waiting.clear()  # all older: this one supersedes them
             await self._save(taken)
@@ -161,6 +165,7 @@ class Snapshots:
                 return  # a newer one is already on disk
             await self._offload(write_atomic, self.path, taken.data)
             self._saved = taken.generation
+            self.saved_offset = taken.offset
         waited = time.monotonic() - taken.taken_at
         if waited > 1.0:
             log.info("actor.snapshot_saved_after_ack", waited_s=round(waited, 1))

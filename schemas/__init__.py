@@ -61,6 +61,7 @@ from schemas.system import (
     Redrive,
     Rejected,
     Reload,
+    RetentionCut,
     Snapshot,
     Stop,
 )
@@ -81,6 +82,7 @@ AnyEvent = (
     | BrokerHeartbeat
     | ActorLifecycle
     | Rejected
+    | RetentionCut
     | DeadLetter
     | Redrive
     | Stop
@@ -210,6 +212,7 @@ __all__ = [
     "ReplyChunk",
     "ReplyMeta",
     "ReplySentence",
+    "RetentionCut",
     "Segment",
     "Snapshot",
     "Speaking",

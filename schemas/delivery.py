@@ -18,6 +18,7 @@ DELIVERY: dict[str, Delivery] = {
     "sys.actor": Delivery.DURABLE,  # lifecycle: spawn, exit, restart, failed, error
     "sys.deadletter": Delivery.DURABLE,  # events an actor could not apply, and what became of them
     "sys.redrive": Delivery.DURABLE,  # apply a dead letter again
+    "sys.bus.retention_cut": Delivery.DURABLE,  # events a subscriber lost to the retention cap
     "chat.message": Delivery.DURABLE,
     "chat.ack": Delivery.VOLATILE,
     "chat.reply": Delivery.DURABLE,

@@ -27,6 +27,9 @@ class Heartbeat(Event, frozen=True, kw_only=True, tag="sys.heartbeat"):
     # Age of the oldest work the actor accepted and has not finished (0: none): a loop that turns
     # while work stands still is hung all the same (ActorSpec.work_timeout_s).
     oldest_work_s: float = 0.0
+    # The broker's only: durable subscribers that lost events to the retention cap and have not
+    # read past them yet, with the last offset lost (`hexbus status` marks them).
+    lagging: dict[str, int] = {}
 
 
 class BrokerHeartbeat(Event, frozen=True, kw_only=True, tag="sys.broker.heartbeat"):
@@ -108,6 +111,17 @@ class Rejected(Event, frozen=True, kw_only=True, tag="sys.bus.rejected"):
     event_id: str = ""
     topic: str = ""
     reason: str = ""
+
+
+class RetentionCut(Event, frozen=True, kw_only=True, tag="sys.bus.retention_cut"):
+    """The journal went over its hard cap (``bus.journal.retention_cap_mb``) and deleted
+    durable events a subscriber had not applied: ``consumer`` will never see offsets
+    ``lost_from``-``lost_to``."""
+
+    consumer: str
+    lost_from: int
+    lost_to: int
+    cap_mb: int
 
 
 class Stop(Event, frozen=True, kw_only=True, tag="sys.control.stop"):

@@ -418,7 +418,14 @@ class Supervisor:
         return ControlReply(ok=False, error=f"unknown command {request.cmd!r}")
 
     def status(self) -> dict[str, Any]:
-        return {name: {"name": name, **w.status()} for name, w in self.watchers.items()}
+        rows = {name: {"name": name, **w.status()} for name, w in self.watchers.items()}
+        broker = self.watchers.get(BROKER)
+        lagging = broker.beat.lagging if broker is not None and broker.beat is not None else {}
+        for name, lost_to in lagging.items():
+            if name in rows:
+                # Retention's hard cap deleted events this actor had not applied (up to here).
+                rows[name]["retention_cut_to"] = lost_to
+        return rows
 
     async def killswitch(self, keep: tuple[str, ...], by: str) -> ControlReply:
         """Stop every actor but the broker and ``keep`` (the responder that says so); none restarts

@@ -1,5 +1,6 @@
 """Durable delivery under faults, on a real runtime: refused events never stall their producer,
-and a journal that lost history never makes new events look applied.
+a journal that lost history never makes new events look applied, and the replay endpoint is
+bounded.
 
 Each test reproduces a failure found in the runtime (issue 13) against real processes: the
 broker, the supervisor and a counting actor, over the real sockets.
@@ -12,12 +13,18 @@ import json
 import os
 import shutil
 import signal
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import pytest
+import zmq
 
+from hexbus import codec
 from hexbus.bus import BusClient, BusRefused
+from hexbus.codec import FETCH, FetchRequest
+from hexbus.endpoints import connect_address
 from hexbus.epoch import mark_path
 from schemas import ProbeDurable, Rejected
 from tests.support.busclient import ask_count
@@ -241,3 +248,47 @@ def test_a_damaged_middle_segment_never_makes_new_events_look_applied(
     assert isinstance(applied, int) and applied >= 100
     lost_to = change["lost_to"]
     assert isinstance(lost_to, int) and lost_to >= applied and change["rewound_to"] is None
+
+
+# -- the replay endpoint is bounded (issue 13, item 6) ------------------------------------
+
+
+def anonymous_bytes(pid: int) -> int:
+    """Memory the process allocated itself (not the journal's mapped pages)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Anonymous:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no Anonymous line in smaps_rollup")
+
+
+@pytest.mark.slow
+def test_a_peer_that_pipelines_huge_fetches_and_never_reads_cannot_exhaust_the_broker(
+    hex_factory: HexFactory,
+) -> None:
+    hx = hex_factory(COUNTER).start()
+    asyncio.run(publish_probes(hx, 16, blob_bytes=1 << 20))  # 16 MiB to replay
+    counted(hx, 16, 16)
+    broker = hx.pid("broker")
+    before = anonymous_bytes(broker)
+
+    ctx = zmq.Context()
+    greedy = ctx.socket(zmq.DEALER)
+    greedy.rcvhwm = 1
+    greedy.rcvbuf = 4096
+    greedy.linger = 0
+    greedy.connect(connect_address(hx.endpoints.replay))
+    for req in range(300):  # each would be a 16 MiB reply: 4.8 GB if the broker held them all
+        request = FetchRequest(req=req, after=0, prefixes=[], max_bytes=64 << 20, wait_ms=600_000)
+        greedy.send_multipart([FETCH, codec.encode_control(request)])
+        request = FetchRequest(req=req, after=0, prefixes=[], max_bytes=64 << 20)
+        greedy.send_multipart([FETCH, codec.encode_control(request)])
+    try:
+        time.sleep(3.0)  # the broker answers what it can
+        asyncio.run(publish_probes(hx, 10))  # acknowledged meanwhile, and applied
+        counted(hx, 26, 26)
+        grown = anonymous_bytes(broker) - before
+        assert grown < 256 << 20, f"the broker holds {grown >> 20} MiB more for one peer"
+        assert hx.pid("broker") == broker  # never restarted
+    finally:
+        greedy.close()
+        ctx.term()

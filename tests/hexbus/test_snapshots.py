@@ -50,7 +50,7 @@ def test_a_snapshot_with_nothing_unacknowledged_is_saved_at_once(tmp_path: Path)
     async def go() -> None:
         outbox = Outbox()
         snaps = saver(tmp_path / "s", outbox)
-        await snaps.take(b"one")
+        await snaps.take(b"one", 0)
         assert (tmp_path / "s").read_bytes() == b"one" and snaps.waiting == 0
 
     asyncio.run(go())
@@ -61,14 +61,14 @@ def test_a_snapshot_waits_for_its_events_and_a_newer_one_never_goes_back(tmp_pat
         outbox = Outbox()
         path = tmp_path / "s"
         snaps = saver(path, outbox)
-        await snaps.take(b"old")
+        await snaps.take(b"old", 0)
         writer = asyncio.ensure_future(snaps.run())
         outbox.published = 3  # a message marked seen; its event is in the outbox
-        await snaps.take(b"seen 3")
+        await snaps.take(b"seen 3", 0)
         outbox.published = 5
-        await snaps.take(b"seen 5")
+        await snaps.take(b"seen 5", 0)
         outbox.published = 7
-        await snaps.take(b"seen 7")  # replaces "seen 5": at most two wait
+        await snaps.take(b"seen 7", 0)  # replaces "seen 5": at most two wait
         await asyncio.sleep(0.01)
         assert path.read_bytes() == b"old" and snaps.waiting == 2
         outbox.ack(3)
@@ -87,9 +87,9 @@ def test_at_a_stop_only_what_the_broker_acknowledged_is_saved(tmp_path: Path) ->
         outbox = Outbox()
         path = tmp_path / "s"
         snaps = saver(path, outbox)
-        await snaps.take(b"old")
+        await snaps.take(b"old", 0)
         outbox.published = 2
-        await snaps.take(b"final")
+        await snaps.take(b"final", 0)
         assert not await snaps.save_ready()  # the broker never answered: the old one stays
         assert path.read_bytes() == b"old"
         outbox.ack(2)
@@ -116,7 +116,7 @@ def test_what_is_saved_is_always_the_newest_snapshot_whose_events_are_all_acknow
             if take:
                 outbox.published += n
                 taken.append((outbox.published, b"%d" % i))
-                await snaps.take(taken[-1][1])
+                await snaps.take(taken[-1][1], 0)
             else:
                 outbox.ack(outbox.acked + n)
             for _ in range(3):
