@@ -40,6 +40,7 @@ import zmq
 from hexbus import codec
 from hexbus.codec import (
     ACK,
+    HOLD,
     NACK,
     PUBLISH,
     REFUSE,
@@ -50,7 +51,7 @@ from hexbus.codec import (
 from hexbus.config import BusConfig
 from hexbus.consumers import Consumers
 from hexbus.endpoints import Endpoints, secure_server
-from hexbus.journal import FsyncPolicy, Journal, Record
+from hexbus.journal import DISK_FULL, FsyncPolicy, Journal, JournalFailed, Record
 from hexbus.lanes import VolatileLane
 from hexbus.log import RateLimitedCounter, configure
 from hexbus.replay import REPLY_HWM, Replay
@@ -94,6 +95,7 @@ class Broker:
         )
         self.incarnation = f"{codec.new_session():016x}"
         self.consumers = Consumers(Path(spec.data_dir) / "consumers.json")
+        self.disk_full = ""  # why durable events are being held, while they are
         self.own_session = codec.new_session()  # the broker's own durable events (retention cuts)
         self.own_seq = 0
         self.last_seq: dict[int, int] = self.journal.sessions()
@@ -219,7 +221,16 @@ class Broker:
             stamped = codec.encode(msgspec.structs.replace(envelope, offset=offset))
             topic = frames[3]
             blob_bytes = bytes(blob) if blob is not None else None
-            self.journal.append(session, seq, topic, stamped, blob_bytes)
+            try:
+                self.journal.append(session, seq, topic, stamped, blob_bytes)
+            except OSError as exc:
+                if exc.errno not in DISK_FULL or isinstance(exc, JournalFailed):
+                    raise  # the journal cannot be trusted: a restart recovers it
+                self._hold(identity, session, seq, exc, acks)
+                continue
+            if self.disk_full:
+                log.warning("journal.disk_space_back", head=self.journal.head)
+                self.disk_full = ""
             fresh.append(Record(offset, session, seq, topic, stamped, blob_bytes))
             self.last_seq[session] = seq
             acks[identity] = (session, seq)
@@ -279,6 +290,31 @@ class Broker:
         encoded = reason.encode()[: codec.MAX_REASON_BYTES]
         self._send(self.ingest, [identity, REFUSE, U64x2.pack(session, seq), encoded])
 
+    def _hold(
+        self,
+        identity: bytes,
+        session: int,
+        seq: int,
+        exc: OSError,
+        acks: dict[bytes, tuple[int, int]],
+    ) -> None:
+        """The journal cannot grow (a full disk): tell the producer to keep the event and try
+        again later. Replays and volatile traffic go on; the first append that fits ends it."""
+        reason = f"disk full: the journal cannot store durable events ({exc.strerror})"
+        if not self.disk_full:
+            log.error(
+                "journal.disk_full",
+                error=str(exc),
+                hint="free space on the data disk; durable events wait in their producers' "
+                "outboxes and are stored when there is room",
+            )
+        self.disk_full = reason
+        pending = acks.pop(identity, None)  # the acks before it go first, in order
+        if pending is not None:
+            self._send(self.ingest, [identity, ACK, U64x2.pack(*pending)])
+        encoded = reason.encode()[: codec.MAX_REASON_BYTES]
+        self._send(self.ingest, [identity, HOLD, U64x2.pack(session, seq), encoded])
+
     def _send(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         try:
             sock.send_multipart(frames, zmq.NOBLOCK)
@@ -305,6 +341,7 @@ class Broker:
             rejected=self.rejected.total,
             applied_offset=self.journal.head,
             lagging=self.consumers.lagging(),
+            detail=self.disk_full,
         )
         envelope = codec.make_envelope(
             beat, event_id=self.ids.next(), source="broker", key="broker"
@@ -360,7 +397,14 @@ class Broker:
         offset = self.journal.next_offset
         stamped = codec.encode(msgspec.structs.replace(envelope, offset=offset))
         topic = envelope.topic.encode()
-        self.journal.append(self.own_session, self.own_seq, topic, stamped, None)
+        try:
+            self.journal.append(self.own_session, self.own_seq, topic, stamped, None)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL or isinstance(exc, JournalFailed):
+                raise
+            self.own_seq -= 1
+            log.error("broker.event_unstored", topic=envelope.topic, error=str(exc))
+            return
         self.last_seq[self.own_session] = self.own_seq
         self._send(self.vout, [topic, stamped])
         self.accepted += 1

@@ -219,6 +219,9 @@ NACK: Final = b"N"  # [N, session u64 + expected u64]
 REFUSE: Final = (
     b"X"  # [X, session u64 + seq u64, reason utf-8]: that seq never stored, the ones below done
 )
+HOLD: Final = (
+    b"H"  # [H, session u64 + seq u64, reason utf-8]: the broker cannot store it now; keep it
+)
 FETCH: Final = b"F"  # [F, FetchRequest]
 BATCH: Final = b"R"  # [R, FetchReply, (topic, envelope, blob|b"") * count]
 

@@ -23,6 +23,7 @@ and the format above is the contract all of it keeps.
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
 import mmap
 import os
@@ -53,7 +54,7 @@ from hexbus.epoch import (
 )
 from hexbus.files import fsync_dir
 
-__all__ = ["FsyncPolicy", "Journal", "JournalCorrupt", "Record"]
+__all__ = ["DISK_FULL", "FsyncPolicy", "Journal", "JournalCorrupt", "JournalFailed", "Record"]
 
 _HEADER: Final = struct.Struct("<IIQ")
 _BODY: Final = struct.Struct("<QQHII")
@@ -67,6 +68,8 @@ _READ_CHUNK: Final = 64 << 10
 _SEGMENT_NAME: Final = re.compile(r"^(\d{20})\.seg$")
 _LOCK_NAME: Final = "journal.lock"
 _TORN: Final = ("incomplete header", "incomplete record")  # how the last write of a crash ends
+DISK_FULL: Final = (errno.ENOSPC, errno.EDQUOT)
+_FULL: Final = DISK_FULL
 
 _log = structlog.get_logger("hexbus.journal")
 
@@ -91,6 +94,11 @@ class Record(NamedTuple):
     topic: bytes
     envelope: bytes
     blob: bytes | None
+
+
+class JournalFailed(OSError):
+    """An fsync failed: what was written may not be on disk, so the journal takes no more
+    appends; reopening it (a broker restart) recovers what is."""
 
 
 class JournalCorrupt(Exception):
@@ -185,6 +193,7 @@ class Journal:
         self._lock_fd = -1
         self._mark_path = mark_path(self._dir)
         self._starts: list[Start] = []
+        self._starts_dirty = False  # changed at open and not on disk yet (a full disk)
         self._reserved = 0  # the mark's: no offset above it handed out before the mark says so
 
         # The most recent records; _cache[_cache_lo] has offset _cache_first.
@@ -281,7 +290,8 @@ class Journal:
         except struct.error as exc:
             raise ValueError(f"record field out of range: {exc}") from exc
 
-        if offset > self._reserved:
+        if offset > self._reserved or self._starts_dirty:
+            self._save_starts()
             self._write_mark(reserved=offset - 1 + RESERVE)
         seg = self._segments[-1]
         size = len(frame)
@@ -439,7 +449,10 @@ class Journal:
             if self._failure is None:
                 self._sync()
                 # Closed cleanly: the next open goes on from the head, not from the reservation.
-                write_mark(self._mark_path, Mark(self.epoch, self._reserved, self._head, True))
+                try:
+                    write_mark(self._mark_path, Mark(self.epoch, self._reserved, self._head, True))
+                except OSError as exc:  # a full disk: the next open goes on past the reservation
+                    _log.warning("journal.mark_unwritten", error=str(exc))
         finally:
             self._close_fds()
 
@@ -537,10 +550,10 @@ class Journal:
             if not starts:
                 first = self._segments[0].first if head is not None else 1
                 starts.append(Start(new_epoch(), first, first - 1))
-                write_starts(self._dir, starts)
+                self._starts_dirty = True
             if head is None:
                 self._roll(starts[-1].first)
-            self._write_mark(reserved=(head or 0) + RESERVE)
+            self._open_writes(reserved=(head or 0) + RESERVE)
             return
         top = head or 0
         if mark is not None and mark.clean and mark.head > top:
@@ -571,13 +584,40 @@ class Journal:
                 reason="unclean stop: no offset the last broker may have handed out is reused",
             )
         if lost or first > top + 1:
-            write_starts(self._dir, starts)  # before the segment: recovery accepts its gap
+            self._starts_dirty = True
+            try:
+                self._save_starts()  # before the segment: recovery accepts its gap
+            except OSError as exc:
+                if exc.errno not in _FULL:
+                    raise  # on a full disk: saved before the first append into it
         if first > top + 1 or head is None:
             if self._segments and self._segments[-1].size == 0:
                 self._segments.pop().path.unlink()
                 self._firsts.pop()
             self._roll(first)
-        self._write_mark(reserved=first - 1 + RESERVE)
+        self._open_writes(reserved=first - 1 + RESERVE)
+
+    def _open_writes(self, *, reserved: int) -> None:
+        """Write the starts and the mark at open; on a full disk, before the first append
+        instead (which waits for space), so a broker with a full disk still serves replays."""
+        try:
+            self._save_starts()
+            self._write_mark(reserved=reserved)
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            self._reserved = 0  # nothing is appended before the mark is written
+            _log.error(
+                "journal.disk_full",
+                path=str(self._dir),
+                error=str(exc),
+                hint="durable events wait until there is space again; replays go on",
+            )
+
+    def _save_starts(self) -> None:
+        if self._starts_dirty:
+            write_starts(self._dir, self._starts)
+            self._starts_dirty = False
 
     def _write_mark(self, *, reserved: int) -> None:
         write_mark(self._mark_path, Mark(self.epoch, reserved, 0, False))
@@ -783,7 +823,7 @@ class Journal:
             raise ValueError("journal is closed")
         failure = self._failure
         if failure is not None:
-            raise OSError(failure.errno, f"journal fsync failed earlier: {failure.strerror}")
+            raise JournalFailed(failure.errno, f"journal fsync failed earlier: {failure.strerror}")
 
     def _close_fds(self) -> None:
         for seg in self._segments:

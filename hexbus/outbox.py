@@ -2,7 +2,8 @@
 
 Bounded (``put`` waits while it is full, and never drops), retransmitting (go-back-N after
 a pause without progress, or at once on a NACK), deduplicated by the broker by (session,
-seq). An event the broker cannot store comes back refused with its reason.
+seq). An event the broker cannot store comes back refused with its reason; one it cannot
+store *now* (a full disk) is held: the outbox keeps it and offers it again every ``HOLD_S``.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+import structlog
 import zmq
 import zmq.asyncio
 
 from hexbus import codec
 from hexbus._sockets import readable, sent
-from hexbus.codec import ACK, NACK, PUBLISH, REFUSE, U64, U64x2
+from hexbus.codec import ACK, HOLD, NACK, PUBLISH, REFUSE, U64, U64x2
 
 DRAIN: Final = 512
+HOLD_S: Final = 1.0  # how long a held outbox waits before it offers its events again
+
+log = structlog.get_logger("hexbus.bus")
 
 
 class BusClosed(Exception):
@@ -73,6 +78,8 @@ class Producer:
         self.on_refused: list[Callable[[BusRefused], None]] = []
         self.refused: deque[BusRefused] = deque(maxlen=256)  # the latest, for callers to look up
         self.closed = False
+        self.held = ""  # why the broker is holding this outbox's events (a full disk), if it is
+        self.hold_until = 0.0
 
     def reserve(self) -> int:
         seq = self.next_seq
@@ -116,8 +123,17 @@ class Producer:
             return
         if frames[0] == ACK:
             self._done(seq)
+        elif frames[0] == HOLD and len(frames) == 3 and seq > self.acked:
+            # The broker cannot store it now (a full disk): keep everything, ask again later.
+            reason = frames[2].decode("utf-8", "replace")
+            if not self.held:
+                log.warning("bus.held", reason=reason, pending=len(self.outbox))
+            self.held = reason
+            self.hold_until = time.monotonic() + HOLD_S
         elif frames[0] == NACK:
             now = time.monotonic()
+            if now < self.hold_until:
+                return  # the events after a held one: asked for again when the hold ends
             last_seq, last_at = self._last_nack
             if seq != last_seq or now - last_at > self.retransmit_s / 4:
                 self._last_nack = (seq, now)
@@ -143,6 +159,10 @@ class Producer:
             self.outbox.pop(s, None)
         self.acked = seq
         self.progress_at = time.monotonic()
+        if self.held:
+            log.info("bus.stored_again", pending=len(self.outbox))
+            self.held = ""
+            self.hold_until = 0.0
         self._progress.set()
         if len(self.outbox) < self.capacity:
             self._space.set()
@@ -160,7 +180,12 @@ class Producer:
                     except zmq.Again:
                         break
                     self.on_reply(frames)
-            if self.outbox and time.monotonic() - self.progress_at > self.retransmit_s:
+            now = time.monotonic()
+            if (
+                self.outbox
+                and now - self.progress_at > self.retransmit_s
+                and now >= self.hold_until
+            ):
                 self.resend_from(self.acked + 1)
 
     async def acked_through(self, seq: int) -> None:

@@ -32,6 +32,8 @@ S = TypeVar("S", bound=msgspec.Struct)
 
 log = structlog.get_logger("hexbus.snapshots")
 
+RETRY_S = 1.0  # between attempts to save on a full disk
+
 
 class SnapshotFile(msgspec.Struct, kw_only=True):
     version: int = 1
@@ -119,6 +121,7 @@ class Snapshots:
         self._wake = asyncio.Event()
         self._taken = 0
         self._saved = 0
+        self.failing = ""  # why the last save failed, until one succeeds
 
     @property
     def waiting(self) -> int:
@@ -148,6 +151,8 @@ class Snapshots:
             while self._waiting:
                 await self.bus.wait_acknowledged(self._waiting[0].mark)
                 await self.save_ready()
+                if self.failing:
+                    await asyncio.sleep(RETRY_S)
 
     async def save_ready(self) -> bool:
         """Save the newest waiting snapshot whose events are all acknowledged; True if none is
@@ -163,7 +168,26 @@ class Snapshots:
         async with self._lock:
             if taken.generation <= self._saved:
                 return  # a newer one is already on disk
-            await self._offload(write_atomic, self.path, taken.data)
+            try:
+                await self._offload(write_atomic, self.path, taken.data)
+            except OSError as exc:
+                # A full disk: the last saved snapshot stays (write_atomic leaves no debris) and
+                # this one waits to be tried again, unless a newer one replaces it.
+                if not self.failing:
+                    log.error(
+                        "actor.snapshot_unsaved",
+                        path=str(self.path),
+                        error=str(exc),
+                        hint="the last saved snapshot stays; trying again every second",
+                    )
+                self.failing = str(exc)
+                if not any(t.generation > taken.generation for t in self._waiting):
+                    self._waiting.insert(0, taken)
+                self._wake.set()
+                return
+            if self.failing:
+                log.info("actor.snapshot_saved_again", path=str(self.path))
+                self.failing = ""
             self._saved = taken.generation
             self.saved_offset = taken.offset
         waited = time.monotonic() - taken.taken_at

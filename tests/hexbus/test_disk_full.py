@@ -1,0 +1,131 @@
+"""A full disk under the journal and the snapshots, on a real small filesystem (issue 13, item 5).
+
+The data folder is a 16 MiB tmpfs the test mounts (root only; skipped with the reason where
+mounting is not allowed). Filled to the last byte, the broker holds durable events in their
+producers' outboxes, keeps serving replays and volatile traffic, survives a SIGKILL, leaves no
+debris, and stores everything by itself once there is room again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hexbus.bus import BusClient
+from schemas import ProbeDurable
+from tests.support.busclient import ask_count
+from tests.support.discord.hexes import bodies
+from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]
+
+COUNTER = FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A folder whose data lives on a 16 MiB tmpfs: ``<it>/data``."""
+    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+    data = root / "data"
+    data.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(data)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or 'not root'}")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the filesystem under ``folder`` to the last byte; the filler file."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    return filler
+
+
+def debris(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*.tmp")]
+
+
+def test_a_full_disk_holds_durable_events_and_they_are_stored_when_space_returns(
+    hex_factory: HexFactory, small_disk: Path
+) -> None:
+    hx: Hex = hex_factory(COUNTER, root=small_disk).start()
+
+    async def publish(client: BusClient, count: int) -> None:
+        for _ in range(count):
+            # 8 kB each: more than the slack left in the journal's last page
+            await client.publish(ProbeDurable(n=1), blob=bytes(8192))
+
+    async def first_part() -> None:
+        client = BusClient(hx.endpoints, "people")
+        client.start()
+        await publish(client, 5)
+        assert await client.flush(10)
+        await client.close()
+
+    asyncio.run(first_part())
+    poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == (5, 5), 20, what="5 counted")
+    filler = fill(hx.data_dir)
+    broker = hx.pid("broker")
+
+    async def while_full() -> BusClient:
+        client = BusClient(hx.endpoints, "people")
+        client.start()
+        await publish(client, 10)
+        assert not await client.flush(3), "stored on a full disk?"
+        assert client.producer.held.startswith("disk full"), client.producer.held
+        assert len(client.producer.outbox) == 10  # held, none dropped
+        return client
+
+    async def scenario() -> None:
+        client = await while_full()
+        # Volatile traffic and replays go on; the broker stays up and says why in status.
+        assert await ask_count(hx.endpoints) == (5, 5)
+        assert len(await asyncio.to_thread(bodies, hx, ["probe.durable"], ProbeDurable)) == 5
+        assert hx.pid("broker") == broker
+        assert "disk full" in hx.status()["broker"]["detail"]
+        # A graceful restart cannot save the counter's snapshot: no debris, and it comes back.
+        old = hx.pid("counter")
+        assert hx.cli("restart", "counter").returncode == 0
+        hx.wait_restarted("counter", old)
+        # Nor can a broker SIGKILLed now write its mark: it comes back anyway, still holding.
+        os.kill(broker, signal.SIGKILL)
+        hx.wait_restarted("broker", broker)
+        assert not await client.flush(2)
+        assert debris(hx.data_dir) == []
+        filler.unlink()  # room again: everything held is stored by itself
+        assert await client.flush(30), "the held events were not stored once there was room"
+        assert client.producer.held == ""
+        await client.close()
+
+    asyncio.run(scenario())
+    poll_for(lambda: asyncio.run(ask_count(hx.endpoints)) == (15, 15), 30, what="15 counted")
+    log = hx.log()
+    assert '"journal.disk_full"' in log and '"bus.held"' in log
+    assert '"actor.snapshot_unsaved"' in log
+    assert hx.status()["broker"]["state"] == "live"
+    assert debris(hx.data_dir) == []
