@@ -90,6 +90,9 @@ class ActorSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     gpu_memory_limit_mb: int = 0  # per-process GPU memory via NVML; 0 means none
     depends_on: list[str] = []
     env: dict[str, str] = {}
+    # Variables of the supervisor's environment this actor gets besides the plain ones and
+    # those its config names (actors/supervisor/environment.py); every other one stays out.
+    pass_env: list[str] = []
     snapshot_every: int = 1000
     snapshot_interval_s: float = 5.0
     # A durable event whose handler raises this many times in a row, or that the process dies

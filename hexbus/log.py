@@ -7,16 +7,22 @@ import os
 import re
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 
-_SECRET_KEYS = re.compile(r"(token|secret|password|api_?key|authorization)", re.I)
+_SECRET_KEYS = re.compile(r"(token|secret|password|api_?key|authorization|cookie)", re.I)
+# Names of environment variables that hold secrets (also actors/supervisor/environment.py's rule).
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|AUTH|CREDENTIAL|PRIVATE|(^|_)KEY($|_)", re.I)
 _SECRET_VALUES = re.compile(
-    r"(?:[MN][A-Za-z\d_-]{23,}\.[\w-]{6}\.[\w-]{27,}|sk-[A-Za-z0-9_-]{16,})"
+    r"[MN][A-Za-z\d_-]{23,}\.[\w-]{6}\.[\w-]{27,}"  # a Discord bot token
+    # an API key of any prefix: sk-..., sk-proj-..., gsk_..., hf_..., xai-..., ghp_...
+    # (mixed case with digits: snake_case names, paths and ids are not keys)
+    r"|\b(?:[a-z]{2,8}[-_]){1,3}(?=[a-z0-9_-]*[A-Z])(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{24,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/-]{12,}=*"
 )
-
+_REDACTED = "[redacted]"
 
 _EXTRA_SECRETS: set[str] = set()
 
@@ -27,21 +33,49 @@ def add_secret(value: str) -> None:
         _EXTRA_SECRETS.add(value)
 
 
+def _secrets() -> list[str]:
+    """The values to blank: those of the variables this process's config names as secrets
+    (``HEXBUS_SECRET_ENV``, set by the supervisor), of every variable named like a secret, and
+    :func:`add_secret`'s; longest first, so a secret containing another is blanked whole."""
+    named = set(filter(None, os.environ.get("HEXBUS_SECRET_ENV", "").split(",")))
+    named |= {"DISCORD_TOKEN", "OPENAI_API_KEY"}
+    values = {os.environ.get(name) or "" for name in named}
+    values |= {v for k, v in os.environ.items() if SECRET_NAME.search(k)}
+    values |= _EXTRA_SECRETS
+    return sorted((v for v in values if len(v) >= 8), key=len, reverse=True)
+
+
+def _clean(value: Any, secrets: list[str]) -> Any:
+    """``value`` with every secret in it blanked, however deep (dicts, lists, tuples)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, _REDACTED)
+        return _SECRET_VALUES.sub(_REDACTED, value)
+    if isinstance(value, Mapping):
+        return {
+            k: _REDACTED
+            if isinstance(k, str) and _SECRET_KEYS.search(k) and v
+            else _clean(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set):
+        return [_clean(v, secrets) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return _clean(bytes(value).decode("utf-8", "replace"), secrets)
+    return value
+
+
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Never log a secret: blank values of secret-named keys and token-shaped strings."""
+    """Never log a secret: blank values of secret-named keys, the values of secret variables
+    and token-shaped strings, at any depth, tracebacks included (this runs after they are
+    formatted)."""
+    secrets = _secrets()
     for key, value in list(event_dict.items()):
         if _SECRET_KEYS.search(key) and value:
-            event_dict[key] = "[redacted]"
-        elif isinstance(value, str) and _SECRET_VALUES.search(value):
-            event_dict[key] = _SECRET_VALUES.sub("[redacted]", value)
-    secrets = {
-        os.environ.get(name) or "" for name in ("DISCORD_TOKEN", "OPENAI_API_KEY")
-    } | _EXTRA_SECRETS
-    for secret in secrets:
-        if len(secret) >= 8:
-            for key, value in list(event_dict.items()):
-                if isinstance(value, str) and secret in value:
-                    event_dict[key] = value.replace(secret, "[redacted]")
+            event_dict[key] = _REDACTED
+        else:
+            event_dict[key] = _clean(value, secrets)
     return event_dict
 
 
@@ -57,8 +91,8 @@ def configure(process: str, level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
             structlog.processors.format_exc_info,
+            redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

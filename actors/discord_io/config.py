@@ -6,7 +6,9 @@ In a module of their own so the actor's parts can read them without importing th
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -18,6 +20,7 @@ __all__ = [
     "DiscordConfig",
     "DiscordState",
     "PendingReply",
+    "env_names",
     "read_token",
 ]
 
@@ -27,8 +30,17 @@ ASKED_KEPT = 2000
 SETUP_FIXES = "README.md, 'Discord' has the steps"
 
 
+TOKEN_ENV = "DISCORD_TOKEN"
+
+
+def env_names(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The variables this actor reads (the ``hexbus.env`` entry point): the supervisor passes
+    them to its process, and no other actor gets them."""
+    return (str(config.get("token_env") or TOKEN_ENV),)
+
+
 class DiscordConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    token_env: str = "DISCORD_TOKEN"  # the environment variable (or .env line) holding the token
+    token_env: str = TOKEN_ENV  # the environment variable (or .env line) holding the token
     api_base: str = ""  # "" = Discord itself; a compatible server's ".../api/v10" (tests, a proxy)
     gateway_url: str = ""  # that server's gateway websocket ("" = Discord's)
     guild_ready_timeout_s: float = 2.0  # discord.py waits this long for guilds before READY counts

@@ -30,6 +30,7 @@ import structlog
 import zmq
 import zmq.asyncio
 
+from actors.supervisor.environment import child_env, named_env
 from actors.supervisor.watcher import Policy, Watcher, python_argv
 from hexbus import codec
 from hexbus.broker import BrokerProcessSpec
@@ -97,9 +98,8 @@ class Supervisor:
 
     # -- building watchers ----------------------------------------------------
 
-    def _base_env(self, extra: dict[str, str]) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(extra)
+    def _base_env(self, extra: dict[str, str], named: Iterable[str] = ()) -> dict[str, str]:
+        env = child_env(os.environ, named, extra)
         env["HEXBUS_SUPERVISOR_PID"] = str(os.getpid())
         env["HEXBUS_LOG_LEVEL"] = self.log_level
         env["PYTHONUNBUFFERED"] = "1"
@@ -133,7 +133,8 @@ class Supervisor:
             config_dir=str(self.config_path.resolve().parent),
         )
         env = self._base_env(
-            {**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()}
+            {**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()},
+            named_env(spec.module, spec.config, spec.pass_env),
         )
         policy = Policy(
             spec.restart,

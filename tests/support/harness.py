@@ -65,8 +65,9 @@ class Hex:
         self.log_path = self.root / "hex.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait_live: bool = True) -> Hex:
-        env = dict(os.environ, HEXBUS_LOG_JSON="1")
+    def start(self, wait_live: bool = True, env: dict[str, str] | None = None) -> Hex:
+        """Start the supervisor (with ``env`` added to its environment)."""
+        env = dict(os.environ, HEXBUS_LOG_JSON="1", **(env or {}))
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             [

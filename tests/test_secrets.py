@@ -1,0 +1,119 @@
+"""Secrets stay out of logs and out of the processes that do not need them (issue 13, item 9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from actors.supervisor.environment import child_env, config_env_names, named_env
+from tests.support.harness import FAST_BUS, HexFactory, actor_toml
+
+REPO = Path(__file__).resolve().parents[1]
+GROQ_KEY = (
+    "q9x-Zr7!-plain-looking-value-42"  # no known shape: only its variable's name gives it away
+)
+SHAPED = "xai-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op"  # a key of a prefix nobody listed, in free text
+DISCORD = "MTA5ODc2NTQzMjEwOTg3NjU0.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
+
+CHILD = textwrap.dedent(
+    """
+    import structlog
+    from actors.brain.backends.openai_compat import OpenAICompatBackend, OpenAIConfig
+    from hexbus.log import configure
+
+    configure("brain")
+    log = structlog.get_logger("actors.brain")
+    backend = OpenAICompatBackend(
+        OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="m", api_key_env="GROQ_API_KEY")
+    )
+    headers = backend._headers()
+    log.warning("backend.request", request={"headers": headers, "tries": [{"headers": headers}]})
+    try:
+        raise RuntimeError(f"upstream said: bad key {headers['Authorization']} ({SHAPED})")
+    except RuntimeError:
+        log.exception("backend.failed", note=("retrying", SHAPED))
+    """
+)
+
+
+def test_a_backend_key_is_redacted_in_nested_values_and_in_tracebacks() -> None:
+    env = child_env(
+        dict(os.environ, GROQ_API_KEY=GROQ_KEY),
+        named_env(
+            "actors.brain.actor:BrainActor",
+            {"backends": [{"kind": "openai", "api_key_env": "GROQ_API_KEY"}]},
+            (),
+        ),
+        {"HEXBUS_LOG_JSON": "1", "PYTHONPATH": str(REPO)},
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", f"SHAPED = {SHAPED!r}\n" + CHILD],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=True,
+    )
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert [line["event"] for line in lines] == ["backend.request", "backend.failed"]
+    assert GROQ_KEY not in out.stderr and SHAPED not in out.stderr
+    assert "RuntimeError: upstream said" in lines[1]["exception"]  # the traceback is still there
+    assert "[redacted]" in lines[1]["exception"]
+    assert lines[0]["request"]["headers"]["Authorization"] == "[redacted]"
+
+
+def test_an_actor_gets_the_variables_its_config_names_and_no_other_secret() -> None:
+    environ = {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "HF_HUB_OFFLINE": "1",
+        "HF_TOKEN": "hf_secret",
+        "DISCORD_TOKEN": DISCORD,
+        "GROQ_API_KEY": GROQ_KEY,
+        "SOME_OTHER_THING": "x",
+    }
+    discord = named_env("actors.discord_io.actor:DiscordActor", {"owners": []}, ())
+    assert discord == {"DISCORD_TOKEN"}  # its package's default, though its table leaves it out
+    assert named_env("actors.discord_io.actor:DiscordActor", {"token_env": "HEX_BOT"}, ()) == {
+        "HEX_BOT"
+    }
+    assert config_env_names({"backends": [{"api_key_env": "GROQ_API_KEY"}, {"x": 1}]}) == {
+        "GROQ_API_KEY"
+    }
+    memory = child_env(environ, named_env("actors.memory.actor:MemoryActor", {}, ()), {})
+    assert set(memory) == {"PATH", "HOME", "HF_HUB_OFFLINE", "HEXBUS_SECRET_ENV"}
+    bot = child_env(environ, discord, {})
+    assert bot["DISCORD_TOKEN"] == DISCORD and "GROQ_API_KEY" not in bot
+    assert bot["HEXBUS_SECRET_ENV"] == "DISCORD_TOKEN"
+
+
+@pytest.mark.process
+def test_the_memory_actor_process_never_holds_the_discord_token(hex_factory: HexFactory) -> None:
+    config = (
+        FAST_BUS
+        + actor_toml(
+            "memory",
+            "actors.memory.actor:MemoryActor",
+            heartbeat_timeout_s=20.0,
+            config={"owners": ["owner1"]},
+        )
+        + actor_toml("counter", "actors.diag.actor:CounterActor", pass_env=["GROQ_API_KEY"])
+    )
+    hx = hex_factory(config).start(env={"DISCORD_TOKEN": DISCORD, "GROQ_API_KEY": GROQ_KEY})
+
+    def environ(name: str) -> dict[str, str]:
+        raw = Path(f"/proc/{hx.pid(name)}/environ").read_bytes()
+        return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+    memory, counter = environ("memory"), environ("counter")
+    assert "DISCORD_TOKEN" not in memory and "GROQ_API_KEY" not in memory
+    assert DISCORD not in Path(f"/proc/{hx.pid('memory')}/environ").read_text()
+    assert counter["GROQ_API_KEY"] == GROQ_KEY and "DISCORD_TOKEN" not in counter
+    assert "DISCORD_TOKEN" not in environ("broker")
