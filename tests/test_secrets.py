@@ -95,6 +95,7 @@ def test_an_actor_gets_the_variables_its_config_names_and_no_other_secret() -> N
 
 
 @pytest.mark.process
+@pytest.mark.slow
 def test_the_memory_actor_process_never_holds_the_discord_token(hex_factory: HexFactory) -> None:
     config = (
         FAST_BUS
