@@ -76,6 +76,7 @@ class Supervisor:
         self.lifecycle: asyncio.Queue[tuple[ActorLifecycle, str]] = asyncio.Queue()
         self.bus: BusClient | None = None
         self.nvml: Any = None
+        self.kill_epoch = 0  # counts kill switches: a start requested before one does not happen
         self._lock_fd = self._lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = (
@@ -184,12 +185,23 @@ class Supervisor:
             await self.bus.publish_durable(event, key=key)
 
     async def spawn(self, watcher: Watcher) -> None:
+        """Start ``watcher``'s process, unless it is not wanted, already running, or replaced."""
         watcher.restart_handle = None
-        if self.shutting_down.is_set() or not watcher.wanted:
+        if self.shutting_down.is_set() or not watcher.wanted or watcher.running:
             return
+        if self.watchers.get(watcher.name) is not watcher:
+            return  # a reload replaced or removed it
         pid = await watcher.spawn()
         self.emit(watcher, "spawn", pid=pid, restarts=watcher.restarts)
         watcher.exit_task = asyncio.get_running_loop().create_task(self.wait_exit(watcher))
+        if not watcher.wanted or self.shutting_down.is_set():
+            await watcher.stop()  # stopped (the kill switch) while it was being started
+
+    async def respawn(self, watcher: Watcher) -> None:
+        """A restart after backoff: under the actor's control lock, like a requested restart,
+        so the two never both start a process."""
+        async with watcher.control_lock:
+            await self.spawn(watcher)
 
     async def wait_exit(self, watcher: Watcher) -> None:
         proc = watcher.proc
@@ -254,7 +266,7 @@ class Supervisor:
         )
         loop = asyncio.get_running_loop()
         watcher.restart_handle = loop.call_later(
-            backoff, lambda: self.in_background(self.spawn(watcher), f"spawn-{watcher.name}")
+            backoff, lambda: self.in_background(self.respawn(watcher), f"spawn-{watcher.name}")
         )
 
     # -- watching ---------------------------------------------------------------
@@ -438,12 +450,21 @@ class Supervisor:
         log.warning(
             "supervisor.killswitch", by=by, stopping=[w.name for w in stopping], kept=list(keep)
         )
+        # At once, before any wait: a restart, reload or backoff in progress sees it and starts
+        # nothing (each checks the epoch or `wanted` after its own waits). No lock is taken, so
+        # the kill switch never waits behind a long graceful stop or a reload.
+        self.kill_epoch += 1
+        for watcher in stopping:
+            watcher.wanted = False
+            if watcher.restart_handle is not None:
+                watcher.restart_handle.cancel()
+                watcher.restart_handle = None
 
         async def stop(watcher: Watcher) -> None:
-            async with (
-                watcher.control_lock
-            ):  # after a restart in progress, which would bring it back
-                await self.halt(watcher)
+            await watcher.stop()
+            if watcher.exit_task is not None:
+                await asyncio.gather(watcher.exit_task, return_exceptions=True)
+            if not watcher.wanted:  # not brought back by a restart asked for since
                 watcher.state = "stopped"
                 watcher.reason = f"kill switch ({by})"
 
@@ -455,13 +476,17 @@ class Supervisor:
             data={"stopped": names, "kept": [BROKER, *keep]},
         )
 
-    async def restart(self, watcher: Watcher, new: Watcher | None = None) -> None:
+    async def restart(
+        self, watcher: Watcher, new: Watcher | None = None, epoch: int | None = None
+    ) -> None:
         """Hot restart: a graceful stop (the actor snapshots its state), then a fresh process.
 
         A second request while one is in progress waits for it, then restarts the new process.
+        A kill switch after the request (after ``epoch``) wins: the actor stays stopped.
         """
+        epoch = self.kill_epoch if epoch is None else epoch
         async with watcher.control_lock:
-            await self._restart(watcher, new)
+            await self._restart(watcher, new, epoch)
 
     async def halt(self, watcher: Watcher) -> None:
         """Stop an actor on request: no automatic restart (pending or after this exit), a graceful
@@ -474,12 +499,15 @@ class Supervisor:
         if watcher.exit_task is not None:
             await asyncio.gather(watcher.exit_task, return_exceptions=True)
 
-    async def _restart(self, watcher: Watcher, new: Watcher | None) -> None:
+    async def _restart(self, watcher: Watcher, new: Watcher | None, epoch: int) -> None:
         await self.halt(watcher)
         target = new or watcher
         if new is not None:
             new.restarts = watcher.restarts
             self.watchers[watcher.name] = new
+        if self.kill_epoch != epoch:
+            self._kept_down(target)
+            return
         target.restarts += 1
         target.budget.reset()
         target.wanted = True
@@ -487,7 +515,14 @@ class Supervisor:
         self.emit(target, "restart", restarts=target.restarts, reason="requested")
         await self.spawn(target)
 
+    def _kept_down(self, watcher: Watcher) -> None:
+        """A start that a kill switch overtook: the actor stays stopped."""
+        watcher.wanted = False
+        watcher.state = "stopped"
+        watcher.reason = "kill switch"
+
     async def reload(self) -> ControlReply:
+        epoch = self.kill_epoch
         try:
             fresh = load(self.config_path)
         except ConfigError as exc:
@@ -514,11 +549,17 @@ class Supervisor:
                 await watcher.stop()
                 self.emit(watcher, "exit", reason="removed by reload")
         for name in changed:
-            await self.restart(self.watchers[name], self.actor_watcher(name, new_specs[name]))
+            await self.restart(
+                self.watchers[name], self.actor_watcher(name, new_specs[name]), epoch
+            )
         for name in added:
             watcher = self.actor_watcher(name, new_specs[name])
             self.watchers[name] = watcher
-            await self.spawn(watcher)
+            if self.kill_epoch != epoch:
+                self._kept_down(watcher)
+                continue
+            async with watcher.control_lock:
+                await self.spawn(watcher)
         self.order = [BROKER, *start_order(fresh)]
         message = (
             f"added {added or 'none'}, removed {removed or 'none'}, restarted {changed or 'none'}"
