@@ -448,8 +448,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         parsed = metadata.parse(raw, event.text)
         if parsed is None:
             return
-        known = self.state.profiles.setdefault(event.person_id, profile.ProfileNotes())
-        if profile.merge(known, parsed.profile):
+        if profile.merge(self.ledger.profile(event.person_id), parsed.profile):
             self.state_changed()
         await self.publish(
             parsed.event(message.event_id, event),

@@ -4,7 +4,10 @@ Every accepted chat message stays pending in the state until its final reply is
 journaled, so a brain killed mid-reply answers it after the restart; the ids of
 messages answered lately are kept (bounded), so a replayed message is never
 answered twice. Conversations keep their turns, people their relationship with
-Hex, and every reply its token usage per day, backend and person.
+Hex, and every reply its token usage per day, backend and person. All of it is
+bounded, whatever the number of people: the least recently active conversations
+and people go past :data:`CONVERSATIONS_KEPT` and :data:`PEOPLE_KEPT`, usage past
+:data:`USAGE_DAYS` days, and small users' usage is counted together.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import structlog
 
 from actors.brain.config import BrainState, Conversation, PendingMessage, UsageRow
 from actors.brain.persona import Persona
+from actors.brain.profile import ProfileNotes
 from actors.brain.prompt import TurnRecord
 from actors.brain.reply import ReplyOutcome
 from actors.brain.rules import (
@@ -31,6 +35,18 @@ from schemas import ChatMessage, Reply
 log = structlog.get_logger("actors.brain")
 
 ANSWERED_KEEP = 2048
+# The state is bounded whatever the number of people (issue 13): beyond these the least
+# recently active go (their history stays in memory, which is where the long term lives).
+CONVERSATIONS_KEPT = 1000
+PEOPLE_KEPT = 5000  # relationships and the brain's own profile notes
+USAGE_DAYS = 62
+USAGE_PEOPLE_PER_DAY = 500  # per day and backend; the rest are counted as "others"
+OTHERS = "others"
+
+
+def _over(size: int, cap: int) -> bool:
+    """Trim in batches (past a tenth over the cap), so each trim's sort is paid rarely."""
+    return size > cap + max(1, cap // 10)
 
 
 def conversation_of(message: ChatMessage | Reply) -> str:
@@ -85,6 +101,7 @@ class Ledger:
     def __init__(self, state: BrainState, clock: Callable[[], float] = time.time) -> None:
         self.state = state
         self.clock = clock
+        self._usage_mark = max(USAGE_PEOPLE_PER_DAY, len(state.usage))
 
     # -- messages -------------------------------------------------------------------------
 
@@ -152,7 +169,23 @@ class Ledger:
         found = self.state.conversations.get(conversation)
         if found is None:
             found = self.state.conversations[conversation] = Conversation()
+            if _over(len(self.state.conversations), CONVERSATIONS_KEPT):
+                self.trim_conversations(keep=conversation)
         return found
+
+    def trim_conversations(self, keep: str = "") -> None:
+        """Keep the :data:`CONVERSATIONS_KEPT` most recently active (and ``keep``)."""
+        conversations = self.state.conversations
+        pending = self.conversations_waiting()
+
+        def last(name: str) -> float:
+            turns = conversations[name].turns
+            return turns[-1].at if turns else 0.0
+
+        ranked = sorted(conversations, key=last, reverse=True)
+        for name in ranked[CONVERSATIONS_KEPT:]:
+            if name != keep and name not in pending:
+                del conversations[name]
 
     def hear(self, conversation: str, event_id: str, message: ChatMessage) -> None:
         """The message joins the conversation's turns (heard, whether or not it is answered)."""
@@ -201,7 +234,37 @@ class Ledger:
             found = self.state.relationships[person_id] = new_relationship(
                 person_id, persona, now=self.clock()
             )
+            if _over(len(self.state.relationships), PEOPLE_KEPT):
+                self.trim_people(keep=person_id)
         return found
+
+    def profile(self, person_id: str) -> ProfileNotes:
+        """The brain's own notes on a person, made when first needed (bounded like people)."""
+        found = self.state.profiles.get(person_id)
+        if found is None:
+            found = self.state.profiles[person_id] = ProfileNotes()
+            if _over(len(self.state.profiles), PEOPLE_KEPT):
+                self.trim_people(keep=person_id)
+        return found
+
+    def trim_people(self, keep: str = "") -> None:
+        """Keep the relationships and profile notes of the :data:`PEOPLE_KEPT` people seen
+        most recently (and ``keep``)."""
+        state = self.state
+        ranked = sorted(state.relationships.values(), key=lambda r: r.last_seen, reverse=True)
+        for rel in ranked[PEOPLE_KEPT:]:
+            if rel.person_id != keep:
+                del state.relationships[rel.person_id]
+        if _over(len(state.profiles), PEOPLE_KEPT):
+            known = state.relationships
+            by_age = sorted(
+                state.profiles,
+                key=lambda p: (p in known, state.profiles[p].updated),
+                reverse=True,
+            )
+            for person in by_age[PEOPLE_KEPT:]:
+                if person != keep:
+                    del state.profiles[person]
 
     def account(self, message: ChatMessage, outcome: ReplyOutcome, persona: Persona) -> None:
         now = self.clock()
@@ -220,3 +283,29 @@ class Ledger:
             row.prompt_tokens += outcome.usage.prompt_tokens
             row.completion_tokens += outcome.usage.completion_tokens
             row.replies += 1
+            if _over(len(self.state.usage), self._usage_mark):
+                self.trim_usage(now)
+
+    def trim_usage(self, now: float) -> None:
+        """Forget days older than :data:`USAGE_DAYS`; per day and backend, count all but the
+        :data:`USAGE_PEOPLE_PER_DAY` biggest users together as "others"."""
+        usage = self.state.usage
+        oldest = time.strftime("%Y-%m-%d", time.localtime(now - USAGE_DAYS * 86400))
+        groups: dict[str, list[tuple[str, UsageRow]]] = {}
+        for key, row in list(usage.items()):
+            day, backend, person = key.split("|", 2)
+            if day < oldest:
+                del usage[key]
+            elif person != OTHERS:
+                groups.setdefault(f"{day}|{backend}", []).append((key, row))
+        for group, rows in groups.items():
+            if len(rows) <= USAGE_PEOPLE_PER_DAY:
+                continue
+            rows.sort(key=lambda kr: kr[1].prompt_tokens + kr[1].completion_tokens, reverse=True)
+            others = usage.setdefault(f"{group}|{OTHERS}", UsageRow())
+            for key, row in rows[USAGE_PEOPLE_PER_DAY:]:
+                others.prompt_tokens += row.prompt_tokens
+                others.completion_tokens += row.completion_tokens
+                others.replies += row.replies
+                del usage[key]
+        self._usage_mark = max(USAGE_PEOPLE_PER_DAY, len(usage))  # next trim when a tenth over

@@ -16,6 +16,7 @@ __all__ = [
     "ASKED_KEPT",
     "DELIVERED_KEPT",
     "SETUP_FIXES",
+    "WATCHED_KEPT",
     "Asked",
     "DiscordConfig",
     "DiscordState",
@@ -24,6 +25,7 @@ __all__ = [
     "read_token",
 ]
 
+WATCHED_KEPT = 1000  # channels whose last seen message is remembered, the most recent
 DELIVERED_KEPT = 2000  # reply ids remembered as delivered, so a replayed reply is not posted twice
 # Message event ids remembered with their Discord message, to answer with a reference.
 ASKED_KEPT = 2000
@@ -63,6 +65,11 @@ class DiscordConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Missed messages per channel answered one by one; more become one summary.
     catch_up_limit: int = 10
     catch_up_max_age_h: float = 24.0  # older missed messages are not answered
+    # After a reconnect, only DM channels with a message seen in this window are walked for
+    # missed messages, the most recent first, at most catch_up_channels of them (configured
+    # channels always): a bot many people once wrote to does not walk every DM on each reconnect.
+    catch_up_window_h: float = 168.0
+    catch_up_channels: int = 50
     # Channel ids for memory suggestions (none: the owners' DMs).
     suggestions_to: tuple[str, ...] = ()
     voice: bool = True

@@ -17,7 +17,13 @@ import time
 
 import structlog
 
-from actors.discord_io.config import ASKED_KEPT, Asked, DiscordConfig, DiscordState
+from actors.discord_io.config import (
+    ASKED_KEPT,
+    WATCHED_KEPT,
+    Asked,
+    DiscordConfig,
+    DiscordState,
+)
 from actors.discord_io.names import discord_person_id, message_event_id, snowflake_at
 from actors.discord_io.port import (
     DiscordPort,
@@ -84,9 +90,17 @@ class Inbox:
 
     def seen(self, channel_id: int, message_id: int) -> None:
         key = str(channel_id)
-        if message_id > self.state.last_seen.get(key, 0):
-            self.state.last_seen[key] = message_id
+        last_seen = self.state.last_seen
+        if message_id > last_seen.get(key, 0):
+            last_seen[key] = message_id
             self.state_changed()
+            if len(last_seen) > WATCHED_KEPT + WATCHED_KEPT // 10:
+                # The channels quiet the longest are forgotten (configured ones never).
+                configured = set(self.config.channels)
+                ranked = sorted(last_seen, key=last_seen.__getitem__, reverse=True)
+                for old in ranked[WATCHED_KEPT:]:
+                    if old not in configured and old != key:
+                        del last_seen[old]
 
     async def take(self, message: SeenMessage, *, text: str | None = None) -> None:
         """Acknowledge a message at once and put it on the bus as a durable chat.message."""
@@ -140,8 +154,24 @@ class Inbox:
     # -- missed messages -------------------------------------------------------------------
 
     async def catch_up(self) -> None:
-        """Take the messages sent in watched channels since the last one seen (once each)."""
-        watched = {int(c) for c in self.config.channels} | {int(c) for c in self.state.last_seen}
+        """Take the messages sent in watched channels since the last one seen (once each): the
+        configured channels, and the ``catch_up_channels`` DM channels most recently active
+        within ``catch_up_window_h``."""
+        configured = {int(c) for c in self.config.channels}
+        since = snowflake_at(time.time() - self.config.catch_up_window_h * 3600)
+        recent = sorted(
+            (
+                (message_id, int(channel))
+                for channel, message_id in self.state.last_seen.items()
+                if int(channel) not in configured and message_id >= since
+            ),
+            reverse=True,
+        )
+        walked = [channel for _, channel in recent[: self.config.catch_up_channels]]
+        left = sum(1 for c in self.state.last_seen if int(c) not in configured) - len(walked)
+        if left > 0:
+            log.info("discord.catch_up_bounded", walked=len(walked), not_walked=left)
+        watched = configured | set(walked)
         for channel_id in sorted(watched):
             after = self.state.last_seen.get(str(channel_id))
             if after is None:

@@ -18,6 +18,9 @@ __all__ = ["Suggestions"]
 log = structlog.get_logger("actors.discord_io")
 
 
+SUGGESTIONS_KEPT = 500  # approval prompts remembered (the state stays bounded)
+
+
 class Suggestions:
     """Memory suggestions waiting for an owner's verdict."""
 
@@ -60,6 +63,10 @@ class Suggestions:
         for channel_id in targets:
             message_id = await self.discord.post_suggestion(channel_id, memory_id, content)
             self.state.suggestions[memory_id] = [channel_id, message_id]
+        while len(self.state.suggestions) > SUGGESTIONS_KEPT:
+            # The oldest prompt nobody answered: its buttons stop working, `hexbus memory
+            # review` still has the suggestion.
+            del self.state.suggestions[next(iter(self.state.suggestions))]
         self.state_changed(now=True)  # a replayed suggestion must not be posted again
 
     def settled(self, memory_id: str) -> None:
