@@ -58,7 +58,7 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     port: int = (
         7600  # tcp: port .. port+5 (volatile in, volatile out, ingest, replay, large out, large in)
     )
-    curve_dir: str = ""  # keys made by `hexbus keys`; required for a non-loopback host
+    curve_dir: str = ""  # keys made by `hexbus keys`; required for tcp, loopback included
     volatile_hwm: int = 1000
     # Frames whose blob is at least blob_lane_bytes travel on a second XPUB whose queue per
     # subscriber is blob_hwm frames, so a stalled subscriber of 1 MB video frames pins
@@ -225,10 +225,15 @@ def validate(config: HexConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: bus.port must be between 1 and 65530 (it uses port .. port+5), got {bus.port}"
         )
-    if bus.transport == "tcp" and not is_loopback(bus.host) and not bus.curve_dir:
+    if bus.transport == "tcp" and not bus.curve_dir:
+        where = (
+            "loopback too: any local user could connect"
+            if is_loopback(bus.host)
+            else (f"{bus.host!r} is not loopback")
+        )
         raise ConfigError(
-            f"{source}: bus.host {bus.host!r} is not loopback and bus.curve_dir is empty: "
-            "run `hexbus keys DIR` and set bus.curve_dir, or bind 127.0.0.1"
+            f'{source}: bus.transport = "tcp" needs CURVE ({where}) and bus.curve_dir is '
+            'empty: run `hexbus keys DIR` and set bus.curve_dir, or use transport = "ipc"'
         )
     names = set(config.actors)
     for name, spec in config.actors.items():

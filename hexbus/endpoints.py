@@ -11,7 +11,7 @@ import msgspec
 import zmq
 import zmq.auth
 
-from hexbus.config import BusConfig, ConfigError, is_loopback
+from hexbus.config import BusConfig, ConfigError
 
 # ipc socket paths must fit in sockaddr_un (108 bytes with the NUL).
 MAX_IPC_PATH: Final = 100
@@ -35,9 +35,18 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def ensure_run_dir(path: Path) -> Path:
-    """Create the run directory with mode 0700, tightening it if it exists with wider permissions."""
+    """Create the run directory with mode 0700, tightening it if it exists with wider permissions.
+
+    Checked with lstat: a symlink planted at its path (in /tmp, by anyone) is refused, never
+    followed, so the sockets never land in a folder someone else chose.
+    """
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = path.stat()
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(
+            f"run directory {path} is a symlink or not a folder (planted there?): remove it, "
+            "or pass --run-dir with a folder of yours"
+        )
     if info.st_uid != os.getuid():
         raise ConfigError(
             f"run directory {path} belongs to another user: pass --run-dir with a folder of yours"
@@ -94,10 +103,8 @@ def connect_address(address: str) -> str:
 
 
 def requires_curve(address: str) -> bool:
-    if not address.startswith("tcp://"):
-        return False
-    host = address[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
-    return not is_loopback(host)
+    """Every tcp address does: on loopback too, any local user could connect otherwise."""
+    return address.startswith("tcp://")
 
 
 def create_keys(directory: Path) -> tuple[Path, Path]:

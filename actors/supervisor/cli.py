@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 
 import msgspec
@@ -36,9 +37,12 @@ def run(args: argparse.Namespace) -> None:
     if not data_dir.is_absolute():
         data_dir = (config_path.parent if not args.data_dir else Path.cwd()) / data_dir
     level = args.log_level or config.supervisor.log_level
+    # Everything Hex writes (journal, snapshots, DuckDB, diaries, folders) is its owner's alone.
+    os.umask(0o077)
     configure("supervisor", level)
     try:
-        supervisor = Supervisor(config, config_path, run_dir.resolve(), data_dir.resolve(), level)
+        # Not resolved: a symlink planted at the run directory's path is refused, not followed.
+        supervisor = Supervisor(config, config_path, run_dir.absolute(), data_dir.resolve(), level)
     except (ConfigError, AlreadyRunning) as exc:
         fail(str(exc), EXIT_USAGE)
     (supervisor.run_dir / "endpoints.json").write_bytes(msgspec.json.encode(supervisor.endpoints))

@@ -66,6 +66,8 @@ class Supervisor:
         self.run_dir = ensure_run_dir(run_dir)
         self.data_dir = data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.data_dir.stat().st_mode & 0o077:
+            self.data_dir.chmod(0o700)  # journal, memories, snapshots: the owner's alone
         self.log_level = log_level
         self.endpoints: Endpoints = endpoints(config.bus, self.run_dir)
         self.watchers: dict[str, Watcher] = {}

@@ -58,6 +58,7 @@ max_restarts = 3
 transport = "tcp"
 host = "127.0.0.1"
 port = 7700
+curve_dir = "/keys"
 [bus.journal]
 fsync = "always"
 retention_hours = 2
@@ -96,8 +97,12 @@ def test_the_shipped_supervisor_toml_is_valid() -> None:
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
-def test_tcp_on_loopback_needs_no_curve_dir(host: str) -> None:
-    parse(f'[bus]\ntransport = "tcp"\nhost = "{host}"\n', SRC)
+def test_tcp_on_loopback_needs_curve_too(host: str) -> None:
+    assert error_of(f'[bus]\ntransport = "tcp"\nhost = "{host}"\n') == (
+        f'{SRC}: bus.transport = "tcp" needs CURVE (loopback too: any local user could connect) '
+        "and bus.curve_dir is empty: run `hexbus keys DIR` and set bus.curve_dir, or use "
+        'transport = "ipc"'
+    )
 
 
 def test_tcp_on_a_public_address_with_curve_dir_is_accepted() -> None:
@@ -245,8 +250,8 @@ def test_invalid_actor_names_are_refused(name: str) -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "example.com"])
 def test_tcp_on_a_non_loopback_host_without_curve_dir_is_refused(host: str) -> None:
     assert error_of(f'[bus]\ntransport = "tcp"\nhost = "{host}"\n') == (
-        f"{SRC}: bus.host {host!r} is not loopback and bus.curve_dir is empty: "
-        "run `hexbus keys DIR` and set bus.curve_dir, or bind 127.0.0.1"
+        f'{SRC}: bus.transport = "tcp" needs CURVE ({host!r} is not loopback) and bus.curve_dir '
+        'is empty: run `hexbus keys DIR` and set bus.curve_dir, or use transport = "ipc"'
     )
 
 
@@ -383,7 +388,7 @@ def processes_mentioning(*paths: Path) -> list[str]:
         ('[actors.echo]\nrestart = "permanent"\n', "actors.echo.module"),
         (actor("echo", module='module = "actors.diag.actor:Nope"\n'), "actors.echo.module"),
         (actor("a", 'depends_on = ["b"]\n') + actor("b", 'depends_on = ["a"]\n'), "a -> b -> a"),
-        ('[bus]\ntransport = "tcp"\nhost = "0.0.0.0"\n', "bus.host"),
+        ('[bus]\ntransport = "tcp"\nhost = "0.0.0.0"\n', "bus.curve_dir"),
         ("[actors.echo\n", "not valid TOML"),
     ],
     ids=[

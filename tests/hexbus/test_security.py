@@ -123,15 +123,93 @@ def test_run_directory_is_0700_and_holds_the_ipc_sockets(
 
 
 @pytest.mark.slow
-def test_tcp_transport_on_loopback_counts_durable_events(hex_factory: Callable[[str], Hex]) -> None:
+def test_tcp_transport_on_loopback_with_curve_counts_durable_events(
+    hex_factory: Callable[[str], Hex], tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    assert make_keys(keys).returncode == 0
     base = free_port_base()
-    hx = hex_factory(tcp_bus(base) + COUNTER).start()
+    hx = hex_factory(tcp_bus(base, curve_dir=str(keys)) + COUNTER).start()
     ep = hx.endpoints
     assert [ep.volatile_in, ep.volatile_out, ep.ingest, ep.replay] == [
         f"tcp://127.0.0.1:{base + i}" for i in range(4)
     ]
     asyncio.run(publish_probes(ep, range(1, 101)))
     counted(hx, (100, 5050))
+    # A local process without the keys gets nothing through, loopback or not.
+    assert _raw_publish(ep.ingest, 1) is None
+
+
+def run_refused(root: Path, config: str, run_dir: Path | None = None) -> str:
+    """``hexbus run`` with ``config``: it must exit 2 with one line and start nothing; the line."""
+    path = root / "supervisor.toml"
+    path.write_text(config)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hexbus.cli",
+            "run",
+            str(path),
+            "--run-dir",
+            str(run_dir or root / "run"),
+            "--data-dir",
+            str(root / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert not (root / "data" / "journal").exists(), "something started before the refusal"
+    return lines[0]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_tcp_without_curve_keys_is_refused_with_one_line_even_on_loopback(host: str) -> None:
+    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+    try:
+        line = run_refused(root, tcp_bus(free_port_base(), host=host) + COUNTER)
+        assert "curve_dir" in line and "hexbus keys" in line, line
+        assert ("any local user" in line) == (host == "127.0.0.1"), line
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_symlink_planted_at_the_run_directory_is_refused_not_followed() -> None:
+    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+    try:
+        elsewhere = root / "chosen-by-someone-else"
+        elsewhere.mkdir(mode=0o700)
+        planted = root / "run"
+        planted.symlink_to(elsewhere)
+        line = run_refused(root, FAST_BUS + COUNTER, run_dir=planted)
+        assert "symlink" in line and str(planted) in line, line
+        assert list(elsewhere.iterdir()) == []  # no socket landed there
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_what_hex_writes_is_its_owners_alone(hex_factory: Callable[[str], Hex]) -> None:
+    hx = hex_factory(FAST_BUS + COUNTER)
+    hx.data_dir.mkdir(mode=0o755)
+    hx.data_dir.chmod(0o755)  # an existing, loose data folder is tightened
+    hx.start()
+    asyncio.run(publish_probes(hx.endpoints, range(1, 4)))
+    counted(hx, (3, 6))
+    assert hx.cli("restart", "counter").returncode == 0  # a graceful stop saves a snapshot
+    assert (hx.data_dir / "actors" / "counter" / "snapshot.msgpack").exists()
+    loose = []
+    for path in [hx.data_dir, *hx.data_dir.rglob("*")]:
+        if path.is_symlink() or path.is_socket():
+            continue
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            loose.append(f"{path} {oct(stat.S_IMODE(path.stat().st_mode))}")
+    assert loose == []
 
 
 def test_hexbus_keys_writes_server_and_client_pairs_with_private_secrets(tmp_path: Path) -> None:
@@ -155,37 +233,6 @@ def test_hexbus_keys_writes_server_and_client_pairs_with_private_secrets(tmp_pat
     )
     # Only public keys are admitted: no secret lands in clients/.
     assert not list((directory / "clients").glob("*secret*"))
-
-
-def test_open_tcp_address_without_curve_keys_is_refused_with_one_line() -> None:
-    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
-    config = root / "supervisor.toml"
-    config.write_text(tcp_bus(free_port_base(), host="0.0.0.0") + COUNTER)
-    try:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "hexbus.cli",
-                "run",
-                str(config),
-                "--run-dir",
-                str(root / "run"),
-                "--data-dir",
-                str(root / "data"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-        )
-        assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
-        lines = out.stderr.strip().splitlines()
-        assert len(lines) == 1, out.stderr
-        assert "curve_dir" in lines[0] and "0.0.0.0" in lines[0], lines[0]
-        assert not (root / "data").exists(), "something started before the config was refused"
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _raw_publish(
