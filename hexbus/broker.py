@@ -363,11 +363,13 @@ class Broker:
         """Retention: by size and age, but never what a durable subscriber has not applied,
         up to the hard cap; past it, each subscriber that lost events is told, durably."""
         jc = self.bus.journal
-        floor = self.consumers.floor(self.journal.first)
-        removed = self.journal.enforce_retention(keep_after=floor, cap_bytes=jc.cap_mb << 20)
+        journal = self.journal
+        floor = self.consumers.floor(journal, journal.first)
+        removed = journal.enforce_retention(keep_after=floor, cap_bytes=jc.cap_mb << 20)
         if removed:
-            log.info("journal.retention", segments_removed=removed, first=self.journal.first)
-            for name, (lost_from, lost_to) in self.consumers.cut(self.journal.first).items():
+            log.info("journal.retention", segments_removed=removed, first=journal.first)
+            cuts = self.consumers.cut(journal, journal.retained_after)
+            for name, (lost_from, lost_to) in cuts.items():
                 log.error(
                     "journal.retention_cut",
                     consumer=name,

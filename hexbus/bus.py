@@ -80,6 +80,7 @@ class BusClient:
         self._replay: zmq.asyncio.Socket | None = None
         self.events_out = 0
         self.volatile_dropped = 0
+        self.entering = 0  # durable publishers waiting for room in the outbox
         self._tasks: list[asyncio.Task[None]] = []
         self.closed = False
 
@@ -202,7 +203,11 @@ class BusClient:
         causation: str = "",
         correlation: str = "",
     ) -> Envelope:
-        await self.producer.wait_space()
+        self.entering += 1  # until it has its seq: a snapshot now would record it unpublished
+        try:
+            await self.producer.wait_space()
+        finally:
+            self.entering -= 1
         # Built with the next seq and checked before it is taken: a seq reserved and never sent
         # would stall every event after it.
         envelope = self.envelope(
@@ -314,8 +319,10 @@ class BusClient:
         )
 
     def durable_mark(self) -> int:
-        """A mark of every durable event published so far (see :meth:`acknowledged`)."""
-        return self.producer.next_seq - 1
+        """A mark of every durable event published so far (see :meth:`acknowledged`); -1 while
+        a publisher waits for room in the outbox (its event has no seq yet, so no mark covers
+        it: a snapshot must wait)."""
+        return -1 if self.entering else self.producer.next_seq - 1
 
     def acknowledged(self, mark: int) -> bool:
         """Whether the broker has answered every durable event up to ``mark``."""

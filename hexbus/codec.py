@@ -241,6 +241,7 @@ class FetchRequest(msgspec.Struct, frozen=True, kw_only=True):
     wait_ms: int = 0
     consumer: str = ""  # an actor's name: the broker keeps what it has not applied (retention)
     saved: int = -1  # the offset that actor resumes after if it dies now (-1: not one)
+    epoch: str = ""  # the journal history ``after`` and ``saved`` belong to ("": not known)
 
 
 class FetchReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -251,8 +252,11 @@ class FetchReply(msgspec.Struct, frozen=True, kw_only=True):
     count: int
     incarnation: str = ""
     epoch: str = ""  # the journal's history (hexbus.epoch): a new one means history was lost
-    epoch_first: int = 0  # the first offset of this epoch
-    lost_after: int = 0  # records after this offset and before epoch_first were lost
+    # Where the history after the request's epoch began (the current epoch's start when the
+    # request's is current): its first offset, and after which offset records were lost.
+    epoch_first: int = 0
+    lost_after: int = 0
+    retained_after: int = 0  # retention deleted every record up to this offset
 
 
 _fetch_req_encoder: Final = msgspec.msgpack.Encoder()

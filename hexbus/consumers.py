@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 import structlog
 
+from hexbus.epoch import Start
 from hexbus.files import write_atomic
 
 log = structlog.get_logger("hexbus.broker")
@@ -27,6 +29,25 @@ class Consumer(msgspec.Struct, kw_only=True):
     saved: int  # it resumes after this offset; everything above it must stay
     seen_at: float  # wall clock of its last fetch
     cut_to: int = 0  # retention deleted events it had not read, up to this offset (0: none)
+    epoch: str = ""  # the journal history ``saved`` belongs to
+
+
+class History(Protocol):
+    """What of the journal the record needs: its epoch and where later epochs began."""
+
+    @property
+    def epoch(self) -> str: ...
+
+    def epoch_after(self, epoch: str) -> Start: ...
+
+
+def resumes_after(consumer: Consumer, journal: History) -> int:
+    """The offset of ``journal``'s current numbering that ``consumer`` resumes after: its
+    saved offset, or, if that belongs to an older history, no later than where the next one
+    began (its feed goes back there: the numbers may have been handed out again)."""
+    if not consumer.epoch or consumer.epoch == journal.epoch:
+        return consumer.saved
+    return min(consumer.saved, journal.epoch_after(consumer.epoch).first - 1)
 
 
 class Consumers:
@@ -45,18 +66,19 @@ class Consumers:
             # heard from (each is known again at its first fetch).
             log.warning("broker.consumers_unreadable", path=str(path), error=str(exc))
 
-    def saw(self, name: str, saved: int) -> None:
-        """A fetch from ``name``, which would resume after ``saved``."""
+    def saw(self, name: str, saved: int, epoch: str = "") -> None:
+        """A fetch from ``name``, which would resume after ``saved`` (of history ``epoch``)."""
         if saved < 0:
             return
         now = time.time()
         known = self.by_name.get(name)
         if known is None:
-            self.by_name[name] = Consumer(saved=saved, seen_at=now)
+            self.by_name[name] = Consumer(saved=saved, seen_at=now, epoch=epoch)
             self.dirty = True
             return
-        if known.saved != saved:
+        if known.saved != saved or known.epoch != epoch:
             known.saved = saved
+            known.epoch = epoch
             self.dirty = True
         if known.cut_to and saved >= known.cut_to:
             known.cut_to = 0  # it has read past what it lost
@@ -65,21 +87,27 @@ class Consumers:
             self.dirty = True  # keep seen_at roughly current on disk
         known.seen_at = now
 
-    def floor(self, first: int, now: float | None = None) -> int | None:
+    def floor(self, journal: History, first: int, now: float | None = None) -> int | None:
         """The lowest offset some subscriber would resume after (``None``: no subscriber), never
         below what retention already removed (``first - 1``)."""
         now = time.time() if now is None else now
-        alive = [c.saved for c in self.by_name.values() if now - c.seen_at < FORGET_AFTER_S]
+        alive = [
+            resumes_after(c, journal)
+            for c in self.by_name.values()
+            if now - c.seen_at < FORGET_AFTER_S
+        ]
         return max(min(alive), first - 1) if alive else None
 
-    def cut(self, first: int) -> dict[str, tuple[int, int]]:
-        """Record what retention took from each subscriber now that the journal starts at
-        ``first``: name → (first offset lost, last offset lost), for those newly behind it."""
+    def cut(self, journal: History, retained_after: int) -> dict[str, tuple[int, int]]:
+        """Record what retention took from each subscriber now that every record up to
+        ``retained_after`` is deleted: name → (first offset lost, last offset lost), for those
+        newly behind it. (Offsets a numbering jump skipped were never records: not counted.)"""
         lost: dict[str, tuple[int, int]] = {}
         for name, c in self.by_name.items():
-            if c.saved < first - 1 and c.cut_to < first - 1:
-                lost[name] = (max(c.saved, c.cut_to) + 1, first - 1)
-                c.cut_to = first - 1
+            resumes = resumes_after(c, journal)
+            if resumes < retained_after and c.cut_to < retained_after:
+                lost[name] = (max(resumes, c.cut_to) + 1, retained_after)
+                c.cut_to = retained_after
                 self.dirty = True
         return lost
 

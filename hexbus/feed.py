@@ -107,6 +107,7 @@ class DurableFeed:
             wait_ms=self.wait_ms if self.live else 0,
             consumer=self.consumer,
             saved=self.saved() if self.saved is not None else -1,
+            epoch=self.epoch,
         )
         sent(self.sock.send_multipart([FETCH, codec.encode_control(request)], flags=zmq.NOBLOCK))
 
@@ -153,12 +154,12 @@ class DurableFeed:
                     self.head = reply.head
                     yield None, rewind
                 continue
-            if 0 < self.after < reply.first - 1 and reply.head >= reply.first:
+            if 0 < self.after < reply.retained_after:
                 # Retention removed events this subscriber never read: a real, unrecoverable gap.
                 log.error(
                     "bus.gap_retention",
                     missing_from=self.after + 1,
-                    missing_to=reply.first - 1,
+                    missing_to=reply.retained_after,
                     hint="raise bus.journal.retention_mb/retention_hours, or keep this actor running",
                 )
             if self.after < 0:

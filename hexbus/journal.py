@@ -52,7 +52,7 @@ from hexbus.epoch import (
     write_mark,
     write_starts,
 )
-from hexbus.files import fsync_dir
+from hexbus.files import fsync_dir, write_atomic
 
 __all__ = ["DISK_FULL", "FsyncPolicy", "Journal", "JournalCorrupt", "JournalFailed", "Record"]
 
@@ -67,6 +67,7 @@ _INDEX_EVERY: Final = 256
 _READ_CHUNK: Final = 64 << 10
 _SEGMENT_NAME: Final = re.compile(r"^(\d{20})\.seg$")
 _LOCK_NAME: Final = "journal.lock"
+_RETAINED_NAME: Final = "retained"  # the last offset retention deleted
 _TORN: Final = ("incomplete header", "incomplete record")  # how the last write of a crash ends
 DISK_FULL: Final = (errno.ENOSPC, errno.EDQUOT)
 _FULL: Final = DISK_FULL
@@ -194,6 +195,7 @@ class Journal:
         self._mark_path = mark_path(self._dir)
         self._starts: list[Start] = []
         self._starts_dirty = False  # changed at open and not on disk yet (a full disk)
+        self._retained_after = 0  # the last offset retention deleted
         self._reserved = 0  # the mark's: no offset above it handed out before the mark says so
 
         # The most recent records; _cache[_cache_lo] has offset _cache_first.
@@ -258,6 +260,26 @@ class Journal:
         before it were lost."""
         epoch = self.epoch
         return next(s for s in self._starts if s.epoch == epoch)
+
+    @property
+    def retained_after(self) -> int:
+        """Retention deleted every record up to this offset (0: none); offsets above it and
+        below :attr:`first` were never handed out (a jump)."""
+        return self._retained_after
+
+    def epoch_after(self, epoch: str) -> Start:
+        """Where the history after ``epoch`` began: the start of the first epoch that came after
+        it, or of the oldest this journal knows if ``epoch`` is not one of its own (lost with a
+        deleted folder): a subscriber of ``epoch`` may have applied the same numbers up to
+        there, never past it."""
+        starts = self._starts
+        mine = [i for i, s in enumerate(starts) if s.epoch == epoch]
+        if not mine:
+            return starts[0]
+        for start in starts[mine[-1] + 1 :]:
+            if start.epoch != epoch:
+                return start
+        return self.epoch_start
 
     # -- writing --------------------------------------------------------------
 
@@ -428,8 +450,13 @@ class Journal:
             self._delete_oldest()
             total -= seg.size
             deleted += 1
+            self._retained_after = max(self._retained_after, seg.last)
         if deleted:
             self._evict_before(self._segments[0].first)
+            try:
+                write_atomic(self._dir / _RETAINED_NAME, b"%d\n" % self._retained_after)
+            except OSError as exc:  # only a hint for readers' gap reports
+                _log.warning("journal.retained_unwritten", error=str(exc))
         return deleted
 
     # -- lifecycle ------------------------------------------------------------
@@ -499,6 +526,10 @@ class Journal:
             if (match := _SEGMENT_NAME.match(name)) and (self._dir / name).is_file()
         )
         self._starts = read_starts(self._dir)
+        try:
+            self._retained_after = int((self._dir / _RETAINED_NAME).read_text("ascii"))
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            self._retained_after = 0
         jumps = {start.first for start in self._starts}
         lost: list[str] = []
         head: int | None = None
@@ -508,6 +539,13 @@ class Journal:
             if first < 1 or (
                 head is not None and first != head + 1 and not (first > head and first in jumps)
             ):
+                last_and_empty = (first, name) == found[-1] and path.stat().st_size == 0
+                if last_and_empty and head is not None and first > head:
+                    # A jump's segment made while its start could not be saved (a full disk),
+                    # and never written: nothing is lost, numbering is decided again.
+                    path.unlink()
+                    changed_dir = True
+                    continue
                 # A gap means the records in between are gone; serving what
                 # follows would break consecutive offsets, so set it aside.
                 expected = 1 if head is None else head + 1

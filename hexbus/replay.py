@@ -57,7 +57,6 @@ class Replay:
         self.consumers = consumers
         self.rejected = rejected
         self.incarnation = incarnation
-        self.epoch_start = journal.epoch_start
         self.parked: dict[bytes, Parked] = {}
 
     def on_fetch(self) -> None:
@@ -80,7 +79,7 @@ class Replay:
                 self.rejected.add(exc.kind, exc.detail)
                 continue
             if request.consumer:
-                self.consumers.saw(request.consumer, request.saved)
+                self.consumers.saw(request.consumer, request.saved, request.epoch)
             self.parked.pop(identity, None)
             wait_ms = min(max(0, request.wait_ms), MAX_WAIT_MS)
             parked = Parked(identity, request, prefixes, request.after, now + wait_ms / 1000)
@@ -114,6 +113,7 @@ class Replay:
         parked.cursor = max(parked.cursor, cursor)
         if not records and not final:
             return False
+        since = self.journal.epoch_after(request.epoch)
         reply = FetchReply(
             req=request.req,
             next_after=parked.cursor,
@@ -122,8 +122,9 @@ class Replay:
             count=len(records),
             incarnation=self.incarnation,
             epoch=self.journal.epoch,
-            epoch_first=self.epoch_start.first,
-            lost_after=self.epoch_start.lost_after,
+            epoch_first=since.first,
+            lost_after=since.lost_after,
+            retained_after=self.journal.retained_after,
         )
         frames: list[bytes] = [parked.identity, BATCH, codec.encode_control(reply)]
         for record in records:

@@ -421,11 +421,12 @@ class Runtime:
                 epoch=self.epoch,
             )
         )
+        self.snapshot_at = time.monotonic()
+        if not await self.snapshots.take(data, self.applied):
+            return  # a publisher waits for room in the outbox: again at the next interval
         self.dirty = False
         self.snapshot_now = False
         self.since_snapshot = 0
-        self.snapshot_at = time.monotonic()
-        await self.snapshots.take(data, self.applied)
 
     async def timers(self) -> None:
         while not self.stopping.is_set():

@@ -85,7 +85,7 @@ def load_snapshot(path: Path, state_type: type[S], log: Any) -> Loaded:
 class Acknowledger(Protocol):
     """The part of the bus client that says what the broker has acknowledged."""
 
-    def durable_mark(self) -> int: ...
+    def durable_mark(self) -> int: ...  # -1: not now
 
     def acknowledged(self, mark: int) -> bool: ...
 
@@ -128,20 +128,25 @@ class Snapshots:
         """Snapshots taken and not saved yet (0-2)."""
         return len(self._waiting)
 
-    async def take(self, data: bytes, offset: int) -> None:
+    async def take(self, data: bytes, offset: int) -> bool:
         """Save ``data`` (a snapshot at applied ``offset``) now if the broker acknowledged every
-        durable event published so far; otherwise as soon as it has."""
+        durable event published so far; otherwise as soon as it has. False (not taken: try again
+        later) while a publisher still waits for room in the outbox: its event has no mark yet."""
+        mark = self.bus.durable_mark()
+        if mark < 0:
+            return False
         self._taken += 1
-        taken = _Taken(data, offset, self.bus.durable_mark(), self._taken, time.monotonic())
+        taken = _Taken(data, offset, mark, self._taken, time.monotonic())
         if self.bus.acknowledged(taken.mark):
             self._waiting.clear()  # all older: this one supersedes them
             await self._save(taken)
-            return
+            return True
         if len(self._waiting) >= 2:
             self._waiting[-1] = taken
         else:
             self._waiting.append(taken)
         self._wake.set()
+        return True
 
     async def run(self) -> None:
         """Save waiting snapshots as acknowledgements come in (one task per runtime)."""
@@ -168,8 +173,17 @@ class Snapshots:
         async with self._lock:
             if taken.generation <= self._saved:
                 return  # a newer one is already on disk
+            # Shielded: a cancelled caller (a stop) still waits for the write to end before the
+            # lock goes, so two writes never race and an older one never lands last.
+            write = asyncio.ensure_future(self._offload(write_atomic, self.path, taken.data))
             try:
-                await self._offload(write_atomic, self.path, taken.data)
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                await asyncio.gather(write, return_exceptions=True)
+                if write.exception() is None:
+                    self._saved = taken.generation
+                    self.saved_offset = taken.offset
+                raise
             except OSError as exc:
                 # A full disk: the last saved snapshot stays (write_atomic leaves no debris) and
                 # this one waits to be tried again, unless a newer one replaces it.

@@ -79,6 +79,7 @@ class Supervisor:
         self.bus: BusClient | None = None
         self.nvml: Any = None
         self.kill_epoch = 0  # counts kill switches: a start requested before one does not happen
+        self._reloading = asyncio.Lock()
         self._lock_fd = self._lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = (
@@ -400,13 +401,21 @@ class Supervisor:
                 request = request_decoder.decode(payload)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 reply = ControlReply(ok=False, error=f"bad control request: {exc}")
-            else:
-                try:
-                    reply = await self.command(request)
-                except Exception as exc:
-                    log.exception("control.failed", cmd=request.cmd)
-                    reply = ControlReply(ok=False, error=f"{request.cmd} failed: {exc}")
-            await sock.send_multipart([identity, b"", encoder.encode(reply)])
+                await sock.send_multipart([identity, b"", encoder.encode(reply)])
+                continue
+            # Each request runs on its own, in arrival order, and answers when done: a kill
+            # switch is never queued behind a reload's graceful restarts.
+            self.in_background(self.answer(sock, identity, request), f"control-{request.cmd}")
+
+    async def answer(
+        self, sock: zmq.asyncio.Socket, identity: bytes, request: ControlRequest
+    ) -> None:
+        try:
+            reply = await self.command(request)
+        except Exception as exc:
+            log.exception("control.failed", cmd=request.cmd)
+            reply = ControlReply(ok=False, error=f"{request.cmd} failed: {exc}")
+        await sock.send_multipart([identity, b"", encoder.encode(reply)])
 
     async def command(self, request: ControlRequest) -> ControlReply:
         match request.cmd:
@@ -421,13 +430,17 @@ class Supervisor:
                     return ControlReply(
                         ok=False, error=f"no actor named {request.name!r} (running: {known})"
                     )
-                self.in_background(self.restart(watcher), f"restart-{watcher.name}")
+                # The kill switches it must not undo are those after it arrived: counted now.
+                self.in_background(
+                    self.restart(watcher, kills=watcher.kills), f"restart-{watcher.name}"
+                )
                 return ControlReply(ok=True, message=f"restarting {watcher.name}")
             case "stop":
                 asyncio.get_running_loop().call_later(0.05, self.shutting_down.set)
                 return ControlReply(ok=True, message="stopping every actor, then the broker")
             case "reload":
-                return await self.reload()
+                async with self._reloading:  # one reload at a time; nothing else waits for it
+                    return await self.reload()
             case "killswitch":
                 return await self.killswitch(request.keep, request.name or "kill switch")
         return ControlReply(ok=False, error=f"unknown command {request.cmd!r}")
@@ -457,6 +470,7 @@ class Supervisor:
         # the kill switch never waits behind a long graceful stop or a reload.
         self.kill_epoch += 1
         for watcher in stopping:
+            watcher.kills += 1
             watcher.wanted = False
             if watcher.restart_handle is not None:
                 watcher.restart_handle.cancel()
@@ -479,16 +493,17 @@ class Supervisor:
         )
 
     async def restart(
-        self, watcher: Watcher, new: Watcher | None = None, epoch: int | None = None
+        self, watcher: Watcher, new: Watcher | None = None, kills: int | None = None
     ) -> None:
         """Hot restart: a graceful stop (the actor snapshots its state), then a fresh process.
 
         A second request while one is in progress waits for it, then restarts the new process.
-        A kill switch after the request (after ``epoch``) wins: the actor stays stopped.
+        A kill switch that stopped this actor after the request (``kills`` counted then) wins:
+        the actor stays stopped.
         """
-        epoch = self.kill_epoch if epoch is None else epoch
+        kills = watcher.kills if kills is None else kills
         async with watcher.control_lock:
-            await self._restart(watcher, new, epoch)
+            await self._restart(watcher, new, kills)
 
     async def halt(self, watcher: Watcher) -> None:
         """Stop an actor on request: no automatic restart (pending or after this exit), a graceful
@@ -501,13 +516,14 @@ class Supervisor:
         if watcher.exit_task is not None:
             await asyncio.gather(watcher.exit_task, return_exceptions=True)
 
-    async def _restart(self, watcher: Watcher, new: Watcher | None, epoch: int) -> None:
+    async def _restart(self, watcher: Watcher, new: Watcher | None, kills: int) -> None:
         await self.halt(watcher)
         target = new or watcher
         if new is not None:
             new.restarts = watcher.restarts
+            new.kills = watcher.kills
             self.watchers[watcher.name] = new
-        if self.kill_epoch != epoch:
+        if watcher.kills != kills:
             self._kept_down(target)
             return
         target.restarts += 1
@@ -550,9 +566,10 @@ class Supervisor:
                     watcher.restart_handle.cancel()
                 await watcher.stop()
                 self.emit(watcher, "exit", reason="removed by reload")
+        kills = {name: self.watchers[name].kills for name in changed}
         for name in changed:
             await self.restart(
-                self.watchers[name], self.actor_watcher(name, new_specs[name]), epoch
+                self.watchers[name], self.actor_watcher(name, new_specs[name]), kills[name]
             )
         for name in added:
             watcher = self.actor_watcher(name, new_specs[name])
@@ -603,7 +620,8 @@ class Supervisor:
         )
         broker = self.broker_watcher()
         self.watchers[BROKER] = broker
-        await self.spawn(broker)
+        async with broker.control_lock:
+            await self.spawn(broker)
         self.bus = BusClient(self.endpoints, "supervisor", outbox=100_000)
         self.bus.start()
         self._tasks.append(loop.create_task(self.publish_lifecycle()))
@@ -616,12 +634,15 @@ class Supervisor:
         for name in names:
             if self.shutting_down.is_set():
                 break
-            watcher = self.watchers[name]
+            watcher = self.watchers.get(name)
+            if watcher is None:
+                continue  # a reload removed it before it started
             deps = [self.watchers[d] for d in watcher.depends_on if d in self.watchers]
             await self._wait_live(
                 deps, max((d.policy.heartbeat_timeout_s for d in deps), default=0)
             )
-            await self.spawn(watcher)
+            async with watcher.control_lock:  # a restart asked for meanwhile waits for it
+                await self.spawn(watcher)
             self.order.append(name)
         log.info("supervisor.ready", run_dir=str(self.run_dir))
         await self.shutting_down.wait()

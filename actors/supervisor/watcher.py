@@ -95,6 +95,7 @@ class Watcher:
     # Held through a requested restart or kill-switch stop, so two requests never overlap: two
     # restarts at once would each spawn a process (found by a clean-clone test run).
     control_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    kills: int = 0  # kill switches that stopped it: a restart asked for before one is void
 
     def __post_init__(self) -> None:
         p = self.policy

@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from actors.supervisor.supervisor import BROKER, Supervisor
 from actors.supervisor.watcher import Policy, Watcher
 from hexbus.config import ActorSpec, load
+from hexbus.control import ControlRequest
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -148,6 +149,38 @@ class Races(RuleBasedStateMachine):
 
         self.run(both())
         self.up.clear()  # the kill switch came after the request: it wins
+        self.settle()
+
+    @rule(name=st.sampled_from(NAMES))
+    def restart_command_then_killswitch_command(self, name: str) -> None:
+        # Both arrive on the control socket back to back: the kill switch came after the
+        # restart was asked for, so the actor stays down.
+        if name not in self.sup.watchers:
+            return
+
+        async def both() -> None:
+            restart = asyncio.ensure_future(
+                self.sup.command(ControlRequest(cmd="restart", name=name))
+            )
+            kill = asyncio.ensure_future(self.sup.command(ControlRequest(cmd="killswitch")))
+            await asyncio.gather(restart, kill)
+
+        self.run(both())
+        self.up.clear()
+        self.settle()
+
+    @rule(name=st.sampled_from(NAMES))
+    def restart_and_a_killswitch_that_keeps_it(self, name: str) -> None:
+        if name not in self.sup.watchers:
+            return
+
+        async def both() -> None:
+            await asyncio.gather(
+                self.sup.restart(self.sup.watchers[name]), self.sup.killswitch((name,), "test")
+            )
+
+        self.run(both())
+        self.up = {name}  # kept: its restart goes ahead
         self.settle()
 
     @rule(names=st.sets(st.sampled_from(NAMES), min_size=1))

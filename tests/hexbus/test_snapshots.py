@@ -19,10 +19,11 @@ class Outbox:
     def __init__(self) -> None:
         self.published = 0
         self.acked = 0
+        self.entering = 0  # publishers waiting for room, with no seq yet
         self.progress = asyncio.Event()
 
     def durable_mark(self) -> int:
-        return self.published
+        return -1 if self.entering else self.published
 
     def acknowledged(self, mark: int) -> bool:
         return self.acked >= mark
@@ -133,5 +134,58 @@ def test_what_is_saved_is_always_the_newest_snapshot_whose_events_are_all_acknow
         if taken:
             assert path.read_bytes() == taken[-1][1]  # once all is acknowledged: the newest
         writer.cancel()
+
+    asyncio.run(go())
+
+
+def test_no_snapshot_is_taken_while_a_publisher_waits_for_room(tmp_path: Path) -> None:
+    # discord_io marks a message seen, then waits to publish it (the outbox is full): a snapshot
+    # then would record it seen with its event nowhere yet.
+    async def go() -> None:
+        outbox = Outbox()
+        path = tmp_path / "s"
+        snaps = saver(path, outbox)
+        await snaps.take(b"old", 0)
+        outbox.entering = 1
+        assert not await snaps.take(b"seen, unpublished", 1)
+        outbox.ack(0)
+        assert path.read_bytes() == b"old" and snaps.waiting == 0
+        outbox.entering, outbox.published = 0, 1
+        assert await snaps.take(b"seen, published", 1)
+        outbox.ack(1)
+        assert await snaps.save_ready()
+        assert path.read_bytes() == b"seen, published"
+
+    asyncio.run(go())
+
+
+def test_a_save_cancelled_mid_write_finishes_before_a_newer_one_starts(tmp_path: Path) -> None:
+    import threading
+    import time as clock
+
+    from hexbus.files import write_atomic
+
+    writing = threading.Event()
+
+    def slow_write(path: Path, data: bytes) -> None:
+        if data == b"older":  # a slow disk under the first write only
+            writing.set()
+            clock.sleep(0.3)
+        write_atomic(path, data)
+
+    async def slow(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(slow_write if fn is write_atomic else fn, *args)
+
+    async def go() -> None:
+        outbox = Outbox()
+        path = tmp_path / "s"
+        snaps = Snapshots(path, outbox, slow)
+        older = asyncio.ensure_future(snaps.take(b"older", 1))
+        await asyncio.to_thread(writing.wait, 5)
+        older.cancel()  # a stop, while the write runs in its thread
+        await snaps.take(b"newer", 2)
+        await asyncio.sleep(0.5)  # the older write's thread is done by now, whatever it did
+        assert path.read_bytes() == b"newer" and snaps.saved_offset == 2
+        assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temp file left
 
     asyncio.run(go())
