@@ -52,6 +52,22 @@ class AlreadyRunning(Exception):
     pass
 
 
+def actor_policy(spec: ActorSpec) -> Policy:
+    """How the supervisor keeps one actor running, from its table."""
+    return Policy(
+        spec.restart,
+        spec.max_restarts,
+        spec.restart_period_s,
+        spec.backoff_initial_s,
+        spec.backoff_max_s,
+        spec.heartbeat_timeout_s,
+        spec.stop_grace_s,
+        spec.memory_limit_mb,
+        spec.gpu_memory_limit_mb,
+        spec.work_timeout_s,
+    )
+
+
 class Supervisor:
     def __init__(
         self,
@@ -140,23 +156,11 @@ class Supervisor:
             {**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()},
             named_env(spec.module, spec.config, spec.pass_env),
         )
-        policy = Policy(
-            spec.restart,
-            spec.max_restarts,
-            spec.restart_period_s,
-            spec.backoff_initial_s,
-            spec.backoff_max_s,
-            spec.heartbeat_timeout_s,
-            spec.stop_grace_s,
-            spec.memory_limit_mb,
-            spec.gpu_memory_limit_mb,
-            spec.work_timeout_s,
-        )
         return Watcher(
             name,
             python_argv("hexbus.run", spec.module, "--name", name),
             env,
-            policy,
+            actor_policy(spec),
             depends_on=list(spec.depends_on),
         )
 

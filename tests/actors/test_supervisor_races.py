@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors.supervisor.supervisor import BROKER, Supervisor
-from actors.supervisor.watcher import Policy, Watcher
+from actors.supervisor.supervisor import BROKER, Supervisor, actor_policy
+from actors.supervisor.watcher import Watcher
 from hexbus.config import ActorSpec, load
 from hexbus.control import ControlRequest
 
@@ -51,17 +51,7 @@ class SleepySupervisor(Supervisor):
     """The real supervisor, whose actors are ``sleep`` processes."""
 
     def actor_watcher(self, name: str, spec: ActorSpec) -> Watcher:
-        policy = Policy(
-            spec.restart,
-            spec.max_restarts,
-            spec.restart_period_s,
-            spec.backoff_initial_s,
-            spec.backoff_max_s,
-            spec.heartbeat_timeout_s,
-            spec.stop_grace_s,
-            spec.memory_limit_mb,
-        )
-        return Watcher(name, ["sleep", "1000"], dict(os.environ), policy)
+        return Watcher(name, ["sleep", "1000"], dict(os.environ), actor_policy(spec))
 
 
 class Races(RuleBasedStateMachine):
