@@ -52,6 +52,7 @@ from hexbus.config import BusConfig
 from hexbus.consumers import Consumers
 from hexbus.endpoints import Endpoints, secure_server
 from hexbus.journal import DISK_FULL, FsyncPolicy, Journal, JournalFailed, Record
+from hexbus.keys import AllowList
 from hexbus.lanes import VolatileLane
 from hexbus.log import RateLimitedCounter, configure
 from hexbus.replay import REPLY_HWM, Replay
@@ -106,6 +107,7 @@ class Broker:
         self.accepted = 0
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.auth: Any = None
+        self.hosts: AllowList | None = None  # host keys admitted (tcp with CURVE)
         self._open_sockets()
 
     def _socket(
@@ -135,7 +137,7 @@ class Broker:
 
             self.auth = ThreadAuthenticator(self.ctx)
             self.auth.start()
-            self.auth.configure_curve(domain="*", location=str(Path(ep.curve_dir) / "clients"))
+            self.hosts = AllowList(ep.curve_dir, self.auth)
         hwm = self.bus.volatile_hwm
         vin = self._socket(zmq.XSUB, ep.volatile_in, rcvhwm=hwm)
         vout = self._socket(zmq.XPUB, ep.volatile_out, sndhwm=hwm)
@@ -324,6 +326,8 @@ class Broker:
     # -- housekeeping -------------------------------------------------------
 
     def heartbeat(self) -> None:
+        if self.hosts is not None and self.hosts.revoked():
+            self.running = False  # the supervisor starts a broker that drops their connections
         self.publish_volatile(
             BrokerHeartbeat(
                 incarnation=self.incarnation,

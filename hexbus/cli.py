@@ -270,14 +270,42 @@ def cmd_deadletter(args: argparse.Namespace) -> None:
 
 
 def cmd_keys(args: argparse.Namespace) -> None:
-    from hexbus.endpoints import create_keys
+    from hexbus.keys import KeysError, add_host, create_keys, revoke_host
 
-    directory = Path(args.dir).expanduser()
-    server, client = create_keys(directory)
-    print(
-        f"server public key: {server}\nclient public key: {client}\n"
-        f'set bus.curve_dir = "{directory.resolve()}" in supervisor.toml; copy the folder to every host'
-    )
+    words = list(args.words)
+    action = words.pop(0) if words and words[0] in ("add-host", "revoke-host") else "init"
+    if action != "init":
+        if not words:
+            fail(f"hexbus keys {action} NAME [DIR]: name the host")
+        name = words.pop(0)
+    if len(words) > 1:
+        fail(f"hexbus keys: one folder at most, got {words}")
+    directory = Path(words[0] if words else DEFAULT_KEYS).expanduser()
+    try:
+        if action == "init":
+            broker, host = create_keys(directory)
+            print(
+                f"broker public key: {broker}\nthis host's key (admitted as local): {host}\n"
+                f'set bus.curve_dir = "{directory.resolve()}" in supervisor.toml; for another '
+                f"host: hexbus keys add-host NAME {directory}"
+            )
+        elif action == "add-host":
+            export = add_host(directory, name)
+            print(
+                f"admitted {name}: copy {export} to that host and set its bus.curve_dir to it "
+                "(it holds that host's secret key: move it, do not leave copies)"
+            )
+        else:
+            gone = revoke_host(directory, name)
+            print(
+                f"revoked {name} (its key is in {gone}): a running broker drops its "
+                "connections within a heartbeat"
+            )
+    except KeysError as exc:
+        fail(str(exc))
+
+
+DEFAULT_KEYS = "~/.config/hexbus/keys"
 
 
 COMMANDS = "hexbus.commands"
@@ -379,8 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
     p.set_defaults(fn=cmd_deadletter)
 
-    p = sub.add_parser("keys", help="create CURVE keys for a bus on a non-loopback tcp address")
-    p.add_argument("dir", nargs="?", default="~/.config/hexbus/keys")
+    p = sub.add_parser(
+        "keys",
+        help="CURVE keys for a tcp bus: `keys [DIR]` makes the broker's and this host's, "
+        "`keys add-host NAME [DIR]` admits another host, `keys revoke-host NAME [DIR]` stops",
+    )
+    p.add_argument("words", nargs="*", metavar="[add-host|revoke-host NAME] [DIR]")
     p.set_defaults(fn=cmd_keys)
     return parser
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
-import zmq
-import zmq.auth
 
 from hexbus.config import BusConfig, ConfigError
+from hexbus.keys import create_keys, secure_client, secure_server
 
 # ipc socket paths must fit in sockaddr_un (108 bytes with the NUL).
 MAX_IPC_PATH: Final = 100
@@ -107,43 +106,13 @@ def requires_curve(address: str) -> bool:
     return address.startswith("tcp://")
 
 
-def create_keys(directory: Path) -> tuple[Path, Path]:
-    """Create a server and a client CURVE key pair in ``directory`` (0700); return the two public key paths."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    directory.chmod(0o700)
-    clients = directory / "clients"
-    clients.mkdir(exist_ok=True, mode=0o700)
-    server_public, _ = zmq.auth.create_certificates(str(directory), "server")
-    client_public, _ = zmq.auth.create_certificates(str(directory), "client")
-    # The broker admits any public key found in clients/.
-    (clients / "client.key").write_bytes(Path(client_public).read_bytes())
-    for secret in directory.glob("*.key_secret"):
-        secret.chmod(0o600)
-    return Path(server_public), Path(client_public)
-
-
-def _load(curve_dir: str, name: str) -> tuple[bytes, bytes]:
-    path = Path(curve_dir) / f"{name}.key_secret"
-    if not path.exists():
-        raise ConfigError(f"CURVE key {path} is missing: run `hexbus keys {curve_dir}`")
-    public, secret = zmq.auth.load_certificate(str(path))
-    if secret is None:
-        raise ConfigError(
-            f"CURVE key {path} has no secret part: run `hexbus keys {curve_dir}` again"
-        )
-    return public, secret
-
-
-def secure_server(sock: zmq.Socket[Any], curve_dir: str) -> None:
-    public, secret = _load(curve_dir, "server")
-    sock.curve_publickey = public
-    sock.curve_secretkey = secret
-    sock.curve_server = True
-
-
-def secure_client(sock: zmq.Socket[Any], curve_dir: str) -> None:
-    public, secret = _load(curve_dir, "client")
-    server_public, _ = zmq.auth.load_certificate(str(Path(curve_dir) / "server.key"))
-    sock.curve_publickey = public
-    sock.curve_secretkey = secret
-    sock.curve_serverkey = server_public
+__all__ = [
+    "Endpoints",
+    "connect_address",
+    "create_keys",
+    "endpoints",
+    "ensure_run_dir",
+    "requires_curve",
+    "secure_client",
+    "secure_server",
+]

@@ -21,7 +21,7 @@ from hexbus import codec
 from hexbus.bus import BusClient
 from hexbus.codec import ACK, PUBLISH, U64, U64x2
 from hexbus.config import ConfigError
-from hexbus.endpoints import Endpoints, secure_client
+from hexbus.endpoints import Endpoints, secure_client, secure_server
 from schemas import ProbeDurable
 from tests.support.busclient import ask_count
 from tests.support.harness import FAST_BUS, REPO, Hex, actor_toml, poll_for
@@ -212,27 +212,78 @@ def test_what_hex_writes_is_its_owners_alone(hex_factory: Callable[[str], Hex]) 
     assert loose == []
 
 
-def test_hexbus_keys_writes_server_and_client_pairs_with_private_secrets(tmp_path: Path) -> None:
+def test_hexbus_keys_writes_the_brokers_pair_and_this_hosts_with_private_secrets(
+    tmp_path: Path,
+) -> None:
     directory = tmp_path / "keys"
     out = make_keys(directory)
     assert out.returncode == 0, out.stderr
-    assert "server public key" in out.stdout
+    assert "broker public key" in out.stdout
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    for name in ("server", "client"):
+    for name in ("broker", "host"):
         public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
         assert public.is_file() and secret.is_file()
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, f"{secret} is readable by others"
         pub_key, sec_key = zmq.auth.load_certificate(str(secret))
         assert sec_key is not None and len(sec_key) == 40
         assert zmq.auth.load_certificate(str(public))[0] == pub_key
-    admitted = directory / "clients" / "client.key"
-    assert admitted.is_file()
+    admitted = directory / "hosts" / "local.key"
     assert (
         zmq.auth.load_certificate(str(admitted))[0]
-        == zmq.auth.load_certificate(str(directory / "client.key"))[0]
+        == zmq.auth.load_certificate(str(directory / "host.key"))[0]
     )
-    # Only public keys are admitted: no secret lands in clients/.
-    assert not list((directory / "clients").glob("*secret*"))
+    # Only public keys are admitted: no secret lands in hosts/.
+    assert not list((directory / "hosts").glob("*secret*"))
+
+
+def keys_command(*words: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hexbus.cli", "keys", *words],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+@pytest.mark.slow
+def test_a_host_is_admitted_by_its_own_key_and_refused_at_once_when_revoked(
+    hex_factory: Callable[[str], Hex], tmp_path: Path
+) -> None:
+    keys, stranger = tmp_path / "keys", tmp_path / "stranger"
+    assert make_keys(keys).returncode == 0
+    assert make_keys(stranger).returncode == 0
+    out = keys_command("add-host", "gpu1", str(keys))
+    assert out.returncode == 0, out.stderr
+    gpu = keys / "export" / "gpu1"
+    assert sorted(p.name for p in gpu.iterdir()) == ["broker.key", "host.key", "host.key_secret"]
+    assert keys_command("add-host", "gpu1", str(keys)).returncode != 0  # not twice
+    base = free_port_base()
+    hx = hex_factory(tcp_bus(base, curve_dir=str(keys)) + COUNTER).start()
+    ingest = f"tcp://127.0.0.1:{base + 2}"
+    reply = _raw_publish(ingest, 1, curve_dir=str(gpu), wait_ms=10_000)
+    assert reply is not None and reply[0] == ACK  # the GPU host, by its own key
+    assert _raw_publish(ingest, 2, curve_dir=str(stranger), server_key_dir=str(keys)) is None
+    # A server pretending to be the broker (another key on the broker's address) is never
+    # talked to: the hosts pin the broker's public key.
+    rogue_port = free_port_base()
+    rogue: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
+    rogue.linger = 0
+    secure_server(rogue, str(stranger))
+    rogue.bind(f"tcp://127.0.0.1:{rogue_port}")
+    try:
+        assert _raw_publish(f"tcp://127.0.0.1:{rogue_port}", 3, curve_dir=str(gpu)) is None
+        assert not rogue.poll(500, zmq.POLLIN), "the rogue broker heard the host"
+    finally:
+        rogue.close(linger=0)
+
+    broker = hx.pid("broker")
+    out = keys_command("revoke-host", "gpu1", str(keys))
+    assert out.returncode == 0, out.stderr
+    hx.wait_restarted("broker", broker)  # dropping the connections it had admitted
+    assert _raw_publish(ingest, 4, curve_dir=str(gpu)) is None
+    asyncio.run(publish_probes(hx.endpoints, range(10, 13)))  # this host goes on
+    counted(hx, (4, 34))
 
 
 def _raw_publish(
@@ -247,11 +298,11 @@ def _raw_publish(
     sock.linger = 0
     try:
         if curve_dir is not None:
-            public, secret = zmq.auth.load_certificate(str(Path(curve_dir) / "client.key_secret"))
+            public, secret = zmq.auth.load_certificate(str(Path(curve_dir) / "host.key_secret"))
             sock.curve_publickey = public
             sock.curve_secretkey = secret
             server, _ = zmq.auth.load_certificate(
-                str(Path(server_key_dir or curve_dir) / "server.key")
+                str(Path(server_key_dir or curve_dir) / "broker.key")
             )
             sock.curve_serverkey = server
         sock.connect(address)
@@ -284,7 +335,7 @@ def test_curve_on_an_open_address_admits_only_clients_with_admitted_keys(
     )
     ingest = f"tcp://127.0.0.1:{base + 2}"
 
-    # No keys at all, and a client key not in clients/: never acknowledged.
+    # No keys at all, and a host key not in hosts/: never acknowledged.
     assert _raw_publish(ingest, 1000) is None
     assert _raw_publish(ingest, 2000, curve_dir=str(stranger), server_key_dir=str(keys)) is None
     # The same bare DEALER with the admitted key is acknowledged: the refusals above are the keys' doing.
