@@ -50,15 +50,32 @@ def _secrets_private(directory: Path) -> None:
 
 
 def create_keys(directory: Path) -> tuple[Path, Path]:
-    """The broker's pair and this host's (admitted as ``local``); returns their public keys."""
+    """The broker's pair and this host's (admitted as ``local``); returns their public keys.
+
+    A folder of the earlier layout (``server``/``client`` pairs, ``clients/``) is carried over:
+    the server pair becomes the broker's and every admitted client key stays admitted, so hosts
+    that copied the old folder keep working.
+    """
     _private(directory)
     for folder in ("hosts", "revoked", "export"):
         _private(directory / folder)
+    for old, new in (("server", "broker"), ("client", "host")):
+        for suffix in (".key", ".key_secret"):
+            if (directory / f"{old}{suffix}").exists() and not (
+                directory / f"{new}{suffix}"
+            ).exists():
+                shutil.copyfile(directory / f"{old}{suffix}", directory / f"{new}{suffix}")
+    for admitted in sorted((directory / "clients").glob("*.key")):
+        target = directory / "hosts" / admitted.name
+        if not target.exists():
+            shutil.copyfile(admitted, target)
     if not (directory / "broker.key_secret").exists():
         zmq.auth.create_certificates(str(directory), "broker")
     if not (directory / "host.key_secret").exists():
         zmq.auth.create_certificates(str(directory), "host")
-    shutil.copyfile(directory / "host.key", directory / "hosts" / f"{LOCAL}.key")
+    local = directory / "hosts" / f"{LOCAL}.key"
+    if not local.exists() and not (directory / "revoked" / f"{LOCAL}.key").exists():
+        shutil.copyfile(directory / "host.key", local)
     _secrets_private(directory)
     return directory / "broker.key", directory / "host.key"
 
@@ -85,7 +102,14 @@ def add_host(directory: Path, name: str) -> Path:
 
 
 def revoke_host(directory: Path, name: str) -> Path:
-    """Stop admitting NAME; returns where its public key went."""
+    """Stop admitting NAME; returns where its public key went (its exported secret goes)."""
+    if not HOST_NAME.match(name):
+        raise KeysError(f"host name {name!r}: use lowercase letters, digits, '_' or '-' (max 32)")
+    if name == LOCAL:
+        raise KeysError(
+            "local is this host's own key: revoking it stops this host's actors; make a new "
+            "folder with `hexbus keys` instead"
+        )
     admitted = directory / "hosts" / f"{name}.key"
     if not admitted.exists():
         known = sorted(p.stem for p in (directory / "hosts").glob("*.key"))
@@ -93,6 +117,7 @@ def revoke_host(directory: Path, name: str) -> Path:
     _private(directory / "revoked")
     target = directory / "revoked" / f"{name}.key"
     admitted.replace(target)
+    shutil.rmtree(directory / "export" / name, ignore_errors=True)  # no secret left behind
     return target
 
 
@@ -151,16 +176,24 @@ class AllowList:
         self.keys = self._now()
         auth.configure_curve(domain="*", location=str(allow_list(curve_dir)))
 
-    def _now(self) -> frozenset[str]:
-        return frozenset(p.name for p in allow_list(self.curve_dir).glob("*.key"))
+    def _now(self) -> frozenset[bytes]:
+        """The admitted public keys themselves (a file replaced under the same name counts)."""
+        keys: set[bytes] = set()
+        for path in allow_list(self.curve_dir).glob("*.key"):
+            try:
+                keys.add(zmq.auth.load_certificate(str(path))[0])
+            except (OSError, ValueError):
+                continue  # half-written or not a key: not admitted
+        return frozenset(keys)
 
     def revoked(self) -> list[str]:
         """Reload if the allow-list changed; the hosts revoked since the last look."""
         now = self._now()
         if now == self.keys:
             return []
-        revoked = sorted(self.keys - now)
+        revoked = sorted(k.decode() for k in self.keys - now)
+        added = sorted(k.decode() for k in now - self.keys)
         self.auth.configure_curve(domain="*", location=str(allow_list(self.curve_dir)))
-        log.warning("broker.hosts_changed", added=sorted(now - self.keys), revoked=revoked)
+        log.warning("broker.hosts_changed", added=added, revoked=revoked)
         self.keys = now
         return revoked

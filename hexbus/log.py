@@ -16,11 +16,15 @@ _SECRET_KEYS = re.compile(r"(token|secret|password|api_?key|authorization|cookie
 # Names of environment variables that hold secrets (also actors/supervisor/environment.py's rule).
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|AUTH|CREDENTIAL|PRIVATE|(^|_)KEY($|_)", re.I)
 _SECRET_VALUES = re.compile(
-    r"[MN][A-Za-z\d_-]{23,}\.[\w-]{6}\.[\w-]{27,}"  # a Discord bot token
-    # an API key of any prefix: sk-..., sk-proj-..., gsk_..., hf_..., xai-..., ghp_...
-    # (mixed case with digits: snake_case names, paths and ids are not keys)
-    r"|\b(?:[a-z]{2,8}[-_]){1,3}(?=[a-z0-9_-]*[A-Z])(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{24,}"
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/-]{12,}=*"
+    # a Discord bot token (its first part is a user id in base64: starts with M, N or O)
+    r"\b[MNO][A-Za-z\d_-]{23,27}\.[\w-]{6}\.[\w-]{27,40}"
+    # an API key of any prefix: sk-..., sk-proj-..., gsk_..., hf_..., xai-..., ghp_...: a long
+    # mixed-case body with digits (snake_case names, model names, paths and ids are not keys);
+    # the lookaheads are bounded, so a long run without spaces costs linear time
+    r"|\b(?:[a-z]{2,8}[-_]){1,3}(?=[a-z0-9_-]{0,40}[A-Z])(?=[A-Za-z_-]{0,40}\d)"
+    r"[A-Za-z0-9_-]{32,200}"
+    r"|\b(?i:bearer)\s+[A-Za-z0-9._~+/-]{12,}=*"
+    r"|(?<=://)[^/\s:@]{1,64}:[^/\s@]{1,128}(?=@)"  # the user:password of a URL
 )
 _REDACTED = "[redacted]"
 
@@ -54,16 +58,28 @@ def _clean(value: Any, secrets: list[str]) -> Any:
         return _SECRET_VALUES.sub(_REDACTED, value)
     if isinstance(value, Mapping):
         return {
-            k: _REDACTED
-            if isinstance(k, str) and _SECRET_KEYS.search(k) and v
-            else _clean(v, secrets)
-            for k, v in value.items()
+            k: _REDACTED if _secret_entry(k, v) else _clean(v, secrets) for k, v in value.items()
         }
     if isinstance(value, list | tuple | set):
         return [_clean(v, secrets) for v in value]
     if isinstance(value, bytes | bytearray):
         return _clean(bytes(value).decode("utf-8", "replace"), secrets)
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else (an exception, a path) is rendered by its str: cleaned if it holds a secret.
+    text = str(value)
+    cleaned = _clean(text, secrets)
+    return cleaned if cleaned != text else value
+
+
+def _secret_entry(key: Any, value: Any) -> bool:
+    """A text value under a secret-named key (not a count such as ``max_tokens``)."""
+    return (
+        isinstance(key, str)
+        and bool(_SECRET_KEYS.search(key))
+        and isinstance(value, str | bytes)
+        and bool(value)
+    )
 
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -72,7 +88,7 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     formatted)."""
     secrets = _secrets()
     for key, value in list(event_dict.items()):
-        if _SECRET_KEYS.search(key) and value:
+        if _secret_entry(key, value):
             event_dict[key] = _REDACTED
         else:
             event_dict[key] = _clean(value, secrets)

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 GROQ_KEY = (
     "q9x-Zr7!-plain-looking-value-42"  # no known shape: only its variable's name gives it away
 )
-SHAPED = "xai-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op"  # a key of a prefix nobody listed, in free text
+SHAPED = "xai-" + "Ab12Cd34Ef56Gh78Ij90Kl12" * 3  # a key of a prefix nobody listed, in text
 DISCORD = "MTA5ODc2NTQzMjEwOTg3NjU0.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
 
 CHILD = textwrap.dedent(
@@ -48,7 +48,6 @@ def test_a_backend_key_is_redacted_in_nested_values_and_in_tracebacks() -> None:
         named_env(
             "actors.brain.actor:BrainActor",
             {"backends": [{"kind": "openai", "api_key_env": "GROQ_API_KEY"}]},
-            (),
         ),
         {"HEXBUS_LOG_JSON": "1", "PYTHONPATH": str(REPO)},
     )
@@ -79,15 +78,15 @@ def test_an_actor_gets_the_variables_its_config_names_and_no_other_secret() -> N
         "GROQ_API_KEY": GROQ_KEY,
         "SOME_OTHER_THING": "x",
     }
-    discord = named_env("actors.discord_io.actor:DiscordActor", {"owners": []}, ())
+    discord = named_env("actors.discord_io.actor:DiscordActor", {"owners": []})
     assert discord == {"DISCORD_TOKEN"}  # its package's default, though its table leaves it out
-    assert named_env("actors.discord_io.actor:DiscordActor", {"token_env": "HEX_BOT"}, ()) == {
+    assert named_env("actors.discord_io.actor:DiscordActor", {"token_env": "HEX_BOT"}) == {
         "HEX_BOT"
     }
     assert config_env_names({"backends": [{"api_key_env": "GROQ_API_KEY"}, {"x": 1}]}) == {
         "GROQ_API_KEY"
     }
-    memory = child_env(environ, named_env("actors.memory.actor:MemoryActor", {}, ()), {})
+    memory = child_env(environ, named_env("actors.memory.actor:MemoryActor", {}), {})
     assert set(memory) == {"PATH", "HOME", "HF_HUB_OFFLINE", "HEXBUS_SECRET_ENV"}
     bot = child_env(environ, discord, {})
     assert bot["DISCORD_TOKEN"] == DISCORD and "GROQ_API_KEY" not in bot
@@ -118,3 +117,62 @@ def test_the_memory_actor_process_never_holds_the_discord_token(hex_factory: Hex
     assert DISCORD not in Path(f"/proc/{hx.pid('memory')}/environ").read_text()
     assert counter["GROQ_API_KEY"] == GROQ_KEY and "DISCORD_TOKEN" not in counter
     assert "DISCORD_TOKEN" not in environ("broker")
+
+
+def test_the_redactor_blanks_keys_and_credentials_not_names_counts_or_ids() -> None:
+    from hexbus.log import redact
+
+    def out(value: object) -> object:
+        return redact(None, "info", {"event": "x", "v": value})["v"]
+
+    secret_like = [
+        "gsk_" + "Q1w2E3r4T5y6U7i8O9p0" * 3,
+        "sk-proj-" + "Ab12Cd34Ef56Gh78Ij90" * 3,
+        "hf_AbCdEfGhIjKlMnOpQrStUvWxYz1234567",
+        "https://ana:hunter2pass@proxy.example:3128",
+    ]
+    for value in secret_like:
+        assert "[redacted]" in str(out(value)), value
+    innocent = [
+        "mistral-large-Instruct-2411-Q4_K_M",
+        "faster-whisper-large-v3-turbo_CT2int8",
+        "piper-en_US-lessac-medium-2024Voice",
+        "ringbearer confirmation_required",
+        "m_0123456789abcdef0123",
+        "14c238a3b38bf771a",
+        "/home/ana/.hex/data/journal/00000000000000000001.seg",
+        "discord:123456789012345678",
+        "meta-llama/Llama-3.2-1B-Instruct",
+    ]
+    for value in innocent:
+        assert out(value) == value, value
+    assert out({"max_tokens": 512, "prompt_tokens": 30}) == {"max_tokens": 512, "prompt_tokens": 30}
+    os.environ["HEX_TEST_SECRET_TOKEN"] = GROQ_KEY  # named like a secret: its value is blanked
+    try:
+        assert GROQ_KEY not in str(out(Path("/x") / GROQ_KEY))
+        assert GROQ_KEY not in str(out(ValueError(f"bad key {GROQ_KEY}")))
+    finally:
+        del os.environ["HEX_TEST_SECRET_TOKEN"]
+
+
+def test_the_redactor_matches_are_bounded_on_long_runs_without_spaces() -> None:
+    from hexbus.log import _SECRET_VALUES
+
+    # A pass never rescans the rest of the line from each position: bounded repetitions. (No
+    # timing here: what is checked is that each match is bounded in length.)
+    for run in ("ab-" * 13_333, "M" * 40_000, "A1b2-" * 8_000):
+        for match in _SECRET_VALUES.finditer(run):
+            assert len(match.group()) <= 300
+
+
+def test_plain_runtime_variables_reach_every_actor_and_pass_env_is_no_secret() -> None:
+    environ = {
+        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CT2_USE_EXPERIMENTAL_PACKED_GEMM": "1",
+        "GGML_CUDA_NO_PINNED": "1",
+        "OLLAMA_HOST": "http://127.0.0.1:11434",
+    }
+    env = child_env(environ, set(), {}, passed=["OLLAMA_HOST"])
+    assert {k: env[k] for k in environ} == environ
+    assert env["HEXBUS_SECRET_ENV"] == ""  # passed as it is, not blanked in logs

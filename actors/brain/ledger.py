@@ -251,9 +251,11 @@ class Ledger:
         """Keep the relationships and profile notes of the :data:`PEOPLE_KEPT` people seen
         most recently (and ``keep``)."""
         state = self.state
+        # Never someone whose message is waiting or being answered: the reply uses them.
+        busy = {p.message.person_id for p in state.pending.values()} | {keep}
         ranked = sorted(state.relationships.values(), key=lambda r: r.last_seen, reverse=True)
         for rel in ranked[PEOPLE_KEPT:]:
-            if rel.person_id != keep:
+            if rel.person_id not in busy:
                 del state.relationships[rel.person_id]
         if _over(len(state.profiles), PEOPLE_KEPT):
             known = state.relationships
@@ -263,7 +265,7 @@ class Ledger:
                 reverse=True,
             )
             for person in by_age[PEOPLE_KEPT:]:
-                if person != keep:
+                if person not in busy:
                     del state.profiles[person]
 
     def account(self, message: ChatMessage, outcome: ReplyOutcome, persona: Persona) -> None:

@@ -68,7 +68,9 @@ class DiscordConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # After a reconnect, only DM channels with a message seen in this window are walked for
     # missed messages, the most recent first, at most catch_up_channels of them (configured
     # channels always): a bot many people once wrote to does not walk every DM on each reconnect.
-    catch_up_window_h: float = 168.0
+    # A message sent during an outage in a DM channel outside these is answered only when its
+    # person writes again.
+    catch_up_window_h: float = 720.0
     catch_up_channels: int = 50
     # Channel ids for memory suggestions (none: the owners' DMs).
     suggestions_to: tuple[str, ...] = ()

@@ -64,8 +64,8 @@ class Suggestions:
             message_id = await self.discord.post_suggestion(channel_id, memory_id, content)
             self.state.suggestions[memory_id] = [channel_id, message_id]
         while len(self.state.suggestions) > SUGGESTIONS_KEPT:
-            # The oldest prompt nobody answered: its buttons stop working, `hexbus memory
-            # review` still has the suggestion.
+            # The oldest prompt nobody answered is forgotten here (its buttons still work;
+            # `hexbus memory review` has the suggestion too).
             del self.state.suggestions[next(iter(self.state.suggestions))]
         self.state_changed(now=True)  # a replayed suggestion must not be posted again
 

@@ -57,11 +57,19 @@ BASE_NAMES: Final = frozenset(
         "http_proxy",
         "https_proxy",
         "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "CURL_CA_BUNDLE",
+        "DBUS_SESSION_BUS_ADDRESS",
+        "SENTENCE_TRANSFORMERS_HOME",
+        "TOKENIZERS_PARALLELISM",  # named like a secret, and is not one
     }
 )
+NOT_SECRETS: Final = frozenset({"TOKENIZERS_PARALLELISM"})
 BASE_PREFIXES: Final = (
     "LC_",
     "PYTHON",
+    "PYTORCH_",
     "HEX_",
     "HEXBUS_",
     "HF_",
@@ -74,7 +82,16 @@ BASE_PREFIXES: Final = (
     "OPENBLAS_",
     "XDG_",
     "PULSE_",
+    "PIPEWIRE_",
+    "ALSA_",
+    "JACK_",
     "ESPEAK",
+    "HIP_",
+    "ROCR_",
+    "HSA_",
+    "CT2_",
+    "GGML_",
+    "LLAMA_",
     "SSL_",
     "COVERAGE_",
     "PYTEST_",
@@ -110,24 +127,29 @@ def declared_env_names(module: str, config: Mapping[str, Any]) -> set[str]:
     return names
 
 
-def named_env(module: str, config: Mapping[str, Any], pass_env: Iterable[str]) -> set[str]:
-    """The variables an actor's config names, and so may have."""
-    return config_env_names(config) | declared_env_names(module, config) | set(pass_env)
+def named_env(module: str, config: Mapping[str, Any]) -> set[str]:
+    """The variables an actor's config names as its secrets (keys, tokens), and so may have."""
+    return config_env_names(config) | declared_env_names(module, config)
 
 
 def plain(name: str) -> bool:
     """A variable every child may have: the system's or a runtime's, not a secret."""
-    if SECRET_NAME.search(name):
+    if SECRET_NAME.search(name) and name not in NOT_SECRETS:
         return False
     return name in BASE_NAMES or name.startswith(BASE_PREFIXES)
 
 
 def child_env(
-    environ: Mapping[str, str], named: Iterable[str], extra: Mapping[str, str]
+    environ: Mapping[str, str],
+    named: Iterable[str],
+    extra: Mapping[str, str],
+    passed: Iterable[str] = (),
 ) -> dict[str, str]:
-    """The environment of one child: plain variables, the ones it names, and ``extra``."""
+    """The environment of one child: plain variables, the ones its config names (secrets:
+    their values are blanked in its logs), those ``passed`` as they are, and ``extra``."""
     named = set(named)
-    env = {k: v for k, v in environ.items() if plain(k) or k in named}
+    given = named | set(passed)
+    env = {k: v for k, v in environ.items() if plain(k) or k in given}
     env.update(extra)
     secrets = sorted(named | {k for k in extra if SECRET_NAME.search(k)})
     env[SECRET_NAMES_VAR] = ",".join(secrets)

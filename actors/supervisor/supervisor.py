@@ -118,8 +118,10 @@ class Supervisor:
 
     # -- building watchers ----------------------------------------------------
 
-    def _base_env(self, extra: dict[str, str], named: Iterable[str] = ()) -> dict[str, str]:
-        env = child_env(os.environ, named, extra)
+    def _base_env(
+        self, extra: dict[str, str], named: Iterable[str] = (), passed: Iterable[str] = ()
+    ) -> dict[str, str]:
+        env = child_env(os.environ, named, extra, passed)
         env["HEXBUS_SUPERVISOR_PID"] = str(os.getpid())
         env["HEXBUS_LOG_LEVEL"] = self.log_level
         env["PYTHONUNBUFFERED"] = "1"
@@ -154,7 +156,8 @@ class Supervisor:
         )
         env = self._base_env(
             {**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()},
-            named_env(spec.module, spec.config, spec.pass_env),
+            named_env(spec.module, spec.config),
+            spec.pass_env,
         )
         return Watcher(
             name,

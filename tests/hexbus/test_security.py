@@ -255,8 +255,14 @@ def test_a_host_is_admitted_by_its_own_key_and_refused_at_once_when_revoked(
     assert make_keys(stranger).returncode == 0
     out = keys_command("add-host", "gpu1", str(keys))
     assert out.returncode == 0, out.stderr
-    gpu = keys / "export" / "gpu1"
-    assert sorted(p.name for p in gpu.iterdir()) == ["broker.key", "host.key", "host.key_secret"]
+    exported = keys / "export" / "gpu1"
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "broker.key",
+        "host.key",
+        "host.key_secret",
+    ]
+    gpu = tmp_path / "on-the-gpu-host"
+    shutil.copytree(exported, gpu)  # what the person does: the folder goes to that host
     assert keys_command("add-host", "gpu1", str(keys)).returncode != 0  # not twice
     base = free_port_base()
     hx = hex_factory(tcp_bus(base, curve_dir=str(keys)) + COUNTER).start()

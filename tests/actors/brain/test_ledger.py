@@ -172,3 +172,17 @@ def test_one_message_joins_a_turns_pieces_and_lets_a_revision_replace_what_it_re
     assert whole.message.text == "And so my fellow Americans, ask not ...\nRight?"
     assert [a.filename for a in whole.message.attachments] == ["a.png"]
     assert one_message(typed[:1]) is typed[0]
+
+
+def test_trimming_people_never_drops_someone_whose_message_is_being_answered(
+    persona: Persona,
+) -> None:
+    from actors.brain import ledger as ledger_module
+
+    book = ledger()
+    busy = message("hello again", person_id="returning")
+    book.accept("e-busy", 1, busy, NOW)
+    book.relationship("returning", persona).last_seen = NOW - 10**7  # long quiet
+    for i in range(int(ledger_module.PEOPLE_KEPT * 1.2)):
+        book.relationship(f"p{i}", persona)  # newcomers while the reply is written
+    assert "returning" in book.state.relationships
