@@ -76,8 +76,8 @@ def read_mark(path: Path) -> Mark | None:
     return Mark(epoch.decode("ascii"), reserved, head, bool(clean))
 
 
-def write_mark(path: Path, mark: Mark) -> None:
-    write_atomic(path, mark.encode())
+def write_mark(path: Path, mark: Mark, *, durable: bool = True) -> None:
+    write_atomic(path, mark.encode(), durable=durable)
 
 
 class Start(NamedTuple):
@@ -101,9 +101,9 @@ def read_starts(directory: Path) -> list[Start]:
     return starts
 
 
-def write_starts(directory: Path, starts: list[Start]) -> None:
+def write_starts(directory: Path, starts: list[Start], *, durable: bool = True) -> None:
     text = "".join(f"{s.epoch} {s.first} {s.lost_after}\n" for s in starts)
-    write_atomic(directory / STARTS_NAME, text.encode("ascii"))
+    write_atomic(directory / STARTS_NAME, text.encode("ascii"), durable=durable)
 
 
 def new_epoch() -> str:

@@ -16,10 +16,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write, fsync, rename over, fsync the folder: a crash leaves the old file or the new one.
 
-    A file that exists keeps its permissions (a person's own persona.toml, say).
+    A file that exists keeps its permissions (a person's own persona.toml, say). ``durable``
+    False skips the fsyncs (the rename is still atomic, a power loss may keep the old file):
+    for a journal whose own policy is not to fsync.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     # One name per process and thread: two writes of one file at once never share a temp file.
@@ -28,7 +30,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         try:
             os.chmod(tmp, path.stat().st_mode & 0o7777)
         except FileNotFoundError:
@@ -41,4 +44,5 @@ def write_atomic(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)

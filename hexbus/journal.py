@@ -195,6 +195,8 @@ class Journal:
         self._mark_path = mark_path(self._dir)
         self._starts: list[Start] = []
         self._starts_dirty = False  # changed at open and not on disk yet (a full disk)
+        # The mark and the starts are fsynced unless the journal's own policy is not to.
+        self._durable_files = fsync.mode != "never"
         self._retained_after = 0  # the last offset retention deleted
         self._reserved = 0  # the mark's: no offset above it handed out before the mark says so
 
@@ -454,7 +456,11 @@ class Journal:
         if deleted:
             self._evict_before(self._segments[0].first)
             try:
-                write_atomic(self._dir / _RETAINED_NAME, b"%d\n" % self._retained_after)
+                write_atomic(
+                    self._dir / _RETAINED_NAME,
+                    b"%d\n" % self._retained_after,
+                    durable=self._durable_files,
+                )
             except OSError as exc:  # only a hint for readers' gap reports
                 _log.warning("journal.retained_unwritten", error=str(exc))
         return deleted
@@ -477,7 +483,11 @@ class Journal:
                 self._sync()
                 # Closed cleanly: the next open goes on from the head, not from the reservation.
                 try:
-                    write_mark(self._mark_path, Mark(self.epoch, self._reserved, self._head, True))
+                    write_mark(
+                        self._mark_path,
+                        Mark(self.epoch, self._reserved, self._head, True),
+                        durable=self._durable_files,
+                    )
                 except OSError as exc:  # a full disk: the next open goes on past the reservation
                     _log.warning("journal.mark_unwritten", error=str(exc))
         finally:
@@ -654,11 +664,13 @@ class Journal:
 
     def _save_starts(self) -> None:
         if self._starts_dirty:
-            write_starts(self._dir, self._starts)
+            write_starts(self._dir, self._starts, durable=self._durable_files)
             self._starts_dirty = False
 
     def _write_mark(self, *, reserved: int) -> None:
-        write_mark(self._mark_path, Mark(self.epoch, reserved, 0, False))
+        write_mark(
+            self._mark_path, Mark(self.epoch, reserved, 0, False), durable=self._durable_files
+        )
         self._reserved = reserved
 
     def _scan(self, path: Path, first: int) -> tuple[_Segment, str | None]:

@@ -28,6 +28,7 @@ async def publish(endpoints, events, name="tester") -> None:  # type: ignore[no-
     await client.close()
 
 
+@pytest.mark.slow
 def test_hung_actor_is_killed_and_restarted_within_its_heartbeat_timeout(
     hex_factory: HexFactory,
 ) -> None:
@@ -67,6 +68,7 @@ def test_hung_actor_is_killed_and_restarted_within_its_heartbeat_timeout(
     assert "hung: no heartbeat" in hx.log()
 
 
+@pytest.mark.slow
 def test_actor_that_crashes_at_start_is_marked_failed_and_others_keep_running(
     hex_factory: HexFactory,
 ) -> None:
@@ -96,6 +98,7 @@ def test_actor_that_crashes_at_start_is_marked_failed_and_others_keep_running(
     assert hx.command("restart", "flappy").ok
 
 
+@pytest.mark.slow
 def test_hot_restart_keeps_state_and_sees_events_published_meanwhile(
     hex_factory: HexFactory,
 ) -> None:
@@ -196,6 +199,7 @@ def test_supervisor_killed_outright_takes_its_children_with_it(hex_factory: HexF
     )
 
 
+@pytest.mark.slow
 def test_lifecycle_changes_are_durable_events_on_the_bus(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
     os.kill(hx.pid("counter"), signal.SIGKILL)

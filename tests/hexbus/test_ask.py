@@ -29,6 +29,7 @@ def test_a_fresh_clients_one_request_is_answered_without_a_resend(
         assert answer.note == "total=0" and answer.n == 0
 
 
+@pytest.mark.slow
 def test_no_broker_is_one_line_after_the_timeout(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
     endpoints = hx.endpoints

@@ -59,6 +59,7 @@ def test_status_json_is_keyed_by_actor_with_pid_state_restarts(hex_factory: HexF
     assert any(line.startswith("echo ") and " live " in line for line in table)
 
 
+@pytest.mark.slow
 def test_send_validates_against_the_schema_and_tail_shows_the_conversation(
     hex_factory: HexFactory,
 ) -> None:
@@ -98,6 +99,7 @@ def test_send_validates_against_the_schema_and_tail_shows_the_conversation(
     assert "<echo>" in acks[0]
 
 
+@pytest.mark.slow
 def test_send_rejects_bad_events_with_one_clear_line(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS).start()
     cases = {

@@ -30,7 +30,7 @@ from schemas import ProbeDurable, Rejected
 from tests.support.busclient import ask_count
 from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 COUNTER = FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")
 MiB = 1 << 20

@@ -120,7 +120,7 @@ def test_a_full_disk_at_reopen_is_no_loss_of_history_at_the_next(
     history = j.epoch
     crash(j)
 
-    def full(path: Path, data: bytes) -> None:
+    def full(path: Path, data: bytes, **_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patched:

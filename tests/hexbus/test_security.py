@@ -168,6 +168,7 @@ def run_refused(root: Path, config: str, run_dir: Path | None = None) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
 def test_tcp_without_curve_keys_is_refused_with_one_line_even_on_loopback(host: str) -> None:
     root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
@@ -179,6 +180,7 @@ def test_tcp_without_curve_keys_is_refused_with_one_line_even_on_loopback(host: 
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_symlink_planted_at_the_run_directory_is_refused_not_followed() -> None:
     root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
     try:
