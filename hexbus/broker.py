@@ -1,26 +1,22 @@
 """The broker process: volatile fan-out, the durable journal, and the replay endpoint.
 
-Volatile: publishers' PUB -> XSUB here -> XPUB here -> subscribers' SUB, with
-small high-water marks, so a slow subscriber loses frames and nobody waits.
-Two lanes, each forwarded by libzmq itself (``zmq.proxy_steerable`` in a
-thread, no Python per message): one for ordinary frames and one, with a tiny
-high-water mark, for frames whose blob is large. Subscriptions travel upstream
-to the publishers, so a family nobody subscribes to is never sent. The broker
-does not decode volatile frames: every receiver decodes strictly and counts
-what it rejects (DESIGN.md's rule holds at the edges, where the decoding
-happens anyway).
+Volatile: publishers' PUB -> XSUB here -> XPUB here -> subscribers' SUB, with small high-water
+marks, so a slow subscriber loses frames and nobody waits. Two lanes (hexbus/lanes.py), one for
+ordinary frames and one, with a tiny high-water mark, for frames whose blob is large, each on a
+thread of its own. Subscriptions travel upstream, so a family nobody subscribes to is never sent.
+The broker does not decode volatile frames: every receiver decodes strictly and counts what it
+rejects; with hosts admitted by key, the lanes read each frame's topic and origin only to drop
+privileged requests from hosts that may not make them.
 
-Durable: producers' DEALER -> ROUTER ``ingest`` here. Each event is validated,
-deduplicated by (session, seq), stamped with the next global offset, appended
-to the journal, acknowledged, then published on the XPUB (for observers such
-as ``hexbus tail``) and handed to parked fetches on the ROUTER ``replay``
-endpoint. Durable subscribers read only through fetches: they ask for events
-after their last applied offset, so nothing is ever skipped, and a subscriber
-that falls behind simply asks again at its own pace.
+Durable: producers' DEALER -> ROUTER ``ingest`` here. Each event is validated (class, size, and
+origin: schemas.PRIVILEGED topics only from ``bus.privileged_origins``), deduplicated by
+(session, seq), stamped with the next global offset and its origin, appended to the journal,
+acknowledged, then published on the XPUB (for observers such as ``hexbus tail``) and handed to
+parked fetches on the ROUTER ``replay`` endpoint. Durable subscribers read only through fetches,
+after their last applied offset, so nothing is ever skipped.
 
-Run with ``python -m hexbus.broker`` (the supervisor does); one loop, plus the
-two volatile proxy threads, the journal's fsync thread and, with CURVE,
-ZeroMQ's authenticator.
+Run with ``python -m hexbus.broker`` (the supervisor does); one loop, plus the two volatile lane
+threads, the journal's fsync thread and, with CURVE, ZeroMQ's authenticator.
 """
 
 from __future__ import annotations
@@ -38,6 +34,7 @@ import structlog
 import zmq
 
 from hexbus import codec
+from hexbus._sockets import server_socket
 from hexbus.codec import (
     ACK,
     HOLD,
@@ -50,10 +47,10 @@ from hexbus.codec import (
 )
 from hexbus.config import BusConfig
 from hexbus.consumers import Consumers
-from hexbus.endpoints import Endpoints, secure_server
-from hexbus.journal import DISK_FULL, FsyncPolicy, Journal, JournalFailed, Record
-from hexbus.keys import AllowList
-from hexbus.lanes import VolatileLane
+from hexbus.endpoints import Endpoints
+from hexbus.journal import FsyncPolicy, Journal, Record, only_out_of_space
+from hexbus.keys import LOCAL, AllowList
+from hexbus.lanes import VolatileLane, not_privileged, origin_of
 from hexbus.log import RateLimitedCounter, configure
 from hexbus.replay import REPLY_HWM, Replay
 from schemas import (
@@ -64,6 +61,7 @@ from schemas import (
     Rejected,
     RetentionCut,
     delivery_of,
+    privileged,
 )
 
 log = structlog.get_logger("hexbus.broker")
@@ -103,6 +101,7 @@ class Broker:
         self.ids = codec.IdSource(codec.new_session())
         self.rejected = RateLimitedCounter(log)
         self.max_blob = spec.bus.max_blob_mb << 20
+        self.privileged = frozenset(spec.bus.privileged_origins)
         self.running = True
         self.accepted = 0
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -113,22 +112,12 @@ class Broker:
     def _socket(
         self, kind: int, address: str, *, sndhwm: int = 1000, rcvhwm: int = 1000
     ) -> zmq.Socket[bytes]:
-        # Options must be set before bind: a listener copies them, and every accepted peer gets that copy.
-        sock: zmq.Socket[bytes] = self.ctx.socket(kind)
-        sock.linger = 0
-        sock.sndhwm = sndhwm
-        sock.rcvhwm = rcvhwm
         # Room for twice the blob limit: a frame somewhat over it is decoded and refused by name;
         # only a far larger one is cut off by libzmq (which drops the connection).
-        sock.maxmsgsize = 2 * (self.bus.max_blob_mb << 20) + codec.MAX_ENVELOPE_BYTES + 4096
-        if self.spec.endpoints.curve_dir and address.startswith("tcp://"):
-            secure_server(sock, self.spec.endpoints.curve_dir)
-        if address.startswith("ipc://"):
-            path = address[len("ipc://") :]
-            if os.path.exists(path):
-                os.unlink(path)  # a stale socket file from a killed broker
-        sock.bind(address)
-        return sock
+        most = 2 * (self.bus.max_blob_mb << 20) + codec.MAX_ENVELOPE_BYTES + 4096
+        return server_socket(
+            self.ctx, kind, address, self.spec.endpoints.curve_dir, sndhwm, rcvhwm, most
+        )
 
     def _open_sockets(self) -> None:
         ep = self.spec.endpoints
@@ -143,9 +132,12 @@ class Broker:
         vout = self._socket(zmq.XPUB, ep.volatile_out, sndhwm=hwm)
         big_in = self._socket(zmq.XSUB, ep.volatile_big_in, rcvhwm=self.bus.blob_hwm)
         big_out = self._socket(zmq.XPUB, ep.volatile_big, sndhwm=self.bus.blob_hwm)
+        # With hosts admitted by key, their frames are read here so that privileged requests
+        # from the others are dropped; on the 0700 ipc run directory every peer is this host.
+        checked = self.privileged if self.hosts is not None else None
         self.lanes = (
-            VolatileLane(self.ctx, "small", vin, vout),
-            VolatileLane(self.ctx, "big", big_in, big_out),
+            VolatileLane(self.ctx, "small", vin, vout, checked),
+            VolatileLane(self.ctx, "big", big_in, big_out, checked),
         )
         self.big = self.bus.blob_lane_bytes
         # The broker's own volatile publishing (heartbeats, durable events for observers) joins the lanes.
@@ -175,12 +167,6 @@ class Broker:
 
     # -- volatile -----------------------------------------------------------
 
-    def _delivery(self, topic: str) -> Delivery | None:
-        try:
-            return delivery_of(topic)
-        except KeyError:
-            return None
-
     def publish_volatile(self, event: Any, key: str = "") -> None:
         envelope = codec.make_envelope(event, event_id=self.ids.next(), source="broker", key=key)
         try:
@@ -195,16 +181,18 @@ class Broker:
         fresh: list[Record] = []
         for _ in range(DRAIN):
             try:
-                frames = self.ingest.recv_multipart(zmq.NOBLOCK)
+                raw = self.ingest.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
+            origin = origin_of(raw[0])
+            frames = [frame.bytes for frame in raw]
             identity = frames[0]
             if len(frames) < 5 or frames[1] != PUBLISH or len(frames[2]) != 8:
                 self.rejected.add("frames", f"ingest message of {len(frames)} frames")
                 continue
             floor = U64.unpack(frames[2])[0]
             try:
-                envelope, blob = self._durable(frames[3:])
+                envelope, blob = self._durable(frames[3:], origin)
             except RejectedFrame as exc:
                 self.rejected.add(exc.kind, exc.detail)
                 head = codec.peek(frames[4])
@@ -220,13 +208,13 @@ class Broker:
                 self._send(self.ingest, [identity, NACK, U64x2.pack(session, expected)])
                 continue
             offset = self.journal.next_offset
-            stamped = codec.encode(msgspec.structs.replace(envelope, offset=offset))
+            stamped = codec.encode(msgspec.structs.replace(envelope, offset=offset, origin=origin))
             topic = frames[3]
             blob_bytes = bytes(blob) if blob is not None else None
             try:
                 self.journal.append(session, seq, topic, stamped, blob_bytes)
             except OSError as exc:
-                if exc.errno not in DISK_FULL or isinstance(exc, JournalFailed):
+                if not only_out_of_space(exc):
                     raise  # the journal cannot be trusted: a restart recovers it
                 self._hold(identity, session, seq, exc, acks)
                 continue
@@ -252,12 +240,16 @@ class Broker:
         if fresh:
             self.replays.journaled(time.monotonic())
 
-    def _durable(self, frames: list[bytes]) -> tuple[codec.Envelope, bytes | memoryview | None]:
+    def _durable(
+        self, frames: list[bytes], origin: str
+    ) -> tuple[codec.Envelope, bytes | memoryview | None]:
         envelope, blob = codec.decode_message(frames, self.max_blob)
-        if self._delivery(envelope.topic) is not Delivery.DURABLE:
+        if delivery_of(envelope.topic) is not Delivery.DURABLE:  # a decoded tag has a class
             raise RejectedFrame(
                 "class", f"{envelope.topic} is volatile: publish it on the volatile path"
             )
+        if origin not in self.privileged and privileged(envelope.topic):
+            raise RejectedFrame("origin", not_privileged(origin, envelope.topic))
         if envelope.session == 0 or envelope.seq == 0:
             raise RejectedFrame("malformed", "durable event without session and seq")
         return envelope, blob
@@ -286,11 +278,7 @@ class Broker:
         if seq == expected:
             self.last_seq[session] = seq
             log.warning("broker.refused", event_id=head.id, topic=head.topic[:80], reason=reason)
-        pending = acks.pop(identity, None)  # the acks before it go first, in order
-        if pending is not None:
-            self._send(self.ingest, [identity, ACK, U64x2.pack(*pending)])
-        encoded = reason.encode()[: codec.MAX_REASON_BYTES]
-        self._send(self.ingest, [identity, REFUSE, U64x2.pack(session, seq), encoded])
+        self._answer(identity, REFUSE, session, seq, reason, acks)
 
     def _hold(
         self,
@@ -311,11 +299,23 @@ class Broker:
                 "outboxes and are stored when there is room",
             )
         self.disk_full = reason
-        pending = acks.pop(identity, None)  # the acks before it go first, in order
+        self._answer(identity, HOLD, session, seq, reason, acks)
+
+    def _answer(
+        self,
+        identity: bytes,
+        kind: bytes,
+        session: int,
+        seq: int,
+        reason: str,
+        acks: dict[bytes, tuple[int, int]],
+    ) -> None:
+        """A refusal or a hold with its reason, after the acks before it (they go first, in order)."""
+        pending = acks.pop(identity, None)
         if pending is not None:
             self._send(self.ingest, [identity, ACK, U64x2.pack(*pending)])
         encoded = reason.encode()[: codec.MAX_REASON_BYTES]
-        self._send(self.ingest, [identity, HOLD, U64x2.pack(session, seq), encoded])
+        self._send(self.ingest, [identity, kind, U64x2.pack(session, seq), encoded])
 
     def _send(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
         try:
@@ -328,6 +328,10 @@ class Broker:
     def heartbeat(self) -> None:
         if self.hosts is not None and self.hosts.revoked():
             self.running = False  # the supervisor starts a broker that drops their connections
+        for lane in self.lanes:
+            dropped, lane.reported = lane.dropped - lane.reported, lane.dropped
+            if dropped:
+                self.rejected.count("origin", dropped)  # logged by the lane
         self.publish_volatile(
             BrokerHeartbeat(
                 incarnation=self.incarnation,
@@ -401,12 +405,12 @@ class Broker:
             key=key,
         )
         offset = self.journal.next_offset
-        stamped = codec.encode(msgspec.structs.replace(envelope, offset=offset))
+        stamped = codec.encode(msgspec.structs.replace(envelope, offset=offset, origin=LOCAL))
         topic = envelope.topic.encode()
         try:
             self.journal.append(self.own_session, self.own_seq, topic, stamped, None)
         except OSError as exc:
-            if exc.errno not in DISK_FULL or isinstance(exc, JournalFailed):
+            if not only_out_of_space(exc):
                 raise
             self.own_seq -= 1
             log.error("broker.event_unstored", topic=envelope.topic, error=str(exc))

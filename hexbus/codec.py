@@ -41,6 +41,10 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     causation: str = ""  # id of the event this one answers or was caused by
     correlation: str = ""  # request/response pairing
     offset: Count = 0  # global journal offset, stamped by the broker on durable events
+    # Who published a durable event, stamped by the broker from its connection: the admitted
+    # host's key name (hexbus keys add-host), or "local" (this host's key, or the 0700 ipc run
+    # directory). Whatever a producer puts here is overwritten.
+    origin: str = ""
     body: AnyEvent
 
 

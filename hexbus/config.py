@@ -19,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 ACTOR_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+ORIGIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # as hexbus.keys.HOST_NAME
 
 
 class ConfigError(Exception):
@@ -59,6 +60,9 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         7600  # tcp: port .. port+5 (volatile in, volatile out, ingest, replay, large out, large in)
     )
     curve_dir: str = ""  # keys made by `hexbus keys`; required for tcp, loopback included
+    # Hosts (key names from `hexbus keys add-host`) whose control, memory, chat and persona
+    # requests are honoured; "local" is this host. Others may publish the rest (speech, audio).
+    privileged_origins: tuple[str, ...] = ("local",)
     volatile_hwm: int = 1000
     # Frames whose blob is at least blob_lane_bytes travel on a second XPUB whose queue per
     # subscriber is blob_hwm frames, so a stalled subscriber of 1 MB video frames pins
@@ -225,6 +229,12 @@ def validate(config: HexConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: bus.port must be between 1 and 65530 (it uses port .. port+5), got {bus.port}"
         )
+    for origin in bus.privileged_origins:
+        if not ORIGIN_NAME.match(origin):
+            raise ConfigError(
+                f"{source}: bus.privileged_origins: {origin!r} is not a host name "
+                "(lowercase letters, digits, '_' or '-', as `hexbus keys add-host` names them)"
+            )
     if bus.transport == "tcp" and not bus.curve_dir:
         where = (
             "loopback too: any local user could connect"

@@ -54,7 +54,15 @@ from hexbus.epoch import (
 )
 from hexbus.files import fsync_dir, write_atomic
 
-__all__ = ["DISK_FULL", "FsyncPolicy", "Journal", "JournalCorrupt", "JournalFailed", "Record"]
+__all__ = [
+    "DISK_FULL",
+    "FsyncPolicy",
+    "Journal",
+    "JournalCorrupt",
+    "JournalFailed",
+    "Record",
+    "only_out_of_space",
+]
 
 _HEADER: Final = struct.Struct("<IIQ")
 _BODY: Final = struct.Struct("<QQHII")
@@ -100,6 +108,12 @@ class Record(NamedTuple):
 class JournalFailed(OSError):
     """An fsync failed: what was written may not be on disk, so the journal takes no more
     appends; reopening it (a broker restart) recovers what is."""
+
+
+def only_out_of_space(exc: OSError) -> bool:
+    """An append failed for want of room alone: the journal is intact, and takes appends again
+    once there is space (any other error, or a failed fsync, needs a reopen)."""
+    return exc.errno in DISK_FULL and not isinstance(exc, JournalFailed)
 
 
 class JournalCorrupt(Exception):

@@ -18,7 +18,6 @@ A folder made by earlier versions (``server.key``, ``client.key``, ``clients/``)
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Final
@@ -26,10 +25,11 @@ from typing import Any, Final
 import structlog
 import zmq
 import zmq.auth
+from zmq.utils import z85
 
-from hexbus.config import ConfigError
+from hexbus.config import ORIGIN_NAME, ConfigError
 
-HOST_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+HOST_NAME: Final = ORIGIN_NAME
 LOCAL: Final = "local"
 
 log = structlog.get_logger("hexbus.broker")
@@ -168,32 +168,48 @@ def secure_client(sock: zmq.Socket[Any], curve_dir: str) -> None:
 
 
 class AllowList:
-    """The broker's view of the admitted host keys, reloaded when the folder changes."""
+    """The broker's view of the admitted host keys, reloaded when the folder changes.
+
+    ZeroMQ's authenticator names each connection it admits after the key's file (``hosts/gpu1.key``
+    admits ``gpu1``): that name is the origin the broker stamps on what the connection publishes.
+    """
 
     def __init__(self, curve_dir: str, auth: Any) -> None:
         self.curve_dir = curve_dir
         self.auth = auth
-        self.keys = self._now()
+        self.names = self._now()
+        auth.curve_user_id = self.origin
         auth.configure_curve(domain="*", location=str(allow_list(curve_dir)))
 
-    def _now(self) -> frozenset[bytes]:
-        """The admitted public keys themselves (a file replaced under the same name counts)."""
-        keys: set[bytes] = set()
-        for path in allow_list(self.curve_dir).glob("*.key"):
+    @property
+    def keys(self) -> frozenset[bytes]:
+        return frozenset(self.names)
+
+    def origin(self, raw_public_key: bytes) -> str:
+        """The host name of an admitted key (called by the authenticator's thread)."""
+        return self.names.get(z85.encode(raw_public_key), "unknown")
+
+    def _now(self) -> dict[bytes, str]:
+        """The admitted public keys themselves (a file replaced under the same name counts),
+        each with its host's name; a key admitted under several names is ``local`` if one is."""
+        names: dict[bytes, str] = {}
+        for path in sorted(allow_list(self.curve_dir).glob("*.key")):
             try:
-                keys.add(zmq.auth.load_certificate(str(path))[0])
+                key = zmq.auth.load_certificate(str(path))[0]
             except (OSError, ValueError):
                 continue  # half-written or not a key: not admitted
-        return frozenset(keys)
+            if names.get(key) != LOCAL:
+                names[key] = path.stem
+        return names
 
     def revoked(self) -> list[str]:
         """Reload if the allow-list changed; the hosts revoked since the last look."""
         now = self._now()
-        if now == self.keys:
+        if now == self.names:
             return []
-        revoked = sorted(k.decode() for k in self.keys - now)
-        added = sorted(k.decode() for k in now - self.keys)
+        revoked = sorted(k.decode() for k in self.names.keys() - now.keys())
+        added = sorted(k.decode() for k in now.keys() - self.names.keys())
+        self.names = now  # renamed keys change their origin from now on
         self.auth.configure_curve(domain="*", location=str(allow_list(self.curve_dir)))
         log.warning("broker.hosts_changed", added=added, revoked=revoked)
-        self.keys = now
         return revoked

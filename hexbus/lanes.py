@@ -1,4 +1,10 @@
-"""A volatile lane of the broker: XSUB -> XPUB forwarded by libzmq itself, off the broker's loop."""
+"""A volatile lane of the broker: XSUB -> XPUB forwarded off the broker's loop.
+
+On the 0700 ipc run directory every peer is this host, and libzmq forwards by itself (no Python
+per message). With hosts admitted by CURVE key, the lane reads each frame's origin (the name the
+authenticator gave its connection) and drops privileged requests (schemas.PRIVILEGED: control,
+memory, chat, persona) from hosts outside ``bus.privileged_origins``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,35 @@ import threading
 import structlog
 import zmq
 
+from hexbus.keys import LOCAL
+from schemas import privileged
+
 log = structlog.get_logger("hexbus.broker")
 
 
+def origin_of(frame: zmq.Frame) -> str:
+    """The host a frame came from: the authenticator's name for its connection, or ``local``
+    where no authenticator ran (ipc, inproc)."""
+    try:
+        name = frame.get("User-Id")
+    except zmq.ZMQError:
+        return LOCAL
+    return name if isinstance(name, str) and name else LOCAL
+
+
+def not_privileged(origin: str, topic: str) -> str:
+    return (
+        f"origin {origin} may not publish {topic[:80]}: only bus.privileged_origins may "
+        "(control, memory, chat, persona)"
+    )
+
+
 class VolatileLane:
-    """XSUB -> XPUB forwarding inside libzmq, on a thread of its own, stopped through a control pair.
+    """XSUB -> XPUB forwarding on a thread of its own, stopped through a control pair.
 
     The XSUB also binds an inproc address, where the broker's own PUB connects to publish
-    heartbeats and the durable events that observers tail.
+    heartbeats and the durable events that observers tail. ``checked``: the origins allowed to
+    publish privileged topics, when frames must be looked at (None: libzmq forwards alone).
     """
 
     def __init__(
@@ -23,11 +50,15 @@ class VolatileLane:
         name: str,
         xsub: zmq.Socket[bytes],
         xpub: zmq.Socket[bytes],
+        checked: frozenset[str] | None = None,
     ) -> None:
         self.name = name
         self.inproc = f"inproc://hexbus-{name}-{id(self):x}"
         xsub.bind(self.inproc)
         self.xsub, self.xpub = xsub, xpub
+        self.checked = checked
+        self.dropped = 0  # privileged frames from other origins
+        self.reported = 0  # of them, counted by the broker's heartbeat
         self.control: zmq.Socket[bytes] = ctx.socket(zmq.PAIR)
         self.control.bind(f"inproc://hexbus-{name}-control-{id(self):x}")
         self._peer: zmq.Socket[bytes] = ctx.socket(zmq.PAIR)
@@ -36,7 +67,10 @@ class VolatileLane:
 
     def _run(self) -> None:
         try:
-            zmq.proxy_steerable(self.xsub, self.xpub, None, self._peer)
+            if self.checked is None:
+                zmq.proxy_steerable(self.xsub, self.xpub, None, self._peer)
+            else:
+                self._forward_checked(self.checked)
         except zmq.ContextTerminated:
             pass
         except zmq.ZMQError as exc:
@@ -44,6 +78,42 @@ class VolatileLane:
         finally:
             for sock in (self.xsub, self.xpub, self._peer):
                 sock.close(linger=0)
+
+    def _forward_checked(self, allowed: frozenset[str]) -> None:
+        poller = zmq.Poller()
+        for sock in (self.xsub, self.xpub, self._peer):
+            poller.register(sock, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if self._peer in ready:
+                return  # TERMINATE
+            if self.xpub in ready:  # subscriptions travel upstream to the publishers
+                for _ in range(256):
+                    try:
+                        self.xsub.send_multipart(self.xpub.recv_multipart(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if self.xsub in ready:
+                for _ in range(256):
+                    try:
+                        frames = self.xsub.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    origin = origin_of(frames[0])
+                    if origin not in allowed:
+                        topic = frames[0].bytes.decode("utf-8", "replace")
+                        if privileged(topic):
+                            self._drop(origin, topic)
+                            continue
+                    try:
+                        self.xpub.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        pass  # XPUB drops for slow subscribers itself; this is only belt and braces
+
+    def _drop(self, origin: str, topic: str) -> None:
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            log.warning("bus.origin_refused", origin=origin, topic=topic[:80], dropped=self.dropped)
 
     def start(self) -> None:
         self.thread.start()

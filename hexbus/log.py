@@ -132,10 +132,10 @@ class RateLimitedCounter:
         self._since_log: dict[str, int] = {}
         self.changed = False
 
-    def count(self, kind: str) -> None:
-        """Count one, for a caller that logs it in its own words."""
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        self.total += 1
+    def count(self, kind: str, n: int = 1) -> None:
+        """Count ``n``, for a caller that logs them in its own words."""
+        self.counts[kind] = self.counts.get(kind, 0) + n
+        self.total += n
         self.changed = True
 
     def add(self, kind: str, detail: str) -> None:

@@ -25,7 +25,7 @@ from schemas.chat import (
     ReplyMeta,
     ReplySentence,
 )
-from schemas.delivery import DELIVERY, Delivery, delivery_of
+from schemas.delivery import DELIVERY, PRIVILEGED, Delivery, delivery_of, privileged
 from schemas.memory import (
     Contradiction,
     ImportedTurn,
@@ -156,6 +156,7 @@ __all__ = [
     "CONTROL_TAGS",
     "DELIVERY",
     "EVENT_TYPES",
+    "PRIVILEGED",
     "TAGS",
     "ActorLifecycle",
     "AnyEvent",
@@ -222,6 +223,7 @@ __all__ = [
     "Transcript",
     "Utterance",
     "delivery_of",
+    "privileged",
     "tag_of",
     "type_for_topic",
 ]

@@ -62,3 +62,22 @@ def delivery_of(topic: str) -> Delivery:
             f"topic {topic!r} has no delivery class: add its family to schemas.delivery.DELIVERY"
         )
     return DELIVERY[best]
+
+
+# Requests that change or reveal what Hex is and remembers, or that speak as a person: the broker
+# accepts them only from origins in ``bus.privileged_origins`` (default: this host alone). A
+# host admitted for speech (stt/tts on a GPU host) may publish transcripts and audio, never these.
+PRIVILEGED: tuple[str, ...] = (
+    "sys.control",  # stop, ping, snapshot, reload an actor
+    "sys.redrive",  # apply a dead letter again
+    "memory",  # every memory request: add, edit, approve, forget, import, upload, export, search
+    "chat.message",  # a person's words, with the person id discord_io or the console verified
+    "chat.meta",  # memory directives about a person
+    "brain",  # persona versions, quiet mode, the brain's tasks
+)
+
+
+@functools.lru_cache(maxsize=8192)
+def privileged(topic: str) -> bool:
+    """Whether only a privileged origin may publish this topic."""
+    return any(topic == p or topic.startswith(p + ".") for p in PRIVILEGED)
