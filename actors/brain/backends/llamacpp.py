@@ -184,23 +184,34 @@ class LlamaCppBackend:
         self, turns: list[ChatTurn], schema: dict[str, Any], params: Params
     ) -> str:
         llm = await self._acquire()
+
+        def run() -> str:
+            out = llm.create_chat_completion(
+                messages=[{"role": t.role, "content": t.content} for t in turns],
+                response_format={"type": "json_object", "schema": schema},
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                seed=params.seed,
+            )
+            return str(out["choices"][0]["message"]["content"] or "")
+
+        # The instance comes back when the thread is done with it, not when the caller stops
+        # waiting: a request cancelled mid-generation (a newer message) goes on in its thread,
+        # and the next reply on the same instance from a second thread crashed llama.cpp.
+        work = asyncio.ensure_future(asyncio.to_thread(run))
+
+        def done(future: asyncio.Future[str]) -> None:
+            if not future.cancelled():
+                future.exception()  # retrieved here when nobody waits for it any more
+            self._release(llm)
+
+        work.add_done_callback(done)
         try:
-
-            def run() -> str:
-                out = llm.create_chat_completion(
-                    messages=[{"role": t.role, "content": t.content} for t in turns],
-                    response_format={"type": "json_object", "schema": schema},
-                    max_tokens=params.max_tokens,
-                    temperature=params.temperature,
-                    seed=params.seed,
-                )
-                return str(out["choices"][0]["message"]["content"] or "")
-
-            return await asyncio.to_thread(run)
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             raise BackendError(f"llama.cpp failed: {exc}") from exc
-        finally:
-            self._release(llm)
 
     def count_tokens(self, text: str) -> int:
         if not self._models:

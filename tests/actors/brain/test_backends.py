@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -106,3 +109,74 @@ def test_missing_model_file_names_the_path_and_models_md() -> None:
     with pytest.raises(ModelMissing) as info:
         asyncio.run(backend.start())
     assert "/nowhere/model.gguf" in str(info.value) and "MODELS.md" in str(info.value)
+
+
+class OneAtATime:
+    """A Llama instance that records how many threads were inside it at once."""
+
+    def __init__(self, llm: object) -> None:
+        self.llm = llm
+        self.inside = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.llm, name)
+
+    def _enter(self) -> None:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+
+    def _leave(self) -> None:
+        with self.lock:
+            self.inside -= 1
+
+    def create_chat_completion(self, **kwargs: object) -> object:
+        self._enter()
+        if not kwargs.get("stream"):
+            try:
+                time.sleep(0.3)  # widen the window a cancelled request leaves
+                return self.llm.create_chat_completion(**kwargs)  # type: ignore[attr-defined]
+            finally:
+                self._leave()
+        return self._streamed(self.llm.create_chat_completion(**kwargs))  # type: ignore[attr-defined]
+
+    def _streamed(self, chunks: Iterator[object]) -> Iterator[object]:
+        try:
+            yield from chunks
+        finally:
+            self._leave()
+
+
+def test_a_json_request_cancelled_mid_generation_keeps_the_model_until_its_thread_ends() -> None:
+    """The brain's metadata request after a reply is cancelled when a newer message arrives;
+    its thread goes on inside llama.cpp. Given back at the cancellation, the model served the
+    next reply on a second thread at the same time: the brain segfaulted (the chaos soak)."""
+
+    async def scenario() -> int:
+        backend = LlamaCppBackend(LlamaCppConfig())
+        await backend.start()
+        guard = OneAtATime(backend._models[0])
+        backend._models = [guard]
+        backend._free = asyncio.Queue()
+        backend._free.put_nowait(guard)
+        request = asyncio.ensure_future(
+            backend.complete_json(
+                [ChatTurn("user", "List three fruits.")],
+                {"type": "object", "properties": {"fruits": {"type": "array"}}},
+                Params(max_tokens=32, temperature=0.0, seed=0),
+            )
+        )
+        await asyncio.sleep(0.1)  # its thread is inside the model
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        pieces = [
+            p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))
+        ]
+        assert pieces
+        await backend.close()
+        return guard.most
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 60)) == 1
