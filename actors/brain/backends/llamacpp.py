@@ -198,7 +198,7 @@ class LlamaCppBackend:
         # The instance comes back when the thread is done with it, not when the caller stops
         # waiting: a request cancelled mid-generation (a newer message) goes on in its thread,
         # and the next reply on the same instance from a second thread crashed llama.cpp.
-        work = asyncio.ensure_future(asyncio.to_thread(run))
+        work = asyncio.get_running_loop().run_in_executor(None, run)
 
         def done(future: asyncio.Future[str]) -> None:
             if not future.cancelled():
