@@ -50,8 +50,9 @@ from hexbus.consumers import Consumers
 from hexbus.endpoints import Endpoints
 from hexbus.journal import FsyncPolicy, Journal, Record, only_out_of_space
 from hexbus.keys import LOCAL, AllowList
-from hexbus.lanes import VolatileLane, not_privileged, origin_of
+from hexbus.lanes import VolatileLane
 from hexbus.log import RateLimitedCounter, configure
+from hexbus.origins import Origins, origin_of
 from hexbus.replay import REPLY_HWM, Replay
 from schemas import (
     BrokerHeartbeat,
@@ -61,7 +62,6 @@ from schemas import (
     Rejected,
     RetentionCut,
     delivery_of,
-    privileged,
 )
 
 log = structlog.get_logger("hexbus.broker")
@@ -101,7 +101,7 @@ class Broker:
         self.ids = codec.IdSource(codec.new_session())
         self.rejected = RateLimitedCounter(log)
         self.max_blob = spec.bus.max_blob_mb << 20
-        self.privileged = frozenset(spec.bus.privileged_origins)
+        self.origins = Origins(spec.bus.privileged_origins, spec.bus.origin_grants)
         self.running = True
         self.accepted = 0
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -134,7 +134,7 @@ class Broker:
         big_out = self._socket(zmq.XPUB, ep.volatile_big, sndhwm=self.bus.blob_hwm)
         # With hosts admitted by key, their frames are read here so that privileged requests
         # from the others are dropped; on the 0700 ipc run directory every peer is this host.
-        checked = self.privileged if self.hosts is not None else None
+        checked = self.origins if self.hosts is not None else None
         self.lanes = (
             VolatileLane(self.ctx, "small", vin, vout, checked),
             VolatileLane(self.ctx, "big", big_in, big_out, checked),
@@ -157,7 +157,12 @@ class Broker:
         # never reads fills its pipe, and what it is sent then is dropped, not held here.
         self.replay = self._socket(zmq.ROUTER, ep.replay, sndhwm=REPLY_HWM)
         self.replays = Replay(
-            self.journal, self.replay, self.consumers, self.rejected, self.incarnation
+            self.journal,
+            self.replay,
+            self.consumers,
+            self.rejected,
+            self.incarnation,
+            curve=self.hosts is not None,
         )
         self.hb: zmq.Socket[bytes] = self.ctx.socket(zmq.PUSH)
         self.hb.linger = 0
@@ -184,7 +189,7 @@ class Broker:
                 raw = self.ingest.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            origin = origin_of(raw[0])
+            origin = origin_of(raw[0], curve=self.hosts is not None)
             frames = [frame.bytes for frame in raw]
             identity = frames[0]
             if len(frames) < 5 or frames[1] != PUBLISH or len(frames[2]) != 8:
@@ -197,7 +202,7 @@ class Broker:
                 self.rejected.add(exc.kind, exc.detail)
                 head = codec.peek(frames[4])
                 if head is not None and head.session and head.seq:
-                    self._refuse(identity, head, floor, exc, acks)
+                    self._refuse(identity, head, floor, exc, acks, origin)
                 continue
             session, seq = envelope.session, envelope.seq
             expected = max(self.last_seq.get(session, 0) + 1, floor)
@@ -248,8 +253,7 @@ class Broker:
             raise RejectedFrame(
                 "class", f"{envelope.topic} is volatile: publish it on the volatile path"
             )
-        if origin not in self.privileged and privileged(envelope.topic):
-            raise RejectedFrame("origin", not_privileged(origin, envelope.topic))
+        self.origins.check(origin, envelope)
         if envelope.session == 0 or envelope.seq == 0:
             raise RejectedFrame("malformed", "durable event without session and seq")
         return envelope, blob
@@ -261,22 +265,20 @@ class Broker:
         floor: int,
         exc: RejectedFrame,
         acks: dict[bytes, tuple[int, int]],
+        origin: str,
     ) -> None:
-        """Answer a durable event that cannot be stored with a refusal and its reason, in its
-        place in the producer's sequence, so the producer drops it and goes on (dropped unanswered,
-        it was retransmitted forever while every later event was nacked).
-
-        The frame never decodes, so it was never stored: a retransmission of it is refused again.
-        A refused seq counts as used in memory only; after a restart the producer's floor says so.
-        """
+        """Answer an event that cannot be stored with a refusal and its reason, in its place in
+        the producer's sequence, so the producer drops it and goes on (unanswered, it was resent
+        forever). A retransmission is refused again; the seq counts as used in memory only
+        (after a restart the producer's floor says so)."""
         session, seq = head.session, head.seq
         expected = max(self.last_seq.get(session, 0) + 1, floor)
         if seq > expected:
             self._send(self.ingest, [identity, NACK, U64x2.pack(session, expected)])
             return
         reason = f"{exc.kind}: {exc.detail}"
-        if seq == expected:
-            self.last_seq[session] = seq
+        if seq == expected and self.origins.owns(origin, session):
+            self.last_seq[session] = seq  # (a frame in another's session never uses its seqs)
             log.warning("broker.refused", event_id=head.id, topic=head.topic[:80], reason=reason)
         self._answer(identity, REFUSE, session, seq, reason, acks)
 
@@ -329,9 +331,10 @@ class Broker:
         if self.hosts is not None and self.hosts.revoked():
             self.running = False  # the supervisor starts a broker that drops their connections
         for lane in self.lanes:
-            dropped, lane.reported = lane.dropped - lane.reported, lane.dropped
-            if dropped:
-                self.rejected.count("origin", dropped)  # logged by the lane
+            now = lane.dropped  # read once: the lane's thread counts on
+            if now > lane.reported:
+                self.rejected.count("origin", now - lane.reported)  # logged by the lane
+                lane.reported = now
         self.publish_volatile(
             BrokerHeartbeat(
                 incarnation=self.incarnation,

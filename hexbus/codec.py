@@ -43,7 +43,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     offset: Count = 0  # global journal offset, stamped by the broker on durable events
     # Who published a durable event, stamped by the broker from its connection: the admitted
     # host's key name (hexbus keys add-host), or "local" (this host's key, or the 0700 ipc run
-    # directory). Whatever a producer puts here is overwritten.
+    # directory). Whatever a producer puts here is overwritten. Volatile events carry what their
+    # publisher wrote: nothing should trust it there.
     origin: str = ""
     body: AnyEvent
 

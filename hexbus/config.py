@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from schemas.delivery import privileged
+
 ACTOR_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 ORIGIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")  # as hexbus.keys.HOST_NAME
 
@@ -63,6 +65,9 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # Hosts (key names from `hexbus keys add-host`) whose control, memory, chat and persona
     # requests are honoured; "local" is this host. Others may publish the rest (speech, audio).
     privileged_origins: tuple[str, ...] = ("local",)
+    # One privileged family at a time for other hosts: {gpu1 = ["chat.message"]} lets stt there
+    # turn speech into a person's message (with the person id the audio came with).
+    origin_grants: dict[str, tuple[str, ...]] = {}
     volatile_hwm: int = 1000
     # Frames whose blob is at least blob_lane_bytes travel on a second XPUB whose queue per
     # subscriber is blob_hwm frames, so a stalled subscriber of 1 MB video frames pins
@@ -229,10 +234,17 @@ def validate(config: HexConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: bus.port must be between 1 and 65530 (it uses port .. port+5), got {bus.port}"
         )
-    for origin in bus.privileged_origins:
+    for origin, families in bus.origin_grants.items():
+        for family in families:
+            if not privileged(family):
+                raise ConfigError(
+                    f"{source}: bus.origin_grants.{origin}: {family!r} is not a privileged "
+                    "family (schemas.PRIVILEGED); every host may publish it already"
+                )
+    for origin in (*bus.privileged_origins, *bus.origin_grants):
         if not ORIGIN_NAME.match(origin):
             raise ConfigError(
-                f"{source}: bus.privileged_origins: {origin!r} is not a host name "
+                f"{source}: bus.privileged_origins / origin_grants: {origin!r} is not a host name "
                 "(lowercase letters, digits, '_' or '-', as `hexbus keys add-host` names them)"
             )
     if bus.transport == "tcp" and not bus.curve_dir:

@@ -19,6 +19,7 @@ A folder made by earlier versions (``server.key``, ``client.key``, ``clients/``)
 from __future__ import annotations
 
 import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final
 
@@ -191,15 +192,21 @@ class AllowList:
 
     def _now(self) -> dict[bytes, str]:
         """The admitted public keys themselves (a file replaced under the same name counts),
-        each with its host's name; a key admitted under several names is ``local`` if one is."""
+        each with its host's name: ``local`` for this folder's own host key (in a folder of the
+        earlier layout, the client key every host shared), else the file's name (the first,
+        alphabetically, of a key admitted twice)."""
+        own = None
+        for name in ("host", "client"):
+            with suppress(OSError, ValueError):
+                own = zmq.auth.load_certificate(str(Path(self.curve_dir) / f"{name}.key"))[0]
+                break
         names: dict[bytes, str] = {}
         for path in sorted(allow_list(self.curve_dir).glob("*.key")):
             try:
                 key = zmq.auth.load_certificate(str(path))[0]
             except (OSError, ValueError):
                 continue  # half-written or not a key: not admitted
-            if names.get(key) != LOCAL:
-                names[key] = path.stem
+            names.setdefault(key, LOCAL if key == own else path.stem)
         return names
 
     def revoked(self) -> list[str]:
@@ -207,9 +214,11 @@ class AllowList:
         now = self._now()
         if now == self.names:
             return []
-        revoked = sorted(k.decode() for k in self.names.keys() - now.keys())
+        # A key now known by another name counts too: its connections keep the old name (and
+        # its privileges) until they are dropped.
+        revoked = sorted(k.decode() for k, name in self.names.items() if now.get(k) != name)
         added = sorted(k.decode() for k in now.keys() - self.names.keys())
-        self.names = now  # renamed keys change their origin from now on
+        self.names = now
         self.auth.configure_curve(domain="*", location=str(allow_list(self.curve_dir)))
         log.warning("broker.hosts_changed", added=added, revoked=revoked)
         return revoked

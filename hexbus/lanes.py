@@ -3,7 +3,7 @@
 On the 0700 ipc run directory every peer is this host, and libzmq forwards by itself (no Python
 per message). With hosts admitted by CURVE key, the lane reads each frame's origin (the name the
 authenticator gave its connection) and drops privileged requests (schemas.PRIVILEGED: control,
-memory, chat, persona) from hosts outside ``bus.privileged_origins``.
+memory, chat, persona) from hosts the origin rule (hexbus/origins.py) does not allow.
 """
 
 from __future__ import annotations
@@ -13,35 +13,18 @@ import threading
 import structlog
 import zmq
 
-from hexbus.keys import LOCAL
-from schemas import privileged
+from hexbus.codec import MAX_TOPIC_BYTES
+from hexbus.origins import Origins, origin_of
 
 log = structlog.get_logger("hexbus.broker")
-
-
-def origin_of(frame: zmq.Frame) -> str:
-    """The host a frame came from: the authenticator's name for its connection, or ``local``
-    where no authenticator ran (ipc, inproc)."""
-    try:
-        name = frame.get("User-Id")
-    except zmq.ZMQError:
-        return LOCAL
-    return name if isinstance(name, str) and name else LOCAL
-
-
-def not_privileged(origin: str, topic: str) -> str:
-    return (
-        f"origin {origin} may not publish {topic[:80]}: only bus.privileged_origins may "
-        "(control, memory, chat, persona)"
-    )
 
 
 class VolatileLane:
     """XSUB -> XPUB forwarding on a thread of its own, stopped through a control pair.
 
     The XSUB also binds an inproc address, where the broker's own PUB connects to publish
-    heartbeats and the durable events that observers tail. ``checked``: the origins allowed to
-    publish privileged topics, when frames must be looked at (None: libzmq forwards alone).
+    heartbeats and the durable events that observers tail (always ``local``). ``checked``: the
+    origin rule, when frames must be looked at (None: libzmq forwards alone).
     """
 
     def __init__(
@@ -50,7 +33,7 @@ class VolatileLane:
         name: str,
         xsub: zmq.Socket[bytes],
         xpub: zmq.Socket[bytes],
-        checked: frozenset[str] | None = None,
+        checked: Origins | None = None,
     ) -> None:
         self.name = name
         self.inproc = f"inproc://hexbus-{name}-{id(self):x}"
@@ -79,7 +62,7 @@ class VolatileLane:
             for sock in (self.xsub, self.xpub, self._peer):
                 sock.close(linger=0)
 
-    def _forward_checked(self, allowed: frozenset[str]) -> None:
+    def _forward_checked(self, origins: Origins) -> None:
         poller = zmq.Poller()
         for sock in (self.xsub, self.xpub, self._peer):
             poller.register(sock, zmq.POLLIN)
@@ -99,10 +82,10 @@ class VolatileLane:
                         frames = self.xsub.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    origin = origin_of(frames[0])
-                    if origin not in allowed:
-                        topic = frames[0].bytes.decode("utf-8", "replace")
-                        if privileged(topic):
+                    origin = origin_of(frames[0])  # inproc frames (the broker's own) are local
+                    if origin not in origins.full:
+                        topic = frames[0].bytes[: MAX_TOPIC_BYTES + 1].decode("utf-8", "replace")
+                        if not origins.allows_volatile(origin, topic):
                             self._drop(origin, topic)
                             continue
                     try:

@@ -22,7 +22,9 @@ from hexbus import codec
 from hexbus.codec import BATCH, FETCH, FetchReply, FetchRequest, RejectedFrame
 from hexbus.consumers import Consumers
 from hexbus.journal import Journal
+from hexbus.keys import LOCAL
 from hexbus.log import RateLimitedCounter
+from hexbus.origins import origin_of
 
 DRAIN: Final = 256
 REPLY_HWM: Final = 4  # replies queued per peer before the ROUTER drops more
@@ -51,8 +53,10 @@ class Replay:
         consumers: Consumers,
         rejected: RateLimitedCounter,
         incarnation: str,
+        curve: bool = False,
     ) -> None:
         self.journal = journal
+        self.curve = curve  # peers are admitted by key: a frame without a host name is unknown
         self.sock = sock
         self.consumers = consumers
         self.rejected = rejected
@@ -63,9 +67,11 @@ class Replay:
         now = time.monotonic()
         for _ in range(DRAIN):
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                raw = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            origin = origin_of(raw[0], curve=self.curve)
+            frames = [frame.bytes for frame in raw]
             identity = frames[0]
             try:
                 if len(frames) != 3 or frames[1] != FETCH:
@@ -79,7 +85,10 @@ class Replay:
                 self.rejected.add(exc.kind, exc.detail)
                 continue
             if request.consumer:
-                self.consumers.saw(request.consumer, request.saved, request.epoch)
+                # Another host's fetches never speak for an actor of this one (nor hold
+                # retention back in its name): its consumers are its own.
+                name = request.consumer if origin == LOCAL else f"{origin}.{request.consumer}"
+                self.consumers.saw(name, request.saved, request.epoch)
             self.parked.pop(identity, None)
             wait_ms = min(max(0, request.wait_ms), MAX_WAIT_MS)
             parked = Parked(identity, request, prefixes, request.after, now + wait_ms / 1000)

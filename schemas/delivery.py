@@ -65,14 +65,16 @@ def delivery_of(topic: str) -> Delivery:
 
 
 # Requests that change or reveal what Hex is and remembers, or that speak as a person: the broker
-# accepts them only from origins in ``bus.privileged_origins`` (default: this host alone). A
-# host admitted for speech (stt/tts on a GPU host) may publish transcripts and audio, never these.
+# accepts them only from origins in ``bus.privileged_origins`` (default: this host alone) and,
+# a family at a time, from hosts ``bus.origin_grants`` names (hexbus/origins.py).
 PRIVILEGED: tuple[str, ...] = (
     "sys.control",  # stop, ping, snapshot, reload an actor
     "sys.redrive",  # apply a dead letter again
     "memory",  # every memory request: add, edit, approve, forget, import, upload, export, search
     "chat.message",  # a person's words, with the person id discord_io or the console verified
     "chat.meta",  # memory directives about a person
+    "chat.reply",  # Hex's words: posted to people, kept in memory as what she said
+    "chat.notice",  # posted to people
     "brain",  # persona versions, quiet mode, the brain's tasks
 )
 
