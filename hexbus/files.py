@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
+from typing import Final
+
+DISK_FULL: Final = (errno.ENOSPC, errno.EDQUOT)
+# How libraries that do not raise OSError say it (DuckDB's "Could not write file ...: No space
+# left on device"): the C library's own words for the two errors.
+_FULL_WORDS: Final = tuple(os.strerror(e) for e in DISK_FULL)
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether a failure is, anywhere in its chain, a disk with no room left."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            return True
+        if any(words in str(seen) for words in _FULL_WORDS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def fsync_dir(path: Path) -> None:

@@ -23,7 +23,6 @@ and the format above is the contract all of it keeps.
 from __future__ import annotations
 
 import bisect
-import errno
 import fcntl
 import mmap
 import os
@@ -52,7 +51,7 @@ from hexbus.epoch import (
     write_mark,
     write_starts,
 )
-from hexbus.files import fsync_dir, write_atomic
+from hexbus.files import DISK_FULL, fsync_dir, write_atomic
 
 __all__ = [
     "DISK_FULL",
@@ -77,7 +76,6 @@ _SEGMENT_NAME: Final = re.compile(r"^(\d{20})\.seg$")
 _LOCK_NAME: Final = "journal.lock"
 _RETAINED_NAME: Final = "retained"  # the last offset retention deleted
 _TORN: Final = ("incomplete header", "incomplete record")  # how the last write of a crash ends
-DISK_FULL: Final = (errno.ENOSPC, errno.EDQUOT)
 _FULL: Final = DISK_FULL
 
 _log = structlog.get_logger("hexbus.journal")

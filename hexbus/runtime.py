@@ -29,6 +29,7 @@ from hexbus.actor import Actor, _current
 from hexbus.codec import Envelope
 from hexbus.deadletter import REDRIVEN, CrashMarker, Letters
 from hexbus.feed import Rewind
+from hexbus.files import out_of_space
 from hexbus.snapshots import SnapshotFile, Snapshots
 from schemas import (
     CONTROL_TAGS,
@@ -114,6 +115,7 @@ class Runtime:
         self.waiting: set[asyncio.Task[None]] = set()
         self.flush_timeout_s = 5.0
         self.applying_since: float | None = None  # when the durable handler running now began
+        self.out_of_space = False  # the last handler failure was a full disk
         actor._state_changed = self.mark_dirty  # type: ignore[method-assign]
 
     def oldest_work_s(self) -> float:
@@ -312,29 +314,48 @@ class Runtime:
 
     async def _apply(self, target: Envelope, blob: bytes | None, redrive: str) -> Outcome:
         offset = target.offset
-        delay, attempts = self.retry_backoff_s, 0
+        delay, attempts, full_since = self.retry_backoff_s, 0, 0.0
         while True:
             failure = await self.call_handler(target, blob)
-            attempts += 1
             if failure is None:
+                if full_since:
+                    self.actor.log.info("actor.disk_space_back", event_id=target.id)
+                    self.actor.detail = ""
                 if redrive:
                     self.remember(REDRIVEN + target.id)
-                    await self.letters.retried(target, attempts, redrive)
+                    await self.letters.retried(target, attempts + 1, redrive)
                 return APPLIED
-            if attempts >= self.dead_letter_after:
-                await self.letters.dead(target, blob, "raised", attempts, failure, redrive)
-                return DEAD
-            self.actor.log.warning(
-                "actor.handler_retry",
-                event_id=target.id,
-                offset=offset,
-                attempt=attempts,
-                retry_in_s=delay,
-            )
+            if self.out_of_space:
+                # Not the event's fault: it waits (and every event after it) until there is
+                # room, instead of going to the dead letters in three quick tries.
+                if not full_since:
+                    full_since = time.monotonic()
+                    self.actor.log.error(
+                        "actor.disk_full",
+                        event_id=target.id,
+                        error=failure[:300],
+                        hint="free space on the data disk; the event is applied when there is room",
+                    )
+                    self.actor.detail = "disk full: waiting for space"
+                delay = max(delay, 1.0)
+                self.applying_since = None  # waiting for room is not work: never "hung"
+            else:
+                attempts += 1
+                if attempts >= self.dead_letter_after:
+                    await self.letters.dead(target, blob, "raised", attempts, failure, redrive)
+                    return DEAD
+                self.actor.log.warning(
+                    "actor.handler_retry",
+                    event_id=target.id,
+                    offset=offset,
+                    attempt=attempts,
+                    retry_in_s=delay,
+                )
             try:
                 await asyncio.wait_for(self.stopping.wait(), delay)
             except TimeoutError:
                 pass
+            self.applying_since = time.monotonic()
             if self.stopping.is_set():
                 if self.crash_marker is not None:
                     self.crash_marker.finish(offset)  # a stop, not a death
@@ -352,6 +373,9 @@ class Runtime:
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            self.out_of_space = out_of_space(exc)
+            if self.out_of_space:  # logged once per episode by _apply, not once a second
+                return error
             self.actor.log.exception(
                 "actor.handler_failed", event_id=envelope.id, topic=envelope.topic
             )

@@ -3,7 +3,8 @@
 The data folder is a 16 MiB tmpfs the test mounts (root only; skipped with the reason where
 mounting is not allowed). Filled to the last byte, the broker holds durable events in their
 producers' outboxes, keeps serving replays and volatile traffic, survives a SIGKILL, leaves no
-debris, and stores everything by itself once there is room again.
+debris, and stores everything by itself once there is room again; an actor whose own store
+is full (memory's DuckDB) waits for room instead of dead-lettering what it was applying.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from hexbus.bus import BusClient
-from schemas import ProbeDurable
+from schemas import ChatMessage, ProbeDurable
 from tests.support.busclient import ask_count
 from tests.support.discord.hexes import bodies
 from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
+from tests.support.memory import memory_config
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -129,3 +132,62 @@ def test_a_full_disk_holds_durable_events_and_they_are_stored_when_space_returns
     assert '"actor.snapshot_unsaved"' in log
     assert hx.status()["broker"]["state"] == "live"
     assert debris(hx.data_dir) == []
+
+
+def test_an_actor_whose_store_is_full_waits_for_space_instead_of_dead_lettering(
+    hex_factory: HexFactory, small_disk: Path
+) -> None:
+    """Memory's DuckDB cannot commit on a full disk. Before, each message it was applying went
+    to the dead letters after three quick tries (lost from memory: the chaos soak); a full disk
+    is not the event's fault, so the event waits until there is room."""
+    hx: Hex = hex_factory(memory_config(summaries=False), root=small_disk).start()
+    texts = [f"line {n} about the blue teapot" for n in range(4)]
+
+    async def say(lines: list[str]) -> None:
+        client = BusClient(hx.endpoints, "console")
+        client.start()
+        for text in lines:
+            await client.publish(
+                ChatMessage(
+                    platform="console",
+                    person_id="console:ana",
+                    display_name="ana",
+                    channel="console:ana",
+                    text=text,
+                    direct=True,
+                ),
+                key="console",
+            )
+        assert await client.flush(10)
+        await client.close()
+
+    def applied() -> int:
+        return int(hx.status()["memory"]["applied_offset"])
+
+    asyncio.run(say(texts[:1]))
+    poll_for(lambda: applied() > 0, 30, what="the first line applied")
+    memory = hx.pid("memory")
+    os.kill(memory, signal.SIGSTOP)  # the next lines reach the journal, not yet memory
+    try:
+        asyncio.run(say(texts[1:]))
+        filler = fill(hx.data_dir)
+    finally:
+        os.kill(memory, signal.SIGCONT)
+    poll_for(lambda: "disk full" in hx.status()["memory"]["detail"], 20, what="memory saying why")
+    filler.unlink()
+
+    def caught_up() -> bool:
+        status = hx.status()
+        head = int(status["broker"]["applied_offset"])
+        return status["memory"]["detail"] == "" and applied() == head
+
+    poll_for(caught_up, 30, what="every line applied once there was room")
+    assert hx.pid("memory") == memory
+    assert hx.cli("deadletter", "list", "--json").stdout.strip() in ("", "[]")
+    hx.stop()
+    con = duckdb.connect(str(hx.data_dir / "actors" / "memory" / "memory.duckdb"), read_only=True)
+    try:
+        stored = [row[0] for row in con.execute('SELECT text FROM turns ORDER BY "at"').fetchall()]
+    finally:
+        con.close()
+    assert stored == texts
