@@ -1,0 +1,24 @@
+"""The chaos soak's two-minute variant (bench/chaos.py, issue 13): the default deployment
+(without stt and tts) with five scripted people on the console and the loopback Discord,
+while processes are SIGKILLed and stalled, the disk fills up and the volatile bus is flooded.
+Nothing accepted may be lost or answered twice, in the journal, on Discord or in memory, and
+no actor may be left failed. Its figures (acknowledgement latency) belong to the bench, not
+to this test."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.chaos import soak
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]
+
+
+def test_two_minutes_of_chaos_lose_nothing_and_answer_nothing_twice() -> None:
+    result = soak(2.0, voice=False, seed=5)
+    assert result["kills"] > 0 and result["messages"] > 0, result
+    assert result["lost"] == 0, result["examples"]
+    assert result["duplicated"] == 0, result["examples"]
+    assert result["memory_lost"] == 0 and result["memory_duplicated"] == 0, result
+    assert result["failed_actors"] == [], result
+    assert result["journaled"] >= result["messages"], result
