@@ -68,6 +68,9 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # One privileged family at a time for other hosts: {gpu1 = ["chat.message"]} lets stt there
     # turn speech into a person's message (with the person id the audio came with).
     origin_grants: dict[str, tuple[str, ...]] = {}
+    # This host runs actors only: the broker is at host:port, run by another host's supervisor
+    # (tcp with this host's keys: the folder `hexbus keys add-host` exported for it).
+    remote: bool = False
     volatile_hwm: int = 1000
     # Frames whose blob is at least blob_lane_bytes travel on a second XPUB whose queue per
     # subscriber is blob_hwm frames, so a stalled subscriber of 1 MB video frames pins
@@ -247,6 +250,11 @@ def validate(config: HexConfig, source: str) -> None:
                 f"{source}: bus.privileged_origins / origin_grants: {origin!r} is not a host name "
                 "(lowercase letters, digits, '_' or '-', as `hexbus keys add-host` names them)"
             )
+    if bus.remote and (bus.transport != "tcp" or bus.host in ("0.0.0.0", "::")):
+        raise ConfigError(
+            f'{source}: bus.remote = true needs transport = "tcp" and bus.host set to the '
+            f"broker's address (got {bus.transport}, {bus.host!r})"
+        )
     if bus.transport == "tcp" and not bus.curve_dir:
         where = (
             "loopback too: any local user could connect"

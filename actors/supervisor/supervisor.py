@@ -6,7 +6,9 @@ transient, temporary) and a restart intensity (at most ``max_restarts`` in
 the rest keep running. Backoff doubles from ``backoff_initial_s`` up to
 ``backoff_max_s`` and resets once the actor reports live. Heartbeats come
 straight to the supervisor (not through the broker), so a broker outage never
-looks like every actor hanging.
+looks like every actor hanging. With ``bus.remote`` the supervisor runs actors only, on a
+host of their own (the GPU box), connected over tcp+CURVE to the broker another host's
+supervisor runs; each supervisor controls its own actors.
 
 :class:`Supervisor` is one cohesive class, and this module is over 500 lines for it: every
 control verb (restart, reload, kill switch, stop) and every exit it watches changes the
@@ -586,7 +588,7 @@ class Supervisor:
                 continue
             async with watcher.control_lock:
                 await self.spawn(watcher)
-        self.order = [BROKER, *start_order(fresh)]
+        self.order = [*(n for n in self.order if n == BROKER), *start_order(fresh)]
         message = (
             f"added {added or 'none'}, removed {removed or 'none'}, restarted {changed or 'none'}"
         )
@@ -625,15 +627,17 @@ class Supervisor:
             data_dir=str(self.data_dir),
             actors=[n for n, s in self.config.actors.items() if s.enabled],
         )
-        broker = self.broker_watcher()
-        self.watchers[BROKER] = broker
-        async with broker.control_lock:
-            await self.spawn(broker)
+        if not self.config.bus.remote:  # else the broker's own host runs it
+            broker = self.broker_watcher()
+            self.watchers[BROKER] = broker
+            async with broker.control_lock:
+                await self.spawn(broker)
         self.bus = BusClient(self.endpoints, "supervisor", outbox=100_000)
         self.bus.start()
         self._tasks.append(loop.create_task(self.publish_lifecycle()))
-        await self._wait_live([broker], broker.policy.heartbeat_timeout_s)
-        self.order = [BROKER]
+        if not self.config.bus.remote:
+            await self._wait_live([broker], broker.policy.heartbeat_timeout_s)
+        self.order = list(self.watchers)
         names = start_order(self.config)
         for name in names:
             self.watchers[name] = self.actor_watcher(name, self.config.actors[name])

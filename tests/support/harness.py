@@ -65,12 +65,19 @@ class Hex:
         self.log_path = self.root / "hex.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait_live: bool = True, env: dict[str, str] | None = None) -> Hex:
-        """Start the supervisor (with ``env`` added to its environment)."""
+    def start(
+        self,
+        wait_live: bool = True,
+        env: dict[str, str] | None = None,
+        wrap: tuple[str, ...] = (),
+    ) -> Hex:
+        """Start the supervisor (with ``env`` added to its environment; ``wrap``: a command it
+        runs under, such as ``ip netns exec NS``)."""
         env = dict(os.environ, HEXBUS_LOG_JSON="1", **(env or {}))
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             [
+                *wrap,
                 sys.executable,
                 "-m",
                 "hexbus.cli",
@@ -87,7 +94,8 @@ class Hex:
             cwd=REPO,
         )
         if wait_live:
-            names = ["broker", *(n for n, s in self.config.actors.items() if s.enabled)]
+            broker = [] if self.config.bus.remote else ["broker"]
+            names = [*broker, *(n for n, s in self.config.actors.items() if s.enabled)]
             self.wait_state({n: "live" for n in names}, timeout=30)
         return self
 
