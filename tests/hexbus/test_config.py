@@ -438,3 +438,18 @@ def test_blob_limit_out_of_range_is_one_line_with_its_range(mb: int) -> None:
         f"{SRC}: bus.max_blob_mb must be between 1 and 1024 (MiB per event's blob; the broker "
         f"holds a few at once), got {mb}"
     )
+
+
+def test_a_remote_host_needs_tcp_and_the_brokers_own_address() -> None:
+    with pytest.raises(ConfigError, match=r"bus.remote = true needs transport = \"tcp\""):
+        parse("[bus]\nremote = true\n", source="gpu.toml")
+    with pytest.raises(ConfigError, match="the broker's address"):
+        parse(
+            '[bus]\nremote = true\ntransport = "tcp"\nhost = "0.0.0.0"\ncurve_dir = "/k"\n',
+            source="gpu.toml",
+        )
+    config = parse(
+        '[bus]\nremote = true\ntransport = "tcp"\nhost = "10.0.0.1"\ncurve_dir = "/k"\n',
+        source="gpu.toml",
+    )
+    assert config.bus.remote and config.bus.host == "10.0.0.1"
