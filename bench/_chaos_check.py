@@ -92,6 +92,8 @@ def check(books: Books, journal: list[Envelope], fake: FakeDiscord, memory: Path
     replies: dict[str, dict[str, Reply]] = {}  # message event id -> final replies by id
     complete: dict[str, Reply] = {}  # reply event id -> complete reply
     journaled: set[str] = set()
+    seen_replies: set[str] = set()
+    repeats = 0  # chat.reply records journaled again under an id already seen
     for envelope in journal:
         body = envelope.body
         if isinstance(body, ChatMessage):
@@ -100,6 +102,8 @@ def check(books: Books, journal: list[Envelope], fake: FakeDiscord, memory: Path
             if envelope.id not in events.setdefault(ref, []):
                 events[ref].append(envelope.id)
         elif isinstance(body, Reply):  # each is final: the rest streams as chunks
+            repeats += envelope.id in seen_replies
+            seen_replies.add(envelope.id)
             replies.setdefault(body.reply_to, {})[envelope.id] = body
             if body.status == "complete" and body.text:
                 complete[envelope.id] = body
@@ -120,19 +124,23 @@ def check(books: Books, journal: list[Envelope], fake: FakeDiscord, memory: Path
         once += 1
         (answer,) = answers.values()
         kinds[answer_kind(answer)] = kinds.get(answer_kind(answer), 0) + 1
-        if platform == "discord" and answer.status == "complete" and not answer.merged_into:
-            channel = books.discord_channels[ref]
-            shown = "\n".join(
+        if platform != "discord":
+            continue
+        shown = norm(
+            "\n".join(
                 m["content"]
-                for m in fake.messages(channel)
+                for m in fake.messages(books.discord_channels[ref])
                 if m["author"]["id"] == str(fake.bot_id)
                 and str((m.get("message_reference") or {}).get("message_id")) == ref
             )
-            if not shown:
-                discord["unshown"].append(text)
-            elif norm(shown) != norm(answer.text):
-                kind = "shown_twice" if norm(answer.text) in norm(shown) else "mismatched"
-                discord[kind].append(text)
+        )
+        said = norm(answer.text)
+        if said and shown.count(said) > 1:
+            discord["shown_twice"].append(text)
+        elif answer.status == "complete" and not answer.merged_into and not shown:
+            discord["unshown"].append(text)
+        elif answer.status == "complete" and not answer.merged_into and shown != said:
+            discord["mismatched"].append(text)
     memory_lost, memory_duplicated = memory_books(memory, journaled, set(complete), books)
     return {
         "messages": len(books.sent),
@@ -142,6 +150,7 @@ def check(books: Books, journal: list[Envelope], fake: FakeDiscord, memory: Path
         "lost": len(lost) + len(discord["unshown"]),
         "duplicated": len(duplicated) + len(discord["shown_twice"]),
         "discord_mismatched": len(discord["mismatched"]),
+        "reply_records_repeated": repeats,
         "memory_lost": memory_lost,
         "memory_duplicated": memory_duplicated,
         "examples": {

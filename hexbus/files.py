@@ -1,12 +1,14 @@
-"""Crash-safe file writes shared by the runtime and the actors."""
+"""Files and disks for the runtime and the actors: crash-safe writes, and telling a full disk
+(wait for room) from a request that can never fit (its own failure)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import threading
+import time
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 DISK_FULL: Final = (errno.ENOSPC, errno.EDQUOT)
 # How libraries that do not raise OSError say it (DuckDB's "Could not write file ...: No space
@@ -15,7 +17,7 @@ _FULL_WORDS: Final = tuple(os.strerror(e) for e in DISK_FULL)
 
 
 def out_of_space(exc: BaseException) -> bool:
-    """Whether a failure is, anywhere in its chain, a disk with no room left."""
+    """Whether a failure says, anywhere in its chain, that a disk had no room left."""
     seen: BaseException | None = exc
     for _ in range(8):
         if seen is None:
@@ -24,8 +26,52 @@ def out_of_space(exc: BaseException) -> bool:
             return True
         if any(words in str(seen) for words in _FULL_WORDS):
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return False
+
+
+def disk_full(path: Path) -> bool:
+    """Whether the filesystem holding ``path`` is (nearly) full: under 5 % of it free, at most
+    64 MiB. A failure that says "no space" while there is room is the request's own (a file
+    larger than the disk, a quota, a server's words), not a full disk to wait out."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return False
+    free, total = info.f_bavail * info.f_frsize, info.f_blocks * info.f_frsize
+    return free < min(64 << 20, total // 20)
+
+
+class RoomWait:
+    """An actor's event waiting for disk space: said when it begins, every minute while it
+    lasts (and in ``hexbus status``), and when it ends."""
+
+    EVERY_S: Final = 60.0
+
+    def __init__(self, actor: Any, event_id: str) -> None:
+        self.actor = actor
+        self.event_id = event_id
+        self.since = time.monotonic()
+        self.told = 0.0
+        self.detail = actor.detail  # what status said before (a model's name), said again after
+
+    def still(self, error: str) -> None:
+        now = time.monotonic()
+        if now - self.told >= self.EVERY_S:
+            self.told = now
+            self.actor.log.error(
+                "actor.disk_full",
+                event_id=self.event_id,
+                waited_s=round(now - self.since, 1),
+                error=error[:300],
+                hint="free space on the data disk; the event is applied when there is room",
+            )
+        self.actor.detail = "disk full: waiting for space"
+
+    def over(self) -> None:
+        waited = round(time.monotonic() - self.since, 1)
+        self.actor.log.info("actor.disk_space_back", event_id=self.event_id, waited_s=waited)
+        self.actor.detail = self.detail
 
 
 def fsync_dir(path: Path) -> None:

@@ -29,7 +29,7 @@ from hexbus.actor import Actor, _current
 from hexbus.codec import Envelope
 from hexbus.deadletter import REDRIVEN, CrashMarker, Letters
 from hexbus.feed import Rewind
-from hexbus.files import out_of_space
+from hexbus.files import RoomWait, disk_full, out_of_space
 from hexbus.snapshots import SnapshotFile, Snapshots
 from schemas import (
     CONTROL_TAGS,
@@ -314,31 +314,27 @@ class Runtime:
 
     async def _apply(self, target: Envelope, blob: bytes | None, redrive: str) -> Outcome:
         offset = target.offset
-        delay, attempts, full_since = self.retry_backoff_s, 0, 0.0
+        delay, attempts, waiting = self.retry_backoff_s, 0, None
         while True:
             failure = await self.call_handler(target, blob)
             if failure is None:
-                if full_since:
-                    self.actor.log.info("actor.disk_space_back", event_id=target.id)
-                    self.actor.detail = ""
+                if waiting is not None:
+                    waiting.over()
                 if redrive:
                     self.remember(REDRIVEN + target.id)
                     await self.letters.retried(target, attempts + 1, redrive)
                 return APPLIED
-            if self.out_of_space:
+            if self.out_of_space and disk_full(self.actor.data_dir):
                 # Not the event's fault: it waits (and every event after it) until there is
-                # room, instead of going to the dead letters in three quick tries.
-                if not full_since:
-                    full_since = time.monotonic()
-                    self.actor.log.error(
-                        "actor.disk_full",
-                        event_id=target.id,
-                        error=failure[:300],
-                        hint="free space on the data disk; the event is applied when there is room",
-                    )
-                    self.actor.detail = "disk full: waiting for space"
+                # room, instead of going to the dead letters in three quick tries. Waiting is
+                # not work (never "hung"), and dying meanwhile is not the event's doing.
+                if waiting is None:
+                    waiting = RoomWait(self.actor, target.id)
+                waiting.still(failure)
                 delay = max(delay, 1.0)
-                self.applying_since = None  # waiting for room is not work: never "hung"
+                self.applying_since = None
+                if self.crash_marker is not None:
+                    self.crash_marker.finish(offset)
             else:
                 attempts += 1
                 if attempts >= self.dead_letter_after:
@@ -355,11 +351,13 @@ class Runtime:
                 await asyncio.wait_for(self.stopping.wait(), delay)
             except TimeoutError:
                 pass
-            self.applying_since = time.monotonic()
             if self.stopping.is_set():
                 if self.crash_marker is not None:
                     self.crash_marker.finish(offset)  # a stop, not a death
                 return STOPPED
+            self.applying_since = time.monotonic()
+            if self.crash_marker is not None:
+                self.crash_marker.start(offset, target.id)
             delay = min(delay * 2, 5.0)
 
     async def call_handler(self, envelope: Envelope, blob: bytes | None) -> str | None:

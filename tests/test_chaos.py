@@ -19,6 +19,7 @@ def test_two_minutes_of_chaos_lose_nothing_and_answer_nothing_twice() -> None:
     assert result["kills"] > 0 and result["messages"] > 0, result
     assert result["lost"] == 0, result["examples"]
     assert result["duplicated"] == 0, result["examples"]
+    assert result["discord_mismatched"] == 0, result["examples"]
     assert result["memory_lost"] == 0 and result["memory_duplicated"] == 0, result
     assert result["failed_actors"] == [], result
     assert result["journaled"] >= result["messages"], result

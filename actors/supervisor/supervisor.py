@@ -446,7 +446,8 @@ class Supervisor:
                 return ControlReply(ok=True, message=f"restarting {watcher.name}")
             case "stop":
                 asyncio.get_running_loop().call_later(0.05, self.shutting_down.set)
-                return ControlReply(ok=True, message="stopping every actor, then the broker")
+                then = "" if self.config.bus.remote else ", then the broker"
+                return ControlReply(ok=True, message=f"stopping every actor{then}")
             case "reload":
                 async with self._reloading:  # one reload at a time; nothing else waits for it
                     return await self.reload()
@@ -498,7 +499,7 @@ class Supervisor:
         return ControlReply(
             ok=True,
             message=f"kill switch: stopped {', '.join(names) or 'nothing'}",
-            data={"stopped": names, "kept": [BROKER, *keep]},
+            data={"stopped": names, "kept": [*(n for n in (BROKER,) if n in self.watchers), *keep]},
         )
 
     async def restart(
