@@ -18,20 +18,32 @@ from collections.abc import Callable, Collection
 
 
 class PendingSince:
-    """When this process first saw each key of a collection that changes under it."""
+    """When this process first saw each key of a collection that changes under it, and when it
+    last finished a piece of work (:meth:`progressed`)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.seen: dict[str, float] = {}
+        self.progress: float | None = None
+
+    def progressed(self) -> None:
+        """A piece of work was finished (a reply, a transcript)."""
+        self.progress = self.clock()
 
     def oldest(self, keys: Collection[str]) -> float | None:
-        """The earliest first sighting among ``keys`` (now, for a key not seen before); None
-        when ``keys`` is empty. Keys gone from ``keys`` are forgotten."""
+        """The earliest first sighting among ``keys`` (now, for a key not seen before), or the
+        last progress if later; None when ``keys`` is empty. Keys gone from ``keys`` are
+        forgotten. So the age is how long the work has waited without anything getting done:
+        an actor that keeps finishing work under a queue longer than ``work_timeout_s`` (five
+        people talking to one small CPU) is slow, not hung, and is never restarted for it."""
         seen = self.seen
         for key in [k for k in seen if k not in keys]:
             del seen[key]
         now = self.clock()
-        return min((seen.setdefault(k, now) for k in keys), default=None)
+        first = min((seen.setdefault(k, now) for k in keys), default=None)
+        if first is None or self.progress is None:
+            return first
+        return max(first, self.progress)
 
 
 __all__ = ["PendingSince"]

@@ -226,7 +226,8 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.state.observed_at = event.at or time.time()
 
     def oldest_work(self) -> float | None:
-        """The pending message this process has waited longest to answer."""
+        """The pending message this process has waited longest to answer, since it last
+        answered one."""
         return self.pending_since.oldest(self.state.pending)
 
     async def on_live(self) -> None:
@@ -375,6 +376,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         # The id derives from the message alone: a reply published twice (a retry, a second
         # incarnation) is one event to everyone downstream.
         reply = final_reply(event_id, event, outcome)
+        self.pending_since.progressed()
         if merged or merged_into:
             reply = msgspec.structs.replace(reply, merged=merged, merged_into=merged_into)
         return await self.publish(

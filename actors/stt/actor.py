@@ -401,6 +401,7 @@ class SttActor(Actor[SttConfig, SttState]):
             )
         self.done.add(segment.utterance)
         self.inflight.discard(segment.utterance)
+        self.pending_since.progressed()
         if self.state.pending.pop(segment.utterance, None) is not None:
             self.state_changed()
 

@@ -31,6 +31,22 @@ def test_pending_since_dates_each_key_once_and_forgets_finished_ones() -> None:
     assert since.seen == {"a": 107.0, "b": 105.0}
 
 
+def test_work_that_waits_while_other_work_gets_done_is_dated_from_the_last_done() -> None:
+    """The chaos soak: five people on one small CPU keep the brain's queue longer than its
+    work_timeout_s while it answers steadily; dated from its first sighting, the oldest line
+    got the brain restarted as hung, again and again."""
+    clock = Clock(100.0)
+    since = PendingSince(clock)
+    assert since.oldest({"a"}) == 100.0
+    clock.now = 190.0
+    since.progressed()  # another conversation's reply went out
+    clock.now = 250.0
+    assert since.oldest({"a", "b"}) == 190.0  # a waited 150 s, but only 60 s without progress
+    clock.now = 400.0
+    assert since.oldest({"a"}) == 190.0  # nothing done since: stuck for 210 s
+    assert since.oldest(set()) is None
+
+
 @given(st.lists(st.tuples(st.floats(0, 10), st.sets(st.sampled_from("abcdef")))))
 def test_pending_since_is_the_first_sighting_of_the_oldest_key_still_pending(
     steps: list[tuple[float, set[str]]],
