@@ -84,7 +84,8 @@ class VolatileLane:
                         break
                     origin = origin_of(frames[0])  # inproc frames (the broker's own) are local
                     if origin not in origins.full:
-                        topic = frames[0].bytes[: MAX_TOPIC_BYTES + 1].decode("utf-8", "replace")
+                        head = bytes(frames[0].buffer[: MAX_TOPIC_BYTES + 1])  # no copy of the rest
+                        topic = head.decode("utf-8", "replace")
                         if not origins.allows_volatile(origin, topic):
                             self._drop(origin, topic)
                             continue
