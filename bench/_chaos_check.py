@@ -140,7 +140,7 @@ def check(books: Books, journal: list[Envelope], fake: FakeDiscord, memory: Path
         elif answer.status == "complete" and not answer.merged_into and not shown:
             discord["unshown"].append(text)
         elif answer.status == "complete" and not answer.merged_into and shown != said:
-            discord["mismatched"].append(text)
+            discord["mismatched"].append(f"{text}: said {said[:120]!r}, shown {shown[:120]!r}")
     memory_lost, memory_duplicated = memory_books(memory, journaled, set(complete), books)
     return {
         "messages": len(books.sent),
