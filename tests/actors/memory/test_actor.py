@@ -71,6 +71,7 @@ def test_requests_are_answered_and_changes_reported(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
+@pytest.mark.slow
 def test_the_store_offset_is_where_a_restart_resumes(tmp_path: Path) -> None:
     async def first(h: ActorHarness[MemoryActor]) -> None:
         await h.send(MemoryAdd(text="Ana keeps bees"), offset=41)

@@ -138,6 +138,7 @@ def test_invalid_session_makes_discord_py_identify_again(
     assert fake.resume_count == 0
 
 
+@pytest.mark.slow
 def test_outage_drops_the_gateway_until_it_ends(fake: FakeDiscord, start_bot: StartBot) -> None:
     start_bot()
     fake.outage(0.2)
