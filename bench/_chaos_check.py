@@ -13,15 +13,13 @@ journaled message and complete reply has its turn, and no line is stored twice.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hexbus.bus import BusClient
 from hexbus.codec import Envelope
 from schemas import ChatMessage, Reply
+from tests.support.discord.hexes import journal
 from tests.support.fakediscord import FakeDiscord
 from tests.support.harness import Hex
 
@@ -69,22 +67,7 @@ class Books:
     def read_journal(self, hx: Hex) -> list[Envelope]:
         """Every chat.message and chat.reply journaled."""
 
-        async def read() -> list[Envelope]:
-            client = BusClient(hx.endpoints, f"chaos-check-{time.monotonic_ns()}")
-            client.start()
-            feed = client.durable(["chat.message", "chat.reply"], after=0, wait_ms=100)
-            found: list[Envelope] = []
-            try:
-                async for envelope, _ in feed:
-                    if envelope is not None:
-                        found.append(envelope)
-                    elif feed.live:
-                        break
-            finally:
-                await client.close()
-            return found
-
-        return asyncio.run(asyncio.wait_for(read(), 60))
+        return journal(hx, ["chat.message", "chat.reply"], timeout=60)
 
 
 def check(books: Books, journal: list[Envelope], fake: FakeDiscord, memory: Path) -> dict[str, Any]:

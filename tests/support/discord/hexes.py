@@ -83,7 +83,7 @@ def answer_to(fake: FakeDiscord, channel: int, message_id: str) -> list[dict[str
     ]
 
 
-def journal(hx: Hex, prefixes: list[str]) -> list[Envelope]:
+def journal(hx: Hex, prefixes: list[str], timeout: float = 20) -> list[Envelope]:
     """Every durable event on ``prefixes`` journaled so far."""
 
     async def read() -> list[Envelope]:
@@ -101,7 +101,7 @@ def journal(hx: Hex, prefixes: list[str]) -> list[Envelope]:
             await client.close()
         return found
 
-    return asyncio.run(asyncio.wait_for(read(), 20))
+    return asyncio.run(asyncio.wait_for(read(), timeout))
 
 
 def bodies(hx: Hex, prefixes: list[str], kind: type[E]) -> list[E]:
