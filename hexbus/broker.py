@@ -46,7 +46,7 @@ from hexbus.codec import (
     U64x2,
 )
 from hexbus.config import BusConfig
-from hexbus.consumers import Consumers
+from hexbus.consumers import Consumers, retain
 from hexbus.endpoints import Endpoints
 from hexbus.journal import FsyncPolicy, Journal, Record, only_out_of_space
 from hexbus.keys import LOCAL, AllowList
@@ -60,7 +60,6 @@ from schemas import (
     Event,
     Heartbeat,
     Rejected,
-    RetentionCut,
     delivery_of,
 )
 
@@ -91,6 +90,8 @@ class Broker:
             retention_bytes=jc.retention_mb << 20,
             retention_age_s=jc.retention_hours * 3600,
             cache_bytes=jc.cache_mb << 20,
+            blob_file_bytes=(jc.blob_file_kb << 10) or None,
+            blob_retention_bytes=jc.blob_retention_mb << 20,
         )
         self.incarnation = f"{codec.new_session():016x}"
         self.consumers = Consumers(Path(spec.data_dir) / "consumers.json")
@@ -371,29 +372,9 @@ class Broker:
             )
 
     def retain(self) -> None:
-        """Retention: by size and age, but never what a durable subscriber has not applied,
-        up to the hard cap; past it, each subscriber that lost events is told, durably."""
-        jc = self.bus.journal
-        journal = self.journal
-        floor = self.consumers.floor(journal, journal.first)
-        removed = journal.enforce_retention(keep_after=floor, cap_bytes=jc.cap_mb << 20)
-        if removed:
-            log.info("journal.retention", segments_removed=removed, first=journal.first)
-            cuts = self.consumers.cut(journal, journal.retained_after)
-            for name, (lost_from, lost_to) in cuts.items():
-                log.error(
-                    "journal.retention_cut",
-                    consumer=name,
-                    lost_from=lost_from,
-                    lost_to=lost_to,
-                    cap_mb=jc.cap_mb,
-                    hint="raise bus.journal.retention_cap_mb, or keep this actor running",
-                )
-                cut = RetentionCut(
-                    consumer=name, lost_from=lost_from, lost_to=lost_to, cap_mb=jc.cap_mb
-                )
-                self.append_own(cut, key=name)
-        self.consumers.save()
+        """Retention (:func:`hexbus.consumers.retain`); each cut is journaled for its actor."""
+        for cut in retain(self.journal, self.consumers, self.bus.journal):
+            self.append_own(cut, key=cut.consumer)
 
     def append_own(self, event: Event, key: str) -> None:
         """Journal an event of the broker's own, as a producer's would be: stamped, fanned out,

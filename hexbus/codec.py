@@ -262,6 +262,9 @@ class FetchReply(msgspec.Struct, frozen=True, kw_only=True):
     epoch_first: int = 0
     lost_after: int = 0
     retained_after: int = 0  # retention deleted every record up to this offset
+    # Events in this reply whose blob is gone (past bus.journal.blob_retention_cap_mb, or a
+    # damaged file): sent without it, not to be applied as if it had none.
+    lost_blobs: tuple[int, ...] = ()
 
 
 _fetch_req_encoder: Final = msgspec.msgpack.Encoder()

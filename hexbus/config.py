@@ -46,10 +46,19 @@ class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     retention_cap_mb: int = 0
     retention_check_s: float = 60.0
     cache_mb: int = 32
+    # Blobs of at least this many KiB (speech, documents) are kept in files beside the journal
+    # with a budget of their own, so hours of audio never push chat out (0: in the records).
+    blob_file_kb: int = 64
+    blob_retention_mb: int = 1024
+    blob_retention_cap_mb: int = 0  # 0: four times blob_retention_mb
 
     @property
     def cap_mb(self) -> int:
         return self.retention_cap_mb or 4 * self.retention_mb
+
+    @property
+    def blob_cap_mb(self) -> int:
+        return self.blob_retention_cap_mb or 4 * self.blob_retention_mb
 
 
 MAX_BLOB_MB = 1024
@@ -226,6 +235,17 @@ def validate(config: HexConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: bus.journal.retention_cap_mb ({journal.retention_cap_mb}) is below "
             f"retention_mb ({journal.retention_mb}); raise it, or 0 for four times retention_mb"
+        )
+    _positive(source, "bus.journal.blob_file_kb", journal.blob_file_kb, minimum=-1)
+    _positive(source, "bus.journal.blob_retention_mb", journal.blob_retention_mb, minimum=-1)
+    _positive(
+        source, "bus.journal.blob_retention_cap_mb", journal.blob_retention_cap_mb, minimum=-1
+    )
+    if journal.blob_retention_cap_mb and journal.blob_retention_cap_mb < journal.blob_retention_mb:
+        raise ConfigError(
+            f"{source}: bus.journal.blob_retention_cap_mb ({journal.blob_retention_cap_mb}) is "
+            f"below blob_retention_mb ({journal.blob_retention_mb}); raise it, or 0 for four "
+            "times blob_retention_mb"
         )
     _positive(source, "bus.blob_hwm", bus.blob_hwm)
     if not 1 <= bus.max_blob_mb <= MAX_BLOB_MB:

@@ -4,21 +4,26 @@ Each actor's feed names itself in its fetches (``FetchRequest.consumer``) and sa
 it would resume from after a crash (``saved``: its last saved snapshot's, not how far it has
 fetched). The broker keeps the latest of each here, in ``consumers.json`` beside the journal,
 so a subscriber that is stopped (memory, for a day) still holds back retention after a broker
-restart. Retention keeps every segment above the lowest ``saved`` up to a hard cap; past it,
-what a subscriber loses is recorded here (``cut_to``) until it reads past it.
+restart. Retention (:func:`retain`) keeps every segment and blob file above the lowest ``saved``
+up to a hard cap; past it, what a subscriber loses is recorded here (``cut_to``, ``blob_cut_to``)
+and told to it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 import structlog
 
+from hexbus.config import JournalConfig
 from hexbus.epoch import Start
 from hexbus.files import write_atomic
+from hexbus.journal import Journal
+from schemas import RetentionCut
 
 log = structlog.get_logger("hexbus.broker")
 
@@ -30,6 +35,9 @@ class Consumer(msgspec.Struct, kw_only=True):
     seen_at: float  # wall clock of its last fetch
     cut_to: int = 0  # retention deleted events it had not read, up to this offset (0: none)
     epoch: str = ""  # the journal history ``saved`` belongs to
+    blob_cut_to: int = 0  # blob retention's cap deleted blobs of events up to here it had not read
+    # The topic prefixes it fetches (empty: all); None until it says (a record from before).
+    prefixes: tuple[str, ...] | None = None
 
 
 class History(Protocol):
@@ -39,6 +47,11 @@ class History(Protocol):
     def epoch(self) -> str: ...
 
     def epoch_after(self, epoch: str) -> Start: ...
+
+
+def _wanted(consumer: Consumer) -> tuple[bytes, ...]:
+    """The topic prefixes a subscriber fetches, for ``bytes.startswith`` (b"": all)."""
+    return tuple(p.encode() for p in consumer.prefixes or ()) or (b"",)
 
 
 def resumes_after(consumer: Consumer, journal: History) -> int:
@@ -66,19 +79,23 @@ class Consumers:
             # heard from (each is known again at its first fetch).
             log.warning("broker.consumers_unreadable", path=str(path), error=str(exc))
 
-    def saw(self, name: str, saved: int, epoch: str = "") -> None:
-        """A fetch from ``name``, which would resume after ``saved`` (of history ``epoch``)."""
+    def saw(
+        self, name: str, saved: int, epoch: str = "", prefixes: tuple[str, ...] | None = None
+    ) -> None:
+        """A fetch from ``name``, which would resume after ``saved`` (of history ``epoch``),
+        for topics starting with ``prefixes``."""
         if saved < 0:
             return
         now = time.time()
         known = self.by_name.get(name)
         if known is None:
-            self.by_name[name] = Consumer(saved=saved, seen_at=now, epoch=epoch)
+            self.by_name[name] = Consumer(saved=saved, seen_at=now, epoch=epoch, prefixes=prefixes)
             self.dirty = True
             return
-        if known.saved != saved or known.epoch != epoch:
+        if known.saved != saved or known.epoch != epoch or known.prefixes != prefixes:
             known.saved = saved
             known.epoch = epoch
+            known.prefixes = prefixes
             self.dirty = True
         if known.cut_to and saved >= known.cut_to:
             known.cut_to = 0  # it has read past what it lost
@@ -111,6 +128,36 @@ class Consumers:
                 self.dirty = True
         return lost
 
+    def needs(self, journal: History, now: float | None = None) -> Callable[[int, bytes], bool]:
+        """Whether some subscriber has not applied the event at an offset with a topic (that
+        it fetches): for blob retention."""
+        now = time.time() if now is None else now
+        alive = [
+            (resumes_after(c, journal), _wanted(c))
+            for c in self.by_name.values()
+            if now - c.seen_at < FORGET_AFTER_S
+        ]
+
+        def needed(offset: int, topic: bytes) -> bool:
+            return any(offset > after and topic.startswith(wanted) for after, wanted in alive)
+
+        return needed
+
+    def blob_cut(
+        self, journal: History, went: list[tuple[int, bytes]]
+    ) -> dict[str, tuple[int, int]]:
+        """Like :meth:`cut`, for blob files deleted past their cap though needed (the events
+        stay, without their blobs): name → (first offset, last offset) of those it needed."""
+        lost: dict[str, tuple[int, int]] = {}
+        for name, c in self.by_name.items():
+            after, wanted = max(resumes_after(c, journal), c.blob_cut_to), _wanted(c)
+            mine = [offset for offset, topic in went if offset > after and topic.startswith(wanted)]
+            if mine:
+                lost[name] = (mine[0], mine[-1])
+                c.blob_cut_to = mine[-1]
+                self.dirty = True
+        return lost
+
     def lagging(self) -> dict[str, int]:
         """Subscribers that lost events to retention and have not read past them: name → the
         last offset lost."""
@@ -120,3 +167,49 @@ class Consumers:
         if self.dirty:
             write_atomic(self.path, msgspec.json.encode(self.by_name))
             self.dirty = False
+
+
+def retain(journal: Journal, consumers: Consumers, jc: JournalConfig) -> list[RetentionCut]:
+    """Retention of records and of blob files, each by its own size and the journal's age,
+    but never what a durable subscriber has not applied, up to its hard cap; past it, what
+    each subscriber lost, to be told to it durably."""
+    told: list[RetentionCut] = []
+    floor = consumers.floor(journal, journal.first)
+    if journal.enforce_retention(keep_after=floor, cap_bytes=jc.cap_mb << 20):
+        log.info("journal.retention", first=journal.first)
+        for name, (lost_from, lost_to) in consumers.cut(journal, journal.retained_after).items():
+            log.error(
+                "journal.retention_cut",
+                consumer=name,
+                lost_from=lost_from,
+                lost_to=lost_to,
+                cap_mb=jc.cap_mb,
+                hint="raise bus.journal.retention_cap_mb, or keep this actor running",
+            )
+            told.append(
+                RetentionCut(consumer=name, lost_from=lost_from, lost_to=lost_to, cap_mb=jc.cap_mb)
+            )
+    went = journal.enforce_blob_retention(
+        needed=consumers.needs(journal), cap_bytes=jc.blob_cap_mb << 20
+    )
+    if went:
+        for name, (lost_from, lost_to) in consumers.blob_cut(journal, went).items():
+            log.error(
+                "journal.blob_retention_cut",
+                consumer=name,
+                lost_from=lost_from,
+                lost_to=lost_to,
+                cap_mb=jc.blob_cap_mb,
+                hint="raise bus.journal.blob_retention_cap_mb, or keep this actor running",
+            )
+            told.append(
+                RetentionCut(
+                    consumer=name,
+                    lost_from=lost_from,
+                    lost_to=lost_to,
+                    cap_mb=jc.blob_cap_mb,
+                    blobs=True,
+                )
+            )
+    consumers.save()
+    return told

@@ -186,6 +186,7 @@ class DurableFeed:
                     "frames", f"fetch reply with {len(body)} frames for {reply.count} events"
                 )
                 continue
+            lost = reply.lost_blobs
             for i in range(0, len(body), 3):
                 topic, env, blob = body[i], body[i + 1], body[i + 2]
                 try:
@@ -196,6 +197,19 @@ class DurableFeed:
                 if envelope.offset <= self.after:
                     continue
                 self.after = envelope.offset
+                if lost and envelope.offset in lost:
+                    # Applied without the audio or document it carried would be a wrong
+                    # answer; not applied, and said.
+                    log.error(
+                        "bus.blob_lost",
+                        topic=envelope.topic,
+                        offset=envelope.offset,
+                        event_id=envelope.id,
+                        hint="its blob was deleted past bus.journal.blob_retention_cap_mb "
+                        "before this actor read it (or damaged): the event is not applied",
+                    )
+                    self.rejected.count("blob_lost")
+                    continue
                 yield envelope, (blob or None)
             self.after = max(self.after, reply.next_after)
             self.head = reply.head

@@ -3,8 +3,10 @@
 Records live in segment files named ``{first_offset:020d}.seg``. Each record is
 a ``<IIQ`` header (body_len, crc32, offset) followed by the body: a ``<QQHII``
 header (session, seq, topic_len, envelope_len, blob_len) then topic, envelope
-and blob; ``blob_len == 0xFFFFFFFF`` means no blob. The crc covers the offset
-bytes and the body, which is exactly everything after the first eight bytes.
+and blob; ``blob_len == 0xFFFFFFFF`` means no blob, and ``0x80000000`` a blob kept in a
+file of its own (:mod:`hexbus.blobs`), of which the record holds ``<II`` (length, crc32).
+The crc covers the offset bytes and the body, which is exactly everything after the first
+eight bytes.
 
 Appends are one ``os.write`` each, so a record is in the page cache (and
 survives the death of this process) as soon as :meth:`Journal.append` returns;
@@ -31,7 +33,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, NamedTuple
@@ -39,6 +41,7 @@ from typing import Final, Literal, NamedTuple
 import msgspec
 import structlog
 
+from hexbus.blobs import REF, BlobFiles
 from hexbus.epoch import (
     RESERVE,
     Mark,
@@ -70,6 +73,7 @@ _OFFSET: Final = struct.Struct("<Q")
 _HEADER_SIZE: Final = _HEADER.size
 _BODY_SIZE: Final = _BODY.size
 _NO_BLOB: Final = 0xFFFFFFFF
+_BLOB_FILE: Final = 0x80000000  # the blob is in blobs/ (no inline blob is 2 GiB: MAX_BLOB_MB)
 _INDEX_EVERY: Final = 256
 _READ_CHUNK: Final = 64 << 10
 _SEGMENT_NAME: Final = re.compile(r"^(\d{20})\.seg$")
@@ -101,6 +105,7 @@ class Record(NamedTuple):
     topic: bytes
     envelope: bytes
     blob: bytes | None
+    lost: bool = False  # its blob was in a file that is gone (blob retention's cap, damage)
 
 
 class JournalFailed(OSError):
@@ -138,7 +143,7 @@ def _payload_size(record: Record) -> int:
     return len(record.topic) + len(record.envelope) + (0 if blob is None else len(blob))
 
 
-def _decode(buf: bytes, pos: int, offset: int) -> Record:
+def _decode(buf: bytes, pos: int, offset: int, blobs: BlobFiles) -> Record:
     """The record whose body starts at ``buf[pos]``."""
     session, seq, topic_len, envelope_len, blob_len = _BODY.unpack_from(buf, pos)
     pos += _BODY_SIZE
@@ -146,8 +151,19 @@ def _decode(buf: bytes, pos: int, offset: int) -> Record:
     pos += topic_len
     envelope = buf[pos : pos + envelope_len]
     pos += envelope_len
-    blob = None if blob_len == _NO_BLOB else buf[pos : pos + blob_len]
-    return Record(offset, session, seq, topic, envelope, blob)
+    if blob_len == _NO_BLOB:
+        return Record(offset, session, seq, topic, envelope, None)
+    if blob_len == _BLOB_FILE:
+        blob = blobs.get(offset, buf[pos : pos + REF.size])
+        return Record(offset, session, seq, topic, envelope, blob, blob is None)
+    return Record(offset, session, seq, topic, envelope, buf[pos : pos + blob_len])
+
+
+def _stored_blob(blob_len: int) -> int:
+    """How many bytes of a record's body its blob takes."""
+    if blob_len == _NO_BLOB:
+        return 0
+    return REF.size if blob_len == _BLOB_FILE else blob_len
 
 
 class _Segment:
@@ -182,6 +198,8 @@ class Journal:
         retention_bytes: int | None = None,
         retention_age_s: float | None = None,
         cache_bytes: int = 32 << 20,
+        blob_file_bytes: int | None = None,
+        blob_retention_bytes: int | None = None,
     ) -> None:
         if segment_bytes < 1:
             raise ValueError(f"segment_bytes must be positive, got {segment_bytes}")
@@ -195,6 +213,11 @@ class Journal:
         self._retention_bytes = retention_bytes
         self._retention_age_s = retention_age_s
         self._cache_bytes = cache_bytes
+        # Blobs of at least this many bytes go to files of their own (None: none do).
+        self._blob_file_bytes = blob_file_bytes
+        self._blob_retention_bytes = blob_retention_bytes
+        self._blobs: BlobFiles | None = None
+        self._file_topics: dict[int, bytes] = {}  # at recovery: records whose blob is in a file
 
         self._closed = False
         self._failure: OSError | None = None
@@ -232,6 +255,9 @@ class Journal:
         self._open_directory()
         try:
             self._recover()
+            self._blobs = BlobFiles(self._dir / "blobs", durable=self._durable_files)
+            self._blobs.recover(self._file_topics)
+            self._file_topics = {}
         except OSError as exc:
             self._close_fds()
             raise JournalCorrupt(f"cannot recover journal {self._dir}: {exc}") from exc
@@ -304,39 +330,48 @@ class Journal:
         if self._closed or self._failure is not None:
             self._raise_unusable()
         offset = self._head + 1
+        to_file = False
         if blob is None:
             blob_len = _NO_BLOB
-            payload = b""
         else:
             blob_len = len(blob)
-            payload = blob
-            if blob_len >= _NO_BLOB:
+            if blob_len >= _BLOB_FILE:
                 raise ValueError(f"blob too large: {blob_len} bytes")
+            limit = self._blob_file_bytes
+            if limit is not None and blob_len >= limit:
+                to_file = True
+                blob_len = _BLOB_FILE
         try:
-            rest = b"".join(
-                (
-                    _OFFSET.pack(offset),
-                    _BODY.pack(session, seq, len(topic), len(envelope), blob_len),
-                    topic,
-                    envelope,
-                    payload,
-                )
-            )
-            frame = _LEN_CRC.pack(len(rest) - 8, zlib.crc32(rest)) + rest
+            body = _BODY.pack(session, seq, len(topic), len(envelope), blob_len)
         except struct.error as exc:
             raise ValueError(f"record field out of range: {exc}") from exc
 
         if offset > self._reserved or self._starts_dirty:
             self._save_starts()
             self._write_mark(reserved=offset - 1 + RESERVE)
+        blobs = self._blobs
+        assert blobs is not None
+        if blob is None:
+            payload = b""
+        elif to_file:
+            payload = blobs.put(offset, topic, blob)  # first: no record refers to a missing file
+        else:
+            payload = blob
+        rest = b"".join((_OFFSET.pack(offset), body, topic, envelope, payload))
+        frame = _LEN_CRC.pack(len(rest) - 8, zlib.crc32(rest)) + rest
         seg = self._segments[-1]
         size = len(frame)
-        if seg.size and seg.size + size > self._segment_bytes:
-            seg = self._roll(offset)
-        position = seg.size
-        written = os.write(seg.fd, frame)
-        if written != size:
-            self._finish_short_write(seg, frame, written)
+        try:
+            if seg.size and seg.size + size > self._segment_bytes:
+                seg = self._roll(offset)
+            position = seg.size
+            written = os.write(seg.fd, frame)
+            if written != size:
+                self._finish_short_write(seg, frame, written)
+        except BaseException:
+            if to_file:
+                blobs.discard(offset)
+            raise
         seg.size = position + size
         seg.last = offset
         if not (offset - seg.first) % _INDEX_EVERY:
@@ -350,7 +385,7 @@ class Journal:
             sessions[session] = seq
 
         self._cache.append(Record(offset, session, seq, topic, envelope, blob))
-        self._cache_used += size
+        self._cache_used += size + (len(blob) if to_file and blob is not None else 0)
         if self._cache_used > self._cache_bytes:
             self._evict()
 
@@ -467,6 +502,8 @@ class Journal:
             self._retained_after = max(self._retained_after, seg.last)
         if deleted:
             self._evict_before(self._segments[0].first)
+            assert self._blobs is not None
+            self._blobs.delete_through(self._retained_after)  # their records are gone
             try:
                 write_atomic(
                     self._dir / _RETAINED_NAME,
@@ -476,6 +513,38 @@ class Journal:
             except OSError as exc:  # only a hint for readers' gap reports
                 _log.warning("journal.retained_unwritten", error=str(exc))
         return deleted
+
+    @property
+    def blob_bytes(self) -> int:
+        """What the blobs kept in files of their own take."""
+        return self._blobs.bytes if self._blobs is not None else 0
+
+    def enforce_blob_retention(
+        self,
+        now: float | None = None,
+        *,
+        needed: Callable[[int, bytes], bool] = lambda offset, topic: False,
+        cap_bytes: int,
+    ) -> list[tuple[int, bytes]]:
+        """Delete the oldest blob files over their own size limit or the journal's age limit,
+        except one a subscriber has not applied (``needed(offset, topic)``), unless the files
+        are over ``cap_bytes``: then the oldest go whatever they hold, their records stay (read
+        with ``lost`` set). Returns the (offset, topic) of each that went although needed."""
+        if self._closed:
+            raise ValueError("journal is closed")
+        assert self._blobs is not None
+        age = self._retention_age_s
+        before = None if age is None else (time.time() if now is None else now) - age
+        deleted, cut = self._blobs.retain(
+            limit_bytes=self._blob_retention_bytes,
+            cap_bytes=cap_bytes,
+            needed=needed,
+            written_before=before,
+        )
+        if deleted:
+            self._forget_blobs(deleted)
+            _log.info("journal.blob_retention", files_removed=len(deleted), bytes=self.blob_bytes)
+        return cut
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -737,12 +806,15 @@ class Journal:
                 session, seq, topic_len, envelope_len, blob_len = unpack_body(
                     view, pos + _HEADER_SIZE
                 )
-                payload = topic_len + envelope_len + (0 if blob_len == _NO_BLOB else blob_len)
+                payload = topic_len + envelope_len + _stored_blob(blob_len)
                 if _BODY_SIZE + payload != body_len:
                     return pos, "bad length"
                 if not (offset - first) % _INDEX_EVERY:
                     seg.index_offsets.append(offset)
                     seg.index_positions.append(pos)
+                if blob_len == _BLOB_FILE:
+                    start = pos + _HEADER_SIZE + _BODY_SIZE
+                    self._file_topics[offset] = bytes(view[start : start + topic_len])
                 known = sessions.get(session)
                 if known is None or seq > known:
                     sessions[session] = seq
@@ -811,6 +883,17 @@ class Journal:
         self._cache_first = max(self._cache_first, offset)
         self._set_cache_lo(lo)
 
+    def _forget_blobs(self, offsets: list[int]) -> None:
+        """The cache's copies of deleted blobs go too: a record reads the same from the cache
+        as from the disk (lost), and the memory is freed."""
+        cache, base = self._cache, self._cache_lo - self._cache_first
+        for offset in offsets:
+            if offset >= self._cache_first:
+                record = cache[base + offset]
+                if record.blob is not None:
+                    self._cache_used -= len(record.blob)
+                    cache[base + offset] = record._replace(blob=None, lost=True)
+
     def _set_cache_lo(self, lo: int) -> None:
         cache = self._cache
         # Compact only when the dead prefix is at least half the list: amortised O(1).
@@ -846,6 +929,8 @@ class Journal:
                 dir_dirty = self._dir_dirty
                 self._dir_dirty = False
                 self._unsynced = 0
+            if self._blobs is not None:
+                self._blobs.sync()  # before the records that refer to them
             for seg in dirty:
                 if seg.fd >= 0:
                     # fdatasync also flushes the file size, which is all an append changes.
@@ -892,6 +977,8 @@ class Journal:
             if seg.fd >= 0:
                 os.close(seg.fd)
                 seg.fd = -1
+        if self._blobs is not None:
+            self._blobs.close()
         if self._dir_fd >= 0:
             os.close(self._dir_fd)
             self._dir_fd = -1
@@ -920,6 +1007,8 @@ class Journal:
 
     def _disk_records(self, start: int, stop: int) -> Iterator[Record]:
         segments = self._segments
+        blobs = self._blobs
+        assert blobs is not None
         i = max(0, bisect.bisect_right(self._firsts, start) - 1)
         offset = start
         while offset <= stop and i < len(segments):
@@ -958,7 +1047,7 @@ class Journal:
                         f"{seg.path} at {pos}: offset {record_offset}, expected {current}"
                     )
                 if current >= offset:
-                    yield _decode(buf, rel + _HEADER_SIZE, current)
+                    yield _decode(buf, rel + _HEADER_SIZE, current, blobs)
                 pos += length
                 current += 1
             offset = current

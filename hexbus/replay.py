@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import msgspec
+import structlog
 import zmq
 
 from hexbus import codec
@@ -25,6 +26,8 @@ from hexbus.journal import Journal
 from hexbus.keys import LOCAL
 from hexbus.log import RateLimitedCounter
 from hexbus.origins import origin_of
+
+log = structlog.get_logger("hexbus.broker")
 
 DRAIN: Final = 256
 REPLY_HWM: Final = 4  # replies queued per peer before the ROUTER drops more
@@ -88,7 +91,7 @@ class Replay:
                 # Another host's fetches never speak for an actor of this one (nor hold
                 # retention back in its name): its consumers are its own.
                 name = request.consumer if origin == LOCAL else f"{origin}.{request.consumer}"
-                self.consumers.saw(name, request.saved, request.epoch)
+                self.consumers.saw(name, request.saved, request.epoch, tuple(request.prefixes))
             self.parked.pop(identity, None)
             wait_ms = min(max(0, request.wait_ms), MAX_WAIT_MS)
             parked = Parked(identity, request, prefixes, request.after, now + wait_ms / 1000)
@@ -123,6 +126,16 @@ class Replay:
         if not records and not final:
             return False
         since = self.journal.epoch_after(request.epoch)
+        lost = tuple(record.offset for record in records if record.lost)
+        if lost:
+            log.error(
+                "journal.blob_missing",
+                consumer=request.consumer,
+                offsets=list(lost[:16]),
+                count=len(lost),
+                hint="its blob file was deleted past bus.journal.blob_retention_cap_mb, "
+                "or damaged: the subscriber is told and does not apply the event",
+            )
         reply = FetchReply(
             req=request.req,
             next_after=parked.cursor,
@@ -134,6 +147,7 @@ class Replay:
             epoch_first=since.first,
             lost_after=since.lost_after,
             retained_after=self.journal.retained_after,
+            lost_blobs=lost,
         )
         frames: list[bytes] = [parked.identity, BATCH, codec.encode_control(reply)]
         for record in records:

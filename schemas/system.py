@@ -116,12 +116,15 @@ class Rejected(Event, frozen=True, kw_only=True, tag="sys.bus.rejected"):
 class RetentionCut(Event, frozen=True, kw_only=True, tag="sys.bus.retention_cut"):
     """The journal went over its hard cap (``bus.journal.retention_cap_mb``) and deleted
     durable events a subscriber had not applied: ``consumer`` will never see offsets
-    ``lost_from``-``lost_to``."""
+    ``lost_from``-``lost_to``. With ``blobs``, the blob files went over theirs
+    (``blob_retention_cap_mb``): the events are kept, but those among them that carried a large
+    blob (speech, a document) lost it and will not be applied."""
 
     consumer: str
     lost_from: int
     lost_to: int
     cap_mb: int
+    blobs: bool = False
 
 
 class Stop(Event, frozen=True, kw_only=True, tag="sys.control.stop"):

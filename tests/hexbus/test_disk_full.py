@@ -10,12 +10,8 @@ is full (memory's DuckDB) waits for room instead of dead-lettering what it was a
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +20,10 @@ import pytest
 
 from hexbus.bus import BusClient
 from schemas import ChatMessage, ProbeDurable
+from tests.support import disk
 from tests.support.busclient import ask_count
 from tests.support.discord.hexes import bodies
+from tests.support.disk import debris, fill
 from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
 from tests.support.memory import memory_config
 
@@ -37,40 +35,8 @@ COUNTER = FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
     """A folder whose data lives on a 16 MiB tmpfs: ``<it>/data``."""
-    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
-    data = root / "data"
-    data.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(data)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or 'not root'}")
-    try:
+    with disk.small_disk("16m") as root:
         yield root
-    finally:
-        subprocess.run(["umount", "-l", str(data)], check=False)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def fill(folder: Path) -> Path:
-    """Fill the filesystem under ``folder`` to the last byte; the filler file."""
-    filler = folder / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (1 << 20, 4096, 1):
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-    return filler
-
-
-def debris(folder: Path) -> list[str]:
-    return [str(p) for p in folder.rglob("*.tmp")]
 
 
 def test_a_full_disk_holds_durable_events_and_they_are_stored_when_space_returns(
