@@ -237,7 +237,7 @@ def validate(config: HexConfig, source: str) -> None:
             f"retention_mb ({journal.retention_mb}); raise it, or 0 for four times retention_mb"
         )
     _positive(source, "bus.journal.blob_file_kb", journal.blob_file_kb, minimum=-1)
-    _positive(source, "bus.journal.blob_retention_mb", journal.blob_retention_mb, minimum=-1)
+    _positive(source, "bus.journal.blob_retention_mb", journal.blob_retention_mb)
     _positive(
         source, "bus.journal.blob_retention_cap_mb", journal.blob_retention_cap_mb, minimum=-1
     )

@@ -143,8 +143,9 @@ def _payload_size(record: Record) -> int:
     return len(record.topic) + len(record.envelope) + (0 if blob is None else len(blob))
 
 
-def _decode(buf: bytes, pos: int, offset: int, blobs: BlobFiles) -> Record:
-    """The record whose body starts at ``buf[pos]``."""
+def _decode(buf: bytes, pos: int, offset: int, refs: dict[int, bytes]) -> Record:
+    """The record whose body starts at ``buf[pos]``; one whose blob is in a file comes without
+    it, its reference put in ``refs`` (read only if the record is wanted)."""
     session, seq, topic_len, envelope_len, blob_len = _BODY.unpack_from(buf, pos)
     pos += _BODY_SIZE
     topic = buf[pos : pos + topic_len]
@@ -154,8 +155,8 @@ def _decode(buf: bytes, pos: int, offset: int, blobs: BlobFiles) -> Record:
     if blob_len == _NO_BLOB:
         return Record(offset, session, seq, topic, envelope, None)
     if blob_len == _BLOB_FILE:
-        blob = blobs.get(offset, buf[pos : pos + REF.size])
-        return Record(offset, session, seq, topic, envelope, blob, blob is None)
+        refs[offset] = buf[pos : pos + REF.size]
+        return Record(offset, session, seq, topic, envelope, None)
     return Record(offset, session, seq, topic, envelope, buf[pos : pos + blob_len])
 
 
@@ -218,6 +219,7 @@ class Journal:
         self._blob_retention_bytes = blob_retention_bytes
         self._blobs: BlobFiles | None = None
         self._file_topics: dict[int, bytes] = {}  # at recovery: records whose blob is in a file
+        self._lost_at_open = False  # recovery found damage (not just a crash's torn tail)
 
         self._closed = False
         self._failure: OSError | None = None
@@ -256,7 +258,13 @@ class Journal:
         try:
             self._recover()
             self._blobs = BlobFiles(self._dir / "blobs", durable=self._durable_files)
-            self._blobs.recover(self._file_topics)
+            last = max((seg.last for seg in self._segments if seg.last >= seg.first), default=0)
+            self._blobs.recover(
+                self._file_topics,
+                head=last,
+                retained_after=self._retained_after,
+                damaged=self._lost_at_open,
+            )
             self._file_topics = {}
         except OSError as exc:
             self._close_fds()
@@ -384,8 +392,9 @@ class Journal:
         if known is None or seq > known:
             sessions[session] = seq
 
-        self._cache.append(Record(offset, session, seq, topic, envelope, blob))
-        self._cache_used += size + (len(blob) if to_file and blob is not None else 0)
+        cached = Record(offset, session, seq, topic, envelope, blob)
+        self._cache.append(cached)
+        self._cache_used += _frame_size(cached)  # as eviction counts it: the blob, not its ref
         if self._cache_used > self._cache_bytes:
             self._evict()
 
@@ -444,12 +453,19 @@ class Journal:
         out: list[Record] = []
         total = 0
         cursor = stop
-        for record in self._records(start, stop):
+        refs: dict[int, bytes] = {}  # blobs in files of the records read from disk
+        blobs = self._blobs
+        assert blobs is not None
+        for record in self._records(start, stop, refs):
             if match_all or record.topic.startswith(wanted):
-                size = _payload_size(record)
+                ref = refs.pop(record.offset, None) if refs else None
+                size = _payload_size(record) + (0 if ref is None else REF.unpack(ref)[0])
                 if out and total + size > max_bytes:
                     cursor = record.offset - 1
                     break
+                if ref is not None:  # read only now: wanted, and within the reply's bytes
+                    blob = blobs.get(record.offset, ref)
+                    record = record._replace(blob=blob, lost=blob is None)
                 out.append(record)
                 total += size
                 if len(out) >= max_records:
@@ -654,6 +670,7 @@ class Journal:
         if changed_dir:
             os.fsync(self._dir_fd)
         self._number(lost)
+        self._lost_at_open = bool(lost)
         active = self._segments[-1]
         if active.fd < 0:
             active.fd = os.open(active.path, os.O_RDWR | os.O_APPEND)
@@ -929,8 +946,6 @@ class Journal:
                 dir_dirty = self._dir_dirty
                 self._dir_dirty = False
                 self._unsynced = 0
-            if self._blobs is not None:
-                self._blobs.sync()  # before the records that refer to them
             for seg in dirty:
                 if seg.fd >= 0:
                     # fdatasync also flushes the file size, which is all an append changes.
@@ -988,11 +1003,12 @@ class Journal:
 
     # -- internals: reading ---------------------------------------------------
 
-    def _records(self, start: int, stop: int) -> Iterator[Record]:
-        """Records ``start..stop`` inclusive, from disk and then from the cache."""
+    def _records(self, start: int, stop: int, refs: dict[int, bytes]) -> Iterator[Record]:
+        """Records ``start..stop`` inclusive, from disk and then from the cache; those from
+        disk whose blob is in a file come without it, its reference in ``refs``."""
         cache_first = self._cache_first
         if start < cache_first:
-            yield from self._disk_records(start, min(stop, cache_first - 1))
+            yield from self._disk_records(start, min(stop, cache_first - 1), refs)
             start = cache_first
         if start <= stop:
             base = self._cache_lo - cache_first
@@ -1005,10 +1021,8 @@ class Journal:
             return max(offset, self._segments[i + 1].first)
         return offset
 
-    def _disk_records(self, start: int, stop: int) -> Iterator[Record]:
+    def _disk_records(self, start: int, stop: int, refs: dict[int, bytes]) -> Iterator[Record]:
         segments = self._segments
-        blobs = self._blobs
-        assert blobs is not None
         i = max(0, bisect.bisect_right(self._firsts, start) - 1)
         offset = start
         while offset <= stop and i < len(segments):
@@ -1047,7 +1061,7 @@ class Journal:
                         f"{seg.path} at {pos}: offset {record_offset}, expected {current}"
                     )
                 if current >= offset:
-                    yield _decode(buf, rel + _HEADER_SIZE, current, blobs)
+                    yield _decode(buf, rel + _HEADER_SIZE, current, refs)
                 pos += length
                 current += 1
             offset = current

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from hexbus.journal import Journal, Record, only_out_of_space
+from hexbus.journal import Journal, Record, _frame_size, only_out_of_space
 from tests.support.disk import debris, fill, small_disk
 from tests.support.journal import NEVER, Item, expected, read_all
 
@@ -227,3 +227,66 @@ def test_a_full_disk_refuses_the_event_whole_and_takes_it_once_there_is_room() -
             assert read_all(j) == expected([chat(1), speech(2)])
         with open_journal(directory, cache_bytes=0) as j:
             assert read_all(j) == expected([chat(1), speech(2)])
+
+
+def test_a_needed_blob_is_kept_while_newer_ones_nobody_needs_make_the_room(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "journal"
+    with open_journal(directory, blob_retention_bytes=2 * AUDIO) as j:
+        j.append(3, 1, b"memory.document", b"doc", b"d" * AUDIO)  # a stopped memory needs it
+        for i in range(2, 12):
+            j.append(*speech(i))  # stt applied these
+
+        def needed(offset: int, topic: bytes) -> bool:
+            return offset > 0 and topic.startswith(b"memory.")
+
+        for _ in range(3):
+            assert j.enforce_blob_retention(needed=needed, cap_bytes=5 * AUDIO) == []
+            assert blob_files(directory) == [1, 11]
+
+
+def test_a_reader_of_chat_never_opens_the_files_of_speech_it_skips(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    with open_journal(directory) as j:
+        for i in range(1, 11):
+            j.append(*(chat(i) if i == 10 else speech(i)))
+    for path in (directory / "blobs").glob("*.blob"):
+        path.write_bytes(b"damaged")  # read, each would be said to be damaged
+    with capture_logs() as logs, open_journal(directory, cache_bytes=0) as j:
+        assert j.read(0, prefixes=(b"chat.",))[0] == [Record(10, *chat(10))]
+        assert [e for e in logs if e["event"] == "journal.blob_damaged"] == []
+        # A reply's byte budget counts a blob in a file by the length its record keeps.
+        records, cursor = j.read(0, max_bytes=3 * AUDIO)
+        assert len(records) == 2 and cursor == 2
+        assert [e["offset"] for e in logs if e["event"] == "journal.blob_damaged"] == [1, 2]
+
+
+def test_the_cache_counts_a_blob_in_a_file_as_it_evicts_it(tmp_path: Path) -> None:
+    with open_journal(tmp_path / "journal", cache_bytes=10 * AUDIO) as j:
+        for i in range(1, 200):
+            j.append(*(speech(i) if i % 2 else chat(i)))
+            live = j._cache[j._cache_lo :]
+            assert j._cache_used == sum(_frame_size(r) for r in live)
+        assert len(j._cache[j._cache_lo :]) > 10  # it still caches
+
+
+def test_blobs_of_a_segment_set_aside_are_set_aside_with_it(tmp_path: Path) -> None:
+    directory = tmp_path / "journal"
+    with open_journal(directory, segment_bytes=150) as j:
+        for i in range(1, 10):
+            j.append(*speech(i))
+    segments = sorted(directory.glob("*.seg"))
+    assert len(segments) >= 3
+    middle = segments[1]
+    middle_first = int(middle.name[:20])
+    data = bytearray(middle.read_bytes())
+    data[20] ^= 0xFF  # its first record is damaged: the segments after it are set aside
+    middle.write_bytes(bytes(data))
+    with capture_logs() as logs, open_journal(directory) as j:
+        kept = [r.offset for r in read_all(j)]
+    assert kept == list(range(1, middle_first))
+    assert blob_files(directory) == kept
+    aside = sorted(int(p.name[:20]) for p in (directory / "blobs" / "corrupt").glob("*.blob"))
+    assert aside == list(range(middle_first, 10))
+    assert any(e["event"] == "journal.blobs_set_aside" for e in logs)
