@@ -178,6 +178,7 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
 
     async def on_session(self) -> None:
         """A new gateway session (READY): after the first, fetch what was missed meanwhile."""
+        self.inbox.session_began()
         self.ready.set()
         self.settled.set()
         if self.live:  # else on_live does it, once the replay has rebuilt what was already taken
@@ -186,6 +187,7 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
     def on_resumed(self) -> None:
         # Discord replays what a resumed session missed, but only what it queued for it: look
         # anyway (a few history requests; what was already taken is skipped by its id).
+        self.inbox.session_began()
         if self.live:
             self.spawn(self.inbox.catch_up(), name="catch-up")
 

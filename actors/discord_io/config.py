@@ -99,6 +99,9 @@ class PendingReply(msgspec.Struct, kw_only=True):
 
 class DiscordState(msgspec.Struct, kw_only=True):
     last_seen: dict[str, int] = {}  # watched channel id → newest Discord message id seen there
+    # Channel id → where a catch-up owed since a gateway session began starts: live messages
+    # move last_seen past the gap at once, so it is kept until the catch-up has walked it.
+    catch_from: dict[str, int] = {}
     asked: dict[str, Asked] = {}  # chat.message event id → its Discord message
     pending: dict[str, PendingReply] = {}  # reply_to → a final reply not yet shown whole
     delivered: list[str] = []  # reply_to ids shown whole (newest last, bounded)

@@ -8,7 +8,10 @@ replay, a catch-up racing the live event) is the same event and the journal keep
 Missed messages: the last Discord message id seen in each watched channel (configured channels
 and DMs) is kept in state. After a new gateway session (after a crash or an outage) what was sent
 meanwhile is fetched from history and taken once, or, past ``catch_up_limit``, taken as one
-summary.
+summary. Live messages of the new session may arrive before the catch-up runs (it waits for the
+replay): where the catch-up starts is kept from the moment the session began (``catch_from``,
+saved with the state until each channel is walked), and what it finds is taken unless it was
+already (by its event id), so a live message never hides the missed ones before it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class Inbox:
         self.publish = publish
         self.publish_volatile = publish_volatile
         self.state_changed = state_changed
+        self.sessions = 0  # gateway sessions begun: a catch-up knows whether one began meanwhile
 
     def wants(self, message: SeenMessage) -> bool:
         """Whether Hex answers this message: DMs, mentions, replies to Hex, configured channels."""
@@ -77,6 +81,15 @@ class Inbox:
         if message.mentions_me or str(message.channel_id) in self.config.channels:
             return True
         return message.replies_to_me
+
+    def session_began(self) -> None:
+        """A gateway session began (READY or RESUMED): what was sent since the last message
+        seen in each watched channel is owed a catch-up, from there, whatever arrives live first."""
+        self.sessions += 1
+        for channel, message_id in self.state.last_seen.items():
+            if channel not in self.state.catch_from:
+                self.state.catch_from[channel] = message_id
+                self.state_changed()
 
     def watched(self, message: SeenMessage) -> bool:
         return message.in_dm or str(message.channel_id) in self.config.channels
@@ -172,20 +185,31 @@ class Inbox:
         if left > 0:
             log.info("discord.catch_up_bounded", walked=len(walked), not_walked=left)
         watched = configured | set(walked)
+        sessions = self.sessions
+        catch_from = self.state.catch_from
         for channel_id in sorted(watched):
-            after = self.state.last_seen.get(str(channel_id))
+            key = str(channel_id)
+            after = catch_from.get(key, self.state.last_seen.get(key))
             if after is None:
                 continue  # never seen: nothing to catch up on (the start of history is not "missed")
             try:
-                await self.catch_up_channel(channel_id, after)
+                newest = await self.catch_up_channel(channel_id, after)
+                if self.sessions == sessions:
+                    catch_from.pop(key, None)  # walked: nothing more owed here
+                elif key in catch_from:
+                    catch_from[key] = max(catch_from[key], newest)  # owed from here on
+                self.state_changed()
             except Exception as exc:
                 log.warning(
                     "discord.catch_up_failed",
                     channel=channel_id,
                     error=f"{type(exc).__name__}: {exc}",
                 )
+        for key in [k for k in catch_from if int(k) not in watched]:
+            del catch_from[key]  # not walked by design (quiet too long): nothing owed there
 
-    async def catch_up_channel(self, channel_id: int, after: int) -> None:
+    async def catch_up_channel(self, channel_id: int, after: int) -> int:
+        """Take what was missed in one channel after ``after``; the newest message id walked."""
         oldest = snowflake_at(time.time()) - (int(self.config.catch_up_max_age_h * 3600_000) << 22)
         limit = self.config.catch_up_limit
         missed: list[SeenMessage] = []
@@ -194,19 +218,19 @@ class Inbox:
             channel_id, after=max(after, oldest), limit=limit * 10
         ):
             newest = max(newest, message.id)
-            # A message taken live while this ran is already seen.
-            if message.id > self.state.last_seen.get(str(channel_id), 0) and self.wants(message):
+            # One taken already (live, while this ran or before it) is known by its event id.
+            if message_event_id(message.id) not in self.state.asked and self.wants(message):
                 missed.append(message)
         if not missed:
             self.seen(channel_id, newest)
-            return
+            return newest
         log.info("discord.catching_up", channel=channel_id, missed=len(missed))
         if len(missed) <= limit:
             for message in missed:
                 self.seen(channel_id, message.id)
                 await self.take(message)
             self.seen(channel_id, newest)
-            return
+            return newest
         # Too many to answer one by one: one message tells the brain what was said, answered once.
         me = self.discord.me
         lines = [f"{m.author_name}: {strip_mention(m.content, me)}" for m in missed]
@@ -216,3 +240,4 @@ class Inbox:
         )
         self.seen(channel_id, newest)
         await self.take(missed[-1], text=summary[:4000])
+        return newest

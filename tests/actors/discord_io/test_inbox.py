@@ -201,3 +201,52 @@ def test_a_channel_whose_history_fails_is_skipped_and_the_others_caught_up() -> 
         await parts.stop()
 
     run(scenario)
+
+
+def test_a_live_message_before_the_catch_up_never_hides_the_missed_ones_before_it() -> None:
+    """After a restart the catch-up waits for the replay, while the gateway already delivers
+    new messages: one of them moved the last seen id past the missed ones, which were lost."""
+
+    async def scenario() -> None:
+        parts = InboxParts(channels=(str(LOUNGE),))
+        d = parts.discord
+        before = d.say(LOUNGE, ANA, "before")
+        await parts.inbox.on_message(before)
+        missed = d.say(LOUNGE, ANA, "said while Hex was down")
+        parts.inbox.session_began()  # READY after the restart
+        await parts.inbox.on_message(d.say(LOUNGE, ANA, "said just after it came back"))
+        assert parts.state.catch_from == {str(LOUNGE): before.id}
+        await parts.inbox.catch_up()
+        assert sorted(parts.taken()) == sorted(
+            ["before", "said while Hex was down", "said just after it came back"]
+        )
+        assert parts.state.last_seen[str(LOUNGE)] > missed.id and parts.state.catch_from == {}
+        await parts.inbox.catch_up()  # a RESUMED later: nothing is taken twice
+        assert len(parts.taken()) == 3
+        await parts.stop()
+
+    run(scenario)
+
+
+def test_a_catch_up_owed_when_the_actor_died_is_still_owed_by_the_next_one() -> None:
+    async def scenario() -> None:
+        parts = InboxParts()
+        d = parts.discord
+        await parts.inbox.on_message(d.say(DM, ANA, "hi", dm=True))
+        d.say(DM, ANA, "missed", dm=True)
+        parts.inbox.session_began()
+        await parts.inbox.on_message(d.say(DM, ANA, "live", dm=True))
+        # SIGKILL before the catch-up: the next incarnation starts from the saved state.
+        again = InboxParts()
+        again.discord = d
+        again.inbox.discord = d
+        again.state.last_seen.update(parts.state.last_seen)
+        again.state.catch_from.update(parts.state.catch_from)
+        again.state.asked.update(parts.state.asked)
+        again.inbox.session_began()
+        await again.inbox.catch_up()
+        assert again.taken() == ["missed"]
+        await parts.stop()
+        await again.stop()
+
+    run(scenario)
