@@ -22,4 +22,4 @@ def hex_factory() -> Iterator[Callable[..., Hex]]:
 
     yield make
     for h in made:
-        h.cleanup()
+        h.discard()

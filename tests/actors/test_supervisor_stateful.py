@@ -40,7 +40,7 @@ class SupervisedHex(RuleBasedStateMachine):
         self.total = 0
 
     def teardown(self) -> None:
-        self.hex.cleanup()
+        self.hex.discard()
 
     @rule(victim=st.sampled_from(ACTORS))
     def sigkill(self, victim: str) -> None:

@@ -186,6 +186,22 @@ class Hex:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def discard(self) -> None:
+        """After a test: SIGKILL the supervisor and everything it started, and remove the
+        folder. A graceful stop (seconds each) proves nothing here: tests that care about
+        stopping call :meth:`stop` and check it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for proc in self.processes():
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        if not self.log_file.closed:
+            self.log_file.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def snapshot_state(self, actor: str) -> dict[str, Any]:
         import msgspec
 

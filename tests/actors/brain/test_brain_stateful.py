@@ -160,7 +160,7 @@ class BrainConversations(RuleBasedStateMachine):
             raise
         finally:
             self.chat.close()
-            self.hx.cleanup()
+            self.hx.discard()
 
     def check(self) -> None:
         chat = self.chat.chat

@@ -21,4 +21,4 @@ def hexes() -> Iterator[list[Hex]]:
     made: list[Hex] = []
     yield made
     for hx in made:
-        hx.cleanup()
+        hx.discard()
