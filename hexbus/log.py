@@ -44,7 +44,11 @@ def _secrets() -> list[str]:
     named = set(filter(None, os.environ.get("HEXBUS_SECRET_ENV", "").split(",")))
     named |= {"DISCORD_TOKEN", "OPENAI_API_KEY"}
     values = {os.environ.get(name) or "" for name in named}
-    values |= {v for k, v in os.environ.items() if SECRET_NAME.search(k)}
+    # HEXBUS_SECRET_ENV holds names, not secrets: blanking them would hide "DISCORD_TOKEN is
+    # not set" from the person who has to set it.
+    values |= {
+        v for k, v in os.environ.items() if SECRET_NAME.search(k) and k != "HEXBUS_SECRET_ENV"
+    }
     values |= _EXTRA_SECRETS
     return sorted((v for v in values if len(v) >= 8), key=len, reverse=True)
 

@@ -155,6 +155,26 @@ def test_the_redactor_blanks_keys_and_credentials_not_names_counts_or_ids() -> N
         del os.environ["HEX_TEST_SECRET_TOKEN"]
 
 
+def test_the_names_of_secret_variables_are_said_their_values_are_not() -> None:
+    from hexbus.log import redact
+
+    # As the supervisor starts the Discord actor without a token: the one line that says what
+    # to do names the variable (it read "[redacted] is not set" before).
+    saved = {k: os.environ.pop(k, None) for k in ("HEXBUS_SECRET_ENV", "DISCORD_TOKEN")}
+    os.environ["HEXBUS_SECRET_ENV"] = "DISCORD_TOKEN"
+    try:
+        line = "DISCORD_TOKEN is not set: put DISCORD_TOKEN=... in .env beside supervisor.toml"
+        assert redact(None, "error", {"event": "x", "reason": line})["reason"] == line
+        os.environ["DISCORD_TOKEN"] = GROQ_KEY
+        said = redact(None, "error", {"event": "x", "reason": f"DISCORD_TOKEN={GROQ_KEY}"})
+        assert said["reason"] == "DISCORD_TOKEN=[redacted]"
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
 def test_the_redactor_matches_are_bounded_on_long_runs_without_spaces() -> None:
     from hexbus.log import _SECRET_VALUES
 
