@@ -177,39 +177,30 @@ def retain(journal: Journal, consumers: Consumers, jc: JournalConfig) -> list[Re
     floor = consumers.floor(journal, journal.first)
     if journal.enforce_retention(keep_after=floor, cap_bytes=jc.cap_mb << 20):
         log.info("journal.retention", first=journal.first)
-        for name, (lost_from, lost_to) in consumers.cut(journal, journal.retained_after).items():
-            log.error(
-                "journal.retention_cut",
-                consumer=name,
-                lost_from=lost_from,
-                lost_to=lost_to,
-                cap_mb=jc.cap_mb,
-                hint="raise bus.journal.retention_cap_mb, or keep this actor running",
-            )
-            told.append(
-                RetentionCut(consumer=name, lost_from=lost_from, lost_to=lost_to, cap_mb=jc.cap_mb)
-            )
+        cuts = consumers.cut(journal, journal.retained_after)
+        told += _said(cuts, cap_mb=jc.cap_mb, blobs=False)
     went = journal.enforce_blob_retention(
         needed=consumers.needs(journal), cap_bytes=jc.blob_cap_mb << 20
     )
     if went:
-        for name, (lost_from, lost_to) in consumers.blob_cut(journal, went).items():
-            log.error(
-                "journal.blob_retention_cut",
-                consumer=name,
-                lost_from=lost_from,
-                lost_to=lost_to,
-                cap_mb=jc.blob_cap_mb,
-                hint="raise bus.journal.blob_retention_cap_mb, or keep this actor running",
-            )
-            told.append(
-                RetentionCut(
-                    consumer=name,
-                    lost_from=lost_from,
-                    lost_to=lost_to,
-                    cap_mb=jc.blob_cap_mb,
-                    blobs=True,
-                )
-            )
+        told += _said(consumers.blob_cut(journal, went), cap_mb=jc.blob_cap_mb, blobs=True)
     consumers.save()
     return told
+
+
+def _said(cuts: dict[str, tuple[int, int]], *, cap_mb: int, blobs: bool) -> list[RetentionCut]:
+    """Each subscriber's loss, logged, as the event that tells it."""
+    what = "blob_retention" if blobs else "retention"
+    for name, (lost_from, lost_to) in cuts.items():
+        log.error(
+            f"journal.{what}_cut",
+            consumer=name,
+            lost_from=lost_from,
+            lost_to=lost_to,
+            cap_mb=cap_mb,
+            hint=f"raise bus.journal.{what}_cap_mb, or keep this actor running",
+        )
+    return [
+        RetentionCut(consumer=name, lost_from=a, lost_to=b, cap_mb=cap_mb, blobs=blobs)
+        for name, (a, b) in cuts.items()
+    ]

@@ -65,10 +65,9 @@ def wait_retention(hx: Hex) -> None:
     time.sleep(1.5)  # several retention checks (every 0.3 s here)
 
 
-def test_a_stopped_memory_actor_gets_every_chat_message_retention_would_have_deleted(
-    hex_factory: HexFactory,
-) -> None:
-    config = INLINE_JOURNAL + actor_toml(
+def memory_stopped(hex_factory: HexFactory, journal: str) -> Hex:
+    """A Hex with a memory actor, stopped by the kill switch (as an owner might for a day)."""
+    config = journal + actor_toml(
         "memory",
         "actors.memory.actor:MemoryActor",
         heartbeat_timeout_s=20.0,
@@ -79,38 +78,40 @@ def test_a_stopped_memory_actor_gets_every_chat_message_retention_would_have_del
     out = hx.cli("killswitch")
     assert out.returncode == 0, out.stderr
     hx.wait_state({"memory": "stopped"})
-    asyncio.run(traffic(hx, chats=30, blobs=25))  # 2.5 MB: over retention_mb, under the cap
-    wait_retention(hx)
-    assert journal_bytes(hx) > 2 << 20  # kept: memory has not applied it
-    memory_gets_every_line(hx, 30)
-    wait_retention(hx)
-    assert journal_bytes(hx) < 2 << 20  # applied: now retention takes it
+    return hx
 
 
-def memory_gets_every_line(hx: Hex, lines: int) -> None:
+def memory_restarted_and_caught_up(hx: Hex) -> None:
     out = hx.cli("restart", "memory")
     assert out.returncode == 0, out.stderr
     hx.wait_state({"memory": "live"}, timeout=60)
     head = hx.status()["broker"]["applied_offset"]
     poll_for(lambda: hx.status()["memory"]["applied_offset"] >= head, 30, what="memory caught up")
+
+
+def turns_stored(hx: Hex) -> int:
     assert hx.stop() == 0
     with MemoryStore(hx.data_dir / "actors" / "memory" / "memory.duckdb") as store:
-        assert store.counts()["turns"] == lines
+        return int(store.counts()["turns"])
+
+
+def test_a_stopped_memory_actor_gets_every_chat_message_retention_would_have_deleted(
+    hex_factory: HexFactory,
+) -> None:
+    hx = memory_stopped(hex_factory, INLINE_JOURNAL)
+    asyncio.run(traffic(hx, chats=30, blobs=25))  # 2.5 MB: over retention_mb, under the cap
+    wait_retention(hx)
+    assert journal_bytes(hx) > 2 << 20  # kept: memory has not applied it
+    memory_restarted_and_caught_up(hx)
+    wait_retention(hx)
+    assert journal_bytes(hx) < 2 << 20  # applied: now retention takes it
+    assert turns_stored(hx) == 30
 
 
 def test_hours_of_speech_never_push_chat_out_while_memory_is_stopped(
     hex_factory: HexFactory,
 ) -> None:
-    config = BLOB_FILES + actor_toml(
-        "memory",
-        "actors.memory.actor:MemoryActor",
-        heartbeat_timeout_s=20.0,
-        snapshot_interval_s=0.3,
-        config={"owners": ["owner1"]},
-    )
-    hx = hex_factory(config).start()
-    assert hx.cli("killswitch").returncode == 0
-    hx.wait_state({"memory": "stopped"})
+    hx = memory_stopped(hex_factory, BLOB_FILES)
     # 8 MB of speech with 30 lines among it: twice the records' cap (4 MB) and four times the
     # blobs' (2 MB). With the blobs in the records, retention would cut chat lines here.
     asyncio.run(traffic(hx, chats=30, blobs=80))
@@ -120,7 +121,8 @@ def test_hours_of_speech_never_push_chat_out_while_memory_is_stopped(
     log = hx.log()
     assert '"journal.blob_retention"' in log
     assert '"journal.blob_retention_cut"' not in log  # memory never reads speech: lost nothing
-    memory_gets_every_line(hx, 30)
+    memory_restarted_and_caught_up(hx)
+    assert turns_stored(hx) == 30
 
 
 def test_past_the_blob_cap_the_lagging_actor_is_told_and_does_not_apply_events_without_blobs(
