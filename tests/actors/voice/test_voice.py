@@ -186,7 +186,10 @@ def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(
     hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     root = home()
-    hx = hex_factory(brain_toml(root) + (STT + TTS).replace(FAST_BUS, ""), root=root).start()
+    # Two or three sentences are enough to hear back (its speech and the read-back scale with it).
+    short = "[actors.brain.config.budgets]\nreply = 60"
+    hx = hex_factory(brain_toml(root, extra=short) + (STT + TTS).replace(FAST_BUS, ""), root=root)
+    hx.start()
     wav = tmp_path / "question.wav"
     make_wav(wav, [0.3, "Hello Hex, tell me something nice about the sea.", 1.2])
     out_dir = tmp_path / "replies"
