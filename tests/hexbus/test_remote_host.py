@@ -155,7 +155,11 @@ def test_stt_and_tts_on_another_host_across_a_cut_link(
     port = free_port_base()
     here_root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
     here = hex_factory(
-        bus_toml(address, port, keys, remote=False) + brain_toml(here_root).replace(FAST_BUS, ""),
+        bus_toml(address, port, keys, remote=False)
+        # Replies of two or three sentences: what is tested is where they are spoken.
+        + brain_toml(here_root, extra="[actors.brain.config.budgets]\nreply = 60").replace(
+            FAST_BUS, ""
+        ),
         root=here_root,
     ).start()
     there = hex_factory(bus_toml(address, port, gpu_keys, remote=True) + SPEECH).start(
