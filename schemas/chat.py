@@ -34,6 +34,9 @@ class ChatMessage(Event, frozen=True, kw_only=True, tag="chat.message"):
     # Speech only: the id of this person's earlier message whose words this one says again, whole
     # (the audio of both re-transcribed as one turn), so the brain reads this text in its place.
     revises: str = ""
+    # Discord only: taken by a catch-up after an outage or a restart, in order, so everything
+    # missed in its channel up to this message was taken with it (a summary) or before it.
+    catch_up: bool = False
 
 
 class ChatAck(Event, frozen=True, kw_only=True, tag="chat.ack"):

@@ -16,7 +16,9 @@ already (by its event id), so a live message never hides the missed ones before 
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Final
 
 import structlog
 
@@ -43,6 +45,8 @@ __all__ = ["Inbox"]
 
 log = structlog.get_logger("actors.discord_io")
 
+PAGES: Final = 10  # history pages of catch_up_limit * 10 messages walked per channel at most
+
 
 class Inbox:
     """People's Discord messages in: answered ones taken onto the bus, missed ones caught up."""
@@ -66,6 +70,7 @@ class Inbox:
         self.publish_volatile = publish_volatile
         self.state_changed = state_changed
         self.sessions = 0  # gateway sessions begun: a catch-up knows whether one began meanwhile
+        self.catching_up = asyncio.Lock()  # one catch-up at a time (READY and RESUMED may overlap)
 
     def wants(self, message: SeenMessage) -> bool:
         """Whether Hex answers this message: DMs, mentions, replies to Hex, configured channels."""
@@ -115,7 +120,9 @@ class Inbox:
                     if old not in configured and old != key:
                         del last_seen[old]
 
-    async def take(self, message: SeenMessage, *, text: str | None = None) -> None:
+    async def take(
+        self, message: SeenMessage, *, text: str | None = None, catch_up: bool = False
+    ) -> None:
         """Acknowledge a message at once and put it on the bus as a durable chat.message."""
         channel_id = message.channel_id
         self.typing.start(channel_id)
@@ -130,6 +137,7 @@ class Inbox:
             attachments=message.attachments,
             message_id=str(message.id),
             direct=message.in_dm or message.mentions_me,
+            catch_up=catch_up,
         )
         self.remember_asked(event_id, channel_id, message.id)
         self.publish_volatile(
@@ -163,13 +171,24 @@ class Inbox:
             return
         self.remember_asked(event_id, channel_id, int(event.message_id))
         self.seen(channel_id, int(event.message_id))
+        key = str(channel_id)
+        if event.catch_up and self.state.catch_from.get(key, int(event.message_id)) < int(
+            event.message_id
+        ):
+            # A catch-up took it, in order: what was owed up to it is taken (a summary's
+            # messages too, whose ids no event carries).
+            self.state.catch_from[key] = int(event.message_id)
 
     # -- missed messages -------------------------------------------------------------------
 
     async def catch_up(self) -> None:
         """Take the messages sent in watched channels since the last one seen (once each): the
         configured channels, and the ``catch_up_channels`` DM channels most recently active
-        within ``catch_up_window_h``."""
+        within ``catch_up_window_h``. One at a time: a second waits for the first."""
+        async with self.catching_up:
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
         configured = {int(c) for c in self.config.channels}
         since = snowflake_at(time.time() - self.config.catch_up_window_h * 3600)
         recent = sorted(
@@ -193,11 +212,11 @@ class Inbox:
             if after is None:
                 continue  # never seen: nothing to catch up on (the start of history is not "missed")
             try:
-                newest = await self.catch_up_channel(channel_id, after)
-                if self.sessions == sessions:
+                newest, whole = await self.catch_up_channel(channel_id, after)
+                if whole and self.sessions == sessions:
                     catch_from.pop(key, None)  # walked: nothing more owed here
-                elif key in catch_from:
-                    catch_from[key] = max(catch_from[key], newest)  # owed from here on
+                else:  # a session began meanwhile, or history was longer than the walk
+                    catch_from[key] = max(catch_from.get(key, newest), newest)
                 self.state_changed()
             except Exception as exc:
                 log.warning(
@@ -205,32 +224,42 @@ class Inbox:
                     channel=channel_id,
                     error=f"{type(exc).__name__}: {exc}",
                 )
-        for key in [k for k in catch_from if int(k) not in watched]:
-            del catch_from[key]  # not walked by design (quiet too long): nothing owed there
+        if self.sessions == sessions:  # else the next catch-up decides on the newer session's
+            for key in [k for k in catch_from if int(k) not in watched]:
+                del catch_from[key]  # not walked by design (quiet too long): nothing owed there
 
-    async def catch_up_channel(self, channel_id: int, after: int) -> int:
-        """Take what was missed in one channel after ``after``; the newest message id walked."""
+    async def catch_up_channel(self, channel_id: int, after: int) -> tuple[int, bool]:
+        """Take what was missed in one channel after ``after``: the newest message id walked,
+        and whether the walk reached the end of the channel's history (at most ``PAGES``
+        pages, each of which may be messages taken already)."""
         oldest = snowflake_at(time.time()) - (int(self.config.catch_up_max_age_h * 3600_000) << 22)
         limit = self.config.catch_up_limit
         missed: list[SeenMessage] = []
         newest = after
-        async for message in self.discord.history(
-            channel_id, after=max(after, oldest), limit=limit * 10
-        ):
-            newest = max(newest, message.id)
-            # One taken already (live, while this ran or before it) is known by its event id.
-            if message_event_id(message.id) not in self.state.asked and self.wants(message):
-                missed.append(message)
+        whole = False
+        for _ in range(PAGES):
+            walked = 0
+            async for message in self.discord.history(
+                channel_id, after=max(newest, oldest), limit=limit * 10
+            ):
+                walked += 1
+                newest = max(newest, message.id)
+                # One taken already (live, while this ran or before it) is known by its event id.
+                if message_event_id(message.id) not in self.state.asked and self.wants(message):
+                    missed.append(message)
+            if walked < limit * 10:
+                whole = True
+                break
         if not missed:
             self.seen(channel_id, newest)
-            return newest
+            return newest, whole
         log.info("discord.catching_up", channel=channel_id, missed=len(missed))
         if len(missed) <= limit:
             for message in missed:
                 self.seen(channel_id, message.id)
-                await self.take(message)
+                await self.take(message, catch_up=True)
             self.seen(channel_id, newest)
-            return newest
+            return newest, whole
         # Too many to answer one by one: one message tells the brain what was said, answered once.
         me = self.discord.me
         lines = [f"{m.author_name}: {strip_mention(m.content, me)}" for m in missed]
@@ -239,5 +268,7 @@ class Inbox:
             + "\n".join(lines[-limit:])
         )
         self.seen(channel_id, newest)
-        await self.take(missed[-1], text=summary[:4000])
-        return newest
+        for message in missed[:-1]:  # said in the summary: taken with it
+            self.remember_asked(message_event_id(message.id), channel_id, message.id)
+        await self.take(missed[-1], text=summary[:4000], catch_up=True)
+        return newest, whole

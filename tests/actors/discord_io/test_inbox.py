@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
+import msgspec
+
 from actors.discord_io.config import DiscordConfig, DiscordState
 from actors.discord_io.inbox import Inbox
 from actors.discord_io.names import message_event_id, snowflake_at
@@ -248,5 +250,75 @@ def test_a_catch_up_owed_when_the_actor_died_is_still_owed_by_the_next_one() -> 
         assert again.taken() == ["missed"]
         await parts.stop()
         await again.stop()
+
+    run(scenario)
+
+
+def test_a_summary_replayed_after_a_crash_is_not_taken_again_for_what_it_covered() -> None:
+    async def scenario() -> None:
+        parts = InboxParts(catch_up_limit=2)
+        d = parts.discord
+        await parts.inbox.on_message(d.say(DM, ANA, "hi", dm=True))
+        for i in range(5):
+            d.say(DM, ANA, f"note {i}", dm=True)
+        parts.inbox.session_began()
+        # The last snapshot before the catch-up.
+        saved = msgspec.msgpack.decode(msgspec.msgpack.encode(parts.state), type=DiscordState)
+        await parts.inbox.catch_up()
+        (summary, event_id) = parts.published[-1]
+        assert isinstance(summary, ChatMessage) and summary.catch_up
+        # SIGKILL before the next snapshot: the next incarnation has the saved state, and the
+        # journal replays what was taken.
+        again = InboxParts(catch_up_limit=2)
+        again.discord = again.inbox.discord = d
+        again.state = again.inbox.state = saved
+        again.inbox.taken(event_id, summary)
+        again.inbox.session_began()
+        await again.inbox.catch_up()
+        assert again.taken() == []
+        await parts.stop()
+        await again.stop()
+
+    run(scenario)
+
+
+def test_two_catch_ups_at_once_take_what_was_missed_once() -> None:
+    async def scenario() -> None:
+        parts = InboxParts(catch_up_limit=2)
+        d = parts.discord
+        await parts.inbox.on_message(d.say(DM, ANA, "hi", dm=True))
+        for i in range(4):
+            d.say(DM, ANA, f"note {i}", dm=True)
+        publish = parts.publish
+
+        async def slow(event: Event, *, key: str = "", event_id: str = "") -> None:
+            await asyncio.sleep(0.05)  # an outbox waiting for the broker
+            await publish(event, key=key, event_id=event_id)
+
+        parts.inbox.publish = slow
+        parts.inbox.session_began()  # READY
+        first = asyncio.ensure_future(parts.inbox.catch_up())
+        await asyncio.sleep(0)
+        parts.inbox.session_began()  # RESUMED while the first walks
+        await asyncio.gather(first, parts.inbox.catch_up())
+        assert len(parts.taken()) == 2  # "hi", then one summary of the four
+        await parts.stop()
+
+    run(scenario)
+
+
+def test_a_long_history_of_taken_messages_before_the_gap_is_walked_past() -> None:
+    async def scenario() -> None:
+        parts = InboxParts(channels=(str(LOUNGE),), catch_up_limit=2)  # pages of 20
+        d = parts.discord
+        await parts.inbox.on_message(d.say(LOUNGE, ANA, "hello"))
+        parts.inbox.session_began()  # a catch-up owed from "hello" (its history failed, say)
+        for i in range(30):
+            await parts.inbox.on_message(d.say(LOUNGE, ANA, f"live {i}"))
+        d.say(LOUNGE, ANA, "missed while down")
+        await parts.inbox.catch_up()
+        assert parts.taken()[-1] == "missed while down"
+        assert parts.state.catch_from == {}
+        await parts.stop()
 
     run(scenario)
