@@ -107,12 +107,7 @@ class Consumers:
     def floor(self, journal: History, first: int, now: float | None = None) -> int | None:
         """The lowest offset some subscriber would resume after (``None``: no subscriber), never
         below what retention already removed (``first - 1``)."""
-        now = time.time() if now is None else now
-        alive = [
-            resumes_after(c, journal)
-            for c in self.by_name.values()
-            if now - c.seen_at < FORGET_AFTER_S
-        ]
+        alive = [resumes_after(c, journal) for c in self._alive(now)]
         return max(min(alive), first - 1) if alive else None
 
     def cut(self, journal: History, retained_after: int) -> dict[str, tuple[int, int]]:
@@ -131,12 +126,7 @@ class Consumers:
     def needs(self, journal: History, now: float | None = None) -> Callable[[int, bytes], bool]:
         """Whether some subscriber has not applied the event at an offset with a topic (that
         it fetches): for blob retention."""
-        now = time.time() if now is None else now
-        alive = [
-            (resumes_after(c, journal), _wanted(c))
-            for c in self.by_name.values()
-            if now - c.seen_at < FORGET_AFTER_S
-        ]
+        alive = [(resumes_after(c, journal), _wanted(c)) for c in self._alive(now)]
 
         def needed(offset: int, topic: bytes) -> bool:
             return any(offset > after and topic.startswith(wanted) for after, wanted in alive)
@@ -157,6 +147,11 @@ class Consumers:
                 c.blob_cut_to = mine[-1]
                 self.dirty = True
         return lost
+
+    def _alive(self, now: float | None) -> list[Consumer]:
+        """The subscribers heard from within ``FORGET_AFTER_S``: those retention waits for."""
+        now = time.time() if now is None else now
+        return [c for c in self.by_name.values() if now - c.seen_at < FORGET_AFTER_S]
 
     def lagging(self) -> dict[str, int]:
         """Subscribers that lost events to retention and have not read past them: name → the

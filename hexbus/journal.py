@@ -219,7 +219,6 @@ class Journal:
         self._blob_retention_bytes = blob_retention_bytes
         self._blobs: BlobFiles | None = None
         self._file_topics: dict[int, bytes] = {}  # at recovery: records whose blob is in a file
-        self._lost_at_open = False  # recovery found damage (not just a crash's torn tail)
 
         self._closed = False
         self._failure: OSError | None = None
@@ -257,15 +256,6 @@ class Journal:
         self._open_directory()
         try:
             self._recover()
-            self._blobs = BlobFiles(self._dir / "blobs", durable=self._durable_files)
-            last = max((seg.last for seg in self._segments if seg.last >= seg.first), default=0)
-            self._blobs.recover(
-                self._file_topics,
-                head=last,
-                retained_after=self._retained_after,
-                damaged=self._lost_at_open,
-            )
-            self._file_topics = {}
         except OSError as exc:
             self._close_fds()
             raise JournalCorrupt(f"cannot recover journal {self._dir}: {exc}") from exc
@@ -670,7 +660,14 @@ class Journal:
         if changed_dir:
             os.fsync(self._dir_fd)
         self._number(lost)
-        self._lost_at_open = bool(lost)
+        # The blob files of the records scanned; the others removed, or set aside if damage
+        # (not just a crash's torn tail) took their records.
+        last = max((seg.last for seg in self._segments if seg.last >= seg.first), default=0)
+        self._blobs = BlobFiles(self._dir / "blobs", durable=self._durable_files)
+        self._blobs.recover(
+            self._file_topics, head=last, retained_after=self._retained_after, damaged=bool(lost)
+        )
+        self._file_topics = {}
         active = self._segments[-1]
         if active.fd < 0:
             active.fd = os.open(active.path, os.O_RDWR | os.O_APPEND)

@@ -169,15 +169,14 @@ class Inbox:
             channel_id = int(event.channel)
         except ValueError:
             return
-        self.remember_asked(event_id, channel_id, int(event.message_id))
-        self.seen(channel_id, int(event.message_id))
+        message_id = int(event.message_id)
+        self.remember_asked(event_id, channel_id, message_id)
+        self.seen(channel_id, message_id)
         key = str(channel_id)
-        if event.catch_up and self.state.catch_from.get(key, int(event.message_id)) < int(
-            event.message_id
-        ):
+        if event.catch_up and self.state.catch_from.get(key, message_id) < message_id:
             # A catch-up took it, in order: what was owed up to it is taken (a summary's
             # messages too, whose ids no event carries).
-            self.state.catch_from[key] = int(event.message_id)
+            self.state.catch_from[key] = message_id
 
     # -- missed messages -------------------------------------------------------------------
 

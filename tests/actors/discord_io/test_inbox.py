@@ -230,6 +230,15 @@ def test_a_live_message_before_the_catch_up_never_hides_the_missed_ones_before_i
     run(scenario)
 
 
+def next_incarnation(parts: InboxParts, state: DiscordState) -> InboxParts:
+    """The actor after a SIGKILL: the same Discord, with ``state`` as its snapshot kept it."""
+    again = InboxParts(**msgspec.structs.asdict(parts.config))
+    again.discord = again.inbox.discord = parts.discord
+    snapshot = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=DiscordState)
+    again.state = again.inbox.state = snapshot
+    return again
+
+
 def test_a_catch_up_owed_when_the_actor_died_is_still_owed_by_the_next_one() -> None:
     async def scenario() -> None:
         parts = InboxParts()
@@ -239,12 +248,7 @@ def test_a_catch_up_owed_when_the_actor_died_is_still_owed_by_the_next_one() -> 
         parts.inbox.session_began()
         await parts.inbox.on_message(d.say(DM, ANA, "live", dm=True))
         # SIGKILL before the catch-up: the next incarnation starts from the saved state.
-        again = InboxParts()
-        again.discord = d
-        again.inbox.discord = d
-        again.state.last_seen.update(parts.state.last_seen)
-        again.state.catch_from.update(parts.state.catch_from)
-        again.state.asked.update(parts.state.asked)
+        again = next_incarnation(parts, parts.state)
         again.inbox.session_began()
         await again.inbox.catch_up()
         assert again.taken() == ["missed"]
@@ -262,16 +266,13 @@ def test_a_summary_replayed_after_a_crash_is_not_taken_again_for_what_it_covered
         for i in range(5):
             d.say(DM, ANA, f"note {i}", dm=True)
         parts.inbox.session_began()
-        # The last snapshot before the catch-up.
-        saved = msgspec.msgpack.decode(msgspec.msgpack.encode(parts.state), type=DiscordState)
+        saved = msgspec.msgpack.encode(parts.state)  # the last snapshot before the catch-up
         await parts.inbox.catch_up()
         (summary, event_id) = parts.published[-1]
         assert isinstance(summary, ChatMessage) and summary.catch_up
         # SIGKILL before the next snapshot: the next incarnation has the saved state, and the
         # journal replays what was taken.
-        again = InboxParts(catch_up_limit=2)
-        again.discord = again.inbox.discord = d
-        again.state = again.inbox.state = saved
+        again = next_incarnation(parts, msgspec.msgpack.decode(saved, type=DiscordState))
         again.inbox.taken(event_id, summary)
         again.inbox.session_began()
         await again.inbox.catch_up()
