@@ -19,6 +19,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from actors.memory.bert import BertEncoder, readable
 from hexbus.models import MODELS_DOC, LazyModel, ModelMissing, first_line, package_folder
 
 PIP_INSTALL: Final = (
@@ -78,16 +79,17 @@ def _source(model: str) -> tuple[str, str]:
 
 
 class Embedder:
-    """A loaded sentence-transformers model: texts in, L2-normalised float32 rows out, in batches.
+    """A loaded model: texts in, L2-normalised float32 rows out, in batches.
 
-    Built by :func:`load_embedder`; :meth:`encode` blocks (call it off the event loop)
-    and may be called from several threads.
+    Built by :func:`load_embedder` over :class:`actors.memory.bert.BertEncoder` or a
+    sentence-transformers model; :meth:`encode` blocks (call it off the event loop) and may be
+    called from several threads.
     """
 
     def __init__(self, model: Any, dim: int, *, batch_size: int = 64) -> None:
         if batch_size < 1:
             raise ValueError(f"embedding batch_size must be at least 1, got {batch_size}")
-        self._st = model
+        self._model = model
         self.dim = dim  # length of each vector (384 for all-MiniLM-L6-v2)
         self.batch_size = batch_size
 
@@ -97,13 +99,16 @@ class Embedder:
             raise TypeError("encode takes a sequence of texts, not one string")
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        out = self._st.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
+        if isinstance(self._model, BertEncoder):
+            out = self._model.encode(list(texts), batch_size=self.batch_size)
+        else:
+            out = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def vectors(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
@@ -112,12 +117,29 @@ class Embedder:
 
 
 def load_embedder(model: str = "", device: str = "cpu", batch_size: int = 64) -> Embedder:
-    """Load a model (seconds: most of it is importing torch); blocks.
+    """Load a model (a second or more: most of it is importing torch); blocks.
 
     ``model`` is empty for the packaged all-MiniLM-L6-v2, else a local folder or a
-    model id already in the Hugging Face cache: nothing is ever downloaded.
+    model id already in the Hugging Face cache: nothing is ever downloaded. A mean-pooled BERT
+    folder on the CPU (the packaged model) runs on :class:`actors.memory.bert.BertEncoder`,
+    which computes the same vectors without importing sentence-transformers; anything else
+    goes through sentence-transformers.
     """
     source, shown = _source(model)
+    folder = Path(source)
+    if device == "cpu" and folder.is_dir() and not readable(folder):
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise ModelMissing(f"torch is not installed ({exc}): {INSTALL_HINT}") from None
+        set_torch_threads()
+        try:
+            encoder = BertEncoder(folder)
+        except Exception as exc:  # a damaged file: safetensors and tokenizers raise their own types
+            raise ModelMissing(
+                f"cannot load embedding model {shown}: {first_line(exc)}; {INSTALL_HINT}"
+            ) from None
+        return Embedder(encoder, encoder.dim, batch_size=batch_size)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
