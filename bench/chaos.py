@@ -103,6 +103,8 @@ def deployment(fake: FakeDiscord, channel: int, voice: bool) -> str:
             continue
         settings = {k: v for k, v in table.items() if k not in ("config", "env")}
         config = dict(table.get("config", {}))
+        if name == "web":
+            config["port"] = 0  # any free port: the bench must not need (or take) the usual one
         if name == "discord":
             config.update(
                 api_base=fake.api_base,

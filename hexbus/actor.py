@@ -121,6 +121,9 @@ class Actor(Generic[C, S]):
         self._processes: ProcessPoolExecutor | None = None
         self.live = False
         self.config_dir = Path.cwd()  # the folder of supervisor.toml, set by the entrypoint
+        # The supervisor's run directory (0700: sockets, the pid lock, files for this user's
+        # commands only), set by the entrypoint; None where no supervisor started the actor.
+        self.run_dir: Path | None = None
         self.detail = ""  # shown beside the state in `hexbus status` ("loading whisper-base")
         self._tasks: set[asyncio.Task[Any]] = set()
 

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from hexbus import notes
 from hexbus.config import default_run_dir
 from hexbus.control import ControlRequest, SupervisorUnreachable, call
 from hexbus.endpoints import Endpoints
@@ -86,6 +87,10 @@ def _uptime(s: float) -> str:
 
 def cmd_status(args: argparse.Namespace) -> None:
     data = control(args, ControlRequest(cmd="status")).data
+    said = notes.read(run_dir_of(args))
+    for name, note in said.items():
+        if name in data:
+            data[name]["note"] = str(note.get("line", ""))
     if args.json:
         print(json.dumps(data, indent=None if not sys.stdout.isatty() else 2))
         return
@@ -127,6 +132,8 @@ def cmd_status(args: argparse.Namespace) -> None:
     for name, s in data.items():
         if s["state"] in ("failed", "backoff") and s["reason"]:
             print(f"{name}: {s['reason']}")
+        if s.get("note"):
+            print(f"{name}: {s['note']}")
         if s.get("retention_cut_to"):
             print(
                 f"{name}: never saw durable events up to offset {s['retention_cut_to']}: the "

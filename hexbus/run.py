@@ -48,6 +48,7 @@ class ActorProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     config_dir: str = (
         ""  # the folder of supervisor.toml: actors resolve relative paths in their config here
     )
+    run_dir: str = ""  # the supervisor's run directory (0700): files only this user may read
 
 
 class ActorConfigError(Exception):
@@ -94,6 +95,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     state, offset, recent, dead, epoch = load_snapshot(snapshot_path, cls.state_type, log)
     actor = cls(name, config, state if state is not None else cls.state_type(), bus, data_dir)
     actor.config_dir = Path(spec.config_dir) if spec.config_dir else Path.cwd()
+    actor.run_dir = Path(spec.run_dir) if spec.run_dir else None
     process = psutil.Process()
     hb_sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
     hb_sock.linger = 0

@@ -155,6 +155,7 @@ class Supervisor:
             data_dir=str(self.data_dir),
             actor=spec,
             config_dir=str(self.config_path.resolve().parent),
+            run_dir=str(self.run_dir),
         )
         env = self._base_env(
             {**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()},

@@ -1,0 +1,177 @@
+"""The web actor: Hex's local page, served by uvicorn inside the actor's own process and loop.
+
+It is a thin dispatcher: chat events from the bus go to :class:`actors.web.chat.WebChat`, which
+hands them to the open tabs through :class:`actors.web.hub.Hub` (bounded per tab, never
+waiting); what tabs send comes back through the same class as bus events. The HTTP server is one
+of the actor's spawned tasks on a socket bound in :meth:`setup`, so a port already taken is a
+one-line reason in ``hexbus status``, not a crash loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from actors.web.auth import PageFile, allowed_hosts
+from actors.web.chat import WebChat, markdown_renderer
+from actors.web.config import WebConfig, is_loopback
+from actors.web.hub import Hub
+from hexbus import Actor, ActorUnusable, NoState, on
+from schemas import ChatAck, Notice, Reply, ReplyChunk
+
+__all__ = ["WebActor"]
+
+
+class WebActor(Actor[WebConfig, NoState]):
+    """The page: chat in the browser, on the bus like any other platform."""
+
+    subscribes: ClassVar[tuple[str, ...]] = (
+        "chat.reply.web",
+        "chat.reply.chunk.web",
+        "chat.notice.web",
+        "chat.ack",
+    )
+    config_type = WebConfig
+
+    hub: Hub
+    chat: WebChat
+    pages: PageFile | None = None
+
+    async def setup(self) -> None:
+        try:
+            import uvicorn
+
+            from actors.web.app import build_app
+        except ImportError as exc:
+            raise ActorUnusable(
+                f"the page's libraries are not installed ({exc}): pip install -e '.[web]'"
+            ) from None
+        config = self.config
+        tls = self._tls()
+        pages = PageFile(self.run_dir or self.data_dir, self.name)
+        token, last_port = pages.session(os.getppid())
+        sock = self._bind(config.port or last_port)
+        port = sock.getsockname()[1]
+        pages.save_session(token, port, os.getppid())
+        shown = config.host if ":" not in config.host else f"[{config.host}]"
+        url = (
+            f"{'https' if tls else 'http'}://{'127.0.0.1' if shown == '0.0.0.0' else shown}:{port}/"
+        )
+        self.hub = Hub(max_clients=config.max_clients, queue_size=config.client_queue)
+        self.chat = WebChat(config, self.hub, self._publish, markdown_renderer())
+        app = build_app(
+            token=token,
+            allowed=allowed_hosts(port, config.public_names),
+            url=url,
+            secure=tls is not None,
+            hub=self.hub,
+            chat=self.chat,
+            person=(config.person_id, config.owner),
+            spawn=lambda coro, name: self.spawn(coro, name=name),
+        )
+        server_config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            ws_max_size=4 << 20,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=1,
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
+        )
+        server = _server(server_config)
+        self.spawn(server.serve(sockets=[sock]), name="http")
+        pages.write(url=url, token=token)
+        self.pages = pages
+        self.detail = url
+        self.log.info("web.serving", url=url, tls=tls is not None)
+
+    def _tls(self) -> tuple[str, str] | None:
+        """The certificate and key files, or None on a loopback address without TLS."""
+        config = self.config
+        if not config.tls_cert:
+            if not is_loopback(config.host):
+                raise ActorUnusable(
+                    f"the page would be served on {config.host} without TLS: set tls_cert and "
+                    'tls_key in [actors.web.config], or host = "127.0.0.1"'
+                )
+            return None
+        files = []
+        for value in (config.tls_cert, config.tls_key):
+            path = (self.config_dir / Path(value).expanduser()).resolve()
+            if not path.is_file():
+                raise ActorUnusable(f"TLS file {path} does not exist: fix tls_cert / tls_key")
+            files.append(str(path))
+        return files[0], files[1]
+
+    def _bind(self, port: int) -> socket.socket:
+        """A listening socket on ``port``; with ``port = 0`` in the config, the port this run
+        served on before (a restart keeps the tabs' address) or, if it is taken, any."""
+        config = self.config
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            try:
+                sock.bind((config.host, port))
+            except OSError:
+                if config.port:
+                    raise
+                sock.bind((config.host, 0))
+        except OSError as exc:
+            sock.close()
+            raise ActorUnusable(
+                f"cannot serve the page on {config.host}:{config.port} ({exc.strerror}): "
+                "set another port in [actors.web.config] (0 takes any free one), then "
+                f"`hexbus restart {self.name}`"
+            ) from None
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock
+
+    async def _publish(self, event: Any) -> Any:
+        return await self.publish(event, key="web")
+
+    async def teardown(self) -> None:
+        if self.pages is not None:
+            self.pages.remove()
+
+    @on(ChatAck)
+    async def on_ack(self, event: ChatAck) -> None:
+        self.chat.ack(event)
+
+    @on(ReplyChunk)
+    async def on_chunk(self, event: ReplyChunk) -> None:
+        self.chat.chunk(event)
+
+    @on(Reply)
+    async def on_reply(self, event: Reply) -> None:
+        self.chat.reply(event)
+
+    @on(Notice)
+    async def on_notice(self, event: Notice) -> None:
+        self.chat.notice(event)
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server without its signal handlers: the actor's runtime owns SIGTERM."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server
+
+
+def _server(config: Any) -> Any:
+    """A uvicorn server for ``config`` (the class is made on first use: uvicorn is optional)."""
+    return _server_class()(config)

@@ -1,0 +1,197 @@
+"""The page's HTTP and websocket surface (Starlette), behind one guard.
+
+``/`` is the page (``/?token=...`` sets the cookie and redirects to ``/``, so the token leaves
+the address bar and the history), ``/static/`` its script and style, ``/ws`` the websocket that
+carries chat both ways. :class:`Guard` wraps all of it: Host, Origin and the token are checked
+before any route runs (see :mod:`actors.web.auth`), and every response carries a
+Content-Security-Policy that allows only the page's own script: even markup that slipped into the
+page could not run a script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from actors.web.auth import COOKIE, host_allowed, origin_allowed, token_matches
+from actors.web.chat import WebChat
+from actors.web.hub import Client, Hub
+
+__all__ = ["STATIC", "Guard", "build_app"]
+
+STATIC = Path(__file__).parent / "static"
+
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+        b"frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cache-control", b"no-store"),
+]
+
+NO_TOKEN = """<!doctype html><meta charset="utf-8"><title>Hex</title>
+<p>This page needs its token. Run <code>hexbus web</code> on the machine Hex runs on: it prints
+the page's address with the token (and opens it where there is a browser).</p>"""
+
+Spawn = Callable[..., "asyncio.Task[Any]"]
+
+
+class Guard:
+    """Refuses what is not for this page before any route sees it, and adds the security headers."""
+
+    def __init__(self, app: ASGIApp, *, token: str, allowed: frozenset[str], url: str) -> None:
+        self.app, self.token, self.allowed, self.url = app, token, allowed, url
+
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        headers = Headers(scope=scope)
+        if not host_allowed(headers.get("host"), self.allowed):
+            return 421, f"this page is served as {self.url} (Host {headers.get('host')!r} refused)"
+        if (scope["type"] == "websocket" or scope.get("method") not in ("GET", "HEAD")) and (
+            not origin_allowed(headers.get("origin"), self.allowed)
+        ):
+            return 403, f"requests from {headers.get('origin')!r} are refused"
+        if scope["type"] == "http" and scope["path"] == "/":
+            return None  # the page route reads the token itself
+        cookie = _cookie(headers.get("cookie", ""))
+        query = dict(
+            part.split("=", 1)
+            for part in scope.get("query_string", b"").decode().split("&")
+            if "=" in part
+        )
+        if not (token_matches(cookie, self.token) or token_matches(query.get("token"), self.token)):
+            return 401, "this needs the page's token: run `hexbus web`"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        refused = self.refusal(scope)
+        if refused is not None:
+            status, why = refused
+            if scope["type"] == "websocket":
+                # Before the handshake is accepted a close is an HTTP 403: the tab learns nothing.
+                await send({"type": "websocket.close", "code": 1008, "reason": why[:120]})
+            else:
+                await PlainTextResponse(why, status_code=status)(scope, receive, send)
+            return
+
+        async def send_guarded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_guarded)
+
+
+def _cookie(header: str) -> str | None:
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE:
+            return value
+    return None
+
+
+def build_app(
+    *,
+    token: str,
+    allowed: frozenset[str],
+    url: str,
+    secure: bool,
+    hub: Hub,
+    chat: WebChat,
+    person: tuple[str, bool],
+    spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
+) -> ASGIApp:
+    """The page's application; ``spawn(coro, name)`` runs a tab's reader and writer as the
+    actor's tasks (cancelled when the actor stops)."""
+
+    async def page(request: Request) -> Any:
+        given = request.query_params.get("token")
+        if given is not None:
+            if not token_matches(given, token):
+                return HTMLResponse(NO_TOKEN, status_code=401)
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(
+                COOKIE, token, httponly=True, samesite="strict", secure=secure, path="/"
+            )
+            return response
+        if not token_matches(request.cookies.get(COOKIE), token):
+            return HTMLResponse(NO_TOKEN, status_code=401)
+        return FileResponse(STATIC / "index.html")
+
+    async def socket(websocket: WebSocket) -> None:
+        joined = hub.join(*person)
+        await websocket.accept()
+        if isinstance(joined, str):
+            await websocket.send_json({"t": "refused", "text": joined})
+            await websocket.close(code=1013)
+            return
+        client = joined
+        reader = spawn(_read(websocket, client, hub, chat), f"tab-{client.id}-read")
+        writer = spawn(_write(websocket, client), f"tab-{client.id}-write")
+        client.on_drop = writer.cancel
+        hub.send(client, {"t": "hello", "person": person[0], "owner": person[1]})
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hub.leave(client)
+            for task in (reader, writer):
+                task.cancel()
+
+    routes = [
+        Route("/", page),
+        WebSocketRoute("/ws", socket),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Guard(Starlette(routes=routes), token=token, allowed=allowed, url=url)
+
+
+async def _read(websocket: WebSocket, client: Client, hub: Hub, chat: WebChat) -> None:
+    try:
+        while True:
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            text = frame.get("text")
+            if text is None:
+                hub.send(client, {"t": "error", "text": "send JSON text frames"})
+                continue
+            try:
+                message = json.loads(text)
+            except ValueError:
+                hub.send(client, {"t": "error", "text": "that was not JSON"})
+                continue
+            await chat.command(client, message)
+    except (WebSocketDisconnect, RuntimeError):
+        return  # the tab closed (RuntimeError: a receive after the close)
+
+
+async def _write(websocket: WebSocket, client: Client) -> None:
+    try:
+        while True:
+            message = await client.queue.get()
+            await websocket.send_text(json.dumps(message, separators=(",", ":")))
+            if message.get("t") == "dropped":
+                await websocket.close(code=1013)
+                return
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return

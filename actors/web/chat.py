@@ -1,0 +1,161 @@
+"""Chat in the page: what a tab asks for becomes bus events, and replies become tab messages.
+
+A tab sends JSON objects with a type ``t``:
+
+* ``{"t": "watch", "conversation": "main"}``: show this conversation's replies (instead of the
+  one shown before).
+* ``{"t": "say", "conversation": "main", "text": "...", "local": "l3"}``: a line typed; it is
+  published as a durable ``chat.message.web`` and the tab gets ``{"t": "sent", "local", "id"}``
+  with the event id its reply will name.
+* ``{"t": "stop", "conversation": "main"}``: the stop button; a ``chat.bargein`` with what the
+  person had seen of the reply, so the brain records what was said and drops the rest.
+
+It receives ``ack`` (typing), ``chunk`` (a streamed piece, shown as plain text), ``reply`` (the
+final text, rendered from Markdown on the server with raw HTML escaped: the model's or a
+person's ``<script>`` is text, never markup), ``notice``, ``error`` and ``dropped``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from actors.web.config import WebConfig
+from actors.web.hub import Client, Hub
+from hexbus.codec import Envelope
+from schemas import BargeIn, ChatAck, ChatMessage, Event, Notice, Reply, ReplyChunk
+
+__all__ = ["CONVERSATION", "WebChat", "markdown_renderer"]
+
+CONVERSATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
+STREAMS_KEPT = 1000  # replies in flight whose streamed text is kept (for a stop's "what was seen")
+
+
+def markdown_renderer() -> Callable[[str], str]:
+    """CommonMark with tables and strikethrough; raw HTML is escaped and links are checked
+    (markdown-it refuses javascript:, vbscript:, file: and non-image data: URLs)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md.enable(["table", "strikethrough"])
+    return md.render
+
+
+class WebChat:
+    def __init__(
+        self,
+        config: WebConfig,
+        hub: Hub,
+        publish: Callable[[Event], Awaitable[Envelope]],
+        render: Callable[[str], str],
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.publish = publish
+        self.render = render
+        # channel -> (reply_to, pieces streamed so far), the most recent STREAMS_KEPT
+        self.streams: OrderedDict[str, tuple[str, dict[int, str]]] = OrderedDict()
+
+    @staticmethod
+    def channel(person_id: str, conversation: str) -> str:
+        return f"{person_id}/{conversation}"
+
+    async def command(self, client: Client, message: Any) -> None:
+        """One object from a tab; anything malformed is answered with an error, never raised."""
+        if not isinstance(message, dict):
+            self.hub.send(client, {"t": "error", "text": "send a JSON object with a type 't'"})
+            return
+        kind = message.get("t")
+        conversation = message.get("conversation", "main")
+        if kind not in ("watch", "say", "stop"):
+            self.hub.send(client, {"t": "error", "text": f"unknown message type {kind!r}"})
+            return
+        if not isinstance(conversation, str) or not CONVERSATION.fullmatch(conversation):
+            self.hub.send(
+                client,
+                {"t": "error", "text": "a conversation is 1 to 64 letters, digits, - or _"},
+            )
+            return
+        channel = self.channel(client.person_id, conversation)
+        if kind == "watch":  # a tab shows one conversation at a time
+            client.watching = {channel}
+            self.hub.send(client, {"t": "watching", "conversation": conversation})
+        elif kind == "say":
+            await self.say(client, channel, message)
+        else:
+            await self.stop(client, channel)
+
+    async def say(self, client: Client, channel: str, message: dict[str, Any]) -> None:
+        text, local = message.get("text"), str(message.get("local", ""))[:64]
+        if not isinstance(text, str) or not text.strip():
+            self.hub.send(client, {"t": "error", "local": local, "text": "the message is empty"})
+            return
+        if len(text) > self.config.max_message_chars:
+            self.hub.send(
+                client,
+                {
+                    "t": "error",
+                    "local": local,
+                    "text": f"the message has {len(text)} characters; the limit is "
+                    f"{self.config.max_message_chars} (max_message_chars)",
+                },
+            )
+            return
+        client.watching.add(channel)
+        envelope = await self.publish(
+            ChatMessage(
+                platform="web",
+                person_id=client.person_id,
+                display_name=self.config.display_name or client.person_id,
+                channel=channel,
+                text=text,
+                direct=True,
+            )
+        )
+        self.hub.send(client, {"t": "sent", "local": local, "id": envelope.id})
+
+    async def stop(self, client: Client, channel: str) -> None:
+        reply_to, pieces = self.streams.get(channel, ("", {}))
+        seen = "".join(pieces[i] for i in sorted(pieces))
+        await self.publish(BargeIn(channel=channel, person_id=client.person_id, said=seen))
+        self.hub.send(client, {"t": "stopping", "reply_to": reply_to})
+
+    # -- from the bus ------------------------------------------------------------------
+
+    def ack(self, event: ChatAck) -> None:
+        self.hub.to_channel(event.channel, {"t": "ack", "id": event.message_event_id})
+
+    def chunk(self, event: ReplyChunk) -> None:
+        reply_to, pieces = self.streams.get(event.channel, ("", {}))
+        if reply_to != event.reply_to:
+            pieces = {}
+        pieces[event.index] = event.text
+        self.streams[event.channel] = (event.reply_to, pieces)
+        self.streams.move_to_end(event.channel)
+        while len(self.streams) > STREAMS_KEPT:
+            self.streams.popitem(last=False)
+        self.hub.to_channel(
+            event.channel,
+            {"t": "chunk", "reply_to": event.reply_to, "index": event.index, "text": event.text},
+        )
+
+    def reply(self, event: Reply) -> None:
+        if self.streams.get(event.channel, ("",))[0] == event.reply_to:
+            del self.streams[event.channel]
+        self.hub.to_channel(
+            event.channel,
+            {
+                "t": "reply",
+                "reply_to": event.reply_to,
+                "status": event.status,
+                "text": event.text,
+                "html": self.render(event.text) if event.text else "",
+                "merged": list(event.merged),
+                "merged_into": event.merged_into,
+            },
+        )
+
+    def notice(self, event: Notice) -> None:
+        self.hub.to_channel(event.channel, {"t": "notice", "kind": event.kind, "text": event.text})

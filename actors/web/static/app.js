@@ -1,0 +1,218 @@
+// Hex's page: chat over one websocket. Text from people and streamed pieces are shown with
+// textContent; a final reply's HTML comes from the server's Markdown renderer, which escapes raw
+// HTML (and the page's Content-Security-Policy runs no script but this file).
+
+const $ = (id) => document.getElementById(id);
+const log = $("log"), input = $("input"), stopButton = $("stop"), typing = $("typing");
+
+const hex = {
+  socket: null,
+  person: "",
+  conversation: localStorage.getItem("hex.conversation") || "main",
+  conversations: JSON.parse(localStorage.getItem("hex.conversations") || '["main"]'),
+  pending: new Map(),   // local id -> the person's bubble, until the message is accepted
+  replies: new Map(),   // message event id -> { bubble, pieces }
+  inflight: new Set(),  // message ids whose final reply has not come
+  retry: 500,
+  stats: { acks: 0, chunks: 0, replies: 0, firstChunkAt: new Map() },
+};
+window.hex = hex;
+
+function remember() {
+  localStorage.setItem("hex.conversation", hex.conversation);
+  localStorage.setItem("hex.conversations", JSON.stringify(hex.conversations));
+}
+
+function showConversations() {
+  const nav = $("conversations");
+  nav.replaceChildren(...hex.conversations.map((name) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = name;
+    b.setAttribute("aria-current", String(name === hex.conversation));
+    b.addEventListener("click", () => switchTo(name));
+    return b;
+  }));
+}
+
+function switchTo(name) {
+  hex.conversation = name;
+  if (!hex.conversations.includes(name)) hex.conversations.push(name);
+  remember();
+  showConversations();
+  log.replaceChildren();
+  hex.replies.clear();
+  hex.inflight.clear();
+  updateStop();
+  send({ t: "watch", conversation: name });
+}
+
+let scrolling = false;
+function scrollDown() {  // once a frame at most: each scroll forces a layout of the whole log
+  if (scrolling) return;
+  scrolling = true;
+  requestAnimationFrame(() => { scrolling = false; log.scrollTop = log.scrollHeight; });
+}
+
+function bubble(kind, text) {
+  const div = document.createElement("div");
+  div.className = `msg ${kind}`;
+  if (text !== undefined) div.textContent = text;
+  log.append(div);
+  scrollDown();
+  return div;
+}
+
+function system(text, error = false) {
+  const div = document.createElement("div");
+  div.className = error ? "system error" : "system";
+  div.textContent = text;
+  log.append(div);
+  scrollDown();
+}
+
+function replyFor(id) {
+  let reply = hex.replies.get(id);
+  if (!reply) {
+    reply = { bubble: bubble("hex streaming"), pieces: [] };
+    reply.bubble.dataset.replyTo = id;
+    hex.replies.set(id, reply);
+  }
+  return reply;
+}
+
+function updateStop() {
+  stopButton.hidden = hex.inflight.size === 0;
+  if (hex.inflight.size === 0) typing.hidden = true;
+}
+
+function send(message) {
+  if (hex.socket && hex.socket.readyState === WebSocket.OPEN) {
+    hex.socket.send(JSON.stringify(message));
+    return true;
+  }
+  return false;
+}
+
+let locals = 0;
+function say(text) {
+  const local = `l${++locals}`;
+  const mine = bubble("person", text);
+  mine.dataset.local = local;
+  if (!send({ t: "say", conversation: hex.conversation, text, local })) {
+    mine.classList.add("failed");
+    system("not connected: the message was not sent", true);
+    return;
+  }
+  hex.pending.set(local, mine);
+}
+
+const handlers = {
+  hello(m) {
+    hex.person = m.person;
+    hex.retry = 500;
+    send({ t: "watch", conversation: hex.conversation });
+  },
+  watching() {},
+  sent(m) {
+    const mine = hex.pending.get(m.local);
+    hex.pending.delete(m.local);
+    if (mine) mine.dataset.id = m.id;
+    hex.inflight.add(m.id);
+    updateStop();
+  },
+  ack(m) {
+    hex.stats.acks += 1;
+    if (hex.inflight.has(m.id)) typing.hidden = false;
+  },
+  chunk(m) {
+    const reply = replyFor(m.reply_to);
+    if (reply.done) return;
+    if (m.index === reply.pieces.length) {
+      reply.pieces.push(m.text);  // the usual case, in order: append, never re-join a long reply
+      reply.bubble.append(m.text);
+    } else {
+      reply.pieces[m.index] = m.text;
+      reply.bubble.textContent = reply.pieces.join("");
+    }
+    typing.hidden = true;
+    hex.stats.chunks += 1;
+    if (!hex.stats.firstChunkAt.has(m.reply_to)) hex.stats.firstChunkAt.set(m.reply_to, performance.now());
+    scrollDown();
+  },
+  reply(m) {
+    hex.inflight.delete(m.reply_to);
+    updateStop();
+    hex.stats.replies += 1;
+    const reply = replyFor(m.reply_to);
+    reply.done = true;
+    const b = reply.bubble;
+    b.classList.remove("streaming");
+    b.dataset.status = m.status;
+    if (m.merged_into) {
+      b.remove();  // answered together with a later line
+      return;
+    }
+    if (m.html) b.innerHTML = m.html;
+    else b.textContent = m.text;
+    if (m.status !== "complete") {
+      const note = document.createElement("span");
+      note.className = "status";
+      note.textContent = m.status === "cancelled" ? "stopped" : "could not answer";
+      b.append(note);
+      if (m.status === "failed") b.classList.add("failed");
+    }
+  },
+  notice(m) { system(m.text); },
+  error(m) {
+    system(m.text, true);
+    const mine = m.local && hex.pending.get(m.local);
+    if (mine) { mine.classList.add("failed"); hex.pending.delete(m.local); }
+  },
+  stopping() {},
+  refused(m) { system(m.text, true); },
+  dropped(m) { hex.dropped = m.text; system(m.text, true); },
+};
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  hex.socket = socket;
+  const state = $("connection");
+  socket.addEventListener("open", () => { state.textContent = "connected"; state.classList.add("up"); });
+  socket.addEventListener("message", (e) => {
+    let m;
+    try { m = JSON.parse(e.data); } catch { return; }
+    const handler = handlers[m.t];
+    if (handler) handler(m);
+  });
+  socket.addEventListener("close", () => {
+    state.textContent = "reconnecting…";
+    state.classList.remove("up");
+    hex.retry = Math.min(hex.retry * 2, 10000);
+    setTimeout(connect, hex.retry);
+  });
+}
+
+$("composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = input.value;
+  if (!text.trim()) return;
+  input.value = "";
+  say(text);
+});
+input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+stopButton.addEventListener("click", () => send({ t: "stop", conversation: hex.conversation }));
+$("new-conversation").addEventListener("click", () => {
+  let n = hex.conversations.length + 1;
+  while (hex.conversations.includes(`chat-${n}`)) n += 1;
+  switchTo(`chat-${n}`);
+});
+
+showConversations();
+connect();

@@ -1,0 +1,64 @@
+"""The page's tests share: a Hex with the web actor, its address, and a real Chromium.
+
+* :func:`web_toml`: the web actor's table (any free port) for a supervisor.toml.
+* :func:`page_of`: the address and token the running actor left for ``hexbus web``.
+* :func:`chromium`: Debian's chromium driven by Playwright (scripts/test installs both).
+* :func:`artifact`: where a screenshot goes for a person to look at (``test-artifacts/web``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hexbus import notes
+from tests.support.harness import REPO, Hex, actor_toml, poll_for
+
+ARTIFACTS = REPO / "test-artifacts" / "web"
+
+
+def web_toml(**config: Any) -> str:
+    return actor_toml(
+        "web",
+        "actors.web.actor:WebActor",
+        heartbeat_timeout_s=10.0,
+        config={"port": 0, **config},
+    )
+
+
+def page_of(hx: Hex, actor: str = "web") -> dict[str, Any]:
+    """The note the web actor left: url, token and the address to open."""
+    return poll_for(
+        lambda: notes.read(hx.run_dir, actor).get(actor), 20, what=f"{actor}'s page address"
+    )
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (the Debian package) under Playwright; fails with the fix if absent."""
+    from playwright.sync_api import sync_playwright
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.fail(
+            "chromium is not installed: scripts/test installs it (apt-get install chromium)"
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=path,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def artifact(name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / name
