@@ -14,7 +14,8 @@ const hex = {
   replies: new Map(),   // message event id -> { bubble, pieces }
   inflight: new Set(),  // message ids whose final reply has not come
   retry: 500,
-  stats: { acks: 0, chunks: 0, replies: 0, firstChunkAt: new Map() },
+  // What the page measured (performance.now()): bench/web.py and the tests read it.
+  stats: { acks: 0, chunks: 0, replies: 0, sentAt: new Map(), firstChunkAt: new Map() },
 };
 window.hex = hex;
 
@@ -99,6 +100,7 @@ function say(text) {
   const local = `l${++locals}`;
   const mine = bubble("person", text);
   mine.dataset.local = local;
+  hex.stats.sentAt.set(local, performance.now());
   if (!send({ t: "say", conversation: hex.conversation, text, local })) {
     mine.classList.add("failed");
     system("not connected: the message was not sent", true);
@@ -118,6 +120,8 @@ const handlers = {
     const mine = hex.pending.get(m.local);
     hex.pending.delete(m.local);
     if (mine) mine.dataset.id = m.id;
+    const at = hex.stats.sentAt.get(m.local);
+    if (at !== undefined) { hex.stats.sentAt.delete(m.local); hex.stats.sentAt.set(m.id, at); }
     hex.inflight.add(m.id);
     updateStop();
   },
@@ -214,5 +218,7 @@ $("new-conversation").addEventListener("click", () => {
   switchTo(`chat-${n}`);
 });
 
+hex.say = say;
+hex.switchTo = switchTo;
 showConversations();
 connect();
