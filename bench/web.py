@@ -36,6 +36,7 @@ import threading
 import time
 from typing import Any
 
+from actors.web.auth import cookie_name
 from bench._common import emit, parser, percentile, progress, run_async, summary
 from hexbus.bus import BusClient
 from schemas import ChatAck, ChatMessage, ReplyChunk
@@ -149,7 +150,8 @@ async def busy_tabs(hx: Hex, stop: threading.Event, opened: threading.Event) -> 
 
     async def tab() -> None:
         nonlocal received
-        async with connect(ws, additional_headers={"Cookie": f"hex_token={page['token']}"}) as sock:
+        cookie = cookie_name(int(page["url"].rsplit(":", 1)[1].strip("/")))
+        async with connect(ws, additional_headers={"Cookie": f"{cookie}={page['token']}"}) as sock:
             await sock.send('{"t": "watch", "conversation": "busy"}')
             while not stop.is_set():
                 try:

@@ -47,12 +47,17 @@ def readable(folder: Path) -> str:
         )
         if types != tuple(m.rsplit(".", 1)[1] for m in _MODULES):
             return f"modules {types}"
-        if any(m.get("path", "") not in ("", f"{m['idx']}_{types[m['idx']]}") for m in modules):
+        if modules[0].get("path", "") != "" or modules[1].get("path") != "1_Pooling":
             return "modules in unexpected folders"
         pooling = _json(folder / "1_Pooling" / "config.json")
-        for name in ("model.safetensors", "tokenizer.json"):
+        for name in ("model.safetensors", "tokenizer.json", "sentence_bert_config.json"):
             if not (folder / name).is_file():
                 return f"no {name}"
+        prompts = folder / "config_sentence_transformers.json"
+        if prompts.is_file():
+            st_config = _json(prompts)
+            if st_config.get("prompts") or st_config.get("default_prompt_name"):
+                return "prompts"
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         return f"{type(exc).__name__}: {exc}"
     if config.get("model_type") != "bert":
@@ -94,6 +99,11 @@ class BertEncoder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=self.max_len)
         self.tokenizer = tokenizer
+        # Every weight is read now, not at the first memory: a folder with other names or shapes
+        # fails here, where the loader can fall back to sentence-transformers.
+        vectors = self.encode(["warm up", ""])
+        if vectors.shape != (2, self.dim) or not np.isfinite(vectors).all():
+            raise ValueError(f"the encoder computed {vectors.shape} vectors, not (2, {self.dim})")
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> Array:
         """One unit-length row per text, in order; texts of similar length batched together."""

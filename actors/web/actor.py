@@ -9,14 +9,14 @@ one-line reason in ``hexbus status``, not a crash loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from actors.web.auth import PageFile, allowed_hosts
+from actors.web.auth import WILDCARDS, PageFile, allowed_hosts, cookie_name
 from actors.web.chat import WebChat, markdown_renderer
 from actors.web.config import WebConfig, is_loopback
 from actors.web.hub import Hub
@@ -44,8 +44,11 @@ class WebActor(Actor[WebConfig, NoState]):
     async def setup(self) -> None:
         try:
             import uvicorn
+            import websockets  # noqa: F401 (uvicorn's websocket protocol)
 
             from actors.web.app import build_app
+
+            render = markdown_renderer()
         except ImportError as exc:
             raise ActorUnusable(
                 f"the page's libraries are not installed ({exc}): pip install -e '.[web]'"
@@ -53,19 +56,18 @@ class WebActor(Actor[WebConfig, NoState]):
         config = self.config
         tls = self._tls()
         pages = PageFile(self.run_dir or self.data_dir, self.name)
-        token, last_port = pages.session(os.getppid())
+        supervisor = PageFile.supervisor()
+        token, last_port = pages.session(supervisor)
         sock = self._bind(config.port or last_port)
         port = sock.getsockname()[1]
-        pages.save_session(token, port, os.getppid())
-        shown = config.host if ":" not in config.host else f"[{config.host}]"
-        url = (
-            f"{'https' if tls else 'http'}://{'127.0.0.1' if shown == '0.0.0.0' else shown}:{port}/"
-        )
+        pages.save_session(token, port, supervisor)
+        url = f"{'https' if tls else 'http'}://{self._shown_host()}:{port}/"
         self.hub = Hub(max_clients=config.max_clients, queue_size=config.client_queue)
-        self.chat = WebChat(config, self.hub, self._publish, markdown_renderer())
+        self.chat = WebChat(config, self.hub, self._publish, render)
         app = build_app(
             token=token,
-            allowed=allowed_hosts(port, config.public_names),
+            cookie=cookie_name(port),
+            allowed=allowed_hosts(port, config.public_names, config.host, tls is not None),
             url=url,
             secure=tls is not None,
             hub=self.hub,
@@ -78,6 +80,7 @@ class WebActor(Actor[WebConfig, NoState]):
             lifespan="off",
             log_config=None,
             access_log=False,
+            ws="websockets",
             ws_max_size=4 << 20,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
@@ -85,12 +88,37 @@ class WebActor(Actor[WebConfig, NoState]):
             ssl_certfile=tls[0] if tls else None,
             ssl_keyfile=tls[1] if tls else None,
         )
+        try:
+            server_config.load()  # the TLS context is built here: a bad PEM is a reason, not a loop
+        except (OSError, ValueError) as exc:
+            sock.close()
+            raise ActorUnusable(
+                f"cannot use tls_cert / tls_key ({exc}): give a PEM certificate and its key"
+            ) from None
         server = _server(server_config)
-        self.spawn(server.serve(sockets=[sock]), name="http")
+        self.spawn(self._serve(server, sock), name="http")
+        for _ in range(200):  # the note only once the page answers
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
         pages.write(url=url, token=token)
         self.pages = pages
         self.detail = url
         self.log.info("web.serving", url=url, tls=tls is not None)
+
+    def _shown_host(self) -> str:
+        """The host in the page's address: the bound one, or the first public name (else
+        127.0.0.1) for a wildcard."""
+        host = self.config.host
+        if host in WILDCARDS:
+            return self.config.public_names[0] if self.config.public_names else "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
+
+    async def _serve(self, server: Any, sock: socket.socket) -> None:
+        await server.serve(sockets=[sock])
+        if not server.should_exit:  # it ended by itself: the page is gone, say so loudly
+            self.detail = "the page's server stopped"
+            raise RuntimeError("the page's HTTP server stopped unexpectedly")
 
     def _tls(self) -> tuple[str, str] | None:
         """The certificate and key files, or None on a loopback address without TLS."""
@@ -149,6 +177,10 @@ class WebActor(Actor[WebConfig, NoState]):
     @on(ReplyChunk)
     async def on_chunk(self, event: ReplyChunk) -> None:
         self.chat.chunk(event)
+        # The runtime hands over a burst of volatile events back to back: a turn between pieces
+        # lets the tabs' writers send, so a burst longer than a tab's queue drops only a tab that
+        # does not read.
+        await asyncio.sleep(0)
 
     @on(Reply)
     async def on_reply(self, event: Reply) -> None:

@@ -11,10 +11,12 @@ page could not run a script.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -25,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from actors.web.auth import COOKIE, host_allowed, origin_allowed, token_matches
+from actors.web.auth import cookie_of, host_allowed, origin_allowed, token_matches
 from actors.web.chat import WebChat
 from actors.web.hub import Client, Hub
 
@@ -56,8 +58,10 @@ Spawn = Callable[..., "asyncio.Task[Any]"]
 class Guard:
     """Refuses what is not for this page before any route sees it, and adds the security headers."""
 
-    def __init__(self, app: ASGIApp, *, token: str, allowed: frozenset[str], url: str) -> None:
-        self.app, self.token, self.allowed, self.url = app, token, allowed, url
+    def __init__(
+        self, app: ASGIApp, *, token: str, cookie: str, allowed: frozenset[str], url: str
+    ) -> None:
+        self.app, self.token, self.cookie, self.allowed, self.url = app, token, cookie, allowed, url
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         headers = Headers(scope=scope)
@@ -69,28 +73,16 @@ class Guard:
             return 403, f"requests from {headers.get('origin')!r} are refused"
         if scope["type"] == "http" and scope["path"] == "/":
             return None  # the page route reads the token itself
-        cookie = _cookie(headers.get("cookie", ""))
-        query = dict(
-            part.split("=", 1)
-            for part in scope.get("query_string", b"").decode().split("&")
-            if "=" in part
-        )
-        if not (token_matches(cookie, self.token) or token_matches(query.get("token"), self.token)):
+        cookie = cookie_of(headers.get("cookie", ""), self.cookie)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        given = query.get("token", [None])[-1]
+        if not (token_matches(cookie, self.token) or token_matches(given, self.token)):
             return 401, "this needs the page's token: run `hexbus web`"
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
-            return
-        refused = self.refusal(scope)
-        if refused is not None:
-            status, why = refused
-            if scope["type"] == "websocket":
-                # Before the handshake is accepted a close is an HTTP 403: the tab learns nothing.
-                await send({"type": "websocket.close", "code": 1008, "reason": why[:120]})
-            else:
-                await PlainTextResponse(why, status_code=status)(scope, receive, send)
             return
 
         async def send_guarded(message: Message) -> None:
@@ -99,20 +91,22 @@ class Guard:
                 message["headers"] = [*message["headers"], *SECURITY_HEADERS]
             await send(message)
 
+        refused = self.refusal(scope)
+        if refused is not None:
+            status, why = refused
+            if scope["type"] == "websocket":
+                # Before the handshake is accepted a close is an HTTP 403: the tab learns nothing.
+                await send({"type": "websocket.close", "code": 1008, "reason": why[:120]})
+            else:
+                await PlainTextResponse(why, status_code=status)(scope, receive, send_guarded)
+            return
         await self.app(scope, receive, send_guarded)
-
-
-def _cookie(header: str) -> str | None:
-    for part in header.split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == COOKIE:
-            return value
-    return None
 
 
 def build_app(
     *,
     token: str,
+    cookie: str,
     allowed: frozenset[str],
     url: str,
     secure: bool,
@@ -131,30 +125,35 @@ def build_app(
                 return HTMLResponse(NO_TOKEN, status_code=401)
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(
-                COOKIE, token, httponly=True, samesite="strict", secure=secure, path="/"
+                cookie, token, httponly=True, samesite="strict", secure=secure, path="/"
             )
             return response
-        if not token_matches(request.cookies.get(COOKIE), token):
+        if not token_matches(cookie_of(request.headers.get("cookie", ""), cookie), token):
             return HTMLResponse(NO_TOKEN, status_code=401)
         return FileResponse(STATIC / "index.html")
 
     async def socket(websocket: WebSocket) -> None:
+        try:
+            await websocket.accept()
+        except (WebSocketDisconnect, OSError):
+            return  # gone during the handshake: nothing was taken
         joined = hub.join(*person)
-        await websocket.accept()
         if isinstance(joined, str):
-            await websocket.send_json({"t": "refused", "text": joined})
-            await websocket.close(code=1013)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await websocket.send_json({"t": "refused", "text": joined})
+                await websocket.close(code=1013)
             return
         client = joined
-        reader = spawn(_read(websocket, client, hub, chat), f"tab-{client.id}-read")
-        writer = spawn(_write(websocket, client), f"tab-{client.id}-write")
-        client.on_drop = writer.cancel
-        hub.send(client, {"t": "hello", "person": person[0], "owner": person[1]})
+        tasks: list[asyncio.Task[Any]] = []
         try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            tasks.append(spawn(_read(websocket, client, hub, chat), f"tab-{client.id}-read"))
+            tasks.append(spawn(_write(websocket, client), f"tab-{client.id}-write"))
+            client.on_drop = tasks[1].cancel
+            hub.send(client, {"t": "hello", "person": person[0], "owner": person[1]})
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             hub.leave(client)
-            for task in (reader, writer):
+            for task in tasks:
                 task.cancel()
 
     routes = [
@@ -162,7 +161,7 @@ def build_app(
         WebSocketRoute("/ws", socket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Guard(Starlette(routes=routes), token=token, allowed=allowed, url=url)
+    return Guard(Starlette(routes=routes), token=token, cookie=cookie, allowed=allowed, url=url)
 
 
 async def _read(websocket: WebSocket, client: Client, hub: Hub, chat: WebChat) -> None:

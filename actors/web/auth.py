@@ -26,20 +26,48 @@ from hexbus import notes
 
 __all__ = [
     "COOKIE",
+    "WILDCARDS",
     "PageFile",
     "allowed_hosts",
+    "cookie_name",
+    "cookie_of",
     "host_allowed",
     "origin_allowed",
     "token_matches",
 ]
 
 COOKIE = "hex_token"
+WILDCARDS = ("0.0.0.0", "::")
 
 
-def allowed_hosts(port: int, public_names: tuple[str, ...] = ()) -> frozenset[str]:
-    """Every ``Host`` header value the page answers to (lower case, with the port)."""
-    names = ("127.0.0.1", "localhost", "[::1]", *public_names)
-    return frozenset(f"{n.lower()}:{port}" for n in names)
+def cookie_name(port: int) -> str:
+    """The token's cookie for the page on ``port``: browsers share cookies across ports, so two
+    pages on one machine (two Hexes, two users) must not overwrite each other's."""
+    return f"{COOKIE}_{port}"
+
+
+def cookie_of(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a Cookie header (the last one, as Starlette reads it)."""
+    found = None
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            found = value
+    return found
+
+
+def allowed_hosts(
+    port: int, public_names: tuple[str, ...] = (), host: str = "", tls: bool = False
+) -> frozenset[str]:
+    """Every ``Host`` header value the page answers to (lower case): its names (127.0.0.1,
+    localhost, [::1], the address it is bound to unless a wildcard, and ``public_names``) with
+    the port, and bare on the scheme's default port (browsers leave it out)."""
+    bound = () if not host or host in WILDCARDS else (f"[{host}]" if ":" in host else host,)
+    names = ("127.0.0.1", "localhost", "[::1]", *bound, *public_names)
+    allowed = {f"{n.lower()}:{port}" for n in names}
+    if port == (443 if tls else 80):
+        allowed |= {n.lower() for n in names}
+    return frozenset(allowed)
 
 
 def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
@@ -71,25 +99,26 @@ class PageFile:
     def __init__(self, run_dir: Path, actor: str) -> None:
         self.run_dir, self.actor = run_dir, actor
 
-    def session(self, supervisor_pid: int) -> tuple[str, int]:
+    def session(self, supervisor: str) -> tuple[str, int]:
         """This run's token and the port last served on (0 if none): the ones on file when the
         same supervisor's actor saved them (``web/<actor>.token``, 0600, which outlives the note
-        across restarts), else a new token."""
+        across restarts), else a new token. ``supervisor`` names the supervisor process beyond
+        its pid (pid and start time: a pid reused after a reboot is another run)."""
         try:
             saved = json.loads(self._session_path().read_text(encoding="utf-8"))
-            if saved.get("supervisor_pid") == supervisor_pid and len(saved.get("token", "")) >= 32:
+            if saved.get("supervisor") == supervisor and len(saved.get("token", "")) >= 32:
                 return str(saved["token"]), int(saved.get("port", 0))
         except (OSError, ValueError, AttributeError, TypeError):
             pass
         return secrets.token_urlsafe(32), 0
 
-    def save_session(self, token: str, port: int, supervisor_pid: int) -> None:
+    def save_session(self, token: str, port: int, supervisor: str) -> None:
         path = self._session_path()
         path.parent.mkdir(mode=0o700, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"token": token, "port": port, "supervisor_pid": supervisor_pid}, f)
+            json.dump({"token": token, "port": port, "supervisor": supervisor}, f)
         os.replace(tmp, path)
 
     def _session_path(self) -> Path:
@@ -108,3 +137,15 @@ class PageFile:
 
     def remove(self) -> None:
         notes.remove(self.run_dir, self.actor)
+
+    @staticmethod
+    def supervisor() -> str:
+        """The supervisor (this process's parent) as pid and start time."""
+        import psutil
+
+        parent = os.getppid()
+        try:
+            started = psutil.Process(parent).create_time()
+        except psutil.Error:
+            started = 0.0
+        return f"{parent}@{started:.3f}"

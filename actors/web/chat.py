@@ -31,6 +31,9 @@ __all__ = ["CONVERSATION", "WebChat", "markdown_renderer"]
 
 CONVERSATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STREAMS_KEPT = 1000  # replies in flight whose streamed text is kept (for a stop's "what was seen")
+FINISHED_KEPT = 1000  # replies whose final came, so a late piece of one is not taken for a new one
+RECENT_KEPT = 20  # final replies kept per conversation, sent again to a tab that (re)connects
+CHANNELS_KEPT = 1000  # conversations whose recent finals are kept
 
 
 def markdown_renderer() -> Callable[[str], str]:
@@ -40,6 +43,14 @@ def markdown_renderer() -> Callable[[str], str]:
 
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable(["table", "strikethrough"])
+
+    def link_open(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+        # A link opens beside the chat, never in its place, and tells the target nothing.
+        tokens[idx].attrSet("target", "_blank")
+        tokens[idx].attrSet("rel", "noopener noreferrer")
+        return str(renderer.renderToken(tokens, idx, options, env))
+
+    md.add_render_rule("link_open", link_open)
     return md.render
 
 
@@ -57,6 +68,10 @@ class WebChat:
         self.render = render
         # channel -> (reply_to, pieces streamed so far), the most recent STREAMS_KEPT
         self.streams: OrderedDict[str, tuple[str, dict[int, str]]] = OrderedDict()
+        self.finished: OrderedDict[str, None] = OrderedDict()
+        # channel -> its last RECENT_KEPT final replies as sent to tabs: a reply that came while
+        # a tab was reconnecting (or the actor restarting) reaches it when it watches again.
+        self.recent: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
 
     @staticmethod
     def channel(person_id: str, conversation: str) -> str:
@@ -82,6 +97,8 @@ class WebChat:
         if kind == "watch":  # a tab shows one conversation at a time
             client.watching = {channel}
             self.hub.send(client, {"t": "watching", "conversation": conversation})
+            for final in self.recent.get(channel, ()):
+                self.hub.send(client, {**final, "again": True})
         elif kind == "say":
             await self.say(client, channel, message)
         else:
@@ -103,7 +120,7 @@ class WebChat:
                 },
             )
             return
-        client.watching.add(channel)
+        client.watching = {channel}
         envelope = await self.publish(
             ChatMessage(
                 platform="web",
@@ -128,6 +145,8 @@ class WebChat:
         self.hub.to_channel(event.channel, {"t": "ack", "id": event.message_event_id})
 
     def chunk(self, event: ReplyChunk) -> None:
+        if event.reply_to in self.finished:
+            return  # a piece that came after its final (pieces and finals travel apart)
         reply_to, pieces = self.streams.get(event.channel, ("", {}))
         if reply_to != event.reply_to:
             pieces = {}
@@ -144,18 +163,25 @@ class WebChat:
     def reply(self, event: Reply) -> None:
         if self.streams.get(event.channel, ("",))[0] == event.reply_to:
             del self.streams[event.channel]
-        self.hub.to_channel(
-            event.channel,
-            {
-                "t": "reply",
-                "reply_to": event.reply_to,
-                "status": event.status,
-                "text": event.text,
-                "html": self.render(event.text) if event.text else "",
-                "merged": list(event.merged),
-                "merged_into": event.merged_into,
-            },
-        )
+        self.finished[event.reply_to] = None
+        while len(self.finished) > FINISHED_KEPT:
+            self.finished.popitem(last=False)
+        final = {
+            "t": "reply",
+            "reply_to": event.reply_to,
+            "status": event.status,
+            "text": event.text,
+            "html": self.render(event.text) if event.text else "",
+            "merged": list(event.merged),
+            "merged_into": event.merged_into,
+        }
+        recent = self.recent.setdefault(event.channel, [])
+        recent[:] = [r for r in recent if r["reply_to"] != event.reply_to][-(RECENT_KEPT - 1) :]
+        recent.append(final)
+        self.recent.move_to_end(event.channel)
+        while len(self.recent) > CHANNELS_KEPT:
+            self.recent.popitem(last=False)
+        self.hub.to_channel(event.channel, final)
 
     def notice(self, event: Notice) -> None:
         self.hub.to_channel(event.channel, {"t": "notice", "kind": event.kind, "text": event.text})

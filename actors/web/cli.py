@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import sys
 import webbrowser
+from pathlib import Path
 
 from hexbus import notes
 from hexbus.cli import fail, run_dir_of
@@ -35,9 +37,25 @@ def web(args: argparse.Namespace) -> None:
     print(page["open"])
     if not args.no_browser and _has_display():
         try:
-            webbrowser.open(page["open"])
-        except webbrowser.Error as exc:
+            webbrowser.open(_redirect_file(run_dir, args.actor, page["open"]).as_uri())
+        except (webbrowser.Error, OSError) as exc:
             print(f"(no browser opened: {exc})", file=sys.stderr)
+
+
+def _redirect_file(run_dir: Path, actor: str, address: str) -> Path:
+    """A 0600 page in the run directory that forwards to ``address``: the browser is started
+    with this file's path, so the token never shows in a process list (other users can read
+    command lines; they are who the token keeps out)."""
+    path = run_dir / "web" / f"open-{actor}.html"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    quoted = html.escape(address, quote=True)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(
+            f'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={quoted}">'
+            f'<title>Hex</title><p><a href="{quoted}">Open Hex</a></p>'
+        )
+    return path
 
 
 def _has_display() -> bool:

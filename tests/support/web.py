@@ -4,6 +4,7 @@
 * :func:`page_of`: the address and token the running actor left for ``hexbus web``.
 * :func:`chromium`: Debian's chromium driven by Playwright (scripts/test installs both).
 * :func:`artifact`: where a screenshot goes for a person to look at (``test-artifacts/web``).
+* :class:`Published`: the events the page's plain classes publish, in-process (no bus).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 
 from hexbus import notes
+from hexbus.codec import Envelope
+from schemas import Event
 from tests.support.harness import REPO, Hex, actor_toml, poll_for
 
 ARTIFACTS = REPO / "test-artifacts" / "web"
@@ -62,3 +65,20 @@ def chromium() -> Iterator[Any]:
 def artifact(name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / name
+
+
+class Published:
+    """Stands in for the actor's publish in in-process tests of the page's plain classes: keeps
+    each event and answers with an envelope whose id is ``e<n>``."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def __call__(self, event: Event) -> Envelope:
+        self.events.append(event)
+        return Envelope(
+            id=f"e{len(self.events)}",
+            topic="chat.message.web",
+            source="web",
+            body=event,  # type: ignore[arg-type]
+        )

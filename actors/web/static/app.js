@@ -145,6 +145,8 @@ const handlers = {
     scrollDown();
   },
   reply(m) {
+    // A final sent again on (re)connecting: only for a reply this page is still waiting for.
+    if (m.again && !hex.inflight.has(m.reply_to)) return;
     hex.inflight.delete(m.reply_to);
     updateStop();
     hex.stats.replies += 1;

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +88,24 @@ def test_vectors_equal_sentence_transformers(
 
 def test_the_packaged_model_loads_without_sentence_transformers() -> None:
     assert readable(packaged_model_path()) == ""
-    embedder = load_embedder("")
-    assert isinstance(embedder._model, BertEncoder) and embedder.dim == 384
+    script = (
+        "import sys; from actors.memory.embed import load_embedder; e = load_embedder(''); "
+        "print(type(e._model).__name__, e.dim, e.encode(['hi']).shape, "
+        "'sentence_transformers' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["BertEncoder", "384", "(1,", "384)", "False", "False"], out
+
+
+@pytest.mark.slow
+def test_long_texts_in_big_batches_match_too(reference: Any, encoder: BertEncoder) -> None:
+    # Past the per-pass token budget: 80 texts of 256 tokens are split into several passes.
+    texts = [f"{i} " + "the cat sat on the warm mat by the door " * 40 for i in range(80)]
+    np.testing.assert_allclose(
+        encoder.encode(texts, batch_size=64), st_vectors(reference, texts), atol=2e-5
+    )
 
 
 @pytest.mark.slow
@@ -107,6 +125,22 @@ def test_a_folder_it_cannot_compute_goes_to_sentence_transformers(
     cls = embedder.encode(texts)
     mean = st_vectors(reference, texts)
     assert not np.allclose(cls, mean, atol=1e-3)  # the folder's own pooling, not the mean
+
+
+def test_weights_under_other_names_fall_back_to_sentence_transformers(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "renamed"
+    shutil.copytree(packaged_model_path(), folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({f"bert.{k}": v for k, v in weights.items()}, str(folder / "model.safetensors"))
+    embedder = load_embedder(str(folder))  # a "bert." prefix: the encoder reads it too
+    assert isinstance(embedder._model, BertEncoder)
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma"): v for k, v in weights.items()}
+    save_file(renamed, str(folder / "model.safetensors"))
+    embedder = load_embedder(str(folder))  # names it does not know: sentence-transformers'
+    assert not isinstance(embedder._model, BertEncoder)
+    assert embedder.encode(["hello"]).shape == (1, 384)
 
 
 def test_a_damaged_weights_file_is_one_line_naming_the_folder(tmp_path: Path) -> None:

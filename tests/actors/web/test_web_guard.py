@@ -36,9 +36,25 @@ def test_the_page_answers_to_its_own_names_and_port_only() -> None:
         assert not host_allowed(refused, ALLOWED), refused
 
 
-@given(st.text(max_size=40))
-def test_no_other_host_is_allowed(host: str) -> None:
-    assert host_allowed(host, ALLOWED) == (host.strip().lower() in ALLOWED)
+@given(
+    name=st.sampled_from(["127.0.0.1", "localhost", "[::1]", "hex.lan"]),
+    before=st.text(max_size=8),
+    after=st.text(max_size=8),
+)
+def test_a_page_name_with_anything_around_it_is_refused(name: str, before: str, after: str) -> None:
+    host = f"{before}{name}:8765{after}"
+    assert host_allowed(host, ALLOWED) == (host.strip().lower() == f"{name}:8765")
+
+
+def test_the_bound_address_and_default_ports_are_the_pages_names_too() -> None:
+    lan = allowed_hosts(8443, (), "192.168.1.10", tls=True)
+    assert host_allowed("192.168.1.10:8443", lan) and not host_allowed("192.168.1.10", lan)
+    https = allowed_hosts(443, ("hex.lan",), "0.0.0.0", tls=True)
+    assert host_allowed("hex.lan", https) and host_allowed("hex.lan:443", https)
+    assert not host_allowed("0.0.0.0:443", https)  # a wildcard is no name
+    assert origin_allowed("https://hex.lan", https)
+    v6 = allowed_hosts(8765, (), "::1")
+    assert host_allowed("[::1]:8765", v6)
 
 
 def test_origins_must_be_the_pages_own() -> None:
@@ -69,7 +85,8 @@ def test_tokens_compare_whole() -> None:
 
 def test_the_token_lasts_as_long_as_the_supervisor_that_made_it(tmp_path: Path) -> None:
     pages = PageFile(tmp_path, "web")
-    supervisor = os.getppid()
+    supervisor = PageFile.supervisor()
+    assert supervisor.startswith(f"{os.getppid()}@")
     first, port = pages.session(supervisor)
     assert len(first) >= 32 and port == 0
     pages.save_session(first, 41234, supervisor)
@@ -82,5 +99,6 @@ def test_the_token_lasts_as_long_as_the_supervisor_that_made_it(tmp_path: Path) 
     # The actor restarted: the same token and port, so open tabs reconnect.
     assert pages.session(supervisor) == (first, 41234)
     assert (tmp_path / "web" / "web.token").stat().st_mode & 0o777 == 0o600
-    second, port = pages.session(supervisor + 1)  # Hex started again: a new secret
+    # Hex started again (the same pid reused after a reboot is another start): a new secret.
+    second, port = pages.session(supervisor.split("@")[0] + "@1.000")
     assert second != first and port == 0

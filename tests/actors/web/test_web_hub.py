@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from actors.web.chat import WebChat, markdown_renderer
 from actors.web.config import WebConfig
 from actors.web.hub import Client, Hub
-from hexbus.codec import Envelope
-from schemas import BargeIn, ChatMessage, Event, Reply, ReplyChunk
+from schemas import BargeIn, ChatMessage, Reply, ReplyChunk
+from tests.support.web import Published
 
 render = markdown_renderer()
 
@@ -24,20 +24,6 @@ def drain(client: Client) -> list[dict[str, object]]:
     while not client.queue.empty():
         out.append(client.queue.get_nowait())
     return out
-
-
-class Published:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def __call__(self, event: Event) -> Envelope:
-        self.events.append(event)
-        return Envelope(
-            id=f"e{len(self.events)}",
-            topic="chat.message.web",
-            source="web",
-            body=event,  # type: ignore[arg-type]
-        )
 
 
 def make_chat(**config: object) -> tuple[Hub, WebChat, Published]:
@@ -150,6 +136,7 @@ MARKUP = st.sampled_from(
         "<iframe src=//evil>",
         "```\n<script>x</script>\n```",
         "**bold** and `code`",
+        "[a page](https://example.org/a?b=<c>)",
         "| a | b |\n|---|---|\n| <b>1</b> | 2 |",
         "\n\n",
         "<",
@@ -164,6 +151,8 @@ def test_rendered_replies_carry_no_markup_from_the_text(text: str) -> None:
     assert not re.search(r"<(script|img|svg|iframe|a\s[^>]*javascript)", html, re.I), html
     assert not re.search(r"<[^>]+\son\w+\s*=", html, re.I), html
     assert 'href="javascript' not in html.lower() and 'src="data:text' not in html.lower()
+    links = re.findall(r"<a\s[^>]*>", html)
+    assert all('target="_blank"' in a and 'rel="noopener noreferrer"' in a for a in links), links
 
 
 def test_a_tab_shows_one_conversation_at_a_time() -> None:

@@ -22,6 +22,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from actors.web.auth import cookie_name
 from hexbus.bus import BusClient
 from schemas import ReplyChunk
 from tests.support.brain import MODELS_OK, ScriptedServer, brain_toml, serving_in_thread, sse
@@ -172,15 +173,16 @@ def test_strangers_are_refused_and_a_stalled_tab_never_slows_another(
     address = page_of(hx)
     url, token = address["url"], address["token"]
     port = int(url.rsplit(":", 1)[1].strip("/"))
+    cookie = cookie_name(port)
     with httpx.Client(follow_redirects=False, timeout=10) as http:
         assert http.get(url).status_code == 401
         assert http.get(f"{url}?token=wrong").status_code == 401
         assert http.get(f"{url}static/app.js").status_code == 401
         taken = http.get(f"{url}?token={token}")
         assert taken.status_code == 303 and taken.headers["location"] == "/"
-        cookie = taken.headers["set-cookie"].lower()
-        assert "httponly" in cookie and "samesite=strict" in cookie
-        cookie_header = {"Cookie": f"hex_token={token}"}
+        set_cookie = taken.headers["set-cookie"].lower()
+        assert "httponly" in set_cookie and "samesite=strict" in set_cookie
+        cookie_header = {"Cookie": f"{cookie}={token}"}
         page = http.get(url, headers=cookie_header)
         assert page.status_code == 200
         assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -192,8 +194,8 @@ def test_strangers_are_refused_and_a_stalled_tab_never_slows_another(
     ws = url.replace("http://", "ws://") + "ws"
     for headers, why in (
         ({}, "no token"),
-        ({"Cookie": "hex_token=wrong"}, "a wrong token"),
-        ({"Cookie": f"hex_token={token}", "Origin": "http://evil.example"}, "another site"),
+        ({"Cookie": f"{cookie}=wrong"}, "a wrong token"),
+        ({"Cookie": f"{cookie}={token}", "Origin": "http://evil.example"}, "another site"),
     ):
         with (
             pytest.raises(InvalidStatus),
@@ -206,7 +208,7 @@ def test_strangers_are_refused_and_a_stalled_tab_never_slows_another(
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.connect(("127.0.0.1", port))
     with (
-        connect(ws, sock=raw, additional_headers={"Cookie": f"hex_token={token}"}) as stalled,
+        connect(ws, sock=raw, additional_headers={"Cookie": f"{cookie}={token}"}) as stalled,
         chromium() as browser,
     ):
         stalled.send('{"t": "watch", "conversation": "main"}')
