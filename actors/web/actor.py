@@ -18,9 +18,10 @@ from typing import Any, ClassVar
 
 from actors.web.auth import WILDCARDS, PageFile, allowed_hosts, cookie_name
 from actors.web.chat import WebChat, markdown_renderer
-from actors.web.config import WebConfig, is_loopback
+from actors.web.config import WebConfig
 from actors.web.hub import Hub
 from hexbus import Actor, ActorUnusable, NoState, on
+from hexbus.config import is_loopback
 from schemas import ChatAck, Notice, Reply, ReplyChunk
 
 __all__ = ["WebActor"]

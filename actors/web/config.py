@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import msgspec
 
-__all__ = ["LOOPBACK", "WebConfig", "is_loopback"]
-
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["WebConfig"]
 
 
 class WebConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
