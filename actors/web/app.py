@@ -187,9 +187,9 @@ async def _read(websocket: WebSocket, client: Client, hub: Hub, chat: WebChat) -
 async def _write(websocket: WebSocket, client: Client) -> None:
     try:
         while True:
-            message = await client.queue.get()
-            await websocket.send_text(json.dumps(message, separators=(",", ":")))
-            if message.get("t") == "dropped":
+            text = await client.queue.get()
+            await websocket.send_text(text)
+            if client.dropped and client.queue.empty():  # the notice went: that was the last
                 await websocket.close(code=1013)
                 return
     except (WebSocketDisconnect, RuntimeError, OSError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ class Client:
 
     person_id: str
     owner: bool
-    queue: asyncio.Queue[dict[str, Any]]
+    queue: asyncio.Queue[str]  # JSON texts, encoded once for every tab they go to
     id: int = field(default_factory=lambda: next(_ids))
     watching: set[str] = field(default_factory=set)  # channels whose replies it shows
     dropped: str = ""  # why it was dropped from the stream ("" while it is in it)
@@ -61,10 +62,13 @@ class Hub:
 
     def send(self, client: Client, message: dict[str, Any]) -> None:
         """Queue ``message`` for ``client``; a full queue drops the tab (never waits)."""
+        self._put(client, _encode(message))
+
+    def _put(self, client: Client, text: str) -> None:
         if client.dropped:
             return
         try:
-            client.queue.put_nowait(message)
+            client.queue.put_nowait(text)
         except asyncio.QueueFull:
             self.drop(client, f"this tab fell {self.queue_size} messages behind: reload it")
 
@@ -77,20 +81,27 @@ class Hub:
         self.clients.discard(client)
         while not client.queue.empty():
             client.queue.get_nowait()
-        client.queue.put_nowait({"t": "dropped", "text": why})
+        client.queue.put_nowait(_encode({"t": "dropped", "text": why}))
         log.warning("web.client_dropped", client=client.id, why=why)
         if client.on_drop is not None:
             asyncio.get_running_loop().call_later(DROP_GRACE_S, client.on_drop)
 
     def to_channel(self, channel: str, message: dict[str, Any]) -> int:
         """Send to every tab showing ``channel``; how many."""
+        text = ""
         sent = 0
         for client in list(self.clients):
             if channel in client.watching:
-                self.send(client, message)
+                text = text or _encode(message)
+                self._put(client, text)
                 sent += 1
         return sent
 
     def to_all(self, message: dict[str, Any]) -> None:
+        text = _encode(message)
         for client in list(self.clients):
-            self.send(client, message)
+            self._put(client, text)
+
+
+def _encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))

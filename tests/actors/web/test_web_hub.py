@@ -5,6 +5,7 @@ with raw HTML escaped."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 from hypothesis import given
@@ -22,7 +23,7 @@ render = markdown_renderer()
 def drain(client: Client) -> list[dict[str, object]]:
     out = []
     while not client.queue.empty():
-        out.append(client.queue.get_nowait())
+        out.append(json.loads(client.queue.get_nowait()))
     return out
 
 
