@@ -22,9 +22,12 @@ from actors.web.config import WebConfig
 from actors.web.hub import Hub
 from hexbus import Actor, ActorUnusable, NoState, on
 from hexbus.config import is_loopback
-from schemas import ChatAck, Notice, Reply, ReplyChunk
+from hexbus.control import ControlRequest, SupervisorUnreachable, call
+from schemas import BrokerHeartbeat, ChatAck, Heartbeat, Metric, Notice, Reply, ReplyChunk
 
 __all__ = ["WebActor"]
+
+STATUS_EVERY_S = 5.0
 
 
 class WebActor(Actor[WebConfig, NoState]):
@@ -35,11 +38,15 @@ class WebActor(Actor[WebConfig, NoState]):
         "chat.reply.chunk.web",
         "chat.notice.web",
         "chat.ack",
+        "sys.heartbeat",  # every actor's counters, for /metrics
+        "sys.broker.heartbeat",  # the journal's head
+        "metrics",  # latency stages
     )
     config_type = WebConfig
 
     hub: Hub
     chat: WebChat
+    gatherer: Any  # actors.web.metrics.Gatherer (prometheus_client is imported in setup)
     pages: PageFile | None = None
 
     async def setup(self) -> None:
@@ -48,6 +55,7 @@ class WebActor(Actor[WebConfig, NoState]):
             import websockets  # noqa: F401 (uvicorn's websocket protocol)
 
             from actors.web.app import build_app
+            from actors.web.metrics import Gatherer
 
             render = markdown_renderer()
         except ImportError as exc:
@@ -65,6 +73,7 @@ class WebActor(Actor[WebConfig, NoState]):
         url = f"{'https' if tls else 'http'}://{self._shown_host()}:{port}/"
         self.hub = Hub(max_clients=config.max_clients, queue_size=config.client_queue)
         self.chat = WebChat(config, self.hub, self._publish, render)
+        self.gatherer = Gatherer()
         app = build_app(
             token=token,
             cookie=cookie_name(port),
@@ -75,6 +84,7 @@ class WebActor(Actor[WebConfig, NoState]):
             chat=self.chat,
             person=(config.person_id, config.owner),
             spawn=lambda coro, name: self.spawn(coro, name=name),
+            metrics=self.gatherer.exposition,
         )
         server_config = uvicorn.Config(
             app,
@@ -98,6 +108,7 @@ class WebActor(Actor[WebConfig, NoState]):
             ) from None
         server = _server(server_config)
         self.spawn(self._serve(server, sock), name="http")
+        self.spawn(self._ask_supervisor(), name="supervisor-status")
         for _ in range(200):  # the note only once the page answers
             if server.started:
                 break
@@ -114,6 +125,18 @@ class WebActor(Actor[WebConfig, NoState]):
         if host in WILDCARDS:
             return self.config.public_names[0] if self.config.public_names else "127.0.0.1"
         return f"[{host}]" if ":" in host else host
+
+    async def _ask_supervisor(self) -> None:
+        """The supervisor's table (state, restarts, uptime) for /metrics, every few seconds."""
+        request = ControlRequest(cmd="status")
+        while True:
+            try:
+                reply = await self.offload(call, self.bus.endpoints.control, request, 2.0)
+                if reply.ok:
+                    self.gatherer.supervisor(reply.data)
+            except SupervisorUnreachable:
+                pass  # a remote host's actor, or the supervisor restarting: the beats still count
+            await asyncio.sleep(STATUS_EVERY_S)
 
     async def _serve(self, server: Any, sock: socket.socket) -> None:
         await server.serve(sockets=[sock])
@@ -190,6 +213,18 @@ class WebActor(Actor[WebConfig, NoState]):
     @on(Notice)
     async def on_notice(self, event: Notice) -> None:
         self.chat.notice(event)
+
+    @on(Heartbeat)
+    async def on_heartbeat(self, event: Heartbeat) -> None:
+        self.gatherer.heartbeat(event)
+
+    @on(BrokerHeartbeat)
+    async def on_broker(self, event: BrokerHeartbeat) -> None:
+        self.gatherer.broker(event)
+
+    @on(Metric)
+    async def on_metric(self, event: Metric) -> None:
+        self.gatherer.metric(event)
 
 
 def _server_class() -> Any:

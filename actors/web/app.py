@@ -2,7 +2,8 @@
 
 ``/`` is the page (``/?token=...`` sets the cookie and redirects to ``/``, so the token leaves
 the address bar and the history), ``/static/`` its script and style, ``/ws`` the websocket that
-carries chat both ways. :class:`Guard` wraps all of it: Host, Origin and the token are checked
+carries chat both ways, ``/metrics`` the Prometheus exposition (the token as a bearer token:
+Prometheus' ``bearer_token``). :class:`Guard` wraps all of it: Host, Origin and the token are checked
 before any route runs (see :mod:`actors.web.auth`), and every response carries a
 Content-Security-Policy that allows only the page's own script: even markup that slipped into the
 page could not run a script.
@@ -21,7 +22,13 @@ from urllib.parse import parse_qs
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors.web.auth import cookie_of, host_allowed, origin_allowed, token_matches
 from actors.web.chat import WebChat
 from actors.web.hub import Client, Hub
+from actors.web.metrics import CONTENT_TYPE
 
 __all__ = ["STATIC", "Guard", "build_app"]
 
@@ -76,6 +84,9 @@ class Guard:
         cookie = cookie_of(headers.get("cookie", ""), self.cookie)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         given = query.get("token", [None])[-1]
+        scheme, _, bearer = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token_matches(bearer.strip(), self.token):
+            return None  # a scraper (Prometheus' bearer_token) or a script
         if not (token_matches(cookie, self.token) or token_matches(given, self.token)):
             return 401, "this needs the page's token: run `hexbus web`"
         return None
@@ -114,6 +125,7 @@ def build_app(
     chat: WebChat,
     person: tuple[str, bool],
     spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
+    metrics: Callable[[], bytes] | None = None,
 ) -> ASGIApp:
     """The page's application; ``spawn(coro, name)`` runs a tab's reader and writer as the
     actor's tasks (cancelled when the actor stops)."""
@@ -156,8 +168,14 @@ def build_app(
             for task in tasks:
                 task.cancel()
 
+    async def exposition(request: Request) -> Response:
+        if metrics is None:
+            return PlainTextResponse("no metrics here", status_code=404)
+        return Response(metrics(), media_type=CONTENT_TYPE)
+
     routes = [
         Route("/", page),
+        Route("/metrics", exposition),
         WebSocketRoute("/ws", socket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -103,6 +103,28 @@ def test_a_reply_streams_into_the_page_and_the_final_text_replaces_it(
         assert out.returncode == 0 and out.stdout.strip() == page_of(hx)["open"], out
         status = hx.cli("status")
         assert f"web: the page is at {page_of(hx)['open']}" in status.stdout, status.stdout
+        # /metrics, with the token as a bearer token (as Prometheus scrapes), gathered from the bus.
+        address = page_of(hx)
+        with httpx.Client(timeout=10) as http:
+            assert http.get(f"{address['url']}metrics").status_code == 401
+            bearer = {"Authorization": f"Bearer {address['token']}"}
+            text = poll_for(
+                lambda: (
+                    t
+                    if 'hex_actor_restarts_total{actor="brain"}'
+                    in (t := http.get(f"{address['url']}metrics", headers=bearer).text)
+                    else None
+                ),
+                15,
+                what="the supervisor's table in /metrics",
+            )
+        for series in (
+            'hex_actor_up{actor="brain"} 1.0',
+            'hex_actor_events_in_total{actor="echo"}',
+            'hex_stage_latency_ms_count{stage="brain.first_chunk"}',
+            "hex_journal_head_offset",
+        ):
+            assert series in text, (series, text[:3000])
         # The web actor restarts (gracefully, then killed): the open tab reconnects with its
         # cookie, the token unchanged, and goes on talking.
         token = page_of(hx)["token"]

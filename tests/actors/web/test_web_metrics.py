@@ -1,0 +1,83 @@
+"""/metrics' gathering in-process: what actors' heartbeats, the broker and the supervisor say
+becomes Prometheus series; latency stages become histograms by stage, never by reply."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors.web import metrics
+from actors.web.metrics import Gatherer
+from schemas import BrokerHeartbeat, Heartbeat, Metric
+
+
+def samples(gatherer: Gatherer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = gatherer.exposition().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_heartbeats_status_and_the_journal_head_become_series() -> None:
+    g = Gatherer()
+    g.heartbeat(
+        Heartbeat(
+            actor="brain",
+            pid=7,
+            events_in=12,
+            events_out=30,
+            rss_bytes=1 << 20,
+            applied_offset=90,
+            dropped=2,
+            oldest_work_s=1.5,
+        )
+    )
+    g.broker(BrokerHeartbeat(incarnation="x", head_offset=100, first_offset=1))
+    g.supervisor(
+        {
+            "brain": {"state": "live", "restarts": 3, "uptime_s": 42.0, "gpu_bytes": 0},
+            "discord": {"state": "failed", "restarts": 0, "uptime_s": 0.0},
+        }
+    )
+    got = samples(g)
+    brain = (("actor", "brain"),)
+    assert got[("hex_actor_events_in_total", brain)] == 12
+    assert got[("hex_actor_events_out_total", brain)] == 30
+    assert got[("hex_actor_dropped_total", brain)] == 2
+    assert got[("hex_actor_rss_bytes", brain)] == 1 << 20
+    assert got[("hex_actor_oldest_work_seconds", brain)] == 1.5
+    assert got[("hex_actor_journal_lag", brain)] == 10
+    assert got[("hex_actor_restarts_total", brain)] == 3
+    assert got[("hex_actor_up", brain)] == 1
+    assert got[("hex_actor_up", (("actor", "discord"),))] == 0  # failed: in the table, not up
+    assert got[("hex_journal_head_offset", ())] == 100
+
+
+def test_stages_are_histograms_by_name_and_unbounded_names_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    g = Gatherer()
+    for i, ms in enumerate((12.0, 40.0, 900.0)):
+        g.metric(
+            Metric(name="voice.first_audio", value=ms, unit="ms", labels={"reply_to": f"r{i}"})
+        )
+    g.metric(Metric(name="tts.rtf", value=0.4))  # not a latency: left out
+    got = samples(g)
+    stage = ("stage", "voice.first_audio")
+    assert got[("hex_stage_latency_ms_count", (stage,))] == 3
+    assert got[("hex_stage_latency_ms_bucket", (("le", "50.0"), stage))] == 2
+    assert not any("reply_to" in dict(labels) for _, labels in got)
+    monkeypatch.setattr(metrics, "STAGES_KEPT", 2)
+    for i in range(5):
+        g.metric(Metric(name=f"odd.stage{i}", value=1.0, unit="ms"))
+    got = samples(g)
+    assert got[("hex_stage_names_refused_total", ())] == 4
+
+
+def test_an_actor_not_heard_from_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = Gatherer()
+    g.heartbeat(Heartbeat(actor="old", pid=1, events_in=1))
+    monkeypatch.setattr(metrics, "STALE_S", 0.0)
+    assert not any(dict(labels).get("actor") == "old" for _, labels in samples(g))
