@@ -114,6 +114,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
             rejected=bus.rejected.total,
             applied_offset=rt.applied,
             rss_bytes=process.memory_info().rss,
+            cpu_seconds=round(sum(process.cpu_times()[:2]), 3),
             detail=actor.detail[:200],
             oldest_work_s=rt.oldest_work_s(),
         )

@@ -21,6 +21,7 @@ class Heartbeat(Event, frozen=True, kw_only=True, tag="sys.heartbeat"):
     rejected: int = 0
     applied_offset: int = 0
     rss_bytes: int = 0
+    cpu_seconds: float = 0.0  # user + system CPU time the process has used since it started
     detail: str = (
         ""  # what the actor is doing beyond its state: "loading whisper-base", "whisper-base 1.2s"
     )

@@ -3,7 +3,7 @@ bus and what the supervisor knows, and serves it in the text exposition format.
 
 Not prometheus_client's multiprocess mode (files per process): the actors already say everything
 on the bus. From each actor's heartbeat (``sys.heartbeat``): events in and out, dropped,
-rejected, resident memory, the age of its oldest work, the journal offset it applied. From the
+rejected, resident memory, CPU time, the age of its oldest work, the journal offset it applied. From the
 supervisor's status (asked every few seconds): state, restarts, uptime, pid. From the broker's
 heartbeat: the journal's head, so each durable subscriber's lag is head minus applied. From
 ``metrics`` events: latency stages (``voice.*``, ``stt.*``, ``brain.first_chunk``, ...) as
@@ -88,6 +88,7 @@ class Gatherer(Collector):
         dropped = family(CounterMetricFamily, "hex_actor_dropped", "Volatile events dropped")
         rejected = family(CounterMetricFamily, "hex_actor_rejected", "Events refused")
         rss = family(GaugeMetricFamily, "hex_actor_rss_bytes", "Resident memory")
+        cpu = family(CounterMetricFamily, "hex_actor_cpu_seconds", "CPU time used (user + system)")
         work = family(GaugeMetricFamily, "hex_actor_oldest_work_seconds", "Oldest unfinished work")
         lag = family(GaugeMetricFamily, "hex_actor_journal_lag", "Journal head minus applied")
         restarts = family(CounterMetricFamily, "hex_actor_restarts", "Restarts by the supervisor")
@@ -103,6 +104,7 @@ class Gatherer(Collector):
                 dropped.add_metric([name], beat.dropped)
                 rejected.add_metric([name], beat.rejected)
                 rss.add_metric([name], beat.rss_bytes)
+                cpu.add_metric([name], beat.cpu_seconds)
                 work.add_metric([name], beat.oldest_work_s)
                 if beat.applied_offset and self.head_offset and name != "broker":
                     lag.add_metric([name], max(0, self.head_offset - beat.applied_offset))
@@ -111,8 +113,8 @@ class Gatherer(Collector):
                 up.add_metric([name], 1.0 if status.get("state") == "live" else 0.0)
                 uptime.add_metric([name], float(status.get("uptime_s", 0.0)))
                 gpu.add_metric([name], int(status.get("gpu_bytes", 0)))
-        yield from (events_in, events_out, dropped, rejected, rss, work, lag, restarts, up, uptime)
-        yield gpu
+        yield from (events_in, events_out, dropped, rejected, rss, cpu, work, lag, restarts, up)
+        yield from (uptime, gpu)
         head = GaugeMetricFamily("hex_journal_head_offset", "The journal's last offset")
         head.add_metric([], self.head_offset)
         yield head

@@ -3,12 +3,16 @@ becomes Prometheus series; latency stages become histograms by stage, never by r
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.web import metrics
 from actors.web.metrics import Gatherer
 from schemas import BrokerHeartbeat, Heartbeat, Metric
+from tests.support.harness import REPO
 
 
 def samples(gatherer: Gatherer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -32,6 +36,7 @@ def test_heartbeats_status_and_the_journal_head_become_series() -> None:
             applied_offset=90,
             dropped=2,
             oldest_work_s=1.5,
+            cpu_seconds=3.25,
         )
     )
     g.broker(BrokerHeartbeat(incarnation="x", head_offset=100, first_offset=1))
@@ -47,6 +52,7 @@ def test_heartbeats_status_and_the_journal_head_become_series() -> None:
     assert got[("hex_actor_events_out_total", brain)] == 30
     assert got[("hex_actor_dropped_total", brain)] == 2
     assert got[("hex_actor_rss_bytes", brain)] == 1 << 20
+    assert got[("hex_actor_cpu_seconds_total", brain)] == 3.25
     assert got[("hex_actor_oldest_work_seconds", brain)] == 1.5
     assert got[("hex_actor_journal_lag", brain)] == 10
     assert got[("hex_actor_restarts_total", brain)] == 3
@@ -81,3 +87,16 @@ def test_an_actor_not_heard_from_is_left_out(monkeypatch: pytest.MonkeyPatch) ->
     g.heartbeat(Heartbeat(actor="old", pid=1, events_in=1))
     monkeypatch.setattr(metrics, "STALE_S", 0.0)
     assert not any(dict(labels).get("actor") == "old" for _, labels in samples(g))
+
+
+def test_the_grafana_dashboard_asks_only_for_series_the_page_serves() -> None:
+    dashboard = json.loads((REPO / "grafana" / "hex.json").read_text())
+    g = Gatherer()
+    g.heartbeat(Heartbeat(actor="a", pid=1, applied_offset=1))
+    g.broker(BrokerHeartbeat(incarnation="x", head_offset=2, first_offset=1))
+    g.supervisor({"a": {"state": "live"}})
+    g.metric(Metric(name="voice.first_audio", value=1.0, unit="ms"))
+    served = {name for name, _ in samples(g)}
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    asked = {name for expr in exprs for name in re.findall(r"\bhex_[a-z_]+", expr)}
+    assert asked and asked <= served, asked - served
