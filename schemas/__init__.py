@@ -49,6 +49,7 @@ from schemas.memory import (
 from schemas.system import (
     ActorLifecycle,
     BrokerHeartbeat,
+    ControlTaken,
     DeadLetter,
     DeadLetterCause,
     Heartbeat,
@@ -92,6 +93,7 @@ AnyEvent = (
     | Snapshot
     | Reload
     | Metric
+    | ControlTaken
     | ProbeDurable
     | ProbeVolatile
     | ChatMessage
@@ -170,6 +172,7 @@ __all__ = [
     "ChatAck",
     "ChatMessage",
     "Contradiction",
+    "ControlTaken",
     "DeadLetter",
     "DeadLetterCause",
     "Delivery",

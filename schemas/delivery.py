@@ -19,6 +19,7 @@ DELIVERY: dict[str, Delivery] = {
     "sys.deadletter": Delivery.DURABLE,  # events an actor could not apply, and what became of them
     "sys.redrive": Delivery.DURABLE,  # apply a dead letter again
     "sys.bus.retention_cut": Delivery.DURABLE,  # events a subscriber lost to the retention cap
+    "sys.audit": Delivery.DURABLE,  # control actions people took from an interface, and by whom
     "chat.message": Delivery.DURABLE,
     "chat.ack": Delivery.VOLATILE,
     "chat.reply": Delivery.DURABLE,
@@ -70,6 +71,7 @@ def delivery_of(topic: str) -> Delivery:
 PRIVILEGED: tuple[str, ...] = (
     "sys.control",  # stop, ping, snapshot, reload an actor
     "sys.redrive",  # apply a dead letter again
+    "sys.audit",  # who took a control action: only this host's interfaces write that record
     "memory",  # every memory request: add, edit, approve, forget, import, upload, export, search
     "chat.message",  # a person's words, with the person id discord_io or the console verified
     "chat.meta",  # memory directives about a person

@@ -33,6 +33,18 @@ class Heartbeat(Event, frozen=True, kw_only=True, tag="sys.heartbeat"):
     lagging: dict[str, int] = {}
 
 
+class ControlTaken(Event, frozen=True, kw_only=True, tag="sys.audit"):
+    """A control action a person took from an interface (the page): who, what, on which actor,
+    and how it went. Durable: the journal is the record of who did what to Hex."""
+
+    action: Literal["restart", "killswitch"]
+    target: str = ""  # the actor restarted; for a kill switch, the actors kept running
+    by: str  # the person id the interface verified
+    via: str  # the actor that took it ("web")
+    ok: bool = True
+    message: str = ""  # the supervisor's answer, or why it was refused
+
+
 class BrokerHeartbeat(Event, frozen=True, kw_only=True, tag="sys.broker.heartbeat"):
     """The broker's pulse: its incarnation and the journal head."""
 

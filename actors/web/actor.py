@@ -22,12 +22,13 @@ from actors.web.config import WebConfig
 from actors.web.hub import Hub
 from hexbus import Actor, ActorUnusable, NoState, on
 from hexbus.config import is_loopback
-from hexbus.control import ControlRequest, SupervisorUnreachable, call
+from hexbus.control import ControlReply, ControlRequest, SupervisorUnreachable, call
 from schemas import BrokerHeartbeat, ChatAck, Heartbeat, Metric, Notice, Reply, ReplyChunk
 
 __all__ = ["WebActor"]
 
-STATUS_EVERY_S = 5.0
+STATUS_EVERY_S = 2.0
+RUNTIME_TYPES = frozenset({"runtime", "control"})
 
 
 class WebActor(Actor[WebConfig, NoState]):
@@ -47,6 +48,7 @@ class WebActor(Actor[WebConfig, NoState]):
     hub: Hub
     chat: WebChat
     gatherer: Any  # actors.web.metrics.Gatherer (prometheus_client is imported in setup)
+    runtime: Any  # actors.web.runtime.RuntimePanel
     pages: PageFile | None = None
 
     async def setup(self) -> None:
@@ -56,6 +58,7 @@ class WebActor(Actor[WebConfig, NoState]):
 
             from actors.web.app import build_app
             from actors.web.metrics import Gatherer
+            from actors.web.runtime import RuntimePanel
 
             render = markdown_renderer()
         except ImportError as exc:
@@ -74,6 +77,9 @@ class WebActor(Actor[WebConfig, NoState]):
         self.hub = Hub(max_clients=config.max_clients, queue_size=config.client_queue)
         self.chat = WebChat(config, self.hub, self._publish, render)
         self.gatherer = Gatherer()
+        self.runtime = RuntimePanel(
+            self.hub, self.gatherer, self._publish, self._control, me=self.name
+        )
         app = build_app(
             token=token,
             cookie=cookie_name(port),
@@ -81,7 +87,7 @@ class WebActor(Actor[WebConfig, NoState]):
             url=url,
             secure=tls is not None,
             hub=self.hub,
-            chat=self.chat,
+            commands=self._command,
             person=(config.person_id, config.owner),
             spawn=lambda coro, name: self.spawn(coro, name=name),
             metrics=self.gatherer.exposition,
@@ -127,16 +133,33 @@ class WebActor(Actor[WebConfig, NoState]):
         return f"[{host}]" if ":" in host else host
 
     async def _ask_supervisor(self) -> None:
-        """The supervisor's table (state, restarts, uptime) for /metrics, every few seconds."""
+        """The supervisor's table (state, restarts, uptime) for /metrics and the runtime panel,
+        every couple of seconds."""
         request = ControlRequest(cmd="status")
         while True:
             try:
-                reply = await self.offload(call, self.bus.endpoints.control, request, 2.0)
+                reply = await self._control(request, 2.0)
                 if reply.ok:
                     self.gatherer.supervisor(reply.data)
+                    self.runtime.tick()
             except SupervisorUnreachable:
                 pass  # a remote host's actor, or the supervisor restarting: the beats still count
             await asyncio.sleep(STATUS_EVERY_S)
+
+    async def _control(self, request: ControlRequest, timeout: float = 60.0) -> ControlReply:
+        try:
+            return await self.offload(call, self.bus.endpoints.control, request, timeout)
+        except SupervisorUnreachable as exc:
+            if request.cmd == "status":
+                raise
+            return ControlReply(ok=False, error=f"the supervisor did not answer: {exc}")
+
+    async def _command(self, client: Any, message: Any) -> None:
+        """What a tab sent: the runtime panel's requests, else chat."""
+        if isinstance(message, dict) and message.get("t") in RUNTIME_TYPES:
+            await self.runtime.command(client, message)
+        else:
+            await self.chat.command(client, message)
 
     async def _serve(self, server: Any, sock: socket.socket) -> None:
         await server.serve(sockets=[sock])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -35,7 +35,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from actors.web.auth import cookie_of, host_allowed, origin_allowed, token_matches
-from actors.web.chat import WebChat
 from actors.web.hub import Client, Hub
 from actors.web.metrics import CONTENT_TYPE
 
@@ -122,13 +121,14 @@ def build_app(
     url: str,
     secure: bool,
     hub: Hub,
-    chat: WebChat,
+    commands: Callable[[Client, Any], Awaitable[None]],
     person: tuple[str, bool],
     spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
     metrics: Callable[[], bytes] | None = None,
 ) -> ASGIApp:
-    """The page's application; ``spawn(coro, name)`` runs a tab's reader and writer as the
-    actor's tasks (cancelled when the actor stops)."""
+    """The page's application; ``commands(client, message)`` takes what a tab sends (chat, the
+    runtime panel); ``spawn(coro, name)`` runs a tab's reader and writer as the actor's tasks
+    (cancelled when the actor stops)."""
 
     async def page(request: Request) -> Any:
         given = request.query_params.get("token")
@@ -158,7 +158,7 @@ def build_app(
         client = joined
         tasks: list[asyncio.Task[Any]] = []
         try:
-            tasks.append(spawn(_read(websocket, client, hub, chat), f"tab-{client.id}-read"))
+            tasks.append(spawn(_read(websocket, client, hub, commands), f"tab-{client.id}-read"))
             tasks.append(spawn(_write(websocket, client), f"tab-{client.id}-write"))
             client.on_drop = tasks[1].cancel
             hub.send(client, {"t": "hello", "person": person[0], "owner": person[1]})
@@ -182,7 +182,12 @@ def build_app(
     return Guard(Starlette(routes=routes), token=token, cookie=cookie, allowed=allowed, url=url)
 
 
-async def _read(websocket: WebSocket, client: Client, hub: Hub, chat: WebChat) -> None:
+async def _read(
+    websocket: WebSocket,
+    client: Client,
+    hub: Hub,
+    commands: Callable[[Client, Any], Awaitable[None]],
+) -> None:
     try:
         while True:
             frame = await websocket.receive()
@@ -197,7 +202,7 @@ async def _read(websocket: WebSocket, client: Client, hub: Hub, chat: WebChat) -
             except ValueError:
                 hub.send(client, {"t": "error", "text": "that was not JSON"})
                 continue
-            await chat.command(client, message)
+            await commands(client, message)
     except (WebSocketDisconnect, RuntimeError):
         return  # the tab closed (RuntimeError: a receive after the close)
 

@@ -35,6 +35,7 @@ class Client:
     queue: asyncio.Queue[str]  # JSON texts, encoded once for every tab they go to
     id: int = field(default_factory=lambda: next(_ids))
     watching: set[str] = field(default_factory=set)  # channels whose replies it shows
+    panels: set[str] = field(default_factory=set)  # other views it shows live ("runtime")
     dropped: str = ""  # why it was dropped from the stream ("" while it is in it)
     on_drop: Callable[[], object] | None = None  # cancels its writer after the grace period
 

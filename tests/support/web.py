@@ -5,12 +5,15 @@
 * :func:`chromium`: Debian's chromium driven by Playwright (scripts/test installs both).
 * :func:`artifact`: where a screenshot goes for a person to look at (``test-artifacts/web``).
 * :class:`Published`: the events the page's plain classes publish, in-process (no bus).
+* :func:`journaled`: the durable events of some families in a running Hex's journal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 
 from hexbus import notes
+from hexbus.bus import BusClient
 from hexbus.codec import Envelope
 from schemas import Event
 from tests.support.harness import REPO, Hex, actor_toml, poll_for
@@ -25,9 +29,9 @@ from tests.support.harness import REPO, Hex, actor_toml, poll_for
 ARTIFACTS = REPO / "test-artifacts" / "web"
 
 
-def web_toml(**config: Any) -> str:
+def web_toml(name: str = "web", **config: Any) -> str:
     return actor_toml(
-        "web",
+        name,
         "actors.web.actor:WebActor",
         heartbeat_timeout_s=10.0,
         config={"port": 0, **config},
@@ -82,3 +86,31 @@ class Published:
             source="web",
             body=event,  # type: ignore[arg-type]
         )
+
+
+async def _journaled(hx: Hex, prefixes: list[str]) -> list[Any]:
+    client = BusClient(hx.endpoints, "journal-reader")
+    client.start()
+    feed = client.durable(prefixes, after=0, wait_ms=0)
+    found = []
+
+    async def read() -> None:
+        async for envelope, _ in feed:
+            if envelope is None:
+                if feed.after >= feed.head:
+                    return  # caught up with the head
+            else:
+                found.append(envelope.body)
+
+    try:
+        await asyncio.wait_for(read(), 20)
+    finally:
+        await client.close()
+    return found
+
+
+def journaled(hx: Hex, prefixes: list[str]) -> list[Any]:
+    """The bodies of every durable event under ``prefixes`` journaled so far, in order (run in a
+    thread of its own: Playwright's sync API keeps an event loop in the test's)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _journaled(hx, prefixes)).result(30)

@@ -14,6 +14,8 @@ const hex = {
   replies: new Map(),   // message event id -> { bubble, pieces }
   inflight: new Set(),  // message ids whose final reply has not come
   retry: 500,
+  controlled: [],       // answers to the runtime panel's restart and kill switch
+  runtimeShown: false,
   // What the page measured (performance.now()): bench/web.py and the tests read it.
   stats: { acks: 0, chunks: 0, replies: 0, sentAt: new Map(), firstChunkAt: new Map() },
 };
@@ -114,6 +116,7 @@ const handlers = {
     hex.person = m.person;
     hex.retry = 500;
     send({ t: "watch", conversation: hex.conversation });
+    if (hex.runtimeShown) send({ t: "runtime" });
   },
   watching() {},
   sent(m) {
@@ -169,6 +172,11 @@ const handlers = {
       if (m.status === "failed") b.classList.add("failed");
     }
   },
+  actors(m) { showActors(m.rows); },
+  controlled(m) {
+    $("runtime-note").textContent = m.text;
+    hex.controlled.push(m);
+  },
   notice(m) { system(m.text); },
   error(m) {
     system(m.text, true);
@@ -218,6 +226,60 @@ $("new-conversation").addEventListener("click", () => {
   let n = hex.conversations.length + 1;
   while (hex.conversations.includes(`chat-${n}`)) n += 1;
   switchTo(`chat-${n}`);
+});
+
+function size(bytes) { return bytes ? `${Math.round(bytes / 1048576)}M` : "-"; }
+function age(s) {
+  if (!s) return "-";
+  const m = Math.floor(s / 60), h = Math.floor(m / 60);
+  return h ? `${h}h${String(m % 60).padStart(2, "0")}m` : m ? `${m}m${String(Math.floor(s % 60)).padStart(2, "0")}s` : `${Math.floor(s)}s`;
+}
+
+function showActors(rows) {
+  const body = $("actors");
+  body.replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.actor = r.actor;
+    tr.dataset.state = r.state;
+    tr.dataset.pid = String(r.pid || "");
+    if (r.state !== "live") tr.className = "down";
+    const cells = [r.actor, r.state, r.pid || "-", age(r.uptime_s), r.restarts, size(r.rss_bytes),
+      r.cpu_s ? r.cpu_s.toFixed(1) : "-", r.heartbeat_s === null ? "-" : `${r.heartbeat_s}s`,
+      r.events_in, r.events_out, r.dropped, r.reason || r.detail];
+    for (const [i, value] of cells.entries()) {
+      const td = document.createElement("td");
+      td.textContent = String(value);
+      if (i === cells.length - 1) td.className = "detail";
+      tr.append(td);
+    }
+    const td = document.createElement("td");
+    if (r.actor !== "broker") {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = "Restart";
+      b.className = "restart";
+      b.addEventListener("click", () => {
+        if (confirm(`Restart ${r.actor}? Its state survives; what it was doing starts again.`)) {
+          send({ t: "control", action: "restart", actor: r.actor });
+        }
+      });
+      td.append(b);
+    }
+    tr.append(td);
+    return tr;
+  }));
+}
+
+$("show-runtime").addEventListener("click", () => {
+  hex.runtimeShown = !hex.runtimeShown;
+  $("runtime").hidden = !hex.runtimeShown;
+  $("show-runtime").setAttribute("aria-pressed", String(hex.runtimeShown));
+  if (hex.runtimeShown) send({ t: "runtime" });
+});
+$("killswitch").addEventListener("click", () => {
+  if (confirm("Kill switch: stop every actor but the broker and this page, until restarted by hand?")) {
+    send({ t: "control", action: "killswitch" });
+  }
 });
 
 hex.say = say;

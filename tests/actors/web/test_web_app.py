@@ -41,7 +41,7 @@ def page() -> Iterator[tuple[TestClient, Hub, Published]]:
         url=f"{BASE}/",
         secure=False,
         hub=hub,
-        chat=WebChat(config, hub, published, markdown_renderer()),
+        commands=WebChat(config, hub, published, markdown_renderer()).command,
         person=("owner", True),
         spawn=spawn,
     )

@@ -1,0 +1,116 @@
+"""The page's runtime panel: the actors' table, live, and the owner's restart and kill switch.
+
+A tab sends ``{"t": "runtime"}`` to get the table now and whenever the supervisor's is read (as
+``{"t": "actors", "rows": [...]}``), and ``{"t": "control", "action": "restart", "actor": NAME}``
+or ``{"t": "control", "action": "killswitch"}``. Control is for owners only; every request,
+refused or done, is journaled as a durable ``sys.audit`` event naming the person, so the
+journal says who restarted what. The kill switch from the page keeps the broker and the page
+itself (as Discord's keeps its responder): the owner sees what stopped and can restart it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from actors.web.hub import Client, Hub
+from actors.web.metrics import Gatherer
+from hexbus.codec import Envelope
+from hexbus.control import ControlReply, ControlRequest
+from schemas import ControlTaken, Event
+
+__all__ = ["RuntimePanel"]
+
+
+class RuntimePanel:
+    def __init__(
+        self,
+        hub: Hub,
+        gatherer: Gatherer,
+        publish: Callable[[Event], Awaitable[Envelope]],
+        control: Callable[[ControlRequest], Awaitable[ControlReply]],
+        *,
+        me: str,
+    ) -> None:
+        self.hub, self.gatherer, self.publish, self.control = hub, gatherer, publish, control
+        self.me = me  # this actor's name: kept running by the page's kill switch
+
+    def rows(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        rows = []
+        for name in sorted(set(self.gatherer.status) | set(self.gatherer.beats)):
+            status = self.gatherer.status.get(name, {})
+            at, beat = self.gatherer.beats.get(name, (None, None))
+            if beat is not None and status and beat.pid != status.get("pid"):
+                at, beat = None, None  # the last words of a process that is gone
+            rows.append(
+                {
+                    "actor": name,
+                    "state": status.get("state", "?"),
+                    "pid": status.get("pid") or (beat.pid if beat else 0),
+                    "uptime_s": status.get("uptime_s", 0.0),
+                    "restarts": status.get("restarts", 0),
+                    "rss_bytes": beat.rss_bytes if beat else status.get("rss_bytes", 0),
+                    "cpu_s": beat.cpu_seconds if beat else 0.0,
+                    "heartbeat_s": round(now - at, 1) if at is not None else None,
+                    "events_in": beat.events_in if beat else status.get("events_in", 0),
+                    "events_out": beat.events_out if beat else status.get("events_out", 0),
+                    "dropped": beat.dropped if beat else status.get("dropped", 0),
+                    "detail": status.get("detail", "") or (beat.detail if beat else ""),
+                    "reason": status.get("reason", ""),
+                }
+            )
+        return rows
+
+    def tick(self) -> None:
+        """Send the table to every tab showing the panel."""
+        watching = [c for c in list(self.hub.clients) if "runtime" in c.panels]
+        if watching:
+            table = {"t": "actors", "rows": self.rows()}
+            for client in watching:
+                self.hub.send(client, table)
+
+    async def command(self, client: Client, message: dict[str, Any]) -> None:
+        if message.get("t") == "runtime":
+            client.panels.add("runtime")
+            self.hub.send(client, {"t": "actors", "rows": self.rows()})
+            return
+        action, target = message.get("action"), message.get("actor", "")
+        if action not in ("restart", "killswitch") or not isinstance(target, str):
+            self.hub.send(client, {"t": "error", "text": "control is restart ACTOR or killswitch"})
+            return
+        if action == "restart" and target not in self.gatherer.status:
+            self.hub.send(client, {"t": "error", "text": f"no actor named {target!r}"})
+            return
+        if not client.owner:
+            why = f"only an owner may {action} (this page's person is not one: owner = false)"
+            await self._record(client, action, target, ok=False, message=why)
+            self.hub.send(client, {"t": "controlled", "ok": False, "text": why})
+            return
+        if action == "restart":
+            request = ControlRequest(cmd="restart", name=target)
+        else:
+            request = ControlRequest(
+                cmd="killswitch", name=f"the page, by {client.person_id}", keep=(self.me,)
+            )
+            target = self.me
+        reply = await self.control(request)
+        said = reply.message or reply.error
+        await self._record(client, action, target, ok=reply.ok, message=said)
+        self.hub.send(client, {"t": "controlled", "ok": reply.ok, "text": said})
+        self.tick()
+
+    async def _record(
+        self, client: Client, action: Any, target: str, *, ok: bool, message: str
+    ) -> None:
+        await self.publish(
+            ControlTaken(
+                action=action,
+                target=target,
+                by=client.person_id,
+                via=self.me,
+                ok=ok,
+                message=message[:500],
+            )
+        )

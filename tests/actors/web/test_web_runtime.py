@@ -1,0 +1,73 @@
+"""The runtime panel in a real browser against a real Hex: the actors' table live, an owner's
+restart and kill switch (each confirmed, each journaled with who did it), a non-owner refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from schemas import ControlTaken
+from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
+from tests.support.web import artifact, chromium, journaled, page_of, web_toml
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]
+
+
+def open_runtime(browser: Any, hx: Hex, actor: str) -> Any:
+    page = browser.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the confirmations: yes
+    page.goto(page_of(hx, actor)["open"])
+    page.wait_for_selector("#connection.up")
+    page.click("#show-runtime")
+    page.wait_for_selector('#actors tr[data-actor="echo"][data-state="live"]')
+    return page
+
+
+def audits(hx: Hex) -> list[ControlTaken]:
+    return [e for e in journaled(hx, ["sys.audit"]) if isinstance(e, ControlTaken)]
+
+
+def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_cannot(
+    hex_factory: HexFactory,
+) -> None:
+    config = (
+        FAST_BUS
+        + actor_toml("echo", "actors.diag.actor:EchoActor")
+        + actor_toml("counter", "actors.diag.actor:CounterActor")
+        + web_toml()
+        + web_toml("guest", person_id="guest", owner=False)
+    )
+    hx = hex_factory(config).start()
+    with chromium() as browser:
+        guest = open_runtime(browser, hx, "guest")
+        echo_pid = hx.pid("echo")
+        guest.click('#actors tr[data-actor="echo"] button.restart')
+        poll_for(lambda: guest.evaluate("hex.controlled.length"), 10, what="the guest's answer")
+        assert not guest.evaluate("hex.controlled[0].ok")
+        assert "only an owner" in guest.inner_text("#runtime-note")
+        assert hx.pid("echo") == echo_pid
+
+        owner = open_runtime(browser, hx, "web")
+        rows = owner.eval_on_selector_all("#actors tr", "rs => rs.map(r => r.dataset.actor)")
+        assert {"broker", "echo", "counter", "web", "guest"} <= set(rows), rows
+        owner.screenshot(path=artifact("runtime.png"), full_page=True)
+        owner.click('#actors tr[data-actor="echo"] button.restart')
+        new_pid = hx.wait_restarted("echo", echo_pid)
+        owner.wait_for_selector(
+            f'#actors tr[data-actor="echo"][data-pid="{new_pid}"]', timeout=15_000
+        )
+
+        owner.click("#killswitch")
+        hx.wait_state({"echo": "stopped", "counter": "stopped", "web": "live"}, timeout=30)
+        owner.wait_for_selector(
+            '#actors tr[data-actor="counter"][data-state="stopped"]', timeout=15_000
+        )
+        owner.screenshot(path=artifact("runtime-killswitch.png"), full_page=True)
+
+    taken = audits(hx)
+    assert [(a.action, a.target, a.by, a.via, a.ok) for a in taken] == [
+        ("restart", "echo", "guest", "guest", False),
+        ("restart", "echo", "owner", "web", True),
+        ("killswitch", "web", "owner", "web", True),
+    ], taken
