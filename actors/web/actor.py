@@ -49,6 +49,7 @@ class WebActor(Actor[WebConfig, NoState]):
     chat: WebChat
     gatherer: Any  # actors.web.metrics.Gatherer (prometheus_client is imported in setup)
     runtime: Any  # actors.web.runtime.RuntimePanel
+    tail: Any  # actors.web.tail.BusTail
     pages: PageFile | None = None
 
     async def setup(self) -> None:
@@ -59,6 +60,7 @@ class WebActor(Actor[WebConfig, NoState]):
             from actors.web.app import build_app
             from actors.web.metrics import Gatherer
             from actors.web.runtime import RuntimePanel
+            from actors.web.tail import BusTail
 
             render = markdown_renderer()
         except ImportError as exc:
@@ -79,6 +81,9 @@ class WebActor(Actor[WebConfig, NoState]):
         self.gatherer = Gatherer()
         self.runtime = RuntimePanel(
             self.hub, self.gatherer, self._publish, self._control, me=self.name
+        )
+        self.tail = BusTail(
+            self.hub, self.bus.endpoints, lambda coro, name: self.spawn(coro, name=name)
         )
         app = build_app(
             token=token,
@@ -158,6 +163,8 @@ class WebActor(Actor[WebConfig, NoState]):
         """What a tab sent: the runtime panel's requests, else chat."""
         if isinstance(message, dict) and message.get("t") in RUNTIME_TYPES:
             await self.runtime.command(client, message)
+        elif isinstance(message, dict) and message.get("t") == "tail":
+            self.tail.command(client, message)
         else:
             await self.chat.command(client, message)
 

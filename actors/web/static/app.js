@@ -15,6 +15,7 @@ const hex = {
   inflight: new Set(),  // message ids whose final reply has not come
   retry: 500,
   controlled: [],       // answers to the runtime panel's restart and kill switch
+  tail: { on: false, paused: false, prefixes: [], kept: [], lines: 0, skipped: 0 },
   runtimeShown: false,
   // What the page measured (performance.now()): bench/web.py and the tests read it.
   stats: { acks: 0, chunks: 0, replies: 0, sentAt: new Map(), firstChunkAt: new Map() },
@@ -117,6 +118,7 @@ const handlers = {
     hex.retry = 500;
     send({ t: "watch", conversation: hex.conversation });
     if (hex.runtimeShown) send({ t: "runtime" });
+    if (hex.tail.on) send({ t: "tail", prefixes: hex.tail.prefixes });
   },
   watching() {},
   sent(m) {
@@ -173,6 +175,15 @@ const handlers = {
     }
   },
   actors(m) { showActors(m.rows); },
+  tailing() {},
+  tail(m) {
+    hex.tail.lines += m.lines.length;
+    hex.tail.skipped += m.skipped;
+    const lines = m.skipped ? [...m.lines, `… ${m.skipped} more not shown`] : m.lines;
+    hex.tail.kept.push(...lines);
+    if (hex.tail.kept.length > 1000) hex.tail.kept.splice(0, hex.tail.kept.length - 1000);
+    if (!hex.tail.paused) drawTail();
+  },
   controlled(m) {
     $("runtime-note").textContent = m.text;
     hex.controlled.push(m);
@@ -280,6 +291,31 @@ $("killswitch").addEventListener("click", () => {
   if (confirm("Kill switch: stop every actor but the broker and this page, until restarted by hand?")) {
     send({ t: "control", action: "killswitch" });
   }
+});
+
+function drawTail() {
+  const pre = $("tail");
+  pre.textContent = hex.tail.kept.join("\n");
+  pre.scrollTop = pre.scrollHeight;
+}
+
+function startTail() {
+  hex.tail.prefixes = $("tail-prefixes").value.split(/[\s,]+/).filter(Boolean);
+  hex.tail.on = true;
+  $("tail").hidden = false;
+  send({ t: "tail", prefixes: hex.tail.prefixes });
+}
+
+$("tail-form").addEventListener("submit", (e) => { e.preventDefault(); startTail(); });
+$("tail-pause").addEventListener("click", () => {
+  hex.tail.paused = !hex.tail.paused;
+  $("tail-pause").setAttribute("aria-pressed", String(hex.tail.paused));
+  $("tail-pause").textContent = hex.tail.paused ? "Resume" : "Pause";
+  if (!hex.tail.paused) drawTail();
+});
+$("tail-stop").addEventListener("click", () => {
+  hex.tail.on = false;
+  send({ t: "tail", off: true });
 });
 
 hex.say = say;

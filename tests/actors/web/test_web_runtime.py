@@ -51,6 +51,17 @@ def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_canno
         owner = open_runtime(browser, hx, "web")
         rows = owner.eval_on_selector_all("#actors tr", "rs => rs.map(r => r.dataset.actor)")
         assert {"broker", "echo", "counter", "web", "guest"} <= set(rows), rows
+        # The bus tail, filtered: lifecycle lines only, paused and resumed.
+        owner.fill("#tail-prefixes", "sys.actor")
+        owner.click("#tail-start")
+        owner.click("#tail-pause")
+        hx.cli("restart", "counter", "--wait", "10")
+        poll_for(lambda: owner.evaluate("hex.tail.lines") > 0, 10, what="tail lines")
+        assert "sys.actor.counter" not in owner.inner_text("#tail")  # paused: kept, not drawn
+        owner.click("#tail-pause")
+        tail = owner.inner_text("#tail")
+        assert "sys.actor.counter.exit" in tail and "sys.actor.counter.spawn" in tail, tail
+        assert "sys.heartbeat" not in tail  # not in the filter
         owner.screenshot(path=artifact("runtime.png"), full_page=True)
         owner.click('#actors tr[data-actor="echo"] button.restart')
         new_pid = hx.wait_restarted("echo", echo_pid)
