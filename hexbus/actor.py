@@ -235,6 +235,12 @@ class Actor(Generic[C, S]):
         The responder calls :meth:`respond`. Raises :class:`RequestTimeout`
         after ``timeout`` seconds.
         """
+        return (await self.request_blob(event, expect, key=key, timeout=timeout))[0]
+
+    async def request_blob(
+        self, event: Event, expect: type[E], *, key: str = "", timeout: float = 2.0
+    ) -> tuple[E, bytes | None]:
+        """:meth:`request`, with the blob the answer carries (an export's lines)."""
         topic = f"{tag_of(expect)}.{self.name}"
         if topic not in self._reply_subs:
             self._reply_subs.add(topic)
@@ -246,7 +252,7 @@ class Actor(Generic[C, S]):
         self._pending[correlation] = future
         try:
             await self.bus.publish(event, key=key, correlation=correlation)
-            envelope, _ = await asyncio.wait_for(future, timeout)
+            envelope, blob = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise RequestTimeout(
                 f"no {tag_of(expect)} answered {tag_of(type(event))} within {timeout:g}s"
@@ -257,7 +263,7 @@ class Actor(Generic[C, S]):
             raise RequestTimeout(
                 f"expected {tag_of(expect)}, got {envelope.body.__struct_config__.tag}"
             )
-        return envelope.body
+        return envelope.body, (bytes(blob) if blob is not None else None)
 
     async def respond(self, event: Event, *, blob: bytes | None = None) -> Envelope:
         """Answer the request being handled; it reaches only the requester."""

@@ -10,7 +10,20 @@ from __future__ import annotations
 from typing import Final
 
 from schemas.base import Event
-from schemas.brain import BrainTask, BrainTaskResult, PersonaChanged, PersonaRollback, QuietMode
+from schemas.brain import (
+    BrainTask,
+    BrainTaskResult,
+    PersonaAudit,
+    PersonaAudited,
+    PersonaAuditProgress,
+    PersonaChanged,
+    PersonaEdit,
+    PersonaGet,
+    PersonaRollback,
+    PersonaState,
+    PersonaVersion,
+    QuietMode,
+)
 from schemas.chat import (
     Attachment,
     BargeIn,
@@ -27,7 +40,9 @@ from schemas.chat import (
 )
 from schemas.delivery import DELIVERY, PRIVILEGED, Delivery, delivery_of, privileged
 from schemas.memory import (
+    DOCUMENT_SUFFIXES,
     Contradiction,
+    ConversationInfo,
     ImportedTurn,
     MemoryAdd,
     MemoryChanged,
@@ -37,8 +52,11 @@ from schemas.memory import (
     MemoryExport,
     MemoryExported,
     MemoryForget,
+    MemoryHistory,
+    MemoryHistoryResult,
     MemoryHit,
     MemoryImport,
+    MemoryImportFile,
     MemoryProgress,
     MemoryQuery,
     MemoryResult,
@@ -106,10 +124,17 @@ AnyEvent = (
     | Notice
     | PersonaRollback
     | PersonaChanged
+    | PersonaEdit
+    | PersonaGet
+    | PersonaState
+    | PersonaAudit
+    | PersonaAuditProgress
+    | PersonaAudited
     | QuietMode
     | BrainTask
     | BrainTaskResult
     | MemoryImport
+    | MemoryImportFile
     | MemoryDocument
     | MemoryQuery
     | MemoryResult
@@ -121,6 +146,8 @@ AnyEvent = (
     | MemoryProgress
     | MemoryReview
     | MemoryReviewed
+    | MemoryHistory
+    | MemoryHistoryResult
     | MemoryExport
     | MemoryExported
     | Observation
@@ -157,6 +184,7 @@ def type_for_topic(topic: str) -> type[Event] | None:
 __all__ = [
     "CONTROL_TAGS",
     "DELIVERY",
+    "DOCUMENT_SUFFIXES",
     "EVENT_TYPES",
     "PRIVILEGED",
     "TAGS",
@@ -173,6 +201,7 @@ __all__ = [
     "ChatMessage",
     "Contradiction",
     "ControlTaken",
+    "ConversationInfo",
     "DeadLetter",
     "DeadLetterCause",
     "Delivery",
@@ -189,8 +218,11 @@ __all__ = [
     "MemoryExport",
     "MemoryExported",
     "MemoryForget",
+    "MemoryHistory",
+    "MemoryHistoryResult",
     "MemoryHit",
     "MemoryImport",
+    "MemoryImportFile",
     "MemoryProgress",
     "MemoryQuery",
     "MemoryResult",
@@ -201,8 +233,15 @@ __all__ = [
     "Observation",
     "PathCheck",
     "PersonProfile",
+    "PersonaAudit",
+    "PersonaAuditProgress",
+    "PersonaAudited",
     "PersonaChanged",
+    "PersonaEdit",
+    "PersonaGet",
     "PersonaRollback",
+    "PersonaState",
+    "PersonaVersion",
     "Ping",
     "Pong",
     "ProbeDurable",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
+
 from schemas.base import Event
 from schemas.chat import Fact
 
@@ -12,14 +14,76 @@ class PersonaRollback(Event, frozen=True, kw_only=True, tag="brain.persona.rollb
     """Make an earlier persona version the active one (``hexbus persona rollback N``)."""
 
     version: int
+    by: str = ""  # who asked, where an interface knows
 
 
 class PersonaChanged(Event, frozen=True, kw_only=True, tag="brain.persona.changed"):
-    """The active persona version changed (a new document, or a rollback)."""
+    """The active persona version changed (a new document, an edit, or a rollback)."""
 
     version: int
     note: str = ""
-    error: str = ""  # set when a rollback was refused; version is then the one still active
+    error: str = (
+        ""  # set when a rollback or an edit was refused; version is then the one still active
+    )
+    line: int = 0  # the edited document's line the error is about (1-based; 0: none named)
+
+
+class PersonaEdit(Event, frozen=True, kw_only=True, tag="brain.persona.edit"):
+    """A new persona.toml text (the page's editor): checked, written and made a version, or
+    refused with the error and its line (answered by PersonaChanged, its causation this event)."""
+
+    text: str
+    note: str = ""
+    by: str = ""
+
+
+class PersonaVersion(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    created: float
+    note: str = ""
+    sha256: str = ""
+
+
+class PersonaGet(Event, frozen=True, kw_only=True, tag="brain.persona.get"):
+    """Ask for a persona version's text (0: the active one) and the list of versions; answered
+    by PersonaState."""
+
+    version: int = 0
+
+
+class PersonaState(Event, frozen=True, kw_only=True, tag="brain.persona.state"):
+    active: int = 0
+    version: int = 0  # the one whose text this is
+    text: str = ""
+    versions: tuple[PersonaVersion, ...] = ()
+    path: str = ""  # the persona.toml the brain reads
+    last_audit: str = ""  # the latest audit's summary as JSON (no replies), if one was run
+    error: str = ""
+
+
+class PersonaAudit(Event, frozen=True, kw_only=True, tag="brain.persona.audit"):
+    """Run the consistency audit (the first ``limit`` scenarios; 0: all) through the brain's own
+    backend between replies; progress as PersonaAuditProgress, the end as PersonaAudited."""
+
+    limit: int = 0
+    by: str = ""
+
+
+class PersonaAuditProgress(Event, frozen=True, kw_only=True, tag="brain.persona.audit.progress"):
+    request: str  # the audit request's event id
+    done: int
+    total: int
+
+
+class PersonaAudited(Event, frozen=True, kw_only=True, tag="brain.persona.audited"):
+    """An audit's summary (pass rates, failures), where its report is, and its drift against
+    the report before it."""
+
+    summary: str = ""  # JSON: pass rates, failures, scenarios, seconds, backends
+    drift: str = ""  # JSON: what changed since the previous report ("" for the first)
+    report: str = ""  # the saved report's file name
+    previous: str = ""  # the report it was compared with ("" for the first)
+    error: str = ""
 
 
 class QuietMode(Event, frozen=True, kw_only=True, tag="brain.quiet"):

@@ -77,6 +77,7 @@ class Reply(Event, frozen=True, kw_only=True, tag="chat.reply"):
     fallbacks: int = 0  # backends that failed before it
     merged: tuple[str, ...] = ()  # earlier pieces of the same turn this reply answers too
     merged_into: str = ""  # this piece was answered by the reply to that message
+    recalled: tuple[str, ...] = ()  # the memories (ids) that went into the reply's prompt
 
 
 class ReplySentence(Event, frozen=True, kw_only=True, tag="chat.sentence"):

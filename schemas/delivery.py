@@ -30,6 +30,10 @@ DELIVERY: dict[str, Delivery] = {
     "chat.notice": Delivery.DURABLE,
     "brain": Delivery.DURABLE,  # persona versions, quiet mode
     "brain.task": Delivery.VOLATILE,  # request/response with a deadline (summaries, contradiction checks)
+    "brain.persona.get": Delivery.VOLATILE,  # request/response: a version's text and the list
+    "brain.persona.state": Delivery.VOLATILE,
+    "brain.persona.audit": Delivery.VOLATILE,  # a long request: a lost one is an audit not run
+    "brain.persona.audited": Delivery.VOLATILE,
     "memory": Delivery.DURABLE,  # memory writes (the memory issue)
     "memory.query": Delivery.VOLATILE,  # request/response with a deadline: a loss is a timeout
     "memory.result": Delivery.VOLATILE,
@@ -37,6 +41,7 @@ DELIVERY: dict[str, Delivery] = {
     "memory.reviewed": Delivery.VOLATILE,
     "memory.export": Delivery.VOLATILE,  # request/response: the lines travel in the answer's blob
     "memory.exported": Delivery.VOLATILE,
+    "memory.history": Delivery.VOLATILE,  # request/response: a conversation's stored turns
     "memory.progress": Delivery.VOLATILE,  # how far a long request has got: a bar, never state
     "vision": Delivery.VOLATILE,  # frames and observations: only the latest matters
     "audio": Delivery.VOLATILE,  # frames in, speech out: late audio is worthless; sentences are durable

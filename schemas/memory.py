@@ -7,7 +7,7 @@ answered with a durable ``memory.changed`` whose causation is the request's even
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -31,6 +31,12 @@ class MemoryQuery(Event, frozen=True, kw_only=True, tag="memory.query"):
     # The conversation's time (unix seconds): "in May" and "two weeks ago" in the text, and
     # recency, count from it; 0 = now. An import's questions are asked in its past.
     at: float = 0.0
+    # These memories by id, in this order, whatever their state (pending, archived); the
+    # filters above still apply. What the page's "why Hex remembered this" shows.
+    ids: tuple[str, ...] = ()
+    # The newest ``k`` memories the filters allow, unranked (``text`` may be empty): a browser of
+    # what is remembered rather than a search.
+    browse: bool = False
 
 
 class MemoryHit(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +55,12 @@ class MemoryHit(msgspec.Struct, frozen=True, kw_only=True):
     document: str = ""
     created: float = 0.0
     hedge: bool = False  # low confidence: say "I think you mentioned…"
+    importance: float = 0.5
+    archived: bool = False
+    pending: bool = False  # a suggestion waiting for a person's approval
+    # How a search scored it, each 0..1 (semantic, keyword, recency, importance, confidence,
+    # fused) and 1.0 for the bonuses it got (person, when, exact); empty when not ranked.
+    parts: dict[str, float] = {}
 
 
 class PersonProfile(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,6 +139,21 @@ class MemoryImport(Event, frozen=True, kw_only=True, tag="memory.import"):
     by: str = ""
 
 
+class MemoryImportFile(Event, frozen=True, kw_only=True, tag="memory.import.file"):
+    """A history file's lines to parse and import (the page's import); the blob is JSON Lines
+    cut at line ends, and line numbers in the report count from ``first_line``. A bad line is
+    reported by number and skipped, as ``hexbus memory import`` does."""
+
+    name: str
+    first_line: int = 1
+    assistants: tuple[str, ...] = ("Hex",)
+    by: str = ""
+
+
+# The document types the memory actor reads (actors/memory/documents.py).
+DOCUMENT_SUFFIXES: Final = (".pdf", ".xlsx", ".txt", ".md", ".json", ".csv")
+
+
 class MemoryDocument(Event, frozen=True, kw_only=True, tag="memory.document"):
     """An uploaded document; its bytes are the blob. Stored as chunks, all or nothing."""
 
@@ -201,6 +228,32 @@ class MemoryReviewed(Event, frozen=True, kw_only=True, tag="memory.reviewed"):
     contradictions: tuple[Contradiction, ...] = ()
     archived: tuple[MemoryHit, ...] = ()  # archived most recently, newest first
     archived_total: int = 0  # archived in all (still found by a search that asks for them)
+
+
+class MemoryHistory(Event, frozen=True, kw_only=True, tag="memory.history"):
+    """Ask for a conversation's stored turns (the newest ``limit`` before ``before``, oldest
+    first), or with ``prefix`` for the conversations whose id starts with it, latest first.
+    Answered by MemoryHistoryResult. A conversation's id is ``platform:channel``."""
+
+    conversation: str = ""
+    prefix: str = ""
+    before: float = 0.0  # unix seconds; 0 = up to now
+    limit: int = 50
+
+
+class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
+    conversation: str
+    turns: int
+    first_at: float
+    last_at: float
+    preview: str = ""  # the start of its first turn
+
+
+class MemoryHistoryResult(Event, frozen=True, kw_only=True, tag="memory.history.result"):
+    turns: tuple[ImportedTurn, ...] = ()
+    more: bool = False  # older turns exist before the first one given
+    conversations: tuple[ConversationInfo, ...] = ()
+    error: str = ""
 
 
 class MemoryExport(Event, frozen=True, kw_only=True, tag="memory.export"):

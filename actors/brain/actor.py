@@ -34,9 +34,10 @@ from actors.brain.config import (
     context_problem,
     make_backend,
 )
+from actors.brain.desk import PersonaDesk
 from actors.brain.ledger import Ledger, conversation_of, one_message, refusal
 from actors.brain.persona import Persona, PersonaError
-from actors.brain.prompt import compose
+from actors.brain.prompt import compose, recall
 from actors.brain.reply import ReplyOutcome, ReplyRun, ReplyStatus
 from actors.brain.rules import wants_quiet
 from actors.brain.serving import HANG_LIMIT, ServingRecord
@@ -54,7 +55,10 @@ from schemas import (
     MemoryQuery,
     MemoryResult,
     Observation,
+    PersonaAudit,
     PersonaChanged,
+    PersonaEdit,
+    PersonaGet,
     PersonaRollback,
     QuietMode,
     Reply,
@@ -91,17 +95,14 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.ledger = Ledger(self.state)
         self.persona_path = (self.config_dir / self.config.persona).resolve()
         self.store = PersonaStore(self.data_dir / "persona")
-        previous = self.state.persona_version
+        self.desk = PersonaDesk(self.store, self.persona_path, self.data_dir / "audits")
         try:
-            self.state.persona_version = await self.offload(self.store.sync, self.persona_path)
-            self.persona: Persona = self.store.get(self.state.persona_version)[0]
+            loaded, self.persona = await self.offload(self.desk.load, self.state.persona_version)
         except PersonaError as exc:
             raise ActorUnusable(str(exc)) from None
-        if self.state.persona_version != previous:
-            await self.publish(
-                PersonaChanged(version=self.state.persona_version, note="persona.toml loaded")
-            )
-        self.persona_mtime = self.persona_path.stat().st_mtime_ns
+        self.state.persona_version = loaded.version
+        if loaded.note:  # a version this brain had not used before
+            await self.publish(loaded)
         if problem := context_problem(self.config):
             raise ActorUnusable(problem)
         self.backend = FallbackChain(self.backends(), cooldown_s=self.config.fallback_cooldown_s)
@@ -135,12 +136,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         """Pick up edits to persona.toml: each valid change becomes a new version, live."""
         while True:
             await asyncio.sleep(self.config.persona_check_s)
-            try:
-                mtime = self.persona_path.stat().st_mtime_ns
-            except OSError:
-                continue
-            if mtime != self.persona_mtime:
-                self.persona_mtime = mtime
+            if self.desk.changed_on_disk():
                 await self.on_reload()
 
     async def teardown(self) -> None:
@@ -199,17 +195,37 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     @on(PersonaRollback)
     async def on_rollback(self, event: PersonaRollback) -> None:
         # A second run after a failure is harmless: rolling back to the active text records nothing.
-        try:
-            self.persona = await self.offload(self.store.rollback, event.version)
-        except PersonaError as exc:
-            await self.publish(PersonaChanged(version=self.state.persona_version, error=str(exc)))
-            return
-        self.state.persona_version = self.store.active
-        self.persona_mtime = self.persona_path.stat().st_mtime_ns
-        log.info("brain.persona_rollback", to=event.version, active=self.state.persona_version)
-        await self.publish(
-            PersonaChanged(version=self.state.persona_version, note=f"rollback to {event.version}")
+        await self.publish(self.use(*await self.offload(self.desk.rollback, event.version)))
+
+    @on(PersonaEdit)
+    async def on_persona_edit(self, event: PersonaEdit) -> None:
+        edit = await self.offload(self.desk.edit, event.text, event.note, event.by)
+        await self.publish(self.use(*edit))
+
+    @on(PersonaGet)
+    async def on_persona_get(self, event: PersonaGet) -> None:
+        await self.respond(await self.offload(self.desk.state, event.version))
+
+    @on(PersonaAudit)
+    async def on_persona_audit(self, event: PersonaAudit) -> None:
+        request = self.envelope
+        assert request is not None
+
+        async def between() -> None:  # people's replies first
+            while self.workers.busy:
+                await asyncio.sleep(0.05)
+
+        audit = self.desk.audit(
+            self.backend, self.persona, self.config, event, request, self.bus, between, self.offload
         )
+        self.spawn(audit, name="persona-audit")
+
+    def use(self, report: PersonaChanged, persona: Persona | None) -> PersonaChanged:
+        """Make a persona the desk recorded the active one; the report to publish."""
+        if persona is not None:
+            self.persona, self.state.persona_version = persona, report.version
+            log.info("brain.persona_changed", version=report.version, note=report.note)
+        return report
 
     @on(QuietMode)
     async def on_quiet(self, event: QuietMode) -> None:
@@ -240,17 +256,9 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     async def on_reload(self) -> None:
         """``sys.control.reload``, or persona.toml changed on disk: record and use the new version."""
-        try:
-            version = await self.offload(self.store.sync, self.persona_path)
-        except PersonaError as exc:
-            log.error(
-                "brain.persona_invalid", error=str(exc), hint="the previous version stays active"
-            )
-            return
-        if version != self.state.persona_version:
-            self.state.persona_version = version
-            self.persona = self.store.get(version)[0]
-            await self.publish(PersonaChanged(version=version, note="persona.toml changed"))
+        report, persona = await self.offload(self.desk.reload, self.state.persona_version)
+        if persona is not None:
+            await self.publish(self.use(report, persona))
 
     # -- brain.task ---------------------------------------------------------------
 
@@ -281,7 +289,13 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self, conversation: str, turn: list[PendingMessage], message: PendingMessage
     ) -> None:
         event = message.message
-        turns, max_tokens = self.prompt(conversation, event, await self.memories(event))
+        recalled, used = recall(
+            await self.memories(event),
+            {p.event_id for p in turn},
+            self.config.budgets.memories,
+            self.backend.count_tokens,
+        )
+        turns, max_tokens = self.prompt(conversation, event, recalled)
         params = Params(
             max_tokens=max_tokens, temperature=self.config.temperature, seed=self.config.seed
         )
@@ -315,6 +329,8 @@ class BrainActor(Actor[BrainConfig, BrainState]):
                 why=interruption.why,
             )
             outcome = run.cancelled(interruption.heard)
+        if used:  # what "why Hex remembered this" shows
+            outcome = msgspec.structs.replace(outcome, recalled=used)
         await self.finish(conversation, turn, message, outcome)
         if outcome.status == "complete":
             for metric in usage_metrics(message, outcome):

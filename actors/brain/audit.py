@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import msgspec
 from actors.brain.backends import BackendError, ChatTurn, Params
 from actors.brain.backends.fallback import FallbackChain
 from actors.brain.config import BrainConfig, make_backend
-from actors.brain.persona import PersonaError, load_persona
+from actors.brain.persona import Persona, PersonaError, load_persona
 from actors.brain.prompt import build, system_prompt
 from actors.brain.rules import is_crisis, may_deny, moment_of, new_relationship, wants_quiet
 from actors.brain.scenarios import (
@@ -61,64 +62,97 @@ def brain_config(config_path: Path) -> tuple[BrainConfig, Path]:
 async def _audit(config: BrainConfig, config_dir: Path, limit: int) -> dict[str, Any]:
     try:
         persona = load_persona((config_dir / config.persona).resolve())
-        scenarios = load_scenarios()
     except PersonaError as exc:
         raise AuditError(str(exc)) from None
-    if limit:
-        scenarios = scenarios[:limit]
     backends = [make_backend(spec) for spec in config.backends]
     chain = FallbackChain(backends, cooldown_s=config.fallback_cooldown_s)
     try:
         await chain.start()
     except BackendError as exc:
         raise AuditError(f"no backend could start: {exc}") from None
+    try:
+        return await audit_persona(chain, persona, config, limit=limit)
+    finally:
+        await chain.close()
+
+
+async def audit_persona(
+    chain: FallbackChain,
+    persona: Persona,
+    config: BrainConfig,
+    *,
+    limit: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    between: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """The scenario set (its first ``limit``; 0: all) through a started backend chain, each
+    answered as a stranger would be; the report. ``between`` is awaited before each scenario
+    (the brain lets people's replies go first), ``progress(done, total)`` called after each."""
+    try:
+        scenarios = load_scenarios()
+    except PersonaError as exc:
+        raise AuditError(str(exc)) from None
+    if limit:
+        scenarios = scenarios[:limit]
     rng = random.Random(0)
     results = []
     t0 = time.monotonic()
-    try:
-        for scenario in scenarios:
-            rel = new_relationship("audit", persona)
-            deny = may_deny(rel, scenario.prompt, persona, rng)
-            persona_text = system_prompt(
-                persona,
-                rel,
-                deny_now=deny,
-                care_owed=False,
-                crisis=is_crisis(scenario.prompt, persona),
-                quiet=wants_quiet(scenario.prompt, persona),
-                moment=moment_of(scenario.prompt, persona),
-            )
-            turns, max_tokens = build(
-                persona=persona_text,
-                profile="",
-                memories=[],
-                observation="",
-                summary="",
-                turns=[],
-                message=scenario.prompt,
-                speaker="someone",
-                budgets=config.budgets,
-                count=chain.count_tokens,
-            )
-            reply = await _generate(
-                chain,
-                turns,
-                Params(
-                    max_tokens=max_tokens,
-                    temperature=config.temperature,
-                    seed=0 if config.seed is None else config.seed,
-                ),
-            )
-            results.append(audit_reply(scenario, reply, persona))
-    finally:
-        await chain.close()
+    served_before = {name: t.requests for name, t in chain.usage_by_backend.items()}
+    for scenario in scenarios:
+        if between is not None:
+            await between()
+        rel = new_relationship("audit", persona)
+        deny = may_deny(rel, scenario.prompt, persona, rng)
+        persona_text = system_prompt(
+            persona,
+            rel,
+            deny_now=deny,
+            care_owed=False,
+            crisis=is_crisis(scenario.prompt, persona),
+            quiet=wants_quiet(scenario.prompt, persona),
+            moment=moment_of(scenario.prompt, persona),
+        )
+        turns, max_tokens = build(
+            persona=persona_text,
+            profile="",
+            memories=[],
+            observation="",
+            summary="",
+            turns=[],
+            message=scenario.prompt,
+            speaker="someone",
+            budgets=config.budgets,
+            count=chain.count_tokens,
+        )
+        reply = await _generate(
+            chain,
+            turns,
+            Params(
+                max_tokens=max_tokens,
+                temperature=config.temperature,
+                seed=0 if config.seed is None else config.seed,
+            ),
+        )
+        results.append(audit_reply(scenario, reply, persona))
+        if progress is not None:
+            progress(len(results), len(scenarios))
     report = audit_summary(results)
     report["persona"] = persona.name
-    report["served_by"] = {name: totals.requests for name, totals in chain.usage_by_backend.items()}
-    report["backends"] = [b.name for b in backends]
+    report["served_by"] = {
+        name: totals.requests - served_before.get(name, 0)
+        for name, totals in chain.usage_by_backend.items()
+        if totals.requests > served_before.get(name, 0)
+    }
+    report["backends"] = [b.name for b in chain.backends]
     report["seconds"] = round(time.monotonic() - t0, 1)
     report["replies"] = {r.scenario: r.reply for r in results}
     return report
+
+
+def latest_report(directory: Path) -> Path | None:
+    """The newest report saved in ``directory`` (reports are named by their UTC time)."""
+    reports = sorted(directory.glob("audit-*.json")) if directory.is_dir() else []
+    return reports[-1] if reports else None
 
 
 async def _generate(chain: FallbackChain, turns: list[ChatTurn], params: Params) -> str:

@@ -261,6 +261,45 @@ def parse_persona(text: str, source: str = "persona.toml") -> Persona:
     return persona
 
 
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_.\"' -]+?)\s*=")
+
+
+def error_line(text: str, message: str) -> int:
+    """The line (1-based) of persona TOML that an error from :func:`parse_persona` is about: the
+    line TOML names, else the line that sets the key the message names (or the nearest table
+    above it); 0 when it names none."""
+    if found := re.search(r"at line (\d+)", message):
+        return int(found.group(1))
+    lines = text.splitlines()
+    if "at end of document" in message:
+        return max(1, len(lines))
+    named = re.search(r"`([^`]+)`", message)
+    if named is None:
+        return 0
+    path = [p for p in re.split(r"\.|\[(\d+)\]", named.group(1)) if p]
+    table: list[str] = []
+    arrays: dict[str, int] = {}
+    best, best_len = 0, 0
+    for number, line in enumerate(lines, start=1):
+        if header := _HEADER.match(line):
+            name = header.group(2).replace('"', "").replace("'", "")
+            if header.group(1) == "[[":
+                arrays[name] = arrays.get(name, -1) + 1
+                table = [*name.split("."), str(arrays[name])]
+            else:
+                table = name.split(".")
+            full = table
+        elif key := _KEY.match(line):
+            full = [*table, *key.group(1).replace('"', "").replace("'", "").split(".")]
+        else:
+            continue
+        full = [part.strip() for part in full]
+        if full == path[: len(full)] and len(full) > best_len:
+            best, best_len = number, len(full)
+    return best
+
+
 def load_persona(path: Path = DEFAULT_PERSONA_PATH) -> Persona:
     return parse_persona(
         _read(path, "the default persona.toml from the repository root"), str(path)

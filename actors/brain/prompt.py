@@ -29,7 +29,7 @@ from actors.brain.rules import (
     phase_of,
     wants_quiet,
 )
-from schemas import ChatMessage, MemoryHit
+from schemas import ChatMessage, MemoryHit, MemoryResult
 
 # Words in the persona part of the prompt at default settings: small models get 2048 tokens.
 PROMPT_WORD_BUDGET = 350
@@ -104,9 +104,12 @@ def _fit_persona(text: str, budget: int, count: Callable[[str], int]) -> str:
     return "\n".join(lines)
 
 
-def memory_lines(hits: Sequence[MemoryHit], budget: int, count: Callable[[str], int]) -> str:
-    """Best first; a low-confidence memory is marked so the reply can hedge."""
-    lines: list[str] = []
+def fitting_memories(
+    hits: Sequence[MemoryHit], budget: int, count: Callable[[str], int]
+) -> list[tuple[MemoryHit, str]]:
+    """The memories that fit the budget, best first, each with its prompt line; a
+    low-confidence memory is marked so the reply can hedge."""
+    kept: list[tuple[MemoryHit, str]] = []
     used = 0
     for hit in sorted(hits, key=lambda h: -h.score):
         hedge = " (not sure about this one)" if hit.hedge or hit.confidence < 0.5 else ""
@@ -114,9 +117,26 @@ def memory_lines(hits: Sequence[MemoryHit], budget: int, count: Callable[[str], 
         cost = count(line) + 1
         if used + cost > budget:
             continue  # a shorter, less relevant one may still fit
-        lines.append(line)
+        kept.append((hit, line))
         used += cost
-    return "\n".join(lines)
+    return kept
+
+
+def recall(
+    result: MemoryResult, answering: set[str], budget: int, count: Callable[[str], int]
+) -> tuple[MemoryResult, tuple[str, ...]]:
+    """Memory's answer without the lines being answered (memory keeps each line as a turn as
+    it arrives: they are the conversation, not something remembered), and the ids of the
+    memories that fit the prompt."""
+    if any(answering.intersection(h.turn_ids) for h in result.hits):
+        hits = tuple(h for h in result.hits if not answering.intersection(h.turn_ids))
+        result = msgspec.structs.replace(result, hits=hits)
+    return result, tuple(h.id for h, _ in fitting_memories(result.hits, budget, count))
+
+
+def memory_lines(hits: Sequence[MemoryHit], budget: int, count: Callable[[str], int]) -> str:
+    """The memory section's lines, best first."""
+    return "\n".join(line for _, line in fitting_memories(hits, budget, count))
 
 
 def recent_turns(

@@ -46,6 +46,7 @@ class ReplyOutcome(msgspec.Struct, frozen=True, kw_only=True):
     backend: str = ""
     usage: Usage = msgspec.field(default_factory=Usage)
     fallbacks: int = 0
+    recalled: tuple[str, ...] = ()  # the memories in the prompt
 
 
 class ReplySink(Protocol):

@@ -29,6 +29,7 @@ def final_reply(event_id: str, message: ChatMessage, outcome: ReplyOutcome) -> R
         person_id=message.person_id,
         backend=outcome.backend,
         fallbacks=outcome.fallbacks,
+        recalled=outcome.recalled,
     )
 
 

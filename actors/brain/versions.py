@@ -124,6 +124,14 @@ class PersonaStore:
             self._save(msgspec.structs.replace(self._index, source=source))
         return self._index.active
 
+    def edit(self, path: Path, text: str, note: str = "") -> int:
+        """Check ``text``, write it to ``path`` (the persona.toml the brain reads) and record it
+        as a version; the active version. An invalid text raises :class:`PersonaError` and
+        changes nothing."""
+        parse_persona(text, str(path))
+        write_atomic(path, text.encode("utf-8"))
+        return self.sync(path, note)
+
     def rollback(self, version: int) -> Persona:
         """Make ``version`` active again and write its text back to the synced persona.toml.
 

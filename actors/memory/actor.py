@@ -47,7 +47,10 @@ from schemas import (
     MemoryExport,
     MemoryExported,
     MemoryForget,
+    MemoryHistory,
+    MemoryHistoryResult,
     MemoryImport,
+    MemoryImportFile,
     MemoryProgress,
     MemoryQuery,
     MemoryResult,
@@ -196,6 +199,23 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
         self.wake.set()
         await self.changed("imported", (), event.source, counts=counts)
 
+    @on(MemoryImportFile)
+    async def on_import_file(self, event: MemoryImportFile) -> None:
+        envelope, offset = self._event()
+        loop = asyncio.get_running_loop()
+
+        def report(done: int, total: int) -> None:  # on the worker thread
+            progress = MemoryProgress(request=envelope.id, done=done, total=total, unit="turns")
+            loop.call_soon_threadsafe(self.bus.publish_volatile, progress)
+
+        imported = await self._apply(
+            self.ingest.history_file, event, self.blob or b"", offset=offset, progress=report
+        )
+        self.wake.set()
+        if imported is not None:
+            counts, problems = imported
+            await self.changed("imported", (), "\n".join(problems[:100]), counts=counts)
+
     @on(MemoryDocument)
     async def on_document(self, event: MemoryDocument) -> None:
         envelope, offset = self._event()
@@ -269,6 +289,15 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
     @on(MemoryReview)
     async def on_review(self, event: MemoryReview) -> None:
         await self.respond(await self.offload(self.search.review, event.limit))
+
+    @on(MemoryHistory)
+    async def on_history(self, event: MemoryHistory) -> None:
+        try:
+            result = await self.offload(self.search.history, event)
+        except Exception as exc:
+            log.exception("memory.history_failed")
+            result = MemoryHistoryResult(error=f"{type(exc).__name__}: {exc}")
+        await self.respond(result)
 
     @on(MemoryExport)
     async def on_export(self, event: MemoryExport) -> None:

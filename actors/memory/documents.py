@@ -28,8 +28,9 @@ from typing import Final
 import msgspec
 
 from actors.memory.chunking import Unit, pack, prose, split
+from schemas import DOCUMENT_SUFFIXES
 
-SUFFIXES: Final = (".pdf", ".xlsx", ".txt", ".md", ".json", ".csv")
+SUFFIXES: Final = DOCUMENT_SUFFIXES
 
 _REASON_CHARS: Final = 200  # a parser's own reason, as quoted in a message
 # Bytes of workbook XML per character of text, generously: a workbook unpacking to more is a zip bomb.

@@ -103,11 +103,19 @@ def read_history(
         raw = path.read_bytes()
     except OSError as exc:
         raise HistoryError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_history(raw, str(path), assistants)
+
+
+def parse_history(
+    raw: bytes, name: str, assistants: tuple[str, ...] = ("Hex",), first_line: int = 1
+) -> tuple[list[ImportedTurn], list[str]]:
+    """The turns of a history file's bytes (``name`` for messages), as :func:`read_history`;
+    lines are numbered from ``first_line`` (a part of a longer file)."""
     who = frozenset(a.casefold() for a in assistants)
     turns: list[ImportedTurn] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
-    for number, line_bytes in enumerate(raw.splitlines(), start=1):
+    for number, line_bytes in enumerate(raw.splitlines(), start=first_line):
         try:
             line = line_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError:
@@ -127,7 +135,7 @@ def read_history(
         turns.append(turn)
     if not turns:
         raise HistoryError(
-            f"{path} has no usable turns"
+            f"{name} has no usable turns"
             + (
                 f" ({problems[0]}{'…' if len(problems) > 1 else ''})"
                 if problems

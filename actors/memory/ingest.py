@@ -15,9 +15,17 @@ from actors.memory.bank import MemoryBank, memory_id
 from actors.memory.config import MemoryConfig
 from actors.memory.diaries import Entry
 from actors.memory.documents import DocumentError, read_document
+from actors.memory.importer import HistoryError, batches, parse_history
 from actors.memory.moments import BEFORE, moments
 from actors.memory.store import Memory, StoredTurn
-from schemas import ChatMessage, MemoryDocument, MemoryImport, Reply, ReplyMeta
+from schemas import (
+    ChatMessage,
+    MemoryDocument,
+    MemoryImport,
+    MemoryImportFile,
+    Reply,
+    ReplyMeta,
+)
 
 log = structlog.get_logger("actors.memory")
 
@@ -91,7 +99,8 @@ class Ingest:
             at=at,
             speaker="Hex",
             role="assistant",
-            meta={"reply_to": event.reply_to},
+            meta={"reply_to": event.reply_to}
+            | ({"recalled": " ".join(event.recalled)} if event.recalled else {}),
         )
         with self.store.transaction(offset):
             self.store.turns.add(turn)
@@ -248,6 +257,32 @@ class Ingest:
             "indexed": len(episodes),
             "empty": len(event.turns) - len(turns),
         }
+
+    def history_file(
+        self,
+        event: MemoryImportFile,
+        raw: bytes,
+        *,
+        offset: int | None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[dict[str, int], list[str]]:
+        """A history file's lines, parsed and imported in batches (each redone safely: a turn's
+        id is kept once); the counts and, for every line skipped, ``"line N: reason"``."""
+        try:
+            turns, problems = parse_history(raw, event.name, event.assistants, event.first_line)
+        except HistoryError as exc:
+            raise self.bank.refuse(offset, str(exc)) from None
+        parts = list(batches(turns, event.name, event.by))
+        totals: dict[str, int] = {"bad_lines": len(problems)}
+        done = 0
+        for i, part in enumerate(parts):
+            counts = self.history(part, offset=offset if i == len(parts) - 1 else None)
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+            done += len(part.turns)
+            if progress is not None:
+                progress(done, len(turns))
+        return totals, problems
 
     def _moments(self, turns: Sequence[StoredTurn]) -> dict[str, str]:
         """The moments of imported turns: each conversation's in time order, continuing from

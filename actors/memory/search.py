@@ -11,11 +11,16 @@ import msgspec
 from actors.memory.bank import MemoryBank
 from actors.memory.config import MemoryConfig
 from actors.memory.names import named
-from actors.memory.rank import Candidate, rank
+from actors.memory.rank import Candidate, Scored, rank
 from actors.memory.store import Memory
+from actors.memory.store.turns import StoredTurn
 from actors.memory.when import spans
 from schemas import (
     Contradiction,
+    ConversationInfo,
+    ImportedTurn,
+    MemoryHistory,
+    MemoryHistoryResult,
     MemoryHit,
     MemoryQuery,
     MemoryResult,
@@ -23,8 +28,18 @@ from schemas import (
     PersonProfile,
 )
 
+PARTS = ("semantic", "keyword", "recency", "importance", "confidence", "fused")
+BONUSES = ("person", "when", "exact")
 
-def hit(m: Memory, score: float, hedge: bool) -> MemoryHit:
+
+def parts_of(scored: Scored) -> dict[str, float]:
+    """What a ranked hit's score was made of: each component 0..1, and 1.0 per bonus it got."""
+    parts = {name: round(float(getattr(scored, name)), 4) for name in PARTS}
+    parts.update({name: 1.0 for name in BONUSES if getattr(scored, name)})
+    return parts
+
+
+def hit(m: Memory, score: float, hedge: bool, parts: dict[str, float] | None = None) -> MemoryHit:
     """A memory as the bus carries it, with its provenance."""
     return MemoryHit(
         id=m.id,
@@ -40,6 +55,10 @@ def hit(m: Memory, score: float, hedge: bool) -> MemoryHit:
         document=m.document,
         created=m.created,
         hedge=hedge,
+        importance=m.importance,
+        archived=m.archived,
+        pending=not m.approved,
+        parts=parts or {},
     )
 
 
@@ -152,7 +171,10 @@ class Search:
         }
 
     def query(self, query: MemoryQuery, *, touch: bool = True) -> list[MemoryHit]:
-        """The best ``query.k`` memories for the query, then the person's anchors."""
+        """The best ``query.k`` memories for the query, then the person's anchors (or, for
+        ``ids`` and ``browse``, memories as they are, unranked and not marked retrieved)."""
+        if query.ids or query.browse:
+            return self.listed(query)
         candidates, memories = self.gather(query)
         if not candidates:
             return []
@@ -162,12 +184,58 @@ class Search:
             k=max(1, query.k),
             include_archived=query.include_archived,
         )
-        hits = [hit(memories[s.label], s.score, s.hedge) for s in scored]
+        hits = [hit(memories[s.label], s.score, s.hedge, parts_of(s)) for s in scored]
         if query.person_id and self.config.anchors:
             hits += self._anchors(query.person_id, {h.id for h in hits})
         if touch and hits:
             self.store.memories.mark_retrieved([h.id for h in hits], time.time())
         return hits
+
+    def listed(self, query: MemoryQuery) -> list[MemoryHit]:
+        """``ids`` in their order, whatever their state, or the newest ``k`` the filters allow;
+        a query's person sees theirs and general ones, never someone else's."""
+        low = self.config.weights.low_confidence
+        if query.ids:
+            found = self.store.memories.get_many(list(query.ids[:500]), vectors=False)
+            return [
+                hit(m, 0.0, m.confidence < low)
+                for m in found
+                if not query.person_id or m.person_id in (query.person_id, "")
+            ]
+        people = (query.person_id, "") if query.person_id else (None,)
+        labels = sorted(
+            {
+                label
+                for person in people
+                for label in self.store.memories.candidates(
+                    person_id=person,
+                    kinds=query.kinds,
+                    tags=query.tags,
+                    since=query.since or None,
+                    until=query.until or None,
+                    include_archived=query.include_archived,
+                )
+            },
+            reverse=True,
+        )[: max(1, min(query.k, 500))]
+        return [
+            hit(m, 0.0, m.confidence < low)
+            for m in self.store.memories.get_many(labels, vectors=False)
+        ]
+
+    def history(self, request: MemoryHistory) -> MemoryHistoryResult:
+        """A conversation's stored turns, or the conversations under a prefix."""
+        limit = max(1, min(request.limit, 500))
+        if request.prefix:
+            found = self.store.turns.conversations(request.prefix, limit)
+            return MemoryHistoryResult(
+                conversations=tuple(msgspec.convert(found, list[ConversationInfo]))
+            )
+        turns = self.store.turns.latest(
+            request.conversation, limit=limit + 1, before=request.before or None
+        )
+        more = len(turns) > limit
+        return MemoryHistoryResult(turns=tuple(_imported(t) for t in turns[-limit:]), more=more)
 
     def _anchors(self, person_id: str, have: set[str]) -> list[MemoryHit]:
         """Anchors (milestones, defining moments) about the person are always eligible for the
@@ -196,3 +264,16 @@ class Search:
                 )
             ),
         )
+
+
+def _imported(turn: StoredTurn) -> ImportedTurn:
+    return ImportedTurn(
+        id=turn.id,
+        conversation=turn.conversation,
+        speaker=turn.speaker,
+        text=turn.text,
+        at=turn.at,
+        person_id=turn.person_id,
+        role=turn.role,
+        meta=turn.meta,
+    )

@@ -23,7 +23,19 @@ from actors.web.hub import Hub
 from hexbus import Actor, ActorUnusable, NoState, on
 from hexbus.config import is_loopback
 from hexbus.control import ControlReply, ControlRequest, SupervisorUnreachable, call
-from schemas import BrokerHeartbeat, ChatAck, Heartbeat, Metric, Notice, Reply, ReplyChunk
+from schemas import (
+    BrokerHeartbeat,
+    ChatAck,
+    Heartbeat,
+    MemoryChanged,
+    MemoryProgress,
+    Metric,
+    Notice,
+    PersonaAuditProgress,
+    PersonaChanged,
+    Reply,
+    ReplyChunk,
+)
 
 __all__ = ["WebActor"]
 
@@ -42,6 +54,10 @@ class WebActor(Actor[WebConfig, NoState]):
         "sys.heartbeat",  # every actor's counters, for /metrics
         "sys.broker.heartbeat",  # the journal's head
         "metrics",  # latency stages
+        "memory.changed",  # reports of what the memory panel asked
+        "memory.progress",  # an upload's embedding, chunk by chunk
+        "brain.persona.changed",  # the persona panel's edits and rollbacks, and file edits
+        "brain.persona.audit.progress",
     )
     config_type = WebConfig
 
@@ -50,6 +66,8 @@ class WebActor(Actor[WebConfig, NoState]):
     gatherer: Any  # actors.web.metrics.Gatherer (prometheus_client is imported in setup)
     runtime: Any  # actors.web.runtime.RuntimePanel
     tail: Any  # actors.web.tail.BusTail
+    memory: Any  # actors.web.memory.MemoryPanel
+    persona: Any  # actors.web.persona.PersonaPanel
     pages: PageFile | None = None
 
     async def setup(self) -> None:
@@ -58,7 +76,9 @@ class WebActor(Actor[WebConfig, NoState]):
             import websockets  # noqa: F401 (uvicorn's websocket protocol)
 
             from actors.web.app import build_app
+            from actors.web.memory import MemoryPanel
             from actors.web.metrics import Gatherer
+            from actors.web.persona import PersonaPanel
             from actors.web.runtime import RuntimePanel
             from actors.web.tail import BusTail
 
@@ -77,14 +97,32 @@ class WebActor(Actor[WebConfig, NoState]):
         pages.save_session(token, port, supervisor)
         url = f"{'https' if tls else 'http'}://{self._shown_host()}:{port}/"
         self.hub = Hub(max_clients=config.max_clients, queue_size=config.client_queue)
-        self.chat = WebChat(config, self.hub, self._publish, render)
+        spawn = lambda coro, name: self.spawn(coro, name=name)  # noqa: E731
+        self.chat = WebChat(
+            config, self.hub, self._publish, render, request=self.request, spawn=spawn
+        )
+        self.memory = MemoryPanel(
+            self.hub,
+            request=self.request,
+            request_blob=self.request_blob,
+            publish=self._publish,
+            new_id=self.bus.ids.next,
+            max_blob_bytes=self.bus.endpoints.max_blob_mb << 20,
+            max_import_bytes=config.max_import_mb << 20,
+        )
+        self.persona = PersonaPanel(
+            self.hub,
+            request=self.request,
+            publish=self._publish,
+            new_id=self.bus.ids.next,
+            spawn=spawn,
+            me=self.name,
+        )
         self.gatherer = Gatherer()
         self.runtime = RuntimePanel(
             self.hub, self.gatherer, self._publish, self._control, me=self.name
         )
-        self.tail = BusTail(
-            self.hub, self.bus.endpoints, lambda coro, name: self.spawn(coro, name=name)
-        )
+        self.tail = BusTail(self.hub, self.bus.endpoints, spawn)
         app = build_app(
             token=token,
             cookie=cookie_name(port),
@@ -94,8 +132,9 @@ class WebActor(Actor[WebConfig, NoState]):
             hub=self.hub,
             commands=self._command,
             person=(config.person_id, config.owner),
-            spawn=lambda coro, name: self.spawn(coro, name=name),
+            spawn=spawn,
             metrics=self.gatherer.exposition,
+            routes=self.memory.routes(),
         )
         server_config = uvicorn.Config(
             app,
@@ -165,6 +204,10 @@ class WebActor(Actor[WebConfig, NoState]):
             await self.runtime.command(client, message)
         elif isinstance(message, dict) and message.get("t") == "tail":
             self.tail.command(client, message)
+        elif isinstance(message, dict) and message.get("t") == "memory":
+            await self.memory.command(client, message)
+        elif isinstance(message, dict) and message.get("t") == "persona":
+            await self.persona.command(client, message)
         else:
             await self.chat.command(client, message)
 
@@ -217,8 +260,8 @@ class WebActor(Actor[WebConfig, NoState]):
         sock.setblocking(False)
         return sock
 
-    async def _publish(self, event: Any) -> Any:
-        return await self.publish(event, key="web")
+    async def _publish(self, event: Any, *, blob: bytes | None = None, event_id: str = "") -> Any:
+        return await self.publish(event, key="web", blob=blob, event_id=event_id)
 
     async def teardown(self) -> None:
         if self.pages is not None:
@@ -243,6 +286,24 @@ class WebActor(Actor[WebConfig, NoState]):
     @on(Notice)
     async def on_notice(self, event: Notice) -> None:
         self.chat.notice(event)
+
+    @on(MemoryChanged)
+    async def on_memory_changed(self, event: MemoryChanged) -> None:
+        assert self.envelope is not None
+        self.memory.changed(self.envelope, event)
+
+    @on(MemoryProgress)
+    async def on_memory_progress(self, event: MemoryProgress) -> None:
+        self.memory.progress(event)
+
+    @on(PersonaChanged)
+    async def on_persona_changed(self, event: PersonaChanged) -> None:
+        assert self.envelope is not None
+        self.persona.changed(self.envelope, event)
+
+    @on(PersonaAuditProgress)
+    async def on_audit_progress(self, event: PersonaAuditProgress) -> None:
+        self.persona.progress(event)
 
     @on(Heartbeat)
     async def on_heartbeat(self, event: Heartbeat) -> None:

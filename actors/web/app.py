@@ -125,6 +125,7 @@ def build_app(
     person: tuple[str, bool],
     spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
     metrics: Callable[[], bytes] | None = None,
+    routes: list[Route] | None = None,
 ) -> ASGIApp:
     """The page's application; ``commands(client, message)`` takes what a tab sends (chat, the
     runtime panel); ``spawn(coro, name)`` runs a tab's reader and writer as the actor's tasks
@@ -161,7 +162,9 @@ def build_app(
             tasks.append(spawn(_read(websocket, client, hub, commands), f"tab-{client.id}-read"))
             tasks.append(spawn(_write(websocket, client), f"tab-{client.id}-write"))
             client.on_drop = tasks[1].cancel
-            hub.send(client, {"t": "hello", "person": person[0], "owner": person[1]})
+            hub.send(
+                client, {"t": "hello", "person": person[0], "owner": person[1], "tab": client.id}
+            )
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             hub.leave(client)
@@ -173,13 +176,14 @@ def build_app(
             return PlainTextResponse("no metrics here", status_code=404)
         return Response(metrics(), media_type=CONTENT_TYPE)
 
-    routes = [
+    served: list[Any] = [
         Route("/", page),
         Route("/metrics", exposition),
         WebSocketRoute("/ws", socket),
+        *(routes or []),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Guard(Starlette(routes=routes), token=token, cookie=cookie, allowed=allowed, url=url)
+    return Guard(Starlette(routes=served), token=token, cookie=cookie, allowed=allowed, url=url)
 
 
 async def _read(

@@ -9,6 +9,9 @@ A tab sends JSON objects with a type ``t``:
   with the event id its reply will name.
 * ``{"t": "stop", "conversation": "main"}``: the stop button; a ``chat.bargein`` with what the
   person had seen of the reply, so the brain records what was said and drops the rest.
+* ``{"t": "history", "conversation": "main", "before": 1780000000.0}``: older turns, from
+  memory (a ``watch`` asks for the newest by itself); answered with ``history``.
+* ``{"t": "conversations"}``: this person's conversations in memory, latest first.
 
 It receives ``ack`` (typing), ``chunk`` (a streamed piece, shown as plain text), ``reply`` (the
 final text, rendered from Markdown on the server with raw HTML escaped: the model's or a
@@ -19,13 +22,24 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from actors.web.config import WebConfig
 from actors.web.hub import Client, Hub
+from hexbus import RequestTimeout
 from hexbus.codec import Envelope
-from schemas import BargeIn, ChatAck, ChatMessage, Event, Notice, Reply, ReplyChunk
+from schemas import (
+    BargeIn,
+    ChatAck,
+    ChatMessage,
+    Event,
+    MemoryHistory,
+    MemoryHistoryResult,
+    Notice,
+    Reply,
+    ReplyChunk,
+)
 
 __all__ = ["CONVERSATION", "WebChat", "markdown_renderer"]
 
@@ -34,6 +48,8 @@ STREAMS_KEPT = 1000  # replies in flight whose streamed text is kept (for a stop
 FINISHED_KEPT = 1000  # replies whose final came, so a late piece of one is not taken for a new one
 RECENT_KEPT = 20  # final replies kept per conversation, sent again to a tab that (re)connects
 CHANNELS_KEPT = 1000  # conversations whose recent finals are kept
+HISTORY_TURNS = 50  # turns a tab gets from memory per page of history
+HISTORY_TIMEOUT_S = 5.0
 
 
 def markdown_renderer() -> Callable[[str], str]:
@@ -61,11 +77,16 @@ class WebChat:
         hub: Hub,
         publish: Callable[[Event], Awaitable[Envelope]],
         render: Callable[[str], str],
+        *,
+        request: Callable[..., Awaitable[Any]] | None = None,
+        spawn: Callable[[Coroutine[Any, Any, Any], str], object] | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
         self.publish = publish
         self.render = render
+        self.request = request  # memory's history, when there is a bus to ask it on
+        self.spawn = spawn
         # channel -> (reply_to, pieces streamed so far), the most recent STREAMS_KEPT
         self.streams: OrderedDict[str, tuple[str, dict[int, str]]] = OrderedDict()
         self.finished: OrderedDict[str, None] = OrderedDict()
@@ -84,7 +105,10 @@ class WebChat:
             return
         kind = message.get("t")
         conversation = message.get("conversation", "main")
-        if kind not in ("watch", "say", "stop"):
+        if kind == "conversations":
+            self._later(self.conversations(client), f"conversations-{client.id}")
+            return
+        if kind not in ("watch", "say", "stop", "history"):
             self.hub.send(client, {"t": "error", "text": f"unknown message type {kind!r}"})
             return
         if not isinstance(conversation, str) or not CONVERSATION.fullmatch(conversation):
@@ -99,10 +123,91 @@ class WebChat:
             self.hub.send(client, {"t": "watching", "conversation": conversation})
             for final in self.recent.get(channel, ()):
                 self.hub.send(client, {**final, "again": True})
+            self._later(self.history(client, conversation, 0.0), f"history-{client.id}")
+        elif kind == "history":
+            before = message.get("before", 0.0)
+            before = float(before) if isinstance(before, int | float) else 0.0
+            self._later(self.history(client, conversation, before), f"history-{client.id}")
         elif kind == "say":
             await self.say(client, channel, message)
         else:
             await self.stop(client, channel)
+
+    def _later(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Memory's answers come while the tab goes on talking (a slow memory never holds it)."""
+        if self.request is None or self.spawn is None:
+            coro.close()
+            return
+        self.spawn(coro, name)
+
+    async def history(self, client: Client, conversation: str, before: float) -> None:
+        """A page of this conversation's turns from memory, oldest first, as the page shows them."""
+        assert self.request is not None
+        channel = self.channel(client.person_id, conversation)
+        try:
+            result = await self.request(
+                MemoryHistory(conversation=f"web:{channel}", before=before, limit=HISTORY_TURNS),
+                MemoryHistoryResult,
+                timeout=HISTORY_TIMEOUT_S,
+            )
+        except RequestTimeout:
+            self.hub.send(
+                client,
+                {
+                    "t": "history",
+                    "conversation": conversation,
+                    "turns": [],
+                    "more": False,
+                    "error": "memory did not answer: older messages are not shown",
+                },
+            )
+            return
+        turns = [
+            {
+                "id": t.id,
+                "role": t.role,
+                "text": t.text,
+                "html": self.render(t.text) if t.role == "assistant" else "",
+                "at": t.at,
+                "reply_to": t.meta.get("reply_to", ""),
+                "recalled": t.meta.get("recalled", "").split(),
+            }
+            for t in result.turns
+        ]
+        self.hub.send(
+            client,
+            {
+                "t": "history",
+                "conversation": conversation,
+                "turns": turns,
+                "more": result.more,
+                "before": before,
+                "error": result.error,
+            },
+        )
+
+    async def conversations(self, client: Client) -> None:
+        assert self.request is not None
+        prefix = f"web:{client.person_id}/"
+        try:
+            result = await self.request(
+                MemoryHistory(prefix=prefix, limit=100),
+                MemoryHistoryResult,
+                timeout=HISTORY_TIMEOUT_S,
+            )
+        except RequestTimeout:
+            return
+        listed = [
+            {
+                "conversation": c.conversation[len(prefix) :],
+                "last_at": c.last_at,
+                "turns": c.turns,
+                "preview": c.preview,
+            }
+            for c in result.conversations
+            if CONVERSATION.fullmatch(c.conversation[len(prefix) :])
+        ]
+        self.hub.send(client, {"t": "conversations", "conversations": listed})
 
     async def say(self, client: Client, channel: str, message: dict[str, Any]) -> None:
         text, local = message.get("text"), str(message.get("local", ""))[:64]
@@ -174,6 +279,7 @@ class WebChat:
             "html": self.render(event.text) if event.text else "",
             "merged": list(event.merged),
             "merged_into": event.merged_into,
+            "recalled": list(event.recalled),
         }
         recent = self.recent.setdefault(event.channel, [])
         recent[:] = [r for r in recent if r["reply_to"] != event.reply_to][-(RECENT_KEPT - 1) :]

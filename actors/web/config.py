@@ -21,11 +21,14 @@ class WebConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     max_clients: int = 100  # open tabs beyond this are refused with a message
     client_queue: int = 256  # messages waiting for one tab; past this it is dropped with a notice
     max_message_chars: int = 8000  # a chat line longer than this is refused with the limit
+    max_import_mb: int = 256  # a history file imported from the page (sent to memory in parts)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         if self.max_clients < 1 or self.client_queue < 8:
             raise ValueError("max_clients must be at least 1 and client_queue at least 8")
+        if self.max_import_mb < 1:
+            raise ValueError(f"max_import_mb must be at least 1, got {self.max_import_mb}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key go together: set both or neither")

@@ -78,7 +78,7 @@ class Published:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    async def __call__(self, event: Event) -> Envelope:
+    async def __call__(self, event: Event, **_: Any) -> Envelope:
         self.events.append(event)
         return Envelope(
             id=f"e{len(self.events)}",

@@ -86,6 +86,27 @@ class TurnTable:
             ).fetchall()
         return [_from_row(r) for r in reversed(rows)]
 
+    def conversations(self, prefix: str, limit: int = 50) -> list[dict[str, object]]:
+        """The conversations whose id starts with ``prefix``, latest first: how many turns,
+        when the first and last were, and the start of the first."""
+        with self._db.locked() as con:
+            rows = con.execute(
+                'SELECT conversation, count(*), min("at"), max("at"), '
+                'arg_min(text, "at") FROM turns WHERE starts_with(conversation, ?) '
+                'GROUP BY conversation ORDER BY max("at") DESC LIMIT ?',
+                [prefix, limit],
+            ).fetchall()
+        return [
+            {
+                "conversation": c,
+                "turns": int(n),
+                "first_at": float(first),
+                "last_at": float(last),
+                "preview": " ".join(str(text).split())[:120],
+            }
+            for c, n, first, last, text in rows
+        ]
+
     def unsummarized(self, *, keep: int, batch: int) -> list[StoredTurn]:
         """The oldest ``batch`` unsummarised turns of one conversation, beyond its newest ``keep``.
 

@@ -2,6 +2,9 @@
 // textContent; a final reply's HTML comes from the server's Markdown renderer, which escapes raw
 // HTML (and the page's Content-Security-Policy runs no script but this file).
 
+import { memoryPanel } from "./memory.js";
+import { personaPanel } from "./persona.js";
+
 const $ = (id) => document.getElementById(id);
 const log = $("log"), input = $("input"), stopButton = $("stop"), typing = $("typing");
 
@@ -17,6 +20,11 @@ const hex = {
   controlled: [],       // answers to the runtime panel's restart and kill switch
   tail: { on: false, paused: false, prefixes: [], kept: [], lines: 0, skipped: 0 },
   runtimeShown: false,
+  memoryShown: false,
+  personaShown: false,
+  tab: 0,               // this tab's id on the server (uploads name it)
+  owner: false,
+  history: { turns: 0, pages: 0 },
   // What the page measured (performance.now()): bench/web.py and the tests read it.
   stats: { acks: 0, chunks: 0, replies: 0, sentAt: new Map(), firstChunkAt: new Map() },
 };
@@ -58,13 +66,28 @@ function scrollDown() {  // once a frame at most: each scroll forces a layout of
   requestAnimationFrame(() => { scrolling = false; log.scrollTop = log.scrollHeight; });
 }
 
-function bubble(kind, text) {
+function make(kind, text) {
   const div = document.createElement("div");
   div.className = `msg ${kind}`;
   if (text !== undefined) div.textContent = text;
+  return div;
+}
+
+function bubble(kind, text) {
+  const div = make(kind, text);
   log.append(div);
   scrollDown();
   return div;
+}
+
+function addWhy(div, ids) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "why-button";
+  b.textContent = `why? (${ids.length} memor${ids.length === 1 ? "y" : "ies"})`;
+  b.title = "the memories that went into this reply";
+  b.addEventListener("click", () => memory.why(div, ids));
+  div.append(b);
 }
 
 function system(text, error = false) {
@@ -115,8 +138,14 @@ function say(text) {
 const handlers = {
   hello(m) {
     hex.person = m.person;
+    hex.owner = m.owner;
+    hex.tab = m.tab;
     hex.retry = 500;
+    document.body.dataset.owner = String(m.owner);
     send({ t: "watch", conversation: hex.conversation });
+    send({ t: "conversations" });
+    if (hex.memoryShown) memory.shown();
+    if (hex.personaShown) persona.shown();
     if (hex.runtimeShown) send({ t: "runtime" });
     if (hex.tail.on) send({ t: "tail", prefixes: hex.tail.prefixes });
   },
@@ -166,6 +195,7 @@ const handlers = {
     }
     if (m.html) b.innerHTML = m.html;
     else b.textContent = m.text;
+    if (m.recalled && m.recalled.length) addWhy(b, m.recalled);
     if (m.status !== "complete") {
       const note = document.createElement("span");
       note.className = "status";
@@ -174,6 +204,51 @@ const handlers = {
       if (m.status === "failed") b.classList.add("failed");
     }
   },
+  history(m) {
+    if (m.conversation !== hex.conversation) return;
+    if (m.error) system(m.error, true);
+    const past = document.createDocumentFragment();
+    for (const t of m.turns) {
+      let div;
+      if (t.role === "user") {
+        if (log.querySelector(`[data-id="${CSS.escape(t.id)}"]`)) continue;
+        div = make("person", t.text);
+        div.dataset.id = t.id;
+      } else {
+        if (t.reply_to && hex.replies.has(t.reply_to)) continue;
+        div = make("hex");
+        div.innerHTML = t.html;
+        div.dataset.replyTo = t.reply_to;
+        if (t.recalled.length) addWhy(div, t.recalled);
+      }
+      div.classList.add("past");
+      div.dataset.at = String(t.at);
+      past.append(div);
+    }
+    hex.history.turns += m.turns.length;
+    hex.history.pages += 1;
+    log.querySelector(".older")?.remove();
+    if (m.more && m.turns.length) {
+      const older = document.createElement("button");
+      older.type = "button";
+      older.className = "older";
+      older.textContent = "Older messages";
+      const before = m.turns[0].at;
+      older.addEventListener("click", () => send({ t: "history", conversation: hex.conversation, before }));
+      past.prepend(older);
+    }
+    log.prepend(past);
+    if (!m.before) scrollDown();
+  },
+  conversations(m) {
+    let added = false;
+    for (const c of m.conversations) {
+      if (!hex.conversations.includes(c.conversation)) { hex.conversations.push(c.conversation); added = true; }
+    }
+    if (added) { remember(); showConversations(); }
+  },
+  memory(m) { memory.on(m); },
+  persona(m) { persona.on(m); },
   actors(m) { showActors(m.rows); },
   tailing() {},
   tail(m) {
@@ -287,6 +362,18 @@ $("show-runtime").addEventListener("click", () => {
   $("show-runtime").setAttribute("aria-pressed", String(hex.runtimeShown));
   if (hex.runtimeShown) send({ t: "runtime" });
 });
+$("show-memory").addEventListener("click", () => {
+  hex.memoryShown = !hex.memoryShown;
+  $("memory").hidden = !hex.memoryShown;
+  $("show-memory").setAttribute("aria-pressed", String(hex.memoryShown));
+  if (hex.memoryShown) memory.shown();
+});
+$("show-persona").addEventListener("click", () => {
+  hex.personaShown = !hex.personaShown;
+  $("persona").hidden = !hex.personaShown;
+  $("show-persona").setAttribute("aria-pressed", String(hex.personaShown));
+  if (hex.personaShown) persona.shown();
+});
 $("killswitch").addEventListener("click", () => {
   if (confirm("Kill switch: stop every actor but the broker and this page, until restarted by hand?")) {
     send({ t: "control", action: "killswitch" });
@@ -318,6 +405,8 @@ $("tail-stop").addEventListener("click", () => {
   send({ t: "tail", off: true });
 });
 
+const memory = memoryPanel(hex, send);
+const persona = personaPanel(hex, send);
 hex.say = say;
 hex.switchTo = switchTo;
 showConversations();

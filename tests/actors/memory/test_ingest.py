@@ -4,6 +4,7 @@ DuckDB file with the real embedding model."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from schemas import (
     ImportedTurn,
     KnownPerson,
     MemoryDocument,
+    MemoryHistory,
     MemoryImport,
+    MemoryImportFile,
     MemoryQuery,
     ProfileUpdate,
     Reply,
@@ -263,3 +266,75 @@ def test_a_bad_upload_is_refused_stores_nothing_and_is_not_redone(
         )
     assert says in refused.value.detail
     assert parts.store.counts()["memories"] == 0 and parts.store.applied_offset == 5
+
+
+def test_a_conversations_history_pages_back_and_conversations_are_listed(parts: Parts) -> None:
+    def web(channel: str, text: str) -> ChatMessage:
+        return ChatMessage(
+            platform="web", person_id="owner", display_name="O", channel=channel, text=text
+        )
+
+    for i in range(7):
+        parts.ingest.message(
+            web("owner/main", f"line {i}"), event_id=f"m{i}", at=AT + i, offset=i + 1
+        )
+    answer = Reply(
+        reply_to="m6",
+        channel="owner/main",
+        platform="web",
+        text="the answer",
+        recalled=("x1", "x2"),
+    )
+    parts.ingest.reply(answer, event_id="r6", at=AT + 7, offset=8)
+    parts.ingest.message(web("owner/chat-2", "another talk"), event_id="o1", at=AT + 3.5, offset=9)
+    parts.ingest.message(message("elsewhere"), event_id="c1", at=AT + 10, offset=10)
+
+    page = parts.search.history(MemoryHistory(conversation="web:owner/main", limit=3))
+    assert [t.text for t in page.turns] == ["line 5", "line 6", "the answer"] and page.more
+    assert page.turns[-1].role == "assistant"
+    assert page.turns[-1].meta == {"reply_to": "m6", "recalled": "x1 x2"}
+    older = parts.search.history(
+        MemoryHistory(conversation="web:owner/main", before=page.turns[0].at, limit=10)
+    )
+    assert [t.id for t in older.turns] == [f"m{i}" for i in range(5)] and not older.more
+
+    listed = parts.search.history(MemoryHistory(prefix="web:owner/"))
+    assert [(c.conversation, c.turns, c.preview) for c in listed.conversations] == [
+        ("web:owner/main", 8, "line 0"),
+        ("web:owner/chat-2", 1, "another talk"),
+    ]
+
+
+def test_a_history_file_part_is_parsed_imported_in_batches_and_redone_safely(
+    parts: Parts,
+) -> None:
+    rows = [
+        json.dumps(
+            {
+                "id": f"h{i}",
+                "conversation": "old",
+                "speaker": "Sam",
+                "text": f"we talked {i}",
+                "timestamp": AT + i,
+            }
+        )
+        for i in range(450)
+    ]
+    rows.insert(10, "{broken")
+    raw = ("\n".join(rows) + "\n").encode()
+    seen: list[tuple[int, int]] = []
+    event = MemoryImportFile(name="old.jsonl", first_line=101)
+    counts, problems = parts.ingest.history_file(
+        event, raw, offset=5, progress=lambda d, t: seen.append((d, t))
+    )
+    assert counts["turns"] == 450 and counts["bad_lines"] == 1
+    assert problems == [
+        "line 111: not JSON (Expecting property name enclosed in double quotes at column 2)"
+    ]
+    assert seen[-1] == (450, 450) and len(seen) == 3  # three batches of at most 200
+    assert parts.store.applied_offset == 5
+    again, _ = parts.ingest.history_file(event, raw, offset=5)
+    assert again["turns"] == 0 and again["already_known"] == 450
+    with pytest.raises(Refused, match="no usable turns"):
+        parts.ingest.history_file(MemoryImportFile(name="x.jsonl"), b"{bad\n", offset=6)
+    assert parts.store.applied_offset == 6

@@ -90,3 +90,50 @@ def test_review_lists_pending_suggestions_and_contradictions(parts: Parts) -> No
     assert [(c.older_text, c.newer_text) for c in review.contradictions] == [
         ("Maya lives in Porto", "Maya lives in Lisbon")
     ]
+
+
+def test_each_hit_says_what_its_score_was_made_of(parts: Parts) -> None:
+    bees = add(parts, "Ana keeps three beehives on her balcony", 1, person_id="ana", importance=0.9)
+    add(parts, "the weather was cloudy on Tuesday", 2)
+    (top, *_) = parts.search.query(MemoryQuery(text="beehives", person_id="ana"), touch=False)
+    assert top.id == bees and top.importance == 0.9 and not top.pending and not top.archived
+    parts_ = top.parts
+    assert {"semantic", "keyword", "recency", "importance", "confidence", "fused"} <= set(parts_)
+    assert parts_["keyword"] == 1.0 and parts_["semantic"] > 0.3 and parts_["importance"] == 0.9
+    assert all(0.0 <= v <= 1.0 for v in parts_.values())
+    weights = parts.search.config.weights
+    rebuilt = sum(
+        getattr(weights, name) * parts_[name]
+        for name in ("semantic", "keyword", "recency", "importance", "confidence", "fused")
+    )
+    rebuilt += sum(
+        getattr(weights, b if b != "exact" else "exact_bonus")
+        for b in ("person", "when", "exact")
+        if b in parts_
+    )
+    assert abs(rebuilt - top.score) < 1e-3  # the parts are the whole score
+
+
+def test_memories_by_id_come_in_the_order_asked_whatever_their_state(parts: Parts) -> None:
+    first = add(parts, "Ana keeps three beehives on her balcony", 1, person_id="ana")
+    second = add(parts, "Bo is learning the cello", 2, person_id="bo")
+    general = add(parts, "movie night is on Fridays", 3)
+    parts.store.memories.update(first, archived=True)
+    asked = (general, "no-such-id", first, second)
+    assert query(parts, "", ids=asked) == [general, first, second]
+    (archived,) = parts.search.query(MemoryQuery(text="", ids=(first,)), touch=False)
+    assert archived.archived and archived.parts == {}
+    # A person's query never shows someone else's memory, even by its id.
+    assert query(parts, "", ids=asked, person_id="bo") == [general, second]
+
+
+def test_browsing_lists_the_newest_memories_the_filters_allow(parts: Parts) -> None:
+    old = add(parts, "Ana keeps three beehives on her balcony", 1, person_id="ana", tags=("home",))
+    add(parts, "Bo is learning the cello", 2, person_id="bo", tags=("music",))
+    new = add(parts, "Ana repainted the hives teal", 3, person_id="ana", tags=("home",))
+    assert query(parts, "", browse=True, person_id="ana") == [new, old]
+    assert query(parts, "", browse=True, tags=("music",)) != []
+    assert query(parts, "", browse=True, tags=("home",), k=1) == [new]
+    parts.store.memories.update(new, archived=True)
+    assert query(parts, "", browse=True, person_id="ana") == [old]
+    assert query(parts, "", browse=True, person_id="ana", include_archived=True) == [new, old]

@@ -121,7 +121,8 @@ def test_the_socket_takes_a_tab_only_with_the_token_from_the_pages_origin(
         assert why in refused_by.value.reason, (headers, refused_by.value.reason)
     mine = {**host, "Cookie": f"{COOKIE}={TOKEN}", "Origin": BASE}
     with client.websocket_connect("/ws", headers=mine) as tab:
-        assert tab.receive_json() == {"t": "hello", "person": "owner", "owner": True}
+        hello = tab.receive_json()
+        assert hello == {"t": "hello", "person": "owner", "owner": True, "tab": hello["tab"]}
         tab.send_json({"t": "watch", "conversation": "main"})
         assert tab.receive_json() == {"t": "watching", "conversation": "main"}
         tab.send_text("not json")

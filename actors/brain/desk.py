@@ -1,0 +1,211 @@
+"""What interfaces ask of the persona (the page's persona panel): a version's text and the list,
+an edit checked and recorded, and the consistency audit run through the brain's own backend.
+
+:class:`PersonaDesk` keeps the persona's versions and file: the brain's handlers call it and
+publish what it returns. Its file work blocks (the brain offloads it); :meth:`PersonaDesk.audit`
+is a coroutine the brain runs as a background task, one audit at a time, answering the asker
+itself when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from actors.brain.audit import AuditError, audit_persona, latest_report
+from actors.brain.backends import BackendError
+from actors.brain.backends.fallback import FallbackChain
+from actors.brain.config import BrainConfig
+from actors.brain.persona import Persona, PersonaError, error_line
+from actors.brain.scenarios import compare_reports, load_report, save_report
+from actors.brain.versions import PersonaStore
+from hexbus.bus import BusClient
+from hexbus.codec import Envelope
+from schemas import (
+    PersonaAudit,
+    PersonaAudited,
+    PersonaAuditProgress,
+    PersonaChanged,
+    PersonaState,
+    PersonaVersion,
+)
+
+__all__ = ["PersonaDesk"]
+
+log = structlog.get_logger("actors.brain")
+
+MAX_TEXT = 256 << 10  # a persona document longer than this is refused
+
+
+class PersonaDesk:
+    def __init__(self, store: PersonaStore, path: Path, audits: Path) -> None:
+        self.store, self.path, self.audits = store, path, audits
+        self.auditing: tuple[int, int] | None = None  # (done, total) while an audit runs
+        self.mtime = 0  # persona.toml's, when last read or written here
+
+    def seen_on_disk(self) -> None:
+        try:
+            self.mtime = self.path.stat().st_mtime_ns
+        except OSError:
+            pass
+
+    def changed_on_disk(self) -> bool:
+        """Whether persona.toml changed since it was last read or written here."""
+        before = self.mtime
+        self.seen_on_disk()
+        return self.mtime != before
+
+    def load(self, previous: int) -> tuple[PersonaChanged, Persona]:
+        """persona.toml at start, recorded as a version when new; the report (with a note when
+        it is not ``previous``) and the persona. An invalid document raises PersonaError."""
+        version = self.store.sync(self.path)
+        self.seen_on_disk()
+        note = "persona.toml loaded" if version != previous else ""
+        return PersonaChanged(version=version, note=note), self.store.get(version)[0]
+
+    def reload(self, active: int) -> tuple[PersonaChanged, Persona | None]:
+        """persona.toml as it is on disk, recorded as a version when it differs from ``active``
+        (an invalid one is logged and changes nothing)."""
+        try:
+            version = self.store.sync(self.path)
+        except PersonaError as exc:
+            log.error(
+                "brain.persona_invalid", error=str(exc), hint="the previous version stays active"
+            )
+            return PersonaChanged(version=active, error=str(exc)), None
+        if version == active:
+            return PersonaChanged(version=active), None
+        return PersonaChanged(version=version, note="persona.toml changed"), self.store.get(
+            version
+        )[0]
+
+    def rollback(self, version: int) -> tuple[PersonaChanged, Persona | None]:
+        """Make an earlier version active again (its text written back to persona.toml)."""
+        try:
+            persona = self.store.rollback(version)
+        except PersonaError as exc:
+            return PersonaChanged(version=self.store.active, error=str(exc)), None
+        self.seen_on_disk()
+        return PersonaChanged(version=self.store.active, note=f"rollback to {version}"), persona
+
+    def state(self, version: int) -> PersonaState:
+        """A version's text (0: the active one), every version, the latest audit's summary."""
+        versions = tuple(
+            PersonaVersion(version=v.version, created=v.created, note=v.note, sha256=v.sha256)
+            for v in self.store.versions()
+        )
+        wanted = version or self.store.active
+        try:
+            _, text = self.store.get(wanted)
+        except PersonaError as exc:
+            return PersonaState(active=self.store.active, versions=versions, error=str(exc))
+        last = ""
+        report = latest_report(self.audits)
+        if report is not None:
+            try:
+                last = _json(_summary(load_report(report)) | {"report": report.name})
+            except PersonaError as exc:
+                last = _json({"error": str(exc)})
+        return PersonaState(
+            active=self.store.active,
+            version=wanted,
+            text=text,
+            versions=versions,
+            path=str(self.path),
+            last_audit=last,
+        )
+
+    def edit(self, text: str, note: str, by: str) -> tuple[PersonaChanged, Persona | None]:
+        """Check and record a new text; the report, and the persona now active (None when the
+        edit was refused or changed nothing)."""
+        active = self.store.active
+        if len(text.encode("utf-8")) > MAX_TEXT:
+            error = f"the persona document is over {MAX_TEXT >> 10} KiB: shorten it"
+            return PersonaChanged(version=active, error=error), None
+        why = f"edited by {by}" + (f": {note}" if note else "") if by else note
+        try:
+            version = self.store.edit(self.path, text, why)
+        except PersonaError as exc:
+            return PersonaChanged(
+                version=active, error=str(exc), line=error_line(text, str(exc))
+            ), None
+        if version == active:
+            return PersonaChanged(
+                version=active, note="no change: the text is the active one"
+            ), None
+        return PersonaChanged(version=version, note=why), self.store.get(version)[0]
+
+    async def audit(
+        self,
+        chain: FallbackChain,
+        persona: Persona,
+        config: BrainConfig,
+        event: PersonaAudit,
+        request: Envelope,
+        bus: BusClient,
+        between: Callable[[], Awaitable[None]],
+        offload: Callable[..., Awaitable[Any]],
+    ) -> None:
+        """Run the audit, save its report beside the CLI's, compare it with the one before, and
+        answer ``request`` (progress goes out as it runs)."""
+        result = await self._audit(chain, persona, config, event, request, bus, between, offload)
+        await bus.publish(
+            result, key=request.source, correlation=request.correlation, causation=request.id
+        )
+
+    async def _audit(
+        self,
+        chain: FallbackChain,
+        persona: Persona,
+        config: BrainConfig,
+        event: PersonaAudit,
+        request: Envelope,
+        bus: BusClient,
+        between: Callable[[], Awaitable[None]],
+        offload: Callable[..., Awaitable[Any]],
+    ) -> PersonaAudited:
+        if self.auditing is not None:
+            done, total = self.auditing
+            return PersonaAudited(error=f"an audit is running ({done} of {total}): wait for it")
+
+        def step(done: int, total: int) -> None:
+            self.auditing = (done, total)
+            progress = PersonaAuditProgress(request=request.id, done=done, total=total)
+            bus.publish_volatile(progress, key="brain")
+
+        self.auditing = (0, 0)
+        try:
+            report = await audit_persona(
+                chain, persona, config, limit=max(0, event.limit), progress=step, between=between
+            )
+        except (AuditError, BackendError) as exc:
+            return PersonaAudited(error=f"the audit stopped: {exc}")
+        finally:
+            self.auditing = None
+        previous = latest_report(self.audits)
+        self.audits.mkdir(parents=True, exist_ok=True)
+        path = await offload(save_report, report, self.audits)
+        drift = ""
+        if previous is not None:
+            try:
+                drift = _json(compare_reports(load_report(previous), report))
+            except PersonaError as exc:
+                drift = _json({"error": str(exc)})
+        return PersonaAudited(
+            summary=_json(_summary(report)),
+            drift=drift,
+            report=path.name,
+            previous=previous.name if previous else "",
+        )
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in ("outcomes", "replies")}
