@@ -7,13 +7,14 @@ from typing import Any, Literal
 import msgspec
 import zmq
 
-Command = Literal["status", "restart", "stop", "reload", "ping", "killswitch"]
+Command = Literal["status", "restart", "stop", "reload", "ping", "killswitch", "log"]
 
 
 class ControlRequest(msgspec.Struct, frozen=True, kw_only=True):
     cmd: Command
     name: str = ""
     keep: tuple[str, ...] = ()  # killswitch: actors left running (besides the broker)
+    after: int = 0  # log: the supervisor's log events numbered after this
 
 
 class ControlReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -99,8 +100,39 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
-def configure(process: str, level: str = "info") -> None:
-    """Configure structlog for this process; logs go to stderr."""
+class RecentLines:
+    """The process's last ``size`` log events (already redacted), numbered, so an interface can
+    show them (the supervisor's, in the page's runtime panel) and ask only for what is new."""
+
+    def __init__(self, size: int) -> None:
+        self.lines: deque[tuple[int, dict[str, Any]]] = deque(maxlen=size)
+        self.seq = 0
+
+    def __call__(
+        self, _: Any, __: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        self.seq += 1
+        self.lines.append((self.seq, {k: _plain(v) for k, v in event_dict.items()}))
+        return event_dict
+
+    def after(self, seq: int, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
+        """The events numbered after ``seq`` (at most the last ``limit``), and the last number."""
+        found = [{"seq": n, **event} for n, event in self.lines if n > seq]
+        return found[-limit:], self.seq
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, str | bool | int | float) else str(value)
+
+
+recent: RecentLines | None = None  # set by configure(keep=N)
+
+
+def configure(process: str, level: str = "info", *, keep: int = 0) -> None:
+    """Configure structlog for this process; logs go to stderr. ``keep`` > 0 also keeps the
+    last ``keep`` events in :data:`recent`."""
+    global recent
+    recent = RecentLines(keep) if keep > 0 else None
     renderer: Any
     if sys.stderr.isatty() and not os.environ.get("HEXBUS_LOG_JSON"):
         renderer = structlog.dev.ConsoleRenderer(colors=True)
@@ -113,6 +145,7 @@ def configure(process: str, level: str = "info") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact,
+            *([recent] if recent is not None else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

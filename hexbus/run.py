@@ -117,6 +117,8 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
             cpu_seconds=round(sum(process.cpu_times()[:2]), 3),
             detail=actor.detail[:200],
             oldest_work_s=rt.oldest_work_s(),
+            handler_counts=tuple(rt.handler_counts),
+            handler_ms_sum=round(rt.handler_ms_sum, 3),
         )
         envelope = bus.publish_volatile(beat, key=name)
         try:

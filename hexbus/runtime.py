@@ -15,6 +15,7 @@ half-applied event is ever saved.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import enum
 import os
 import time
@@ -33,6 +34,7 @@ from hexbus.files import RoomWait, disk_full, out_of_space
 from hexbus.snapshots import SnapshotFile, Snapshots
 from schemas import (
     CONTROL_TAGS,
+    HANDLER_BUCKETS_MS,
     ActorLifecycle,
     Delivery,
     Ping,
@@ -97,6 +99,8 @@ class Runtime:
         self.stopping = asyncio.Event()
         self.state = "starting"
         self.events_in = 0
+        self.handler_counts = [0] * (len(HANDLER_BUCKETS_MS) + 1)
+        self.handler_ms_sum = 0.0
         self.dropped = 0
         self.since_snapshot = 0
         self.snapshot_at = time.monotonic()
@@ -365,6 +369,7 @@ class Runtime:
         token = _current.set((envelope, [0]))
         blob_token = Actor._blob.set(blob)
         self.events_in += 1
+        started = time.perf_counter()
         try:
             await self.actor.handle(envelope.body)
         except asyncio.CancelledError:
@@ -393,6 +398,9 @@ class Runtime:
         finally:
             _current.reset(token)
             Actor._blob.reset(blob_token)
+            ms = (time.perf_counter() - started) * 1000
+            self.handler_counts[bisect.bisect_left(HANDLER_BUCKETS_MS, ms)] += 1
+            self.handler_ms_sum += ms
         return None
 
     async def run_control(self, envelope: Envelope, blob: bytes | None) -> None:

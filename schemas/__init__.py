@@ -11,8 +11,11 @@ from typing import Final
 
 from schemas.base import Event
 from schemas.brain import (
+    BackendState,
     BrainTask,
     BrainTaskResult,
+    BrainUsage,
+    BrainUsageReport,
     PersonaAudit,
     PersonaAudited,
     PersonaAuditProgress,
@@ -23,6 +26,7 @@ from schemas.brain import (
     PersonaState,
     PersonaVersion,
     QuietMode,
+    UsageLine,
 )
 from schemas.chat import (
     Attachment,
@@ -65,6 +69,7 @@ from schemas.memory import (
     PersonProfile,
 )
 from schemas.system import (
+    HANDLER_BUCKETS_MS,
     ActorLifecycle,
     BrokerHeartbeat,
     ControlTaken,
@@ -133,6 +138,8 @@ AnyEvent = (
     | QuietMode
     | BrainTask
     | BrainTaskResult
+    | BrainUsage
+    | BrainUsageReport
     | MemoryImport
     | MemoryImportFile
     | MemoryDocument
@@ -186,6 +193,7 @@ __all__ = [
     "DELIVERY",
     "DOCUMENT_SUFFIXES",
     "EVENT_TYPES",
+    "HANDLER_BUCKETS_MS",
     "PRIVILEGED",
     "TAGS",
     "ActorLifecycle",
@@ -193,9 +201,12 @@ __all__ = [
     "Attachment",
     "AudioFrame",
     "AudioOut",
+    "BackendState",
     "BargeIn",
     "BrainTask",
     "BrainTaskResult",
+    "BrainUsage",
+    "BrainUsageReport",
     "BrokerHeartbeat",
     "ChatAck",
     "ChatMessage",
@@ -263,6 +274,7 @@ __all__ = [
     "Stop",
     "Timing",
     "Transcript",
+    "UsageLine",
     "Utterance",
     "delivery_of",
     "privileged",

@@ -113,3 +113,43 @@ class BrainTaskResult(Event, frozen=True, kw_only=True, tag="brain.task.result")
     facts: tuple[Fact, ...] = ()
     contradicts: bool = False
     error: str = ""  # the backend failed; nothing else is set
+
+
+class UsageLine(msgspec.Struct, frozen=True, kw_only=True):
+    day: str  # YYYY-MM-DD, the brain's local day
+    backend: str
+    person: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    replies: int = 0
+
+
+BackendStateName = Literal["awake", "sleepy", "asleep", "down", "idle"]
+
+
+class BackendState(msgspec.Struct, frozen=True, kw_only=True):
+    """One backend as the brain's fallback chain sees it: ``asleep`` while a rate limit or
+    quota keeps it out (until ``until``, unix s, the provider's reset where it said one),
+    ``sleepy`` for a while after one, ``down`` while cooling down after another failure,
+    ``idle`` before its first use."""
+
+    name: str
+    state: BackendStateName = "awake"
+    until: float = 0.0
+    requests: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str = ""  # the last failure
+
+
+class BrainUsage(Event, frozen=True, kw_only=True, tag="brain.usage"):
+    """Ask for tokens per day, backend and person (the last ``days``) and each backend's state;
+    answered by BrainUsageReport."""
+
+    days: int = 30
+
+
+class BrainUsageReport(Event, frozen=True, kw_only=True, tag="brain.usage.report"):
+    lines: tuple[UsageLine, ...] = ()
+    backends: tuple[BackendState, ...] = ()

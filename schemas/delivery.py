@@ -34,6 +34,7 @@ DELIVERY: dict[str, Delivery] = {
     "brain.persona.state": Delivery.VOLATILE,
     "brain.persona.audit": Delivery.VOLATILE,  # a long request: a lost one is an audit not run
     "brain.persona.audited": Delivery.VOLATILE,
+    "brain.usage": Delivery.VOLATILE,  # request/response: tokens and the backends' states
     "memory": Delivery.DURABLE,  # memory writes (the memory issue)
     "memory.query": Delivery.VOLATILE,  # request/response with a deadline: a loss is a timeout
     "memory.result": Delivery.VOLATILE,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from schemas.base import Event
 
@@ -31,6 +31,15 @@ class Heartbeat(Event, frozen=True, kw_only=True, tag="sys.heartbeat"):
     # The broker's only: durable subscribers that lost events to the retention cap and have not
     # read past them yet, with the last offset lost (`hexbus status` marks them).
     lagging: dict[str, int] = {}
+    # How long its handlers took since it started: counts per HANDLER_BUCKETS_MS bucket (each
+    # handler counted once, in the first bucket it fits; the last count is the ones over), and
+    # the sum in ms. /metrics turns them into a histogram.
+    handler_counts: tuple[int, ...] = ()
+    handler_ms_sum: float = 0.0
+
+
+# Upper bounds (ms) of a handler's duration buckets in the heartbeat.
+HANDLER_BUCKETS_MS: Final = (1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 30000.0)
 
 
 class ControlTaken(Event, frozen=True, kw_only=True, tag="sys.audit"):

@@ -196,3 +196,26 @@ def test_plain_runtime_variables_reach_every_actor_and_pass_env_is_no_secret() -
     env = child_env(environ, set(), {}, passed=["OLLAMA_HOST"])
     assert {k: env[k] for k in environ} == environ
     assert env["HEXBUS_SECRET_ENV"] == ""  # passed as it is, not blanked in logs
+
+
+def test_the_supervisors_kept_log_lines_are_numbered_and_redacted() -> None:
+    program = textwrap.dedent(
+        f"""
+        import json, structlog
+        from hexbus import log as hexlog
+        hexlog.configure("supervisor", keep=3)
+        log = structlog.get_logger("actors.supervisor")
+        for n in range(5):
+            log.info("actor.live", actor=f"a{{n}}", note="key {SHAPED}")
+        lines, seq = hexlog.recent.after(3)
+        print(json.dumps({{"lines": lines, "seq": seq, "all": hexlog.recent.after(0)[0]}}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["seq"] == 5 and [e["actor"] for e in got["lines"]] == ["a3", "a4"]
+    assert [e["seq"] for e in got["all"]] == [3, 4, 5]  # only the last three are kept
+    assert all(e["event"] == "actor.live" and e["level"] == "info" for e in got["all"])
+    assert SHAPED not in out.stdout and "[redacted]" in got["lines"][0]["note"]

@@ -41,7 +41,7 @@ from actors.brain.prompt import compose, recall
 from actors.brain.reply import ReplyOutcome, ReplyRun, ReplyStatus
 from actors.brain.rules import wants_quiet
 from actors.brain.serving import HANG_LIMIT, ServingRecord
-from actors.brain.sink import BusReplySink, final_reply, usage_metrics
+from actors.brain.sink import BusReplySink, final_reply, usage_metrics, usage_report
 from actors.brain.versions import PersonaStore
 from actors.brain.workers import NEWER_MESSAGE, ReplyWorkers
 from hexbus import Actor, ActorUnusable, RequestTimeout, on
@@ -50,6 +50,7 @@ from hexbus.work import PendingSince
 from schemas import (
     BargeIn,
     BrainTask,
+    BrainUsage,
     ChatMessage,
     Heartbeat,
     MemoryQuery,
@@ -210,15 +211,15 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     async def on_persona_audit(self, event: PersonaAudit) -> None:
         request = self.envelope
         assert request is not None
-
-        async def between() -> None:  # people's replies first
-            while self.workers.busy:
-                await asyncio.sleep(0.05)
-
+        idle = self.workers.idle  # people's replies first
         audit = self.desk.audit(
-            self.backend, self.persona, self.config, event, request, self.bus, between, self.offload
+            self.backend, self.persona, self.config, event, request, self.bus, idle, self.offload
         )
         self.spawn(audit, name="persona-audit")
+
+    @on(BrainUsage)
+    async def on_usage(self, event: BrainUsage) -> None:
+        await self.respond(usage_report(self.state.usage, self.backend.states(), event.days))
 
     def use(self, report: PersonaChanged, persona: Persona | None) -> PersonaChanged:
         """Make a persona the desk recorded the active one; the report to publish."""

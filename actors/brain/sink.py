@@ -9,14 +9,24 @@ a reply.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from actors.brain.backends.fallback import FallbackEvent
-from actors.brain.config import PendingMessage
+from actors.brain.config import PendingMessage, UsageRow
 from actors.brain.reply import ReplyOutcome
 from hexbus.bus import BusClient
 from hexbus.codec import Envelope, derived_id
-from schemas import ChatMessage, Metric, Notice, Reply, ReplyChunk, ReplySentence
+from schemas import (
+    BackendState,
+    BrainUsageReport,
+    ChatMessage,
+    Metric,
+    Notice,
+    Reply,
+    ReplyChunk,
+    ReplySentence,
+    UsageLine,
+)
 
 
 def final_reply(event_id: str, message: ChatMessage, outcome: ReplyOutcome) -> Reply:
@@ -116,3 +126,27 @@ class BusReplySink:
             ),
             key=message.platform,
         )
+
+
+def usage_report(
+    usage: Mapping[str, UsageRow], backends: list[BackendState], days: int
+) -> BrainUsageReport:
+    """Tokens per day, backend and person over the last ``days`` (keys "YYYY-MM-DD|backend|person"),
+    and the backends' states."""
+    span = max(1, min(days, 366)) - 1
+    since = time.strftime("%Y-%m-%d", time.localtime(time.time() - span * 86400))
+    lines = []
+    for key, row in sorted(usage.items()):
+        day, backend, person = [*key.split("|", 2), "", ""][:3]
+        if day >= since:
+            lines.append(
+                UsageLine(
+                    day=day,
+                    backend=backend,
+                    person=person,
+                    prompt_tokens=row.prompt_tokens,
+                    completion_tokens=row.completion_tokens,
+                    replies=row.replies,
+                )
+            )
+    return BrainUsageReport(lines=tuple(lines), backends=tuple(backends))

@@ -70,6 +70,11 @@ class ReplyWorkers:
         """Some conversation has a reply in flight."""
         return bool(self.inflight)
 
+    async def idle(self) -> None:
+        """Until no reply is in flight (work that yields to people's replies waits here)."""
+        while self.inflight:
+            await asyncio.sleep(0.05)
+
     def kick(self, conversation: str) -> None:
         """A message is pending in ``conversation``: start its worker, or interrupt its reply."""
         task = self.tasks.get(conversation)

@@ -12,6 +12,8 @@ import msgspec
 from hexbus.cli import EXIT_USAGE, fail
 from hexbus.config import ConfigError, default_run_dir, load
 
+LOG_KEPT = 1000  # the supervisor's last log events, for the page's runtime panel (`log` command)
+
 
 def add_run(p: argparse.ArgumentParser) -> None:
     """start the broker and every enabled actor in the foreground"""
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> None:
     level = args.log_level or config.supervisor.log_level
     # Everything Hex writes (journal, snapshots, DuckDB, diaries, folders) is its owner's alone.
     os.umask(0o077)
-    configure("supervisor", level)
+    configure("supervisor", level, keep=LOG_KEPT)
     try:
         # Not resolved: a symlink planted at the run directory's path is refused, not followed.
         supervisor = Supervisor(config, config_path, run_dir.absolute(), data_dir.resolve(), level)

@@ -35,6 +35,7 @@ import zmq.asyncio
 from actors.supervisor.environment import child_env, named_env
 from actors.supervisor.watcher import Policy, Watcher, python_argv
 from hexbus import codec
+from hexbus import log as hexlog
 from hexbus.broker import BrokerProcessSpec
 from hexbus.bus import BusClient
 from hexbus.codec import RejectedFrame
@@ -454,6 +455,11 @@ class Supervisor:
                     return await self.reload()
             case "killswitch":
                 return await self.killswitch(request.keep, request.name or "kill switch")
+            case "log":
+                if hexlog.recent is None:
+                    return ControlReply(ok=False, error="this supervisor keeps no log lines")
+                lines, seq = hexlog.recent.after(request.after)
+                return ControlReply(ok=True, data={"lines": lines, "seq": seq})
         return ControlReply(ok=False, error=f"unknown command {request.cmd!r}")
 
     def status(self) -> dict[str, Any]:

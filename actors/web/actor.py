@@ -68,6 +68,7 @@ class WebActor(Actor[WebConfig, NoState]):
     tail: Any  # actors.web.tail.BusTail
     memory: Any  # actors.web.memory.MemoryPanel
     persona: Any  # actors.web.persona.PersonaPanel
+    usage: Any  # actors.web.usage.UsagePanel
     pages: PageFile | None = None
 
     async def setup(self) -> None:
@@ -81,6 +82,7 @@ class WebActor(Actor[WebConfig, NoState]):
             from actors.web.persona import PersonaPanel
             from actors.web.runtime import RuntimePanel
             from actors.web.tail import BusTail
+            from actors.web.usage import Machine, UsagePanel
 
             render = markdown_renderer()
         except ImportError as exc:
@@ -99,7 +101,16 @@ class WebActor(Actor[WebConfig, NoState]):
         self.hub = Hub(max_clients=config.max_clients, queue_size=config.client_queue)
         spawn = lambda coro, name: self.spawn(coro, name=name)  # noqa: E731
         self.chat = WebChat(
-            config, self.hub, self._publish, render, request=self.request, spawn=spawn
+            config,
+            self.hub,
+            self._publish,
+            render,
+            request=self.request,
+            spawn=spawn,
+            # Until the supervisor's table is read, memory is taken to be there.
+            memory_up=lambda: (
+                not self.gatherer.status or config.memory_actor in self.gatherer.status
+            ),
         )
         self.memory = MemoryPanel(
             self.hub,
@@ -119,6 +130,13 @@ class WebActor(Actor[WebConfig, NoState]):
             me=self.name,
         )
         self.gatherer = Gatherer()
+        self.usage = UsagePanel(
+            self.hub,
+            self.gatherer,
+            request=self.request,
+            offload=self.offload,
+            machine=await self.offload(Machine),
+        )
         self.runtime = RuntimePanel(
             self.hub, self.gatherer, self._publish, self._control, me=self.name
         )
@@ -159,6 +177,7 @@ class WebActor(Actor[WebConfig, NoState]):
         server = _server(server_config)
         self.spawn(self._serve(server, sock), name="http")
         self.spawn(self._ask_supervisor(), name="supervisor-status")
+        self.spawn(self._watch_usage(), name="usage")
         for _ in range(200):  # the note only once the page answers
             if server.started:
                 break
@@ -186,8 +205,16 @@ class WebActor(Actor[WebConfig, NoState]):
                 if reply.ok:
                     self.gatherer.supervisor(reply.data)
                     self.runtime.tick()
+                if self.runtime.wants_log():
+                    await self.runtime.read_log()
             except SupervisorUnreachable:
                 pass  # a remote host's actor, or the supervisor restarting: the beats still count
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    async def _watch_usage(self) -> None:
+        """The brain's tokens and backends for /metrics, and the usage panel while a tab shows it."""
+        while True:
+            await self.usage.tick()
             await asyncio.sleep(STATUS_EVERY_S)
 
     async def _control(self, request: ControlRequest, timeout: float = 60.0) -> ControlReply:
@@ -208,6 +235,8 @@ class WebActor(Actor[WebConfig, NoState]):
             await self.memory.command(client, message)
         elif isinstance(message, dict) and message.get("t") == "persona":
             await self.persona.command(client, message)
+        elif isinstance(message, dict) and message.get("t") == "usage":
+            await self.usage.command(client, message)
         else:
             await self.chat.command(client, message)
 
@@ -316,6 +345,7 @@ class WebActor(Actor[WebConfig, NoState]):
     @on(Metric)
     async def on_metric(self, event: Metric) -> None:
         self.gatherer.metric(event)
+        self.usage.metric(event)
 
 
 def _server_class() -> Any:

@@ -80,6 +80,7 @@ class WebChat:
         *,
         request: Callable[..., Awaitable[Any]] | None = None,
         spawn: Callable[[Coroutine[Any, Any, Any], str], object] | None = None,
+        memory_up: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -87,6 +88,7 @@ class WebChat:
         self.render = render
         self.request = request  # memory's history, when there is a bus to ask it on
         self.spawn = spawn
+        self.memory_up = memory_up  # whether the supervisor runs a memory actor to ask
         # channel -> (reply_to, pieces streamed so far), the most recent STREAMS_KEPT
         self.streams: OrderedDict[str, tuple[str, dict[int, str]]] = OrderedDict()
         self.finished: OrderedDict[str, None] = OrderedDict()
@@ -135,7 +137,7 @@ class WebChat:
 
     def _later(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Memory's answers come while the tab goes on talking (a slow memory never holds it)."""
-        if self.request is None or self.spawn is None:
+        if self.request is None or self.spawn is None or not self.memory_up():
             coro.close()
             return
         self.spawn(coro, name)

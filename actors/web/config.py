@@ -21,6 +21,7 @@ class WebConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     max_clients: int = 100  # open tabs beyond this are refused with a message
     client_queue: int = 256  # messages waiting for one tab; past this it is dropped with a notice
     max_message_chars: int = 8000  # a chat line longer than this is refused with the limit
+    memory_actor: str = "memory"  # asked for history, search and the rest (none: no memory panel)
     max_import_mb: int = 256  # a history file imported from the page (sent to memory in parts)
 
     def __post_init__(self) -> None:

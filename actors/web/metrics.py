@@ -8,7 +8,10 @@ supervisor's status (asked every few seconds): state, restarts, uptime, pid. Fro
 heartbeat: the journal's head, so each durable subscriber's lag is head minus applied. From
 ``metrics`` events: latency stages (``voice.*``, ``stt.*``, ``brain.first_chunk``, ...) as
 histograms, by stage name only (a reply's id is never a label: one series per reply would grow
-without end).
+without end). Each actor's handler durations come as bucket counts in its heartbeat and are
+served as a histogram. From the brain (asked by the usage panel every few seconds): tokens per
+backend and each backend's state (awake, sleepy, asleep, down) with its reset time. From the
+machine (while a tab shows the usage panel): CPU, RAM and each GPU's memory.
 """
 
 from __future__ import annotations
@@ -19,10 +22,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from schemas import BrokerHeartbeat, Heartbeat, Metric
+from schemas import HANDLER_BUCKETS_MS, BackendState, BrokerHeartbeat, Heartbeat, Metric
 
 __all__ = ["CONTENT_TYPE", "Gatherer"]
 
@@ -39,8 +47,10 @@ class Gatherer(Collector):
         self.beats: dict[str, tuple[float, Heartbeat]] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self.head_offset = 0
-        self.stages: dict[str, Histogram] = {}
+        self.stages: set[str] = set()
         self.stages_refused = 0
+        self.backend_states: tuple[BackendState, ...] = ()
+        self.host: dict[str, Any] = {}
         self.latency = Histogram(
             "hex_stage_latency_ms",
             "Latency of a named stage (voice end of speech to first audio, brain first chunk...)",
@@ -67,8 +77,14 @@ class Gatherer(Collector):
         if event.name not in self.stages and len(self.stages) >= STAGES_KEPT:
             self.stages_refused += 1
             return
-        self.stages.setdefault(event.name, self.latency)
+        self.stages.add(event.name)
         self.latency.labels(stage=event.name).observe(event.value)
+
+    def backends(self, states: tuple[BackendState, ...]) -> None:
+        self.backend_states = states
+
+    def machine(self, sample: dict[str, Any]) -> None:
+        self.host = sample
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -115,6 +131,9 @@ class Gatherer(Collector):
                 gpu.add_metric([name], int(status.get("gpu_bytes", 0)))
         yield from (events_in, events_out, dropped, rejected, rss, cpu, work, lag, restarts, up)
         yield from (uptime, gpu)
+        yield self._handlers(names, beats)
+        yield from self._backends()
+        yield from self._host()
         head = GaugeMetricFamily("hex_journal_head_offset", "The journal's last offset")
         head.add_metric([], self.head_offset)
         yield head
@@ -123,6 +142,63 @@ class Gatherer(Collector):
         )
         refused.add_metric([], self.stages_refused)
         yield refused
+
+    def _handlers(self, names: list[str], beats: dict[str, Heartbeat]) -> Any:
+        handlers = HistogramMetricFamily(
+            "hex_actor_handler_latency_ms", "How long the actor's handlers took", labels=["actor"]
+        )
+        bounds = [*(floatToGoString(b) for b in HANDLER_BUCKETS_MS), "+Inf"]  # type: ignore[no-untyped-call]
+        for name in names:
+            beat = beats.get(name)
+            if beat is None or len(beat.handler_counts) != len(bounds):
+                continue
+            running, buckets = 0, []
+            for bound, count in zip(bounds, beat.handler_counts, strict=True):
+                running += count
+                buckets.append((bound, running))
+            handlers.add_metric([name], buckets, beat.handler_ms_sum)
+        return handlers
+
+    def _backends(self) -> Iterator[Any]:
+        tokens = CounterMetricFamily(
+            "hex_backend_tokens", "Tokens a backend used", labels=["backend", "kind"]
+        )
+        requests = CounterMetricFamily(
+            "hex_backend_requests", "Requests to a backend", labels=["backend", "outcome"]
+        )
+        state = GaugeMetricFamily(
+            "hex_backend_state", "1 for the backend's state", labels=["backend", "state"]
+        )
+        reset = GaugeMetricFamily(
+            "hex_backend_reset_timestamp_seconds",
+            "When an asleep or down backend is tried again (0: it is not)",
+            labels=["backend"],
+        )
+        for b in self.backend_states:
+            tokens.add_metric([b.name, "prompt"], b.prompt_tokens)
+            tokens.add_metric([b.name, "completion"], b.completion_tokens)
+            requests.add_metric([b.name, "ok"], b.requests - b.failures)
+            requests.add_metric([b.name, "failed"], b.failures)
+            for name in ("awake", "sleepy", "asleep", "down", "idle"):
+                state.add_metric([b.name, name], 1.0 if b.state == name else 0.0)
+            reset.add_metric([b.name], b.until)
+        yield from (tokens, requests, state, reset)
+
+    def _host(self) -> Iterator[Any]:
+        if not self.host:
+            return
+        cpu = GaugeMetricFamily("hex_host_cpu_percent", "The machine's CPU use")
+        cpu.add_metric([], self.host["cpu_percent"])
+        ram = GaugeMetricFamily("hex_host_memory_bytes", "The machine's RAM", labels=["kind"])
+        ram.add_metric(["used"], self.host["ram_used"])
+        ram.add_metric(["total"], self.host["ram_total"])
+        gpu = GaugeMetricFamily(
+            "hex_gpu_memory_bytes", "A GPU's memory (NVML)", labels=["gpu", "kind"]
+        )
+        for device in self.host["gpus"]:
+            gpu.add_metric([str(device["index"]), "used"], device["used"])
+            gpu.add_metric([str(device["index"]), "total"], device["total"])
+        yield from (cpu, ram, gpu)
 
 
 _NAME = re.compile(r"[a-z][a-z0-9_.]{0,63}")

@@ -1,7 +1,8 @@
 """The page's runtime panel: the actors' table, live, and the owner's restart and kill switch.
 
 A tab sends ``{"t": "runtime"}`` to get the table now and whenever the supervisor's is read (as
-``{"t": "actors", "rows": [...]}``), and ``{"t": "control", "action": "restart", "actor": NAME}``
+``{"t": "actors", "rows": [...]}``), ``{"t": "runtime", "log": true}`` to get the supervisor's
+log events too (the last ones kept, then each new one, as ``{"t": "log", "lines": [...]}``), and ``{"t": "control", "action": "restart", "actor": NAME}``
 or ``{"t": "control", "action": "killswitch"}``. Control is for owners only; every request,
 refused or done, is journaled as a durable ``sys.audit`` event naming the person, so the
 journal says who restarted what. The kill switch from the page keeps the broker and the page
@@ -11,6 +12,7 @@ itself (as Discord's keeps its responder): the owner sees what stopped and can r
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +23,8 @@ from hexbus.control import ControlReply, ControlRequest
 from schemas import ControlTaken, Event
 
 __all__ = ["RuntimePanel"]
+
+LOG_KEPT = 300  # the supervisor's log events kept for a tab that opens the panel
 
 
 class RuntimePanel:
@@ -35,6 +39,28 @@ class RuntimePanel:
     ) -> None:
         self.hub, self.gatherer, self.publish, self.control = hub, gatherer, publish, control
         self.me = me  # this actor's name: kept running by the page's kill switch
+        self.log: deque[dict[str, Any]] = deque(maxlen=LOG_KEPT)
+        self.log_seq = 0  # the supervisor's last log event read
+
+    def wants_log(self) -> bool:
+        return any("log" in c.panels for c in list(self.hub.clients))
+
+    async def read_log(self) -> None:
+        """The supervisor's new log events, to the tabs that show them."""
+        reply = await self.control(ControlRequest(cmd="log", after=self.log_seq))
+        if not reply.ok:
+            return
+        lines, seq = reply.data.get("lines", []), int(reply.data.get("seq", 0))
+        if seq < self.log_seq:  # a new supervisor: its numbers start again
+            self.log_seq = 0
+            reply = await self.control(ControlRequest(cmd="log", after=0))
+            lines, seq = reply.data.get("lines", []), int(reply.data.get("seq", 0))
+        self.log_seq = seq
+        self.log.extend(lines)
+        if lines:
+            message = {"t": "log", "lines": lines}
+            for client in [c for c in list(self.hub.clients) if "log" in c.panels]:
+                self.hub.send(client, message)
 
     def rows(self) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -75,6 +101,9 @@ class RuntimePanel:
         if message.get("t") == "runtime":
             client.panels.add("runtime")
             self.hub.send(client, {"t": "actors", "rows": self.rows()})
+            if message.get("log") and "log" not in client.panels:
+                client.panels.add("log")
+                self.hub.send(client, {"t": "log", "lines": list(self.log)})
             return
         action, target = message.get("action"), message.get("actor", "")
         if action not in ("restart", "killswitch") or not isinstance(target, str):

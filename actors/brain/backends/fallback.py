@@ -14,6 +14,7 @@ the final text reads it at the end and needs nothing else.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -31,6 +32,8 @@ from actors.brain.backends.base import (
     Usage,
 )
 from hexbus.models import ModelMissing
+from schemas import BackendState
+from schemas.brain import BackendStateName
 
 log = structlog.get_logger("actors.brain.fallback")
 
@@ -63,12 +66,18 @@ class BackendTotals(msgspec.Struct, kw_only=True):
     seconds: float = 0.0
 
 
+SLEEPY_S = 600.0  # a backend stays "sleepy" this long after a rate limit or quota error
+
+
 class _Health:
-    __slots__ = ("down_until", "started")
+    __slots__ = ("down_until", "error", "failed_at", "limited", "started")
 
     def __init__(self) -> None:
         self.started = False
         self.down_until = 0.0
+        self.limited = False  # the last failure was a rate limit or quota
+        self.failed_at = -math.inf
+        self.error = ""
 
 
 class FallbackChain:
@@ -184,6 +193,34 @@ class FallbackChain:
             if self._health[b.name].started and self._health[b.name].down_until <= now
         ]
 
+    def states(self, wall: Callable[[], float] = time.time) -> list[BackendState]:
+        """Each backend's state for people (the page, /metrics): awake, sleepy, asleep, down."""
+        now, offset = self._clock(), wall() - self._clock()
+        states = []
+        for backend in self.backends:
+            health, totals = self._health[backend.name], self.usage_by_backend[backend.name]
+            state: BackendStateName = "awake"
+            until = 0.0
+            if health.down_until > now:
+                state, until = ("asleep" if health.limited else "down"), health.down_until + offset
+            elif health.limited and now - health.failed_at < SLEEPY_S:
+                state = "sleepy"
+            elif not health.started and not totals.requests:
+                state = "idle"
+            states.append(
+                BackendState(
+                    name=backend.name,
+                    state=state,
+                    until=round(until, 3),
+                    requests=totals.requests,
+                    failures=totals.failures,
+                    prompt_tokens=totals.prompt_tokens,
+                    completion_tokens=totals.completion_tokens,
+                    error=health.error,
+                )
+            )
+        return states
+
     # --- bookkeeping shared with the stream
 
     def _order(self) -> list[Backend]:
@@ -208,7 +245,11 @@ class FallbackChain:
         pause = self.cooldown_s
         if isinstance(exc, BackendOverloaded) and exc.retry_after_s is not None:
             pause = exc.retry_after_s
-        self._health[backend.name].down_until = self._clock() + pause
+        health = self._health[backend.name]
+        health.down_until = self._clock() + pause
+        health.limited = isinstance(exc, BackendOverloaded)
+        health.failed_at = self._clock()
+        health.error = str(exc)[:300]
         log.warning(
             "brain.backend.failed",
             backend=backend.name,

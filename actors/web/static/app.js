@@ -4,6 +4,7 @@
 
 import { memoryPanel } from "./memory.js";
 import { personaPanel } from "./persona.js";
+import { usagePanel } from "./usage.js";
 
 const $ = (id) => document.getElementById(id);
 const log = $("log"), input = $("input"), stopButton = $("stop"), typing = $("typing");
@@ -19,9 +20,11 @@ const hex = {
   retry: 500,
   controlled: [],       // answers to the runtime panel's restart and kill switch
   tail: { on: false, paused: false, prefixes: [], kept: [], lines: 0, skipped: 0 },
+  supervisorLog: [],    // the supervisor's log events, newest last
   runtimeShown: false,
   memoryShown: false,
   personaShown: false,
+  usageShown: false,
   tab: 0,               // this tab's id on the server (uploads name it)
   owner: false,
   history: { turns: 0, pages: 0 },
@@ -146,7 +149,8 @@ const handlers = {
     send({ t: "conversations" });
     if (hex.memoryShown) memory.shown();
     if (hex.personaShown) persona.shown();
-    if (hex.runtimeShown) send({ t: "runtime" });
+    if (hex.usageShown) usage.shown();
+    if (hex.runtimeShown) send({ t: "runtime", log: true });
     if (hex.tail.on) send({ t: "tail", prefixes: hex.tail.prefixes });
   },
   watching() {},
@@ -249,7 +253,15 @@ const handlers = {
   },
   memory(m) { memory.on(m); },
   persona(m) { persona.on(m); },
+  usage(m) { usage.on(m); },
   actors(m) { showActors(m.rows); },
+  log(m) {
+    hex.supervisorLog.push(...m.lines);
+    if (hex.supervisorLog.length > 500) hex.supervisorLog.splice(0, hex.supervisorLog.length - 500);
+    const pre = $("supervisor-log");
+    pre.textContent = hex.supervisorLog.map(logLine).join("\n");
+    pre.scrollTop = pre.scrollHeight;
+  },
   tailing() {},
   tail(m) {
     hex.tail.lines += m.lines.length;
@@ -360,7 +372,7 @@ $("show-runtime").addEventListener("click", () => {
   hex.runtimeShown = !hex.runtimeShown;
   $("runtime").hidden = !hex.runtimeShown;
   $("show-runtime").setAttribute("aria-pressed", String(hex.runtimeShown));
-  if (hex.runtimeShown) send({ t: "runtime" });
+  if (hex.runtimeShown) send({ t: "runtime", log: true });
 });
 $("show-memory").addEventListener("click", () => {
   hex.memoryShown = !hex.memoryShown;
@@ -374,11 +386,23 @@ $("show-persona").addEventListener("click", () => {
   $("show-persona").setAttribute("aria-pressed", String(hex.personaShown));
   if (hex.personaShown) persona.shown();
 });
+$("show-usage").addEventListener("click", () => {
+  hex.usageShown = !hex.usageShown;
+  $("usage").hidden = !hex.usageShown;
+  $("show-usage").setAttribute("aria-pressed", String(hex.usageShown));
+  if (hex.usageShown) usage.shown(); else usage.hidden();
+});
 $("killswitch").addEventListener("click", () => {
   if (confirm("Kill switch: stop every actor but the broker and this page, until restarted by hand?")) {
     send({ t: "control", action: "killswitch" });
   }
 });
+
+function logLine(e) {
+  const { seq, timestamp, level, event, process, pid, ...rest } = e;
+  const fields = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+  return `${(timestamp || "").slice(11, 19)} ${(level || "").padEnd(7)} ${event || ""} ${fields.join(" ")}`;
+}
 
 function drawTail() {
   const pre = $("tail");
@@ -407,6 +431,7 @@ $("tail-stop").addEventListener("click", () => {
 
 const memory = memoryPanel(hex, send);
 const persona = personaPanel(hex, send);
+const usage = usagePanel(hex, send);
 hex.say = say;
 hex.switchTo = switchTo;
 showConversations();

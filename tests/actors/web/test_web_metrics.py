@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.web import metrics
 from actors.web.metrics import Gatherer
-from schemas import BrokerHeartbeat, Heartbeat, Metric
+from schemas import BackendState, BrokerHeartbeat, Heartbeat, Metric
 from tests.support.harness import REPO
 
 
@@ -96,7 +96,66 @@ def test_the_grafana_dashboard_asks_only_for_series_the_page_serves() -> None:
     g.broker(BrokerHeartbeat(incarnation="x", head_offset=2, first_offset=1))
     g.supervisor({"a": {"state": "live"}})
     g.metric(Metric(name="voice.first_audio", value=1.0, unit="ms"))
+    g.heartbeat(Heartbeat(actor="b", pid=2, handler_counts=(1,) * 10, handler_ms_sum=1.0))
+    g.backends((BackendState(name="local"),))
+    g.machine(
+        {
+            "cpu_percent": 1.0,
+            "ram_used": 1,
+            "ram_total": 2,
+            "gpus": [{"index": 0, "used": 1, "total": 2}],
+        }
+    )
     served = {name for name, _ in samples(g)}
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     asked = {name for expr in exprs for name in re.findall(r"\bhex_[a-z_]+", expr)}
     assert asked and asked <= served, asked - served
+
+
+def test_handler_durations_backends_and_the_machine_become_series() -> None:
+    from schemas import HANDLER_BUCKETS_MS, BackendState
+
+    g = Gatherer()
+    counts = (3, 1, 0, 0, 0, 0, 0, 0, 0, 1)  # one handler over the last bound
+    assert len(counts) == len(HANDLER_BUCKETS_MS) + 1
+    g.heartbeat(Heartbeat(actor="memory", pid=9, handler_counts=counts, handler_ms_sum=40123.5))
+    g.backends(
+        (
+            BackendState(
+                name="cloud",
+                state="asleep",
+                until=1_800_000_000.0,
+                requests=5,
+                failures=2,
+                prompt_tokens=900,
+                completion_tokens=100,
+            ),
+            BackendState(name="local", state="awake", requests=7, prompt_tokens=70),
+        )
+    )
+    g.machine(
+        {
+            "cpu_percent": 37.5,
+            "ram_used": 3 << 30,
+            "ram_total": 8 << 30,
+            "gpus": [{"index": 0, "used": 1 << 30, "total": 24 << 30}],
+        }
+    )
+    got = samples(g)
+    memory = ("actor", "memory")
+    assert got[("hex_actor_handler_latency_ms_bucket", (memory, ("le", "1.0")))] == 3
+    assert got[("hex_actor_handler_latency_ms_bucket", (memory, ("le", "5.0")))] == 4
+    assert got[("hex_actor_handler_latency_ms_bucket", (memory, ("le", "30000.0")))] == 4
+    assert got[("hex_actor_handler_latency_ms_bucket", (memory, ("le", "+Inf")))] == 5
+    assert got[("hex_actor_handler_latency_ms_count", (memory,))] == 5
+    assert got[("hex_actor_handler_latency_ms_sum", (memory,))] == 40123.5
+    cloud = ("backend", "cloud")
+    assert got[("hex_backend_tokens_total", (cloud, ("kind", "prompt")))] == 900
+    assert got[("hex_backend_requests_total", (cloud, ("outcome", "failed")))] == 2
+    assert got[("hex_backend_state", (cloud, ("state", "asleep")))] == 1
+    assert got[("hex_backend_state", (cloud, ("state", "awake")))] == 0
+    assert got[("hex_backend_reset_timestamp_seconds", (cloud,))] == 1_800_000_000.0
+    assert got[("hex_backend_state", (("backend", "local"), ("state", "awake")))] == 1
+    assert got[("hex_host_cpu_percent", ())] == 37.5
+    assert got[("hex_host_memory_bytes", (("kind", "total"),))] == 8 << 30
+    assert got[("hex_gpu_memory_bytes", (("gpu", "0"), ("kind", "used")))] == 1 << 30

@@ -68,6 +68,13 @@ def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_canno
         owner.wait_for_selector(
             f'#actors tr[data-actor="echo"][data-pid="{new_pid}"]', timeout=15_000
         )
+        # The supervisor's own log lines: from its start, and the restart as it happens.
+        log = poll_for(
+            lambda: (t := owner.inner_text("#supervisor-log")).count("actor=echo") >= 2 and t,
+            15,
+            what="the restart in the supervisor's log",
+        )
+        assert "supervisor.ready" in log and "actor.live" in log, log
 
         owner.click("#killswitch")
         hx.wait_state({"echo": "stopped", "counter": "stopped", "web": "live"}, timeout=30)

@@ -1,0 +1,89 @@
+"""What the brain tells the page about usage: each backend's state (awake, sleepy after a rate
+limit, asleep until its reset, down after another failure, idle before its first use) and the
+tokens per day, backend and person."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from actors.brain.backends import BackendError, BackendOverloaded, ChatTurn, Params
+from actors.brain.backends.fallback import SLEEPY_S, FallbackChain
+from hexbus.testing import ActorHarness
+from schemas import BrainUsage, BrainUsageReport
+from tests.actors.brain.test_actor import (
+    brain_with,
+    harness,
+    live,
+    message,
+    of_type,
+    reply_to,
+    run,
+    until,
+)
+from tests.support.brain import ManualClock, Script, ScriptedBackend
+
+PARAMS = Params(max_tokens=8, temperature=0.0, seed=0)
+
+
+def test_backend_states_follow_rate_limits_and_failures() -> None:
+    clock = ManualClock()
+    limited = ScriptedBackend(
+        [Script([], error=BackendOverloaded("429 rate limited", retry_after_s=60)), Script(["ok"])],
+        name="cloud",
+        clock=clock,
+    )
+    local = ScriptedBackend([Script(["fine"])], name="local", clock=clock)
+    spare = ScriptedBackend([Script(["spare"])], name="spare", clock=clock)
+    chain = FallbackChain([limited, local, spare], cooldown_s=30, clock=clock)
+
+    async def ask() -> str:
+        stream = chain.stream([ChatTurn("user", "hi")], PARAMS)
+        return "".join([p async for p in stream])
+
+    def states(wall: float = 1000.0) -> dict[str, tuple[str, float]]:
+        return {s.name: (s.state, s.until) for s in chain.states(wall=lambda: wall)}
+
+    asyncio.run(chain.start())
+    assert asyncio.run(ask()) == "fine"  # the cloud was rate limited: the local one answered
+    assert states() == {
+        "cloud": ("asleep", 1060.0),
+        "local": ("awake", 0.0),
+        "spare": ("awake", 0.0),
+    }
+    (cloud,) = [s for s in chain.states() if s.name == "cloud"]
+    assert cloud.failures == 1 and "429" in cloud.error
+    clock.now += 61  # the reset passed: usable again, still sleepy for a while
+    assert states()["cloud"] == ("sleepy", 0.0)
+    assert asyncio.run(ask()) == "ok"
+    assert states()["cloud"] == ("sleepy", 0.0)
+    clock.now += SLEEPY_S
+    assert states()["cloud"] == ("awake", 0.0)
+    chain._failed(local, BackendError("the model file is gone"))
+    assert states()["local"] == ("down", 1030.0)
+
+
+def test_a_new_backend_is_idle_until_its_first_use() -> None:
+    chain = FallbackChain([ScriptedBackend([Script(["x"])], name="a")], cooldown_s=30)
+    assert [s.state for s in chain.states()] == ["idle"]
+
+
+def test_the_usage_report_has_each_days_tokens_per_backend_and_person(tmp_path: Path) -> None:
+    async def scenario() -> ActorHarness[Any]:
+        h = harness(tmp_path, brain_with(ScriptedBackend([Script(["Hi ", "there."])])))
+        await live(h)
+        await h.send(message("hello"), event_id="m1")
+        await until(reply_to(h, "m1"), "the reply")
+        await h.send(BrainUsage(days=7), correlation="u1", source="web")
+        await until(lambda: of_type(h, BrainUsageReport), "the report")
+        await h.stop()
+        return h
+
+    h = run(scenario)
+    (report,) = of_type(h, BrainUsageReport)
+    (line,) = report.lines
+    assert line.backend == "scripted" and line.person == "ana" and line.replies == 1
+    assert line.completion_tokens > 0 and len(line.day) == 10
+    (backend,) = report.backends
+    assert backend.name == "scripted" and backend.state == "awake" and backend.requests == 1
