@@ -37,6 +37,9 @@ class MemoryQuery(Event, frozen=True, kw_only=True, tag="memory.query"):
     # The newest ``k`` memories the filters allow, unranked (``text`` may be empty): a browser of
     # what is remembered rather than a search.
     browse: bool = False
+    # A person looking (the page's memory panel), not Hex recalling: hits are not marked as
+    # retrieved, so looking never keeps a memory from aging.
+    inspect: bool = False
 
 
 class MemoryHit(msgspec.Struct, frozen=True, kw_only=True):
@@ -238,6 +241,7 @@ class MemoryHistory(Event, frozen=True, kw_only=True, tag="memory.history"):
     conversation: str = ""
     prefix: str = ""
     before: float = 0.0  # unix seconds; 0 = up to now
+    before_id: str = ""  # with ``before``: the turns before this one at that time too
     limit: int = 50
 
 

@@ -9,10 +9,13 @@ itself when it ends.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import structlog
 
@@ -41,10 +44,26 @@ log = structlog.get_logger("actors.brain")
 MAX_TEXT = 256 << 10  # a persona document longer than this is refused
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_at_a_time(fn: F) -> F:
+    """The store is read and written by one worker thread at a time."""
+
+    @functools.wraps(fn)
+    def run(self: PersonaDesk, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return fn(self, *args, **kwargs)
+
+    return cast(F, run)
+
+
 class PersonaDesk:
     def __init__(self, store: PersonaStore, path: Path, audits: Path) -> None:
         self.store, self.path, self.audits = store, path, audits
         self.auditing: tuple[int, int] | None = None  # (done, total) while an audit runs
+        # The store has one writer at a time: edits, rollbacks and reloads run on worker threads.
+        self.lock = threading.Lock()
         self.mtime = 0  # persona.toml's, when last read or written here
 
     def seen_on_disk(self) -> None:
@@ -59,6 +78,7 @@ class PersonaDesk:
         self.seen_on_disk()
         return self.mtime != before
 
+    @_one_at_a_time
     def load(self, previous: int) -> tuple[PersonaChanged, Persona]:
         """persona.toml at start, recorded as a version when new; the report (with a note when
         it is not ``previous``) and the persona. An invalid document raises PersonaError."""
@@ -67,6 +87,7 @@ class PersonaDesk:
         note = "persona.toml loaded" if version != previous else ""
         return PersonaChanged(version=version, note=note), self.store.get(version)[0]
 
+    @_one_at_a_time
     def reload(self, active: int) -> tuple[PersonaChanged, Persona | None]:
         """persona.toml as it is on disk, recorded as a version when it differs from ``active``
         (an invalid one is logged and changes nothing)."""
@@ -83,6 +104,7 @@ class PersonaDesk:
             version
         )[0]
 
+    @_one_at_a_time
     def rollback(self, version: int) -> tuple[PersonaChanged, Persona | None]:
         """Make an earlier version active again (its text written back to persona.toml)."""
         try:
@@ -92,6 +114,7 @@ class PersonaDesk:
         self.seen_on_disk()
         return PersonaChanged(version=self.store.active, note=f"rollback to {version}"), persona
 
+    @_one_at_a_time
     def state(self, version: int) -> PersonaState:
         """A version's text (0: the active one), every version, the latest audit's summary."""
         versions = tuple(
@@ -119,6 +142,7 @@ class PersonaDesk:
             last_audit=last,
         )
 
+    @_one_at_a_time
     def edit(self, text: str, note: str, by: str) -> tuple[PersonaChanged, Persona | None]:
         """Check and record a new text; the report, and the persona now active (None when the
         edit was refused or changed nothing)."""
@@ -151,11 +175,21 @@ class PersonaDesk:
         offload: Callable[..., Awaitable[Any]],
     ) -> None:
         """Run the audit, save its report beside the CLI's, compare it with the one before, and
-        answer ``request`` (progress goes out as it runs)."""
-        result = await self._audit(chain, persona, config, event, request, bus, between, offload)
-        await bus.publish(
-            result, key=request.source, correlation=request.correlation, causation=request.id
-        )
+        answer ``request`` (progress goes out as it runs). It always answers: an audit that
+        fails or is stopped (the brain stopping) says so rather than leave the asker waiting."""
+        key, correlation, causation = request.source, request.correlation, request.id
+        try:
+            result = await self._audit(
+                chain, persona, config, event, request, bus, between, offload
+            )
+        except asyncio.CancelledError:
+            stopped = PersonaAudited(error="the brain stopped during the audit: run it again")
+            bus.publish_volatile(stopped, key=key, correlation=correlation, causation=causation)
+            raise
+        except Exception as exc:
+            log.exception("brain.audit_failed")
+            result = PersonaAudited(error=f"the audit failed: {type(exc).__name__}: {exc}"[:500])
+        await bus.publish(result, key=key, correlation=correlation, causation=causation)
 
     async def _audit(
         self,
@@ -186,21 +220,33 @@ class PersonaDesk:
             return PersonaAudited(error=f"the audit stopped: {exc}")
         finally:
             self.auditing = None
-        previous = latest_report(self.audits)
+        previous, before = await offload(_comparable, self.audits, report)
         self.audits.mkdir(parents=True, exist_ok=True)
         path = await offload(save_report, report, self.audits)
-        drift = ""
-        if previous is not None:
-            try:
-                drift = _json(compare_reports(load_report(previous), report))
-            except PersonaError as exc:
-                drift = _json({"error": str(exc)})
+        drift = _json(compare_reports(before, report)) if before is not None else ""
         return PersonaAudited(
             summary=_json(_summary(report)),
             drift=drift,
             report=path.name,
             previous=previous.name if previous else "",
         )
+
+
+def _comparable(
+    directory: Path, report: dict[str, Any], looked_at: int = 50
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest saved report over the same scenarios as ``report`` (a run of the first 10 is
+    compared with the last run of the first 10, never with a full one), and its contents."""
+    scenarios = set(report.get("outcomes", {}))
+    reports = sorted(directory.glob("audit-*.json"), reverse=True) if directory.is_dir() else []
+    for path in reports[:looked_at]:
+        try:
+            before = load_report(path)
+        except PersonaError:
+            continue  # a damaged report is skipped, not compared
+        if set(before.get("outcomes", {})) == scenarios:
+            return path, before
+    return None, None
 
 
 def _json(value: dict[str, Any]) -> str:

@@ -269,10 +269,10 @@ def error_line(text: str, message: str) -> int:
     """The line (1-based) of persona TOML that an error from :func:`parse_persona` is about: the
     line TOML names, else the line that sets the key the message names (or the nearest table
     above it); 0 when it names none."""
-    if found := re.search(r"at line (\d+)", message):
+    if found := re.search(r": not valid TOML: .*\(at line (\d+), column \d+\)", message):
         return int(found.group(1))
     lines = text.splitlines()
-    if "at end of document" in message:
+    if re.search(r": not valid TOML: .*\(at end of document\)", message):
         return max(1, len(lines))
     named = re.search(r"`([^`]+)`", message)
     if named is None:
@@ -281,7 +281,15 @@ def error_line(text: str, message: str) -> int:
     table: list[str] = []
     arrays: dict[str, int] = {}
     best, best_len = 0, 0
+    quote = ""  # the delimiter of a multi-line string being read ('"""' or "'''")
     for number, line in enumerate(lines, start=1):
+        if quote:  # inside a multi-line string: nothing here is a key or a table
+            if line.count(quote) % 2:
+                quote = ""
+            continue
+        for delimiter in ('"""', "'''"):
+            if line.count(delimiter) % 2:
+                quote = delimiter
         if header := _HEADER.match(line):
             name = header.group(2).replace('"', "").replace("'", "")
             if header.group(1) == "[[":

@@ -78,7 +78,7 @@ class Search:
 
     def answer(self, query: MemoryQuery) -> MemoryResult:
         """The hits and, for a query about a person, their profile when one is known."""
-        hits = self.query(query)
+        hits = self.query(query, touch=not query.inspect)
         kept = self.store.people.profile(query.person_id) if query.person_id else None
         profile = (
             None
@@ -232,7 +232,10 @@ class Search:
                 conversations=tuple(msgspec.convert(found, list[ConversationInfo]))
             )
         turns = self.store.turns.latest(
-            request.conversation, limit=limit + 1, before=request.before or None
+            request.conversation,
+            limit=limit + 1,
+            before=request.before or None,
+            before_id=request.before_id,
         )
         more = len(turns) > limit
         return MemoryHistoryResult(turns=tuple(_imported(t) for t in turns[-limit:]), more=more)

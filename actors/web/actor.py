@@ -111,6 +111,7 @@ class WebActor(Actor[WebConfig, NoState]):
             memory_up=lambda: (
                 not self.gatherer.status or config.memory_actor in self.gatherer.status
             ),
+            offload=self.offload,
         )
         self.memory = MemoryPanel(
             self.hub,
@@ -118,6 +119,7 @@ class WebActor(Actor[WebConfig, NoState]):
             request_blob=self.request_blob,
             publish=self._publish,
             new_id=self.bus.ids.next,
+            spawn=spawn,
             max_blob_bytes=self.bus.endpoints.max_blob_mb << 20,
             max_import_bytes=config.max_import_mb << 20,
         )
@@ -328,7 +330,7 @@ class WebActor(Actor[WebConfig, NoState]):
     @on(PersonaChanged)
     async def on_persona_changed(self, event: PersonaChanged) -> None:
         assert self.envelope is not None
-        self.persona.changed(self.envelope, event)
+        await self.persona.changed(self.envelope, event)
 
     @on(PersonaAuditProgress)
     async def on_audit_progress(self, event: PersonaAuditProgress) -> None:

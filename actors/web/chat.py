@@ -52,6 +52,10 @@ HISTORY_TURNS = 50  # turns a tab gets from memory per page of history
 HISTORY_TIMEOUT_S = 5.0
 
 
+async def _inline(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
 def markdown_renderer() -> Callable[[str], str]:
     """CommonMark with tables and strikethrough; raw HTML is escaped and links are checked
     (markdown-it refuses javascript:, vbscript:, file: and non-image data: URLs)."""
@@ -81,6 +85,7 @@ class WebChat:
         request: Callable[..., Awaitable[Any]] | None = None,
         spawn: Callable[[Coroutine[Any, Any, Any], str], object] | None = None,
         memory_up: Callable[[], bool] = lambda: True,
+        offload: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -89,6 +94,8 @@ class WebChat:
         self.request = request  # memory's history, when there is a bus to ask it on
         self.spawn = spawn
         self.memory_up = memory_up  # whether the supervisor runs a memory actor to ask
+        self.offload = offload or _inline
+        self.asking: set[str] = set()  # "<what>-<tab>" requests to memory in flight
         # channel -> (reply_to, pieces streamed so far), the most recent STREAMS_KEPT
         self.streams: OrderedDict[str, tuple[str, dict[int, str]]] = OrderedDict()
         self.finished: OrderedDict[str, None] = OrderedDict()
@@ -127,28 +134,54 @@ class WebChat:
                 self.hub.send(client, {**final, "again": True})
             self._later(self.history(client, conversation, 0.0), f"history-{client.id}")
         elif kind == "history":
-            before = message.get("before", 0.0)
-            before = float(before) if isinstance(before, int | float) else 0.0
-            self._later(self.history(client, conversation, before), f"history-{client.id}")
+            before, before_id = message.get("before", 0.0), message.get("before_id", "")
+            before = float(before) if isinstance(before, int | float) and 0 < before < 1e12 else 0.0
+            before_id = before_id[:200] if isinstance(before_id, str) else ""
+            self._later(
+                self.history(client, conversation, before, before_id), f"history-{client.id}"
+            )
         elif kind == "say":
             await self.say(client, channel, message)
         else:
             await self.stop(client, channel)
 
     def _later(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Memory's answers come while the tab goes on talking (a slow memory never holds it)."""
-        if self.request is None or self.spawn is None or not self.memory_up():
+        """Memory's answers come while the tab goes on talking (a slow memory never holds it);
+        one such request per tab at a time (a tab that asks again meanwhile is not answered
+        twice)."""
+        if (
+            self.request is None
+            or self.spawn is None
+            or not self.memory_up()
+            or name in self.asking
+        ):
             coro.close()
             return
-        self.spawn(coro, name)
+        self.asking.add(name)
 
-    async def history(self, client: Client, conversation: str, before: float) -> None:
-        """A page of this conversation's turns from memory, oldest first, as the page shows them."""
+        async def once() -> None:
+            try:
+                await coro
+            finally:
+                self.asking.discard(name)
+
+        self.spawn(once(), name)
+
+    async def history(
+        self, client: Client, conversation: str, before: float, before_id: str = ""
+    ) -> None:
+        """A page of this conversation's turns from memory, oldest first, as the page shows them
+        (Hex's rendered from Markdown off the loop: a page of long replies takes a while)."""
         assert self.request is not None
         channel = self.channel(client.person_id, conversation)
         try:
             result = await self.request(
-                MemoryHistory(conversation=f"web:{channel}", before=before, limit=HISTORY_TURNS),
+                MemoryHistory(
+                    conversation=f"web:{channel}",
+                    before=before,
+                    before_id=before_id,
+                    limit=HISTORY_TURNS,
+                ),
                 MemoryHistoryResult,
                 timeout=HISTORY_TIMEOUT_S,
             )
@@ -164,17 +197,20 @@ class WebChat:
                 },
             )
             return
+        html = await self.offload(
+            lambda: [self.render(t.text) if t.role == "assistant" else "" for t in result.turns]
+        )
         turns = [
             {
                 "id": t.id,
                 "role": t.role,
                 "text": t.text,
-                "html": self.render(t.text) if t.role == "assistant" else "",
+                "html": rendered,
                 "at": t.at,
                 "reply_to": t.meta.get("reply_to", ""),
                 "recalled": t.meta.get("recalled", "").split(),
             }
-            for t in result.turns
+            for t, rendered in zip(result.turns, html, strict=True)
         ]
         self.hub.send(
             client,

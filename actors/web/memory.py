@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import PurePath
 from typing import Any
 
@@ -35,6 +35,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from actors.web.checks import (
+    MAX_TAGS,
+    Refusal,
+    hit_fields,
+    line_parts,
+    one_of,
+    short_name,
+    strings,
+    text_of,
+    unit,
+    visible,
+)
 from actors.web.hub import Client, Hub
 from hexbus import RequestTimeout
 from hexbus.codec import Envelope
@@ -65,12 +77,7 @@ KINDS = ("fact", "summary", "anchor", "journal", "document", "turn")
 TIMEOUT_S = 10.0
 EXPORT_TIMEOUT_S = 60.0
 PENDING_KEPT = 1000  # requests whose report a tab waits for
-MAX_TEXT = 4000
-MAX_TAGS = 20
-
-
-class Refusal(Exception):
-    """A request the page will not send, with the reason for the person."""
+MAX_RUNNING = 8  # a tab's memory requests in flight at once
 
 
 Publish = Callable[..., Awaitable[Envelope]]
@@ -86,70 +93,94 @@ class MemoryPanel:
         request_blob: Ask,
         publish: Publish,
         new_id: Callable[[], str],
+        spawn: Callable[[Coroutine[Any, Any, Any], str], object],
         max_blob_bytes: int,
         max_import_bytes: int,
     ) -> None:
         self.hub, self.request, self.publish, self.new_id = hub, request, publish, new_id
         self.request_blob = request_blob
+        self.spawn = spawn
+        self.running: dict[int, int] = {}  # tab id -> its requests in flight
         self.max_blob_bytes = max_blob_bytes
         self.max_import_bytes = max_import_bytes
         # request event id -> (tab, ref, what it was): where its report and progress go
         self.pending: OrderedDict[str, tuple[Client, str, str]] = OrderedDict()
-        self.imports: dict[str, dict[str, Any]] = {}  # ref -> an import's running totals
+        # "<tab>:<ref>" -> an import's running totals
+        self.imports: dict[str, dict[str, Any]] = {}
 
     # -- the websocket ---------------------------------------------------------------------
 
     async def command(self, client: Client, message: dict[str, Any]) -> None:
+        """Checked here, answered in the background: a busy memory actor (an upload embedding)
+        never holds the tab's chat."""
         op, ref = message.get("op"), str(message.get("ref", ""))[:64]
         client.panels.add("memory")
         if op not in OPS:
             self._send(client, "refused", ref, text=f"unknown memory op {op!r}")
             return
+        if op in OWNER_OPS and not client.owner:
+            why = f"only an owner may {op} memories (this page's person is not one)"
+            self._send(client, "refused", ref, text=why)
+            return
+        if self.running.get(client.id, 0) >= MAX_RUNNING:
+            why = f"{MAX_RUNNING} memory requests of this tab are waiting: try again when they end"
+            self._send(client, "refused", ref, text=why)
+            return
+        self.running[client.id] = self.running.get(client.id, 0) + 1
+        self.spawn(self._run(client, ref, op, message), f"memory-{op}-{client.id}")
+
+    async def _run(self, client: Client, ref: str, op: str, message: dict[str, Any]) -> None:
         try:
-            if op in OWNER_OPS and not client.owner:
-                raise Refusal(f"only an owner may {op} memories (this page's person is not one)")
             await getattr(self, f"_{op}")(client, ref, message)
         except Refusal as refusal:
             self._send(client, "refused", ref, text=str(refusal))
         except RequestTimeout:
-            self._send(
-                client, "refused", ref, text="the memory actor did not answer: is it running?"
-            )
+            why = "the memory actor did not answer: is it running?"
+            self._send(client, "refused", ref, text=why)
+        finally:
+            left = self.running.get(client.id, 1) - 1
+            if left > 0:
+                self.running[client.id] = left
+            else:
+                self.running.pop(client.id, None)
 
     async def _search(self, client: Client, ref: str, m: dict[str, Any]) -> None:
-        text = _text(m.get("text", ""), "text", allow_empty=True)
+        text = text_of(m.get("text", ""), "text", allow_empty=True)
         person = self._scope(client, m.get("person", ""))
         query = MemoryQuery(
             text=text,
             person_id=person,
-            k=_int(m.get("k", 20), 1, 200),
-            kinds=tuple(k for k in _strings(m.get("kinds")) if k in KINDS),
-            tags=_strings(m.get("tags")),
+            k=one_of(m.get("k", 20), 1, 200),
+            kinds=tuple(k for k in strings(m.get("kinds")) if k in KINDS),
+            tags=strings(m.get("tags")),
             include_archived=bool(m.get("archived", False)),
             browse=not text.strip(),
+            inspect=True,
         )
         result = await self.request(query, MemoryResult, timeout=TIMEOUT_S)
         if result.error:
             raise Refusal(f"the memory actor could not search: {result.error}")
-        hits = [h for h in result.hits if client.owner or h.person_id in (client.person_id, "")]
-        self._send(client, "hits", ref, hits=[_hit(h) for h in hits], query=text)
+        hits = [h for h in result.hits if visible(client, h)]
+        self._send(client, "hits", ref, hits=[hit_fields(h) for h in hits], query=text)
 
     async def _why(self, client: Client, ref: str, m: dict[str, Any]) -> None:
-        ids = _strings(m.get("ids"), 50)
+        ids = strings(m.get("ids"), 50)
         hits = await self._by_ids(client, ids)
-        self._send(client, "why", ref, hits=[_hit(h) for h in hits], asked=len(ids))
+        self._send(client, "why", ref, hits=[hit_fields(h) for h in hits], asked=len(ids))
 
     async def _review(self, client: Client, ref: str, m: dict[str, Any]) -> None:
         reviewed = await self.request(
-            MemoryReview(limit=_int(m.get("limit", 50), 1, 200)), MemoryReviewed, timeout=TIMEOUT_S
+            MemoryReview(limit=one_of(m.get("limit", 50), 1, 200)),
+            MemoryReviewed,
+            timeout=TIMEOUT_S,
         )
         self._send(
             client,
             "review",
             ref,
-            pending=[_hit(h) for h in reviewed.pending],
+            pending=[hit_fields(h) for h in reviewed.pending],
             contradictions=msgspec.to_builtins(reviewed.contradictions),
-            archived=[_hit(h) for h in reviewed.archived],
+            archived=[hit_fields(h) for h in reviewed.archived],
             archived_total=reviewed.archived_total,
         )
 
@@ -158,11 +189,11 @@ class MemoryPanel:
         if kind not in ("fact", "anchor"):
             raise Refusal("a memory added by hand is a fact or an anchor")
         event = MemoryAdd(
-            text=_text(m.get("text"), "the memory"),
+            text=text_of(m.get("text"), "the memory"),
             kind=kind,
             person_id=self._scope(client, m.get("person", client.person_id)),
-            importance=_unit(m.get("importance", 0.5)),
-            tags=_strings(m.get("tags"), MAX_TAGS),
+            importance=unit(m.get("importance", 0.5)),
+            tags=strings(m.get("tags"), MAX_TAGS),
             by=client.person_id,
         )
         await self._change(client, ref, "add", event)
@@ -170,24 +201,24 @@ class MemoryPanel:
     async def _edit(self, client: Client, ref: str, m: dict[str, Any]) -> None:
         tags = m.get("tags")
         event = MemoryEdit(
-            id=_text(m.get("id"), "the memory's id"),
-            text=_text(m.get("text", ""), "the text", allow_empty=True),
-            importance=_unit(m["importance"]) if m.get("importance") is not None else -1.0,
-            tags=None if tags is None else _strings(tags, MAX_TAGS),
+            id=text_of(m.get("id"), "the memory's id"),
+            text=text_of(m.get("text", ""), "the text", allow_empty=True),
+            importance=unit(m["importance"]) if m.get("importance") is not None else -1.0,
+            tags=None if tags is None else strings(tags, MAX_TAGS),
             by=client.person_id,
         )
         await self._change(client, ref, "edit", event)
 
     async def _approve(self, client: Client, ref: str, m: dict[str, Any]) -> None:
-        event = MemoryEdit(id=_text(m.get("id"), "the id"), approve=True, by=client.person_id)
+        event = MemoryEdit(id=text_of(m.get("id"), "the id"), approve=True, by=client.person_id)
         await self._change(client, ref, "approve", event)
 
     async def _reject(self, client: Client, ref: str, m: dict[str, Any]) -> None:
-        event = MemoryEdit(id=_text(m.get("id"), "the id"), approve=False, by=client.person_id)
+        event = MemoryEdit(id=text_of(m.get("id"), "the id"), approve=False, by=client.person_id)
         await self._change(client, ref, "reject", event)
 
     async def _forget(self, client: Client, ref: str, m: dict[str, Any]) -> None:
-        ids = _strings(m.get("ids"), 200)
+        ids = strings(m.get("ids"), 200)
         if not ids:
             raise Refusal("say which memories to forget (ids)")
         if not client.owner:  # only their own: general memories are the owner's to forget
@@ -201,11 +232,12 @@ class MemoryPanel:
     async def _by_ids(self, client: Client, ids: tuple[str, ...]) -> tuple[MemoryHit, ...]:
         if not ids:
             return ()
-        query = MemoryQuery(text="", ids=ids, person_id="" if client.owner else client.person_id)
+        person = "" if client.owner else client.person_id
+        query = MemoryQuery(text="", ids=ids, person_id=person, inspect=True)
         result: MemoryResult = await self.request(query, MemoryResult, timeout=TIMEOUT_S)
         if result.error:
             raise Refusal(f"the memory actor could not look them up: {result.error}")
-        return result.hits
+        return tuple(h for h in result.hits if visible(client, h))
 
     def _scope(self, client: Client, person: Any) -> str:
         """Whose memories a request may touch: anyone's for an owner, only theirs otherwise."""
@@ -240,7 +272,7 @@ class MemoryPanel:
         }
         if waiting is not None:
             client, ref, what = waiting
-            totals = self.imports.get(ref) if what == "import" else None
+            totals = self.imports.get(f"{client.id}:{ref}") if what == "import" else None
             if totals is not None:
                 self._imported(client, ref, event, totals)
             else:
@@ -254,7 +286,7 @@ class MemoryPanel:
         if waiting is None:
             return
         client, ref, what = waiting
-        totals = self.imports.get(ref) if what == "import" else None
+        totals = self.imports.get(f"{client.id}:{ref}") if what == "import" else None
         if totals is None:
             self._send(client, "progress", ref, done=event.done, total=event.total, unit=event.unit)
             return
@@ -267,15 +299,16 @@ class MemoryPanel:
         self, client: Client, ref: str, event: MemoryChanged, totals: dict[str, Any]
     ) -> None:
         totals["reports"] += 1
-        if event.action == "refused":
+        if event.action == "refused":  # a part with no usable line: its reason is a problem too
             totals["refused"].append(event.detail)
+            totals["problems"].append(event.detail)
         else:
             for key, value in event.counts.items():
                 totals["counts"][key] = totals["counts"].get(key, 0) + value
             totals["problems"] += [p for p in event.detail.splitlines() if p]
         if totals["reports"] < totals["batches"]:
             return
-        self.imports.pop(ref, None)
+        self.imports.pop(f"{client.id}:{ref}", None)
         counts = totals["counts"]
         if not counts.get("turns") and not counts.get("already_known") and totals["refused"]:
             self._send(client, "refused", ref, text=f"nothing imported: {totals['refused'][0]}")
@@ -335,7 +368,7 @@ class MemoryPanel:
         return b"".join(chunks)
 
     async def upload(self, request: Request) -> Response:
-        name = PurePath(request.query_params.get("name", "")).name[:200]
+        name = short_name(PurePath(request.query_params.get("name", "")).name)
         try:
             client, ref = self._tab(request)
             suffix = PurePath(name).suffix.lower()
@@ -354,7 +387,7 @@ class MemoryPanel:
         event = MemoryDocument(
             name=name,
             person_id=request.query_params.get("person", "")[:200],
-            tags=_strings(request.query_params.get("tags", "").split(","), MAX_TAGS),
+            tags=strings(request.query_params.get("tags", "").split(","), MAX_TAGS),
             sha256=hashlib.sha256(data).hexdigest(),
             by=client.person_id,
         )
@@ -364,18 +397,26 @@ class MemoryPanel:
     async def import_history(self, request: Request) -> Response:
         """A history file, sent to memory in parts cut at line ends (each within what the bus
         carries), parsed and imported there; bad lines come back by number."""
-        name = PurePath(request.query_params.get("name", "history.jsonl")).name[:200]
+        name = short_name(PurePath(request.query_params.get("name", "history.jsonl")).name)
+        # Room in each part's event for its envelope: the blob limit is for the whole frame.
+        part_limit = max(1024, self.max_blob_bytes - (64 << 10))
         try:
             client, ref = self._tab(request)
             data = await self._body(request, name, self.max_import_bytes, "max_import_mb")
-            if not data.strip():
+            if not data or data.isspace():
                 raise Refusal(f"{name} is empty")
+            parts = list(line_parts(data, part_limit))
+            for first_line, part in parts:
+                if len(part) > part_limit:  # one line alone: no event carries it
+                    raise Refusal(
+                        f"{name}: line {first_line} is {len(part) / 2**20:.1f} MiB, more than "
+                        f"one turn may be ({part_limit / 2**20:.1f} MiB): split or shorten it"
+                    )
         except Refusal as refusal:
             return JSONResponse({"error": str(refusal)}, status_code=400)
         except ClientDisconnect:
             return Response(status_code=400)
-        parts = list(_line_parts(data, self.max_blob_bytes))
-        self.imports[ref] = {
+        self.imports[f"{client.id}:{ref}"] = {
             "counts": {},
             "reports": 0,
             "batches": len(parts),
@@ -410,55 +451,3 @@ class MemoryPanel:
                 "x-hex-count": str(exported.count),
             },
         )
-
-
-def _line_parts(data: bytes, limit: int) -> Iterator[tuple[int, bytes]]:
-    """``data`` in parts of at most ``limit`` bytes cut after a newline, each with the number of
-    its first line (a single longer line is a part of its own: memory reports it as too long)."""
-    start, line = 0, 1
-    while start < len(data):
-        end = start + limit
-        if end < len(data):
-            cut = data.rfind(b"\n", start, end)
-            end = cut + 1 if cut >= start else (data.find(b"\n", end) + 1 or len(data))
-        part = data[start:end]
-        yield line, part
-        line += part.count(b"\n")
-        start = end
-
-
-def _hit(h: MemoryHit) -> dict[str, Any]:
-    return msgspec.to_builtins(h)  # type: ignore[no-any-return]
-
-
-def _text(value: Any, what: str, *, allow_empty: bool = False) -> str:
-    if not isinstance(value, str) or (not allow_empty and not value.strip()):
-        raise Refusal(f"{what} is empty")
-    if len(value) > MAX_TEXT:
-        raise Refusal(f"{what} has {len(value)} characters; the limit is {MAX_TEXT}")
-    return value.strip()
-
-
-def _strings(value: Any, limit: int = MAX_TAGS) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        return ()
-    return tuple(dict.fromkeys(s.strip()[:100] for s in value if isinstance(s, str) and s.strip()))[
-        :limit
-    ]
-
-
-def _int(value: Any, low: int, high: int) -> int:
-    try:
-        return max(low, min(high, int(value)))
-    except (TypeError, ValueError):
-        return low
-
-
-def _unit(value: Any) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise Refusal("importance is a number from 0 to 1") from None
-    if not 0.0 <= x <= 1.0:
-        raise Refusal("importance is a number from 0 to 1")
-    return x

@@ -18,6 +18,7 @@ Edits, rollbacks and audits are an owner's; each request, done or refused, is jo
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import json
 from collections import OrderedDict
@@ -47,6 +48,7 @@ OPS = frozenset({"get", "diff", "save", "rollback", "audit"})
 OWNER_OPS = frozenset({"save", "rollback", "audit"})
 TIMEOUT_S = 10.0
 AUDIT_TIMEOUT_S = 4 * 3600.0  # a full audit on a slow backend: hundreds of replies
+STALL_S = 300.0  # an audit with no progress this long has stopped (one reply takes far less)
 MAX_TEXT = 256 << 10
 PENDING_KEPT = 100
 
@@ -64,7 +66,9 @@ class PersonaPanel:
     ) -> None:
         self.hub, self.request, self.publish, self.new_id = hub, request, publish, new_id
         self.spawn, self.me = spawn, me
-        self.pending: OrderedDict[str, tuple[Client, str]] = OrderedDict()
+        # request event id -> (tab, ref, op): where the brain's report goes
+        self.pending: OrderedDict[str, tuple[Client, str, str]] = OrderedDict()
+        self.deadlines: set[asyncio.Timeout] = set()  # audits waiting: each moved on by progress
 
     async def command(self, client: Client, message: dict[str, Any]) -> None:
         op, ref = message.get("op"), str(message.get("ref", ""))[:64]
@@ -118,44 +122,52 @@ class PersonaPanel:
             self._send(client, "refused", ref, text=f"the document is over {MAX_TEXT >> 10} KiB")
             return
         note = note[:200] if isinstance(note, str) else ""
-        await self._change(client, ref, PersonaEdit(text=text, note=note, by=client.person_id))
-        await self._record(client, "save", ok=True, message=note or "edited from the page")
+        await self._change(
+            client, ref, "save", PersonaEdit(text=text, note=note, by=client.person_id)
+        )
 
     async def _rollback(self, client: Client, ref: str, m: dict[str, Any]) -> None:
         version = m.get("version")
-        if not isinstance(version, int) or version < 1:
+        if not isinstance(version, int) or not 1 <= version < 1 << 31:
             self._send(client, "refused", ref, text="say which version to roll back to")
             return
-        await self._change(client, ref, PersonaRollback(version=version, by=client.person_id))
-        await self._record(client, "rollback", ok=True, message=f"to version {version}")
+        await self._change(
+            client, ref, "rollback", PersonaRollback(version=version, by=client.person_id)
+        )
 
     async def _audit(self, client: Client, ref: str, m: dict[str, Any]) -> None:
         limit = m.get("limit", 0)
-        limit = limit if isinstance(limit, int) and limit >= 0 else 0
+        limit = limit if isinstance(limit, int) and 0 <= limit < 1 << 31 else 0
         await self._record(client, "audit", ok=True, message=f"limit {limit or 'all'}")
         self._send(client, "auditing", ref, limit=limit)
         self.spawn(self._run_audit(client, ref, limit), f"persona-audit-{client.id}")
 
     async def _run_audit(self, client: Client, ref: str, limit: int) -> None:
+        """Wait for the brain's answer; an audit that makes no progress for STALL_S (the brain
+        killed mid-audit: its answer will never come) is reported as stopped."""
         try:
-            done: PersonaAudited = await self.request(
-                PersonaAudit(limit=limit, by=client.person_id),
-                PersonaAudited,
-                timeout=AUDIT_TIMEOUT_S,
-            )
-        except RequestTimeout:
-            self._send(
-                client, "refused", ref, text="the audit did not finish (the brain restarted?)"
-            )
+            async with asyncio.timeout(STALL_S) as deadline:
+                self.deadlines.add(deadline)  # each progress event moves it on
+                done: PersonaAudited = await self.request(
+                    PersonaAudit(limit=limit, by=client.person_id),
+                    PersonaAudited,
+                    timeout=AUDIT_TIMEOUT_S,
+                )
+        except (TimeoutError, RequestTimeout):
+            why = f"the audit stopped: no progress for {STALL_S:.0f}s (did the brain restart?)"
+            self._send(client, "refused", ref, text=why)
             return
+        finally:
+            self.deadlines.discard(deadline)
         fields = msgspec.to_builtins(done)
         for key in ("summary", "drift"):
             fields[key] = json.loads(fields[key]) if fields[key] else {}
         self._send(client, "audited", ref, **fields)
 
-    async def _change(self, client: Client, ref: str, event: Any) -> None:
+    async def _change(self, client: Client, ref: str, op: str, event: Any) -> None:
+        """Send an edit or rollback; the brain's report answers the tab and is journaled."""
         event_id = self.new_id()
-        self.pending[event_id] = (client, ref)
+        self.pending[event_id] = (client, ref, op)
         while len(self.pending) > PENDING_KEPT:
             self.pending.popitem(last=False)
         await self.publish(event, event_id=event_id)
@@ -174,17 +186,23 @@ class PersonaPanel:
 
     # -- from the bus ----------------------------------------------------------------------
 
-    def changed(self, envelope: Envelope, event: PersonaChanged) -> None:
+    async def changed(self, envelope: Envelope, event: PersonaChanged) -> None:
         waiting = self.pending.pop(envelope.causation, None)
         report = msgspec.to_builtins(event)
         if waiting is not None:
-            client, ref = waiting
+            client, ref, op = waiting
             self._send(client, "changed", ref, **report)
+            # Journaled as it went: a refused edit is recorded as refused, with the reason.
+            await self._record(
+                client, op, ok=not event.error, message=event.error or event.note or op
+            )
         for tab in [c for c in self.hub.clients if "persona" in c.panels]:
             if waiting is None or tab is not waiting[0]:
                 self._send(tab, "version", "", **report)  # another tab, or persona.toml edited
 
     def progress(self, event: PersonaAuditProgress) -> None:
+        for deadline in self.deadlines:
+            deadline.reschedule(asyncio.get_running_loop().time() + STALL_S)
         for tab in [c for c in self.hub.clients if "persona" in c.panels]:
             self._send(tab, "audit-progress", "", done=event.done, total=event.total)
 

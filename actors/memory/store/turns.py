@@ -75,14 +75,21 @@ class TurnTable:
         return {r[0] for r in rows}
 
     def latest(
-        self, conversation: str, limit: int = 50, before: float | None = None
+        self,
+        conversation: str,
+        limit: int = 50,
+        before: float | None = None,
+        before_id: str = "",
     ) -> list[StoredTurn]:
-        """The latest ``limit`` turns of a conversation (before ``before``), newest last."""
+        """The latest ``limit`` turns of a conversation (before ``before``; with ``before_id``,
+        before that turn in (time, id) order, so turns sharing a time are paged through), newest
+        last."""
         with self._db.locked() as con:
             rows = con.execute(
                 f"SELECT {_SELECT} FROM turns WHERE conversation = ? "
-                'AND (?::DOUBLE IS NULL OR "at" < ?::DOUBLE) ORDER BY "at" DESC, id DESC LIMIT ?',
-                [conversation, before, before, limit],
+                'AND (?::DOUBLE IS NULL OR "at" < ?::DOUBLE OR ("at" = ?::DOUBLE AND id < ?)) '
+                'ORDER BY "at" DESC, id DESC LIMIT ?',
+                [conversation, before, before, before, before_id or "", limit],
             ).fetchall()
         return [_from_row(r) for r in reversed(rows)]
 

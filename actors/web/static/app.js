@@ -213,18 +213,20 @@ const handlers = {
     if (m.error) system(m.error, true);
     const past = document.createDocumentFragment();
     for (const t of m.turns) {
+      // Shown already: by a page of history before (a reconnect asks again), or live.
+      if (log.querySelector(`[data-id="${CSS.escape(t.id)}"]`)) continue;
+      if (t.reply_to && (hex.replies.has(t.reply_to) ||
+          log.querySelector(`[data-reply-to="${CSS.escape(t.reply_to)}"]`))) continue;
       let div;
       if (t.role === "user") {
-        if (log.querySelector(`[data-id="${CSS.escape(t.id)}"]`)) continue;
         div = make("person", t.text);
-        div.dataset.id = t.id;
       } else {
-        if (t.reply_to && hex.replies.has(t.reply_to)) continue;
         div = make("hex");
         div.innerHTML = t.html;
-        div.dataset.replyTo = t.reply_to;
+        if (t.reply_to) div.dataset.replyTo = t.reply_to;
         if (t.recalled.length) addWhy(div, t.recalled);
       }
+      div.dataset.id = t.id;
       div.classList.add("past");
       div.dataset.at = String(t.at);
       past.append(div);
@@ -237,8 +239,8 @@ const handlers = {
       older.type = "button";
       older.className = "older";
       older.textContent = "Older messages";
-      const before = m.turns[0].at;
-      older.addEventListener("click", () => send({ t: "history", conversation: hex.conversation, before }));
+      const before = m.turns[0].at, beforeId = m.turns[0].id;
+      older.addEventListener("click", () => send({ t: "history", conversation: hex.conversation, before, before_id: beforeId }));
       past.prepend(older);
     }
     log.prepend(past);

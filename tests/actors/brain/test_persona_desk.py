@@ -76,6 +76,14 @@ def test_syntax_errors_and_unknown_keys_name_their_lines() -> None:
     message = error_of(unknown)
     assert "colour" in message and error_line(unknown, message) == header + 1
     assert error_line("x = 1", "something without a key") == 0
+    # A value that says "at line 3" is not a TOML error's position.
+    said = PERSONA.replace('name = "', 'name = 7 # at line 3 "', 1)
+    name_line = next(i for i, row in enumerate(rows, 1) if row.startswith("name ="))
+    assert error_line(said, error_of(said)) == name_line
+    # Lines inside a multi-line string are neither tables nor keys.
+    tricky = '[tsundere]\nnote = """\n[phases]\nname = 1\n"""\ncolour = 2\n'
+    assert error_line(tricky, "x: unknown key `tsundere.colour`: remove it") == 6
+    assert error_line(tricky, "x: `phases[0].name` must be str") == 0
 
 
 def test_an_edit_is_checked_recorded_and_used_and_a_bad_one_is_refused_at_its_line(
@@ -152,5 +160,34 @@ def test_an_audit_asked_while_one_runs_is_refused_with_its_progress(tmp_path: Pa
         return h
 
     h = run(scenario)
-    (refused,) = of_type(h, PersonaAudited)
+    refused, stopped = of_type(h, PersonaAudited)
     assert refused.error.startswith("an audit is running (0 of 0)")
+    # The brain stopped with the first audit in flight: its asker is told, not left waiting.
+    assert stopped.error.startswith("the brain stopped during the audit")
+
+
+def test_drift_compares_only_runs_over_the_same_scenarios_and_a_failed_audit_still_answers(
+    tmp_path: Path,
+) -> None:
+    backend = ScriptedBackend([Script(["Hmph."])])
+
+    async def scenario() -> ActorHarness[Any]:
+        h = harness(tmp_path, brain_with(backend))
+        await live(h)
+        for n, limit in enumerate((2, 3, 2), start=1):
+            await h.send(PersonaAudit(limit=limit), correlation=f"a{n}", source="web")
+            await until(ended(h, n), "the audit's end", 30)
+        # Where reports go is taken by a file: the audit fails, and says so to the asker.
+        audits = tmp_path / "data" / "audits"
+        audits.rename(tmp_path / "audits-aside")
+        audits.write_text("not a folder")
+        await h.send(PersonaAudit(limit=1), correlation="a4", source="web")
+        await until(ended(h, 4), "the failed audit's answer", 30)
+        await h.stop()
+        return h
+
+    h = run(scenario)
+    two, three, two_again, failed = of_type(h, PersonaAudited)
+    assert not three.previous and not three.drift  # no earlier run of the first 3
+    assert two_again.previous == two.report  # not the run of 3, newer as it is
+    assert failed.error.startswith("the audit failed: FileExistsError"), failed.error

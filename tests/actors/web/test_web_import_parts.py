@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.web.memory import _line_parts
+from actors.web.checks import line_parts
 
 lines = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=40)
 
@@ -15,7 +15,7 @@ def test_parts_are_the_file_cut_after_newlines_each_numbered_by_its_first_line(
     rows: list[bytes], trailing: bool, limit: int
 ) -> None:
     data = b"\n".join(rows) + (b"\n" if trailing and rows else b"")
-    parts = list(_line_parts(data, limit))
+    parts = list(line_parts(data, limit))
     assert b"".join(p for _, p in parts) == data  # nothing lost, nothing doubled
     expected_line = 1
     for i, (first_line, part) in enumerate(parts):

@@ -23,7 +23,7 @@ from schemas import Fact, ReplyMeta
 from tests.actors.memory.test_documents import make_pdf
 from tests.support.brain import brain_toml
 from tests.support.harness import FAST_BUS, Hex, HexFactory, poll_for
-from tests.support.memory import memory_config
+from tests.support.memory import add, memory_config
 from tests.support.web import artifact, chromium, page_of, web_toml
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
@@ -194,8 +194,17 @@ def test_the_owner_searches_adds_reviews_uploads_imports_and_forgets_and_a_guest
         assert "beehives" in past.first.inner_text()
         assert page.locator(".msg.hex.past .why-button").count() == 1
         page.screenshot(path=artifact("history.png"), full_page=True)
+        # The page's actor restarts: the tab reconnects and asks again, and nothing is doubled.
+        shown = page.locator(".msg").count()
+        pid = hx.pid("web")
+        hx.command("restart", "web")
+        hx.wait_restarted("web", pid)
+        until(page, "hex.socket.readyState === 1 && hex.history.pages >= 2", 30)
+        assert page.locator(".msg").count() == shown
 
-    # A guest (the page's person is not an owner) is refused what is the owner's.
+    # A guest (the page's person is not an owner) is refused what is the owner's, and never
+    # sees the summary of a conversation between other people.
+    summary = add(hx, "Bo and Cy planned a surprise party for Dee", kind="summary")
     guest = page_of(hx, "guest")
     port = int(guest["url"].rsplit(":", 1)[1].strip("/"))
     headers = {"Cookie": f"{cookie_name(port)}={guest['token']}"}
@@ -218,6 +227,12 @@ def test_the_owner_searches_adds_reviews_uploads_imports_and_forgets_and_a_guest
         tab.send(json.dumps({"t": "memory", "ref": "mine", "op": "search", "text": "Mira"}))
         seen = _answer(tab, "mine")["hits"]
         assert all(h["person_id"] in ("ana", "") for h in seen), seen  # never the owner's
+        tab.send(json.dumps({"t": "memory", "ref": "party", "op": "search", "text": "party"}))
+        assert summary not in [h["id"] for h in _answer(tab, "party")["hits"]]
+        tab.send(json.dumps({"t": "memory", "ref": "ids", "op": "why", "ids": [summary]}))
+        assert _answer(tab, "ids")["hits"] == []
+        tab.send(json.dumps({"t": "memory", "ref": "k", "op": "search", "text": "", "k": 1e999}))
+        assert _answer(tab, "k")["op"] == "hits"  # an absurd number is clamped, not a crash
         with httpx.Client(timeout=10) as http:
             upload = http.post(
                 f"{guest['url']}memory/upload?name=a.txt&tab={hello['tab']}",
