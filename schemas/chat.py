@@ -135,6 +135,10 @@ class BargeIn(Event, frozen=True, kw_only=True, tag="chat.bargein"):
     channel: str
     person_id: str = ""
     said: str = ""
+    # The message whose spoken reply was interrupted ("" = whatever reply is in flight there:
+    # the page's Stop button). A barge-in about a reply that has already ended (a newer message
+    # cancelled it first) only corrects what the brain recorded as said.
+    reply_to: str = ""
 
 
 class Notice(Event, frozen=True, kw_only=True, tag="chat.notice"):

@@ -71,6 +71,9 @@ class Segment(Event, frozen=True, kw_only=True, tag="stt.segment"):
     # words again, whole (ChatMessage.revises names it).
     revises: str = ""
     complete: float = -1.0  # the end-of-turn model's verdict when the turn ended (-1: not asked)
+    # It began while Hex spoke where her voice may come back into the microphone (the page):
+    # its words decide whether it is her echo (actors/stt/echo.py).
+    held: bool = False
 
 
 class Timing(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,6 +102,7 @@ class Utterance(Event, frozen=True, kw_only=True, tag="stt.final"):
     cut: bool = False  # ended by max_utterance_s, not by a pause
     timing: Timing = Timing()
     message_event_id: str = ""  # the chat.message published for it
+    echo: bool = False  # Hex's own voice heard back: no message was made of it
 
 
 class AudioOut(Event, frozen=True, kw_only=True, tag="audio.out"):

@@ -127,18 +127,13 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         # brain.task requests share the backend with people's replies: one at a time.
         self.task_lock = asyncio.Lock()
         self.task_requests: dict[str, None] = {}  # source/correlation of those seen lately
-        self.spawn(self.watch_persona(), name="persona-watch")
+        # Edits to persona.toml: each valid change becomes a new version, live.
+        watch = self.desk.watch(self.config.persona_check_s, self.on_reload)
+        self.spawn(watch, name="persona-watch")
 
     def backends(self) -> list[Backend]:
         """The fallback chain's backends, first choice first (tests put scripted ones here)."""
         return [make_backend(spec, self.load_model) for spec in self.config.backends]
-
-    async def watch_persona(self) -> None:
-        """Pick up edits to persona.toml: each valid change becomes a new version, live."""
-        while True:
-            await asyncio.sleep(self.config.persona_check_s)
-            if self.desk.changed_on_disk():
-                await self.on_reload()
 
     async def teardown(self) -> None:
         # The workers, tasks and the watcher were spawned: the runtime has stopped them already.
@@ -191,7 +186,10 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     @on(BargeIn)
     async def on_barge_in(self, event: BargeIn) -> None:
-        self.workers.barge_in(event.channel, event.said)
+        if event.reply_to and event.reply_to not in self.state.pending:  # ended already
+            self.ledger.heard_only(event.channel, event.reply_to, event.said)
+        else:
+            self.workers.barge_in(event.channel, event.said)
 
     @on(PersonaRollback)
     async def on_rollback(self, event: PersonaRollback) -> None:

@@ -104,6 +104,13 @@ class PersonaDesk:
             version
         )[0]
 
+    async def watch(self, every_s: float, changed: Callable[[], Awaitable[None]]) -> None:
+        """Call ``changed`` whenever persona.toml changes on disk (checked every ``every_s``)."""
+        while True:
+            await asyncio.sleep(every_s)
+            if self.changed_on_disk():
+                await changed()
+
     @_one_at_a_time
     def rollback(self, version: int) -> tuple[PersonaChanged, Persona | None]:
         """Make an earlier version active again (its text written back to persona.toml)."""

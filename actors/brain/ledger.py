@@ -219,12 +219,27 @@ class Ledger:
                 TurnRecord(
                     role="assistant",
                     text=outcome.text,
+                    event_id=pending.event_id,  # the message it answers
                     at=self.clock(),
                     cancelled=outcome.status == "cancelled",
                 )
             )
         self.answered(pending.event_id)
         self.account(pending.message, outcome, persona)
+
+    def heard_only(self, channel: str, reply_to: str, said: str) -> None:
+        """A spoken reply that ended before its barge-in arrived (a newer message cancelled it
+        first): what the person heard of it is what was said."""
+        for key, conversation in self.state.conversations.items():
+            if key.split(":", 1)[-1] != channel:
+                continue
+            for turn in reversed(conversation.turns[-8:]):
+                if turn.role == "assistant" and turn.event_id == reply_to and turn.cancelled:
+                    if said:
+                        turn.text = said
+                    else:  # stopped before a word was heard
+                        conversation.turns.remove(turn)
+                    return
 
     # -- people ---------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 import structlog
 
+from actors.stt.echo import EchoConfig, EchoGuard
 from actors.stt.sources import RATE, Guess, LastTurn, Source, wall
 from actors.stt.turn import SmartTurn, TextTurn, TurnConfig
 from actors.stt.vad import Pause, Segmenter, SileroStream, SpeechEnd, SpeechStart, VadConfig
@@ -38,6 +39,7 @@ from schemas import (
     Metric,
     ReplySentence,
     Segment,
+    Speaking,
     SpeechStarted,
     Timing,
     Transcript,
@@ -56,6 +58,7 @@ class SttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     whisper: WhisperConfig = WhisperConfig()
     partials: bool = True  # volatile transcripts while the person is still talking
     partial_interval_ms: int = 1000
+    echo: EchoConfig = EchoConfig()
     idle_source_s: float = (
         300.0  # a source silent this long is forgotten (its resampler and VAD state)
     )
@@ -79,6 +82,7 @@ class SttActor(Actor[SttConfig, SttState]):
         "stt.segment",
         "stt.final",
         "chat.sentence",
+        "tts.speaking",  # the echo guard: where Hex is speaking
     )
     config_type = SttConfig
     state_type = SttState
@@ -104,6 +108,7 @@ class SttActor(Actor[SttConfig, SttState]):
         # Messages whose reply has said a sentence: a piece after that is a new turn, not
         # one to transcribe again with them (the brain merges only before the first sentence).
         self.answered: OrderedDict[str, None] = OrderedDict()
+        self.echo = EchoGuard(self.config.echo)
         log.info(
             "stt.ready",
             model=self.config.whisper.model or "packaged whisper base",
@@ -189,16 +194,17 @@ class SttActor(Actor[SttConfig, SttState]):
                     and event.at_s - last.end_s <= self.config.turn.rejoin_ms / 1000
                 ):
                     src.continues = last
-                self.bus.publish_volatile(
-                    SpeechStarted(
-                        utterance=src.utterance,
-                        source=frame.source,
-                        person_id=frame.person_id,
-                        channel=frame.channel,
-                        platform=frame.platform,
-                    ),
-                    key=frame.channel,
+                started = SpeechStarted(
+                    utterance=src.utterance,
+                    source=frame.source,
+                    person_id=frame.person_id,
+                    channel=frame.channel,
+                    platform=frame.platform,
                 )
+                src.suspect = self.echo.guarded(frame.platform, frame.channel)
+                src.held = started if src.suspect else None  # its first words decide
+                if not src.suspect:
+                    self.bus.publish_volatile(started, key=frame.channel)
             elif isinstance(event, Pause):
                 self.guess(src, event)
                 if event.complete is not None and self.text_turn is not None and src.guess:
@@ -213,7 +219,8 @@ class SttActor(Actor[SttConfig, SttState]):
             and not src.partial_busy
             and not self.inflight  # final transcripts first: on CPU a partial costs about a second
             and (src.guess is None or src.guess.task.done())
-            and time.monotonic() - src.last_partial >= self.config.partial_interval_ms / 1000
+            and time.monotonic() - src.last_partial
+            >= (self.config.echo.partial_ms if src.held else self.config.partial_interval_ms) / 1000
         ):
             src.partial_busy = True
             src.last_partial = time.monotonic()
@@ -228,6 +235,9 @@ class SttActor(Actor[SttConfig, SttState]):
             src.partial_busy = False
         if result is not None and src.utterance == utterance and src.segmenter.in_speech:
             frame = src.frame
+            if src.held is not None and not self.echo.echo(frame.channel, result.text, final=False):
+                self.bus.publish_volatile(src.held, key=frame.channel)  # a person: barge in
+                src.held = None
             self.bus.publish_volatile(
                 Transcript(
                     utterance=utterance,
@@ -283,6 +293,7 @@ class SttActor(Actor[SttConfig, SttState]):
         frame = src.frame
         utterance = src.utterance or derived_id(frame.source, str(time.time_ns()))
         src.utterance = ""
+        held, src.held = src.held, None
         audio = self.joined(src, end.segment.audio, end.segment.audio_start_s)
         speech_start, revises = wall(src, end.segment.start_s), ""
         earlier, src.continues = src.continues, None
@@ -308,7 +319,9 @@ class SttActor(Actor[SttConfig, SttState]):
             cut=end.segment.cut,
             revises=revises,
             complete=-1.0 if end.segment.complete is None else round(end.segment.complete, 3),
+            held=src.suspect,
         )
+        src.suspect = False
         blob = to_pcm16(audio)
         self.inflight.add(utterance)
         # In the state before it is journaled: a snapshot taken before the final still holds it.
@@ -317,11 +330,17 @@ class SttActor(Actor[SttConfig, SttState]):
         await self.publish(
             segment, key=frame.channel, blob=blob, event_id=derived_id(utterance, "segment")
         )
-        self.spawn(self.finish(segment, audio, guess), name="final")
+        self.spawn(self.finish(segment, audio, guess, held), name="final")
 
     # -- transcripts ---------------------------------------------------------------------
 
-    async def finish(self, segment: Segment, audio: np.ndarray, guess: Guess | None = None) -> None:
+    async def finish(
+        self,
+        segment: Segment,
+        audio: np.ndarray,
+        guess: Guess | None = None,
+        held: SpeechStarted | None = None,
+    ) -> None:
         self.inflight.add(segment.utterance)
         try:
             try:
@@ -335,6 +354,17 @@ class SttActor(Actor[SttConfig, SttState]):
             self.inflight.discard(segment.utterance)
             return
         transcribed = time.time()
+        heard = result.text if result is not None else ""
+        echo = (
+            segment.held
+            and result is not None
+            and bool(self.echo.echo(segment.channel, heard, final=True))
+        )
+        if echo:
+            log.info("stt.echo_dropped", utterance=segment.utterance, text=heard[:120])
+            result = None  # Hex's own voice: no message, and no barge-in
+        elif held is not None:
+            self.bus.publish_volatile(held, key=segment.channel)  # late, but a person spoke
         message_id = derived_id(segment.utterance, "message") if result is not None else ""
         final = Utterance(
             utterance=segment.utterance,
@@ -356,6 +386,7 @@ class SttActor(Actor[SttConfig, SttState]):
                 transcribed=transcribed,
             ),
             message_event_id=message_id,
+            echo=echo,
         )
         # The final first: it is what marks the segment done; an empty one records "nothing said"
         # (noise that passed the VAD, or a hallucination the guard refused).
@@ -423,9 +454,14 @@ class SttActor(Actor[SttConfig, SttState]):
 
     @on(ReplySentence)
     async def on_sentence(self, event: ReplySentence) -> None:
+        self.echo.sentence(event)
         self.answered[event.reply_to] = None
         if len(self.answered) > ANSWERED_KEEP:
             self.answered.popitem(last=False)
+
+    @on(Speaking)
+    async def on_speaking(self, event: Speaking) -> None:
+        self.echo.state(event)
 
     @on(Utterance)
     async def on_final(self, event: Utterance) -> None:

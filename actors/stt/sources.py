@@ -13,7 +13,7 @@ import numpy as np
 
 from actors.stt.vad import Segmenter
 from actors.stt.whisper import Result
-from schemas import AudioFrame
+from schemas import AudioFrame, SpeechStarted
 
 RATE = 16000  # what the VAD and Whisper take
 
@@ -37,6 +37,9 @@ class Source:
     partial_busy: bool = False
     seen: float = field(default_factory=time.monotonic)
     guess: Guess | None = None  # a transcript started during a doubtful pause
+    # A barge-in held until the utterance's first words show it is not Hex's own echo.
+    held: SpeechStarted | None = None
+    suspect: bool = False  # the utterance open began while Hex's voice could come back
 
 
 @dataclass(frozen=True)

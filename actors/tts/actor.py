@@ -58,6 +58,9 @@ class TtsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     barge_in: bool = True  # a person speaking in the channel stops Hex there
     # Replies on these platforms are spoken; a typed chat (console, Discord text) is not synthesised for nobody.
     platforms: tuple[str, ...] = ("voice",)
+    # Replies on these platforms are spoken when they answer something said aloud (the page's
+    # voice mode); a line typed there is answered in text only.
+    aloud_platforms: tuple[str, ...] = ("web",)
 
 
 class Queued(msgspec.Struct, kw_only=True):
@@ -160,6 +163,8 @@ class TtsActor(Actor[TtsConfig, TtsState]):
         self.finished: set[str] = set()  # replies whose final chat.reply arrived
         # Per-turn latency marks, by the chat message's event id (the reply_to of its sentences).
         self.marks: OrderedDict[str, dict[str, float]] = OrderedDict()
+        # Messages said aloud on an aloud platform (the page): their replies are spoken.
+        self.aloud: OrderedDict[str, None] = OrderedDict()
         for queued in self.state.queued:  # accepted before a restart, never spoken: their turn now
             self.enqueue(queued)
         log.info(
@@ -196,7 +201,8 @@ class TtsActor(Actor[TtsConfig, TtsState]):
     @on(ReplySentence)
     async def on_sentence(self, event: ReplySentence) -> None:
         envelope = self.envelope
-        if event.platform not in self.config.platforms:
+        aloud = event.platform in self.config.aloud_platforms and event.reply_to in self.aloud
+        if event.platform not in self.config.platforms and not aloud:
             return
         if event.index in self.spoken.get(event.reply_to, ()) or any(
             (q.sentence.reply_to, q.sentence.index) == (event.reply_to, event.index)
@@ -234,6 +240,10 @@ class TtsActor(Actor[TtsConfig, TtsState]):
 
     @on(Utterance)
     async def on_utterance(self, event: Utterance) -> None:
+        if event.message_event_id and event.platform in self.config.aloud_platforms:
+            self.aloud[event.message_event_id] = None
+            while len(self.aloud) > KEEP_REPLIES:
+                self.aloud.popitem(last=False)
         if event.message_event_id:
             marks = self.marks.setdefault(event.message_event_id, {})
             marks.update(
@@ -433,7 +443,8 @@ class TtsActor(Actor[TtsConfig, TtsState]):
             key=event.channel,
         )
         await self.publish(
-            BargeIn(channel=event.channel, person_id=event.person_id, said=said), key=event.platform
+            BargeIn(channel=event.channel, person_id=event.person_id, said=said, reply_to=reply_to),
+            key=event.platform,
         )
         log.info(
             "tts.barge_in",

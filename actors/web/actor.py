@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from actors.web.auth import WILDCARDS, PageFile, allowed_hosts, cookie_name
-from actors.web.chat import WebChat, markdown_renderer
+from actors.web.chat import CONVERSATION, WebChat, markdown_renderer
 from actors.web.config import WebConfig
 from actors.web.hub import Hub
+from actors.web.voice import WebVoice
 from hexbus import Actor, ActorUnusable, NoState, on
 from hexbus.config import is_loopback
 from hexbus.control import ControlReply, ControlRequest, SupervisorUnreachable, call
 from schemas import (
+    AudioOut,
     BrokerHeartbeat,
     ChatAck,
     Heartbeat,
@@ -35,6 +37,9 @@ from schemas import (
     PersonaChanged,
     Reply,
     ReplyChunk,
+    Speaking,
+    Transcript,
+    Utterance,
 )
 
 __all__ = ["WebActor"]
@@ -58,6 +63,7 @@ class WebActor(Actor[WebConfig, NoState]):
         "memory.progress",  # an upload's embedding, chunk by chunk
         "brain.persona.changed",  # the persona panel's edits and rollbacks, and file edits
         "brain.persona.audit.progress",
+        "stt.final",  # what a person said in the page's voice mode (their bubble)
     )
     config_type = WebConfig
 
@@ -69,6 +75,7 @@ class WebActor(Actor[WebConfig, NoState]):
     memory: Any  # actors.web.memory.MemoryPanel
     persona: Any  # actors.web.persona.PersonaPanel
     usage: Any  # actors.web.usage.UsagePanel
+    voice: WebVoice
     pages: PageFile | None = None
 
     async def setup(self) -> None:
@@ -123,6 +130,16 @@ class WebActor(Actor[WebConfig, NoState]):
             max_blob_bytes=self.bus.endpoints.max_blob_mb << 20,
             max_import_bytes=config.max_import_mb << 20,
         )
+        self.voice = WebVoice(
+            self.hub,
+            self.bus.publish_volatile,
+            channel=WebChat.channel,
+            display_name=config.display_name,
+        )
+        # Hex's speech and the partial transcripts of this page's person only (channels are
+        # "person/conversation"): another person's audio never reaches this process.
+        for family in ("audio.out", "tts.speaking", "stt.partial"):
+            self.bus.subscribe(f"{family}.{config.person_id}/")
         self.persona = PersonaPanel(
             self.hub,
             request=self.request,
@@ -239,6 +256,12 @@ class WebActor(Actor[WebConfig, NoState]):
             await self.persona.command(client, message)
         elif isinstance(message, dict) and message.get("t") == "usage":
             await self.usage.command(client, message)
+        elif isinstance(message, dict) and message.get("t") in ("voice", "audio"):
+            conversation = message.get("conversation", "main")
+            if isinstance(conversation, str) and CONVERSATION.fullmatch(conversation):
+                self.voice.command(client, message, conversation)
+            else:
+                self.hub.send(client, {"t": "error", "text": "a conversation is 1 to 64 letters"})
         else:
             await self.chat.command(client, message)
 
@@ -335,6 +358,22 @@ class WebActor(Actor[WebConfig, NoState]):
     @on(PersonaAuditProgress)
     async def on_audit_progress(self, event: PersonaAuditProgress) -> None:
         self.persona.progress(event)
+
+    @on(AudioOut)
+    async def on_audio_out(self, event: AudioOut) -> None:
+        self.voice.audio(event, bytes(self.blob or b""))
+
+    @on(Speaking)
+    async def on_speaking(self, event: Speaking) -> None:
+        self.voice.speaking(event)
+
+    @on(Utterance)
+    async def on_heard(self, event: Utterance) -> None:
+        self.voice.heard(event)
+
+    @on(Transcript)
+    async def on_hearing(self, event: Transcript) -> None:
+        self.voice.hearing(event)
 
     @on(Heartbeat)
     async def on_heartbeat(self, event: Heartbeat) -> None:

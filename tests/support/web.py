@@ -46,8 +46,9 @@ def page_of(hx: Hex, actor: str = "web") -> dict[str, Any]:
 
 
 @contextmanager
-def chromium() -> Iterator[Any]:
-    """A headless Chromium (the Debian package) under Playwright; fails with the fix if absent."""
+def chromium(*extra: str) -> Iterator[Any]:
+    """A headless Chromium (the Debian package) under Playwright, with ``extra`` flags (a fake
+    microphone); fails with the fix if absent."""
     from playwright.sync_api import sync_playwright
 
     path = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -58,7 +59,7 @@ def chromium() -> Iterator[Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=path,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *extra],
         )
         try:
             yield browser

@@ -5,6 +5,7 @@
 import { memoryPanel } from "./memory.js";
 import { personaPanel } from "./persona.js";
 import { usagePanel } from "./usage.js";
+import { voicePanel } from "./voice.js";
 
 const $ = (id) => document.getElementById(id);
 const log = $("log"), input = $("input"), stopButton = $("stop"), typing = $("typing");
@@ -60,6 +61,7 @@ function switchTo(name) {
   hex.inflight.clear();
   updateStop();
   send({ t: "watch", conversation: name });
+  voice.switched();
 }
 
 let scrolling = false;
@@ -150,6 +152,7 @@ const handlers = {
     if (hex.memoryShown) memory.shown();
     if (hex.personaShown) persona.shown();
     if (hex.usageShown) usage.shown();
+    voice.switched();
     if (hex.runtimeShown) send({ t: "runtime", log: true });
     if (hex.tail.on) send({ t: "tail", prefixes: hex.tail.prefixes });
   },
@@ -256,6 +259,11 @@ const handlers = {
   memory(m) { memory.on(m); },
   persona(m) { persona.on(m); },
   usage(m) { usage.on(m); },
+  voice(m) { voice.on.voice(m); },
+  "audio-out"(m) { voice.on["audio-out"](m); },
+  speaking(m) { voice.on.speaking(m); },
+  heard(m) { voice.on.heard(m); },
+  hearing(m) { voice.on.hearing(m); },
   actors(m) { showActors(m.rows); },
   log(m) {
     hex.supervisorLog.push(...m.lines);
@@ -434,6 +442,14 @@ $("tail-stop").addEventListener("click", () => {
 const memory = memoryPanel(hex, send);
 const persona = personaPanel(hex, send);
 const usage = usagePanel(hex, send);
+// What the person said aloud: their bubble, and a reply to wait for (typing, Stop).
+const voice = voicePanel(hex, send, (m) => {
+  if (!m.id || log.querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
+  const mine = bubble("person spoken", m.text);
+  mine.dataset.id = m.id;
+  hex.inflight.add(m.id);
+  updateStop();
+});
 hex.say = say;
 hex.switchTo = switchTo;
 showConversations();

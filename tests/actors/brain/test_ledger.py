@@ -112,7 +112,7 @@ def test_a_complete_reply_joins_the_turns_and_counts_usage_and_connection(
     turns = book.conversation("discord:c1").turns
     assert [(t.role, t.text, t.event_id) for t in turns] == [
         ("user", "thank you so much, that helped", "m1"),
-        ("assistant", "Glad it helped.", ""),
+        ("assistant", "Glad it helped.", "m1"),  # the message it answers
     ]
     assert book.state.answered == ["m1"] and not book.state.pending
     rel = book.state.relationships["ana"]

@@ -1,0 +1,76 @@
+"""The self-echo guard: Hex's own voice, coming back through someone's speakers into their
+microphone, must never interrupt her or become a message.
+
+Where speakers and microphone share a room (the page's voice mode: a laptop), speech that
+starts while Hex speaks in that conversation (or just after) is *held*: its barge-in waits for
+its first words. If they are Hex's own (most of them in what she said there in the last
+``window_s``), it is an echo: no barge-in, and its final transcript is not a message. Anything
+else barges in as usual. Elsewhere (Discord, where each speaker is a separate stream and Hex's
+voice never comes back in it) nothing is held.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+
+import msgspec
+
+from schemas import ReplySentence, Speaking
+
+__all__ = ["EchoConfig", "EchoGuard"]
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+class EchoConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    platforms: tuple[str, ...] = ("web",)  # where Hex's voice may come back into a microphone
+    tail_s: float = 1.5  # after Hex stops, her voice may still be in the room (and the buffers)
+    window_s: float = 30.0  # what she said this recently is what an echo would repeat
+    overlap: float = 0.7  # the share of heard words that must be hers for an echo
+    partial_ms: int = 400  # a held utterance's first words are transcribed this soon
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+class EchoGuard:
+    def __init__(self, config: EchoConfig, clock: object = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock if callable(clock) else time.monotonic
+        self.said: dict[str, deque[tuple[float, str]]] = {}  # channel -> (when, sentence)
+        self.speaking: dict[str, bool] = {}
+        self.stopped_at: dict[str, float] = {}
+
+    def sentence(self, event: ReplySentence) -> None:
+        """A sentence Hex will speak (or is speaking) in its channel."""
+        kept = self.said.setdefault(event.channel, deque(maxlen=200))
+        kept.append((self.clock(), event.text))
+
+    def state(self, event: Speaking) -> None:
+        self.speaking[event.channel] = event.state == "start"
+        if event.state == "stop":
+            self.stopped_at[event.channel] = self.clock()
+
+    def guarded(self, platform: str, channel: str) -> bool:
+        """Whether speech starting now in ``channel`` may be Hex's own voice."""
+        if platform not in self.config.platforms:
+            return False
+        if self.speaking.get(channel, False):
+            return True
+        return self.clock() - self.stopped_at.get(channel, -1e9) < self.config.tail_s
+
+    def echo(self, channel: str, text: str, *, final: bool) -> bool | None:
+        """Whether heard ``text`` is Hex's own words: True, False, or None while too few words
+        were heard to tell (a partial of one word; a final decides on what there is)."""
+        heard = words(text)
+        if not heard:
+            return True if final else None  # nothing recognisable: noise, or her voice blurred
+        if len(heard) < 2 and not final:
+            return None
+        since = self.clock() - self.config.window_s
+        hers = {w for at, s in self.said.get(channel, ()) if at >= since for w in words(s)}
+        share = sum(w in hers for w in heard) / len(heard)
+        return share >= self.config.overlap

@@ -1,0 +1,124 @@
+"""The self-echo guard: Hex's own voice heard back through a page's speakers never barges in on
+her nor becomes a message; a person speaking over her does both."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.stt.actor import SttActor
+from actors.stt.echo import EchoConfig, EchoGuard, words
+from hexbus.pcm import to_pcm16
+from hexbus.testing import ActorHarness
+from schemas import AudioFrame, ChatMessage, ReplySentence, Speaking, SpeechStarted, Utterance
+from tests.support.brain import ManualClock
+from tests.support.speech import RATE, espeak, silence
+
+SAID = "Once upon a time a goblin kept a hundred silver spoons under her bed."
+
+
+def guard_speaking(clock: ManualClock) -> EchoGuard:
+    guard = EchoGuard(EchoConfig(), clock=clock)
+    guard.sentence(ReplySentence(reply_to="m1", channel="ana/main", index=0, text=SAID))
+    guard.state(Speaking(channel="ana/main", reply_to="m1", state="start"))
+    return guard
+
+
+def test_only_speech_on_an_echo_prone_platform_while_hex_speaks_is_held() -> None:
+    clock = ManualClock()
+    guard = guard_speaking(clock)
+    assert guard.guarded("web", "ana/main")
+    assert not guard.guarded("voice", "ana/main")  # Discord: each speaker its own stream
+    assert not guard.guarded("web", "bo/main")  # Hex is silent there
+    guard.state(Speaking(channel="ana/main", state="stop"))
+    clock.now += 1.0
+    assert guard.guarded("web", "ana/main")  # her last words may still be in the room
+    clock.now += 1.0
+    assert not guard.guarded("web", "ana/main")
+
+
+@given(st.lists(st.sampled_from(words(SAID)), min_size=2, max_size=12))
+def test_her_own_words_heard_back_are_an_echo(heard: list[str]) -> None:
+    guard = guard_speaking(ManualClock())
+    assert guard.echo("ana/main", " ".join(heard).capitalize() + ".", final=False) is True
+
+
+@given(
+    st.lists(
+        st.sampled_from(["wait", "stop", "no", "tell", "me", "about", "dogs", "instead", "hey"]),
+        min_size=2,
+        max_size=8,
+    )
+)
+def test_a_person_talking_over_her_is_not(heard: list[str]) -> None:
+    guard = guard_speaking(ManualClock())
+    assert guard.echo("ana/main", " ".join(heard), final=False) is False
+
+
+def test_one_word_waits_for_more_and_old_words_are_forgotten() -> None:
+    clock = ManualClock()
+    guard = guard_speaking(clock)
+    assert guard.echo("ana/main", "goblin", final=False) is None
+    assert guard.echo("ana/main", "goblin", final=True) is True
+    clock.now += 31.0  # what she said half a minute ago is not what comes back now
+    assert guard.echo("ana/main", "a goblin kept spoons", final=True) is False
+
+
+async def speak(h: ActorHarness[SttActor], audio: np.ndarray, source: str) -> None:
+    frame = RATE // 10
+    for seq, i in enumerate(range(0, audio.size, frame)):
+        await h.send(
+            AudioFrame(
+                source=source,
+                person_id="ana",
+                platform="web",
+                channel="ana/main",
+                seq=seq,
+                at=time.time(),
+            ),
+            key=source,
+            blob=to_pcm16(audio[i : i + frame]),
+        )
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_hexs_voice_through_the_speakers_is_dropped_and_a_person_barges_in(
+    tmp_path: Path,
+) -> None:
+    echo = np.concatenate([silence(0.5), espeak(SAID, tmp_path), silence(2.0)])
+    person = np.concatenate(
+        [silence(0.5), espeak("Stop! Tell me about dogs instead.", tmp_path), silence(2.0)]
+    )
+
+    async def scenario() -> ActorHarness[SttActor]:
+        h = ActorHarness(SttActor, {}, data_dir=tmp_path)
+        await h.setup()
+        h.actor.live = True
+        await h.send(ReplySentence(reply_to="m1", channel="ana/main", index=0, text=SAID))
+        await h.send(Speaking(channel="ana/main", reply_to="m1", state="start"))
+        await speak(h, echo, "web:1")
+        await speak(h, person, "web:1")
+        deadline = time.monotonic() + 120
+        while not any("tell" in e.text.lower() for e in h.published if isinstance(e, Utterance)):
+            assert time.monotonic() < deadline, "the person's words were never transcribed"
+            await asyncio.sleep(0.05)
+        await h.stop()
+        return h
+
+    h = asyncio.run(scenario())
+    utterances = [e for e in h.published if isinstance(e, Utterance)]
+    heard_back, *spoken = utterances
+    assert heard_back.echo and not heard_back.message_event_id, utterances
+    assert spoken and not any(u.echo for u in spoken), utterances
+    messages = [e for e in h.published if isinstance(e, ChatMessage)]
+    assert messages and all("stop" in m.text.lower() for m in messages), messages
+    # Barge-ins only for the person's words: the echo never stopped her.
+    barge_ins = [e.utterance for e in h.published if isinstance(e, SpeechStarted)]
+    assert barge_ins and set(barge_ins) <= {u.utterance for u in spoken}, (barge_ins, utterances)

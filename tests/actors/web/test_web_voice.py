@@ -1,0 +1,84 @@
+"""Voice in the page, in a real browser against a real Hex: Chromium's fake microphone plays an
+espeak-ng recording through getUserMedia and the page's AudioWorklet; Whisper hears it, the
+brain answers, Kokoro speaks, the page plays it; then the recording speaks over her and she
+stops, the part she had not said dropped."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import BargeIn, Reply
+from tests.support.brain import brain_toml
+from tests.support.harness import Hex, HexFactory, actor_toml, poll_for
+from tests.support.speech import make_wav
+from tests.support.web import artifact, chromium, journaled, page_of, web_toml
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]
+
+STT = actor_toml("stt", "actors.stt.actor:SttActor", heartbeat_timeout_s=30.0)
+TTS = actor_toml("tts", "actors.tts.actor:TtsActor", heartbeat_timeout_s=30.0)
+QUESTION = "Tell me a long story about a goblin who collects silver spoons, please."
+OVER = "Stop! Tell me about dogs instead."
+
+
+def start(hex_factory: HexFactory) -> Hex:
+    root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
+    brain = brain_toml(root, extra="metadata = false\nmemory = false")
+    return hex_factory(brain + STT + TTS + web_toml(), root=root).start()
+
+
+def until(page: Any, expression: str, timeout: float) -> Any:
+    return poll_for(lambda: page.evaluate(expression), timeout, interval=0.1, what=expression)
+
+
+def test_spoken_question_answered_aloud_and_speaking_over_her_stops_her(
+    hex_factory: HexFactory, tmp_path: Path
+) -> None:
+    hx = start(hex_factory)
+    wav = tmp_path / "mic.wav"
+    # The question, a long wait while she answers, then speaking over her (played once).
+    make_wav(wav, [1.0, QUESTION, 14.0, OVER, 10.0], rate=48000)
+    fake_mic = (
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+    )
+    with chromium(*fake_mic) as browser:
+        page = browser.new_page()
+        page.goto(page_of(hx)["open"])
+        page.wait_for_selector("#connection.up")
+        page.click("#voice-hands-free")
+        until(page, "hex.voice.on", 10)
+        # The page's microphone reached STT: the person's words are their bubble.
+        until(page, "hex.voice.stats.heard.some(t => /goblin|story|spoon/i.test(t))", 120)
+        assert page.locator(".msg.person.spoken").count() >= 1
+        # Hex's answer plays in the page, gaplessly, chunk after chunk.
+        until(page, "hex.voice.stats.bytesPlayed > 48000", 120)
+        page.screenshot(path=artifact("voice.png"), full_page=True)
+        # The recording speaks over her: she stops, and what she had not said is dropped.
+        until(page, "hex.voice.stats.interrupted >= 1", 120)
+        until(page, "hex.voice.stats.heard.some(t => /dog|stop/i.test(t))", 120)
+        page.wait_for_timeout(2000)  # room for chunks of hers still on their way
+        stats = page.evaluate("hex.voice.stats")
+        assert stats["bytesSent"] > 16000 * 2 * 3, stats  # seconds of microphone went up
+        # Nothing of the interrupted reply played after she was stopped (what the page had
+        # queued was flushed; a chunk still on its way is dropped).
+        assert stats["atStop"], stats
+        for reply, played in stats["atStop"].items():
+            assert stats["byReply"].get(reply, 0) == played, stats
+        page.screenshot(path=artifact("voice-barge-in.png"), full_page=True)
+
+    events = journaled(hx, ["chat.bargein", "chat.reply"])
+    (barge_in,) = [e for e in events if isinstance(e, BargeIn)]
+    assert barge_in.channel == "owner/main" and barge_in.said, barge_in
+    story = next(e for e in events if isinstance(e, Reply) and e.status == "cancelled" and e.text)
+    # The brain kept what she had said when she was stopped, not the whole story.
+    assert story.text == barge_in.said or story.text.startswith(barge_in.said[:20]), (
+        story.text,
+        barge_in.said,
+    )
