@@ -28,6 +28,7 @@ from schemas import (
     AudioOut,
     BrokerHeartbeat,
     ChatAck,
+    DeadLetter,
     Heartbeat,
     MemoryChanged,
     MemoryProgress,
@@ -64,6 +65,7 @@ class WebActor(Actor[WebConfig, NoState]):
         "brain.persona.changed",  # the persona panel's edits and rollbacks, and file edits
         "brain.persona.audit.progress",
         "stt.final",  # what a person said in the page's voice mode (their bubble)
+        "sys.deadletter",  # each actor's dead letters still open, for the table and /metrics
     )
     config_type = WebConfig
 
@@ -374,6 +376,10 @@ class WebActor(Actor[WebConfig, NoState]):
     @on(Transcript)
     async def on_hearing(self, event: Transcript) -> None:
         self.voice.hearing(event)
+
+    @on(DeadLetter)
+    async def on_dead_letter(self, event: DeadLetter) -> None:
+        self.gatherer.dead_letter(event)
 
     @on(Heartbeat)
     async def on_heartbeat(self, event: Heartbeat) -> None:

@@ -30,7 +30,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from schemas import HANDLER_BUCKETS_MS, BackendState, BrokerHeartbeat, Heartbeat, Metric
+from schemas import (
+    HANDLER_BUCKETS_MS,
+    BackendState,
+    BrokerHeartbeat,
+    DeadLetter,
+    Heartbeat,
+    Metric,
+)
 
 __all__ = ["CONTENT_TYPE", "Gatherer"]
 
@@ -50,6 +57,7 @@ class Gatherer(Collector):
         self.stages: set[str] = set()
         self.stages_refused = 0
         self.backend_states: tuple[BackendState, ...] = ()
+        self.letters: dict[str, str] = {}  # "actor/event_id" -> its latest status
         self.host: dict[str, Any] = {}
         self.latency = Histogram(
             "hex_stage_latency_ms",
@@ -79,6 +87,19 @@ class Gatherer(Collector):
             return
         self.stages.add(event.name)
         self.latency.labels(stage=event.name).observe(event.value)
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        """A dead letter, or a later status of one (retried, dropped): the open ones are counted."""
+        self.letters[f"{letter.actor}/{letter.event_id}"] = letter.status
+
+    def dead_letters(self) -> dict[str, int]:
+        """Each actor's dead letters still open."""
+        counts: dict[str, int] = {}
+        for key, status in self.letters.items():
+            if status == "dead":
+                actor = key.split("/", 1)[0]
+                counts[actor] = counts.get(actor, 0) + 1
+        return counts
 
     def backends(self, states: tuple[BackendState, ...]) -> None:
         self.backend_states = states
@@ -111,6 +132,8 @@ class Gatherer(Collector):
         up = family(GaugeMetricFamily, "hex_actor_up", "1 when the actor is live")
         uptime = family(GaugeMetricFamily, "hex_actor_uptime_seconds", "Since its last start")
         gpu = family(GaugeMetricFamily, "hex_actor_gpu_bytes", "GPU memory (0 without NVML)")
+        dead = family(GaugeMetricFamily, "hex_actor_dead_letters", "Dead letters still open")
+        letters = self.dead_letters()
         for name in names:
             beat = beats.get(name)
             status = self.status.get(name, {})
@@ -129,8 +152,9 @@ class Gatherer(Collector):
                 up.add_metric([name], 1.0 if status.get("state") == "live" else 0.0)
                 uptime.add_metric([name], float(status.get("uptime_s", 0.0)))
                 gpu.add_metric([name], int(status.get("gpu_bytes", 0)))
+            dead.add_metric([name], letters.get(name, 0))
         yield from (events_in, events_out, dropped, rejected, rss, cpu, work, lag, restarts, up)
-        yield from (uptime, gpu)
+        yield from (uptime, gpu, dead)
         yield self._handlers(names, beats)
         yield from self._backends()
         yield from self._host()

@@ -64,6 +64,7 @@ class RuntimePanel:
 
     def rows(self) -> list[dict[str, Any]]:
         now = time.monotonic()
+        letters = self.gatherer.dead_letters()
         rows = []
         for name in sorted(set(self.gatherer.status) | set(self.gatherer.beats)):
             status = self.gatherer.status.get(name, {})
@@ -83,6 +84,7 @@ class RuntimePanel:
                     "events_in": beat.events_in if beat else status.get("events_in", 0),
                     "events_out": beat.events_out if beat else status.get("events_out", 0),
                     "dropped": beat.dropped if beat else status.get("dropped", 0),
+                    "dead_letters": letters.get(name, 0),
                     "detail": status.get("detail", "") or (beat.detail if beat else ""),
                     "reason": status.get("reason", ""),
                 }

@@ -350,10 +350,11 @@ function showActors(rows) {
     tr.dataset.actor = r.actor;
     tr.dataset.state = r.state;
     tr.dataset.pid = String(r.pid || "");
+    tr.dataset.dead = String(r.dead_letters || 0);
     if (r.state !== "live") tr.className = "down";
     const cells = [r.actor, r.state, r.pid || "-", age(r.uptime_s), r.restarts, size(r.rss_bytes),
       r.cpu_s ? r.cpu_s.toFixed(1) : "-", r.heartbeat_s === null ? "-" : `${r.heartbeat_s}s`,
-      r.events_in, r.events_out, r.dropped, r.reason || r.detail];
+      r.events_in, r.events_out, r.dropped, r.dead_letters, r.reason || r.detail];
     for (const [i, value] of cells.entries()) {
       const td = document.createElement("td");
       td.textContent = String(value);

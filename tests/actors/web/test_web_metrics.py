@@ -159,3 +159,18 @@ def test_handler_durations_backends_and_the_machine_become_series() -> None:
     assert got[("hex_host_cpu_percent", ())] == 37.5
     assert got[("hex_host_memory_bytes", (("kind", "total"),))] == 8 << 30
     assert got[("hex_gpu_memory_bytes", (("gpu", "0"), ("kind", "used")))] == 1 << 30
+
+
+def test_dead_letters_still_open_are_counted_per_actor() -> None:
+    from schemas import DeadLetter
+
+    g = Gatherer()
+    g.supervisor({"memory": {"state": "live"}, "brain": {"state": "live"}})
+    for event_id in ("e1", "e2"):
+        g.dead_letter(DeadLetter(actor="memory", event_id=event_id, offset=1, topic="memory.add"))
+    g.dead_letter(
+        DeadLetter(actor="memory", event_id="e1", offset=1, topic="memory.add", status="retried")
+    )
+    got = samples(g)
+    assert got[("hex_actor_dead_letters", (("actor", "memory"),))] == 1
+    assert got[("hex_actor_dead_letters", (("actor", "brain"),))] == 0

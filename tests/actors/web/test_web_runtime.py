@@ -3,6 +3,7 @@ restart and kill switch (each confirmed, each journaled with who did it), a non-
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_canno
         FAST_BUS
         + actor_toml("echo", "actors.diag.actor:EchoActor")
         + actor_toml("counter", "actors.diag.actor:CounterActor")
+        + actor_toml("poison", "actors.diag.actor:PoisonActor", retry_backoff_s=0.05)
         + web_toml()
         + web_toml("guest", person_id="guest", owner=False)
     )
@@ -49,6 +51,10 @@ def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_canno
         assert hx.pid("echo") == echo_pid
 
         owner = open_runtime(browser, hx, "web")
+        # An event the poison actor cannot apply becomes a dead letter: the table counts it.
+        sent = hx.cli("send", "probe.durable", json.dumps({"n": 1, "note": "raise"}))
+        assert sent.returncode == 0, sent.stderr
+        owner.wait_for_selector('#actors tr[data-actor="poison"][data-dead="1"]', timeout=30_000)
         rows = owner.eval_on_selector_all("#actors tr", "rs => rs.map(r => r.dataset.actor)")
         assert {"broker", "echo", "counter", "web", "guest"} <= set(rows), rows
         # The bus tail, filtered: lifecycle lines only, paused and resumed.
