@@ -183,13 +183,20 @@ def piece_event(text: str) -> str:
     )
 
 
-def sse(pieces: list[str], *, then: Literal["finish", "cut", "hang"] = "finish") -> Answer:
-    """A chunked SSE stream of ``pieces``; then finish, cut the connection, or hang until the client leaves."""
+def sse(
+    pieces: list[str],
+    *,
+    then: Literal["finish", "cut", "hang"] = "finish",
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """A chunked SSE stream of ``pieces`` (with extra ``headers``); then finish, cut the
+    connection, or hang until the client leaves."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
 
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n" + extra + b"\r\n"
         )
         for text in pieces:
             writer.write(chunk(piece_event(text)))

@@ -8,6 +8,7 @@ reads them all, and says whether one means "out of quota or rate-limited".
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -109,6 +110,74 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What a provider said of its limits on its last answer (OpenAI-style ``x-ratelimit-*``
+    headers, as OpenAI, Groq, OpenRouter and others send them); None where it did not say."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_s: float | None = None  # until the tighter of the two resets
+    at: float = 0.0  # wall time of the answer
+
+    def share_left(self) -> float | None:
+        """The smaller share left of requests and tokens (0..1), or None without both figures."""
+        shares = [
+            remaining / limit
+            for remaining, limit in (
+                (self.remaining_requests, self.limit_requests),
+                (self.remaining_tokens, self.limit_tokens),
+            )
+            if remaining is not None and limit
+        ]
+        return min(shares) if shares else None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def _duration(value: str) -> float | None:
+    """OpenAI's reset durations ("6m0s", "1.5s", "20ms"), or plain seconds."""
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value.strip())
+    if not parts or "".join(n + u for n, u in parts) != value.strip().replace(" ", ""):
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def rate_limits(headers: Mapping[str, str], now: float | None = None) -> RateLimits | None:
+    """The limits an answer's headers state, or None when it states none."""
+
+    def number(name: str) -> int | None:
+        value = headers.get(name)
+        try:
+            return int(float(value)) if value is not None else None
+        except ValueError:
+            return None
+
+    resets = [
+        d
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
+        if (v := headers.get(name)) is not None and (d := _duration(v)) is not None
+    ]
+    limits = RateLimits(
+        limit_requests=number("x-ratelimit-limit-requests"),
+        remaining_requests=number("x-ratelimit-remaining-requests"),
+        limit_tokens=number("x-ratelimit-limit-tokens"),
+        remaining_tokens=number("x-ratelimit-remaining-tokens"),
+        reset_s=max(resets) if resets else None,
+        at=time.time() if now is None else now,
+    )
+    if limits.share_left() is None and limits.reset_s is None:
+        return None
+    return limits
 
 
 def one_line(text: str, limit: int = 200) -> str:

@@ -67,6 +67,7 @@ class BackendTotals(msgspec.Struct, kw_only=True):
 
 
 SLEEPY_S = 600.0  # a backend stays "sleepy" this long after a rate limit or quota error
+SLEEPY_SHARE = 0.1  # and while the provider says less than this share of its limit is left
 
 
 class _Health:
@@ -205,6 +206,16 @@ class FallbackChain:
                 state, until = ("asleep" if health.limited else "down"), health.down_until + offset
             elif health.limited and now - health.failed_at < SLEEPY_S:
                 state = "sleepy"
+            elif (
+                (limits := getattr(backend, "limits", None)) is not None
+                and (left := limits.share_left()) is not None
+                and left < SLEEPY_SHARE
+                and (limits.reset_s is None or wall() < limits.at + limits.reset_s)
+            ):
+                # Close to the provider's limit: sleepy until its reset, where it said one.
+                state = "sleepy"
+                if limits.reset_s is not None and limits.at + limits.reset_s > wall():
+                    until = limits.at + limits.reset_s
             elif not health.started and not totals.requests:
                 state = "idle"
             states.append(

@@ -16,7 +16,7 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, Final, Literal
 
@@ -31,8 +31,10 @@ from actors.brain.backends._openai_wire import (
     TOKENS,
     ChatRequest,
     ErrorBody,
+    RateLimits,
     error_text,
     one_line,
+    rate_limits,
     retry_after,
 )
 from actors.brain.backends.base import (
@@ -100,6 +102,7 @@ class OpenAICompatBackend:
         self._client: httpx.AsyncClient | None = None
         # None: not probed yet; "": the server has no tokenize endpoint.
         self._tokenize_path: str | None = None
+        self.limits: RateLimits | None = None  # what the provider last said of its limits
 
     # --- lifecycle
 
@@ -161,6 +164,7 @@ class OpenAICompatBackend:
             except httpx.HTTPError as exc:
                 last = self._transport_error(exc, url)
                 continue
+            self.saw_limits(response.headers)
             if response.status_code != 200:
                 error = self._status_error(response, url)
                 if isinstance(error, _Retryable):
@@ -237,6 +241,12 @@ class OpenAICompatBackend:
                 )
             headers["Authorization"] = f"Bearer {key}"
         return headers
+
+    def saw_limits(self, headers: Mapping[str, str]) -> None:
+        """Keep what the provider said of its limits (the page's and /metrics' sleepy state)."""
+        found = rate_limits(headers)
+        if found is not None:
+            self.limits = found
 
     def _transport_error(self, exc: httpx.HTTPError, url: str) -> _Retryable:
         return _Retryable(
@@ -377,6 +387,7 @@ class OpenAIStream:
             async with backend.client().stream(
                 "POST", url, content=ENCODER.encode(self._request), headers=headers
             ) as response:
+                backend.saw_limits(response.headers)
                 if response.status_code != 200:
                     await response.aread()
                     raise backend._status_error(response, url)

@@ -8,7 +8,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from actors.brain.backends import BackendError, BackendOverloaded, ChatTurn, Params
+from actors.brain.backends._openai_wire import rate_limits
 from actors.brain.backends.fallback import SLEEPY_S, FallbackChain
 from hexbus.testing import ActorHarness
 from schemas import BrainUsage, BrainUsageReport
@@ -22,7 +25,14 @@ from tests.actors.brain.test_actor import (
     run,
     until,
 )
-from tests.support.brain import ManualClock, Script, ScriptedBackend
+from tests.support.brain import (
+    MODELS_OK,
+    ManualClock,
+    Script,
+    ScriptedBackend,
+    ScriptedServer,
+    sse,
+)
 
 PARAMS = Params(max_tokens=8, temperature=0.0, seed=0)
 
@@ -87,3 +97,48 @@ def test_the_usage_report_has_each_days_tokens_per_backend_and_person(tmp_path: 
     assert line.completion_tokens > 0 and len(line.day) == 10
     (backend,) = report.backends
     assert backend.name == "scripted" and backend.state == "awake" and backend.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("6m0s", 360.0),
+        ("1.5s", 1.5),
+        ("20ms", 0.02),
+        ("1h2m3s", 3723.0),
+        ("17", 17.0),
+        ("soon", None),
+        ("5x", None),
+    ],
+)
+def test_reset_durations_read_as_providers_write_them(value: str, seconds: float | None) -> None:
+    limits = rate_limits({"x-ratelimit-reset-requests": value}, now=0.0)
+    assert (limits.reset_s if limits is not None else None) == seconds
+
+
+def test_a_provider_saying_its_limit_is_nearly_spent_makes_the_backend_sleepy() -> None:
+    near = {
+        "x-ratelimit-limit-requests": "1000",
+        "x-ratelimit-remaining-requests": "40",
+        "x-ratelimit-limit-tokens": "100000",
+        "x-ratelimit-remaining-tokens": "81000",
+        "x-ratelimit-reset-requests": "2m0s",
+        "x-ratelimit-reset-tokens": "4s",
+    }
+
+    async def scenario() -> tuple[Any, FallbackChain, list[Any]]:
+        async with ScriptedServer(MODELS_OK, sse(["Hi"], headers=near)) as server:
+            backend = server.backend("cloud")
+            chain = FallbackChain([backend], cooldown_s=30)
+            await chain.start()
+            stream = chain.stream([ChatTurn("user", "hi")], PARAMS)
+            assert "".join([p async for p in stream]) == "Hi"
+            await chain.close()
+            return backend.limits, chain, chain.states()
+
+    limits, chain, (state,) = asyncio.run(scenario())
+    assert limits.remaining_requests == 40 and limits.reset_s == 120.0
+    assert limits.share_left() == 0.04
+    assert state.state == "sleepy" and abs(state.until - (limits.at + 120.0)) < 0.01
+    (later,) = chain.states(wall=lambda: limits.at + 121.0)  # the reset passed: awake again
+    assert later.state == "awake" and later.until == 0.0
