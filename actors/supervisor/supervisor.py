@@ -354,20 +354,22 @@ class Supervisor:
         self.measure_gpu()
 
     def setup_gpu(self) -> None:
-        if not any(w.policy.gpu_memory_limit_mb for w in self.watchers.values()):
-            return
+        """Measure each actor's GPU memory wherever NVML answers (`hexbus status`, the page,
+        /metrics), and enforce gpu_memory_limit_mb with it."""
+        limits = any(w.policy.gpu_memory_limit_mb for w in self.watchers.values())
         try:
             import pynvml
 
             pynvml.nvmlInit()
             self.nvml = pynvml
-            log.info("gpu.limits_enabled", devices=pynvml.nvmlDeviceGetCount())
+            log.info("gpu.measured", devices=pynvml.nvmlDeviceGetCount(), limits=limits)
         except Exception as exc:  # ImportError, NVMLError_LibraryNotFound, driver errors
-            log.info(
-                "gpu.limits_skipped",
-                reason=f"NVML unavailable: {exc}",
-                hint="install hex[gpu] on a machine with an NVIDIA driver to enforce gpu_memory_limit_mb",
-            )
+            if limits:
+                log.info(
+                    "gpu.limits_skipped",
+                    reason=f"NVML unavailable: {exc}",
+                    hint="install hex[gpu] on a machine with an NVIDIA driver to enforce gpu_memory_limit_mb",
+                )
 
     def measure_gpu(self) -> None:
         if self.nvml is None:
