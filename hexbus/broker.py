@@ -343,6 +343,7 @@ class Broker:
                 first_offset=self.journal.first,
                 sessions=len(self.last_seq),
                 rejected=self.rejected.total,
+                journal_bytes=self.journal.size_bytes,
             ),
         )
         beat = Heartbeat(

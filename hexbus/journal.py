@@ -283,6 +283,11 @@ class Journal:
         return self._segments[0].first
 
     @property
+    def size_bytes(self) -> int:
+        """The bytes of the segments retained (a large blob's own file not counted)."""
+        return sum(seg.size for seg in self._segments)
+
+    @property
     def next_offset(self) -> int:
         """The offset the next append will get."""
         return self._head + 1

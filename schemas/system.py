@@ -62,6 +62,7 @@ class BrokerHeartbeat(Event, frozen=True, kw_only=True, tag="sys.broker.heartbea
     first_offset: int
     sessions: int = 0
     rejected: int = 0
+    journal_bytes: int = 0  # the segments retained
 
 
 LifecycleChange = Literal["spawn", "exit", "restart", "failed", "error"]

@@ -54,6 +54,7 @@ class Gatherer(Collector):
         self.beats: dict[str, tuple[float, Heartbeat]] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self.head_offset = 0
+        self.journal = (0, 0)  # the first offset retained, the segments' bytes
         self.stages: set[str] = set()
         self.stages_refused = 0
         self.backend_states: tuple[BackendState, ...] = ()
@@ -75,6 +76,7 @@ class Gatherer(Collector):
 
     def broker(self, beat: BrokerHeartbeat) -> None:
         self.head_offset = beat.head_offset
+        self.journal = (beat.first_offset, beat.journal_bytes)
 
     def supervisor(self, status: dict[str, dict[str, Any]]) -> None:
         self.status = status
@@ -160,7 +162,11 @@ class Gatherer(Collector):
         yield from self._host()
         head = GaugeMetricFamily("hex_journal_head_offset", "The journal's last offset")
         head.add_metric([], self.head_offset)
-        yield head
+        first = GaugeMetricFamily("hex_journal_first_offset", "The journal's first offset kept")
+        first.add_metric([], self.journal[0])
+        size = GaugeMetricFamily("hex_journal_bytes", "The journal segments' size on disk")
+        size.add_metric([], self.journal[1])
+        yield from (head, first, size)
         refused = CounterMetricFamily(
             "hex_stage_names_refused", f"Metric events past {STAGES_KEPT} stage names"
         )

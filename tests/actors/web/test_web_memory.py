@@ -59,14 +59,14 @@ def search(page: Any, text: str) -> list[dict[str, Any]]:
     return list(page.evaluate("hex.memory.hits"))
 
 
-def suggest(hx: Hex, text: str, quote: str) -> None:
+def suggest(hx: Hex, text: str, quote: str, reply_to: str = "m-suggest") -> None:
     """What the brain's notes make of an exchange: a fact, waiting for approval."""
 
     async def send() -> None:
         client = BusClient(hx.endpoints, "notes")
         client.start()
         meta = ReplyMeta(
-            reply_to="m-suggest",
+            reply_to=reply_to,
             person_id="owner",
             channel="owner/main",
             facts=(Fact(text=text, quote=quote),),
@@ -123,12 +123,35 @@ def test_the_owner_searches_adds_reviews_uploads_imports_and_forgets_and_a_guest
         mira = search(page, "Mira marine biology")
         assert mira and mira[0]["text"].startswith("Their sister Mira") and not mira[0]["pending"]
 
+        # Edited: its text, importance and tags.
+        item = page.locator(f'#memory-hits li[data-id="{mira[0]["id"]}"]')
+        item.locator("button", has_text="Edit").click()
+        item.locator("form.edit textarea").fill("Their sister Mira studies marine biology in Porto")
+        item.locator("form.edit input[type=number]").fill("0.9")
+        item.locator("form.edit input:not([type])").fill("family, porto")
+        item.locator("form.edit button[type=submit]").click()
+        edited = report(page, 3)
+        assert edited["action"] == "edited", edited
+        (now,) = [h for h in search(page, "Mira Porto") if h["id"] == mira[0]["id"]]
+        assert now["text"].endswith("in Porto") and now["importance"] == 0.9
+        assert now["tags"] == ["family", "porto"]
+
+        # Another suggestion, rejected: it is gone.
+        suggest(hx, "They hate olives", "ugh, olives are the worst", reply_to="m-olives")
+        page.click("#memory-review-button")
+        olives = page.locator("#memory-review li.pending", has_text="olives")
+        poll_for(lambda: olives.count() == 1, WAIT_S, what="the second suggestion")
+        olives.locator("button.reject").click()
+        rejected = report(page, 4)
+        assert rejected["action"] == "rejected", rejected
+        assert not [h for h in search(page, "olives") if "olives" in h["text"]]
+
         # A PDF, uploaded with progress: its chunks are found by what they say.
         pdf = tmp_path / "allotment.pdf"
         pdf.write_bytes(make_pdf([["The allotment gate code is 4471.", "Water the leeks."]]))
         page.set_input_files("#memory-upload-file", str(pdf))
         page.click("#memory-upload button[type=submit]")
-        stored = report(page, 3)
+        stored = report(page, 5)
         assert stored["action"] == "stored" and stored["counts"]["chunks"] >= 1, stored
         assert page.evaluate("[...hex.memory.progress.values()].some(p => p.unit === 'chunks')")
         gate = search(page, "allotment gate code")
@@ -138,7 +161,7 @@ def test_the_owner_searches_adds_reviews_uploads_imports_and_forgets_and_a_guest
         exe.write_bytes(b"MZ\x90\x00")
         page.set_input_files("#memory-upload-file", str(exe))
         page.click("#memory-upload button[type=submit]")
-        refused = report(page, 4)
+        refused = report(page, 6)
         assert refused["op"] == "refused" and "supported: .pdf" in refused["text"], refused
 
         # A history file: good lines imported, the bad one named by its number.
@@ -157,7 +180,7 @@ def test_the_owner_searches_adds_reviews_uploads_imports_and_forgets_and_a_guest
         history.write_text("\n".join([*map(json.dumps, lines), "{not json"]) + "\n")
         page.set_input_files("#memory-import-file", str(history))
         page.click("#memory-import button[type=submit]")
-        imported = report(page, 5)
+        imported = report(page, 7)
         assert imported["op"] == "imported" and imported["counts"]["turns"] == 3, imported
         assert imported["bad_lines"] == 1 and imported["problems"][0].startswith("line 4:")
 
@@ -181,7 +204,7 @@ def test_the_owner_searches_adds_reviews_uploads_imports_and_forgets_and_a_guest
         # Forget, confirmed: gone from search.
         search(page, "beehives")
         page.locator(f'#memory-hits li[data-id="{bees}"] button.danger').click()
-        forgotten = report(page, 6)
+        forgotten = report(page, 8)
         assert forgotten["action"] == "forgotten" and bees in forgotten["ids"], forgotten
         assert bees not in [h["id"] for h in search(page, "beehives balcony")]
 

@@ -39,7 +39,7 @@ def test_heartbeats_status_and_the_journal_head_become_series() -> None:
             cpu_seconds=3.25,
         )
     )
-    g.broker(BrokerHeartbeat(incarnation="x", head_offset=100, first_offset=1))
+    g.broker(BrokerHeartbeat(incarnation="x", head_offset=100, first_offset=1, journal_bytes=4096))
     g.supervisor(
         {
             "brain": {"state": "live", "restarts": 3, "uptime_s": 42.0, "gpu_bytes": 0},
@@ -55,6 +55,7 @@ def test_heartbeats_status_and_the_journal_head_become_series() -> None:
     assert got[("hex_actor_cpu_seconds_total", brain)] == 3.25
     assert got[("hex_actor_oldest_work_seconds", brain)] == 1.5
     assert got[("hex_actor_journal_lag", brain)] == 10
+    assert got[("hex_journal_bytes", ())] == 4096 and got[("hex_journal_first_offset", ())] == 1
     assert got[("hex_actor_restarts_total", brain)] == 3
     assert got[("hex_actor_up", brain)] == 1
     assert got[("hex_actor_up", (("actor", "discord"),))] == 0  # failed: in the table, not up
