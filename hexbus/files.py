@@ -83,26 +83,30 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int | None = None) -> None:
     """Write, fsync, rename over, fsync the folder: a crash leaves the old file or the new one.
 
-    A file that exists keeps its permissions (a person's own persona.toml, say). ``durable``
-    False skips the fsyncs (the rename is still atomic, a power loss may keep the old file):
-    for a journal whose own policy is not to fsync.
+    A file that exists keeps its permissions (a person's own persona.toml, say), unless
+    ``mode`` is given: then the file has that mode from its first byte (a secret is never
+    readable by others, not even in the temporary file). ``durable`` False skips the fsyncs
+    (the rename is still atomic, a power loss may keep the old file): for a journal whose own
+    policy is not to fsync, or a note that only has to outlive the process.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     # One name per process and thread: two writes of one file at once never share a temp file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             if durable:
                 os.fsync(f.fileno())
         try:
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
+            os.chmod(tmp, path.stat().st_mode & 0o7777 if mode is None else mode)
         except FileNotFoundError:
-            pass
+            if mode is not None:
+                os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         # A full disk (or anything else) leaves the old file and no debris.

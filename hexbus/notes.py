@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hexbus.files import write_atomic
+
 __all__ = ["read", "remove", "write"]
 
 
@@ -24,11 +26,8 @@ def write(run_dir: Path, actor: str, line: str, **data: Any) -> None:
     """Leave ``line`` (and ``data``) for ``actor``, replacing its last note."""
     path = _path(run_dir, actor)
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({**data, "line": line, "pid": os.getpid()}, f)
-    os.replace(tmp, path)
+    note = json.dumps({**data, "line": line, "pid": os.getpid()}).encode()
+    write_atomic(path, note, durable=False, mode=0o600)
 
 
 def read(run_dir: Path, actor: str | None = None) -> dict[str, dict[str, Any]]:

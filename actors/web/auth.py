@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hexbus import notes
+from hexbus.files import write_atomic
 
 __all__ = [
     "COOKIE",
@@ -115,11 +116,8 @@ class PageFile:
     def save_session(self, token: str, port: int, supervisor: str) -> None:
         path = self._session_path()
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"token": token, "port": port, "supervisor": supervisor}, f)
-        os.replace(tmp, path)
+        session = json.dumps({"token": token, "port": port, "supervisor": supervisor}).encode()
+        write_atomic(path, session, durable=False, mode=0o600)
 
     def _session_path(self) -> Path:
         return self.run_dir / "web" / f"{self.actor}.token"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hexbus import notes
 from hexbus.cli import fail, run_dir_of
+from hexbus.files import write_atomic
 
 
 def add_web(p: argparse.ArgumentParser) -> None:
@@ -48,13 +49,12 @@ def _redirect_file(run_dir: Path, actor: str, address: str) -> Path:
     command lines; they are who the token keeps out)."""
     path = run_dir / "web" / f"open-{actor}.html"
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     quoted = html.escape(address, quote=True)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(
-            f'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={quoted}">'
-            f'<title>Hex</title><p><a href="{quoted}">Open Hex</a></p>'
-        )
+    page = (
+        f'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={quoted}">'
+        f'<title>Hex</title><p><a href="{quoted}">Open Hex</a></p>'
+    )
+    write_atomic(path, page.encode(), durable=False, mode=0o600)
     return path
 
 

@@ -189,3 +189,22 @@ def test_a_save_cancelled_mid_write_finishes_before_a_newer_one_starts(tmp_path:
         assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temp file left
 
     asyncio.run(go())
+
+
+def test_an_atomic_write_with_a_mode_has_it_from_the_start_and_over_an_old_file(
+    tmp_path: Path,
+) -> None:
+    from hexbus.files import write_atomic
+
+    secret = tmp_path / "run" / "token"
+    write_atomic(secret, b"one", mode=0o600)
+    assert secret.stat().st_mode & 0o777 == 0o600 and secret.read_bytes() == b"one"
+    secret.chmod(0o644)  # someone widened it: a write with a mode narrows it again
+    write_atomic(secret, b"two", durable=False, mode=0o600)
+    assert secret.stat().st_mode & 0o777 == 0o600 and secret.read_bytes() == b"two"
+    kept = tmp_path / "persona.toml"
+    kept.write_bytes(b"a")
+    kept.chmod(0o640)
+    write_atomic(kept, b"b")  # no mode: the file keeps its own
+    assert kept.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["persona.toml", "run", "token"]
