@@ -202,22 +202,8 @@ class Search:
                 for m in found
                 if not query.person_id or m.person_id in (query.person_id, "")
             ]
-        people = (query.person_id, "") if query.person_id else (None,)
-        labels = sorted(
-            {
-                label
-                for person in people
-                for label in self.store.memories.candidates(
-                    person_id=person,
-                    kinds=query.kinds,
-                    tags=query.tags,
-                    since=query.since or None,
-                    until=query.until or None,
-                    include_archived=query.include_archived,
-                )
-            },
-            reverse=True,
-        )[: max(1, min(query.k, 500))]
+        # What a search may find (superseded facts are under the review's contradictions).
+        labels = sorted(self._eligible(query), reverse=True)[: max(1, min(query.k, 500))]
         return [
             hit(m, 0.0, m.confidence < low)
             for m in self.store.memories.get_many(labels, vectors=False)

@@ -2,7 +2,8 @@
 // uploads and imports with progress, the export. Everything a person or the model wrote is shown
 // with textContent. The server answers {t: "memory", op, ref, ...}; see actors/web/memory.py.
 
-const $ = (id) => document.getElementById(id);
+import { $, button, el, statusLine } from "./ui.js";
+
 const PARTS = ["semantic", "keyword", "recency", "importance"];
 
 export function memoryPanel(hex, send) {
@@ -10,6 +11,7 @@ export function memoryPanel(hex, send) {
   const waiting = new Map();  // ref -> what to do with its answer
   const state = { hits: [], query: null, searches: 0, review: null, reviewing: false, reports: [], progress: new Map() };
   hex.memory = state;
+  const note = statusLine("memory-note");
 
   function ask(op, fields = {}, then = null) {
     const ref = `m${++refs}`;
@@ -18,25 +20,8 @@ export function memoryPanel(hex, send) {
     return ref;
   }
 
-  function note(text, error = false) {
-    const el = $("memory-note");
-    el.textContent = text;
-    el.classList.toggle("error", error);
-  }
 
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
 
-  function button(label, onClick, cls = "") {
-    const b = el("button", cls, label);
-    b.type = "button";
-    b.addEventListener("click", onClick);
-    return b;
-  }
 
   function when(at) { return at ? new Date(at * 1000).toLocaleString() : ""; }
 

@@ -1,29 +1,19 @@
 // The persona panel: persona.toml and its versions, diffs, an owner's edits (an error shown at
 // its line) and rollbacks, and the consistency audit with its drift. See actors/web/persona.py.
 
-const $ = (id) => document.getElementById(id);
+import { $, el, statusLine } from "./ui.js";
 
 export function personaPanel(hex, send) {
   let refs = 0;
   const state = { state: null, changes: [], audits: [], diff: null, progress: null, refused: [] };
   hex.persona = state;
+  const note = statusLine("persona-note");
 
   function ask(op, fields = {}) {
     if (!send({ t: "persona", op, ref: `p${++refs}`, ...fields })) note("not connected", true);
   }
 
-  function note(text, error = false) {
-    const el = $("persona-note");
-    el.textContent = text;
-    el.classList.toggle("error", error);
-  }
 
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
 
   function showState(m) {
     state.state = m;

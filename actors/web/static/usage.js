@@ -2,17 +2,11 @@
 // state (awake, sleepy, asleep until its reset), per-turn latency waterfalls, the machine (CPU and
 // RAM over time, GPUs or "no GPU", each actor's memory). Drawn in the page: no chart library.
 
-const $ = (id) => document.getElementById(id);
+import { $, el } from "./ui.js";
 const COLORS = ["#7b5cff", "#2a9d5b", "#e09f3e", "#d66", "#3a86ff", "#8d99ae"];
 const STAGE_COLORS = { transcribed: "#3a86ff", first_token: "#7b5cff", first_sentence: "#e09f3e",
   first_audio: "#2a9d5b", first_chunk: "#7b5cff" };
 
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function mib(bytes) { return bytes ? `${Math.round(bytes / 1048576)} MiB` : "-"; }
 

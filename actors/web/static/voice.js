@@ -2,7 +2,7 @@
 // suppression, an AudioWorklet at 16 kHz) to Hex over the page's websocket, hands-free or push to
 // talk; Hex's speech played back gaplessly, and dropped at once when someone speaks over her.
 
-const $ = (id) => document.getElementById(id);
+import { $ } from "./ui.js";
 
 function toBase64(bytes) {
   let text = "";
