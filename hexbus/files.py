@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -81,6 +82,37 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.\d+\.tmp")
+
+
+def remove_stale_temps(folder: Path) -> list[str]:
+    """Remove the temporary files of :func:`write_atomic` that a process killed mid-write left in
+    ``folder`` (their writer's pid is gone); the names removed. Another live process's are kept."""
+    removed: list[str] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        found = _TEMP.fullmatch(entry.name)
+        if found is None:
+            continue
+        pid = int(found["pid"])
+        try:
+            os.kill(pid, 0)
+            continue  # a live writer's, in flight
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # someone else's process: alive
+        try:
+            entry.unlink()
+            removed.append(entry.name)
+        except OSError:
+            pass
+    return removed
 
 
 def write_atomic(path: Path, data: bytes, *, durable: bool = True, mode: int | None = None) -> None:

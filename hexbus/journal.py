@@ -54,7 +54,7 @@ from hexbus.epoch import (
     write_mark,
     write_starts,
 )
-from hexbus.files import DISK_FULL, fsync_dir, write_atomic
+from hexbus.files import DISK_FULL, fsync_dir, remove_stale_temps, write_atomic
 
 __all__ = [
     "DISK_FULL",
@@ -254,6 +254,7 @@ class Journal:
         self._thread: threading.Thread | None = None
 
         self._open_directory()
+        remove_stale_temps(self._dir)  # a broker killed mid-write leaves no debris behind
         try:
             self._recover()
         except OSError as exc:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import msgspec
 import structlog
 
-from hexbus.files import write_atomic
+from hexbus.files import remove_stale_temps, write_atomic
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -61,6 +61,7 @@ def load_snapshot(path: Path, state_type: type[S], log: Any) -> Loaded:
     A damaged one is set aside and the actor replays from the start of the journal.
     """
     none = Loaded(None, 0, [], [], "")
+    remove_stale_temps(path.parent)  # a process killed while saving leaves no debris behind
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -229,14 +229,15 @@ class Ledger:
 
     def heard_only(self, channel: str, reply_to: str, said: str) -> None:
         """A spoken reply that ended before its barge-in arrived (a newer message cancelled it
-        first): what the person heard of it is what was said."""
+        first, or the model had finished writing while she was still speaking): what the person
+        heard of it is what was said."""
         for key, conversation in self.state.conversations.items():
             if key.split(":", 1)[-1] != channel:
                 continue
             for turn in reversed(conversation.turns[-8:]):
-                if turn.role == "assistant" and turn.event_id == reply_to and turn.cancelled:
+                if turn.role == "assistant" and turn.event_id == reply_to:
                     if said:
-                        turn.text = said
+                        turn.text, turn.cancelled = said, True
                     else:  # stopped before a word was heard
                         conversation.turns.remove(turn)
                     return

@@ -235,9 +235,10 @@ class SttActor(Actor[SttConfig, SttState]):
             src.partial_busy = False
         if result is not None and src.utterance == utterance and src.segmenter.in_speech:
             frame = src.frame
-            if src.held is not None and not self.echo.echo(frame.channel, result.text, final=False):
+            verdict = self.echo.echo(frame.channel, result.text, final=False)
+            if src.held is not None and verdict is False:
                 self.bus.publish_volatile(src.held, key=frame.channel)  # a person: barge in
-                src.held = None
+                src.held, src.suspect = None, False  # and their final is theirs
             self.bus.publish_volatile(
                 Transcript(
                     utterance=utterance,
@@ -363,7 +364,7 @@ class SttActor(Actor[SttConfig, SttState]):
         if echo:
             log.info("stt.echo_dropped", utterance=segment.utterance, text=heard[:120])
             result = None  # Hex's own voice: no message, and no barge-in
-        elif held is not None:
+        elif held is not None and result is not None:
             self.bus.publish_volatile(held, key=segment.channel)  # late, but a person spoke
         message_id = derived_id(segment.utterance, "message") if result is not None else ""
         final = Utterance(

@@ -75,6 +75,9 @@ class TtsState(msgspec.Struct, kw_only=True):
     # Accepted but not yet spoken: the journal offset moves past a sentence when it is queued, so after a
     # restart these come from the snapshot, not from replay.
     queued: list[Queued] = []
+    # Messages said aloud on an aloud platform (the page), the latest KEEP_REPLIES: their replies
+    # are spoken, after a restart too.
+    aloud: list[str] = []
 
 
 @dataclass
@@ -164,7 +167,7 @@ class TtsActor(Actor[TtsConfig, TtsState]):
         # Per-turn latency marks, by the chat message's event id (the reply_to of its sentences).
         self.marks: OrderedDict[str, dict[str, float]] = OrderedDict()
         # Messages said aloud on an aloud platform (the page): their replies are spoken.
-        self.aloud: OrderedDict[str, None] = OrderedDict()
+        self.aloud: OrderedDict[str, None] = OrderedDict.fromkeys(self.state.aloud)
         for queued in self.state.queued:  # accepted before a restart, never spoken: their turn now
             self.enqueue(queued)
         log.info(
@@ -244,6 +247,8 @@ class TtsActor(Actor[TtsConfig, TtsState]):
             self.aloud[event.message_event_id] = None
             while len(self.aloud) > KEEP_REPLIES:
                 self.aloud.popitem(last=False)
+            self.state.aloud = list(self.aloud)
+            self.state_changed()
         if event.message_event_id:
             marks = self.marks.setdefault(event.message_event_id, {})
             marks.update(

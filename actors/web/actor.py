@@ -137,6 +137,7 @@ class WebActor(Actor[WebConfig, NoState]):
             self.bus.publish_volatile,
             channel=WebChat.channel,
             display_name=config.display_name,
+            actor=self.name,
         )
         # Hex's speech and the partial transcripts of this page's person only (channels are
         # "person/conversation"): another person's audio never reaches this process.
@@ -364,6 +365,7 @@ class WebActor(Actor[WebConfig, NoState]):
     @on(AudioOut)
     async def on_audio_out(self, event: AudioOut) -> None:
         self.voice.audio(event, bytes(self.blob or b""))
+        await asyncio.sleep(0)  # a burst of chunks: let the tabs' writers send between them
 
     @on(Speaking)
     async def on_speaking(self, event: Speaking) -> None:

@@ -45,6 +45,7 @@ class Hub:
         self.max_clients = max_clients
         self.queue_size = queue_size
         self.clients: set[Client] = set()
+        self.on_leave: list[Callable[[Client], object]] = []  # told when a tab goes
         self.dropped_total = 0
 
     def join(self, person_id: str, owner: bool) -> Client | str:
@@ -59,7 +60,10 @@ class Hub:
         return client
 
     def leave(self, client: Client) -> None:
-        self.clients.discard(client)
+        if client in self.clients:
+            self.clients.discard(client)
+            for gone in self.on_leave:
+                gone(client)
 
     def send(self, client: Client, message: dict[str, Any]) -> None:
         """Queue ``message`` for ``client``; a full queue drops the tab (never waits)."""

@@ -4,7 +4,7 @@ A tab that turns voice on sends ``{"t": "voice", "on": true, "conversation": "ma
 its microphone as ``{"t": "audio", "conversation": "main", "seq": n, "pcm": BASE64}`` (16 kHz
 PCM16 mono from the page's AudioWorklet, the browser's echo cancellation and noise suppression
 on), ``"end": true`` when push-to-talk is released or voice is turned off. Each becomes a
-volatile ``audio.frame`` from source ``web:<tab>`` on platform ``web``, in the tab's
+volatile ``audio.frame`` from source ``web:<actor>:<start>:<tab>`` on platform ``web``, in the tab's
 conversation: the STT actor hears it, the person's words come back as ``heard`` (their bubble)
 and the reply streams into the chat as typed ones do.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,11 @@ __all__ = ["WebVoice"]
 
 RATE = 16000
 MAX_FRAME_BYTES = RATE * 2  # a frame of at most a second
+# A tab sends at most real time and a quarter, with a second and a half of slack: more is a
+# flood (a tab's bug, or a guest's), dropped and said once every few seconds.
+BYTES_PER_S = RATE * 2 * 1.25
+BURST_BYTES = RATE * 2 * 1.5
+FLOOD_NOTICE_S = 5.0
 
 
 class WebVoice:
@@ -40,10 +46,41 @@ class WebVoice:
         *,
         channel: Callable[[str, str], str],
         display_name: str,
+        actor: str,
     ) -> None:
         self.hub, self.publish_volatile = hub, publish_volatile
         self.channel, self.display_name = channel, display_name
+        # Unique across web actors and their restarts: the STT keeps one stream per source.
+        self.source_prefix = f"web:{actor}:{secrets.token_hex(4)}"
         self.frames_in = 0
+        self.buckets: dict[int, tuple[float, float]] = {}  # tab -> (bytes allowed, when)
+        self.warned: dict[int, float] = {}
+        self.open: dict[int, str] = {}  # tab -> the channel its microphone streams into
+        hub.on_leave.append(self.left)
+
+    def left(self, client: Client) -> None:
+        """A tab gone with its microphone on: the utterance in progress ends there."""
+        channel = self.open.pop(client.id, None)
+        self.buckets.pop(client.id, None)
+        self.warned.pop(client.id, None)
+        if channel is not None:
+            self._frame(client, channel, b"", 0, end=True)
+
+    def _allowed(self, client: Client, size: int) -> bool:
+        now = time.monotonic()
+        allowed, at = self.buckets.get(client.id, (BURST_BYTES, now))
+        allowed = min(BURST_BYTES, allowed + (now - at) * BYTES_PER_S)
+        if size > allowed:
+            self.buckets[client.id] = (allowed, now)
+            if now - self.warned.get(client.id, -1e9) >= FLOOD_NOTICE_S:
+                self.warned[client.id] = now
+                self.hub.send(
+                    client,
+                    {"t": "error", "text": "audio is arriving faster than real time: dropped"},
+                )
+            return False
+        self.buckets[client.id] = (allowed - size, now)
+        return True
 
     def command(self, client: Client, message: dict[str, Any], conversation: str) -> None:
         """``voice`` (on or off) or ``audio`` from a tab whose conversation was checked."""
@@ -51,9 +88,11 @@ class WebVoice:
         if message.get("t") == "voice":
             if message.get("on"):
                 client.panels.add("voice")
+                self.open[client.id] = channel
             else:
                 client.panels.discard("voice")
-                self._frame(client, channel, b"", int(message.get("seq", 0) or 0), end=True)
+                if self.open.pop(client.id, None) is not None:
+                    self._frame(client, channel, b"", _seq(message.get("seq")), end=True)
             self.hub.send(client, {"t": "voice", "on": "voice" in client.panels})
             return
         if "voice" not in client.panels:
@@ -70,15 +109,16 @@ class WebVoice:
                 {"t": "error", "text": f"an audio frame is whole samples, at most {RATE} of them"},
             )
             return
-        seq = message.get("seq", 0)
-        seq = seq if isinstance(seq, int) and 0 <= seq < 1 << 62 else 0
-        self._frame(client, channel, pcm, seq, end=bool(message.get("end", False)))
+        if not self._allowed(client, len(pcm)):
+            return
+        self.open[client.id] = channel
+        self._frame(client, channel, pcm, _seq(message.get("seq")), end=bool(message.get("end")))
 
     def _frame(self, client: Client, channel: str, pcm: bytes, seq: int, *, end: bool) -> None:
         self.frames_in += 1
         self.publish_volatile(
             AudioFrame(
-                source=f"web:{client.id}",
+                source=f"{self.source_prefix}:{client.id}",
                 person_id=client.person_id,
                 display_name=self.display_name or client.person_id,
                 platform="web",
@@ -88,7 +128,7 @@ class WebVoice:
                 at=time.time(),
                 end=end,
             ),
-            key=f"web:{client.id}",
+            key=f"{self.source_prefix}:{client.id}",
             blob=pcm,
         )
 
@@ -142,3 +182,7 @@ class WebVoice:
         self.hub.to_channel(
             event.channel, {"t": "hearing", "utterance": event.utterance, "text": event.text}
         )
+
+
+def _seq(value: Any) -> int:
+    return value if isinstance(value, int) and 0 <= value < 1 << 62 else 0

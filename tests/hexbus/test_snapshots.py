@@ -208,3 +208,27 @@ def test_an_atomic_write_with_a_mode_has_it_from_the_start_and_over_an_old_file(
     write_atomic(kept, b"b")  # no mode: the file keeps its own
     assert kept.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["persona.toml", "run", "token"]
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_and_a_live_ones_kept(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from hexbus.files import remove_stale_temps
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = tmp_path / f".epochs.{gone.stdout.strip()}.140000.tmp"
+    alive = tmp_path / f".epochs.{os.getpid()}.140001.tmp"
+    other = tmp_path / "notes.tmp"  # not write_atomic's: not ours to remove
+    for path in (dead, alive, other):
+        path.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [dead.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])

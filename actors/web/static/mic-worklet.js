@@ -19,14 +19,15 @@ class Mic extends AudioWorkletProcessor {
     const channel = inputs[0] && inputs[0][0];
     if (!channel) return true;
     // A one-pole low-pass before decimation: less aliasing of hiss into the speech band.
-    const alpha = Math.min(1, (2 * Math.PI * 7000) / sampleRate);
+    const alpha = 1 - Math.exp((-2 * Math.PI * 7000) / sampleRate);
     const x = new Float32Array(channel.length);
     for (let i = 0; i < channel.length; i++) {
       this.smooth += alpha * (channel[i] - this.smooth);
       x[i] = this.smooth;
     }
-    // v[0] = last, v[k] = x[k - 1]: the output sample at p lies between v[floor p] and v[floor p + 1].
-    while (this.pos + 1 <= x.length) {
+    // v[0] = last, v[k] = x[k - 1]: the output sample at p lies between v[floor p] and
+    // v[floor p + 1] = x[floor p], which exists while p < x.length.
+    while (this.pos < x.length) {
       const i = Math.floor(this.pos);
       const f = this.pos - i;
       const a = i === 0 ? this.last : x[i - 1];

@@ -21,9 +21,10 @@ export function voicePanel(hex, send, onHeard) {
   const v = {
     on: false, mode: "", talking: false, seq: 0, error: "",
     mic: null, stream: null, node: null, player: null, nextTime: 0, sources: new Set(),
+    starting: null, pressed: false,
     stats: { framesSent: 0, bytesSent: 0, chunksIn: 0, bytesIn: 0, bytesPlayed: 0,
       interrupted: 0, heard: [], speaking: false, late: 0, byReply: {}, atStop: {} },
-    stopped: new Set(),  // replies interrupted: a chunk of one still on its way is not played
+    stopped: [],  // the last replies interrupted: a chunk of one still on its way is not played
   };
   hex.voice = v;
 
@@ -33,13 +34,26 @@ export function voicePanel(hex, send, onHeard) {
     el.classList.toggle("error", error);
   }
 
-  async function start(mode) {
-    if (v.on) { v.mode = mode; v.talking = mode === "hands-free"; show(); return; }
+  function start(mode) {
+    // One microphone however often it is asked for (a double click, both buttons at once).
+    v.starting = v.starting || open().finally(() => { v.starting = null; });
+    return v.starting.then(() => {
+      if (!v.on) return;
+      v.mode = mode;
+      v.talking = mode === "hands-free" || v.pressed;
+      show();
+    });
+  }
+
+  async function open() {
+    if (v.on) return;
     try {
       v.stream = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
       });
-      v.mic = new AudioContext();
+      // At the microphone's own rate (some browsers refuse a stream at another rate).
+      const rate = v.stream.getAudioTracks()[0]?.getSettings().sampleRate;
+      v.mic = rate ? new AudioContext({ sampleRate: rate }) : new AudioContext();
       await v.mic.audioWorklet.addModule("/static/mic-worklet.js");
       const source = v.mic.createMediaStreamSource(v.stream);
       v.node = new AudioWorkletNode(v.mic, "hex-mic");
@@ -54,10 +68,7 @@ export function voicePanel(hex, send, onHeard) {
       return;
     }
     v.on = true;
-    v.mode = mode;
-    v.talking = mode === "hands-free";
     send({ t: "voice", on: true, conversation: hex.conversation });
-    show();
   }
 
   function stop() {
@@ -81,6 +92,7 @@ export function voicePanel(hex, send, onHeard) {
   }
 
   function release() {  // push to talk: the end of what was said
+    v.pressed = false;
     if (!v.on || v.mode !== "push" || !v.talking) return;
     v.talking = false;
     send({ t: "audio", conversation: hex.conversation, seq: v.seq++, pcm: "", end: true });
@@ -93,7 +105,7 @@ export function voicePanel(hex, send, onHeard) {
     const samples = new Int16Array(bytes.buffer, 0, bytes.length >> 1);
     v.stats.chunksIn += 1;
     v.stats.bytesIn += bytes.length;
-    if (v.stopped.has(m.reply_to)) { v.stats.late += bytes.length; return; }
+    if (v.stopped.includes(m.reply_to)) { v.stats.late += bytes.length; return; }
     if (!samples.length) return;
     const buffer = v.player.createBuffer(1, samples.length, m.rate);
     const data = buffer.getChannelData(0);
@@ -132,21 +144,22 @@ export function voicePanel(hex, send, onHeard) {
   $("voice-hands-free").addEventListener("click", () => start("hands-free"));
   $("voice-off").addEventListener("click", stop);
   const push = $("voice-push");
-  push.addEventListener("pointerdown", async () => {
-    await start("push");
-    v.talking = true;
-    show();
+  push.addEventListener("pointerdown", (e) => {
+    v.pressed = true;  // held until up, however long the microphone takes to open
+    push.setPointerCapture(e.pointerId);
+    start("push");
   });
-  push.addEventListener("pointerup", release);
-  push.addEventListener("pointerleave", release);
+  for (const up of ["pointerup", "pointercancel", "lostpointercapture"]) push.addEventListener(up, release);
+  const typing = (e) => e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement;
   document.addEventListener("keydown", (e) => {
-    if (e.code === "Space" && v.on && v.mode === "push" && e.target === document.body && !e.repeat) {
-      e.preventDefault();
-      v.talking = true;
+    if (e.code === "Space" && v.on && v.mode === "push" && !typing(e) && !e.repeat) {
+      e.preventDefault();  // not a click on the focused button
+      v.pressed = v.talking = true;
       show();
     }
   });
-  document.addEventListener("keyup", (e) => { if (e.code === "Space") release(); });
+  document.addEventListener("keyup", (e) => { if (e.code === "Space" && !typing(e)) release(); });
+  window.addEventListener("blur", release);  // a key held while the window lost focus
 
   return {
     on: {
@@ -158,19 +171,22 @@ export function voicePanel(hex, send, onHeard) {
           flush();
           v.stats.interrupted += 1;
           if (m.reply_to) {
-            v.stopped.add(m.reply_to);
+            v.stopped = [...v.stopped.slice(-19), m.reply_to];
             v.stats.atStop[m.reply_to] = v.stats.byReply[m.reply_to] || 0;
           }
         }
       },
       heard(m) {
-        if (m.echo) return;  // her own voice, heard back: not something said to her
+        if (m.echo) { $("voice-caption").textContent = ""; return; }  // her own voice, heard back
         v.stats.heard.push(m.text);
         $("voice-caption").textContent = "";
         onHeard(m);
       },
       hearing(m) { $("voice-caption").textContent = m.text; },
     },
-    switched() { if (v.on) send({ t: "voice", on: true, conversation: hex.conversation }); },
+    switched() {  // another conversation (or a reconnect): what plays for the old one stops
+      flush();
+      if (v.on) send({ t: "voice", on: true, conversation: hex.conversation });
+    },
   };
 }

@@ -45,3 +45,24 @@ def test_a_barge_in_that_comes_after_the_newer_message_only_corrects_what_was_sa
     turns = [(t.role, t.text, t.cancelled) for t in h.state.conversations["console:c1"].turns]
     assert ("assistant", "Once upon", True) in turns, turns
     assert not any(text.startswith("Once upon a time") for _, text, _ in turns), turns
+
+
+def test_a_barge_in_on_a_reply_written_in_full_keeps_only_what_was_heard(tmp_path: Path) -> None:
+    """The model writes faster than she speaks: the reply is complete (and recorded so) while its
+    sentences are still being spoken, and the barge-in comes after."""
+    backend = ScriptedBackend([Script(["Once upon a time.", " There was a goblin."])])
+
+    async def scenario() -> ActorHarness[BrainActor]:
+        h = harness(tmp_path, brain_with(backend))
+        await live(h)
+        await h.send(message("tell me a story"), key="console", event_id="m1")
+        await until(reply_to(h, "m1"), "the whole story, written")
+        await h.send(BargeIn(channel="c1", person_id="ana", said="Once upon", reply_to="m1"))
+        await h.stop()
+        return h
+
+    h = run(scenario)
+    story = reply_to(h, "m1")()
+    assert story is not None and story.status == "complete"  # what was published stays
+    turns = [(t.role, t.text, t.cancelled) for t in h.state.conversations["console:c1"].turns]
+    assert turns[-1] == ("assistant", "Once upon", True), turns
