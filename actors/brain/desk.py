@@ -185,10 +185,20 @@ class PersonaDesk:
         answer ``request`` (progress goes out as it runs). It always answers: an audit that
         fails or is stopped (the brain stopping) says so rather than leave the asker waiting."""
         key, correlation, causation = request.source, request.correlation, request.id
-        try:
-            result = await self._audit(
-                chain, persona, config, event, request, bus, between, offload
+
+        def step(done: int, total: int) -> None:
+            self.auditing = (done, total)
+            progress = PersonaAuditProgress(request=request.id, done=done, total=total)
+            bus.publish_volatile(progress, key="brain")
+
+        def run() -> Awaitable[dict[str, Any]]:
+            limit = max(0, event.limit)
+            return audit_persona(
+                chain, persona, config, limit=limit, progress=step, between=between
             )
+
+        try:
+            result = await self._audited(run, offload)
         except asyncio.CancelledError:
             stopped = PersonaAudited(error="the brain stopped during the audit: run it again")
             bus.publish_volatile(stopped, key=key, correlation=correlation, causation=causation)
@@ -198,31 +208,18 @@ class PersonaDesk:
             result = PersonaAudited(error=f"the audit failed: {type(exc).__name__}: {exc}"[:500])
         await bus.publish(result, key=key, correlation=correlation, causation=causation)
 
-    async def _audit(
+    async def _audited(
         self,
-        chain: FallbackChain,
-        persona: Persona,
-        config: BrainConfig,
-        event: PersonaAudit,
-        request: Envelope,
-        bus: BusClient,
-        between: Callable[[], Awaitable[None]],
+        run: Callable[[], Awaitable[dict[str, Any]]],
         offload: Callable[..., Awaitable[Any]],
     ) -> PersonaAudited:
+        """One audit at a time: its report saved and compared, or why there is none."""
         if self.auditing is not None:
             done, total = self.auditing
             return PersonaAudited(error=f"an audit is running ({done} of {total}): wait for it")
-
-        def step(done: int, total: int) -> None:
-            self.auditing = (done, total)
-            progress = PersonaAuditProgress(request=request.id, done=done, total=total)
-            bus.publish_volatile(progress, key="brain")
-
         self.auditing = (0, 0)
         try:
-            report = await audit_persona(
-                chain, persona, config, limit=max(0, event.limit), progress=step, between=between
-            )
+            report = await run()
         except (AuditError, BackendError) as exc:
             return PersonaAudited(error=f"the audit stopped: {exc}")
         finally:
