@@ -158,6 +158,7 @@ class WebActor(Actor[WebConfig, NoState]):
             request=self.request,
             offload=self.offload,
             machine=await self.offload(Machine),
+            rows=lambda: self.runtime.rows(),
         )
         self.runtime = RuntimePanel(
             self.hub, self.gatherer, self._publish, self._control, me=self.name

@@ -85,6 +85,7 @@ class RuntimePanel:
                     "events_out": beat.events_out if beat else status.get("events_out", 0),
                     "dropped": beat.dropped if beat else status.get("dropped", 0),
                     "dead_letters": letters.get(name, 0),
+                    "gpu_bytes": status.get("gpu_bytes", 0),
                     "detail": status.get("detail", "") or (beat.detail if beat else ""),
                     "reason": status.get("reason", ""),
                 }

@@ -92,9 +92,11 @@ class UsagePanel:
         request: Callable[..., Awaitable[Any]],
         offload: Callable[..., Awaitable[Any]],
         machine: Machine,
+        rows: Callable[[], list[dict[str, Any]]],
     ) -> None:
         self.hub, self.gatherer, self.request, self.offload = hub, gatherer, request, offload
         self.machine = machine
+        self.rows = rows  # the runtime panel's table of actors
         self.turns: deque[dict[str, Any]] = deque(maxlen=TURNS_KEPT)
         self.brain: dict[str, Any] = {"lines": [], "backends": [], "error": "not asked yet"}
         self.asked_at = 0.0
@@ -164,16 +166,8 @@ class UsagePanel:
             return
         machine = await self.offload(self.machine.sample)
         self.gatherer.machine(machine)
-        actors = [
-            {
-                "actor": row["actor"],
-                "rss_bytes": row["rss_bytes"],
-                "cpu_s": row["cpu_s"],
-                "gpu_bytes": self.gatherer.status.get(row["actor"], {}).get("gpu_bytes", 0),
-                "state": row["state"],
-            }
-            for row in self.gatherer_rows()
-        ]
+        keep = ("actor", "state", "rss_bytes", "cpu_s", "gpu_bytes")
+        actors = [{k: row[k] for k in keep} for row in self.rows()]
         panel = {
             "t": "usage",
             "brain": self.brain,
@@ -183,18 +177,3 @@ class UsagePanel:
         }
         for client in tabs:
             self.hub.send(client, panel)
-
-    def gatherer_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for name in sorted(set(self.gatherer.status) | set(self.gatherer.beats)):
-            _, beat = self.gatherer.beats.get(name, (0.0, None))
-            status = self.gatherer.status.get(name, {})
-            rows.append(
-                {
-                    "actor": name,
-                    "rss_bytes": beat.rss_bytes if beat else status.get("rss_bytes", 0),
-                    "cpu_s": beat.cpu_seconds if beat else 0.0,
-                    "state": status.get("state", "?"),
-                }
-            )
-        return rows
