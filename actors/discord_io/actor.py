@@ -176,9 +176,13 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
     async def on_message(self, message: SeenMessage) -> None:
         await self.inbox.on_message(message)
 
-    async def on_session(self) -> None:
-        """A new gateway session (READY): after the first, fetch what was missed meanwhile."""
+    def on_connect(self) -> None:
+        """A new gateway session (READY parsed): what is missed is counted from here, before
+        the session's first live message can move a channel's last seen one."""
         self.inbox.session_began()
+
+    async def on_session(self) -> None:
+        """The new session's guilds arrived (on_ready): fetch what was missed meanwhile."""
         self.ready.set()
         self.settled.set()
         if self.live:  # else on_live does it, once the replay has rebuilt what was already taken

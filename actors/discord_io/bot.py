@@ -155,6 +155,11 @@ class HexBot(commands.Bot):
                 )
                 await asyncio.sleep(RECONNECT_S)
 
+    async def on_connect(self) -> None:
+        # Dispatched as READY is parsed, before any message of the session; on_ready waits
+        # for the guilds (up to guild_ready_timeout) while messages already flow.
+        self.hex.on_connect()
+
     async def on_ready(self) -> None:
         log.info("discord.ready", user=str(self.user), guilds=len(self.guilds))
         await self.hex.on_session()

@@ -52,8 +52,12 @@ class BotHost(Protocol):
         self, event: Event, expect: type[E], *, key: str = "", timeout: float = 2.0
     ) -> E: ...
 
+    def on_connect(self) -> None:
+        """A new gateway session's READY parsed: before its first message."""
+        ...
+
     async def on_session(self) -> None:
-        """A new gateway session (READY)."""
+        """A new gateway session, its guilds arrived (discord.py's on_ready)."""
         ...
 
     def on_resumed(self) -> None:

@@ -8,10 +8,12 @@ replay, a catch-up racing the live event) is the same event and the journal keep
 Missed messages: the last Discord message id seen in each watched channel (configured channels
 and DMs) is kept in state. After a new gateway session (after a crash or an outage) what was sent
 meanwhile is fetched from history and taken once, or, past ``catch_up_limit``, taken as one
-summary. Live messages of the new session may arrive before the catch-up runs (it waits for the
-replay): where the catch-up starts is kept from the moment the session began (``catch_from``,
+summary. Where the catch-up starts is kept from the moment the session began (``catch_from``,
 saved with the state until each channel is walked), and what it finds is taken unless it was
-already (by its event id), so a live message never hides the missed ones before it.
+already (by its event id). Live messages of the new session in watched channels wait for that
+session's catch-up (which itself waits for the replay): the missed ones are taken first, in
+order, and a live one can never move a channel's last seen message past them, even where the
+snapshot predates the channel and only the replay knows where it stood.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = ["Inbox"]
 log = structlog.get_logger("actors.discord_io")
 
 PAGES: Final = 10  # history pages of catch_up_limit * 10 messages walked per channel at most
+HOLD_S: Final = 30.0  # a live message waits this long at most for its session's catch-up
 
 
 class Inbox:
@@ -71,6 +74,8 @@ class Inbox:
         self.state_changed = state_changed
         self.sessions = 0  # gateway sessions begun: a catch-up knows whether one began meanwhile
         self.catching_up = asyncio.Lock()  # one catch-up at a time (READY and RESUMED may overlap)
+        self.caught_up = asyncio.Event()  # the current session's catch-up is done (or none owed)
+        self.caught_up.set()
 
     def wants(self, message: SeenMessage) -> bool:
         """Whether Hex answers this message: DMs, mentions, replies to Hex, configured channels."""
@@ -91,6 +96,7 @@ class Inbox:
         """A gateway session began (READY or RESUMED): what was sent since the last message
         seen in each watched channel is owed a catch-up, from there, whatever arrives live first."""
         self.sessions += 1
+        self.caught_up.clear()
         for channel, message_id in self.state.last_seen.items():
             if channel not in self.state.catch_from:
                 self.state.catch_from[channel] = message_id
@@ -100,8 +106,19 @@ class Inbox:
         return message.in_dm or str(message.channel_id) in self.config.channels
 
     async def on_message(self, message: SeenMessage) -> None:
-        """A live message from the gateway."""
+        """A live message from the gateway; in a watched channel, after the session's catch-up
+        (which may have taken it already)."""
         if self.watched(message):
+            if not self.caught_up.is_set():
+                try:
+                    async with asyncio.timeout(HOLD_S):
+                        await self.caught_up.wait()
+                except TimeoutError:
+                    log.warning(
+                        "discord.catch_up_slow", waited_s=HOLD_S, channel=message.channel_id
+                    )
+                if message_event_id(message.id) in self.state.asked:
+                    return
             self.seen(message.channel_id, message.id)
         if self.wants(message):
             await self.take(message)
@@ -185,7 +202,12 @@ class Inbox:
         configured channels, and the ``catch_up_channels`` DM channels most recently active
         within ``catch_up_window_h``. One at a time: a second waits for the first."""
         async with self.catching_up:
-            await self._catch_up()
+            sessions = self.sessions
+            try:
+                await self._catch_up()
+            finally:
+                if self.sessions == sessions:  # else the newer session's catch-up is still owed
+                    self.caught_up.set()
 
     async def _catch_up(self) -> None:
         configured = {int(c) for c in self.config.channels}

@@ -81,7 +81,8 @@ def test_a_dm_is_taken_onto_the_bus_and_its_reply_shown_then_the_actor_stops_cle
         h = harness(fake, tmp_path)
         await h.setup()
         assert h.actor.ready.is_set() and fake.connected
-        h.actor.live = True
+        h.actor.live = True  # as the runtime does once the replay is done
+        await h.actor.on_live()
         message = fake.post(dm, ana, "hello")
 
         def taken() -> list[ChatMessage]:

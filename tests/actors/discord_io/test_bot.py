@@ -37,6 +37,7 @@ class Host:
         self.config = config
         self.state = DiscordState()
         self.sessions = 0
+        self.connects = 0
         self.messages: list[SeenMessage] = []
         self.published: list[Event] = []
         self.voice_links: VoiceLinks
@@ -52,6 +53,9 @@ class Host:
         self, event: Event, expect: type[E], *, key: str = "", timeout: float = 2.0
     ) -> E:
         raise RequestTimeout("no memory in this test")
+
+    def on_connect(self) -> None:
+        self.connects += 1
 
     async def on_session(self) -> None:
         self.sessions += 1
@@ -113,7 +117,7 @@ def running() -> Iterator[Running]:
 
 def test_messages_reach_the_actor_as_what_its_parts_read(running: Running) -> None:
     fake, host, port = running.fake, running.host, running.port
-    assert host.sessions == 1 and port.me == fake.bot_id
+    assert host.connects == 1 and host.sessions == 1 and port.me == fake.bot_id
     ana = fake.add_user("ana")
     dm = fake.dm_channel(ana)
     general = fake.general_channel_id

@@ -162,6 +162,31 @@ def test_missed_messages_are_fetched_after_a_sigkill_and_answered_once(
     assert sorted(texts) == sorted(["first", *(f"while you were out {i}" for i in range(3))])
 
 
+def test_a_live_message_before_ready_never_hides_one_missed_while_the_actor_was_down(
+    fake: FakeDiscord, hexes: list[Hex]
+) -> None:
+    # discord.py dispatches messages from the moment READY is parsed, on_ready only once the
+    # guilds have arrived, and the replay (which rebuilds where each channel stood from the
+    # journal when the snapshot predates it) runs meanwhile. Seen in the chaos soak: a person's
+    # next line, live in that gap, moved the channel's last seen message past the one they had
+    # sent while the actor was dead, and the catch-up started after both.
+    hx, ana, dm = with_dm(fake, hexes)
+    wait_reply(fake, dm, fake.post(dm, ana, "first"), "You said: first")
+    pid, identified = hx.pid("discord"), fake.identify_count
+    os.kill(pid, signal.SIGKILL)
+    poll_for(lambda: not fake.connected, 10, what="the gateway to notice the actor's death")
+    missed = fake.post(dm, ana, "sent while you were out")
+    poll_for(lambda: fake.identify_count > identified, 30, what="the new process's IDENTIFY")
+    live = fake.post(dm, ana, "and this one live")
+    wait_reply(fake, dm, live, "You said: and this one live", timeout=30)
+    wait_reply(fake, dm, missed, "You said: sent while you were out", timeout=30)
+    time.sleep(1.0)
+    assert len(answer_to(fake, dm, missed["id"])) == 1
+    assert len(answer_to(fake, dm, live["id"])) == 1
+    texts = [m.text for m in bodies(hx, ["chat.message.discord"], ChatMessage)]
+    assert texts == ["first", "sent while you were out", "and this one live"]  # as said
+
+
 def test_a_message_taken_while_the_broker_is_down_is_answered_once_after_a_sigkill(
     fake: FakeDiscord, hexes: list[Hex]
 ) -> None:

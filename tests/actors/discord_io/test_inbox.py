@@ -216,12 +216,20 @@ def test_a_live_message_before_the_catch_up_never_hides_the_missed_ones_before_i
         await parts.inbox.on_message(before)
         missed = d.say(LOUNGE, ANA, "said while Hex was down")
         parts.inbox.session_began()  # READY after the restart
-        await parts.inbox.on_message(d.say(LOUNGE, ANA, "said just after it came back"))
+        live = asyncio.ensure_future(
+            parts.inbox.on_message(d.say(LOUNGE, ANA, "said just after it came back"))
+        )
+        await asyncio.sleep(0.05)
+        assert not live.done() and parts.taken() == ["before"]  # it waits for the catch-up
         assert parts.state.catch_from == {str(LOUNGE): before.id}
         await parts.inbox.catch_up()
-        assert sorted(parts.taken()) == sorted(
-            ["before", "said while Hex was down", "said just after it came back"]
-        )
+        await live
+        # In the order they were said, each once.
+        assert parts.taken() == [
+            "before",
+            "said while Hex was down",
+            "said just after it came back",
+        ]
         assert parts.state.last_seen[str(LOUNGE)] > missed.id and parts.state.catch_from == {}
         await parts.inbox.catch_up()  # a RESUMED later: nothing is taken twice
         assert len(parts.taken()) == 3
@@ -246,12 +254,14 @@ def test_a_catch_up_owed_when_the_actor_died_is_still_owed_by_the_next_one() -> 
         await parts.inbox.on_message(d.say(DM, ANA, "hi", dm=True))
         d.say(DM, ANA, "missed", dm=True)
         parts.inbox.session_began()
-        await parts.inbox.on_message(d.say(DM, ANA, "live", dm=True))
+        live = asyncio.ensure_future(parts.inbox.on_message(d.say(DM, ANA, "live", dm=True)))
+        await asyncio.sleep(0.05)  # waiting for the catch-up
         # SIGKILL before the catch-up: the next incarnation starts from the saved state.
+        live.cancel()
         again = next_incarnation(parts, parts.state)
         again.inbox.session_began()
         await again.inbox.catch_up()
-        assert again.taken() == ["missed"]
+        assert again.taken() == ["missed", "live"]
         await parts.stop()
         await again.stop()
 
@@ -313,10 +323,14 @@ def test_a_long_history_of_taken_messages_before_the_gap_is_walked_past() -> Non
         parts = InboxParts(channels=(str(LOUNGE),), catch_up_limit=2)  # pages of 20
         d = parts.discord
         await parts.inbox.on_message(d.say(LOUNGE, ANA, "hello"))
-        parts.inbox.session_began()  # a catch-up owed from "hello" (its history failed, say)
+        parts.inbox.session_began()
+        d.fail("history", RuntimeError("503"))
+        await parts.inbox.catch_up()  # still owed from "hello": its history failed
+        assert parts.state.catch_from == {str(LOUNGE): parts.state.last_seen[str(LOUNGE)]}
         for i in range(30):
             await parts.inbox.on_message(d.say(LOUNGE, ANA, f"live {i}"))
         d.say(LOUNGE, ANA, "missed while down")
+        parts.inbox.session_began()  # back after an outage
         await parts.inbox.catch_up()
         assert parts.taken()[-1] == "missed while down"
         assert parts.state.catch_from == {}
