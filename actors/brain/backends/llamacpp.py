@@ -82,6 +82,7 @@ class LlamaCppBackend:
         self.capacity = max(1, config.capacity)
         self._models: list[Any] = []
         self._free: asyncio.Queue[Any] | None = None
+        self._stops: set[threading.Event] = set()  # of complete_json calls running
 
     @property
     def model_path(self) -> Path:
@@ -184,31 +185,46 @@ class LlamaCppBackend:
         self, turns: list[ChatTurn], schema: dict[str, Any], params: Params
     ) -> str:
         llm = await self._acquire()
+        stop = threading.Event()
+        self._stops.add(stop)
 
         def run() -> str:
-            out = llm.create_chat_completion(
+            # Streamed, so that a caller who stops waiting (a newer message cancelled the
+            # metadata it wanted) or a close stops it a token later instead of the instance
+            # being held, by a thread nobody waits for, until max_tokens.
+            chunks = llm.create_chat_completion(
                 messages=[{"role": t.role, "content": t.content} for t in turns],
                 response_format={"type": "json_object", "schema": schema},
                 max_tokens=params.max_tokens,
                 temperature=params.temperature,
                 seed=params.seed,
+                stream=True,
             )
-            return str(out["choices"][0]["message"]["content"] or "")
+            pieces = []
+            try:
+                for chunk in chunks:
+                    if stop.is_set():
+                        break
+                    pieces.append(chunk["choices"][0].get("delta", {}).get("content") or "")
+            finally:
+                chunks.close()
+            return "".join(pieces)
 
         # The instance comes back when the thread is done with it, not when the caller stops
-        # waiting: a request cancelled mid-generation (a newer message) goes on in its thread,
-        # and the next reply on the same instance from a second thread crashed llama.cpp.
+        # waiting: a second thread generating on the same instance crashed llama.cpp.
         work = asyncio.get_running_loop().run_in_executor(None, run)
 
         def done(future: asyncio.Future[str]) -> None:
             if not future.cancelled():
                 future.exception()  # retrieved here when nobody waits for it any more
+            self._stops.discard(stop)
             self._release(llm)
 
         work.add_done_callback(done)
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
+            stop.set()
             raise
         except Exception as exc:
             raise BackendError(f"llama.cpp failed: {exc}") from exc
@@ -221,6 +237,8 @@ class LlamaCppBackend:
     async def close(self) -> None:
         # A closed stream's thread gives its instance back when it sees the flag, a token later:
         # wait for every instance, so none is freed under a running generation.
+        for stop in self._stops:
+            stop.set()
         deadline = time.monotonic() + CLOSE_WAIT_S
         while self._free is not None and self._free.qsize() < len(self._models):
             if time.monotonic() > deadline:

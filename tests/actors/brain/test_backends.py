@@ -180,3 +180,66 @@ def test_a_json_request_cancelled_mid_generation_keeps_the_model_until_its_threa
         return guard.most
 
     assert asyncio.run(asyncio.wait_for(scenario(), 60)) == 1
+
+
+class Counting:
+    """A Llama instance that counts the chunks its streamed completions yield."""
+
+    def __init__(self, llm: object) -> None:
+        self.llm = llm
+        self.chunks = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.llm, name)
+
+    def create_chat_completion(self, **kwargs: object) -> object:
+        out = self.llm.create_chat_completion(**kwargs)  # type: ignore[attr-defined]
+        if not kwargs.get("stream"):  # nothing could stop it: every token is drawn
+            self.chunks += out["usage"]["completion_tokens"]
+            return out
+        return self._counted(out)
+
+    def _counted(self, chunks: Iterator[object]) -> Iterator[object]:
+        for chunk in chunks:
+            self.chunks += 1
+            yield chunk
+
+
+def test_a_json_request_whose_caller_stops_waiting_stops_generating_and_frees_the_model() -> None:
+    """Cancelled, a metadata request used to run in its thread up to max_tokens, holding the
+    one model instance while the newer message's reply waited for it."""
+
+    async def scenario() -> tuple[int, int]:
+        backend = LlamaCppBackend(LlamaCppConfig())
+        await backend.start()
+        counting = Counting(backend._models[0])
+        backend._models = [counting]
+        backend._free = asyncio.Queue()
+        backend._free.put_nowait(counting)
+        max_tokens = 300
+        long = {  # a grammar that cannot end before max_tokens
+            "type": "object",
+            "properties": {"story": {"type": "string", "minLength": 5000}},
+            "required": ["story"],
+        }
+        request = asyncio.ensure_future(
+            backend.complete_json(
+                [ChatTurn("user", "Tell a very long story.")],
+                long,
+                Params(max_tokens=max_tokens, temperature=0.0, seed=0),
+            )
+        )
+        while counting.chunks < 3:
+            await asyncio.sleep(0.01)
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        pieces = [
+            p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))
+        ]
+        assert pieces
+        await backend.close()
+        return counting.chunks - len(pieces), max_tokens
+
+    drawn, max_tokens = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert drawn < max_tokens // 2, drawn  # stopped a few tokens after the cancellation
