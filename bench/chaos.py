@@ -354,6 +354,7 @@ class Soak:
             await asyncio.gather(*tasks)
             progress(f"people done: {len(self.books.sent)} lines; settling")
             deadline = time.monotonic() + SETTLE_S
+            waiting = -1
             while time.monotonic() < deadline:
                 states = await asyncio.to_thread(hx.status)
                 unanswered = [
@@ -361,7 +362,11 @@ class Soak:
                 ]
                 live = states and all(s.get("state") == "live" for s in states.values())
                 if live and not unanswered:
+                    progress("settled")
                     break
+                if len(unanswered) != waiting:
+                    waiting = len(unanswered)
+                    progress(f"waiting for {waiting} answers")
                 await asyncio.sleep(1.0)
             await asyncio.sleep(2.0)  # the last replies reach Discord and memory
         finally:
@@ -417,9 +422,12 @@ def soak(
             run_async(soak.run(seconds, idle_s))
             status = hx.status()
             failed = sorted(n for n, s in status.items() if s.get("state") != "live")
+            progress("reading the journal")
             journal = soak.books.read_journal(hx)
+            progress(f"{len(journal)} events read; stopping Hex")
             hx.stop()
             memory = hx.data_dir / "actors" / "memory" / "memory.duckdb"
+            progress("checking the books")
             books = check(soak.books, journal, fake, memory)
         idle, chaos, excused = soak.ack_latencies()
         idle_p99, chaos_p99 = percentile(idle, 99), percentile(chaos, 99)
