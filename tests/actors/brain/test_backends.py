@@ -182,7 +182,7 @@ def test_a_json_request_cancelled_mid_generation_keeps_the_model_until_its_threa
     assert asyncio.run(asyncio.wait_for(scenario(), 60)) == 1
 
 
-class Counting:
+class TokenCounting:
     """A Llama instance that counts the chunks its streamed completions yield."""
 
     def __init__(self, llm: object) -> None:
@@ -212,7 +212,7 @@ def test_a_json_request_whose_caller_stops_waiting_stops_generating_and_frees_th
     async def scenario() -> tuple[int, int]:
         backend = LlamaCppBackend(LlamaCppConfig())
         await backend.start()
-        counting = Counting(backend._models[0])
+        counting = TokenCounting(backend._models[0])
         backend._models = [counting]
         backend._free = asyncio.Queue()
         backend._free.put_nowait(counting)
