@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import functools
 import os
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -292,6 +293,48 @@ class Actor(Generic[C, S]):
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    def spawn_thread(
+        self, fn: Callable[[threading.Event], None], *, name: str
+    ) -> asyncio.Task[None]:
+        """Run ``fn(stop)`` in a thread of its own for as long as the actor lives: a loop that
+        blocks on a device (a camera's reads) and must not hold a worker of :meth:`offload`.
+
+        Tracked like :meth:`spawn` (a raise is reported, the actor goes on); on stop, or when
+        the task is cancelled, ``stop`` is set and the thread is waited for. ``fn`` should
+        check ``stop`` at least every few hundred milliseconds.
+        """
+        stop = threading.Event()
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()
+
+            def settle(exc: BaseException | None) -> None:
+                if done.done():
+                    return
+                if exc is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(exc)
+
+            def body() -> None:
+                try:
+                    fn(stop)
+                except BaseException as exc:  # reported through the task, like spawn()'s
+                    loop.call_soon_threadsafe(settle, exc)
+                else:
+                    loop.call_soon_threadsafe(settle, None)
+
+            threading.Thread(target=body, name=f"{self.name}-{name}", daemon=True).start()
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                stop.set()
+                await asyncio.shield(done)  # a second cancellation leaves it running
+                raise
+
+        return self.spawn(run(), name=name)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -89,7 +89,20 @@ from schemas.system import (
     Snapshot,
     Stop,
 )
-from schemas.vision import Observation
+from schemas.vision import (
+    EMOTIONS,
+    Face,
+    Observation,
+    PerceptionPause,
+    PerceptionResume,
+    PerceptionState,
+    PerceptionStatus,
+    PerceptionSwitched,
+    PreviewLease,
+    SourceState,
+    VisionFrame,
+    VisionMoment,
+)
 from schemas.voice import (
     AudioFrame,
     AudioOut,
@@ -158,6 +171,14 @@ AnyEvent = (
     | MemoryExport
     | MemoryExported
     | Observation
+    | VisionMoment
+    | VisionFrame
+    | PreviewLease
+    | PerceptionPause
+    | PerceptionResume
+    | PerceptionState
+    | PerceptionStatus
+    | PerceptionSwitched
     | AudioFrame
     | Transcript
     | SpeechStarted
@@ -192,6 +213,7 @@ __all__ = [
     "CONTROL_TAGS",
     "DELIVERY",
     "DOCUMENT_SUFFIXES",
+    "EMOTIONS",
     "EVENT_TYPES",
     "HANDLER_BUCKETS_MS",
     "PRIVILEGED",
@@ -217,6 +239,7 @@ __all__ = [
     "DeadLetterCause",
     "Delivery",
     "Event",
+    "Face",
     "Fact",
     "Heartbeat",
     "ImportedTurn",
@@ -243,6 +266,11 @@ __all__ = [
     "Notice",
     "Observation",
     "PathCheck",
+    "PerceptionPause",
+    "PerceptionResume",
+    "PerceptionState",
+    "PerceptionStatus",
+    "PerceptionSwitched",
     "PersonProfile",
     "PersonaAudit",
     "PersonaAuditProgress",
@@ -255,6 +283,7 @@ __all__ = [
     "PersonaVersion",
     "Ping",
     "Pong",
+    "PreviewLease",
     "ProbeDurable",
     "ProbeVolatile",
     "ProfileUpdate",
@@ -269,6 +298,7 @@ __all__ = [
     "RetentionCut",
     "Segment",
     "Snapshot",
+    "SourceState",
     "Speaking",
     "SpeechStarted",
     "Stop",
@@ -276,6 +306,8 @@ __all__ = [
     "Transcript",
     "UsageLine",
     "Utterance",
+    "VisionFrame",
+    "VisionMoment",
     "delivery_of",
     "privileged",
     "tag_of",

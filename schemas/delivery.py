@@ -45,6 +45,10 @@ DELIVERY: dict[str, Delivery] = {
     "memory.history": Delivery.VOLATILE,  # request/response: a conversation's stored turns
     "memory.progress": Delivery.VOLATILE,  # how far a long request has got: a bar, never state
     "vision": Delivery.VOLATILE,  # frames and observations: only the latest matters
+    "vision.moment": Delivery.DURABLE,  # arrived, left, a mood that held: the brain must not miss one
+    "perception": Delivery.DURABLE,  # pause / resume: a privacy switch is never lost
+    "perception.state": Delivery.VOLATILE,  # the indicator: republished every few seconds
+    "perception.status": Delivery.VOLATILE,  # request/response: the state now
     "audio": Delivery.VOLATILE,  # frames in, speech out: late audio is worthless; sentences are durable
     "stt.partial": Delivery.VOLATILE,
     "stt.final": Delivery.DURABLE,  # a transcript is what the person said: never lost

@@ -41,6 +41,7 @@ from actors.brain.prompt import compose, recall
 from actors.brain.reply import ReplyOutcome, ReplyRun, ReplyStatus
 from actors.brain.rules import wants_quiet
 from actors.brain.serving import HANG_LIMIT, ServingRecord
+from actors.brain.sight import Sight
 from actors.brain.sink import BusReplySink, final_reply, usage_metrics, usage_report
 from actors.brain.versions import PersonaStore
 from actors.brain.workers import NEWER_MESSAGE, ReplyWorkers
@@ -63,6 +64,7 @@ from schemas import (
     PersonaRollback,
     QuietMode,
     Reply,
+    VisionMoment,
 )
 
 log = structlog.get_logger("actors.brain")
@@ -88,12 +90,14 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         "chat.bargein",
         "brain",
         "vision.observation",
+        "vision.moment",
     )
     config_type = BrainConfig
     state_type = BrainState
 
     async def setup(self) -> None:
         self.ledger = Ledger(self.state)
+        self.sight = Sight(self.state, self.config)
         self.persona_path = (self.config_dir / self.config.persona).resolve()
         self.store = PersonaStore(self.data_dir / "persona")
         self.desk = PersonaDesk(self.store, self.persona_path, self.data_dir / "audits")
@@ -237,8 +241,11 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     @on(Observation)
     async def on_observation(self, event: Observation) -> None:
-        self.state.observation = event.text
-        self.state.observed_at = event.at or time.time()
+        self.sight.observed(event, time.time())
+
+    @on(VisionMoment)
+    async def on_moment(self, event: VisionMoment) -> None:
+        self.sight.moment(event)
 
     def oldest_work(self) -> float | None:
         """The pending message this process has waited longest to answer, since it last
@@ -428,7 +435,6 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             self.ledger.quiet_until(
                 f"person:{event.person_id}", time.time() + self.config.quiet_minutes * 60
             )
-        fresh = time.time() - self.state.observed_at < self.config.observation_fresh_s
         turns = self.ledger.conversation(conversation)
         # Memory's profile is the long-term one; the snapshot's copy stands in while memory is down.
         notes = (
@@ -443,7 +449,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             rng=self.rng,
             profile=profile.describe(notes),
             memories=list(recalled.hits),
-            observation=self.state.observation if fresh else "",
+            observation=self.sight.line(time.time()),
             summary=turns.summary,
             turns=turns.turns,
             budgets=self.config.budgets,
@@ -475,24 +481,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     async def summarise(self, conversation: str) -> None:
         """Fold the oldest turns into the rolling summary once the conversation outgrows ``keep_turns``."""
+        c = self.config
         turns = self.ledger.conversation(conversation)
-        fold = summary.due(turns, self.config.keep_turns, self.config.summary_batch)
-        if not fold:
-            return
-        stream = self.backend.stream(
-            summary.request(turns.summary, fold), summary.params(self.config.seed)
-        )
-        try:
-            async for _ in stream:
-                pass
-        except BackendError as exc:
-            log.warning(
-                "brain.summary_failed",
-                error=str(exc),
-                hint="the turns stay whole and are tried again",
-            )
-            return
-        finally:
-            await stream.aclose()
-        if summary.fold(turns, len(fold), stream.text):
+        if await summary.summarise(self.backend, turns, c.keep_turns, c.summary_batch, c.seed):
             self.state_changed()

@@ -54,6 +54,7 @@ class BrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     keep_turns: int = 24  # turns kept whole per conversation; older ones fold into the summary
     summary_batch: int = 8  # turns folded at a time
     observation_fresh_s: float = 30.0
+    moment_fresh_s: float = 120.0  # "they just came back after 2 hours" is news this long
     # "Leave me alone": answer that person only when addressed directly, this long.
     quiet_minutes: float = 30.0
     fallback_cooldown_s: float = 30.0
@@ -91,6 +92,8 @@ class BrainState(msgspec.Struct, kw_only=True):
     answered: list[str] = []
     observation: str = ""
     observed_at: float = 0.0
+    moment: str = ""  # the latest vision.moment, in words
+    moment_at: float = 0.0
 
 
 CHAT_TEMPLATE_TOKENS = 64  # role markers around the turns

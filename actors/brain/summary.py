@@ -11,9 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from actors.brain.backends import ChatTurn, Params
+import structlog
+
+from actors.brain.backends import BackendError, ChatTurn, Params
+from actors.brain.backends.fallback import FallbackChain
 from actors.brain.config import Conversation
 from actors.brain.prompt import TurnRecord
+
+log = structlog.get_logger("actors.brain")
 
 INSTRUCTION: Final = (
     "Summarise this part of a conversation in at most three sentences. Keep names, facts and "
@@ -50,3 +55,30 @@ def fold(conversation: Conversation, folded: int, summary: str) -> bool:
     # Only what was summarised goes; anything added meanwhile stays.
     del conversation.turns[:folded]
     return True
+
+
+async def summarise(
+    backend: FallbackChain,
+    conversation: Conversation,
+    keep_turns: int,
+    batch: int,
+    seed: int | None,
+) -> bool:
+    """Fold the oldest turns into the rolling summary once the conversation outgrows
+    ``keep_turns``; whether it changed. A failed model call leaves the turns whole (tried again
+    next time)."""
+    folding = due(conversation, keep_turns, batch)
+    if not folding:
+        return False
+    stream = backend.stream(request(conversation.summary, folding), params(seed))
+    try:
+        async for _ in stream:
+            pass
+    except BackendError as exc:
+        log.warning(
+            "brain.summary_failed", error=str(exc), hint="the turns stay whole and are tried again"
+        )
+        return False
+    finally:
+        await stream.aclose()
+    return fold(conversation, len(folding), stream.text)

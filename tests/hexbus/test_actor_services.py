@@ -264,6 +264,41 @@ def test_spawn_reports_a_failed_task_and_stop_cancels_the_rest() -> None:
     run(scenario())
 
 
+def test_spawn_thread_runs_a_blocking_loop_reports_its_failure_and_stop_ends_it() -> None:
+    ran = threading.Event()
+    ended = threading.Event()
+
+    def loop(stop: threading.Event) -> None:
+        ran.set()
+        while not stop.wait(0.01):  # a device read, say
+            pass
+        ended.set()
+
+    def broken(stop: threading.Event) -> None:
+        raise OSError("camera unplugged")
+
+    async def scenario() -> None:
+        h = ActorHarness(Worker)
+        await h.setup()
+        task = h.actor.spawn_thread(loop, name="capture")
+        h.actor.spawn_thread(broken, name="broken")
+        await asyncio.to_thread(ran.wait, 5)
+        for _ in range(50):
+            if h.errors:
+                break
+            await asyncio.sleep(0.01)
+        (error,) = h.errors
+        assert isinstance(error, ActorLifecycle)
+        assert (
+            error.event_type == "task:test.broken" and "OSError: camera unplugged" in error.reason
+        )
+        assert not task.done()  # the loop was not stopped by its neighbour's failure
+        await h.stop()
+        assert ended.is_set() and task.cancelled() and not h.actor._tasks
+
+    run(scenario())
+
+
 def test_lazy_model_loads_once_for_concurrent_callers_and_retries_after_a_failure() -> None:
     calls: list[int] = []
     gate = threading.Event()

@@ -1,0 +1,265 @@
+"""The perception actor: Hex sees, a few times a second at most, and never slows anything else.
+
+Each source (a camera, the screen, a video file or an image folder) is read by a capture thread
+of its own into a one-frame slot; each is looked at by a task that takes the newest frame at the
+governed rate and analyses it in a worker thread (faces, emotion, attention, motion), so the
+actor's loop only publishes. Out go ``vision.observation`` (volatile: the picture now, when it
+changes or every ``observe_every_s``), ``vision.moment`` (durable: someone arrived, left, or
+their mood changed and held) and, while someone holds a ``vision.preview`` lease, small JPEG
+``vision.frame`` previews. No frame is written to disk or journaled.
+
+``perception.pause`` stops capture at once and releases the device (the capture thread closes
+it before its next read); the pause is kept in the snapshot, so a restart stays paused, and
+capture starts only once replay has applied every pause. Each pause and resume is reported by
+a durable ``perception.switched``; ``perception.state`` (every few seconds and on a change)
+feeds any indicator, and the actor's status line says the same in ``hexbus status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, ClassVar
+
+import psutil
+import structlog
+
+from actors.perception.analysis import Analyzer, load_emotion_model
+from actors.perception.config import PerceptionConfig, PerceptionMemory
+from actors.perception.eye import Eye
+from actors.perception.governor import Governor
+from actors.perception.presence import Presence
+from actors.perception.sources import Capture, make_source
+from hexbus import Actor, ActorUnusable, on
+from hexbus.models import LazyModel, ModelMissing
+from schemas import (
+    PerceptionPause,
+    PerceptionResume,
+    PerceptionState,
+    PerceptionStatus,
+    PerceptionSwitched,
+    PreviewLease,
+    VisionFrame,
+)
+
+log = structlog.get_logger("actors.perception")
+
+EVERY = "*"
+TICK_S = 2.0  # the governor's CPU reading and the state's refresh
+STATE_EVERY_S = 5.0  # perception.state is republished this often when nothing changes
+
+
+class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
+    subscribes: ClassVar[tuple[str, ...]] = (
+        "perception.pause",
+        "perception.resume",
+        "perception.status",
+        "vision.preview",
+    )
+    config_type = PerceptionConfig
+    state_type = PerceptionMemory
+
+    async def setup(self) -> None:
+        try:
+            import cv2  # noqa: F401
+        except ImportError:
+            raise ActorUnusable(
+                "OpenCV is not installed: pip install -e '.[perception]' (see MODELS.md)"
+            ) from None
+        names = [s.name for s in self.config.sources]
+        if len(set(names)) != len(names) or EVERY in names:
+            raise ActorUnusable(f"perception sources need distinct names (not '*'): {names}")
+        self.emotion_off = ""
+        emotion = None
+        if self.config.emotion:
+            try:
+                emotion = await self.load_model(LazyModel("emotion model", load_emotion_model))
+            except ModelMissing as exc:  # faces without emotion, and the status says why
+                self.emotion_off = str(exc)
+                log.warning("perception.emotion_off", reason=self.emotion_off)
+        self.eyes: list[Eye] = []
+        for spec in self.config.sources:
+            analyzer = Analyzer(emotion=emotion)
+            try:
+                await self.offload(analyzer.load)
+            except ModelMissing as exc:
+                raise ActorUnusable(str(exc)) from None
+            capture = Capture(
+                make_source(spec, self.config_dir),
+                backoff_initial_s=self.config.retry_initial_s,
+                backoff_max_s=self.config.retry_max_s,
+            )
+            presence = Presence(
+                arrive_s=self.config.arrive_s,
+                leave_s=self.config.leave_s,
+                hold_s=self.config.emotion_hold_s,
+                left_at=self.state.left_at.get(spec.name),
+            )
+            self.eyes.append(Eye(capture, analyzer, presence, self.config.observe_every_s))
+        self.governor = Governor(
+            self.config.rate_hz,
+            min_hz=self.config.min_rate_hz,
+            high=self.config.cpu_high,
+            low=self.config.cpu_low,
+        )
+        self.leases: dict[str, tuple[float, float]] = {}  # source -> (until, fps), monotonic
+        self.previewed: dict[str, float] = {}
+        self.stated = ""  # the last state published, to publish again only on a change
+        self.stated_at = 0.0
+        self.describe()
+
+    async def on_live(self) -> None:
+        # Only now: replay has applied every pause, so a paused source never opens, not even once.
+        for eye in self.eyes:
+            if self.is_paused(eye.name):
+                eye.capture.pause()
+            self.spawn_thread(eye.capture.run, name=f"capture-{eye.name}")
+            self.spawn(self.watch(eye), name=f"watch-{eye.name}")
+        self.spawn(self.tick(), name="tick")
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    @on(PerceptionPause)
+    async def on_pause(self, event: PerceptionPause) -> None:
+        target = event.source or EVERY
+        if target == EVERY:
+            self.state.paused = [EVERY]
+        elif target not in self.state.paused:
+            self.state.paused.append(target)
+        self.apply_pauses()
+        for eye in self.eyes:  # released before the report says paused: a privacy promise
+            if self.is_paused(eye.name) and not await self.offload(eye.capture.wait_released, 2.0):
+                log.warning("perception.release_slow", source=eye.name)
+        log.info("perception.paused", source=target, by=event.by)
+        await self.publish(PerceptionSwitched(paused=tuple(self.state.paused), by=event.by))
+        await self.publish_state(force=True)
+
+    @on(PerceptionResume)
+    async def on_resume(self, event: PerceptionResume) -> None:
+        if not event.source:
+            self.state.paused = []
+        elif EVERY in self.state.paused:
+            self.state.paused = [e.name for e in self.eyes if e.name != event.source]
+        else:
+            self.state.paused = [n for n in self.state.paused if n != event.source]
+        self.apply_pauses()
+        log.info("perception.resumed", source=event.source or EVERY, by=event.by)
+        await self.publish(PerceptionSwitched(paused=tuple(self.state.paused), by=event.by))
+        await self.publish_state(force=True)
+
+    @on(PerceptionStatus)
+    async def on_status(self, event: PerceptionStatus) -> None:
+        await self.respond(self.perception_state())
+
+    @on(PreviewLease)
+    async def on_preview(self, event: PreviewLease) -> None:
+        seconds = min(max(0.0, event.seconds), 60.0)
+        fps = min(max(0.1, event.fps), 10.0)
+        self.leases[event.source or EVERY] = (time.monotonic() + seconds, fps)
+
+    # -- the work ---------------------------------------------------------------------------
+
+    def is_paused(self, name: str) -> bool:
+        return EVERY in self.state.paused or name in self.state.paused
+
+    def apply_pauses(self) -> None:
+        for eye in self.eyes:
+            if self.is_paused(eye.name):
+                eye.capture.pause()
+                eye.frame = None
+            elif eye.capture.paused.is_set():
+                eye.capture.resume()
+        self.describe()
+
+    async def watch(self, eye: Eye) -> None:
+        """Look at one source's newest frame at the governed rate, and publish what it shows."""
+        while True:
+            started = time.monotonic()
+            observation, moments = await eye.look(self.offload)
+            for m in moments:
+                if m.change == "left" and eye.presence.left_at is not None:
+                    self.state.left_at[eye.name] = eye.presence.left_at
+                    self.state_changed()
+                log.info("perception.moment", source=eye.name, change=m.change, emotion=m.emotion)
+                await self.publish(m, key=eye.name)
+            if observation is not None:
+                await self.publish(observation, key=eye.name)
+            await self.preview(eye)
+            left = 1.0 / self.governor.current - (time.monotonic() - started)
+            await asyncio.sleep(max(0.01, left))
+
+    async def preview(self, eye: Eye) -> None:
+        now = time.monotonic()
+        lease = self.leases.get(eye.name) or self.leases.get(EVERY)
+        if lease is None or lease[0] < now or eye.frame is None:
+            return
+        if now - self.previewed.get(eye.name, 0.0) < 1.0 / lease[1]:
+            return
+        self.previewed[eye.name] = now
+        jpeg, width, height = await self.offload(
+            encode_preview, eye.frame, self.config.preview_width, self.config.preview_quality
+        )
+        frame = VisionFrame(source=eye.name, width=width, height=height, at=time.time())
+        await self.publish(frame, key=eye.name, blob=jpeg)
+
+    async def tick(self) -> None:
+        psutil.cpu_percent(None)  # the first reading only starts the measurement
+        while True:
+            await asyncio.sleep(TICK_S)
+            before = self.governor.current
+            rate = self.governor.update(psutil.cpu_percent(None))
+            if rate != before:
+                log.info("perception.rate", hz=round(rate, 2), reason=self.governor.reason)
+            self.describe()
+            await self.publish_state()
+
+    def perception_state(self) -> PerceptionState:
+        return PerceptionState(
+            paused=bool(self.eyes) and all(self.is_paused(e.name) for e in self.eyes),
+            sources=tuple(e.state() for e in self.eyes),
+            rate_hz=round(self.governor.current, 2),
+            governed=self.governor.reason,
+            emotion=not self.emotion_off and self.config.emotion,
+        )
+
+    async def publish_state(self, *, force: bool = False) -> None:
+        state = self.perception_state()
+        said = f"{state.paused}|{state.governed}|" + "|".join(
+            f"{s.name}:{s.state}:{s.detail}" for s in state.sources
+        )
+        now = time.monotonic()
+        if force or said != self.stated or now - self.stated_at >= STATE_EVERY_S:
+            self.stated, self.stated_at = said, now
+            await self.publish(state)
+
+    def describe(self) -> None:
+        """The status line: each source's state, the rate and why it is lowered."""
+        parts = []
+        for eye in self.eyes:
+            c = eye.capture
+            state = "paused" if self.is_paused(eye.name) else c.state
+            line = f"{eye.name} {state}"
+            if state == "retrying":
+                line += f" in {max(0.0, c.retry_at - time.monotonic()):.0f}s: {c.detail}"
+            elif c.detail and state != "paused":
+                line += f": {c.detail}"
+            parts.append(line)
+        if hasattr(self, "governor") and self.governor.reason:
+            parts.append(f"{self.governor.current:g}/s ({self.governor.reason})")
+        if self.emotion_off:
+            parts.append("emotion off: the fer model is missing")
+        self.detail = "; ".join(parts)
+
+
+def encode_preview(frame: Any, width: int, quality: int) -> tuple[bytes, int, int]:
+    """A JPEG of ``frame`` at most ``width`` wide."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    if w > width:
+        frame = cv2.resize(frame, (width, max(1, h * width // w)), interpolation=cv2.INTER_AREA)
+        h, w = frame.shape[:2]
+    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("the preview could not be encoded")
+    return data.tobytes(), int(w), int(h)
