@@ -21,6 +21,11 @@ dispatched over the gateway, and timed until the actor's ``chat.ack`` arrives on
 loaded phase replaces ``hang`` with ``brain`` (HungBrainActor: it takes every chat message and
 hangs, so the supervisor restarts it over and over) beside the same flood, stall and sink.
 
+With ``--perception`` the loaded phase also runs the perception actor on a 1080p 30 fps video
+(made here from real photographs: the desk, a person sitting down, leaving), analysed at full
+rate (``rate_hz = 30``: the CPU governor decides how much of that it can have), beside the
+same neighbours and flood; the result says how many frames it took in, analysed and dropped.
+
 A warm-up message (acknowledged, not timed) proves the ack subscription is in
 place before each phase. Reported: p50/p99 per phase and their ratio, acks
 lost, hang's restarts and sink's events during the loaded phase, and the
@@ -36,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncio
+import tempfile
 import threading
 import time
 from multiprocessing.synchronize import Event as MpEvent
@@ -322,9 +328,31 @@ def idle_phase(count: int, fake: Any = None) -> dict[str, Any]:
         hx.cleanup()
 
 
-def loaded_phase(count: int, fake: Any = None) -> dict[str, Any]:
+def perception_toml(folder: Path) -> str:
+    """The perception actor on a 1080p 30 fps video of the desk, a person, the desk, looping."""
+    from tests.support import vision
+
+    shots = [vision.Shot("desk", 3.0), vision.Shot("person", 6.0), vision.Shot("desk", 3.0)]
+    video = vision.write_video(folder / "desk-1080p.avi", shots, fps=30, size=(1920, 1080))
+    return (
+        actor_toml(
+            "perception",
+            "actors.perception.actor:PerceptionActor",
+            config={"rate_hz": 30.0, "min_rate_hz": 1.0},
+        )
+        + "[[actors.perception.config.sources]]\n"
+        + f"name = 'desk'\nkind = 'file'\npath = {str(video)!r}\nwidth = 1920\nheight = 1080\n"
+    )
+
+
+def loaded_phase(count: int, fake: Any = None, perception: bool = False) -> dict[str, Any]:
     responder, name = (ECHO, "echo") if fake is None else (discord_toml(fake), "discord")
-    hx = Hex(FAST_BUS + responder + (NEIGHBOURS if fake is None else DISCORD_NEIGHBOURS))
+    extra = ""
+    if perception:
+        folder = Path(tempfile.mkdtemp(prefix="hxv", dir="/tmp"))
+        progress("loaded: writing a 1080p 30 fps video for perception")
+        extra = perception_toml(folder)
+    hx = Hex(FAST_BUS + responder + (NEIGHBOURS if fake is None else DISCORD_NEIGHBOURS) + extra)
     stop = MP.Event()
     results: Results = MP.Queue()
     try:
@@ -332,7 +360,8 @@ def loaded_phase(count: int, fake: Any = None) -> dict[str, Any]:
             f"loaded: starting Hex with {name}, stall, sink, {'hang' if fake is None else 'a hung brain'}"
         )
         hx.start(wait_live=False)
-        hx.wait_state({n: "live" for n in ("broker", name, "stall", "sink")}, timeout=30)
+        live = ("broker", name, "stall", "sink", *(("perception",) if perception else ()))
+        hx.wait_state({n: "live" for n in live}, timeout=60)
         with children() as start:
             start(flood, hx.endpoints, stop, results)
             time.sleep(1.0)  # the flood is flowing and stall's queues are filling
@@ -340,10 +369,28 @@ def loaded_phase(count: int, fake: Any = None) -> dict[str, Any]:
             out = phase("loaded", hx, count, fake)
             stop.set()
             out.update(results.get(timeout=30))
+            if perception:
+                out.update(perception_figures(hx))
         return out
     finally:
         stop.set()
         hx.cleanup()
+
+
+def perception_figures(hx: Hex) -> dict[str, Any]:
+    """What the perception actor took in, analysed and dropped during the loaded phase."""
+    from hexbus.ask import ask
+    from schemas import PerceptionState, PerceptionStatus
+
+    state, _ = asyncio.run(ask(hx.endpoints, PerceptionStatus(), PerceptionState, timeout=10))
+    (source,) = state.sources
+    return {
+        "perception_frames_in": source.frames_in,
+        "perception_frames_analysed": source.frames_analysed,
+        "perception_frames_dropped": source.frames_dropped,
+        "perception_rate_hz_at_end": state.rate_hz,
+        "perception_governed": state.governed,
+    }
 
 
 def main() -> None:
@@ -352,6 +399,11 @@ def main() -> None:
         "--discord",
         action="store_true",
         help="the responder is the Discord actor on a loopback Discord server (a DM → chat.ack)",
+    )
+    p.add_argument(
+        "--perception",
+        action="store_true",
+        help="the loaded phase also runs perception on a 1080p 30 fps video at full rate",
     )
     args = p.parse_args()
     count = 60 if args.quick else 600  # 30 s a phase: p99 is then the 6th-worst sample, not the 2nd
@@ -362,6 +414,7 @@ def main() -> None:
         "flood_blob_bytes": FLOOD_BLOB,
         "flood_target_rate_per_s": FLOOD_RATE,
         "responder": "discord" if args.discord else "echo",
+        "perception": args.perception,
     }
     if args.discord:
         from tests.support.fakediscord import FakeDiscord
@@ -373,7 +426,7 @@ def main() -> None:
                 result.update(run_phase(count, fake))
     else:
         result.update(idle_phase(count))
-        result.update(loaded_phase(count))
+        result.update(loaded_phase(count, perception=args.perception))
     idle, loaded = result.get("idle_p99_ms"), result.get("loaded_p99_ms")
     result["loaded_over_idle_p99"] = round(loaded / idle, 2) if idle and loaded else None
     result["loaded_over_idle_p50"] = (

@@ -88,6 +88,9 @@ PRIVILEGED: tuple[str, ...] = (
     "chat.reply",  # Hex's words: posted to people, kept in memory as what she said
     "chat.notice",  # posted to people
     "brain",  # persona versions, quiet mode, the brain's tasks
+    "perception.pause",  # the camera's switch: off, and on again, only from a trusted origin
+    "perception.resume",
+    "vision.preview",  # a lease on the camera's pictures
 )
 
 

@@ -99,6 +99,7 @@ class PerceptionSwitched(Event, frozen=True, kw_only=True, tag="perception.switc
 
     paused: tuple[str, ...]  # source names paused ("*": every source)
     by: str = ""
+    error: str = ""  # why nothing changed (a source name that is not configured)
 
 
 class PerceptionStatus(Event, frozen=True, kw_only=True, tag="perception.status"):

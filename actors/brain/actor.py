@@ -57,6 +57,7 @@ from schemas import (
     MemoryQuery,
     MemoryResult,
     Observation,
+    PerceptionSwitched,
     PersonaAudit,
     PersonaChanged,
     PersonaEdit,
@@ -91,6 +92,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         "brain",
         "vision.observation",
         "vision.moment",
+        "perception.switched",
     )
     config_type = BrainConfig
     state_type = BrainState
@@ -246,6 +248,10 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     @on(VisionMoment)
     async def on_moment(self, event: VisionMoment) -> None:
         self.sight.moment(event)
+
+    @on(PerceptionSwitched)
+    async def on_sight_switched(self, event: PerceptionSwitched) -> None:
+        self.sight.switched(event)
 
     def oldest_work(self) -> float | None:
         """The pending message this process has waited longest to answer, since it last

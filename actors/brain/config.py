@@ -94,6 +94,8 @@ class BrainState(msgspec.Struct, kw_only=True):
     observed_at: float = 0.0
     moment: str = ""  # the latest vision.moment, in words
     moment_at: float = 0.0
+    moment_source: str = ""
+    pictures: dict[str, tuple[str, float]] = {}  # perception source -> (picture, unix time)
 
 
 CHAT_TEMPLATE_TOKENS = 64  # role markers around the turns

@@ -18,6 +18,7 @@ feeds any indicator, and the actor's status line says the same in ``hexbus statu
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, ClassVar
 
@@ -25,11 +26,12 @@ import psutil
 import structlog
 
 from actors.perception.analysis import Analyzer, load_emotion_model
-from actors.perception.config import PerceptionConfig, PerceptionMemory
+from actors.perception.capture import Capture
+from actors.perception.config import PerceptionConfig, PerceptionMemory, Seen
 from actors.perception.eye import Eye
 from actors.perception.governor import Governor
 from actors.perception.presence import Presence
-from actors.perception.sources import Capture, make_source
+from actors.perception.sources import make_source
 from hexbus import Actor, ActorUnusable, on
 from hexbus.models import LazyModel, ModelMissing
 from schemas import (
@@ -45,6 +47,7 @@ from schemas import (
 log = structlog.get_logger("actors.perception")
 
 EVERY = "*"
+NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")  # a source's name: part of its events' topics
 TICK_S = 2.0  # the governor's CPU reading and the state's refresh
 STATE_EVERY_S = 5.0  # perception.state is republished this often when nothing changes
 
@@ -67,8 +70,10 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
                 "OpenCV is not installed: pip install -e '.[perception]' (see MODELS.md)"
             ) from None
         names = [s.name for s in self.config.sources]
-        if len(set(names)) != len(names) or EVERY in names:
-            raise ActorUnusable(f"perception sources need distinct names (not '*'): {names}")
+        if len(set(names)) != len(names) or not all(NAME.fullmatch(n) for n in names):
+            raise ActorUnusable(
+                f"perception sources need distinct names of letters, digits, - and _: {names}"
+            )
         self.emotion_off = ""
         emotion = None
         if self.config.emotion:
@@ -89,11 +94,14 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
                 backoff_initial_s=self.config.retry_initial_s,
                 backoff_max_s=self.config.retry_max_s,
             )
+            seen = self.state.seen.get(spec.name, Seen())
             presence = Presence(
                 arrive_s=self.config.arrive_s,
                 leave_s=self.config.leave_s,
                 hold_s=self.config.emotion_hold_s,
-                left_at=self.state.left_at.get(spec.name),
+                present=seen.present,
+                last_seen=seen.last_seen,
+                left_at=seen.left_at,
             )
             self.eyes.append(Eye(capture, analyzer, presence, self.config.observe_every_s))
         self.governor = Governor(
@@ -119,8 +127,18 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
 
     # -- handlers ---------------------------------------------------------------------------
 
+    def unknown(self, source: str) -> str:
+        """Why a pause or resume of ``source`` cannot be applied ("" when it can)."""
+        names = [e.name for e in self.eyes]
+        if source and source not in names:
+            return f"no source is named {source!r} (sources: {', '.join(names)})"
+        return ""
+
     @on(PerceptionPause)
     async def on_pause(self, event: PerceptionPause) -> None:
+        if why := self.unknown(event.source):
+            await self.publish(PerceptionSwitched(paused=tuple(self.state.paused), error=why))
+            return
         target = event.source or EVERY
         if target == EVERY:
             self.state.paused = [EVERY]
@@ -136,6 +154,9 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
 
     @on(PerceptionResume)
     async def on_resume(self, event: PerceptionResume) -> None:
+        if why := self.unknown(event.source):
+            await self.publish(PerceptionSwitched(paused=tuple(self.state.paused), error=why))
+            return
         if not event.source:
             self.state.paused = []
         elif EVERY in self.state.paused:
@@ -172,26 +193,41 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
         self.describe()
 
     async def watch(self, eye: Eye) -> None:
-        """Look at one source's newest frame at the governed rate, and publish what it shows."""
+        """Look at one source's newest frame at the governed rate, and publish what it shows.
+        A frame that cannot be analysed is logged and skipped: the next one is looked at."""
+        failing = ""
         while True:
             started = time.monotonic()
-            observation, moments = await eye.look(self.offload)
+            try:
+                observation, moments = await eye.look(self.offload)
+            except Exception as exc:  # one bad frame, never the end of looking
+                why = f"{type(exc).__name__}: {exc}"
+                if why != failing:
+                    log.warning("perception.analysis_failed", source=eye.name, error=why)
+                failing, observation, moments = why, None, []
             for m in moments:
-                if m.change == "left" and eye.presence.left_at is not None:
-                    self.state.left_at[eye.name] = eye.presence.left_at
-                    self.state_changed()
                 log.info("perception.moment", source=eye.name, change=m.change, emotion=m.emotion)
                 await self.publish(m, key=eye.name)
+            if moments:
+                self.remember(eye)
             if observation is not None:
                 await self.publish(observation, key=eye.name)
             await self.preview(eye)
             left = 1.0 / self.governor.current - (time.monotonic() - started)
             await asyncio.sleep(max(0.01, left))
 
+    def remember(self, eye: Eye) -> None:
+        """Save where the source's presence stands (on each moment and every tick)."""
+        p = eye.presence
+        seen = Seen(present=p.present, last_seen=p.last_seen, left_at=p.left_at)
+        if self.state.seen.get(eye.name) != seen:
+            self.state.seen[eye.name] = seen
+            self.state_changed()
+
     async def preview(self, eye: Eye) -> None:
         now = time.monotonic()
         lease = self.leases.get(eye.name) or self.leases.get(EVERY)
-        if lease is None or lease[0] < now or eye.frame is None:
+        if lease is None or lease[0] < now or eye.frame is None or self.is_paused(eye.name):
             return
         if now - self.previewed.get(eye.name, 0.0) < 1.0 / lease[1]:
             return
@@ -211,12 +247,14 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
             if rate != before:
                 log.info("perception.rate", hz=round(rate, 2), reason=self.governor.reason)
             self.describe()
+            for eye in self.eyes:
+                self.remember(eye)
             await self.publish_state()
 
     def perception_state(self) -> PerceptionState:
         return PerceptionState(
             paused=bool(self.eyes) and all(self.is_paused(e.name) for e in self.eyes),
-            sources=tuple(e.state() for e in self.eyes),
+            sources=tuple(e.state(self.is_paused(e.name)) for e in self.eyes),
             rate_hz=round(self.governor.current, 2),
             governed=self.governor.reason,
             emotion=not self.emotion_off and self.config.emotion,
@@ -247,7 +285,7 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
         if hasattr(self, "governor") and self.governor.reason:
             parts.append(f"{self.governor.current:g}/s ({self.governor.reason})")
         if self.emotion_off:
-            parts.append("emotion off: the fer model is missing")
+            parts.append(f"emotion off: {self.emotion_off.split(':')[0]}")
         self.detail = "; ".join(parts)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.perception.sources import DARK_LEVEL
+from actors.perception.capture import DARK_LEVEL, lower_priority
 from hexbus.models import ModelMissing
 from schemas import EMOTIONS, Face
 
@@ -112,6 +112,7 @@ class Analyzer:
     emotion: EmotionModel | None = None  # None: faces without emotion
     min_face: float = 0.08  # smallest face, as a fraction of the frame's shorter side
     redetect_s: float = 2.0  # a still scene is searched again this often all the same
+    nice: int = 10  # the analysing thread's niceness (the actor's loop keeps its own)
     _frontal: Any = None
     _profile: Any = None
     _thumb: Any = None  # the last analysed frame's
@@ -123,9 +124,12 @@ class Analyzer:
     def load(self) -> None:
         """The cascades (inside opencv-python): fails with :class:`ModelMissing` in one line."""
         try:
-            import cv2  # noqa: F401
+            import cv2
         except ImportError:
             raise ModelMissing("OpenCV is not installed: pip install 'hex[perception]'") from None
+        # One core at most for a detector: OpenCV would otherwise spread each search over
+        # every core and take them from the responder.
+        cv2.setNumThreads(1)
         self._frontal = _cascade("haarcascade_frontalface_default.xml")
         self._profile = _cascade("haarcascade_profileface.xml")
 
@@ -134,6 +138,7 @@ class Analyzer:
 
         if self._frontal is None:
             self.load()
+        lower_priority(self.nice)  # whichever worker thread runs it
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         thumb = cv2.resize(gray, (64, 48), interpolation=cv2.INTER_AREA)
         motion = 1.0 if self._thumb is None else float(cv2.absdiff(thumb, self._thumb).mean()) / 255

@@ -60,6 +60,8 @@ def perception(args: argparse.Namespace) -> None:
         )
     except AskError as exc:
         fail(str(exc))
+    if report.error:
+        fail(report.error)
     paused = ", ".join("every source" if p == "*" else p for p in report.paused)
     print(f"paused: {paused}" if paused else "looking (nothing paused)")
 

@@ -24,9 +24,17 @@ class PerceptionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     preview_quality: int = 70  # JPEG quality of previews
 
 
+class Seen(msgspec.Struct, kw_only=True):
+    """One source's presence, as last saved."""
+
+    present: bool = False
+    last_seen: float | None = None  # unix time a face was last seen
+    left_at: float | None = None  # unix time the last person left
+
+
 class PerceptionMemory(msgspec.Struct, kw_only=True):
-    """Kept in the snapshot: a pause survives a restart (privacy first), and so does when each
-    source last saw someone (so "back after 2 hours" is right across restarts)."""
+    """Kept in the snapshot: a pause survives a restart (privacy first), and so does each
+    source's presence (a restart is neither an arrival nor "back after 2 hours")."""
 
     paused: list[str] = []  # source names paused; "*": every source
-    left_at: dict[str, float] = {}  # source -> unix time the last person left
+    seen: dict[str, Seen] = {}

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from actors.perception.analysis import Analysis, Analyzer
+from actors.perception.capture import Capture
 from actors.perception.presence import Change, Presence
-from actors.perception.sources import Capture
 from actors.perception.words import moment, picture
 from schemas import Observation, SourceState, VisionMoment
 
@@ -49,10 +49,17 @@ class Eye:
             return None, []
         frame, at, self.seq = taken
         analysis: Analysis = await offload(self.analyzer, frame, at)
+        if self.capture.paused.is_set():  # paused while it was analysed: it was never seen
+            return None, []
         self.analysed += 1
         self.frame = frame
         faces = analysis.faces
-        changes = self.presence.see(at, len(faces), [f.emotions for f in faces if f.emotions])
+        # Faces on a screen (a video call, a film) are not people arriving at the desk.
+        changes = (
+            []
+            if self.kind == "screen"
+            else self.presence.see(at, len(faces), [f.emotions for f in faces if f.emotions])
+        )
         observation = Observation(
             text=picture(
                 kind=self.kind,
@@ -112,12 +119,12 @@ class Eye:
             previous=change.previous,
         )
 
-    def state(self) -> SourceState:
+    def state(self, paused: bool) -> SourceState:
         c = self.capture
         return SourceState(
             name=self.name,
             kind=self.kind,  # type: ignore[arg-type]
-            state=c.state,
+            state="paused" if paused else c.state,
             detail=c.detail,
             frames_in=c.frames_in,
             frames_analysed=self.analysed,

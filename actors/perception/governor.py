@@ -25,7 +25,7 @@ class Governor:
         """The rate to use after a CPU reading (percent of the whole machine)."""
         if cpu_percent > self.high:
             self.current = max(self.min_hz, self.current / 2)
-            self.reason = f"cpu {cpu_percent:.0f}%"
+            self.reason = f"cpu {cpu_percent:.0f}%" if self.current < self.rate_hz else ""
         elif cpu_percent < self.low and self.current < self.rate_hz:
             self.current = min(self.rate_hz, self.current * 1.5)
             if self.current >= self.rate_hz:

@@ -15,6 +15,8 @@ from typing import Literal
 
 from schemas import EMOTIONS
 
+MAX_STEP_S = 5.0  # readings further apart than this say nothing about the analysis rate
+
 
 @dataclass(frozen=True)
 class Change:
@@ -32,6 +34,7 @@ class Presence:
     arrive_s: float = 1.0
     leave_s: float = 8.0
     gap_s: float = 0.6  # a miss shorter than this inside an arrival does not restart it
+    # (or than 3.5 readings: two misses in a row, at whatever rate the governor allows)
     hold_s: float = 3.0
     half_life_s: float = 1.5  # of the emotion average
     present: bool = False
@@ -43,13 +46,20 @@ class Presence:
     _averaged_at: float | None = None
     _leader: str = ""
     _leader_since: float = 0.0
+    _last_at: float | None = None
+    _interval: float = 0.0  # between readings, smoothed
 
     def see(self, at: float, faces: int, emotions: list[tuple[float, ...]]) -> list[Change]:
         """One analysis at capture time ``at``: how many faces, and the emotion probabilities of
         each face that has them. Returns the changes it completes."""
         changes: list[Change] = []
+        step = at - self._last_at if self._last_at is not None else 0.0
+        if 0 < step <= MAX_STEP_S:  # a longer one is a pause, not the rate
+            self._interval = step if not self._interval else 0.7 * self._interval + 0.3 * step
+        self._last_at = at
+        gap = max(self.gap_s, 3.5 * self._interval)
         if faces:
-            if self.last_seen is None or at - self.last_seen > self.gap_s:
+            if self.last_seen is None or at - self.last_seen > gap:
                 self._since = at  # a new run of sightings
             self.last_seen = at
             if not self.present and self._since is not None and at - self._since >= self.arrive_s:

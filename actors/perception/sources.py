@@ -1,15 +1,10 @@
-"""Where frames come from: a camera, the screen, a video file or a folder of images, each read
-by its own capture thread into a one-frame slot.
+"""Where frames come from: a camera, the screen, a video file or a folder of images.
 
-The slot (:class:`LatestFrame`) keeps only the newest frame: a slow analysis drops frames (and
-counts them), it never queues them. A :class:`Capture` owns one source's thread: it opens the
-source, reads it at its own pace (a camera's, or a file's frame rate), retries with backoff when
-it fails to open or stops giving frames (unplugged, a truncated file, no display), and closes it
-at once when paused, so the device is released. Its ``state`` and ``detail`` are what
-``hexbus status`` and the indicator show.
-
-OpenCV and mss are imported when a source opens, so this module loads without the
-``perception`` extra.
+Each source opens, gives its next frame at its own pace (a camera's, a file's frame rate, a
+folder's ``fps``), and closes; it raises :class:`SourceError` with one line when it cannot give
+frames now (not plugged in, unplugged mid-stream, a truncated file, no display), and the
+capture (actors/perception/capture.py) retries it. OpenCV and mss are imported when a source
+opens, so this module loads without the ``perception`` extra.
 """
 
 from __future__ import annotations
@@ -17,9 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -27,16 +21,14 @@ import msgspec
 
 __all__ = [
     "IMAGE_SUFFIXES",
-    "Capture",
-    "LatestFrame",
+    "Frame",
+    "FrameSource",
     "SourceError",
     "SourceSpec",
     "make_source",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-DARK_LEVEL = 12.0  # mean brightness (0..255) under which a frame is dark
-DARK_S = 1.0  # dark this long: the source says so
 WINDOW_EVERY_S = 2.0  # how often a screen source asks for the active window's title
 
 
@@ -61,41 +53,17 @@ class SourceSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 Frame = Any  # an OpenCV BGR image (numpy uint8, height x width x 3)
 
 
-class LatestFrame:
-    """A one-frame slot: :meth:`put` replaces what is there, read or not."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._frame: Frame | None = None
-        self._at = 0.0
-        self.seq = 0
-        self._taken = 0
-        self.dropped = 0  # frames replaced before anyone took them
-
-    def put(self, frame: Frame, at: float) -> None:
-        with self._cond:
-            if self._frame is not None and self._taken < self.seq:
-                self.dropped += 1
-            self._frame, self._at = frame, at
-            self.seq += 1
-            self._cond.notify_all()
-
-    def take(self, after: int, timeout: float) -> tuple[Frame, float, int] | None:
-        """The newest frame if it is newer than sequence ``after`` (waiting up to ``timeout``)."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self.seq > after, timeout):
-                return None
-            self._taken = self.seq
-            return self._frame, self._at, self.seq
-
-    def clear(self) -> None:
-        with self._cond:
-            self._frame = None
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
 
 
 class FrameSource(Protocol):
     name: str
     kind: str
+    # How a source waits for its next frame: returns True when woken early (a pause or a stop),
+    # and the source then gives no frame. Capture sets it; alone, a source just sleeps.
+    pause_for: Callable[[float], bool]
 
     def open(self) -> None: ...
 
@@ -126,6 +94,7 @@ class CameraSource:
         self.spec = spec
         self.name = spec.name
         self._cap: Any = None
+        self.pause_for: Callable[[float], bool] = _sleep
 
     def open(self) -> None:
         import cv2
@@ -172,6 +141,8 @@ class FileSource:
         self._frames = 0  # frames the container says it has (0: unknown)
         self._interval = 1.0 / max(0.1, spec.fps)
         self._next = 0.0
+        self.pause_for: Callable[[float], bool] = _sleep
+        self.skipped = 0  # images of a folder that could not be read
 
     def open(self) -> None:
         import cv2
@@ -197,35 +168,32 @@ class FileSource:
         self._frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._cap = cap
 
-    def _pace(self) -> None:
-        self._next += self._interval
-        delay = self._next - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -1.0:
-            self._next = time.monotonic()  # far behind (a stall): do not race to catch up
-
     def read(self) -> Frame | None:
         import cv2
 
-        self._pace()
+        self._next = _pace(self._next, self._interval, self.pause_for)
+        if self._next < 0:
+            return None  # woken: the capture looks at why
         if self._images:
-            if self._index >= len(self._images):
-                if not self.spec.loop:
-                    return None
-                self._index = 0
-            image = self._images[self._index]
-            self._index += 1
-            frame = cv2.imread(str(image))
-            if frame is None:
-                raise SourceError(f"{image} cannot be read as an image")
-            return _fit(frame, self.spec.width, self.spec.height)
+            for _ in range(len(self._images)):  # an unreadable image is skipped, not a stop
+                if self._index >= len(self._images):
+                    if not self.spec.loop:
+                        return None
+                    self._index = 0
+                image = self._images[self._index]
+                self._index += 1
+                frame = cv2.imread(str(image))
+                if frame is not None:
+                    return _fit(frame, self.spec.width, self.spec.height)
+                self.skipped += 1
+            raise SourceError(f"none of the images in {self.path} can be read")
         ok, frame = self._cap.read()
         if ok and frame is not None:
             self._index += 1
             return _fit(frame, self.spec.width, self.spec.height)
-        if self._frames and self._index < self._frames - 1:
-            # It said it had more: the file was cut short (or vanished) under the reader.
+        if self._frames and self._index < self._frames * 0.9:
+            # It said it had many more (the count is an estimate in some containers): the file
+            # was cut short, or vanished, under the reader.
             raise SourceError(
                 f"video file {self.path} ended after frame {self._index} of {self._frames}"
             )
@@ -263,6 +231,7 @@ class ScreenSource:
         self._next = 0.0
         self._title = ""
         self._title_at = 0.0
+        self.pause_for: Callable[[float], bool] = _sleep
 
     def open(self) -> None:
         if not os.environ.get("DISPLAY"):
@@ -278,22 +247,20 @@ class ScreenSource:
             raise SourceError("screen capture needs mss: pip install 'hex[perception]'") from None
         try:
             self._mss = mss.mss()
-            self._mss.monitors[self.spec.monitor]
-        except IndexError:
-            raise SourceError(f"monitor {self.spec.monitor} does not exist") from None
+            self._mss.monitors[self.spec.monitor]  # an unknown monitor fails here
         except Exception as exc:
+            self.close()  # each instance holds an X connection: never leak one per retry
+            if isinstance(exc, IndexError):
+                raise SourceError(f"monitor {self.spec.monitor} does not exist") from None
             raise SourceError(f"screen capture failed: {exc}") from None
         self._next = time.monotonic()
 
     def read(self) -> Frame | None:
         import numpy as np
 
-        self._next += self._interval
-        delay = self._next - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -1.0:
-            self._next = time.monotonic()
+        self._next = _pace(self._next, self._interval, self.pause_for)
+        if self._next < 0:
+            return None
         try:
             shot = self._mss.grab(self._mss.monitors[self.spec.monitor])
         except Exception as exc:
@@ -312,6 +279,18 @@ class ScreenSource:
             self._title_at = now
             self._title = active_window_title()
         return self._title
+
+
+def _pace(next_at: float, interval: float, pause_for: Callable[[float], bool]) -> float:
+    """Wait for the next frame's time; the time after it, or -1 when woken early."""
+    next_at += interval
+    delay = next_at - time.monotonic()
+    if delay > 0:
+        if pause_for(delay):
+            return -1.0
+    elif delay < -1.0:
+        next_at = time.monotonic()  # far behind (a stall): do not race to catch up
+    return next_at
 
 
 def active_window_title() -> str:
@@ -341,122 +320,3 @@ def make_source(spec: SourceSpec, base: Path) -> FrameSource:
     if spec.kind == "screen":
         return ScreenSource(spec)
     return FileSource(spec, base)
-
-
-@dataclass
-class Capture:
-    """One source's capture thread: open, read into the slot, retry with backoff, pause."""
-
-    source: FrameSource
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
-    slot: LatestFrame = field(default_factory=LatestFrame)
-    state: Literal["starting", "running", "paused", "retrying", "ended", "dark"] = "starting"
-    detail: str = ""
-    frames_in: int = 0
-    retry_at: float = 0.0  # monotonic time of the next try, while retrying
-    window: str = ""
-    paused: threading.Event = field(default_factory=threading.Event)
-    wake: threading.Event = field(default_factory=threading.Event)  # pause, resume or stop
-    opened: bool = False  # the device or file is held now
-    released: threading.Event = field(default_factory=threading.Event)  # set while not held
-    _dark_since: float | None = None
-
-    def __post_init__(self) -> None:
-        self.released.set()
-
-    def pause(self) -> None:
-        self.paused.set()
-        self.wake.set()
-
-    def resume(self) -> None:
-        self.paused.clear()
-        self.wake.set()
-
-    def run(self, stop: threading.Event) -> None:
-        """The thread's body, until ``stop`` is set."""
-        backoff = self.backoff_initial_s
-        while not stop.is_set():
-            if self.paused.is_set():
-                self._set("paused", "")
-                self._wait(stop, None)
-                continue
-            try:
-                self.released.clear()
-                self.source.open()
-                self.opened = True
-            except SourceError as exc:
-                self.released.set()
-                backoff = self._retry(stop, str(exc), backoff)
-                continue
-            try:
-                ended = self._read(stop)
-            except SourceError as exc:
-                self._close()
-                backoff = self._retry(stop, str(exc), backoff)
-                continue
-            self._close()
-            backoff = self.backoff_initial_s
-            if ended:
-                self._set("ended", "the file ended")
-                self._wait(stop, None)  # until a pause and resume (which plays it again) or stop
-        self._close()
-
-    def _read(self, stop: threading.Event) -> bool:
-        """Read frames until stopped or paused (False) or the file ended (True)."""
-        self._set("running", "")
-        while not stop.is_set() and not self.paused.is_set():
-            frame = self.source.read()
-            if frame is None:
-                return True
-            now = time.time()
-            self.frames_in += 1
-            self.window = self.source.window()
-            self._watch_dark(frame, time.monotonic())
-            self.slot.put(frame, now)
-        return False
-
-    def _watch_dark(self, frame: Frame, now: float) -> None:
-        if self.frames_in % 5:  # a mean every fifth frame is plenty
-            return
-        dark = float(frame[::8, ::8].mean()) < DARK_LEVEL
-        if not dark:
-            self._dark_since = None
-            if self.state == "dark":
-                self._set("running", "")
-            return
-        if self._dark_since is None:
-            self._dark_since = now
-        elif now - self._dark_since >= DARK_S and self.state == "running":
-            self._set("dark", "frames are black: lens covered or lights off?")
-
-    def _retry(self, stop: threading.Event, why: str, backoff: float) -> float:
-        self.retry_at = time.monotonic() + backoff
-        self._set("retrying", why)
-        self._wait(stop, backoff)
-        return min(self.backoff_max_s, backoff * 2)
-
-    def _wait(self, stop: threading.Event, seconds: float | None) -> None:
-        """Sleep until ``seconds`` pass or a pause, resume or stop wakes the thread."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while not stop.is_set():
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return
-            if self.wake.wait(0.2 if left is None else min(0.2, left)):
-                self.wake.clear()
-                return
-
-    def _close(self) -> None:
-        if self.opened:
-            self.source.close()
-            self.opened = False
-        self.slot.clear()
-        self.released.set()
-
-    def wait_released(self, timeout: float) -> bool:
-        """Block until the source is closed (after :meth:`pause`): whether it was in time."""
-        return self.released.wait(timeout)
-
-    def _set(self, state: Any, detail: str) -> None:
-        self.state, self.detail = state, detail

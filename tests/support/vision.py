@@ -107,15 +107,23 @@ def frames(shots: Sequence[Shot], fps: float, seed: int = 0) -> Iterator[Any]:
             yield noisy(frame, rng)
 
 
-def write_video(path: Path, shots: Sequence[Shot], fps: float = 10.0, seed: int = 0) -> Path:
-    """An MJPG AVI of ``shots`` at ``fps``."""
+def write_video(
+    path: Path,
+    shots: Sequence[Shot],
+    fps: float = 10.0,
+    seed: int = 0,
+    size: tuple[int, int] = (W, H),
+) -> Path:
+    """An MJPG AVI of ``shots`` at ``fps``, ``size`` (width, height) pixels."""
     import cv2
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (W, H))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path}")
     try:
         for frame in frames(shots, fps, seed):
+            if size != (W, H):
+                frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
             writer.write(frame)
     finally:
         writer.release()

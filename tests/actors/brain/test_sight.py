@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from actors.brain.config import BrainConfig, BrainState
 from actors.brain.sight import Sight
-from schemas import Observation, VisionMoment
+from schemas import Observation, PerceptionSwitched, VisionMoment
 
 
 def test_the_picture_is_in_the_prompt_while_fresh_and_the_moment_a_little_longer() -> None:
@@ -29,3 +29,18 @@ def test_an_older_picture_arriving_late_never_replaces_a_newer_one() -> None:
     sight.observed(Observation(text="nobody in view", at=2000.0), 2000.0)
     sight.observed(Observation(text="one person, looking away", at=1990.0), 2001.0)
     assert state.observation == "nobody in view" and state.observed_at == 2000.0
+
+
+def test_each_source_has_its_picture_and_a_pause_forgets_what_it_showed() -> None:
+    sight = Sight(BrainState(), BrainConfig())
+    sight.observed(Observation(text="one person, looking away", source="webcam", at=10.0), 10.0)
+    sight.observed(Observation(text="their screen", source="screen", kind="screen", at=10.5), 10.5)
+    sight.observed(Observation(text="nobody in view", source="webcam", at=9.0), 11.0)  # late
+    sight.moment(VisionMoment(change="left", source="webcam", at=10.0, text="they just left"))
+    assert sight.line(12.0) == (
+        "screen: their screen; webcam: one person, looking away; they just left"
+    )
+    sight.switched(PerceptionSwitched(paused=("webcam",)))
+    assert sight.line(12.0) == "their screen"
+    sight.switched(PerceptionSwitched(paused=("*",)))
+    assert sight.line(12.0) == ""

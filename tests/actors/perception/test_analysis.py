@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -77,3 +80,31 @@ def test_a_still_scene_costs_no_detection_and_a_change_is_seen(analyzer_factory)
     gone = a(vision.noisy(vision.dark(), rng, sigma=1.0), 5.0)
     back = a(vision.noisy(vision.desk(), rng), 5.2)
     assert gone.scene == "dark" and back.scene == "changed" and back.detected and back.faces == ()
+
+
+def test_a_frame_analysed_while_the_source_is_paused_is_never_seen(analyzer_factory) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from actors.perception.capture import Capture
+    from actors.perception.eye import Eye
+    from actors.perception.presence import Presence
+    from actors.perception.sources import SourceSpec, make_source
+
+    capture = Capture(make_source(SourceSpec(name="desk", kind="file", path="x"), Path("/tmp")))
+    eye = Eye(capture, analyzer_factory(), Presence(arrive_s=0.0))
+    capture.slot.put(vision.person(), 1.0)
+
+    async def pausing(fn: Any, *args: Any) -> Any:  # the pause lands during the analysis
+        capture.pause()
+        return fn(*args)
+
+    assert asyncio.run(eye.look(pausing)) == (None, [])
+    assert eye.frame is None and eye.analysed == 0 and not eye.presence.present
+    capture.resume()
+    capture.slot.put(vision.person(), 2.0)
+
+    async def plain(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    observation, _ = asyncio.run(eye.look(plain))
+    assert observation is not None and observation.people == 1 and eye.frame is not None

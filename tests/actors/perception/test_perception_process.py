@@ -52,7 +52,11 @@ def holds(pid: int, path: Path) -> bool:
         return False
 
 
-async def watch(hx: Hex, seconds: float) -> tuple[list[Observation], list[VisionMoment]]:
+async def watch(
+    hx: Hex, seconds: float, until_moment: bool = True
+) -> tuple[list[Observation], list[VisionMoment]]:
+    """What perception publishes: until someone has left (within ``seconds``), then 2.5 s more;
+    or, with ``until_moment`` false, for 2.5 s."""
     client = BusClient(hx.endpoints, "eyes-test")
     client.subscribe("vision.observation")
     client.start()
@@ -73,7 +77,8 @@ async def watch(hx: Hex, seconds: float) -> tuple[list[Observation], list[Vision
 
     reader = asyncio.ensure_future(volatile())
     try:
-        await asyncio.wait_for(durable(), seconds)
+        if until_moment:
+            await asyncio.wait_for(durable(), seconds)
         await asyncio.sleep(2.5)  # the empty desk's pictures after the person left
     finally:
         reader.cancel()
@@ -140,8 +145,13 @@ def test_pause_closes_the_source_at_once_and_a_missing_camera_is_one_line_in_sta
     )
     assert not holds(pid, video)
 
+    typo = hx.cli("perception", "resume", "dsek")
+    assert typo.returncode == 1 and "no source is named 'dsek'" in typo.stderr, typo
     resumed = hx.cli("perception", "resume")
     assert resumed.stdout.strip() == "looking (nothing paused)", resumed
     poll_for(lambda: holds(pid, video), 20, what="the video open again")
     status = hx.cli("perception", "status")
     assert status.stdout.startswith("looking") and "webcam (camera): retrying" in status.stdout
+    # And it is looked at again, not only opened: the person in it is seen.
+    observations, _ = asyncio.run(watch(hx, 0, until_moment=False))
+    assert any(o.source == "desk" and o.people == 1 for o in observations), observations

@@ -10,10 +10,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from actors.perception.sources import Capture, LatestFrame, SourceSpec, make_source
+from actors.perception.capture import Capture, LatestFrame
+from actors.perception.sources import SourceSpec, make_source
 from tests.support import vision
 from tests.support.harness import poll_for
 
@@ -67,6 +69,7 @@ def test_a_video_file_plays_loops_and_a_pause_closes_it_at_once(tmp_path: Path) 
         assert frame.shape == (480, 640, 3)
         capture.pause()
         poll_for(lambda: not holds(video) and capture.state == "paused", 2, what="the file closed")
+        assert capture.slot.take(0, 0.3) is None  # nothing seen before the pause is kept
         count = capture.frames_in
         capture.resume()
         poll_for(lambda: capture.frames_in > count and holds(video), 10, what="playing again")
@@ -112,15 +115,27 @@ def test_a_folder_of_images_plays_them_in_order(tmp_path: Path) -> None:
 
     folder = tmp_path / "shots"
     folder.mkdir()
-    for i, scene in enumerate(["desk", "person", "cat"]):
+    scenes = ["desk", "person", "cat", "dark"]
+    for i, scene in enumerate(scenes):
         cv2.imwrite(str(folder / f"{i}.png"), vision.SCENES[scene]())
+    (folder / "1b.png").write_bytes(b"not a png at all")  # skipped, not the end of the folder
     (folder / "notes.txt").write_text("not an image")
     capture = capture_of(
         SourceSpec(name="shots", kind="file", path="shots", fps=20, loop=False), tmp_path
     )
+    shown: list[float] = []
+    put = capture.slot.put
+
+    def noted(frame: Any, at: float) -> None:
+        shown.append(float(frame.mean()))
+        put(frame, at)
+
+    capture.slot.put = noted  # type: ignore[method-assign]
     with running(capture):
         poll_for(lambda: capture.state == "ended", 10, what="every image shown")
-    assert capture.frames_in == 3
+    assert capture.frames_in == 4
+    expected = [float(vision.SCENES[scene]().mean()) for scene in scenes]
+    assert [round(m) for m in shown] == [round(m) for m in expected]  # in name order
 
 
 def test_a_camera_that_is_not_there_and_a_screen_without_display_are_retried(
