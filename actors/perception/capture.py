@@ -61,14 +61,21 @@ class LatestFrame:
 
 
 def lower_priority(nice: int) -> None:
-    """Make the calling thread (not its process: Linux schedules threads) ``nice`` steps
-    kinder to the rest of the machine; where that is not possible, nothing."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
+    """Make the calling thread (not its process: Linux schedules threads) yield to everything
+    else: ``SCHED_IDLE`` (it runs on what no one else wants, and any other thread preempts it at
+    once; the threads it starts, such as a decoder's, inherit it) where the kernel has it, else
+    ``nice`` steps kinder. ``nice <= 0``: leave it as it is. Where neither is possible, nothing."""
+    if nice <= 0:
         return
+    tid = threading.get_native_id()
     try:
-        tid = threading.get_native_id()
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):
+        pass
+    try:
         os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
-    except OSError:
+    except (AttributeError, OSError):
         pass
 
 
