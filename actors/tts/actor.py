@@ -197,7 +197,9 @@ class TtsActor(Actor[TtsConfig, TtsState]):
         while len(self.spoken) > KEEP_REPLIES:
             self.spoken.popitem(last=False)
         self.state.spoken = {k: sorted(v) for k, v in self.spoken.items()}
-        self.state_changed()
+        # Snapshotted at once: a restart replays every sentence of the reply, and only this
+        # record keeps what was already said from being said again (at most the one in flight).
+        self.state_changed(now=True)
 
     # -- sentences in ----------------------------------------------------------------------
 

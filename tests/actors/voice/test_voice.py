@@ -381,9 +381,11 @@ def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(
         reply.status == "complete" and reply.text
     )  # the reply text was never at risk: it is durable
     firsts = [a.sentence for a in heard.of(AudioOut) if a.reply_to == reply.reply_to and a.seq == 0]
-    # At most the sentence in flight at the kill is spoken twice (audio is at-least-once).
+    # Audio is at-least-once: the sentence in flight at the kill is spoken again, and the one
+    # before it if the kill beat the snapshot TTS takes as each sentence is done; never more.
     assert all(firsts.count(i) <= 2 for i in set(firsts)), firsts
-    assert sum(firsts.count(i) == 2 for i in set(firsts)) <= 1, firsts
+    again = sorted(i for i in set(firsts) if firsts.count(i) == 2)
+    assert len(again) <= 2 and (not again or again[-1] - again[0] == len(again) - 1), firsts
 
 
 def test_speakers_are_independent_one_long_utterance_never_holds_up_another(

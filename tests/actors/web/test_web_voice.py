@@ -1,20 +1,26 @@
 """Voice in the page, in a real browser against a real Hex: Chromium's fake microphone plays an
 espeak-ng recording through getUserMedia and the page's AudioWorklet; Whisper hears it, the
-brain answers, Kokoro speaks, the page plays it; then the recording speaks over her and she
-stops, the part she had not said dropped."""
+brain answers, Kokoro speaks, the page plays it; then the person speaks over her and she stops,
+the part she had not said dropped.
+
+Speaking over her must happen while she speaks, whenever that is on a loaded machine, and the fake
+microphone plays its file on its own clock. So the test mixes a second voice into the microphone's
+stream (``MIXER``) and plays it once the page is playing her answer."""
 
 from __future__ import annotations
 
+import base64
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hexbus.pcm import to_pcm16
 from schemas import BargeIn, Reply
 from tests.support.brain import brain_toml
 from tests.support.harness import Hex, HexFactory, actor_toml, poll_for
-from tests.support.speech import make_wav
+from tests.support.speech import espeak, make_wav
 from tests.support.web import artifact, chromium, journaled, page_of, web_toml
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
@@ -23,6 +29,33 @@ STT = actor_toml("stt", "actors.stt.actor:SttActor", heartbeat_timeout_s=30.0)
 TTS = actor_toml("tts", "actors.tts.actor:TtsActor", heartbeat_timeout_s=30.0)
 QUESTION = "Tell me a long story about a goblin who collects silver spoons, please."
 OVER = "Stop! Tell me about dogs instead."
+
+# Wraps getUserMedia: the page gets the fake microphone mixed with what ``hexSay(base64 PCM16 at
+# 48 kHz)`` plays, through the same AudioWorklet and websocket as any microphone.
+MIXER = """
+(() => {
+  const media = navigator.mediaDevices;
+  const real = media.getUserMedia.bind(media);
+  media.getUserMedia = async (constraints) => {
+    const stream = await real(constraints);
+    const mix = new AudioContext({ sampleRate: 48000 });
+    const out = mix.createMediaStreamDestination();
+    mix.createMediaStreamSource(stream).connect(out);
+    window.hexSay = (b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const pcm = new Int16Array(bytes.buffer);
+      const buffer = mix.createBuffer(1, pcm.length, 48000);
+      buffer.getChannelData(0).set(Float32Array.from(pcm, (x) => x / 32768));
+      const voice = mix.createBufferSource();
+      voice.buffer = buffer;
+      voice.connect(out);
+      voice.start();
+      return buffer.duration;
+    };
+    return out.stream;
+  };
+})();
+"""
 
 
 def start(hex_factory: HexFactory) -> Hex:
@@ -40,9 +73,10 @@ def test_spoken_question_answered_aloud_and_speaking_over_her_stops_her(
 ) -> None:
     hx = start(hex_factory)
     wav = tmp_path / "mic.wav"
-    # The question, a long wait while she answers (her story runs half a minute; she starts
-    # within seconds, later on a loaded machine), then speaking over her (played once).
-    make_wav(wav, [1.0, QUESTION, 20.0, OVER, 10.0], rate=48000)
+    # The question, then silence (the fake microphone plays it once); speaking over her is mixed
+    # in when she is speaking.
+    make_wav(wav, [1.0, QUESTION, 2.0], rate=48000)
+    over = base64.b64encode(to_pcm16(espeak(OVER, tmp_path, rate=48000, speed=150))).decode()
     fake_mic = (
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
@@ -51,6 +85,7 @@ def test_spoken_question_answered_aloud_and_speaking_over_her_stops_her(
     )
     with chromium(*fake_mic) as browser:
         page = browser.new_page()
+        page.add_init_script(MIXER)
         page.goto(page_of(hx)["open"])
         page.wait_for_selector("#connection.up")
         page.click("#voice-hands-free")
@@ -61,7 +96,8 @@ def test_spoken_question_answered_aloud_and_speaking_over_her_stops_her(
         # Hex's answer plays in the page, gaplessly, chunk after chunk.
         until(page, "hex.voice.stats.bytesPlayed > 48000", 120)
         page.screenshot(path=artifact("voice.png"), full_page=True)
-        # The recording speaks over her: she stops, and what she had not said is dropped.
+        # The person speaks over her: she stops, and what she had not said is dropped.
+        page.evaluate("(b64) => hexSay(b64)", over)
         until(page, "hex.voice.stats.interrupted >= 1", 120)
         until(page, "hex.voice.stats.heard.some(t => /dog|stop/i.test(t))", 120)
         page.wait_for_timeout(2000)  # room for chunks of hers still on their way
