@@ -1,0 +1,243 @@
+"""The avatar's outputs against loopback receivers written from the protocols' specs
+(tests/support/avatar.py): VTube Studio's websocket API (the token popup, authentication,
+injection, expressions, hotkeys, its errors, a restart, a revoked or denied token) and VMC over
+OSC/UDP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from actors.avatar.arbiter import Frame
+from actors.avatar.config import VmcConfig, VtsConfig
+from actors.avatar.vmc import VmcOutput, quaternion
+from actors.avatar.vts import VtsOutput
+from tests.support.avatar import OscReceiver, VtsServer
+from tests.support.harness import poll_for
+
+MAPPING = {
+    "Hiyori": {
+        "happy": "Smile.exp3.json",
+        "sad": "Sad.exp3.json",
+        "smug": "hotkey:wave",  # by name, any case
+        "annoyed": "Nope.exp3.json",  # not in the model: VTube Studio says so
+        "excited": "hotkey:Cartwheel",  # neither
+    },
+    "*": {"happy": "Other.exp3.json"},
+}
+
+
+def frame(at: float, expression: str = "neutral", weight: float = 0.0, mouth: float = 0.0) -> Frame:
+    return Frame(at=at, expression=expression, weight=weight, mouth=mouth, yaw=5.0, gaze_x=0.25)
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+class Vts:
+    """A VtsOutput running against a loopback server, its token kept as the actor keeps it."""
+
+    def __init__(self, server: VtsServer, **config: Any) -> None:
+        self.saved: list[str] = []
+        self.output = VtsOutput(
+            VtsConfig(enabled=True, url=server.url, models=MAPPING, **config),
+            save_token=self.saved.append,
+            retry_initial_s=0.05,
+            retry_max_s=0.2,
+        )
+
+    async def run(self, body: Callable[[VtsOutput], Awaitable[None]]) -> None:
+        task = asyncio.get_running_loop().create_task(self.output.run())
+        try:
+            await body(self.output)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+@pytest.fixture
+def server() -> Any:
+    s = VtsServer().start()
+    yield s
+    s.stop()
+
+
+def test_first_connection_asks_for_a_token_once_and_keeps_parameters_alive(
+    server: VtsServer,
+) -> None:
+    vts = Vts(server)
+
+    async def body(out: VtsOutput) -> None:
+        await until(lambda: out.ready, "authenticated")
+        assert out.model == "Hiyori" and vts.saved and out.token == vts.saved[-1]
+        for i in range(75):  # 50 frames a second for a second and a half
+            await out.send(frame(i / 50, mouth=0.6))
+            await asyncio.sleep(0.02)
+        await until(lambda: len(server.injections) == 75, "the injections")
+
+    asyncio.run(vts.run(body))
+    assert server.token_requests == 1 and [ok for _, ok in server.authentications] == [True]
+    # Every frame is an injection (VTube Studio hands a parameter back after a second without
+    # one; frames come 50 times a second), every parameter known and every value in range.
+    assert len(server.injections) == 75 and server.errors == []
+    values = server.injections[-1][1]
+    assert values["MouthOpen"] == 0.6 and values["FaceAngleX"] == 5.0
+    assert values["EyeLeftX"] == values["EyeRightX"] == 0.25 and values["EyeOpenLeft"] == 1.0
+
+
+def test_emotions_show_the_models_mapped_expression_or_hotkey_and_errors_are_counted(
+    server: VtsServer,
+) -> None:
+    vts = Vts(server)
+
+    async def body(out: VtsOutput) -> None:
+        await until(lambda: out.ready, "authenticated")
+        for i, (emotion, weight) in enumerate(
+            [("happy", 1.0), ("happy", 0.6), ("sad", 1.0), ("smug", 1.0), ("sad", 0.0),
+             ("annoyed", 1.0), ("excited", 1.0), ("neutral", 0.0)]
+        ):  # fmt: skip
+            await out.send(frame(float(i), emotion, weight))
+            await asyncio.sleep(0.05)
+        await until(lambda: out.errors.get(202), "the hotkey's error")
+
+    asyncio.run(vts.run(body))
+    shown = [(f, active) for _, f, active in server.expressions]
+    assert shown == [
+        ("Smile.exp3.json", True),  # happy (once: a fading weight is the same expression)
+        ("Smile.exp3.json", False),
+        ("Sad.exp3.json", True),  # sad
+        ("Sad.exp3.json", False),  # smug is a hotkey: the expression goes first
+    ]
+    assert [h for _, h in server.hotkeys] == ["hk-wave"]
+    # A file the model lacks and a hotkey it lacks: VTube Studio's errors, counted and said.
+    assert vts.output.errors == {651: 1, 202: 1}
+    assert "202" in vts.output.detail
+
+
+def test_a_restarted_server_is_reconnected_with_the_stored_token(server: VtsServer) -> None:
+    vts = Vts(server)
+
+    async def body(out: VtsOutput) -> None:
+        await until(lambda: out.ready, "authenticated")
+        await asyncio.to_thread(server.restart)
+        await until(lambda: server.connections == 2 and out.ready, "reconnected")
+        await out.send(frame(1.0, mouth=0.3))
+        await until(lambda: server.injections, "an injection after the restart")
+
+    asyncio.run(vts.run(body))
+    assert server.token_requests == 1  # no second popup
+    assert [ok for _, ok in server.authentications] == [True, True]
+    assert len({t for t, _ in server.authentications}) == 1 and vts.output.connects == 2
+
+
+def test_a_stored_token_is_used_and_a_revoked_one_replaced(server: VtsServer) -> None:
+    first = Vts(server)
+    asyncio.run(first.run(lambda out: until(lambda: out.ready, "authenticated")))
+    token = first.saved[-1]
+    # A restart of Hex: the token comes from the snapshot.
+    again = Vts(server)
+    again.output.token = token
+    asyncio.run(again.run(lambda out: until(lambda: out.ready, "authenticated")))
+    assert server.token_requests == 1 and again.saved == []
+    # The person removed the plugin in VTube Studio: the old token is refused, a new one asked.
+    server.revoke()
+    revoked = Vts(server)
+    revoked.output.token = token
+    asyncio.run(revoked.run(lambda out: until(lambda: out.ready, "authenticated")))
+    assert server.token_requests == 2
+    assert revoked.saved[0] == "" and revoked.saved[-1] not in ("", token)
+    assert [ok for _, ok in server.authentications] == [True, True, False, True]
+
+
+def test_a_denied_token_says_so_and_is_asked_again_later(server: VtsServer) -> None:
+    server.deny = True
+    vts = Vts(server)
+
+    async def body(out: VtsOutput) -> None:
+        await until(lambda: out.state == "denied", "the denial")
+        assert "50" in out.detail and not out.ready
+        server.deny = False  # the person clicks Allow next time
+        await until(lambda: out.ready, "authenticated after all")
+
+    asyncio.run(vts.run(body))
+    assert server.token_requests >= 2
+
+
+def test_nothing_listening_is_retried_with_the_reason() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = VtsServer(port=port)
+    vts = Vts(server)
+
+    async def body(out: VtsOutput) -> None:
+        await until(lambda: out.state == "retrying", "a refused connection")
+        assert "Connect" in out.detail or "refused" in out.detail.lower(), out.detail
+        await out.send(frame(0.0))  # not connected: a frame is dropped, not an error
+        await asyncio.to_thread(server.start)
+        await until(lambda: out.ready, "connected once the server is up")
+
+    try:
+        asyncio.run(vts.run(body))
+    finally:
+        server.stop()
+
+
+# -- VMC -----------------------------------------------------------------------------------
+
+
+def test_vmc_sends_each_frame_as_one_bundle_of_blendshapes_bones_and_apply() -> None:
+    receiver = OscReceiver()
+    out = VmcOutput(VmcConfig(enabled=True, port=receiver.port))
+    try:
+        out.send(frame(1.0, "happy", 0.7, mouth=0.4))
+        out.send(frame(2.0, "sad", 1.0, mouth=0.0))
+        poll_for(lambda: len(receiver.packets) == 2, 10, what="two bundles")
+    finally:
+        out.close()
+        receiver.close()
+    (_, first), (_, second) = receiver.packets
+    addresses = [a for a, _ in first]
+    assert addresses[0] == "/VMC/Ext/T" and addresses[-1] == "/VMC/Ext/Blend/Apply"
+    shapes = dict(tuple(args) for a, args in first if a == "/VMC/Ext/Blend/Val")
+    assert shapes["A"] == pytest.approx(0.4) and shapes["Joy"] == pytest.approx(0.7)
+    assert shapes["Sorrow"] == 0.0 and shapes["Blink"] == 0.0
+    # The next frame's expression replaces the last: Joy goes back to 0.
+    shapes = dict(tuple(args) for a, args in second if a == "/VMC/Ext/Blend/Val")
+    assert shapes["Joy"] == 0.0 and shapes["Sorrow"] == 1.0 and shapes["A"] == 0.0
+    head = next(args for a, args in first if a == "/VMC/Ext/Bone/Pos" and args[0] == "Head")
+    assert head[4:] == pytest.approx(quaternion(5.0, 0.0, 0.0), abs=1e-6)
+
+
+def test_vmc_to_a_receiver_started_later_or_an_unknown_host() -> None:
+    late = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    late.bind(("127.0.0.1", 0))
+    port = late.getsockname()[1]
+    late.close()
+    out = VmcOutput(VmcConfig(enabled=True, port=port))
+    out.send(frame(0.0))  # nobody listens: UDP does not care, nor does Hex
+    receiver = OscReceiver(port)
+    try:
+        out.send(frame(1.0))
+        poll_for(lambda: receiver.packets, 10, what="a bundle once the receiver is up")
+    finally:
+        out.close()
+        receiver.close()
+    lost = VmcOutput(VmcConfig(enabled=True, host="no-such-host.invalid"), retry_initial_s=0.01)
+    lost.send(frame(0.0))
+    assert lost.state == "retrying" and lost.detail and lost.sock is None
+
+
+def test_quaternions_are_unit_and_the_identity_at_rest() -> None:
+    assert quaternion(0, 0, 0) == pytest.approx((0, 0, 0, 1))
+    for angles in [(30, 0, 0), (0, -20, 0), (0, 0, 15), (12, 7, -3)]:
+        q = quaternion(*angles)
+        assert sum(c * c for c in q) == pytest.approx(1.0)
