@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -215,12 +216,27 @@ class Hex:
         return state
 
 
+def toml_value(value: Any) -> str:
+    """``value`` as TOML: tables inline (``{ key = value }``), strings, numbers and booleans as
+    JSON writes them (the same syntax)."""
+    if isinstance(value, dict):
+        bare = re.compile(r"[A-Za-z0-9_-]+")
+        items = (
+            f"{k if bare.fullmatch(k) else json.dumps(k)} = {toml_value(v)}"
+            for k, v in value.items()
+        )
+        return "{ " + ", ".join(items) + " }" if value else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def actor_toml(name: str, module: str, **settings: Any) -> str:
     lines = [f"[actors.{name}]", f'module = "{module}"']
     config = settings.pop("config", None)
     for key, value in settings.items():
-        lines.append(f"{key} = {json.dumps(value)}")
+        lines.append(f"{key} = {toml_value(value)}")
     if config:
         lines.append(f"[actors.{name}.config]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in config.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in config.items()]
     return "\n".join(lines) + "\n"
