@@ -15,6 +15,7 @@ arrives while the actor is down is lost: frames are volatile by design.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from typing import ClassVar
@@ -331,7 +332,11 @@ class SttActor(Actor[SttConfig, SttState]):
         await self.publish(
             segment, key=frame.channel, blob=blob, event_id=derived_id(utterance, "segment")
         )
-        self.spawn(self.finish(segment, audio, guess, held), name="final")
+        after, src.published = src.published, asyncio.Event()
+        self.spawn(
+            self.finish(segment, audio, guess, held, after=after, published=src.published),
+            name="final",
+        )
 
     # -- transcripts ---------------------------------------------------------------------
 
@@ -341,6 +346,26 @@ class SttActor(Actor[SttConfig, SttState]):
         audio: np.ndarray,
         guess: Guess | None = None,
         held: SpeechStarted | None = None,
+        *,
+        after: asyncio.Event | None = None,
+        published: asyncio.Event | None = None,
+    ) -> None:
+        """Transcribe one utterance and publish its final (and its message); with ``after``,
+        only once the source's previous final is out. ``published`` is set when this one is
+        (or has failed)."""
+        try:
+            await self.transcribed(segment, audio, guess, held, after)
+        finally:
+            if published is not None:
+                published.set()
+
+    async def transcribed(
+        self,
+        segment: Segment,
+        audio: np.ndarray,
+        guess: Guess | None,
+        held: SpeechStarted | None,
+        after: asyncio.Event | None,
     ) -> None:
         self.inflight.add(segment.utterance)
         try:
@@ -354,6 +379,8 @@ class SttActor(Actor[SttConfig, SttState]):
             log.exception("stt.transcribe_failed", utterance=segment.utterance)
             self.inflight.discard(segment.utterance)
             return
+        if after is not None:
+            await after.wait()
         transcribed = time.time()
         heard = result.text if result is not None else ""
         echo = (

@@ -37,6 +37,10 @@ class Source:
     partial_busy: bool = False
     seen: float = field(default_factory=time.monotonic)
     guess: Guess | None = None  # a transcript started during a doubtful pause
+    # Set once the last utterance's final is published: the next one's waits for it (its
+    # transcription may finish first: a guess started in the pause), so a message that revises
+    # another never comes before it.
+    published: asyncio.Event | None = None
     # A barge-in held until the utterance's first words show it is not Hex's own echo.
     held: SpeechStarted | None = None
     suspect: bool = False  # the utterance open began while Hex's voice could come back

@@ -139,6 +139,36 @@ def test_a_transcript_started_in_a_doubtful_pause_is_the_one_used_when_the_pause
     assert wer(JFK, whole[-1].text) <= 0.15 and len(calls) > len(whole), (calls, whole)
 
 
+def test_a_revising_message_never_comes_before_the_one_it_revises(tmp_path: Path) -> None:
+    """The same two turns, with the first turn's transcription slowed down (a loaded machine):
+    the second turn's transcript, guessed in the pause, is ready first, yet its message, which
+    revises the first, is published after the first's."""
+    jfk = real_speech("jfk.wav")
+
+    async def scenario() -> list[tuple[str, ChatMessage]]:
+        h = ActorHarness(SttActor, {"partials": False}, data_dir=tmp_path)
+        await h.setup()
+        h.actor.live = True
+        transcribe = h.actor.whisper.transcribe
+        calls: list[int] = []
+
+        def slow_first(samples: Audio) -> Result | None:
+            calls.append(samples.size)
+            if len(calls) == 1:
+                time.sleep(3.0)  # in a worker thread: the guess runs meanwhile
+            return transcribe(samples)
+
+        h.actor.whisper.transcribe = slow_first  # type: ignore[method-assign,assignment]
+        await speak(h, np.concatenate([jfk[: int(4.4 * RATE)], silence(3.0)]))
+        await settle(h)
+        await h.stop()
+        return [(e.id, e.body) for e, _ in h.bus.published if isinstance(e.body, ChatMessage)]
+
+    (first_id, first), (_, second) = asyncio.run(scenario())
+    assert not first.revises and "ask not" not in first.text.lower(), (first, second)
+    assert second.revises == first_id and "ask not" in second.text.lower(), second
+
+
 @pytest.mark.parametrize("text", [True, False])
 def test_a_finished_request_the_audio_model_doubts_ends_by_its_words(
     tmp_path: Path, text: bool
