@@ -246,7 +246,7 @@ class ScreenSource:
         except ImportError:
             raise SourceError("screen capture needs mss: pip install 'hex[perception]'") from None
         try:
-            self._mss = mss.mss()
+            self._mss = (getattr(mss, "MSS", None) or mss.mss)()  # mss 10 renamed it
             self._mss.monitors[self.spec.monitor]  # an unknown monitor fails here
         except Exception as exc:
             self.close()  # each instance holds an X connection: never leak one per retry
@@ -263,14 +263,19 @@ class ScreenSource:
             return None
         try:
             shot = self._mss.grab(self._mss.monitors[self.spec.monitor])
-        except Exception as exc:
-            raise SourceError(f"screen capture failed: {exc}") from None
+        except Exception as exc:  # mss says little when the X server went away
+            display = os.environ.get("DISPLAY", "")
+            why = str(exc) or type(exc).__name__
+            raise SourceError(f"screen capture on {display} failed: {why}") from None
         frame = np.ascontiguousarray(np.asarray(shot)[:, :, :3])
         return _fit(frame, self.spec.width, self.spec.height)
 
     def close(self) -> None:
         if self._mss is not None:
-            self._mss.close()
+            try:
+                self._mss.close()
+            except Exception:  # the X server is gone: so is the connection
+                pass
             self._mss = None
 
     def window(self) -> str:
@@ -302,16 +307,22 @@ def active_window_title() -> str:
         root = subprocess.run(
             [xprop, "-root", "_NET_ACTIVE_WINDOW"], capture_output=True, text=True, timeout=1
         ).stdout
-        window = root.rsplit(" ", 1)[-1].strip()
-        if not window.startswith("0x") or int(window, 16) == 0:
+        window = int(root.rsplit(" ", 1)[-1].strip(), 0)  # "# 0x2a00003", or a plain number
+        if window == 0:
             return ""
         named = subprocess.run(
-            [xprop, "-id", window, "_NET_WM_NAME"], capture_output=True, text=True, timeout=1
+            [xprop, "-id", hex(window), "_NET_WM_NAME", "WM_NAME"],
+            capture_output=True,
+            text=True,
+            timeout=1,
         ).stdout
     except (OSError, subprocess.SubprocessError, ValueError):
         return ""
-    _, _, value = named.partition(" = ")
-    return value.strip().strip('"')[:200]
+    for line in named.splitlines():  # the UTF-8 name where the window sets one, else the old one
+        _, found, value = line.partition(" = ")
+        if found:
+            return value.strip().strip('"')[:200]
+    return ""
 
 
 def make_source(spec: SourceSpec, base: Path) -> FrameSource:
