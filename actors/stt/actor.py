@@ -11,6 +11,12 @@ is transcribed; the final transcript (``stt.final``) and the person's
 both back from the journal, so after a SIGKILL the segments without a final are
 transcribed on restart and nothing a person finished saying is lost. Audio that
 arrives while the actor is down is lost: frames are volatile by design.
+
+A source's finals are published in the order its turns ended, though transcriptions run
+concurrently (a guess made in a pause can finish before the turn it revises). It is one
+cohesive class past 500 lines: segmenting, guessing in pauses, joining a turn to the one it
+continues and publishing in order all read and write the same per-source state, and split
+apart they would pass it back and forth.
 """
 
 from __future__ import annotations
