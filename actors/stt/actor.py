@@ -13,8 +13,9 @@ transcribed on restart and nothing a person finished saying is lost. Audio that
 arrives while the actor is down is lost: frames are volatile by design.
 
 A source's finals are published in the order its turns ended, though transcriptions run
-concurrently (a guess made in a pause can finish before the turn it revises). It is one
-cohesive class past 500 lines: segmenting, guessing in pauses, joining a turn to the one it
+concurrently (a guess made in a pause can finish before the turn it revises).
+
+Why one cohesive class past 500 lines: segmenting, guessing in pauses, joining a turn to the one it
 continues and publishing in order all read and write the same per-source state, and split
 apart they would pass it back and forth.
 """
