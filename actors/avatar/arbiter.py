@@ -88,6 +88,16 @@ class Blinks:
         return 1.0 - closed
 
 
+def gaze_at(
+    x: float, y: float, w: float, h: float, *, mirrored: bool = False
+) -> tuple[float, float]:
+    """Where to look (her left +, up +; -1..1) at a face with this box (fractions of a camera's
+    picture). The camera faces the person as she does, so the picture's left is her left,
+    unless the camera mirrors its picture."""
+    across = (0.5 - (x + w / 2)) * 2
+    return (-across if mirrored else across), (0.5 - (y + h / 2)) * 2
+
+
 def sway(now: float, speaking: bool) -> tuple[float, float, float]:
     """A slow, never-repeating head motion (sums of incommensurate sines), livelier in speech."""
     k = 1.6 if speaking else 1.0

@@ -25,10 +25,17 @@ class VmcConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = 39539  # VSeeFace's and VNyan's default VMC receiver port
+    port: int = 39539  # the VMC protocol's usual receiver port; check your receiver's setting
     mouth: str = "A"  # the blendshape lip-sync drives ("aa" on VRM 1.0 models)
     blink: str = "Blink"  # ("blink" on VRM 1.0)
+    # Where she looks, as the look blendshapes: her left, right, up, down ("" to send none;
+    # "lookLeft", ... on VRM 1.0).
+    look: tuple[str, str, str, str] = ("LookLeft", "LookRight", "LookUp", "LookDown")
     expressions: dict[str, str] = msgspec.field(default_factory=lambda: dict(VRM0_EXPRESSIONS))
+    # The model's Head bone at rest (its local position, metres, as the receiver's model has it):
+    # set it to send head motion as /VMC/Ext/Bone/Pos. Empty: no bones (a receiver that applies
+    # bone positions would otherwise pull the head onto the neck).
+    head_rest: tuple[float, ...] = ()
 
 
 class VtsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -42,10 +49,9 @@ class VtsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # to what shows it: an expression file ("Smile.exp3.json") or a hotkey ("hotkey:Wave", by
     # name or ID). Unmapped emotions show nothing.
     models: dict[str, dict[str, str]] = {}
-    expression_fade_s: float = 0.4
-    face_found: bool = (
-        False  # sent with the parameters: whether VTube Studio's own tracking may blend
-    )
+    expression_fade_s: float = 0.4  # VTube Studio takes 0 to 2
+    face_found: bool = False  # sent with the parameters: tell VTube Studio a face is tracked
+    retry_denied_s: float = 600.0  # after "Deny" in VTube Studio's popup, ask again this late
 
 
 class AvatarConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

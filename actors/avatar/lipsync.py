@@ -11,13 +11,14 @@ still to play, so the mouth shuts on the next frame.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 SILENT_DB = -50.0  # at or below this RMS (dBFS), the mouth is closed
 OPEN_DB = -14.0  # at or above this, wide open
+STOPPED_KEPT = 256
 
 
 def rms_of(pcm16: bytes) -> float:
@@ -69,13 +70,21 @@ class Lipsync:
         self.silent_db = silent_db
         self.open_db = open_db
         self.voices: dict[str, Playback] = {}
+        # Replies stopped by a barge-in (the latest STOPPED_KEPT): their chunks still on the way
+        # are dropped, as the players drop them, and never reopen the mouth.
+        self.stopped: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def heard(
         self, channel: str, reply_to: str, pcm16: bytes, rate: int, now: float
-    ) -> tuple[float, float]:
-        """Schedule a chunk that arrived at ``now``; returns when it plays (start, end)."""
+    ) -> tuple[float, float] | None:
+        """Schedule a chunk that arrived at ``now``; returns when it plays (start, end), or
+        None for a chunk of a stopped reply."""
+        if rate <= 0:
+            raise ValueError(f"a chunk at {rate} Hz cannot be played")
+        if (channel, reply_to) in self.stopped:
+            return None
         voice = self.voices.setdefault(channel, Playback())
-        seconds = len(pcm16) / 2 / max(1, rate)
+        seconds = len(pcm16) / 2 / rate
         start = max(now + self.latency_s, voice.until)
         end = start + seconds
         voice.until = end
@@ -88,6 +97,11 @@ class Lipsync:
         """A barge-in: drop what is still to play in ``channel`` (of ``reply_to`` only, when
         given); returns how many chunks were dropped. The mouth is shut from ``now`` on."""
         voice = self.voices.get(channel)
+        stopped = {reply_to} if reply_to else {p.reply_to for p in (voice.pieces if voice else ())}
+        for reply in stopped:
+            self.stopped[(channel, reply)] = None
+        while len(self.stopped) > STOPPED_KEPT:
+            self.stopped.popitem(last=False)
         if voice is None:
             return 0
         kept = deque(p for p in voice.pieces if reply_to and p.reply_to != reply_to)

@@ -1,15 +1,21 @@
 """The VMC protocol out: each frame as one OSC bundle over UDP (python-osc), for VSeeFace, VNyan,
 VMagicMirror and any other VMC receiver.
 
-A bundle holds every blendshape Hex drives (the mouth, the blink, each mapped expression: the one
-showing at its weight and the others at 0, so a faded expression is really gone), the head and
-eye bones as rotations, the time, and ``/VMC/Ext/Blend/Apply``. UDP has no connection: a send
-that fails (no route, an address that does not resolve) is logged once and tried again after a
-backoff, so a receiver started later simply starts receiving.
+A bundle holds ``/VMC/Ext/T``, every blendshape Hex drives (the mouth, the blink, where she looks
+as the four look blendshapes, each mapped expression: the one showing at its weight and the
+others at 0, so a faded expression is really gone), the head as ``/VMC/Ext/Bone/Pos`` when the
+model's Head rest position is configured (a bone message sets position as well as rotation),
+and ``/VMC/Ext/Blend/Apply`` last.
+
+UDP has no connection. The receiver's address is resolved off the loop (:meth:`VmcOutput.keep`,
+a task of the actor's); until it resolves, frames are dropped and the status says why. A send
+that fails is logged once and the address resolved again after a backoff, so a receiver
+started later simply starts receiving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 import time
@@ -30,17 +36,13 @@ TIME = "/VMC/Ext/T"
 
 
 def quaternion(yaw: float, pitch: float, roll: float) -> tuple[float, float, float, float]:
-    """Unity's (x, y, z, w) for a rotation of ``yaw`` about Y, ``pitch`` about X and ``roll``
-    about Z, in degrees (Unity's Z-X-Y order)."""
-    x, y, z = (math.radians(a) / 2 for a in (-pitch, yaw, roll))
-    cx, sx, cy, sy, cz, sz = (
-        math.cos(x),
-        math.sin(x),
-        math.cos(y),
-        math.sin(y),
-        math.cos(z),
-        math.sin(z),
-    )
+    """Unity's (x, y, z, w) for a VRM model facing the viewer (+Z) turning ``yaw`` degrees to its
+    left, nodding ``pitch`` up and tilting ``roll`` (Unity's Z-X-Y order; Unity is left-handed,
+    so turning to her left is a negative rotation about Y)."""
+    x, y, z = (math.radians(a) / 2 for a in (-pitch, -yaw, roll))
+    cx, sx = math.cos(x), math.sin(x)
+    cy, sy = math.cos(y), math.sin(y)
+    cz, sz = math.cos(z), math.sin(z)
     return (
         sx * cy * cz + cx * sy * sz,
         cx * sy * cz - sx * cy * sz,
@@ -57,68 +59,99 @@ class VmcOutput:
     def __init__(
         self, config: VmcConfig, *, retry_initial_s: float = 1.0, retry_max_s: float = 30.0
     ) -> None:
+        from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        self._bundle, self._message, self._now = OscBundleBuilder, OscMessageBuilder, IMMEDIATELY
         self.config = config
-        self.sock: socket.socket | None = None
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)  # a full send buffer drops a frame, never waits
         self.address: Any = None
         self.backoff = Backoff(retry_initial_s, retry_max_s)
+        self.resolve_now = asyncio.Event()
+        self.resolve_now.set()
         self.retry_at = 0.0
-        self.state = "starting"
+        self.state = "resolving"
         self.detail = ""
         self.sent = 0
         self.started = time.monotonic()
 
-    def bundle(self, frame: Frame) -> bytes:
-        from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
-        from pythonosc.osc_message_builder import OscMessageBuilder
+    async def keep(self) -> None:
+        """Resolve the receiver's address whenever it is unknown (at the start, after a failed
+        send), off the loop, retrying with backoff."""
+        while True:
+            await self.resolve_now.wait()
+            await asyncio.sleep(max(0.0, self.retry_at - time.monotonic()))
+            if await self.resolve():
+                self.resolve_now.clear()
 
-        def message(address: str, *args: float | str) -> object:
-            builder = OscMessageBuilder(address=address)
+    async def resolve(self) -> bool:
+        """One try at the receiver's address; False (and the status says why) when it fails."""
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                self.config.host, self.config.port, type=socket.SOCK_DGRAM
+            )
+        except (OSError, UnicodeError) as exc:
+            self.fail(f"{self.where} does not resolve: {exc}")
+            return False
+        family, _, _, _, address = found[0]
+        if family != self.sock.family:
+            self.sock.close()
+            self.sock = socket.socket(family, socket.SOCK_DGRAM)
+            self.sock.setblocking(False)
+        self.address = address
+        return True
+
+    def fail(self, why: str) -> None:
+        if self.state != "retrying":
+            log.warning("avatar.vmc_failed", to=self.where, error=why)
+        self.state, self.detail = "retrying", why
+        self.address = None
+        self.retry_at = time.monotonic() + self.backoff.next()
+
+    def bundle(self, frame: Frame) -> bytes:
+        c = self.config
+
+        def message(address: str, *args: float | str) -> Any:
+            builder = self._message(address=address)
             for arg in args:
                 builder.add_arg(arg)
             return builder.build()
 
-        c = self.config
-        bundle = OscBundleBuilder(IMMEDIATELY)
-        bundle.add_content(message(TIME, float(frame.at - self.started)))  # type: ignore[arg-type]
-        shapes: dict[str, float] = {name: 0.0 for name in c.expressions.values()}
+        bundle = self._bundle(self._now)
+        bundle.add_content(message(TIME, float(frame.at - self.started)))
+        shapes: dict[str, float] = dict.fromkeys(c.expressions.values(), 0.0)
         shown = c.expressions.get(frame.expression)
         if shown:
-            shapes[shown] = max(shapes[shown], frame.weight)
+            shapes[shown] = frame.weight
+        left, right, up, down = c.look
+        for name, value in ((left, frame.gaze_x), (right, -frame.gaze_x)):
+            if name:
+                shapes[name] = max(0.0, value)
+        for name, value in ((up, frame.gaze_y), (down, -frame.gaze_y)):
+            if name:
+                shapes[name] = max(0.0, value)
         shapes[c.blink] = 1.0 - frame.eyes_open
         shapes[c.mouth] = frame.mouth
         for name, value in shapes.items():
-            bundle.add_content(message(BLEND, name, float(round(value, 4))))  # type: ignore[arg-type]
-        head = quaternion(frame.yaw, frame.pitch, frame.roll)
-        bundle.add_content(message(BONE, "Head", 0.0, 0.0, 0.0, *head))  # type: ignore[arg-type]
-        eyes = quaternion(25.0 * frame.gaze_x, 15.0 * frame.gaze_y, 0.0)
-        for bone in ("LeftEye", "RightEye"):
-            bundle.add_content(message(BONE, bone, 0.0, 0.0, 0.0, *eyes))  # type: ignore[arg-type]
-        bundle.add_content(message(APPLY))  # type: ignore[arg-type]
+            bundle.add_content(message(BLEND, name, float(round(value, 4))))
+        if len(c.head_rest) == 3:
+            head = quaternion(frame.yaw, frame.pitch, frame.roll)
+            bundle.add_content(message(BONE, "Head", *c.head_rest, *head))
+        bundle.add_content(message(APPLY))
         return bytes(bundle.build().dgram)
 
     def send(self, frame: Frame) -> None:
-        now = time.monotonic()
-        if now < self.retry_at:
+        """Send ``frame`` now (never waits; dropped while the address is unknown)."""
+        if self.address is None:
             return
-        data = self.bundle(frame)
         try:
-            if self.sock is None:
-                family, kind, proto, _, address = socket.getaddrinfo(
-                    self.config.host, self.config.port, type=socket.SOCK_DGRAM
-                )[0]
-                self.sock, self.address = socket.socket(family, kind, proto), address
-                self.sock.setblocking(False)  # a full send buffer drops a frame, never waits
-            self.sock.sendto(data, self.address)
+            self.sock.sendto(self.bundle(frame), self.address)
         except BlockingIOError:
             return
         except OSError as exc:
-            self.close()
-            delay = self.backoff.next()
-            self.retry_at = now + delay
-            why = f"{type(exc).__name__}: {exc}"
-            if self.state != "retrying":
-                log.warning("avatar.vmc_failed", to=self.where, error=why, retry_s=round(delay, 1))
-            self.state, self.detail = "retrying", why
+            self.fail(f"{type(exc).__name__}: {exc}")
+            self.resolve_now.set()
             return
         if self.state != "sending":
             log.info("avatar.vmc_sending", to=self.where)
@@ -131,6 +164,4 @@ class VmcOutput:
         return f"{self.config.host}:{self.config.port}"
 
     def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        self.sock.close()

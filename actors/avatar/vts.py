@@ -6,12 +6,15 @@ every reconnect; a token VTube Studio no longer accepts is dropped and asked for
 the loaded model, and then reads every reply, logging each ``APIError`` with its ``errorID``.
 When the connection drops it tries again after a doubling backoff, forever.
 
-:meth:`VtsOutput.send` is called with every frame: the mouth, eyes, head angles and gaze go out
-as one ``InjectParameterDataRequest`` (VTube Studio hands a parameter back to face tracking if it
-is not set again within a second; frames come many times a second). When the frame's expression
-changes, the model's mapping (config ``models``, by model name or ID, ``"*"`` for any other)
-says what shows it: an expression file (activated, and the previous one deactivated) or a
-hotkey (triggered once).
+:meth:`VtsOutput.offer` takes every frame and returns at once; :meth:`VtsOutput.write` sends the
+newest one: the mouth, eyes, head angles and gaze as one ``InjectParameterDataRequest`` (VTube
+Studio hands a parameter back to face tracking if it is not set again within a second; frames
+come many times a second). A send that VTube Studio does not take within ``SEND_S`` drops the
+connection (it is reconnected), so a stuck VTube Studio never holds up the face's other outputs.
+When the frame's expression changes, the model's mapping (config ``models``, by model name or
+ID, ``"*"`` for any other) says what shows it: an expression file (activated, and the previous
+one deactivated) or a hotkey (triggered once: for one-shot animations; a toggle hotkey stays
+on). A person who presses "Deny" is asked again only after ``retry_denied_s``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ TOKEN_DENIED = 50  # the person pressed "Deny" in VTube Studio's popup
 ANSWER_S = 10.0  # a reply to authentication or a model request comes within this
 TOKEN_ANSWER_S = 120.0  # the token popup waits for a person's click
 MODEL_EVERY_S = 10.0  # the loaded model is asked for again this often (the person may switch)
+SEND_S = 1.0  # a frame VTube Studio does not take in this long: the connection is dropped
+ERROR_SHOWN_S = 30.0  # the last APIError stays in the status line this long
 
 
 class VtsError(Exception):
@@ -74,8 +79,10 @@ class VtsOutput:
         save_token: Callable[[str], None] = lambda _: None,
         retry_initial_s: float = 1.0,
         retry_max_s: float = 30.0,
+        retry_denied_s: float = 600.0,
     ) -> None:
         self.config = config
+        self.retry_denied_s = retry_denied_s
         self.token = token
         self.save_token = save_token
         self.backoff = Backoff(retry_initial_s, retry_max_s)
@@ -90,8 +97,13 @@ class VtsOutput:
         self.model_asked = 0.0
         self.state = "starting"
         self.detail = ""
+        self.error = ""  # the last APIError, in words
+        self.error_at = 0.0
         self.errors: dict[int, int] = {}  # errorID -> how many
+        self.latest: Frame | None = None
+        self.fresh = asyncio.Event()
         self.sent = 0
+        self.stalls = 0  # sends VTube Studio did not take in time (each dropped the connection)
         self.connects = 0
         self.authentications = 0
         self.token_requests = 0
@@ -104,7 +116,11 @@ class VtsOutput:
         while True:
             try:
                 async with connect(
-                    self.config.url, open_timeout=5, max_size=2**20, ping_interval=20
+                    self.config.url,
+                    open_timeout=5,
+                    close_timeout=1,
+                    max_size=2**20,
+                    ping_interval=20,
                 ) as ws:
                     self.ws = ws
                     self.connects += 1
@@ -114,12 +130,11 @@ class VtsOutput:
             except VtsError as exc:
                 self.trouble("denied" if exc.error_id == TOKEN_DENIED else "retrying", str(exc))
             except Exception as exc:  # refused, dropped, a timeout: try again later
-                self.trouble(
-                    "retrying", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                )
+                self.trouble("retrying", str(exc) or type(exc).__name__)
             finally:
                 self.ws, self.ready = None, False
-            await asyncio.sleep(self.backoff.next())
+            denied = self.state == "denied"
+            await asyncio.sleep(self.retry_denied_s if denied else self.backoff.next())
 
     def trouble(self, state: str, why: str) -> None:
         if (state, why) != (self.state, self.detail):
@@ -167,6 +182,8 @@ class VtsOutput:
         mapping = models.get(model_id) or models.get(name) or models.get("*", {})
         if (name, mapping) != (self.model, self.mapping):
             log.info("avatar.vts_model", model=name, model_id=model_id, mapped=sorted(mapping))
+            # Another model shows none of what Hex activated on the last: show it afresh.
+            self.shown, self.active_file = NEUTRAL, ""
         self.model, self.mapping = name, mapping
 
     def request(self, kind: str, data: dict[str, Any], request_id: str = "") -> str:
@@ -195,7 +212,8 @@ class VtsOutput:
                     request=message.get("requestID", ""),
                     times=self.errors[error_id],
                 )
-            self.detail = f"error {error_id}: {data.get('message', '')}"
+            self.error = f"error {error_id}: {data.get('message', '')}"
+            self.error_at = time.monotonic()
             if message.get("requestID") == self.activation:
                 self.active_file = ""
         elif kind == "CurrentModelResponse":
@@ -203,31 +221,59 @@ class VtsOutput:
 
     # -- frames out --------------------------------------------------------------------------
 
-    async def send(self, frame: Frame) -> None:
-        ws = self.ws
-        if ws is None or not self.ready:
-            return
-        try:
-            out = [
-                self.request(
-                    "InjectParameterDataRequest",
-                    {
-                        "faceFound": self.config.face_found,
-                        "mode": "set",
-                        "parameterValues": parameters(frame),
-                    },
-                )
-            ]
-            out += self.expression(frame.expression if frame.weight > 0 else NEUTRAL)
-            now = time.monotonic()
-            if now - self.model_asked >= MODEL_EVERY_S:
-                self.model_asked = now
-                out.append(self.request("CurrentModelRequest", {}))
-            for text in out:
-                await ws.send(text)
-            self.sent += 1
-        except Exception as exc:  # the connection went: run() notices and reconnects
-            log.debug("avatar.vts_send_failed", error=f"{type(exc).__name__}: {exc}")
+    def offer(self, frame: Frame) -> None:
+        """The newest frame, to be sent as soon as the connection can take it (never waits)."""
+        self.latest = frame
+        self.fresh.set()
+
+    async def write(self) -> None:
+        """Send the newest frame whenever there is one and the plugin is authenticated."""
+        while True:
+            await self.fresh.wait()
+            self.fresh.clear()
+            ws, frame = self.ws, self.latest
+            if ws is None or not self.ready or frame is None:
+                continue
+            try:
+                async with asyncio.timeout(SEND_S):
+                    for text in self.requests(frame):
+                        await ws.send(text)
+                self.sent += 1
+            except TimeoutError:
+                self.stalls += 1
+                log.warning("avatar.vts_stuck", url=self.config.url, waited_s=SEND_S)
+                transport = getattr(ws, "transport", None)
+                if transport is not None:
+                    transport.abort()  # run() sees the connection end and reconnects
+            except Exception as exc:  # the connection went: run() notices and reconnects
+                log.debug("avatar.vts_send_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def requests(self, frame: Frame) -> list[str]:
+        out = [
+            self.request(
+                "InjectParameterDataRequest",
+                {
+                    "faceFound": self.config.face_found,
+                    "mode": "set",
+                    "parameterValues": parameters(frame),
+                },
+            )
+        ]
+        out += self.expression(frame.expression if frame.weight > 0 else NEUTRAL)
+        now = time.monotonic()
+        if now - self.model_asked >= MODEL_EVERY_S:
+            self.model_asked = now
+            out.append(self.request("CurrentModelRequest", {}))
+        return out
+
+    def status(self) -> str:
+        """How it goes, in a few words (the last APIError while it is recent)."""
+        line = self.state + (f" ({self.model})" if self.model and self.ready else "")
+        if self.detail:
+            line += f": {self.detail}"
+        elif self.error and time.monotonic() - self.error_at < ERROR_SHOWN_S:
+            line += f"; {self.error}"
+        return line
 
     def expression(self, wanted: str) -> list[str]:
         """The requests that make the model show ``wanted`` (none when it already does)."""

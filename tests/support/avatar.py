@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.support.brain import free_port
-from tests.support.harness import poll_for
 
 API = "VTubeStudioPublicAPI"
 # VTube Studio's default input parameters the avatar uses, with their ranges (MouthOpen: [0, 1]
-# per VTube Studio's wiki; the rest as VTube Studio's model settings show them).
+# per VTube Studio's wiki; the rest as VTube Studio's model settings show them). VTube Studio
+# itself only refuses values beyond +-1000000 (as this server does); the tests check the ranges.
 PARAMETERS = {
     "MouthOpen": (0.0, 1.0),
     "MouthSmile": (0.0, 1.0),
@@ -103,6 +103,7 @@ class VtsServer:
         self.port = port or free_port()
         self.model = model or VtsModel()
         self.deny = False
+        self.stuck = False  # stops reading, as a VTube Studio that hangs does
         self.tokens: set[str] = set()
         self.token_requests = 0
         self.authentications: list[tuple[str, bool]] = []  # (token, accepted)
@@ -157,15 +158,14 @@ class VtsServer:
         """The person removed the plugin in VTube Studio: its token no longer authenticates."""
         self.tokens.clear()
 
-    def wait_for(self, what: str, check: Any, timeout: float = 30) -> Any:
-        return poll_for(check, timeout, what=what)
-
     # -- the API ----------------------------------------------------------------------------
 
     async def session(self, ws: Any) -> None:
         self.connections += 1
         authenticated = False
         async for text in ws:
+            while self.stuck:
+                await asyncio.sleep(0.05)
             try:
                 message = json.loads(text)
                 if not isinstance(message, dict):

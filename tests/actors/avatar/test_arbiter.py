@@ -3,14 +3,12 @@ stale, blinks, and a mouth only lip-sync sets."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from actors.avatar.arbiter import NEUTRAL, Arbiter, Blinks, Frame
+from actors.avatar.arbiter import NEUTRAL, Arbiter, Blinks, gaze_at
 
 
 def test_a_reply_emotion_outranks_a_mirrored_one_and_both_fade_back_to_neutral() -> None:
@@ -40,14 +38,22 @@ def test_among_equal_priorities_the_latest_claim_shows() -> None:
     assert a.expression(1.5)[0] == "worried"
 
 
-def test_the_mouth_is_lip_syncs_alone() -> None:
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["reply", "mirror"]), st.sampled_from(["happy", "excited"])),
+        max_size=5,
+    ),
+    st.floats(0, 1),
+    st.floats(0, 100),
+)
+def test_the_mouth_is_lip_syncs_alone(
+    claims: list[tuple[str, str]], mouth: float, now: float
+) -> None:
     a = Arbiter()
-    a.claim("reply", "excited", priority=2, hold_s=8.0, now=0.0)
-    assert a.frame(1.0, mouth=0.0).mouth == 0.0  # an emotion never opens the mouth
-    assert a.frame(1.0, mouth=0.7).mouth == 0.7
-    assert "mouth" not in {f.name for f in dataclasses.fields(Frame) if f.name != "mouth"}
-    with pytest.raises(TypeError):
-        a.claim("reply", "happy", priority=2, hold_s=1.0, now=0.0, mouth=1.0)  # type: ignore[call-arg]
+    for source, expression in claims:
+        a.claim(source, expression, priority=2, hold_s=8.0, now=now)
+    a.look_at(0.5, 0.5, now)
+    assert a.frame(now, mouth=mouth, speaking=True).mouth == mouth  # whatever else is going on
 
 
 def test_she_looks_at_the_person_while_seen_and_back_to_the_middle_after() -> None:
@@ -125,3 +131,9 @@ TestArbiterMachine = ArbiterMachine.TestCase
 def test_idle_motion_stays_small(now: float) -> None:
     frame = Arbiter().frame(now, 0.0, speaking=True)
     assert max(abs(frame.yaw), abs(frame.pitch), abs(frame.roll)) < 6.0
+
+
+def test_she_looks_to_the_side_of_the_picture_the_person_is_on() -> None:
+    assert gaze_at(0.0, 0.4, 0.2, 0.2) == pytest.approx((0.8, 0.0))  # picture's left: her left
+    assert gaze_at(0.8, 0.0, 0.2, 0.2) == pytest.approx((-0.8, 0.8))  # right, and high
+    assert gaze_at(0.0, 0.4, 0.2, 0.2, mirrored=True) == pytest.approx((-0.8, 0.0))

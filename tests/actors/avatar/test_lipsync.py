@@ -49,7 +49,9 @@ def test_chunks_play_back_to_back_never_before_they_arrive(
     now, until = 100.0, 0.0
     for delay, n in arrivals:
         now += delay
-        start, end = sync.heard("c", "r", tone(0.02 * n, 0.3), RATE, now)
+        played = sync.heard("c", "r", tone(0.02 * n, 0.3), RATE, now)
+        assert played is not None
+        start, end = played
         assert start >= now + 0.05 - 1e-9  # never before it could be heard
         assert start == pytest.approx(max(now + 0.05, until))  # right after what is queued
         assert end == pytest.approx(start + 0.02 * n)
@@ -80,9 +82,17 @@ def test_a_barge_in_shuts_the_mouth_and_drops_only_that_reply() -> None:
     assert sync.mouth(0.51) == pytest.approx(openness(rms_of(other)))
     assert sync.stop("discord", now=0.6) == 1
     assert sync.mouth(0.61) == 0.0 and not sync.speaking(0.61)
-    # A chunk that comes after the stop plays from now, not after the dropped audio.
-    start, _ = sync.heard("page", "next", tone(0.02, 0.5), RATE, 0.7)
-    assert start == pytest.approx(0.7)
+    # A chunk of the next reply plays from now, not after the dropped audio; one of the stopped
+    # reply still on its way is dropped (the players drop it too).
+    assert sync.heard("page", "story", tone(0.02, 0.5), RATE, 0.7) is None
+    played = sync.heard("page", "next", tone(0.02, 0.5), RATE, 0.7)
+    assert played is not None and played[0] == pytest.approx(0.7)
+    # A stop with no reply named (the page's Stop button) stops whatever was playing there.
+    sync.heard("page", "later", tone(1.0, 0.5), RATE, 1.0)
+    sync.stop("page", now=1.2)
+    assert sync.heard("page", "later", tone(0.02, 0.5), RATE, 1.3) is None
+    with pytest.raises(ValueError, match="0 Hz"):
+        sync.heard("page", "x", tone(0.02, 0.5), 0, 1.4)
 
 
 def test_real_speech_opens_and_closes_between_words(tmp_path: Path) -> None:
