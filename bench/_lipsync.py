@@ -7,8 +7,10 @@ plays the chunks as Discord's and the page's players do: back to back from when 
 Each mouth frame's value is the openness of exactly one chunk (the avatar's mapping, rounded
 as VMC sends it); its offset is the frame's arrival time minus that chunk's playback start on
 the player's clock. A frame shows the chunk playing when it is made, so even with no delay at
-all the offset is spread over one chunk (0 to 20 ms, about 10 on average): the floor. A
-negative offset is a frame ahead of the player (it got the chunk later than the avatar did).
+all the offset is spread over one chunk (0 to 20 ms): the floor, measured in the same run as
+the offsets a perfect avatar would have at the same frame times (``avatar_lipsync_floor_ms``;
+``avatar_lipsync_p95_over_floor``). A negative offset is a frame ahead of the player (it got
+the chunk later than the avatar did).
 """
 
 from __future__ import annotations
@@ -75,6 +77,21 @@ class Player:
         await stop()
         listening.cancel()
         await client.close()
+
+
+def floor_ms(
+    frames: list[tuple[float, dict[str, float]]], timeline: list[tuple[float, float, float]]
+) -> list[float]:
+    """What a perfect avatar would score at the same frame times: each frame showing exactly the
+    chunk playing on the player's clock when it arrived (its offset is then how far into that
+    chunk the frame fell)."""
+    out = []
+    for at, _ in frames:
+        for start, end, mouth in timeline:
+            if start <= at < end and 0.0 < mouth < 1.0:
+                out.append((at - start) * 1000)
+                break
+    return out
 
 
 def offsets_ms(
@@ -146,12 +163,15 @@ port = {receiver.port}
         asyncio.run(speak(hx, pieces * rounds))
         player.stopping.set()
         player.thread.join(10)
-        offsets = offsets_ms(receiver.frames(), player.timeline)
+        frames = receiver.frames()
+        offsets = offsets_ms(frames, player.timeline)
+        floor = floor_ms(frames, player.timeline)
     finally:
         receiver.close()
         hx.cleanup()
     late = [abs(o) for o in offsets]
     chunk_ms = CHUNK_BYTES / 2 / RATE * 1000
+    floor_p95 = percentile(floor, 95) if floor else None
     return {
         "avatar_lipsync_offset_ms": {
             "p50": round(percentile(late, 50), 1) if late else None,
@@ -160,7 +180,11 @@ port = {receiver.port}
             "n": len(offsets),
         },
         "avatar_chunk_ms": chunk_ms,
-        "avatar_lipsync_p95_over_chunk": round(percentile(late, 95) / chunk_ms, 2)
-        if late
+        "avatar_lipsync_floor_ms": {
+            "p50": round(percentile(floor, 50), 1) if floor else None,
+            "p95": round(floor_p95, 1) if floor_p95 is not None else None,
+        },
+        "avatar_lipsync_p95_over_floor": round(percentile(late, 95) / floor_p95, 2)
+        if late and floor_p95
         else None,
     }

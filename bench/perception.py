@@ -19,8 +19,8 @@ desk and a person sitting at it, with sensor noise and a person who sways.
 - ``avatar_lipsync_offset_ms`` (p50, p95 of the absolute value): each mouth frame of the avatar
   actor (a real Hex, VMC out to a loopback receiver) against the playback start of the chunk it
   shows, on the clock of a player that plays ``audio.out`` back to back as it arrives
-  (bench/_lipsync.py); ``avatar_lipsync_p95_over_chunk`` divides the p95 by the chunk's length
-  (20 ms), the spread a perfect frame still has.
+  (bench/_lipsync.py); ``avatar_lipsync_p95_over_floor`` divides the p95 by that of a perfect
+  avatar at the same frame times (a frame shows the chunk playing: up to 20 ms into it).
 
 Run: ``python bench/perception.py`` (``--quick``: shorter). Prints JSON.
 """
