@@ -27,7 +27,8 @@ class PendingSince:
         self.progress: float | None = None
 
     def progressed(self) -> None:
-        """A piece of work was finished (a reply, a transcript)."""
+        """A piece of work was finished (a reply, a transcript), or visibly moved on (a reply's
+        words streaming out)."""
         self.progress = self.clock()
 
     def oldest(self, keys: Collection[str]) -> float | None:

@@ -315,7 +315,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             self.backend.stream(
                 turns, params, on_open=lambda name: self.serving.asking(message.event_id, name)
             ),
-            BusReplySink(self.bus, self.publish, message),
+            BusReplySink(self.bus, self.publish, message, self.pending_since.progressed),
             chunk_interval_s=self.config.chunk_interval_ms / 1000,
         )
         try:

@@ -73,13 +73,21 @@ class BusReplySink:
     again; a fallback to a rate-limited backend's successor gets the "sleepy" notice.
     """
 
-    def __init__(self, bus: BusClient, publish: Publish, message: PendingMessage) -> None:
+    def __init__(
+        self,
+        bus: BusClient,
+        publish: Publish,
+        message: PendingMessage,
+        progressed: Callable[[], None] = lambda: None,
+    ) -> None:
         self.bus = bus
         self.publish = publish
         self.message = message
+        self.progressed = progressed  # words are flowing: the work is slow, not hung
         self.attempt = f"{bus.session:x}-{time.monotonic_ns()}"
 
     def chunk(self, index: int, text: str) -> None:
+        self.progressed()
         event, reply_to = self.message.message, self.message.event_id
         self.bus.publish_volatile(
             ReplyChunk(reply_to=reply_to, channel=event.channel, index=index, text=text),

@@ -188,9 +188,10 @@ def sse(
     *,
     then: Literal["finish", "cut", "hang"] = "finish",
     headers: dict[str, str] | None = None,
+    every_s: float = 0.0,
 ) -> Answer:
-    """A chunked SSE stream of ``pieces`` (with extra ``headers``); then finish, cut the
-    connection, or hang until the client leaves."""
+    """A chunked SSE stream of ``pieces`` (with extra ``headers``), ``every_s`` apart; then
+    finish, cut the connection, or hang until the client leaves."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
 
     async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -198,7 +199,9 @@ def sse(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\nConnection: close\r\n" + extra + b"\r\n"
         )
-        for text in pieces:
+        for i, text in enumerate(pieces):
+            if i and every_s:
+                await asyncio.sleep(every_s)
             writer.write(chunk(piece_event(text)))
             await writer.drain()
         if then == "finish":

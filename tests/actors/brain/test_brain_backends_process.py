@@ -156,3 +156,33 @@ def test_a_backend_that_never_answers_gets_the_brain_restarted_and_the_next_one_
         assert "oldest work" in hx.log() and "brain.backend.suspended" in hx.log()
         chats = [path for path, _ in server.requests if path.endswith("/chat/completions")]
         assert len(chats) == 1, server.requests  # the next incarnation never asked "stuck"
+
+
+def test_a_reply_that_streams_slowly_past_work_timeout_is_slow_not_hung(
+    hex_factory: HexFactory,
+) -> None:
+    """A backend that sends a word a second for longer than work_timeout_s: the words show the
+    work moving, so the brain is not restarted and the reply completes from that backend."""
+    words = [f"word{i} " for i in range(7)]
+    slow = ScriptedServer(MODELS_OK, sse(words, every_s=1.0))
+    with serving_in_thread(slow) as server:
+        backends = (
+            f'[{{type = "openai", name = "slow", base_url = "{server.url}", model = "m"}}, '
+            '{type = "llamacpp"}]'
+        )
+        hx = start_brain(
+            hex_factory, backends=backends, extra="metadata = false", work_timeout_s=3.0
+        )
+        first_pid = hx.pid("brain")
+
+        async def talk() -> None:
+            async with BusChat(hx) as chat:
+                message = await chat.send("tell me seven words, slowly")
+                reply = await chat.reply(message, timeout=60)
+                assert reply.status == "complete" and reply.backend == "slow", reply
+                assert reply.text.split() == [w.strip() for w in words]
+
+        asyncio.run(talk())
+        status = hx.status()["brain"]
+        assert status["restarts"] == 0 and status["pid"] == first_pid
+        assert "oldest work" not in hx.log()
