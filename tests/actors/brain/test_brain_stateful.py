@@ -200,7 +200,7 @@ def test_every_message_gets_one_final_reply_and_bursts_never_wedge_the_brain() -
     # Random sequences (derandomized ones start with the dullest: eight persona edits), and no
     # shrinking: with real processes and a model it would take longer than the suite.
     BrainConversations.TestCase.settings = settings(
-        max_examples=4,
+        max_examples=3,
         stateful_step_count=10,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow],

@@ -349,7 +349,11 @@ def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(
     hex_factory: HexFactory, tmp_path: Path
 ) -> None:
     root = home()
-    hx = hex_factory(brain_toml(root) + (STT + TTS).replace(FAST_BUS, ""), root=root).start()
+    # A story of a few sentences: the kill lands in the first, the rest comes after the restart.
+    story = "[actors.brain.config.budgets]\nreply = 100"
+    hx = hex_factory(
+        brain_toml(root, extra=story) + (STT + TTS).replace(FAST_BUS, ""), root=root
+    ).start()
     question = tmp_path / "q.wav"
     make_wav(question, [0.3, "Tell me a long story about a dragon and a knight.", 1.2])
 
@@ -358,6 +362,7 @@ def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(
             voice = await stream(hx, question)
             await heard.wait(lambda: heard.of(AudioOut), 180, "Hex to start speaking")
             os.kill(hx.pid("tts"), signal.SIGKILL)
+            heard.killed_at = time.monotonic()  # type: ignore[attr-defined]
             reply = (await heard.wait(lambda: heard.of(Reply), 180, "the final reply"))[0]
 
             def all_spoken() -> bool:
@@ -386,6 +391,12 @@ def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(
     assert all(firsts.count(i) <= 2 for i in set(firsts)), firsts
     again = sorted(i for i in set(firsts) if firsts.count(i) == 2)
     assert len(again) <= 2 and (not again or again[-1] - again[0] == len(again) - 1), firsts
+    # Some of it was said by the restarted TTS: the kill landed mid-reply.
+    killed_at = heard.killed_at  # type: ignore[attr-defined]
+    assert any(
+        isinstance(e, AudioOut) and e.reply_to == reply.reply_to and t > killed_at
+        for t, e in heard.volatile
+    )
 
 
 def test_speakers_are_independent_one_long_utterance_never_holds_up_another(
