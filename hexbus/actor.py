@@ -23,10 +23,12 @@ import structlog
 
 from hexbus import codec
 from hexbus.bus import BusClient
+from hexbus.capabilities import Capabilities
 from hexbus.codec import Envelope
 from hexbus.models import LazyModel, ModelMissing
 from schemas import (
     ActorLifecycle,
+    CapabilityChanged,
     Event,
     tag_of,
 )
@@ -116,6 +118,9 @@ class Actor(Generic[C, S]):
         self.bus = bus
         self.data_dir = data_dir
         self.log = structlog.get_logger(f"actors.{name}")
+        # The owner's switches as the supervisor gave them at spawn; an actor that obeys one
+        # subscribes to ``capability.changed`` and :meth:`handle` keeps this up to date.
+        self.capabilities = Capabilities.from_env()
         self._pending: dict[str, asyncio.Future[tuple[Envelope, bytes | None]]] = {}
         self._reply_subs: set[str] = set()
         self._threads: ThreadPoolExecutor | None = None
@@ -138,7 +143,11 @@ class Actor(Generic[C, S]):
         every task started with :meth:`spawn` has been cancelled and has ended."""
 
     async def handle(self, event: Event) -> None:
-        """Dispatch to the handler registered for the event's type (see :func:`on`)."""
+        """Dispatch to the handler registered for the event's type (see :func:`on`). A newer
+        table of the owner's switches (``capability.changed``, for an actor subscribed to it)
+        is applied to :attr:`capabilities` first; an older one reaches no handler."""
+        if isinstance(event, CapabilityChanged) and not self.capabilities.apply(event):
+            return
         handler = self._handlers.get(type(event))
         if handler is not None:
             await handler(self, event)

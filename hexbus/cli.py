@@ -1,6 +1,6 @@
 """The hexbus command line: the runtime's own commands, and the ones application packages register.
 
-The runtime's: status, tail, restart, stop, killswitch, reload, send, deadletter, keys.
+The runtime's: status, tail, restart, stop, killswitch, capability, reload, send, deadletter, keys.
 Every other command (``run`` from the supervisor; ``chat``, ``persona``, ``memory``,
 ``voice`` from their actors) is an entry point in the ``hexbus.commands`` group: its
 name is the command and its value a function that configures the command's
@@ -181,6 +181,39 @@ def cmd_killswitch(args: argparse.Namespace) -> None:
         timeout=60,
     )
     print(f"{reply.message}; `hexbus restart NAME` brings one back")
+
+
+def cmd_capability(args: argparse.Namespace) -> None:
+    if args.action == "list":
+        reply = control(args, ControlRequest(cmd="capability", person=args.person))
+        rows = reply.data["capabilities"]
+        if args.json:
+            print(json.dumps(rows, indent=None if not sys.stdout.isatty() else 2))
+            return
+        width = max(len(r["name"]) for r in rows)
+        whom = f" for {args.person}" if args.person else ""
+        print(f"what Hex may do{whom} (`hexbus capability enable|disable NAME`):")
+        for r in rows:
+            mark = "on " if r["enabled"] else "off"
+            note = (
+                ""
+                if r["enabled"] == r["default"]
+                else " (default " + ("on)" if r["default"] else "off)")
+            )
+            people = ", ".join(f"{p} {'on' if v else 'off'}" for p, v in r["people"].items())
+            extra = f"; {people}" if people and not args.person else ""
+            print(f"  {mark}  {r['name']:<{width}}  {r['description']}{note}{extra}")
+        return
+    request = ControlRequest(
+        cmd="capability",
+        capability=args.name,
+        enabled=args.action == "enable",
+        person=args.person,
+        by="hexbus capability",
+        via="cli",
+        owner=True,  # a terminal on this machine, with the run directory: the owner's
+    )
+    print(control(args, request).message)
 
 
 def cmd_stop(args: argparse.Namespace) -> None:
@@ -383,6 +416,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", nargs="*", default=[], metavar="NAME", help="actors left running")
     p.set_defaults(fn=cmd_killswitch)
+
+    p = command("capability", "what Hex may do: list the owner's switches, or switch one")
+    switches = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = switches.add_parser("list", help="every capability, on or off, with what it does")
+    a.add_argument("--json", action="store_true", help="one JSON array of capabilities")
+    a.add_argument("--person", default="", help="as it stands for this person (their id)")
+    a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
+    for verb in ("enable", "disable"):
+        a = switches.add_parser(verb, help=f"{verb} a capability, for everyone or one person")
+        a.add_argument("name", help="as `hexbus capability list` names it (camera, speak_first...)")
+        a.add_argument("--person", default="", help="only for this person (their id)")
+        a.add_argument("--run-dir", default=argparse.SUPPRESS, help="as for every command")
+    p.set_defaults(fn=cmd_capability)
 
     p = command(
         "reload", "apply supervisor.toml changes: start added actors, stop removed, restart changed"

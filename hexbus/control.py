@@ -7,7 +7,7 @@ from typing import Any, Literal
 import msgspec
 import zmq
 
-Command = Literal["status", "restart", "stop", "reload", "ping", "killswitch", "log"]
+Command = Literal["status", "restart", "stop", "reload", "ping", "killswitch", "log", "capability"]
 
 
 class ControlRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -15,6 +15,15 @@ class ControlRequest(msgspec.Struct, frozen=True, kw_only=True):
     name: str = ""
     keep: tuple[str, ...] = ()  # killswitch: actors left running (besides the broker)
     after: int = 0  # log: the supervisor's log events numbered after this
+    # capability: "" lists them (for ``person``); else switch ``capability`` to ``enabled``, for
+    # ``person`` ("" = everyone), asked by ``by`` through ``via``. ``owner``: the interface
+    # verified ``by`` is an owner (a terminal on this machine is).
+    capability: str = ""
+    enabled: bool = False
+    person: str = ""
+    by: str = ""
+    via: str = ""
+    owner: bool = False
 
 
 class ControlReply(msgspec.Struct, frozen=True, kw_only=True):

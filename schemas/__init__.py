@@ -28,6 +28,7 @@ from schemas.brain import (
     QuietMode,
     UsageLine,
 )
+from schemas.capability import CAPABILITIES, Capability, CapabilityChanged, Switch
 from schemas.chat import (
     Attachment,
     BargeIn,
@@ -186,6 +187,7 @@ AnyEvent = (
     | Utterance
     | AudioOut
     | Speaking
+    | CapabilityChanged
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__
@@ -210,6 +212,7 @@ def type_for_topic(topic: str) -> type[Event] | None:
 
 
 __all__ = [
+    "CAPABILITIES",
     "CONTROL_TAGS",
     "DELIVERY",
     "DOCUMENT_SUFFIXES",
@@ -230,6 +233,8 @@ __all__ = [
     "BrainUsage",
     "BrainUsageReport",
     "BrokerHeartbeat",
+    "Capability",
+    "CapabilityChanged",
     "ChatAck",
     "ChatMessage",
     "Contradiction",
@@ -302,6 +307,7 @@ __all__ = [
     "Speaking",
     "SpeechStarted",
     "Stop",
+    "Switch",
     "Timing",
     "Transcript",
     "UsageLine",

@@ -146,5 +146,5 @@ class Notice(Event, frozen=True, kw_only=True, tag="chat.notice"):
 
     channel: str
     platform: str = ""
-    kind: Literal["sleepy", "fallback", "refused", "quiet"]
+    kind: Literal["sleepy", "fallback", "refused", "quiet", "capability"]
     text: str

@@ -56,6 +56,7 @@ DELIVERY: dict[str, Delivery] = {
     "stt.speech": Delivery.VOLATILE,  # speech started: barge-in, now or never
     "tts": Delivery.VOLATILE,  # speaking / stopped
     "metrics": Delivery.VOLATILE,
+    "capability": Delivery.DURABLE,  # the owner's switches: an actor must never miss one
     "probe.durable": Delivery.DURABLE,
     "probe.volatile": Delivery.VOLATILE,
 }
@@ -91,6 +92,7 @@ PRIVILEGED: tuple[str, ...] = (
     "perception.pause",  # the camera's switch: off, and on again, only from a trusted origin
     "perception.resume",
     "vision.preview",  # a lease on the camera's pictures
+    "capability",  # the switches are the supervisor's to announce
 )
 
 

@@ -44,6 +44,7 @@ from actors.brain.serving import HANG_LIMIT, ServingRecord
 from actors.brain.sight import Sight
 from actors.brain.sink import BusReplySink, final_reply, usage_metrics, usage_report
 from actors.brain.versions import PersonaStore
+from actors.brain.vetoes import about_switches, switches
 from actors.brain.workers import NEWER_MESSAGE, ReplyWorkers
 from hexbus import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import Envelope, derived_id
@@ -93,6 +94,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         "vision.observation",
         "vision.moment",
         "perception.switched",
+        "capability.changed",  # the switches, for "what can you do?" (the base class applies them)
     )
     config_type = BrainConfig
     state_type = BrainState
@@ -165,6 +167,11 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.ledger.accept(envelope.id, envelope.offset, event, envelope.wall)
         if self.live:
             self.workers.kick(conv)
+        if about_switches(event.text):  # "stop messaging me first", "what can you do?"
+            answer = await self.offload(
+                switches, self.bus.endpoints.control, self.capabilities, event
+            )
+            await self.publish(answer, key=event.platform)
 
     @on(Reply)
     async def on_reply(self, event: Reply) -> None:

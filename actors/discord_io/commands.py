@@ -27,6 +27,7 @@ from actors.discord_io.names import discord_person_id
 from hexbus import RequestTimeout
 from hexbus.control import ControlReply, ControlRequest, SupervisorUnreachable, call
 from schemas import (
+    CAPABILITIES,
     MemoryAdd,
     MemoryEdit,
     MemoryForget,
@@ -199,6 +200,58 @@ class Everyone(commands.Cog):
             else "Quiet mode is off here."
         )
         await interaction.response.send_message(text)
+
+    @app_commands.command(
+        name="capabilities", description="What Hex may do; switch what concerns you off or on"
+    )
+    @app_commands.describe(
+        name="The capability to switch (leave it out to see them all)",
+        on="On or off",
+        everyone="For everyone, not only you (owners only)",
+    )
+    @app_commands.choices(
+        name=[app_commands.Choice(name=c.name, value=c.name) for c in CAPABILITIES]
+    )
+    async def capabilities(
+        self,
+        interaction: Interaction,
+        name: str = "",
+        on: bool | None = None,
+        everyone: bool = False,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        person = discord_person_id(interaction.user.id)
+        owner = is_owner(self.host.config, interaction.user)
+        try:
+            if not name or on is None:  # the list, truthfully, from the supervisor's switches
+                reply = await supervisor(self.host, ControlRequest(cmd="capability", person=person))
+                rows = reply.data.get("capabilities", [])
+                lines = [
+                    f"{'**on** ' if r['enabled'] else 'off '} `{r['name']}`: {r['description']}"
+                    for r in rows
+                ]
+                head = "What I may do, for you (an owner switches things for everyone):"
+                await interaction.followup.send("\n".join([head, *lines])[:2000], ephemeral=True)
+                return
+            request = ControlRequest(
+                cmd="capability",
+                capability=name,
+                enabled=on,
+                person="" if everyone else person,
+                by=person,
+                via="discord",
+                owner=owner,
+            )
+            reply = await supervisor(self.host, request)
+        except SupervisorUnreachable:
+            await interaction.followup.send("The supervisor isn't answering.", ephemeral=True)
+            return
+        if not reply.ok:
+            log.warning(
+                "discord.capability_refused", user_id=interaction.user.id, error=reply.error
+            )
+        text = reply.message if reply.ok else f"I can't do that: {reply.error}."
+        await interaction.followup.send(text, ephemeral=True)
 
     @app_commands.command(name="status", description="How Hex's parts are doing")
     async def status(self, interaction: Interaction) -> None:

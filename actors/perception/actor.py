@@ -8,6 +8,12 @@ changes or every ``observe_every_s``), ``vision.moment`` (durable: someone arriv
 their mood changed and held) and, while someone holds a ``vision.preview`` lease, small JPEG
 ``vision.frame`` previews. No frame is written to disk or journaled.
 
+A camera source looks only while the owner's ``camera`` capability is on, and a screen source
+while ``screen`` is (``hexbus capability``): switched off, the source is released as for a
+pause, and the status line says which switch to turn on. A camera cannot tell people apart:
+one person's own "stop looking at me through the camera" shuts it for everyone. A video file or image folder is the
+owner's own footage and obeys only pauses.
+
 ``perception.pause`` stops capture at once and releases the device (the capture thread closes
 it before its next read); the pause is kept in the snapshot, so a restart stays paused, and
 capture starts only once replay has applied every pause. Each pause and resume is reported by
@@ -35,6 +41,7 @@ from actors.perception.sources import make_source
 from hexbus import Actor, ActorUnusable, on
 from hexbus.models import LazyModel, ModelMissing
 from schemas import (
+    CapabilityChanged,
     PerceptionPause,
     PerceptionResume,
     PerceptionState,
@@ -50,6 +57,7 @@ EVERY = "*"
 NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")  # a source's name: part of its events' topics
 TICK_S = 2.0  # the governor's CPU reading and the state's refresh
 STATE_EVERY_S = 5.0  # perception.state is republished this often when nothing changes
+SWITCHES = {"camera": "camera", "screen": "screen"}  # the capability each kind of source obeys
 
 
 class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
@@ -58,6 +66,7 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
         "perception.resume",
         "perception.status",
         "vision.preview",
+        "capability.changed",
     )
     config_type = PerceptionConfig
     state_type = PerceptionMemory
@@ -168,6 +177,19 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
         await self.publish(PerceptionSwitched(paused=tuple(self.state.paused), by=event.by))
         await self.publish_state(force=True)
 
+    @on(CapabilityChanged)
+    async def on_capability(self, event: CapabilityChanged) -> None:
+        self.apply_pauses()  # the base class has applied the newer switches
+        for eye in self.eyes:
+            if self.switched_off(eye) and not await self.offload(eye.capture.wait_released, 2.0):
+                log.warning("perception.release_slow", source=eye.name)
+        log.info(
+            "perception.switches",
+            off=[e.name for e in self.eyes if self.switched_off(e)],
+            by=event.by,
+        )
+        await self.publish_state(force=True)
+
     @on(PerceptionStatus)
     async def on_status(self, event: PerceptionStatus) -> None:
         await self.respond(self.perception_state())
@@ -181,7 +203,16 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
     # -- the work ---------------------------------------------------------------------------
 
     def is_paused(self, name: str) -> bool:
-        return EVERY in self.state.paused or name in self.state.paused
+        """Paused by a person, or its kind's capability switched off by the owner."""
+        if EVERY in self.state.paused or name in self.state.paused:
+            return True
+        return any(e.name == name and self.switched_off(e) for e in self.eyes)
+
+    def switched_off(self, eye: Eye) -> str:
+        """The capability keeping ``eye`` shut ("" when none is). A camera cannot tell who sits
+        before it: one person's own "don't look at me" shuts it for everyone."""
+        switch = SWITCHES.get(eye.kind, "")
+        return switch if switch and not self.capabilities.allowed_for_all(switch) else ""
 
     def apply_pauses(self) -> None:
         for eye in self.eyes:
@@ -277,6 +308,9 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
             c = eye.capture
             state = "paused" if self.is_paused(eye.name) else c.state
             line = f"{eye.name} {state}"
+            if switch := self.switched_off(eye):
+                parts.append(f"{line}: {switch} is off (`hexbus capability enable {switch}`)")
+                continue
             if state == "retrying":
                 line += f" in {max(0.0, c.retry_at - time.monotonic()):.0f}s: {c.detail}"
             elif c.detail and state != "paused":

@@ -38,6 +38,8 @@ from hexbus import codec
 from hexbus import log as hexlog
 from hexbus.broker import BrokerProcessSpec
 from hexbus.bus import BusClient
+from hexbus.capabilities import ENV as CAPABILITIES_ENV
+from hexbus.capabilities import Capabilities, SwitchRefused
 from hexbus.codec import RejectedFrame
 from hexbus.config import ActorSpec, ConfigError, HexConfig, load, start_order
 from hexbus.control import ControlReply, ControlRequest, encoder, request_decoder
@@ -98,6 +100,11 @@ class Supervisor:
         self.bus: BusClient | None = None
         self.nvml: Any = None
         self.kill_epoch = 0  # counts kill switches: a start requested before one does not happen
+        # The owner's switches live here, beside the kill switch: out of reach of what they limit.
+        try:
+            self.capabilities = Capabilities.load(self.data_dir)
+        except SwitchRefused as exc:
+            raise ConfigError(str(exc)) from None
         self._reloading = asyncio.Lock()
         self._lock_fd = self._lock()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -205,6 +212,8 @@ class Supervisor:
             return
         if self.watchers.get(watcher.name) is not watcher:
             return  # a reload replaced or removed it
+        # The switches as they are now: a process restarted after a change starts obeying it.
+        watcher.env[CAPABILITIES_ENV] = self.capabilities.to_json().decode()
         pid = await watcher.spawn()
         self.emit(watcher, "spawn", pid=pid, restarts=watcher.restarts)
         watcher.exit_task = asyncio.get_running_loop().create_task(self.wait_exit(watcher))
@@ -457,12 +466,60 @@ class Supervisor:
                     return await self.reload()
             case "killswitch":
                 return await self.killswitch(request.keep, request.name or "kill switch")
+            case "capability":
+                return await self.capability(request)
             case "log":
                 if hexlog.recent is None:
                     return ControlReply(ok=False, error="this supervisor keeps no log lines")
                 lines, seq = hexlog.recent.after(request.after)
                 return ControlReply(ok=True, data={"lines": lines, "seq": seq})
         return ControlReply(ok=False, error=f"unknown command {request.cmd!r}")
+
+    async def capability(self, request: ControlRequest) -> ControlReply:
+        """List the switches, or set one: saved before it is announced, announced on the bus
+        (durable, the whole table) so every actor that obeys it applies it at once."""
+        caps = self.capabilities
+        if not request.capability:
+            table = caps.table(request.person)
+            return ControlReply(ok=True, data={"capabilities": table, "version": caps.version})
+        before = caps.to_json()
+        try:
+            line = caps.set(
+                request.capability,
+                request.enabled,
+                by=request.by or "hexbus capability",
+                owner=request.owner,
+                person_id=request.person,
+            )
+        except SwitchRefused as exc:
+            return ControlReply(ok=False, error=str(exc))
+        if caps.to_json() == before:
+            return ControlReply(ok=True, message=line, data={"version": caps.version})
+        try:
+            caps.save(self.data_dir)
+        except OSError as exc:
+            self.capabilities = Capabilities.from_json(before)
+            return ControlReply(
+                ok=False, error=f"the switch was not saved ({exc}): nothing changed; free space?"
+            )
+        log.warning(
+            "supervisor.capability",
+            capability=request.capability,
+            enabled=request.enabled,
+            person=request.person,
+            by=request.by,
+            via=request.via,
+        )
+        event = caps.changed(
+            name=request.capability,
+            person_id=request.person,
+            enabled=request.enabled,
+            by=request.by,
+            via=request.via or "cli",
+        )
+        if self.bus is not None:
+            await self.bus.publish_durable(event, key=request.capability)
+        return ControlReply(ok=True, message=line, data={"version": caps.version})
 
     def status(self) -> dict[str, Any]:
         rows = {name: {"name": name, **w.status()} for name, w in self.watchers.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.harness import FAST_BUS, REPO, HexFactory, actor_toml, poll_for
+from hexbus.bus import BusClient
+from schemas import CapabilityChanged, Event
+from tests.support.harness import FAST_BUS, REPO, Hex, HexFactory, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
 
@@ -220,3 +223,66 @@ def test_killswitch_stops_every_actor_but_the_kept_ones_until_each_is_restarted(
     assert hx.status()["counter"]["state"] == "live"
     bad = hx.cli("killswitch", "--keep", "nobody")
     assert bad.returncode != 0 and "no actor named nobody" in bad.stderr
+
+
+async def first_durable(hx: Hex, prefix: str) -> Event:
+    """The first durable event under ``prefix`` in the journal."""
+    client = BusClient(hx.endpoints, "journal-reader")
+    try:
+        async for envelope, _ in client.durable([prefix], after=0, wait_ms=200):
+            if envelope is not None:
+                return envelope.body
+        raise AssertionError("the feed ended")
+    finally:
+        await client.close()
+
+
+@pytest.mark.slow  # two supervisor starts
+def test_capability_switches_are_listed_set_refused_kept_and_announced(
+    hex_factory: HexFactory,
+) -> None:
+    from hexbus.control import ControlRequest, call
+
+    hx = hex_factory(FAST_BUS + actor_toml("echo", "actors.diag.actor:EchoActor")).start()
+    listed = json.loads(hx.cli("capability", "list", "--json").stdout)
+    by_name = {c["name"]: c for c in listed}
+    assert by_name["camera"]["enabled"] is False and by_name["answer"]["enabled"] is True
+    assert all({"name", "enabled", "default", "description"} <= set(c) for c in listed)
+    out = hx.cli("capability", "enable", "speak_first")
+    assert out.returncode == 0 and out.stdout.strip() == "speak_first is on for everyone"
+    announced = asyncio.run(first_durable(hx, "capability.changed"))
+    assert isinstance(announced, CapabilityChanged)
+    assert (announced.name, announced.enabled, announced.via) == ("speak_first", True, "cli")
+    assert [(s.name, s.enabled) for s in announced.switches] == [("speak_first", True)]
+    out = hx.cli("capability", "disable", "speak_first.discord", "--person", "ana")
+    assert out.stdout.strip() == "speak_first.discord is off for ana"
+    mine = json.loads(hx.cli("capability", "list", "--json", "--person", "ana").stdout)
+    assert {c["name"]: c["enabled"] for c in mine}["speak_first.discord"] is False
+    text = hx.cli("capability", "list").stdout
+    assert "on   speak_first " in text and "ana off" in text, text
+
+    # An interface asking for someone who is not an owner: only their own "off".
+    def ask(**fields: object) -> object:
+        return call(hx.endpoints.control, ControlRequest(cmd="capability", **fields), timeout=10)  # type: ignore[arg-type]
+
+    refused = ask(capability="camera", enabled=True, by="ben", via="discord", owner=False)
+    assert not refused.ok and refused.error == "only an owner may switch camera for everyone"  # type: ignore[attr-defined]
+    allowed = ask(capability="speak_first", enabled=False, person="ben", by="ben", owner=False)
+    assert allowed.ok  # type: ignore[attr-defined]
+    unknown = hx.cli("capability", "enable", "telepathy")
+    assert unknown.returncode == 1 and "no capability 'telepathy'" in unknown.stderr
+
+    # Kept across a restart of the whole of Hex.
+    assert hx.stop() == 0
+    hx.start()
+    again = {c["name"]: c for c in json.loads(hx.cli("capability", "list", "--json").stdout)}
+    assert again["speak_first"]["enabled"] is True
+    assert again["speak_first"]["people"] == {"ben": False}
+    assert again["speak_first.discord"]["people"] == {"ana": False}
+
+    # A damaged file stops the start with one line naming it, never a silent reset.
+    assert hx.stop() == 0
+    (hx.data_dir / "capabilities.json").write_text("{oops")
+    hx.start(wait_live=False)
+    assert hx.proc is not None and hx.proc.wait(timeout=30) != 0
+    assert "capabilities.json is damaged" in hx.log()

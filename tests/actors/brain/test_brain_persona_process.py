@@ -1,4 +1,5 @@
-"""The brain's persona and chat commands through the supervisor: versions, rollback, audit, chat.
+"""The brain's persona and chat commands through the supervisor: versions, rollback, audit, chat,
+and a person's own words switching a capability off for them.
 
 Real processes, real sockets, SmolLM2-135M through llama.cpp. The model is weak, so
 these tests assert structure and flow (chunks, sentences, final replies, metadata,
@@ -8,6 +9,7 @@ ordering, recovery), never wit.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -18,10 +20,10 @@ from typing import Any
 import pytest
 
 from hexbus.bus import BusClient
-from schemas import Reply
+from schemas import Event, Notice, Reply
 from tests.support.brain import brain_toml, start_brain
 from tests.support.brain_chat import BusChat, wait_for_value
-from tests.support.harness import REPO, Hex, HexFactory
+from tests.support.harness import REPO, Hex, HexFactory, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -159,3 +161,49 @@ def test_persona_audit_runs_on_the_packaged_model_saves_reports_and_compares_the
         assert {"pass_rate_delta", "changed"} <= set(second["drift"])
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_person_saying_stop_messaging_me_first_switches_it_off_for_them(
+    hex_factory: HexFactory,
+) -> None:
+    hx = start_brain(hex_factory, extra="metadata = false")
+    out = subprocess.run(
+        [sys.executable, "-m", "hexbus.cli", "chat", "--run-dir", str(hx.run_dir),
+         "--person", "ana"],
+        input="honestly, please stop messaging me first\n",
+        capture_output=True, text=True, timeout=240, cwd=REPO,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+    def switched() -> dict[str, bool] | None:
+        table = json.loads(hx.cli("capability", "list", "--json").stdout)
+        people: dict[str, bool] = next(c for c in table if c["name"] == "speak_first")["people"]
+        return people or None
+
+    people = poll_for(switched, 10, what="speak_first switched off for ana")
+    (person,) = people
+    assert people[person] is False and person.endswith("ana")
+    notices = [n for n in _journal(hx, "chat.notice") if isinstance(n, Notice)]
+    assert [n.kind for n in notices] == ["capability"]
+    assert notices[0].text.startswith("Okay: I won't message you first anymore")
+    # Everyone else is untouched, and the reply to the line was still written.
+    ben = json.loads(hx.cli("capability", "list", "--json", "--person", "ben").stdout)
+    assert next(c for c in ben if c["name"] == "speak_first")["enabled"] is False
+    assert [r.status for r in _journal_replies(hx)] == ["complete"]
+
+
+def _journal(hx: Hex, prefix: str) -> list[Event]:
+    async def read() -> list[Event]:
+        client = BusClient(hx.endpoints, "reader")
+        feed = client.durable([prefix], after=0, wait_ms=0)
+        found: list[Event] = []
+        async for envelope, _ in feed:
+            if envelope is None:
+                if feed.live or feed.after >= feed.head:
+                    break
+                continue
+            found.append(envelope.body)
+        await client.close()
+        return found
+
+    return asyncio.run(read())

@@ -9,6 +9,7 @@ Every test here starts real processes: marked slow.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -47,6 +48,7 @@ def test_slash_commands_are_registered_and_owner_only_ones_refuse_others_politel
         "voice",
         "restart",
         "killswitch",
+        "capabilities",
     } <= names
     ana = fake.add_user("ana")
     general = fake.general_channel_id
@@ -87,6 +89,43 @@ def test_slash_commands_are_registered_and_owner_only_ones_refuse_others_politel
     quiet_events = [e.body for e in journal(hx, ["brain.quiet"])]
     assert len(quiet_events) == 1 and isinstance(quiet_events[0], QuietMode)
     assert quiet_events[0].target == str(general) and quiet_events[0].until > time.time() + 29 * 60
+
+    # Capabilities: the list is the supervisor's; a person switches what concerns them only.
+    listed = answered(fake.interact("capabilities", user_id=ana, channel_id=general))["text"]
+    assert "off  `camera`: look through the webcam" in listed and "**on**  `answer`" in listed
+    mine = answered(
+        fake.interact(
+            "capabilities",
+            user_id=ana,
+            channel_id=general,
+            options={"name": "speak_first", "on": False},
+        )
+    )
+    assert mine["text"] == f"speak_first is off for discord:{ana}" and mine["ephemeral"]
+    nope = answered(
+        fake.interact(
+            "capabilities",
+            user_id=ana,
+            channel_id=general,
+            options={"name": "camera", "on": True, "everyone": True},
+        )
+    )
+    assert "only an owner may switch camera for everyone" in nope["text"]
+    owners = answered(
+        fake.interact(
+            "capabilities",
+            user_id=fake.owner_id,
+            channel_id=general,
+            options={"name": "camera", "on": True, "everyone": True},
+        )
+    )
+    assert owners["text"] == "camera is on for everyone"
+    table = json.loads(hx.cli("capability", "list", "--json").stdout)
+    switches = {c["name"]: c for c in table}
+    assert switches["camera"]["enabled"] and switches["camera"]["set_by"] == (
+        f"discord:{fake.owner_id}"
+    )
+    assert switches["speak_first"]["people"] == {f"discord:{ana}": False}
 
     assert (
         "only for Hex's owners"

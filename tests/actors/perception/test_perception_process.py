@@ -1,12 +1,15 @@
 """The perception actor under the supervisor, on footage made from real photographs: a person
 sits down at the desk and leaves again; Hex's brain hears both moments; the owner pauses the
 camera (its file is closed at once) and resumes it; a camera that is not there is one line in
-``hexbus status`` while the other source goes on."""
+``hexbus status`` while the other source goes on; a camera opens only while the owner's camera
+capability is on, and is released the moment it is switched off."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,12 +117,24 @@ def test_pause_closes_the_source_at_once_and_a_missing_camera_is_one_line_in_sta
 ) -> None:
     root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
     video = vision.write_video(root / "loop.avi", [vision.Shot("person", 2.0)], fps=10)
-    sources = file_source("desk", video, loop=True) + (
-        "[[actors.perception.config.sources]]\nname = 'webcam'\nkind = 'camera'\ndevice = 97\n"
+    # A "camera" OpenCV opens by its path: the owner's camera switch decides whether it may.
+    lens_video = vision.write_video(root / "lens.avi", [vision.Shot("desk", 2.0)], fps=10)
+    sources = (
+        file_source("desk", video, loop=True)
+        + "[[actors.perception.config.sources]]\nname = 'webcam'\nkind = 'camera'\ndevice = 97\n"
+        + "[[actors.perception.config.sources]]\nname = 'lens'\nkind = 'camera'\n"
+        + f"device = {str(lens_video)!r}\n"
     )
     hx = hex_factory(FAST_BUS + perception_toml(sources), root=root).start()
     pid = hx.pid("perception")
     poll_for(lambda: holds(pid, video), 20, what="the video open")
+    # The camera capability is off by default: no camera is opened, and status says the fix.
+    detail = hx.status()["perception"].get("detail", "")
+    assert "webcam paused: camera is off (`hexbus capability enable camera`)" in detail, detail
+    assert not holds(pid, lens_video)
+    enabled = hx.cli("capability", "enable", "camera")
+    assert enabled.returncode == 0 and enabled.stdout.strip() == "camera is on for everyone"
+    poll_for(lambda: holds(pid, lens_video), 20, what="the camera open once switched on")
     detail = poll_for(
         lambda: (d := hx.status()["perception"].get("detail", "")) and "webcam retrying" in d and d,
         20,
@@ -155,3 +170,22 @@ def test_pause_closes_the_source_at_once_and_a_missing_camera_is_one_line_in_sta
     # And it is looked at again, not only opened: the person in it is seen.
     observations, _ = asyncio.run(watch(hx, 0, until_moment=False))
     assert any(o.source == "desk" and o.people == 1 for o in observations), observations
+    # The switch held across the restart. (OpenCV reads this "camera" to its end in no time
+    # and it is opened again after each end, so it is held again and again, not always.)
+    poll_for(lambda: holds(pid, lens_video), 20, what="the camera open after the restart")
+
+    # The owner switches the camera off: released at once; the file source is not a camera.
+    disabled = hx.cli("capability", "disable", "camera")
+    assert disabled.returncode == 0 and disabled.stdout.strip() == "camera is off for everyone"
+    poll_for(lambda: not holds(pid, lens_video), 5, what="the camera released")
+    detail = poll_for(
+        lambda: (d := hx.status()["perception"].get("detail", "")) and "lens paused" in d and d,
+        10,
+        what="the camera's line in status",
+    )
+    assert "lens paused: camera is off" in detail
+    time.sleep(1.5)  # past a retry's backoff: it stays closed
+    assert not holds(pid, lens_video) and holds(pid, video)
+    listed = json.loads(hx.cli("capability", "list", "--json").stdout)
+    camera = next(c for c in listed if c["name"] == "camera")
+    assert camera["enabled"] is False and camera["default"] is False and camera["description"]
