@@ -25,7 +25,9 @@ With ``--perception`` the loaded phase also runs the perception actor on a 1080p
 (made here from real photographs: the desk, a person sitting down, leaving), analysed at up to
 ``--perception-rate`` a second (30 by default, every frame: the CPU governor decides how much
 of that it can have; 5 is the shipped default), beside the same neighbours and flood; the
-result says how many frames it took in, analysed and dropped.
+result says how many frames it took in, analysed and dropped. ``--idle-hogs N`` is the control:
+N processes spinning at SCHED_IDLE in the loaded phase (no perception needed), the cost on this
+machine of any work that runs only on what nobody else wants.
 
 A warm-up message (acknowledged, not timed) proves the ack subscription is in
 place before each phase. Reported: p50/p99 per phase and their ratio, acks
@@ -42,6 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncio
+import os
 import tempfile
 import threading
 import time
@@ -329,6 +332,16 @@ def idle_phase(count: int, fake: Any = None) -> dict[str, Any]:
         hx.cleanup()
 
 
+def idle_hog(stop: MpEvent) -> None:
+    """Spin at SCHED_IDLE until told to stop: the control for --perception (the cost of any
+    work the scheduler runs only on what nobody else wants, on this machine)."""
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    n = 0
+    while not stop.is_set():
+        for _ in range(100_000):
+            n += 1
+
+
 def perception_toml(folder: Path, rate_hz: float = 30.0) -> str:
     """The perception actor on a 1080p 30 fps video of the desk, a person, the desk, looping."""
     from tests.support import vision
@@ -347,7 +360,11 @@ def perception_toml(folder: Path, rate_hz: float = 30.0) -> str:
 
 
 def loaded_phase(
-    count: int, fake: Any = None, perception: bool = False, perception_rate: float = 30.0
+    count: int,
+    fake: Any = None,
+    perception: bool = False,
+    perception_rate: float = 30.0,
+    hogs: int = 0,
 ) -> dict[str, Any]:
     responder, name = (ECHO, "echo") if fake is None else (discord_toml(fake), "discord")
     extra = ""
@@ -367,6 +384,8 @@ def loaded_phase(
         hx.wait_state({n: "live" for n in live}, timeout=60)
         with children() as start:
             start(flood, hx.endpoints, stop, results)
+            for _ in range(hogs):
+                start(idle_hog, stop)
             time.sleep(1.0)  # the flood is flowing and stall's queues are filling
             progress(f"loaded: {count} chat messages at {RATE:g}/s beside the flood")
             out = phase("loaded", hx, count, fake)
@@ -409,6 +428,13 @@ def main() -> None:
         help="the loaded phase also runs perception on a 1080p 30 fps video at full rate",
     )
     p.add_argument(
+        "--idle-hogs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the loaded phase also runs N processes spinning at SCHED_IDLE (a control for --perception)",
+    )
+    p.add_argument(
         "--perception-rate",
         type=float,
         default=30.0,
@@ -425,6 +451,7 @@ def main() -> None:
         "responder": "discord" if args.discord else "echo",
         "perception": args.perception,
         "perception_rate_hz": args.perception_rate if args.perception else None,
+        "idle_hogs": args.idle_hogs,
     }
     if args.discord:
         from tests.support.fakediscord import FakeDiscord
@@ -437,7 +464,12 @@ def main() -> None:
     else:
         result.update(idle_phase(count))
         result.update(
-            loaded_phase(count, perception=args.perception, perception_rate=args.perception_rate)
+            loaded_phase(
+                count,
+                perception=args.perception,
+                perception_rate=args.perception_rate,
+                hogs=args.idle_hogs,
+            )
         )
     idle, loaded = result.get("idle_p99_ms"), result.get("loaded_p99_ms")
     result["loaded_over_idle_p99"] = round(loaded / idle, 2) if idle and loaded else None

@@ -40,10 +40,12 @@ from typing import Any
 
 import psutil
 
+from actors.perception.actor import WANT_LEAD_S
 from actors.perception.analysis import Analyzer, load_emotion_model
 from actors.perception.capture import Capture
 from actors.perception.eye import Eye
 from actors.perception.presence import Presence
+from actors.perception.sources import SKIPPED
 from bench._common import emit, parser, percentile, progress, summary
 from bench._lipsync import lipsync
 from tests.support import vision
@@ -72,7 +74,7 @@ class Footage:
     def open(self) -> None:
         self.next = time.monotonic()
 
-    def read(self) -> Any:
+    def read(self, want: bool = True) -> Any:
         self.next += 1 / self.fps
         delay = self.next - time.monotonic()
         if delay > 0:
@@ -80,9 +82,9 @@ class Footage:
         frame, person = self.frames[self.index % len(self.frames)]
         self.index += 1
         if person and not self._was:
-            self.appeared.append(time.time())
+            self.appeared.append(time.time())  # in the source, whether or not it is looked at
         self._was = person
-        return frame
+        return frame if want else SKIPPED
 
     def close(self) -> None:
         pass
@@ -149,7 +151,9 @@ async def live(seconds: float, fps: float, rate: float) -> dict[str, Any]:
         observation, _ = await eye.look(offload)
         if observation is not None and observation.people and len(seen) < len(footage.appeared):
             seen.append(time.time())
-        await asyncio.sleep(max(0.0, 1 / rate - (time.monotonic() - started)))
+        left = max(0.0, 1 / rate - (time.monotonic() - started))
+        eye.capture.want_at = time.monotonic() + left - WANT_LEAD_S  # as the actor does
+        await asyncio.sleep(left)
     cpu = sum(process.cpu_times()[:2]) - cpu0
     wall = time.monotonic() - wall0
     stop.set()

@@ -57,6 +57,7 @@ EVERY = "*"
 NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")  # a source's name: part of its events' topics
 TICK_S = 2.0  # the governor's CPU reading and the state's refresh
 STATE_EVERY_S = 5.0  # perception.state is republished this often when nothing changes
+WANT_LEAD_S = 0.1  # pictures are made from this long before the next look (3 frames at 30 fps)
 SWITCHES = {"camera": "camera", "screen": "screen"}  # the capability each kind of source obeys
 
 
@@ -245,6 +246,11 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
                 await self.publish(observation, key=eye.name)
             await self.preview(eye)
             left = 1.0 / self.governor.current - (time.monotonic() - started)
+            # A fresh picture ready when the next look comes, none made before (a lease for
+            # previews wants them at its own rate).
+            eye.capture.want_at = time.monotonic() + max(0.0, left) - WANT_LEAD_S
+            if any(lease[0] > time.monotonic() for lease in self.leases.values()):
+                eye.capture.want_at = 0.0
             await asyncio.sleep(max(0.01, left))
 
     def remember(self, eye: Eye) -> None:

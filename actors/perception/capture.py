@@ -1,7 +1,8 @@
 """A source's capture thread and its one-frame slot.
 
 The slot (:class:`LatestFrame`) keeps only the newest frame: a slow analysis drops frames (and
-counts them), it never queues them. A :class:`Capture` owns one source's thread: it opens the
+counts them), it never queues them. Frames come in at the source's rate, but only those the
+analysis will want (from ``want_at`` on) are made into pictures: the rest pass by unconverted. A :class:`Capture` owns one source's thread: it opens the
 source, reads it at its own pace, retries with backoff when it fails to open or stops giving
 frames, and closes it at once when paused, so the device is released (and nothing read as the
 pause came is kept). Its ``state`` and ``detail`` are what ``hexbus status`` and the indicator
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from actors.perception.sources import Frame, FrameSource, SourceError
+from actors.perception.sources import SKIPPED, Frame, FrameSource, SourceError
 
 __all__ = ["DARK_LEVEL", "Capture", "LatestFrame", "lower_priority"]
 
@@ -34,6 +35,11 @@ class LatestFrame:
         self.seq = 0
         self._taken = 0
         self.dropped = 0  # frames replaced before anyone took them
+
+    def skip(self) -> None:
+        """A frame went by that nobody was going to look at: dropped, like a replaced one."""
+        with self._cond:
+            self.dropped += 1
 
     def put(self, frame: Frame, at: float) -> None:
         with self._cond:
@@ -97,6 +103,10 @@ class Capture:
     opened: bool = False  # the device or file is held now
     released: threading.Event = field(default_factory=threading.Event)  # set while not held
     nice: int = 10  # this thread's niceness: decoding frames yields to the responder
+    # Monotonic time from which the next frame is wanted (the analysis sets it when it takes
+    # one): frames before it pass by unconverted, so a 30 fps source analysed 5 times a second
+    # makes about 5 pictures a second, not 30 (memory traffic the responder would share).
+    want_at: float = 0.0
     _dark_since: float | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -156,11 +166,15 @@ class Capture:
         """Read frames until stopped or paused (False) or the file ended (True)."""
         self._set("running", "")
         while not stop.is_set() and not self.paused.is_set():
-            frame = self.source.read()
+            frame = self.source.read(time.monotonic() >= self.want_at)
             if self.paused.is_set() or stop.is_set():
                 return False  # read as the pause came: never put in the slot
             if frame is None:
                 return True
+            if frame is SKIPPED:
+                self.frames_in += 1
+                self.slot.skip()
+                continue
             now = time.time()
             self.frames_in += 1
             self.window = self.source.window()

@@ -21,6 +21,7 @@ import msgspec
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "SKIPPED",
     "Frame",
     "FrameSource",
     "SourceError",
@@ -51,6 +52,7 @@ class SourceSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 Frame = Any  # an OpenCV BGR image (numpy uint8, height x width x 3)
+SKIPPED: Any = object()  # read(want=False): a frame passed by, not made into a picture
 
 
 def _sleep(seconds: float) -> bool:
@@ -67,8 +69,11 @@ class FrameSource(Protocol):
 
     def open(self) -> None: ...
 
-    def read(self) -> Frame | None:
-        """The next frame (paced at the source's rate); ``None``: a file ended as it should."""
+    def read(self, want: bool = True) -> Frame | None:
+        """The next frame (paced at the source's rate); ``None``: a file ended as it should.
+        ``want`` False: nobody will look at this one, so move past it without converting it
+        (:data:`SKIPPED`): a camera or a video still decodes each frame to keep its place, but
+        no picture is made, scaled or copied."""
         ...
 
     def close(self) -> None: ...
@@ -111,10 +116,15 @@ class CameraSource:
         cap.set(cv2.CAP_PROP_FPS, self.spec.fps)
         self._cap = cap
 
-    def read(self) -> Frame | None:
-        ok, frame = self._cap.read()
+    def read(self, want: bool = True) -> Frame | None:
+        gone = f"camera {self.spec.device} stopped giving frames (unplugged?)"
+        if not self._cap.grab():
+            raise SourceError(gone)
+        if not want:
+            return SKIPPED
+        ok, frame = self._cap.retrieve()
         if not ok or frame is None:
-            raise SourceError(f"camera {self.spec.device} stopped giving frames (unplugged?)")
+            raise SourceError(gone)
         return _fit(frame, self.spec.width, self.spec.height)
 
     def close(self) -> None:
@@ -168,7 +178,7 @@ class FileSource:
         self._frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._cap = cap
 
-    def read(self) -> Frame | None:
+    def read(self, want: bool = True) -> Frame | None:
         import cv2
 
         self._next = _pace(self._next, self._interval, self.pause_for)
@@ -182,15 +192,16 @@ class FileSource:
                     self._index = 0
                 image = self._images[self._index]
                 self._index += 1
+                if not want:
+                    return SKIPPED
                 frame = cv2.imread(str(image))
                 if frame is not None:
                     return _fit(frame, self.spec.width, self.spec.height)
                 self.skipped += 1
             raise SourceError(f"none of the images in {self.path} can be read")
-        ok, frame = self._cap.read()
-        if ok and frame is not None:
+        if self._cap.grab():
             self._index += 1
-            return _fit(frame, self.spec.width, self.spec.height)
+            return self._picture(want)
         if self._frames and self._index < self._frames * 0.9:
             # It said it had many more (the count is an estimate in some containers): the file
             # was cut short, or vanished, under the reader.
@@ -201,10 +212,18 @@ class FileSource:
             return None
         self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         self._index = 0
-        ok, frame = self._cap.read()
-        if not ok or frame is None:
+        if not self._cap.grab():
             raise SourceError(f"video file {self.path} cannot be read from its start again")
         self._index = 1
+        return self._picture(want)
+
+    def _picture(self, want: bool) -> Frame:
+        """The frame just grabbed, as a picture (or :data:`SKIPPED`)."""
+        if not want:
+            return SKIPPED
+        ok, frame = self._cap.retrieve()
+        if not ok or frame is None:
+            raise SourceError(f"video file {self.path} has a frame that cannot be decoded")
         return _fit(frame, self.spec.width, self.spec.height)
 
     def close(self) -> None:
@@ -255,12 +274,14 @@ class ScreenSource:
             raise SourceError(f"screen capture failed: {exc}") from None
         self._next = time.monotonic()
 
-    def read(self) -> Frame | None:
+    def read(self, want: bool = True) -> Frame | None:
         import numpy as np
 
         self._next = _pace(self._next, self._interval, self.pause_for)
         if self._next < 0:
             return None
+        if not want:
+            return SKIPPED  # a screen has no stream to keep up with: nothing is grabbed
         try:
             shot = self._mss.grab(self._mss.monitors[self.spec.monitor])
         except Exception as exc:  # mss says little when the X server went away

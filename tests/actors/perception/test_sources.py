@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +74,18 @@ def test_a_video_file_plays_loops_and_a_pause_closes_it_at_once(tmp_path: Path) 
         count = capture.frames_in
         capture.resume()
         poll_for(lambda: capture.frames_in > count and holds(video), 10, what="playing again")
+
+
+def test_frames_nobody_will_look_at_pass_by_without_becoming_pictures(tmp_path: Path) -> None:
+    vision.write_video(tmp_path / "room.avi", [vision.Shot("desk", 1.0)], fps=10)
+    capture = capture_of(SourceSpec(name="room", kind="file", path="room.avi"), tmp_path)
+    capture.want_at = time.monotonic() + 3600  # the analysis wants nothing for now
+    with running(capture):
+        poll_for(lambda: capture.frames_in > 5, 20, what="frames going by")
+        assert capture.slot.take(0, 0) is None and capture.slot.dropped == capture.frames_in
+        capture.want_at = 0.0  # a look is due: the next frame becomes a picture
+        frame, at, _ = capture.slot.take(0, 2)  # type: ignore[misc]
+        assert frame.shape == (480, 640, 3) and time.time() - at < 1.0
 
 
 def test_a_file_that_ends_without_looping_says_so(tmp_path: Path) -> None:
