@@ -94,21 +94,7 @@ def test_hexbus_chat_with_a_pipe_prints_each_reply_and_exits(hex_factory: HexFac
 
 
 def _journal_replies(hx: Hex) -> list[Reply]:
-    async def read() -> list[Reply]:
-        client = BusClient(hx.endpoints, "reader")
-        feed = client.durable(["chat.reply"], after=0, wait_ms=0)
-        found: list[Reply] = []
-        async for envelope, _ in feed:
-            if envelope is None:
-                if feed.live or feed.after >= feed.head:
-                    break
-                continue
-            if isinstance(envelope.body, Reply):
-                found.append(envelope.body)
-        await client.close()
-        return found
-
-    return asyncio.run(read())
+    return [e for e in _journal(hx, "chat.reply") if isinstance(e, Reply)]
 
 
 def test_persona_audit_runs_on_the_packaged_model_saves_reports_and_compares_them(
