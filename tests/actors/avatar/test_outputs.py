@@ -301,6 +301,7 @@ def test_quaternions_turn_her_head_the_way_the_frame_says() -> None:
         assert sum(c * c for c in quaternion(*angles)) == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # the socket buffers fill one small frame at a time: 15-35 s
 def test_a_stuck_vtube_studio_is_dropped_and_reconnected(server: VtsServer) -> None:
     vts = Vts(server)
 
