@@ -44,7 +44,7 @@ from actors.brain.serving import HANG_LIMIT, ServingRecord
 from actors.brain.sight import Sight
 from actors.brain.sink import BusReplySink, final_reply, usage_metrics, usage_report
 from actors.brain.versions import PersonaStore
-from actors.brain.vetoes import about_switches, switches
+from actors.brain.vetoes import asks_what_she_can_do, switches, veto
 from actors.brain.workers import NEWER_MESSAGE, ReplyWorkers
 from hexbus import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import Envelope, derived_id
@@ -167,9 +167,9 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.ledger.accept(envelope.id, envelope.offset, event, envelope.wall)
         if self.live:
             self.workers.kick(conv)
-        if about_switches(event.text):  # "stop messaging me first", "what can you do?"
+        if (asked := veto(event.text)) or asks_what_she_can_do(event.text):
             answer = await self.offload(
-                switches, self.bus.endpoints.control, self.capabilities, event
+                switches, self.bus.endpoints.control, self.capabilities, event, asked
             )
             await self.publish(answer, key=event.platform)
 

@@ -150,13 +150,7 @@ def switch(control: str, event: ChatMessage, asked: Veto) -> Notice:
     return Notice(channel=event.channel, platform=event.platform, kind="capability", text=text)
 
 
-def about_switches(text: str) -> bool:
-    """Whether ``text`` asks to switch something or what she may do (cheap: on the loop)."""
-    return veto(text) is not None or asks_what_she_can_do(text)
-
-
-def switches(control: str, caps: Capabilities, event: ChatMessage) -> Notice:
-    """The answer to words :func:`about_switches` found: the switch made, or the list.
-    Blocking (the supervisor is asked): run it off the loop."""
-    asked = veto(event.text)
+def switches(control: str, caps: Capabilities, event: ChatMessage, asked: Veto | None) -> Notice:
+    """The answer to a :func:`veto` (``asked``: the switch made) or to "what can you do?"
+    (``asked`` None: the list). Blocking (the supervisor is asked): run it off the loop."""
     return switch(control, event, asked) if asked is not None else capability_notice(caps, event)

@@ -11,8 +11,8 @@ their mood changed and held) and, while someone holds a ``vision.preview`` lease
 A camera source looks only while the owner's ``camera`` capability is on, and a screen source
 while ``screen`` is (``hexbus capability``): switched off, the source is released as for a
 pause, and the status line says which switch to turn on. A camera cannot tell people apart:
-one person's own "stop looking at me through the camera" shuts it for everyone. A video file or image folder is the
-owner's own footage and obeys only pauses.
+one person's own "stop looking at me through the camera" shuts it for everyone. A video file
+or image folder is the owner's own footage and obeys only pauses.
 
 ``perception.pause`` stops capture at once and releases the device (the capture thread closes
 it before its next read); the pause is kept in the snapshot, so a restart stays paused, and
@@ -58,7 +58,7 @@ NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")  # a source's name: part of its events
 TICK_S = 2.0  # the governor's CPU reading and the state's refresh
 STATE_EVERY_S = 5.0  # perception.state is republished this often when nothing changes
 WANT_LEAD_S = 0.1  # pictures are made from this long before the next look (3 frames at 30 fps)
-SWITCHES = {"camera": "camera", "screen": "screen"}  # the capability each kind of source obeys
+SWITCHED = ("camera", "screen")  # kinds of source that obey the capability of their own name
 
 
 class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
@@ -212,7 +212,7 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
     def switched_off(self, eye: Eye) -> str:
         """The capability keeping ``eye`` shut ("" when none is). A camera cannot tell who sits
         before it: one person's own "don't look at me" shuts it for everyone."""
-        switch = SWITCHES.get(eye.kind, "")
+        switch = eye.kind if eye.kind in SWITCHED else ""
         return switch if switch and not self.capabilities.allowed_for_all(switch) else ""
 
     def apply_pauses(self) -> None:
@@ -248,9 +248,9 @@ class PerceptionActor(Actor[PerceptionConfig, PerceptionMemory]):
             left = 1.0 / self.governor.current - (time.monotonic() - started)
             # A fresh picture ready when the next look comes, none made before (a lease for
             # previews wants them at its own rate).
-            eye.capture.want_at = time.monotonic() + max(0.0, left) - WANT_LEAD_S
-            if any(lease[0] > time.monotonic() for lease in self.leases.values()):
-                eye.capture.want_at = 0.0
+            now = time.monotonic()
+            leased = any(until > now for until, _ in self.leases.values())
+            eye.capture.want_at = 0.0 if leased else now + max(0.0, left) - WANT_LEAD_S
             await asyncio.sleep(max(0.01, left))
 
     def remember(self, eye: Eye) -> None:

@@ -2,11 +2,11 @@
 
 The slot (:class:`LatestFrame`) keeps only the newest frame: a slow analysis drops frames (and
 counts them), it never queues them. Frames come in at the source's rate, but only those the
-analysis will want (from ``want_at`` on) are made into pictures: the rest pass by unconverted. A :class:`Capture` owns one source's thread: it opens the
-source, reads it at its own pace, retries with backoff when it fails to open or stops giving
-frames, and closes it at once when paused, so the device is released (and nothing read as the
-pause came is kept). Its ``state`` and ``detail`` are what ``hexbus status`` and the indicator
-show.
+analysis will want (from ``want_at`` on) are made into pictures: the rest pass by unconverted.
+A :class:`Capture` owns one source's thread: it opens the source, reads it at its own pace,
+retries with backoff when it fails to open or stops giving frames, and closes it at once when
+paused, so the device is released (and nothing read as the pause came is kept). Its ``state``
+and ``detail`` are what ``hexbus status`` and the indicator show.
 """
 
 from __future__ import annotations

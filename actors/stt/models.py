@@ -143,7 +143,7 @@ def int8_saturates() -> bool:
     """Whether onnxruntime's fused int8 kernels lose accuracy on this CPU: on x86-64 without
     VNNI they multiply u8 by s8 with an instruction (vpmaddubsw) whose sums saturate. Smart
     Turn's verdicts then move by up to 0.55 (JFK's pause after "ask not": 0.30 becomes 0.52, a
-    turn ended mid-sentence; tests/actors/stt/test_models.py compares with the unoptimised
+    turn ended mid-sentence; tests/actors/stt/test_turn.py compares with the unoptimised
     model). With VNNI (avx512_vnni, avx_vnni), or off x86, the fused kernels are exact enough."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False

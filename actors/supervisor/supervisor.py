@@ -482,7 +482,7 @@ class Supervisor:
         if not request.capability:
             table = caps.table(request.person)
             return ControlReply(ok=True, data={"capabilities": table, "version": caps.version})
-        before = caps.to_json()
+        before, version = caps.to_json(), caps.version
         try:
             line = caps.set(
                 request.capability,
@@ -493,7 +493,7 @@ class Supervisor:
             )
         except SwitchRefused as exc:
             return ControlReply(ok=False, error=str(exc))
-        if caps.to_json() == before:
+        if caps.version == version:  # nothing to change (already so)
             return ControlReply(ok=True, message=line, data={"version": caps.version})
         try:
             caps.save(self.data_dir)
