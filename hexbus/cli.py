@@ -195,11 +195,10 @@ def cmd_capability(args: argparse.Namespace) -> None:
         print(f"what Hex may do{whom} (`hexbus capability enable|disable NAME`):")
         for r in rows:
             mark = "on " if r["enabled"] else "off"
-            note = (
-                ""
-                if r["enabled"] == r["default"]
-                else " (default " + ("on)" if r["default"] else "off)")
-            )
+            # Against the default only where an owner set it: "speak_first.web" off because
+            # speak_first is off is not a change from its own default.
+            changed = r["set_by"] and r["enabled"] != r["default"]
+            note = f" (default {'on' if r['default'] else 'off'})" if changed else ""
             people = ", ".join(f"{p} {'on' if v else 'off'}" for p, v in r["people"].items())
             extra = f"; {people}" if people and not args.person else ""
             print(f"  {mark}  {r['name']:<{width}}  {r['description']}{note}{extra}")

@@ -27,11 +27,11 @@ CAPABILITIES: Final = (
         name="answer", default=True, description="answer people in the channels and DMs she is set up for"
     ),
     Capability(
-        name="speak_first", default=False, description="start a conversation on her own (each platform below too)"
+        name="speak_first", default=False, description="start a conversation on her own (where that platform's switch is on too)"
     ),
-    Capability(name="speak_first.discord", default=True, description="... in Discord DMs and channels"),
-    Capability(name="speak_first.web", default=True, description="... on the local page"),
-    Capability(name="speak_first.voice", default=True, description="... aloud, in a call she is in"),
+    Capability(name="speak_first.discord", default=True, description="start conversations in Discord DMs and channels"),
+    Capability(name="speak_first.web", default=True, description="start conversations on the local page"),
+    Capability(name="speak_first.voice", default=True, description="start conversations aloud, in a call she is in"),
     Capability(name="join_voice", default=True, description="join a voice call when someone asks her to"),
     Capability(name="camera", default=False, description="look through the webcam (faces, mood, presence)"),
     Capability(name="screen", default=False, description="look at the screen and the active window's title"),

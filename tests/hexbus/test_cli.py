@@ -248,6 +248,8 @@ def test_capability_switches_are_listed_set_refused_kept_and_announced(
     by_name = {c["name"]: c for c in listed}
     assert by_name["camera"]["enabled"] is False and by_name["answer"]["enabled"] is True
     assert all({"name", "enabled", "default", "description"} <= set(c) for c in listed)
+    # Off under an off parent is not "off against its default": no note until an owner sets one.
+    assert "(default" not in hx.cli("capability", "list").stdout
     out = hx.cli("capability", "enable", "speak_first")
     assert out.returncode == 0 and out.stdout.strip() == "speak_first is on for everyone"
     announced = asyncio.run(first_durable(hx, "capability.changed"))
@@ -260,6 +262,7 @@ def test_capability_switches_are_listed_set_refused_kept_and_announced(
     assert {c["name"]: c["enabled"] for c in mine}["speak_first.discord"] is False
     text = hx.cli("capability", "list").stdout
     assert "on   speak_first " in text and "ana off" in text, text
+    assert "(default off)" in next(line for line in text.splitlines() if " speak_first " in line)
 
     # An interface asking for someone who is not an owner: only their own "off".
     def ask(**fields: object) -> object:
