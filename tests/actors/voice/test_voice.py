@@ -443,30 +443,32 @@ def test_speakers_are_independent_one_long_utterance_never_holds_up_another(
             )
             await a.start()
             await b.start()
-            talking = asyncio.get_running_loop().create_task(
-                a.stream(samples, rate)
-            )  # real time: ~10 s
-            short_samples, short_rate = read_wav(short)
-            await b.stream(short_samples, short_rate)
-            await heard.wait(
-                lambda: [u for u in heard.of(Utterance) if u.person_id == "bo" and u.text],
-                30,
-                "Bo's transcript",
-            )
-            bo_done = time.time()
-            await talking
-            await heard.wait(
-                lambda: [
-                    u
-                    for u in heard.of(Utterance)
-                    if u.person_id == "ana" and "bench" in u.text.lower()
-                ],
-                60,
-                "Ana's transcript, to the end of her sentence",
-            )
-            ana_ended = [s for s in heard.of(Segment) if s.person_id == "ana"]
-            await a.close()
-            await b.close()
+            try:
+                talking = asyncio.get_running_loop().create_task(
+                    a.stream(samples, rate)
+                )  # real time: ~10 s
+                short_samples, short_rate = read_wav(short)
+                await b.stream(short_samples, short_rate)
+                await heard.wait(
+                    lambda: [u for u in heard.of(Utterance) if u.person_id == "bo" and u.text],
+                    30,
+                    "Bo's transcript",
+                )
+                bo_done = time.time()
+                await talking
+                await heard.wait(
+                    lambda: [
+                        u
+                        for u in heard.of(Utterance)
+                        if u.person_id == "ana" and "bench" in u.text.lower()
+                    ],
+                    60,
+                    "Ana's transcript, to the end of her sentence",
+                )
+                ana_ended = [s for s in heard.of(Segment) if s.person_id == "ana"]
+            finally:  # closed on a failure too: no socket left to the collector
+                await a.close()
+                await b.close()
             return heard, bo_done - ana_ended[0].speech_end
 
     heard, bo_after_ana_ended = asyncio.run(run())
