@@ -381,12 +381,17 @@ class VoiceCommands(
     @app_commands.command(name="leave", description="Hex leaves the voice channel")
     async def leave(self, interaction: Interaction) -> None:
         guild_id = interaction.guild.id if interaction.guild is not None else None
-        if not await self.host.voice_links.leave(guild_id):
+        links = self.host.voice_links
+        if not links.joined(guild_id):
+            await links.leave(guild_id)  # not to be rejoined after a restart either
             await interaction.response.send_message(
                 "I'm not in a voice channel here.", ephemeral=True
             )
             return
-        await interaction.response.send_message("Left the voice channel.")
+        # Leaving can wait out a join in flight: answered within Discord's 3 s all the same.
+        await interaction.response.defer(thinking=True)
+        await links.leave(guild_id)
+        await interaction.followup.send("Left the voice channel.")
 
 
 class SuggestionButton(

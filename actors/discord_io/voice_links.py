@@ -67,9 +67,16 @@ class VoiceLinks:
         self.state_changed = state_changed
         self.problem = problem  # why voice cannot work here ("" when it can), said to whoever asks
         self.links: dict[int, Link] = {}  # guild id → its link
+        # guild id → done when its dial ends: a leave during a (re)join waits for it, so the
+        # link it makes is left too, not kept after "Left the voice channel".
+        self.dialing: dict[int, asyncio.Future[None]] = {}
 
     def linked(self, guild_id: int) -> bool:
         return guild_id in self.links
+
+    def joined(self, guild_id: int | None) -> bool:
+        """In a voice channel of that guild, or on the way in."""
+        return guild_id is not None and (guild_id in self.links or guild_id in self.dialing)
 
     async def connect(self, guild_id: int, channel_id: int) -> Link:
         """Connect (or move) to a voice channel and start hearing its members."""
@@ -80,7 +87,13 @@ class VoiceLinks:
             # Another channel: leave, then join (discord.py 2.7's move_to can stall its UDP
             # reader for 30 s).
             await self.disconnect(guild_id, forget=False)
-        call = await self.discord.dial(channel_id, timeout=self.config.voice_connect_timeout_s)
+        dialed = asyncio.get_running_loop().create_future()
+        self.dialing[guild_id] = dialed
+        try:
+            call = await self.discord.dial(channel_id, timeout=self.config.voice_connect_timeout_s)
+        finally:
+            del self.dialing[guild_id]
+            dialed.set_result(None)
         link = Link(guild_id=guild_id, channel_id=channel_id, call=call)
 
         def on_audio(user_id: int, name: str, pcm16: bytes, rate: int) -> None:
@@ -139,12 +152,15 @@ class VoiceLinks:
             self.state_changed(now=True)
 
     async def leave(self, guild_id: int | None) -> bool:
-        """Leave the guild's voice channel for good; False if Hex was in none there."""
-        if guild_id is None or guild_id not in self.links:
-            self.forget(guild_id)
+        """Leave the guild's voice channel for good (not to be rejoined), waiting out a join in
+        flight; False if Hex was in none there."""
+        joined = self.joined(guild_id)
+        if guild_id is None:
             return False
+        if guild_id in self.dialing:
+            await asyncio.shield(self.dialing[guild_id])
         await self.disconnect(guild_id, forget=True)
-        return True
+        return joined
 
     async def rejoin(self) -> None:
         """After a reconnect or restart: back into the channels Hex was asked into, if anyone is

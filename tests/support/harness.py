@@ -141,7 +141,12 @@ class Hex:
         return poll_for(check, timeout, what=f"{name} live again in a new process")
 
     def pid(self, name: str) -> int:
-        return int(self.status()[name]["pid"])
+        """The actor's pid; a supervisor busy past status's 2 s (a loaded machine) is asked again."""
+        return int(
+            poll_for(
+                lambda: self.status().get(name, {}).get("pid"), 30, what=f"{name}'s pid in status"
+            )
+        )
 
     def cli(
         self, *args: str, timeout: float = 30, input: str | None = None

@@ -146,6 +146,27 @@ def test_no_rejoin_where_voice_cannot_work_and_leave_says_whether_hex_was_there(
     run(scenario)
 
 
+def test_a_leave_during_a_rejoin_waits_for_it_and_leaves_the_channel_it_made() -> None:
+    async def scenario(h: ActorHarness[DiscordActor], d: MemoryDiscord) -> None:
+        links = h.actor.voice_links
+        h.state.voice = {str(GUILD): ROOM}
+        dialed = d.hold("dial")
+        rejoining = asyncio.ensure_future(links.rejoin())
+        while not d.requests:
+            await asyncio.sleep(0)
+        assert links.joined(GUILD) and not links.linked(GUILD)  # connected at Discord's end
+        leaving = asyncio.ensure_future(links.leave(GUILD))
+        await asyncio.sleep(0.05)
+        assert not leaving.done()
+        dialed.set()
+        assert await leaving
+        await rejoining
+        assert not links.linked(GUILD) and not h.state.voice
+        assert [c.connected for c in d.calls] == [False]
+
+    run(scenario)
+
+
 def test_a_graceful_stop_leaves_every_channel_but_remembers_them_for_the_next_start() -> None:
     async def scenario(h: ActorHarness[DiscordActor], d: MemoryDiscord) -> None:
         links = h.actor.voice_links

@@ -237,18 +237,24 @@ def test_strangers_are_refused_and_a_stalled_tab_never_slows_another(
         page = open_page(browser, hx)
         page.click("#new-conversation")  # another tab's chat, while "main" floods the stalled one
         until(page, "hex.conversation === 'chat-2'", 10)
-        # (In a thread of its own: Playwright's sync API keeps an event loop in this one.)
-        with ThreadPoolExecutor(1) as pool:
+
+        def learns_why() -> str:
+            """Dropped, the stalled tab learns why (its queue held only the notice): read at once,
+            as a tab that wakes up would, within the grace the notice gets before the close."""
+            poll_for(lambda: "web.client_dropped" in hx.log(), 60, what="the stalled tab dropped")
+            while (frame := json.loads(stalled.recv(timeout=10)))["t"] != "dropped":
+                pass
+            return str(frame["text"])
+
+        # (In threads of their own: Playwright's sync API keeps an event loop in this one.)
+        with ThreadPoolExecutor(2) as pool:
             flood = pool.submit(asyncio.run, flood_chunks(hx, "owner/main", 6000))
+            told = pool.submit(learns_why)
             say(page, "still there?")
             assert final(page, 1).get_attribute("data-status") == "complete"
             flood.result(60)
-        poll_for(lambda: "web.client_dropped" in hx.log(), 20, what="the stalled tab dropped")
+            assert "fell 64 messages behind" in told.result(60)
         assert page.evaluate("hex.dropped") is None and hx.log().count("web.client_dropped") == 1
-        # Dropped, it learns why (its queue held only the notice) and is closed.
-        while (frame := json.loads(stalled.recv(timeout=10)))["t"] != "dropped":
-            pass
-        assert "fell 64 messages behind" in frame["text"]
 
 
 async def flood_chunks(hx: Hex, channel: str, n: int) -> None:
