@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from schemas.autonomy import AutonomyReport, AutonomyWhy, WhyLine
 from schemas.base import Event
 from schemas.brain import (
     BackendState,
@@ -188,6 +189,8 @@ AnyEvent = (
     | AudioOut
     | Speaking
     | CapabilityChanged
+    | AutonomyWhy
+    | AutonomyReport
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__
@@ -226,6 +229,8 @@ __all__ = [
     "Attachment",
     "AudioFrame",
     "AudioOut",
+    "AutonomyReport",
+    "AutonomyWhy",
     "BackendState",
     "BargeIn",
     "BrainTask",
@@ -314,6 +319,7 @@ __all__ = [
     "Utterance",
     "VisionFrame",
     "VisionMoment",
+    "WhyLine",
     "delivery_of",
     "privileged",
     "tag_of",

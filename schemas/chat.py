@@ -37,6 +37,9 @@ class ChatMessage(Event, frozen=True, kw_only=True, tag="chat.message"):
     # Discord only: taken by a catch-up after an outage or a restart, in order, so everything
     # missed in its channel up to this message was taken with it (a summary) or before it.
     catch_up: bool = False
+    # Hex speaks first (the autonomy actor): why, for the prompt; ``text`` then says what about
+    # (the dated fact, her thought), never words of the person's, and no turn of theirs is kept.
+    initiative: str = ""
 
 
 class ChatAck(Event, frozen=True, kw_only=True, tag="chat.ack"):

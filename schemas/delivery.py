@@ -57,6 +57,7 @@ DELIVERY: dict[str, Delivery] = {
     "tts": Delivery.VOLATILE,  # speaking / stopped
     "metrics": Delivery.VOLATILE,
     "capability": Delivery.DURABLE,  # the owner's switches: an actor must never miss one
+    "autonomy": Delivery.VOLATILE,  # request/response: what waits to be said first, and why
     "probe.durable": Delivery.DURABLE,
     "probe.volatile": Delivery.VOLATILE,
 }

@@ -30,13 +30,28 @@ class Held(msgspec.Struct, frozen=True, kw_only=True):
     dropped: bool = False  # expired or cancelled: it will not be tried again
 
 
+class Book(msgspec.Struct, kw_only=True):
+    """An agenda's contents, as the autonomy actor's snapshot keeps them."""
+
+    waiting: dict[str, Opening] = {}
+    held: dict[str, Held] = {}  # candidate id -> its latest verdict
+    gone: list[Held] = []  # dropped ones, newest last
+    done: dict[str, float] = {}  # ids sent or dropped -> until when they are remembered
+
+
 class Agenda:
-    def __init__(self, governor: Gatekeeper) -> None:
+    def __init__(self, governor: Gatekeeper, book: Book | None = None) -> None:
         self.governor = governor
-        self.waiting: dict[str, Opening] = {}
-        self.held: dict[str, Held] = {}  # candidate id -> its latest verdict
-        self.gone: deque[Held] = deque(maxlen=WHY_KEPT)  # dropped ones, newest last
-        self.done: dict[str, float] = {}  # ids sent or dropped -> until when they are remembered
+        self.book = book if book is not None else Book()
+        self.waiting = self.book.waiting
+        self.held = self.book.held
+        self.gone: deque[Held] = deque(self.book.gone, maxlen=WHY_KEPT)
+        self.done = self.book.done
+
+    def save(self) -> Book:
+        """The contents to snapshot (the same containers, and the dropped ones as a list)."""
+        self.book.gone = list(self.gone)
+        return self.book
 
     def offer(self, c: Opening) -> bool:
         """Queue ``c`` unless it is waiting already, or was sent or dropped (its id: triggers
@@ -50,7 +65,7 @@ class Agenda:
         """Drop what waits (for one person, or everyone): a switch went off."""
         out = [c for c in self.waiting.values() if person_id in (None, c.person_id)]
         for c in out:
-            self._drop(c, reason, now)
+            self.drop(c, reason, now)
         return out
 
     def take(
@@ -69,7 +84,7 @@ class Agenda:
         for c in order:
             person = people.setdefault(c.person_id, Person())
             if now >= c.expires:
-                self._drop(c, "expired", now)
+                self.drop(c, "expired", now)
                 continue
             if any(o.person_id == c.person_id for o in out):
                 self.held[c.id] = Held(
@@ -118,9 +133,10 @@ class Agenda:
 
     def forget_done(self, now: float) -> None:
         """Forget ids whose candidates would have expired anyway."""
-        self.done = {k: v for k, v in self.done.items() if v > now}
+        for k in [k for k, v in self.done.items() if v <= now]:
+            del self.done[k]
 
-    def _drop(self, c: Opening, reason: str, now: float) -> None:
+    def drop(self, c: Opening, reason: str, now: float) -> None:
         self.done[c.id] = c.expires
         self.waiting.pop(c.id, None)
         self.held.pop(c.id, None)

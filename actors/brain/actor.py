@@ -159,15 +159,16 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             await self.give_up_on(envelope.id, event, problem, "failed")
             return
         if self.ledger.is_quiet(event) and not event.direct:
-            # Heard, not answered: its final reply says so (cancelled, no text), so a client
-            # waiting on it (hexbus chat) is not left hanging.
+            # Heard, not answered: its final reply says so (cancelled, no text) to whoever waits.
             self.ledger.hear(conv, envelope.id, event)
             await self.give_up_on(envelope.id, event, "", "cancelled")
             return
         self.ledger.accept(envelope.id, envelope.offset, event, envelope.wall)
         if self.live:
             self.workers.kick(conv)
-        if (asked := veto(event.text)) or asks_what_she_can_do(event.text):
+        if not event.initiative and (
+            (asked := veto(event.text)) or asks_what_she_can_do(event.text)
+        ):
             answer = await self.offload(
                 switches, self.bus.endpoints.control, self.capabilities, event, asked
             )
@@ -177,8 +178,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     async def on_reply(self, event: Reply) -> None:
         self.owed.pop(event.reply_to, None)
         for piece in self.ledger.reply_seen(event.reply_to, event.merged):
-            # A brain that stopped between a merged turn's replies (its worker publishes them
-            # itself while it is in flight): the pieces' own are owed.
+            # Stopped between a merged turn's replies (its worker publishes them): theirs are owed.
             if self.workers.inflight.get(conversation_of(event)) != event.reply_to:
                 await self.settle(piece.event_id, piece.message, merged_into=event.reply_to)
 

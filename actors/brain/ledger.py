@@ -188,7 +188,10 @@ class Ledger:
                 del conversations[name]
 
     def hear(self, conversation: str, event_id: str, message: ChatMessage) -> None:
-        """The message joins the conversation's turns (heard, whether or not it is answered)."""
+        """The message joins the conversation's turns (heard, whether or not it is answered);
+        Hex's own initiative is no turn of the person's."""
+        if message.initiative:
+            return
         self.conversation(conversation).turns.append(
             TurnRecord(
                 role="user",
@@ -287,7 +290,7 @@ class Ledger:
     def account(self, message: ChatMessage, outcome: ReplyOutcome, persona: Persona) -> None:
         now = self.clock()
         rel = self.relationship(message.person_id, persona)
-        if outcome.status == "complete":
+        if outcome.status == "complete" and not message.initiative:
             points = connection_points(message.text, persona)
             if changed := update_relationship(rel, points, persona, now=now):
                 log.info("brain.relationship_phase", person=message.person_id, phase=changed)

@@ -206,8 +206,22 @@ def compose(
 ) -> tuple[list[ChatTurn], int]:
     """The chat turns that answer ``message`` and the reply's token cap: the persona's rules for
     this person and this moment (a denial drawn from ``rng``, care owed, quiet, crisis), then
-    every section within its budget."""
+    every section within its budget. Hex's own initiative gets the reason she speaks first in
+    place of the person's words (:func:`opening`)."""
     text = message.text
+    if message.initiative:
+        return build(
+            persona=system_prompt(persona, rel, deny_now=False, care_owed=care_owed(rel, persona)),
+            profile=profile,
+            memories=memories,
+            observation=observation,
+            summary=summary,
+            turns=turns,
+            message=opening(message, persona.name),
+            speaker=message.display_name or message.person_id,
+            budgets=budgets,
+            count=count,
+        )
     persona_text = system_prompt(
         persona,
         rel,
@@ -228,6 +242,18 @@ def compose(
         speaker=message.display_name or message.person_id,
         budgets=budgets,
         count=count,
+    )
+
+
+def opening(message: ChatMessage, name: str) -> str:
+    """The instruction that stands for the person's words when Hex speaks first."""
+    who = message.display_name or "them"
+    about = f" It is about: {_squash(message.text)}." if message.text.strip() else ""
+    return (
+        f"[{who} has not written; {name} starts the conversation. Why now: "
+        f"{_squash(message.initiative)}.{about} Write the message {name} sends {who}: short and "
+        "natural, in character, at most one question. Never say that anything reminded or "
+        "asked you to write.]"
     )
 
 

@@ -138,9 +138,15 @@ class ReplyWorkers:
 
 def split_turn(waiting: list[PendingMessage]) -> tuple[list[PendingMessage], list[PendingMessage]]:
     """``waiting`` (oldest first) as (superseded, turn): the turn is the newest message and every
-    pending piece before it from the same person; what others said before it is superseded."""
-    person = waiting[-1].message.person_id
+    pending piece before it from the same person; what others said before it is superseded.
+    Hex's own initiative is a turn of its own, and the person's words supersede it."""
+    last = waiting[-1].message
     start = len(waiting) - 1
-    while start > 0 and waiting[start - 1].message.person_id == person:
+    while (
+        start > 0
+        and not last.initiative
+        and not waiting[start - 1].message.initiative
+        and waiting[start - 1].message.person_id == last.person_id
+    ):
         start -= 1
     return waiting[:start], waiting[start:]

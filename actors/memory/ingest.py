@@ -77,7 +77,11 @@ class Ingest:
     def message(
         self, event: ChatMessage, *, event_id: str, at: float, offset: int | None
     ) -> list[Memory]:
-        """A person's chat message: the turn, the person, and the turn as an episodic memory."""
+        """A person's chat message: the turn, the person, and the turn as an episodic memory.
+        Hex's own initiative is none of theirs: her reply to it is kept, as any reply of hers."""
+        if event.initiative:
+            self.bank.commit_offset(offset)
+            return []
         turn = live_turn(event, event_id=event_id, at=at, speaker=event.display_name, role="user")
         earlier = self.store.turns.latest(turn.conversation, limit=BEFORE, before=at)
         episodes = self.episodes([turn], moments([turn], earlier))

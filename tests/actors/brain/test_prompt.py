@@ -108,3 +108,37 @@ def test_the_denial_is_drawn_from_the_seeded_generator(persona: Persona) -> None
     drawn = {prompt(persona, "you're cute", seed=seed)[0] for seed in range(20)}
     assert len(drawn) == 2  # the stranger phase denies most times, not every time
     assert prompt(persona, "you're cute", seed=3) == prompt(persona, "you're cute", seed=3)
+
+
+def test_her_initiative_asks_for_an_opening_with_its_reason_not_for_an_answer(
+    persona: Persona,
+) -> None:
+    history = [
+        TurnRecord(role="user", text="My exam is tomorrow."),
+        TurnRecord(role="assistant", text="Good luck."),
+    ]
+    opening = ChatMessage(
+        platform="discord",
+        person_id="ana",
+        display_name="Ana",
+        channel="c1",
+        text="My exam is tomorrow.",
+        initiative="their exam (tomorrow) has happened: ask how it went",
+    )
+    turns, _ = compose(
+        opening,
+        persona=persona,
+        rel=new_relationship("ana", persona),
+        rng=random.Random(1),
+        budgets=Budgets(),
+        count=words,
+        profile="",
+        memories=[],
+        observation="",
+        summary="",
+        turns=history,
+    )
+    assert [t.role for t in turns[1:]] == ["user", "assistant", "user"]
+    last = turns[-1].content
+    assert "Ana has not written" in last and f"{persona.name} starts the conversation" in last
+    assert "ask how it went" in last and "It is about: My exam is tomorrow." in last

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import msgspec
+
 from actors.brain.config import BrainState, PendingMessage
 from actors.brain.ledger import Ledger
 from actors.brain.reply import ReplyStatus
@@ -258,3 +260,20 @@ def test_split_turn_keeps_the_last_persons_run_of_pieces() -> None:
     assert [p.event_id for p in superseded] == ["m1", "m2"]
     assert [p.event_id for p in turn] == ["m3", "m4"]
     assert split_turn(waiting[:1]) == ([], waiting[:1])
+
+
+def test_her_own_initiative_is_a_turn_of_its_own_and_the_persons_words_supersede_it() -> None:
+    def pending(i: int, initiative: str = "") -> PendingMessage:
+        m = msgspec.structs.replace(message(str(i)), initiative=initiative)
+        return PendingMessage(event_id=f"m{i}", offset=i, message=m)
+
+    # Ana wrote while Hex's opening to her waited: Ana is answered, the opening is dropped.
+    superseded, turn = split_turn([pending(1, initiative="a dated event"), pending(2), pending(3)])
+    assert [p.event_id for p in superseded] == ["m1"] and [p.event_id for p in turn] == ["m2", "m3"]
+    # The opening came after pieces of Ana's still waiting: it never speaks for them.
+    superseded, turn = split_turn([pending(1), pending(2, initiative="a long silence")])
+    assert [p.event_id for p in superseded] == ["m1"] and [p.event_id for p in turn] == ["m2"]
+    # And no turn of Ana's is kept for it.
+    ledger = Ledger(BrainState())
+    ledger.hear("console:c1", "m2", pending(2, initiative="a long silence").message)
+    assert not ledger.conversation("console:c1").turns

@@ -7,6 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from actors.memory.bank import Refused
@@ -66,6 +67,19 @@ def test_hexs_own_reply_is_history_never_memory(parts: Parts) -> None:
     cancelled = Reply(reply_to="e2", channel="c1", text="half a", status="cancelled")
     assert parts.ingest.reply(cancelled, event_id="r2", at=AT, offset=4) is False
     assert parts.store.counts()["turns"] == 1 and parts.store.applied_offset == 4
+
+
+def test_her_own_initiative_is_no_turn_of_the_persons_and_her_message_is_kept(
+    parts: Parts,
+) -> None:
+    opening = msgspec.structs.replace(
+        message("My exam is tomorrow"), initiative="their exam has happened: ask how it went"
+    )
+    assert parts.ingest.message(opening, event_id="e1", at=AT, offset=1) == []
+    assert parts.store.counts()["turns"] == 0 and parts.store.applied_offset == 1
+    said = Reply(reply_to="e1", channel="c1", text="So? How did the exam go?", platform="console")
+    assert parts.ingest.reply(said, event_id="r1", at=AT + 1, offset=2)
+    assert [t.role for t in parts.store.turns.latest("console:c1")] == ["assistant"]
 
 
 def test_redoing_a_message_doubles_nothing(parts: Parts) -> None:

@@ -1,0 +1,273 @@
+"""The autonomy actor: Hex speaks first when it fits, and never when it should not.
+
+It listens to what people say (``chat.message``: who talks with her and how often, where to
+reach them, the dated events they mention), to how they seem (``chat.meta``), to quiet mode
+(``brain.quiet``), to the camera (``vision.moment``: someone back at the desk) and to the
+owner's switches (``capability.changed``). From these its triggers (:mod:`triggers`) queue
+candidate messages, each with a reason and an expiry, on an agenda; every ``tick_s`` the
+governor (:mod:`governor`, deterministic, outside the model) says which may go now, at most one
+a person. One that may becomes a ``chat.message`` whose ``initiative`` is the reason: the brain
+writes the words, the platform delivers them, memory keeps them like any reply of hers.
+
+Everything held back keeps its latest reason ("quiet hours until 08:00"), answered to
+``autonomy.why`` (``hexbus autonomy why``). Speaking first is off unless the owner switches
+``speak_first`` on; switched off (for everyone, or by one person), what waits is dropped at
+once. A candidate's message has an id derived from the candidate, so a restart between sending
+and snapshotting never says it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+import msgspec
+import structlog
+
+from actors.autonomy import triggers
+from actors.autonomy.agenda import Agenda, Held
+from actors.autonomy.config import SENT_KEPT, AutonomyConfig, AutonomyState, Reach
+from actors.autonomy.governor import Gatekeeper, Opening, Person, zone
+from hexbus import Actor, on
+from hexbus.codec import derived_id
+from schemas import (
+    CAPABILITIES,
+    AutonomyReport,
+    AutonomyWhy,
+    CapabilityChanged,
+    ChatMessage,
+    QuietMode,
+    ReplyMeta,
+    VisionMoment,
+    WhyLine,
+)
+
+log = structlog.get_logger("actors.autonomy")
+
+SWITCHES = frozenset(c.name for c in CAPABILITIES)
+
+
+def line(c: Opening | None, held: Held, *, verdict: str | None = None) -> WhyLine:
+    return WhyLine(
+        candidate=held.candidate,
+        person_id=held.person_id,
+        kind=held.kind,
+        reason=c.reason if c is not None else "",
+        verdict=held.reason if verdict is None else verdict,
+        at=held.at,
+        until=held.until,
+        dropped=held.dropped,
+    )
+
+
+class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
+    subscribes: ClassVar[tuple[str, ...]] = (
+        "chat.message",
+        "chat.meta",
+        "brain.quiet",
+        "vision.moment",
+        "capability.changed",
+        "autonomy.why",
+    )
+    config_type = AutonomyConfig
+    state_type = AutonomyState
+
+    clock: Callable[[], float] = staticmethod(time.time)  # unix s: the real one
+
+    async def setup(self) -> None:
+        self.governor = Gatekeeper(self.config.pacing)
+        self.agenda = Agenda(self.governor, self.state.book)
+        self.detail = self.describe()
+
+    def now(self) -> float:
+        return self.clock() + self.config.clock_offset_s
+
+    def person(self, pid: str) -> Person:
+        found = self.state.people.get(pid)
+        if found is None:
+            settings = self.config.people.get(pid)
+            found = self.state.people[pid] = Person(
+                timezone=settings.timezone if settings else "",
+                quiet=settings.quiet if settings else None,
+            )
+        return found
+
+    def tz(self, pid: str) -> str:
+        return self.person(pid).timezone or self.config.pacing.timezone
+
+    def switch(self, c: Opening) -> bool:
+        name = f"speak_first.{c.platform}"
+        return name in SWITCHES and self.capabilities.allowed(name, c.person_id)
+
+    def describe(self) -> str:
+        on = self.capabilities.allowed_for_all("speak_first")
+        return f"{len(self.agenda.waiting)} waiting" + ("" if on else "; speak_first is off")
+
+    # -- what people say ----------------------------------------------------------------
+
+    def at(self) -> float:
+        """The handled event's time on her clock: now, or when it was published (a replay)."""
+        envelope = self.envelope
+        if self.live or envelope is None or not envelope.wall:
+            return self.now()
+        return envelope.wall + self.config.clock_offset_s
+
+    @on(ChatMessage)
+    async def on_message(self, event: ChatMessage) -> None:
+        if event.initiative:
+            return  # her own
+        now, pid = self.at(), event.person_id
+        person = self.person(pid)
+        person.heard(now)
+        local = dt.datetime.fromtimestamp(now, zone(self.tz(pid)))
+        self.state.habits.setdefault(pid, triggers.Habit()).wrote(local)
+        if event.platform != "console":  # a terminal session is gone when it ends
+            self.state.reach[pid] = Reach(
+                platform=event.platform, channel=event.channel, display_name=event.display_name
+            )
+        for c in triggers.due(
+            pid,
+            event.text,
+            now,
+            self.tz(pid),
+            self.config.triggers,
+            platform=event.platform,
+            channel=event.channel,
+        ):
+            if self.agenda.offer(c):
+                log.info("autonomy.queued", candidate=c.id, kind=c.kind, reason=c.reason)
+        self.state_changed()
+
+    @on(ReplyMeta)
+    async def on_meta(self, event: ReplyMeta) -> None:
+        now = self.at()
+        person = self.person(event.person_id)
+        if event.profile.sentiment:
+            person.mood, person.mood_at = event.profile.sentiment, now
+        reach = self.state.reach.get(event.person_id)
+        if reach is not None:
+            c = triggers.thought(
+                event.person_id,
+                event.emotion,
+                now,
+                self.config.triggers,
+                platform=reach.platform,
+                channel=reach.channel,
+            )
+            if c is not None:
+                self.agenda.offer(c)
+        self.state_changed()
+
+    @on(QuietMode)
+    async def on_quiet(self, event: QuietMode) -> None:
+        if event.scope == "person":
+            self.person(event.target).quiet_mode_until = event.until
+            self.state_changed()
+
+    @on(VisionMoment)
+    async def on_moment(self, event: VisionMoment) -> None:
+        pid = self.config.desk
+        if not pid or event.change == "emotion":
+            return
+        self.person(pid).present = event.change == "arrived"
+        reach = self.state.reach.get(pid)
+        if event.change == "arrived" and event.away_s and reach is not None:
+            c = triggers.arrival(
+                pid, event.away_s, self.at(), self.config.triggers, platform=reach.platform
+            )
+            if c is not None:
+                self.agenda.offer(msgspec.structs.replace(c, channel=reach.channel))
+        self.state_changed()
+
+    @on(CapabilityChanged)
+    async def on_capability(self, event: CapabilityChanged) -> None:
+        # The base class has applied the newer switches: what may no longer go is dropped now.
+        now = self.now()
+        for c in list(self.agenda.waiting.values()):
+            if not self.switch(c):
+                self.agenda.drop(c, f"speaking first was switched off ({c.platform})", now)
+        self.detail = self.describe()
+        self.state_changed()
+
+    @on(AutonomyWhy)
+    async def on_why(self, event: AutonomyWhy) -> None:
+        pid = event.person_id or None
+        lines = tuple(line(c, held) for c, held in self.agenda.why(pid))
+        sent = tuple(s for s in reversed(self.state.sent) if pid in (None, s.person_id))
+        await self.respond(AutonomyReport(now=self.now(), lines=lines, sent=sent))
+
+    # -- the agenda ------------------------------------------------------------------------
+
+    async def on_live(self) -> None:
+        self.spawn(self.rounds(), name="rounds")
+
+    async def rounds(self) -> None:
+        while True:
+            await self.round()
+            await asyncio.sleep(self.config.tick_s)
+
+    async def round(self) -> None:
+        now = self.now()
+        pacing = self.config.pacing
+        for pid in list(self.state.people):
+            person = self.person(pid)
+            person.settle(now, pacing)
+            reach = self.state.reach.get(pid)
+            if reach is None:
+                continue
+            for c in (
+                triggers.followup(
+                    pid, person, now, pacing.followup_after_s, platform=reach.platform
+                ),
+                triggers.silence(
+                    pid,
+                    person,
+                    self.state.habits.get(pid, triggers.Habit()),
+                    now,
+                    self.tz(pid),
+                    self.config.triggers,
+                ),
+            ):
+                if c is not None and self.agenda.offer(
+                    msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel)
+                ):
+                    log.info("autonomy.queued", candidate=c.id, kind=c.kind, reason=c.reason)
+        for c in self.agenda.take(now, self.state.people, switch=self.switch):
+            await self.say(c, now)
+        self.agenda.forget_done(now)
+        self.agenda.save()
+        self.detail = self.describe()
+        self.state_changed()
+
+    async def say(self, c: Opening, now: float) -> None:
+        reach = self.state.reach.get(c.person_id)
+        channel = c.channel or (reach.channel if reach else "")
+        self.state.sent = [
+            *self.state.sent[-(SENT_KEPT - 1) :],
+            WhyLine(
+                candidate=c.id,
+                person_id=c.person_id,
+                kind=c.kind,
+                reason=c.reason,
+                verdict="",
+                at=now,
+            ),
+        ]
+        # Saved before it goes: a crash after this says it at most once more, under the same id.
+        self.agenda.save()
+        self.state_changed(now=True)
+        log.info("autonomy.speaks_first", candidate=c.id, person=c.person_id, reason=c.reason)
+        await self.publish(
+            ChatMessage(
+                platform=c.platform,  # type: ignore[arg-type]
+                person_id=c.person_id,
+                display_name=reach.display_name if reach else "",
+                channel=channel,
+                text=c.topic,
+                initiative=c.reason,
+            ),
+            event_id=derived_id("autonomy", c.id),
+        )

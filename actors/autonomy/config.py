@@ -1,0 +1,60 @@
+"""The autonomy actor's configuration and the state its snapshot keeps."""
+
+from __future__ import annotations
+
+import msgspec
+
+from actors.autonomy.agenda import Book
+from actors.autonomy.governor import Pacing, Person, parse_quiet, zone
+from actors.autonomy.triggers import Habit, Triggers
+from hexbus.config import ConfigError
+from schemas import WhyLine
+
+SENT_KEPT = 50  # what she said first lately, for `hexbus autonomy why`
+
+
+class PersonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One person's own settings, by person id (``[actors.autonomy.config.people."discord:42"]``)."""
+
+    timezone: str = ""  # "" = pacing's
+    quiet: str | None = None  # None = pacing's; "" = none
+    platform: str = ""  # where to reach them first ("" = where they last talked with her)
+    channel: str = ""
+
+    def __post_init__(self) -> None:
+        if self.timezone:
+            zone(self.timezone)
+        if self.quiet:
+            parse_quiet(self.quiet)
+
+
+class AutonomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pacing: Pacing = Pacing()
+    triggers: Triggers = Triggers()
+    people: dict[str, PersonSettings] = {}
+    # Whose presence the camera reports: it sees "someone at the desk", not who ("" = nobody's).
+    desk: str = ""
+    tick_s: float = 30.0  # how often the agenda is looked at
+    # A rehearsal runs her calendar this far ahead (try a week of initiative in a sandbox in
+    # minutes); 0 in daily use.
+    clock_offset_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.tick_s <= 3600:
+            raise ConfigError("autonomy tick_s must be between 0.05 and 3600 seconds")
+
+
+class Reach(msgspec.Struct, kw_only=True):
+    """Where a person last talked with Hex: where her own messages to them go."""
+
+    platform: str
+    channel: str
+    display_name: str = ""
+
+
+class AutonomyState(msgspec.Struct, kw_only=True):
+    people: dict[str, Person] = {}
+    habits: dict[str, Habit] = {}
+    reach: dict[str, Reach] = {}
+    book: Book = msgspec.field(default_factory=Book)
+    sent: list[WhyLine] = []  # newest last

@@ -1,0 +1,164 @@
+"""The autonomy actor in-process, on a clock the test sets: a dated event heard in chat becomes
+Hex's own message at the right time, never in quiet hours, never with the switch off; a
+person's "off" drops what waits for them; ``autonomy.why`` says why she is silent."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from zoneinfo import ZoneInfo
+
+from actors.autonomy.actor import AutonomyActor
+from hexbus.capabilities import Capabilities
+from hexbus.codec import derived_id
+from hexbus.testing import ActorHarness
+from schemas import AutonomyReport, AutonomyWhy, CapabilityChanged, ChatMessage, QuietMode
+
+BERLIN = ZoneInfo("Europe/Berlin")
+ANA = "discord:501"
+CONFIG = {
+    "tick_s": 1.0,
+    "pacing": {"quiet": "22:00-09:00", "timezone": "Europe/Berlin", "after_activity_s": 600},
+}
+
+Scenario = Callable[[ActorHarness[AutonomyActor], list[float]], Awaitable[None]]
+
+
+def at(day: int, hour: int, minute: int = 0) -> float:
+    """December 2026, Berlin time."""
+    return dt.datetime(2026, 12, day, hour, minute, tzinfo=BERLIN).timestamp()
+
+
+def run(scenario: Scenario, config: dict[str, object] | None = None) -> None:
+    async def main() -> None:
+        h = ActorHarness(AutonomyActor, config or CONFIG, name="autonomy")
+        clock = [at(7, 19)]
+        h.actor.clock = lambda: clock[0]
+        await h.setup()
+        h.actor.live = True
+        try:
+            await scenario(h, clock)
+        finally:
+            await h.stop()
+
+    asyncio.run(main())
+
+
+def said(h: ActorHarness[AutonomyActor]) -> list[ChatMessage]:
+    return [e for e in h.published if isinstance(e, ChatMessage) and e.initiative]
+
+
+async def switch(
+    h: ActorHarness[AutonomyActor], name: str, enabled: bool, person: str = ""
+) -> None:
+    caps = h.actor.capabilities
+    caps.set(name, enabled, by=person or "owner", owner=not person, person_id=person)
+    event: CapabilityChanged = caps.changed(
+        name=name, person_id=person, enabled=enabled, by="test", via="cli"
+    )
+    h.actor.capabilities = Capabilities()  # as a fresh process would hold them: the event decides
+    await h.send(event)
+
+
+async def why(h: ActorHarness[AutonomyActor]) -> AutonomyReport:
+    (report,) = await h.send(AutonomyWhy(), correlation="c1")
+    assert isinstance(report, AutonomyReport)
+    return report
+
+
+async def tell(h: ActorHarness[AutonomyActor], text: str) -> None:
+    await h.send(
+        ChatMessage(
+            platform="discord",
+            person_id=ANA,
+            display_name="Ana",
+            channel="9001",
+            text=text,
+            direct=True,
+        )
+    )
+
+
+def test_a_dated_event_becomes_her_message_at_the_right_time_and_never_in_quiet_hours() -> None:
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        await switch(h, "speak_first", True)
+        await tell(h, "I have my driving test tomorrow, I'm so nervous")
+        await h.actor.round()
+        assert not said(h)  # the test is tomorrow: nothing tonight
+        waiting = {w.candidate: w for w in (await why(h)).lines}
+        assert len(waiting) == 2 and all("not before" in w.verdict for w in waiting.values())
+
+        clock[0] = at(8, 8, 45)  # the morning of, but her quiet hours end at nine
+        await h.actor.round()
+        assert not said(h)
+        clock[0] = at(8, 9, 5)  # a "good luck", no answer expected
+        await h.actor.round()
+        (luck,) = said(h)
+        assert luck.platform == "discord" and luck.channel == "9001" and luck.person_id == ANA
+        assert "is today" in luck.initiative and "test" in luck.initiative
+        assert "driving test tomorrow" in luck.text
+
+        clock[0] = at(8, 23, 30)  # after it, but in her quiet hours
+        await h.actor.round()
+        assert len(said(h)) == 1
+        (after,) = [w for w in (await why(h)).lines if not w.dropped]
+        assert after.verdict == "quiet hours until 09:00", after
+
+        clock[0] = at(9, 9, 5)
+        await h.actor.round()
+        how = said(h)[1]
+        assert "how it went" in how.initiative
+        # Its id is the candidate's: sent again after a crash, it is the same message.
+        ids = [e.id for e, _ in h.bus.published if isinstance(e.body, ChatMessage)]
+        assert ids[1] == derived_id("autonomy", after.candidate)
+        report = await why(h)
+        assert not [w for w in report.lines if not w.dropped]
+        assert [s.kind for s in report.sent] == ["due", "due"]
+
+    run(scenario)
+
+
+def test_nothing_goes_with_the_switch_off_and_a_persons_own_off_drops_what_waits() -> None:
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        await tell(h, "my interview is on friday")  # Mon 7 Dec: friday is the 11th
+        clock[0] = at(11, 19)
+        await h.actor.round()
+        assert not said(h)  # speak_first is off by default
+        (w,) = [w for w in (await why(h)).lines if not w.dropped]
+        assert w.verdict == "speaking first is switched off (discord)"
+
+        await switch(h, "speak_first", True)
+        await switch(h, "speak_first", False, person=ANA)  # "stop messaging me first"
+        report = await why(h)
+        assert not [w for w in report.lines if not w.dropped]
+        verdicts = {w.kind + ": " + w.verdict for w in report.lines if w.dropped}
+        # (The "good luck" was for the morning: expired by the evening.)
+        assert verdicts == {"due: expired", "due: speaking first was switched off (discord)"}
+        clock[0] = at(12, 10)
+        await h.actor.round()
+        assert not said(h)
+
+    run(scenario)
+
+
+def test_quiet_mode_and_talking_now_hold_her_back() -> None:
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        await switch(h, "speak_first", True)
+        await tell(h, "I have an exam tomorrow")
+        clock[0] = at(8, 18, 30)
+        await h.send(QuietMode(scope="person", target=ANA, until=at(8, 20)))
+        await h.actor.round()
+        assert not said(h)
+        (w,) = [w for w in (await why(h)).lines if not w.dropped]
+        assert w.verdict == "quiet mode until 20:00"
+        clock[0] = at(8, 20, 1)
+        await tell(h, "ugh, long day")  # she talked just now: no "how did it go?" on top
+        await h.actor.round()
+        assert not said(h)
+        clock[0] = at(8, 20, 12)
+        await h.actor.round()
+        (how,) = said(h)
+        assert "how it went" in how.initiative
+
+    run(scenario)
