@@ -13,6 +13,7 @@ from schemas.autonomy import AutonomyReport, AutonomyWhy, WhyLine
 from schemas.base import Event
 from schemas.brain import (
     BackendState,
+    BrainEnergy,
     BrainTask,
     BrainTaskResult,
     BrainUsage,
@@ -151,6 +152,7 @@ AnyEvent = (
     | PersonaAuditProgress
     | PersonaAudited
     | QuietMode
+    | BrainEnergy
     | BrainTask
     | BrainTaskResult
     | BrainUsage
@@ -233,6 +235,7 @@ __all__ = [
     "AutonomyWhy",
     "BackendState",
     "BargeIn",
+    "BrainEnergy",
     "BrainTask",
     "BrainTaskResult",
     "BrainUsage",

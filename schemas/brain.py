@@ -94,6 +94,16 @@ class QuietMode(Event, frozen=True, kw_only=True, tag="brain.quiet"):
     until: float = 0.0
 
 
+class BrainEnergy(Event, frozen=True, kw_only=True, tag="brain.energy"):
+    """Her energy, published on each change: ``awake``; ``sleepy`` (close to a limit: shorter
+    replies, no initiative); ``asleep`` (out: no backend is asked until ``until``)."""
+
+    state: Literal["awake", "sleepy", "asleep"]
+    until: float = 0.0  # unix s when it should lift (0: unknown)
+    why: str = ""
+    people: dict[str, str] = {}  # person id → their own state, where their budget makes it worse
+
+
 class BrainTask(Event, frozen=True, kw_only=True, tag="brain.task"):
     """Work for the brain's language model, asked by an actor that has none (the memory actor).
 

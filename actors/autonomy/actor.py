@@ -3,7 +3,8 @@
 It listens to what people say (``chat.message``: who talks with her and how often, where to
 reach them, the dated events they mention), to how they seem (``chat.meta``), to quiet mode
 (``brain.quiet``), to the camera (``vision.moment``: someone back at the desk) and to the
-owner's switches (``capability.changed``). From these its triggers (:mod:`triggers`) queue
+owner's switches (``capability.changed``) and to her energy (``brain.energy``: sleepy or asleep,
+she takes no initiative). From these its triggers (:mod:`triggers`) queue
 candidate messages, each with a reason and an expiry, on an agenda; every ``tick_s`` the
 governor (:mod:`governor`, deterministic, outside the model) says which may go now, at most one
 a person. One that may becomes a ``chat.message`` whose ``initiative`` is the reason: the brain
@@ -30,13 +31,14 @@ import structlog
 from actors.autonomy import triggers
 from actors.autonomy.agenda import Agenda, Held
 from actors.autonomy.config import SENT_KEPT, AutonomyConfig, AutonomyState, Reach
-from actors.autonomy.governor import Gatekeeper, Opening, Person, zone
+from actors.autonomy.governor import Energy, Gatekeeper, Opening, Person, zone
 from hexbus import Actor, on
 from hexbus.codec import derived_id
 from schemas import (
     CAPABILITIES,
     AutonomyReport,
     AutonomyWhy,
+    BrainEnergy,
     CapabilityChanged,
     ChatMessage,
     QuietMode,
@@ -68,6 +70,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         "chat.message",
         "chat.meta",
         "brain.quiet",
+        "brain.energy",
         "vision.moment",
         "capability.changed",
         "autonomy.why",
@@ -167,6 +170,17 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
             self.person(event.target).quiet_mode_until = event.until
             self.state_changed()
 
+    @on(BrainEnergy)
+    async def on_energy(self, event: BrainEnergy) -> None:
+        self.state.energy = event
+        self.state_changed()
+
+    def energy(self, c: Opening) -> Energy:
+        """Her energy for this person: sleepy or asleep, she takes no initiative."""
+        mine = self.state.energy
+        theirs = mine.people.get(c.person_id, mine.state)
+        return theirs if theirs in ("sleepy", "asleep") else mine.state  # type: ignore[return-value]
+
     @on(VisionMoment)
     async def on_moment(self, event: VisionMoment) -> None:
         pid = self.config.desk
@@ -235,7 +249,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
                     msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel)
                 ):
                     log.info("autonomy.queued", candidate=c.id, kind=c.kind, reason=c.reason)
-        for c in self.agenda.take(now, self.state.people, switch=self.switch):
+        for c in self.agenda.take(now, self.state.people, switch=self.switch, energy=self.energy):
             await self.say(c, now)
         self.agenda.forget_done(now)
         self.agenda.save()

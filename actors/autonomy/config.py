@@ -8,7 +8,7 @@ from actors.autonomy.agenda import Book
 from actors.autonomy.governor import Pacing, Person, parse_quiet, zone
 from actors.autonomy.triggers import Habit, Triggers
 from hexbus.config import ConfigError
-from schemas import WhyLine
+from schemas import BrainEnergy, WhyLine
 
 SENT_KEPT = 50  # what she said first lately, for `hexbus autonomy why`
 
@@ -58,3 +58,4 @@ class AutonomyState(msgspec.Struct, kw_only=True):
     reach: dict[str, Reach] = {}
     book: Book = msgspec.field(default_factory=Book)
     sent: list[WhyLine] = []  # newest last
+    energy: BrainEnergy = BrainEnergy(state="awake")  # the brain's, as last published

@@ -35,7 +35,9 @@ from actors.brain.config import (
     make_backend,
 )
 from actors.brain.desk import PersonaDesk
+from actors.brain.energy import Meter, describe
 from actors.brain.ledger import Ledger, conversation_of, one_message, refusal
+from actors.brain.memory_link import MemoryLink
 from actors.brain.persona import Persona, PersonaError
 from actors.brain.prompt import compose, recall
 from actors.brain.reply import ReplyOutcome, ReplyRun, ReplyStatus
@@ -46,7 +48,7 @@ from actors.brain.sink import BusReplySink, final_reply, usage_metrics, usage_re
 from actors.brain.versions import PersonaStore
 from actors.brain.vetoes import asks_what_she_can_do, switches, veto
 from actors.brain.workers import NEWER_MESSAGE, ReplyWorkers
-from hexbus import Actor, ActorUnusable, RequestTimeout, on
+from hexbus import Actor, ActorUnusable, on
 from hexbus.codec import Envelope, derived_id
 from hexbus.work import PendingSince
 from schemas import (
@@ -55,7 +57,6 @@ from schemas import (
     BrainUsage,
     ChatMessage,
     Heartbeat,
-    MemoryQuery,
     MemoryResult,
     Observation,
     PerceptionSwitched,
@@ -73,7 +74,7 @@ log = structlog.get_logger("actors.brain")
 
 STUCK = "I got stuck trying to answer that, more than once. Could you ask it another way?"
 SILENT = ReplyOutcome(status="cancelled", text="")  # the final reply of a line left unanswered
-MEMORY_SILENT_S = 5.0  # a memory actor unheard for this long is taken to be absent
+ENERGY_CHECK_S = 1.0
 TASKS_KEEP = 256  # brain.task requests remembered, so a repeated one is run once
 
 
@@ -129,8 +130,11 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         # replay: the journal ahead may hold the ones the last incarnation published.
         self.owed: dict[str, tuple[ChatMessage, ReplyOutcome, str]] = {}
         self.pending_since = PendingSince()
-        self.memory_down_until = 0.0
-        self.memory_seen = -MEMORY_SILENT_S  # when the memory actor's last live heartbeat arrived
+        self.memory_link = MemoryLink(self.config, self.request)
+        self.meter = Meter(
+            self.config.energy, lambda: self.state.usage, self.backend.states, self.state.energy
+        )
+        self.spawn(self.watch_energy(), name="energy")
         self.bus.subscribe(f"sys.heartbeat.{self.config.memory_actor}")
         # brain.task requests share the backend with people's replies: one at a time.
         self.task_lock = asyncio.Lock()
@@ -245,8 +249,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     @on(Heartbeat)
     async def on_heartbeat(self, event: Heartbeat) -> None:
-        if event.actor == self.config.memory_actor and event.state == "live":
-            self.memory_seen = time.monotonic()
+        self.memory_link.heard(event)
 
     @on(Observation)
     async def on_observation(self, event: Observation) -> None:
@@ -279,6 +282,15 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         if persona is not None:
             await self.publish(self.use(report, persona))
 
+    async def watch_energy(self) -> None:
+        """Publish her energy on each change (a reply spent tokens, a limit lifted, midnight)."""
+        while True:
+            if (energy := self.meter.changed()) is not None:
+                self.state.energy, self.detail = energy, describe(energy)
+                self.state_changed()
+                await self.publish(energy)
+            await asyncio.sleep(ENERGY_CHECK_S)
+
     # -- brain.task ---------------------------------------------------------------
 
     async def run_task(self, event: BrainTask) -> None:
@@ -309,12 +321,18 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     ) -> None:
         event = message.message
         recalled, used = recall(
-            await self.memories(event),
+            await self.memory_link.fetch(event),
             {p.event_id for p in turn},
             self.config.budgets.memories,
             self.backend.count_tokens,
         )
         turns, max_tokens = self.prompt(conversation, event, recalled)
+        energy = self.meter.reading(event.person_id)
+        if energy.state == "asleep":  # no backend is asked: she says when she wakes
+            return await self.finish(conversation, turn, message, self.meter.asleep(energy))
+        turns, max_tokens = self.meter.shape(turns, max_tokens, energy)
+        if (notice := self.meter.notice(conversation, event, energy)) is not None:
+            await self.publish(notice, key=event.platform)
         params = Params(
             max_tokens=max_tokens, temperature=self.config.temperature, seed=self.config.seed
         )
@@ -417,27 +435,6 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         return await self.publish(
             reply, key=event.platform, event_id=derived_id(event_id, "reply"), causation=event_id
         )
-
-    async def memories(self, event: ChatMessage) -> MemoryResult:
-        """Memories for the message and the person's long-term profile; empty when memory is down."""
-        now = time.monotonic()
-        if (
-            not self.config.memory
-            or now < self.memory_down_until
-            or now - self.memory_seen > MEMORY_SILENT_S
-        ):
-            # No memory actor is running (none heard lately): asking would only add the deadline.
-            return MemoryResult()
-        try:
-            return await self.request(
-                MemoryQuery(text=event.text, person_id=event.person_id, channel=event.channel),
-                MemoryResult,
-                timeout=self.config.memory_timeout_s,
-            )
-        except RequestTimeout:
-            self.memory_down_until = time.monotonic() + self.config.memory_retry_s
-            log.info("brain.memory_unavailable", retry_in_s=self.config.memory_retry_s)
-            return MemoryResult()
 
     def prompt(
         self, conversation: str, event: ChatMessage, recalled: MemoryResult

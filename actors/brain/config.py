@@ -8,10 +8,11 @@ from actors.brain.backends import Backend, ModelLoader, load_in_thread
 from actors.brain.backends.exllamav2 import ExLlamaV2Backend, ExLlamaV2Config
 from actors.brain.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
 from actors.brain.backends.openai_compat import OpenAICompatBackend, OpenAIConfig
+from actors.brain.energy import EnergyConfig
 from actors.brain.profile import ProfileNotes
 from actors.brain.prompt import Budgets, TurnRecord
 from actors.brain.rules import Relationship
-from schemas import ChatMessage
+from schemas import BrainEnergy, ChatMessage
 
 
 class OpenAISpec(OpenAIConfig, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="openai"):
@@ -58,6 +59,7 @@ class BrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # "Leave me alone": answer that person only when addressed directly, this long.
     quiet_minutes: float = 30.0
     fallback_cooldown_s: float = 30.0
+    energy: EnergyConfig = EnergyConfig()  # token budgets: sleepy, then asleep
 
 
 class PendingMessage(msgspec.Struct, kw_only=True):
@@ -96,6 +98,7 @@ class BrainState(msgspec.Struct, kw_only=True):
     moment_at: float = 0.0
     moment_source: str = ""
     pictures: dict[str, tuple[str, float]] = {}  # perception source -> (picture, unix time)
+    energy: BrainEnergy = BrainEnergy(state="awake")  # as last published
 
 
 CHAT_TEMPLATE_TOKENS = 64  # role markers around the turns

@@ -66,17 +66,20 @@ class BackendTotals(msgspec.Struct, kw_only=True):
     seconds: float = 0.0
 
 
-SLEEPY_S = 600.0  # a backend stays "sleepy" this long after a rate limit or quota error
+# A backend stays "sleepy" this long after a rate limit or quota error that named no reset (one
+# that did is awake once it passes), or until it answers again.
+SLEEPY_S = 600.0
 SLEEPY_SHARE = 0.1  # and while the provider says less than this share of its limit is left
 
 
 class _Health:
-    __slots__ = ("down_until", "error", "failed_at", "limited", "started")
+    __slots__ = ("down_until", "error", "failed_at", "limited", "reset_known", "started")
 
     def __init__(self) -> None:
         self.started = False
         self.down_until = 0.0
         self.limited = False  # the last failure was a rate limit or quota
+        self.reset_known = False  # and the provider said when it resets (Retry-After)
         self.failed_at = -math.inf
         self.error = ""
 
@@ -204,7 +207,7 @@ class FallbackChain:
             until = 0.0
             if health.down_until > now:
                 state, until = ("asleep" if health.limited else "down"), health.down_until + offset
-            elif health.limited and now - health.failed_at < SLEEPY_S:
+            elif health.limited and not health.reset_known and now - health.failed_at < SLEEPY_S:
                 state = "sleepy"
             elif (
                 (limits := getattr(backend, "limits", None)) is not None
@@ -259,6 +262,7 @@ class FallbackChain:
         health = self._health[backend.name]
         health.down_until = self._clock() + pause
         health.limited = isinstance(exc, BackendOverloaded)
+        health.reset_known = isinstance(exc, BackendOverloaded) and exc.retry_after_s is not None
         health.failed_at = self._clock()
         health.error = str(exc)[:300]
         log.warning(
@@ -270,7 +274,8 @@ class FallbackChain:
         )
 
     def _succeeded(self, backend: Backend) -> None:
-        self._health[backend.name].down_until = 0.0
+        health = self._health[backend.name]
+        health.down_until, health.limited = 0.0, False  # answering: whatever limit it hit lifted
 
 
 async def _start(backend: Backend) -> None:

@@ -13,7 +13,14 @@ from actors.autonomy.actor import AutonomyActor
 from hexbus.capabilities import Capabilities
 from hexbus.codec import derived_id
 from hexbus.testing import ActorHarness
-from schemas import AutonomyReport, AutonomyWhy, CapabilityChanged, ChatMessage, QuietMode
+from schemas import (
+    AutonomyReport,
+    AutonomyWhy,
+    BrainEnergy,
+    CapabilityChanged,
+    ChatMessage,
+    QuietMode,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 ANA = "discord:501"
@@ -160,5 +167,26 @@ def test_quiet_mode_and_talking_now_hold_her_back() -> None:
         await h.actor.round()
         (how,) = said(h)
         assert "how it went" in how.initiative
+
+    run(scenario)
+
+
+def test_sleepy_or_asleep_she_takes_no_initiative_and_awake_again_she_does() -> None:
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        await switch(h, "speak_first", True)
+        await tell(h, "I have an exam tomorrow")
+        clock[0] = at(8, 19)
+        await h.send(BrainEnergy(state="sleepy", why="cloud is close to its limit"))
+        await h.actor.round()
+        assert not said(h)
+        (w,) = [w for w in (await why(h)).lines if not w.dropped]
+        assert w.verdict == "sleepy: no initiative until she is awake"
+        # Her own budget for Ana is spent: asleep for Ana only.
+        await h.send(BrainEnergy(state="awake", people={ANA: "asleep"}))
+        await h.actor.round()
+        assert not said(h)
+        await h.send(BrainEnergy(state="awake"))
+        await h.actor.round()
+        assert len(said(h)) == 1
 
     run(scenario)

@@ -64,11 +64,17 @@ def test_backend_states_follow_rate_limits_and_failures() -> None:
     }
     (cloud,) = [s for s in chain.states() if s.name == "cloud"]
     assert cloud.failures == 1 and "429" in cloud.error
-    clock.now += 61  # the reset passed: usable again, still sleepy for a while
-    assert states()["cloud"] == ("sleepy", 0.0)
+    clock.now += 61  # the reset it named passed: awake again
+    assert states()["cloud"] == ("awake", 0.0)
     assert asyncio.run(ask()) == "ok"
+    # A limit that named no reset: sleepy for a while after its cooldown, or until it answers.
+    chain._failed(limited, BackendOverloaded("out of quota"))
+    clock.now += 31
     assert states()["cloud"] == ("sleepy", 0.0)
     clock.now += SLEEPY_S
+    assert states()["cloud"] == ("awake", 0.0)
+    chain._failed(limited, BackendOverloaded("out of quota"))
+    chain._succeeded(limited)
     assert states()["cloud"] == ("awake", 0.0)
     chain._failed(local, BackendError("the model file is gone"))
     assert states()["local"] == ("down", 1030.0)
