@@ -30,7 +30,15 @@ import structlog
 
 from actors.autonomy import triggers
 from actors.autonomy.agenda import Agenda, Held
-from actors.autonomy.config import SENT_KEPT, AutonomyConfig, AutonomyState, Reach
+from actors.autonomy.config import (
+    DATED_KEPT,
+    SENT_KEPT,
+    AutonomyConfig,
+    AutonomyState,
+    Dated,
+    Reach,
+)
+from actors.autonomy.dates import coming
 from actors.autonomy.governor import Energy, Gatekeeper, Opening, Person, zone
 from hexbus import Actor, on
 from hexbus.codec import derived_id
@@ -102,6 +110,8 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         return self.person(pid).timezone or self.config.pacing.timezone
 
     def switch(self, c: Opening) -> bool:
+        if c.kind == "checkin":
+            return self.capabilities.allowed_for_all("checkin")
         name = f"speak_first.{c.platform}"
         return name in SWITCHES and self.capabilities.allowed(name, c.person_id)
 
@@ -131,6 +141,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
             self.state.reach[pid] = Reach(
                 platform=event.platform, channel=event.channel, display_name=event.display_name
             )
+        self.keep_dated(pid, event.text, local)
         for c in triggers.due(
             pid,
             event.text,
@@ -143,6 +154,17 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
             if self.agenda.offer(c):
                 log.info("autonomy.queued", candidate=c.id, kind=c.kind, reason=c.reason)
         self.state_changed()
+
+    def keep_dated(self, pid: str, text: str, local: dt.datetime) -> None:
+        """An exactly dated event is kept for its anniversary (the last DATED_KEPT)."""
+        event = coming(text, local)
+        if event is None or not event.exact:
+            return
+        key = f"{pid}:{event.day.isoformat()}:{event.what}"
+        dated = self.state.dated
+        dated[key] = Dated(person_id=pid, what=event.what, day=event.day.isoformat(), text=text)
+        while len(dated) > DATED_KEPT:
+            del dated[next(iter(dated))]
 
     @on(ReplyMeta)
     async def on_meta(self, event: ReplyMeta) -> None:
@@ -249,12 +271,40 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
                     msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel)
                 ):
                     log.info("autonomy.queued", candidate=c.id, kind=c.kind, reason=c.reason)
+        for c in self.occasions(now):
+            if self.agenda.offer(c):
+                log.info("autonomy.queued", candidate=c.id, kind=c.kind, reason=c.reason)
         for c in self.agenda.take(now, self.state.people, switch=self.switch, energy=self.energy):
             await self.say(c, now)
         self.agenda.forget_done(now)
         self.agenda.save()
         self.detail = self.describe()
         self.state_changed()
+
+    def occasions(self, now: float) -> list[Opening]:
+        """Anniversaries of the dated events she was told of, and the owner's check-in."""
+        out = []
+        for key, d in self.state.dated.items():
+            reach = self.state.reach.get(d.person_id)
+            day = dt.date.fromisoformat(d.day)
+            tz = self.tz(d.person_id)
+            c = triggers.anniversary(
+                key, d.person_id, d.what, day, d.text, now, tz, self.config.triggers
+            )
+            if c is not None and reach is not None:
+                out.append(
+                    msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel)
+                )
+        owner = self.config.owner
+        due = now - self.state.last_checkin >= self.config.checkin_every_s
+        reach = self.state.reach.get(owner)
+        if owner and due and reach and self.capabilities.allowed_for_all("checkin"):
+            table = self.capabilities.table()
+            on = ", ".join(r["name"] for r in table if r["enabled"])
+            off = ", ".join(r["name"] for r in table if not r["enabled"])
+            c = triggers.checkin(owner, now, self.config.checkin_every_s, f"on: {on}; off: {off}")
+            out.append(msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel))
+        return out
 
     async def say(self, c: Opening, now: float) -> None:
         reach = self.state.reach.get(c.person_id)
@@ -270,6 +320,8 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
                 at=now,
             ),
         ]
+        if c.kind == "checkin":
+            self.state.last_checkin = now
         # Saved before it goes: a crash after this says it at most once more, under the same id.
         self.agenda.save()
         self.state_changed(now=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import msgspec
 
 from actors.autonomy.agenda import Book
-from actors.autonomy.governor import Pacing, Person, parse_quiet, zone
+from actors.autonomy.governor import DAY, Pacing, Person, parse_quiet, zone
 from actors.autonomy.triggers import Habit, Triggers
 from hexbus.config import ConfigError
 from schemas import BrainEnergy, WhyLine
 
 SENT_KEPT = 50  # what she said first lately, for `hexbus autonomy why`
+DATED_KEPT = 500  # dated events kept for their anniversaries
 
 
 class PersonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -34,12 +35,18 @@ class AutonomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     people: dict[str, PersonSettings] = {}
     # Whose presence the camera reports: it sees "someone at the desk", not who ("" = nobody's).
     desk: str = ""
+    # The owner's person id: the weekly check-in (capability "checkin") asks them whether to
+    # dial anything up or down, where they last talked with her.
+    owner: str = ""
+    checkin_every_s: float = 7 * DAY
     tick_s: float = 30.0  # how often the agenda is looked at
     # A rehearsal runs her calendar this far ahead (try a week of initiative in a sandbox in
     # minutes); 0 in daily use.
     clock_offset_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.checkin_every_s < DAY:
+            raise ConfigError("autonomy checkin_every_s must be a day (86400) or more")
         if not 0.05 <= self.tick_s <= 3600:
             raise ConfigError("autonomy tick_s must be between 0.05 and 3600 seconds")
 
@@ -52,6 +59,15 @@ class Reach(msgspec.Struct, kw_only=True):
     display_name: str = ""
 
 
+class Dated(msgspec.Struct, frozen=True, kw_only=True):
+    """A dated event someone told her of, kept for its anniversary."""
+
+    person_id: str
+    what: str
+    day: str  # ISO date
+    text: str
+
+
 class AutonomyState(msgspec.Struct, kw_only=True):
     people: dict[str, Person] = {}
     habits: dict[str, Habit] = {}
@@ -59,3 +75,5 @@ class AutonomyState(msgspec.Struct, kw_only=True):
     book: Book = msgspec.field(default_factory=Book)
     sent: list[WhyLine] = []  # newest last
     energy: BrainEnergy = BrainEnergy(state="awake")  # the brain's, as last published
+    dated: dict[str, Dated] = {}  # key → event, the last DATED_KEPT told
+    last_checkin: float = 0.0

@@ -178,3 +178,41 @@ def followup(pid: str, p: Person, now: float, after_s: float, *, platform: str) 
         platform=platform,
         priority=0,
     )
+
+
+def anniversary(
+    key: str, pid: str, what: str, day: dt.date, text: str, now: float, tz: str, t: Triggers
+) -> Opening | None:
+    """A dated event she was told of, a whole number of years ago today (their local day)."""
+    today = dt.datetime.fromtimestamp(now, zone(tz)).date()
+    years = today.year - day.year
+    if years < 1 or (day.month, day.day) != (today.month, today.day):
+        return None
+    ago = "a year" if years == 1 else f"{years} years"
+    return Opening(
+        id=f"anniversary:{key}:{today.year}",
+        person_id=pid,
+        kind="anniversary",
+        reason=f"{ago} ago today was their {what}",
+        topic=text,
+        created=now,
+        not_before=_at(today, t.morning, tz),
+        expires=_at(today, "21:00", tz),
+        priority=0,
+        expects_reply=False,
+    )
+
+
+def checkin(owner: str, now: float, every_s: float, switches: str) -> Opening:
+    """The owner's check-in: what is on and off, and whether to dial anything up or down."""
+    return Opening(
+        id=f"checkin:{int(now // every_s)}",
+        person_id=owner,
+        kind="checkin",
+        reason="the regular check-in: ask the owner whether to dial any of her capabilities up or "
+        "down, and name what is on and off",
+        topic=switches,
+        created=now,
+        expires=now + 2 * DAY,
+        priority=1,
+    )

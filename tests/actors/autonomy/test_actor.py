@@ -190,3 +190,31 @@ def test_sleepy_or_asleep_she_takes_no_initiative_and_awake_again_she_does() -> 
         assert len(said(h)) == 1
 
     run(scenario)
+
+
+def test_a_year_later_she_remembers_the_day_and_the_owner_gets_the_check_in_when_on() -> None:
+    config = {**CONFIG, "owner": ANA, "checkin_every_s": 7 * 86400}
+
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        await switch(h, "speak_first", True)
+        await tell(h, "my wedding is on December 12th!")
+        clock[0] = at(7, 19, 30) + 365 * 86400 + 5 * 86400  # 12 Dec 2027, 19:30
+        await h.actor.round()
+        (remembered,) = said(h)
+        assert remembered.initiative == "a year ago today was their wedding"
+        assert "December 12th" in remembered.text
+        assert not [w for w in (await why(h)).lines if not w.dropped and w.kind == "checkin"]
+
+        await switch(h, "checkin", True)  # off by default
+        clock[0] += 14.5 * 3600  # the next morning, 10:00: past her quiet hours
+        await h.actor.round()
+        checkin = said(h)[-1]
+        assert checkin.initiative.startswith("the regular check-in")
+        assert "on: answer" in checkin.text and "camera" in checkin.text.split("off:")[1]
+        clock[0] += 86400  # a day later: the next one is a week away
+        await tell(h, "all good, keep it as it is")
+        clock[0] += 3600
+        await h.actor.round()
+        assert said(h)[-1] == checkin
+
+    run(scenario, config)
