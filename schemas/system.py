@@ -46,7 +46,15 @@ class ControlTaken(Event, frozen=True, kw_only=True, tag="sys.audit"):
     """A control action a person took from an interface (the page): who, what, on which actor,
     and how it went. Durable: the journal is the record of who did what to Hex."""
 
-    action: Literal["restart", "killswitch", "persona.edit", "persona.rollback", "persona.audit"]
+    action: Literal[
+        "restart",
+        "killswitch",
+        "persona.edit",
+        "persona.rollback",
+        "persona.audit",
+        "capability.enable",
+        "capability.disable",
+    ]
     target: str = ""  # the actor restarted; for a kill switch, the actors kept running
     by: str  # the person id the interface verified
     via: str  # the actor that took it ("web")

@@ -27,6 +27,7 @@ from hexbus.control import ControlReply, ControlRequest, SupervisorUnreachable, 
 from schemas import (
     AudioOut,
     BrokerHeartbeat,
+    CapabilityChanged,
     ChatAck,
     DeadLetter,
     Heartbeat,
@@ -46,7 +47,7 @@ from schemas import (
 __all__ = ["WebActor"]
 
 STATUS_EVERY_S = 2.0
-RUNTIME_TYPES = frozenset({"runtime", "control"})
+RUNTIME_TYPES = frozenset({"runtime", "control", "capabilities", "capability"})
 
 
 class WebActor(Actor[WebConfig, NoState]):
@@ -66,6 +67,7 @@ class WebActor(Actor[WebConfig, NoState]):
         "brain.persona.audit.progress",
         "stt.final",  # what a person said in the page's voice mode (their bubble)
         "sys.deadletter",  # each actor's dead letters still open, for the table and /metrics
+        "capability.changed",  # the switches: the runtime panel shows them as they change
     )
     config_type = WebConfig
 
@@ -379,6 +381,10 @@ class WebActor(Actor[WebConfig, NoState]):
     @on(Transcript)
     async def on_hearing(self, event: Transcript) -> None:
         self.voice.hearing(event)
+
+    @on(CapabilityChanged)
+    async def on_capability(self, event: CapabilityChanged) -> None:
+        await self.runtime.switches_changed()
 
     @on(DeadLetter)
     async def on_dead_letter(self, event: DeadLetter) -> None:

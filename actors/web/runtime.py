@@ -5,7 +5,13 @@ A tab sends ``{"t": "runtime"}`` to get the table now and whenever the superviso
 log events too (the last ones kept, then each new one, as ``{"t": "log", "lines": [...]}``), and ``{"t": "control", "action": "restart", "actor": NAME}``
 or ``{"t": "control", "action": "killswitch"}``. Control is for owners only; every request,
 refused or done, is journaled as a durable ``sys.audit`` event naming the person, so the
-journal says who restarted what. The kill switch from the page keeps the broker and the page
+journal says who restarted what.
+
+The capabilities, too: ``{"t": "capabilities"}`` gets the switches as this tab's person has them
+(and, for an owner, as everyone has them) as ``{"t": "capabilities", ...}``, again whenever one
+changes; ``{"t": "capability", "name": N, "enabled": B, "everyone": B}`` switches one. The
+supervisor applies its rules: anyone may switch off what concerns them, and take that back;
+only an owner switches for everyone. The kill switch from the page keeps the broker and the page
 itself (as Discord's keeps its responder): the owner sees what stopped and can restart it.
 """
 
@@ -20,10 +26,11 @@ from actors.web.hub import Client, Hub
 from actors.web.metrics import Gatherer
 from hexbus.codec import Envelope
 from hexbus.control import ControlReply, ControlRequest
-from schemas import ControlTaken, Event
+from schemas import CAPABILITIES, ControlTaken, Event
 
 __all__ = ["RuntimePanel"]
 
+NAMES = frozenset(c.name for c in CAPABILITIES)
 LOG_KEPT = 300  # the supervisor's log events kept for a tab that opens the panel
 
 
@@ -100,7 +107,70 @@ class RuntimePanel:
             for client in watching:
                 self.hub.send(client, table)
 
+    async def switches(self, client: Client) -> None:
+        """The capabilities as this tab's person has them (and as everyone has, for an owner)."""
+        mine = await self.control(ControlRequest(cmd="capability", person=client.person_id))
+        everyone = await self.control(ControlRequest(cmd="capability")) if client.owner else None
+        if not mine.ok:
+            self.hub.send(client, {"t": "error", "text": mine.error})
+            return
+        rows = mine.data.get("capabilities", [])
+        if everyone is not None and everyone.ok:
+            all_on = {r["name"]: r["enabled"] for r in everyone.data.get("capabilities", [])}
+            rows = [{**r, "everyone": all_on.get(r["name"])} for r in rows]
+        self.hub.send(client, {"t": "capabilities", "rows": rows, "owner": client.owner})
+
+    async def switches_changed(self) -> None:
+        """A switch changed (here or anywhere): every tab showing them gets them again."""
+        for client in [c for c in list(self.hub.clients) if "capabilities" in c.panels]:
+            await self.switches(client)
+
+    async def switch(self, client: Client, message: dict[str, Any]) -> None:
+        name, enabled, everyone = (
+            message.get("name"),
+            message.get("enabled"),
+            message.get("everyone"),
+        )
+        if name not in NAMES or not isinstance(enabled, bool) or not isinstance(everyone, bool):
+            self.hub.send(
+                client,
+                {
+                    "t": "error",
+                    "text": "a switch is a capability's name, enabled and everyone (booleans)",
+                },
+            )
+            return
+        target = name if everyone else f"{name} for {client.person_id}"
+        action = "capability.enable" if enabled else "capability.disable"
+        if everyone and not client.owner:
+            why = "only an owner may switch a capability for everyone"
+            await self._record(client, action, target, ok=False, message=why)
+            self.hub.send(client, {"t": "controlled", "ok": False, "text": why})
+            return
+        reply = await self.control(
+            ControlRequest(
+                cmd="capability",
+                capability=name,
+                enabled=enabled,
+                person="" if everyone else client.person_id,
+                by=client.person_id,
+                via=self.me,
+                owner=client.owner,
+            )
+        )
+        said = reply.message or reply.error
+        await self._record(client, action, target, ok=reply.ok, message=said)
+        self.hub.send(client, {"t": "controlled", "ok": reply.ok, "text": said})
+        await self.switches(client)
+
     async def command(self, client: Client, message: dict[str, Any]) -> None:
+        if message.get("t") == "capabilities":
+            client.panels.add("capabilities")
+            await self.switches(client)
+            return
+        if message.get("t") == "capability":
+            await self.switch(client, message)
+            return
         if message.get("t") == "runtime":
             client.panels.add("runtime")
             self.hub.send(client, {"t": "actors", "rows": self.rows()})

@@ -19,7 +19,8 @@ const hex = {
   replies: new Map(),   // message event id -> { bubble, pieces }
   inflight: new Set(),  // message ids whose final reply has not come
   retry: 500,
-  controlled: [],       // answers to the runtime panel's restart and kill switch
+  controlled: [],       // answers to the runtime panel's restart, kill switch and switches
+  capabilities: [],     // the switches as this tab's person has them (rows from the supervisor)
   tail: { on: false, paused: false, prefixes: [], kept: [], lines: 0, skipped: 0 },
   supervisorLog: [],    // the supervisor's log events, newest last
   runtimeShown: false,
@@ -153,7 +154,7 @@ const handlers = {
     if (hex.personaShown) persona.shown();
     if (hex.usageShown) usage.shown();
     voice.switched();
-    if (hex.runtimeShown) send({ t: "runtime", log: true });
+    if (hex.runtimeShown) { send({ t: "runtime", log: true }); send({ t: "capabilities" }); }
     if (hex.tail.on) send({ t: "tail", prefixes: hex.tail.prefixes });
   },
   watching() {},
@@ -285,6 +286,10 @@ const handlers = {
     $("runtime-note").textContent = m.text;
     hex.controlled.push(m);
   },
+  capabilities(m) {
+    hex.capabilities = m.rows;
+    drawCapabilities(m.rows, m.owner);
+  },
   notice(m) { system(m.text); },
   error(m) {
     system(m.text, true);
@@ -379,11 +384,41 @@ function showActors(rows) {
   }));
 }
 
+function drawCapabilities(rows, owner) {
+  // One checkbox for the person's own switch; for an owner, one for everyone's.
+  const toggle = (r, everyone) => {
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = Boolean(everyone ? r.everyone : r.enabled);
+    box.className = everyone ? "everyone" : "mine";
+    box.setAttribute("aria-label", `${r.name} ${everyone ? "for everyone" : "for me"}`);
+    box.addEventListener("change", () => {
+      send({ t: "capability", name: r.name, enabled: box.checked, everyone });
+    });
+    return box;
+  };
+  $("capabilities").replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.capability = r.name;
+    tr.dataset.enabled = String(r.enabled);
+    const cells = [r.name, toggle(r, false), owner ? toggle(r, true) : "-", r.default ? "on" : "off", r.description];
+    for (const value of cells) {
+      const td = document.createElement("td");
+      if (typeof value === "string") td.textContent = value; else td.append(value);
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
+
 $("show-runtime").addEventListener("click", () => {
   hex.runtimeShown = !hex.runtimeShown;
   $("runtime").hidden = !hex.runtimeShown;
   $("show-runtime").setAttribute("aria-pressed", String(hex.runtimeShown));
-  if (hex.runtimeShown) send({ t: "runtime", log: true });
+  if (hex.runtimeShown) {
+    send({ t: "runtime", log: true });
+    send({ t: "capabilities" });
+  }
 });
 $("show-memory").addEventListener("click", () => {
   hex.memoryShown = !hex.memoryShown;

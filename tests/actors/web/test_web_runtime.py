@@ -49,8 +49,29 @@ def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_canno
         assert not guest.evaluate("hex.controlled[0].ok")
         assert "only an owner" in guest.inner_text("#runtime-note")
         assert hx.pid("echo") == echo_pid
+        # The switches: a guest turns off what concerns them, never anything for everyone,
+        # and cannot turn on for themselves what the owner has off.
+        remember = '#capabilities tr[data-capability="remember"]'
+        guest.wait_for_selector(f'{remember}[data-enabled="true"]')
+        assert guest.locator("#capabilities input.everyone").count() == 0
+        guest.uncheck(f"{remember} input.mine")
+        guest.wait_for_selector(f'{remember}[data-enabled="false"]')
+        guest.check('#capabilities tr[data-capability="camera"] input.mine')
+        guest.wait_for_selector('#capabilities tr[data-capability="camera"][data-enabled="false"]')
+        assert "her owner has it off" in guest.inner_text("#runtime-note")
 
         owner = open_runtime(browser, hx, "web")
+        first = '#capabilities tr[data-capability="speak_first"]'
+        owner.wait_for_selector(f'{first}[data-enabled="false"]')
+        owner.check(f"{first} input.everyone")
+        owner.wait_for_selector(f'{first}[data-enabled="true"]')
+        listed = json.loads(hx.cli("capability", "list", "--json").stdout)
+        assert {c["name"]: c["enabled"] for c in listed}["speak_first"] is True
+        mine = json.loads(hx.cli("capability", "list", "--person", "guest", "--json").stdout)
+        assert {c["name"]: c["enabled"] for c in mine}["remember"] is False
+        # Changed from a terminal: the page shows it at once.
+        hx.cli("capability", "disable", "speak_first")
+        owner.wait_for_selector(f'{first}[data-enabled="false"]')
         # An event the poison actor cannot apply becomes a dead letter: the table counts it.
         sent = hx.cli("send", "probe.durable", json.dumps({"n": 1, "note": "raise"}))
         assert sent.returncode == 0, sent.stderr
@@ -92,6 +113,9 @@ def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_canno
     taken = audits(hx)
     assert [(a.action, a.target, a.by, a.via, a.ok) for a in taken] == [
         ("restart", "echo", "guest", "guest", False),
+        ("capability.disable", "remember for guest", "guest", "guest", True),
+        ("capability.enable", "camera for guest", "guest", "guest", True),
+        ("capability.enable", "speak_first", "owner", "web", True),
         ("restart", "echo", "owner", "web", True),
         ("killswitch", "web", "owner", "web", True),
     ], taken
