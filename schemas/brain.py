@@ -134,7 +134,7 @@ class UsageLine(msgspec.Struct, frozen=True, kw_only=True):
     replies: int = 0
 
 
-BackendStateName = Literal["awake", "sleepy", "asleep", "down", "idle"]
+BackendStateName = Literal["awake", "sleepy", "asleep", "down", "idle", "off"]
 
 
 class BackendState(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,6 +33,7 @@ from actors.brain.config import (
     PendingMessage,
     context_problem,
     make_backend,
+    switched_off,
 )
 from actors.brain.desk import PersonaDesk
 from actors.brain.energy import Meter, describe
@@ -116,6 +117,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         if problem := context_problem(self.config):
             raise ActorUnusable(problem)
         self.backend = FallbackChain(self.backends(), cooldown_s=self.config.fallback_cooldown_s)
+        self.backend.refuses = lambda backend: switched_off(backend, self.capabilities)
         try:
             await self.backend.start()
         except BackendError as exc:

@@ -65,9 +65,9 @@ def worst(*readings: Reading) -> Reading:
 
 
 def from_backends(states: Sequence[BackendState]) -> Reading:
-    """The state of the backend the next reply would go to (one that is down is skipped: that
-    is a fault, not tiredness); asleep when every backend that is up is rate-limited."""
-    up = [s for s in states if s.state != "down"]
+    """The state of the backend the next reply would go to (one that is down, or switched off,
+    is skipped: that is not tiredness); asleep when every backend that is up is rate-limited."""
+    up = [s for s in states if s.state not in ("down", "off")]
     for s in up:
         if s.state == "sleepy":
             return Reading("sleepy", s.until, f"{s.name} is close to its limit")

@@ -119,6 +119,8 @@ class FallbackChain:
         self.usage_by_backend: dict[str, BackendTotals] = {n: BackendTotals() for n in names}
         self._health = {n: _Health() for n in names}
         self._clock = clock
+        # Why a backend may not be used now ("" when it may): the owner's switches.
+        self.refuses: Callable[[Backend], str] = lambda backend: ""
 
     async def start(self) -> None:
         """Start every backend at once; fails only when none starts."""
@@ -205,7 +207,9 @@ class FallbackChain:
             health, totals = self._health[backend.name], self.usage_by_backend[backend.name]
             state: BackendStateName = "awake"
             until = 0.0
-            if health.down_until > now:
+            if refused := self.refuses(backend):
+                state = "off"
+            elif health.down_until > now:
                 state, until = ("asleep" if health.limited else "down"), health.down_until + offset
             elif health.limited and not health.reset_known and now - health.failed_at < SLEEPY_S:
                 state = "sleepy"
@@ -230,7 +234,7 @@ class FallbackChain:
                     failures=totals.failures,
                     prompt_tokens=totals.prompt_tokens,
                     completion_tokens=totals.completion_tokens,
-                    error=health.error,
+                    error=refused or health.error,
                 )
             )
         return states
@@ -239,10 +243,11 @@ class FallbackChain:
 
     def _order(self) -> list[Backend]:
         now = self._clock()
-        ready = [b for b in self.backends if self._health[b.name].down_until <= now]
+        usable = [b for b in self.backends if not self.refuses(b)]
+        ready = [b for b in usable if self._health[b.name].down_until <= now]
         if ready:
             return ready
-        return sorted(self.backends, key=lambda b: self._health[b.name].down_until)
+        return sorted(usable, key=lambda b: self._health[b.name].down_until)
 
     async def _ensure_started(self, backend: Backend) -> BackendError | None:
         health = self._health[backend.name]
@@ -295,6 +300,7 @@ class _Attempt:
         self.events: list[FallbackEvent] = []
         self._queue = chain._order()
         self._errors: list[BackendError] = []
+        self._refused = [f"{b.name}: {why}" for b in chain.backends if (why := chain.refuses(b))]
 
     async def next_backend(self) -> Backend | None:
         while self._queue:
@@ -331,6 +337,8 @@ class _Attempt:
         return event
 
     def exhausted(self) -> BackendError:
+        if not self._errors:
+            return BackendError("no LLM backend may be used: " + "; ".join(self._refused))
         message = "every LLM backend failed: " + "; ".join(str(e) for e in self._errors)
         if self._errors and all(isinstance(e, BackendOverloaded) for e in self._errors):
             waits = [

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import structlog
@@ -44,6 +45,7 @@ from actors.brain.backends.base import (
     Params,
     Usage,
 )
+from hexbus.config import is_loopback
 
 try:
     import httpx
@@ -75,6 +77,9 @@ class OpenAIConfig(msgspec.Struct, frozen=True, kw_only=True):
     backoff_s: float = 0.5
     capacity: int = 4
     tokenizer: Literal["approx", "server"] = "approx"
+    # Costs money (the owner's ``paid_backend`` switch decides whether it is used); None: paid
+    # unless base_url is on this machine.
+    paid: bool | None = None
 
 
 class _Retryable(BackendError):
@@ -96,6 +101,8 @@ class OpenAICompatBackend:
 
     def __init__(self, config: OpenAIConfig, name: str | None = None) -> None:
         self.config = config
+        host = urlsplit(config.base_url).hostname or ""
+        self.paid = config.paid if config.paid is not None else not is_loopback(host)
         self.name = name or f"openai:{config.model}"
         self.capacity = config.capacity
         self.base_url = config.base_url.rstrip("/")

@@ -148,3 +148,38 @@ def test_a_provider_saying_its_limit_is_nearly_spent_makes_the_backend_sleepy() 
     assert state.state == "sleepy" and abs(state.until - (limits.at + 120.0)) < 0.01
     (later,) = chain.states(wall=lambda: limits.at + 121.0)  # the reset passed: awake again
     assert later.state == "awake" and later.until == 0.0
+
+
+def test_a_paid_backend_is_used_only_while_the_owner_allows_it() -> None:
+    from actors.brain.backends.openai_compat import OpenAICompatBackend, OpenAIConfig
+    from actors.brain.config import switched_off
+    from hexbus.capabilities import Capabilities
+
+    def openai(url: str, **kw: Any) -> OpenAICompatBackend:
+        return OpenAICompatBackend(OpenAIConfig(base_url=url, model="m", **kw), name="x")
+
+    assert openai("https://api.openai.com/v1").paid
+    assert not openai("http://127.0.0.1:8080/v1").paid and not openai("http://localhost/v1").paid
+    assert openai("http://127.0.0.1:8080/v1", paid=True).paid
+
+    cloud = ScriptedBackend([Script(["from the cloud"])], name="cloud")
+    cloud.paid = True  # type: ignore[attr-defined]
+    local = ScriptedBackend([Script(["from here"])], name="local")
+    chain = FallbackChain([cloud, local])
+    caps = Capabilities()
+    chain.refuses = lambda backend: switched_off(backend, caps)
+
+    async def ask() -> str:
+        stream = chain.stream([ChatTurn("user", "hi")], PARAMS)
+        return "".join([p async for p in stream])
+
+    asyncio.run(chain.start())
+    assert asyncio.run(ask()) == "from the cloud"  # paid_backend is on by default
+    caps.set("paid_backend", False, by="owner", owner=True)
+    assert asyncio.run(ask()) == "from here"
+    assert {s.name: s.state for s in chain.states()} == {"cloud": "off", "local": "awake"}
+    (off,) = [s for s in chain.states() if s.name == "cloud"]
+    assert "paid_backend is switched off" in off.error
+    chain.backends = [cloud]
+    with pytest.raises(BackendError, match="no LLM backend may be used: cloud: it costs money"):
+        asyncio.run(ask())
