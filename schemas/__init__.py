@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from schemas.autonomy import AutonomyReport, AutonomyWhy, WhyLine
+from schemas.autonomy import AutonomyReport, AutonomyWhy, DiscordDm, DiscordDmChannel, WhyLine
 from schemas.base import Event
 from schemas.brain import (
     BackendState,
@@ -193,6 +193,8 @@ AnyEvent = (
     | CapabilityChanged
     | AutonomyWhy
     | AutonomyReport
+    | DiscordDm
+    | DiscordDmChannel
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__
@@ -251,6 +253,8 @@ __all__ = [
     "DeadLetter",
     "DeadLetterCause",
     "Delivery",
+    "DiscordDm",
+    "DiscordDmChannel",
     "Event",
     "Face",
     "Fact",

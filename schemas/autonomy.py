@@ -11,6 +11,19 @@ import msgspec
 from schemas.base import Event
 
 
+class DiscordDm(Event, frozen=True, kw_only=True, tag="discord.dm"):
+    """Ask the Discord actor for the DM channel with a person (``discord:<user id>``), opening it
+    if needed: where Hex writes to them first. Answered by :class:`DiscordDmChannel`."""
+
+    person_id: str
+
+
+class DiscordDmChannel(Event, frozen=True, kw_only=True, tag="discord.dm.channel"):
+    person_id: str
+    channel: str = ""  # the DM channel's id ("" when it could not be opened)
+    error: str = ""
+
+
 class AutonomyWhy(Event, frozen=True, kw_only=True, tag="autonomy.why"):
     """Ask for an :class:`AutonomyReport` (one person's, or everyone's with ``person_id`` "")."""
 

@@ -58,6 +58,7 @@ DELIVERY: dict[str, Delivery] = {
     "metrics": Delivery.VOLATILE,
     "capability": Delivery.DURABLE,  # the owner's switches: an actor must never miss one
     "autonomy": Delivery.VOLATILE,  # request/response: what waits to be said first, and why
+    "discord.dm": Delivery.VOLATILE,  # request/response: the DM channel to write to first
     "probe.durable": Delivery.DURABLE,
     "probe.volatile": Delivery.VOLATILE,
 }

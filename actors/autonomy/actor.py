@@ -40,7 +40,7 @@ from actors.autonomy.config import (
 )
 from actors.autonomy.dates import coming
 from actors.autonomy.governor import Energy, Gatekeeper, Opening, Person, zone
-from hexbus import Actor, on
+from hexbus import Actor, RequestTimeout, on
 from hexbus.codec import derived_id
 from schemas import (
     CAPABILITIES,
@@ -49,6 +49,8 @@ from schemas import (
     BrainEnergy,
     CapabilityChanged,
     ChatMessage,
+    DiscordDm,
+    DiscordDmChannel,
     QuietMode,
     ReplyMeta,
     VisionMoment,
@@ -58,6 +60,7 @@ from schemas import (
 log = structlog.get_logger("actors.autonomy")
 
 SWITCHES = frozenset(c.name for c in CAPABILITIES)
+DM_TIMEOUT_S = 5.0  # the Discord actor opening a DM
 
 
 def line(c: Opening | None, held: Held, *, verdict: str | None = None) -> WhyLine:
@@ -306,9 +309,27 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
             out.append(msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel))
         return out
 
+    async def where(self, c: Opening) -> str:
+        """The channel to write in: on Discord, the person's DM (opened if need be), except for a
+        dated event, which is followed up where they told it; else where they last talked."""
+        reach = self.state.reach.get(c.person_id)
+        fallback = c.channel or (reach.channel if reach else "")
+        if c.platform != "discord" or c.kind == "due":
+            return fallback
+        try:
+            dm = await self.request(
+                DiscordDm(person_id=c.person_id), DiscordDmChannel, timeout=DM_TIMEOUT_S
+            )
+        except RequestTimeout:
+            log.warning("autonomy.no_dm", person=c.person_id, why="the discord actor is silent")
+            return fallback
+        if dm.error:
+            log.warning("autonomy.no_dm", person=c.person_id, why=dm.error)
+        return dm.channel or fallback
+
     async def say(self, c: Opening, now: float) -> None:
         reach = self.state.reach.get(c.person_id)
-        channel = c.channel or (reach.channel if reach else "")
+        channel = await self.where(c)
         self.state.sent = [
             *self.state.sent[-(SENT_KEPT - 1) :],
             WhyLine(

@@ -31,14 +31,24 @@ from actors.discord_io.config import (
 )
 from actors.discord_io.inbox import Inbox
 from actors.discord_io.port import DiscordPort, SeenMessage
-from actors.discord_io.replies import Replies
+from actors.discord_io.replies import Replies, Undeliverable
 from actors.discord_io.suggestions import Suggestions
 from actors.discord_io.typing_indicator import TypingIndicators
 from actors.discord_io.voice_links import VoiceLinks
 from hexbus import Actor, ActorUnusable, on
 from hexbus.bus import BusClient
 from hexbus.log import add_secret
-from schemas import AudioOut, ChatMessage, MemoryChanged, Notice, Reply, ReplyChunk, Speaking
+from schemas import (
+    AudioOut,
+    ChatMessage,
+    DiscordDm,
+    DiscordDmChannel,
+    MemoryChanged,
+    Notice,
+    Reply,
+    ReplyChunk,
+    Speaking,
+)
 
 if TYPE_CHECKING:
     from actors.discord_io.bot import HexBot
@@ -64,6 +74,7 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         "memory.changed",
         "audio.out",
         "tts.speaking",
+        "discord.dm",  # where Hex writes to someone first: their DM channel
     )
     config_type = DiscordConfig
     state_type = DiscordState
@@ -150,6 +161,7 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         self.suggestions = Suggestions(
             self.config, self.state, discord, state_changed=self.state_changed
         )
+        self.port = discord
 
     async def connect(self, token: str) -> None:
         try:
@@ -229,6 +241,22 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         except ValueError:
             return
         self.spawn(self.replies.notice(channel_id, event.text), name="notice")
+
+    @on(DiscordDm)
+    async def on_dm(self, event: DiscordDm) -> None:
+        """The DM channel with a person, opened if needed; off the loop: Discord may be slow."""
+        self.spawn(self.answer_dm(event), name="dm")
+
+    async def answer_dm(self, event: DiscordDm) -> None:
+        platform, _, user = event.person_id.partition(":")
+        try:
+            if platform != "discord" or not user.isdigit():
+                raise Undeliverable(f"{event.person_id!r} is not a Discord person id")
+            channel = await self.port.dm_channel(int(user))
+        except (Undeliverable, OSError) as exc:
+            await self.respond(DiscordDmChannel(person_id=event.person_id, error=str(exc)))
+            return
+        await self.respond(DiscordDmChannel(person_id=event.person_id, channel=str(channel)))
 
     @on(MemoryChanged)
     async def on_memory_changed(self, event: MemoryChanged) -> None:

@@ -347,6 +347,13 @@ class ClientPort:
                 )
         return targets
 
+    async def dm_channel(self, user_id: int) -> int:
+        try:
+            user = self.client.get_user(user_id) or await self.client.fetch_user(user_id)
+            return (await user.create_dm()).id
+        except discord.HTTPException as exc:
+            raise Undeliverable(f"{exc.status}: {exc.text}") from None
+
     async def post_suggestion(self, channel_id: int, memory_id: str, text: str) -> int:
         channel = self.client.get_partial_messageable(channel_id)
         sent = await channel.send(

@@ -114,6 +114,11 @@ class DiscordPort(Protocol):
         owner Discord cannot reach is logged and left out)."""
         ...
 
+    async def dm_channel(self, user_id: int) -> int:
+        """The DM channel with a user, opened if needed (raises :class:`Undeliverable` when
+        Discord will not open it)."""
+        ...
+
     async def post_suggestion(self, channel_id: int, memory_id: str, text: str) -> int:
         """Post a suggestion with its Approve and Reject buttons; the message's id."""
         ...

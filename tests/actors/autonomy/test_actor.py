@@ -19,6 +19,8 @@ from schemas import (
     BrainEnergy,
     CapabilityChanged,
     ChatMessage,
+    DiscordDm,
+    DiscordDmChannel,
     QuietMode,
 )
 
@@ -196,13 +198,16 @@ def test_a_year_later_she_remembers_the_day_and_the_owner_gets_the_check_in_when
     config = {**CONFIG, "owner": ANA, "checkin_every_s": 7 * 86400}
 
     async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        # On Discord she writes first in their DM (the Discord actor opens it), not in the
+        # channel they last talked in; a dated event is followed up where it was told.
+        h.respond(DiscordDm, lambda e: DiscordDmChannel(person_id=ANA, channel="7777"))
         await switch(h, "speak_first", True)
         await tell(h, "my wedding is on December 12th!")
         clock[0] = at(7, 19, 30) + 365 * 86400 + 5 * 86400  # 12 Dec 2027, 19:30
         await h.actor.round()
         (remembered,) = said(h)
         assert remembered.initiative == "a year ago today was their wedding"
-        assert "December 12th" in remembered.text
+        assert "December 12th" in remembered.text and remembered.channel == "7777"
         assert not [w for w in (await why(h)).lines if not w.dropped and w.kind == "checkin"]
 
         await switch(h, "checkin", True)  # off by default

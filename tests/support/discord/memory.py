@@ -220,6 +220,12 @@ class MemoryDiscord:
             self.owners_dm.setdefault(o, self.new_id()) for o in owners if o not in self.unreachable
         ]
 
+    async def dm_channel(self, user_id: int) -> int:
+        await self._request("dm", user_id)
+        if str(user_id) in self.unreachable:
+            raise Undeliverable("403: Cannot send messages to this user")
+        return self.owners_dm.setdefault(str(user_id), self.new_id())
+
     async def post_suggestion(self, channel_id: int, memory_id: str, text: str) -> int:
         await self._request("suggestion", channel_id, text)
         self.suggestions.append((channel_id, memory_id, text))

@@ -1,0 +1,43 @@
+"""Where Hex writes to someone first on Discord: their DM channel, opened on request."""
+
+from __future__ import annotations
+
+import asyncio
+
+from schemas import DiscordDm, DiscordDmChannel
+from tests.support.discord.memory import MemoryDiscord, actor_on
+
+
+def test_the_dm_channel_is_opened_once_and_a_closed_dm_or_a_stranger_is_a_clear_answer() -> None:
+    async def main() -> None:
+        discord = MemoryDiscord()
+        h = actor_on(discord)
+        h.actor.live = True
+
+        async def ask(person: str) -> DiscordDmChannel:
+            before = len(h.bus.published)
+            await h.send(DiscordDm(person_id=person), correlation="c1")
+            for _ in range(200):
+                answers = [
+                    e.body
+                    for e, _ in h.bus.published[before:]
+                    if isinstance(e.body, DiscordDmChannel)
+                ]
+                if answers:
+                    return answers[0]
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"no answer for {person}")
+
+        try:
+            first = await ask("discord:501")
+            assert first.channel and not first.error
+            assert (await ask("discord:501")).channel == first.channel  # the same DM
+            discord.unreachable.add("502")
+            closed = await ask("discord:502")
+            assert not closed.channel and "403" in closed.error
+            stranger = await ask("web:ana")
+            assert not stranger.channel and "not a Discord person id" in stranger.error
+        finally:
+            await h.actor.stop_tasks(2.0)
+
+    asyncio.run(main())
