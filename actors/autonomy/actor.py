@@ -60,6 +60,7 @@ from schemas import (
 log = structlog.get_logger("actors.autonomy")
 
 SWITCHES = frozenset(c.name for c in CAPABILITIES)
+WRITTEN = frozenset({"discord", "web"})  # the platforms she writes first on
 DM_TIMEOUT_S = 5.0  # the Discord actor opening a DM
 
 
@@ -140,19 +141,26 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         person.heard(now)
         local = dt.datetime.fromtimestamp(now, zone(self.tz(pid)))
         self.state.habits.setdefault(pid, triggers.Habit()).wrote(local)
-        if event.platform != "console":  # a terminal session is gone when it ends
+        # She writes first where people write: a terminal session is gone when it ends, and a
+        # call may be over (what was said there is followed up where they last wrote).
+        if event.platform in WRITTEN:
             self.state.reach[pid] = Reach(
                 platform=event.platform, channel=event.channel, display_name=event.display_name
             )
         self.keep_dated(pid, event.text, local)
+        reach = self.state.reach.get(pid)
+        if reach is None:
+            self.state_changed()
+            return
+        told_here = event.platform in WRITTEN
         for c in triggers.due(
             pid,
             event.text,
             now,
             self.tz(pid),
             self.config.triggers,
-            platform=event.platform,
-            channel=event.channel,
+            platform=reach.platform,
+            channel=event.channel if told_here else "",
         ):
             if self.agenda.offer(c):
                 log.info("autonomy.queued", candidate=c.id, kind=c.kind, reason=c.reason)

@@ -223,3 +223,24 @@ def test_a_year_later_she_remembers_the_day_and_the_owner_gets_the_check_in_when
         assert said(h)[-1] == checkin
 
     run(scenario, config)
+
+
+def test_what_was_said_in_a_call_is_followed_up_where_they_write_and_never_into_the_call() -> None:
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        await switch(h, "speak_first", True)
+        await tell(h, "hi!")  # Ana writes on Discord, channel 9001
+        await h.send(
+            ChatMessage(
+                platform="voice",
+                person_id=ANA,
+                display_name="Ana",
+                channel="discord-voice-70",
+                text="my exam is tomorrow",
+            )
+        )
+        clock[0] = at(8, 19)
+        await h.actor.round()
+        (how,) = said(h)
+        assert how.platform == "discord" and how.channel == "9001"
+
+    run(scenario)
