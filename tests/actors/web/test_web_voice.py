@@ -122,7 +122,7 @@ def test_spoken_question_answered_aloud_and_speaking_over_her_stops_her(
         e for e in events if isinstance(e, Reply) and e.reply_to == barge_in.reply_to and e.text
     )
     assert story.status in ("cancelled", "complete"), story
-    assert story.text == barge_in.said or story.text.startswith(barge_in.said[:20]), (
-        story.text,
-        barge_in.said,
-    )
+    # (Compared word by word: what was said is sentences joined by spaces, the text keeps the
+    # model's paragraph breaks.)
+    text, said = " ".join(story.text.split()), " ".join(barge_in.said.split())
+    assert text == said or text.startswith(said[:20]), (story.text, barge_in.said)
