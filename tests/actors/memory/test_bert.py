@@ -75,7 +75,9 @@ TEXTS = st.lists(
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Ten examples of up to twelve texts each (a minute on two slow cores at 25); failures found are
+# kept in hypothesis' database and tried first next time.
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=TEXTS, batch_size=st.sampled_from([1, 3, 64]))
 def test_vectors_equal_sentence_transformers(
     reference: Any, encoder: BertEncoder, texts: list[str], batch_size: int
@@ -86,6 +88,7 @@ def test_vectors_equal_sentence_transformers(
     np.testing.assert_allclose(ours, theirs, atol=2e-5)
 
 
+@pytest.mark.slow  # seconds on two slow cores: the full suite's
 def test_the_packaged_model_loads_without_sentence_transformers() -> None:
     assert readable(packaged_model_path()) == ""
     script = (
@@ -127,6 +130,7 @@ def test_a_folder_it_cannot_compute_goes_to_sentence_transformers(
     assert not np.allclose(cls, mean, atol=1e-3)  # the folder's own pooling, not the mean
 
 
+@pytest.mark.slow  # seconds on two slow cores: the full suite's
 def test_weights_under_other_names_fall_back_to_sentence_transformers(tmp_path: Path) -> None:
     from safetensors.numpy import load_file, save_file
 

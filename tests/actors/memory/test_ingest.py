@@ -319,6 +319,7 @@ def test_a_conversations_history_pages_back_and_conversations_are_listed(parts: 
     ]
 
 
+@pytest.mark.slow  # seconds on two slow cores: the full suite's
 def test_a_history_file_part_is_parsed_imported_in_batches_and_redone_safely(
     parts: Parts,
 ) -> None:

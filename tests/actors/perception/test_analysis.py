@@ -28,6 +28,7 @@ def analyzer_factory():  # type: ignore[no-untyped-def]
 FRAMES = 10  # noisy frames per picture: a detector misses or imagines a face now and then
 
 
+@pytest.mark.slow  # seconds on two slow cores: the full suite's
 def test_a_person_at_the_desk_is_one_attentive_face_with_an_emotion(analyzer_factory) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(1)
     for scale, x, mirror, light in [
@@ -50,6 +51,7 @@ def test_a_person_at_the_desk_is_one_attentive_face_with_an_emotion(analyzer_fac
         assert right >= FRAMES * 0.7, (scale, x, mirror, light, right)
 
 
+@pytest.mark.slow  # seconds on two slow cores: the full suite's
 def test_an_empty_desk_a_cat_and_the_dark_have_no_person(analyzer_factory) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(2)
     for scene in ("desk", "cat"):

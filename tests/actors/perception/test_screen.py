@@ -97,6 +97,7 @@ def running(capture: Capture) -> Iterator[Capture]:
         thread.join(10)
 
 
+@pytest.mark.slow  # seconds on two slow cores: the full suite's
 def test_the_screen_with_a_window_on_it_its_title_and_an_x_server_that_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
