@@ -115,12 +115,12 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
 
     def switch(self, c: Opening) -> bool:
         if c.kind == "checkin":
-            return self.capabilities.allowed_for_all("checkin")
+            return self.capabilities.allowed("checkin")
         name = f"speak_first.{c.platform}"
         return name in SWITCHES and self.capabilities.allowed(name, c.person_id)
 
     def describe(self) -> str:
-        on = self.capabilities.allowed_for_all("speak_first")
+        on = self.capabilities.allowed("speak_first")
         return f"{len(self.agenda.waiting)} waiting" + ("" if on else "; speak_first is off")
 
     # -- what people say ----------------------------------------------------------------
@@ -309,7 +309,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         owner = self.config.owner
         due = now - self.state.last_checkin >= self.config.checkin_every_s
         reach = self.state.reach.get(owner)
-        if owner and due and reach and self.capabilities.allowed_for_all("checkin"):
+        if owner and due and reach and self.capabilities.allowed("checkin"):
             table = self.capabilities.table()
             on = ", ".join(r["name"] for r in table if r["enabled"])
             off = ", ".join(r["name"] for r in table if not r["enabled"])

@@ -66,7 +66,7 @@ class BrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 def switched_off(backend: Backend, capabilities: Capabilities) -> str:
     """Why the owner's switches keep ``backend`` out now ("" when they do not): a backend that
     costs money is used only while ``paid_backend`` is on."""
-    if getattr(backend, "paid", False) and not capabilities.allowed_for_all("paid_backend"):
+    if getattr(backend, "paid", False) and not capabilities.allowed("paid_backend"):
         return "it costs money and paid_backend is switched off"
     return ""
 

@@ -40,6 +40,7 @@ from hexbus.bus import BusClient
 from hexbus.log import add_secret
 from schemas import (
     AudioOut,
+    CapabilityChanged,
     ChatMessage,
     DiscordDm,
     DiscordDmChannel,
@@ -75,6 +76,7 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         "audio.out",
         "tts.speaking",
         "discord.dm",  # where Hex writes to someone first: their DM channel
+        "capability.changed",  # join_voice (the base class applies the switches)
     )
     config_type = DiscordConfig
     state_type = DiscordState
@@ -209,7 +211,8 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
 
     def after_session(self) -> None:
         self.spawn(self.inbox.catch_up(), name="catch-up")
-        self.spawn(self.voice_links.rejoin(), name="voice-rejoin")
+        if self.capabilities.allowed("join_voice"):
+            self.spawn(self.voice_links.rejoin(), name="voice-rejoin")
 
     async def on_live(self) -> None:
         self.replies.resume_pending()
@@ -241,6 +244,13 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         except ValueError:
             return
         self.spawn(self.replies.notice(channel_id, event.text), name="notice")
+
+    @on(CapabilityChanged)
+    async def on_capability(self, event: CapabilityChanged) -> None:
+        """``join_voice`` switched off for everyone: out of every call now, and not back."""
+        if not self.capabilities.allowed("join_voice"):
+            for guild_id in list(self.voice_links.links):
+                await self.voice_links.leave(guild_id)
 
     @on(DiscordDm)
     async def on_dm(self, event: DiscordDm) -> None:

@@ -355,6 +355,12 @@ class VoiceCommands(
                 "Join a voice channel first, then ask me again.", ephemeral=True
             )
             return
+        person = discord_person_id(interaction.user.id)
+        if not self.host.capabilities.allowed("join_voice", person):
+            await interaction.response.send_message(
+                "Joining calls is switched off for you (`/capabilities`).", ephemeral=True
+            )
+            return
         channel = voice.channel
         await interaction.response.defer(thinking=True)
         try:

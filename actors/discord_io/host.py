@@ -13,6 +13,7 @@ from actors.discord_io.port import SeenMessage
 from actors.discord_io.suggestions import Suggestions
 from actors.discord_io.voice_links import VoiceLinks
 from hexbus.bus import BusClient
+from hexbus.capabilities import Capabilities
 from schemas import Event
 
 __all__ = ["BotHost"]
@@ -43,6 +44,9 @@ class BotHost(Protocol):
 
     @property
     def suggestions(self) -> Suggestions: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
 
     def state_changed(self, *, now: bool = False) -> None: ...
 

@@ -76,7 +76,13 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
     and summarise old turns, and follows people's edits of the diary folder.
     """
 
-    subscribes: ClassVar[tuple[str, ...]] = ("chat.message", "chat.reply", "chat.meta", "memory")
+    subscribes: ClassVar[tuple[str, ...]] = (
+        "chat.message",
+        "chat.reply",
+        "chat.meta",
+        "memory",
+        "capability.changed",  # "remember" (the base class applies the switches)
+    )
     config_type = MemoryConfig
 
     async def setup(self) -> None:
@@ -167,7 +173,12 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
     async def on_message(self, event: ChatMessage) -> None:
         envelope, offset = self._event()
         await self.offload(
-            self.ingest.message, event, event_id=envelope.id, at=envelope.wall, offset=offset
+            self.ingest.message,
+            event,
+            event_id=envelope.id,
+            at=envelope.wall,
+            offset=offset,
+            remember=self.capabilities.allowed("remember", event.person_id),
         )
         self.wake.set()
 
@@ -182,7 +193,13 @@ class MemoryActor(Actor[MemoryConfig, NoState]):
     @on(ReplyMeta)
     async def on_meta(self, event: ReplyMeta) -> None:
         envelope, offset = self._event()
-        stored = await self.offload(self.ingest.meta, event, at=envelope.wall, offset=offset)
+        stored = await self.offload(
+            self.ingest.meta,
+            event,
+            at=envelope.wall,
+            offset=offset,
+            remember=self.capabilities.allowed("remember", event.person_id),
+        )
         self.wake.set()
         for memory in stored if self.config.suggestions else []:
             if memory.kind == "fact":

@@ -75,16 +75,23 @@ class Ingest:
         self.config = config
 
     def message(
-        self, event: ChatMessage, *, event_id: str, at: float, offset: int | None
+        self,
+        event: ChatMessage,
+        *,
+        event_id: str,
+        at: float,
+        offset: int | None,
+        remember: bool = True,
     ) -> list[Memory]:
-        """A person's chat message: the turn, the person, and the turn as an episodic memory.
-        Hex's own initiative is none of theirs: her reply to it is kept, as any reply of hers."""
+        """A person's chat message: the turn, the person, and the turn as an episodic memory
+        (only the history while ``remember``, the owner's or their own switch, is off). Hex's
+        own initiative is none of theirs: her reply to it is kept, as any reply of hers."""
         if event.initiative:
             self.bank.commit_offset(offset)
             return []
         turn = live_turn(event, event_id=event_id, at=at, speaker=event.display_name, role="user")
         earlier = self.store.turns.latest(turn.conversation, limit=BEFORE, before=at)
-        episodes = self.episodes([turn], moments([turn], earlier))
+        episodes = self.episodes([turn], moments([turn], earlier)) if remember else []
         with self.store.transaction(offset):
             self.store.turns.add(turn)
             self.store.people.upsert(event.person_id, event.display_name, event.platform, at)
@@ -146,9 +153,14 @@ class Ingest:
             for t, vector in zip(kept, vectors[: len(kept)], strict=True)
         ]
 
-    def meta(self, event: ReplyMeta, *, at: float, offset: int | None) -> list[Memory]:
+    def meta(
+        self, event: ReplyMeta, *, at: float, offset: int | None, remember: bool = True
+    ) -> list[Memory]:
         """What the brain noted about an exchange: facts, a diary entry for a notable one, and
-        the person's profile. Returns the memories stored."""
+        the person's profile. Returns the memories stored; none while ``remember`` is off."""
+        if not remember:
+            self.bank.commit_offset(offset)
+            return []
         facts = [f for f in event.facts if f.text.strip()] if event.remember or event.facts else []
         vectors = self.bank.embed([f.text for f in facts])
         drafts = [

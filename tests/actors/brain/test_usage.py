@@ -175,6 +175,9 @@ def test_a_paid_backend_is_used_only_while_the_owner_allows_it() -> None:
 
     asyncio.run(chain.start())
     assert asyncio.run(ask()) == "from the cloud"  # paid_backend is on by default
+    # One person's own "off" is not the owner's: the backend is everyone's.
+    caps.set("paid_backend", False, by="discord:1", owner=False, person_id="discord:1")
+    assert asyncio.run(ask()) == "from the cloud"
     caps.set("paid_backend", False, by="owner", owner=True)
     assert asyncio.run(ask()) == "from here"
     assert {s.name: s.state for s in chain.states()} == {"cloud": "off", "local": "awake"}

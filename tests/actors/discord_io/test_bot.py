@@ -17,6 +17,7 @@ from actors.discord_io.replies import Undeliverable
 from actors.discord_io.suggestions import Suggestions
 from actors.discord_io.voice_links import VoiceLinks
 from hexbus import RequestTimeout
+from hexbus.capabilities import Capabilities
 from schemas import Event, MemoryAdd
 from tests.support.discord.botthread import TOKEN, BotThread
 from tests.support.fakediscord import FakeDiscord
@@ -42,6 +43,7 @@ class Host:
         self.published: list[Event] = []
         self.voice_links: VoiceLinks
         self.suggestions: Suggestions
+        self.capabilities = Capabilities()
 
     def state_changed(self, *, now: bool = False) -> None:
         pass

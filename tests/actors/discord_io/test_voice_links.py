@@ -196,3 +196,25 @@ def test_a_leave_discord_never_confirms_does_not_hold_up_the_stop(
         await asyncio.wait_for(links.leave_all(), 1.0)
 
     run(scenario)
+
+
+def test_join_voice_switched_off_for_everyone_leaves_every_call_and_none_is_rejoined() -> None:
+    async def scenario(h: ActorHarness[DiscordActor], d: MemoryDiscord) -> None:
+        from hexbus.capabilities import Capabilities
+
+        links = h.actor.voice_links
+        await links.connect(GUILD, ROOM)
+        caps = Capabilities()
+        caps.set("join_voice", False, by="owner", owner=True, person_id="discord:9")
+        await h.send(
+            caps.changed(name="join_voice", person_id="discord:9", enabled=False, by="o", via="cli")
+        )
+        assert links.linked(GUILD)  # one person's own "off" takes nobody out of a call
+        caps.set("join_voice", False, by="owner", owner=True)
+        await h.send(
+            caps.changed(name="join_voice", person_id="", enabled=False, by="o", via="cli")
+        )
+        assert not links.linked(GUILD) and not h.state.voice
+        assert [c.connected for c in d.calls] == [False]
+
+    run(scenario)

@@ -82,6 +82,23 @@ def test_her_own_initiative_is_no_turn_of_the_persons_and_her_message_is_kept(
     assert [t.role for t in parts.store.turns.latest("console:c1")] == ["assistant"]
 
 
+def test_with_remember_off_the_history_is_kept_and_nothing_is_remembered(parts: Parts) -> None:
+    said = "My grandmother taught me to bake rye bread every Sunday"
+    assert parts.ingest.message(message(said), event_id="e1", at=AT, offset=1, remember=False) == []
+    assert [t.text for t in parts.store.turns.latest("console:c1")] == [said]  # the chat's history
+    meta = ReplyMeta(
+        reply_to="e1",
+        person_id="ana",
+        channel="c1",
+        remember=True,
+        importance=0.9,
+        facts=(Fact(text="Ana bakes rye bread on Sundays", quote=said),),
+    )
+    assert parts.ingest.meta(meta, at=AT, offset=2, remember=False) == []
+    assert parts.store.counts()["memories"] == 0 and parts.store.applied_offset == 2
+    assert not found(parts, "rye bread")
+
+
 def test_redoing_a_message_doubles_nothing(parts: Parts) -> None:
     event = message("I just adopted a grey cat called Pixel")
     first = parts.ingest.message(event, event_id="e1", at=AT, offset=1)
