@@ -179,6 +179,8 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
 
     @on(ReplyMeta)
     async def on_meta(self, event: ReplyMeta) -> None:
+        if event.reply_to in {derived_id("autonomy", s.candidate) for s in self.state.sent}:
+            return  # about her own opening: nothing they said
         now = self.at()
         person = self.person(event.person_id)
         if event.profile.sentiment:

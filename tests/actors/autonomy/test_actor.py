@@ -22,6 +22,7 @@ from schemas import (
     DiscordDm,
     DiscordDmChannel,
     QuietMode,
+    ReplyMeta,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -124,6 +125,11 @@ def test_a_dated_event_becomes_her_message_at_the_right_time_and_never_in_quiet_
         report = await why(h)
         assert not [w for w in report.lines if not w.dropped]
         assert [s.kind for s in report.sent] == ["due", "due"]
+        # The brain's reading of her own opening is nothing Ana said: no worry about Ana from it.
+        await h.send(ReplyMeta(reply_to=ids[1], person_id=ANA, channel="9001", emotion="worried"))
+        assert not [w for w in (await why(h)).lines if w.kind == "thought"]
+        await h.send(ReplyMeta(reply_to="m1", person_id=ANA, channel="9001", emotion="worried"))
+        assert [w.kind for w in (await why(h)).lines if not w.dropped] == ["thought"]
 
     run(scenario)
 
