@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Final
 
-from schemas.autonomy import AutonomyReport, AutonomyWhy, DiscordDm, DiscordDmChannel, WhyLine
+from schemas.autonomy import (
+    AutonomyReport,
+    AutonomyWhy,
+    DiscordDm,
+    DiscordDmChannel,
+    DiscordPresence,
+    WhyLine,
+)
 from schemas.base import Event
 from schemas.brain import (
     BackendState,
@@ -195,6 +202,7 @@ AnyEvent = (
     | AutonomyReport
     | DiscordDm
     | DiscordDmChannel
+    | DiscordPresence
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__
@@ -255,6 +263,7 @@ __all__ = [
     "Delivery",
     "DiscordDm",
     "DiscordDmChannel",
+    "DiscordPresence",
     "Event",
     "Face",
     "Fact",

@@ -24,6 +24,13 @@ class DiscordDmChannel(Event, frozen=True, kw_only=True, tag="discord.dm.channel
     error: str = ""
 
 
+class DiscordPresence(Event, frozen=True, kw_only=True, tag="discord.presence"):
+    """A member's online status changed (with the Discord actor's ``presence`` on)."""
+
+    person_id: str
+    status: str  # "online", "idle", "dnd", "offline"
+
+
 class AutonomyWhy(Event, frozen=True, kw_only=True, tag="autonomy.why"):
     """Ask for an :class:`AutonomyReport` (one person's, or everyone's with ``person_id`` "")."""
 

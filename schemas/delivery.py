@@ -59,6 +59,7 @@ DELIVERY: dict[str, Delivery] = {
     "capability": Delivery.DURABLE,  # the owner's switches: an actor must never miss one
     "autonomy": Delivery.VOLATILE,  # request/response: what waits to be said first, and why
     "discord.dm": Delivery.VOLATILE,  # request/response: the DM channel to write to first
+    "discord.presence": Delivery.VOLATILE,  # a member's status: the next change says it again
     "probe.durable": Delivery.DURABLE,
     "probe.volatile": Delivery.VOLATILE,
 }

@@ -2,11 +2,11 @@
 
 It listens to what people say (``chat.message``: who talks with her and how often, where to
 reach them, the dated events they mention), to how they seem (``chat.meta``), to quiet mode
-(``brain.quiet``), to the camera (``vision.moment``: someone back at the desk) and to the
-owner's switches (``capability.changed``) and to her energy (``brain.energy``: sleepy or asleep,
-she takes no initiative). From these its triggers (:mod:`triggers`) queue
-candidate messages, each with a reason and an expiry, on an agenda; every ``tick_s`` the
-governor (:mod:`governor`, deterministic, outside the model) says which may go now, at most one
+(``brain.quiet``), to Discord's status (``discord.presence``: offline, do not disturb), to the
+camera (``vision.moment``: someone back at the desk), to the owner's switches
+(``capability.changed``) and to her energy (``brain.energy``: sleepy or asleep, she takes no
+initiative). From these its triggers (:mod:`triggers`) queue candidate messages, each with a
+reason and an expiry, on an agenda; every ``tick_s`` the governor (:mod:`governor`, deterministic, outside the model) says which may go now, at most one
 a person. One that may becomes a ``chat.message`` whose ``initiative`` is the reason: the brain
 writes the words, the platform delivers them, memory keeps them like any reply of hers.
 
@@ -39,7 +39,7 @@ from actors.autonomy.config import (
     Reach,
 )
 from actors.autonomy.dates import coming
-from actors.autonomy.governor import Energy, Gatekeeper, Opening, Person, zone
+from actors.autonomy.governor import DAY, Energy, Gatekeeper, Opening, Person, zone
 from hexbus import Actor, RequestTimeout, on
 from hexbus.codec import derived_id
 from schemas import (
@@ -51,6 +51,7 @@ from schemas import (
     ChatMessage,
     DiscordDm,
     DiscordDmChannel,
+    DiscordPresence,
     QuietMode,
     ReplyMeta,
     VisionMoment,
@@ -83,6 +84,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         "chat.meta",
         "brain.quiet",
         "brain.energy",
+        "discord.presence",
         "vision.moment",
         "capability.changed",
         "autonomy.why",
@@ -215,6 +217,17 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         mine = self.state.energy
         theirs = mine.people.get(c.person_id, mine.state)
         return theirs if theirs in ("sleepy", "asleep") else mine.state  # type: ignore[return-value]
+
+    @on(DiscordPresence)
+    async def on_presence(self, event: DiscordPresence) -> None:
+        """Discord's status for someone she talks with: offline is away, do not disturb holds
+        her until it changes (or for a day), online and idle are here."""
+        if event.person_id not in self.state.people:
+            return  # a member she never talked with
+        person = self.person(event.person_id)
+        person.present = event.status != "offline"
+        person.dnd_until = self.now() + DAY if event.status == "dnd" else 0.0
+        self.state_changed()
 
     @on(VisionMoment)
     async def on_moment(self, event: VisionMoment) -> None:

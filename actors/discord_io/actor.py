@@ -30,6 +30,7 @@ from actors.discord_io.config import (
     read_token,
 )
 from actors.discord_io.inbox import Inbox
+from actors.discord_io.names import discord_person_id
 from actors.discord_io.port import DiscordPort, SeenMessage
 from actors.discord_io.replies import Replies, Undeliverable
 from actors.discord_io.suggestions import Suggestions
@@ -44,6 +45,7 @@ from schemas import (
     ChatMessage,
     DiscordDm,
     DiscordDmChannel,
+    DiscordPresence,
     MemoryChanged,
     Notice,
     Reply,
@@ -244,6 +246,12 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         except ValueError:
             return
         self.spawn(self.replies.notice(channel_id, event.text), name="notice")
+
+    def presence(self, user_id: int, status: str) -> None:
+        """A member's status, for the autonomy actor (volatile: the next change says it again)."""
+        self.bus.publish_volatile(
+            DiscordPresence(person_id=discord_person_id(user_id), status=status), key="discord"
+        )
 
     @on(CapabilityChanged)
     async def on_capability(self, event: CapabilityChanged) -> None:

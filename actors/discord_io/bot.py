@@ -45,13 +45,15 @@ RECONNECT_S = 5.0
 NO_MENTIONS: Final = discord.AllowedMentions.none()  # replied_user False too: no reply ping
 
 
-def intents() -> discord.Intents:
+def intents(presence: bool = False) -> discord.Intents:
     """What Hex asks of the gateway: guild messages and DMs with their content (privileged),
-    members (privileged: names and who is in a voice channel), voice states."""
+    members (privileged: names and who is in a voice channel), voice states, and with
+    ``presence`` members' online status (privileged)."""
     wanted = discord.Intents.default()
     wanted.message_content = True
     wanted.members = True
     wanted.voice_states = True
+    wanted.presences = presence
     return wanted
 
 
@@ -61,7 +63,7 @@ class HexBot(commands.Bot):
     def __init__(self, host: BotHost, **options: Any) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,
-            intents=intents(),
+            intents=intents(host.config.presence),
             help_command=None,
             max_messages=1000,
             guild_ready_timeout=host.config.guild_ready_timeout_s,
@@ -170,6 +172,10 @@ class HexBot(commands.Bot):
 
     async def on_message(self, message: discord.Message) -> None:  # no prefix commands: slash only
         await self.hex.on_message(seen_message(message, self.user))
+
+    async def on_presence_update(self, before: discord.Member, after: discord.Member) -> None:
+        if before.status != after.status:
+            self.hex.presence(after.id, str(after.status))
 
     async def on_voice_state_update(
         self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState

@@ -75,6 +75,9 @@ class DiscordConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Channel ids for memory suggestions (none: the owners' DMs).
     suggestions_to: tuple[str, ...] = ()
     voice: bool = True
+    # Members' online status (online, idle, do not disturb, offline) for when Hex may write
+    # first: the privileged PRESENCE intent, to be enabled in the developer portal too.
+    presence: bool = False
     # Setup waits this long for the gateway before going live regardless.
     ready_timeout_s: float = 30.0
 

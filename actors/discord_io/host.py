@@ -50,6 +50,9 @@ class BotHost(Protocol):
 
     def state_changed(self, *, now: bool = False) -> None: ...
 
+    def presence(self, user_id: int, status: str) -> None:
+        """A member's online status changed ("online", "idle", "dnd", "offline")."""
+
     async def publish(self, event: Event, *, key: str = "") -> Any: ...
 
     async def request(

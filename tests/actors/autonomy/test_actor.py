@@ -21,6 +21,7 @@ from schemas import (
     ChatMessage,
     DiscordDm,
     DiscordDmChannel,
+    DiscordPresence,
     QuietMode,
     ReplyMeta,
 )
@@ -248,5 +249,28 @@ def test_what_was_said_in_a_call_is_followed_up_where_they_write_and_never_into_
         await h.actor.round()
         (how,) = said(h)
         assert how.platform == "discord" and how.channel == "9001"
+
+    run(scenario)
+
+
+def test_discord_status_holds_her_offline_and_in_do_not_disturb() -> None:
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        await switch(h, "speak_first", True)
+        await tell(h, "I have an exam tomorrow")
+        await h.send(DiscordPresence(person_id="discord:999", status="online"))  # a stranger
+        assert "discord:999" not in h.state.people
+        clock[0] = at(8, 19)
+        await h.send(DiscordPresence(person_id=ANA, status="offline"))
+        await h.actor.round()
+        assert not said(h)
+        assert [w.verdict for w in (await why(h)).lines if not w.dropped] == ["they are away"]
+        await h.send(DiscordPresence(person_id=ANA, status="dnd"))
+        await h.actor.round()
+        (w,) = [w for w in (await why(h)).lines if not w.dropped]
+        assert w.verdict.startswith("do not disturb until")
+        await h.send(DiscordPresence(person_id=ANA, status="idle"))
+        await h.actor.round()
+        (how,) = said(h)
+        assert "how it went" in how.initiative
 
     run(scenario)

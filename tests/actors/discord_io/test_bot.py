@@ -21,6 +21,7 @@ from hexbus.capabilities import Capabilities
 from schemas import Event, MemoryAdd
 from tests.support.discord.botthread import TOKEN, BotThread
 from tests.support.fakediscord import FakeDiscord
+from tests.support.fakediscord.wire import Intent
 from tests.support.harness import poll_for
 
 E = TypeVar("E", bound=Event)
@@ -44,9 +45,13 @@ class Host:
         self.voice_links: VoiceLinks
         self.suggestions: Suggestions
         self.capabilities = Capabilities()
+        self.presences: list[tuple[int, str]] = []
 
     def state_changed(self, *, now: bool = False) -> None:
         pass
+
+    def presence(self, user_id: int, status: str) -> None:
+        self.presences.append((user_id, status))
 
     async def publish(self, event: Event, *, key: str = "") -> None:
         self.published.append(event)
@@ -94,6 +99,7 @@ def running() -> Iterator[Running]:
             gateway_url=fake.gateway_url,
             guild_ready_timeout_s=0.05,
             owners=(str(fake.owner_id),),
+            presence=True,
         )
         host = Host(config)
         bot = BotThread(lambda: build_client(host)).start()
@@ -225,3 +231,13 @@ def test_voice_members_counts_people_not_bots_in_voice_channels_only(running: Ru
     fake.set_voice_state(robo, room)
     poll_for(lambda: port.voice_members(room) == 1, 10, what="dee in the room")
     assert port.voice_members(fake.general_channel_id) is None
+
+
+def test_a_members_status_reaches_the_actor_with_the_presence_intent(running: Running) -> None:
+    fake, host = running.fake, running.host
+    assert fake.intents is not None and fake.intents & Intent.GUILD_PRESENCES
+    bo = fake.add_user("bo")
+    fake.set_presence(bo, "dnd")
+    fake.set_presence(bo, "offline")
+    poll_for(lambda: len([p for p in host.presences if p[0] == bo]) == 2, 10, what="bo's status")
+    assert [s for u, s in host.presences if u == bo] == ["dnd", "offline"]

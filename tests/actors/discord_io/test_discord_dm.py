@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from schemas import DiscordDm, DiscordDmChannel
+from schemas import DiscordDm, DiscordDmChannel, DiscordPresence
 from tests.support.discord.memory import MemoryDiscord, actor_on
 
 
@@ -41,3 +41,10 @@ def test_the_dm_channel_is_opened_once_and_a_closed_dm_or_a_stranger_is_a_clear_
             await h.actor.stop_tasks(2.0)
 
     asyncio.run(main())
+
+
+def test_a_members_status_goes_on_the_bus_as_their_person_id() -> None:
+    h = actor_on(MemoryDiscord())
+    h.actor.presence(501, "dnd")
+    (event,) = [e.body for e, _ in h.bus.published if isinstance(e.body, DiscordPresence)]
+    assert event == DiscordPresence(person_id="discord:501", status="dnd")
