@@ -52,6 +52,8 @@ from schemas import (
     DiscordDm,
     DiscordDmChannel,
     DiscordPresence,
+    MemoryQuery,
+    MemoryResult,
     QuietMode,
     ReplyMeta,
     VisionMoment,
@@ -62,7 +64,8 @@ log = structlog.get_logger("actors.autonomy")
 
 SWITCHES = frozenset(c.name for c in CAPABILITIES)
 WRITTEN = frozenset({"discord", "web"})  # the platforms she writes first on
-DM_TIMEOUT_S = 5.0  # the Discord actor opening a DM
+DM_TIMEOUT_S = 5.0
+MEMORY_TIMEOUT_S = 2.0  # the Discord actor opening a DM
 
 
 def line(c: Opening | None, held: Held, *, verdict: str | None = None) -> WhyLine:
@@ -297,7 +300,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
                     msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel)
                 ):
                     log.info("autonomy.queued", candidate=c.id, kind=c.kind, reason=c.reason)
-        for c in self.occasions(now):
+        for c in [*self.occasions(now), *await self.look_back(now)]:
             if self.agenda.offer(c):
                 log.info("autonomy.queued", candidate=c.id, kind=c.kind, reason=c.reason)
         for c in self.agenda.take(now, self.state.people, switch=self.switch, energy=self.energy):
@@ -349,6 +352,54 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         if dm.error:
             log.warning("autonomy.no_dm", person=c.person_id, why=dm.error)
         return dm.channel or fallback
+
+    async def look_back(self, now: float) -> list[Opening]:
+        """Once a day per person she writes to: what memory holds about them from this day in
+        past years (an import's history included)."""
+        years, out = self.config.anniversary_years, list[Opening]()
+        for pid, reach in list(self.state.reach.items()):
+            tz = zone(self.tz(pid))
+            today = dt.datetime.fromtimestamp(now, tz).date()
+            if not years or self.state.looked_back.get(pid) == today.isoformat():
+                continue
+            self.state.looked_back[pid] = today.isoformat()
+            for n in range(1, years + 1):
+                try:
+                    day = today.replace(year=today.year - n)
+                except ValueError:
+                    continue  # 29 February
+                start = dt.datetime.combine(day, dt.time(), tz).timestamp()
+                try:
+                    found = await self.request(
+                        MemoryQuery(
+                            text="",
+                            person_id=pid,
+                            since=start,
+                            until=start + DAY - 1,
+                            k=5,
+                            browse=True,
+                            inspect=True,
+                        ),
+                        MemoryResult,
+                        timeout=MEMORY_TIMEOUT_S,
+                    )
+                except RequestTimeout:
+                    log.info("autonomy.memory_silent", person=pid)
+                    return out
+                hits = [
+                    h
+                    for h in found.hits
+                    if h.person_id == pid and h.importance >= self.config.anniversary_importance
+                ]
+                if hits:
+                    best = max(hits, key=lambda h: h.importance)
+                    c = triggers.remembered(
+                        pid, best.id, best.text, n, now, self.tz(pid), self.config.triggers
+                    )
+                    out.append(
+                        msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel)
+                    )
+        return out
 
     async def say(self, c: Opening, now: float) -> None:
         reach = self.state.reach.get(c.person_id)

@@ -39,12 +39,19 @@ class AutonomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # dial anything up or down, where they last talked with her.
     owner: str = ""
     checkin_every_s: float = 7 * DAY
+    # Once a day, per person she writes to, memory is asked what happened on this day 1 to
+    # ``anniversary_years`` years ago (imported history included); one about them of at least
+    # ``anniversary_importance`` becomes "N years ago today...". 0 years: never asked.
+    anniversary_years: int = 5
+    anniversary_importance: float = 0.6
     tick_s: float = 30.0  # how often the agenda is looked at
     # A rehearsal runs her calendar this far ahead (try a week of initiative in a sandbox in
     # minutes); 0 in daily use.
     clock_offset_s: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.anniversary_years <= 50:
+            raise ConfigError("autonomy anniversary_years must be between 0 and 50")
         if self.checkin_every_s < DAY:
             raise ConfigError("autonomy checkin_every_s must be a day (86400) or more")
         if not 0.05 <= self.tick_s <= 3600:
@@ -76,4 +83,5 @@ class AutonomyState(msgspec.Struct, kw_only=True):
     sent: list[WhyLine] = []  # newest last
     energy: BrainEnergy = BrainEnergy(state="awake")  # the brain's, as last published
     dated: dict[str, Dated] = {}  # key → event, the last DATED_KEPT told
+    looked_back: dict[str, str] = {}  # person id → the local day memory was last asked about
     last_checkin: float = 0.0

@@ -203,6 +203,26 @@ def anniversary(
     )
 
 
+def remembered(
+    pid: str, memory_id: str, text: str, years: int, now: float, tz: str, t: Triggers
+) -> Opening:
+    """Something memory holds about them from this day, ``years`` years ago."""
+    today = dt.datetime.fromtimestamp(now, zone(tz)).date()
+    ago = "a year" if years == 1 else f"{years} years"
+    return Opening(
+        id=f"remembered:{memory_id}:{today.year}",
+        person_id=pid,
+        kind="anniversary",
+        reason=f"{ago} ago today, from her memory of them",
+        topic=text,
+        created=now,
+        not_before=_at(today, t.morning, tz),
+        expires=_at(today, "21:00", tz),
+        priority=0,
+        expects_reply=False,
+    )
+
+
 def checkin(owner: str, now: float, every_s: float, switches: str) -> Opening:
     """The owner's check-in: what is on and off, and whether to dial anything up or down."""
     return Opening(

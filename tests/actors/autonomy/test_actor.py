@@ -22,6 +22,10 @@ from schemas import (
     DiscordDm,
     DiscordDmChannel,
     DiscordPresence,
+    Event,
+    MemoryHit,
+    MemoryQuery,
+    MemoryResult,
     QuietMode,
     ReplyMeta,
 )
@@ -46,6 +50,8 @@ def run(scenario: Scenario, config: dict[str, object] | None = None) -> None:
         h = ActorHarness(AutonomyActor, config or CONFIG, name="autonomy")
         clock = [at(7, 19)]
         h.actor.clock = lambda: clock[0]
+        h.respond(MemoryQuery, lambda e: MemoryResult())  # memory holds nothing from years ago
+        h.respond(DiscordDm, lambda e: DiscordDmChannel(person_id=ANA, channel="9001"))
         await h.setup()
         h.actor.live = True
         try:
@@ -272,5 +278,44 @@ def test_discord_status_holds_her_offline_and_in_do_not_disturb() -> None:
         await h.actor.round()
         (how,) = said(h)
         assert "how it went" in how.initiative
+
+    run(scenario)
+
+
+def test_what_memory_holds_from_this_day_years_ago_is_remembered_once_a_day() -> None:
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        asked: list[MemoryQuery] = []
+        two_years_ago = dt.datetime(2024, 12, 9, tzinfo=BERLIN).timestamp()
+
+        def memory(q: Event) -> MemoryResult:
+            assert isinstance(q, MemoryQuery)
+            asked.append(q)
+            if q.since != two_years_ago:
+                return MemoryResult()
+            return MemoryResult(
+                hits=(
+                    MemoryHit(
+                        id="m-ice", text="Ana fell through the ice", person_id=ANA, importance=0.2
+                    ),
+                    MemoryHit(
+                        id="m-dog", text="Ana adopted her dog Pixel", person_id=ANA, importance=0.9
+                    ),
+                    MemoryHit(id="m-bo", text="Bo moved to Lyon", person_id="bo", importance=1.0),
+                )
+            )
+
+        h.respond(MemoryQuery, memory)
+        await switch(h, "speak_first", True)
+        await tell(h, "hello!")
+        clock[0] = at(9, 10)
+        await h.actor.round()
+        (remembered,) = said(h)
+        assert remembered.initiative == "2 years ago today, from her memory of them"
+        assert remembered.text == "Ana adopted her dog Pixel"
+        assert len(asked) == 5 and all(q.browse and q.inspect and q.person_id == ANA for q in asked)
+        assert {q.until - q.since for q in asked} == {86399.0}
+        clock[0] += 3600
+        await h.actor.round()
+        assert len(asked) == 5  # once a day
 
     run(scenario)
