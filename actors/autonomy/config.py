@@ -40,8 +40,9 @@ class AutonomyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     owner: str = ""
     checkin_every_s: float = 7 * DAY
     # Once a day, per person she writes to, memory is asked what happened on this day 1 to
-    # ``anniversary_years`` years ago (imported history included); one about them of at least
-    # ``anniversary_importance`` becomes "N years ago today...". 0 years: never asked.
+    # ``anniversary_years`` years ago; the most important about them, of at least
+    # ``anniversary_importance`` (a plain turn is 0.2), becomes "N years ago today...". 0 years:
+    # never asked.
     anniversary_years: int = 5
     anniversary_importance: float = 0.6
     tick_s: float = 30.0  # how often the agenda is looked at
