@@ -22,6 +22,7 @@ class DiscordDmChannel(Event, frozen=True, kw_only=True, tag="discord.dm.channel
     person_id: str
     channel: str = ""  # the DM channel's id ("" when it could not be opened)
     error: str = ""
+    call: str = ""  # the voice conversation Hex and they are both in now ("" when none)
 
 
 class DiscordPresence(Event, frozen=True, kw_only=True, tag="discord.presence"):

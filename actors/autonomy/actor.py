@@ -63,7 +63,7 @@ from schemas import (
 log = structlog.get_logger("actors.autonomy")
 
 SWITCHES = frozenset(c.name for c in CAPABILITIES)
-WRITTEN = frozenset({"discord", "web"})  # the platforms she writes first on
+WRITTEN = frozenset({"discord", "web"})  # where people write (and so where she reaches them)
 DM_TIMEOUT_S = 5.0
 MEMORY_TIMEOUT_S = 2.0  # the Discord actor opening a DM
 
@@ -146,8 +146,9 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         person.heard(now)
         local = dt.datetime.fromtimestamp(now, zone(self.tz(pid)))
         self.state.habits.setdefault(pid, triggers.Habit()).wrote(local)
-        # She writes first where people write: a terminal session is gone when it ends, and a
-        # call may be over (what was said there is followed up where they last wrote).
+        # Where to reach them is where they write: a terminal session is gone when it ends, and
+        # a call may be over (what was said there is followed up where they last wrote; a call
+        # she is in with them right now is asked of the Discord actor when the time comes).
         if event.platform in WRITTEN:
             self.state.reach[pid] = Reach(
                 platform=event.platform, channel=event.channel, display_name=event.display_name
@@ -335,12 +336,14 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
             out.append(msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel))
         return out
 
-    async def where(self, c: Opening) -> str:
-        """The channel to write in: on Discord, the person's DM (opened if need be), except for a
-        dated event, which is followed up where they told it; else where they last talked."""
+    async def where(self, c: Opening) -> tuple[str, str]:
+        """The platform and channel to say it on. On Discord: aloud, when she is in a call with
+        them now (and ``speak_first.voice`` is on for them); else their DM (opened if need be),
+        except a dated event's follow-up, which goes where they told it. Elsewhere, where they
+        last wrote."""
         reach = self.state.reach.get(c.person_id)
-        fallback = c.channel or (reach.channel if reach else "")
-        if c.platform != "discord" or c.kind == "due":
+        fallback = c.platform, c.channel or (reach.channel if reach else "")
+        if c.platform != "discord":
             return fallback
         try:
             dm = await self.request(
@@ -349,9 +352,13 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         except RequestTimeout:
             log.warning("autonomy.no_dm", person=c.person_id, why="the discord actor is silent")
             return fallback
+        if dm.call and self.capabilities.allowed("speak_first.voice", c.person_id):
+            return "voice", dm.call
         if dm.error:
             log.warning("autonomy.no_dm", person=c.person_id, why=dm.error)
-        return dm.channel or fallback
+        if c.kind == "due" and c.channel:
+            return fallback
+        return c.platform, dm.channel or fallback[1]
 
     async def look_back(self, now: float) -> list[Opening]:
         """Once a day per person she writes to: what memory holds about them from this day in
@@ -403,7 +410,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
 
     async def say(self, c: Opening, now: float) -> None:
         reach = self.state.reach.get(c.person_id)
-        channel = await self.where(c)
+        platform, channel = await self.where(c)
         self.state.sent = [
             *self.state.sent[-(SENT_KEPT - 1) :],
             WhyLine(
@@ -423,7 +430,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         log.info("autonomy.speaks_first", candidate=c.id, person=c.person_id, reason=c.reason)
         await self.publish(
             ChatMessage(
-                platform=c.platform,  # type: ignore[arg-type]
+                platform=platform,  # type: ignore[arg-type]
                 person_id=c.person_id,
                 display_name=reach.display_name if reach else "",
                 channel=channel,

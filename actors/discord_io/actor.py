@@ -266,15 +266,21 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         self.spawn(self.answer_dm(event), name="dm")
 
     async def answer_dm(self, event: DiscordDm) -> None:
+        """Their DM channel, and the call Hex is in with them now, if any."""
         platform, _, user = event.person_id.partition(":")
-        try:
-            if platform != "discord" or not user.isdigit():
-                raise Undeliverable(f"{event.person_id!r} is not a Discord person id")
-            channel = await self.port.dm_channel(int(user))
-        except (Undeliverable, OSError) as exc:
-            await self.respond(DiscordDmChannel(person_id=event.person_id, error=str(exc)))
+        if platform != "discord" or not user.isdigit():
+            error = f"{event.person_id!r} is not a Discord person id"
+            await self.respond(DiscordDmChannel(person_id=event.person_id, error=error))
             return
-        await self.respond(DiscordDmChannel(person_id=event.person_id, channel=str(channel)))
+        call = self.voice_links.call_with(int(user))
+        try:
+            channel = str(await self.port.dm_channel(int(user)))
+        except (Undeliverable, OSError) as exc:
+            await self.respond(
+                DiscordDmChannel(person_id=event.person_id, error=str(exc), call=call)
+            )
+            return
+        await self.respond(DiscordDmChannel(person_id=event.person_id, channel=channel, call=call))
 
     @on(MemoryChanged)
     async def on_memory_changed(self, event: MemoryChanged) -> None:

@@ -379,6 +379,10 @@ class ClientPort:
             return None
         return sum(1 for m in channel.members if not m.bot)
 
+    def in_voice(self, channel_id: int, user_id: int) -> bool:
+        channel = self.voice_channel(channel_id)
+        return channel is not None and any(m.id == user_id for m in channel.members)
+
     async def dial(self, channel_id: int, *, timeout: float) -> VoiceCall:
         from discord.ext import voice_recv
 

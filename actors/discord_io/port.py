@@ -127,6 +127,10 @@ class DiscordPort(Protocol):
         """How many people (not bots) are in a voice channel; None if it is not one Hex knows."""
         ...
 
+    def in_voice(self, channel_id: int, user_id: int) -> bool:
+        """Whether a user is in that voice channel now."""
+        ...
+
     async def dial(self, channel_id: int, *, timeout: float) -> VoiceCall:
         """Connect to a voice channel, not deafened."""
         ...

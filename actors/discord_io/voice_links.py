@@ -205,6 +205,13 @@ class VoiceLinks:
             log.info("discord.voice.channel_empty", channel=link.channel_id)
             await self.disconnect(guild_id, forget=True)
 
+    def call_with(self, user_id: int) -> str:
+        """The voice conversation of a call Hex is in with that user now ("" when none)."""
+        for link in self.links.values():
+            if link.call.is_connected() and self.discord.in_voice(link.channel_id, user_id):
+                return voice_conversation(link.channel_id)
+        return ""
+
     def link_for(self, conversation: str) -> Link | None:
         channel_id = voice_channel_of(conversation)
         if channel_id is None:

@@ -319,3 +319,25 @@ def test_what_memory_holds_from_this_day_years_ago_is_remembered_once_a_day() ->
         assert len(asked) == 5  # once a day
 
     run(scenario)
+
+
+def test_in_a_call_with_them_she_says_it_aloud_unless_speaking_first_aloud_is_off() -> None:
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        h.respond(
+            DiscordDm,
+            lambda e: DiscordDmChannel(person_id=ANA, channel="7777", call="discord-voice-70"),
+        )
+        await switch(h, "speak_first", True)
+        await tell(h, "my exam is tomorrow")
+        clock[0] = at(8, 19)
+        await h.actor.round()
+        (aloud,) = said(h)
+        assert aloud.platform == "voice" and aloud.channel == "discord-voice-70"
+        await switch(h, "speak_first.voice", False, person=ANA)
+        await tell(h, "it went fine! and my interview is on friday")  # answered, and another
+        clock[0] = at(11, 19)
+        await h.actor.round()
+        written = said(h)[-1]
+        assert written.platform == "discord" and written.channel == "9001"  # where it was told
+
+    run(scenario)

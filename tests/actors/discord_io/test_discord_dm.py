@@ -48,3 +48,33 @@ def test_a_members_status_goes_on_the_bus_as_their_person_id() -> None:
     h.actor.presence(501, "dnd")
     (event,) = [e.body for e, _ in h.bus.published if isinstance(e.body, DiscordPresence)]
     assert event == DiscordPresence(person_id="discord:501", status="dnd")
+
+
+def test_the_answer_names_the_call_hex_is_in_with_them() -> None:
+    from actors.discord_io.names import voice_conversation
+
+    async def main() -> None:
+        discord = MemoryDiscord()
+        discord.voice = {70: 2}
+        h = actor_on(discord)
+        h.actor.live = True
+        try:
+            await h.actor.voice_links.connect(7, 70)
+            discord.in_calls[70] = {501}
+            for person, call in (("discord:501", voice_conversation(70)), ("discord:502", "")):
+                before = len(h.bus.published)
+                await h.send(DiscordDm(person_id=person), correlation="c1")
+                for _ in range(200):
+                    got = [
+                        e.body
+                        for e, _ in h.bus.published[before:]
+                        if isinstance(e.body, DiscordDmChannel)
+                    ]
+                    if got:
+                        break
+                    await asyncio.sleep(0.01)
+                assert got and got[0].call == call and got[0].channel, got
+        finally:
+            await h.actor.stop_tasks(2.0)
+
+    asyncio.run(main())

@@ -95,6 +95,7 @@ class MemoryDiscord:
         self.unreachable: set[str] = set()  # owners whose DMs cannot be opened
         self.suggestions: list[tuple[int, str, str]] = []  # (channel, memory id, text)
         self.voice: dict[int, int] = {}  # voice channel id → people in it
+        self.in_calls: dict[int, set[int]] = {}  # voice channel id → who is in it
         self.calls: list[Call] = []
         self.speeches: list[MemorySpeech] = []
 
@@ -233,6 +234,9 @@ class MemoryDiscord:
 
     def voice_members(self, channel_id: int) -> int | None:
         return self.voice.get(channel_id)
+
+    def in_voice(self, channel_id: int, user_id: int) -> bool:
+        return user_id in self.in_calls.get(channel_id, set())
 
     async def dial(self, channel_id: int, *, timeout: float) -> Call:
         await self._request("dial", channel_id)
