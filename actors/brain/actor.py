@@ -33,7 +33,6 @@ from actors.brain.config import (
     PendingMessage,
     context_problem,
     make_backend,
-    switched_off,
 )
 from actors.brain.desk import PersonaDesk
 from actors.brain.energy import Meter, describe
@@ -117,7 +116,6 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         if problem := context_problem(self.config):
             raise ActorUnusable(problem)
         self.backend = FallbackChain(self.backends(), cooldown_s=self.config.fallback_cooldown_s)
-        self.backend.refuses = lambda backend: switched_off(backend, self.capabilities)
         try:
             await self.backend.start()
         except BackendError as exc:
@@ -136,6 +134,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.meter = Meter(
             self.config.energy, lambda: self.state.usage, self.backend.states, self.state.energy
         )
+        self.backend.refuses = lambda backend: self.meter.refuses(backend, self.capabilities)
         self.spawn(self.watch_energy(), name="energy")
         self.bus.subscribe(f"sys.heartbeat.{self.config.memory_actor}")
         # brain.task requests share the backend with people's replies: one at a time.
@@ -236,7 +235,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
 
     @on(BrainUsage)
     async def on_usage(self, event: BrainUsage) -> None:
-        await self.respond(usage_report(self.state.usage, self.backend.states(), event.days))
+        await self.respond(usage_report(self.state.usage, self.meter.states(), event.days))
 
     def use(self, report: PersonaChanged, persona: Persona | None) -> PersonaChanged:
         """Make a persona the desk recorded the active one; the report to publish."""

@@ -12,7 +12,6 @@ from actors.brain.energy import EnergyConfig
 from actors.brain.profile import ProfileNotes
 from actors.brain.prompt import Budgets, TurnRecord
 from actors.brain.rules import Relationship
-from hexbus.capabilities import Capabilities
 from schemas import BrainEnergy, ChatMessage
 
 
@@ -61,14 +60,6 @@ class BrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     quiet_minutes: float = 30.0
     fallback_cooldown_s: float = 30.0
     energy: EnergyConfig = EnergyConfig()  # token budgets: sleepy, then asleep
-
-
-def switched_off(backend: Backend, capabilities: Capabilities) -> str:
-    """Why the owner's switches keep ``backend`` out now ("" when they do not): a backend that
-    costs money is used only while ``paid_backend`` is on."""
-    if getattr(backend, "paid", False) and not capabilities.allowed("paid_backend"):
-        return "it costs money and paid_backend is switched off"
-    return ""
 
 
 class PendingMessage(msgspec.Struct, kw_only=True):

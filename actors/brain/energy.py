@@ -27,8 +27,9 @@ from typing import Literal
 
 import msgspec
 
-from actors.brain.backends import ChatTurn
+from actors.brain.backends import Backend, ChatTurn
 from actors.brain.reply import ReplyOutcome
+from hexbus.capabilities import Capabilities
 from hexbus.config import ConfigError
 from schemas import BackendState, BrainEnergy, ChatMessage, Notice
 
@@ -43,11 +44,18 @@ SLEEPY_LINE = (
 class EnergyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     tokens_per_day: int = 0  # every person and backend together (0: no budget)
     tokens_per_person_day: int = 0  # each person's (0: no budget)
+    # Per backend, by name: one spent is not asked again until midnight (the next backend in
+    # the chain answers; with none left, she is asleep).
+    backend_tokens_per_day: dict[str, int] = {}
     sleepy_share: float = 0.15  # this share of a budget left makes her sleepy
     sleepy_reply: float = 0.5  # a sleepy reply's cap, as a share of budgets.reply
 
     def __post_init__(self) -> None:
-        if self.tokens_per_day < 0 or self.tokens_per_person_day < 0:
+        if (
+            self.tokens_per_day < 0
+            or self.tokens_per_person_day < 0
+            or any(v < 0 for v in self.backend_tokens_per_day.values())
+        ):
             raise ConfigError("energy token budgets must be 0 (none) or more")
         if not 0 < self.sleepy_share < 1 or not 0 < self.sleepy_reply <= 1:
             raise ConfigError("energy sleepy_share must be in (0, 1) and sleepy_reply in (0, 1]")
@@ -62,6 +70,27 @@ class Reading:
 
 def worst(*readings: Reading) -> Reading:
     return max(readings, key=lambda r: (RANK[r.state], r.until))
+
+
+def with_budgets(
+    states: Sequence[BackendState],
+    spent: Mapping[str, int],
+    budgets: Mapping[str, int],
+    midnight: float,
+) -> list[BackendState]:
+    """The backends' states with each one whose daily budget is spent asleep until midnight
+    (the chain skips it: it is not asked), and one near its budget sleepy."""
+    out = []
+    for s in states:
+        budget = budgets.get(s.name, 0)
+        left = budget - spent.get(s.name, 0)
+        if budget and left <= 0:
+            why = f"its {budget} tokens for today are spent"
+            s = msgspec.structs.replace(s, state="asleep", until=midnight, error=why)
+        elif budget and s.state in ("awake", "idle") and left <= 0.15 * budget:
+            s = msgspec.structs.replace(s, state="sleepy", until=midnight)
+        out.append(s)
+    return out
 
 
 def from_backends(states: Sequence[BackendState]) -> Reading:
@@ -104,6 +133,14 @@ def wake_line(until: float, now: float) -> str:
     return f"*yawns* I'm out of energy and need to sleep. I'll be awake again at {when}."
 
 
+def switched_off(backend: Backend, capabilities: Capabilities) -> str:
+    """Why the owner's switches keep ``backend`` out now ("" when they do not): a backend that
+    costs money is used only while ``paid_backend`` is on."""
+    if getattr(backend, "paid", False) and not capabilities.allowed("paid_backend"):
+        return "it costs money and paid_backend is switched off"
+    return ""
+
+
 def describe(energy: BrainEnergy) -> str:
     """The brain's line in ``hexbus status``."""
     if energy.state == "awake":
@@ -132,22 +169,48 @@ class Meter:
 
     def spent(self, now: float) -> tuple[int, dict[str, int]]:
         """Tokens spent today (the brain's local day): in all, and by person."""
+        total, people, _ = self.today(now)
+        return total, people
+
+    def today(self, now: float) -> tuple[int, dict[str, int], dict[str, int]]:
+        """Tokens spent today: in all, by person and by backend."""
         today = time.strftime("%Y-%m-%d", time.localtime(now))
-        total, people = 0, dict[str, int]()
+        total, people, backends = 0, dict[str, int](), dict[str, int]()
         for key, row in self.usage().items():
-            day, _, person = key.split("|", 2)
+            day, backend, person = key.split("|", 2)
             if day == today:
                 n = getattr(row, "prompt_tokens", 0) + getattr(row, "completion_tokens", 0)
                 total += n
                 people[person] = people.get(person, 0) + n
-        return total, people
+                backends[backend] = backends.get(backend, 0) + n
+        return total, people, backends
+
+    def states(self) -> list[BackendState]:
+        """The backends' states, their daily budgets applied."""
+        now = self.clock()
+        _, _, backends = self.today(now)
+        budgets = self.config.backend_tokens_per_day
+        return with_budgets(self.backends(), backends, budgets, next_midnight(now))
+
+    def refuses(self, backend: Backend, capabilities: Capabilities) -> str:
+        """Why the chain must not ask ``backend`` now ("" when it may): the owner's switch, or
+        its daily budget."""
+        return switched_off(backend, capabilities) or self.spent_backend(backend.name)
+
+    def spent_backend(self, name: str) -> str:
+        """Why a backend is not to be asked now ("" when it may be): its daily budget is spent."""
+        budget = self.config.backend_tokens_per_day.get(name, 0)
+        if not budget:
+            return ""
+        _, _, backends = self.today(self.clock())
+        return f"its {budget} tokens for today are spent" if backends.get(name, 0) >= budget else ""
 
     def reading(self, person_id: str = "") -> Reading:
         now = self.clock()
         cfg, midnight = self.config, next_midnight(now)
         total, people = self.spent(now)
         readings = [
-            from_backends(self.backends()),
+            from_backends(self.states()),
             from_budget(total, cfg.tokens_per_day, cfg.sleepy_share, midnight, "her"),
         ]
         if person_id:

@@ -144,3 +144,24 @@ def test_bad_energy_settings_are_one_line_errors() -> None:
         EnergyConfig(sleepy_share=1.5)
     with pytest.raises(ConfigError, match="budgets"):
         EnergyConfig(tokens_per_day=-1)
+
+
+def test_a_backends_own_budget_puts_it_to_sleep_until_midnight_and_the_next_one_answers() -> None:
+    from hexbus.capabilities import Capabilities
+    from tests.support.brain import ScriptedBackend
+
+    usage = {f"{TODAY}|cloud|ana": row(5000), f"{TODAY}|local|ana": row(100)}
+    states = [backend("cloud", "awake"), backend("local", "awake")]
+    m = meter(usage, states, backend_tokens_per_day={"cloud": 5000, "local": 1000})
+    cloud, local = m.states()
+    assert (cloud.state, cloud.until, local.state) == ("asleep", MIDNIGHT, "awake")
+    assert "5000 tokens for today are spent" in cloud.error
+    assert m.reading().state == "awake"  # the local one answers
+    caps = Capabilities()
+    assert "5000 tokens" in m.refuses(ScriptedBackend([], name="cloud"), caps)
+    assert m.refuses(ScriptedBackend([], name="local"), caps) == ""
+    usage[f"{TODAY}|local|ana"] = row(900)  # 10% of its budget left: sleepy
+    assert m.reading().state == "sleepy"
+    usage[f"{TODAY}|local|ana"] = row(1000)
+    asleep = m.reading()
+    assert asleep.state == "asleep" and asleep.until == MIDNIGHT

@@ -152,7 +152,7 @@ def test_a_provider_saying_its_limit_is_nearly_spent_makes_the_backend_sleepy() 
 
 def test_a_paid_backend_is_used_only_while_the_owner_allows_it() -> None:
     from actors.brain.backends.openai_compat import OpenAICompatBackend, OpenAIConfig
-    from actors.brain.config import switched_off
+    from actors.brain.energy import switched_off
     from hexbus.capabilities import Capabilities
 
     def openai(url: str, **kw: Any) -> OpenAICompatBackend:
