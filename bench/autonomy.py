@@ -139,6 +139,7 @@ def run(days: int, seed: int, governed: bool) -> dict[str, Any]:
     people = {s.name: s for s in PEOPLE}
     states: dict[str, Person] = {}
     habits = {s.name: triggers.Habit() for s in PEOPLE}
+    minds: dict[str, triggers.Mind] = {}
     trig = triggers.Triggers()
     # Everyone's quiet hours are their sleep (what they told Hex; the governor's default is
     # overridden per person, as `hexbus autonomy person` does).
@@ -175,8 +176,10 @@ def run(days: int, seed: int, governed: bool) -> dict[str, Any]:
                 dated.update(c.id for c in found if c.id.startswith("due-after"))
                 for c in found:
                     agenda.offer(c) if governed else naive.append(c)
-            if line is not None and rng.random() < s.worried_share:
-                worry = triggers.thought(s.name, "worried", now, trig, platform="discord")
+            if line is not None:
+                mind = minds.setdefault(s.name, triggers.Mind())
+                mind.read("worried" if rng.random() < s.worried_share else "neutral", now, trig)
+                worry = triggers.thought(s.name, mind, now, trig, platform="discord")
                 if worry is not None:
                     agenda.offer(worry) if governed else naive.append(worry)
             p.settle(now, limits)

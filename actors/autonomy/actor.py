@@ -191,18 +191,9 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         person = self.person(event.person_id)
         if event.profile.sentiment:
             person.mood, person.mood_at = event.profile.sentiment, now
-        reach = self.state.reach.get(event.person_id)
-        if reach is not None:
-            c = triggers.thought(
-                event.person_id,
-                event.emotion,
-                now,
-                self.config.triggers,
-                platform=reach.platform,
-                channel=reach.channel,
-            )
-            if c is not None:
-                self.agenda.offer(c)
+        self.state.minds.setdefault(event.person_id, triggers.Mind()).read(
+            event.emotion, now, self.config.triggers
+        )
         self.state_changed()
 
     @on(QuietMode)
@@ -296,6 +287,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
                     self.tz(pid),
                     self.config.triggers,
                 ),
+                self.on_her_mind(pid, now, reach),
             ):
                 if c is not None and self.agenda.offer(
                     msgspec.structs.replace(c, platform=reach.platform, channel=reach.channel)
@@ -310,6 +302,20 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         self.agenda.save()
         self.detail = self.describe()
         self.state_changed()
+
+    def on_her_mind(self, pid: str, now: float, reach: Reach) -> Opening | None:
+        """A check on someone while they weigh on her mind; off her mind, it is dropped."""
+        mind = self.state.minds.get(pid)
+        if mind is None:
+            return None
+        c = triggers.thought(
+            pid, mind, now, self.config.triggers, platform=reach.platform, channel=reach.channel
+        )
+        if c is None:
+            for waiting in list(self.agenda.waiting.values()):
+                if waiting.person_id == pid and waiting.kind == "thought":
+                    self.agenda.drop(waiting, "they are no longer on her mind", now)
+        return c
 
     def occasions(self, now: float) -> list[Opening]:
         """Anniversaries of the dated events she was told of, and the owner's check-in."""

@@ -6,7 +6,7 @@ import msgspec
 
 from actors.autonomy.agenda import Book
 from actors.autonomy.governor import DAY, Pacing, Person, parse_quiet, zone
-from actors.autonomy.triggers import Habit, Triggers
+from actors.autonomy.triggers import Habit, Mind, Triggers
 from hexbus.config import ConfigError
 from schemas import BrainEnergy, WhyLine
 
@@ -84,5 +84,6 @@ class AutonomyState(msgspec.Struct, kw_only=True):
     sent: list[WhyLine] = []  # newest last
     energy: BrainEnergy = BrainEnergy(state="awake")  # the brain's, as last published
     dated: dict[str, Dated] = {}  # key → event, the last DATED_KEPT told
+    minds: dict[str, Mind] = {}  # person id → how much they are on her mind
     looked_back: dict[str, str] = {}  # person id → the local day memory was last asked about
     last_checkin: float = 0.0

@@ -5,7 +5,9 @@
 - ``due``: a dated event they told her about: "good luck" the morning of, "how did it go?"
   that evening or the next day;
 - ``arrival``: they came back to the desk after a long absence (perception);
-- ``thought``: something on her mind from last time (they seemed worried or sad), the next day;
+- ``thought``: someone on her mind: each time they seemed worried or sad it weighs more, each
+  time they seemed well it weighs less, and it fades by itself (:class:`Mind`); while it weighs
+  enough, she checks on them the next day;
 - ``followup``: her own unanswered message, once, gently.
 
 Pure functions of what the autonomy actor keeps; the governor decides whether any is sent.
@@ -32,6 +34,9 @@ class Triggers(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     evening: str = "18:00"  # local time a "how did it go?" may go from
     thought_after_s: float = 16 * HOUR
     thought_emotions: tuple[str, ...] = ("worried", "sad")  # her reading of how they were
+    easing_emotions: tuple[str, ...] = ("happy", "amused", "excited")
+    thought_half_life_s: float = 2 * DAY  # how fast someone goes off her mind
+    thought_weight: float = 0.7  # on her mind enough to check on them (one worried reading: 1)
 
 
 class Habit(msgspec.Struct, kw_only=True):
@@ -144,20 +149,44 @@ def arrival(pid: str, away_s: float, now: float, t: Triggers, *, platform: str) 
     )
 
 
+class Mind(msgspec.Struct, kw_only=True):
+    """How much someone is on her mind: a weight each worried or sad reading of them raises by
+    one, each good one lowers by half, and time halves every ``thought_half_life_s``."""
+
+    weight: float = 0.0  # as of ``at``
+    at: float = 0.0  # the last reading that put them on her mind
+    about: str = ""  # how they seemed then
+
+    def now(self, now: float, t: Triggers) -> float:
+        return float(self.weight * 0.5 ** (max(0.0, now - self.at) / t.thought_half_life_s))
+
+    def read(self, emotion: str, now: float, t: Triggers) -> None:
+        weight = self.now(now, t)
+        if emotion in t.thought_emotions and weight < t.thought_weight:
+            self.weight, self.at, self.about = weight + 1.0, now, emotion  # on her mind from now
+        elif emotion in t.thought_emotions:
+            # Heavier, on the same clock: ``at`` stays the worry she will check on.
+            self.weight *= (weight + 1.0) / weight
+            self.about = emotion
+        elif emotion in t.easing_emotions and weight:
+            self.weight *= max(0.0, weight - 0.5) / weight
+
+
 def thought(
-    pid: str, emotion: str, now: float, t: Triggers, *, platform: str, channel: str = ""
+    pid: str, mind: Mind, now: float, t: Triggers, *, platform: str, channel: str = ""
 ) -> Opening | None:
-    if emotion not in t.thought_emotions:
+    """Check on them, the day after the reading that put them on her mind, while it weighs."""
+    if mind.now(now, t) < t.thought_weight:
         return None
     return Opening(
-        id=f"thought:{pid}:{int(now)}",
+        id=f"thought:{pid}:{int(mind.at)}",
         person_id=pid,
         kind="thought",
-        reason=f"they seemed {emotion} last time: check on them",
-        topic=f"seemed {emotion}",
+        reason=f"they seemed {mind.about} lately and it is still on her mind: check on them",
+        topic=f"seemed {mind.about}",
         created=now,
-        not_before=now + t.thought_after_s,
-        expires=now + t.thought_after_s + DAY,
+        not_before=mind.at + t.thought_after_s,
+        expires=mind.at + t.thought_after_s + DAY,
         platform=platform,
         channel=channel,
         priority=1,

@@ -134,9 +134,11 @@ def test_a_dated_event_becomes_her_message_at_the_right_time_and_never_in_quiet_
         assert [s.kind for s in report.sent] == ["due", "due"]
         # The brain's reading of her own opening is nothing Ana said: no worry about Ana from it.
         await h.send(ReplyMeta(reply_to=ids[1], person_id=ANA, channel="9001", emotion="worried"))
+        await h.actor.round()
         assert not [w for w in (await why(h)).lines if w.kind == "thought"]
         await h.send(ReplyMeta(reply_to="m1", person_id=ANA, channel="9001", emotion="worried"))
-        assert [w.kind for w in (await why(h)).lines if not w.dropped] == ["thought"]
+        await h.actor.round()
+        assert "thought" in [w.kind for w in (await why(h)).lines if not w.dropped]
 
     run(scenario)
 
@@ -339,5 +341,32 @@ def test_in_a_call_with_them_she_says_it_aloud_unless_speaking_first_aloud_is_of
         await h.actor.round()
         written = said(h)[-1]
         assert written.platform == "discord" and written.channel == "9001"  # where it was told
+
+    run(scenario)
+
+
+def test_someone_stays_on_her_mind_while_worry_outweighs_good_news_and_time() -> None:
+    async def scenario(h: ActorHarness[AutonomyActor], clock: list[float]) -> None:
+        await switch(h, "speak_first", True)
+        await tell(h, "hi")
+
+        async def felt(emotion: str) -> None:
+            clock[0] += 60  # a reply a minute
+            await h.send(ReplyMeta(reply_to="m", person_id=ANA, channel="9001", emotion=emotion))
+            await h.actor.round()
+
+        def thoughts() -> list[str]:
+            return [held.reason for _, held in h.actor.agenda.why() if held.kind == "thought"]
+
+        await felt("worried")
+        assert thoughts() and thoughts()[0].startswith("not before")
+        await felt("happy")  # 1 - 0.5: off her mind, the check dropped
+        assert thoughts() == ["they are no longer on her mind"]
+        await felt("sad")
+        await felt("worried")  # 0.5 + 1 + 1: heavy
+        assert len([t for t in thoughts() if t.startswith("not before")]) == 1
+        clock[0] += 4 * 86400  # two half-lives: about 0.62, off her mind before it could go
+        await h.actor.round()
+        assert not said(h) and "they are no longer on her mind" in thoughts()[-1]
 
     run(scenario)
