@@ -65,10 +65,16 @@ def waiting(report: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def report_with(hx: Hex, kind: str) -> dict[str, Any] | None:
-    """The report, once a candidate of ``kind`` waits in it."""
+def report_with(hx: Hex, kind: str, since: dt.datetime) -> dict[str, Any] | None:
+    """The report, once a candidate of ``kind`` waits in it with a verdict her clock reached at
+    ``since`` or later (the snapshot's verdicts are older: a round at the new time has run)."""
     report = why(hx)
-    return report if kind in waiting(report) else None
+    fresh = [
+        w
+        for w in report["lines"]
+        if not w["dropped"] and w["candidate"].startswith(kind) and w["at"] >= since.timestamp()
+    ]
+    return report if fresh else None
 
 
 class OnTheJournal:
@@ -146,8 +152,9 @@ def test_a_dated_event_is_followed_up_when_due_never_in_quiet_hours_and_a_veto_h
     tomorrow = dt.datetime.now(UTC).date() + dt.timedelta(days=1)
 
     # The evening after the test, 23:30: in her quiet hours. Nothing goes; she says why.
-    run_ahead(hx, base, dt.datetime.combine(tomorrow, dt.time(23, 30), UTC))
-    report = poll_for(lambda: report_with(hx, "due-after"), 20, what="the follow-up waiting")
+    night = dt.datetime.combine(tomorrow, dt.time(23, 30), UTC)
+    run_ahead(hx, base, night)
+    report = poll_for(lambda: report_with(hx, "due-after", night), 30, what="the follow-up held")
     assert waiting(report) == {"due-after": "quiet hours until 09:00"}, report
     dropped = {
         w["candidate"].split(":", 1)[0]: w["verdict"] for w in report["lines"] if w["dropped"]
@@ -179,7 +186,7 @@ def test_a_dated_event_is_followed_up_when_due_never_in_quiet_hours_and_a_veto_h
     heard.until(lambda h: exam in h.replies, 180, "the answer about the exam")
     later = dt.datetime.combine(tomorrow + dt.timedelta(days=3), dt.time(19, 0), UTC)
     run_ahead(hx, base, later)
-    report = poll_for(lambda: report_with(hx, "due-after"), 20, what="the exam's follow-up")
+    report = poll_for(lambda: report_with(hx, "due-after", later), 30, what="the exam's follow-up")
     verdicts = [w["verdict"] for w in report["lines"]]
     assert any(re.search(r"switched off", v) for v in verdicts), report
     time.sleep(1.0)
