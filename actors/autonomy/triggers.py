@@ -209,20 +209,17 @@ def followup(pid: str, p: Person, now: float, after_s: float, *, platform: str) 
     )
 
 
-def anniversary(
-    key: str, pid: str, what: str, day: dt.date, text: str, now: float, tz: str, t: Triggers
-) -> Opening | None:
-    """A dated event she was told of, a whole number of years ago today (their local day)."""
+def _on_this_day(
+    key: str, pid: str, years: int, reason: str, text: str, now: float, tz: str, t: Triggers
+) -> Opening:
+    """An anniversary's candidate: from the morning to the evening of their local day."""
     today = dt.datetime.fromtimestamp(now, zone(tz)).date()
-    years = today.year - day.year
-    if years < 1 or (day.month, day.day) != (today.month, today.day):
-        return None
     ago = "a year" if years == 1 else f"{years} years"
     return Opening(
-        id=f"anniversary:{key}:{today.year}",
+        id=f"{key}:{today.year}",
         person_id=pid,
         kind="anniversary",
-        reason=f"{ago} ago today was their {what}",
+        reason=f"{ago} ago today{reason}",
         topic=text,
         created=now,
         not_before=_at(today, t.morning, tz),
@@ -232,23 +229,23 @@ def anniversary(
     )
 
 
+def anniversary(
+    key: str, pid: str, what: str, day: dt.date, text: str, now: float, tz: str, t: Triggers
+) -> Opening | None:
+    """A dated event she was told of, a whole number of years ago today (their local day)."""
+    today = dt.datetime.fromtimestamp(now, zone(tz)).date()
+    years = today.year - day.year
+    if years < 1 or (day.month, day.day) != (today.month, today.day):
+        return None
+    return _on_this_day(f"anniversary:{key}", pid, years, f" was their {what}", text, now, tz, t)
+
+
 def remembered(
     pid: str, memory_id: str, text: str, years: int, now: float, tz: str, t: Triggers
 ) -> Opening:
     """Something memory holds about them from this day, ``years`` years ago."""
-    today = dt.datetime.fromtimestamp(now, zone(tz)).date()
-    ago = "a year" if years == 1 else f"{years} years"
-    return Opening(
-        id=f"remembered:{memory_id}:{today.year}",
-        person_id=pid,
-        kind="anniversary",
-        reason=f"{ago} ago today, from her memory of them",
-        topic=text,
-        created=now,
-        not_before=_at(today, t.morning, tz),
-        expires=_at(today, "21:00", tz),
-        priority=0,
-        expects_reply=False,
+    return _on_this_day(
+        f"remembered:{memory_id}", pid, years, ", from her memory of them", text, now, tz, t
     )
 
 
