@@ -76,6 +76,7 @@ def with_budgets(
     states: Sequence[BackendState],
     spent: Mapping[str, int],
     budgets: Mapping[str, int],
+    share: float,
     midnight: float,
 ) -> list[BackendState]:
     """The backends' states with each one whose daily budget is spent asleep until midnight
@@ -87,7 +88,7 @@ def with_budgets(
         if budget and left <= 0:
             why = f"its {budget} tokens for today are spent"
             s = msgspec.structs.replace(s, state="asleep", until=midnight, error=why)
-        elif budget and s.state in ("awake", "idle") and left <= 0.15 * budget:
+        elif budget and s.state in ("awake", "idle") and left <= share * budget:
             s = msgspec.structs.replace(s, state="sleepy", until=midnight)
         out.append(s)
     return out
@@ -185,12 +186,16 @@ class Meter:
                 backends[backend] = backends.get(backend, 0) + n
         return total, people, backends
 
-    def states(self) -> list[BackendState]:
-        """The backends' states, their daily budgets applied."""
+    def states(self, spent: Mapping[str, int] | None = None) -> list[BackendState]:
+        """The backends' states, their daily budgets applied (``spent``: today's tokens by
+        backend, when the caller has them)."""
         now = self.clock()
-        _, _, backends = self.today(now)
-        budgets = self.config.backend_tokens_per_day
-        return with_budgets(self.backends(), backends, budgets, next_midnight(now))
+        if spent is None:
+            _, _, spent = self.today(now)
+        cfg = self.config
+        return with_budgets(
+            self.backends(), spent, cfg.backend_tokens_per_day, cfg.sleepy_share, next_midnight(now)
+        )
 
     def refuses(self, backend: Backend, capabilities: Capabilities) -> str:
         """Why the chain must not ask ``backend`` now ("" when it may): the owner's switch, or
@@ -205,12 +210,16 @@ class Meter:
         _, _, backends = self.today(self.clock())
         return f"its {budget} tokens for today are spent" if backends.get(name, 0) >= budget else ""
 
-    def reading(self, person_id: str = "") -> Reading:
+    def reading(
+        self, person_id: str = "", day: tuple[int, dict[str, int], dict[str, int]] | None = None
+    ) -> Reading:
+        """Her state (for ``person_id``); ``day``: :meth:`today`'s counts, when the caller has
+        them (one pass over the usage rows serves every reading)."""
         now = self.clock()
         cfg, midnight = self.config, next_midnight(now)
-        total, people = self.spent(now)
+        total, people, backends = day if day is not None else self.today(now)
         readings = [
-            from_backends(self.states()),
+            from_backends(self.states(backends)),
             from_budget(total, cfg.tokens_per_day, cfg.sleepy_share, midnight, "her"),
         ]
         if person_id:
@@ -224,9 +233,10 @@ class Meter:
     def changed(self) -> BrainEnergy | None:
         """The state to publish, when it differs from the one published last."""
         now = self.clock()
-        overall = self.reading()
+        day = self.today(now)
+        overall = self.reading(day=day)
         cfg = self.config
-        _, people = self.spent(now)
+        _, people, _ = day
         tired: dict[str, str] = {}
         if cfg.tokens_per_person_day:
             midnight = next_midnight(now)
