@@ -130,6 +130,7 @@ class Actor(Generic[C, S]):
         # The supervisor's run directory (0700: sockets, the pid lock, files for this user's
         # commands only), set by the entrypoint; None where no supervisor started the actor.
         self.run_dir: Path | None = None
+        self.config_file: Path | None = None  # supervisor.toml, set by the entrypoint
         self.detail = ""  # shown beside the state in `hexbus status` ("loading whisper-base")
         self._tasks: set[asyncio.Task[Any]] = set()
 

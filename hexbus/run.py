@@ -49,6 +49,9 @@ class ActorProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
         ""  # the folder of supervisor.toml: actors resolve relative paths in their config here
     )
     run_dir: str = ""  # the supervisor's run directory (0700): files only this user may read
+    config_file: str = (
+        ""  # supervisor.toml itself (selfmod's sandbox reads the brain's table there)
+    )
 
 
 class ActorConfigError(Exception):
@@ -96,6 +99,7 @@ async def serve(cls: type[Actor[Any, Any]], spec: ActorProcessSpec, config: msgs
     actor = cls(name, config, state if state is not None else cls.state_type(), bus, data_dir)
     actor.config_dir = Path(spec.config_dir) if spec.config_dir else Path.cwd()
     actor.run_dir = Path(spec.run_dir) if spec.run_dir else None
+    actor.config_file = Path(spec.config_file) if spec.config_file else None
     process = psutil.Process()
     hb_sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUSH)
     hb_sock.linger = 0

@@ -78,6 +78,16 @@ from schemas.memory import (
     MemoryReviewed,
     PersonProfile,
 )
+from schemas.selfmod import (
+    AuditFigures,
+    ProposalView,
+    SelfmodAsk,
+    SelfmodChanged,
+    SelfmodDecide,
+    SelfmodProposal,
+    SelfmodReport,
+    SelfmodRequest,
+)
 from schemas.system import (
     HANDLER_BUCKETS_MS,
     ActorLifecycle,
@@ -203,6 +213,12 @@ AnyEvent = (
     | DiscordDm
     | DiscordDmChannel
     | DiscordPresence
+    | SelfmodProposal
+    | SelfmodRequest
+    | SelfmodDecide
+    | SelfmodAsk
+    | SelfmodReport
+    | SelfmodChanged
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__
@@ -241,6 +257,7 @@ __all__ = [
     "Attachment",
     "AudioFrame",
     "AudioOut",
+    "AuditFigures",
     "AutonomyReport",
     "AutonomyWhy",
     "BackendState",
@@ -313,6 +330,7 @@ __all__ = [
     "ProbeDurable",
     "ProbeVolatile",
     "ProfileUpdate",
+    "ProposalView",
     "QuietMode",
     "Redrive",
     "Rejected",
@@ -323,6 +341,12 @@ __all__ = [
     "ReplySentence",
     "RetentionCut",
     "Segment",
+    "SelfmodAsk",
+    "SelfmodChanged",
+    "SelfmodDecide",
+    "SelfmodProposal",
+    "SelfmodReport",
+    "SelfmodRequest",
     "Snapshot",
     "SourceState",
     "Speaking",

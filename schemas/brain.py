@@ -109,11 +109,12 @@ class BrainTask(Event, frozen=True, kw_only=True, tag="brain.task"):
 
     ``summarize``: ``text`` is a transcript; the answer holds a short summary and the lasting facts
     about the people in it. ``contradiction``: does ``other`` (a newer fact) contradict ``text``
-    (an older one)? Answered by a BrainTaskResult with the same correlation; people's replies go
+    (an older one)? ``draft``: rewrite ``other`` (one persona setting) as ``text`` (an owner's
+    request) asks; the answer's ``summary`` is the new text and ``reason`` why. Answered by a BrainTaskResult with the same correlation; people's replies go
     first, so a caller gives it a generous deadline and tries again later on a timeout.
     """
 
-    kind: Literal["summarize", "contradiction"]
+    kind: Literal["summarize", "contradiction", "draft"]
     text: str
     other: str = ""
 
@@ -123,6 +124,7 @@ class BrainTaskResult(Event, frozen=True, kw_only=True, tag="brain.task.result")
     facts: tuple[Fact, ...] = ()
     contradicts: bool = False
     error: str = ""  # the backend failed; nothing else is set
+    reason: str = ""  # a draft's reason, in her words
 
 
 class UsageLine(msgspec.Struct, frozen=True, kw_only=True):

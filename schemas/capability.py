@@ -48,6 +48,12 @@ CAPABILITIES: Final = (
         name="selfmod.apply", default=False, description="apply changes her owner approved"
     ),
     Capability(
+        name="selfmod.plugins", default=False, description="propose plugins: small modules that react to events (level 3)"
+    ),
+    Capability(
+        name="selfmod.logic", default=False, description="propose changes to the brain's prompt templates (level 4)"
+    ),
+    Capability(
         name="checkin", default=False, description="ask her owner once a week whether to dial anything up or down"
     ),
 )  # fmt: skip

@@ -60,6 +60,9 @@ DELIVERY: dict[str, Delivery] = {
     "autonomy": Delivery.VOLATILE,  # request/response: what waits to be said first, and why
     "discord.dm": Delivery.VOLATILE,  # request/response: the DM channel to write to first
     "discord.presence": Delivery.VOLATILE,  # a member's status: the next change says it again
+    "selfmod": Delivery.DURABLE,  # proposals, requests, decisions, their changes: never lost
+    "selfmod.ask": Delivery.VOLATILE,  # request/response: the list, one proposal, a diff
+    "selfmod.report": Delivery.VOLATILE,
     "probe.durable": Delivery.DURABLE,
     "probe.volatile": Delivery.VOLATILE,
 }
@@ -95,6 +98,7 @@ PRIVILEGED: tuple[str, ...] = (
     "perception.pause",  # the camera's switch: off, and on again, only from a trusted origin
     "perception.resume",
     "vision.preview",  # a lease on the camera's pictures
+    "selfmod",  # proposals and the owner's decisions on them: this host's actors and terminals
     "capability",  # the switches are the supervisor's to announce
 )
 

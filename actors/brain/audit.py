@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from actors.brain.persona import Persona, PersonaError, load_persona
 from actors.brain.prompt import build, system_prompt
 from actors.brain.rules import is_crisis, may_deny, moment_of, new_relationship, wants_quiet
 from actors.brain.scenarios import (
+    Scenario,
     audit_reply,
     audit_summary,
     compare_reports,
@@ -84,16 +85,19 @@ async def audit_persona(
     limit: int = 0,
     progress: Callable[[int, int], None] | None = None,
     between: Callable[[], Awaitable[None]] | None = None,
+    scenarios: Sequence[Scenario] | None = None,
 ) -> dict[str, Any]:
-    """The scenario set (its first ``limit``; 0: all) through a started backend chain, each
-    answered as a stranger would be; the report. ``between`` is awaited before each scenario
-    (the brain lets people's replies go first), ``progress(done, total)`` called after each."""
-    try:
-        scenarios = load_scenarios()
-    except PersonaError as exc:
-        raise AuditError(str(exc)) from None
-    if limit:
-        scenarios = scenarios[:limit]
+    """The scenario set (its first ``limit``; 0: all), or the given ``scenarios``, through a
+    started backend chain, each answered as a stranger would be; the report. ``between`` is
+    awaited before each scenario (the brain lets people's replies go first),
+    ``progress(done, total)`` called after each."""
+    if scenarios is None:
+        try:
+            scenarios = load_scenarios()
+        except PersonaError as exc:
+            raise AuditError(str(exc)) from None
+        if limit:
+            scenarios = scenarios[:limit]
     rng = random.Random(0)
     results = []
     t0 = time.monotonic()

@@ -1,4 +1,4 @@
-"""Work other actors ask of the brain's model: summaries of old turns and contradiction checks.
+"""Work other actors ask of the brain's model: summaries, contradiction checks, selfmod drafts.
 
 The memory actor owns no language model; it sends ``brain.task`` requests and the
 brain runs them on its backend chain after people's replies (a reply in flight
@@ -65,6 +65,23 @@ CONTRADICTION_INSTRUCTION: Final = (
 )
 
 
+DRAFT_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "text": {"type": "string", "maxLength": 600},
+        "reason": {"type": "string", "maxLength": 200},
+    },
+    "required": ["text", "reason"],
+}
+
+DRAFT_INSTRUCTION: Final = (
+    "You are Hex, an AI companion, changing one instruction that shapes how you talk, because "
+    "your owner asked. Rewrite the current instruction so it does what they asked; keep what "
+    "they did not ask to change, and keep it about as long. Answer as JSON: text is the new "
+    "instruction, reason is one sentence saying why the new text does what they asked."
+)
+
+
 def messages(task: BrainTask) -> tuple[list[ChatTurn], dict[str, Any], int]:
     """The prompt, the JSON schema and the token budget for one task."""
     if task.kind == "summarize":
@@ -75,6 +92,17 @@ def messages(task: BrainTask) -> tuple[list[ChatTurn], dict[str, Any], int]:
             ],
             SUMMARY_SCHEMA,
             600,  # room for the longest answer the schema allows
+        )
+    if task.kind == "draft":
+        return (
+            [
+                ChatTurn("system", DRAFT_INSTRUCTION),
+                ChatTurn(
+                    "user", f"Owner's request: {task.text}\nCurrent instruction: {task.other}"
+                ),
+            ],
+            DRAFT_SCHEMA,
+            400,
         )
     return (
         [
@@ -99,6 +127,12 @@ def parse(task: BrainTask, raw: str) -> BrainTaskResult:
         return BrainTaskResult(error=f"the model's answer is not JSON ({exc.msg})")
     if not isinstance(data, dict):
         return BrainTaskResult(error="the model's answer is not a JSON object")
+    if task.kind == "draft":
+        text, reason = data.get("text"), data.get("reason")
+        if not isinstance(text, str) or not text.strip():
+            return BrainTaskResult(error="the model's draft has no text")
+        reason = " ".join(reason.split()) if isinstance(reason, str) else ""
+        return BrainTaskResult(summary=text.strip()[:1000], reason=reason[:300])
     if task.kind == "contradiction":
         verdict = data.get("contradicts")
         if not isinstance(verdict, bool):

@@ -164,6 +164,7 @@ class Supervisor:
             actor=spec,
             config_dir=str(self.config_path.resolve().parent),
             run_dir=str(self.run_dir),
+            config_file=str(self.config_path.resolve()),
         )
         env = self._base_env(
             {**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()},

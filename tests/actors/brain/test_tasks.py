@@ -71,6 +71,19 @@ def test_a_contradiction_verdict_must_be_a_boolean() -> None:
     assert "true/false" in tasks.parse(task, '{"contradicts": "yes"}').error
 
 
+def test_a_draft_is_the_new_text_with_its_reason_and_never_empty() -> None:
+    task = BrainTask(kind="draft", text="be less formal", other="Short punchy sentences.")
+    turns, schema, _ = tasks.messages(task)
+    assert schema is tasks.DRAFT_SCHEMA
+    assert "be less formal" in turns[1].content and "Short punchy sentences." in turns[1].content
+    answer = '{"text": "  Loose, easy sentences. ", "reason": "less   stiff"}'
+    assert tasks.parse(task, answer) == BrainTaskResult(
+        summary="Loose, easy sentences.", reason="less stiff"
+    )
+    assert "no text" in tasks.parse(task, '{"text": "  ", "reason": "x"}').error
+    assert tasks.parse(task, '{"text": "Calm."}').reason == ""
+
+
 def test_prompts_carry_the_texts_and_bound_the_transcript() -> None:
     turns, schema, max_tokens = tasks.messages(BrainTask(kind="summarize", text="x" * 50_000))
     assert len(turns[1].content) == tasks.MAX_TRANSCRIPT_CHARS and schema is tasks.SUMMARY_SCHEMA

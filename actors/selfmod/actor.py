@@ -1,0 +1,291 @@
+"""The selfmod actor: Hex's proposals to change herself, tested and held for her owner.
+
+A dispatcher over :class:`Workshop`: proposals (``selfmod.proposal``) are checked against
+the allow-list and the protected keys, tested in the sandbox, and wait for an owner's
+decision (``selfmod.decide``, from a terminal, or from an actor in ``deciders`` that has
+verified its person is an owner). An approved change is a commit in the state repository
+that the brain then uses (``brain.persona.edit``, a version of its own). In its trial period
+the audit runs again; a fall in its scores or a failure of the brain rolls it back. The kill
+switch is the supervisor's: it stops this actor, sandbox and all, wherever it is.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from actors.selfmod import draft
+from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
+from actors.selfmod.guard import PERSONA, ProposalRefused
+from actors.selfmod.state import StateError
+from actors.selfmod.workshop import Workshop
+from hexbus.actor import Actor, RequestTimeout, on
+from hexbus.codec import derived_id
+from schemas import (
+    ActorLifecycle,
+    BrainTask,
+    BrainTaskResult,
+    CapabilityChanged,
+    PersonaChanged,
+    PersonaEdit,
+    SelfmodAsk,
+    SelfmodChanged,
+    SelfmodDecide,
+    SelfmodProposal,
+    SelfmodReport,
+    SelfmodRequest,
+)
+
+DRAFT_TIMEOUT_S = 300.0  # people's replies go first: a draft waits behind them
+
+
+class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
+    subscribes: ClassVar[tuple[str, ...]] = (
+        "selfmod.proposal",
+        "selfmod.request",
+        "selfmod.decide",
+        "selfmod.ask",
+        "brain.persona.changed",
+        "sys.actor",
+        "capability.changed",
+    )
+    config_type = SelfmodConfig
+    state_type = SelfmodState
+
+    async def setup(self) -> None:
+        hide = tuple(
+            p for p in (self.data_dir.parent.parent, self.config_dir / ".env", self.run_dir) if p
+        )
+        self.shop = Workshop(
+            self.config, self.state, self.data_dir, self.config_dir, self.config_file, hide
+        )
+        self.lagging = await self.offload(self.shop.open)
+        self.detail = self._detail()
+
+    async def on_live(self) -> None:
+        if self.lagging:  # a change committed just before a crash: the brain takes it now
+            await self.push(f"selfmod: {await self.offload(self.shop.repo.head)}", self.name)
+        # Tests a crash interrupted run again; trials restart.
+        for p in list(self.state.proposals.values()):
+            if p.status == "testing":
+                self.spawn(self.test(p.id), name=f"test-p{p.id}")
+            elif p.status == "applied":
+                self.spawn(self.test(p.id, trial=True), name=f"trial-p{p.id}")
+
+    def _detail(self) -> str:
+        ready = sum(p.status == "ready" for p in self.state.proposals.values())
+        testing = sum(p.status == "testing" for p in self.state.proposals.values())
+        on = "on" if self.capabilities.allowed("selfmod.propose") else "off"
+        return f"{ready} waiting for approval, {testing} testing; selfmod.propose is {on}"
+
+    async def changed(self, p: Proposal | None, line: str, error: str = "") -> None:
+        self.state_changed(now=True)
+        self.detail = self._detail()
+        view = p.view() if p is not None else None
+        await self.publish(SelfmodChanged(proposal=view, line=line, error=error))
+        self.log.info("selfmod.changed", id=p.id if p else 0, line=line, error=error or None)
+
+    # -- proposals ---------------------------------------------------------------------------
+
+    @on(SelfmodProposal)
+    async def on_proposal(self, event: SelfmodProposal) -> None:
+        envelope = self.envelope
+        assert envelope is not None
+        p = await self.offload(
+            self.shop.submit, envelope.id, event, self.capabilities.allowed, time.time()
+        )
+        if p.status == "refused":
+            await self.changed(p, f"proposal {p.id} refused", p.reason)
+            return
+        await self.changed(p, f"proposal {p.id} is being tested in the sandbox")
+        self.spawn(self.test(p.id), name=f"test-p{p.id}")
+
+    async def test(self, n: int, *, trial: bool = False) -> None:
+        tested = await self.offload(self.shop.test, n, trial=trial)
+        p = self.state.proposals[n]
+        if trial:
+            await self.end_trial(p, tested.after, tested.reason)
+            return
+        self.shop.settle(n, tested, time.time())
+        if p.status == "ready":
+            line = f"proposal {n} is ready for an owner's decision"
+            if "worse" in p.flags:
+                line += " (flagged: the audit fell)"
+            await self.changed(p, line)
+        else:
+            await self.changed(p, f"proposal {n} {p.status}", p.reason)
+
+    async def end_trial(self, p: Proposal, after: object, failure: str) -> None:
+        if p.status != "applied":
+            return
+        if failure or after is None or p.before is None:
+            note = f"its trial audit did not run ({failure or 'no report'})"
+        elif after.pass_rate < p.before.pass_rate - self.config.tolerance:  # type: ignore[attr-defined]
+            note = (
+                f"the audit fell in its trial ({p.before.pass_rate:.2f} -> "
+                f"{after.pass_rate:.2f})"  # type: ignore[attr-defined]
+            )
+        else:
+            p.status = "kept"
+            await self.changed(p, f"proposal {p.id} passed its trial and is kept")
+            return
+        await self.publish(SelfmodDecide(action="rollback", id=p.id, by=self.name, note=note))
+
+    @on(SelfmodRequest)
+    async def on_request(self, event: SelfmodRequest) -> None:
+        if not event.owner:
+            await self.changed(
+                None, "", f"only an owner may ask her to change ({event.by} is not one)"
+            )
+            return
+        if not self.capabilities.allowed("selfmod.propose"):
+            await self.changed(
+                None, "", "selfmod.propose is off: `hexbus capability enable selfmod.propose` first"
+            )
+            return
+        envelope = self.envelope
+        assert envelope is not None
+        key = event.key or draft.choose_key(event.text)
+        await self.changed(None, f"the brain is drafting a change to {key}: `hexbus selfmod list`")
+        self.spawn(self.draft(event, envelope.id), name="draft")
+
+    async def draft(self, event: SelfmodRequest, request_id: str) -> None:
+        """The brain rewrites one key as the owner asked; the diff becomes a proposal."""
+        key = event.key or draft.choose_key(event.text)
+        try:
+            text = await self.offload(self.shop.text)
+            old = draft.current(text, key)
+            result = await self.request(
+                BrainTask(kind="draft", text=event.text, other=old),
+                BrainTaskResult,
+                timeout=DRAFT_TIMEOUT_S,
+            )
+            if result.error:
+                raise ProposalRefused(f"the brain could not draft it: {result.error}")
+            diff = draft.unified(text, draft.rewrite(text, key, result.summary))
+        except (ProposalRefused, StateError, RequestTimeout) as exc:
+            await self.publish(
+                SelfmodChanged(error=f"no proposal for {event.text!r}: {exc}"),
+                event_id=derived_id(request_id, "draft"),
+                causation=request_id,
+            )
+            return
+        why = result.reason or f"{event.by} asked: {event.text}"
+        await self.publish(
+            SelfmodProposal(
+                diff=diff,
+                why=f"{why} (asked: {event.text!r}; changes {key})",
+                origin="owner",
+                by=event.by,
+                conversation=event.conversation,
+            ),
+            event_id=derived_id(request_id, "draft"),
+            causation=request_id,
+        )
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def refusal(self, event: SelfmodDecide, source: str) -> str:
+        """Why this decision may not be taken ("" when it may)."""
+        if source == self.name:
+            ok = event.action == "rollback"  # her own trial undoing a change, never more
+            return "" if ok else "selfmod does not decide for itself"
+        if not (source.startswith("cli") or source in self.config.deciders):
+            return f"{source} may not decide on her changes"
+        if not event.owner:
+            return f"only an owner may {event.action.replace('_', ' ')} ({event.by or 'unknown'} is not one)"
+        if event.action == "approve" and not self.capabilities.allowed("selfmod.apply"):
+            return "selfmod.apply is off: `hexbus capability enable selfmod.apply` first"
+        return ""
+
+    @on(SelfmodDecide)
+    async def on_decide(self, event: SelfmodDecide) -> None:
+        envelope = self.envelope
+        assert envelope is not None
+        if why := self.refusal(event, envelope.source):
+            self.log.warning(
+                "selfmod.decision_refused", source=envelope.source, by=event.by, why=why
+            )
+            await self.changed(self.state.proposals.get(event.id), "", why)
+            return
+        try:
+            line, persona_changed, p = await self.offload(
+                self.shop.decide, event, envelope.id, time.time()
+            )
+        except (ProposalRefused, StateError) as exc:
+            await self.changed(self.state.proposals.get(event.id), "", str(exc))
+            return
+        if persona_changed:
+            await self.push(f"selfmod: {line}", event.by or self.name)
+        await self.changed(p, line)
+        if p is not None and p.status == "applied" and event.action == "approve":
+            self.spawn(self.test(p.id, trial=True), name=f"trial-p{p.id}")
+
+    async def push(self, note: str, by: str) -> None:
+        """Hand HEAD's persona.toml to the brain (it checks it, writes it and makes it a
+        version); the id derives from the commit, so a push repeated after a crash is one."""
+        text = await self.offload(self.shop.text)
+        head = await self.offload(self.shop.repo.head)
+        await self.publish(
+            PersonaEdit(text=text, note=note, by=by), event_id=derived_id(head, "persona")
+        )
+
+    @on(ActorLifecycle)
+    async def on_lifecycle(self, event: ActorLifecycle) -> None:
+        if event.actor != self.config.brain or event.change not in ("restart", "failed"):
+            return
+        now = time.time()
+        for p in self.state.proposals.values():
+            if p.status in ("applied", "kept") and now - p.applied_at < self.config.trial_s:
+                note = f"the brain failed ({event.change}) in its trial period"
+                await self.publish(
+                    SelfmodDecide(action="rollback", id=p.id, by=self.name, note=note)
+                )
+
+    @on(PersonaChanged)
+    async def on_persona_changed(self, event: PersonaChanged) -> None:
+        if not event.error:
+            await self.offload(self.shop.sync)
+            self.state_changed()
+
+    @on(CapabilityChanged)
+    async def on_capability(self, event: CapabilityChanged) -> None:
+        self.detail = self._detail()
+
+    # -- questions ---------------------------------------------------------------------------
+
+    @on(SelfmodAsk)
+    async def on_ask(self, event: SelfmodAsk) -> None:
+        for p in self.shop.expire(time.time()):
+            await self.changed(p, f"proposal {p.id} expired unapproved")
+        try:
+            report = await self.offload(self.answer, event)
+        except (ProposalRefused, StateError) as exc:
+            report = SelfmodReport(error=str(exc))
+        await self.respond(report)
+
+    def answer(self, event: SelfmodAsk) -> SelfmodReport:
+        proposals = sorted(self.state.proposals.values(), key=lambda p: -p.id)
+        if event.what == "show":
+            p = self.state.proposals.get(event.id)
+            if p is None:
+                raise ProposalRefused(f"there is no proposal {event.id}")
+            return SelfmodReport(proposals=(p.view(),))
+        if event.what == "diff":
+            a, b = event.a or "factory", event.b or "HEAD"
+            return SelfmodReport(text=self.shop.repo.diff(self._rev(a), self._rev(b)))
+        if event.what == "log":
+            rows = self.shop.repo.log()
+            return SelfmodReport(
+                text="\n".join(f"{c[:10]}  {t or '-':<14} {s}" for c, t, s in rows)
+            )
+        return SelfmodReport(proposals=tuple(p.view(diff=False) for p in proposals[:50]))
+
+    def _rev(self, name: str) -> str:
+        """A proposal number ("3") names its applied commit."""
+        if name.isdigit() and (p := self.state.proposals.get(int(name))) and p.commit:
+            return p.commit
+        return name
+
+
+__all__ = ["PERSONA", "SelfmodActor"]

@@ -1,0 +1,81 @@
+"""The selfmod actor's settings and the state it keeps across restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from actors.selfmod.sandbox import SandboxLimits
+from schemas.selfmod import AuditFigures, Origin, ProposalView, Status
+
+# The persona Hex ships with: the state repository's first commit, what a factory reset restores.
+SHIPPED_PERSONA = Path(__file__).resolve().parents[2] / "persona.toml"
+
+
+class SelfmodConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    persona: str = "persona.toml"  # the brain's persona.toml, relative to supervisor.toml
+    brain: str = "brain"  # the brain actor's name: it applies persona changes and is watched
+    scenarios: int = 0  # audit scenarios per sandbox run (0: the whole set)
+    approve_within_s: float = 7 * 86400.0  # a proposal not approved by then expires
+    trial_s: float = 3600.0  # after applying: an actor failure in this window rolls it back
+    tolerance: float = 0.0  # how far the audit's pass rate may fall before a change is "worse"
+    # Actors whose owners' decisions count (they verify who an owner is); terminals with the
+    # run folder always do.
+    deciders: tuple[str, ...] = ("discord", "web")
+    sandbox: SandboxLimits = SandboxLimits()
+
+
+class Proposal(msgspec.Struct, kw_only=True):
+    id: int
+    status: Status
+    why: str
+    origin: Origin
+    diff: str
+    base: str = ""  # the state repository's HEAD it was made against
+    by: str = ""
+    conversation: str = ""
+    created: float = 0.0
+    level: str = ""
+    flags: list[str] = []
+    files: list[str] = []
+    keys: list[str] = []
+    reason: str = ""
+    before: AuditFigures | None = None
+    after: AuditFigures | None = None
+    expires: float = 0.0
+    decided_by: str = ""
+    commit: str = ""
+    sandbox: str = ""
+    applied_at: float = 0.0
+
+    def view(self, *, diff: bool = True) -> ProposalView:
+        return ProposalView(
+            id=self.id,
+            status=self.status,
+            why=self.why,
+            origin=self.origin,
+            by=self.by,
+            created=self.created,
+            level=self.level,
+            flags=tuple(self.flags),
+            files=tuple(self.files),
+            keys=tuple(self.keys),
+            diff=self.diff if diff else "",
+            reason=self.reason,
+            before=self.before,
+            after=self.after,
+            expires=self.expires,
+            decided_by=self.decided_by,
+            commit=self.commit,
+            sandbox=self.sandbox,
+        )
+
+
+class SelfmodState(msgspec.Struct, kw_only=True):
+    proposals: dict[int, Proposal] = {}
+    next_id: int = 1
+    by_event: dict[str, int] = {}  # a proposal event's id -> its number: a replay adds nothing
+    # sha256 of persona.toml as last seen live: a live file that differs from it was edited by
+    # an owner; one that still matches it but not HEAD waits for the brain to take HEAD.
+    live_sha: str = ""

@@ -1,0 +1,167 @@
+"""The sandbox: a proposal's tests run in a process that cannot reach the network, sees the
+rest of the machine read-only, and has resource limits.
+
+Where bubblewrap is installed (Debian's ``bubblewrap``; scripts/test installs it) the process
+runs under ``bwrap``: every namespace unshared (no network, its own pids), the whole
+filesystem read-only except its work folder (``TMPDIR`` points there too), Hex's data folder, run folder and ``.env``
+hidden, capabilities dropped, killed with its parent. Without bubblewrap it falls back to
+``unshare`` (a user and network namespace: no network, but the filesystem is writable as
+the user's) and, where user namespaces are refused too, to resource limits alone; the report
+names which one ran ("isolation"). Limits (``prlimit``) hold in every case: CPU seconds,
+address space, file size, open files, and a wall-clock timeout that kills the process group.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+
+class SandboxLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    isolation: str = "auto"  # auto | bubblewrap | namespaces | rlimits
+    timeout_s: float = 1800.0  # wall clock for one run
+    cpu_s: int = 3600
+    memory_mb: int = 8192  # address space
+    file_mb: int = 64  # the largest file it may write
+    open_files: int = 512
+
+
+@dataclass(frozen=True)
+class SandboxRun:
+    returncode: int
+    output: str  # its stdout and stderr, the tail
+    seconds: float
+    isolation: str
+    timed_out: bool = False
+
+
+class SandboxError(Exception):
+    """The sandbox cannot run as configured: the message names the fix."""
+
+
+@functools.cache
+def _works(argv: tuple[str, ...]) -> bool:
+    try:
+        return subprocess.run(list(argv), capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def available() -> list[str]:
+    """The isolations this machine offers, strongest first."""
+    kinds = []
+    bwrap = shutil.which("bwrap")
+    if bwrap and _works((bwrap, "--ro-bind", "/", "/", "--unshare-all", "--", "true")):
+        kinds.append("bubblewrap")
+    unshare = shutil.which("unshare")
+    if unshare and _works((unshare, "--user", "--map-root-user", "--net", "--", "true")):
+        kinds.append("namespaces")
+    kinds.append("rlimits")
+    return kinds
+
+
+def choose(limits: SandboxLimits) -> str:
+    kinds = available()
+    if limits.isolation == "auto":
+        return kinds[0]
+    if limits.isolation not in kinds:
+        fix = "apt-get install bubblewrap" if limits.isolation == "bubblewrap" else "use 'auto'"
+        raise SandboxError(
+            f"sandbox isolation {limits.isolation!r} does not work here "
+            f"(available: {', '.join(kinds)}): {fix}"
+        )
+    return limits.isolation
+
+
+def command(
+    argv: list[str],
+    work: Path,
+    isolation: str,
+    limits: SandboxLimits,
+    *,
+    hide: tuple[Path, ...] = (),
+    env: dict[str, str] | None = None,
+) -> list[str]:
+    """The full command line: ``argv`` run in ``work`` under ``isolation`` and ``limits``."""
+    mib = 1024 * 1024
+    prlimit = shutil.which("prlimit")
+    limited: list[str] = []
+    if prlimit:
+        limited = [
+            prlimit,
+            f"--cpu={limits.cpu_s}",
+            f"--as={limits.memory_mb * mib}",
+            f"--fsize={limits.file_mb * mib}",
+            f"--nofile={limits.open_files}",
+            "--core=0",
+            "--",
+        ]
+    (work / "tmp").mkdir(exist_ok=True)
+    base_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(work),
+        "TMPDIR": str(work / "tmp"),  # /tmp is read-only in there, like everything but work
+        "LANG": "C.UTF-8",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **(env or {}),
+    }
+    if isolation == "bubblewrap":
+        wrap = [
+            shutil.which("bwrap") or "bwrap",
+            "--ro-bind", "/", "/",
+            "--dev", "/dev",
+            "--proc", "/proc",
+        ]  # fmt: skip
+        for path in hide:
+            if path.is_dir():
+                wrap += ["--tmpfs", str(path)]
+            elif path.exists():
+                wrap += ["--ro-bind", "/dev/null", str(path)]
+        wrap += ["--bind", str(work), str(work), "--chdir", str(work)]
+        wrap += ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        wrap += ["--clearenv"]
+        for key, value in base_env.items():
+            wrap += ["--setenv", key, value]
+        return [*wrap, "--", *limited, *argv]
+    prefix = ["env", "-i", *(f"{k}={v}" for k, v in base_env.items())]
+    if isolation == "namespaces":
+        unshare = shutil.which("unshare") or "unshare"
+        return [*prefix, unshare, "--user", "--map-root-user", "--net", "--", *limited, *argv]
+    return [*prefix, *limited, *argv]
+
+
+def run(
+    argv: list[str],
+    work: Path,
+    limits: SandboxLimits,
+    *,
+    hide: tuple[Path, ...] = (),
+    env: dict[str, str] | None = None,
+) -> SandboxRun:
+    """Run ``argv`` in the sandbox (blocking: call it off the actor's loop)."""
+    isolation = choose(limits)
+    full = command(argv, work, isolation, limits, hide=hide, env=env)
+    log_path = work / "sandbox.log"
+    started = time.monotonic()
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            full, cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        timed_out = False
+        try:
+            rc = proc.wait(timeout=limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            rc = proc.wait()
+    tail = log_path.read_bytes()[-4000:].decode("utf-8", "replace")
+    return SandboxRun(rc, tail, time.monotonic() - started, isolation, timed_out)

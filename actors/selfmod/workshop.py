@@ -1,0 +1,364 @@
+"""Proposals from arrival to decision: checked, tested in the sandbox, held for an owner,
+applied as a commit, undone by a rollback or a factory reset.
+
+Plain and blocking (git, the sandbox): the actor calls it off its loop, one call at a time,
+and owns the state it mutates. Every step that changes the state repository is idempotent
+by the tag it leaves (``p<N>``, ``p<N>-rollback``, ``reset-<event>``), so a decision handled
+again after a crash finds its commit and does not make a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actors.selfmod import sandbox
+from actors.selfmod.config import SHIPPED_PERSONA, Proposal, SelfmodConfig, SelfmodState
+from actors.selfmod.guard import PERSONA, ProposalRefused, level_of, read_diff
+from actors.selfmod.rules import persona_change, size_flags
+from actors.selfmod.state import StateError, StateRepo
+from schemas.selfmod import AuditFigures, SelfmodDecide, SelfmodProposal
+
+LEVELS = ("selfmod.propose", "selfmod.plugins", "selfmod.logic")
+BUILT = (PERSONA,)  # the files whose changes are applied today (the others are refused)
+
+
+@dataclass
+class Tested:
+    """A sandbox run's outcome, applied to its proposal on the actor's loop."""
+
+    status: str
+    reason: str = ""
+    before: AuditFigures | None = None
+    after: AuditFigures | None = None
+    flags: list[str] = field(default_factory=list)
+    isolation: str = ""
+
+
+def figures(report: dict[str, Any]) -> AuditFigures:
+    return AuditFigures(
+        scenarios=int(report.get("scenarios", 0)),
+        pass_rate=float(report.get("overall", 0.0)),
+        by_category={k: float(v) for k, v in report.get("by_category", {}).items()},
+        failed=tuple(report.get("failures", ())),
+        seconds=float(report.get("seconds", 0.0)),
+    )
+
+
+class Workshop:
+    def __init__(
+        self,
+        config: SelfmodConfig,
+        state: SelfmodState,
+        data_dir: Path,
+        config_dir: Path,
+        config_file: Path | None,
+        hide: tuple[Path, ...] = (),
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.repo = StateRepo(data_dir / "state")
+        self.persona_path = (config_dir / config.persona).resolve()
+        self.work_root = data_dir / "sandbox"
+        self.reports = data_dir / "reports"
+        self.config_file = config_file or config_dir / "supervisor.toml"
+        self.hide = hide
+
+    # -- the state repository and the live files ---------------------------------------------
+
+    def live(self) -> dict[str, bytes]:
+        try:
+            return {PERSONA: self.persona_path.read_bytes()}
+        except FileNotFoundError:
+            return {}
+
+    def open(self) -> bool:
+        """Create or mend the state repository and take in edits made outside selfmod; whether
+        the live persona waits for HEAD (a change committed just before a crash)."""
+        self.repo.ensure({PERSONA: SHIPPED_PERSONA.read_bytes()})
+        for p in self.state.proposals.values():
+            # A decision whose commit landed just before a crash: the commit is the truth.
+            if p.status == "ready" and (commit := self._find(f"p{p.id}")):
+                p.status, p.commit = "applied", commit
+        return self.sync()
+
+    def sync(self) -> bool:
+        """Commit the live files where an owner changed them outside selfmod; whether the live
+        persona lags behind HEAD (the brain has yet to take a change: push it)."""
+        live = self.live()
+        if PERSONA not in live:
+            return True
+        sha = hashlib.sha256(live[PERSONA]).hexdigest()
+        head = self.repo.read(PERSONA)
+        if live[PERSONA] == head:
+            self.state.live_sha = sha
+            return False
+        if sha == self.state.live_sha:
+            return True  # untouched since last seen: HEAD is newer
+        self.repo.sync(live, "an owner's edit, made outside selfmod")
+        self.state.live_sha = sha
+        return False
+
+    def _find(self, tag: str) -> str:
+        """The commit tagged ``tag``, or one whose subject starts with it (a crash between
+        the commit and its tag); "" when neither."""
+        try:
+            return self.repo.resolve(tag)
+        except StateError:
+            pass
+        for commit, _, subject in self.repo.log(200):
+            if subject.startswith(f"{tag}: "):
+                self.repo.git("tag", "-f", tag, commit)
+                return commit
+        return ""
+
+    def text(self, rev: str = "HEAD") -> str:
+        """persona.toml's text at ``rev``."""
+        return (self.repo.read(PERSONA, rev) or b"").decode("utf-8")
+
+    # -- a proposal arrives ------------------------------------------------------------------
+
+    def submit(
+        self, event_id: str, event: SelfmodProposal, allowed: Callable[[str], bool], now: float
+    ) -> Proposal:
+        """Record a proposal: refused with the reason, or ready for the sandbox (``testing``)."""
+        if event_id in self.state.by_event:
+            return self.state.proposals[self.state.by_event[event_id]]
+        n = self.state.next_id
+        p = Proposal(
+            id=n,
+            status="testing",
+            why=event.why.strip()[:2000],
+            origin=event.origin,
+            diff=event.diff,
+            by=event.by,
+            conversation=event.conversation,
+            created=now,
+        )
+        self.state.next_id = n + 1
+        self.state.by_event[event_id] = n
+        self.state.proposals[n] = p
+        try:
+            self._check(p, allowed)
+        except (ProposalRefused, StateError) as exc:
+            p.status, p.reason = "refused", str(exc)
+            shutil.rmtree(self.work_root / f"p{n}", ignore_errors=True)
+        return p
+
+    def _check(self, p: Proposal, allowed: Callable[[str], bool]) -> None:
+        if not p.why:
+            raise ProposalRefused("no reason given: a proposal says why, in plain words")
+        files = read_diff(p.diff)
+        p.files = [f.path for f in files]
+        levels = {level_of(f.path) for f in files}
+        p.level = max(levels, key=LEVELS.index)
+        for level in LEVELS[: LEVELS.index(p.level) + 1]:  # each level needs those below it
+            if not allowed(level):
+                raise ProposalRefused(
+                    f"{level} is off: her owner has not allowed this level of change"
+                )
+        for f in files:
+            if f.path not in BUILT:
+                raise ProposalRefused(
+                    f"{f.path}: changes to it are not applied yet (only {PERSONA})"
+                )
+        self.sync()
+        p.base = self.repo.head()
+        self.repo.check(p.diff)
+        before, after = self.prepare(p.id, p.base, p.diff)
+        keys, flags = persona_change(
+            (before / PERSONA).read_bytes(), (after / PERSONA).read_bytes()
+        )
+        if not keys:
+            raise ProposalRefused("the change leaves every setting as it was")
+        p.keys = keys
+        p.flags = [*flags, *size_flags(sum(f.added for f in files), sum(f.removed for f in files))]
+        if p.level != "selfmod.propose":
+            p.flags.append("capability")
+
+    def prepare(self, n: int, base: str, diff: str) -> tuple[Path, Path]:
+        """The sandbox's work folder for proposal ``n``: ``before`` (``base``) and ``after``
+        (with ``diff``), each a clone of the state repository."""
+        work = self.work_root / f"p{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        before, after = work / "before", work / "after"
+        self.repo.clone_to(before, base)
+        self.repo.clone_to(after, base)
+        StateRepo(after)._apply(diff)
+        return before, after
+
+    # -- the sandbox -------------------------------------------------------------------------
+
+    def test(self, n: int, *, trial: bool = False) -> Tested:
+        """Run proposal ``n``'s tests in the sandbox (blocking; off the loop). ``trial``: the
+        audit again after applying (its parent commit against its own)."""
+        p = self.state.proposals[n]
+        work = self.work_root / (f"p{n}-trial" if trial else f"p{n}")
+        if trial:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            self.repo.clone_to(work / "before", f"{p.commit}~1")
+            self.repo.clone_to(work / "after", p.commit)
+        out = work / "trial.json"
+        out.unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "actors.brain.trial",  # the brain's own tests, in the sandbox
+            "--config",
+            str(self.config_file),
+            "--before",
+            str(work / "before"),
+            "--after",
+            str(work / "after"),
+            "--limit",
+            str(self.config.scenarios),
+            "--out",
+            str(out),
+        ]
+        try:
+            outcome = sandbox.run(argv, work, self.config.sandbox, hide=self.hide)
+        except sandbox.SandboxError as exc:
+            return Tested("failed", str(exc))
+        try:
+            result = json.loads(out.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            said = outcome.output.strip().splitlines()
+            why = "timed out" if outcome.timed_out else f"exit {outcome.returncode}"
+            last = said[-1] if said else "no output"
+            return Tested(
+                "failed", f"the sandbox run failed ({why}): {last}", isolation=outcome.isolation
+            )
+        result["isolation"] = outcome.isolation
+        result["sandbox_seconds"] = round(outcome.seconds, 1)
+        self.reports.mkdir(parents=True, exist_ok=True)
+        name = f"p{n}-trial.json" if trial else f"p{n}.json"
+        (self.reports / name).write_text(json.dumps(result, indent=1, sort_keys=True))
+        if "invalid" in result:  # the persona after it does not load
+            return Tested("refused", str(result["invalid"]), isolation=outcome.isolation)
+        if "error" in result:
+            return Tested("failed", str(result["error"]), isolation=outcome.isolation)
+        before, after = figures(result["before"]), figures(result["after"])
+        broken = [c for c in result["checks"]["after"] if c not in result["checks"]["before"]]
+        if broken:
+            return Tested(
+                "refused",
+                f"the tests of what changed fail: {broken[0]}",
+                before,
+                after,
+                isolation=outcome.isolation,
+            )
+        flags = ["worse"] if after.pass_rate < before.pass_rate - self.config.tolerance else []
+        return Tested("ready", "", before, after, flags, outcome.isolation)
+
+    def settle(self, n: int, tested: Tested, now: float) -> Proposal:
+        p = self.state.proposals[n]
+        if p.status != "testing":  # rejected while it ran
+            return p
+        p.status = tested.status  # type: ignore[assignment]
+        p.reason, p.before, p.after, p.sandbox = (
+            tested.reason,
+            tested.before,
+            tested.after,
+            tested.isolation,
+        )
+        p.flags = [*p.flags, *(f for f in tested.flags if f not in p.flags)]
+        if p.status == "ready":
+            p.expires = now + self.config.approve_within_s
+        return p
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def decide(
+        self, event: SelfmodDecide, event_id: str, now: float
+    ) -> tuple[str, bool, Proposal | None]:
+        """Carry out an owner's decision: what happened, whether persona.toml changed, and the
+        proposal it was about."""
+        if event.action == "factory_reset":
+            return self._factory_reset(event, event_id, now)
+        if event.action == "rollback":
+            return self._rollback(event, now)
+        p = self.state.proposals.get(event.id)
+        if p is None:
+            raise ProposalRefused(f"there is no proposal {event.id}")
+        if event.action == "reject":
+            if p.status not in ("ready", "testing"):
+                raise ProposalRefused(
+                    f"proposal {p.id} is {p.status.replace('_', ' ')}: nothing to reject"
+                )
+            p.status, p.decided_by, p.reason = "rejected", event.by, event.note
+            return f"proposal {p.id} rejected", False, p
+        if p.status == "applied" and p.commit:
+            return f"proposal {p.id} is applied already", False, p
+        if p.status != "ready":
+            raise ProposalRefused(
+                f"proposal {p.id} is {p.status.replace('_', ' ')}: only a ready one can be approved"
+            )
+        commit = self._find(f"p{p.id}")
+        if not commit:
+            if now > p.expires:
+                p.status = "expired"
+                raise ProposalRefused(f"proposal {p.id} expired unapproved: ask for it again")
+            self.sync()
+            if self.repo.head() != p.base:
+                p.status, p.reason = "stale", "the files changed since it was tested"
+                raise ProposalRefused(
+                    f"proposal {p.id} is stale: the files changed since it was tested"
+                )
+            commit = self.repo.commit_diff(
+                p.diff, f"p{p.id}: {p.why.splitlines()[0][:120]}", f"p{p.id}"
+            )
+        p.status, p.commit, p.decided_by, p.applied_at = "applied", commit, event.by, now
+        return f"proposal {p.id} applied ({commit[:10]})", True, p
+
+    def _rollback(self, event: SelfmodDecide, now: float) -> tuple[str, bool, Proposal | None]:
+        applied = [p for p in self.state.proposals.values() if p.status in ("applied", "kept")]
+        if event.id:
+            p = self.state.proposals.get(event.id)
+            if p is None:
+                raise ProposalRefused(f"there is no proposal {event.id}")
+            if p.status == "rolled_back":
+                return f"proposal {p.id} is rolled back already", False, p
+            if p.status not in ("applied", "kept"):
+                raise ProposalRefused(
+                    f"proposal {p.id} is {p.status.replace('_', ' ')}: it was never applied"
+                )
+        elif applied:
+            p = max(applied, key=lambda q: q.applied_at)
+        else:
+            raise ProposalRefused("no applied change to roll back")
+        tag = f"p{p.id}-rollback"
+        if not self._find(tag):
+            self.sync()
+            self.repo.revert(p.commit, f"{tag}: {event.note or 'rolled back'}", tag)
+        p.status, p.reason, p.decided_by = "rolled_back", event.note or "rolled back", event.by
+        return f"proposal {p.id} rolled back", True, p
+
+    def _factory_reset(
+        self, event: SelfmodDecide, event_id: str, now: float
+    ) -> tuple[str, bool, Proposal | None]:
+        tag = f"reset-{event_id[:12]}"
+        if not self._find(tag):
+            self.sync()
+            self.repo.restore("factory", f"{tag}: factory reset by {event.by}", tag)
+        for p in self.state.proposals.values():
+            if p.status in ("applied", "kept"):
+                p.status, p.reason = "rolled_back", "factory reset"
+            elif p.status in ("ready", "testing"):
+                p.status, p.reason = "stale", "factory reset"
+        return "factory reset: the shipped files are back", True, None
+
+    def expire(self, now: float) -> list[Proposal]:
+        gone = []
+        for p in self.state.proposals.values():
+            if p.status == "ready" and now > p.expires:
+                p.status = "expired"
+                gone.append(p)
+        return gone

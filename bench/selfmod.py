@@ -1,0 +1,132 @@
+"""How long a persona change takes from proposal to sandbox report, and to roll back.
+
+A real change (``style.sentence_shape`` rewritten, as an owner's "be less formal" drafts it)
+goes through the selfmod workshop on the packaged model: checked, tested in the sandbox (the
+best isolation this machine offers) on ``--scenarios`` audit scenarios before and after, then
+approved and rolled back. In the same run, the same audit runs outside any sandbox (the
+baseline): the ratio is what the isolation and the second process cost, and
+``scenario_share`` is the part of the sandbox's time spent answering scenarios.
+
+Printed (JSON): ``sandbox_s``, ``baseline_s``, ``sandbox_ratio``, ``scenario_share``,
+``rollback_s`` (a decision's git revert, with the commit) and ``isolation``.
+
+    python bench/selfmod.py [--scenarios 10]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from actors.brain.audit import audit_persona, brain_config
+from actors.brain.backends.fallback import FallbackChain
+from actors.brain.config import make_backend
+from actors.brain.persona import DEFAULT_PERSONA_PATH, load_persona
+from actors.brain.scenarios import load_scenarios
+from actors.brain.trial import sample
+from actors.selfmod.config import SelfmodConfig, SelfmodState
+from actors.selfmod.draft import rewrite, unified
+from actors.selfmod.workshop import Workshop
+from schemas import SelfmodDecide, SelfmodProposal
+
+CONFIG = """
+[actors.brain]
+module = "actors.brain.actor:BrainActor"
+[actors.brain.config]
+backends = [{type = "llamacpp"}]
+seed = 7
+"""
+
+
+async def baseline(config_path: Path, folders: list[Path], n: int) -> float:
+    """The same audit, both sides, in this process: no sandbox."""
+    config, _ = brain_config(config_path)
+    chain = FallbackChain([make_backend(s) for s in config.backends])
+    started = time.perf_counter()
+    await chain.start()
+    try:
+        for folder in folders:
+            persona = load_persona(folder / "persona.toml")
+            chosen = sample(load_scenarios(), n)
+            await audit_persona(chain, persona, config, scenarios=chosen)
+    finally:
+        await chain.close()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--scenarios", type=int, default=10)
+    args = p.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="hxbench"))
+    try:
+        shutil.copy(DEFAULT_PERSONA_PATH, root / "persona.toml")
+        (root / "supervisor.toml").write_text(CONFIG)
+        data = root / "data" / "actors" / "selfmod"
+        data.mkdir(parents=True)
+        shop = Workshop(
+            SelfmodConfig(scenarios=args.scenarios),
+            SelfmodState(),
+            data,
+            root,
+            root / "supervisor.toml",
+            hide=(root / "data",),
+        )
+        shop.open()
+        text = DEFAULT_PERSONA_PATH.read_text()
+        change = unified(
+            text, rewrite(text, "style.sentence_shape", "Relaxed, warm, less formal sentences.")
+        )
+        started = time.perf_counter()
+        p1 = shop.submit(
+            "bench", SelfmodProposal(diff=change, why="less formal"), lambda _: True, 0
+        )
+        tested = shop.test(p1.id)
+        sandbox_s = time.perf_counter() - started
+        if tested.status != "ready":
+            raise SystemExit(f"the sandbox run did not pass: {tested.status}: {tested.reason}")
+        shop.settle(p1.id, tested, 0)
+        audit_s = (tested.before.seconds if tested.before else 0) + (
+            tested.after.seconds if tested.after else 0
+        )
+        work = shop.work_root / f"p{p1.id}"
+        base_s = asyncio.run(
+            baseline(root / "supervisor.toml", [work / "before", work / "after"], args.scenarios)
+        )
+        shop.decide(SelfmodDecide(action="approve", id=p1.id, by="bench", owner=True), "a", 1)
+        started = time.perf_counter()
+        shop.decide(SelfmodDecide(action="rollback", id=p1.id, by="bench", owner=True), "r", 2)
+        rollback_s = time.perf_counter() - started
+        assert shop.text() == text
+        print(
+            json.dumps(
+                {
+                    "scenarios": args.scenarios,
+                    "isolation": tested.isolation,
+                    "sandbox_s": round(sandbox_s, 2),
+                    "baseline_s": round(base_s, 2),
+                    "sandbox_ratio": round(sandbox_s / base_s, 2),
+                    "scenario_share": round(audit_s / sandbox_s, 2),
+                    "rollback_s": round(rollback_s, 3),
+                },
+                indent=2,
+            )
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

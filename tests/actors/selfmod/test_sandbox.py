@@ -1,0 +1,118 @@
+"""The sandbox, for real: no network, a read-only machine, hidden data, limits that bite."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.selfmod import sandbox
+from actors.selfmod.sandbox import SandboxLimits
+
+ISOLATIONS = sandbox.available()
+STRONG = pytest.mark.skipif(
+    "bubblewrap" not in ISOLATIONS, reason="bubblewrap is not installed (scripts/test installs it)"
+)
+
+
+def run(code: str, work: Path, **limits: object) -> sandbox.SandboxRun:
+    return sandbox.run(
+        [sys.executable, "-c", code],
+        work,
+        SandboxLimits(isolation="bubblewrap", **limits),  # type: ignore[arg-type]
+        hide=(work.parent / "data", work.parent / ".env"),
+    )
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "memory.duckdb").write_text("private")
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=secret\n")
+    (tmp_path / "outside.txt").write_text("untouched\n")
+    w = tmp_path / "work"
+    w.mkdir()
+    return w
+
+
+@STRONG
+def test_it_writes_its_work_folder_and_nothing_else(work: Path) -> None:
+    outside = work.parent / "outside.txt"
+    planted = Path(sys.prefix) / "planted.py"
+    code = (
+        "import pathlib\n"
+        "pathlib.Path('result.txt').write_text('ok')\n"
+        f"for target in [{str(outside)!r}, '/etc/hex-was-here', {str(planted)!r}]:\n"
+        "    try:\n"
+        "        pathlib.Path(target).write_text('x')\n"
+        "        print('WROTE', target)\n"
+        "    except OSError as exc:\n"
+        "        print('refused', target, exc.errno)\n"
+    )
+    out = run(code, work)
+    assert out.returncode == 0, out.output
+    assert "WROTE" not in out.output and out.output.count("refused") == 3, out.output
+    assert (work / "result.txt").read_text() == "ok"
+    assert outside.read_text() == "untouched\n"
+    assert not planted.exists()
+    assert out.isolation == "bubblewrap"
+
+
+@STRONG
+def test_it_has_no_network(work: Path) -> None:
+    code = (
+        "import socket\n"
+        "for host in [('1.1.1.1', 53), ('127.0.0.1', 22)]:\n"
+        "    s = socket.socket(); s.settimeout(2)\n"
+        "    print('connect', s.connect_ex(host) == 0)\n"
+    )
+    out = run(code, work)
+    assert out.output.count("connect False") == 2, out.output
+
+
+@STRONG
+def test_it_cannot_see_hexs_data_or_secrets(work: Path) -> None:
+    code = (
+        "import os, pathlib\n"
+        f"print('data', os.listdir({str(work.parent / 'data')!r}))\n"
+        f"print('env', repr(pathlib.Path({str(work.parent / '.env')!r}).read_text()))\n"
+        "print('token', os.environ.get('DISCORD_TOKEN'))\n"
+    )
+    out = run(code, work)
+    assert "data []" in out.output or "data ['work']" in out.output, out.output
+    assert "secret" not in out.output
+
+
+@STRONG
+def test_it_cannot_signal_processes_outside(work: Path) -> None:
+    import os
+
+    code = f"import os\ntry:\n    os.kill({os.getpid()}, 0)\n    print('REACHED')\nexcept OSError as e:\n    print('no such', e.errno)\n"
+    out = run(code, work)
+    assert "REACHED" not in out.output and "no such" in out.output
+
+
+def test_a_run_past_its_time_is_killed(work: Path) -> None:
+    out = sandbox.run(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        work,
+        SandboxLimits(timeout_s=1.0),
+    )
+    assert out.timed_out and out.seconds < 30
+
+
+def test_a_file_over_the_size_limit_cannot_be_written(work: Path) -> None:
+    code = "open('big', 'wb').write(b'x' * (3 << 20))\nprint('WROTE')"
+    out = sandbox.run([sys.executable, "-c", code], work, SandboxLimits(file_mb=1))
+    assert out.returncode != 0 and "WROTE" not in out.output
+    assert (work / "big").stat().st_size <= 1 << 20
+
+
+def test_an_isolation_this_machine_lacks_is_refused_with_the_fix(work: Path) -> None:
+    kinds = sandbox.available()
+    assert kinds[-1] == "rlimits"
+    if "bubblewrap" in kinds:
+        return
+    with pytest.raises(sandbox.SandboxError, match="apt-get install bubblewrap"):
+        sandbox.choose(SandboxLimits(isolation="bubblewrap"))

@@ -1,0 +1,127 @@
+"""The state repository, on real git: commits, tags, rollback byte for byte, mending after a kill."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from actors.brain.persona import DEFAULT_PERSONA_PATH
+from actors.selfmod.draft import rewrite, unified
+from actors.selfmod.guard import ProposalRefused
+from actors.selfmod.state import StateError, StateRepo
+
+SHIPPED = DEFAULT_PERSONA_PATH.read_bytes()
+
+
+def repo(tmp_path: Path) -> StateRepo:
+    r = StateRepo(tmp_path / "state")
+    r.ensure({"persona.toml": SHIPPED})
+    return r
+
+
+def change(text: str, value: str = "Soft, slow sentences.") -> str:
+    return unified(text, rewrite(text, "style.sentence_shape", value))
+
+
+def test_the_first_commit_is_the_shipped_files_tagged_factory(tmp_path: Path) -> None:
+    r = repo(tmp_path)
+    assert r.read("persona.toml", "factory") == SHIPPED
+    assert r.files() == {"persona.toml": SHIPPED}
+    head = r.head()
+    r.ensure({"persona.toml": b"other"})  # a second start changes nothing
+    assert r.head() == head and r.read("persona.toml") == SHIPPED
+
+
+def test_an_owners_edit_is_synced_as_a_commit_once(tmp_path: Path) -> None:
+    r = repo(tmp_path)
+    edited = SHIPPED.replace(b"chaotic tsundere goblin", b"chaotic tsundere gremlin")
+    commit = r.sync({"persona.toml": edited}, "owner's edit")
+    assert commit and r.read("persona.toml") == edited
+    assert r.sync({"persona.toml": edited}, "owner's edit") is None
+
+
+def test_a_change_is_committed_tagged_and_reverted_byte_for_byte(tmp_path: Path) -> None:
+    r = repo(tmp_path)
+    text = SHIPPED.decode()
+    diff = change(text)
+    r.check(diff)
+    commit = r.commit_diff(diff, "p1: softer", "p1")
+    assert r.resolve("p1") == commit
+    assert b"Soft, slow sentences." in (r.read("persona.toml") or b"")
+    assert r.diff("factory", "p1").count("\n+") >= 1
+    r.revert("p1", "p1-rollback: undo", "p1-rollback")
+    assert r.read("persona.toml") == SHIPPED  # exactly
+    subjects = [s for _, _, s in r.log()]
+    assert subjects[:2] == ["p1-rollback: undo", "p1: softer"]
+
+
+def test_a_revert_under_a_later_change_to_the_same_lines_is_refused(tmp_path: Path) -> None:
+    r = repo(tmp_path)
+    text = SHIPPED.decode()
+    r.commit_diff(change(text), "p1: a", "p1")
+    now = (r.read("persona.toml") or b"").decode()
+    r.commit_diff(change(now, "Something else entirely."), "p2: b", "p2")
+    with pytest.raises(ProposalRefused, match="roll that back first"):
+        r.revert("p1", "p1-rollback", "p1-rollback")
+    r.revert("p2", "p2-rollback", "p2-rollback")
+    r.revert("p1", "p1-rollback", "p1-rollback")
+    assert r.read("persona.toml") == SHIPPED
+
+
+def test_restore_brings_back_the_factory_files(tmp_path: Path) -> None:
+    r = repo(tmp_path)
+    r.sync({"persona.toml": b"# mine\n" + SHIPPED}, "owner")
+    r.commit_diff(change((r.read("persona.toml") or b"").decode()), "p1: x", "p1")
+    r.restore("factory", "reset", "reset-1")
+    assert r.read("persona.toml") == SHIPPED
+    assert (r.path / "persona.toml").read_bytes() == SHIPPED
+
+
+def test_a_diff_that_does_not_apply_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    r = repo(tmp_path)
+    diff = change(SHIPPED.decode()).replace("Short punchy", "Long winding")
+    with pytest.raises(ProposalRefused, match="does not apply"):
+        r.check(diff)
+    assert (
+        r.read("persona.toml") == SHIPPED
+        and not subprocess.run(
+            ["git", "-C", str(r.path), "status", "--porcelain"], capture_output=True, text=True
+        ).stdout
+    )
+
+
+def test_what_a_killed_change_left_behind_is_cleared(tmp_path: Path) -> None:
+    r = repo(tmp_path)
+    # A kill between `git apply --index` and the commit: a lock, a staged edit, a stray file.
+    (r.path / "persona.toml").write_bytes(b"half")
+    (r.path / "plugins").mkdir()
+    (r.path / "plugins" / "stray.py").write_text("x")
+    (r.path / ".git" / "index.lock").write_bytes(b"")
+    r.ensure({"persona.toml": b"ignored"})
+    assert (r.path / "persona.toml").read_bytes() == SHIPPED
+    assert not (r.path / "plugins").exists()
+    assert not (r.path / ".git" / "index.lock").exists()
+    r.commit_diff(change(SHIPPED.decode()), "p1: x", "p1")  # and it works again
+
+
+def test_a_symlink_planted_in_the_repository_is_not_followed(tmp_path: Path) -> None:
+    r = repo(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me\n")
+    (r.path / "plugins").mkdir()
+    os.symlink(outside, r.path / "plugins" / "x.py")
+    diff = "--- a/plugins/x.py\n+++ b/plugins/x.py\n@@ -1 +1 @@\n-keep me\n+overwritten\n"
+    with pytest.raises(ProposalRefused):
+        r.commit_diff(diff, "p1: x", "p1")
+    assert outside.read_text() == "keep me\n"
+
+
+def test_a_version_name_that_is_an_option_is_refused(tmp_path: Path) -> None:
+    r = repo(tmp_path)
+    with pytest.raises(StateError, match="not a version"):
+        r.resolve("--output=/tmp/x")
+    with pytest.raises(StateError, match="no version"):
+        r.resolve("p99")
