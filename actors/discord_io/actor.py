@@ -50,6 +50,7 @@ from schemas import (
     Notice,
     Reply,
     ReplyChunk,
+    SelfmodChanged,
     Speaking,
 )
 
@@ -75,6 +76,7 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         "chat.reply.chunk.discord",
         "chat.notice.discord",
         "memory.changed",
+        "selfmod.changed",  # her proposals, ready for an owner's decision
         "audio.out",
         "tts.speaking",
         "discord.dm",  # where Hex writes to someone first: their DM channel
@@ -286,6 +288,11 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
     async def on_memory_changed(self, event: MemoryChanged) -> None:
         if event.action == "suggested" and event.ids:
             self.spawn(self.suggestions.propose(event.ids[0], event.detail), name="suggestion")
+
+    @on(SelfmodChanged)
+    async def on_selfmod_changed(self, event: SelfmodChanged) -> None:
+        if event.proposal is not None and event.proposal.status == "ready":
+            self.spawn(self.suggestions.propose_change(event.proposal), name="proposal")
 
     @on(AudioOut)
     async def on_audio(self, event: AudioOut) -> None:

@@ -23,8 +23,10 @@ from discord.ext import commands
 from actors.discord_io.commands import (
     Everyone,
     Owners,
+    ProposalButton,
     SuggestionButton,
     VoiceCommands,
+    proposal_view,
     suggestion_view,
 )
 from actors.discord_io.config import SETUP_FIXES
@@ -79,7 +81,7 @@ class HexBot(commands.Bot):
         await self.add_cog(Everyone(self.hex))
         await self.add_cog(Owners(self.hex))
         await self.add_cog(VoiceCommands(self.hex))
-        self.add_dynamic_items(SuggestionButton)
+        self.add_dynamic_items(SuggestionButton, ProposalButton)
         self.tree.on_error = self.app_command_error  # type: ignore[method-assign]
         if self.hex.config.sync_commands:
             try:
@@ -365,6 +367,11 @@ class ClientPort:
         sent = await channel.send(
             text, view=suggestion_view(memory_id), allowed_mentions=NO_MENTIONS
         )
+        return sent.id
+
+    async def post_proposal(self, channel_id: int, proposal: int, text: str) -> int:
+        channel = self.client.get_partial_messageable(channel_id)
+        sent = await channel.send(text, view=proposal_view(proposal), allowed_mentions=NO_MENTIONS)
         return sent.id
 
     def voice_channel(self, channel_id: int) -> discord.VoiceChannel | discord.StageChannel | None:

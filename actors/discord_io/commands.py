@@ -35,6 +35,7 @@ from schemas import (
     MemoryQuery,
     MemoryResult,
     QuietMode,
+    SelfmodDecide,
 )
 
 log = structlog.get_logger("actors.discord_io")
@@ -439,6 +440,60 @@ class SuggestionButton(
             content=f"{text}\n\n{verdict} by {interaction.user.mention}"[:2000], view=None
         )
         host.suggestions.settled(self.memory)
+
+
+class ProposalButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"hex:selfmod:(?P<verdict>approve|reject):(?P<proposal>\d{1,9})",
+):
+    """Approve/Reject on one of her proposals to change herself; persistent like the memory
+    buttons. The click becomes an owner's ``selfmod.decide``; the selfmod actor checks it
+    again (the level's switch, expiry, changed files) and its answer is posted back."""
+
+    def __init__(self, verdict: str, proposal: int) -> None:
+        approve = verdict == "approve"
+        super().__init__(
+            discord.ui.Button(
+                label="Approve" if approve else "Reject",
+                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+                custom_id=f"hex:selfmod:{verdict}:{proposal}",
+            )
+        )
+        self.verdict, self.proposal = verdict, proposal
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ProposalButton:
+        return cls(match["verdict"], int(match["proposal"]))
+
+    async def callback(self, interaction: Interaction) -> None:
+        host: BotHost = interaction.client.hex
+        if not is_owner(host.config, interaction.user):
+            await refuse(interaction, "deciding on her changes")
+            return
+        await host.publish(
+            SelfmodDecide(
+                action="approve" if self.verdict == "approve" else "reject",
+                id=self.proposal,
+                by=discord_person_id(interaction.user.id),
+                owner=True,
+            ),
+            key="discord",
+        )
+        text = interaction.message.content if interaction.message else ""
+        verdict = "✅ approved" if self.verdict == "approve" else "❌ rejected"
+        await interaction.response.edit_message(
+            content=f"{text}\n\n{verdict} by {interaction.user.mention}"[:2000], view=None
+        )
+        host.suggestions.settled(f"selfmod:{self.proposal}")
+
+
+def proposal_view(proposal: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ProposalButton("approve", proposal))
+    view.add_item(ProposalButton("reject", proposal))
+    return view
 
 
 def suggestion_view(memory_id: str) -> discord.ui.View:

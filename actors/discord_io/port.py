@@ -123,6 +123,10 @@ class DiscordPort(Protocol):
         """Post a suggestion with its Approve and Reject buttons; the message's id."""
         ...
 
+    async def post_proposal(self, channel_id: int, proposal: int, text: str) -> int:
+        """Post one of her proposals to change herself with Approve and Reject buttons."""
+        ...
+
     def voice_members(self, channel_id: int) -> int | None:
         """How many people (not bots) are in a voice channel; None if it is not one Hex knows."""
         ...

@@ -1,9 +1,12 @@
-"""Memory suggestions on Discord: a prompt with Approve and Reject buttons for the owners.
+"""Memory suggestions and her proposals to change herself on Discord: a prompt with Approve and
+Reject buttons for the owners.
 
 The memory actor suggests remembering something (``memory.changed``, action ``suggested``); the
 prompt goes to the configured channels, or else to each owner's DMs. Which memory each prompt is
 about is kept in state, so a replayed suggestion is not posted again; an owner's click is
-answered by ``commands.SuggestionButton``.
+answered by ``commands.SuggestionButton``. A proposal of hers that passed its sandbox run
+(``selfmod.changed``, status ``ready``) is posted the same way, once, with its reason, flags,
+audit before and after, and diff; ``commands.ProposalButton`` answers.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import structlog
 
 from actors.discord_io.config import DiscordConfig, DiscordState
 from actors.discord_io.port import DiscordPort, StateChanged
+from schemas import ProposalView
 
 __all__ = ["Suggestions"]
 
@@ -69,7 +73,48 @@ class Suggestions:
             del self.state.suggestions[next(iter(self.state.suggestions))]
         self.state_changed(now=True)  # a replayed suggestion must not be posted again
 
+    async def propose_change(self, p: ProposalView) -> None:
+        """Post a proposal that is ready for an owner's decision, once."""
+        key = f"selfmod:{p.id}"
+        if key in self.state.suggestions or key in self.posting:
+            return
+        self.posting.add(key)
+        try:
+            targets = await self.discord.suggestion_targets(
+                self.config.suggestions_to, self.config.owners
+            )
+            if not targets:
+                log.info("discord.proposal_unposted", proposal=p.id, hint="`hexbus selfmod list`")
+                return
+            for channel_id in targets:
+                message_id = await self.discord.post_proposal(channel_id, p.id, proposal_text(p))
+                self.state.suggestions[key] = [channel_id, message_id]
+            self.state_changed(now=True)
+        finally:
+            self.posting.discard(key)
+
     def settled(self, memory_id: str) -> None:
         """An owner approved or rejected it."""
         self.state.suggestions.pop(memory_id, None)
         self.state_changed()
+
+
+def proposal_text(p: ProposalView) -> str:
+    """The prompt for one proposal, within Discord's 2000 characters (the diff cut first)."""
+    why = p.why[:400].replace("```", "`\u200b``")
+    lines = [f"🛠️ I'd like to change myself (proposal {p.id}): {why}"]
+    if p.flags:
+        lines.append(f"⚠️ flags: {', '.join(p.flags)}")
+    if p.before is not None and p.after is not None:
+        lines.append(
+            f"audit: {p.before.pass_rate:.2f} → {p.after.pass_rate:.2f} "
+            f"({p.after.scenarios} scenarios, sandbox: {p.sandbox})"
+        )
+    lines.append(f"changes: {', '.join(p.keys) or ', '.join(p.files)}")
+    head = "\n".join(lines) + "\n```diff\n"
+    diff = p.diff.replace("```", "`\u200b``")  # a fence in the diff must not end the block
+    tail = "\n```"
+    if len(head) + len(diff) + len(tail) > 2000:
+        more = f"\n… (the rest: `hexbus selfmod show {p.id}`)"
+        diff = diff[: 2000 - len(head) - len(tail) - len(more)] + more
+    return (head + diff + tail)[:2000]

@@ -18,7 +18,16 @@ from typing import Any
 import pytest
 
 from hexbus.bus import BusClient
-from schemas import MemoryChanged, MemoryEdit, QuietMode, Reply
+from schemas import (
+    AuditFigures,
+    MemoryChanged,
+    MemoryEdit,
+    ProposalView,
+    QuietMode,
+    Reply,
+    SelfmodChanged,
+    SelfmodDecide,
+)
 from tests.support.discord.hexes import (
     BRAIN,
     answer_to,
@@ -141,7 +150,7 @@ def test_slash_commands_are_registered_and_owner_only_ones_refuse_others_politel
     assert "`brain`: stopped" in after["text"]
 
 
-def test_memory_suggestions_get_buttons_only_owners_can_press(
+def test_memory_suggestions_and_her_proposals_get_buttons_only_owners_can_press(
     fake: FakeDiscord, hexes: list[Hex]
 ) -> None:
     hx = start(fake)
@@ -177,6 +186,47 @@ def test_memory_suggestions_get_buttons_only_owners_can_press(
         and edits[0].by == f"discord:{fake.owner_id}"
     )
     assert "approved" in fake.message(int(prompt["id"]))["content"]
+
+    # Her proposal to change herself, ready after its sandbox run: the same prompt and rule.
+    ready = ProposalView(
+        id=7,
+        status="ready",
+        why="my owner asked me to be less formal",
+        origin="owner",
+        flags=("safety",),
+        keys=("style.sentence_shape",),
+        diff="--- a/persona.toml\n+++ b/persona.toml\n@@ -1 +1 @@\n-a\n+b\n" + "+x\n" * 900,
+        before=AuditFigures(scenarios=110, pass_rate=0.8),
+        after=AuditFigures(scenarios=110, pass_rate=0.82),
+        sandbox="bubblewrap",
+    )
+
+    async def propose() -> None:
+        client = BusClient(hx.endpoints, "selfmod")
+        client.start()
+        for _ in range(2):  # a replay posts nothing more
+            await client.publish_durable(SelfmodChanged(proposal=ready, line="ready"))
+        assert await client.flush(10)
+        await client.close()
+
+    asyncio.run(propose())
+    prompt = fake.wait_for_message(owner_dm, lambda m: "proposal 7" in m["content"], timeout=15)
+    text = prompt["content"]
+    assert len(text) <= 2000 and "0.80 → 0.82" in text and "flags: safety" in text
+    assert "hexbus selfmod show 7" in text  # the diff, cut to fit, says where the rest is
+    buttons = [c["custom_id"] for row in prompt["components"] for c in row["components"]]
+    assert buttons == ["hex:selfmod:approve:7", "hex:selfmod:reject:7"]
+    refused = fake.click(int(prompt["id"]), buttons[0], user_id=ana)
+    poll_for(lambda: fake.interaction(refused)["callbacks"], 10, what="the refusal")
+    assert not journal(hx, ["selfmod.decide"])
+    approved = fake.click(int(prompt["id"]), buttons[0], user_id=fake.owner_id)
+    poll_for(lambda: fake.interaction(approved)["callbacks"], 10, what="the approval")
+    (decided,) = [e.body for e in journal(hx, ["selfmod.decide"])]
+    assert isinstance(decided, SelfmodDecide)
+    assert (decided.action, decided.id, decided.owner) == ("approve", 7, True)
+    assert decided.by == f"discord:{fake.owner_id}"
+    time.sleep(0.5)
+    assert len([m for m in fake.messages(owner_dm) if "proposal 7" in m["content"]]) == 1
 
 
 def test_the_real_brain_answers_a_dm_and_memory_commands_reach_the_real_memory(

@@ -59,7 +59,6 @@ def test_a_protected_value_is_compared_as_toml_reads_it() -> None:
         persona_change(SHIPPED, TEXT.replace('name = "Hex"', 'name = "H\\u0065x "', 1).encode())
 
 
-
 def test_changed_keys_walks_tables_and_lists() -> None:
     a = {"a": {"b": [1, 2]}, "p": [{"g": "x"}, {"g": "y"}], "c": "x"}
     b = {"a": {"b": [1, 3]}, "p": [{"g": "x"}, {"g": "z"}], "c": "x", "d": 1}

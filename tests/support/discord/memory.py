@@ -94,6 +94,7 @@ class MemoryDiscord:
         self.owners_dm: dict[str, int] = {}  # owner id → their DM channel
         self.unreachable: set[str] = set()  # owners whose DMs cannot be opened
         self.suggestions: list[tuple[int, str, str]] = []  # (channel, memory id, text)
+        self.proposals: list[tuple[int, int, str]] = []  # (channel, proposal number, text)
         self.voice: dict[int, int] = {}  # voice channel id → people in it
         self.in_calls: dict[int, set[int]] = {}  # voice channel id → who is in it
         self.calls: list[Call] = []
@@ -230,6 +231,11 @@ class MemoryDiscord:
     async def post_suggestion(self, channel_id: int, memory_id: str, text: str) -> int:
         await self._request("suggestion", channel_id, text)
         self.suggestions.append((channel_id, memory_id, text))
+        return self.new_id()
+
+    async def post_proposal(self, channel_id: int, proposal: int, text: str) -> int:
+        await self._request("proposal", channel_id, text)
+        self.proposals.append((channel_id, proposal, text))
         return self.new_id()
 
     def voice_members(self, channel_id: int) -> int | None:
