@@ -84,7 +84,7 @@ def main() -> None:
             root / "supervisor.toml",
             hide=(root / "data",),
         )
-        shop.open()
+        shop.open(time.time())
         text = DEFAULT_PERSONA_PATH.read_text()
         change = unified(
             text, rewrite(text, "style.sentence_shape", "Relaxed, warm, less formal sentences.")

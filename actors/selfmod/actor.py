@@ -11,8 +11,11 @@ switch is the supervisor's: it stops this actor, sandbox and all, wherever it is
 
 from __future__ import annotations
 
+import re
 import time
 from typing import ClassVar
+
+import msgspec
 
 from actors.selfmod import draft
 from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
@@ -36,6 +39,7 @@ from schemas import (
     SelfmodRequest,
 )
 
+TERMINAL = re.compile(r"cli\d*")
 DRAFT_TIMEOUT_S = 300.0  # people's replies go first: a draft waits behind them
 
 
@@ -59,18 +63,19 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         self.shop = Workshop(
             self.config, self.state, self.data_dir, self.config_dir, self.config_file, hide
         )
-        self.lagging = await self.offload(self.shop.open)
+        self.running: set[tuple[int, bool]] = set()  # sandbox runs in flight: (proposal, trial)
+        self.lagging = await self.offload(self.shop.open, time.time())
         self.detail = self._detail()
 
     async def on_live(self) -> None:
         if self.lagging:  # a change committed just before a crash: the brain takes it now
-            await self.push(f"selfmod: {await self.offload(self.shop.repo.head)}", self.name)
+            await self.push(f"selfmod: {await self.offload(self.shop.head)}", self.name)
         # Tests a crash interrupted run again; trials restart.
         for p in list(self.state.proposals.values()):
             if p.status == "testing":
-                self.spawn(self.test(p.id), name=f"test-p{p.id}")
+                self.start_test(p.id)
             elif p.status == "applied":
-                self.spawn(self.test(p.id, trial=True), name=f"trial-p{p.id}")
+                self.start_test(p.id, trial=True)
 
     def _detail(self) -> str:
         ready = sum(p.status == "ready" for p in self.state.proposals.values())
@@ -91,6 +96,10 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
     async def on_proposal(self, event: SelfmodProposal) -> None:
         envelope = self.envelope
         assert envelope is not None
+        source = envelope.source
+        if event.origin == "owner" and source != self.name and not self.speaks_for_owners(source):
+            # Only her owners' channels (and her own drafts of their words) say "an owner asked".
+            event = msgspec.structs.replace(event, origin="reflection", by=source)
         p = await self.offload(
             self.shop.submit, envelope.id, event, self.capabilities.allowed, time.time()
         )
@@ -98,10 +107,19 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             await self.changed(p, f"proposal {p.id} refused", p.reason)
             return
         await self.changed(p, f"proposal {p.id} is being tested in the sandbox")
-        self.spawn(self.test(p.id), name=f"test-p{p.id}")
+        self.start_test(p.id)
+
+    def start_test(self, n: int, *, trial: bool = False) -> None:
+        """Run proposal ``n``'s sandbox tests in the background, unless they run already."""
+        if (n, trial) not in self.running:
+            self.running.add((n, trial))
+            self.spawn(self.test(n, trial=trial), name=f"{'trial' if trial else 'test'}-p{n}")
 
     async def test(self, n: int, *, trial: bool = False) -> None:
-        tested = await self.offload(self.shop.test, n, trial=trial)
+        try:
+            tested = await self.offload(self.shop.test, n, trial=trial)
+        finally:
+            self.running.discard((n, trial))
         p = self.state.proposals[n]
         if trial:
             await self.end_trial(p, tested.after, tested.reason)
@@ -133,6 +151,11 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
 
     @on(SelfmodRequest)
     async def on_request(self, event: SelfmodRequest) -> None:
+        envelope = self.envelope
+        assert envelope is not None
+        if not self.speaks_for_owners(envelope.source):
+            await self.changed(None, "", f"{envelope.source} may not ask her to change")
+            return
         if not event.owner:
             await self.changed(
                 None, "", f"only an owner may ask her to change ({event.by} is not one)"
@@ -143,8 +166,6 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
                 None, "", "selfmod.propose is off: `hexbus capability enable selfmod.propose` first"
             )
             return
-        envelope = self.envelope
-        assert envelope is not None
         key = event.key or draft.choose_key(event.text)
         await self.changed(None, f"the brain is drafting a change to {key}: `hexbus selfmod list`")
         self.spawn(self.draft(event, envelope.id), name="draft")
@@ -185,12 +206,17 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
 
     # -- decisions ---------------------------------------------------------------------------
 
+    def speaks_for_owners(self, source: str) -> bool:
+        """A terminal with the run folder (``hexbus``'s clients are ``cli``, with a number or not) or an
+        actor named in ``deciders``, which verifies who its owners are."""
+        return TERMINAL.fullmatch(source) is not None or source in self.config.deciders
+
     def refusal(self, event: SelfmodDecide, source: str) -> str:
         """Why this decision may not be taken ("" when it may)."""
         if source == self.name:
             ok = event.action == "rollback"  # her own trial undoing a change, never more
             return "" if ok else "selfmod does not decide for itself"
-        if not (source.startswith("cli") or source in self.config.deciders):
+        if not self.speaks_for_owners(source):
             return f"{source} may not decide on her changes"
         if not event.owner:
             return f"only an owner may {event.action.replace('_', ' ')} ({event.by or 'unknown'} is not one)"
@@ -219,13 +245,13 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             await self.push(f"selfmod: {line}", event.by or self.name)
         await self.changed(p, line)
         if p is not None and p.status == "applied" and event.action == "approve":
-            self.spawn(self.test(p.id, trial=True), name=f"trial-p{p.id}")
+            self.start_test(p.id, trial=True)
 
     async def push(self, note: str, by: str) -> None:
         """Hand HEAD's persona.toml to the brain (it checks it, writes it and makes it a
         version); the id derives from the commit, so a push repeated after a crash is one."""
         text = await self.offload(self.shop.text)
-        head = await self.offload(self.shop.repo.head)
+        head = await self.offload(self.shop.head)
         await self.publish(
             PersonaEdit(text=text, note=note, by=by), event_id=derived_id(head, "persona")
         )
@@ -273,12 +299,9 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             return SelfmodReport(proposals=(p.view(),))
         if event.what == "diff":
             a, b = event.a or "factory", event.b or "HEAD"
-            return SelfmodReport(text=self.shop.repo.diff(self._rev(a), self._rev(b)))
+            return SelfmodReport(text=self.shop.history(self._rev(a), self._rev(b)))
         if event.what == "log":
-            rows = self.shop.repo.log()
-            return SelfmodReport(
-                text="\n".join(f"{c[:10]}  {t or '-':<14} {s}" for c, t, s in rows)
-            )
+            return SelfmodReport(text=self.shop.history())
         return SelfmodReport(proposals=tuple(p.view(diff=False) for p in proposals[:50]))
 
     def _rev(self, name: str) -> str:

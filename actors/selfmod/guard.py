@@ -135,6 +135,7 @@ def read_diff(text: str) -> list[FileDiff]:
     files: list[FileDiff] = []
     current: FileDiff | None = None
     new_mode = False
+    pending = ""  # the file a 'diff --git' line named, until its '---'/'+++' lines come
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -151,8 +152,12 @@ def read_diff(text: str) -> list[FileDiff]:
             a, b = (_header_path(p, "", side) for p, side in zip(parts, ("a/", "b/"), strict=True))
             if a != b:
                 raise ProposalRefused(f"line {n}: {a} and {b} differ (a rename)")
-            current, new_mode = None, False
+            if pending:
+                raise ProposalRefused(_headless(pending))
+            current, new_mode, pending = None, False, a
         elif line.startswith("new file mode "):
+            if not pending:
+                raise ProposalRefused(f"line {n}: 'new file mode' outside a 'diff --git' header")
             if line != "new file mode 100644":
                 raise ProposalRefused(
                     f"line {n}: {line[14:]} is not a plain file (a symlink or executable)"
@@ -170,6 +175,11 @@ def read_diff(text: str) -> list[FileDiff]:
             if old not in ("/dev/null", new):
                 raise ProposalRefused(f"line {n}: {old} becomes {new} (a rename)")
             created = old == "/dev/null"
+            if pending and new != pending:
+                raise ProposalRefused(f"line {n}: the header names {pending}, the change {new}")
+            if new_mode and not created:
+                raise ProposalRefused(f"line {n}: {new}: a new file's mode without its creation")
+            pending = ""
             if created and not NEW_FILES.fullmatch(new):
                 raise ProposalRefused(f"line {n}: {new} may be edited, not created")
             if any(f.path == new for f in files):
@@ -186,12 +196,18 @@ def read_diff(text: str) -> list[FileDiff]:
         else:
             raise ProposalRefused(f"line {n}: {line[:60]!r} is not part of a plain unified diff")
         i += 1
+    if pending:
+        raise ProposalRefused(_headless(pending))
     if not files:
         raise ProposalRefused("the diff changes no file")
     for f in files:
         if not f.hunks:
             raise ProposalRefused(f"{f.path}: a header with no change")
     return files
+
+
+def _headless(path: str) -> str:
+    return f"{path}: a 'diff --git' header without its change (git would create or touch it empty)"
 
 
 def _read_hunk(lines: list[str], i: int, into: FileDiff) -> int:

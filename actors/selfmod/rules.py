@@ -62,16 +62,25 @@ def changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
         if len(before) != len(after) or any(
             not isinstance(x, dict | list | tuple) for x in [*before, *after]
         ):
-            return [prefix] if list(before) != list(after) else []
+            typed = [(type(x), x) for x in before] != [(type(x), x) for x in after]
+            return [prefix] if typed else []
         keys = []
         for i, (x, y) in enumerate(zip(before, after, strict=True)):
             keys.extend(changed_keys(x, y, f"{prefix}[{i}]"))
         return keys
-    return [] if before == after else [prefix]
+    # 1 == 1.0 == True in Python; a change of type is a change.
+    same = type(before) is type(after) and before == after
+    return [] if same else [prefix]
+
+
+def _under(key: str, rule: str) -> bool:
+    return key == rule or key.startswith(rule + ".") or key.startswith(rule + "[")
 
 
 def _covers(key: str, rule: str) -> bool:
-    return key == rule or key.startswith(rule + ".") or key.startswith(rule + "[")
+    """Whether changing ``key`` changes what ``rule`` names: the key itself, something under
+    it, or a table above it (removing ``[prompt]`` removes ``prompt.crisis``)."""
+    return _under(key, rule) or _under(rule, key)
 
 
 def _toml(data: bytes, side: str) -> dict[str, Any]:

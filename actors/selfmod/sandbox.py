@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,28 @@ class SandboxRun:
 
 class SandboxError(Exception):
     """The sandbox cannot run as configured: the message names the fix."""
+
+
+def _masked() -> list[Path]:
+    """The folders a sandbox sees empty: temporary and runtime ones, and the home folder."""
+    home = Path(os.environ.get("HOME", "/")).resolve()
+    found = [Path(p) for p in ("/tmp", "/var/tmp", "/run", "/dev/shm") if Path(p).is_dir()]
+    if home != Path("/") and home.is_dir():
+        found.append(home)
+    return found
+
+
+def _needed(readable: tuple[Path, ...]) -> list[Path]:
+    """What a run needs that a mask may cover: Python, this virtual environment, Hex's code
+    and the caller's ``readable`` paths."""
+    code = Path(__file__).resolve().parents[2]
+    wanted = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), code, *readable]
+    masks = _masked()
+    return [
+        p
+        for p in dict.fromkeys(wanted)
+        if p.exists() and any(p == m or m in p.parents for m in masks)
+    ]
 
 
 @functools.cache
@@ -88,9 +111,11 @@ def command(
     limits: SandboxLimits,
     *,
     hide: tuple[Path, ...] = (),
+    readable: tuple[Path, ...] = (),
     env: dict[str, str] | None = None,
 ) -> list[str]:
-    """The full command line: ``argv`` run in ``work`` under ``isolation`` and ``limits``."""
+    """The full command line: ``argv`` run in ``work`` under ``isolation`` and ``limits``;
+    ``hide``: made empty; ``readable``: kept visible (read-only) where a mask would cover it."""
     mib = 1024 * 1024
     prlimit = shutil.which("prlimit")
     limited: list[str] = []
@@ -112,6 +137,7 @@ def command(
         "LANG": "C.UTF-8",
         "HF_HUB_OFFLINE": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",  # nothing from HOME (its work folder) is imported
         **(env or {}),
     }
     if isolation == "bubblewrap":
@@ -121,6 +147,12 @@ def command(
             "--dev", "/dev",
             "--proc", "/proc",
         ]  # fmt: skip
+        # Where sockets and people's secrets live (D-Bus, an ssh agent, docker's socket, X11,
+        # a home folder): empty. What the run needs from under them comes back, read-only.
+        for path in _masked():
+            wrap += ["--tmpfs", str(path)]
+        for path in _needed(readable):
+            wrap += ["--ro-bind", str(path), str(path)]
         for path in hide:
             if path.is_dir():
                 wrap += ["--tmpfs", str(path)]
@@ -132,7 +164,11 @@ def command(
         for key, value in base_env.items():
             wrap += ["--setenv", key, value]
         return [*wrap, "--", *limited, *argv]
-    prefix = ["env", "-i", *(f"{k}={v}" for k, v in base_env.items())]
+    # No bubblewrap to kill it with its parent: the kernel does (a SIGKILLed selfmod, the kill
+    # switch), through setpriv's parent-death signal.
+    setpriv = shutil.which("setpriv")
+    orphan_guard = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+    prefix = [*orphan_guard, "env", "-i", *(f"{k}={v}" for k, v in base_env.items())]
     if isolation == "namespaces":
         unshare = shutil.which("unshare") or "unshare"
         return [*prefix, unshare, "--user", "--map-root-user", "--net", "--", *limited, *argv]
@@ -145,14 +181,18 @@ def run(
     limits: SandboxLimits,
     *,
     hide: tuple[Path, ...] = (),
+    readable: tuple[Path, ...] = (),
     env: dict[str, str] | None = None,
 ) -> SandboxRun:
     """Run ``argv`` in the sandbox (blocking: call it off the actor's loop)."""
     isolation = choose(limits)
-    full = command(argv, work, isolation, limits, hide=hide, env=env)
+    full = command(argv, work, isolation, limits, hide=hide, readable=readable, env=env)
     log_path = work / "sandbox.log"
+    log_path.unlink(missing_ok=True)
     started = time.monotonic()
-    with log_path.open("wb") as out:
+    # Read back through the descriptor it was written to: the run may replace the name with a
+    # link to a file only this side can read.
+    with log_path.open("w+b") as out:
         proc = subprocess.Popen(
             full, cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -163,5 +203,7 @@ def run(
             timed_out = True
             os.killpg(proc.pid, signal.SIGKILL)
             rc = proc.wait()
-    tail = log_path.read_bytes()[-4000:].decode("utf-8", "replace")
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - 4000))
+        tail = out.read().decode("utf-8", "replace")
     return SandboxRun(rc, tail, time.monotonic() - started, isolation, timed_out)

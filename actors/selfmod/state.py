@@ -11,8 +11,11 @@ only writer; the sandbox works on a clone.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal, overload
 
 from actors.selfmod.guard import ALLOWED, ProposalRefused
 
@@ -38,6 +41,11 @@ _CONFIG = {
 }
 
 
+# Looks at a change before it is committed (files before, changed files after); raises
+# ProposalRefused to stop it.
+Check = Callable[[dict[str, bytes], dict[str, bytes]], None]
+
+
 class StateError(Exception):
     """git failed on the state repository; the message names what it said."""
 
@@ -50,11 +58,15 @@ class StateRepo:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def git(self, *args: str, input: bytes | None = None, check: bool = True) -> str:
+    @overload
+    def git(self, *args: str, check: bool = ..., status: Literal[False] = ...) -> str: ...
+    @overload
+    def git(self, *args: str, check: bool = ..., status: Literal[True]) -> int: ...
+    def git(self, *args: str, check: bool = True, status: bool = False) -> str | int:
+        """Run git here; its output (``status``: its exit code instead)."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **_ENV}
         done = subprocess.run(
             ["git", "-C", str(self.path), *args],
-            input=input,
             capture_output=True,
             env=env,
             timeout=60,
@@ -62,6 +74,8 @@ class StateRepo:
         if check and done.returncode != 0:
             said = done.stderr.decode("utf-8", "replace").strip().splitlines()
             raise StateError(f"git {args[0]}: {said[-1] if said else f'exit {done.returncode}'}")
+        if status:
+            return done.returncode
         return done.stdout.decode("utf-8", "replace")
 
     # -- making and mending ------------------------------------------------------------------
@@ -85,8 +99,10 @@ class StateRepo:
     def recover(self) -> None:
         """Put the working tree back at HEAD: what a process killed mid-change left is dropped
         (the change either reached its commit or did not happen)."""
-        lock = self.path / ".git" / "index.lock"
-        lock.unlink(missing_ok=True)
+        git_dir = self.path / ".git"
+        for leftover in ("index.lock", "REVERT_HEAD", "MERGE_MSG", "AUTO_MERGE"):
+            (git_dir / leftover).unlink(missing_ok=True)
+        shutil.rmtree(git_dir / "sequencer", ignore_errors=True)
         self.git("reset", "-q", "--hard", "HEAD")
         self.git("clean", "-q", "-fdx")
 
@@ -120,8 +136,10 @@ class StateRepo:
         return {n: self.read(n, rev) or b"" for n in names if allowed(n)}
 
     def read(self, rel: str, rev: str = "HEAD") -> bytes | None:
+        """A file's bytes at ``rev`` (``":"``: as staged); None where it does not exist."""
+        spec = f":{rel}" if rev == ":" else f"{self.resolve(rev)}:{rel}"
         done = subprocess.run(
-            ["git", "-C", str(self.path), "show", f"{self.resolve(rev)}:{rel}"],
+            ["git", "-C", str(self.path), "show", spec],
             capture_output=True,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **_ENV},
             timeout=60,
@@ -171,23 +189,51 @@ class StateRepo:
                 f"the diff does not apply: {said[0] if said else 'git apply failed'}"
             )
 
-    def commit_diff(self, diff: str, message: str, tag: str) -> str:
-        """Apply ``diff`` and commit it, tagged; the commit."""
+    def commit_diff(
+        self, diff: str, message: str, tag: str, expected: Sequence[str], check: Check | None = None
+    ) -> str:
+        """Apply ``diff`` and commit it, tagged; the commit. It must change exactly the files
+        ``expected`` (what the guard read), and ``check(before, after)`` may refuse the result."""
         self.recover()
+        before = self.files()
         self._apply(diff, "--index")
-        for rel in self.git("diff", "--cached", "--name-only").splitlines():
-            if not allowed(rel) or (self.path / rel).is_symlink():
-                self.recover()
-                raise ProposalRefused(f"{rel}: the applied diff reached outside the allow-list")
+        return self._commit(before, message, tag, expected, check)
+
+    def _commit(
+        self,
+        before: dict[str, bytes],
+        message: str,
+        tag: str,
+        expected: Sequence[str] | None,
+        check: Check | None,
+    ) -> str:
+        staged = sorted(self.git("diff", "--cached", "--name-only", "--no-renames").splitlines())
+        try:
+            for rel in staged:
+                if not allowed(rel) or (self.path / rel).is_symlink():
+                    raise ProposalRefused(f"{rel}: the change reached outside the allow-list")
+            if expected is not None and staged != sorted(expected):
+                raise ProposalRefused(
+                    f"the change touched {', '.join(staged) or 'nothing'}, "
+                    f"not {', '.join(sorted(expected))}"
+                )
+            if not staged:
+                raise ProposalRefused("the change leaves every file as it was")
+            if check is not None:
+                check(before, {rel: self.read(rel, ":") or b"" for rel in staged})
+        except ProposalRefused:
+            self.recover()
+            raise
         self.git("commit", "-q", "-m", message)
         self.git("tag", "-f", tag)
         return self.head()
 
     def restore(self, rev: str, message: str, tag: str) -> str:
-        """Make HEAD's files those of ``rev`` in a new commit (a rollback, a factory reset)."""
+        """Make HEAD's files those of ``rev`` in a new commit (a factory reset)."""
         self.recover()
+        before = self.files()
         wanted = self.files(rev)
-        for rel in self.files("HEAD"):
+        for rel in before:
             if rel not in wanted:
                 self.git("rm", "-q", "--", rel)
         self._write(wanted)
@@ -196,20 +242,20 @@ class StateRepo:
         self.git("tag", "-f", tag)
         return self.head()
 
-    def revert(self, rev: str, message: str, tag: str) -> str:
-        """Undo ``rev``'s change on top of HEAD (later changes kept), or :class:`ProposalRefused` when a
-        later change touched the same lines."""
+    def revert(self, rev: str, message: str, tag: str, check: Check | None = None) -> str:
+        """Undo ``rev``'s change on top of HEAD by a three-way merge (later changes kept), or
+        :class:`ProposalRefused` when a later change touched the same lines; ``check(before,
+        after)`` may refuse the result (a rollback never moves a protected key)."""
         commit = self.resolve(rev)
-        reverse = self.git("diff", "--no-color", "--no-renames", commit, f"{commit}~1")
-        if not reverse.strip():
-            raise ProposalRefused(f"{rev} changed nothing")
-        try:
-            self._apply(reverse, "--check")
-        except ProposalRefused:
+        self.recover()
+        before = self.files()
+        done = self.git("revert", "--no-commit", "--no-edit", commit, check=False, status=True)
+        if done:
+            self.recover()
             raise ProposalRefused(
                 f"a later change touched what {rev} changed: roll that back first"
-            ) from None
-        return self.commit_diff(reverse, message, tag)
+            )
+        return self._commit(before, message, tag, None, check)
 
     def clone_to(self, dest: Path, rev: str = "HEAD") -> None:
         """A copy of ``rev``'s files in ``dest`` (a git checkout of its own, for the sandbox)."""

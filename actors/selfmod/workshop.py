@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from actors.selfmod import sandbox
 from actors.selfmod.config import SHIPPED_PERSONA, Proposal, SelfmodConfig, SelfmodState
@@ -26,6 +28,22 @@ from actors.selfmod.state import StateError, StateRepo
 from schemas.selfmod import AuditFigures, SelfmodDecide, SelfmodProposal
 
 LEVELS = ("selfmod.propose", "selfmod.plugins", "selfmod.logic")
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def locked(method: Callable[Concatenate[Workshop, P], T]) -> Callable[Concatenate[Workshop, P], T]:
+    """One git operation on the state repository at a time: the actor's handlers and its
+    sandbox runs call in from different threads."""
+
+    def run(self: Workshop, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    run.__name__, run.__doc__ = method.__name__, method.__doc__
+    return run
+
+
 BUILT = (PERSONA,)  # the files whose changes are applied today (the others are refused)
 
 
@@ -69,6 +87,7 @@ class Workshop:
         self.reports = data_dir / "reports"
         self.config_file = config_file or config_dir / "supervisor.toml"
         self.hide = hide
+        self.lock = threading.RLock()
 
     # -- the state repository and the live files ---------------------------------------------
 
@@ -78,16 +97,19 @@ class Workshop:
         except FileNotFoundError:
             return {}
 
-    def open(self) -> bool:
+    @locked
+    def open(self, now: float) -> bool:
         """Create or mend the state repository and take in edits made outside selfmod; whether
         the live persona waits for HEAD (a change committed just before a crash)."""
         self.repo.ensure({PERSONA: SHIPPED_PERSONA.read_bytes()})
         for p in self.state.proposals.values():
-            # A decision whose commit landed just before a crash: the commit is the truth.
-            if p.status == "ready" and (commit := self._find(f"p{p.id}")):
-                p.status, p.commit = "applied", commit
+            # A decision whose commit landed just before a crash: the commit is the truth (its
+            # trial period starts now).
+            if p.status == "ready" and (commit := self._find(f"p{p.id}", _marker(p))):
+                p.status, p.commit, p.applied_at = "applied", commit, now
         return self.sync()
 
+    @locked
     def sync(self) -> bool:
         """Commit the live files where an owner changed them outside selfmod; whether the live
         persona lags behind HEAD (the brain has yet to take a change: push it)."""
@@ -105,25 +127,46 @@ class Workshop:
         self.state.live_sha = sha
         return False
 
-    def _find(self, tag: str) -> str:
-        """The commit tagged ``tag``, or one whose subject starts with it (a crash between
-        the commit and its tag); "" when neither."""
+    def _find(self, tag: str, marker: str) -> str:
+        """The commit tagged ``tag``, or one whose subject starts with it (a crash between the
+        commit and its tag), whose message carries ``marker`` (a tag left by an earlier life of
+        this folder is not this change's); "" when none."""
         try:
-            return self.repo.resolve(tag)
+            candidates = [self.repo.resolve(tag)]
         except StateError:
-            pass
-        for commit, _, subject in self.repo.log(200):
-            if subject.startswith(f"{tag}: "):
+            candidates = [
+                c for c, _, subject in self.repo.log(200) if subject.startswith(f"{tag}: ")
+            ]
+        for commit in candidates:
+            if marker in self.repo.git("log", "-1", "--format=%B", commit):
                 self.repo.git("tag", "-f", tag, commit)
                 return commit
         return ""
 
+    def _protected(self, before: dict[str, bytes], after: dict[str, bytes]) -> None:
+        """Refuse a commit that would move a protected key, whatever produced it."""
+        if PERSONA in after:
+            persona_change(before.get(PERSONA, b""), after[PERSONA])
+
+    @locked
+    def head(self) -> str:
+        return self.repo.head()
+
+    @locked
+    def history(self, a: str = "", b: str = "") -> str:
+        """The diff between two versions, or (no versions) the log, as text."""
+        if a:
+            return self.repo.diff(a, b or "HEAD")
+        return "\n".join(f"{c[:10]}  {t or '-':<14} {s}" for c, t, s in self.repo.log())
+
+    @locked
     def text(self, rev: str = "HEAD") -> str:
         """persona.toml's text at ``rev``."""
         return (self.repo.read(PERSONA, rev) or b"").decode("utf-8")
 
     # -- a proposal arrives ------------------------------------------------------------------
 
+    @locked
     def submit(
         self, event_id: str, event: SelfmodProposal, allowed: Callable[[str], bool], now: float
     ) -> Proposal:
@@ -182,6 +225,7 @@ class Workshop:
         if p.level != "selfmod.propose":
             p.flags.append("capability")
 
+    @locked
     def prepare(self, n: int, base: str, diff: str) -> tuple[Path, Path]:
         """The sandbox's work folder for proposal ``n``: ``before`` (``base``) and ``after``
         (with ``diff``), each a clone of the state repository."""
@@ -201,15 +245,19 @@ class Workshop:
         audit again after applying (its parent commit against its own)."""
         p = self.state.proposals[n]
         work = self.work_root / (f"p{n}-trial" if trial else f"p{n}")
-        if trial:
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-            self.repo.clone_to(work / "before", f"{p.commit}~1")
-            self.repo.clone_to(work / "after", p.commit)
+        # Always a fresh folder: what an earlier (interrupted) run left there is not trusted.
+        with self.lock:
+            if trial:
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
+                self.repo.clone_to(work / "before", f"{p.commit}~1")
+                self.repo.clone_to(work / "after", p.commit)
+            else:
+                self.prepare(n, p.base, p.diff)
         out = work / "trial.json"
-        out.unlink(missing_ok=True)
         argv = [
             sys.executable,
+            "-I",  # isolated: no PYTHONPATH, no user site, not the work folder on the path
             "-m",
             "actors.brain.trial",  # the brain's own tests, in the sandbox
             "--config",
@@ -224,12 +272,16 @@ class Workshop:
             str(out),
         ]
         try:
-            outcome = sandbox.run(argv, work, self.config.sandbox, hide=self.hide)
+            outcome = sandbox.run(
+                argv, work, self.config.sandbox, hide=self.hide, readable=(self.config_file,)
+            )
         except sandbox.SandboxError as exc:
             return Tested("failed", str(exc))
         try:
-            result = json.loads(out.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            result = json.loads(_read_own(out))
+            if not isinstance(result, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError):
             said = outcome.output.strip().splitlines()
             why = "timed out" if outcome.timed_out else f"exit {outcome.returncode}"
             last = said[-1] if said else "no output"
@@ -245,8 +297,11 @@ class Workshop:
             return Tested("refused", str(result["invalid"]), isolation=outcome.isolation)
         if "error" in result:
             return Tested("failed", str(result["error"]), isolation=outcome.isolation)
-        before, after = figures(result["before"]), figures(result["after"])
-        broken = [c for c in result["checks"]["after"] if c not in result["checks"]["before"]]
+        try:
+            before, after = figures(result["before"]), figures(result["after"])
+            broken = [c for c in result["checks"]["after"] if c not in result["checks"]["before"]]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return Tested("failed", f"the sandbox's report is malformed ({exc!r})")
         if broken:
             return Tested(
                 "refused",
@@ -256,6 +311,8 @@ class Workshop:
                 isolation=outcome.isolation,
             )
         flags = ["worse"] if after.pass_rate < before.pass_rate - self.config.tolerance else []
+        if outcome.isolation != "bubblewrap":
+            flags.append("weak sandbox")  # tested without bubblewrap: see the README
         return Tested("ready", "", before, after, flags, outcome.isolation)
 
     def settle(self, n: int, tested: Tested, now: float) -> Proposal:
@@ -276,6 +333,7 @@ class Workshop:
 
     # -- decisions ---------------------------------------------------------------------------
 
+    @locked
     def decide(
         self, event: SelfmodDecide, event_id: str, now: float
     ) -> tuple[str, bool, Proposal | None]:
@@ -301,7 +359,7 @@ class Workshop:
             raise ProposalRefused(
                 f"proposal {p.id} is {p.status.replace('_', ' ')}: only a ready one can be approved"
             )
-        commit = self._find(f"p{p.id}")
+        commit = self._find(f"p{p.id}", _marker(p))
         if not commit:
             if now > p.expires:
                 p.status = "expired"
@@ -313,7 +371,11 @@ class Workshop:
                     f"proposal {p.id} is stale: the files changed since it was tested"
                 )
             commit = self.repo.commit_diff(
-                p.diff, f"p{p.id}: {p.why.splitlines()[0][:120]}", f"p{p.id}"
+                p.diff,
+                f"p{p.id}: {p.why.splitlines()[0][:120]}\n\n{_marker(p)}",
+                f"p{p.id}",
+                p.files,
+                self._protected,
             )
         p.status, p.commit, p.decided_by, p.applied_at = "applied", commit, event.by, now
         return f"proposal {p.id} applied ({commit[:10]})", True, p
@@ -335,19 +397,23 @@ class Workshop:
         else:
             raise ProposalRefused("no applied change to roll back")
         tag = f"p{p.id}-rollback"
-        if not self._find(tag):
+        marker = f"rollback of {p.commit}"
+        if not self._find(tag, marker):
             self.sync()
-            self.repo.revert(p.commit, f"{tag}: {event.note or 'rolled back'}", tag)
+            why = event.note or "rolled back"
+            self.repo.revert(p.commit, f"{tag}: {why}\n\n{marker}", tag, self._protected)
         p.status, p.reason, p.decided_by = "rolled_back", event.note or "rolled back", event.by
         return f"proposal {p.id} rolled back", True, p
 
     def _factory_reset(
         self, event: SelfmodDecide, event_id: str, now: float
     ) -> tuple[str, bool, Proposal | None]:
-        tag = f"reset-{event_id[:12]}"
-        if not self._find(tag):
+        # The whole event id: ids from one long-lived process share their first characters.
+        tag = f"reset-{hashlib.sha256(event_id.encode()).hexdigest()[:12]}"
+        marker = f"event {event_id}"
+        if not self._find(tag, marker):
             self.sync()
-            self.repo.restore("factory", f"{tag}: factory reset by {event.by}", tag)
+            self.repo.restore("factory", f"{tag}: factory reset by {event.by}\n\n{marker}", tag)
         for p in self.state.proposals.values():
             if p.status in ("applied", "kept"):
                 p.status, p.reason = "rolled_back", "factory reset"
@@ -362,3 +428,18 @@ class Workshop:
                 p.status = "expired"
                 gone.append(p)
         return gone
+
+
+def _marker(p: Proposal) -> str:
+    """What a proposal's commit message carries: its diff's hash."""
+    return f"diff {hashlib.sha256(p.diff.encode()).hexdigest()[:16]}"
+
+
+def _read_own(path: Path, limit: int = 8 << 20) -> str:
+    """A file the sandbox wrote, never through a link it may have left in its place."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is over {limit >> 20} MiB")
+    return data.decode("utf-8")

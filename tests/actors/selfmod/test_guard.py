@@ -112,6 +112,23 @@ def test_a_symlink_is_refused() -> None:
         read_diff(diff)
 
 
+def test_a_git_header_without_its_change_is_refused() -> None:
+    # Found in review: git creates an empty file from a bare header the reader never saw.
+    bare = "diff --git a/plugins/evil.py b/plugins/evil.py\nnew file mode 100644\n"
+    with pytest.raises(ProposalRefused, match="without its change"):
+        read_diff(bare + "diff --git a/persona.toml b/persona.toml\n" + edit())
+    with pytest.raises(ProposalRefused, match=r"names plugins/evil\.py, the change persona"):
+        read_diff(bare + edit())
+    with pytest.raises(ProposalRefused, match="without its change"):
+        read_diff(edit() + "diff --git a/settings.toml b/settings.toml\n")
+    with pytest.raises(ProposalRefused, match=r"names plugins/x\.py"):
+        read_diff("diff --git a/plugins/x.py b/plugins/x.py\n" + edit())
+    with pytest.raises(ProposalRefused, match="outside a 'diff --git' header"):
+        read_diff("new file mode 100644\n" + edit())
+    with pytest.raises(ProposalRefused, match="mode without its creation"):
+        read_diff("diff --git a/persona.toml b/persona.toml\nnew file mode 100644\n" + edit())
+
+
 def test_an_executable_file_is_refused() -> None:
     diff = (
         "diff --git a/plugins/run.py b/plugins/run.py\nnew file mode 100755\n"

@@ -37,6 +37,20 @@ def test_protected_keys_are_refused(old: str, new: str, what: str) -> None:
         persona_change(SHIPPED, TEXT.replace(old, new, 1).encode())
 
 
+def test_removing_a_whole_table_reaches_the_protected_keys_in_it() -> None:
+    start = TEXT.index("[prompt]")
+    with pytest.raises(ProposalRefused, match="crisis rules"):
+        persona_change(SHIPPED, TEXT[:start].encode())  # [prompt] gone: its crisis line too
+    start, end = TEXT.index("[cues]"), TEXT.index("# The tsundere rules")
+    keys, flags = persona_change(SHIPPED, (TEXT[:start] + TEXT[end:]).encode())
+    assert keys == ["cues"] and flags == ["safety"]
+
+
+def test_a_change_of_type_is_a_change() -> None:
+    assert changed_keys({"a": 1}, {"a": 1.0}) == ["a"]
+    assert changed_keys({"a": [1]}, {"a": [True]}) == ["a"]
+
+
 def test_loosening_how_she_obeys_quiet_is_flagged_safety() -> None:
     after = TEXT.replace('"leave me alone", "not now", ', "", 1)
     keys, flags = persona_change(SHIPPED, after.encode())

@@ -52,11 +52,84 @@ def test_it_writes_its_work_folder_and_nothing_else(work: Path) -> None:
     )
     out = run(code, work)
     assert out.returncode == 0, out.output
-    assert "WROTE" not in out.output and out.output.count("refused") == 3, out.output
+    # /tmp is the sandbox's own (empty, in memory): a write there never reaches the real one.
+    assert f"WROTE {planted}" not in out.output and "WROTE /etc" not in out.output, out.output
     assert (work / "result.txt").read_text() == "ok"
     assert outside.read_text() == "untouched\n"
     assert not planted.exists()
     assert out.isolation == "bubblewrap"
+
+
+@STRONG
+def test_it_cannot_reach_unix_sockets_in_tmp_or_run(work: Path) -> None:
+    import socket
+
+    path = work.parent / "agent.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(1)
+    code = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"print('connect', s.connect_ex({str(path)!r}) == 0)\n"
+    )
+    try:
+        out = run(code, work)
+    finally:
+        listener.close()
+    assert "connect False" in out.output, out.output
+
+
+@STRONG
+def test_the_log_is_read_back_from_what_it_wrote_not_from_a_link(work: Path) -> None:
+    secret = work.parent / ".env"
+    code = (
+        "import os, sys\n"
+        "print('innocent output', flush=True)\n"
+        "os.unlink('sandbox.log')\n"
+        f"os.symlink({str(secret)!r}, 'sandbox.log')\n"
+    )
+    out = run(code, work)
+    assert "innocent output" in out.output and "secret" not in out.output
+
+
+@pytest.mark.parametrize("isolation", [k for k in ISOLATIONS if k != "bubblewrap"])
+def test_a_weaker_isolation_still_dies_with_its_parent(work: Path, isolation: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    marker = work / "marker"
+    sleeper = work / "sleeper.py"
+    sleeper.write_text(f"import time\nopen({str(marker)!r}, 'w')\ntime.sleep(120)\n")
+    runner_code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from actors.selfmod import sandbox\n"
+        f"sandbox.run([sys.executable, {str(sleeper)!r}], Path({str(work)!r}),\n"
+        f"            sandbox.SandboxLimits(isolation={isolation!r}))\n"
+    )
+    runner = subprocess.Popen([sys.executable, "-c", runner_code])
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the sandboxed run never started"
+            time.sleep(0.05)
+        inside = [
+            p
+            for p in psutil.process_iter(["pid", "cmdline"])
+            if str(sleeper) in " ".join(p.info["cmdline"] or ()) and p.pid != runner.pid
+        ]
+        assert inside
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+        for p in inside:
+            p.wait(timeout=10)  # raises if it outlives its parent
+    finally:
+        runner.kill()
 
 
 @STRONG

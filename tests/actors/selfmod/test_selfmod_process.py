@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from actors.selfmod.draft import rewrite, unified
@@ -57,6 +58,20 @@ def brain_persona(hx: Hex) -> str:
     """The persona text the brain holds active."""
     state, _ = asyncio.run(ask(hx.endpoints, PersonaGet(), PersonaState, timeout=20, who="brain"))
     return state.text
+
+
+def trial_pids(hx: Hex) -> set[int]:
+    """The sandboxed audit processes of this Hex (bwrap's and the trial's)."""
+    found = set()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        line = " ".join(proc.info["cmdline"] or ())
+        if "actors.brain.trial" in line and str(hx.data_dir) in line:
+            found.add(proc.info["pid"])
+    return found
+
+
+def gone(pids: set[int]) -> bool:
+    return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
 
 
 def clean(state: Path) -> bool:
@@ -144,7 +159,9 @@ def test_sigkill_during_the_sandbox_and_during_the_apply_leaves_no_half_change(
         60,
         what="the sandbox running",
     )
+    running = poll_for(lambda: trial_pids(hx) or None, 30, what="the sandboxed audit")
     os.kill(old, signal.SIGKILL)
+    poll_for(lambda: gone(running), 30, what="the sandbox dying with selfmod")
     hx.wait_restarted("selfmod", old)
     p = status_of(hx, 1, "ready", "failed", "refused")
     assert p["status"] == "ready", p
@@ -181,3 +198,19 @@ def test_sigkill_during_the_sandbox_and_during_the_apply_leaves_no_half_change(
         ["git", "-C", str(state), "log", "--format=%s"], capture_output=True, text=True
     ).stdout.splitlines()
     assert sum(line.startswith("p1: ") for line in log) == 1, log
+
+    # The kill switch stops her mid-sandbox, out of her reach: nothing of the run survives it.
+    status_of(hx, 1, "kept", "rolled_back")
+    again = hx.cli("selfmod", "propose", "--diff", str(patch), "--why", "again")
+    assert again.returncode != 0 and "does not apply" in again.stderr  # applied already
+    calmer = unified(
+        (hx.root / "persona.toml").read_text(),
+        rewrite((hx.root / "persona.toml").read_text(), "reactions.greeting", "A nod."),
+    )
+    patch.write_text(calmer)
+    assert hx.cli("selfmod", "propose", "--diff", str(patch), "--why", "terser").returncode == 0
+    running = poll_for(lambda: trial_pids(hx) or None, 60, what="the second sandboxed audit")
+    stopped = hx.cli("killswitch")
+    assert stopped.returncode == 0, stopped.stderr
+    poll_for(lambda: gone(running), 30, what="the sandbox stopped by the kill switch")
+    hx.wait_state({"selfmod": "stopped"}, timeout=30)

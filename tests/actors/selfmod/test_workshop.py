@@ -13,7 +13,7 @@ from actors.brain.persona import DEFAULT_PERSONA_PATH
 from actors.selfmod.config import SelfmodConfig, SelfmodState
 from actors.selfmod.draft import rewrite, unified
 from actors.selfmod.guard import ProposalRefused
-from actors.selfmod.workshop import Workshop
+from actors.selfmod.workshop import Workshop, _marker
 from schemas import SelfmodDecide, SelfmodProposal
 from tests.support.brain import brain_toml
 
@@ -47,7 +47,7 @@ def shop_in(root: Path, **config: object) -> Workshop:
         root / "supervisor.toml",
         hide=(root / "data", root / ".env"),
     )
-    shop.open()
+    shop.open(1000.0)
     return shop
 
 
@@ -157,7 +157,7 @@ def test_a_decision_replayed_after_its_commit_landed_makes_no_second_commit(tmp_
     again = Workshop(
         shop.config, saved, shop.work_root.parent, tmp_path, tmp_path / "supervisor.toml"
     )
-    again.open()
+    again.open(3000.0)
     assert saved.proposals[1].status == "applied" and saved.proposals[1].commit == head
     line, changed, _ = again.decide(
         SelfmodDecide(action="approve", id=1, by="owner", owner=True), "d", 2000.0
@@ -170,11 +170,34 @@ def test_a_commit_whose_tag_was_never_written_is_found_by_its_subject(tmp_path: 
     diff = unified(TEXT, rewrite(TEXT, "style.sentence_shape", "Calm and kind."))
     p = propose(shop, diff, 1)
     p.status, p.expires = "ready", 10_000.0  # type: ignore[attr-defined]
-    shop.repo.commit_diff(diff, "p1: calm", "p1")
+    shop.repo.commit_diff(diff, f"p1: calm\n\n{_marker(p)}", "p1", ["persona.toml"])  # type: ignore[arg-type]
     shop.repo.git("tag", "-d", "p1")
     _, changed, _ = decide(shop, "approve", 1)
     assert changed and shop.repo.resolve("p1") == shop.repo.head()
     assert [s for _, _, s in shop.repo.log()].count("p1: calm") == 1
+
+
+def test_a_tag_left_by_an_earlier_life_of_the_folder_is_not_this_change(tmp_path: Path) -> None:
+    shop = shop_in(tmp_path)
+    other = unified(TEXT, rewrite(TEXT, "reactions.greeting", "Hi."))
+    shop.repo.commit_diff(other, "p1: an older p1", "p1", ["persona.toml"])
+    now = shop.text()
+    p = propose(shop, unified(now, rewrite(now, "style.sentence_shape", "Calm.")), 1)
+    p.status, p.expires = "ready", 10_000.0  # type: ignore[attr-defined]
+    _, changed, _ = decide(shop, "approve", 1)
+    assert changed and "Calm." in shop.text() and "Hi." in shop.text()
+
+
+def test_two_factory_resets_from_one_long_lived_process_both_reset(tmp_path: Path) -> None:
+    shop = shop_in(tmp_path)
+    session = "0123456789abcdef"  # one process's ids share this prefix
+    decide(shop, "factory_reset", event=f"{session}00000001")
+    now = shop.text()
+    p = propose(shop, unified(now, rewrite(now, "style.sentence_shape", "Calm.")), 1)
+    p.status, p.expires = "ready", 10_000.0  # type: ignore[attr-defined]
+    decide(shop, "approve", 1)
+    decide(shop, "factory_reset", event=f"{session}00000002")
+    assert shop.text().encode() == SHIPPED
 
 
 def test_an_approval_after_expiry_or_on_changed_files_is_refused(tmp_path: Path) -> None:

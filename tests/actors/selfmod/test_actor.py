@@ -1,0 +1,199 @@
+"""The selfmod actor in-process (hexbus.testing): who may decide, what the switches allow, a
+failing brain rolling back a change in its trial, and a change that makes the audit worse
+approved anyway and rolled back by its trial run (the packaged model in the real sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from actors.selfmod.actor import SelfmodActor
+from actors.selfmod.config import SHIPPED_PERSONA, SelfmodConfig
+from actors.selfmod.draft import rewrite, unified
+from hexbus.capabilities import Capabilities
+from hexbus.testing import ActorHarness
+from schemas import (
+    ActorLifecycle,
+    BrainTask,
+    BrainTaskResult,
+    PersonaEdit,
+    SelfmodChanged,
+    SelfmodDecide,
+    SelfmodProposal,
+    SelfmodRequest,
+    Switch,
+)
+from tests.support.brain import brain_toml
+
+TEXT = SHIPPED_PERSONA.read_text()
+SHORT = "[actors.brain.config.budgets]\nreply = 48"
+
+
+def harness(root: Path, *switches: str, **config: object) -> ActorHarness[SelfmodActor]:
+    shutil.copy(SHIPPED_PERSONA, root / "persona.toml")
+    (root / "supervisor.toml").write_text(brain_toml(root, extra=SHORT))
+    data = root / "data" / "actors" / "selfmod"
+    data.mkdir(parents=True)
+    h = ActorHarness(SelfmodActor, SelfmodConfig(**config), name="selfmod", data_dir=data)  # type: ignore[arg-type]
+    h.actor.config_dir = root
+    h.actor.config_file = root / "supervisor.toml"
+    h.actor.capabilities = Capabilities(
+        [Switch(name=s, enabled=True, by="owner", owner=True, at=0.0) for s in switches]
+    )
+    return h
+
+
+def run(
+    body: Callable[[ActorHarness[SelfmodActor]], Awaitable[None]],
+    root: Path,
+    *switches: str,
+    **config: object,
+) -> None:
+    async def main() -> None:
+        h = harness(root, *switches, **config)
+        await h.setup()
+        await h.actor.on_live()
+        try:
+            await body(h)
+        finally:
+            await h.stop()
+
+    asyncio.run(main())
+
+
+async def until(predicate: Callable[[], object], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.05)
+
+
+def errors(out: Sequence[object]) -> list[str]:
+    return [e.error for e in out if isinstance(e, SelfmodChanged) and e.error]
+
+
+def ready(h: ActorHarness[SelfmodActor], diff: str) -> int:
+    """A proposal recorded and marked ready without its sandbox run (the decision tests)."""
+    p = h.actor.shop.submit("e1", SelfmodProposal(diff=diff, why="calmer"), lambda _: True, 0.0)
+    p.status, p.expires = "ready", time.time() + 3600
+    return p.id
+
+
+CALMER = unified(TEXT, rewrite(TEXT, "style.sentence_shape", "Calm, plain sentences."))
+
+
+def test_only_an_owner_from_a_terminal_or_a_decider_may_decide(tmp_path: Path) -> None:
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        n = ready(h, CALMER)
+        approve = SelfmodDecide(action="approve", id=n, by="ana", owner=True)
+        refused = {
+            "brain": errors(await h.send(approve, source="brain")),
+            "selfmod": errors(await h.send(approve, source="selfmod")),
+            "not owner": errors(
+                await h.send(SelfmodDecide(action="approve", id=n, by="bo"), source="discord")
+            ),
+        }
+        assert "brain may not decide" in refused["brain"][0]
+        assert "does not decide for itself" in refused["selfmod"][0]
+        assert "only an owner may approve (bo is not one)" in refused["not owner"][0]
+        assert "client may not decide" in errors(await h.send(approve, source="client"))[0]
+        assert "selfmod.apply is off" in errors(await h.send(approve, source="cli123"))[0]
+        assert h.actor.state.proposals[n].status == "ready"
+        assert not [e for e in h.published if isinstance(e, PersonaEdit)]
+
+    run(body, tmp_path, "selfmod.propose")
+
+
+def test_a_brain_failing_in_the_trial_period_rolls_the_change_back(tmp_path: Path) -> None:
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        n = ready(h, CALMER)
+        h.actor.shop.decide(
+            SelfmodDecide(action="approve", id=n, by="o", owner=True), "d", time.time()
+        )
+        other = await h.send(ActorLifecycle(actor="memory", change="restart"))
+        assert not [e for e in other if isinstance(e, SelfmodDecide)]
+        out = await h.send(ActorLifecycle(actor="brain", change="restart"))
+        (rollback,) = [e for e in out if isinstance(e, SelfmodDecide)]
+        assert (rollback.action, rollback.id) == ("rollback", n)
+        done = await h.send(rollback, source="selfmod")  # as the bus hands it back
+        assert h.actor.state.proposals[n].status == "rolled_back"
+        (edit,) = [e for e in done if isinstance(e, PersonaEdit)]
+        assert edit.text == TEXT  # byte for byte
+
+    run(body, tmp_path, "selfmod.propose", "selfmod.apply")
+
+
+def test_requests_need_an_owner_and_the_switch_and_drafts_come_from_the_brain(
+    tmp_path: Path,
+) -> None:
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        out = await h.send(SelfmodRequest(text="be less formal", by="bo"), source="discord")
+        assert "only an owner may ask" in errors(out)[0]
+        h.respond(
+            BrainTask,
+            lambda task: BrainTaskResult(summary="Loose, friendly sentences.", reason="less stiff"),
+        )
+        out = await h.send(SelfmodRequest(text="be less formal", by="o", owner=True), source="cli1")
+        assert any(
+            "drafting a change to style.sentence_shape" in e.line
+            for e in out
+            if isinstance(e, SelfmodChanged)
+        )
+        await until(lambda: any(isinstance(e, SelfmodProposal) for e in h.published))
+        (proposal,) = [e for e in h.published if isinstance(e, SelfmodProposal)]
+        assert '+sentence_shape = "Loose, friendly sentences."' in proposal.diff
+        assert proposal.origin == "owner" and proposal.why.startswith("less stiff")
+
+    run(body, tmp_path, "selfmod.propose")
+
+
+def test_only_owners_channels_may_say_a_proposal_is_an_owners(tmp_path: Path) -> None:
+    renamed = unified(TEXT, TEXT.replace('name = "Hex"', 'name = "Hexa"', 1))
+
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        claim = SelfmodProposal(diff=renamed, why="the owner wants it", origin="owner", by="o")
+        await h.send(claim, source="brain")
+        p = h.actor.state.proposals[1]
+        assert (p.origin, p.by, p.status) == ("reflection", "brain", "refused")
+        assert "her name" in p.reason
+        await h.send(claim, source="cli7")
+        assert h.actor.state.proposals[2].origin == "owner"
+
+    run(body, tmp_path, "selfmod.propose")
+
+
+def test_with_the_switch_off_a_request_is_refused_with_the_fix(tmp_path: Path) -> None:
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        out = await h.send(SelfmodRequest(text="be nicer", by="o", owner=True), source="cli1")
+        assert "hexbus capability enable selfmod.propose" in errors(out)[0]
+        out = await h.send(SelfmodProposal(diff=CALMER, why="calmer"), source="brain")
+        assert "selfmod.propose is off" in errors(out)[0]
+
+    run(body, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_worse_change_approved_anyway_is_rolled_back_by_its_trial(tmp_path: Path) -> None:
+    worse = TEXT.replace("denial_phrases = [\n", 'denial_phrases = [\n    "you", "i", "the",\n', 1)
+
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        await h.send(SelfmodProposal(diff=unified(TEXT, worse), why="more denial"), source="brain")
+        await until(lambda: h.actor.state.proposals[1].status != "testing")
+        p = h.actor.state.proposals[1]
+        assert p.status == "ready" and "worse" in p.flags, p.reason
+        await h.send(SelfmodDecide(action="approve", id=1, by="o", owner=True), source="cli1")
+        assert h.actor.state.proposals[1].status == "applied"
+        await until(lambda: any(isinstance(e, SelfmodDecide) for e in h.published))
+        (rollback,) = [e for e in h.published if isinstance(e, SelfmodDecide)]
+        assert rollback.action == "rollback" and "fell in its trial" in rollback.note
+        await h.send(rollback, source="selfmod")
+        p = h.actor.state.proposals[1]
+        assert p.status == "rolled_back" and "fell" in p.reason
+        assert h.actor.shop.text() == TEXT
+
+    run(body, tmp_path, "selfmod.propose", "selfmod.apply", scenarios=3)
