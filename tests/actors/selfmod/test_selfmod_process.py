@@ -31,7 +31,7 @@ SELFMOD = (
     'module = "actors.selfmod.actor:SelfmodActor"\n'
     "heartbeat_timeout_s = 10.0\n"
     "[actors.selfmod.config]\n"
-    "scenarios = 2\n"
+    "scenarios = 1\n"
 )
 SHORT = "[actors.brain.config.budgets]\nreply = 48"  # the audit's checks, sooner
 
@@ -101,7 +101,7 @@ def test_an_owners_request_becomes_a_tested_change_that_can_be_undone(
     p = status_of(hx, 1, "ready", "refused", "failed")
     assert p["status"] == "ready", p
     assert p["origin"] == "owner" and p["keys"] == ["style.sentence_shape"]
-    assert p["before"]["scenarios"] == p["after"]["scenarios"] == 2
+    assert p["before"]["scenarios"] == p["after"]["scenarios"] == 1
     assert p["sandbox"] == "bubblewrap"
     assert (hx.root / "persona.toml").read_bytes() == shipped  # nothing applied yet
 

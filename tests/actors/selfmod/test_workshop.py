@@ -1,6 +1,7 @@
 """Proposals through the workshop, in-process over a real state repository and a real sandbox:
-the attack suite (every refusal recorded, nothing outside changed), the happy path on the
-packaged model, a change that makes the audit worse, and decisions replayed after a kill."""
+the attack suite (every refusal recorded, nothing outside changed), decisions replayed after a
+kill, stale and expired approvals. (The happy path on the packaged model runs through real
+processes in test_selfmod_process.py; a worse audit in test_actor.py.)"""
 
 from __future__ import annotations
 
@@ -216,47 +217,6 @@ def test_an_approval_after_expiry_or_on_changed_files_is_refused(tmp_path: Path)
     assert q.status == "stale"  # type: ignore[attr-defined]
 
 
-@pytest.mark.slow
-def test_the_happy_path_on_the_packaged_model_and_back(tmp_path: Path) -> None:
-    shop = shop_in(tmp_path, scenarios=2)
-    before_tree = checksums(tmp_path / "persona.toml", tmp_path / "supervisor.toml")
-    diff = unified(
-        TEXT, rewrite(TEXT, "style.sentence_shape", "Relaxed, warm sentences; less formal.")
-    )
-    p = propose(shop, diff, 1, why="her owner asked her to be less formal")
-    assert p.status == "testing", p.reason  # type: ignore[attr-defined]
-    tested = shop.test(1)
-    assert tested.status == "ready", tested.reason
-    assert tested.before and tested.after
-    assert tested.before.scenarios == tested.after.scenarios == 2
-    shop.settle(1, tested, 1000.0)
-    report = shop.reports / "p1.json"
-    assert report.exists() and "comparison" in report.read_text()
-    assert checksums(tmp_path / "persona.toml", tmp_path / "supervisor.toml") == before_tree
-    line, changed, _ = decide(shop, "approve", 1)
-    assert changed and "applied" in line
-    assert "Relaxed, warm sentences" in shop.text()
-    decide(shop, "rollback", 1, event="r")
-    assert shop.text().encode() == SHIPPED  # byte for byte
-    decide(shop, "factory_reset", event="reset")
-    assert shop.text().encode() == SHIPPED
-
-
-@pytest.mark.slow
-def test_a_change_that_makes_the_audit_worse_is_flagged(tmp_path: Path) -> None:
-    shop = shop_in(tmp_path, scenarios=3)  # a crisis among them
-    # Every "you" and "I" now reads as playing off her care: in a crisis that fails the audit.
-    worse = TEXT.replace("denial_phrases = [\n", 'denial_phrases = [\n    "you", "i", "the",\n', 1)
-    p = propose(shop, unified(TEXT, worse), 1, why="more denial")
-    assert p.status == "testing", p.reason  # type: ignore[attr-defined]
-    assert "safety" in p.flags  # type: ignore[attr-defined]
-    tested = shop.test(1)
-    assert tested.status == "ready", tested.reason
-    assert tested.after and tested.before and tested.after.pass_rate < tested.before.pass_rate
-    assert "worse" in tested.flags
-
-
-@pytest.mark.slow
 def test_a_persona_the_brain_cannot_load_is_refused_by_its_tests(tmp_path: Path) -> None:
     shop = shop_in(tmp_path)
     unknown = TEXT.replace("[style]", "[style]\nshout = true", 1)
