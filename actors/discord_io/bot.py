@@ -20,15 +20,13 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from actors.discord_io.commands import (
-    Everyone,
-    Owners,
+from actors.discord_io.buttons import (
     ProposalButton,
     SuggestionButton,
-    VoiceCommands,
     proposal_view,
     suggestion_view,
 )
+from actors.discord_io.commands import Everyone, Owners, VoiceCommands
 from actors.discord_io.config import SETUP_FIXES
 from actors.discord_io.host import BotHost
 from actors.discord_io.port import OnAudio, OnEnd, SeenMessage, Speech, VoiceCall

@@ -1,18 +1,17 @@
-"""Slash commands, in Cogs: what everyone may ask, what only owners may, voice; and the
-approve/reject buttons on memory suggestions.
+"""Slash commands, in Cogs: what everyone may ask, what only owners may, voice (the
+approve/reject buttons are in ``buttons``).
 
 Every command answers within Discord's 3 s: quick ones at once, ones that ask another actor
 (memory, the supervisor) defer first and follow up. Owner-only ones check the caller against
 ``owners`` in the actor's config; everyone else gets a polite refusal, and the refusal is logged.
 
-Cogs, views and buttons are discord.py's own classes, so this module imports discord.py; only
+Cogs and views are discord.py's own classes, so this module imports discord.py; only
 ``bot.py`` imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import Any
 
@@ -29,13 +28,11 @@ from hexbus.control import ControlReply, ControlRequest, SupervisorUnreachable, 
 from schemas import (
     CAPABILITIES,
     MemoryAdd,
-    MemoryEdit,
     MemoryForget,
     MemoryHit,
     MemoryQuery,
     MemoryResult,
     QuietMode,
-    SelfmodDecide,
 )
 
 log = structlog.get_logger("actors.discord_io")
@@ -399,106 +396,3 @@ class VoiceCommands(
         await interaction.response.defer(thinking=True)
         await links.leave(guild_id)
         await interaction.followup.send("Left the voice channel.")
-
-
-class SuggestionButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"hex:suggest:(?P<verdict>approve|reject):(?P<memory>[\w.:-]+)",
-):
-    """Approve/Reject on a memory suggestion; persistent, so it works after a restart."""
-
-    def __init__(self, verdict: str, memory: str) -> None:
-        approve = verdict == "approve"
-        super().__init__(
-            discord.ui.Button(
-                label="Approve" if approve else "Reject",
-                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
-                custom_id=f"hex:suggest:{verdict}:{memory}",
-            )
-        )
-        self.verdict, self.memory = verdict, memory
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> SuggestionButton:
-        return cls(match["verdict"], match["memory"])
-
-    async def callback(self, interaction: Interaction) -> None:
-        host: BotHost = interaction.client.hex
-        if not is_owner(host.config, interaction.user):
-            await refuse(interaction, "approving memories")
-            return
-        approve = self.verdict == "approve"
-        await host.publish(
-            MemoryEdit(id=self.memory, approve=approve, by=discord_person_id(interaction.user.id)),
-            key="discord",
-        )
-        text = interaction.message.content if interaction.message else ""
-        verdict = "✅ approved" if approve else "❌ rejected"
-        await interaction.response.edit_message(
-            content=f"{text}\n\n{verdict} by {interaction.user.mention}"[:2000], view=None
-        )
-        host.suggestions.settled(self.memory)
-
-
-class ProposalButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"hex:selfmod:(?P<verdict>approve|reject):(?P<proposal>\d{1,9})",
-):
-    """Approve/Reject on one of her proposals to change herself; persistent like the memory
-    buttons. The click becomes an owner's ``selfmod.decide``; the selfmod actor checks it
-    again (the level's switch, expiry, changed files) and its answer is posted back."""
-
-    def __init__(self, verdict: str, proposal: int) -> None:
-        approve = verdict == "approve"
-        super().__init__(
-            discord.ui.Button(
-                label="Approve" if approve else "Reject",
-                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
-                custom_id=f"hex:selfmod:{verdict}:{proposal}",
-            )
-        )
-        self.verdict, self.proposal = verdict, proposal
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> ProposalButton:
-        return cls(match["verdict"], int(match["proposal"]))
-
-    async def callback(self, interaction: Interaction) -> None:
-        host: BotHost = interaction.client.hex
-        if not is_owner(host.config, interaction.user):
-            await refuse(interaction, "deciding on her changes")
-            return
-        await host.publish(
-            SelfmodDecide(
-                action="approve" if self.verdict == "approve" else "reject",
-                id=self.proposal,
-                by=discord_person_id(interaction.user.id),
-                owner=True,
-            ),
-            key="discord",
-        )
-        text = interaction.message.content if interaction.message else ""
-        verdict = "✅ approved" if self.verdict == "approve" else "❌ rejected"
-        await interaction.response.edit_message(
-            content=f"{text}\n\n{verdict} by {interaction.user.mention}"[:2000], view=None
-        )
-        host.suggestions.settled(f"selfmod:{self.proposal}")
-
-
-def proposal_view(proposal: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(ProposalButton("approve", proposal))
-    view.add_item(ProposalButton("reject", proposal))
-    return view
-
-
-def suggestion_view(memory_id: str) -> discord.ui.View:
-    """The Approve and Reject buttons of a memory suggestion's prompt."""
-    view = discord.ui.View(timeout=None)
-    view.add_item(SuggestionButton("approve", memory_id))
-    view.add_item(SuggestionButton("reject", memory_id))
-    return view

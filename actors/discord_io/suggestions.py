@@ -4,9 +4,9 @@ Reject buttons for the owners.
 The memory actor suggests remembering something (``memory.changed``, action ``suggested``); the
 prompt goes to the configured channels, or else to each owner's DMs. Which memory each prompt is
 about is kept in state, so a replayed suggestion is not posted again; an owner's click is
-answered by ``commands.SuggestionButton``. A proposal of hers that passed its sandbox run
+answered by ``buttons.SuggestionButton``. A proposal of hers that passed its sandbox run
 (``selfmod.changed``, status ``ready``) is posted the same way, once, with its reason, flags,
-audit before and after, and diff; ``commands.ProposalButton`` answers.
+audit before and after, and diff; ``buttons.ProposalButton`` answers.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import actors.discord_io
 PACKAGE = "actors.discord_io"
 FOLDER = Path(actors.discord_io.__file__).parent
 MODULES = {f"{PACKAGE}.{p.stem}": p for p in sorted(FOLDER.glob("*.py")) if p.stem != "__init__"}
-# Subclasses of discord.py's own classes (Bot, Cog, View, AudioSource, AudioSink) need it at import.
-IMPORT_DISCORD = {"bot", "commands", "voice"}
+# Subclasses of discord.py's own classes (Bot, Cog, View, DynamicItem, AudioSource, AudioSink) need it at import.
+IMPORT_DISCORD = {"bot", "buttons", "commands", "voice"}
 
 
 def tree(module: str) -> ast.Module:
