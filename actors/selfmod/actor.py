@@ -12,6 +12,7 @@ switch is the supervisor's: it stops this actor, sandbox and all, wherever it is
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from typing import ClassVar
 
@@ -22,7 +23,7 @@ from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
 from actors.selfmod.guard import PERSONA, ProposalRefused
 from actors.selfmod.state import StateError
 from actors.selfmod.workshop import Workshop
-from hexbus.actor import Actor, RequestTimeout, on
+from hexbus.actor import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import derived_id
 from schemas import (
     ActorLifecycle,
@@ -57,6 +58,11 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
     state_type = SelfmodState
 
     async def setup(self) -> None:
+        if shutil.which("git") is None:
+            raise ActorUnusable(
+                "selfmod keeps her changes in a git repository and git is not installed: "
+                "apt-get install git (or disable [actors.selfmod])"
+            )
         hide = tuple(
             p for p in (self.data_dir.parent.parent, self.config_dir / ".env", self.run_dir) if p
         )
@@ -64,7 +70,13 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             self.config, self.state, self.data_dir, self.config_dir, self.config_file, hide
         )
         self.running: set[tuple[int, bool]] = set()  # sandbox runs in flight: (proposal, trial)
-        self.lagging = await self.offload(self.shop.open, time.time())
+        try:
+            self.lagging = await self.offload(self.shop.open, time.time())
+        except StateError as exc:
+            raise ActorUnusable(
+                f"{self.shop.repo.path}: the state repository is damaged ({exc}): move it aside "
+                "and restart selfmod to begin a new one from the live files"
+            ) from None
         self.detail = self._detail()
 
     async def on_live(self) -> None:

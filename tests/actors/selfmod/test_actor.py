@@ -15,6 +15,7 @@ import pytest
 from actors.selfmod.actor import SelfmodActor
 from actors.selfmod.config import SHIPPED_PERSONA, SelfmodConfig
 from actors.selfmod.draft import rewrite, unified
+from hexbus.actor import ActorUnusable
 from hexbus.capabilities import Capabilities
 from hexbus.testing import ActorHarness
 from schemas import (
@@ -165,6 +166,16 @@ def test_only_owners_channels_may_say_a_proposal_is_an_owners(tmp_path: Path) ->
         assert h.actor.state.proposals[2].origin == "owner"
 
     run(body, tmp_path, "selfmod.propose")
+
+
+def test_a_damaged_state_repository_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    h = harness(tmp_path)
+    state = h.data_dir / "state"
+    state.mkdir()
+    (state / ".git").write_text("not a repository")
+
+    with pytest.raises(ActorUnusable, match=r"damaged .* move it aside"):
+        asyncio.run(h.setup())
 
 
 def test_with_the_switch_off_a_request_is_refused_with_the_fix(tmp_path: Path) -> None:
