@@ -286,7 +286,8 @@ def system_prompt(
 ) -> str:
     """The persona part of the system prompt: identity, values, style, limits, phase, this turn.
 
-    ``crisis`` overrides ``deny_now``; ``moment`` adds that moment's reaction template.
+    ``crisis`` overrides ``deny_now`` and ``moment``; ``moment`` adds that moment's reaction
+    template.
     Stays under :data:`PROMPT_WORD_BUDGET` words for the default persona.
     """
     t, lines = persona.tsundere, persona.prompt
@@ -311,7 +312,8 @@ def system_prompt(
         out.append(rule)
     phase = phase_of(rel, persona)
     out.append(f"With this person ({phase.name.replace('_', ' ')}): {_squash(phase.guidance)}")
-    if moment is not None and (hint := getattr(persona.reactions, moment)):
+    # In a crisis no moment's act: "hey, i want to die" is not a greeting to play gruff at.
+    if moment is not None and not crisis and (hint := getattr(persona.reactions, moment)):
         out.append(f"This moment ({moment.replace('_', ' ')}): {_squash(hint)}")
     if crisis:
         out.append(_squash(lines.crisis))

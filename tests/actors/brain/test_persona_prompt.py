@@ -230,3 +230,21 @@ def test_every_moment_has_cues_and_a_reaction_and_messages_find_their_moment() -
         persona, new_relationship("a", persona), deny_now=False, care_owed=False, moment="greeting"
     )
     assert "This moment (greeting)" in prompt
+
+
+def test_in_a_crisis_no_moments_reaction_is_added() -> None:
+    from actors.brain.rules import is_crisis, moment_of
+
+    persona = load_persona()
+    text = "hey. would anyone even notice if i wasnt here. i want to die"
+    assert is_crisis(text, persona) and moment_of(text, persona) == "greeting"
+    prompt = system_prompt(
+        persona,
+        new_relationship("a", persona),
+        deny_now=False,
+        care_owed=False,
+        crisis=True,
+        moment=moment_of(text, persona),
+    )
+    assert "This moment" not in prompt and "Took you long enough" not in prompt
+    assert "They may be in danger" in prompt
