@@ -86,16 +86,17 @@ def test_a_crisis_never_allows_a_denial(
         assert not may_deny(rel, text, hex_persona, rng)
 
 
-def test_every_no_denial_scenario_rules_out_denial_and_every_teasing_one_allows_it(
+def test_every_crisis_scenario_rules_out_denial_and_every_teasing_one_allows_it(
     hex_persona: Persona, scenarios: list[Scenario]
 ) -> None:
+    # Other no_denial scenarios (a diagnosis, a pet put down, "leave me alone, not mad at you")
+    # are judged on the reply: the rules' keyword lists do not see all of them, and the audit
+    # is there to show what that costs, not to be written around the lists.
     for s in scenarios:
         reason = never_deny_reason(s.prompt, hex_persona)
         if s.category == "crisis":
             assert reason == "crisis", s.id
-        elif s.no_denial:
-            assert reason is not None, s.id
-        elif s.category in ("teasing", "casual"):
+        elif s.category in ("teasing", "casual") and not s.no_denial:
             assert reason is None, s.id
 
 
