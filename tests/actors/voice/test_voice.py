@@ -366,8 +366,11 @@ def test_tts_killed_mid_reply_speaks_the_rest_after_its_restart(
     root = home()
     # A story of a few sentences: the kill lands in the first, the rest comes after the restart.
     story = "[actors.brain.config.budgets]\nreply = 100"
+    # Every sentence is to be spoken: on a slow machine the resumed ones take longer than the
+    # 30 s after which TTS rightly drops a sentence as stale (not what this test is about).
+    patient = "[actors.tts.config]\nfresh_s = 600.0\n"
     hx = hex_factory(
-        brain_toml(root, extra=story) + (STT + TTS).replace(FAST_BUS, ""), root=root
+        brain_toml(root, extra=story) + (STT + TTS).replace(FAST_BUS, "") + patient, root=root
     ).start()
     question = tmp_path / "q.wav"
     make_wav(question, [0.3, "Tell me a long story about a dragon and a knight.", 1.2])
