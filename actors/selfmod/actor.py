@@ -20,9 +20,9 @@ import msgspec
 
 from actors.selfmod import draft
 from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
-from actors.selfmod.guard import PERSONA, ProposalRefused
+from actors.selfmod.guard import ProposalRefused
 from actors.selfmod.state import StateError
-from actors.selfmod.workshop import Workshop
+from actors.selfmod.workshop import Tested, Workshop
 from hexbus.actor import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import derived_id
 from schemas import (
@@ -134,7 +134,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             self.running.discard((n, trial))
         p = self.state.proposals[n]
         if trial:
-            await self.end_trial(p, tested.after, tested.reason)
+            await self.end_trial(p, tested)
             return
         self.shop.settle(n, tested, time.time())
         if p.status == "ready":
@@ -145,15 +145,17 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         else:
             await self.changed(p, f"proposal {n} {p.status}", p.reason)
 
-    async def end_trial(self, p: Proposal, after: object, failure: str) -> None:
+    async def end_trial(self, p: Proposal, tested: Tested) -> None:
+        """Keep the change, or roll it back: its trial audit fell (the workshop's ``worse``, the
+        same rule as at proposal time) or did not run."""
         if p.status != "applied":
             return
-        if failure or after is None or p.before is None:
-            note = f"its trial audit did not run ({failure or 'no report'})"
-        elif after.pass_rate < p.before.pass_rate - self.config.tolerance:  # type: ignore[attr-defined]
+        if tested.status != "ready" or tested.before is None or tested.after is None:
+            note = f"its trial audit did not run ({tested.reason or 'no report'})"
+        elif "worse" in tested.flags:
             note = (
-                f"the audit fell in its trial ({p.before.pass_rate:.2f} -> "
-                f"{after.pass_rate:.2f})"  # type: ignore[attr-defined]
+                f"the audit fell in its trial ({tested.before.pass_rate:.2f} -> "
+                f"{tested.after.pass_rate:.2f})"
             )
         else:
             p.status = "kept"
@@ -323,4 +325,4 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         return name
 
 
-__all__ = ["PERSONA", "SelfmodActor"]
+__all__ = ["SelfmodActor"]

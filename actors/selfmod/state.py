@@ -46,6 +46,12 @@ _CONFIG = {
 Check = Callable[[dict[str, bytes], dict[str, bytes]], None]
 
 
+def _run(argv: list[str], data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """git with nothing of the user's (no global or system config, no prompts)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **_ENV}
+    return subprocess.run(argv, input=data, capture_output=True, env=env, timeout=60)
+
+
 class StateError(Exception):
     """git failed on the state repository; the message names what it said."""
 
@@ -64,13 +70,7 @@ class StateRepo:
     def git(self, *args: str, check: bool = ..., status: Literal[True]) -> int: ...
     def git(self, *args: str, check: bool = True, status: bool = False) -> str | int:
         """Run git here; its output (``status``: its exit code instead)."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **_ENV}
-        done = subprocess.run(
-            ["git", "-C", str(self.path), *args],
-            capture_output=True,
-            env=env,
-            timeout=60,
-        )
+        done = _run(["git", "-C", str(self.path), *args])
         if check and done.returncode != 0:
             said = done.stderr.decode("utf-8", "replace").strip().splitlines()
             raise StateError(f"git {args[0]}: {said[-1] if said else f'exit {done.returncode}'}")
@@ -89,12 +89,15 @@ class StateRepo:
             return
         self.path.mkdir(parents=True, exist_ok=True)
         self.git("init", "-q", "-b", "main")
-        for key, value in _CONFIG.items():
-            self.git("config", key, value)
+        self._configure()
         self._write(factory)
         self.git("add", "-A")
         self.git("commit", "-q", "--allow-empty", "-m", "factory: the shipped files")
         self.git("tag", "factory")
+
+    def _configure(self) -> None:
+        for key, value in _CONFIG.items():
+            self.git("config", key, value)
 
     def recover(self) -> None:
         """Put the working tree back at HEAD: what a process killed mid-change left is dropped
@@ -138,12 +141,7 @@ class StateRepo:
     def read(self, rel: str, rev: str = "HEAD") -> bytes | None:
         """A file's bytes at ``rev`` (``":"``: as staged); None where it does not exist."""
         spec = f":{rel}" if rev == ":" else f"{self.resolve(rev)}:{rel}"
-        done = subprocess.run(
-            ["git", "-C", str(self.path), "show", spec],
-            capture_output=True,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **_ENV},
-            timeout=60,
-        )
+        done = _run(["git", "-C", str(self.path), "show", spec])
         return done.stdout if done.returncode == 0 else None
 
     def diff(self, a: str, b: str) -> str:
@@ -176,12 +174,9 @@ class StateRepo:
         self._apply(diff, "--check")
 
     def _apply(self, diff: str, *flags: str) -> None:
-        done = subprocess.run(
+        done = _run(
             ["git", "-C", str(self.path), "apply", "--whitespace=nowarn", "-p1", *flags, "-"],
-            input=diff.encode("utf-8"),
-            capture_output=True,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **_ENV},
-            timeout=60,
+            diff.encode("utf-8"),
         )
         if done.returncode != 0:
             said = done.stderr.decode("utf-8", "replace").strip().splitlines()
@@ -259,14 +254,7 @@ class StateRepo:
 
     def clone_to(self, dest: Path, rev: str = "HEAD") -> None:
         """A copy of ``rev``'s files in ``dest`` (a git checkout of its own, for the sandbox)."""
-        subprocess.run(
-            ["git", "clone", "-q", "--no-hardlinks", str(self.path), str(dest)],
-            check=True,
-            capture_output=True,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **_ENV},
-            timeout=60,
-        )
+        self.git("clone", "-q", "--no-hardlinks", str(self.path), str(dest))
         other = StateRepo(dest)
-        for key, value in _CONFIG.items():
-            other.git("config", key, value)
+        other._configure()
         other.git("checkout", "-q", "--detach", self.resolve(rev))
