@@ -16,6 +16,24 @@ from actors.discord_io.names import discord_person_id
 from schemas import MemoryEdit, SelfmodDecide
 
 
+def _button(verdict: str, custom_id: str) -> discord.ui.Button[Any]:
+    approve = verdict == "approve"
+    return discord.ui.Button(
+        label="Approve" if approve else "Reject",
+        style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+        custom_id=custom_id,
+    )
+
+
+async def _decided(interaction: Interaction, verdict: str) -> None:
+    """The prompt says who decided what, and loses its buttons."""
+    text = interaction.message.content if interaction.message else ""
+    said = "✅ approved" if verdict == "approve" else "❌ rejected"
+    await interaction.response.edit_message(
+        content=f"{text}\n\n{said} by {interaction.user.mention}"[:2000], view=None
+    )
+
+
 class SuggestionButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"hex:suggest:(?P<verdict>approve|reject):(?P<memory>[\w.:-]+)",
@@ -23,14 +41,7 @@ class SuggestionButton(
     """Approve/Reject on a memory suggestion; persistent, so it works after a restart."""
 
     def __init__(self, verdict: str, memory: str) -> None:
-        approve = verdict == "approve"
-        super().__init__(
-            discord.ui.Button(
-                label="Approve" if approve else "Reject",
-                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
-                custom_id=f"hex:suggest:{verdict}:{memory}",
-            )
-        )
+        super().__init__(_button(verdict, f"hex:suggest:{verdict}:{memory}"))
         self.verdict, self.memory = verdict, memory
 
     @classmethod
@@ -44,16 +55,15 @@ class SuggestionButton(
         if not is_owner(host.config, interaction.user):
             await refuse(interaction, "approving memories")
             return
-        approve = self.verdict == "approve"
         await host.publish(
-            MemoryEdit(id=self.memory, approve=approve, by=discord_person_id(interaction.user.id)),
+            MemoryEdit(
+                id=self.memory,
+                approve=self.verdict == "approve",
+                by=discord_person_id(interaction.user.id),
+            ),
             key="discord",
         )
-        text = interaction.message.content if interaction.message else ""
-        verdict = "✅ approved" if approve else "❌ rejected"
-        await interaction.response.edit_message(
-            content=f"{text}\n\n{verdict} by {interaction.user.mention}"[:2000], view=None
-        )
+        await _decided(interaction, self.verdict)
         host.suggestions.settled(self.memory)
 
 
@@ -63,17 +73,10 @@ class ProposalButton(
 ):
     """Approve/Reject on one of her proposals to change herself; persistent like the memory
     buttons. The click becomes an owner's ``selfmod.decide``; the selfmod actor checks it
-    again (the level's switch, expiry, changed files) and its answer is posted back."""
+    again (the level's switch, expiry, changed files): `hexbus selfmod show` has its answer."""
 
     def __init__(self, verdict: str, proposal: int) -> None:
-        approve = verdict == "approve"
-        super().__init__(
-            discord.ui.Button(
-                label="Approve" if approve else "Reject",
-                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
-                custom_id=f"hex:selfmod:{verdict}:{proposal}",
-            )
-        )
+        super().__init__(_button(verdict, f"hex:selfmod:{verdict}:{proposal}"))
         self.verdict, self.proposal = verdict, proposal
 
     @classmethod
@@ -96,11 +99,7 @@ class ProposalButton(
             ),
             key="discord",
         )
-        text = interaction.message.content if interaction.message else ""
-        verdict = "✅ approved" if self.verdict == "approve" else "❌ rejected"
-        await interaction.response.edit_message(
-            content=f"{text}\n\n{verdict} by {interaction.user.mention}"[:2000], view=None
-        )
+        await _decided(interaction, self.verdict)
         host.suggestions.settled(f"selfmod:{self.proposal}")
 
 
