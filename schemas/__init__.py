@@ -78,6 +78,7 @@ from schemas.memory import (
     MemoryReviewed,
     PersonProfile,
 )
+from schemas.plugins import PluginFailed, PluginInstall, PluginNote, PluginRemove
 from schemas.selfmod import (
     AuditFigures,
     ProposalView,
@@ -215,6 +216,10 @@ AnyEvent = (
     | DiscordPresence
     | SelfmodProposal
     | SelfmodRequest
+    | PluginInstall
+    | PluginRemove
+    | PluginFailed
+    | PluginNote
     | SelfmodDecide
     | SelfmodAsk
     | SelfmodReport
@@ -325,6 +330,10 @@ __all__ = [
     "PersonaState",
     "PersonaVersion",
     "Ping",
+    "PluginFailed",
+    "PluginInstall",
+    "PluginNote",
+    "PluginRemove",
     "Pong",
     "PreviewLease",
     "ProbeDurable",

@@ -63,6 +63,8 @@ DELIVERY: dict[str, Delivery] = {
     "selfmod": Delivery.DURABLE,  # proposals, requests, decisions, their changes: never lost
     "selfmod.ask": Delivery.VOLATILE,  # request/response: the list, one proposal, a diff
     "selfmod.report": Delivery.VOLATILE,
+    "plugin": Delivery.DURABLE,  # installs, removals and failures: what runs must be known
+    "plugin.note": Delivery.VOLATILE,  # a line for the next reply: fresh or worthless
     "probe.durable": Delivery.DURABLE,
     "probe.volatile": Delivery.VOLATILE,
 }
@@ -99,6 +101,7 @@ PRIVILEGED: tuple[str, ...] = (
     "perception.resume",
     "vision.preview",  # a lease on the camera's pictures
     "selfmod",  # proposals and the owner's decisions on them: this host's actors and terminals
+    "plugin",  # code that runs, and what it tells the brain
     "capability",  # the switches are the supervisor's to announce
 )
 

@@ -11,7 +11,8 @@ chunks stop and its final event says ``cancelled``.
 The actor dispatches; plain classes hold the logic: :class:`Ledger` (the
 state's bookkeeping), :class:`ReplyWorkers` (one reply at a time per
 conversation), :class:`ReplyRun` (one streamed reply), :func:`compose` (the
-prompt), and the persona's document, versions and rules.
+prompt), and the persona's document, versions and rules. The actor is one cohesive
+dispatcher over them: each handler is a few lines handing an event to its class.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from actors.brain.energy import Meter, describe
 from actors.brain.ledger import Ledger, conversation_of, one_message, refusal
 from actors.brain.memory_link import MemoryLink
 from actors.brain.persona import Persona, PersonaError
+from actors.brain.plugin_notes import PluginNotes
 from actors.brain.prompt import compose, recall
 from actors.brain.reply import ReplyOutcome, ReplyRun, ReplyStatus
 from actors.brain.rules import wants_quiet
@@ -65,6 +67,7 @@ from schemas import (
     PersonaEdit,
     PersonaGet,
     PersonaRollback,
+    PluginNote,
     QuietMode,
     Reply,
     VisionMoment,
@@ -95,6 +98,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         "vision.observation",
         "vision.moment",
         "perception.switched",
+        "plugin.note",
         "capability.changed",  # the switches, for "what can you do?" (the base class applies them)
     )
     config_type = BrainConfig
@@ -103,6 +107,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     async def setup(self) -> None:
         self.ledger = Ledger(self.state)
         self.sight = Sight(self.state, self.config)
+        self.plugin_notes = PluginNotes(self.state, self.config)
         self.persona_path = (self.config_dir / self.config.persona).resolve()
         self.store = PersonaStore(self.data_dir / "persona")
         self.desk = PersonaDesk(self.store, self.persona_path, self.data_dir / "audits")
@@ -263,6 +268,12 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     @on(PerceptionSwitched)
     async def on_sight_switched(self, event: PerceptionSwitched) -> None:
         self.sight.switched(event)
+
+    @on(PluginNote)
+    async def on_plugin_note(self, event: PluginNote) -> None:
+        envelope = self.envelope
+        if envelope is not None and envelope.source == self.config.plugin_host:
+            self.plugin_notes.heard(event, time.time())
 
     def oldest_work(self) -> float | None:
         """The pending message this process has waited longest to answer, since it last
@@ -461,6 +472,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             profile=profile.describe(notes),
             memories=list(recalled.hits),
             observation=self.sight.line(time.time()),
+            notes=self.plugin_notes.line(event.person_id, time.time()),
             summary=turns.summary,
             turns=turns.turns,
             budgets=self.config.budgets,

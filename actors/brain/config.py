@@ -56,6 +56,8 @@ class BrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     summary_batch: int = 8  # turns folded at a time
     observation_fresh_s: float = 30.0
     moment_fresh_s: float = 120.0  # "they just came back after 2 hours" is news this long
+    plugin_host: str = "plugins"  # the only actor whose plugin.note the prompt takes
+    plugin_note_fresh_s: float = 120.0  # a plugin's note is for the next reply, this long
     # "Leave me alone": answer that person only when addressed directly, this long.
     quiet_minutes: float = 30.0
     fallback_cooldown_s: float = 30.0
@@ -98,6 +100,7 @@ class BrainState(msgspec.Struct, kw_only=True):
     moment_at: float = 0.0
     moment_source: str = ""
     pictures: dict[str, tuple[str, float]] = {}  # perception source -> (picture, unix time)
+    plugin_notes: dict[str, tuple[str, float]] = {}  # "plugin|person" -> (note, unix time)
     energy: BrainEnergy = BrainEnergy(state="awake")  # as last published
 
 

@@ -167,6 +167,7 @@ def build(
     speaker: str,
     budgets: Budgets,
     count: Callable[[str], int],
+    notes: str = "",
 ) -> tuple[list[ChatTurn], int]:
     """The chat turns for the backend and the reply's token cap."""
     hint, max_tokens = length_hint(message, budgets.reply)
@@ -180,6 +181,9 @@ def build(
         system.append("Things you remember (use them naturally, never list them):\n" + remembered)
     if observation:
         system.append("What you see right now: " + _fit(observation, budgets.perception, count))
+    if notes:
+        # Her plugins' lines: code she wrote and her owner approved, never the person's words.
+        system.append("Notes from your plugins: " + _fit(notes, budgets.perception, count))
     if summary:
         system.append("Earlier in this conversation: " + _fit(summary, budgets.summary, count))
     system.append(hint)
@@ -203,6 +207,7 @@ def compose(
     turns: Sequence[TurnRecord],
     budgets: Budgets,
     count: Callable[[str], int],
+    notes: str = "",
 ) -> tuple[list[ChatTurn], int]:
     """The chat turns that answer ``message`` and the reply's token cap: the persona's rules for
     this person and this moment (a denial drawn from ``rng``, care owed, quiet, crisis), then
@@ -215,6 +220,7 @@ def compose(
             profile=profile,
             memories=memories,
             observation=observation,
+            notes=notes,
             summary=summary,
             turns=turns,
             message=opening(message, persona.name),
@@ -236,6 +242,7 @@ def compose(
         profile=profile,
         memories=memories,
         observation=observation,
+        notes=notes,
         summary=summary,
         turns=turns,
         message=text,

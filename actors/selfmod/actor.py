@@ -11,6 +11,7 @@ switch is the supervisor's: it stops this actor, sandbox and all, wherever it is
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import time
@@ -20,9 +21,10 @@ import msgspec
 
 from actors.selfmod import draft
 from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
-from actors.selfmod.guard import ProposalRefused
+from actors.selfmod.guard import PERSONA, ProposalRefused
+from actors.selfmod.reports import Tested
 from actors.selfmod.state import StateError
-from actors.selfmod.workshop import Tested, Workshop
+from actors.selfmod.workshop import Workshop, plugin_name
 from hexbus.actor import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import derived_id
 from schemas import (
@@ -32,6 +34,9 @@ from schemas import (
     CapabilityChanged,
     PersonaChanged,
     PersonaEdit,
+    PluginFailed,
+    PluginInstall,
+    PluginRemove,
     SelfmodAsk,
     SelfmodChanged,
     SelfmodDecide,
@@ -51,6 +56,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         "selfmod.decide",
         "selfmod.ask",
         "brain.persona.changed",
+        "plugin.failed",
         "sys.actor",
         "capability.changed",
     )
@@ -82,6 +88,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
     async def on_live(self) -> None:
         if self.lagging:  # a change committed just before a crash: the brain takes it now
             await self.push(f"selfmod: {await self.offload(self.shop.head)}", self.name)
+        await self.push_plugins()  # and the plugin host, HEAD's plugins
         # Tests a crash interrupted run again; trials restart.
         for p in list(self.state.proposals.values()):
             if p.status == "testing":
@@ -150,9 +157,12 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         same rule as at proposal time) or did not run."""
         if p.status != "applied":
             return
-        if tested.status != "ready" or tested.before is None or tested.after is None:
-            note = f"its trial audit did not run ({tested.reason or 'no report'})"
-        elif "worse" in tested.flags:
+        plugin = any(plugin_name(f) for f in p.files)  # its trial is the plugin's tests again
+        if tested.status != "ready" or (
+            not plugin and (tested.before is None or tested.after is None)
+        ):
+            note = f"its trial tests did not pass ({tested.reason or 'no report'})"
+        elif "worse" in tested.flags and tested.before and tested.after:
             note = (
                 f"the audit fell in its trial ({tested.before.pass_rate:.2f} -> "
                 f"{tested.after.pass_rate:.2f})"
@@ -249,14 +259,14 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             await self.changed(self.state.proposals.get(event.id), "", why)
             return
         try:
-            line, persona_changed, p = await self.offload(
-                self.shop.decide, event, envelope.id, time.time()
-            )
+            line, changed, p = await self.offload(self.shop.decide, event, envelope.id, time.time())
         except (ProposalRefused, StateError) as exc:
             await self.changed(self.state.proposals.get(event.id), "", str(exc))
             return
-        if persona_changed:
+        if changed and (p is None or PERSONA in p.files):
             await self.push(f"selfmod: {line}", event.by or self.name)
+        if changed:
+            await self.push_plugins(p.id if p is not None and event.action == "approve" else 0)
         await self.changed(p, line)
         if p is not None and p.status == "applied" and event.action == "approve":
             self.start_test(p.id, trial=True)
@@ -269,6 +279,44 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         await self.publish(
             PersonaEdit(text=text, note=note, by=by), event_id=derived_id(head, "persona")
         )
+
+    async def push_plugins(self, proposal: int = 0) -> None:
+        """Hand HEAD's plugins to the plugin host: installs for new or changed ones, removals
+        for those gone (a rollback, a reset). Ids derive from the commit: a push repeated after
+        a crash is one."""
+        head = await self.offload(self.shop.head)
+        plugins = await self.offload(self.shop.plugins)
+        pushed = self.state.plugins
+        for name, source in sorted(plugins.items()):
+            sha = hashlib.sha256(source.encode()).hexdigest()
+            if pushed.get(name) != sha:
+                await self.publish(
+                    PluginInstall(name=name, source=source, sha=sha, proposal=proposal),
+                    event_id=derived_id(head, f"plugin-{name}"),
+                )
+                pushed[name] = sha
+        for name in sorted(set(pushed) - set(plugins)):
+            await self.publish(PluginRemove(name=name), event_id=derived_id(head, f"unplug-{name}"))
+            del pushed[name]
+        self.state_changed(now=True)
+
+    @on(PluginFailed)
+    async def on_plugin_failed(self, event: PluginFailed) -> None:
+        """A plugin the host stopped, in its change's trial period: the change is rolled back."""
+        envelope = self.envelope
+        if envelope is None or envelope.source != self.config.plugin_host:
+            return
+        now = time.time()
+        for p in self.state.proposals.values():
+            if (
+                p.status in ("applied", "kept")
+                and f"plugins/{event.name}.py" in p.files
+                and now - p.applied_at < self.config.trial_s
+            ):
+                note = f"its plugin failed in its trial period: {event.reason}"
+                await self.publish(
+                    SelfmodDecide(action="rollback", id=p.id, by=self.name, note=note[:500])
+                )
 
     @on(ActorLifecycle)
     async def on_lifecycle(self, event: ActorLifecycle) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import msgspec
 
-from actors.selfmod.sandbox import SandboxLimits
+from hexbus.sandbox import SandboxLimits
 from schemas.selfmod import AuditFigures, Origin, ProposalView, Status
 
 # The persona Hex ships with: the state repository's first commit, what a factory reset restores.
@@ -16,6 +16,7 @@ SHIPPED_PERSONA = Path(__file__).resolve().parents[2] / "persona.toml"
 class SelfmodConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     persona: str = "persona.toml"  # the brain's persona.toml, relative to supervisor.toml
     brain: str = "brain"  # the brain actor's name: it applies persona changes and is watched
+    plugin_host: str = "plugins"  # the plugin host's name: its failures roll a plugin back
     scenarios: int = 0  # audit scenarios per sandbox run (0: the whole set)
     approve_within_s: float = 7 * 86400.0  # a proposal not approved by then expires
     trial_s: float = 3600.0  # after applying: an actor failure in this window rolls it back
@@ -79,3 +80,4 @@ class SelfmodState(msgspec.Struct, kw_only=True):
     # sha256 of persona.toml as last seen live: a live file that differs from it was edited by
     # an owner; one that still matches it but not HEAD waits for the brain to take HEAD.
     live_sha: str = ""
+    plugins: dict[str, str] = {}  # the plugins handed to the plugin host: name -> sha256

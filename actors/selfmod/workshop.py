@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import re
 import shutil
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from actors.selfmod import sandbox
 from actors.selfmod.config import SHIPPED_PERSONA, Proposal, SelfmodConfig, SelfmodState
 from actors.selfmod.guard import PERSONA, ProposalRefused, level_of, read_diff
+from actors.selfmod.reports import Tested, judge_audit, judge_plugin, read_report
 from actors.selfmod.rules import persona_change, size_flags
 from actors.selfmod.state import StateError, StateRepo
-from schemas.selfmod import AuditFigures, SelfmodDecide, SelfmodProposal
+from hexbus import sandbox
+from schemas.selfmod import SelfmodDecide, SelfmodProposal
 
 LEVELS = ("selfmod.propose", "selfmod.plugins", "selfmod.logic")
 T = TypeVar("T")
@@ -44,29 +44,13 @@ def locked(method: Callable[Concatenate[Workshop, P], T]) -> Callable[Concatenat
     return run
 
 
-BUILT = (PERSONA,)  # the files whose changes are applied today (the others are refused)
+PLUGIN = re.compile(r"plugins/([A-Za-z0-9_-]+)\.py")
 
 
-@dataclass
-class Tested:
-    """A sandbox run's outcome, applied to its proposal on the actor's loop."""
-
-    status: str
-    reason: str = ""
-    before: AuditFigures | None = None
-    after: AuditFigures | None = None
-    flags: list[str] = field(default_factory=list)
-    isolation: str = ""
-
-
-def figures(report: dict[str, Any]) -> AuditFigures:
-    return AuditFigures(
-        scenarios=int(report.get("scenarios", 0)),
-        pass_rate=float(report.get("overall", 0.0)),
-        by_category={k: float(v) for k, v in report.get("by_category", {}).items()},
-        failed=tuple(report.get("failures", ())),
-        seconds=float(report.get("seconds", 0.0)),
-    )
+def plugin_name(path: str) -> str:
+    """The plugin's name for its path ("" when it is not a plugin)."""
+    found = PLUGIN.fullmatch(path)
+    return found.group(1) if found else ""
 
 
 class Workshop:
@@ -206,21 +190,25 @@ class Workshop:
                 raise ProposalRefused(
                     f"{level} is off: her owner has not allowed this level of change"
                 )
+        plugins = [f.path for f in files if plugin_name(f.path)]
         for f in files:
-            if f.path not in BUILT:
+            if f.path != PERSONA and not plugin_name(f.path):
                 raise ProposalRefused(
-                    f"{f.path}: changes to it are not applied yet (only {PERSONA})"
+                    f"{f.path}: changes to it are not applied yet (only {PERSONA} and plugins)"
                 )
+        if plugins and len(files) > 1:
+            raise ProposalRefused("a plugin is proposed on its own: one file, nothing else with it")
         self.sync()
         p.base = self.repo.head()
         self.repo.check(p.diff)
         before, after = self.prepare(p.id, p.base, p.diff)
-        keys, flags = persona_change(
-            (before / PERSONA).read_bytes(), (after / PERSONA).read_bytes()
-        )
-        if not keys:
-            raise ProposalRefused("the change leaves every setting as it was")
-        p.keys = keys
+        flags: list[str] = []
+        if not plugins:
+            p.keys, flags = persona_change(
+                (before / PERSONA).read_bytes(), (after / PERSONA).read_bytes()
+            )
+            if not p.keys:
+                raise ProposalRefused("the change leaves every setting as it was")
         p.flags = [*flags, *size_flags(sum(f.added for f in files), sum(f.removed for f in files))]
         if p.level != "selfmod.propose":
             p.flags.append("capability")
@@ -255,6 +243,9 @@ class Workshop:
             else:
                 self.prepare(n, p.base, p.diff)
         out = work / "trial.json"
+        plugin = next((f for f in p.files if plugin_name(f)), "")
+        if plugin:
+            return self._test_plugin(n, work, plugin, trial)
         argv = [
             sys.executable,
             "-I",  # isolated: no PYTHONPATH, no user site, not the work folder on the path
@@ -277,43 +268,41 @@ class Workshop:
             )
         except sandbox.SandboxError as exc:
             return Tested("failed", str(exc))
-        try:
-            result = json.loads(_read_own(out))
-            if not isinstance(result, dict):
-                raise ValueError("not an object")
-        except (OSError, ValueError):
-            said = outcome.output.strip().splitlines()
-            why = "timed out" if outcome.timed_out else f"exit {outcome.returncode}"
-            last = said[-1] if said else "no output"
-            return Tested(
-                "failed", f"the sandbox run failed ({why}): {last}", isolation=outcome.isolation
-            )
-        result["isolation"] = outcome.isolation
-        result["sandbox_seconds"] = round(outcome.seconds, 1)
+        result = read_report(out, outcome)
+        if isinstance(result, Tested):
+            return result
+        self._keep(n, trial, result)
+        return judge_audit(result, outcome.isolation, self.config.tolerance)
+
+    def _keep(self, n: int, trial: bool, result: dict[str, Any]) -> None:
         self.reports.mkdir(parents=True, exist_ok=True)
         name = f"p{n}-trial.json" if trial else f"p{n}.json"
         (self.reports / name).write_text(json.dumps(result, indent=1, sort_keys=True))
-        if "invalid" in result:  # the persona after it does not load
-            return Tested("refused", str(result["invalid"]), isolation=outcome.isolation)
-        if "error" in result:
-            return Tested("failed", str(result["error"]), isolation=outcome.isolation)
+
+    def _test_plugin(self, n: int, work: Path, plugin: str, trial: bool) -> Tested:
+        """A plugin's tests: checked and loaded as the host would, then fed the audit's 110
+        conversations as the events it hears (``python -m actors.plugins.trial``)."""
+        out = work / "trial.json"
+        argv = [sys.executable, "-I", "-m", "actors.plugins.trial"]
+        argv += ["--plugin", str(work / "after" / plugin), "--out", str(out)]
         try:
-            before, after = figures(result["before"]), figures(result["after"])
-            broken = [c for c in result["checks"]["after"] if c not in result["checks"]["before"]]
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            return Tested("failed", f"the sandbox's report is malformed ({exc!r})")
-        if broken:
-            return Tested(
-                "refused",
-                f"the tests of what changed fail: {broken[0]}",
-                before,
-                after,
-                isolation=outcome.isolation,
-            )
-        flags = ["worse"] if after.pass_rate < before.pass_rate - self.config.tolerance else []
-        if outcome.isolation != "bubblewrap":
-            flags.append("weak sandbox")  # tested without bubblewrap: see the README
-        return Tested("ready", "", before, after, flags, outcome.isolation)
+            outcome = sandbox.run(argv, work, self.config.sandbox, hide=self.hide)
+        except sandbox.SandboxError as exc:
+            return Tested("failed", str(exc))
+        result = read_report(out, outcome)
+        if isinstance(result, Tested):
+            return result
+        self._keep(n, trial, result)
+        return judge_plugin(result, outcome.isolation)
+
+    @locked
+    def plugins(self) -> dict[str, str]:
+        """HEAD's plugins: name -> source."""
+        return {
+            plugin_name(path): data.decode("utf-8", "replace")
+            for path, data in self.repo.files().items()
+            if plugin_name(path)
+        }
 
     def settle(self, n: int, tested: Tested, now: float) -> Proposal:
         p = self.state.proposals[n]
@@ -433,13 +422,3 @@ class Workshop:
 def _marker(p: Proposal) -> str:
     """What a proposal's commit message carries: its diff's hash."""
     return f"diff {hashlib.sha256(p.diff.encode()).hexdigest()[:16]}"
-
-
-def _read_own(path: Path, limit: int = 8 << 20) -> str:
-    """A file the sandbox wrote, never through a link it may have left in its place."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{path.name} is over {limit >> 20} MiB")
-    return data.decode("utf-8")

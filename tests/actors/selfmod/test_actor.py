@@ -23,6 +23,9 @@ from schemas import (
     BrainTask,
     BrainTaskResult,
     PersonaEdit,
+    PluginFailed,
+    PluginInstall,
+    PluginRemove,
     SelfmodChanged,
     SelfmodDecide,
     SelfmodProposal,
@@ -208,3 +211,43 @@ def test_a_worse_change_approved_anyway_is_rolled_back_by_its_trial(tmp_path: Pa
         assert h.actor.shop.text() == TEXT
 
     run(body, tmp_path, "selfmod.propose", "selfmod.apply", scenarios=3)
+
+
+PLUGIN = 'TOPICS = ("chat.message",)\n\n\ndef react(event, hex):\n    hex.note("hello")\n'
+PLUGIN_DIFF = "--- /dev/null\n+++ b/plugins/hello.py\n@@ -0,0 +1,5 @@\n" + "".join(
+    f"+{line}\n" for line in PLUGIN.splitlines()
+)
+
+
+def test_a_plugin_goes_to_the_host_once_approved_and_a_failure_in_trial_rolls_it_back(
+    tmp_path: Path,
+) -> None:
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        await h.send(SelfmodProposal(diff=PLUGIN_DIFF, why="say hello"), source="brain")
+        await until(lambda: h.actor.state.proposals[1].status != "testing")
+        p = h.actor.state.proposals[1]
+        assert p.status == "ready" and "capability" in p.flags, p.reason
+        out = await h.send(SelfmodDecide(action="approve", id=1, by="o", owner=True), source="cli1")
+        (install,) = [e for e in out if isinstance(e, PluginInstall)]
+        assert (install.name, install.source, install.proposal) == ("hello", PLUGIN, 1)
+        assert not [e for e in out if isinstance(e, PersonaEdit)]  # the persona did not change
+        # Failures told by anyone but the plugin host are not believed.
+        failed = PluginFailed(name="hello", sha=install.sha, reason="ZeroDivisionError")
+        assert not [e for e in await h.send(failed, source="brain") if isinstance(e, SelfmodDecide)]
+        (rollback,) = [
+            e for e in await h.send(failed, source="plugins") if isinstance(e, SelfmodDecide)
+        ]
+        assert rollback.action == "rollback" and "ZeroDivisionError" in rollback.note
+        done = await h.send(rollback, source="selfmod")
+        assert [e.name for e in done if isinstance(e, PluginRemove)] == ["hello"]
+        assert h.actor.state.proposals[1].status == "rolled_back" and h.actor.state.plugins == {}
+
+    run(body, tmp_path, "selfmod.propose", "selfmod.plugins", "selfmod.apply")
+
+
+def test_a_plugin_level_change_needs_its_switch(tmp_path: Path) -> None:
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        out = await h.send(SelfmodProposal(diff=PLUGIN_DIFF, why="say hello"), source="brain")
+        assert "selfmod.plugins is off" in errors(out)[0]
+
+    run(body, tmp_path, "selfmod.propose", "selfmod.apply")

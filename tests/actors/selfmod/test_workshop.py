@@ -73,7 +73,8 @@ ATTACKS = {
     "the kill switch's config": hunk("supervisor.toml", 'transport = "ipc"', 'transport = "tcp"'),
     "the owners' switches": hunk("capabilities.json", "{}", '{"selfmod.apply": true}'),
     "selfmod itself": hunk("actors/selfmod/actor.py", '"""', '"""evil'),
-    "the sandbox": hunk("actors/selfmod/sandbox.py", '"""', '"""evil'),
+    "the sandbox": hunk("hexbus/sandbox.py", '"""', '"""evil'),
+    "the plugin host": hunk("actors/plugins/check.py", '"""', '"""evil'),
     "the tests": hunk("tests/actors/selfmod/test_guard.py", '"""', '"""'),
     "git hooks": hunk(".git/hooks/post-commit", "", "rm -rf /"),
     "by rename": (
@@ -113,16 +114,21 @@ def test_every_attack_is_refused_with_its_reason_and_nothing_outside_changes(
     head = shop.repo.head()
     for n, (name, diff) in enumerate(ATTACKS.items(), start=1):
         p = propose(shop, diff, n, why="" if name == "no reason given" else f"try {name}")
+        if p.status == "testing":  # type: ignore[attr-defined]
+            # A plugin is read and loaded in the sandbox, by the plugin host's own check.
+            shop.settle(n, shop.test(n), 1000.0)
         assert p.status == "refused", name  # type: ignore[attr-defined]
         assert p.reason, name  # type: ignore[attr-defined]
     reasons = {p.id: p.reason for p in shop.state.proposals.values()}
-    assert "protected" in reasons[1] and "supervisor.toml" in reasons[8] + reasons[9]
-    assert "symlink" in reasons[10] and "differently cased" in reasons[12]
-    assert "her name" in reasons[15] and "crisis rules" in reasons[17]
-    assert "not applied yet" in reasons[18] and "not applied yet" in reasons[19]
-    assert "no reason" in reasons[20]
+    assert "protected" in reasons[1] and "supervisor.toml" in reasons[9] + reasons[10]
+    assert "symlink" in reasons[11] and "differently cased" in reasons[13]
+    assert "her name" in reasons[16] and "crisis rules" in reasons[18]
+    assert "imports os" in reasons[19] and "imports signal" in reasons[20]
+    assert "no reason" in reasons[21]
     after = checksums(tmp_path)
-    assert {k: v for k, v in after.items() if "/sandbox/" not in k} == before
+    assert {
+        k: v for k, v in after.items() if "/sandbox/" not in k and "/reports/" not in k
+    } == before
     assert shop.repo.head() == head
     # The levels are the owner's: with only selfmod.propose on, a plugin needs selfmod.plugins.
     p = shop.submit(
@@ -233,3 +239,52 @@ def test_a_sandbox_that_cannot_run_fails_the_proposal_with_why(tmp_path: Path) -
     propose(shop, diff, 1)
     tested = shop.test(1)
     assert tested.status == "failed" and "runs no brain" in tested.reason
+
+
+GREETER = """import re
+
+TOPICS = ("chat.message",)
+
+
+def react(event, hex):
+    if re.search(r"\\bgood morning\\b", event["text"], re.I):
+        hex.note("they said good morning: say it back before anything else")
+"""
+
+
+def new_file(path: str, text: str) -> str:
+    lines = text.splitlines()
+    body = "".join(f"+{line}\n" for line in lines)
+    return f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n{body}"
+
+
+def test_a_plugin_is_tested_on_the_audit_conversations_applied_and_rolled_back(
+    tmp_path: Path,
+) -> None:
+    shop = shop_in(tmp_path)
+    p = propose(shop, new_file("plugins/greeter.py", GREETER), 1, why="greet people back")
+    assert p.status == "testing" and p.level == "selfmod.plugins"  # type: ignore[attr-defined]
+    assert "capability" in p.flags and p.keys == []  # type: ignore[attr-defined]
+    shop.settle(1, shop.test(1), 1000.0)
+    assert p.status == "ready", p.reason  # type: ignore[attr-defined]
+    report = (shop.reports / "p1.json").read_text()
+    assert '"events": 110' in report and '"errors": 0' in report
+    decide(shop, "approve", 1)
+    assert shop.plugins() == {"greeter": GREETER}
+    decide(shop, "rollback", 1)
+    assert shop.plugins() == {} and shop.text() == TEXT
+
+
+def test_a_plugin_that_raises_on_the_conversations_is_refused(tmp_path: Path) -> None:
+    shop = shop_in(tmp_path)
+    crash = 'TOPICS = ("chat.message",)\n\n\ndef react(event, hex):\n    hex.note(event["mood"])\n'
+    propose(shop, new_file("plugins/moody.py", crash), 1)
+    p = shop.settle(1, shop.test(1), 1000.0)
+    assert (
+        p.status == "refused" and "failed on 110 of 110 events: chat.message: KeyError" in p.reason
+    )
+    alongside = new_file("plugins/greeter.py", GREETER) + unified(
+        TEXT, rewrite(TEXT, "style.sentence_shape", "Calm.")
+    )
+    q = propose(shop, alongside, 2)
+    assert q.status == "refused" and "on its own" in q.reason  # type: ignore[attr-defined]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.selfmod import sandbox
-from actors.selfmod.sandbox import SandboxLimits
+from hexbus import sandbox
+from hexbus.sandbox import SandboxLimits
 
 ISOLATIONS = sandbox.available()
 STRONG = pytest.mark.skipif(
@@ -108,7 +108,7 @@ def test_a_weaker_isolation_still_dies_with_its_parent(work: Path, isolation: st
     runner_code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from actors.selfmod import sandbox\n"
+        "from hexbus import sandbox\n"
         f"sandbox.run([sys.executable, {str(sleeper)!r}], Path({str(work)!r}),\n"
         f"            sandbox.SandboxLimits(isolation={isolation!r}))\n"
     )

@@ -1,5 +1,5 @@
-"""The sandbox: a proposal's tests run in a process that cannot reach the network, sees the
-rest of the machine read-only, and has resource limits.
+"""The sandbox: code Hex wrote (a proposal's tests, a plugin) runs in a process that cannot
+reach the network, sees the rest of the machine read-only, and has resource limits.
 
 Where bubblewrap is installed (Debian's ``bubblewrap``; scripts/test installs it) the process
 runs under ``bwrap``: every namespace unshared (no network, its own pids), the whole
@@ -60,7 +60,7 @@ def _masked() -> list[Path]:
 def _needed(readable: tuple[Path, ...]) -> list[Path]:
     """What a run needs that a mask may cover: Python, this virtual environment, Hex's code
     and the caller's ``readable`` paths."""
-    code = Path(__file__).resolve().parents[2]
+    code = Path(__file__).resolve().parents[1]
     wanted = [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), code, *readable]
     masks = _masked()
     return [
@@ -207,3 +207,40 @@ def run(
         out.seek(max(0, size - 4000))
         tail = out.read().decode("utf-8", "replace")
     return SandboxRun(rc, tail, time.monotonic() - started, isolation, timed_out)
+
+
+def popen(
+    argv: list[str],
+    work: Path,
+    limits: SandboxLimits,
+    *,
+    hide: tuple[Path, ...] = (),
+    readable: tuple[Path, ...] = (),
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``argv`` in the sandbox as a long-lived process talking over its stdin and stdout
+    (a plugin's runner); its stderr goes to ``work/sandbox.log``. The caller stops it with
+    :func:`kill`. Returns the process and the isolation it runs under."""
+    isolation = choose(limits)
+    full = command(argv, work, isolation, limits, hide=hide, readable=readable)
+    with (work / "sandbox.log").open("wb") as err:
+        proc = subprocess.Popen(
+            full,
+            cwd=work,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+        )
+    return proc, isolation
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a sandboxed process and everything it started (its own session's group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+    proc.wait()

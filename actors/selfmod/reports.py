@@ -1,0 +1,102 @@
+"""What a sandbox run reports, read back and judged: the persona audit's before and after, or a
+plugin's run over the audit's conversations. The report is read through the descriptor the
+sandbox's file was opened on, never through a link the run may have left in its place."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hexbus.sandbox import SandboxRun
+from schemas.selfmod import AuditFigures
+
+
+@dataclass
+class Tested:
+    """A sandbox run's outcome, applied to its proposal on the actor's loop."""
+
+    status: str
+    reason: str = ""
+    before: AuditFigures | None = None
+    after: AuditFigures | None = None
+    flags: list[str] = field(default_factory=list)
+    isolation: str = ""
+
+
+def figures(report: dict[str, Any]) -> AuditFigures:
+    return AuditFigures(
+        scenarios=int(report.get("scenarios", 0)),
+        pass_rate=float(report.get("overall", 0.0)),
+        by_category={k: float(v) for k, v in report.get("by_category", {}).items()},
+        failed=tuple(report.get("failures", ())),
+        seconds=float(report.get("seconds", 0.0)),
+    )
+
+
+def read_report(out: Path, outcome: SandboxRun) -> dict[str, Any] | Tested:
+    """The run's JSON report with its isolation and time added, or ``failed`` with why."""
+    try:
+        result = json.loads(read_own(out))
+        if not isinstance(result, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError):
+        said = outcome.output.strip().splitlines()
+        why = "timed out" if outcome.timed_out else f"exit {outcome.returncode}"
+        last = said[-1] if said else "no output"
+        return Tested(
+            "failed", f"the sandbox run failed ({why}): {last}", isolation=outcome.isolation
+        )
+    result["isolation"] = outcome.isolation
+    result["sandbox_seconds"] = round(outcome.seconds, 1)
+    return result
+
+
+def _weak(isolation: str) -> list[str]:
+    return [] if isolation == "bubblewrap" else ["weak sandbox"]  # see the README
+
+
+def judge_audit(result: dict[str, Any], isolation: str, tolerance: float) -> Tested:
+    """A persona change: refused when it does not load or breaks the brain's checks, flagged
+    ``worse`` when the audit's pass rate fell by more than ``tolerance``."""
+    if "invalid" in result:  # the persona after it does not load
+        return Tested("refused", str(result["invalid"]), isolation=isolation)
+    if "error" in result:
+        return Tested("failed", str(result["error"]), isolation=isolation)
+    try:
+        before, after = figures(result["before"]), figures(result["after"])
+        broken = [c for c in result["checks"]["after"] if c not in result["checks"]["before"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return Tested("failed", f"the sandbox's report is malformed ({exc!r})")
+    if broken:
+        why = f"the tests of what changed fail: {broken[0]}"
+        return Tested("refused", why, before, after, isolation=isolation)
+    flags = ["worse"] if after.pass_rate < before.pass_rate - tolerance else []
+    return Tested("ready", "", before, after, flags + _weak(isolation), isolation)
+
+
+def judge_plugin(result: dict[str, Any], isolation: str) -> Tested:
+    """A plugin: refused when the host's check refuses it or any event raised."""
+    if "invalid" in result:
+        return Tested("refused", str(result["invalid"]), isolation=isolation)
+    try:
+        errors, events = int(result["errors"]), int(result["events"])
+        first = [str(e) for e in result.get("first_errors", [])]
+    except (KeyError, TypeError, ValueError) as exc:
+        return Tested("failed", f"the sandbox's report is malformed ({exc!r})")
+    if errors:
+        why = f"it failed on {errors} of {events} events: {first[0] if first else '?'}"
+        return Tested("refused", why, isolation=isolation)
+    return Tested("ready", "", flags=_weak(isolation), isolation=isolation)
+
+
+def read_own(path: Path, limit: int = 8 << 20) -> str:
+    """A file the sandbox wrote, never through a link it may have left in its place."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is over {limit >> 20} MiB")
+    return data.decode("utf-8")
