@@ -33,6 +33,7 @@ class SandboxLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     memory_mb: int = 8192  # address space
     file_mb: int = 64  # the largest file it may write
     open_files: int = 512
+    tmpfs_mb: int = 64  # each empty folder it sees (/tmp, /run, home...), under bubblewrap
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,11 @@ def command(
     hide: tuple[Path, ...] = (),
     readable: tuple[Path, ...] = (),
     env: dict[str, str] | None = None,
+    writable: bool = True,
 ) -> list[str]:
     """The full command line: ``argv`` run in ``work`` under ``isolation`` and ``limits``;
-    ``hide``: made empty; ``readable``: kept visible (read-only) where a mask would cover it."""
+    ``hide``: made empty; ``readable``: kept visible (read-only) where a mask would cover it;
+    ``writable``: whether ``work`` may be written (under bubblewrap)."""
     mib = 1024 * 1024
     prlimit = shutil.which("prlimit")
     limited: list[str] = []
@@ -149,16 +152,19 @@ def command(
         ]  # fmt: skip
         # Where sockets and people's secrets live (D-Bus, an ssh agent, docker's socket, X11,
         # a home folder): empty. What the run needs from under them comes back, read-only.
+        # Each empty folder is a tmpfs of at most tmpfs_mb: what is written there is memory
+        # the address-space limit does not count.
+        size = str(limits.tmpfs_mb * mib)
         for path in _masked():
-            wrap += ["--tmpfs", str(path)]
+            wrap += ["--size", size, "--tmpfs", str(path)]
         for path in _needed(readable):
             wrap += ["--ro-bind", str(path), str(path)]
         for path in hide:
             if path.is_dir():
-                wrap += ["--tmpfs", str(path)]
+                wrap += ["--size", size, "--tmpfs", str(path)]
             elif path.exists():
                 wrap += ["--ro-bind", "/dev/null", str(path)]
-        wrap += ["--bind", str(work), str(work), "--chdir", str(work)]
+        wrap += ["--bind" if writable else "--ro-bind", str(work), str(work), "--chdir", str(work)]
         wrap += ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         wrap += ["--clearenv"]
         for key, value in base_env.items():
@@ -218,10 +224,11 @@ def popen(
     readable: tuple[Path, ...] = (),
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``argv`` in the sandbox as a long-lived process talking over its stdin and stdout
-    (a plugin's runner); its stderr goes to ``work/sandbox.log``. The caller stops it with
+    (a plugin's runner), ``work`` read-only to it (under bubblewrap: it writes nowhere but its
+    tmpfs folders); its stderr goes to ``work/sandbox.log``. The caller stops it with
     :func:`kill`. Returns the process and the isolation it runs under."""
     isolation = choose(limits)
-    full = command(argv, work, isolation, limits, hide=hide, readable=readable)
+    full = command(argv, work, isolation, limits, hide=hide, readable=readable, writable=False)
     with (work / "sandbox.log").open("wb") as err:
         proc = subprocess.Popen(
             full,

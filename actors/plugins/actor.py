@@ -4,7 +4,9 @@ A dispatcher over :class:`Runner`. Plugins arrive only from selfmod (``plugin.in
 an owner approved the change; ``plugin.remove`` on a rollback or a reset) and are checked again
 here before they run. Each hears the topics it named (people's words, Hex's replies, moments
 she saw) as plain dicts, one at a time with a deadline, and may answer only with notes for the
-brain's next reply (``plugin.note``, rate-limited) and a small dict it keeps. A plugin that
+brain's next reply to the person the event is about (``plugin.note``, rate-limited) and a
+small dict it keeps for that person (``hex.data``: one person's words never reach another's
+reply through it). A plugin that
 will not load, or raises or overruns ``failures`` times in a row, is stopped and reported
 (``plugin.failed``): selfmod rolls back a change whose plugin fails in its trial. What a plugin
 keeps is in the host's state; after a crash the journal's events since the last snapshot are
@@ -30,6 +32,8 @@ from schemas import (
     Reply,
     VisionMoment,
 )
+
+PEOPLE_KEPT = 500  # a plugin's data for this many people, the least recently heard dropped
 
 
 def as_plain(event: ChatMessage | Reply | VisionMoment) -> tuple[str, dict[str, Any], str]:
@@ -158,9 +162,10 @@ class PluginHostActor(Actor[PluginsConfig, PluginsState]):
                 continue
             if name not in self.runners and not await self.start(name, plugin):
                 continue  # (a replay, before on_live has started it)
+            kept = plugin.data.get(person, {})
             try:
                 answer = await self.offload(
-                    self.runners[name].call, said, plugin.data, self.config.event_timeout_s
+                    self.runners[name].call, said, kept, self.config.event_timeout_s
                 )
             except PluginFailure as exc:
                 answer = {"ok": False, "error": str(exc), "died": True}
@@ -176,10 +181,15 @@ class PluginHostActor(Actor[PluginsConfig, PluginsState]):
                     await self.start(name, plugin)
                 continue
             plugin.failures = 0
-            if isinstance(answer.get("data"), dict):
-                plugin.data = answer["data"]
-            for text in answer.get("notes", [])[:3] if self.caught_up else ():
-                await self.note(name, plugin, str(text)[:200], person, channel)
+            if answer["data"] or person in plugin.data:
+                plugin.data.pop(person, None)
+                plugin.data[person] = answer["data"]  # the most recent last
+                while len(plugin.data) > PEOPLE_KEPT:
+                    del plugin.data[next(iter(plugin.data))]
+            if not person or not self.caught_up:
+                continue  # notes are for the person an event is about, and for now
+            for text in answer["notes"]:
+                await self.note(name, plugin, text, person, channel)
 
     async def note(
         self, name: str, plugin: Installed, text: str, person: str, channel: str

@@ -19,14 +19,13 @@ import re
 from dataclasses import dataclass
 
 MAX_BYTES = 20_000
-# Standard-library modules without files, processes, sockets, threads or introspection.
+# Standard-library modules without files, processes, sockets, threads or introspection, and
+# without functions that look attributes up by a name given at run time or evaluate strings
+# (so not functools' update_wrapper, typing's get_type_hints, dataclasses, enum's metaclasses).
 MODULES = frozenset(
     {
         "collections",
-        "dataclasses",
         "datetime",
-        "enum",
-        "functools",
         "itertools",
         "json",
         "math",
@@ -34,7 +33,6 @@ MODULES = frozenset(
         "re",
         "statistics",
         "textwrap",
-        "typing",
         "unicodedata",
     }
 )
@@ -107,9 +105,31 @@ def check(source: str, name: str = "plugin") -> Checked:
     return Checked(topics=_shape(tree, name))
 
 
+_IDENTIFIERS = ("id", "arg", "attr", "name", "asname", "module", "rest")
+
+
+def _names(node: ast.AST) -> list[str]:
+    """Every identifier the node spells: a variable, a parameter, a keyword, a definition, an
+    import, a pattern's names."""
+    found = [v for f in _IDENTIFIERS if isinstance(v := getattr(node, f, None), str)]
+    for f in ("names", "kwd_attrs"):
+        found += [v for v in getattr(node, f, None) or () if isinstance(v, str)]
+    return found
+
+
 def _refuse(node: ast.AST, name: str) -> None:
     def no(why: str) -> PluginRefused:
         return PluginRefused(f"{name}:{getattr(node, 'lineno', 0)}: {why}")
+
+    for spelled in _names(node):
+        if spelled.startswith("__") or ".__" in spelled:
+            raise no(f"names {spelled}: dunder names are out of a plugin's reach")
+    if isinstance(node, ast.Match):
+        raise no("match: its class patterns look attributes up by name")
+    if isinstance(node, ast.ClassDef) and node.keywords:
+        raise no("a class with keywords (a metaclass): out of a plugin's reach")
+    if isinstance(node, ast.ExceptHandler) and node.type is None:
+        raise no("a bare except: name the errors it handles")
 
     if isinstance(node, ast.Import | ast.ImportFrom):
         if isinstance(node, ast.ImportFrom) and (node.level or node.module is None):

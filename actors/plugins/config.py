@@ -9,7 +9,7 @@ import msgspec
 from hexbus.sandbox import SandboxLimits
 
 # A runner answers one event at a time: small limits, and it is killed past them.
-RUNNER_LIMITS = SandboxLimits(cpu_s=3600, memory_mb=1024, file_mb=1, open_files=64)
+RUNNER_LIMITS = SandboxLimits(cpu_s=3600, memory_mb=1024, file_mb=1, open_files=64, tmpfs_mb=4)
 
 
 class PluginsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -32,7 +32,7 @@ class Installed(msgspec.Struct, kw_only=True):
     sha: str
     proposal: int = 0
     topics: list[str] = []
-    data: dict[str, Any] = {}  # what the plugin keeps between events
+    data: dict[str, dict[str, Any]] = {}  # person -> what the plugin keeps for them ("": none)
     failures: int = 0  # in a row
     stopped: str = ""  # why it no longer runs ("" while it does)
     events: int = 0

@@ -10,6 +10,7 @@ import json
 import os
 import select
 import shutil
+import stat
 import sys
 import time
 from pathlib import Path
@@ -51,17 +52,23 @@ class Runner:
         self.work.mkdir(parents=True)
         path = self.work / f"{self.name}.py"
         path.write_text(self.source, encoding="utf-8")
-        argv = [sys.executable, "-I", "-m", "actors.plugins.runner", str(path)]
         try:
-            self.proc, self.isolation = sandbox.popen(argv, self.work, self.limits, hide=self.hide)
+            self.proc, self.isolation = sandbox.popen(
+                self.argv(path), self.work, self.limits, hide=self.hide
+            )
         except sandbox.SandboxError as exc:
             raise PluginFailure(str(exc)) from None
         hello = self._read(time.monotonic() + timeout)
         if not hello.get("ready"):
             self.stop()
-            raise PluginFailure(str(hello.get("error") or "it did not say it was ready"))
-        self.topics = tuple(str(t) for t in hello.get("topics", ()))
+            raise PluginFailure(str(hello.get("error") or "it did not say it was ready")[:300])
+        topics = hello.get("topics")
+        self.topics = tuple(str(t) for t in topics) if isinstance(topics, list) else ()
         return self.topics
+
+    def argv(self, path: Path) -> list[str]:
+        """The runner's command line (the host's tests give a runner that breaks the rules)."""
+        return [sys.executable, "-I", "-m", "actors.plugins.runner", str(path)]
 
     def call(self, event: dict[str, Any], data: dict[str, Any], timeout: float) -> dict[str, Any]:
         """One event; its answer (``ok``, ``notes``, ``data`` or ``error``)."""
@@ -71,14 +78,27 @@ class Runner:
             words = self._last_words()
             self.stop()
             raise PluginFailure(f"it died{words}")
-        line = json.dumps({"event": event, "data": data}).encode() + b"\n"
-        try:
-            self.proc.stdin.write(line)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            self.stop()
-            raise PluginFailure("it died") from None
-        return self._read(time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
+        self._write(json.dumps({"event": event, "data": data}).encode() + b"\n", deadline)
+        return _shape(self._read(deadline))
+
+    def _write(self, line: bytes, deadline: float) -> None:
+        """Hand it one request without ever blocking past ``deadline`` (a runner that stops
+        reading its stdin is killed, not waited on)."""
+        fd = self.proc.stdin.fileno()
+        os.set_blocking(fd, False)
+        while line:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                self.stop()
+                raise PluginFailure("it stopped reading (killed)")
+            try:
+                line = line[os.write(fd, line) :]
+            except BlockingIOError:
+                continue
+            except OSError:
+                self.stop()
+                raise PluginFailure("it died") from None
 
     def _read(self, deadline: float) -> dict[str, Any]:
         out = self.proc.stdout
@@ -96,22 +116,30 @@ class Runner:
                 self.stop()
                 raise PluginFailure(f"an answer over {LINE_LIMIT} bytes")
         line, self._buffer = self._buffer.split(b"\n", 1)
+        if self._buffer:  # one line per request: more is a runner no longer keeping the rules
+            self.stop()
+            raise PluginFailure("it wrote more than its answer (killed)")
         try:
             answer = json.loads(line)
             if not isinstance(answer, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):
             self.stop()
             raise PluginFailure("it wrote something that is not an answer") from None
         return answer
 
     def _last_words(self) -> str:
-        try:  # never through a link the plugin may have left in the log's place
-            fd = os.open(self.work / "sandbox.log", os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as f:
-                said = f.read(64_000).decode("utf-8", "replace").strip().splitlines()
+        # Never through a link, and never a FIFO, left in the log's place.
+        try:
+            fd = os.open(self.work / "sandbox.log", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return ""
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return ""
+            size = os.fstat(fd).st_size
+            f.seek(max(0, size - 4000))
+            said = f.read().decode("utf-8", "replace").strip().splitlines()
         return f": {said[-1][:200]}" if said else ""
 
     def stop(self) -> None:
@@ -119,3 +147,15 @@ class Runner:
             sandbox.kill(self.proc)
             self.proc = None
         self._buffer = b""
+
+
+def _shape(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer as the host uses it, whatever the runner wrote: ``ok``, at most three notes of
+    200 characters, a dict of data, an error of 300 characters."""
+    if answer.get("ok") is True:
+        notes = answer.get("notes")
+        data = answer.get("data")
+        if isinstance(notes, list) and isinstance(data, dict):
+            return {"ok": True, "notes": [str(n)[:200] for n in notes[:3]], "data": data}
+        return {"ok": False, "error": "its answer is malformed"}
+    return {"ok": False, "error": str(answer.get("error", "no answer"))[:300]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,13 @@ def read_report(out: Path, outcome: SandboxRun) -> dict[str, Any] | Tested:
         last = said[-1] if said else "no output"
         return Tested(
             "failed", f"the sandbox run failed ({why}): {last}", isolation=outcome.isolation
+        )
+    if outcome.returncode != 0 and "invalid" not in result and "error" not in result:
+        # A run that died after its report was written (or wrote one it should not have).
+        return Tested(
+            "failed",
+            f"the sandbox run failed (exit {outcome.returncode}) after writing its report",
+            isolation=outcome.isolation,
         )
     result["isolation"] = outcome.isolation
     result["sandbox_seconds"] = round(outcome.seconds, 1)
@@ -93,9 +101,12 @@ def judge_plugin(result: dict[str, Any], isolation: str) -> Tested:
 
 
 def read_own(path: Path, limit: int = 8 << 20) -> str:
-    """A file the sandbox wrote, never through a link it may have left in its place."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    """A file the sandbox wrote, never through a link it may have left in its place, and only a
+    regular file (a FIFO there would block the reader for good)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"{path.name} is over {limit >> 20} MiB")

@@ -103,12 +103,23 @@ class Hex:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def status(self) -> dict[str, Any]:
-        try:
-            reply = call(self.endpoints.control, ControlRequest(cmd="status"), timeout=2)
-        except SupervisorUnreachable:
-            return {}
-        return reply.data
+    def status(self, patience: float = 60) -> dict[str, Any]:
+        """The supervisor's status table; ``{}`` once its process has exited.
+
+        A supervisor that is alive but slow to answer (a 2-core machine busy loading models) is
+        asked again for up to ``patience`` seconds: a test reading ``status()["x"]`` must not fail
+        on one late reply. ``patience=0``: one try, ``{}`` when it does not answer in time.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                reply = call(self.endpoints.control, ControlRequest(cmd="status"), timeout=2)
+            except SupervisorUnreachable:
+                gone = self.proc is None or self.proc.poll() is not None
+                if gone or time.monotonic() >= deadline:
+                    return {}
+                continue
+            return reply.data
 
     def command(self, cmd: str, name: str = "") -> Any:
         return call(self.endpoints.control, ControlRequest(cmd=cmd, name=name), timeout=30)  # type: ignore[arg-type]
@@ -142,11 +153,19 @@ class Hex:
 
     def pid(self, name: str) -> int:
         """The actor's pid; a supervisor busy past status's 2 s (a loaded machine) is asked again."""
-        return int(
-            poll_for(
-                lambda: self.status().get(name, {}).get("pid"), 30, what=f"{name}'s pid in status"
-            )
-        )
+        seen: list[dict[str, Any]] = []
+
+        def found() -> int | None:
+            seen[:] = [self.status()]
+            pid = seen[0].get(name, {}).get("pid")
+            return int(pid) if pid else None
+
+        try:
+            return int(poll_for(found, 60, what=f"{name}'s pid in status"))
+        except AssertionError:
+            raise AssertionError(
+                f"no pid for {name} in 60 s; status={seen}\nlog tail:\n" + self.log()[-4000:]
+            ) from None
 
     def cli(
         self, *args: str, timeout: float = 30, input: str | None = None

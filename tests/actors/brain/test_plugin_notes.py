@@ -14,16 +14,16 @@ from tests.actors.brain.test_actor import brain_with, harness, live, message, re
 from tests.support.brain import Script, ScriptedBackend
 
 
-def test_notes_are_per_person_and_fresh_only() -> None:
+def test_notes_are_for_one_person_and_fresh_only() -> None:
     notes = PluginNotes(BrainState(), BrainConfig(plugin_note_fresh_s=60))
     notes.heard(PluginNote(plugin="a", person_id="ana", text="for ana"), 1000.0)
-    notes.heard(PluginNote(plugin="b", text="for anyone"), 1000.0)
+    notes.heard(PluginNote(plugin="b", text="for anyone"), 1000.0)  # never: one person's words
     notes.heard(PluginNote(plugin="a", person_id="bo", text="for bo"), 1000.0)
-    assert notes.line("ana", 1030.0) == "for ana; for anyone"
-    assert notes.line("bo", 1030.0) == "for bo; for anyone"
+    assert notes.line("ana", 1030.0) == "for ana"
+    assert notes.line("bo", 1030.0) == "for bo"
     assert notes.line("ana", 1061.0) == ""
     for i in range(100):  # bounded: the oldest go first
-        notes.heard(PluginNote(plugin=f"p{i}", text=str(i)), 2000.0 + i)
+        notes.heard(PluginNote(plugin=f"p{i}", person_id="x", text=str(i)), 2000.0 + i)
     assert len(notes.state.plugin_notes) == 64 and "99" in notes.line("x", 2100.0)
 
 

@@ -17,8 +17,7 @@ TOPICS = ("chat.message", "chat.reply")
 
 
 class Tally:
-    def __init__(self):
-        self.words = Counter()
+    words = Counter()
 
 
 def react(event, hex):
@@ -44,22 +43,39 @@ ATTACKS = {
     "relative": ("from . import x\n" + wrap("pass"), "relative import"),
     "star": ("from json import *\n" + wrap("pass"), "imports *"),
     "open a file": (wrap('open("/etc/passwd").read()'), "uses open"),
-    "__import__": (wrap('__import__("os").system("id")'), "uses __import__"),
+    "__import__": (wrap('__import__("os").system("id")'), "__import__"),
     "eval": (wrap('eval("1")'), "uses eval"),
     "exec": (wrap('exec("x = 1")'), "uses exec"),
     "getattr": (wrap('getattr(hex, "note")'), "uses getattr"),
     "type()": (wrap("type(hex)"), "uses type"),
-    "subclasses": (wrap("().__class__.__base__.__subclasses__()"), "reads .__"),
-    "a bound method's self": (wrap("hex.note.__self__"), "reads .__self__"),
+    "subclasses": (wrap("().__class__.__base__.__subclasses__()"), "names __"),
+    "a bound method's self": (wrap("hex.note.__self__"), "names __self__"),
     "private": (wrap("hex._secret"), "reads ._secret"),
     "a generator's frame": (wrap("(x for x in ()).gi_frame"), "reads .gi_frame"),
     "a traceback's frame": (wrap("tb.tb_frame.f_globals"), "reads .f_globals"),
     "format to a dunder": (wrap('"{0.__class__}".format(hex)'), "reads .format"),
     "a dunder's name as a string": (wrap('hex.data["__class__"] = 1'), "'__'"),
     "format, built at run time": (wrap('("{0." + "_" * 2 + "class}").format(hex)'), "reads .format"),
-    "a module kept in a module": ("import typing\n" + wrap("typing.sys.modules"), "reads .sys"),
+    "a module kept in a module": ("import random\n" + wrap("random.sys.modules"), "reads .sys"),
     "os in datetime": ("import datetime\n" + wrap("datetime.sys"), "reads .sys"),
-    "builtins by name": (wrap("__builtins__"), "uses __builtins__"),
+    "builtins by name": (wrap("__builtins__"), "names __builtins__"),
+    # Found in review: each passed an earlier check and reached the runner's globals or `open`.
+    "update_wrapper": ("import functools\n" + wrap("functools.update_wrapper"), "imports functools"),
+    "get_type_hints": ("import typing\n" + wrap("typing.get_type_hints"), "imports typing"),
+    "an enum metaclass": ("import enum\n" + wrap("enum.EnumType"), "imports enum"),
+    "a dunder method": (
+        'TOPICS = ("chat.message",)\nclass G:\n    def __setattr__(self, k, v):\n        pass\n'
+        "def react(event, hex):\n    pass\n",
+        "names __setattr__",
+    ),
+    "a dunder keyword": (wrap("dict(__globals__=1)"), "names __globals__"),
+    "match class patterns": (wrap("match hex:\n        case dict(x=1):\n            pass"), "match"),
+    "a metaclass": (
+        'TOPICS = ("chat.message",)\nclass M(dict, metaclass=dict):\n    pass\n'
+        "def react(event, hex):\n    pass\n",
+        "metaclass",
+    ),
+    "a bare except": (wrap("try:\n        pass\n    except:\n        pass"), "bare except"),
     "signal the supervisor": ("import os\n" + wrap("os.killpg(0, 9)"), "imports os"),
     "global state": ("x = 1\n" + wrap("global x"), "global"),
     "async": ('TOPICS = ("chat.message",)\nasync def react(event, hex):\n    pass\n', "asyncfunctiondef"),
@@ -102,6 +118,6 @@ def test_what_runs_has_safe_builtins_and_a_gated_import() -> None:
     for module in ("os", "sys", "subprocess", "socket", "builtins", "importlib"):
         with pytest.raises(ImportError):
             _import(module)
-    typing = _import("typing")
-    assert not hasattr(typing, "sys") and hasattr(typing, "NamedTuple")
+    dates = _import("datetime")
+    assert not hasattr(dates, "sys") and hasattr(dates, "timedelta")
     assert not any(k.startswith("_") for k in vars(_import("random")))

@@ -14,7 +14,15 @@ import msgspec
 from actors.plugins.actor import PluginHostActor
 from actors.plugins.config import PluginsConfig, PluginsState
 from hexbus.testing import ActorHarness
-from schemas import ChatMessage, PluginFailed, PluginInstall, PluginNote, PluginRemove, Reply
+from schemas import (
+    ChatMessage,
+    PluginFailed,
+    PluginInstall,
+    PluginNote,
+    PluginRemove,
+    Reply,
+    VisionMoment,
+)
 
 COUNTER = """
 TOPICS = ("chat.message",)
@@ -77,7 +85,7 @@ def test_a_plugin_from_selfmod_runs_and_its_notes_reach_the_brain(tmp_path: Path
         assert await h.send(Reply(reply_to="x", channel="c", text="hello", person_id="ana")) == []
 
     state = run(body, tmp_path)
-    assert state.plugins["counter"].data == {"n": 2}
+    assert state.plugins["counter"].data == {"ana": {"n": 2}}
 
     async def after_restart(h: ActorHarness[PluginHostActor]) -> None:
         assert notes(await h.send(said("back"))) == ["Ana has written 3 times"]
@@ -129,8 +137,34 @@ def test_a_replay_rebuilds_what_a_plugin_keeps_without_saying_it_again(tmp_path:
         h.actor.caught_up = False  # after a restart: the journal since the snapshot, again
         await h.send(install("counter", COUNTER), source="selfmod")
         assert await h.send(said("old news")) == []  # no note for what was said before
-        assert h.actor.state.plugins["counter"].data == {"n": 1}
+        assert h.actor.state.plugins["counter"].data == {"ana": {"n": 1}}
         await h.actor.on_live()
         assert notes(await h.send(said("new"))) == ["Ana has written 2 times"]
+
+    run(body, tmp_path)
+
+
+def test_what_a_plugin_keeps_is_per_person_and_moments_bring_no_notes(tmp_path: Path) -> None:
+    """One person's words never reach another's reply through a plugin: ``hex.data`` is the data
+    of the person the event is about, and an event about nobody (a moment) writes no note."""
+    keeper = (
+        'TOPICS = ("chat.message", "vision.moment")\n\n\n'
+        "def react(event, hex):\n"
+        '    said = hex.data.get("said", "nothing")\n'
+        '    hex.note("before this they said: " + said)\n'
+        '    hex.data["said"] = event["text"]\n'
+    )
+
+    async def body(h: ActorHarness[PluginHostActor]) -> None:
+        await h.send(install("keeper", keeper), source="selfmod")
+        await h.send(said("my PIN is 4321", person="alice"))
+        assert notes(await h.send(said("hello", person="bob"))) == [
+            "before this they said: nothing"
+        ]
+        moment = VisionMoment(change="arrived", source="cam", at=1.0, text="someone came back")
+        assert notes(await h.send(moment)) == []
+        assert notes(await h.send(said("hi", person="alice"))) == [
+            "before this they said: my PIN is 4321"
+        ]
 
     run(body, tmp_path)
