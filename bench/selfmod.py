@@ -1,4 +1,5 @@
-"""How long a persona change takes from proposal to sandbox report, and to roll back.
+"""How long a persona change takes from proposal to sandbox report, and to roll back; and what
+a plugin's isolation costs.
 
 A real change (``style.sentence_shape`` rewritten, as an owner's "be less formal" drafts it)
 goes through the selfmod workshop on the packaged model: checked, tested in the sandbox (the
@@ -8,7 +9,11 @@ baseline): the ratio is what the isolation and the second process cost, and
 ``scenario_share`` is the part of the sandbox's time spent answering scenarios.
 
 Printed (JSON): ``sandbox_s``, ``baseline_s``, ``sandbox_ratio``, ``scenario_share``,
-``rollback_s`` (a decision's git revert, with the commit) and ``isolation``.
+``rollback_s`` (a decision's git revert, with the commit) and ``isolation``. For a plugin (level
+3): ``plugin_sandbox_s`` (its proposal to its sandbox report: checked and fed the audit's 110
+conversations), ``plugin_baseline_s`` (the same trial in this process) and their ratio; and per
+event, the plugin host's round trip to the plugin's sandboxed runner (``plugin_event_ms``) against
+calling it in this process (``plugin_event_inprocess_ms``), with their ratio.
 
     python bench/selfmod.py [--scenarios 10]
 """
@@ -36,6 +41,11 @@ from actors.brain.config import make_backend
 from actors.brain.persona import DEFAULT_PERSONA_PATH, load_persona
 from actors.brain.scenarios import load_scenarios
 from actors.brain.trial import sample
+from actors.plugins.config import RUNNER_LIMITS
+from actors.plugins.host import Runner
+from actors.plugins.runner import call, load
+from actors.plugins.trial import events
+from actors.plugins.trial import trial as plugin_trial
 from actors.selfmod.config import SelfmodConfig, SelfmodState
 from actors.selfmod.draft import rewrite, unified
 from actors.selfmod.workshop import Workshop
@@ -48,6 +58,58 @@ module = "actors.brain.actor:BrainActor"
 backends = [{type = "llamacpp"}]
 seed = 7
 """
+
+
+GREETER = """import re
+
+TOPICS = ("chat.message",)
+
+
+def react(event, hex):
+    hex.data["n"] = hex.data.get("n", 0) + 1
+    if re.search(r"\\b(good )?morning\\b", event["text"], re.I):
+        hex.note("they said good morning: say it back first")
+"""
+
+
+def plugin_figures(shop: Workshop, root: Path) -> dict[str, float]:
+    lines = GREETER.splitlines()
+    diff = f"--- /dev/null\n+++ b/plugins/greeter.py\n@@ -0,0 +1,{len(lines)} @@\n"
+    diff += "".join(f"+{line}\n" for line in lines)
+    started = time.perf_counter()
+    p = shop.submit("bench-plugin", SelfmodProposal(diff=diff, why="greet"), lambda _: True, 0)
+    tested = shop.test(p.id)
+    sandbox_s = time.perf_counter() - started
+    if tested.status != "ready":
+        raise SystemExit(f"the plugin's sandbox run did not pass: {tested.reason}")
+    path = root / "greeter.py"
+    path.write_text(GREETER)
+    started = time.perf_counter()
+    plugin_trial(path)
+    baseline_s = time.perf_counter() - started
+    said = [e for topic, e in events() if topic == "chat.message"]
+    react, _ = load(GREETER, "greeter")
+    started = time.perf_counter()
+    for event in said:
+        call(react, event, {})
+    inprocess = (time.perf_counter() - started) / len(said)
+    runner = Runner("greeter", GREETER, root / "run", RUNNER_LIMITS)
+    runner.start(30)
+    try:
+        started = time.perf_counter()
+        for event in said:
+            runner.call(event, {}, 5)
+        hosted = (time.perf_counter() - started) / len(said)
+    finally:
+        runner.stop()
+    return {
+        "plugin_sandbox_s": round(sandbox_s, 2),
+        "plugin_baseline_s": round(baseline_s, 3),
+        "plugin_sandbox_ratio": round(sandbox_s / baseline_s, 1),
+        "plugin_event_ms": round(hosted * 1000, 3),
+        "plugin_event_inprocess_ms": round(inprocess * 1000, 3),
+        "plugin_event_ratio": round(hosted / inprocess, 1),
+    }
 
 
 async def baseline(config_path: Path, folders: list[Path], n: int) -> float:
@@ -110,6 +172,7 @@ def main() -> None:
         shop.decide(SelfmodDecide(action="rollback", id=p1.id, by="bench", owner=True), "r", 2)
         rollback_s = time.perf_counter() - started
         assert shop.text() == text
+        plugins = plugin_figures(shop, root)
         print(
             json.dumps(
                 {
@@ -120,6 +183,7 @@ def main() -> None:
                     "sandbox_ratio": round(sandbox_s / base_s, 2),
                     "scenario_share": round(audit_s / sandbox_s, 2),
                     "rollback_s": round(rollback_s, 3),
+                    **plugins,
                 },
                 indent=2,
             )

@@ -262,38 +262,40 @@ class Workshop:
             "--out",
             str(out),
         ]
-        try:
-            outcome = sandbox.run(
-                argv, work, self.config.sandbox, hide=self.hide, readable=(self.config_file,)
-            )
-        except sandbox.SandboxError as exc:
-            return Tested("failed", str(exc))
-        result = read_report(out, outcome)
-        if isinstance(result, Tested):
-            return result
-        self._keep(n, trial, result)
-        return judge_audit(result, outcome.isolation, self.config.tolerance)
-
-    def _keep(self, n: int, trial: bool, result: dict[str, Any]) -> None:
-        self.reports.mkdir(parents=True, exist_ok=True)
-        name = f"p{n}-trial.json" if trial else f"p{n}.json"
-        (self.reports / name).write_text(json.dumps(result, indent=1, sort_keys=True))
+        tolerance = self.config.tolerance
+        judge = lambda result, isolation: judge_audit(result, isolation, tolerance)  # noqa: E731
+        return self._sandboxed(n, trial, work, argv, judge, readable=(self.config_file,))
 
     def _test_plugin(self, n: int, work: Path, plugin: str, trial: bool) -> Tested:
         """A plugin's tests: checked and loaded as the host would, then fed the audit's 110
         conversations as the events it hears (``python -m actors.plugins.trial``)."""
-        out = work / "trial.json"
         argv = [sys.executable, "-I", "-m", "actors.plugins.trial"]
-        argv += ["--plugin", str(work / "after" / plugin), "--out", str(out)]
+        argv += ["--plugin", str(work / "after" / plugin), "--out", str(work / "trial.json")]
+        return self._sandboxed(n, trial, work, argv, judge_plugin)
+
+    def _sandboxed(
+        self,
+        n: int,
+        trial: bool,
+        work: Path,
+        argv: list[str],
+        judge: Callable[[dict[str, Any], str], Tested],
+        readable: tuple[Path, ...] = (),
+    ) -> Tested:
+        """Run ``argv`` in the sandbox, keep its report (``trial.json``) and judge it."""
         try:
-            outcome = sandbox.run(argv, work, self.config.sandbox, hide=self.hide)
+            outcome = sandbox.run(
+                argv, work, self.config.sandbox, hide=self.hide, readable=readable
+            )
         except sandbox.SandboxError as exc:
             return Tested("failed", str(exc))
-        result = read_report(out, outcome)
+        result = read_report(work / "trial.json", outcome)
         if isinstance(result, Tested):
             return result
-        self._keep(n, trial, result)
-        return judge_plugin(result, outcome.isolation)
+        self.reports.mkdir(parents=True, exist_ok=True)
+        name = f"p{n}-trial.json" if trial else f"p{n}.json"
+        (self.reports / name).write_text(json.dumps(result, indent=1, sort_keys=True))
+        return judge(result, outcome.isolation)
 
     @locked
     def plugins(self) -> dict[str, str]:
