@@ -73,9 +73,7 @@ def react(event, hex):
 
 
 def plugin_figures(shop: Workshop, root: Path) -> dict[str, float]:
-    lines = GREETER.splitlines()
-    diff = f"--- /dev/null\n+++ b/plugins/greeter.py\n@@ -0,0 +1,{len(lines)} @@\n"
-    diff += "".join(f"+{line}\n" for line in lines)
+    diff = unified("", GREETER, "plugins/greeter.py", new=True)
     started = time.perf_counter()
     p = shop.submit("bench-plugin", SelfmodProposal(diff=diff, why="greet"), lambda _: True, 0)
     tested = shop.test(p.id)

@@ -17,6 +17,7 @@ import functools
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -34,6 +35,32 @@ class SandboxLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     file_mb: int = 64  # the largest file it may write
     open_files: int = 512
     tmpfs_mb: int = 64  # each empty folder it sees (/tmp, /run, home...), under bubblewrap
+
+
+def private(data_dir: Path, config_dir: Path, run_dir: Path | None) -> tuple[Path, ...]:
+    """What a run started by the actor with these folders must not see (its ``hide``): every
+    actor's data (``data_dir``'s grandparent), the ``.env`` beside supervisor.toml, and the
+    supervisor's run folder."""
+    found = (data_dir.parent.parent, config_dir / ".env", run_dir)
+    return tuple(p for p in found if p is not None)
+
+
+def read_written(path: Path, limit: int = 8 << 20, *, tail: bool = False) -> bytes:
+    """A file a sandboxed run could write, read from this side: never through a link it left in
+    the file's place, and only a regular file (a FIFO there would block the reader for good). At
+    most ``limit`` bytes: ``tail``, the last ones; else more is a ValueError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if tail:
+            f.seek(max(0, found.st_size - limit))
+            return f.read(limit)
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is over {limit} bytes")
+    return data
 
 
 @dataclass(frozen=True)

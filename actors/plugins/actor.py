@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from actors.plugins.check import PluginRefused, check
 from actors.plugins.config import Installed, PluginsConfig, PluginsState
 from actors.plugins.host import PluginFailure, Runner
+from hexbus import sandbox
 from hexbus.actor import Actor, on
 from schemas import (
     ChatMessage,
@@ -65,8 +66,7 @@ class PluginHostActor(Actor[PluginsConfig, PluginsState]):
         # when the replay is fetched, before the events queued from it are handled).
         self.caught_up = False
         self.sent: dict[str, deque[float]] = {}
-        hide = (self.data_dir.parent.parent, self.config_dir / ".env", self.run_dir)
-        self.hide = tuple(p for p in hide if p)
+        self.hide = sandbox.private(self.data_dir, self.config_dir, self.run_dir)
         self.detail = self._detail()
 
     async def on_live(self) -> None:

@@ -10,12 +10,12 @@ import json
 import os
 import select
 import shutil
-import stat
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from actors.plugins.runner import ERROR_CHARS, MAX_NOTES, NOTE_CHARS
 from hexbus import sandbox
 
 LINE_LIMIT = 64_000  # one answer, as JSON
@@ -61,7 +61,9 @@ class Runner:
         hello = self._read(time.monotonic() + timeout)
         if not hello.get("ready"):
             self.stop()
-            raise PluginFailure(str(hello.get("error") or "it did not say it was ready")[:300])
+            raise PluginFailure(
+                str(hello.get("error") or "it did not say it was ready")[:ERROR_CHARS]
+            )
         topics = hello.get("topics")
         self.topics = tuple(str(t) for t in topics) if isinstance(topics, list) else ()
         return self.topics
@@ -129,17 +131,11 @@ class Runner:
         return answer
 
     def _last_words(self) -> str:
-        # Never through a link, and never a FIFO, left in the log's place.
         try:
-            fd = os.open(self.work / "sandbox.log", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
+            log = sandbox.read_written(self.work / "sandbox.log", 4000, tail=True)
+        except (OSError, ValueError):
             return ""
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ""
-            size = os.fstat(fd).st_size
-            f.seek(max(0, size - 4000))
-            said = f.read().decode("utf-8", "replace").strip().splitlines()
+        said = log.decode("utf-8", "replace").strip().splitlines()
         return f": {said[-1][:200]}" if said else ""
 
     def stop(self) -> None:
@@ -156,6 +152,7 @@ def _shape(answer: dict[str, Any]) -> dict[str, Any]:
         notes = answer.get("notes")
         data = answer.get("data")
         if isinstance(notes, list) and isinstance(data, dict):
-            return {"ok": True, "notes": [str(n)[:200] for n in notes[:3]], "data": data}
+            shaped = [str(n)[:NOTE_CHARS] for n in notes[:MAX_NOTES]]
+            return {"ok": True, "notes": shaped, "data": data}
         return {"ok": False, "error": "its answer is malformed"}
-    return {"ok": False, "error": str(answer.get("error", "no answer"))[:300]}
+    return {"ok": False, "error": str(answer.get("error", "no answer"))[:ERROR_CHARS]}

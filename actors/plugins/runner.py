@@ -22,6 +22,7 @@ from actors.plugins.check import MODULES, PluginRefused, check
 
 MAX_NOTES = 3  # per event
 NOTE_CHARS = 200
+ERROR_CHARS = 300
 DATA_BYTES = 16_000  # what a plugin keeps between events, as JSON
 
 _SAFE = [
@@ -148,7 +149,7 @@ def call(react: React, event: dict[str, Any], data: dict[str, Any]) -> dict[str,
         react(event, api)
         kept = json.dumps(api.data)
     except Exception as exc:
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]}
     if len(kept) > DATA_BYTES:
         return {"ok": False, "error": f"its data is over {DATA_BYTES} bytes as JSON"}
     notes = [str(n)[:NOTE_CHARS] for n in api.notes[:MAX_NOTES]]

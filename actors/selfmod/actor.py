@@ -21,10 +21,11 @@ import msgspec
 
 from actors.selfmod import draft
 from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
-from actors.selfmod.guard import PERSONA, ProposalRefused
+from actors.selfmod.guard import PERSONA, ProposalRefused, plugin_name
 from actors.selfmod.reports import Tested
 from actors.selfmod.state import StateError
-from actors.selfmod.workshop import Workshop, plugin_name
+from actors.selfmod.workshop import Workshop
+from hexbus import sandbox
 from hexbus.actor import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import derived_id
 from schemas import (
@@ -69,9 +70,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
                 "selfmod keeps her changes in a git repository and git is not installed: "
                 "apt-get install git (or disable [actors.selfmod])"
             )
-        hide = tuple(
-            p for p in (self.data_dir.parent.parent, self.config_dir / ".env", self.run_dir) if p
-        )
+        hide = sandbox.private(self.data_dir, self.config_dir, self.run_dir)
         self.shop = Workshop(
             self.config, self.state, self.data_dir, self.config_dir, self.config_file, hide
         )

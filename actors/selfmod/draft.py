@@ -87,12 +87,13 @@ def _wrap(value: str, width: int = 92) -> list[str]:
     return out
 
 
-def unified(before: str, after: str, path: str = PERSONA) -> str:
-    """A git-style unified diff of one file (the form the guard reads)."""
+def unified(before: str, after: str, path: str = PERSONA, *, new: bool = False) -> str:
+    """A git-style unified diff of one file (the form the guard reads); ``new``: a file it
+    creates (from ``/dev/null``, ``before`` empty)."""
     lines = difflib.unified_diff(
         before.splitlines(keepends=True),
         after.splitlines(keepends=True),
-        f"a/{path}",
+        "/dev/null" if new else f"a/{path}",
         f"b/{path}",
         n=3,
     )

@@ -22,10 +22,11 @@ MAX_DIFF_BYTES = 128 * 1024
 PERSONA = "persona.toml"
 SETTINGS = "settings.toml"
 _NAME = r"[a-z][a-z0-9_]{0,39}"
+PLUGIN = re.compile(rf"plugins/({_NAME})\.py")
 ALLOWED: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(re.escape(PERSONA)), "selfmod.propose"),
     (re.compile(re.escape(SETTINGS)), "selfmod.propose"),
-    (re.compile(rf"plugins/{_NAME}\.py"), "selfmod.plugins"),
+    (PLUGIN, "selfmod.plugins"),
     (re.compile(rf"prompts/{_NAME}\.toml"), "selfmod.logic"),
 )
 ALLOWED_TEXT = "persona.toml, settings.toml, plugins/NAME.py, prompts/NAME.toml"
@@ -56,6 +57,12 @@ class FileDiff:
     added: int = 0
     removed: int = 0
     hunks: list[str] = field(default_factory=list)
+
+
+def plugin_name(path: str) -> str:
+    """The plugin's name for its path ("" when it is not a plugin)."""
+    found = PLUGIN.fullmatch(path)
+    return found.group(1) if found else ""
 
 
 def level_of(path: str) -> str:

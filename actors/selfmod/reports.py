@@ -1,16 +1,16 @@
 """What a sandbox run reports, read back and judged: the persona audit's before and after, or a
-plugin's run over the audit's conversations. The report is read through the descriptor the
-sandbox's file was opened on, never through a link the run may have left in its place."""
+plugin's run over the audit's conversations. The report is read with
+:func:`hexbus.sandbox.read_written`: never through a link, nor a FIFO, the run may have left in
+its place."""
 
 from __future__ import annotations
 
 import json
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hexbus import sandbox
 from hexbus.sandbox import SandboxRun
 from schemas.selfmod import AuditFigures
 
@@ -40,7 +40,7 @@ def figures(report: dict[str, Any]) -> AuditFigures:
 def read_report(out: Path, outcome: SandboxRun) -> dict[str, Any] | Tested:
     """The run's JSON report with its isolation and time added, or ``failed`` with why."""
     try:
-        result = json.loads(read_own(out))
+        result = json.loads(sandbox.read_written(out).decode("utf-8"))
         if not isinstance(result, dict):
             raise ValueError("not an object")
     except (OSError, ValueError):
@@ -98,16 +98,3 @@ def judge_plugin(result: dict[str, Any], isolation: str) -> Tested:
         why = f"it failed on {errors} of {events} events: {first[0] if first else '?'}"
         return Tested("refused", why, isolation=isolation)
     return Tested("ready", "", flags=_weak(isolation), isolation=isolation)
-
-
-def read_own(path: Path, limit: int = 8 << 20) -> str:
-    """A file the sandbox wrote, never through a link it may have left in its place, and only a
-    regular file (a FIFO there would block the reader for good)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path.name} is not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{path.name} is over {limit >> 20} MiB")
-    return data.decode("utf-8")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import sys
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from actors.selfmod.config import SHIPPED_PERSONA, Proposal, SelfmodConfig, SelfmodState
-from actors.selfmod.guard import PERSONA, ProposalRefused, level_of, read_diff
+from actors.selfmod.guard import PERSONA, ProposalRefused, level_of, plugin_name, read_diff
 from actors.selfmod.reports import Tested, judge_audit, judge_plugin, read_report
 from actors.selfmod.rules import persona_change, size_flags
 from actors.selfmod.state import StateError, StateRepo
@@ -42,15 +41,6 @@ def locked(method: Callable[Concatenate[Workshop, P], T]) -> Callable[Concatenat
 
     run.__name__, run.__doc__ = method.__name__, method.__doc__
     return run
-
-
-PLUGIN = re.compile(r"plugins/([A-Za-z0-9_-]+)\.py")
-
-
-def plugin_name(path: str) -> str:
-    """The plugin's name for its path ("" when it is not a plugin)."""
-    found = PLUGIN.fullmatch(path)
-    return found.group(1) if found else ""
 
 
 class Workshop:

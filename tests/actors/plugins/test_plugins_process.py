@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from actors.selfmod.draft import unified
 from hexbus.bus import BusClient
 from schemas import ChatMessage, PluginNote
 from tests.support.harness import Hex, HexFactory, poll_for
@@ -38,12 +39,6 @@ def react(event, hex):
     if "morning" in event["text"].lower():
         hex.note(f"{event['name']} says good morning (message {n} from them)")
 """
-
-
-def diff_of(source: str) -> str:
-    lines = source.splitlines()
-    body = "".join(f"+{line}\n" for line in lines)
-    return f"--- /dev/null\n+++ b/plugins/counter.py\n@@ -0,0 +1,{len(lines)} @@\n{body}"
 
 
 def show(hx: Hex, n: int) -> dict[str, Any] | None:
@@ -89,7 +84,7 @@ def test_a_plugin_proposed_approved_run_and_rolled_back(hex_factory: HexFactory)
     for name in ("selfmod.propose", "selfmod.plugins", "selfmod.apply"):
         assert hx.cli("capability", "enable", name).returncode == 0
     diff = root / "counter.diff"
-    diff.write_text(diff_of(COUNTER))
+    diff.write_text(unified("", COUNTER, "plugins/counter.py", new=True))
     proposed = hx.cli("selfmod", "propose", "--diff", str(diff), "--why", "greet people back")
     assert proposed.returncode == 0, proposed.stderr
 

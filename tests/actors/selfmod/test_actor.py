@@ -214,9 +214,7 @@ def test_a_worse_change_approved_anyway_is_rolled_back_by_its_trial(tmp_path: Pa
 
 
 PLUGIN = 'TOPICS = ("chat.message",)\n\n\ndef react(event, hex):\n    hex.note("hello")\n'
-PLUGIN_DIFF = "--- /dev/null\n+++ b/plugins/hello.py\n@@ -0,0 +1,5 @@\n" + "".join(
-    f"+{line}\n" for line in PLUGIN.splitlines()
-)
+PLUGIN_DIFF = unified("", PLUGIN, "plugins/hello.py", new=True)
 
 
 def test_a_plugin_goes_to_the_host_once_approved_and_a_failure_in_trial_rolls_it_back(

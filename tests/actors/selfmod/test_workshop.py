@@ -253,9 +253,7 @@ def react(event, hex):
 
 
 def new_file(path: str, text: str) -> str:
-    lines = text.splitlines()
-    body = "".join(f"+{line}\n" for line in lines)
-    return f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n{body}"
+    return unified("", text, path, new=True)
 
 
 def test_a_plugin_is_tested_on_the_audit_conversations_applied_and_rolled_back(
