@@ -177,11 +177,10 @@ class Runtime:
         )
 
         def live() -> None:
-            self.state = "live"
-            self.actor.live = True
-            self.actor.log.info("actor.live", applied_offset=self.applied)
-            self.send_heartbeat(self)
-            # Queued behind the replayed events, so on_live sees the state they built.
+            # The feed has handed out the replay; the actor is live once it has handled it.
+            # The marker is queued behind the replayed events: dispatch turns the actor live
+            # there (`Actor.live` false while replayed events are handled, volatile events held
+            # until then) and on_live sees the state they built.
             try:
                 self.durable.put_nowait((_LIVE, None))
             except asyncio.QueueFull:
@@ -219,6 +218,10 @@ class Runtime:
             if has_durable and (turn or not has_volatile):
                 envelope, extra = self.durable.get_nowait()
                 if envelope is _LIVE:
+                    self.state = "live"
+                    self.actor.live = True
+                    self.actor.log.info("actor.live", applied_offset=self.applied)
+                    self.send_heartbeat(self)
                     try:
                         await self.actor.on_live()
                     except Exception:

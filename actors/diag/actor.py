@@ -63,6 +63,35 @@ class CounterActor(Counting[NoConfig]):
         self.tally(event)
 
 
+class ReplayCheckActor(Counting[NoConfig]):
+    """Counts durable probes (2 ms each) and, in memory, which it handled before :meth:`on_live`
+    and which of those saw ``self.live`` true: ``count?`` answers ``n`` = count and
+    ``note`` = "before_live=B seen_live=S" (a replayed event must see the actor not live)."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("probe.durable", "probe.volatile.replay")
+
+    async def setup(self) -> None:
+        self.before_live = self.seen_live = 0
+        self.on_live_called = False
+
+    async def on_live(self) -> None:
+        self.on_live_called = True
+
+    @on(ProbeDurable)
+    async def count(self, event: ProbeDurable) -> None:
+        await asyncio.sleep(0.002)  # a handler that awaits, as real ones do (I/O, a model)
+        self.tally(event)
+        if not self.on_live_called:
+            self.before_live += 1
+            self.seen_live += self.live
+
+    @on(ProbeVolatile)
+    async def report(self, event: ProbeVolatile) -> None:
+        if event.note == "replay?":
+            note = f"before_live={self.before_live} seen_live={self.seen_live}"
+            await self.respond(ProbeVolatile(n=self.state.count, note=note))
+
+
 class EchoActor(Actor[NoConfig, NoState]):
     """Acknowledges each chat message the moment it arrives (the typing-indicator path)."""
 

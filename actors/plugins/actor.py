@@ -62,15 +62,11 @@ class PluginHostActor(Actor[PluginsConfig, PluginsState]):
 
     async def setup(self) -> None:
         self.runners: dict[str, Runner] = {}
-        # Set by on_live, which runs after the last replayed event (``self.live`` turns true
-        # when the replay is fetched, before the events queued from it are handled).
-        self.caught_up = False
         self.sent: dict[str, deque[float]] = {}
         self.hide = sandbox.private(self.data_dir, self.config_dir, self.run_dir)
         self.detail = self._detail()
 
     async def on_live(self) -> None:
-        self.caught_up = True
         for name, plugin in self.state.plugins.items():
             if not plugin.stopped and name not in self.runners:
                 await self.start(name, plugin)
@@ -186,7 +182,7 @@ class PluginHostActor(Actor[PluginsConfig, PluginsState]):
                 plugin.data[person] = answer["data"]  # the most recent last
                 while len(plugin.data) > PEOPLE_KEPT:
                     del plugin.data[next(iter(plugin.data))]
-            if not person or not self.caught_up:
+            if not person or not self.live:
                 continue  # notes are for the person an event is about, and for now
             for text in answer["notes"]:
                 await self.note(name, plugin, text, person, channel)

@@ -132,20 +132,17 @@ class RuntimePanel:
             message.get("everyone"),
         )
         if name not in NAMES or not isinstance(enabled, bool) or not isinstance(everyone, bool):
-            self.hub.send(
-                client,
-                {
-                    "t": "error",
-                    "text": "a switch is a capability's name, enabled and everyone (booleans)",
-                },
-            )
+            why = "a switch is a capability's name, enabled and everyone (booleans)"
+            self.hub.send(client, {"t": "error", "text": why})
+            self.hub.send(client, {"t": "controlled", "ok": False, "text": why, "switch": True})
             return
         target = name if everyone else f"{name} for {client.person_id}"
         action = "capability.enable" if enabled else "capability.disable"
         if everyone and not client.owner:
             why = "only an owner may switch a capability for everyone"
             await self._record(client, action, target, ok=False, message=why)
-            self.hub.send(client, {"t": "controlled", "ok": False, "text": why})
+            self.hub.send(client, {"t": "controlled", "ok": False, "text": why, "switch": name})
+            await self.switches(client)
             return
         reply = await self.control(
             ControlRequest(
@@ -160,7 +157,7 @@ class RuntimePanel:
         )
         said = reply.message or reply.error
         await self._record(client, action, target, ok=reply.ok, message=said)
-        self.hub.send(client, {"t": "controlled", "ok": reply.ok, "text": said})
+        self.hub.send(client, {"t": "controlled", "ok": reply.ok, "text": said, "switch": name})
         await self.switches(client)
 
     async def command(self, client: Client, message: dict[str, Any]) -> None:

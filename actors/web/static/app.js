@@ -21,6 +21,7 @@ const hex = {
   retry: 500,
   controlled: [],       // answers to the runtime panel's restart, kill switch and switches
   capabilities: [],     // the switches as this tab's person has them (rows from the supervisor)
+  switching: 0,         // switches sent and not yet answered: tables until then are stale
   tail: { on: false, paused: false, prefixes: [], kept: [], lines: 0, skipped: 0 },
   supervisorLog: [],    // the supervisor's log events, newest last
   runtimeShown: false,
@@ -147,6 +148,7 @@ const handlers = {
     hex.owner = m.owner;
     hex.tab = m.tab;
     hex.retry = 500;
+    hex.switching = 0;
     document.body.dataset.owner = String(m.owner);
     send({ t: "watch", conversation: hex.conversation });
     send({ t: "conversations" });
@@ -285,10 +287,14 @@ const handlers = {
   controlled(m) {
     $("runtime-note").textContent = m.text;
     hex.controlled.push(m);
+    if (m.switch) hex.switching = Math.max(0, hex.switching - 1);
   },
   capabilities(m) {
+    // A table sent before a switch was applied would flip the box just clicked back (and a
+    // second click would send the switch twice): redraw only when no switch is unanswered.
+    // The server sends the table again after each switch's answer.
     hex.capabilities = m.rows;
-    drawCapabilities(m.rows, m.owner);
+    if (!hex.switching) drawCapabilities(m.rows, m.owner);
   },
   notice(m) { system(m.text); },
   error(m) {
@@ -393,6 +399,7 @@ function drawCapabilities(rows, owner) {
     box.className = everyone ? "everyone" : "mine";
     box.setAttribute("aria-label", `${r.name} ${everyone ? "for everyone" : "for me"}`);
     box.addEventListener("change", () => {
+      hex.switching += 1;
       send({ t: "capability", name: r.name, enabled: box.checked, everyone });
     });
     return box;

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -72,8 +73,11 @@ class Vts:
         finally:
             for task in tasks:
                 task.cancel()
+                # Bounded: a task that would not stop fails the test instead of hanging it.
+                done, _ = await asyncio.wait({task}, timeout=10)
+                assert done, f"{task} did not stop when cancelled"
                 with pytest.raises(asyncio.CancelledError):
-                    await task
+                    task.result()
 
 
 @pytest.fixture
@@ -308,7 +312,9 @@ def test_a_stuck_vtube_studio_is_dropped_and_reconnected(server: VtsServer) -> N
     async def body(out: VtsOutput) -> None:
         await until(lambda: out.ready, "authenticated")
         server.stuck = True  # it stops reading: the connection's buffers fill
+        deadline = time.monotonic() + 60
         while not out.stalls:
+            assert time.monotonic() < deadline, f"no stall seen: {out.state} {out.detail}"
             out.offer(frame(0.0, mouth=0.5))  # never waits, however stuck the other side
             await asyncio.sleep(0)
         server.stuck = False

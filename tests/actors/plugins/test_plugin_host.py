@@ -134,10 +134,11 @@ def test_notes_beyond_the_rate_are_dropped_and_counted(tmp_path: Path) -> None:
 
 def test_a_replay_rebuilds_what_a_plugin_keeps_without_saying_it_again(tmp_path: Path) -> None:
     async def body(h: ActorHarness[PluginHostActor]) -> None:
-        h.actor.caught_up = False  # after a restart: the journal since the snapshot, again
+        h.actor.live = False  # after a restart: the journal since the snapshot, again
         await h.send(install("counter", COUNTER), source="selfmod")
         assert await h.send(said("old news")) == []  # no note for what was said before
         assert h.actor.state.plugins["counter"].data == {"ana": {"n": 1}}
+        h.actor.live = True
         await h.actor.on_live()
         assert notes(await h.send(said("new"))) == ["Ana has written 2 times"]
 

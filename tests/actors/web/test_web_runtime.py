@@ -54,6 +54,13 @@ def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_canno
         remember = '#capabilities tr[data-capability="remember"]'
         guest.wait_for_selector(f'{remember}[data-enabled="true"]')
         assert guest.locator("#capabilities input.everyone").count() == 0
+        # Tables asked for before a switch is applied come back after the click: they must not
+        # flip the box back (a second click would send the switch twice; the audit says once).
+        # (Hiding and showing the panel two hundred times asks for the table a hundred times.)
+        guest.evaluate(
+            "() => { const b = document.getElementById('show-runtime');"
+            " for (let i = 0; i < 200; i++) b.click(); }"
+        )
         guest.uncheck(f"{remember} input.mine")
         guest.wait_for_selector(f'{remember}[data-enabled="false"]')
         guest.check('#capabilities tr[data-capability="camera"] input.mine')

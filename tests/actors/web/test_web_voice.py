@@ -65,7 +65,11 @@ def start(hex_factory: HexFactory) -> Hex:
 
 
 def until(page: Any, expression: str, timeout: float) -> Any:
-    return poll_for(lambda: page.evaluate(expression), timeout, interval=0.1, what=expression)
+    try:
+        return poll_for(lambda: page.evaluate(expression), timeout, interval=0.1, what=expression)
+    except AssertionError as e:  # say where the voice was (a CI log shows only this)
+        stats = page.evaluate("JSON.stringify(hex.voice.stats)")
+        raise AssertionError(f"{e}; the page's voice: {stats[:3000]}") from None
 
 
 def test_spoken_question_answered_aloud_and_speaking_over_her_stops_her(
