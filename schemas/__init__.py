@@ -34,6 +34,8 @@ from schemas.brain import (
     PersonaRollback,
     PersonaState,
     PersonaVersion,
+    PromptsChanged,
+    PromptsEdit,
     QuietMode,
     UsageLine,
 )
@@ -164,6 +166,8 @@ AnyEvent = (
     | PersonaRollback
     | PersonaChanged
     | PersonaEdit
+    | PromptsEdit
+    | PromptsChanged
     | PersonaGet
     | PersonaState
     | PersonaAudit
@@ -339,6 +343,8 @@ __all__ = [
     "ProbeDurable",
     "ProbeVolatile",
     "ProfileUpdate",
+    "PromptsChanged",
+    "PromptsEdit",
     "ProposalView",
     "QuietMode",
     "Redrive",

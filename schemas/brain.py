@@ -37,6 +37,26 @@ class PersonaEdit(Event, frozen=True, kw_only=True, tag="brain.persona.edit"):
     by: str = ""
 
 
+class PromptsEdit(Event, frozen=True, kw_only=True, tag="brain.prompts.edit"):
+    """The prompt templates selfmod's state repository holds at ``sha`` (its HEAD, after an
+    approved change, a rollback or a reset): ``files`` maps each ``prompts/`` file's name to
+    its text; none: the shipped templates. The brain takes it only from selfmod and answers
+    with :class:`PromptsChanged`."""
+
+    files: dict[str, str]
+    sha: str
+    proposal: int = 0
+
+
+class PromptsChanged(Event, frozen=True, kw_only=True, tag="brain.prompts.changed"):
+    """The brain's prompt templates are now those of ``sha``, or (``ok`` false) it kept the
+    ones it had and ``error`` says why."""
+
+    sha: str
+    ok: bool
+    error: str = ""
+
+
 class PersonaVersion(msgspec.Struct, frozen=True, kw_only=True):
     version: int
     created: float

@@ -25,7 +25,7 @@ from typing import ClassVar
 import msgspec
 import structlog
 
-from actors.brain import metadata, profile, summary, tasks
+from actors.brain import metadata, profile, summary, tasks, templates
 from actors.brain.backends import Backend, BackendError, ChatTurn, Params
 from actors.brain.backends.fallback import FallbackChain
 from actors.brain.config import (
@@ -68,6 +68,8 @@ from schemas import (
     PersonaGet,
     PersonaRollback,
     PluginNote,
+    PromptsChanged,
+    PromptsEdit,
     QuietMode,
     Reply,
     VisionMoment,
@@ -108,6 +110,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         self.ledger = Ledger(self.state)
         self.sight = Sight(self.state, self.config)
         self.plugin_notes = PluginNotes(self.state, self.config)
+        self.templates = templates.from_state(self.state.prompts)
         self.persona_path = (self.config_dir / self.config.persona).resolve()
         self.store = PersonaStore(self.data_dir / "persona")
         self.desk = PersonaDesk(self.store, self.persona_path, self.data_dir / "audits")
@@ -223,6 +226,23 @@ class BrainActor(Actor[BrainConfig, BrainState]):
     async def on_persona_edit(self, event: PersonaEdit) -> None:
         edit = await self.offload(self.desk.edit, event.text, event.note, event.by)
         await self.publish(self.use(*edit))
+
+    @on(PromptsEdit)
+    async def on_prompts_edit(self, event: PromptsEdit) -> None:
+        source = self.envelope.source if self.envelope is not None else ""
+        if source != self.config.selfmod:
+            log.warning("brain.prompts_refused", source=source)
+            return
+        try:
+            self.templates = templates.parse({k: v.encode() for k, v in event.files.items()})
+        except templates.TemplateError as exc:
+            log.error("brain.prompts_invalid", sha=event.sha, error=str(exc))
+            await self.publish(PromptsChanged(sha=event.sha, ok=False, error=str(exc)))
+            return
+        self.state.prompts, self.state.prompts_sha = dict(event.files), event.sha
+        self.state_changed()
+        log.info("brain.prompts_changed", sha=event.sha, files=sorted(event.files))
+        await self.publish(PromptsChanged(sha=event.sha, ok=True))
 
     @on(PersonaGet)
     async def on_persona_get(self, event: PersonaGet) -> None:
@@ -477,6 +497,7 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             turns=turns.turns,
             budgets=self.config.budgets,
             count=self.backend.count_tokens,
+            templates=self.templates,
         )
 
     async def describe(self, message: PendingMessage, reply: str) -> None:

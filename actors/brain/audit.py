@@ -32,6 +32,7 @@ from actors.brain.scenarios import (
     load_scenarios,
     save_report,
 )
+from actors.brain.templates import SHIPPED, Templates
 from hexbus.config import ConfigError, load
 
 BRAIN_MODULE = "actors.brain.actor:BrainActor"
@@ -86,9 +87,10 @@ async def audit_persona(
     progress: Callable[[int, int], None] | None = None,
     between: Callable[[], Awaitable[None]] | None = None,
     scenarios: Sequence[Scenario] | None = None,
+    templates: Templates = SHIPPED,
 ) -> dict[str, Any]:
     """The scenario set (its first ``limit``; 0: all), or the given ``scenarios``, through a
-    started backend chain, each answered as a stranger would be; the report. ``between`` is
+    started backend chain, each answered as a stranger would be (with ``templates``); the report. ``between`` is
     awaited before each scenario (the brain lets people's replies go first),
     ``progress(done, total)`` called after each."""
     if scenarios is None:
@@ -127,6 +129,7 @@ async def audit_persona(
             speaker="someone",
             budgets=config.budgets,
             count=chain.count_tokens,
+            templates=templates,
         )
         reply = await _generate(
             chain,

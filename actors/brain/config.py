@@ -57,6 +57,7 @@ class BrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     observation_fresh_s: float = 30.0
     moment_fresh_s: float = 120.0  # "they just came back after 2 hours" is news this long
     plugin_host: str = "plugins"  # the only actor whose plugin.note the prompt takes
+    selfmod: str = "selfmod"  # the only actor whose prompt templates (brain.prompts.edit) it takes
     plugin_note_fresh_s: float = 120.0  # a plugin's note is for the next reply, this long
     # "Leave me alone": answer that person only when addressed directly, this long.
     quiet_minutes: float = 30.0
@@ -101,6 +102,8 @@ class BrainState(msgspec.Struct, kw_only=True):
     moment_source: str = ""
     pictures: dict[str, tuple[str, float]] = {}  # perception source -> (picture, unix time)
     plugin_notes: dict[str, tuple[str, float]] = {}  # "plugin|person" -> (note, unix time)
+    prompts: dict[str, str] = {}  # the prompt templates selfmod handed over: file -> text
+    prompts_sha: str = ""
     energy: BrainEnergy = BrainEnergy(state="awake")  # as last published
 
 

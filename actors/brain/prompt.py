@@ -29,6 +29,7 @@ from actors.brain.rules import (
     phase_of,
     wants_quiet,
 )
+from actors.brain.templates import SHIPPED, Templates, render
 from schemas import ChatMessage, MemoryHit, MemoryResult
 
 # Words in the persona part of the prompt at default settings: small models get 2048 tokens.
@@ -70,14 +71,14 @@ class TurnRecord(msgspec.Struct, kw_only=True):
     cancelled: bool = False
 
 
-def length_hint(user_text: str, cap: int) -> tuple[str, int]:
+def length_hint(user_text: str, cap: int, templates: Templates = SHIPPED) -> tuple[str, int]:
     """How long the reply should be, from how long the message is: (instruction, max tokens)."""
     words = len(user_text.split())
     if words <= 6:
-        return "Reply in one or two short sentences.", min(cap, 60)
+        return templates.short, min(cap, 60)
     if words <= 30:
-        return "Reply in two to four sentences.", min(cap, 120)
-    return "Reply in a short paragraph at most.", cap
+        return templates.medium, min(cap, 120)
+    return templates.long, cap
 
 
 def _fit(text: str, budget: int, count: Callable[[str], int]) -> str:
@@ -168,24 +169,26 @@ def build(
     budgets: Budgets,
     count: Callable[[str], int],
     notes: str = "",
+    templates: Templates = SHIPPED,
 ) -> tuple[list[ChatTurn], int]:
-    """The chat turns for the backend and the reply's token cap."""
-    hint, max_tokens = length_hint(message, budgets.reply)
+    """The chat turns for the backend and the reply's token cap; the words around each section
+    are ``templates``'."""
+    t = templates
+    hint, max_tokens = length_hint(message, budgets.reply, t)
     system = [_fit_persona(persona, budgets.persona, count)]
     if profile:
-        system.append(
-            "What you know about " + speaker + ":\n" + _fit(profile, budgets.profile, count)
-        )
+        head = render(t.profile, speaker=speaker)
+        system.append(head + "\n" + _fit(profile, budgets.profile, count))
     remembered = memory_lines(memories, budgets.memories, count)
     if remembered:
-        system.append("Things you remember (use them naturally, never list them):\n" + remembered)
+        system.append(t.memories + "\n" + remembered)
     if observation:
-        system.append("What you see right now: " + _fit(observation, budgets.perception, count))
+        system.append(t.observation + " " + _fit(observation, budgets.perception, count))
     if notes:
         # Her plugins' lines: code she wrote and her owner approved, never the person's words.
-        system.append("Notes from your plugins: " + _fit(notes, budgets.perception, count))
+        system.append(t.notes + " " + _fit(notes, budgets.perception, count))
     if summary:
-        system.append("Earlier in this conversation: " + _fit(summary, budgets.summary, count))
+        system.append(t.summary + " " + _fit(summary, budgets.summary, count))
     system.append(hint)
     out = [ChatTurn("system", "\n\n".join(system))]
     for turn in recent_turns(turns, budgets.turns, count):
@@ -208,6 +211,7 @@ def compose(
     budgets: Budgets,
     count: Callable[[str], int],
     notes: str = "",
+    templates: Templates = SHIPPED,
 ) -> tuple[list[ChatTurn], int]:
     """The chat turns that answer ``message`` and the reply's token cap: the persona's rules for
     this person and this moment (a denial drawn from ``rng``, care owed, quiet, crisis), then
@@ -223,10 +227,11 @@ def compose(
             notes=notes,
             summary=summary,
             turns=turns,
-            message=opening(message, persona.name),
+            message=opening(message, persona.name, templates),
             speaker=message.display_name or message.person_id,
             budgets=budgets,
             count=count,
+            templates=templates,
         )
     persona_text = system_prompt(
         persona,
@@ -249,19 +254,16 @@ def compose(
         speaker=message.display_name or message.person_id,
         budgets=budgets,
         count=count,
+        templates=templates,
     )
 
 
-def opening(message: ChatMessage, name: str) -> str:
+def opening(message: ChatMessage, name: str, templates: Templates = SHIPPED) -> str:
     """The instruction that stands for the person's words when Hex speaks first."""
     who = message.display_name or "them"
     about = f" It is about: {_squash(message.text)}." if message.text.strip() else ""
-    return (
-        f"[{who} has not written; {name} starts the conversation. Why now: "
-        f"{_squash(message.initiative)}.{about} Write the message {name} sends {who}: short and "
-        "natural, in character, at most one question. Never say that anything reminded or "
-        "asked you to write.]"
-    )
+    why = _squash(message.initiative)
+    return render(templates.opening, who=who, name=name, why=why, about=about)
 
 
 # -- the persona section -----------------------------------------------------------------

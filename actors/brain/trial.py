@@ -1,9 +1,9 @@
-"""``python -m actors.brain.trial``: the brain's tests of a persona change, run by the selfmod
+"""``python -m actors.brain.trial``: the brain's tests of a persona or prompt template change, run by the selfmod
 actor inside its sandbox (a process boundary: selfmod never imports the brain).
 
 Given the brain's supervisor.toml and two folders of the changeable files (``before``: the
 state repository's HEAD; ``after``: with the proposal applied), it runs the unit checks of
-what changed (the persona loads; the brain's rules still see every crisis and every request
+what changed (the persona and the prompt templates load; the brain's rules still see every crisis and every request
 for quiet in the scenario set) and the persona audit through the brain's backends for each
 folder, one backend chain for both, and writes ``trial.json``: both reports and their
 comparison. It needs nothing outside its work folder but read access, and no network.
@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from actors.brain import templates as prompt_templates
 from actors.brain.audit import AuditError, audit_persona, brain_config
 from actors.brain.backends import BackendError
 from actors.brain.backends.fallback import FallbackChain
@@ -25,6 +26,7 @@ from actors.brain.config import OpenAISpec, make_backend
 from actors.brain.persona import Persona, PersonaError, load_persona
 from actors.brain.rules import is_crisis, wants_quiet
 from actors.brain.scenarios import Scenario, compare_reports, load_scenarios
+from actors.brain.templates import TemplateError
 
 
 def sample(scenarios: list[Scenario], n: int) -> list[Scenario]:
@@ -47,11 +49,12 @@ def unit_checks(persona: Persona) -> list[str]:
 
 async def trial(config_path: Path, before: Path, after: Path, limit: int) -> dict[str, Any]:
     config, _ = brain_config(config_path)
-    personas = {}
+    personas, templates = {}, {}
     for side, folder in (("before", before), ("after", after)):
         try:
             personas[side] = load_persona(folder / "persona.toml")
-        except PersonaError as exc:
+            templates[side] = prompt_templates.load(folder)
+        except (PersonaError, TemplateError) as exc:
             return {"invalid": f"{side} the change: {exc}"}
     checks = {side: unit_checks(p) for side, p in personas.items()}
     chosen = sample(load_scenarios(), limit)
@@ -67,7 +70,9 @@ async def trial(config_path: Path, before: Path, after: Path, limit: int) -> dic
     try:
         for side in ("before", "after"):
             print(f"trial: auditing {side}", flush=True)
-            reports[side] = await audit_persona(chain, personas[side], config, scenarios=chosen)
+            reports[side] = await audit_persona(
+                chain, personas[side], config, scenarios=chosen, templates=templates[side]
+            )
     finally:
         await chain.close()
     return {

@@ -12,6 +12,7 @@ switch is the supervisor's: it stops this actor, sandbox and all, wherever it is
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import time
@@ -21,7 +22,7 @@ import msgspec
 
 from actors.selfmod import draft
 from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
-from actors.selfmod.guard import PERSONA, ProposalRefused, plugin_name
+from actors.selfmod.guard import PERSONA, ProposalRefused, plugin_name, prompts_name
 from actors.selfmod.reports import Tested
 from actors.selfmod.state import StateError
 from actors.selfmod.workshop import Workshop
@@ -38,6 +39,8 @@ from schemas import (
     PluginFailed,
     PluginInstall,
     PluginRemove,
+    PromptsChanged,
+    PromptsEdit,
     SelfmodAsk,
     SelfmodChanged,
     SelfmodDecide,
@@ -47,6 +50,15 @@ from schemas import (
 )
 
 TERMINAL = re.compile(r"cli\d*")
+
+
+def prompts_sha(files: dict[str, str]) -> str:
+    """One sha256 for a set of template files ("" for none: the shipped templates)."""
+    if not files:
+        return ""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
 DRAFT_TIMEOUT_S = 300.0  # people's replies go first: a draft waits behind them
 
 
@@ -57,6 +69,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         "selfmod.decide",
         "selfmod.ask",
         "brain.persona.changed",
+        "brain.prompts.changed",
         "plugin.failed",
         "sys.actor",
         "capability.changed",
@@ -88,6 +101,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         if self.lagging:  # a change committed just before a crash: the brain takes it now
             await self.push(f"selfmod: {await self.offload(self.shop.head)}", self.name)
         await self.push_plugins()  # and the plugin host, HEAD's plugins
+        await self.push_prompts()  # and the brain, HEAD's prompt templates
         # Tests a crash interrupted run again; trials restart.
         for p in list(self.state.proposals.values()):
             if p.status == "testing":
@@ -265,7 +279,9 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         if changed and (p is None or PERSONA in p.files):
             await self.push(f"selfmod: {line}", event.by or self.name)
         if changed:
-            await self.push_plugins(p.id if p is not None and event.action == "approve" else 0)
+            approved = p.id if p is not None and event.action == "approve" else 0
+            await self.push_plugins(approved)
+            await self.push_prompts(approved)
         await self.changed(p, line)
         if p is not None and p.status == "applied" and event.action == "approve":
             self.start_test(p.id, trial=True)
@@ -298,6 +314,37 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             await self.publish(PluginRemove(name=name), event_id=derived_id(head, f"unplug-{name}"))
             del pushed[name]
         self.state_changed(now=True)
+
+    async def push_prompts(self, proposal: int = 0) -> None:
+        """Hand HEAD's prompt templates to the brain when they are not those it was handed last
+        (none: the shipped ones). The id derives from the commit: a push repeated after a crash
+        is one."""
+        head = await self.offload(self.shop.head)
+        files = await self.offload(self.shop.prompts)
+        sha = prompts_sha(files)
+        if sha == self.state.prompts:
+            return
+        await self.publish(
+            PromptsEdit(files=files, sha=sha, proposal=proposal),
+            event_id=derived_id(head, "prompts"),
+        )
+        self.state.prompts = sha
+        self.state_changed(now=True)
+
+    @on(PromptsChanged)
+    async def on_prompts_changed(self, event: PromptsChanged) -> None:
+        """The brain would not take HEAD's templates: the change that brought them is rolled back
+        (its sandbox loaded them with the brain's own reader; this is the second wall)."""
+        envelope = self.envelope
+        if event.ok or envelope is None or envelope.source != self.config.brain:
+            return
+        for p in sorted(self.state.proposals.values(), key=lambda p: -p.id):  # the latest
+            if p.status in ("applied", "kept") and any(prompts_name(f) for f in p.files):
+                note = f"the brain refused its prompt templates: {event.error}"
+                await self.publish(
+                    SelfmodDecide(action="rollback", id=p.id, by=self.name, note=note[:500])
+                )
+                return
 
     @on(PluginFailed)
     async def on_plugin_failed(self, event: PluginFailed) -> None:

@@ -18,6 +18,9 @@ class SelfmodConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     brain: str = "brain"  # the brain actor's name: it applies persona changes and is watched
     plugin_host: str = "plugins"  # the plugin host's name: its failures roll a plugin back
     scenarios: int = 0  # audit scenarios per sandbox run (0: the whole set)
+    # ...of a change to the response logic (prompt templates, level 4): 0, the whole set, is
+    # what the level asks for; fewer only to test selfmod itself.
+    logic_scenarios: int = 0
     approve_within_s: float = 7 * 86400.0  # a proposal not approved by then expires
     trial_s: float = 3600.0  # after applying: an actor failure in this window rolls it back
     tolerance: float = 0.0  # how far the audit's pass rate may fall before a change is "worse"
@@ -81,3 +84,4 @@ class SelfmodState(msgspec.Struct, kw_only=True):
     # an owner; one that still matches it but not HEAD waits for the brain to take HEAD.
     live_sha: str = ""
     plugins: dict[str, str] = {}  # the plugins handed to the plugin host: name -> sha256
+    prompts: str = ""  # the prompt templates handed to the brain: their set's sha256 ("": shipped)

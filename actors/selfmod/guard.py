@@ -23,11 +23,12 @@ PERSONA = "persona.toml"
 SETTINGS = "settings.toml"
 _NAME = r"[a-z][a-z0-9_]{0,39}"
 PLUGIN = re.compile(rf"plugins/({_NAME})\.py")
+PROMPTS = re.compile(rf"prompts/({_NAME}\.toml)")
 ALLOWED: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(re.escape(PERSONA)), "selfmod.propose"),
     (re.compile(re.escape(SETTINGS)), "selfmod.propose"),
     (PLUGIN, "selfmod.plugins"),
-    (re.compile(rf"prompts/{_NAME}\.toml"), "selfmod.logic"),
+    (PROMPTS, "selfmod.logic"),
 )
 ALLOWED_TEXT = "persona.toml, settings.toml, plugins/NAME.py, prompts/NAME.toml"
 NEW_FILES = re.compile(rf"(plugins/{_NAME}\.py|prompts/{_NAME}\.toml)")  # files she may create
@@ -62,6 +63,12 @@ class FileDiff:
 def plugin_name(path: str) -> str:
     """The plugin's name for its path ("" when it is not a plugin)."""
     found = PLUGIN.fullmatch(path)
+    return found.group(1) if found else ""
+
+
+def prompts_name(path: str) -> str:
+    """The template file's name for its path, "reply.toml" ("" when it is not one)."""
+    found = PROMPTS.fullmatch(path)
     return found.group(1) if found else ""
 
 

@@ -83,13 +83,13 @@ def _covers(key: str, rule: str) -> bool:
     return _under(key, rule) or _under(rule, key)
 
 
-def _toml(data: bytes, side: str) -> dict[str, Any]:
+def _toml(data: bytes, side: str, path: str = "persona.toml") -> dict[str, Any]:
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ProposalRefused(f"persona.toml {side} is not UTF-8") from None
+        raise ProposalRefused(f"{path} {side} is not UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ProposalRefused(f"persona.toml {side} is not valid TOML: {exc}") from None
+        raise ProposalRefused(f"{path} {side} is not valid TOML: {exc}") from None
 
 
 def persona_change(before: bytes, after: bytes) -> tuple[list[str], list[str]]:
@@ -106,6 +106,15 @@ def persona_change(before: bytes, after: bytes) -> tuple[list[str], list[str]]:
     if any(_covers(k, rule) for k in keys for rule in SAFETY_KEYS):
         flags.append("safety")
     return keys, flags
+
+
+def prompts_change(path: str, before: bytes, after: bytes) -> list[str]:
+    """The changed keys of a prompt template file (``prompts/reply.toml:profile``), or
+    :class:`ProposalRefused` for a document that is not TOML. Whether the brain takes the new
+    templates is the brain's to say: the sandbox's trial loads them before the audit runs."""
+    old = _toml(before, "before the change", path) if before else {}
+    new = _toml(after, "after the change", path)
+    return [f"{path}:{key}" for key in changed_keys(old, new)]
 
 
 def size_flags(added: int, removed: int) -> list[str]:

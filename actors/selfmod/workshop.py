@@ -19,9 +19,16 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from actors.selfmod.config import SHIPPED_PERSONA, Proposal, SelfmodConfig, SelfmodState
-from actors.selfmod.guard import PERSONA, ProposalRefused, level_of, plugin_name, read_diff
+from actors.selfmod.guard import (
+    PERSONA,
+    ProposalRefused,
+    level_of,
+    plugin_name,
+    prompts_name,
+    read_diff,
+)
 from actors.selfmod.reports import Tested, judge_audit, judge_plugin, read_report
-from actors.selfmod.rules import persona_change, size_flags
+from actors.selfmod.rules import persona_change, prompts_change, size_flags
 from actors.selfmod.state import StateError, StateRepo
 from hexbus import sandbox
 from schemas.selfmod import SelfmodDecide, SelfmodProposal
@@ -182,9 +189,10 @@ class Workshop:
                 )
         plugins = [f.path for f in files if plugin_name(f.path)]
         for f in files:
-            if f.path != PERSONA and not plugin_name(f.path):
+            if f.path != PERSONA and not plugin_name(f.path) and not prompts_name(f.path):
                 raise ProposalRefused(
-                    f"{f.path}: changes to it are not applied yet (only {PERSONA} and plugins)"
+                    f"{f.path}: changes to it are not applied yet "
+                    f"(only {PERSONA}, plugins and prompt templates)"
                 )
         if plugins and len(files) > 1:
             raise ProposalRefused("a plugin is proposed on its own: one file, nothing else with it")
@@ -197,6 +205,14 @@ class Workshop:
             p.keys, flags = persona_change(
                 (before / PERSONA).read_bytes(), (after / PERSONA).read_bytes()
             )
+            for f in files:
+                if prompts_name(f.path):
+                    old = before / f.path
+                    p.keys += prompts_change(
+                        f.path,
+                        old.read_bytes() if old.is_file() else b"",
+                        (after / f.path).read_bytes(),
+                    )
             if not p.keys:
                 raise ProposalRefused("the change leaves every setting as it was")
         p.flags = [*flags, *size_flags(sum(f.added for f in files), sum(f.removed for f in files))]
@@ -248,7 +264,10 @@ class Workshop:
             "--after",
             str(work / "after"),
             "--limit",
-            str(self.config.scenarios),
+            # Response logic (level 4) gets the full scenario run; the rest a spread sample.
+            str(
+                self.config.logic_scenarios if p.level == "selfmod.logic" else self.config.scenarios
+            ),
             "--out",
             str(out),
         ]
@@ -286,6 +305,15 @@ class Workshop:
         name = f"p{n}-trial.json" if trial else f"p{n}.json"
         (self.reports / name).write_text(json.dumps(result, indent=1, sort_keys=True))
         return judge(result, outcome.isolation)
+
+    @locked
+    def prompts(self) -> dict[str, str]:
+        """HEAD's prompt templates: file name ("reply.toml") -> text."""
+        return {
+            prompts_name(path): data.decode("utf-8", "replace")
+            for path, data in self.repo.files().items()
+            if prompts_name(path)
+        }
 
     @locked
     def plugins(self) -> dict[str, str]:

@@ -26,6 +26,8 @@ from schemas import (
     PluginFailed,
     PluginInstall,
     PluginRemove,
+    PromptsChanged,
+    PromptsEdit,
     SelfmodChanged,
     SelfmodDecide,
     SelfmodProposal,
@@ -249,3 +251,33 @@ def test_a_plugin_level_change_needs_its_switch(tmp_path: Path) -> None:
         assert "selfmod.plugins is off" in errors(out)[0]
 
     run(body, tmp_path, "selfmod.propose", "selfmod.apply")
+
+
+REPLY = 'summary = "So far:"\n'
+
+
+def test_prompt_templates_go_to_the_brain_once_approved_and_its_refusal_rolls_them_back(
+    tmp_path: Path,
+) -> None:
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        n = ready(h, unified("", REPLY, "prompts/reply.toml", new=True))
+        out = await h.send(SelfmodDecide(action="approve", id=n, by="o", owner=True), source="cli")
+        (edit,) = [e for e in out if isinstance(e, PromptsEdit)]
+        assert edit.files == {"reply.toml": REPLY} and edit.proposal == n and edit.sha
+        assert not [e for e in out if isinstance(e, PersonaEdit | PluginInstall)]
+        # Pushed once: a restart (on_live again) hands over nothing new.
+        await h.actor.on_live()
+        assert len([e for e in h.published if isinstance(e, PromptsEdit)]) == 1
+        # The brain's refusal is believed from the brain alone, and rolls the change back.
+        refused = PromptsChanged(sha=edit.sha, ok=False, error="prompts/reply.toml: bad")
+        assert not [e for e in await h.send(refused, source="web") if isinstance(e, SelfmodDecide)]
+        (rollback,) = [
+            e for e in await h.send(refused, source="brain") if isinstance(e, SelfmodDecide)
+        ]
+        assert rollback.id == n and "refused its prompt templates" in rollback.note
+        done = await h.send(rollback, source="selfmod")
+        (shipped,) = [e for e in done if isinstance(e, PromptsEdit)]
+        assert shipped.files == {} and shipped.sha == ""
+        assert h.actor.state.proposals[n].status == "rolled_back"
+
+    run(body, tmp_path, "selfmod.propose", "selfmod.plugins", "selfmod.logic", "selfmod.apply")

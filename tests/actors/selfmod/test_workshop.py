@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -286,3 +287,35 @@ def test_a_plugin_that_raises_on_the_conversations_is_refused(tmp_path: Path) ->
     )
     q = propose(shop, alongside, 2)
     assert q.status == "refused" and "on its own" in q.reason  # type: ignore[attr-defined]
+
+
+def test_prompt_templates_get_their_own_level_and_scenario_run_and_a_bad_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    # Level 4's full scenario run is `logic_scenarios = 0`; 1 here keeps the test short, and
+    # differ from `scenarios` so the report shows which one the run used.
+    shop = shop_in(tmp_path, scenarios=3, logic_scenarios=1)
+    reply = 'summary = "So far:"\n[length]\nshort = "Answer in a sentence or two."\n'
+    p: Any = propose(shop, new_file("prompts/reply.toml", reply), 1, why="plainer length hints")
+    assert p.status == "testing" and p.level == "selfmod.logic"
+    assert p.keys == ["prompts/reply.toml:length", "prompts/reply.toml:summary"]
+    assert "capability" in p.flags
+    levels = shop.submit(
+        "event-levels",
+        SelfmodProposal(diff=new_file("prompts/reply.toml", reply), why="x"),
+        lambda level: level != "selfmod.logic",
+        1000.0,
+    )
+    assert levels.status == "refused" and "selfmod.logic is off" in levels.reason
+    shop.settle(1, shop.test(1), 1000.0)
+    assert p.status == "ready", p.reason
+    assert p.before.scenarios == 1 and p.after.scenarios == 1
+    decide(shop, "approve", 1)
+    assert shop.prompts() == {"reply.toml": reply}
+    decide(shop, "rollback", 1, event="r")
+    assert shop.prompts() == {} and shop.text() == TEXT
+    # Past the template reader's bounds: refused by the brain's own reader in the sandbox.
+    escape = 'profile = "{speaker.__class__.__init__.__globals__}"\n'
+    propose(shop, new_file("prompts/reply.toml", escape), 3, why="more about people")
+    q = shop.settle(3, shop.test(3), 1000.0)
+    assert q.status == "refused" and "is not a placeholder here" in q.reason, q.reason
