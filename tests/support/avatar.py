@@ -130,7 +130,14 @@ class VtsServer:
 
             async def main() -> None:
                 self.loop = asyncio.get_running_loop()
-                async with serve(self.session, "127.0.0.1", self.port) as server:
+                # A small receive buffer (its connections inherit it): a stuck server's backlog
+                # fills in a few hundred frames, before any keepalive gives up on it, however
+                # slowly a loaded machine sends them.
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+                sock.bind(("127.0.0.1", self.port))
+                async with serve(self.session, sock=sock) as server:
                     self.server = server
                     ready.set()
                     await server.wait_closed()
