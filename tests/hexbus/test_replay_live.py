@@ -5,12 +5,12 @@ twice) and ``on_live`` comes after the last of them. Real supervisor, broker, jo
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from hexbus.bus import BusClient
-from schemas import ProbeDurable, ProbeVolatile
+from schemas import ProbeDurable
+from tests.support.busclient import ask_probe
 from tests.support.harness import FAST_BUS, Hex, HexFactory, actor_toml, poll_for
 
 pytestmark = pytest.mark.process
@@ -28,26 +28,11 @@ async def send(hx: Hex, n: int) -> None:
 
 
 async def ask(hx: Hex) -> tuple[int, dict[str, int]] | None:
-    client = BusClient(hx.endpoints, "asker")
-    client.start()
-    client.subscribe("probe.volatile.asker")
-    try:
-        await asyncio.sleep(0.2)  # let the subscription reach the broker
-        client.publish_volatile(ProbeVolatile(n=0, note="replay?"), key="replay", correlation="q")
-
-        async def first() -> Any:
-            async for envelope, _ in client.volatile():
-                if envelope.correlation == "q" and isinstance(envelope.body, ProbeVolatile):
-                    return envelope.body
-
-        try:
-            body = await asyncio.wait_for(first(), 2.0)
-        except TimeoutError:
-            return None
-        parts = dict(part.split("=") for part in body.note.split())
-        return body.n, {k: int(v) for k, v in parts.items()}
-    finally:
-        await client.close()
+    body = await ask_probe(hx.endpoints, "asker", "replay", "replay?", 2.0)
+    if body is None:
+        return None
+    parts = dict(part.split("=") for part in body.note.split())
+    return body.n, {k: int(v) for k, v in parts.items()}
 
 
 def test_replayed_events_are_handled_before_the_actor_is_live(hex_factory: HexFactory) -> None:
