@@ -55,6 +55,7 @@ class PromptsChanged(Event, frozen=True, kw_only=True, tag="brain.prompts.change
     sha: str
     ok: bool
     error: str = ""
+    proposal: int = 0  # the PromptsEdit's: the selfmod proposal that brought these templates
 
 
 class PersonaVersion(msgspec.Struct, frozen=True, kw_only=True):

@@ -237,12 +237,15 @@ class BrainActor(Actor[BrainConfig, BrainState]):
             self.templates = templates.parse({k: v.encode() for k, v in event.files.items()})
         except templates.TemplateError as exc:
             log.error("brain.prompts_invalid", sha=event.sha, error=str(exc))
-            await self.publish(PromptsChanged(sha=event.sha, ok=False, error=str(exc)))
+            refused = PromptsChanged(
+                sha=event.sha, ok=False, error=str(exc), proposal=event.proposal
+            )
+            await self.publish(refused)
             return
         self.state.prompts, self.state.prompts_sha = dict(event.files), event.sha
         self.state_changed()
         log.info("brain.prompts_changed", sha=event.sha, files=sorted(event.files))
-        await self.publish(PromptsChanged(sha=event.sha, ok=True))
+        await self.publish(PromptsChanged(sha=event.sha, ok=True, proposal=event.proposal))
 
     @on(PersonaGet)
     async def on_persona_get(self, event: PersonaGet) -> None:
@@ -254,7 +257,15 @@ class BrainActor(Actor[BrainConfig, BrainState]):
         assert request is not None
         idle = self.workers.idle  # people's replies first
         audit = self.desk.audit(
-            self.backend, self.persona, self.config, event, request, self.bus, idle, self.offload
+            self.backend,
+            self.persona,
+            self.config,
+            event,
+            request,
+            self.bus,
+            idle,
+            self.offload,
+            self.templates,
         )
         self.spawn(audit, name="persona-audit")
 

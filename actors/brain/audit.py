@@ -34,6 +34,7 @@ from actors.brain.scenarios import (
 )
 from actors.brain.templates import SHIPPED, Templates
 from hexbus.config import ConfigError, load
+from schemas import MemoryHit
 
 BRAIN_MODULE = "actors.brain.actor:BrainActor"
 
@@ -78,6 +79,25 @@ async def _audit(config: BrainConfig, config_dir: Path, limit: int) -> dict[str,
         await chain.close()
 
 
+class Sections(msgspec.Struct, frozen=True):
+    profile: str = ""
+    memories: tuple[MemoryHit, ...] = ()
+    observation: str = ""
+    notes: str = ""
+    summary: str = ""
+
+
+NO_CONTEXT = Sections()
+# Plain, unremarkable sections: what a scenario's reply must do does not depend on them.
+CONTEXT = Sections(
+    profile="Name: Sam. Likes: board games.",
+    memories=(MemoryHit(id="audit", text="Sam has a cat called Miso", score=0.5),),
+    observation="someone sitting at a desk",
+    notes="nothing new",
+    summary="They said hello earlier.",
+)
+
+
 async def audit_persona(
     chain: FallbackChain,
     persona: Persona,
@@ -88,9 +108,12 @@ async def audit_persona(
     between: Callable[[], Awaitable[None]] | None = None,
     scenarios: Sequence[Scenario] | None = None,
     templates: Templates = SHIPPED,
+    context: bool = False,
 ) -> dict[str, Any]:
     """The scenario set (its first ``limit``; 0: all), or the given ``scenarios``, through a
-    started backend chain, each answered as a stranger would be (with ``templates``); the report. ``between`` is
+    started backend chain, each answered as a stranger would be (with ``templates``); the
+    report. ``context``: every section of the prompt filled (:data:`CONTEXT`), so that each
+    template's words reach the model (selfmod's trial: before and after alike). ``between`` is
     awaited before each scenario (the brain lets people's replies go first),
     ``progress(done, total)`` called after each."""
     if scenarios is None:
@@ -118,12 +141,14 @@ async def audit_persona(
             quiet=wants_quiet(scenario.prompt, persona),
             moment=moment_of(scenario.prompt, persona),
         )
+        sections = CONTEXT if context else NO_CONTEXT
         turns, max_tokens = build(
             persona=persona_text,
-            profile="",
-            memories=[],
-            observation="",
-            summary="",
+            profile=sections.profile,
+            memories=sections.memories,
+            observation=sections.observation,
+            notes=sections.notes,
+            summary=sections.summary,
             turns=[],
             message=scenario.prompt,
             speaker="someone",

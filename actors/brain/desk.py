@@ -25,6 +25,7 @@ from actors.brain.backends.fallback import FallbackChain
 from actors.brain.config import BrainConfig
 from actors.brain.persona import Persona, PersonaError, error_line
 from actors.brain.scenarios import compare_reports, load_report, save_report
+from actors.brain.templates import SHIPPED, Templates
 from actors.brain.versions import PersonaStore
 from hexbus.bus import BusClient
 from hexbus.codec import Envelope
@@ -180,8 +181,9 @@ class PersonaDesk:
         bus: BusClient,
         between: Callable[[], Awaitable[None]],
         offload: Callable[..., Awaitable[Any]],
+        templates: Templates = SHIPPED,
     ) -> None:
-        """Run the audit, save its report beside the CLI's, compare it with the one before, and
+        """Run the audit (with the prompt templates in use), save its report beside the CLI's, compare it with the one before, and
         answer ``request`` (progress goes out as it runs). It always answers: an audit that
         fails or is stopped (the brain stopping) says so rather than leave the asker waiting."""
         key, correlation, causation = request.source, request.correlation, request.id
@@ -194,7 +196,13 @@ class PersonaDesk:
         def run() -> Awaitable[dict[str, Any]]:
             limit = max(0, event.limit)
             return audit_persona(
-                chain, persona, config, limit=limit, progress=step, between=between
+                chain,
+                persona,
+                config,
+                limit=limit,
+                progress=step,
+                between=between,
+                templates=templates,
             )
 
         try:

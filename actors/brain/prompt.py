@@ -75,10 +75,10 @@ def length_hint(user_text: str, cap: int, templates: Templates = SHIPPED) -> tup
     """How long the reply should be, from how long the message is: (instruction, max tokens)."""
     words = len(user_text.split())
     if words <= 6:
-        return templates.short, min(cap, 60)
+        return render(templates.short), min(cap, 60)
     if words <= 30:
-        return templates.medium, min(cap, 120)
-    return templates.long, cap
+        return render(templates.medium), min(cap, 120)
+    return render(templates.long), cap
 
 
 def _fit(text: str, budget: int, count: Callable[[str], int]) -> str:
@@ -181,14 +181,14 @@ def build(
         system.append(head + "\n" + _fit(profile, budgets.profile, count))
     remembered = memory_lines(memories, budgets.memories, count)
     if remembered:
-        system.append(t.memories + "\n" + remembered)
+        system.append(render(t.memories) + "\n" + remembered)
     if observation:
-        system.append(t.observation + " " + _fit(observation, budgets.perception, count))
+        system.append(render(t.observation) + " " + _fit(observation, budgets.perception, count))
     if notes:
         # Her plugins' lines: code she wrote and her owner approved, never the person's words.
-        system.append(t.notes + " " + _fit(notes, budgets.perception, count))
+        system.append(render(t.notes) + " " + _fit(notes, budgets.perception, count))
     if summary:
-        system.append(t.summary + " " + _fit(summary, budgets.summary, count))
+        system.append(render(t.summary) + " " + _fit(summary, budgets.summary, count))
     system.append(hint)
     out = [ChatTurn("system", "\n\n".join(system))]
     for turn in recent_turns(turns, budgets.turns, count):

@@ -5,8 +5,9 @@ They are the response logic Hex may propose to change at level 4 (``selfmod.logi
 ``prompts/reply.toml`` and ``prompts/opening.toml`` in selfmod's state repository; the shipped
 texts below are used for every key a file leaves out. A file is read strictly: known files
 and keys only, each value one line of text of at most :data:`MAX_CHARS` characters, with only
-the placeholders its key declares (``{speaker}``), no attribute or index access, no
-conversions or format specs, and every placeholder a key requires. The persona section (her
+the placeholders its key declares (``{speaker}``), each at most once, no attribute or index
+access, no conversions or format specs, and every placeholder a key requires. Every template is
+rendered (``{{`` is a literal brace in each). The persona section (her
 values, hard limits and crisis rules) is not a template: no file here can reach it.
 """
 
@@ -68,12 +69,16 @@ FILES: dict[str, dict[str, tuple[str, frozenset[str], frozenset[str]]]] = {
 SHIPPED = Templates()
 
 
-def _flat(table: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+def _flat(name: str, table: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """The file's keys, dotted; a quoted key with a dot in it ("length.short" = ...) is refused,
+    so no template can be written two ways in one file."""
     out: dict[str, object] = {}
     for key, value in table.items():
+        if "." in key:
+            raise TemplateError(f"prompts/{name}: {key!r}: write it as a table, not a quoted key")
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flat(value, dotted + "."))
+            out.update(_flat(name, value, dotted + "."))
         else:
             out[dotted] = value
     return out
@@ -101,6 +106,8 @@ def _check_text(where: str, text: object, allowed: frozenset[str], required: fro
             )
         if spec or conversion:
             raise TemplateError(f"{where}: {{{field}}} takes no conversion or format")
+        if field in used:  # each once: a template cannot multiply what fills it
+            raise TemplateError(f"{where}: {{{field}}} more than once")
         used.add(field)
     if missing := sorted(required - used):
         raise TemplateError(f"{where}: needs {', '.join(f'{{{m}}}' for m in missing)}")
@@ -122,7 +129,7 @@ def parse(files: Mapping[str, bytes]) -> Templates:
             raise TemplateError(f"prompts/{name}: not UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise TemplateError(f"prompts/{name}: not valid TOML: {exc}") from None
-        for key, value in _flat(table).items():
+        for key, value in _flat(name, table).items():
             if key not in keys:
                 raise TemplateError(
                     f"prompts/{name}: {key} is not a template (known: {', '.join(keys)})"

@@ -47,7 +47,11 @@ def unit_checks(persona: Persona) -> list[str]:
     return broken
 
 
-async def trial(config_path: Path, before: Path, after: Path, limit: int) -> dict[str, Any]:
+async def trial(
+    config_path: Path, before: Path, after: Path, limit: int, context: bool = False
+) -> dict[str, Any]:
+    """Both folders' checks and audits; ``context``: every prompt section filled, so that a
+    prompt template change reaches the model (the audit's ``context``)."""
     config, _ = brain_config(config_path)
     personas, templates = {}, {}
     for side, folder in (("before", before), ("after", after)):
@@ -71,7 +75,12 @@ async def trial(config_path: Path, before: Path, after: Path, limit: int) -> dic
         for side in ("before", "after"):
             print(f"trial: auditing {side}", flush=True)
             reports[side] = await audit_persona(
-                chain, personas[side], config, scenarios=chosen, templates=templates[side]
+                chain,
+                personas[side],
+                config,
+                scenarios=chosen,
+                templates=templates[side],
+                context=context,
             )
     finally:
         await chain.close()
@@ -90,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--after", required=True, type=Path)
     p.add_argument("--limit", type=int, default=0, help="N scenarios spread over the set (0: all)")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--context", action="store_true", help="fill every section of the prompt")
     args = p.parse_args(argv)
     try:
-        result = asyncio.run(trial(args.config, args.before, args.after, args.limit))
+        result = asyncio.run(
+            trial(args.config, args.before, args.after, args.limit, context=args.context)
+        )
     except (AuditError, PersonaError) as exc:
         result = {"error": str(exc)}
     args.out.write_text(json.dumps(result, indent=1, sort_keys=True), encoding="utf-8")

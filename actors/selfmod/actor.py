@@ -22,7 +22,7 @@ import msgspec
 
 from actors.selfmod import draft
 from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
-from actors.selfmod.guard import PERSONA, ProposalRefused, plugin_name, prompts_name
+from actors.selfmod.guard import PERSONA, ProposalRefused, plugin_name
 from actors.selfmod.reports import Tested
 from actors.selfmod.state import StateError
 from actors.selfmod.workshop import Workshop
@@ -334,17 +334,20 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
     @on(PromptsChanged)
     async def on_prompts_changed(self, event: PromptsChanged) -> None:
         """The brain would not take HEAD's templates: the change that brought them is rolled back
-        (its sandbox loaded them with the brain's own reader; this is the second wall)."""
+        (its sandbox loaded them with the brain's own reader; this is the second wall). Only a
+        refusal of the set handed over last counts; without a proposal (a rollback's or a
+        reset's set) the owners are told."""
         envelope = self.envelope
         if event.ok or envelope is None or envelope.source != self.config.brain:
             return
-        for p in sorted(self.state.proposals.values(), key=lambda p: -p.id):  # the latest
-            if p.status in ("applied", "kept") and any(prompts_name(f) for f in p.files):
-                note = f"the brain refused its prompt templates: {event.error}"
-                await self.publish(
-                    SelfmodDecide(action="rollback", id=p.id, by=self.name, note=note[:500])
-                )
-                return
+        if event.sha != self.state.prompts:
+            return  # an older set's answer: what the brain has now is answered on its own
+        p = self.state.proposals.get(event.proposal)
+        if p is None or p.status not in ("applied", "kept"):
+            await self.changed(p, "", f"the brain refused HEAD's prompt templates: {event.error}")
+            return
+        note = f"the brain refused its prompt templates: {event.error}"
+        await self.publish(SelfmodDecide(action="rollback", id=p.id, by=self.name, note=note[:500]))
 
     @on(PluginFailed)
     async def on_plugin_failed(self, event: PluginFailed) -> None:

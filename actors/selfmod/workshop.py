@@ -215,6 +215,8 @@ class Workshop:
                     )
             if not p.keys:
                 raise ProposalRefused("the change leaves every setting as it was")
+            if any(prompts_name(f.path) for f in files) and "safety" not in flags:
+                flags.append("safety")  # instructions beside the crisis rules, in every prompt
         p.flags = [*flags, *size_flags(sum(f.added for f in files), sum(f.removed for f in files))]
         if p.level != "selfmod.propose":
             p.flags.append("capability")
@@ -252,6 +254,9 @@ class Workshop:
         plugin = next((f for f in p.files if plugin_name(f)), "")
         if plugin:
             return self._test_plugin(n, work, plugin, trial)
+        # Response logic (level 4) gets its own scenario count (the full run) and every section
+        # of the prompt filled, so that each template's words reach the model.
+        logic = p.level == "selfmod.logic"
         argv = [
             sys.executable,
             "-I",  # isolated: no PYTHONPATH, no user site, not the work folder on the path
@@ -264,12 +269,10 @@ class Workshop:
             "--after",
             str(work / "after"),
             "--limit",
-            # Response logic (level 4) gets the full scenario run; the rest a spread sample.
-            str(
-                self.config.logic_scenarios if p.level == "selfmod.logic" else self.config.scenarios
-            ),
+            str(self.config.logic_scenarios if logic else self.config.scenarios),
             "--out",
             str(out),
+            *(["--context"] if logic else []),
         ]
         tolerance = self.config.tolerance
         judge = lambda result, isolation: judge_audit(result, isolation, tolerance)  # noqa: E731

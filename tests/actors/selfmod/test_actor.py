@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from actors.selfmod.actor import SelfmodActor
@@ -268,9 +269,14 @@ def test_prompt_templates_go_to_the_brain_once_approved_and_its_refusal_rolls_th
         # Pushed once: a restart (on_live again) hands over nothing new.
         await h.actor.on_live()
         assert len([e for e in h.published if isinstance(e, PromptsEdit)]) == 1
-        # The brain's refusal is believed from the brain alone, and rolls the change back.
-        refused = PromptsChanged(sha=edit.sha, ok=False, error="prompts/reply.toml: bad")
+        # The brain's refusal is believed from the brain alone, of the set handed over last
+        # alone, and rolls back the proposal that brought it.
+        refused = PromptsChanged(
+            sha=edit.sha, ok=False, error="prompts/reply.toml: bad", proposal=edit.proposal
+        )
         assert not [e for e in await h.send(refused, source="web") if isinstance(e, SelfmodDecide)]
+        older = msgspec.structs.replace(refused, sha="an-older-set")
+        assert not [e for e in await h.send(older, source="brain") if isinstance(e, SelfmodDecide)]
         (rollback,) = [
             e for e in await h.send(refused, source="brain") if isinstance(e, SelfmodDecide)
         ]
@@ -279,5 +285,11 @@ def test_prompt_templates_go_to_the_brain_once_approved_and_its_refusal_rolls_th
         (shipped,) = [e for e in done if isinstance(e, PromptsEdit)]
         assert shipped.files == {} and shipped.sha == ""
         assert h.actor.state.proposals[n].status == "rolled_back"
+        # A refusal of a set no proposal brought (a rollback's, a reset's): the owners are told.
+        told = await h.send(
+            PromptsChanged(sha="", ok=False, error="unreadable", proposal=0), source="brain"
+        )
+        assert not [e for e in told if isinstance(e, SelfmodDecide)]
+        assert "refused HEAD's prompt templates: unreadable" in errors(told)[0]
 
     run(body, tmp_path, "selfmod.propose", "selfmod.plugins", "selfmod.logic", "selfmod.apply")

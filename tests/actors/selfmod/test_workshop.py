@@ -299,7 +299,7 @@ def test_prompt_templates_get_their_own_level_and_scenario_run_and_a_bad_one_is_
     p: Any = propose(shop, new_file("prompts/reply.toml", reply), 1, why="plainer length hints")
     assert p.status == "testing" and p.level == "selfmod.logic"
     assert p.keys == ["prompts/reply.toml:length", "prompts/reply.toml:summary"]
-    assert "capability" in p.flags
+    assert "capability" in p.flags and "safety" in p.flags
     levels = shop.submit(
         "event-levels",
         SelfmodProposal(diff=new_file("prompts/reply.toml", reply), why="x"),
