@@ -312,19 +312,19 @@ class Workshop:
     @locked
     def prompts(self) -> dict[str, str]:
         """HEAD's prompt templates: file name ("reply.toml") -> text."""
-        return {
-            prompts_name(path): data.decode("utf-8", "replace")
-            for path, data in self.repo.files().items()
-            if prompts_name(path)
-        }
+        return self._named(prompts_name)
 
     @locked
     def plugins(self) -> dict[str, str]:
         """HEAD's plugins: name -> source."""
+        return self._named(plugin_name)
+
+    def _named(self, name_of: Callable[[str], str]) -> dict[str, str]:
+        """HEAD's files that ``name_of`` names: its name -> text."""
         return {
-            plugin_name(path): data.decode("utf-8", "replace")
+            name: data.decode("utf-8", "replace")
             for path, data in self.repo.files().items()
-            if plugin_name(path)
+            if (name := name_of(path))
         }
 
     def settle(self, n: int, tested: Tested, now: float) -> Proposal:
