@@ -20,6 +20,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,10 @@ class SandboxRun:
 
 class SandboxError(Exception):
     """The sandbox cannot run as configured: the message names the fix."""
+
+
+class SandboxStopped(Exception):
+    """The run was killed because its owner is stopping (``stop`` was set): no verdict."""
 
 
 def _masked() -> list[Path]:
@@ -216,8 +221,12 @@ def run(
     hide: tuple[Path, ...] = (),
     readable: tuple[Path, ...] = (),
     env: dict[str, str] | None = None,
+    stop: threading.Event | None = None,
 ) -> SandboxRun:
-    """Run ``argv`` in the sandbox (blocking: call it off the actor's loop)."""
+    """Run ``argv`` in the sandbox (blocking: call it off the actor's loop). Setting ``stop``
+    (its owner stopping) kills the run and everything it started and raises
+    :class:`SandboxStopped`: a thread left waiting on a model run of minutes would hold the
+    owner's process at exit, and the run its CPU, long after the owner was stopped."""
     isolation = choose(limits)
     full = command(argv, work, isolation, limits, hide=hide, readable=readable, env=env)
     log_path = work / "sandbox.log"
@@ -229,13 +238,22 @@ def run(
         proc = subprocess.Popen(
             full, cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-        timed_out = False
-        try:
-            rc = proc.wait(timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            rc = proc.wait()
+        deadline = started + limits.timeout_s
+        timed_out = stopped = False
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                rc = proc.wait(timeout=max(0.0, min(left, 0.25) if stop is not None else left))
+                break
+            except subprocess.TimeoutExpired:
+                stopped = stop is not None and stop.is_set()
+                timed_out = time.monotonic() >= deadline
+                if stopped or timed_out:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    rc = proc.wait()
+                    break
+        if stopped:
+            raise SandboxStopped("the sandbox run was killed: its owner is stopping")
         size = out.seek(0, os.SEEK_END)
         out.seek(max(0, size - 4000))
         tail = out.read().decode("utf-8", "replace")

@@ -97,6 +97,11 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             ) from None
         self.detail = self._detail()
 
+    async def teardown(self) -> None:
+        # Sandbox runs in flight are killed (their tasks are cancelled by now, their threads
+        # would wait minutes for the model); the restart runs them again (on_live).
+        self.shop.stopping.set()
+
     async def on_live(self) -> None:
         if self.lagging:  # a change committed just before a crash: the brain takes it now
             await self.push(f"selfmod: {await self.offload(self.shop.head)}", self.name)

@@ -69,6 +69,7 @@ class Workshop:
         self.config_file = config_file or config_dir / "supervisor.toml"
         self.hide = hide
         self.lock = threading.RLock()
+        self.stopping = threading.Event()  # set on the actor's stop: sandbox runs are killed
 
     # -- the state repository and the live files ---------------------------------------------
 
@@ -297,7 +298,12 @@ class Workshop:
         """Run ``argv`` in the sandbox, keep its report (``trial.json``) and judge it."""
         try:
             outcome = sandbox.run(
-                argv, work, self.config.sandbox, hide=self.hide, readable=readable
+                argv,
+                work,
+                self.config.sandbox,
+                hide=self.hide,
+                readable=readable,
+                stop=self.stopping,
             )
         except sandbox.SandboxError as exc:
             return Tested("failed", str(exc))

@@ -175,6 +175,51 @@ def test_a_run_past_its_time_is_killed(work: Path) -> None:
     assert out.timed_out and out.seconds < 30
 
 
+def test_a_run_whose_owner_stops_is_killed_with_what_it_started(work: Path) -> None:
+    """An actor's stop sets ``stop``: the run and its children die, and no verdict comes back
+    (the thread waiting on a model run of minutes would otherwise hold the actor's exit)."""
+    import threading
+    import time
+
+    import psutil
+
+    marker = work / "marker"
+    code = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(marker)!r}, 'w')\n"
+        "time.sleep(120)\n"
+    )
+    stop = threading.Event()
+    raised: list[BaseException] = []
+
+    def owner() -> None:
+        try:
+            sandbox.run([sys.executable, "-c", code], work, SandboxLimits(), stop=stop)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=owner)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and thread.is_alive(), "the run never started"
+        time.sleep(0.05)
+    me = psutil.Process()
+    started = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "time.sleep(120)" in " ".join(p.info["cmdline"] or ()) and p.pid != me.pid
+    ]
+    assert len(started) >= 2, started  # the run and its child
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive(), "the run went on after stop"
+    assert len(raised) == 1 and isinstance(raised[0], sandbox.SandboxStopped), raised
+    _, alive = psutil.wait_procs(started, timeout=10)
+    assert not alive, alive
+
+
 def test_a_file_over_the_size_limit_cannot_be_written(work: Path) -> None:
     code = "open('big', 'wb').write(b'x' * (3 << 20))\nprint('WROTE')"
     out = sandbox.run([sys.executable, "-c", code], work, SandboxLimits(file_mb=1))

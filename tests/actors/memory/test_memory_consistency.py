@@ -37,28 +37,24 @@ from tests.support.memory_process import export, journal_files, start
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 
-async def watch_changes(hx: Hex, seen: list[MemoryChanged], stop: asyncio.Event) -> None:
-    client = BusClient(hx.endpoints, "watcher")
-    client.start()
-    feed = client.durable(["memory.changed"], after=0, wait_ms=200)
-    try:
-        async for envelope, _ in feed:
-            if envelope is not None and isinstance(envelope.body, MemoryChanged):
-                seen.append(envelope.body)
-            if stop.is_set():
-                return
-    finally:
-        await client.close()
-
-
 def changes_so_far(hx: Hex) -> list[MemoryChanged]:
+    """Every ``memory.changed`` in the journal, read until the feed has caught up with its head
+    (not for a fixed second: a loaded machine may not even connect in that time)."""
+
     async def read() -> list[MemoryChanged]:
+        client = BusClient(hx.endpoints, "watcher")
+        client.start()
+        feed = client.durable(["memory.changed"], after=0, wait_ms=200)
         seen: list[MemoryChanged] = []
-        stop = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(watch_changes(hx, seen, stop))
-        await asyncio.sleep(1.0)
-        stop.set()
-        await asyncio.wait_for(task, 10)
+        try:
+            async with asyncio.timeout(30):
+                async for envelope, _ in feed:
+                    if envelope is not None and isinstance(envelope.body, MemoryChanged):
+                        seen.append(envelope.body)
+                    if feed.live:
+                        return seen
+        finally:
+            await client.close()
         return seen
 
     return asyncio.run(read())

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import msgspec
+import psutil
 import pytest
 
 from actors.selfmod.actor import SelfmodActor
@@ -71,6 +72,16 @@ def run(
             await h.stop()
 
     asyncio.run(main())
+    # A sandbox run still in flight (the trial an approval starts) died with the actor's stop:
+    # left running, it held the model on both cores long after the test (and pytest's exit).
+    left = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "actors.brain.trial" in " ".join(p.info["cmdline"] or ())
+        and str(root) in " ".join(p.info["cmdline"] or ())
+    ]
+    _, alive = psutil.wait_procs(left, timeout=10)
+    assert not alive, f"sandbox runs outlived the actor: {[p.pid for p in alive]}"
 
 
 async def until(predicate: Callable[[], object], timeout: float = 120.0) -> None:
