@@ -157,8 +157,13 @@ def test_tail_shows_blob_sizes_not_bytes_and_json_mode(hex_factory: HexFactory) 
                 break
         await client.close()
 
-    asyncio.run(flood())
-    out, _ = tail.communicate(timeout=10)
+    try:
+        asyncio.run(flood())
+        out, _ = tail.communicate(timeout=10)
+    finally:
+        if tail.poll() is None:  # not left running into a later test's ResourceWarning
+            tail.kill()
+            tail.communicate()
     record = json.loads(out.splitlines()[0])
     assert record["topic"] == "probe.volatile.x" and record["blob_bytes"] == 70_000
     assert record["body"]["type"] == "probe.volatile"

@@ -185,7 +185,11 @@ def test_sigkill_during_the_sandbox_and_during_the_apply_leaves_no_half_change(
         stderr=subprocess.DEVNULL,
     )
     os.kill(old, signal.SIGKILL)
-    approving.wait(60)
+    try:
+        approving.wait(60)
+    finally:
+        approving.kill()  # a no-op once it has ended
+        approving.wait()
     hx.wait_restarted("selfmod", old)
     status_of(hx, 1, "applied", "kept")
     poll_for(

@@ -218,22 +218,29 @@ def test_the_whole_loop_speaks_a_reply_whose_own_transcript_has_its_words(
         text=True,
         cwd=REPO,
     )
-    time.sleep(1.0)  # its subscription reaches the broker
-    run = hx.cli(
-        "voice",
-        "--input-wav",
-        str(wav),
-        "--output-wav",
-        str(out_dir),
-        "--fast",
-        "--timeout",
-        "240",
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    assert "you: " in run.stdout and "Hex: " in run.stdout, run.stdout
+    try:
+        time.sleep(1.0)  # its subscription reaches the broker
+        run = hx.cli(
+            "voice",
+            "--input-wav",
+            str(wav),
+            "--output-wav",
+            str(out_dir),
+            "--fast",
+            "--timeout",
+            "240",
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        assert "you: " in run.stdout and "Hex: " in run.stdout, run.stdout
+        metric = json.loads(tail.communicate(timeout=30)[0].splitlines()[0])
+    finally:
+        # A failure above must not leave the tail running: collected in a later test, its
+        # ResourceWarning fails that one instead.
+        if tail.poll() is None:
+            tail.kill()
+            tail.communicate()
     reply = next(line.split("Hex: ", 1)[1] for line in run.stdout.splitlines() if "Hex: " in line)
-    metric = json.loads(tail.communicate(timeout=30)[0].splitlines()[0])
     # `hexbus tail metrics` shows the turn's latency, end of speech to first audio, stage by stage.
     assert metric["body"]["name"] == "voice.first_audio" and metric["body"]["value"] > 0, metric
     assert {"transcribed", "first_sentence", "first_audio"} <= metric["body"]["labels"].keys(), (
