@@ -291,8 +291,10 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
 
     @on(SelfmodChanged)
     async def on_selfmod_changed(self, event: SelfmodChanged) -> None:
-        if event.proposal is not None and event.proposal.status == "ready":
+        if event.proposal is not None and event.proposal.status == "ready" and not event.error:
             self.spawn(self.suggestions.propose_change(event.proposal), name="proposal")
+        else:
+            self.spawn(self.suggestions.tell_outcome(event), name="proposal-outcome")
 
     @on(AudioOut)
     async def on_audio(self, event: AudioOut) -> None:

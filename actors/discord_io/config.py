@@ -111,6 +111,10 @@ class DiscordState(msgspec.Struct, kw_only=True):
     voice: dict[str, int] = {}  # guild id → the voice channel Hex was asked to be in
     # Memory id → (channel id, message id) of its approval prompt.
     suggestions: dict[str, list[int]] = {}
+    # Her proposal's id → the channels its prompt went to (where what came of it is told), and
+    # what was told there already (``selfmod.changed`` outcomes: "applied", "error:..."), once.
+    proposals: dict[str, list[int]] = {}
+    verdicts: dict[str, list[str]] = {}
     # The slash commands last registered, so unchanged ones are not re-synced.
     commands_digest: str = ""
 

@@ -6,16 +6,20 @@ prompt goes to the configured channels, or else to each owner's DMs. Which memor
 about is kept in state, so a replayed suggestion is not posted again; an owner's click is
 answered by ``buttons.SuggestionButton``. A proposal of hers that passed its sandbox run
 (``selfmod.changed``, status ``ready``) is posted the same way, once, with its reason, flags,
-audit before and after, and diff; ``buttons.ProposalButton`` answers.
+audit before and after, and diff; ``buttons.ProposalButton`` answers. What came of it is told
+in the same channels, once each: an owner's decision refused (``selfmod.apply`` off, expired),
+applied, kept or rolled back after its trial, rejected, gone stale.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import structlog
 
 from actors.discord_io.config import DiscordConfig, DiscordState
 from actors.discord_io.port import DiscordPort, StateChanged
-from schemas import ProposalView
+from schemas import ProposalView, SelfmodChanged
 
 __all__ = ["Suggestions"]
 
@@ -23,6 +27,16 @@ log = structlog.get_logger("actors.discord_io")
 
 
 SUGGESTIONS_KEPT = 500  # approval prompts remembered (the state stays bounded)
+# What came of a proposal, told to the channels its prompt went to: status → its mark.
+OUTCOMES = {
+    "applied": "✅",
+    "kept": "✅",
+    "rolled_back": "↩️",
+    "rejected": "✖️",
+    "expired": "⌛",
+    "stale": "⌛",
+    "failed": "⚠️",
+}
 
 
 class Suggestions:
@@ -41,6 +55,7 @@ class Suggestions:
         self.discord = discord
         self.state_changed = state_changed
         self.posting: set[str] = set()  # memory ids whose prompt is being posted now
+        self.telling = asyncio.Lock()  # outcomes of her proposals, told one at a time
 
     async def propose(self, memory_id: str, text: str) -> None:
         """Post a suggestion where owners will see it, once."""
@@ -89,9 +104,39 @@ class Suggestions:
             for channel_id in targets:
                 message_id = await self.discord.post_proposal(channel_id, p.id, proposal_text(p))
                 self.state.suggestions[key] = [channel_id, message_id]
+            self.state.proposals[str(p.id)] = list(targets)
+            while len(self.state.proposals) > SUGGESTIONS_KEPT:
+                oldest = next(iter(self.state.proposals))
+                del self.state.proposals[oldest]
+                self.state.verdicts.pop(oldest, None)
             self.state_changed(now=True)
         finally:
             self.posting.discard(key)
+
+    async def tell_outcome(self, event: SelfmodChanged) -> None:
+        """Tell the channels a proposal's prompt went to what came of it, once per outcome:
+        the owner who pressed Approve learns there that it was applied, or why it was not."""
+        p = event.proposal
+        if p is None or str(p.id) not in self.state.proposals:
+            return  # a proposal never shown on Discord (`hexbus selfmod` has it)
+        if event.error:
+            outcome, text = f"error:{event.error}", f"⚠️ proposal {p.id}: {event.error}"
+        elif p.status in OUTCOMES:
+            outcome = p.status
+            text = f"{OUTCOMES[p.status]} {event.line or f'proposal {p.id} {p.status}'}"
+            if p.reason and p.status != "kept":
+                text += f": {p.reason}"
+        else:
+            return
+        async with self.telling:  # in the order they happened, each once
+            told = self.state.verdicts.setdefault(str(p.id), [])
+            if outcome in told:
+                return  # told already (a replayed event)
+            for channel_id in self.state.proposals[str(p.id)]:
+                await self.discord.post(channel_id, text[:2000])
+            told.append(outcome)
+            del told[:-20]  # bounded: the last outcomes are enough to tell each once
+            self.state_changed(now=True)
 
     def settled(self, memory_id: str) -> None:
         """An owner approved or rejected it."""

@@ -15,6 +15,7 @@ import signal
 import time
 from typing import Any
 
+import msgspec
 import pytest
 
 from hexbus.bus import BusClient
@@ -227,6 +228,51 @@ def test_memory_suggestions_and_her_proposals_get_buttons_only_owners_can_press(
     assert decided.by == f"discord:{fake.owner_id}"
     time.sleep(0.5)
     assert len([m for m in fake.messages(owner_dm) if "proposal 7" in m["content"]]) == 1
+
+    # What came of it is told where it was asked, each outcome once (every event sent twice:
+    # a replay tells nothing more); a proposal never shown on Discord is not told there.
+    applied = msgspec.structs.replace(ready, status="applied", commit="0a1b2c3d4e5f")
+    kept = msgspec.structs.replace(applied, status="kept")
+    back = msgspec.structs.replace(
+        applied, status="rolled_back", reason="the audit fell in its trial (0.82 -> 0.61)"
+    )
+    elsewhere = msgspec.structs.replace(applied, id=8)
+    outcomes = [
+        SelfmodChanged(proposal=ready, error="selfmod.apply is off: `hexbus capability enable`"),
+        SelfmodChanged(proposal=applied, line="proposal 7 applied (0a1b2c3d4e)"),
+        SelfmodChanged(proposal=elsewhere, line="proposal 8 applied (0a1b2c3d4e)"),
+        SelfmodChanged(proposal=kept, line="proposal 7 passed its trial and is kept"),
+        SelfmodChanged(proposal=back, line="proposal 7 rolled back"),
+    ]
+
+    async def tell() -> None:
+        client = BusClient(hx.endpoints, "selfmod")
+        client.start()
+        for event in outcomes:
+            for _ in range(2):
+                await client.publish_durable(event)
+            assert await client.flush(10)
+            await asyncio.sleep(0.3)  # one after another, as a proposal's life goes
+        await client.close()
+
+    asyncio.run(tell())
+    told = [
+        "⚠️ proposal 7: selfmod.apply is off",
+        "✅ proposal 7 applied (0a1b2c3d4e)",
+        "✅ proposal 7 passed its trial and is kept",
+        "↩️ proposal 7 rolled back: the audit fell in its trial (0.82 -> 0.61)",
+    ]
+
+    def said() -> list[str] | None:
+        lines = [m["content"] for m in fake.messages(owner_dm) if "proposal" in m["content"]]
+        return lines if len(lines) >= 1 + len(told) else None
+
+    lines = poll_for(said, 20, what="the outcomes of proposal 7")
+    time.sleep(1.0)
+    lines = [m["content"] for m in fake.messages(owner_dm) if "proposal" in m["content"]]
+    assert len(lines) == 1 + len(told), lines
+    for line, begins in zip(lines[1:], told, strict=True):
+        assert line.startswith(begins), (line, begins)
 
 
 def test_the_real_brain_answers_a_dm_and_memory_commands_reach_the_real_memory(
