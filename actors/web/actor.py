@@ -39,6 +39,7 @@ from schemas import (
     PersonaChanged,
     Reply,
     ReplyChunk,
+    SelfmodChanged,
     Speaking,
     Transcript,
     Utterance,
@@ -65,6 +66,7 @@ class WebActor(Actor[WebConfig, NoState]):
         "memory.progress",  # an upload's embedding, chunk by chunk
         "brain.persona.changed",  # the persona panel's edits and rollbacks, and file edits
         "brain.persona.audit.progress",
+        "selfmod.changed",  # her proposals: ready, decided (here or elsewhere), rolled back
         "stt.final",  # what a person said in the page's voice mode (their bubble)
         "sys.deadletter",  # each actor's dead letters still open, for the table and /metrics
         "capability.changed",  # the switches: the runtime panel shows them as they change
@@ -78,6 +80,7 @@ class WebActor(Actor[WebConfig, NoState]):
     tail: Any  # actors.web.tail.BusTail
     memory: Any  # actors.web.memory.MemoryPanel
     persona: Any  # actors.web.persona.PersonaPanel
+    selfmod: Any  # actors.web.selfmod.SelfmodPanel
     usage: Any  # actors.web.usage.UsagePanel
     voice: WebVoice
     pages: PageFile | None = None
@@ -92,6 +95,7 @@ class WebActor(Actor[WebConfig, NoState]):
             from actors.web.metrics import Gatherer
             from actors.web.persona import PersonaPanel
             from actors.web.runtime import RuntimePanel
+            from actors.web.selfmod import SelfmodPanel
             from actors.web.tail import BusTail
             from actors.web.usage import Machine, UsagePanel
 
@@ -152,6 +156,9 @@ class WebActor(Actor[WebConfig, NoState]):
             new_id=self.bus.ids.next,
             spawn=spawn,
             me=self.name,
+        )
+        self.selfmod = SelfmodPanel(
+            self.hub, request=self.request, publish=self._publish, new_id=self.bus.ids.next
         )
         self.gatherer = Gatherer()
         self.usage = UsagePanel(
@@ -260,6 +267,8 @@ class WebActor(Actor[WebConfig, NoState]):
             await self.memory.command(client, message)
         elif isinstance(message, dict) and message.get("t") == "persona":
             await self.persona.command(client, message)
+        elif isinstance(message, dict) and message.get("t") == "selfmod":
+            await self.selfmod.command(client, message)
         elif isinstance(message, dict) and message.get("t") == "usage":
             await self.usage.command(client, message)
         elif isinstance(message, dict) and message.get("t") in ("voice", "audio"):
@@ -360,6 +369,11 @@ class WebActor(Actor[WebConfig, NoState]):
     async def on_persona_changed(self, event: PersonaChanged) -> None:
         assert self.envelope is not None
         await self.persona.changed(self.envelope, event)
+
+    @on(SelfmodChanged)
+    async def on_selfmod_changed(self, event: SelfmodChanged) -> None:
+        assert self.envelope is not None
+        self.selfmod.changed(self.envelope, event)
 
     @on(PersonaAuditProgress)
     async def on_audit_progress(self, event: PersonaAuditProgress) -> None:

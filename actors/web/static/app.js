@@ -4,6 +4,7 @@
 
 import { memoryPanel } from "./memory.js";
 import { personaPanel } from "./persona.js";
+import { selfmodPanel } from "./selfmod.js";
 import { usagePanel } from "./usage.js";
 import { voicePanel } from "./voice.js";
 
@@ -27,6 +28,7 @@ const hex = {
   runtimeShown: false,
   memoryShown: false,
   personaShown: false,
+  selfmodShown: false,
   usageShown: false,
   tab: 0,               // this tab's id on the server (uploads name it)
   owner: false,
@@ -154,6 +156,7 @@ const handlers = {
     send({ t: "conversations" });
     if (hex.memoryShown) memory.shown();
     if (hex.personaShown) persona.shown();
+    if (hex.selfmodShown) selfmod.shown();
     if (hex.usageShown) usage.shown();
     voice.switched();
     if (hex.runtimeShown) { send({ t: "runtime", log: true }); send({ t: "capabilities" }); }
@@ -261,6 +264,7 @@ const handlers = {
   },
   memory(m) { memory.on(m); },
   persona(m) { persona.on(m); },
+  selfmod(m) { selfmod.on(m); },
   usage(m) { usage.on(m); },
   voice(m) { voice.on.voice(m); },
   "audio-out"(m) { voice.on["audio-out"](m); },
@@ -439,6 +443,12 @@ $("show-persona").addEventListener("click", () => {
   $("show-persona").setAttribute("aria-pressed", String(hex.personaShown));
   if (hex.personaShown) persona.shown();
 });
+$("show-selfmod").addEventListener("click", () => {
+  hex.selfmodShown = !hex.selfmodShown;
+  $("selfmod").hidden = !hex.selfmodShown;
+  $("show-selfmod").setAttribute("aria-pressed", String(hex.selfmodShown));
+  if (hex.selfmodShown) selfmod.shown();
+});
 $("show-usage").addEventListener("click", () => {
   hex.usageShown = !hex.usageShown;
   $("usage").hidden = !hex.usageShown;
@@ -484,6 +494,7 @@ $("tail-stop").addEventListener("click", () => {
 
 const memory = memoryPanel(hex, send);
 const persona = personaPanel(hex, send);
+const selfmod = selfmodPanel(hex, send);
 const usage = usagePanel(hex, send);
 // What the person said aloud: their bubble, and a reply to wait for (typing, Stop).
 const voice = voicePanel(hex, send, (m) => {
