@@ -34,7 +34,7 @@ import zmq.asyncio
 
 from actors.supervisor.environment import child_env, named_env
 from actors.supervisor.watcher import Policy, Watcher, python_argv
-from hexbus import codec
+from hexbus import codec, tunables
 from hexbus import log as hexlog
 from hexbus.broker import BrokerProcessSpec
 from hexbus.bus import BusClient
@@ -156,6 +156,26 @@ class Supervisor:
         return Watcher(BROKER, python_argv("hexbus.broker"), env, policy)
 
     def actor_watcher(self, name: str, spec: ActorSpec) -> Watcher:
+        env = self._base_env(
+            {**spec.env, **self._spec_env(name, spec)},
+            named_env(spec.module, spec.config),
+            spec.pass_env,
+        )
+        return Watcher(
+            name,
+            python_argv("hexbus.run", spec.module, "--name", name),
+            env,
+            actor_policy(spec),
+            depends_on=list(spec.depends_on),
+            fresh_env=lambda: self._spec_env(name, spec),
+        )
+
+    def _spec_env(self, name: str, spec: ActorSpec) -> dict[str, str]:
+        """The actor's process spec, her settings (``settings.toml``, as selfmod keeps HEAD's)
+        laid over its config as they are now: read at every start, so a restart takes a change."""
+        tuned = self.settings().get(name)
+        if tuned:
+            spec = msgspec.structs.replace(spec, config=tunables.overlay(spec.config, tuned))
         process_spec = ActorProcessSpec(
             name=name,
             endpoints=self.endpoints,
@@ -166,18 +186,28 @@ class Supervisor:
             run_dir=str(self.run_dir),
             config_file=str(self.config_path.resolve()),
         )
-        env = self._base_env(
-            {**spec.env, "HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()},
-            named_env(spec.module, spec.config),
-            spec.pass_env,
-        )
-        return Watcher(
-            name,
-            python_argv("hexbus.run", spec.module, "--name", name),
-            env,
-            actor_policy(spec),
-            depends_on=list(spec.depends_on),
-        )
+        return {"HEXBUS_SPEC": msgspec.json.encode(process_spec).decode()}
+
+    def settings(self) -> dict[str, dict[str, int | float]]:
+        """Her settings by actor, checked against their bounds here, where they are applied: a
+        file that fails them is refused whole (logged with the reason) and nothing is laid over."""
+        modules = {n: s.module for n, s in self.config.actors.items()}
+        path = tunables.live_path(self.data_dir, modules)
+        if path is None:
+            return {}
+        try:
+            return tunables.read(path.read_bytes(), modules)
+        except FileNotFoundError:
+            return {}
+        except (OSError, tunables.SettingsError) as exc:
+            log.error(
+                "supervisor.settings_refused",
+                path=str(path),
+                reason=str(exc),
+                hint="the actors start on supervisor.toml's settings; "
+                "`hexbus selfmod rollback` or `hexbus selfmod factory-reset --yes` mends it",
+            )
+            return {}
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -215,6 +245,8 @@ class Supervisor:
             return  # a reload replaced or removed it
         # The switches as they are now: a process restarted after a change starts obeying it.
         watcher.env[CAPABILITIES_ENV] = self.capabilities.to_json().decode()
+        if watcher.fresh_env is not None:  # and her settings
+            watcher.env.update(watcher.fresh_env())
         pid = await watcher.spawn()
         self.emit(watcher, "spawn", pid=pid, restarts=watcher.restarts)
         watcher.exit_task = asyncio.get_running_loop().create_task(self.wait_exit(watcher))

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -76,6 +77,9 @@ class Watcher:
     env: dict[str, str]
     policy: Policy
     depends_on: list[str] = field(default_factory=list)
+    # What its environment gets afresh at each start (an actor's spec with her settings laid
+    # over its config, as they are then); None: the environment it was made with.
+    fresh_env: Callable[[], dict[str, str]] | None = None
     proc: asyncio.subprocess.Process | None = None
     state: WatcherState = "stopped"
     restarts: int = 0
