@@ -33,6 +33,7 @@ from actors.brain.scenarios import (
     save_report,
 )
 from actors.brain.templates import SHIPPED, Templates
+from hexbus import tunables
 from hexbus.config import ConfigError, load
 from schemas import MemoryHit
 
@@ -43,16 +44,29 @@ class AuditError(Exception):
     """The audit cannot run; the message names what to fix."""
 
 
-def brain_config(config_path: Path) -> tuple[BrainConfig, Path]:
-    """The brain's config table and the data folder from a supervisor.toml."""
+class SettingsInvalid(AuditError):
+    """A settings.toml past its bounds: the change is wrong, not the sandbox."""
+
+
+def brain_config(config_path: Path, settings: bytes | None = None) -> tuple[BrainConfig, Path]:
+    """The brain's config table and the data folder from a supervisor.toml; ``settings``: a
+    settings.toml laid over it as the supervisor would (:mod:`hexbus.tunables`)."""
     try:
         hex_config = load(config_path)
     except ConfigError as exc:
         raise AuditError(str(exc)) from None
+    tuned: dict[str, dict[str, int | float]] = {}
+    if settings:
+        modules = {n: s.module for n, s in hex_config.actors.items()}
+        try:
+            tuned = tunables.read(settings, modules)
+        except tunables.SettingsError as exc:
+            raise SettingsInvalid(str(exc)) from None
     for name, spec in hex_config.actors.items():
         if spec.module == BRAIN_MODULE:
+            table = tunables.overlay(spec.config, tuned.get(name, {}))
             try:
-                config = msgspec.convert(spec.config, BrainConfig, strict=True)
+                config = msgspec.convert(table, BrainConfig, strict=True)
             except msgspec.ValidationError as exc:
                 raise AuditError(f"{config_path}: actors.{name}.config: {exc}") from None
             data_dir = (config_path.resolve().parent / hex_config.supervisor.data_dir).resolve()

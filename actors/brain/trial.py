@@ -3,8 +3,9 @@ actor inside its sandbox (a process boundary: selfmod never imports the brain).
 
 Given the brain's supervisor.toml and two folders of the changeable files (``before``: the
 state repository's HEAD; ``after``: with the proposal applied), it runs the unit checks of
-what changed (the persona and the prompt templates load; the brain's rules still see every crisis and every request
-for quiet in the scenario set) and the persona audit through the brain's backends for each
+what changed (the persona, the prompt templates and her settings load, and the budgets fit the
+model's context; the brain's rules still see every crisis and every request for quiet in the
+scenario set) and the persona audit through the brain's backends for each
 folder, one backend chain for both, and writes ``trial.json``: both reports and their
 comparison. It needs nothing outside its work folder but read access, and no network.
 """
@@ -18,11 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from actors.brain import templates as prompt_templates
-from actors.brain.audit import AuditError, audit_persona, brain_config
+from actors.brain.audit import AuditError, SettingsInvalid, audit_persona, brain_config
 from actors.brain.backends import BackendError
 from actors.brain.backends.fallback import FallbackChain
-from actors.brain.config import OpenAISpec, make_backend
+from actors.brain.config import OpenAISpec, context_problem, make_backend
 from actors.brain.persona import Persona, PersonaError, load_persona
 from actors.brain.rules import is_crisis, wants_quiet
 from actors.brain.scenarios import Scenario, compare_reports, load_scenarios
@@ -52,14 +55,21 @@ async def trial(
 ) -> dict[str, Any]:
     """Both folders' checks and audits; ``context``: every prompt section filled, so that a
     prompt template change reaches the model (the audit's ``context``)."""
-    config, _ = brain_config(config_path)
-    personas, templates = {}, {}
+    personas, templates, configs = {}, {}, {}
     for side, folder in (("before", before), ("after", after)):
+        # Her settings (settings.toml) laid over the brain's config, as the supervisor would.
+        settings = folder / "settings.toml"
         try:
+            configs[side], _ = brain_config(
+                config_path, settings.read_bytes() if settings.is_file() else None
+            )
             personas[side] = load_persona(folder / "persona.toml")
             templates[side] = prompt_templates.load(folder)
-        except (PersonaError, TemplateError) as exc:
+        except (PersonaError, TemplateError, SettingsInvalid) as exc:
             return {"invalid": f"{side} the change: {exc}"}
+        if problem := context_problem(configs[side]):
+            return {"invalid": f"{side} the change: {problem}"}
+    config = configs["before"]
     checks = {side: unit_checks(p) for side, p in personas.items()}
     chosen = sample(load_scenarios(), limit)
     local = [s for s in config.backends if not isinstance(s, OpenAISpec)]
@@ -77,7 +87,7 @@ async def trial(
             reports[side] = await audit_persona(
                 chain,
                 personas[side],
-                config,
+                configs[side],
                 scenarios=chosen,
                 templates=templates[side],
                 context=context,
@@ -85,6 +95,7 @@ async def trial(
     finally:
         await chain.close()
     return {
+        "budgets": {side: msgspec.to_builtins(c.budgets) for side, c in configs.items()},
         "checks": checks,
         "before": reports["before"],
         "after": reports["after"],

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
+from pathlib import Path
 from typing import ClassVar
 
 import msgspec
@@ -26,9 +28,10 @@ from actors.selfmod.guard import PERSONA, ProposalRefused, plugin_name
 from actors.selfmod.reports import Tested
 from actors.selfmod.state import StateError
 from actors.selfmod.workshop import Workshop
-from hexbus import sandbox
+from hexbus import sandbox, tunables
 from hexbus.actor import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import derived_id
+from hexbus.control import ControlReply, ControlRequest, SupervisorUnreachable, call
 from schemas import (
     ActorLifecycle,
     BrainTask,
@@ -107,6 +110,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             await self.push(f"selfmod: {await self.offload(self.shop.head)}", self.name)
         await self.push_plugins()  # and the plugin host, HEAD's plugins
         await self.push_prompts()  # and the brain, HEAD's prompt templates
+        await self.push_settings()  # and the supervisor, HEAD's settings
         # Tests a crash interrupted run again; trials restart.
         for p in list(self.state.proposals.values()):
             if p.status == "testing":
@@ -287,6 +291,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             approved = p.id if p is not None and event.action == "approve" else 0
             await self.push_plugins(approved)
             await self.push_prompts(approved)
+            await self.push_settings()
         await self.changed(p, line)
         if p is not None and p.status == "applied" and event.action == "approve":
             self.start_test(p.id, trial=True)
@@ -319,6 +324,45 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             await self.publish(PluginRemove(name=name), event_id=derived_id(head, f"unplug-{name}"))
             del pushed[name]
         self.state_changed(now=True)
+
+    async def push_settings(self) -> None:
+        """Keep HEAD's settings.toml where the supervisor reads it (:func:`hexbus.tunables.live_path`)
+        and have it restart each actor whose settings changed: it lays them over the actor's
+        config at the start (and checks their bounds again). ``settings.applied.toml`` is what
+        the actors were last restarted for, written once they have been: a crash before that
+        restarts them again on the next start (twice at worst, never not at all)."""
+        head = await self.offload(self.shop.settings)
+        live, applied = self.data_dir / "settings.toml", self.data_dir / "settings.applied.toml"
+        done = applied.read_bytes() if applied.is_file() else b""
+        if done == head and (live.read_bytes() if live.is_file() else b"") == head:
+            return
+        try:
+            modules = await self.offload(self.shop.modules)
+            after = tunables.read(head, modules) if head else {}
+        except (ProposalRefused, tunables.SettingsError) as exc:
+            await self.changed(None, "", f"HEAD's settings.toml is not applied: {exc}")
+            return
+        try:
+            before = tunables.read(done, modules) if done else {}
+        except tunables.SettingsError:
+            before = {}  # a damaged copy: the supervisor applied none of it
+        await self.offload(_write_atomically, live, head)
+        for name in sorted({key.split(".", 1)[0] for key in tunables.changed(before, after)}):
+            await self.restart_actor(name)
+        await self.offload(_write_atomically, applied, head)
+
+    async def restart_actor(self, name: str) -> None:
+        """Ask the supervisor to restart ``name`` (it takes HEAD's settings as it starts)."""
+        request = ControlRequest(cmd="restart", name=name)
+        try:
+            reply = await self.offload(call, self.bus.endpoints.control, request, 30.0)
+        except SupervisorUnreachable as exc:
+            reply = ControlReply(ok=False, error=f"the supervisor did not answer: {exc}")
+        if reply.ok:
+            self.log.info("selfmod.restarted_for_settings", actor=name)
+            return
+        why = f"{name} was not restarted for her settings ({reply.error}): `hexbus restart {name}`"
+        await self.changed(None, "", why)
 
     async def push_prompts(self, proposal: int = 0) -> None:
         """Hand HEAD's prompt templates to the brain when they are not those it was handed last
@@ -376,6 +420,8 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
     async def on_lifecycle(self, event: ActorLifecycle) -> None:
         if event.actor != self.config.brain or event.change not in ("restart", "failed"):
             return
+        if event.reason == "requested":
+            return  # a restart asked for (hers, to take new settings, or an owner's): no failure
         now = time.time()
         for p in self.state.proposals.values():
             if p.status in ("applied", "kept") and now - p.applied_at < self.config.trial_s:
@@ -425,6 +471,19 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         if name.isdigit() and (p := self.state.proposals.get(int(name))) and p.commit:
             return p.commit
         return name
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """``data`` at ``path`` whole or not at all (none: the file removed)."""
+    if not data:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 __all__ = ["SelfmodActor"]

@@ -31,7 +31,8 @@ ALLOWED: tuple[tuple[re.Pattern[str], str], ...] = (
     (PROMPTS, "selfmod.logic"),
 )
 ALLOWED_TEXT = "persona.toml, settings.toml, plugins/NAME.py, prompts/NAME.toml"
-NEW_FILES = re.compile(rf"(plugins/{_NAME}\.py|prompts/{_NAME}\.toml)")  # files she may create
+# Files she may create (settings.toml: a state repository begun before it existed has none).
+NEW_FILES = re.compile(rf"(settings\.toml|plugins/{_NAME}\.py|prompts/{_NAME}\.toml)")
 
 # Named so a refusal says what was reached for (every other path is simply outside the list).
 PROTECTED = {

@@ -15,9 +15,11 @@ brain checks it again when it takes the change.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from typing import Any
 
 from actors.selfmod.guard import ProposalRefused
+from hexbus import tunables
 
 # Dotted keys of persona.toml (a prefix covers what is under it).
 PROTECTED_KEYS = {
@@ -115,6 +117,29 @@ def prompts_change(path: str, before: bytes, after: bytes) -> list[str]:
     old = _toml(before, "before the change", path) if before else {}
     new = _toml(after, "after the change", path)
     return [f"{path}:{key}" for key in changed_keys(old, new)]
+
+
+def settings_change(
+    before: bytes, after: bytes, modules: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """(changed keys, flags) for a settings.toml change (``settings.toml:brain.budgets.reply``),
+    each setting checked against the bounds :mod:`hexbus.tunables` declares (the supervisor
+    checks them again where it applies them); ``safety`` for one that reaches how much she
+    speaks up on her own."""
+    try:
+        old = tunables.read(before, modules) if before else {}
+    except tunables.SettingsError as exc:
+        raise ProposalRefused(f"{exc} (before the change: mend it by hand)") from None
+    try:
+        new = tunables.read(after, modules)
+    except tunables.SettingsError as exc:
+        raise ProposalRefused(str(exc)) from None
+    keys = tunables.changed(old, new)
+    safety = False
+    for key in keys:
+        actor, setting = key.split(".", 1)
+        safety |= tunables.TUNABLES[modules[actor]][setting].safety
+    return [f"settings.toml:{k}" for k in keys], ["safety"] if safety else []
 
 
 def size_flags(added: int, removed: int) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from actors.selfmod.config import SHIPPED_PERSONA, Proposal, SelfmodConfig, SelfmodState
 from actors.selfmod.guard import (
     PERSONA,
+    SETTINGS,
     ProposalRefused,
     level_of,
     plugin_name,
@@ -28,9 +29,10 @@ from actors.selfmod.guard import (
     read_diff,
 )
 from actors.selfmod.reports import Tested, judge_audit, judge_plugin, read_report
-from actors.selfmod.rules import persona_change, prompts_change, size_flags
+from actors.selfmod.rules import persona_change, prompts_change, settings_change, size_flags
 from actors.selfmod.state import StateError, StateRepo
 from hexbus import sandbox
+from hexbus.config import ConfigError, load
 from schemas.selfmod import SelfmodDecide, SelfmodProposal
 
 LEVELS = ("selfmod.propose", "selfmod.plugins", "selfmod.logic")
@@ -126,9 +128,25 @@ class Workshop:
         return ""
 
     def _protected(self, before: dict[str, bytes], after: dict[str, bytes]) -> None:
-        """Refuse a commit that would move a protected key, whatever produced it."""
+        """Refuse a commit that would move a protected key or a setting past its bounds,
+        whatever produced it."""
         if PERSONA in after:
             persona_change(before.get(PERSONA, b""), after[PERSONA])
+        if after.get(SETTINGS, b"") != before.get(SETTINGS, b""):
+            settings_change(b"", after.get(SETTINGS, b""), self.modules())
+
+    def modules(self) -> dict[str, str]:
+        """Each actor's module by name, from supervisor.toml (what settings.toml may name)."""
+        try:
+            actors = load(self.config_file).actors
+        except ConfigError as exc:
+            raise ProposalRefused(f"her settings cannot be checked: {exc}") from None
+        return {name: spec.module for name, spec in actors.items()}
+
+    @locked
+    def settings(self) -> bytes:
+        """HEAD's settings.toml (b"" where there is none)."""
+        return self.repo.read(SETTINGS) or b""
 
     @locked
     def head(self) -> str:
@@ -189,12 +207,6 @@ class Workshop:
                     f"{level} is off: her owner has not allowed this level of change"
                 )
         plugins = [f.path for f in files if plugin_name(f.path)]
-        for f in files:
-            if f.path != PERSONA and not plugin_name(f.path) and not prompts_name(f.path):
-                raise ProposalRefused(
-                    f"{f.path}: changes to it are not applied yet "
-                    f"(only {PERSONA}, plugins and prompt templates)"
-                )
         if plugins and len(files) > 1:
             raise ProposalRefused("a plugin is proposed on its own: one file, nothing else with it")
         self.sync()
@@ -206,6 +218,15 @@ class Workshop:
             p.keys, flags = persona_change(
                 (before / PERSONA).read_bytes(), (after / PERSONA).read_bytes()
             )
+            if any(f.path == SETTINGS for f in files):
+                old = before / SETTINGS
+                keys, more = settings_change(
+                    old.read_bytes() if old.is_file() else b"",
+                    (after / SETTINGS).read_bytes(),
+                    self.modules(),
+                )
+                p.keys += keys
+                flags += [f for f in more if f not in flags]
             for f in files:
                 if prompts_name(f.path):
                     old = before / f.path

@@ -157,11 +157,13 @@ def test_deleting_the_persona_is_refused() -> None:
         read_diff(diff)
 
 
-def test_creating_the_persona_or_settings_is_refused() -> None:
-    for path in ("persona.toml", "settings.toml"):
-        diff = f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+x = 1\n"
-        with pytest.raises(ProposalRefused, match="may be edited, not created"):
-            read_diff(diff)
+def test_creating_the_persona_is_refused_and_settings_may_be_created() -> None:
+    create = "--- /dev/null\n+++ b/{}\n@@ -0,0 +1 @@\n+x = 1\n"
+    with pytest.raises(ProposalRefused, match="may be edited, not created"):
+        read_diff(create.format("persona.toml"))
+    # A state repository begun before settings existed has none: her first one creates it.
+    (created,) = read_diff(create.format("settings.toml"))
+    assert created.path == "settings.toml" and created.new
 
 
 def test_a_header_smuggled_inside_an_undercounted_hunk_is_refused() -> None:

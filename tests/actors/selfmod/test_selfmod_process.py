@@ -142,6 +142,40 @@ def test_an_owners_request_becomes_a_tested_change_that_can_be_undone(
     assert clean(hx.data_dir / "actors" / "selfmod" / "state")
 
 
+def brain_budgets(hx: Hex) -> dict[str, Any]:
+    """The budgets the running brain process was started with (its HEXBUS_SPEC)."""
+    spec = json.loads(psutil.Process(hx.pid("brain")).environ()["HEXBUS_SPEC"])
+    return dict(spec["actor"]["config"]["budgets"])
+
+
+def test_her_settings_once_approved_restart_the_brain_with_them_and_a_rollback_undoes_them(
+    hex_factory: HexFactory,
+) -> None:
+    hx = start(hex_factory)
+    assert brain_budgets(hx) == {"reply": 48}
+    diff = hx.root / "settings.diff"
+    diff.write_text(unified("", "[brain.budgets]\nreply = 32\n", "settings.toml", new=True))
+    sent = hx.cli("selfmod", "propose", "--diff", str(diff), "--why", "shorter replies")
+    assert sent.returncode == 0, sent.stderr
+    p = status_of(hx, 1, "ready", "refused", "failed")
+    assert p["status"] == "ready" and p["keys"] == ["settings.toml:brain.budgets.reply"], p
+
+    old = hx.pid("brain")
+    approved = hx.cli("selfmod", "approve", "1")
+    assert approved.returncode == 0 and "applied" in approved.stdout, approved.stderr
+    hx.wait_restarted("brain", old)
+    assert brain_budgets(hx) == {"reply": 32}
+    # Restarted on her request, not failed: the change stays in its trial (then kept).
+    assert status_of(hx, 1, "applied", "kept")["status"] in ("applied", "kept")
+
+    old = hx.pid("brain")
+    undone = hx.cli("selfmod", "rollback", "1")
+    assert undone.returncode == 0, undone.stderr
+    hx.wait_restarted("brain", old)
+    assert brain_budgets(hx) == {"reply": 48}
+    assert status_of(hx, 1, "rolled_back")["status"] == "rolled_back"
+
+
 def test_sigkill_during_the_sandbox_and_during_the_apply_leaves_no_half_change(
     hex_factory: HexFactory,
 ) -> None:

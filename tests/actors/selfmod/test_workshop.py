@@ -6,6 +6,7 @@ processes in test_selfmod_process.py; a worse audit in test_actor.py.)"""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,43 @@ def test_a_plugin_that_raises_on_the_conversations_is_refused(tmp_path: Path) ->
     )
     q = propose(shop, alongside, 2)
     assert q.status == "refused" and "on its own" in q.reason  # type: ignore[attr-defined]
+
+
+def test_settings_inside_their_bounds_are_tested_with_the_brain_using_them_and_undone(
+    tmp_path: Path,
+) -> None:
+    shop = shop_in(tmp_path, scenarios=1)
+    settings = "[brain.budgets]\nreply = 32\n"
+    p: Any = propose(shop, new_file("settings.toml", settings), 1, why="shorter replies")
+    assert p.status == "testing" and p.level == "selfmod.propose", p.reason
+    assert p.keys == ["settings.toml:brain.budgets.reply"] and "safety" not in p.flags
+    shop.settle(1, shop.test(1), 1000.0)
+    assert p.status == "ready", p.reason
+    # The sandbox's brain ran each side with its own settings (the owner's 48, then hers).
+    report = json.loads((shop.reports / "p1.json").read_text())
+    assert report["budgets"]["before"]["reply"] == 48 and report["budgets"]["after"]["reply"] == 32
+    decide(shop, "approve", 1)
+    assert shop.settings() == settings.encode()
+    # Past the bounds, unknown, or how much she speaks up on her own (flagged): said at once.
+    for n, (text, said) in enumerate(
+        [
+            ("[brain.budgets]\nreply = 900\n", "reply = 900: outside its bounds 16..600"),
+            ("[brain]\nseed = 1\n", "brain.seed: not a setting she may change"),
+            ("[supervisor]\nkill = 0\n", "[supervisor]: no actor of that name"),
+        ],
+        start=2,
+    ):
+        q: Any = propose(shop, unified(settings, text, "settings.toml"), n, why="more")
+        assert q.status == "refused" and said in q.reason, q.reason
+    decide(shop, "rollback", 1, event="r")
+    assert shop.settings() == b"" and shop.text() == TEXT
+    # A budget the model's context cannot hold is refused by the brain's own check.
+    big = (
+        "[brain.budgets]\nturns = 2000\nmemories = 800\nreply = 600\nprofile = 400\nsummary = 400\n"
+    )
+    q = propose(shop, new_file("settings.toml", big), 9, why="remember more")
+    q = shop.settle(q.id, shop.test(q.id), 1000.0)
+    assert q.status == "refused" and "n_ctx" in q.reason, q.reason
 
 
 def test_prompt_templates_get_their_own_level_and_scenario_run_and_a_bad_one_is_refused(
