@@ -41,6 +41,16 @@ from tests.support.harness import FAST_BUS, REPO, Hex, HexFactory
 SEED = 7
 
 
+# The selfmod actor beside the brain, its audits one scenario long (the sandbox's run, sooner).
+SELFMOD_TOML = (
+    "[actors.selfmod]\n"
+    'module = "actors.selfmod.actor:SelfmodActor"\n'
+    "heartbeat_timeout_s = 10.0\n"
+    "[actors.selfmod.config]\n"
+    "scenarios = 1\n"
+)
+
+
 def brain_toml(
     root: Path, *, extra: str = "", backends: str = '[{type = "llamacpp"}]', **settings: Any
 ) -> str:

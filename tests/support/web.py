@@ -115,3 +115,20 @@ def journaled(hx: Hex, prefixes: list[str]) -> list[Any]:
     thread of its own: Playwright's sync API keeps an event loop in the test's)."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, _journaled(hx, prefixes)).result(30)
+
+
+@contextmanager
+def guest_tab(hx: Hex, actor: str = "guest") -> Iterator[Any]:
+    """A websocket to ``actor``'s page with its cookie, its hello read (a tab as the page has one)."""
+    import json
+
+    from websockets.sync.client import connect
+
+    from actors.web.auth import cookie_name
+
+    page = page_of(hx, actor)
+    port = int(page["url"].rsplit(":", 1)[1].strip("/"))
+    headers = {"Cookie": f"{cookie_name(port)}={page['token']}"}
+    with connect(page["url"].replace("http://", "ws://") + "ws", additional_headers=headers) as tab:
+        json.loads(tab.recv(5))
+        yield tab

@@ -21,18 +21,11 @@ import pytest
 from actors.selfmod.draft import rewrite, unified
 from hexbus.ask import ask
 from schemas import PersonaGet, PersonaState
-from tests.support.brain import brain_toml
+from tests.support.brain import SELFMOD_TOML, brain_toml
 from tests.support.harness import Hex, HexFactory, poll_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
-SELFMOD = (
-    "[actors.selfmod]\n"
-    'module = "actors.selfmod.actor:SelfmodActor"\n'
-    "heartbeat_timeout_s = 10.0\n"
-    "[actors.selfmod.config]\n"
-    "scenarios = 1\n"
-)
 SHORT = "[actors.brain.config.budgets]\nreply = 48"  # the audit's checks, sooner
 
 
@@ -83,7 +76,7 @@ def clean(state: Path) -> bool:
 
 def start(hex_factory: HexFactory) -> Hex:
     root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
-    hx = hex_factory(brain_toml(root, extra=SHORT) + SELFMOD, root=root).start()
+    hx = hex_factory(brain_toml(root, extra=SHORT) + SELFMOD_TOML, root=root).start()
     for name in ("selfmod.propose", "selfmod.apply"):
         on = hx.cli("capability", "enable", name)
         assert on.returncode == 0, on.stderr

@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
 
-from actors.web.auth import cookie_name
 from schemas import ControlTaken
 from tests.support.brain import brain_toml
 from tests.support.harness import Hex, HexFactory, poll_for
-from tests.support.web import artifact, chromium, journaled, page_of, web_toml
+from tests.support.web import artifact, chromium, guest_tab, journaled, page_of, web_toml
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -109,13 +107,7 @@ def test_the_owner_edits_diffs_rolls_back_and_audits_the_persona_and_a_guest_can
         page.screenshot(path=artifact("persona-audit.png"), full_page=True)
 
     # A guest may look, not change.
-    guest = page_of(hx, "guest")
-    port = int(guest["url"].rsplit(":", 1)[1].strip("/"))
-    headers = {"Cookie": f"{cookie_name(port)}={guest['token']}"}
-    with connect(
-        guest["url"].replace("http://", "ws://") + "ws", additional_headers=headers
-    ) as tab:
-        json.loads(tab.recv(5))
+    with guest_tab(hx) as tab:
         for op in (
             {"op": "save", "text": shipped},
             {"op": "rollback", "version": 2},

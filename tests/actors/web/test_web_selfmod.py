@@ -12,24 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
 
 from actors.selfmod.draft import rewrite, unified
-from actors.web.auth import cookie_name
 from schemas import SelfmodDecide
-from tests.support.brain import brain_toml
+from tests.support.brain import SELFMOD_TOML, brain_toml
 from tests.support.harness import Hex, HexFactory, poll_for
-from tests.support.web import artifact, chromium, journaled, page_of, web_toml
+from tests.support.web import artifact, chromium, guest_tab, journaled, page_of, web_toml
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
-SELFMOD = (
-    "[actors.selfmod]\n"
-    'module = "actors.selfmod.actor:SelfmodActor"\n'
-    "heartbeat_timeout_s = 10.0\n"
-    "[actors.selfmod.config]\n"
-    "scenarios = 1\n"
-)
 CALM = "Calm, plain sentences."
 
 
@@ -37,7 +28,7 @@ def start(hex_factory: HexFactory) -> Hex:
     root = Path(tempfile.mkdtemp(prefix="hx", dir="/tmp"))
     brain = brain_toml(root, extra="metadata = false\nmemory = false\nbudgets = { reply = 48 }")
     web = web_toml() + web_toml("guest", person_id="ana", owner=False)
-    hx = hex_factory(brain + SELFMOD + web, root=root).start()
+    hx = hex_factory(brain + SELFMOD_TOML + web, root=root).start()
     for name in ("selfmod.propose", "selfmod.apply"):
         on = hx.cli("capability", "enable", name)
         assert on.returncode == 0, on.stderr
@@ -95,13 +86,7 @@ def test_the_owner_approves_and_rolls_back_her_proposal_on_the_page_and_a_guest_
         page.screenshot(path=artifact("selfmod-rolled-back.png"), full_page=True)
 
     # A guest may look, not decide.
-    guest = page_of(hx, "guest")
-    port = int(guest["url"].rsplit(":", 1)[1].strip("/"))
-    headers = {"Cookie": f"{cookie_name(port)}={guest['token']}"}
-    with connect(
-        guest["url"].replace("http://", "ws://") + "ws", additional_headers=headers
-    ) as tab:
-        json.loads(tab.recv(5))
+    with guest_tab(hx) as tab:
         for op in ("approve", "reject", "rollback"):
             tab.send(json.dumps({"t": "selfmod", "ref": "g", "op": op, "id": 1}))
             answer = _answer(tab)
