@@ -7,7 +7,9 @@ from typing import Any, Literal
 import msgspec
 import zmq
 
-Command = Literal["status", "restart", "stop", "reload", "ping", "killswitch", "log", "capability"]
+Command = Literal[
+    "status", "restart", "refresh", "stop", "reload", "ping", "killswitch", "log", "capability"
+]
 
 
 class ControlRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -83,9 +83,23 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def read(text: str | bytes, modules: Mapping[str, str]) -> dict[str, dict[str, int | float]]:
+def read(
+    text: str | bytes, modules: Mapping[str, str], unknown: list[str] | None = None
+) -> dict[str, dict[str, int | float]]:
     """The settings in ``text`` by actor name (``modules``: each actor's module, as in
-    supervisor.toml), each checked against its bounds; :class:`SettingsError` otherwise."""
+    supervisor.toml), each checked against its bounds; :class:`SettingsError` otherwise.
+    ``unknown``: a table for an actor supervisor.toml no longer has (removed, renamed) is
+    skipped and its name added there, rather than refused (so one removal does not void every
+    other setting)."""
+    try:
+        return _read(text, modules, unknown)
+    except RecursionError:
+        raise SettingsError("settings.toml is nested too deeply") from None
+
+
+def _read(
+    text: str | bytes, modules: Mapping[str, str], unknown: list[str] | None
+) -> dict[str, dict[str, int | float]]:
     if isinstance(text, bytes):
         if len(text) > MAX_BYTES:
             raise SettingsError(f"settings.toml is over {MAX_BYTES >> 10} KiB")
@@ -102,6 +116,9 @@ def read(text: str | bytes, modules: Mapping[str, str]) -> dict[str, dict[str, i
         if not isinstance(table, dict):
             raise SettingsError(f"settings.toml {actor}: a table of settings per actor")
         module = modules.get(actor)
+        if module is None and unknown is not None:
+            unknown.append(actor)
+            continue
         if module is None:
             raise SettingsError(
                 f"settings.toml [{actor}]: no actor of that name in supervisor.toml"

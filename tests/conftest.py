@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,7 +29,9 @@ def hex_factory() -> Iterator[Callable[..., Hex]]:
         h.discard()
 
 
-OURS = ("hexbus", "actors.", "tests.")  # in the command line of Hex's own processes
+# In the command line of Hex's own processes: the supervisor and the CLI, actors (any module
+# target), the broker, sandboxed audits and plugin runs.
+OURS = re.compile(r"-m (hexbus\.(cli|run|broker)|actors\.[a-z_.]+(trial|runner))\b|/bin/hexbus\b")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -44,9 +48,14 @@ def no_process_outlives_its_module() -> Iterator[None]:
             line = " ".join(child.cmdline())
         except psutil.Error:
             continue
-        if any(mark in line for mark in OURS):
+        if OURS.search(line):
             ours.append((child, line))
-    _, alive = psutil.wait_procs([c for c, _ in ours], timeout=5)
+    # Watched, not waited for: a wait would reap children a Popen still owns.
+    deadline = time.monotonic() + 5
+    alive = [c for c, _ in ours]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [c for c in alive if _running(c)]
     for child in alive:
         try:
             child.kill()
@@ -57,3 +66,10 @@ def no_process_outlives_its_module() -> Iterator[None]:
             f"\nhex-tests: killed a process that outlived its module: {line[:300]}",
             file=sys.__stderr__,
         )
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -294,7 +294,9 @@ class DiscordActor(Actor[DiscordConfig, DiscordState]):
         if event.proposal is not None and event.proposal.status == "ready" and not event.error:
             self.spawn(self.suggestions.propose_change(event.proposal), name="proposal")
         else:
-            self.spawn(self.suggestions.tell_outcome(event), name="proposal-outcome")
+            assert self.envelope is not None
+            outcome = self.suggestions.tell_outcome(event, self.envelope.id)
+            self.spawn(outcome, name="proposal-outcome")
 
     @on(AudioOut)
     async def on_audio(self, event: AudioOut) -> None:

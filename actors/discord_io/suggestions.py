@@ -19,6 +19,7 @@ import structlog
 
 from actors.discord_io.config import DiscordConfig, DiscordState
 from actors.discord_io.port import DiscordPort, StateChanged
+from hexbus.codec import derived_id
 from schemas import ProposalView, SelfmodChanged
 
 __all__ = ["Suggestions"]
@@ -101,10 +102,12 @@ class Suggestions:
             if not targets:
                 log.info("discord.proposal_unposted", proposal=p.id, hint="`hexbus selfmod list`")
                 return
+            # Known before the first post: an owner may decide on the first prompt before the
+            # last is posted, and what comes of it is told wherever a prompt went.
+            self.state.proposals[str(p.id)] = list(targets)
             for channel_id in targets:
                 message_id = await self.discord.post_proposal(channel_id, p.id, proposal_text(p))
                 self.state.suggestions[key] = [channel_id, message_id]
-            self.state.proposals[str(p.id)] = list(targets)
             while len(self.state.proposals) > SUGGESTIONS_KEPT:
                 oldest = next(iter(self.state.proposals))
                 del self.state.proposals[oldest]
@@ -113,14 +116,17 @@ class Suggestions:
         finally:
             self.posting.discard(key)
 
-    async def tell_outcome(self, event: SelfmodChanged) -> None:
-        """Tell the channels a proposal's prompt went to what came of it, once per outcome:
-        the owner who pressed Approve learns there that it was applied, or why it was not."""
+    async def tell_outcome(self, event: SelfmodChanged, event_id: str) -> None:
+        """Tell the channels a proposal's prompt went to what came of it, once per outcome
+        (each refusal once per event: two refused clicks are two answers): the owner who
+        pressed Approve learns there that it was applied, or why it was not. A channel that
+        cannot take it (deleted, a DM blocked) is logged and skipped; the others still are
+        told, and each post carries a nonce, so a post retried after a crash is one."""
         p = event.proposal
         if p is None or str(p.id) not in self.state.proposals:
             return  # a proposal never shown on Discord (`hexbus selfmod` has it)
         if event.error:
-            outcome, text = f"error:{event.error}", f"⚠️ proposal {p.id}: {event.error}"
+            outcome, text = f"error:{event_id}", f"⚠️ proposal {p.id}: {event.error}"
         elif p.status in OUTCOMES:
             outcome = p.status
             text = f"{OUTCOMES[p.status]} {event.line or f'proposal {p.id} {p.status}'}"
@@ -133,7 +139,16 @@ class Suggestions:
             if outcome in told:
                 return  # told already (a replayed event)
             for channel_id in self.state.proposals[str(p.id)]:
-                await self.discord.post(channel_id, text[:2000])
+                nonce = derived_id(f"selfmod-{p.id}", outcome, str(channel_id))[:25]
+                try:
+                    await self.discord.post(channel_id, text[:2000], nonce=nonce)
+                except Exception as exc:  # one channel's failure never silences the others
+                    log.warning(
+                        "discord.outcome_unposted",
+                        proposal=p.id,
+                        channel=channel_id,
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                    )
             told.append(outcome)
             del told[:-20]  # bounded: the last outcomes are enough to tell each once
             self.state_changed(now=True)

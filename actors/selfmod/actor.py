@@ -11,27 +11,26 @@ switch is the supervisor's: it stops this actor, sandbox and all, wherever it is
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-import os
 import re
 import shutil
+import threading
 import time
-from pathlib import Path
 from typing import ClassVar
 
 import msgspec
 
-from actors.selfmod import draft
+from actors.selfmod import draft, live
 from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
 from actors.selfmod.guard import PERSONA, ProposalRefused, plugin_name
 from actors.selfmod.reports import Tested
 from actors.selfmod.state import StateError
 from actors.selfmod.workshop import Workshop
-from hexbus import sandbox, tunables
+from hexbus import sandbox
 from hexbus.actor import Actor, ActorUnusable, RequestTimeout, on
 from hexbus.codec import derived_id
-from hexbus.control import ControlReply, ControlRequest, SupervisorUnreachable, call
 from schemas import (
     ActorLifecycle,
     BrainTask,
@@ -100,17 +99,18 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             ) from None
         self.detail = self._detail()
 
-    async def teardown(self) -> None:
-        # Sandbox runs in flight are killed (their tasks are cancelled by now, their threads
-        # would wait minutes for the model); the restart runs them again (on_live).
-        self.shop.stopping.set()
-
     async def on_live(self) -> None:
         if self.lagging:  # a change committed just before a crash: the brain takes it now
             await self.push(f"selfmod: {await self.offload(self.shop.head)}", self.name)
         await self.push_plugins()  # and the plugin host, HEAD's plugins
         await self.push_prompts()  # and the brain, HEAD's prompt templates
-        await self.push_settings()  # and the supervisor, HEAD's settings
+        try:  # and the supervisor, HEAD's settings (a failure must not stop the resumes below)
+            problems = await self.push_settings()
+        except Exception as exc:
+            self.log.exception("selfmod.settings_push_failed")
+            problems = [f"HEAD's settings.toml is not applied: {exc}"]
+        for why in problems:
+            await self.changed(None, "", why)
         # Tests a crash interrupted run again; trials restart.
         for p in list(self.state.proposals.values()):
             if p.status == "testing":
@@ -157,8 +157,15 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             self.spawn(self.test(n, trial=trial), name=f"{'trial' if trial else 'test'}-p{n}")
 
     async def test(self, n: int, *, trial: bool = False) -> None:
+        # Cancelled (the actor stopping, however it stops: its tasks are cancelled on every
+        # path), the run is killed: its thread would wait minutes for the model and hold the
+        # process's exit. The next start runs it again (on_live).
+        stop = threading.Event()
         try:
-            tested = await self.offload(self.shop.test, n, trial=trial)
+            tested = await self.offload(self.shop.test, n, trial=trial, stop=stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
         finally:
             self.running.discard((n, trial))
         p = self.state.proposals[n]
@@ -291,8 +298,12 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             approved = p.id if p is not None and event.action == "approve" else 0
             await self.push_plugins(approved)
             await self.push_prompts(approved)
-            await self.push_settings()
-        await self.changed(p, line)
+        # Always (cheap when nothing changed): a decision redelivered after its commit landed
+        # ("applied already") still gets its settings applied.
+        problems = await self.push_settings()
+        await self.changed(p, line)  # the decision's own answer first: a command waits for it
+        for why in problems:
+            await self.changed(None, "", why)
         if p is not None and p.status == "applied" and event.action == "approve":
             self.start_test(p.id, trial=True)
 
@@ -325,44 +336,12 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             del pushed[name]
         self.state_changed(now=True)
 
-    async def push_settings(self) -> None:
-        """Keep HEAD's settings.toml where the supervisor reads it (:func:`hexbus.tunables.live_path`)
-        and have it restart each actor whose settings changed: it lays them over the actor's
-        config at the start (and checks their bounds again). ``settings.applied.toml`` is what
-        the actors were last restarted for, written once they have been: a crash before that
-        restarts them again on the next start (twice at worst, never not at all)."""
+    async def push_settings(self) -> list[str]:
+        """HEAD's settings.toml to the supervisor, and the actors it changes restarted
+        (:mod:`actors.selfmod.live`); what went wrong, one line each, for the owners."""
         head = await self.offload(self.shop.settings)
-        live, applied = self.data_dir / "settings.toml", self.data_dir / "settings.applied.toml"
-        done = applied.read_bytes() if applied.is_file() else b""
-        if done == head and (live.read_bytes() if live.is_file() else b"") == head:
-            return
-        try:
-            modules = await self.offload(self.shop.modules)
-            after = tunables.read(head, modules) if head else {}
-        except (ProposalRefused, tunables.SettingsError) as exc:
-            await self.changed(None, "", f"HEAD's settings.toml is not applied: {exc}")
-            return
-        try:
-            before = tunables.read(done, modules) if done else {}
-        except tunables.SettingsError:
-            before = {}  # a damaged copy: the supervisor applied none of it
-        await self.offload(_write_atomically, live, head)
-        for name in sorted({key.split(".", 1)[0] for key in tunables.changed(before, after)}):
-            await self.restart_actor(name)
-        await self.offload(_write_atomically, applied, head)
-
-    async def restart_actor(self, name: str) -> None:
-        """Ask the supervisor to restart ``name`` (it takes HEAD's settings as it starts)."""
-        request = ControlRequest(cmd="restart", name=name)
-        try:
-            reply = await self.offload(call, self.bus.endpoints.control, request, 30.0)
-        except SupervisorUnreachable as exc:
-            reply = ControlReply(ok=False, error=f"the supervisor did not answer: {exc}")
-        if reply.ok:
-            self.log.info("selfmod.restarted_for_settings", actor=name)
-            return
-        why = f"{name} was not restarted for her settings ({reply.error}): `hexbus restart {name}`"
-        await self.changed(None, "", why)
+        control = lambda: self.bus.endpoints.control  # noqa: E731 (only when one restarts)
+        return await self.offload(live.push, head, self.data_dir, self.shop.modules, control)
 
     async def push_prompts(self, proposal: int = 0) -> None:
         """Hand HEAD's prompt templates to the brain when they are not those it was handed last
@@ -471,19 +450,6 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         if name.isdigit() and (p := self.state.proposals.get(int(name))) and p.commit:
             return p.commit
         return name
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """``data`` at ``path`` whole or not at all (none: the file removed)."""
-    if not data:
-        path.unlink(missing_ok=True)
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 __all__ = ["SelfmodActor"]

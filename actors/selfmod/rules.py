@@ -126,14 +126,21 @@ def settings_change(
     each setting checked against the bounds :mod:`hexbus.tunables` declares (the supervisor
     checks them again where it applies them); ``safety`` for one that reaches how much she
     speaks up on her own."""
+    gone: list[str] = []  # tables for actors supervisor.toml no longer has: inert, kept
     try:
-        old = tunables.read(before, modules) if before else {}
+        old = tunables.read(before, modules, gone) if before else {}
     except tunables.SettingsError as exc:
-        raise ProposalRefused(f"{exc} (before the change: mend it by hand)") from None
+        why = f"{exc} (before the change: roll back the change that made it)"
+        raise ProposalRefused(why) from None
+    still: list[str] = []
     try:
-        new = tunables.read(after, modules)
+        new = tunables.read(after, modules, still)
     except tunables.SettingsError as exc:
         raise ProposalRefused(str(exc)) from None
+    if added := [name for name in still if name not in gone]:
+        raise ProposalRefused(
+            f"settings.toml [{added[0]}]: no actor of that name in supervisor.toml"
+        )
     keys = tunables.changed(old, new)
     safety = False
     for key in keys:

@@ -71,7 +71,6 @@ class Workshop:
         self.config_file = config_file or config_dir / "supervisor.toml"
         self.hide = hide
         self.lock = threading.RLock()
-        self.stopping = threading.Event()  # set on the actor's stop: sandbox runs are killed
 
     # -- the state repository and the live files ---------------------------------------------
 
@@ -133,7 +132,7 @@ class Workshop:
         if PERSONA in after:
             persona_change(before.get(PERSONA, b""), after[PERSONA])
         if after.get(SETTINGS, b"") != before.get(SETTINGS, b""):
-            settings_change(b"", after.get(SETTINGS, b""), self.modules())
+            settings_change(before.get(SETTINGS, b""), after.get(SETTINGS, b""), self.modules())
 
     def modules(self) -> dict[str, str]:
         """Each actor's module by name, from supervisor.toml (what settings.toml may name)."""
@@ -258,9 +257,10 @@ class Workshop:
 
     # -- the sandbox -------------------------------------------------------------------------
 
-    def test(self, n: int, *, trial: bool = False) -> Tested:
+    def test(self, n: int, *, trial: bool = False, stop: threading.Event | None = None) -> Tested:
         """Run proposal ``n``'s tests in the sandbox (blocking; off the loop). ``trial``: the
-        audit again after applying (its parent commit against its own)."""
+        audit again after applying (its parent commit against its own). Setting ``stop`` kills
+        the run (:class:`hexbus.sandbox.SandboxStopped`)."""
         p = self.state.proposals[n]
         work = self.work_root / (f"p{n}-trial" if trial else f"p{n}")
         # Always a fresh folder: what an earlier (interrupted) run left there is not trusted.
@@ -275,7 +275,7 @@ class Workshop:
         out = work / "trial.json"
         plugin = next((f for f in p.files if plugin_name(f)), "")
         if plugin:
-            return self._test_plugin(n, work, plugin, trial)
+            return self._test_plugin(n, work, plugin, trial, stop)
         # Response logic (level 4) gets its own scenario count (the full run) and every section
         # of the prompt filled, so that each template's words reach the model.
         logic = p.level == "selfmod.logic"
@@ -298,14 +298,16 @@ class Workshop:
         ]
         tolerance = self.config.tolerance
         judge = lambda result, isolation: judge_audit(result, isolation, tolerance)  # noqa: E731
-        return self._sandboxed(n, trial, work, argv, judge, readable=(self.config_file,))
+        return self._sandboxed(n, trial, work, argv, judge, readable=(self.config_file,), stop=stop)
 
-    def _test_plugin(self, n: int, work: Path, plugin: str, trial: bool) -> Tested:
+    def _test_plugin(
+        self, n: int, work: Path, plugin: str, trial: bool, stop: threading.Event | None
+    ) -> Tested:
         """A plugin's tests: checked and loaded as the host would, then fed the audit's 110
         conversations as the events it hears (``python -m actors.plugins.trial``)."""
         argv = [sys.executable, "-I", "-m", "actors.plugins.trial"]
         argv += ["--plugin", str(work / "after" / plugin), "--out", str(work / "trial.json")]
-        return self._sandboxed(n, trial, work, argv, judge_plugin)
+        return self._sandboxed(n, trial, work, argv, judge_plugin, stop=stop)
 
     def _sandboxed(
         self,
@@ -315,6 +317,7 @@ class Workshop:
         argv: list[str],
         judge: Callable[[dict[str, Any], str], Tested],
         readable: tuple[Path, ...] = (),
+        stop: threading.Event | None = None,
     ) -> Tested:
         """Run ``argv`` in the sandbox, keep its report (``trial.json``) and judge it."""
         try:
@@ -324,7 +327,7 @@ class Workshop:
                 self.config.sandbox,
                 hide=self.hide,
                 readable=readable,
-                stop=self.stopping,
+                stop=stop,
             )
         except sandbox.SandboxError as exc:
             return Tested("failed", str(exc))

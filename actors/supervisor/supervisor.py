@@ -195,8 +195,9 @@ class Supervisor:
         path = tunables.live_path(self.data_dir, modules)
         if path is None:
             return {}
+        unknown: list[str] = []
         try:
-            return tunables.read(path.read_bytes(), modules)
+            found = tunables.read(path.read_bytes(), modules, unknown)
         except FileNotFoundError:
             return {}
         except (OSError, tunables.SettingsError) as exc:
@@ -208,6 +209,13 @@ class Supervisor:
                 "`hexbus selfmod rollback` or `hexbus selfmod factory-reset --yes` mends it",
             )
             return {}
+        if unknown:
+            log.warning(
+                "supervisor.settings_for_unknown_actors",
+                actors=unknown,
+                hint="supervisor.toml has no actor of these names now: their settings are ignored",
+            )
+        return found
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -490,6 +498,16 @@ class Supervisor:
                     self.restart(watcher, kills=watcher.kills), f"restart-{watcher.name}"
                 )
                 return ControlReply(ok=True, message=f"restarting {watcher.name}")
+            case "refresh":
+                # Restarted only if it runs: one the kill switch (or an owner) stopped, or that
+                # failed, stays as it is, and takes her settings whenever it next starts.
+                watcher = self.watchers.get(request.name)
+                if watcher is None and request.name in self.config.actors:
+                    return ControlReply(ok=True, message=f"{request.name} is not enabled")
+                if watcher is None:
+                    return ControlReply(ok=False, error=f"no actor named {request.name!r}")
+                self.in_background(self.refresh(watcher), f"refresh-{watcher.name}")
+                return ControlReply(ok=True, message=f"refreshing {watcher.name}")
             case "stop":
                 asyncio.get_running_loop().call_later(0.05, self.shutting_down.set)
                 then = "" if self.config.bus.remote else ", then the broker"
@@ -613,6 +631,13 @@ class Supervisor:
         kills = watcher.kills if kills is None else kills
         async with watcher.control_lock:
             await self._restart(watcher, new, kills)
+
+    async def refresh(self, watcher: Watcher) -> None:
+        """Restart ``watcher`` if it is running and wanted (to start on new settings); else
+        leave it: a stopped one is not revived, a crashed one reads them at its respawn."""
+        async with watcher.control_lock:
+            if watcher.wanted and watcher.running:
+                await self._restart(watcher, None, watcher.kills)
 
     async def halt(self, watcher: Watcher) -> None:
         """Stop an actor on request: no automatic restart (pending or after this exit), a graceful

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,28 @@ def test_settings_are_laid_over_at_each_start_and_a_file_past_the_bounds_is_refu
     assert config["budgets"] == {"reply": 77, "memories": 0}
     assert config["seed"]  # the rest as supervisor.toml has it
 
-    # A change takes effect at the next start: a restart asked for, or after a crash.
+    # A change takes effect at the next start: a refresh (what selfmod asks for), a restart,
+    # or after a crash.
     live.write_text("[brain.budgets]\nreply = 99\n")
     assert brain_config(hx)["budgets"] == {"reply": 77, "memories": 0}
     old = hx.pid("brain")
-    assert hx.cli("restart", "brain").returncode == 0
+    assert hx.command("refresh", "brain").ok
     hx.wait_restarted("brain", old)
     assert brain_config(hx)["budgets"] == {"reply": 99}
+
+    # A refresh never revives what the kill switch stopped: it takes them when next started.
+    assert hx.command("killswitch").ok
+    hx.wait_state({"brain": "stopped"})
+    live.write_text("[brain.budgets]\nreply = 88\n")
+    assert hx.command("refresh", "brain").ok
+    watched_until = time.monotonic() + 3
+    while time.monotonic() < watched_until:
+        assert hx.status()["brain"]["state"] == "stopped"
+        time.sleep(0.2)
+    assert hx.cli("restart", "brain").returncode == 0  # the owner brings it back
+    hx.wait_state({"brain": "live"})
+    assert brain_config(hx)["budgets"] == {"reply": 88}
+    assert not hx.command("refresh", "nobody").ok
 
     # Past the bounds (written by hand, or by anything but selfmod's checks): refused whole.
     live.write_text("[brain.budgets]\nreply = 5000\nmemories = 0\n")

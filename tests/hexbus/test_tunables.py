@@ -60,6 +60,23 @@ def test_every_way_out_of_the_bounds_is_refused_with_the_setting_named(
     assert said in str(caught.value)
 
 
+def test_a_table_for_an_actor_no_longer_configured_is_skipped_when_asked() -> None:
+    text = "[memory]\nx = 1\n[brain.budgets]\nreply = 120\n"
+    unknown: list[str] = []
+    assert read(text, MODULES, unknown) == {"brain": {"budgets.reply": 120}}
+    assert unknown == ["memory"]
+    with pytest.raises(SettingsError, match=r"\[memory\]: no actor of that name"):
+        read(text, MODULES)
+
+
+def test_nesting_too_deep_for_the_parser_is_a_clear_refusal() -> None:
+    with pytest.raises(SettingsError, match="nested too deeply"):
+        read("[brain]\nx = " + "[" * 5000 + "]" * 5000 + "\n", MODULES)
+    deep = "[brain]\n" + ".".join(["a"] * 2000) + " = 1\n"
+    with pytest.raises(SettingsError):
+        read(deep, MODULES)
+
+
 def test_bytes_too_large_or_not_utf8_are_refused() -> None:
     with pytest.raises(SettingsError, match="not UTF-8"):
         read(b"[brain.budgets]\nreply = 1\xff\n", MODULES)

@@ -7,17 +7,20 @@ export function selfmodPanel(hex, send) {
   let refs = 0;
   const state = { proposals: [], shown: null, changes: [], updates: [], refused: [] };
   hex.selfmod = state;
-  const note = statusLine("selfmod-note");
+  const say = statusLine("selfmod-note");
 
   function ask(op, fields = {}) {
-    if (!send({ t: "selfmod", op, ref: `s${++refs}`, ...fields })) note("not connected", true);
+    if (!send({ t: "selfmod", op, ref: `s${++refs}`, ...fields })) say("not connected", true);
   }
 
   function decide(action, p) {
     const what = action === "rollback" ? `Roll back proposal ${p.id} (the files as they were before it)?`
       : action === "approve" ? `Apply proposal ${p.id}? ${p.flags.length ? `(flags: ${p.flags.join(", ")})` : ""}`
         : `Reject proposal ${p.id}?`;
-    if (confirm(what)) ask(action, { id: p.id, note: $("selfmod-decision-note").value });
+    if (!confirm(what)) return;
+    const note = $("selfmod-decision-note");
+    ask(action, { id: p.id, note: note.value });
+    note.value = "";  // a note goes with one decision, not the next
   }
 
   function audit(p) {
@@ -64,16 +67,16 @@ export function selfmodPanel(hex, send) {
   }
 
   const on = {
-    list(m) { showList(m.proposals); note(`${m.proposals.length} proposal${m.proposals.length === 1 ? "" : "s"}`); },
+    list(m) { showList(m.proposals); say(`${m.proposals.length} proposal${m.proposals.length === 1 ? "" : "s"}`); },
     show(m) { if (m.proposals.length) showOne(m.proposals[0]); },
-    sent(m) { note(`${m.action} ${m.id}: sent, waiting for selfmod…`); },
+    sent(m) { say(`${m.action} ${m.id}: sent, waiting for selfmod…`); },
     changed(m) {
       state.changes.push(m);
-      note(m.error || m.line, Boolean(m.error));
+      say(m.error || m.line, Boolean(m.error));
       ask("list");
     },
-    update(m) { state.updates.push(m); if (m.line && !m.error) note(m.line); ask("list"); },
-    refused(m) { state.refused.push(m); note(m.text, true); },
+    update(m) { state.updates.push(m); if (m.line && !m.error) say(m.line); ask("list"); },
+    refused(m) { state.refused.push(m); say(m.text, true); },
   };
 
   $("selfmod-refresh").addEventListener("click", () => ask("list"));

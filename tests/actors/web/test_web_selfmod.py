@@ -100,7 +100,7 @@ def test_the_owner_approves_and_rolls_back_her_proposal_on_the_page_and_a_guest_
         ("approve", 1, "owner", True),
         ("rollback", 1, "owner", True),
     ]
-    assert decided[0].note == "yes, calmer"
+    assert decided[0].note == "yes, calmer" and decided[1].note == ""  # one note, one decision
 
 
 def _answer(tab: Any) -> dict[str, Any]:
