@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import platform
-import re
 import shutil
 import tempfile
 import time
@@ -139,21 +137,6 @@ def silero_vad_path() -> Path:
 
 
 @functools.cache
-def int8_saturates() -> bool:
-    """Whether onnxruntime's fused int8 kernels lose accuracy on this CPU: on x86-64 without
-    VNNI they multiply u8 by s8 with an instruction (vpmaddubsw) whose sums saturate. Smart
-    Turn's verdicts then move by up to 0.55 (JFK's pause after "ask not": 0.30 becomes 0.52, a
-    turn ended mid-sentence; tests/actors/stt/test_turn.py compares with the unoptimised
-    model). With VNNI (avx512_vnni, avx_vnni), or off x86, the fused kernels are exact enough."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_vnni|avx_vnni)\b", flags) is None
-
-
 def onnx_session(model: Path, what: str, hint: str) -> Any:
     """An onnxruntime session on one CPU thread (the small speech models: Silero VAD, Smart
     Turn); a missing onnxruntime or an unreadable file is ModelMissing naming ``what`` and
@@ -166,12 +149,16 @@ def onnx_session(model: Path, what: str, hint: str) -> Any:
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    if int8_saturates():
-        # The quantized ops run as the model writes them (dequantize, float matmul) instead of
-        # fused into integer kernels that saturate on this CPU: exact, about twice as slow.
-        opts.add_session_config_entry(
-            "optimization.disable_specified_optimizers", "QDQSelectorActionTransformer"
-        )
+    # The quantized ops run as the model writes them (dequantize, float matmul), never fused
+    # into onnxruntime's integer kernels, whose requantized sums move Smart Turn's verdicts on
+    # every x86 CPU measured: without VNNI (AMD EPYC, vpmaddubsw saturating) JFK's pause after
+    # "ask not" read 0.52 against 0.30; with it (Intel Xeon, avx512_vnni) a clip of "ask not"
+    # read 0.55 against 0.41, a turn ended mid-sentence both times (tests/actors/stt/
+    # test_turn.py compares with the unoptimised model). Exact, about twice as slow (Smart
+    # Turn: 36 -> 79 ms a verdict on that Xeon's one thread). A float model is not affected.
+    opts.add_session_config_entry(
+        "optimization.disable_specified_optimizers", "QDQSelectorActionTransformer"
+    )
     try:
         return ort.InferenceSession(
             str(model), sess_options=opts, providers=["CPUExecutionProvider"]

@@ -124,7 +124,7 @@ def test_speech_with_pauses_gives_the_right_utterances_and_transcripts(
     ]
     wav = tmp_path / "in.wav"
     # Pauses past turn.max_pause_ms (2 s): three turns whatever Smart Turn makes of espeak's flat
-    # voice (on CPUs without VNNI it doubts "...about a lighthouse." at 0.49, and the words' second
+    # voice (on some CPUs it doubts "...about a lighthouse." at 0.49, and the words' second
     # opinion cannot land inside a 1 s pause streamed four times faster than real time). Turn
     # taking itself is tested on real speech (tests/actors/stt/test_turn.py, test_stt_turns.py).
     make_wav(wav, [0.5, said[0], 2.2, said[1], 2.2, said[2], 1.0])
