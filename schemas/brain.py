@@ -131,11 +131,14 @@ class BrainTask(Event, frozen=True, kw_only=True, tag="brain.task"):
     ``summarize``: ``text`` is a transcript; the answer holds a short summary and the lasting facts
     about the people in it. ``contradiction``: does ``other`` (a newer fact) contradict ``text``
     (an older one)? ``draft``: rewrite ``other`` (one persona setting) as ``text`` (an owner's
-    request) asks; the answer's ``summary`` is the new text and ``reason`` why. Answered by a BrainTaskResult with the same correlation; people's replies go
-    first, so a caller gives it a generous deadline and tries again later on a timeout.
+    request) asks; the answer's ``summary`` is the new text and ``reason`` why. ``reflect``: should
+    ``other`` change, given ``text`` (people's remarks about how she talks)? The answer's
+    ``summary`` is the new text ("" for no change) and ``reason`` why. Answered by a
+    BrainTaskResult with the same correlation; people's replies go first, so a caller gives it
+    a generous deadline and tries again later on a timeout.
     """
 
-    kind: Literal["summarize", "contradiction", "draft"]
+    kind: Literal["summarize", "contradiction", "draft", "reflect"]
     text: str
     other: str = ""
 

@@ -12,8 +12,8 @@ switch is the supervisor's: it stops this actor, sandbox and all, wherever it is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import json
 import re
 import shutil
 import threading
@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import msgspec
 
-from actors.selfmod import draft, live
+from actors.selfmod import draft, live, reflect
 from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
 from actors.selfmod.guard import PERSONA, ProposalRefused, plugin_name
 from actors.selfmod.reports import Tested
@@ -36,6 +36,8 @@ from schemas import (
     BrainTask,
     BrainTaskResult,
     CapabilityChanged,
+    ChatMessage,
+    MemoryForget,
     PersonaChanged,
     PersonaEdit,
     PluginFailed,
@@ -54,14 +56,8 @@ from schemas import (
 TERMINAL = re.compile(r"cli\d*")
 
 
-def prompts_sha(files: dict[str, str]) -> str:
-    """One sha256 for a set of template files ("" for none: the shipped templates)."""
-    if not files:
-        return ""
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-
-
 DRAFT_TIMEOUT_S = 300.0  # people's replies go first: a draft waits behind them
+REFLECT_TICK_S = 60.0
 
 
 class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
@@ -75,6 +71,8 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         "plugin.failed",
         "sys.actor",
         "capability.changed",
+        "chat.message",  # remarks on how she talks, for her reflection
+        "memory.forget",  # a person forgotten: their remarks too
     )
     config_type = SelfmodConfig
     state_type = SelfmodState
@@ -90,6 +88,9 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             self.config, self.state, self.data_dir, self.config_dir, self.config_file, hide
         )
         self.running: set[tuple[int, bool]] = set()  # sandbox runs in flight: (proposal, trial)
+        self.mind = reflect.Reflection(self.config, self.state)
+        self.ponder = asyncio.Event()  # a remark came: is it time to reflect?
+        self.checks = 0
         try:
             self.lagging = await self.offload(self.shop.open, time.time())
         except StateError as exc:
@@ -100,6 +101,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         self.detail = self._detail()
 
     async def on_live(self) -> None:
+        self.spawn(self.reflections(), name="reflections")  # first: nothing below may stop it
         if self.lagging:  # a change committed just before a crash: the brain takes it now
             await self.push(f"selfmod: {await self.offload(self.shop.head)}", self.name)
         await self.push_plugins()  # and the plugin host, HEAD's plugins
@@ -223,20 +225,25 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         await self.changed(None, f"the brain is drafting a change to {key}: `hexbus selfmod list`")
         self.spawn(self.draft(event, envelope.id), name="draft")
 
+    async def rewritten(self, task: BrainTask, *keys: str) -> tuple[str, str, str] | None:
+        """The brain's rewrite of the first of ``keys`` persona.toml has, as a diff, with its
+        reason and the key; None when it saw nothing to change or wrote the same text again."""
+        text = await self.offload(self.shop.text)
+        key, old = draft.first(text, keys)
+        task = msgspec.structs.replace(task, other=old)
+        result = await self.request(task, BrainTaskResult, timeout=DRAFT_TIMEOUT_S)
+        if result.error:
+            raise ProposalRefused(f"the brain could not draft it: {result.error}")
+        diff = draft.change(text, key, old, result.summary)
+        return (diff, result.reason, key) if diff else None
+
     async def draft(self, event: SelfmodRequest, request_id: str) -> None:
         """The brain rewrites one key as the owner asked; the diff becomes a proposal."""
         key = event.key or draft.choose_key(event.text)
         try:
-            text = await self.offload(self.shop.text)
-            old = draft.current(text, key)
-            result = await self.request(
-                BrainTask(kind="draft", text=event.text, other=old),
-                BrainTaskResult,
-                timeout=DRAFT_TIMEOUT_S,
-            )
-            if result.error:
-                raise ProposalRefused(f"the brain could not draft it: {result.error}")
-            diff = draft.unified(text, draft.rewrite(text, key, result.summary))
+            drafted = await self.rewritten(BrainTask(kind="draft", text=event.text), key)
+            if drafted is None:
+                raise ProposalRefused("the brain's draft changes nothing")
         except (ProposalRefused, StateError, RequestTimeout) as exc:
             await self.publish(
                 SelfmodChanged(error=f"no proposal for {event.text!r}: {exc}"),
@@ -244,7 +251,8 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
                 causation=request_id,
             )
             return
-        why = result.reason or f"{event.by} asked: {event.text}"
+        diff, reason, _ = drafted
+        why = reason or f"{event.by} asked: {event.text}"
         await self.publish(
             SelfmodProposal(
                 diff=diff,
@@ -256,6 +264,63 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
             event_id=derived_id(request_id, "draft"),
             causation=request_id,
         )
+
+    # -- her reflection ----------------------------------------------------------------------
+
+    @on(ChatMessage)
+    async def on_message(self, event: ChatMessage) -> None:
+        assert self.envelope is not None
+        if self.mind.note(event, self.envelope.id, time.time()):
+            self.state_changed()
+            self.ponder.set()
+
+    @on(MemoryForget)
+    async def on_forget(self, event: MemoryForget) -> None:
+        if event.person_id and self.mind.forget(event.person_id):
+            self.state_changed(now=True)
+
+    async def reflections(self) -> None:
+        """Think the remarks over when enough have gathered (checked at each remark, and each
+        minute for the gap's end); ``checks`` counts the looks."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ponder.wait(), REFLECT_TICK_S)
+            self.ponder.clear()
+            now = time.time()
+            if self.capabilities.allowed("selfmod.propose") and self.mind.due(now):
+                try:
+                    await self.reflect()
+                except Exception:  # tried again a gap later, never each tick
+                    self.log.exception("selfmod.reflection_failed")
+                    self.mind.tried(now)
+                    self.state_changed(now=True)
+            self.checks += 1
+
+    async def reflect(self) -> None:
+        now = time.time()
+        remarks = self.mind.gathered(now)
+        self.state_changed(now=True)  # the remarks chosen: a crash from here on repeats them
+        key = reflect.key_for(remarks)
+        self.log.info("selfmod.reflecting", remarks=len(remarks), key=key)
+        task = BrainTask(kind="reflect", text=reflect.transcript(remarks))
+        try:
+            drafted = await self.rewritten(task, key, draft.DEFAULT_KEY)  # it may have gone
+        except (ProposalRefused, StateError, RequestTimeout) as exc:
+            self.mind.tried(now)
+            await self.changed(None, "", f"her reflection on {len(remarks)} remarks failed: {exc}")
+            return
+        if drafted is None:
+            self.mind.settle(remarks, now)
+            line = f"she thought over {len(remarks)} remarks on how she talks: no change"
+            return await self.changed(None, line)
+        diff, reason, key = drafted
+        event_id = reflect.event_id(remarks)
+        await self.publish(
+            SelfmodProposal(diff=diff, why=reflect.why(remarks, reason, key), origin="reflection"),
+            event_id=event_id,
+        )
+        self.mind.settle(remarks, now, event_id)
+        self.state_changed(now=True)
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -349,7 +414,7 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         is one."""
         head = await self.offload(self.shop.head)
         files = await self.offload(self.shop.prompts)
-        sha = prompts_sha(files)
+        sha = live.prompts_sha(files)
         if sha == self.state.prompts:
             return
         await self.publish(
@@ -426,30 +491,10 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         for p in self.shop.expire(time.time()):
             await self.changed(p, f"proposal {p.id} expired unapproved")
         try:
-            report = await self.offload(self.answer, event)
+            report = await self.offload(self.shop.answer, event)
         except (ProposalRefused, StateError) as exc:
             report = SelfmodReport(error=str(exc))
         await self.respond(report)
-
-    def answer(self, event: SelfmodAsk) -> SelfmodReport:
-        proposals = sorted(self.state.proposals.values(), key=lambda p: -p.id)
-        if event.what == "show":
-            p = self.state.proposals.get(event.id)
-            if p is None:
-                raise ProposalRefused(f"there is no proposal {event.id}")
-            return SelfmodReport(proposals=(p.view(),))
-        if event.what == "diff":
-            a, b = event.a or "factory", event.b or "HEAD"
-            return SelfmodReport(text=self.shop.history(self._rev(a), self._rev(b)))
-        if event.what == "log":
-            return SelfmodReport(text=self.shop.history())
-        return SelfmodReport(proposals=tuple(p.view(diff=False) for p in proposals[:50]))
-
-    def _rev(self, name: str) -> str:
-        """A proposal number ("3") names its applied commit."""
-        if name.isdigit() and (p := self.state.proposals.get(int(name))) and p.commit:
-            return p.commit
-        return name
 
 
 __all__ = ["SelfmodActor"]

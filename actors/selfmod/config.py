@@ -27,6 +27,11 @@ class SelfmodConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     # Actors whose owners' decisions count (they verify who an owner is); terminals with the
     # run folder always do.
     deciders: tuple[str, ...] = ("discord", "web")
+    # Her reflection: remarks about how she talks (at most two a person count) that make her
+    # think it over with the brain's model; 0 turns it off. At most one reflection a gap, and
+    # none while her last one's proposal waits for a decision.
+    reflect_after: int = 3
+    reflect_gap_s: float = 86400.0
     sandbox: SandboxLimits = SandboxLimits()
 
 
@@ -76,6 +81,16 @@ class Proposal(msgspec.Struct, kw_only=True):
         )
 
 
+class Remark(msgspec.Struct, kw_only=True):
+    """Something a person said about how she talks, waiting for her to think it over."""
+
+    event: str  # the chat message's event id
+    text: str
+    person: str  # platform:person_id
+    name: str = ""
+    at: float = 0.0
+
+
 class SelfmodState(msgspec.Struct, kw_only=True):
     proposals: dict[int, Proposal] = {}
     next_id: int = 1
@@ -85,3 +100,7 @@ class SelfmodState(msgspec.Struct, kw_only=True):
     live_sha: str = ""
     plugins: dict[str, str] = {}  # the plugins handed to the plugin host: name -> sha256
     prompts: str = ""  # the prompt templates handed to the brain: their set's sha256 ("": shipped)
+    remarks: list[Remark] = []  # waiting for her next reflection (reflect.py)
+    reflected_at: float = 0.0  # when she last thought them over
+    reflection: str = ""  # the event id of her last reflection's proposal
+    pondering: list[str] = []  # the remarks (event ids) of a reflection under way

@@ -57,6 +57,26 @@ def current(text: str, key: str) -> str:
     return str(node)
 
 
+def first(text: str, keys: tuple[str, ...]) -> tuple[str, str]:
+    """The first of ``keys`` persona TOML ``text`` has, with its string (the last one's
+    :class:`ProposalRefused` when it has none of them)."""
+    for i, key in enumerate(keys):
+        try:
+            return key, current(text, key)
+        except ProposalRefused:
+            if i == len(keys) - 1:
+                raise
+    raise ProposalRefused("no persona key to change")
+
+
+def change(text: str, key: str, old: str, new: str) -> str:
+    """The diff that makes ``key``'s ``old`` string ``new``; "" when ``new`` is empty or says
+    the same words (a model echoing the setting changes nothing)."""
+    if not new.strip() or new.split() == old.split():
+        return ""
+    return unified(text, rewrite(text, key, new))
+
+
 def rewrite(text: str, key: str, value: str) -> str:
     """``text`` with the string at ``key`` replaced by ``value``, everything else kept."""
     tomlkit = _tomlkit()

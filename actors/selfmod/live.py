@@ -11,6 +11,8 @@ stop, failed) is not revived, and takes the settings when it next starts.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from actors.selfmod.guard import ProposalRefused
 from hexbus import tunables
 from hexbus.control import ControlRequest, SupervisorUnreachable, call
 
-__all__ = ["push"]
+__all__ = ["prompts_sha", "push"]
 
 Modules = Callable[[], dict[str, str]]
 
@@ -72,3 +74,10 @@ def write_atomically(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def prompts_sha(files: dict[str, str]) -> str:
+    """One sha256 for a set of template files ("" for none: the shipped templates)."""
+    if not files:
+        return ""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()

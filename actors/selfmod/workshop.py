@@ -33,7 +33,7 @@ from actors.selfmod.rules import persona_change, prompts_change, settings_change
 from actors.selfmod.state import StateError, StateRepo
 from hexbus import sandbox
 from hexbus.config import ConfigError, load
-from schemas.selfmod import SelfmodDecide, SelfmodProposal
+from schemas.selfmod import SelfmodAsk, SelfmodDecide, SelfmodProposal, SelfmodReport
 
 LEVELS = ("selfmod.propose", "selfmod.plugins", "selfmod.logic")
 T = TypeVar("T")
@@ -157,6 +157,28 @@ class Workshop:
         if a:
             return self.repo.diff(a, b or "HEAD")
         return "\n".join(f"{c[:10]}  {t or '-':<14} {s}" for c, t, s in self.repo.log())
+
+    def answer(self, event: SelfmodAsk) -> SelfmodReport:
+        """A question's answer: the proposals (``list``), one (``show``), a diff, the log."""
+        if event.what == "show":
+            p = self.state.proposals.get(event.id)
+            if p is None:
+                raise ProposalRefused(f"there is no proposal {event.id}")
+            return SelfmodReport(proposals=(p.view(),))
+        if event.what == "diff":
+            return SelfmodReport(
+                text=self.history(self._rev(event.a or "factory"), self._rev(event.b or "HEAD"))
+            )
+        if event.what == "log":
+            return SelfmodReport(text=self.history())
+        proposals = sorted(self.state.proposals.values(), key=lambda p: -p.id)
+        return SelfmodReport(proposals=tuple(p.view(diff=False) for p in proposals[:50]))
+
+    def _rev(self, name: str) -> str:
+        """A proposal number ("3") names its applied commit."""
+        if name.isdigit() and (p := self.state.proposals.get(int(name))) and p.commit:
+            return p.commit
+        return name
 
     @locked
     def text(self, rev: str = "HEAD") -> str:

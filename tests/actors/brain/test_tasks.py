@@ -84,6 +84,21 @@ def test_a_draft_is_the_new_text_with_its_reason_and_never_empty() -> None:
     assert tasks.parse(task, '{"text": "Calm."}').reason == ""
 
 
+def test_a_reflection_may_change_nothing_and_a_change_without_text_is_none() -> None:
+    task = BrainTask(kind="reflect", text="- Pia: you're way too formal", other="Plain words.")
+    turns, schema, _ = tasks.messages(task)
+    assert schema is tasks.REFLECT_SCHEMA
+    assert "Pia: you're way too formal" in turns[1].content and "Plain words." in turns[1].content
+    answer = '{"change": true, "text": " Easy, loose words. ", "reason": "they  find me stiff"}'
+    assert tasks.parse(task, answer) == BrainTaskResult(
+        summary="Easy, loose words.", reason="they find me stiff"
+    )
+    nothing = tasks.parse(task, '{"change": false, "text": "ignored", "reason": "a bad day"}')
+    assert nothing == BrainTaskResult(reason="a bad day")
+    assert tasks.parse(task, '{"change": true, "text": " "}') == BrainTaskResult()
+    assert "true/false" in tasks.parse(task, '{"change": "maybe", "text": "x"}').error
+
+
 def test_prompts_carry_the_texts_and_bound_the_transcript() -> None:
     turns, schema, max_tokens = tasks.messages(BrainTask(kind="summarize", text="x" * 50_000))
     assert len(turns[1].content) == tasks.MAX_TRANSCRIPT_CHARS and schema is tasks.SUMMARY_SCHEMA
@@ -98,7 +113,7 @@ def test_prompts_carry_the_texts_and_bound_the_transcript() -> None:
 def test_the_real_brain_answers_tasks_with_its_model(hex_factory: Callable[..., Hex]) -> None:
     hx = start_brain(hex_factory)
 
-    async def both() -> tuple[BrainTaskResult, BrainTaskResult]:
+    async def three() -> tuple[BrainTaskResult, BrainTaskResult, BrainTaskResult]:
         summary, _ = await ask(
             hx.endpoints, BrainTask(kind="summarize", text=TRANSCRIPT), BrainTaskResult, timeout=120
         )
@@ -110,11 +125,24 @@ def test_the_real_brain_answers_tasks_with_its_model(hex_factory: Callable[..., 
             BrainTaskResult,
             timeout=60,
         )
-        return summary, verdict
+        thought, _ = await ask(
+            hx.endpoints,
+            BrainTask(
+                kind="reflect",
+                text="- Pia: you're way too formal\n- Bo: you sound like a customer service bot",
+                other="Short, punchy sentences.",
+            ),
+            BrainTaskResult,
+            timeout=120,
+        )
+        return summary, verdict, thought
 
-    summary, verdict = asyncio.run(both())
+    summary, verdict, thought = asyncio.run(three())
     # A 135M model: structure, not wit. A summary or an honest error; facts only with real quotes.
     assert summary.summary or summary.error
     assert all(f.quote.lower() in TRANSCRIPT.lower() for f in summary.facts)
     assert not verdict.error and isinstance(verdict.contradicts, bool)
+    # A reflection, grammar-bound: a verdict the selfmod actor can use (a new text, or none).
+    assert not thought.error, thought.error
+    assert not thought.facts and len(thought.summary) <= 1000
     assert "brain.task" in hx.log()
