@@ -33,6 +33,7 @@ from schemas import (
     MemoryQuery,
     MemoryResult,
     QuietMode,
+    SelfmodRequest,
 )
 
 log = structlog.get_logger("actors.discord_io")
@@ -297,6 +298,38 @@ class Owners(commands.Cog):
             return
         await interaction.followup.send(
             reply.message.capitalize() + "." if reply.ok else reply.error
+        )
+
+    @app_commands.command(
+        name="change", description="Owner only: ask Hex to change how she talks (a proposal)"
+    )
+    @app_commands.describe(
+        request='What to change, in your words ("be less sarcastic")',
+        setting="The persona setting (such as reactions.greeting); leave it out to let the words choose",
+    )
+    async def change(
+        self,
+        interaction: Interaction,
+        request: app_commands.Range[str, 1, 500],
+        setting: app_commands.Range[str, 1, 80] | None = None,
+    ) -> None:
+        if not is_owner(self.host.config, interaction.user):
+            await refuse(interaction, "/change")
+            return
+        log.info("discord.owner_command", command="change", user_id=interaction.user.id)
+        await self.host.publish(
+            SelfmodRequest(
+                text=request,
+                by=discord_person_id(interaction.user.id),
+                owner=True,
+                key=setting or "",
+                conversation=f"discord:{interaction.channel_id}",
+            )
+        )
+        await interaction.response.send_message(
+            "Asked. The brain drafts the change and the sandbox tests it; once it is ready it "
+            "comes to the owners with Approve and Reject (`selfmod.propose` must be on).",
+            ephemeral=True,
         )
 
     @app_commands.command(

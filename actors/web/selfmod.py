@@ -5,6 +5,9 @@ A tab sends ``{"t": "selfmod", "op": OP, "ref": "...", ...}``:
 
 * ``list``: her proposals, newest first (``selfmod.ask``), answered with ``list``.
 * ``show`` (``id``): one, with its diff, reason, flags and the audit before and after.
+* ``request`` (``text``, ``key``): an owner's wish in plain words ("be less sarcastic";
+  ``selfmod.request``), which the brain drafts into a proposal; the selfmod actor's answer
+  ("drafting a change to ...", or why not) comes back as ``changed``.
 * ``approve``, ``reject`` (``id``, ``note``), ``rollback`` (``id``, 0 = the latest): an
   owner's decision (``selfmod.decide``, durable, naming the person). The selfmod actor checks it
   again (owner, level switches, ``selfmod.apply``, expiry, stale files) and its answer
@@ -27,12 +30,13 @@ import msgspec
 from actors.web.hub import Client, Hub
 from hexbus import RequestTimeout
 from hexbus.codec import Envelope
-from schemas import SelfmodAsk, SelfmodChanged, SelfmodDecide, SelfmodReport
+from schemas import SelfmodAsk, SelfmodChanged, SelfmodDecide, SelfmodReport, SelfmodRequest
 
 __all__ = ["SelfmodPanel"]
 
-OPS = frozenset({"list", "show", "approve", "reject", "rollback"})
+OPS = frozenset({"list", "show", "approve", "reject", "rollback", "request"})
 DECISIONS = frozenset({"approve", "reject", "rollback"})
+OWNERS_ONLY = DECISIONS | {"request"}
 TIMEOUT_S = 10.0
 PENDING_KEPT = 100
 
@@ -60,12 +64,14 @@ class SelfmodPanel:
         if not isinstance(number, int) or not 0 <= number < 1 << 31:
             self._send(client, "refused", ref, text="a proposal is named by its number")
             return
-        if op in DECISIONS and not client.owner:
+        if op in OWNERS_ONLY and not client.owner:
             why = f"only an owner may {op} her changes (this page's person is not one)"
             self._send(client, "refused", ref, text=why)
             return
         try:
-            if op in DECISIONS:
+            if op == "request":
+                await self._request(client, ref, message.get("text"), message.get("key", ""))
+            elif op in DECISIONS:
                 await self._decide(client, ref, op, number, message.get("note", ""))
             else:
                 await self._ask(client, ref, op, number)
@@ -101,6 +107,28 @@ class SelfmodPanel:
             self.pending.popitem(last=False)
         await self.publish(event, event_id=event_id)
         self._send(client, "sent", ref, id=number, action=op)
+
+    async def _request(self, client: Client, ref: str, text: Any, key: Any) -> None:
+        """An owner's wish in plain words ("be less sarcastic"): the brain drafts the proposal."""
+        if not isinstance(text, str) or not 0 < len(text.strip()) <= 500:
+            self._send(client, "refused", ref, text="say what to change, in at most 500 characters")
+            return
+        if not isinstance(key, str) or len(key) > 80:
+            self._send(client, "refused", ref, text="a persona setting is a short dotted name")
+            return
+        event = SelfmodRequest(
+            text=text.strip(),
+            by=client.person_id,
+            owner=client.owner,
+            key=key.strip(),
+            conversation="web",
+        )
+        event_id = self.new_id()
+        self.pending[event_id] = (client, ref)
+        while len(self.pending) > PENDING_KEPT:
+            self.pending.popitem(last=False)
+        await self.publish(event, event_id=event_id)
+        self._send(client, "sent", ref, id=0, action="request")
 
     # -- from the bus ----------------------------------------------------------------------
 

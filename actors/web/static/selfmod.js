@@ -69,7 +69,7 @@ export function selfmodPanel(hex, send) {
   const on = {
     list(m) { showList(m.proposals); say(`${m.proposals.length} proposal${m.proposals.length === 1 ? "" : "s"}`); },
     show(m) { if (m.proposals.length) showOne(m.proposals[0]); },
-    sent(m) { say(`${m.action} ${m.id}: sent, waiting for selfmod…`); },
+    sent(m) { say(m.action === "request" ? "asked: waiting for selfmod…" : `${m.action} ${m.id}: sent, waiting for selfmod…`); },
     changed(m) {
       state.changes.push(m);
       say(m.error || m.line, Boolean(m.error));
@@ -80,6 +80,13 @@ export function selfmodPanel(hex, send) {
   };
 
   $("selfmod-refresh").addEventListener("click", () => ask("list"));
+  $("selfmod-request-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("selfmod-request");
+    if (!text.value.trim()) return;
+    ask("request", { text: text.value, key: "" });
+    text.value = "";
+  });
 
   return {
     on(m) { const handler = on[m.op]; if (handler) handler(m); },

@@ -28,6 +28,7 @@ from schemas import (
     Reply,
     SelfmodChanged,
     SelfmodDecide,
+    SelfmodRequest,
 )
 from tests.support.discord.hexes import (
     BRAIN,
@@ -59,6 +60,7 @@ def test_slash_commands_are_registered_and_owner_only_ones_refuse_others_politel
         "restart",
         "killswitch",
         "capabilities",
+        "change",
     } <= names
     ana = fake.add_user("ana")
     general = fake.general_channel_id
@@ -99,6 +101,23 @@ def test_slash_commands_are_registered_and_owner_only_ones_refuse_others_politel
     quiet_events = [e.body for e in journal(hx, ["brain.quiet"])]
     assert len(quiet_events) == 1 and isinstance(quiet_events[0], QuietMode)
     assert quiet_events[0].target == str(general) and quiet_events[0].until > time.time() + 29 * 60
+
+    # An owner asks her to change (the selfmod actor drafts it); nobody else may.
+    change = {"request": "be less sarcastic", "setting": "reactions.teased"}
+    nope = answered(fake.interact("change", user_id=ana, channel_id=general, options=change))
+    assert "only for Hex's owners" in nope["text"]
+    asked = answered(
+        fake.interact("change", user_id=fake.owner_id, channel_id=general, options=change)
+    )
+    assert "The brain drafts the change" in asked["text"] and asked["ephemeral"]
+    (request,) = [e.body for e in journal(hx, ["selfmod.request"])]
+    assert isinstance(request, SelfmodRequest) and request.owner
+    assert (request.text, request.key, request.by, request.conversation) == (
+        "be less sarcastic",
+        "reactions.teased",
+        f"discord:{fake.owner_id}",
+        f"discord:{general}",
+    )
 
     # Capabilities: the list is the supervisor's; a person switches what concerns them only.
     listed = answered(fake.interact("capabilities", user_id=ana, channel_id=general))["text"]

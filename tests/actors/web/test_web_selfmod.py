@@ -1,8 +1,8 @@
 """The approval panel in a real browser against a real Hex (the brain on the packaged model,
 selfmod with its bubblewrap sandbox, the web actor): her proposal appears once its sandbox run
 is done, with the audit before and after and its diff; the owner approves it (the brain takes
-it) and rolls it back (byte for byte); each decision is journaled naming the person; a guest may
-look and not decide."""
+it) and rolls it back (byte for byte); each decision is journaled naming the person; the owner
+asks for a change in plain words and the brain drafts it; a guest may look and not decide."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from actors.selfmod.draft import rewrite, unified
-from schemas import SelfmodDecide
+from schemas import SelfmodDecide, SelfmodRequest
 from tests.support.brain import SELFMOD_TOML, brain_toml
 from tests.support.harness import Hex, HexFactory, poll_for
 from tests.support.web import artifact, chromium, guest_tab, journaled, page_of, web_toml
@@ -85,10 +85,17 @@ def test_the_owner_approves_and_rolls_back_her_proposal_on_the_page_and_a_guest_
         until(page, "hex.selfmod.proposals.some((p) => p.id === 1 && p.status === 'rolled_back')")
         page.screenshot(path=artifact("selfmod-rolled-back.png"), full_page=True)
 
+        # Asked in plain words: the selfmod actor takes the owner's wish to the brain.
+        page.fill("#selfmod-request", "be less sarcastic when I tease you")
+        page.click("#selfmod-request-form button[type=submit]")
+        until(page, "hex.selfmod.changes.length >= 3")
+        drafting = page.evaluate("hex.selfmod.changes[2]")
+        assert drafting["line"].startswith("the brain is drafting a change to reactions.teased")
+
     # A guest may look, not decide.
     with guest_tab(hx) as tab:
-        for op in ("approve", "reject", "rollback"):
-            tab.send(json.dumps({"t": "selfmod", "ref": "g", "op": op, "id": 1}))
+        for op in ("approve", "reject", "rollback", "request"):
+            tab.send(json.dumps({"t": "selfmod", "ref": "g", "op": op, "id": 1, "text": "be nice"}))
             answer = _answer(tab)
             assert answer["op"] == "refused" and "only an owner" in answer["text"], answer
         tab.send(json.dumps({"t": "selfmod", "ref": "g", "op": "list"}))
@@ -101,6 +108,13 @@ def test_the_owner_approves_and_rolls_back_her_proposal_on_the_page_and_a_guest_
         ("rollback", 1, "owner", True),
     ]
     assert decided[0].note == "yes, calmer" and decided[1].note == ""  # one note, one decision
+    (asked,) = [e for e in journaled(hx, ["selfmod.request"]) if isinstance(e, SelfmodRequest)]
+    assert (asked.text, asked.by, asked.owner, asked.conversation) == (
+        "be less sarcastic when I tease you",
+        "owner",
+        True,
+        "web",
+    )
 
 
 def _answer(tab: Any) -> dict[str, Any]:
