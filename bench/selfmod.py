@@ -9,7 +9,10 @@ baseline): the ratio is what the isolation and the second process cost, and
 ``scenario_share`` is the part of the sandbox's time spent answering scenarios.
 
 Printed (JSON): ``sandbox_s``, ``baseline_s``, ``sandbox_ratio``, ``scenario_share``,
-``rollback_s`` (a decision's git revert, with the commit) and ``isolation``. For a plugin (level
+``rollback_s`` (a decision's git revert, with the commit) and ``isolation``; for the other
+levels, proposal to sandbox report of a settings change (``settings_sandbox_s``, level 2) and
+of a prompt template change (``logic_sandbox_s``, level 4, on the same ``--scenarios``; the
+level's own default is the whole set). For a plugin (level
 3): ``plugin_sandbox_s`` (its proposal to its sandbox report: checked and fed the audit's 110
 conversations), ``plugin_baseline_s`` (the same trial in this process) and their ratio; and per
 event, the plugin host's round trip to the plugin's sandboxed runner (``plugin_event_ms``) against
@@ -70,6 +73,25 @@ def react(event, hex):
     if re.search(r"\\b(good )?morning\\b", event["text"], re.I):
         hex.note("they said good morning: say it back first")
 """
+
+
+def level_figures(shop: Workshop) -> dict[str, float]:
+    """Proposal -> sandbox report for a settings change (level 2) and a prompt template change
+    (level 4: every section of the prompt filled, so each reply template reaches the model)."""
+    out: dict[str, float] = {}
+    changes = {
+        "settings": ("settings.toml", "[brain.budgets]\nreply = 120\n"),
+        "logic": ("prompts/reply.toml", 'memories = "Moments you remember together:"\n'),
+    }
+    for name, (path, text) in changes.items():
+        diff = unified("", text, path, new=True)
+        started = time.perf_counter()
+        p = shop.submit(f"bench-{name}", SelfmodProposal(diff=diff, why=name), lambda _: True, 0)
+        tested = shop.test(p.id)
+        if tested.status != "ready":
+            raise SystemExit(f"the {name} change's sandbox run did not pass: {tested.reason}")
+        out[f"{name}_sandbox_s"] = round(time.perf_counter() - started, 2)
+    return out
 
 
 def plugin_figures(shop: Workshop, root: Path) -> dict[str, float]:
@@ -137,7 +159,7 @@ def main() -> None:
         data = root / "data" / "actors" / "selfmod"
         data.mkdir(parents=True)
         shop = Workshop(
-            SelfmodConfig(scenarios=args.scenarios),
+            SelfmodConfig(scenarios=args.scenarios, logic_scenarios=args.scenarios),
             SelfmodState(),
             data,
             root,
@@ -170,6 +192,7 @@ def main() -> None:
         shop.decide(SelfmodDecide(action="rollback", id=p1.id, by="bench", owner=True), "r", 2)
         rollback_s = time.perf_counter() - started
         assert shop.text() == text
+        levels = level_figures(shop)
         plugins = plugin_figures(shop, root)
         print(
             json.dumps(
@@ -181,6 +204,7 @@ def main() -> None:
                     "sandbox_ratio": round(sandbox_s / base_s, 2),
                     "scenario_share": round(audit_s / sandbox_s, 2),
                     "rollback_s": round(rollback_s, 3),
+                    **levels,
                     **plugins,
                 },
                 indent=2,
