@@ -21,7 +21,7 @@ from actors.brain.backends import BackendError, ChatTurn, Params
 from actors.brain.backends.fallback import FallbackChain
 from actors.brain.config import BrainConfig, make_backend
 from actors.brain.persona import Persona, PersonaError, load_persona
-from actors.brain.prompt import build, system_prompt
+from actors.brain.prompt import build, opening, system_prompt
 from actors.brain.rules import is_crisis, may_deny, moment_of, new_relationship, wants_quiet
 from actors.brain.scenarios import (
     Scenario,
@@ -35,7 +35,7 @@ from actors.brain.scenarios import (
 from actors.brain.templates import SHIPPED, Templates
 from hexbus import tunables
 from hexbus.config import ConfigError, load
-from schemas import MemoryHit
+from schemas import ChatMessage, MemoryHit
 
 BRAIN_MODULE = "actors.brain.actor:BrainActor"
 
@@ -145,16 +145,20 @@ async def audit_persona(
         if between is not None:
             await between()
         rel = new_relationship("audit", persona)
-        deny = may_deny(rel, scenario.prompt, persona, rng)
-        persona_text = system_prompt(
-            persona,
-            rel,
-            deny_now=deny,
-            care_owed=False,
-            crisis=is_crisis(scenario.prompt, persona),
-            quiet=wants_quiet(scenario.prompt, persona),
-            moment=moment_of(scenario.prompt, persona),
-        )
+        message = scenario.prompt
+        if scenario.initiative:  # she speaks first: the opening template, as the brain does
+            persona_text = system_prompt(persona, rel, deny_now=False, care_owed=False)
+            message = opening(_first(scenario), persona.name, templates)
+        else:
+            persona_text = system_prompt(
+                persona,
+                rel,
+                deny_now=may_deny(rel, scenario.prompt, persona, rng),
+                care_owed=False,
+                crisis=is_crisis(scenario.prompt, persona),
+                quiet=wants_quiet(scenario.prompt, persona),
+                moment=moment_of(scenario.prompt, persona),
+            )
         sections = CONTEXT if context else NO_CONTEXT
         turns, max_tokens = build(
             persona=persona_text,
@@ -164,7 +168,7 @@ async def audit_persona(
             notes=sections.notes,
             summary=sections.summary,
             turns=[],
-            message=scenario.prompt,
+            message=message,
             speaker="someone",
             budgets=config.budgets,
             count=chain.count_tokens,
@@ -193,6 +197,18 @@ async def audit_persona(
     report["seconds"] = round(time.monotonic() - t0, 1)
     report["replies"] = {r.scenario: r.reply for r in results}
     return report
+
+
+def _first(scenario: Scenario) -> ChatMessage:
+    """The message the autonomy actor would send the brain for an opening scenario."""
+    return ChatMessage(
+        platform="console",
+        person_id="audit",
+        display_name="someone",
+        channel="audit",
+        text=scenario.prompt,
+        initiative=scenario.initiative,
+    )
 
 
 def latest_report(directory: Path) -> Path | None:

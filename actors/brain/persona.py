@@ -45,7 +45,14 @@ Moment = Literal[
     "boundary_pushed",
 ]
 Category = Literal[  # of audit scenarios (scenarios.py); here because errors name them
-    "casual", "vulnerable", "teasing", "crisis", "leave_me_alone", "identity", "hard_limit"
+    "casual",
+    "vulnerable",
+    "teasing",
+    "crisis",
+    "leave_me_alone",
+    "identity",
+    "hard_limit",
+    "opening",
 ]
 CATEGORIES: tuple[str, ...] = get_args(Category)
 

@@ -41,6 +41,9 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_words: int | None = None
     floor: int = 12  # the length allowance for a very short message
     must_not_contain: tuple[str, ...] = ()
+    # Category "opening": she speaks first, for this reason; ``prompt`` is what it is about
+    # (the brain's opening template stands for the person's words).
+    initiative: str = ""
 
 
 class _MustNotContain(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -54,6 +57,7 @@ class _MustNotContain(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     leave_me_alone: tuple[str, ...] = ()
     identity: tuple[str, ...] = ()
     hard_limit: tuple[str, ...] = ()
+    opening: tuple[str, ...] = ()
 
 
 class _ScenarioFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -86,6 +90,13 @@ def load_scenarios(path: Path = DEFAULT_SCENARIOS_PATH) -> list[Scenario]:
         seen.add(s.id)
         if not s.prompt.strip():
             raise _fail(source, f"scenario[{i}].prompt", "is empty", "write the user's message")
+        if (s.category == "opening") != bool(s.initiative.strip()):
+            raise _fail(
+                source,
+                f"scenario[{i}].initiative",
+                "is set without category 'opening'" if s.initiative else "is missing",
+                "an opening scenario (and only one) says why she speaks first",
+            )
         if s.max_words is not None and s.max_words < 1:
             raise _fail(
                 source, f"scenario[{i}].max_words", f"must be >= 1, got {s.max_words}", "raise it"

@@ -32,6 +32,7 @@ class _Slow(BaseException):  # past the plugin's own `except Exception`
 def events(path: Path = SCENARIOS) -> list[tuple[str, dict[str, Any]]]:
     """What the plugin hears, built from the audit's conversations."""
     scenarios = tomllib.loads(path.read_text(encoding="utf-8")).get("scenario", [])
+    scenarios = [s for s in scenarios if not s.get("initiative")]  # people's words only
     made: list[tuple[str, dict[str, Any]]] = []
     for i, s in enumerate(scenarios):
         person = {"person": f"person{i % 7}", "name": f"Person {i % 7}", "channel": "trial"}

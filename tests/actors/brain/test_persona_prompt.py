@@ -106,6 +106,17 @@ def test_scenario_file_errors_are_one_line(tmp_path: Path) -> None:
     )
     with pytest.raises(PersonaError, match=r"unknown key `scenario\[0\]\.mood`"):
         load_scenarios(path)
+    path.write_text(
+        '[[scenario]]\nid = "a"\ncategory = "opening"\nprompt = "her exam"\n', encoding="utf-8"
+    )
+    with pytest.raises(PersonaError, match=r"`scenario\[0\]\.initiative` is missing"):
+        load_scenarios(path)
+    path.write_text(
+        '[[scenario]]\nid = "a"\ncategory = "casual"\nprompt = "hi"\ninitiative = "x"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(PersonaError, match=r"initiative` is set without category 'opening'"):
+        load_scenarios(path)
 
 
 def test_check_reply_flags_another_name_and_passes_a_proper_reply(

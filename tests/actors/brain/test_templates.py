@@ -220,3 +220,22 @@ def test_the_trial_s_audit_fills_every_section_so_each_template_reaches_the_mode
     assert "EARLIER-MARK" not in plain and "NOTES-MARK" not in plain
     assert "EARLIER-MARK They said hello earlier." in filled and "NOTES-MARK nothing new" in filled
     assert "Sam has a cat called Miso" in filled
+
+
+def test_the_audit_s_opening_scenarios_reach_the_model_through_the_opening_template() -> None:
+    backend = ScriptedBackend([Script(["Hey! How did it go?"])])
+    chosen = parse({"opening.toml": b'instruction = "OPENING-MARK why={why}{about}"'})
+    (first, *_) = [s for s in load_scenarios() if s.category == "opening"]
+    persona, config = load_persona(), BrainConfig(metadata=False)
+
+    async def audit() -> dict[str, object]:
+        chain = FallbackChain([backend], cooldown_s=1.0)
+        await chain.start()
+        report = await audit_persona(chain, persona, config, scenarios=[first], templates=chosen)
+        await chain.close()
+        return report
+
+    report = asyncio.run(audit())
+    last = backend.prompts[0][-1].content
+    assert last.startswith(f"OPENING-MARK why={first.initiative} It is about: {first.prompt}.")
+    assert report["by_category"] == {"opening": 1.0}
