@@ -13,6 +13,7 @@ address space, file size, open files, and a wall-clock timeout that kills the pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import psutil
 
 
 class SandboxLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -249,8 +251,7 @@ def run(
                 stopped = stop is not None and stop.is_set()
                 timed_out = time.monotonic() >= deadline
                 if stopped or timed_out:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    rc = proc.wait()
+                    rc = _kill_tree(proc)
                     break
         if stopped:
             raise SandboxStopped("the sandbox run was killed: its owner is stopping")
@@ -287,12 +288,26 @@ def popen(
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
-    """Kill a sandboxed process and everything it started (its own session's group)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """Kill a sandboxed process and everything it started, and wait until they are gone."""
     for stream in (proc.stdin, proc.stdout):
         if stream is not None:
             stream.close()
-    proc.wait()
+    _kill_tree(proc)
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> int:
+    """SIGKILL ``proc``'s session group and every process under it (bubblewrap starts its own
+    in a session of their own inside its namespace: they die with it, but only after it, a
+    moment a loaded machine stretches and no caller should see); wait for all; its status."""
+    try:
+        inside = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        inside = []
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for child in inside:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    rc = proc.wait()
+    psutil.wait_procs(inside, timeout=10)
+    return rc
