@@ -11,14 +11,14 @@ baseline): the ratio is what the isolation and the second process cost, and
 Printed (JSON): ``sandbox_s``, ``baseline_s``, ``sandbox_ratio``, ``scenario_share``,
 ``rollback_s`` (a decision's git revert, with the commit) and ``isolation``; for the other
 levels, proposal to sandbox report of a settings change (``settings_sandbox_s``, level 2) and
-of a prompt template change (``logic_sandbox_s``, level 4, on the same ``--scenarios``; the
-level's own default is the whole set). For a plugin (level
+of a prompt template change (``logic_sandbox_s``, level 4, on ``--logic-scenarios``: by
+default the same ``--scenarios``; ``0`` is the level's own default, the whole set). For a plugin (level
 3): ``plugin_sandbox_s`` (its proposal to its sandbox report: checked and fed the audit's 110
 conversations), ``plugin_baseline_s`` (the same trial in this process) and their ratio; and per
 event, the plugin host's round trip to the plugin's sandboxed runner (``plugin_event_ms``) against
 calling it in this process (``plugin_event_inprocess_ms``), with their ratio.
 
-    python bench/selfmod.py [--scenarios 10]
+    python bench/selfmod.py [--scenarios 10] [--logic-scenarios 0]
 """
 
 from __future__ import annotations
@@ -151,6 +151,8 @@ async def baseline(config_path: Path, folders: list[Path], n: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--scenarios", type=int, default=10)
+    # A prompt template change's own scenario count (level 4 asks for the whole set: 0).
+    p.add_argument("--logic-scenarios", type=int, default=None)
     args = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="hxbench"))
     try:
@@ -159,7 +161,12 @@ def main() -> None:
         data = root / "data" / "actors" / "selfmod"
         data.mkdir(parents=True)
         shop = Workshop(
-            SelfmodConfig(scenarios=args.scenarios, logic_scenarios=args.scenarios),
+            SelfmodConfig(
+                scenarios=args.scenarios,
+                logic_scenarios=args.scenarios
+                if args.logic_scenarios is None
+                else args.logic_scenarios,
+            ),
             SelfmodState(),
             data,
             root,
@@ -198,6 +205,9 @@ def main() -> None:
             json.dumps(
                 {
                     "scenarios": args.scenarios,
+                    "logic_scenarios": args.scenarios
+                    if args.logic_scenarios is None
+                    else args.logic_scenarios,
                     "isolation": tested.isolation,
                     "sandbox_s": round(sandbox_s, 2),
                     "baseline_s": round(base_s, 2),
