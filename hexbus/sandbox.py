@@ -28,6 +28,10 @@ from pathlib import Path
 
 import msgspec
 import psutil
+import structlog
+
+log = structlog.get_logger("hexbus.sandbox")
+KILL_WAIT_S = 5.0  # the most a kill waits for what the killed process started to die
 
 
 class SandboxLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -298,16 +302,28 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 def _kill_tree(proc: subprocess.Popen[bytes]) -> int:
     """SIGKILL ``proc``'s session group and every process under it (bubblewrap starts its own
     in a session of their own inside its namespace: they die with it, but only after it, a
-    moment a loaded machine stretches and no caller should see); wait for all; its status."""
-    try:
-        inside = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        inside = []
+    moment a loaded machine stretches and no caller should see), and wait until each is dead
+    (a zombie is: only its reaping is left, to whoever adopted it); its status."""
+    inside: list[psutil.Process] = []
+    if proc.returncode is None:  # unreaped, its pid is still its own
+        with contextlib.suppress(psutil.Error):
+            inside = psutil.Process(proc.pid).children(recursive=True)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     for child in inside:
         with contextlib.suppress(psutil.Error):
             child.kill()
     rc = proc.wait()
-    psutil.wait_procs(inside, timeout=10)
+    deadline = time.monotonic() + KILL_WAIT_S
+    while (inside := [p for p in inside if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if inside:
+        log.warning("sandbox.kill_outlived", pids=[p.pid for p in inside])
     return rc
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

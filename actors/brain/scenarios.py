@@ -88,7 +88,7 @@ def load_scenarios(path: Path = DEFAULT_SCENARIOS_PATH) -> list[Scenario]:
                 source, f"scenario[{i}].id", f"repeats {s.id!r}", "give each scenario its own id"
             )
         seen.add(s.id)
-        if not s.prompt.strip():
+        if not s.prompt.strip() and s.category != "opening":  # she may speak first of nothing
             raise _fail(source, f"scenario[{i}].prompt", "is empty", "write the user's message")
         if (s.category == "opening") != bool(s.initiative.strip()):
             raise _fail(

@@ -322,13 +322,14 @@ class Owners(commands.Cog):
                 text=request,
                 by=discord_person_id(interaction.user.id),
                 owner=True,
-                key=setting or "",
+                key=(setting or "").strip(),
                 conversation=f"discord:{interaction.channel_id}",
             )
         )
         await interaction.response.send_message(
             "Asked. The brain drafts the change and the sandbox tests it; once it is ready it "
-            "comes to the owners with Approve and Reject (`selfmod.propose` must be on).",
+            "comes to the owners with Approve and Reject. Not drafted if `selfmod.propose` is "
+            "off or the setting is protected (selfmod's log says why, as `selfmod.changed`).",
             ephemeral=True,
         )
 

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import msgspec
 
-from actors.selfmod import draft, live, reflect
+from actors.selfmod import draft, live, reflect, rules
 from actors.selfmod.config import Proposal, SelfmodConfig, SelfmodState
 from actors.selfmod.guard import PERSONA, ProposalRefused, plugin_name
 from actors.selfmod.reports import Tested
@@ -211,17 +211,14 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
         if not self.speaks_for_owners(envelope.source):
             await self.changed(None, "", f"{envelope.source} may not ask her to change")
             return
-        if not event.owner:
-            await self.changed(
-                None, "", f"only an owner may ask her to change ({event.by} is not one)"
-            )
-            return
-        if not self.capabilities.allowed("selfmod.propose"):
-            await self.changed(
-                None, "", "selfmod.propose is off: `hexbus capability enable selfmod.propose` first"
-            )
-            return
+        if why := draft.refusal(event, self.capabilities.allowed("selfmod.propose")):
+            return await self.changed(None, "", why)
         key = event.key or draft.choose_key(event.text)
+        try:  # a key she may not (or cannot) change is said now, not after the model's work
+            rules.refuse_protected(key)
+            draft.current(await self.offload(self.shop.text), key)
+        except (ProposalRefused, StateError) as exc:
+            return await self.changed(None, "", f"no proposal for {event.text[:80]!r}: {exc}")
         await self.changed(None, f"the brain is drafting a change to {key}: `hexbus selfmod list`")
         self.spawn(self.draft(event, envelope.id), name="draft")
 

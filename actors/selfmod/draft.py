@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from actors.selfmod.guard import PERSONA, ProposalRefused
+from schemas import SelfmodRequest
 
 DEFAULT_KEY = "style.sentence_shape"
 # Words in a request that point at one reaction; anything else is about how she talks.
@@ -25,6 +26,20 @@ _POINTERS: tuple[tuple[str, str], ...] = (
     ("reactions.user_stressed", r"\bstress\w*\b"),
     ("reactions.asked_name", r"\b(your name|asked (for )?(her|your) name)\b"),
 )
+
+
+LONGEST_REQUEST = 500  # characters: as the page and Discord take them
+
+
+def refusal(event: SelfmodRequest, propose_on: bool) -> str:
+    """Why an owner's request from an owners' channel is not drafted ("" when it is)."""
+    if not event.owner:
+        return f"only an owner may ask her to change ({event.by} is not one)"
+    if not propose_on:
+        return "selfmod.propose is off: `hexbus capability enable selfmod.propose` first"
+    if not event.text.strip() or len(event.text) > LONGEST_REQUEST:
+        return f"say what to change in 1 to {LONGEST_REQUEST} characters"
+    return ""
 
 
 def choose_key(request: str) -> str:

@@ -79,6 +79,13 @@ def _under(key: str, rule: str) -> bool:
     return key == rule or key.startswith(rule + ".") or key.startswith(rule + "[")
 
 
+def refuse_protected(key: str) -> None:
+    """:class:`ProposalRefused` when persona ``key`` is protected (or under a protected one)."""
+    for rule, what in PROTECTED_KEYS.items():
+        if _covers(key, rule):
+            raise ProposalRefused(f"persona.toml {key}: protected ({what})")
+
+
 def _covers(key: str, rule: str) -> bool:
     """Whether changing ``key`` changes what ``rule`` names: the key itself, something under
     it, or a table above it (removing ``[prompt]`` removes ``prompt.crisis``)."""
@@ -101,9 +108,7 @@ def persona_change(before: bytes, after: bytes) -> tuple[list[str], list[str]]:
     new = _toml(after, "after the change")
     keys = changed_keys(old, new)
     for key in keys:
-        for rule, what in PROTECTED_KEYS.items():
-            if _covers(key, rule):
-                raise ProposalRefused(f"persona.toml {key}: protected ({what})")
+        refuse_protected(key)
     flags = []
     if any(_covers(k, rule) for k in keys for rule in SAFETY_KEYS):
         flags.append("safety")

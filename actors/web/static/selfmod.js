@@ -10,7 +10,9 @@ export function selfmodPanel(hex, send) {
   const say = statusLine("selfmod-note");
 
   function ask(op, fields = {}) {
-    if (!send({ t: "selfmod", op, ref: `s${++refs}`, ...fields })) say("not connected", true);
+    if (send({ t: "selfmod", op, ref: `s${++refs}`, ...fields })) return true;
+    say("not connected", true);
+    return false;
   }
 
   function decide(action, p) {
@@ -75,7 +77,8 @@ export function selfmodPanel(hex, send) {
       say(m.error || m.line, Boolean(m.error));
       ask("list");
     },
-    update(m) { state.updates.push(m); if (m.line && !m.error) say(m.line); ask("list"); },
+    // Also what came of a request later (the brain's draft failed): said where it is seen.
+    update(m) { state.updates.push(m); if (m.line || m.error) say(m.error || m.line, Boolean(m.error)); ask("list"); },
     refused(m) { state.refused.push(m); say(m.text, true); },
   };
 
@@ -84,8 +87,7 @@ export function selfmodPanel(hex, send) {
     e.preventDefault();
     const text = $("selfmod-request");
     if (!text.value.trim()) return;
-    ask("request", { text: text.value, key: "" });
-    text.value = "";
+    if (ask("request", { text: text.value, key: "" })) text.value = "";
   });
 
   return {

@@ -223,19 +223,24 @@ def test_the_trial_s_audit_fills_every_section_so_each_template_reaches_the_mode
 
 
 def test_the_audit_s_opening_scenarios_reach_the_model_through_the_opening_template() -> None:
-    backend = ScriptedBackend([Script(["Hey! How did it go?"])])
+    backend = ScriptedBackend([Script(["Hey! How did it go?"]), Script(["Hi, you around?"])])
     chosen = parse({"opening.toml": b'instruction = "OPENING-MARK why={why}{about}"'})
-    (first, *_) = [s for s in load_scenarios() if s.category == "opening"]
+    openings = [s for s in load_scenarios() if s.category == "opening"]
+    first, bare = openings[0], next(s for s in openings if not s.prompt)
     persona, config = load_persona(), BrainConfig(metadata=False)
 
     async def audit() -> dict[str, object]:
         chain = FallbackChain([backend], cooldown_s=1.0)
         await chain.start()
-        report = await audit_persona(chain, persona, config, scenarios=[first], templates=chosen)
+        report = await audit_persona(
+            chain, persona, config, scenarios=[first, bare], templates=chosen
+        )
         await chain.close()
         return report
 
     report = asyncio.run(audit())
     last = backend.prompts[0][-1].content
     assert last.startswith(f"OPENING-MARK why={first.initiative} It is about: {first.prompt}.")
+    assert backend.prompts[1][-1].content.startswith(f"OPENING-MARK why={bare.initiative}")
+    assert "It is about" not in backend.prompts[1][-1].content  # nothing in particular
     assert report["by_category"] == {"opening": 1.0}

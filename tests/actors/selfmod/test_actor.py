@@ -14,6 +14,7 @@ import msgspec
 import psutil
 import pytest
 
+from actors.selfmod import draft
 from actors.selfmod.actor import SelfmodActor
 from actors.selfmod.config import SHIPPED_PERSONA, SelfmodConfig
 from actors.selfmod.draft import rewrite, unified
@@ -166,6 +167,24 @@ def test_requests_need_an_owner_and_the_switch_and_drafts_come_from_the_brain(
         (proposal,) = [e for e in h.published if isinstance(e, SelfmodProposal)]
         assert '+sentence_shape = "Loose, friendly sentences."' in proposal.diff
         assert proposal.origin == "owner" and proposal.why.startswith("less stiff")
+        # Said at once, before any of the model's time: a protected or unknown setting, a
+        # request too long; and a draft that says the same words again is no change.
+        asked = len([e for e in h.published if isinstance(e, SelfmodProposal)])
+        for key, text, why in (
+            ("name", "call yourself Vex", "persona.toml name: protected (her name)"),
+            ("prompt.crisis", "relax", "protected (the crisis rules)"),
+            ("reactions.nope", "be nicer", "persona.toml has no reactions.nope"),
+            ("", "x" * 501, "in 1 to 500 characters"),
+        ):
+            request = SelfmodRequest(text=text, by="o", owner=True, key=key)
+            out = await h.send(request, source="cli1")
+            assert why in errors(out)[0], errors(out)
+            assert not any("drafting" in e.line for e in out if isinstance(e, SelfmodChanged))
+        shape = draft.current(TEXT, "style.sentence_shape")
+        h.respond(BrainTask, lambda task: BrainTaskResult(summary=f"  {shape} ", reason="same"))
+        await h.send(SelfmodRequest(text="be you", by="o", owner=True), source="cli1")
+        await until(lambda: any("changes nothing" in e for e in errors(h.published)))
+        assert len([e for e in h.published if isinstance(e, SelfmodProposal)]) == asked
 
     run(body, tmp_path, "selfmod.propose")
 
