@@ -65,7 +65,10 @@ def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_canno
         guest.wait_for_selector(f'{remember}[data-enabled="false"]')
         guest.check('#capabilities tr[data-capability="camera"] input.mine')
         guest.wait_for_selector('#capabilities tr[data-capability="camera"][data-enabled="false"]')
-        assert "her owner has it off" in guest.inner_text("#runtime-note")
+        # (the row showed off before the click too: the answer is the note, when it comes)
+        guest.wait_for_function(
+            "document.getElementById('runtime-note').textContent.includes('her owner has it off')"
+        )
 
         owner = open_runtime(browser, hx, "web")
         first = '#capabilities tr[data-capability="speak_first"]'
