@@ -66,8 +66,11 @@ def test_the_owner_restarts_an_actor_and_pulls_the_kill_switch_and_a_guest_canno
         guest.check('#capabilities tr[data-capability="camera"] input.mine')
         guest.wait_for_selector('#capabilities tr[data-capability="camera"][data-enabled="false"]')
         # (the row showed off before the click too: the answer is the note, when it comes)
-        guest.wait_for_function(
-            "document.getElementById('runtime-note').textContent.includes('her owner has it off')"
+        # (Polled from here: the page's CSP refuses the eval wait_for_function polls with.)
+        poll_for(
+            lambda: "her owner has it off" in guest.inner_text("#runtime-note"),
+            10,
+            what="the note on the camera switch",
         )
 
         owner = open_runtime(browser, hx, "web")
