@@ -101,12 +101,7 @@ class SelfmodPanel:
             owner=client.owner,
             note=note[:500] if isinstance(note, str) else "",
         )
-        event_id = self.new_id()
-        self.pending[event_id] = (client, ref)
-        while len(self.pending) > PENDING_KEPT:
-            self.pending.popitem(last=False)
-        await self.publish(event, event_id=event_id)
-        self._send(client, "sent", ref, id=number, action=op)
+        await self._publish(client, ref, event, number, op)
 
     async def _request(self, client: Client, ref: str, text: Any, key: Any) -> None:
         """An owner's wish in plain words ("be less sarcastic"): the brain drafts the proposal."""
@@ -123,12 +118,18 @@ class SelfmodPanel:
             key=key.strip(),
             conversation="web",
         )
+        await self._publish(client, ref, event, 0, "request")
+
+    async def _publish(
+        self, client: Client, ref: str, event: SelfmodDecide | SelfmodRequest, number: int, op: str
+    ) -> None:
+        """Publish ``event`` with the tab waiting for its answer (``changed``), and say it went."""
         event_id = self.new_id()
         self.pending[event_id] = (client, ref)
         while len(self.pending) > PENDING_KEPT:
             self.pending.popitem(last=False)
         await self.publish(event, event_id=event_id)
-        self._send(client, "sent", ref, id=0, action="request")
+        self._send(client, "sent", ref, id=number, action=op)
 
     # -- from the bus ----------------------------------------------------------------------
 
