@@ -30,12 +30,16 @@ from schemas import (
     ActorLifecycle,
     CapabilityChanged,
     Event,
+    PathCheck,
     tag_of,
 )
 
 P = ParamSpec("P")
 T = TypeVar("T")
 E = TypeVar("E", bound=Event)
+
+PATH_CHECK_S = 0.005  # how often a fresh reply subscription's path is checked (a few ms)
+PATH_OPEN_S = 10.0  # given up after this long (the broker down): the request then times out
 
 
 class NoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -122,7 +126,7 @@ class Actor(Generic[C, S]):
         # subscribes to ``capability.changed`` and :meth:`handle` keeps this up to date.
         self.capabilities = Capabilities.from_env()
         self._pending: dict[str, asyncio.Future[tuple[Envelope, bytes | None]]] = {}
-        self._reply_subs: set[str] = set()
+        self._reply_paths: dict[str, asyncio.Task[bool]] = {}
         self._threads: ThreadPoolExecutor | None = None
         self._processes: ProcessPoolExecutor | None = None
         self.live = False
@@ -252,18 +256,15 @@ class Actor(Generic[C, S]):
         self, event: Event, expect: type[E], *, key: str = "", timeout: float = 2.0
     ) -> tuple[E, bytes | None]:
         """:meth:`request`, with the blob the answer carries (an export's lines)."""
-        topic = f"{tag_of(expect)}.{self.name}"
-        if topic not in self._reply_subs:
-            self._reply_subs.add(topic)
-            self.bus.subscribe(topic)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._reply_path(f"{tag_of(expect)}.{self.name}", deadline)
         correlation = self.bus.ids.next()
-        future: asyncio.Future[tuple[Envelope, bytes | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[tuple[Envelope, bytes | None]] = loop.create_future()
         self._pending[correlation] = future
         try:
             await self.bus.publish(event, key=key, correlation=correlation)
-            envelope, blob = await asyncio.wait_for(future, timeout)
+            envelope, blob = await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
         except TimeoutError:
             raise RequestTimeout(
                 f"no {tag_of(expect)} answered {tag_of(type(event))} within {timeout:g}s"
@@ -275,6 +276,49 @@ class Actor(Generic[C, S]):
                 f"expected {tag_of(expect)}, got {envelope.body.__struct_config__.tag}"
             )
         return envelope.body, (bytes(blob) if blob is not None else None)
+
+    async def _reply_path(self, topic: str, deadline: float) -> None:
+        """Subscribe to a request's answers (once per kind) and wait, until ``deadline`` at
+        most, for the subscription to be in place.
+
+        A ZeroMQ subscription travels on its own, to the broker and on to every publisher, and
+        a responder's PUB drops an answer published before it has the requester's: the first
+        request of a kind raced its answer, and lost under load. A message to itself on a fresh
+        topic, subscribed behind ``topic``, that comes back says both are in place (a few ms;
+        :func:`hexbus.ask.ask` does the same for a command line).
+        """
+        opening = self._reply_paths.get(topic)
+        if opening is None:
+            self.bus.subscribe(topic)
+            opening = self._reply_paths[topic] = self.spawn(self._open_path(topic), name="path")
+        if not opening.done():
+            await asyncio.wait(
+                {opening}, timeout=max(0.0, deadline - asyncio.get_running_loop().time())
+            )
+
+    async def _open_path(self, topic: str) -> bool:
+        if not self.bus.subscriptions_travel:
+            return True  # an in-memory bus: subscribed is in place
+        key = f"{self.name}.{self.bus.ids.next()}"
+        probe = f"{tag_of(PathCheck)}.{key}"
+        self.bus.subscribe(probe)
+        correlation = self.bus.ids.next()
+        future: asyncio.Future[tuple[Envelope, bytes | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[correlation] = future
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + PATH_OPEN_S
+        try:
+            while not future.done() and loop.time() < give_up:
+                self.bus.publish_volatile(PathCheck(), key=key, correlation=correlation)
+                await asyncio.wait({future}, timeout=PATH_CHECK_S)
+        finally:
+            self._pending.pop(correlation, None)
+            self.bus.unsubscribe(probe)
+        if not future.done():
+            self.log.warning("bus.path_unconfirmed", topic=topic, waited_s=PATH_OPEN_S)
+        return future.done()
 
     async def respond(self, event: Event, *, blob: bytes | None = None) -> Envelope:
         """Answer the request being handled; it reaches only the requester."""

@@ -40,6 +40,10 @@ class BusClient:
     the producer outbox (waiting when it is full).
     """
 
+    # A subscription reaches the broker and the publishers on its own, some time after it is
+    # made (:meth:`hexbus.actor.Actor.request` checks the path before its first request).
+    subscriptions_travel = True
+
     def __init__(
         self,
         endpoints: Endpoints,

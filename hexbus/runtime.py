@@ -37,6 +37,7 @@ from schemas import (
     HANDLER_BUCKETS_MS,
     ActorLifecycle,
     Delivery,
+    PathCheck,
     Ping,
     Pong,
     Redrive,
@@ -142,9 +143,13 @@ class Runtime:
     async def read_volatile(self) -> None:
         async for envelope, blob in self.bus.volatile():
             future = self.actor._pending.get(envelope.correlation) if envelope.correlation else None
-            if future is not None and not future.done() and envelope.source != self.actor.name:
+            # An answer, or the actor's own path check (its own request is never its answer)
+            mine = envelope.source == self.actor.name and not isinstance(envelope.body, PathCheck)
+            if future is not None and not future.done() and not mine:
                 future.set_result((envelope, blob))
                 continue
+            if isinstance(envelope.body, PathCheck):
+                continue  # a path check's echo after its answer: nothing for the handlers
             if envelope.topic in self.control_tags:
                 if isinstance(envelope.body, Ping | Stop):
                     await self.run_control(

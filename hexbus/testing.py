@@ -33,6 +33,8 @@ Responder = Callable[[Event], Awaitable[Event | None] | Event | None]
 class MemoryBus:
     """The publishing half of :class:`hexbus.BusClient`, recording instead of sending."""
 
+    subscriptions_travel = False  # subscribed is in place at once
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.session = codec.new_session()

@@ -16,7 +16,7 @@ from typing import ClassVar, TypeVar
 import msgspec
 import zmq
 
-from hexbus import Actor, NoConfig, NoState, on
+from hexbus import Actor, NoConfig, NoState, RequestTimeout, on
 from hexbus.endpoints import connect_address
 from schemas import (
     ChatAck,
@@ -26,6 +26,7 @@ from schemas import (
     MemoryResult,
     ProbeDurable,
     ProbeVolatile,
+    tag_of,
 )
 
 
@@ -90,6 +91,36 @@ class ReplayCheckActor(Counting[NoConfig]):
         if event.note == "replay?":
             note = f"before_live={self.before_live} seen_live={self.seen_live}"
             await self.respond(ProbeVolatile(n=self.state.count, note=note))
+
+
+class AskerActor(Actor[NoConfig, NoState]):
+    """On ``ask N`` (``probe.volatile.asker-go``), asks the counter ``count?`` N times through
+    :meth:`Actor.request`, each time with its answers' subscription made afresh, as for an
+    actor's first request of a kind; answers ``n`` = how many were answered, ``note`` = the
+    first failure."""
+
+    subscribes: ClassVar[tuple[str, ...]] = ("probe.volatile.asker-go",)
+
+    @on(ProbeVolatile)
+    async def ask(self, event: ProbeVolatile) -> None:
+        if not event.note.startswith("ask "):
+            return
+        answered, failure = 0, ""
+        topic = f"{tag_of(ProbeVolatile)}.{self.name}"
+        for _ in range(int(event.note.split()[1])):
+            self.bus.unsubscribe(topic)
+            self._reply_paths.pop(
+                topic, None
+            )  # the next request subscribes, as if it were the first
+            try:
+                # 10 s: an answer slowed by a loaded machine is not taken for a lost one
+                await self.request(
+                    ProbeVolatile(n=0, note="count?"), ProbeVolatile, key="count", timeout=10.0
+                )
+                answered += 1
+            except RequestTimeout as exc:
+                failure = failure or str(exc)
+        await self.respond(ProbeVolatile(n=answered, note=failure))
 
 
 class EchoActor(Actor[NoConfig, NoState]):
