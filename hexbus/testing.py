@@ -224,6 +224,7 @@ class ActorHarness(Generic[A]):
         event_id: str = "",
         offset: int | None = None,
         correlation: str = "",
+        causation: str = "",
     ) -> list[Event]:
         """Deliver one event as the runtime would; return what the actor published while handling it."""
         before = len(self.bus.published)
@@ -234,6 +235,7 @@ class ActorHarness(Generic[A]):
             source=source,
             key=key,
             correlation=correlation,
+            causation=causation,
         )
         if topic.startswith("sys.control."):
             await self.runtime.run_control(envelope, blob)

@@ -474,7 +474,8 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
     @on(PersonaChanged)
     async def on_persona_changed(self, event: PersonaChanged) -> None:
         if not event.error:
-            await self.offload(self.shop.sync)
+            envelope = self.envelope
+            await self.offload(self.shop.sync, envelope.causation if envelope else "")
             self.state_changed()
 
     @on(CapabilityChanged)

@@ -32,6 +32,7 @@ from actors.selfmod.reports import Tested, judge_audit, judge_plugin, read_repor
 from actors.selfmod.rules import persona_change, prompts_change, settings_change, size_flags
 from actors.selfmod.state import StateError, StateRepo
 from hexbus import sandbox
+from hexbus.codec import derived_id
 from hexbus.config import ConfigError, load
 from schemas.selfmod import SelfmodAsk, SelfmodDecide, SelfmodProposal, SelfmodReport
 
@@ -93,9 +94,12 @@ class Workshop:
         return self.sync()
 
     @locked
-    def sync(self) -> bool:
+    def sync(self, taken: str = "") -> bool:
         """Commit the live files where an owner changed them outside selfmod; whether the live
-        persona lags behind HEAD (the brain has yet to take a change: push it)."""
+        persona lags behind HEAD (the brain has yet to take a change: push it). ``taken``: the
+        edit the brain says it took (its answer's causation). One of her own pushes is never an
+        owner's edit, even one older than HEAD: a rollback decided before the brain took the
+        change it undoes."""
         live = self.live()
         if PERSONA not in live:
             return True
@@ -106,6 +110,9 @@ class Workshop:
             return False
         if sha == self.state.live_sha:
             return True  # untouched since last seen: HEAD is newer
+        if taken and any(derived_id(c, "persona") == taken for c, _, _ in self.repo.log()):
+            self.state.live_sha = sha  # her older push, seen: HEAD's is on its way
+            return True
         self.repo.sync(live, "an owner's edit, made outside selfmod")
         self.state.live_sha = sha
         return False

@@ -25,6 +25,7 @@ from schemas import (
     ActorLifecycle,
     BrainTask,
     BrainTaskResult,
+    PersonaChanged,
     PersonaEdit,
     PluginFailed,
     PluginInstall,
@@ -143,6 +144,43 @@ def test_a_brain_failing_in_the_trial_period_rolls_the_change_back(tmp_path: Pat
         assert h.actor.state.proposals[n].status == "rolled_back"
         (edit,) = [e for e in done if isinstance(e, PersonaEdit)]
         assert edit.text == TEXT  # byte for byte
+
+    run(body, tmp_path, "selfmod.propose", "selfmod.apply")
+
+
+def test_the_brains_late_word_on_a_change_rolled_back_since_is_not_an_owners_edit(
+    tmp_path: Path,
+) -> None:
+    """Approved, then rolled back before the brain said it took the change: its late word comes
+    while the live file holds the approved text. That is the brain taking her older push, not
+    an owner's edit outside selfmod: HEAD stays the rollback (it used to be committed back as
+    "an owner's edit"), and the brain's next word, on the rollback, finds them equal. An owner's
+    own edit of the file is still committed."""
+
+    async def body(h: ActorHarness[SelfmodActor]) -> None:
+        live = tmp_path / "persona.toml"
+        n = ready(h, CALMER)
+        approve = SelfmodDecide(action="approve", id=n, by="o", owner=True)
+        h.actor.shop.decide(approve, "d", time.time())
+        await h.actor.push("selfmod: applied", "o")
+        rollback = SelfmodDecide(action="rollback", id=n, by="o", owner=True)
+        await h.send(rollback, source="cli1")
+        pushed = [(e.id, e.body) for e, _ in h.bus.published if isinstance(e.body, PersonaEdit)]
+        (applied_id, applied), (back_id, back) = pushed
+        assert back.text == TEXT and applied.text != TEXT
+
+        live.write_text(applied.text)  # the brain writes the approved text only now
+        await h.send(PersonaChanged(version=2, note="edited"), source="brain", causation=applied_id)
+        assert h.actor.shop.text() == TEXT
+        assert "an owner's edit" not in h.actor.shop.history()
+        live.write_text(back.text)  # and then the rollback
+        await h.send(PersonaChanged(version=3, note="edited"), source="brain", causation=back_id)
+        assert h.actor.shop.text() == TEXT and not await h.actor.offload(h.actor.shop.sync)
+
+        owners = TEXT.replace(draft.current(TEXT, "style.sentence_shape"), "Short.", 1)
+        live.write_text(owners)  # an owner's edit in a text editor: the brain's file watch
+        await h.send(PersonaChanged(version=4, note="persona.toml changed"), source="brain")
+        assert h.actor.shop.text() == owners and "an owner's edit" in h.actor.shop.history()
 
     run(body, tmp_path, "selfmod.propose", "selfmod.apply")
 
