@@ -6,12 +6,14 @@ its place."""
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hexbus import sandbox
-from hexbus.sandbox import SandboxRun
+from hexbus.sandbox import SandboxLimits, SandboxRun
 from schemas.selfmod import AuditFigures
 
 
@@ -25,6 +27,33 @@ class Tested:
     after: AuditFigures | None = None
     flags: list[str] = field(default_factory=list)
     isolation: str = ""
+
+
+Judge = Callable[[dict[str, Any], str], Tested]  # a report and the isolation it ran in
+
+
+def run_judged(
+    argv: list[str],
+    work: Path,
+    limits: SandboxLimits,
+    keep: Path,
+    judge: Judge,
+    hide: tuple[Path, ...] = (),
+    readable: tuple[Path, ...] = (),
+    stop: threading.Event | None = None,
+) -> Tested:
+    """Run ``argv`` in the sandbox over ``work``, keep its report (``trial.json``) as ``keep``
+    and judge it; a run that failed or wrote no report is its own verdict."""
+    try:
+        outcome = sandbox.run(argv, work, limits, hide=hide, readable=readable, stop=stop)
+    except sandbox.SandboxError as exc:
+        return Tested("failed", str(exc))
+    result = read_report(work / "trial.json", outcome)
+    if isinstance(result, Tested):
+        return result
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    keep.write_text(json.dumps(result, indent=1, sort_keys=True))
+    return judge(result, outcome.isolation)
 
 
 def figures(report: dict[str, Any]) -> AuditFigures:

@@ -10,13 +10,12 @@ again after a crash finds its commit and does not make a second one.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from actors.selfmod.config import SHIPPED_PERSONA, Proposal, SelfmodConfig, SelfmodState
 from actors.selfmod.guard import (
@@ -28,10 +27,9 @@ from actors.selfmod.guard import (
     prompts_name,
     read_diff,
 )
-from actors.selfmod.reports import Tested, judge_audit, judge_plugin, read_report
+from actors.selfmod.reports import Judge, Tested, judge_audit, judge_plugin, run_judged
 from actors.selfmod.rules import persona_change, prompts_change, settings_change, size_flags
 from actors.selfmod.state import StateError, StateRepo
-from hexbus import sandbox
 from hexbus.codec import derived_id
 from hexbus.config import ConfigError, load
 from schemas.selfmod import SelfmodAsk, SelfmodDecide, SelfmodProposal, SelfmodReport
@@ -327,7 +325,7 @@ class Workshop:
         ]
         tolerance = self.config.tolerance
         judge = lambda result, isolation: judge_audit(result, isolation, tolerance)  # noqa: E731
-        return self._sandboxed(n, trial, work, argv, judge, readable=(self.config_file,), stop=stop)
+        return self._sandboxed(n, trial, work, argv, judge, (self.config_file,), stop)
 
     def _test_plugin(
         self, n: int, work: Path, plugin: str, trial: bool, stop: threading.Event | None
@@ -336,7 +334,7 @@ class Workshop:
         conversations as the events it hears (``python -m actors.plugins.trial``)."""
         argv = [sys.executable, "-I", "-m", "actors.plugins.trial"]
         argv += ["--plugin", str(work / "after" / plugin), "--out", str(work / "trial.json")]
-        return self._sandboxed(n, trial, work, argv, judge_plugin, stop=stop)
+        return self._sandboxed(n, trial, work, argv, judge_plugin, (), stop)
 
     def _sandboxed(
         self,
@@ -344,29 +342,14 @@ class Workshop:
         trial: bool,
         work: Path,
         argv: list[str],
-        judge: Callable[[dict[str, Any], str], Tested],
-        readable: tuple[Path, ...] = (),
-        stop: threading.Event | None = None,
+        judge: Judge,
+        readable: tuple[Path, ...],
+        stop: threading.Event | None,
     ) -> Tested:
-        """Run ``argv`` in the sandbox, keep its report (``trial.json``) and judge it."""
-        try:
-            outcome = sandbox.run(
-                argv,
-                work,
-                self.config.sandbox,
-                hide=self.hide,
-                readable=readable,
-                stop=stop,
-            )
-        except sandbox.SandboxError as exc:
-            return Tested("failed", str(exc))
-        result = read_report(work / "trial.json", outcome)
-        if isinstance(result, Tested):
-            return result
-        self.reports.mkdir(parents=True, exist_ok=True)
-        name = f"p{n}-trial.json" if trial else f"p{n}.json"
-        (self.reports / name).write_text(json.dumps(result, indent=1, sort_keys=True))
-        return judge(result, outcome.isolation)
+        """Run ``argv`` in the sandbox; its report kept as ``p<N>.json`` (``p<N>-trial.json``)."""
+        keep = self.reports / (f"p{n}-trial.json" if trial else f"p{n}.json")
+        limits = self.config.sandbox
+        return run_judged(argv, work, limits, keep, judge, self.hide, readable, stop)
 
     @locked
     def prompts(self) -> dict[str, str]:
