@@ -290,6 +290,7 @@ def test_gpu_limit_without_nvml_is_a_logged_note_not_a_failure(hex_factory: HexF
     assert hx.status()["counter"]["state"] == "live"
 
 
+@pytest.mark.slow
 def test_two_restart_requests_at_once_never_run_two_processes(hex_factory: HexFactory) -> None:
     hx = hex_factory(FAST_BUS + actor_toml("counter", "actors.diag.actor:CounterActor")).start()
     first = hx.pid("counter")

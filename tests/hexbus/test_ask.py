@@ -40,6 +40,7 @@ def test_no_broker_is_one_line_after_the_timeout(hex_factory: HexFactory) -> Non
         )
 
 
+@pytest.mark.slow
 def test_an_actors_first_request_of_a_kind_is_answered(
     hex_factory: HexFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -108,6 +109,7 @@ def _check_recovered(directory: Path, items: list[Item], kept: int) -> None:
         assert read_all(j) == [*expected(items[:kept]), Record(offset, *extra)]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=record_items, segment_bytes=segment_sizes, data=st.data())
 def test_recovery_after_truncating_last_segment_keeps_exactly_whole_records(
@@ -122,6 +124,7 @@ def test_recovery_after_truncating_last_segment_keeps_exactly_whole_records(
         _check_recovered(directory, items, kept)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(items=record_items, segment_bytes=segment_sizes, data=st.data())
 def test_recovery_after_flipping_a_byte_keeps_exactly_the_records_before_it(

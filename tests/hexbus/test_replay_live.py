@@ -35,6 +35,7 @@ async def ask(hx: Hex) -> tuple[int, dict[str, int]] | None:
     return body.n, {k: int(v) for k, v in parts.items()}
 
 
+@pytest.mark.slow
 def test_replayed_events_are_handled_before_the_actor_is_live(hex_factory: HexFactory) -> None:
     config = FAST_BUS + actor_toml(
         "replay", "actors.diag.actor:ReplayCheckActor", snapshot_interval_s=0.3

@@ -93,6 +93,7 @@ def test_the_log_is_read_back_from_what_it_wrote_not_from_a_link(work: Path) -> 
     assert "innocent output" in out.output and "secret" not in out.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", [k for k in ISOLATIONS if k != "bubblewrap"])
 def test_a_weaker_isolation_still_dies_with_its_parent(work: Path, isolation: str) -> None:
     import os
@@ -175,6 +176,7 @@ def test_a_run_past_its_time_is_killed(work: Path) -> None:
     assert out.timed_out and out.seconds < 30
 
 
+@pytest.mark.slow
 def test_a_run_whose_owner_stops_is_killed_with_what_it_started(work: Path) -> None:
     """An actor's stop sets ``stop``: the run and its children die, and no verdict comes back
     (the thread waiting on a model run of minutes would otherwise hold the actor's exit)."""

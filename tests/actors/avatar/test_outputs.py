@@ -87,6 +87,7 @@ def server() -> Any:
     s.stop()
 
 
+@pytest.mark.slow
 def test_first_connection_asks_for_a_token_once_and_sends_the_newest_frame(
     server: VtsServer,
 ) -> None:

@@ -152,7 +152,14 @@ def test_a_backend_that_never_answers_gets_the_brain_restarted_and_the_next_one_
 
         asyncio.run(talk())
         status = hx.status()["brain"]
-        assert status["restarts"] == 1 and status["pid"] != first_pid
+        # On a failure, the supervisor's and the brain's story (why each restart, which backend).
+        story = [
+            line
+            for line in hx.log().splitlines()
+            if any(w in line for w in ("supervisor.", "actor.", "brain.backend", "brain.reply"))
+        ]
+        said = "\n".join(story[-40:])
+        assert status["restarts"] == 1 and status["pid"] != first_pid, f"{status}\n{said}"
         assert "oldest work" in hx.log() and "brain.backend.suspended" in hx.log()
         chats = [path for path, _ in server.requests if path.endswith("/chat/completions")]
         assert len(chats) == 1, server.requests  # the next incarnation never asked "stuck"

@@ -86,6 +86,7 @@ def test_the_store_offset_is_where_a_restart_resumes(tmp_path: Path) -> None:
     run(tmp_path, second)
 
 
+@pytest.mark.slow
 def test_a_handler_that_fails_once_is_retried_and_applied_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,6 +117,7 @@ def test_a_handler_that_fails_once_is_retried_and_applied_once(
     run(tmp_path, scenario)
 
 
+@pytest.mark.slow
 def test_background_tasks_are_spawned_by_name_and_stopped_before_teardown(
     tmp_path: Path,
 ) -> None:

@@ -147,6 +147,7 @@ def test_weights_under_other_names_fall_back_to_sentence_transformers(tmp_path: 
     assert embedder.encode(["hello"]).shape == (1, 384)
 
 
+@pytest.mark.slow
 def test_a_damaged_weights_file_is_one_line_naming_the_folder(tmp_path: Path) -> None:
     folder = tmp_path / "damaged"
     shutil.copytree(packaged_model_path(), folder)

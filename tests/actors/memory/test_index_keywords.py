@@ -84,6 +84,7 @@ def test_changes_are_committed_once_by_the_next_search(keywords: KeywordIndex) -
     assert keywords.refreshes == 2
 
 
+@pytest.mark.slow
 def test_every_search_sees_the_adds_and_removals_before_it() -> None:
     k = KeywordIndex()
     for label in range(200):

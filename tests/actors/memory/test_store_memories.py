@@ -268,6 +268,7 @@ def passes(m: Memory, f: dict[str, Any]) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_candidates_match_a_python_reference(tmp_path: Path) -> None:
     with MemoryStore(tmp_path / "memory.duckdb") as s:
 

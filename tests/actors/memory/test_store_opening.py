@@ -252,6 +252,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.process
 @pytest.mark.parametrize("seed", range(6))
 def test_sigkill_during_a_write_storm_keeps_exactly_the_committed_prefix(

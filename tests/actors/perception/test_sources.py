@@ -60,6 +60,7 @@ def test_the_slot_keeps_only_the_newest_frame_and_counts_the_rest() -> None:
     assert slot.take(5, 0)[0] == 5 and slot.dropped == 4  # type: ignore[index]
 
 
+@pytest.mark.slow
 def test_a_video_file_plays_loops_and_a_pause_closes_it_at_once(tmp_path: Path) -> None:
     video = vision.write_video(tmp_path / "room.avi", [vision.Shot("desk", 1.0)], fps=10)
     capture = capture_of(SourceSpec(name="room", kind="file", path="room.avi"), tmp_path)
@@ -98,6 +99,7 @@ def test_a_file_that_ends_without_looping_says_so(tmp_path: Path) -> None:
         assert capture.frames_in == 5 and capture.detail == "the file ended"
 
 
+@pytest.mark.slow
 def test_a_missing_file_is_retried_and_a_cut_one_is_an_unplugged_camera(tmp_path: Path) -> None:
     spec = SourceSpec(name="cam", kind="file", path="feed.avi")
     capture = capture_of(spec, tmp_path)

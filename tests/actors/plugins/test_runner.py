@@ -147,6 +147,7 @@ def escaped(tmp_path: Path, body: str) -> Escaped:
     ],
     ids=["not reading", "two answers", "deep nesting"],
 )
+@pytest.mark.slow
 def test_a_runner_breaking_the_protocol_is_killed_never_waited_on(
     tmp_path: Path, body: str, why: str
 ) -> None:

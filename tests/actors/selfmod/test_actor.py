@@ -325,6 +325,7 @@ def test_a_plugin_level_change_needs_its_switch(tmp_path: Path) -> None:
 REPLY = 'summary = "So far:"\n'
 
 
+@pytest.mark.slow
 def test_prompt_templates_go_to_the_brain_once_approved_and_its_refusal_rolls_them_back(
     tmp_path: Path,
 ) -> None:

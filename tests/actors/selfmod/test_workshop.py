@@ -290,6 +290,7 @@ def test_a_plugin_that_raises_on_the_conversations_is_refused(tmp_path: Path) ->
     assert q.status == "refused" and "on its own" in q.reason  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_settings_inside_their_bounds_are_tested_with_the_brain_using_them_and_undone(
     tmp_path: Path,
 ) -> None:
@@ -327,6 +328,7 @@ def test_settings_inside_their_bounds_are_tested_with_the_brain_using_them_and_u
     assert q.status == "refused" and "n_ctx" in q.reason, q.reason
 
 
+@pytest.mark.slow
 def test_prompt_templates_get_their_own_level_and_scenario_run_and_a_bad_one_is_refused(
     tmp_path: Path,
 ) -> None:

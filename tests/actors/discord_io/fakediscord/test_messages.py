@@ -124,6 +124,7 @@ def test_only_the_author_may_edit(fake: FakeDiscord, start_bot: StartBot) -> Non
     assert fake.messages(fake.general_channel_id)[0]["content"] == "mine"
 
 
+@pytest.mark.slow
 def test_history_after_returns_what_was_posted_while_offline(
     fake: FakeDiscord, start_bot: StartBot
 ) -> None:
