@@ -71,9 +71,12 @@ class HexBot(commands.Bot):
             # "@everyone", a role or a third person stay plain text. Every call below says so
             # again, so no default of discord.py's can widen it.
             allowed_mentions=NO_MENTIONS,
+            # Statuses are read from each presence's own event (on_raw_presence_update).
+            enable_raw_presences=host.config.presence,
             **options,
         )
         self.hex = host
+        self.statuses: dict[int, str] = {}  # each member's status as the last presence said
 
     async def setup_hook(self) -> None:
         await self.add_cog(Everyone(self.hex))
@@ -173,9 +176,16 @@ class HexBot(commands.Bot):
     async def on_message(self, message: discord.Message) -> None:  # no prefix commands: slash only
         await self.hex.on_message(seen_message(message, self.user))
 
-    async def on_presence_update(self, before: discord.Member, after: discord.Member) -> None:
-        if before.status != after.status:
-            self.hex.presence(after.id, str(after.status))
+    async def on_raw_presence_update(self, presence: discord.RawPresenceUpdateEvent) -> None:
+        """A member's status, as its own event says: ``on_presence_update``'s ``after`` is the
+        live member, which a second presence parsed before the first's handler ran has already
+        changed (a quick "dnd" then "offline" was told as "offline" twice). A member's first
+        presence since the bot started is told whatever it says; then only changes."""
+        status = str(presence.client_status.status)
+        if presence.guild_id is None or self.statuses.get(presence.user_id) == status:
+            return
+        self.statuses[presence.user_id] = status
+        self.hex.presence(presence.user_id, status)
 
     async def on_voice_state_update(
         self, member: discord.Member, before: discord.VoiceState, after: discord.VoiceState

@@ -352,23 +352,31 @@ class FakeDiscord:
         """Move a user into (or, with None, out of) a voice channel; dispatches VOICE_STATE_UPDATE."""
         self._call(lambda: self.voice.set_state(user_id, channel_id, {}))
 
-    def set_presence(self, user_id: int, status: str) -> None:
+    def set_presence(self, user_id: int, *statuses: str) -> None:
         """A member's status changes ("online", "idle", "dnd", "offline"): PRESENCE_UPDATE, to
-        the sessions that asked for GUILD_PRESENCES."""
+        the sessions that asked for GUILD_PRESENCES. Several statuses are sent back to back, as
+        quick changes arrive (a client reads them in one go)."""
         world = self.world
 
-        def build(intents: int) -> Json | None:
-            if not intents & Intent.GUILD_PRESENCES:
-                return None
-            return {
-                "user": {"id": str(user_id)},
-                "guild_id": str(world.guild_id),
-                "status": status,
-                "activities": [],
-                "client_status": {} if status == "offline" else {"desktop": status},
-            }
+        def build(status: str) -> Callable[[int], Json | None]:
+            def payload(intents: int) -> Json | None:
+                if not intents & Intent.GUILD_PRESENCES:
+                    return None
+                return {
+                    "user": {"id": str(user_id)},
+                    "guild_id": str(world.guild_id),
+                    "status": status,
+                    "activities": [],
+                    "client_status": {} if status == "offline" else {"desktop": status},
+                }
 
-        self._call(lambda: world.dispatch("PRESENCE_UPDATE", build))
+            return payload
+
+        def send() -> None:
+            for status in statuses:
+                world.dispatch("PRESENCE_UPDATE", build(status))
+
+        self._call(send)
 
     def leave_voice(self, user_id: int) -> None:
         """Take a user out of voice: CLIENT_DISCONNECT (op 13) to the bot's voice session if
