@@ -221,7 +221,10 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
             return  # a member she never talked with
         person = self.person(event.person_id)
         person.present = event.status != "offline"
-        person.dnd_until = self.now() + DAY if event.status == "dnd" else 0.0
+        if event.status != "dnd":
+            person.dnd_until = 0.0
+        elif person.dnd_until <= self.now():  # "dnd" told again (a restart) keeps its hour
+            person.dnd_until = self.now() + DAY
         self.state_changed()
 
     @on(VisionMoment)

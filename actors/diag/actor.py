@@ -108,10 +108,9 @@ class AskerActor(Actor[NoConfig, NoState]):
         answered, failure = 0, ""
         topic = f"{tag_of(ProbeVolatile)}.{self.name}"
         for _ in range(int(event.note.split()[1])):
+            # The next request subscribes, as if it were the first.
             self.bus.unsubscribe(topic)
-            self._reply_paths.pop(
-                topic, None
-            )  # the next request subscribes, as if it were the first
+            self._reply_paths.pop((topic, False), None)
             try:
                 # 10 s: an answer slowed by a loaded machine is not taken for a lost one
                 await self.request(

@@ -473,9 +473,11 @@ class SelfmodActor(Actor[SelfmodConfig, SelfmodState]):
 
     @on(PersonaChanged)
     async def on_persona_changed(self, event: PersonaChanged) -> None:
+        """An owner's edit becomes a commit; a file behind HEAD is pushed HEAD (again: one)."""
         if not event.error:
             envelope = self.envelope
-            await self.offload(self.shop.sync, envelope.causation if envelope else "")
+            if await self.offload(self.shop.sync, envelope.causation if envelope else ""):
+                await self.push(f"selfmod: {await self.offload(self.shop.head)}", self.name)
             self.state_changed()
 
     @on(CapabilityChanged)

@@ -95,9 +95,9 @@ class Workshop:
     def sync(self, taken: str = "") -> bool:
         """Commit the live files where an owner changed them outside selfmod; whether the live
         persona lags behind HEAD (the brain has yet to take a change: push it). ``taken``: the
-        edit the brain says it took (its answer's causation). One of her own pushes is never an
-        owner's edit, even one older than HEAD: a rollback decided before the brain took the
-        change it undoes."""
+        edit the brain says it took (its answer's causation). One of her own pushes, found in the
+        file as she pushed it, is never an owner's edit, even one older than HEAD: a rollback
+        decided before the brain took the change it undoes."""
         live = self.live()
         if PERSONA not in live:
             return True
@@ -108,8 +108,9 @@ class Workshop:
             return False
         if sha == self.state.live_sha:
             return True  # untouched since last seen: HEAD is newer
-        if taken and any(derived_id(c, "persona") == taken for c, _, _ in self.repo.log()):
-            self.state.live_sha = sha  # her older push, seen: HEAD's is on its way
+        pushed = next((c for c, _, _ in self.repo.log() if derived_id(c, "persona") == taken), "")
+        if taken and pushed and self.repo.read(PERSONA, pushed) == live[PERSONA]:
+            self.state.live_sha = sha  # her older push, as the brain wrote it: HEAD goes again
             return True
         self.repo.sync(live, "an owner's edit, made outside selfmod")
         self.state.live_sha = sha

@@ -276,6 +276,10 @@ def test_discord_status_holds_her_offline_and_in_do_not_disturb() -> None:
         await h.actor.round()
         (w,) = [w for w in (await why(h)).lines if not w.dropped]
         assert w.verdict.startswith("do not disturb until")
+        held = h.state.people[ANA].dnd_until
+        clock[0] += 3600
+        await h.send(DiscordPresence(person_id=ANA, status="dnd"))  # told again (a restart)
+        assert h.state.people[ANA].dnd_until == held  # the day counts from the first
         await h.send(DiscordPresence(person_id=ANA, status="idle"))
         await h.actor.round()
         (how,) = said(h)

@@ -182,6 +182,19 @@ def test_the_brains_late_word_on_a_change_rolled_back_since_is_not_an_owners_edi
         await h.send(PersonaChanged(version=4, note="persona.toml changed"), source="brain")
         assert h.actor.shop.text() == owners and "an owner's edit" in h.actor.shop.history()
 
+        # Her older push written over it after all (the brain was slow): HEAD is pushed again.
+        live.write_text(back.text)
+        out = await h.send(PersonaChanged(version=5, note="e"), source="brain", causation=back_id)
+        (again,) = [e for e in out if isinstance(e, PersonaEdit)]
+        assert again.text == owners and h.actor.shop.text() == owners
+
+        # The brain's word on a push, with an owner's newer edit already in the file: the edit
+        # is committed (the file is not what she pushed).
+        newer = owners.replace("Short.", "Shorter.", 1)
+        live.write_text(newer)
+        await h.send(PersonaChanged(version=6, note="e"), source="brain", causation=back_id)
+        assert h.actor.shop.text() == newer
+
     run(body, tmp_path, "selfmod.propose", "selfmod.apply")
 
 
