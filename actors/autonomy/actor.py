@@ -223,7 +223,7 @@ class AutonomyActor(Actor[AutonomyConfig, AutonomyState]):
         person.present = event.status != "offline"
         if event.status != "dnd":
             person.dnd_until = 0.0
-        elif person.dnd_until <= self.now():  # "dnd" told again (a restart) keeps its hour
+        elif person.dnd_until <= self.now():  # "dnd" told again (a restart) keeps its day
             person.dnd_until = self.now() + DAY
         self.state_changed()
 
