@@ -108,8 +108,10 @@ class Workshop:
             return False
         if sha == self.state.live_sha:
             return True  # untouched since last seen: HEAD is newer
-        pushed = next((c for c, _, _ in self.repo.log() if derived_id(c, "persona") == taken), "")
-        if taken and pushed and self.repo.read(PERSONA, pushed) == live[PERSONA]:
+        pushed = taken and next(
+            (c for c, _, _ in self.repo.log() if derived_id(c, "persona") == taken), ""
+        )
+        if pushed and self.repo.read(PERSONA, pushed) == live[PERSONA]:
             self.state.live_sha = sha  # her older push, as the brain wrote it: HEAD goes again
             return True
         self.repo.sync(live, "an owner's edit, made outside selfmod")
