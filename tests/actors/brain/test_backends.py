@@ -7,16 +7,17 @@ import contextlib
 import importlib.util
 import threading
 import time
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from actors.brain.backends import ChatTurn, Params
 from actors.brain.backends.exllamav2 import ExLlamaV2Backend, ExLlamaV2Config
 from actors.brain.backends.fallback import FallbackChain
-from actors.brain.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
+from actors.brain.backends.llamacpp import Instance, LlamaCppBackend, LlamaCppConfig
 from hexbus.models import ModelMissing
+from tests.support.harness import REPO
 
 TURNS = [ChatTurn("user", "Name three colours.")]
 
@@ -112,15 +113,13 @@ def test_missing_model_file_names_the_path_and_models_md() -> None:
     assert "/nowhere/model.gguf" in str(info.value) and "MODELS.md" in str(info.value)
 
 
-W = TypeVar("W")
-
-
-def in_place(backend: LlamaCppBackend, wrapper: W) -> W:
-    """``wrapper`` (around the backend's one model instance) becomes that instance."""
-    backend._models = [wrapper]
+def in_place(backend: LlamaCppBackend, wrap: Callable[[Any], object]) -> None:
+    """``wrap`` goes around both contexts of the backend's one model instance."""
+    (instance,) = backend._instances
+    pair = Instance(wrap(instance.chat), wrap(instance.side))
+    backend._instances = [pair]
     backend._free = asyncio.Queue()
-    backend._free.put_nowait(wrapper)
-    return wrapper
+    backend._free.put_nowait(pair)
 
 
 async def cancel_then_reply(backend: LlamaCppBackend, request: asyncio.Future[str]) -> int:
@@ -135,26 +134,36 @@ async def cancel_then_reply(backend: LlamaCppBackend, request: asyncio.Future[st
     return len(pieces)
 
 
-class OneAtATime:
-    """A Llama instance that records how many threads were inside it at once."""
+class Inside:
+    """How many threads were inside an instance's contexts at once, at most."""
 
-    def __init__(self, llm: object) -> None:
-        self.llm = llm
+    def __init__(self) -> None:
         self.inside = 0
         self.most = 0
         self.lock = threading.Lock()
+
+
+class OneAtATime:
+    """A llama.cpp context that records in ``tally`` how many threads were inside its instance
+    (either of its two contexts) at once."""
+
+    def __init__(self, llm: object, tally: Inside) -> None:
+        self.llm = llm
+        self.tally = tally
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.llm, name)
 
     def _enter(self) -> None:
-        with self.lock:
-            self.inside += 1
-            self.most = max(self.most, self.inside)
+        t = self.tally
+        with t.lock:
+            t.inside += 1
+            t.most = max(t.most, t.inside)
 
     def _leave(self) -> None:
-        with self.lock:
-            self.inside -= 1
+        t = self.tally
+        with t.lock:
+            t.inside -= 1
 
     def create_chat_completion(self, **kwargs: object) -> object:
         self._enter()
@@ -181,7 +190,8 @@ def test_a_json_request_cancelled_mid_generation_keeps_the_model_until_its_threa
     async def scenario() -> int:
         backend = LlamaCppBackend(LlamaCppConfig())
         await backend.start()
-        guard = in_place(backend, OneAtATime(backend._models[0]))
+        tally = Inside()
+        in_place(backend, lambda llm: OneAtATime(llm, tally))
         request = asyncio.ensure_future(
             backend.complete_json(
                 [ChatTurn("user", "List three fruits.")],
@@ -191,17 +201,24 @@ def test_a_json_request_cancelled_mid_generation_keeps_the_model_until_its_threa
         )
         await asyncio.sleep(0.1)  # its thread is inside the model
         await cancel_then_reply(backend, request)
-        return guard.most
+        return tally.most
 
     assert asyncio.run(asyncio.wait_for(scenario(), 60)) == 1
 
 
-class TokenCounting:
-    """A Llama instance that counts the chunks its streamed completions yield."""
+class Chunks:
+    """How many chunks an instance's contexts have yielded."""
 
-    def __init__(self, llm: object) -> None:
-        self.llm = llm
+    def __init__(self) -> None:
         self.chunks = 0
+
+
+class TokenCounting:
+    """A llama.cpp context that counts in ``tally`` the chunks its completions yield."""
+
+    def __init__(self, llm: object, tally: Chunks) -> None:
+        self.llm = llm
+        self.tally = tally
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.llm, name)
@@ -209,13 +226,13 @@ class TokenCounting:
     def create_chat_completion(self, **kwargs: object) -> object:
         out = self.llm.create_chat_completion(**kwargs)  # type: ignore[attr-defined]
         if not kwargs.get("stream"):  # nothing could stop it: every token is drawn
-            self.chunks += out["usage"]["completion_tokens"]
+            self.tally.chunks += out["usage"]["completion_tokens"]
             return out
         return self._counted(out)
 
     def _counted(self, chunks: Iterator[object]) -> Iterator[object]:
         for chunk in chunks:
-            self.chunks += 1
+            self.tally.chunks += 1
             yield chunk
 
 
@@ -226,7 +243,8 @@ def test_a_json_request_whose_caller_stops_waiting_stops_generating_and_frees_th
     async def scenario() -> tuple[int, int]:
         backend = LlamaCppBackend(LlamaCppConfig())
         await backend.start()
-        counting = in_place(backend, TokenCounting(backend._models[0]))
+        counting = Chunks()
+        in_place(backend, lambda llm: TokenCounting(llm, counting))
         max_tokens = 300
         long = {  # a grammar that cannot end before max_tokens
             "type": "object",
@@ -247,3 +265,41 @@ def test_a_json_request_whose_caller_stops_waiting_stops_generating_and_frees_th
 
     drawn, max_tokens = asyncio.run(asyncio.wait_for(scenario(), 120))
     assert drawn < max_tokens // 2, drawn  # stopped a few tokens after the cancellation
+
+
+def test_a_conversations_prompt_is_evaluated_once_though_metadata_runs_between_replies() -> None:
+    """llama.cpp evaluates only what follows the longest prefix its context holds. The metadata
+    request after each reply used to run in the reply's context, so every next reply evaluated
+    the whole persona again (2.5 s for 700 tokens on two cores)."""
+    persona = (REPO / "persona.toml").read_text()[:2400]
+    first = [ChatTurn("system", persona), ChatTurn("user", "Hi! I grow tomatoes.")]
+    meta = [ChatTurn("system", "Describe as JSON."), ChatTurn("user", "User: Hi!")]
+    schema = {"type": "object", "properties": {"mood": {"type": "string", "maxLength": 10}}}
+
+    async def scenario() -> tuple[int, int]:
+        backend = LlamaCppBackend(LlamaCppConfig())
+        await backend.start()
+        evaluated: list[int] = []
+        (instance,) = backend._instances
+
+        def counted(real: Callable[[Any], None]) -> Callable[[Any], None]:
+            def evaluate(tokens: Any) -> None:
+                evaluated.append(len(tokens))
+                real(tokens)
+
+            return evaluate
+
+        for llm in (instance.chat, instance.side):
+            llm.eval = counted(llm.eval)  # what llama.cpp evaluates, prompt and tokens drawn
+        params = Params(max_tokens=8, temperature=0.0, seed=0)
+        said = "".join([p async for p in backend.stream(first, params)])
+        await backend.complete_json(meta, schema, params)
+        evaluated.clear()
+        second = [*first, ChatTurn("assistant", said), ChatTurn("user", "Do you like them?")]
+        [p async for p in backend.stream(second, params)]
+        prompt = sum(backend.count_tokens(t.content) for t in second)
+        await backend.close()
+        return sum(evaluated), prompt
+
+    evaluated, prompt = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert evaluated < prompt // 4, (evaluated, prompt)
