@@ -332,6 +332,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def parse_python(source: str, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse``, asked again when CPython 3.11 raises its spurious ``SystemError: AST
+    constructor recursion depth mismatch`` (python/cpython#106905; seen in a test worker whose
+    other threads were running, on a module that parses every other time)."""
+    for _ in range(2):
+        try:
+            return ast.parse(source, filename=filename)
+        except SystemError:
+            continue
+    return ast.parse(source, filename=filename)
+
+
 def check_module(target: str, where: str) -> None:
     """Check that ``pkg.mod:Class`` names an importable module defining that class, without importing it."""
     module, sep, cls = target.partition(":")
@@ -347,7 +359,7 @@ def check_module(target: str, where: str) -> None:
         )
     if spec.origin and spec.origin.endswith(".py"):
         try:
-            tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+            tree = parse_python(Path(spec.origin).read_text(encoding="utf-8"))
         except (OSError, SyntaxError) as exc:
             raise ConfigError(f"{where} = {target!r}: cannot read {spec.origin}: {exc}") from None
         defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}

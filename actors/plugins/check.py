@@ -18,6 +18,8 @@ import ast
 import re
 from dataclasses import dataclass
 
+from hexbus.config import parse_python
+
 MAX_BYTES = 20_000
 # Standard-library modules without files, processes, sockets, threads or introspection, and
 # without functions that look attributes up by a name given at run time or evaluate strings
@@ -97,7 +99,7 @@ def check(source: str, name: str = "plugin") -> Checked:
     if len(source.encode("utf-8")) > MAX_BYTES:
         raise PluginRefused(f"{name}: over {MAX_BYTES} bytes: a plugin is a small module")
     try:
-        tree = ast.parse(source, filename=name)
+        tree = parse_python(source, filename=name)
     except SyntaxError as exc:
         raise PluginRefused(f"{name}:{exc.lineno}: not valid Python: {exc.msg}") from None
     for node in ast.walk(tree):
