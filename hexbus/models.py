@@ -13,6 +13,7 @@ asking at once load it once; a failed load is retried by the next caller.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,23 @@ from typing import Final, Generic, TypeVar
 T = TypeVar("T")
 
 MODELS_DOC: Final = "../shared/MODELS.md"
+THREADS_ENV: Final = "HEXBUS_MODEL_THREADS"
+
+
+def model_threads(configured: int) -> int:
+    """The threads a model may use: ``configured`` (0: one per core), capped by the environment's
+    ``HEXBUS_MODEL_THREADS`` where it is a positive number.
+
+    The cap is for a machine that runs several Hexes side by side (the test suite's parallel
+    workers): each model's threads then fit its share of the cores. Threads that wait on each
+    other at every layer (llama.cpp's) slow to a crawl when they outnumber the free cores.
+    """
+    cores = os.cpu_count() or 1
+    threads = configured if configured > 0 else cores
+    cap = os.environ.get(THREADS_ENV, "")
+    if cap.isdigit() and int(cap) > 0:
+        threads = min(threads, int(cap))
+    return max(1, threads)
 
 
 class ModelMissing(Exception):

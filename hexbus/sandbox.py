@@ -30,6 +30,8 @@ import msgspec
 import psutil
 import structlog
 
+from hexbus.models import THREADS_ENV
+
 log = structlog.get_logger("hexbus.sandbox")
 KILL_WAIT_S = 5.0  # the most a kill waits for what the killed process started to die
 
@@ -179,6 +181,8 @@ def command(
         "HF_HUB_OFFLINE": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",  # nothing from HOME (its work folder) is imported
+        # The machine's cap on model threads (hexbus.models.model_threads) holds in there too.
+        **{k: os.environ[k] for k in (THREADS_ENV,) if k in os.environ},
         **(env or {}),
     }
     if isolation == "bubblewrap":

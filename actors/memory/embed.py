@@ -21,7 +21,14 @@ import numpy.typing as npt
 import structlog
 
 from actors.memory.bert import BertEncoder, readable
-from hexbus.models import MODELS_DOC, LazyModel, ModelMissing, first_line, package_folder
+from hexbus.models import (
+    MODELS_DOC,
+    LazyModel,
+    ModelMissing,
+    first_line,
+    model_threads,
+    package_folder,
+)
 
 log = structlog.get_logger("actors.memory.embed")
 
@@ -42,7 +49,7 @@ def set_torch_threads(limit: int = 2) -> int:
     """
     import torch
 
-    threads = max(1, min(limit, os.cpu_count() or 1))
+    threads = model_threads(min(limit, os.cpu_count() or 1))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

@@ -27,6 +27,7 @@ import numpy.typing as npt
 import structlog
 
 from hexbus.files import fsync_dir
+from hexbus.models import model_threads
 
 log = structlog.get_logger("actors.memory.vectors")
 
@@ -163,7 +164,7 @@ class VectorIndex:
         self.M = M
         self.ef_construction = ef_construction
         self.ef = ef
-        self.threads = threads or max(1, min(2, os.cpu_count() or 1))
+        self.threads = model_threads(threads or min(2, os.cpu_count() or 1))
         self.stamp = ""
         self.dirty = False
         # Labels of rows() that could not be indexed at the last rebuild (to re-embed).

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.stt.models import onnx_session
-from hexbus.models import ModelMissing
+from hexbus.models import ModelMissing, model_threads
 
 SAMPLE_RATE: Final = 16_000
 WINDOW_S: Final = 8
@@ -188,7 +188,11 @@ class TextTurn:
             raise ModelMissing(f"{model} does not exist: {TEXT_INSTALL_HINT}")
         self._logits = llama_cpp.llama_get_logits_ith
         self._llm: Any = llama_cpp.Llama(
-            model_path=str(model), n_ctx=320, n_threads=threads, seed=0, verbose=False
+            model_path=str(model),
+            n_ctx=320,
+            n_threads=model_threads(threads),
+            seed=0,
+            verbose=False,
         )
         ends = self._llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
         for token in range(self._llm.n_vocab()):

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.stt.models import INSTALL_HINT, packaged_whisper_base
-from hexbus.models import LazyModel, ModelMissing, first_line
+from hexbus.models import LazyModel, ModelMissing, first_line, model_threads
 
 SAMPLE_RATE: Final = 16_000
 MIN_AUDIO_S: Final = 0.1  # shorter audio holds no word; Whisper would invent one
@@ -235,7 +235,7 @@ class Whisper:
                 source,
                 device=cfg.device,
                 compute_type=cfg.compute_type,
-                cpu_threads=cfg.cpu_threads,
+                cpu_threads=model_threads(cfg.cpu_threads),
                 num_workers=cfg.num_workers,
                 local_files_only=True,
             )

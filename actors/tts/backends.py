@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hexbus import pcm
-from hexbus.models import LazyModel, ModelMissing, first_line
+from hexbus.models import LazyModel, ModelMissing, first_line, model_threads
 
 __all__ = [
     "KokoroConfig",
@@ -126,7 +126,7 @@ def _session(model: Path, threads: int) -> Any:
     import onnxruntime  # type: ignore[import-untyped]
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
+    options.intra_op_num_threads = model_threads(max(1, threads))
     options.inter_op_num_threads = 1
     return onnxruntime.InferenceSession(
         str(model), sess_options=options, providers=["CPUExecutionProvider"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from actors.diag.actor import CountState
 from hexbus import Actor, LazyModel, ModelMissing, NoConfig, NoState, on
 from hexbus.codec import decode_message
 from hexbus.deadletter import CrashMarker, LetterError, find_letter, open_letters
-from hexbus.models import package_folder, require_file
+from hexbus.models import THREADS_ENV, model_threads, package_folder, require_file
 from hexbus.snapshots import load_snapshot
 from hexbus.testing import ActorHarness
 from schemas import ActorLifecycle, DeadLetter, Event, ProbeDurable, Redrive
@@ -354,3 +355,18 @@ def test_load_model_shows_progress_in_the_detail_and_a_missing_file_in_one_line(
             package_folder("no_such_model_pkg", "pip install it")
 
     run(scenario())
+
+
+def test_model_threads_take_the_setting_capped_by_the_machines_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cores = os.cpu_count() or 1
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert model_threads(2) == 2 and model_threads(0) == cores
+    monkeypatch.setenv(THREADS_ENV, "1")  # parallel test workers, two Hexes on two cores
+    assert model_threads(2) == 1 and model_threads(0) == 1 and model_threads(1) == 1
+    monkeypatch.setenv(THREADS_ENV, "8")
+    assert model_threads(2) == 2
+    for bad in ("", "0", "-1", "two"):  # not a cap: the setting stands
+        monkeypatch.setenv(THREADS_ENV, bad)
+        assert model_threads(3) == 3

@@ -39,7 +39,7 @@ from actors.brain.backends.base import (
     Usage,
     load_in_thread,
 )
-from hexbus.models import LazyModel, ModelMissing
+from hexbus.models import LazyModel, ModelMissing, model_threads
 
 log = structlog.get_logger("actors.brain.llamacpp")
 
@@ -120,7 +120,7 @@ class LlamaCppBackend:
                 return llama(
                     model_path=str(path),
                     n_ctx=c.n_ctx,
-                    n_threads=c.n_threads,
+                    n_threads=model_threads(c.n_threads),
                     n_gpu_layers=c.n_gpu_layers,
                     seed=c.seed,
                     verbose=False,
