@@ -13,6 +13,12 @@ import pytest
 from tests.support.harness import Hex
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers share the cores: one thread per model in every process a test starts
+    # (hexbus.models.model_threads). Two llama.cpp models of two threads each on two cores
+    # wait on each other at every layer and slow to a crawl.
+    os.environ.setdefault("HEXBUS_MODEL_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
@@ -73,3 +79,24 @@ def _running(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+LONGEST = "tests/test_chaos.py"  # the chaos soak: two and a half minutes, a tenth of the suite
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On parallel workers (``scripts/test`` runs two, a module to each at a time): the chaos soak
+    first, then every module with slow tests, then the rest, each module's tests in their order.
+    Longest first, so that the two workers end together instead of one running the soak alone
+    at the end."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    root = config.rootpath
+
+    def rank(item: pytest.Item) -> int:
+        if item.path.relative_to(root).as_posix() == LONGEST:
+            return 0
+        return 1 if item.path in slow else 2
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
