@@ -211,6 +211,7 @@ class SttActor(Actor[SttConfig, SttState]):
                 )
                 src.suspect = self.echo.guarded(frame.platform, frame.channel)
                 src.held = started if src.suspect else None  # its first words decide
+                src.hers = False
                 if not src.suspect:
                     self.bus.publish_volatile(started, key=frame.channel)
             elif isinstance(event, Pause):
@@ -244,7 +245,11 @@ class SttActor(Actor[SttConfig, SttState]):
         if result is not None and src.utterance == utterance and src.segmenter.in_speech:
             frame = src.frame
             verdict = self.echo.echo(frame.channel, result.text, final=False)
-            if src.held is not None and verdict is False:
+            if verdict:
+                # Her words: a later partial's garbage (Whisper on a cut word) does not release
+                # it as a person's; its final still decides.
+                src.hers = True
+            elif src.held is not None and verdict is False and not src.hers:
                 self.bus.publish_volatile(src.held, key=frame.channel)  # a person: barge in
                 src.held, src.suspect = None, False  # and their final is theirs
             self.bus.publish_volatile(

@@ -78,6 +78,16 @@ class EchoGuard:
             return True if final else None  # nothing recognisable: noise, or her voice blurred
         if len(heard) < 2 and not final:
             return None
+        verdict = self._hers(channel, heard)
+        if verdict or final:
+            return verdict
+        # A partial's last word may be cut mid-word, and on too little audio Whisper mishears
+        # the rest (0.4 s of "Once upon a time" comes back as "one set."): it says "a person"
+        # only on three words before its last.
+        kept = heard[:-1]
+        return self._hers(channel, kept) if len(kept) >= 3 else None
+
+    def _hers(self, channel: str, heard: list[str]) -> bool:
         since = self.clock() - self.config.window_s
         speaking = self.speaking.get(channel, "")
         hers = [

@@ -44,6 +44,7 @@ class Source:
     # A barge-in held until the utterance's first words show it is not Hex's own echo.
     held: SpeechStarted | None = None
     suspect: bool = False  # the utterance open began while Hex's voice could come back
+    hers: bool = False  # a partial of it heard her words: later partials do not release it
 
 
 @dataclass(frozen=True)
