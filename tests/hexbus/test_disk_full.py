@@ -141,8 +141,16 @@ def test_an_actor_whose_store_is_full_waits_for_space_instead_of_dead_lettering(
         filler = fill(hx.data_dir)
     finally:
         os.kill(memory, signal.SIGCONT)
-    # (20 s once ran out on two busy test workers; the cause was not found: 60.)
-    poll_for(lambda: "disk full" in hx.status()["memory"]["detail"], 60, what="memory saying why")
+    try:
+        poll_for(
+            lambda: "disk full" in hx.status()["memory"]["detail"], 60, what="memory saying why"
+        )
+    except AssertionError:
+        lines = [line for line in hx.log().splitlines() if "memory" in line or "disk" in line]
+        raise AssertionError(
+            f"memory never said the disk is full: {hx.status().get('memory')}\n"
+            + "\n".join(lines[-30:])
+        ) from None
     filler.unlink()
 
     def caught_up() -> bool:
