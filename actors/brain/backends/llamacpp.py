@@ -12,7 +12,8 @@ reply, tasks) in the second. llama.cpp evaluates only what follows the longest
 prefix a context already holds, so a persona of 700 tokens costs a conversation
 one evaluation (2.5 s on two cores) instead of one per reply, which the
 metadata's prompt would otherwise evict. The two never generate at once: the
-pair is taken and given back as one. The instances load
+pair is taken and given back as one. With layers offloaded to a GPU (whose memory
+would hold the weights twice) one context serves both. The instances load
 through the :class:`~actors.brain.backends.base.ModelLoader` passed in (the
 actor's ``load_model``, so ``hexbus status`` says ``loading <file>``).
 """
@@ -132,7 +133,9 @@ class LlamaCppBackend:
         for i in range(self.capacity):
             name = self._instance_name(path, i)
             chat = await self._load(LazyModel(name, load))
-            side = await self._load(LazyModel(f"{name} (JSON)", load))
+            # On the CPU the weights are mapped once for both; offloaded, each context would
+            # load them into GPU memory again, so there the one context serves both.
+            side = chat if c.n_gpu_layers else await self._load(LazyModel(f"{name} (JSON)", load))
             self._instances.append(Instance(chat, side))
         self._free = asyncio.Queue()
         for instance in self._instances:
