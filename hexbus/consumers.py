@@ -21,7 +21,7 @@ import structlog
 
 from hexbus.config import JournalConfig
 from hexbus.epoch import Start
-from hexbus.files import write_atomic
+from hexbus.files import DISK_FULL, write_atomic
 from hexbus.journal import Journal
 from schemas import RetentionCut
 
@@ -70,6 +70,7 @@ class Consumers:
         self.path = path
         self.by_name: dict[str, Consumer] = {}
         self.dirty = False
+        self.unsaved = ""  # why the last save failed (a full disk), while it lasts
         try:
             self.by_name = msgspec.json.decode(path.read_bytes(), type=dict[str, Consumer])
         except FileNotFoundError:
@@ -159,9 +160,28 @@ class Consumers:
         return {name: c.cut_to for name, c in self.by_name.items() if c.cut_to}
 
     def save(self) -> None:
-        if self.dirty:
+        """Write the table if it changed. On a full disk it stays in memory, unsaved (said
+        once), and a later save writes it: retention runs again every ``retention_check_s``."""
+        if not self.dirty:
+            return
+        try:
             write_atomic(self.path, msgspec.json.encode(self.by_name))
-            self.dirty = False
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            if not self.unsaved:
+                log.error(
+                    "broker.consumers_unsaved",
+                    path=str(self.path),
+                    error=str(exc),
+                    hint="free space on the data disk; the positions are saved once there is room",
+                )
+            self.unsaved = str(exc)
+            return
+        self.dirty = False
+        if self.unsaved:
+            self.unsaved = ""
+            log.info("broker.consumers_saved", path=str(self.path))
 
 
 def retain(journal: Journal, consumers: Consumers, jc: JournalConfig) -> list[RetentionCut]:
