@@ -38,13 +38,17 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import msgspec
+import structlog
 
 from hexbus import codec
 from hexbus.ask import AskError, change
 from hexbus.bus import BusClient
 from hexbus.codec import Envelope
 from hexbus.endpoints import Endpoints
+from hexbus.files import DISK_FULL
 from schemas import DeadLetter, DeadLetterCause, Event, Redrive, tag_of
+
+log = structlog.get_logger("hexbus.runtime")
 
 _MARK: Final = struct.Struct("<QIBQ")
 REDRIVEN: Final = "redriven:"  # in the runtime's recent ids: a dead letter a retry has applied
@@ -60,18 +64,44 @@ class CrashMarker:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         data = os.pread(self._fd, _MARK.size, 0)
         offset, crashes, working, key = (
             _MARK.unpack(data) if len(data) == _MARK.size else (0, 0, 0, 0)
         )
-        if len(data) < _MARK.size:
-            os.ftruncate(self._fd, _MARK.size)
-        self._map = mmap.mmap(self._fd, _MARK.size)
+        self._map: mmap.mmap | bytearray = bytearray(_MARK.size)
+        self.unkept = ""  # why the marker lives in memory only (a full disk), while it does
+        self._attach()
         # The event the last process died on, and how many processes have died on it so far.
         self.crashed_offset = offset if working else 0
         self.crashed_key = key if working else 0
         self.crashes = crashes + 1 if working else 0
+
+    def _attach(self) -> None:
+        """Map the file, its page allocated first: a store through a map into a hole of a full
+        filesystem (tmpfs, ext4) is a SIGBUS, which killed the process at each start. Where
+        there is no room, the marker lives in memory (said once) until a later event finds room.
+        """
+        try:
+            os.posix_fallocate(self._fd, 0, _MARK.size)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            if not self.unkept:
+                log.error(
+                    "actor.crash_marker_unkept",
+                    path=str(self.path),
+                    error=str(exc),
+                    hint="free space on the data disk; until then a crash is not counted "
+                    "against the event it died on",
+                )
+            self.unkept = str(exc)
+            return
+        mapped = mmap.mmap(self._fd, _MARK.size)
+        if self.unkept:  # what was kept in memory meanwhile goes to the file
+            mapped[:] = bytes(self._map)
+        self._map, self.unkept = mapped, ""
 
     def crashes_at(self, offset: int, event_id: str) -> int:
         """How many processes died while handling this event (0 for any but the last crash's)."""
@@ -80,6 +110,8 @@ class CrashMarker:
         return 0
 
     def start(self, offset: int, event_id: str) -> None:
+        if self.unkept:
+            self._attach()
         crashes = self.crashes_at(offset, event_id)
         _MARK.pack_into(self._map, 0, offset, crashes, 1, _event_key(event_id))
 
@@ -89,7 +121,8 @@ class CrashMarker:
             self.crashed_offset = self.crashed_key = self.crashes = 0
 
     def close(self) -> None:
-        self._map.close()
+        if isinstance(self._map, mmap.mmap):
+            self._map.close()
         os.close(self._fd)
 
 
