@@ -21,13 +21,15 @@ reset is not taken for the one that crashed). It is rewritten in place through a
 memory map, without fsync: it only has to survive the process (the page cache outlives a
 SIGKILL), not the machine. A map, not ``pwrite``: each ``pwrite`` updates the file's mtime,
 and on ext4 that can wait for a journal commit, on the event loop, once or twice per event;
-a write to a page already dirty touches no filesystem code. A file in the old 13-byte format
-reads as no crash.
+a write to a page already dirty touches no filesystem code. The page is allocated before it is
+mapped (a store into a hole of a full disk is a SIGBUS); with no room for it, the marker lives in
+memory until there is. A file in the old 13-byte format reads as no crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import mmap
 import os
@@ -84,7 +86,7 @@ class CrashMarker:
         there is no room, the marker lives in memory (said once) until a later event finds room.
         """
         try:
-            os.posix_fallocate(self._fd, 0, _MARK.size)
+            self._allocate()
         except OSError as exc:
             if exc.errno not in DISK_FULL:
                 raise
@@ -102,6 +104,15 @@ class CrashMarker:
         if self.unkept:  # what was kept in memory meanwhile goes to the file
             mapped[:] = bytes(self._map)
         self._map, self.unkept = mapped, ""
+
+    def _allocate(self) -> None:
+        try:
+            os.posix_fallocate(self._fd, 0, _MARK.size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            # A filesystem without fallocate: writing the bytes there allocates them.
+            os.pwrite(self._fd, os.pread(self._fd, _MARK.size, 0).ljust(_MARK.size, b"\0"), 0)
 
     def crashes_at(self, offset: int, event_id: str) -> int:
         """How many processes died while handling this event (0 for any but the last crash's)."""
