@@ -122,10 +122,17 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
         }
         spoken = [fake.speak(user, room, pcm) for user, pcm in stereo.items()]
         await asyncio.gather(*(asyncio.wrap_future(s) for s in spoken))
+
+        # Until each stream has its second of audio and ends with an end marker; not at its
+        # first end marker: on a busy machine a 200 ms stall of the packets is a pause to
+        # voice-recv (speaking stopped), and the rest follows with an end of its own.
+        def complete(user: int) -> bool:
+            stream = frames.get(f"discord:{fake.guild_id}:{user}", [])
+            heard = sum(len(blob) for _, blob in stream) // 2
+            return bool(stream) and stream[-1][0].end and heard >= 0.8 * 16_000
+
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not all(
-            any(f.end for f, _ in frames.get(f"discord:{fake.guild_id}:{u}", [])) for u in (ana, bo)
-        ):
+        while time.monotonic() < deadline and not all(complete(u) for u in (ana, bo)):
             await asyncio.sleep(0.1)
         collector.cancel()
         await asyncio.gather(collector, return_exceptions=True)
