@@ -215,7 +215,9 @@ def main() -> None:
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, daemon=True)
             thread.start()
-            asyncio.run_coroutine_threadsafe(_start(client, chunks, brain), loop).result(10)
+            reader = asyncio.run_coroutine_threadsafe(_start(client, chunks, brain), loop).result(
+                10
+            )
             page_line(page, "warmup")
             for i in range(lines):
                 progress(f"line {i + 1}/{lines}: page, then console")
@@ -228,7 +230,7 @@ def main() -> None:
                 took, reply_to = future.result(90)
                 console.append(took)
                 console_ids.append(reply_to)
-            asyncio.run_coroutine_threadsafe(client.close(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(_stop(client, reader), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5)
         hx.cli("killswitch", "--keep", "echo", "web")  # the model's CPU out of the ack figures
@@ -273,10 +275,19 @@ def main() -> None:
     )
 
 
-async def _start(client: BusClient, chunks: dict[str, float], brain: dict[str, float]) -> None:
+async def _start(
+    client: BusClient, chunks: dict[str, float], brain: dict[str, float]
+) -> asyncio.Task[None]:
     client.start()
-    asyncio.get_running_loop().create_task(read_chunks(client, chunks, brain))
+    reader = asyncio.get_running_loop().create_task(read_chunks(client, chunks, brain))
     await asyncio.sleep(0.3)
+    return reader
+
+
+async def _stop(client: BusClient, reader: asyncio.Task[None]) -> None:
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    await client.close()
 
 
 if __name__ == "__main__":
