@@ -74,6 +74,9 @@ class DurableFeed:
         self.wait_ms = wait_ms
         self.max_events = max_events
         self.req = 0
+        # The first request still unanswered: a timeout resends the same question, and an
+        # answer to any of them is as good (on busy cores the broker may answer each too late).
+        self.asked = 1
         self.live = False
         self.head = 0
         self.incarnation = ""
@@ -131,8 +134,9 @@ class DurableFeed:
             except Exception as exc:
                 self.rejected.add("malformed", f"fetch reply: {exc}")
                 continue
-            if reply.req != self.req:
-                continue  # an answer to a request we gave up on
+            if not self.asked <= reply.req <= self.req:
+                continue  # an answer to a question already answered
+            self.asked = self.req + 1
             return frames
 
     async def __aiter__(self) -> AsyncIterator[tuple[Envelope | None, Any]]:

@@ -1,0 +1,88 @@
+"""A durable feed against a broker that answers every fetch later than the feed waits for it.
+
+On two busy cores a broker can take longer than the feed's patience to answer a fetch. The
+feed then asks again; the late answer to the first question is still the answer it needs
+(the same ``after``, the same prefixes). A feed that only took the answer to its newest
+question would never take any: each one arrives after the next question was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from hexbus import codec
+from hexbus.codec import BATCH, FETCH, FetchReply
+from hexbus.feed import DurableFeed
+from hexbus.log import RateLimitedCounter
+from schemas import ProbeDurable
+from tests.support.fuzz import valid_frames
+
+LATE_S = 0.8  # the feed waits 0.5 s past wait_ms (0 while it replays) before it asks again
+
+
+async def slow_broker(router: zmq.asyncio.Socket, events: int, answered: list[int]) -> None:
+    """Answer each fetch LATE_S after it came, with the next event after the one it asks from."""
+    rng = random.Random(7)
+    while True:
+        identity, command, body = await router.recv_multipart()
+        assert command == FETCH
+        request = codec.fetch_request_decoder.decode(body)
+        await asyncio.sleep(LATE_S)
+        offset = request.after + 1
+        if offset > events:
+            reply = FetchReply(
+                req=request.req, next_after=events, head=events, first=1, count=0, incarnation="s"
+            )
+            await router.send_multipart([identity, BATCH, codec.encode_control(reply)])
+        else:
+            frames = valid_frames(rng, ProbeDurable(n=offset), session=1, seq=offset, offset=offset)
+            reply = FetchReply(
+                req=request.req, next_after=offset, head=events, first=1, count=1, incarnation="s"
+            )
+            await router.send_multipart(
+                [identity, BATCH, codec.encode_control(reply), *frames, b""]
+            )
+        answered.append(request.req)
+
+
+async def read(tmp_path: Path) -> tuple[list[int], list[int], int]:
+    ctx = zmq.asyncio.Context()
+    router = ctx.socket(zmq.ROUTER)
+    dealer = ctx.socket(zmq.DEALER)
+    address = f"ipc://{tmp_path}/replay"
+    router.bind(address)
+    dealer.connect(address)
+    answered: list[int] = []
+    broker = asyncio.create_task(slow_broker(router, 3, answered))
+    rejected = RateLimitedCounter(None)
+    feed = DurableFeed(dealer, ["probe.durable"], 0, rejected)
+    got: list[int] = []
+    try:
+
+        async def consume() -> None:
+            async for envelope, _ in feed:
+                if envelope is not None:
+                    assert isinstance(envelope.body, ProbeDurable)
+                    got.append(envelope.body.n)
+                if len(got) == 3:
+                    return
+
+        await asyncio.wait_for(consume(), 30)
+    finally:
+        broker.cancel()
+        router.close(0)
+        dealer.close(0)
+        ctx.term()
+    return got, answered, feed.req
+
+
+def test_a_feed_takes_the_late_answer_to_a_question_it_asked_again(tmp_path: Path) -> None:
+    got, answered, asked = asyncio.run(read(tmp_path))
+    assert got == [1, 2, 3]  # in order, each once, though every answer came late
+    # It did ask again while it waited (the case at hand), and no answer was needed twice.
+    assert asked > len(got) and len(answered) < asked
