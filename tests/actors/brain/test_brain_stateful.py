@@ -80,12 +80,15 @@ class BrainConversations(RuleBasedStateMachine):
     def send(
         self, text: str, conversation: str, person: str, *, last: bool, direct: bool = True
     ) -> Sent:
+        # Stamped before it is sent: on busy cores the reply it causes can arrive before this
+        # thread wakes from the send, and an interruption must not look later than its effect.
+        at = time.monotonic()
         envelope = self.chat.call(
             self.chat.chat.send(text, channel=conversation, person=person, direct=direct)
         )
-        sent = Sent(envelope.id, conversation, time.monotonic(), last, quiet=not direct)
+        sent = Sent(envelope.id, conversation, at, last, quiet=not direct)
         self.sent.append(sent)
-        self.events[conversation].append(sent.at)
+        self.events[conversation].append(at)
         return sent
 
     @rule(
@@ -118,8 +121,8 @@ class BrainConversations(RuleBasedStateMachine):
 
     def barge_in(self, conversation: str) -> None:
         publish = self.chat.chat.client.publish_durable
+        self.events[conversation].append(time.monotonic())  # before: see send()
         self.chat.call(publish(BargeIn(channel=conversation, person_id="ana", said="")))
-        self.events[conversation].append(time.monotonic())
 
     def quiet_line(self) -> None:
         """A line not addressed to Hex in a quiet channel: heard, closed without an answer."""
