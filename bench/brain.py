@@ -39,7 +39,7 @@ from typing import Any
 from actors.brain.backends import Params
 from actors.brain.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
 from actors.brain.persona import load_persona
-from actors.brain.prompt import Budgets, build, system_prompt
+from actors.brain.prompt import Budgets, build, persona_rules, turn_rules
 from actors.brain.rules import new_relationship
 from bench._common import emit, parser, progress, run_async, summary
 from hexbus.bus import BusClient
@@ -195,7 +195,8 @@ class DirectSide:
     async def one(self, i: int) -> dict[str, float] | None:
         rel = new_relationship("bench", self.persona)
         turns, max_tokens = build(
-            persona=system_prompt(self.persona, rel, deny_now=False, care_owed=False),
+            persona=persona_rules(self.persona, rel),
+            now=turn_rules(self.persona, deny_now=False, care_owed=False),
             profile="",
             memories=[],
             observation="",

@@ -21,7 +21,7 @@ from actors.brain.backends import BackendError, ChatTurn, Params
 from actors.brain.backends.fallback import FallbackChain
 from actors.brain.config import BrainConfig, make_backend
 from actors.brain.persona import Persona, PersonaError, load_persona
-from actors.brain.prompt import build, opening, system_prompt
+from actors.brain.prompt import build, opening, persona_rules, turn_rules
 from actors.brain.rules import is_crisis, may_deny, moment_of, new_relationship, wants_quiet
 from actors.brain.scenarios import (
     Scenario,
@@ -147,12 +147,11 @@ async def audit_persona(
         rel = new_relationship("audit", persona)
         message = scenario.prompt
         if scenario.initiative:  # she speaks first: the opening template, as the brain does
-            persona_text = system_prompt(persona, rel, deny_now=False, care_owed=False)
+            now = turn_rules(persona, deny_now=False, care_owed=False)
             message = opening(_first(scenario), persona.name, templates)
         else:
-            persona_text = system_prompt(
+            now = turn_rules(
                 persona,
-                rel,
                 deny_now=may_deny(rel, scenario.prompt, persona, rng),
                 care_owed=False,
                 crisis=is_crisis(scenario.prompt, persona),
@@ -161,7 +160,8 @@ async def audit_persona(
             )
         sections = CONTEXT if context else NO_CONTEXT
         turns, max_tokens = build(
-            persona=persona_text,
+            persona=persona_rules(persona, rel),
+            now=now,
             profile=sections.profile,
             memories=sections.memories,
             observation=sections.observation,

@@ -263,11 +263,14 @@ class Meter:
     def shape(
         self, turns: list[ChatTurn], max_tokens: int, reading: Reading
     ) -> tuple[list[ChatTurn], int]:
-        """A sleepy reply: shorter, and she may say she is tired."""
+        """A sleepy reply: shorter, and she may say she is tired (in the last system turn, the
+        one for this message, so the prompt's prefix stays what the model already read)."""
         if reading.state != "sleepy" or not turns:
             return turns, max_tokens
-        system = ChatTurn(turns[0].role, turns[0].content + "\n\n" + SLEEPY_LINE)
-        return [system, *turns[1:]], max(16, int(max_tokens * self.config.sleepy_reply))
+        i = max((i for i, t in enumerate(turns) if t.role == "system"), default=0)
+        shaped = list(turns)
+        shaped[i] = ChatTurn(turns[i].role, turns[i].content + "\n\n" + SLEEPY_LINE)
+        return shaped, max(16, int(max_tokens * self.config.sleepy_reply))
 
     def notice(self, conversation: str, event: ChatMessage, reading: Reading) -> Notice | None:
         """Tell a conversation once per spell that she is sleepy (asleep, her reply says so)."""

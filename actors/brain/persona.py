@@ -9,8 +9,8 @@ persona layer builds on this document, each part in a module of its own:
 * rules.py: a :class:`~actors.brain.rules.Relationship` per person climbs the
   document's phases; the tsundere rules (when she may deny caring, when she never
   may, when care is owed) are data here, applied there.
-* prompt.py: :func:`~actors.brain.prompt.system_prompt` renders the persona part of
-  the system prompt.
+* prompt.py: :func:`~actors.brain.prompt.persona_rules` renders what holds for a
+  conversation, :func:`~actors.brain.prompt.turn_rules` the lines for one message.
 * scenarios.py: the consistency audit's scenarios, checks and reports.
 """
 
@@ -152,7 +152,7 @@ class Connection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class PromptLines(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Instruction lines :func:`system_prompt` adds for the turn at hand."""
+    """Instruction lines :func:`~actors.brain.prompt.turn_rules` adds for the turn at hand."""
 
     deny_now: str = "If they compliment, thank or tease you this turn, you may play it off, then show care through what you do."
     no_denial: str = "Don't play anything off this turn: if warmth comes up, let it show."

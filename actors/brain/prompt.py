@@ -1,20 +1,36 @@
 """Build the prompt from sections, each held to a token budget counted with the backend's tokenizer.
 
-Sections, in order: the persona (with relationship guidance), the person's
-profile snapshot, retrieved memories, a fresh perception observation, the
-rolling summary of older turns, then recent turns and the new message. A
-section over budget loses whole items (the least relevant memory, the oldest
+The prompt is laid out so that what changes every message comes last. A local
+model evaluates only what follows the longest prefix its context already holds,
+so anything that changes early (a denial drawn at random, the memories this line
+recalls) would make it read the whole conversation again on every message:
+with 600 tokens of turns that was seconds per reply on two cores. In order:
+
+1. a system turn with what holds for the conversation: the persona's rules with
+   this person's relationship guidance, the person's profile, the rolling
+   summary of older turns;
+2. the recent turns, whose oldest kept one moves only in steps of a third of
+   their budget (:func:`recent_turns`), so the history is a stable prefix too;
+3. a system turn for this message: the persona's lines for this turn (a denial
+   or none, care owed, quiet, crisis, the moment), retrieved memories, a fresh
+   perception observation, plugin notes, the length hint;
+4. the new message.
+
+A section over budget loses whole items (the least relevant memory, the oldest
 turn), never half of one; turns that no longer fit are left to the rolling
 summary, which the brain updates after replying.
 
-:func:`system_prompt` renders the persona section from the document and the
-person's relationship; :func:`compose` is the whole prompt for one chat message.
+:func:`persona_rules` and :func:`turn_rules` render the persona's two parts
+(:func:`system_prompt` is both, as one text); :func:`compose` is the whole
+prompt for one chat message.
 """
 
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate
 
 import msgspec
 
@@ -143,17 +159,22 @@ def memory_lines(hits: Sequence[MemoryHit], budget: int, count: Callable[[str], 
 def recent_turns(
     turns: Sequence[TurnRecord], budget: int, count: Callable[[str], int]
 ) -> list[TurnRecord]:
-    """The newest whole turns that fit ``budget``, in order."""
-    kept: list[TurnRecord] = []
-    used = 0
-    for turn in reversed(turns):
-        cost = count(turn.text) + 4
-        if used + cost > budget:
-            break
-        kept.append(turn)
-        used += cost
-    kept.reverse()
-    return kept
+    """The newest whole turns that fit ``budget``, in order, starting at a step boundary.
+
+    The oldest kept turn is the first to begin at or past a multiple of a third of the
+    budget (in tokens from the first turn) from which the rest fits. It moves once a third
+    of the budget of new turns has come, not at every message: between moves the turns are
+    the same prefix of the prompt, which the model does not evaluate again. The price is
+    about a third of the budget left unused just after a move.
+    """
+    before = list(accumulate((count(turn.text) + 4 for turn in turns), initial=0))
+    total, step = before[-1], max(1, budget // 3)  # before[i]: tokens of turns[:i]
+    boundary = 0
+    while True:
+        start = min(bisect_left(before, boundary), len(turns))
+        if total - before[start] <= budget:
+            return list(turns[start:])
+        boundary += step
 
 
 def build(
@@ -169,30 +190,38 @@ def build(
     budgets: Budgets,
     count: Callable[[str], int],
     notes: str = "",
+    now: str = "",
     templates: Templates = SHIPPED,
 ) -> tuple[list[ChatTurn], int]:
     """The chat turns for the backend and the reply's token cap; the words around each section
-    are ``templates``'."""
+    are ``templates``'.
+
+    ``persona`` is what holds for the conversation and ``now`` the persona's lines for this
+    message (see the module's docstring for the order); the two share the persona's budget,
+    ``now`` first.
+    """
     t = templates
     hint, max_tokens = length_hint(message, budgets.reply, t)
-    system = [_fit_persona(persona, budgets.persona, count)]
+    system = [_fit_persona(persona, budgets.persona - (count(now) if now else 0), count)]
     if profile:
         head = render(t.profile, speaker=speaker)
         system.append(head + "\n" + _fit(profile, budgets.profile, count))
-    remembered = memory_lines(memories, budgets.memories, count)
-    if remembered:
-        system.append(render(t.memories) + "\n" + remembered)
-    if observation:
-        system.append(render(t.observation) + " " + _fit(observation, budgets.perception, count))
-    if notes:
-        # Her plugins' lines: code she wrote and her owner approved, never the person's words.
-        system.append(render(t.notes) + " " + _fit(notes, budgets.perception, count))
     if summary:
         system.append(render(t.summary) + " " + _fit(summary, budgets.summary, count))
-    system.append(hint)
     out = [ChatTurn("system", "\n\n".join(system))]
     for turn in recent_turns(turns, budgets.turns, count):
         out.append(ChatTurn("assistant" if turn.role == "assistant" else "user", turn.text))
+    this_turn = [now] if now else []
+    remembered = memory_lines(memories, budgets.memories, count)
+    if remembered:
+        this_turn.append(render(t.memories) + "\n" + remembered)
+    if observation:
+        this_turn.append(render(t.observation) + " " + _fit(observation, budgets.perception, count))
+    if notes:
+        # Her plugins' lines: code she wrote and her owner approved, never the person's words.
+        this_turn.append(render(t.notes) + " " + _fit(notes, budgets.perception, count))
+    this_turn.append(hint)
+    out.append(ChatTurn("system", "\n\n".join(this_turn)))
     out.append(ChatTurn("user", message))
     return out, max_tokens
 
@@ -218,9 +247,11 @@ def compose(
     every section within its budget. Hex's own initiative gets the reason she speaks first in
     place of the person's words (:func:`opening`)."""
     text = message.text
+    rules = persona_rules(persona, rel)
     if message.initiative:
         return build(
-            persona=system_prompt(persona, rel, deny_now=False, care_owed=care_owed(rel, persona)),
+            persona=rules,
+            now=turn_rules(persona, deny_now=False, care_owed=care_owed(rel, persona)),
             profile=profile,
             memories=memories,
             observation=observation,
@@ -233,9 +264,8 @@ def compose(
             count=count,
             templates=templates,
         )
-    persona_text = system_prompt(
+    now = turn_rules(
         persona,
-        rel,
         deny_now=may_deny(rel, text, persona, rng),
         care_owed=care_owed(rel, persona),
         quiet=wants_quiet(text, persona),
@@ -243,7 +273,8 @@ def compose(
         moment=moment_of(text, persona),
     )
     return build(
-        persona=persona_text,
+        persona=rules,
+        now=now,
         profile=profile,
         memories=memories,
         observation=observation,
@@ -293,13 +324,19 @@ def system_prompt(
     crisis: bool = False,
     moment: Moment | None = None,
 ) -> str:
-    """The persona part of the system prompt: identity, values, style, limits, phase, this turn.
+    """The persona part of the prompt as one text: :func:`persona_rules`, then :func:`turn_rules`.
 
-    ``crisis`` overrides ``deny_now`` and ``moment``; ``moment`` adds that moment's reaction
-    template.
     Stays under :data:`PROMPT_WORD_BUDGET` words for the default persona.
     """
-    t, lines = persona.tsundere, persona.prompt
+    now = turn_rules(
+        persona, deny_now=deny_now, care_owed=care_owed, quiet=quiet, crisis=crisis, moment=moment
+    )
+    return f"{persona_rules(persona, rel)}\n{now}"
+
+
+def persona_rules(persona: Persona, rel: Relationship) -> str:
+    """What the persona holds to all conversation long: identity, values, style, limits, phase."""
+    t = persona.tsundere
     out = [f"You are {persona.name}, {_squash(persona.summary)}."]
     if persona.backstory.strip():
         out.append(_squash(persona.backstory))
@@ -321,6 +358,22 @@ def system_prompt(
         out.append(rule)
     phase = phase_of(rel, persona)
     out.append(f"With this person ({phase.name.replace('_', ' ')}): {_squash(phase.guidance)}")
+    return "\n".join(out)
+
+
+def turn_rules(
+    persona: Persona,
+    *,
+    deny_now: bool,
+    care_owed: bool,
+    quiet: bool = False,
+    crisis: bool = False,
+    moment: Moment | None = None,
+) -> str:
+    """The persona's lines for the message at hand. ``crisis`` overrides ``deny_now`` and
+    ``moment``; ``moment`` adds that moment's reaction template."""
+    lines = persona.prompt
+    out = []
     # In a crisis no moment's act: "hey, i want to die" is not a greeting to play gruff at.
     if moment is not None and not crisis and (hint := getattr(persona.reactions, moment)):
         out.append(f"This moment ({moment.replace('_', ' ')}): {_squash(hint)}")

@@ -477,6 +477,6 @@ def test_older_turns_fold_into_the_summary_and_a_fresh_observation_reaches_the_p
     conversation = h.state.conversations["console:c1"]
     assert conversation.summary == "Ana keeps bees."
     assert [t.text for t in conversation.turns] == ["They are blue.", "Cool."]
-    assert "What you see right now: a person waving" in backend.prompts[0][0].content
+    assert "What you see right now: a person waving" in backend.prompts[0][-2].content
     asked = backend.prompts[2][-1].content  # the summary request: the two oldest turns
     assert "Ana: I keep bees." in asked and "assistant: Nice." in asked

@@ -121,6 +121,9 @@ def test_sleepy_replies_are_shorter_and_told_once_per_spell() -> None:
     assert m.shape(turns, 200, Reading()) == (turns, 200)
     shaped, cap = m.shape(turns, 200, Reading("sleepy"))
     assert cap == 100 and shaped[0].content.endswith(SLEEPY_LINE) and shaped[1] == turns[1]
+    turns = [ChatTurn("system", "You are Hex."), ChatTurn("user", "hi"), ChatTurn("system", "Now")]
+    shaped, _ = m.shape([*turns, ChatTurn("user", "yo")], 200, Reading("sleepy"))
+    assert shaped[:2] == turns[:2] and shaped[2].content == f"Now\n\n{SLEEPY_LINE}"
     message = ChatMessage(
         platform="web", person_id="ana", display_name="Ana", channel="c1", text="hi"
     )

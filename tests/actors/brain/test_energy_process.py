@@ -110,7 +110,8 @@ def test_falling_limits_then_a_429_make_her_sleepy_then_asleep_then_awake_after_
                 assert sleepy.status == "complete" and len(sleepy.text.split()) == cap // 2
                 request = asked()[-1]
                 assert request["max_tokens"] == cap // 2
-                assert SLEEPY_LINE in str(request["messages"][0]["content"])  # type: ignore[index]
+                # In the system turn for this message, before its words.
+                assert SLEEPY_LINE in str(request["messages"][-2]["content"])  # type: ignore[index]
                 told = [n for n in chat.notices if n.kind == "sleepy"]
                 assert len(told) == 1 and "sleepy" in told[0].text
 

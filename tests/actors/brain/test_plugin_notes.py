@@ -48,6 +48,6 @@ def test_a_plugins_note_reaches_the_prompt_for_its_person_only_and_only_from_the
         return h
 
     run(scenario)
-    system = backend.prompts[0][0].content
+    system = "\n\n".join(t.content for t in backend.prompts[0] if t.role == "system")
     assert "Notes from your plugins: they said good morning" in system
     assert "password" not in system and "grumpy" not in system

@@ -53,22 +53,74 @@ def prompt(
         count=words,
         **fields,  # type: ignore[arg-type]
     )
-    return turns[0].content, [(t.role, t.content) for t in turns[1:]], max_tokens
+    system = "\n\n".join(t.content for t in turns if t.role == "system")
+    return system, [(t.role, t.content) for t in turns if t.role != "system"], max_tokens
 
 
-def test_the_message_comes_last_after_the_recent_turns(persona: Persona) -> None:
+def test_the_message_comes_last_after_the_recent_turns_and_this_turns_lines(
+    persona: Persona,
+) -> None:
     history = [
         TurnRecord(role="user", text="I keep bees."),
         TurnRecord(role="assistant", text="Bees? Fine. Cool, I guess."),
     ]
-    system, turns, max_tokens = prompt(persona, "what do bees eat?", turns=history)
-    assert system.startswith(f"You are {persona.name}")
-    assert turns == [
+    turns, max_tokens = compose(
+        message("what do bees eat?"),
+        persona=persona,
+        rel=new_relationship("ana", persona),
+        rng=random.Random(1),
+        budgets=Budgets(),
+        count=words,
+        profile="Hobbies: beekeeping",
+        memories=[MemoryHit(id="1", text="Ana's bees are called Buzz", score=0.9)],
+        observation="a person waving",
+        summary="They talked about bees.",
+        turns=history,
+    )
+    assert [(t.role, t.content) for t in turns[1:3]] == [
         ("user", "I keep bees."),
         ("assistant", "Bees? Fine. Cool, I guess."),
-        ("user", "what do bees eat?"),
     ]
+    first, now, last = turns[0].content, turns[3].content, turns[4]
+    # What holds for the conversation comes first; what this message brings, after the turns.
+    assert first.startswith(f"You are {persona.name}") and "Hobbies: beekeeping" in first
+    assert "They talked about bees." in first and "Buzz" not in first and "waving" not in first
+    assert turns[3].role == "system" and "Buzz" in now and "waving" in now
+    assert "this turn" in now and "You are" not in now
+    assert (last.role, last.content) == ("user", "what do bees eat?") and len(turns) == 5
     assert 0 < max_tokens <= Budgets().reply
+
+
+def test_a_conversation_s_next_prompt_starts_with_its_last_one_up_to_the_turns(
+    persona: Persona,
+) -> None:
+    """Whatever is drawn or recalled for the next message, the model's context keeps its
+    evaluation of the rules, the profile, the summary and the turns before."""
+    rel = new_relationship("ana", persona)
+    rng = random.Random(5)
+    history: list[TurnRecord] = []
+    last: list[str] = []
+    for i in range(12):
+        text = ("you're cute", "i want to die", "leave me alone", "hi!", "what's up")[i % 5]
+        turns, _ = compose(
+            message(text),
+            persona=persona,
+            rel=rel,
+            rng=rng,
+            budgets=Budgets(turns=10_000),
+            count=words,
+            profile="Hobbies: beekeeping",
+            memories=[MemoryHit(id=str(i), text=f"memory {i}", score=0.5)],
+            observation=f"the clock says {i}",
+            notes=f"note {i}" if i % 2 else "",
+            summary="They talked about bees.",
+            turns=history,
+        )
+        contents = [t.content for t in turns]
+        if last:  # all of the last prompt but that message's own lines and words
+            assert contents[: len(last) - 2] == last[:-2]
+        last = contents
+        history += [TurnRecord(role="user", text=text), TurnRecord(role="assistant", text="ok.")]
 
 
 def test_every_section_reaches_the_system_prompt_under_its_heading(persona: Persona) -> None:
@@ -138,7 +190,7 @@ def test_her_initiative_asks_for_an_opening_with_its_reason_not_for_an_answer(
         summary="",
         turns=history,
     )
-    assert [t.role for t in turns[1:]] == ["user", "assistant", "user"]
+    assert [t.role for t in turns[1:]] == ["user", "assistant", "system", "user"]
     last = turns[-1].content
     assert "Ana has not written" in last and f"{persona.name} starts the conversation" in last
     assert "ask how it went" in last and "It is about: My exam is tomorrow." in last

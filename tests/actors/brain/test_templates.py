@@ -179,7 +179,7 @@ def test_the_brain_takes_templates_from_selfmod_alone_keeps_them_and_refuses_bad
 
     h = run(first)
     assert h.actor.state.prompts == reply and h.actor.state.prompts_sha == "s1"
-    system = backend.prompts[0][0].content
+    system = "\n\n".join(t.content for t in backend.prompts[0] if t.role == "system")
     assert "Answer in five words." in system and "one or two short sentences" not in system
 
     async def restarted() -> None:  # a new process from the snapshot's state
@@ -216,7 +216,8 @@ def test_the_trial_s_audit_fills_every_section_so_each_template_reaches_the_mode
 
     asyncio.run(audit(False))
     asyncio.run(audit(True))
-    plain, filled = backend.prompts[0][0].content, backend.prompts[1][0].content
+    plain = "\n\n".join(t.content for t in backend.prompts[0] if t.role == "system")
+    filled = "\n\n".join(t.content for t in backend.prompts[1] if t.role == "system")
     assert "EARLIER-MARK" not in plain and "NOTES-MARK" not in plain
     assert "EARLIER-MARK They said hello earlier." in filled and "NOTES-MARK nothing new" in filled
     assert "Sam has a cat called Miso" in filled

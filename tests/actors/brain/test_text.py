@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -110,6 +111,32 @@ def test_recent_turns_keeps_whole_newest_turns_within_budget(texts: list[str], b
     assert sum(count(t.text) + 4 for t in kept) <= budget
 
 
+@given(st.lists(st.integers(1, 60), max_size=60), st.integers(0, 300))
+def test_the_oldest_turn_kept_moves_in_steps_as_a_conversation_grows(
+    sizes: list[int], budget: int
+) -> None:
+    """Turn by turn, the kept turns fit, end at the newest, waste at most about a third of the
+    budget, and their first one moves only across a multiple of a third of the budget (in
+    tokens from the first turn): at most once per third of the budget said."""
+    turns = [TurnRecord(role="user", text="w " * n) for n in sizes]
+    step = max(1, budget // 3)
+    starts: list[int] = []
+    for n in range(len(turns) + 1):
+        kept = recent_turns(turns[:n], budget, count)
+        start = n - len(kept)
+        assert kept == turns[start:n]
+        used = sum(count(t.text) + 4 for t in kept)
+        assert used <= budget
+        if start:  # left out the oldest: what was kept leaves less than a step plus a turn free
+            assert budget - used < step + count(turns[start - 1].text) + 4
+        if not starts or start != starts[-1]:
+            starts.append(start)
+    before = [sum(count(t.text) + 4 for t in turns[:i]) for i in range(len(turns) + 1)]
+    for a, b in pairwise(starts):
+        assert b > a and before[b] // step > before[a] // step  # a multiple of step between
+        assert before[b] // step > before[b - 1] // step  # b is the first past it
+
+
 def test_prompt_sections_respect_budgets_and_hedge_unsure_memories() -> None:
     hits = [
         MemoryHit(id="1", text="likes spoons", score=0.9),
@@ -130,10 +157,10 @@ def test_prompt_sections_respect_budgets_and_hedge_unsure_memories() -> None:
         budgets=Budgets(turns=20, reply=200),
         count=count,
     )
-    system = turns[0].content
+    system = "\n\n".join(t.content for t in turns if t.role == "system")
     assert turns[0].role == "system" and "likes spoons" in system and "a cat (not sure" in system
     assert "They met yesterday." in system
-    assert [t.content for t in turns[1:]] == [
+    assert [t.content for t in turns if t.role != "system"] == [
         "short",
         "hi",
     ]  # the long old turn did not fit: left out whole
@@ -153,8 +180,8 @@ def test_a_fresh_observation_and_the_summary_reach_the_system_prompt() -> None:
         budgets=Budgets(),
         count=count,
     )
-    assert "What you see right now: a cat on the desk" in turns[0].content
-    assert "Earlier in this conversation: Ana keeps bees." in turns[0].content
+    assert "What you see right now: a cat on the desk" in turns[-2].content  # this message's
+    assert "Earlier in this conversation: Ana keeps bees." in turns[0].content  # the talk's
 
 
 def test_profile_updates_merge_newest_first_and_render_for_the_prompt() -> None:
@@ -208,6 +235,24 @@ def test_an_oversized_persona_loses_descriptive_lines_never_the_turn_instruction
     assert system.startswith("You are Hex.") and "This moment: greeting." in system
     assert "Do not deny this turn." in system and "backstory" not in system
     assert Budgets().total() + 64 <= 2048  # the defaults fit the packaged model's context
+    # This turn's lines apart, after the turns: they share the budget, and stay whole.
+    *rules, moment, deny = persona.splitlines()
+    turns, _ = build(
+        persona="\n".join([*rules, "With this person: be kind."]),
+        now=f"{moment}\n{deny}",
+        profile="",
+        memories=[],
+        observation="",
+        summary="",
+        turns=[TurnRecord(role="user", text="hello")],
+        message="hi",
+        speaker="Ana",
+        budgets=Budgets(persona=40),
+        count=count,
+    )
+    # 40 words less this turn's 8: who she is and this person's phase, no more.
+    assert turns[0].content == "You are Hex.\nWith this person: be kind."
+    assert turns[2].content.startswith(f"{moment}\n{deny}\n\n")
 
 
 def test_people_a_person_names_join_their_roster_and_the_prompt() -> None:
