@@ -29,6 +29,10 @@ class AudioFrame(Event, frozen=True, kw_only=True, tag="audio.frame"):
     seq: int = 0  # frame order within the source
     at: float = 0.0  # wall time of the first sample (0: when received)
     end: bool = False  # the stream ends here: finish the utterance in progress
+    # The stream went quiet with no word of why (Discord sends nothing while a member is
+    # silent, and nothing either while their packets are held up): silence until more audio
+    # comes, heard in real time, so a pause is judged like any other and a stall goes on.
+    paused: bool = False
 
 
 class Transcript(Event, frozen=True, kw_only=True, tag="stt.partial"):

@@ -31,7 +31,8 @@ __all__ = [
 T = TypeVar("T")
 
 OnAudio = Callable[[int, str, bytes, int], object]  # user id, display name, mono PCM16, rate
-OnEnd = Callable[[int, str], object]  # user id, display name: the member stopped speaking or left
+# User id, display name, and whether they left (else they stopped sending: silent, or held up).
+OnEnd = Callable[[int, str, bool], object]
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ PASSTHROUGH_ERROR: Final = "UnencryptedWhenPassthroughDisabled"
 
 Samples = npt.NDArray[np.float32]
 OnAudio = Callable[[int, str, bytes, int], object]  # user id, display name, mono PCM16, rate
-OnEnd = Callable[[int, str], object]  # user id, display name: the member stopped speaking or left
+# User id, display name, and whether they left (else they stopped sending: silent, or held up).
+OnEnd = Callable[[int, str, bool], object]
 
 
 def _stream(rate: int, out_rate: int) -> Any:
@@ -188,9 +189,10 @@ class UserAudioSink(voice_recv.AudioSink):
     """Each member's voice as mono PCM16 at ``out_rate``, delivered on ``loop``.
 
     ``on_audio(user_id, name, pcm16, rate)`` gets every decoded 20 ms (less the resampler's
-    delay at the start of a stream); ``on_end(user_id, name)``, if given, follows the last audio
-    when voice-recv reports that a member stopped speaking (200 ms without packets) or left.
-    Discord sends nothing while a member is silent, so ``on_end`` is what ends an utterance.
+    delay at the start of a stream); ``on_end(user_id, name, left)``, if given, follows the last
+    audio when voice-recv reports that a member stopped speaking (200 ms without packets:
+    ``left`` false) or left (true). Discord sends nothing while a member is silent, nor while
+    their packets are held up on the way, so a stop is a pause of unknown length, not an end.
 
     ``write`` never raises: an exception on voice-recv's router thread would stop receiving for
     everyone. Frames that cannot be used are counted (``unknown_dropped``, ``dave_errors``,
@@ -341,7 +343,7 @@ class UserAudioSink(voice_recv.AudioSink):
         if tail.size:
             self._deliver(self.on_audio, user_id, speaker.name, to_pcm16(tail), self.out_rate)
         if self.on_end is not None:
-            self._deliver(self.on_end, user_id, speaker.name)
+            self._deliver(self.on_end, user_id, speaker.name, forget)
 
     def _deliver(self, callback: Callable[..., object], *args: Any) -> None:
         try:

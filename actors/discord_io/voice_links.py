@@ -99,8 +99,10 @@ class VoiceLinks:
         def on_audio(user_id: int, name: str, pcm16: bytes, rate: int) -> None:
             self.heard(link, user_id, name, pcm16, rate, end=False)
 
-        def on_end(user_id: int, name: str) -> None:
-            self.heard(link, user_id, name, b"", HEARD_RATE, end=True)
+        def on_end(user_id: int, name: str, left: bool) -> None:
+            # A member who stopped sending may only be held up: STT hears silence from here
+            # until their audio comes back, and judges the pause like any other.
+            self.heard(link, user_id, name, b"", HEARD_RATE, end=left, paused=not left)
 
         self.discord.listen(call, on_audio, on_end)
         self.links[guild_id] = link
@@ -116,7 +118,15 @@ class VoiceLinks:
         return link
 
     def heard(
-        self, link: Link, user_id: int, name: str, pcm16: bytes, rate: int, *, end: bool
+        self,
+        link: Link,
+        user_id: int,
+        name: str,
+        pcm16: bytes,
+        rate: int,
+        *,
+        end: bool,
+        paused: bool = False,
     ) -> None:
         """A member's audio (on the loop): one audio.frame of their own stream."""
         seq = link.seq.get(user_id, 0)
@@ -131,6 +141,7 @@ class VoiceLinks:
             seq=seq,
             at=time.time(),
             end=end,
+            paused=paused,
         )
         self.publish_volatile(frame, key=f"discord.{link.guild_id}.{user_id}", blob=pcm16)
 

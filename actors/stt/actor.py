@@ -34,7 +34,15 @@ import structlog
 from actors.stt.echo import EchoConfig, EchoGuard
 from actors.stt.sources import RATE, Guess, LastTurn, Source, wall
 from actors.stt.turn import SmartTurn, TextTurn, TurnConfig
-from actors.stt.vad import Pause, Segmenter, SileroStream, SpeechEnd, SpeechStart, VadConfig
+from actors.stt.vad import (
+    Pause,
+    Segmenter,
+    SileroStream,
+    SpeechEnd,
+    SpeechStart,
+    VadConfig,
+    VadEvent,
+)
 from actors.stt.whisper import Whisper, WhisperConfig
 from hexbus import Actor, LazyModel, on
 from hexbus.codec import derived_id
@@ -58,6 +66,7 @@ log = structlog.get_logger("actors.stt")
 
 ANSWERED_KEEP = 1024  # reply_to ids of spoken replies remembered
 REJOIN_GAP_S = 1.0  # the longest pause kept between a turn and its continuation
+QUIET_TICK_S = 0.04  # how often a quiet stream's silence is fed: the VAD's own chunk is 32 ms
 
 
 class SttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -180,11 +189,57 @@ class SttActor(Actor[SttConfig, SttState]):
         samples = from_pcm16(self.blob or b"")
         if src.resampler is not None:
             samples = src.resampler.resample_chunk(samples, last=frame.end)  # type: ignore[attr-defined]
+        if src.paused is not None and not frame.paused:
+            src.paused = None  # more audio: the silence fed stood in for the gap
         src.anchors.append((src.received, frame.at or time.time()))
         events = src.segmenter.feed(samples) if samples.size else []
         src.received += samples.size
         if frame.end:
             events += src.segmenter.flush()
+        await self.segmented(src, frame, events)
+        if frame.paused and src.paused is None and not frame.end:
+            src.paused, src.paused_wall, src.quiet_fed = time.monotonic(), time.time(), 0
+            self.spawn(self.quiet(frame.source, src), name="quiet")
+        if frame.end:
+            self.sources.pop(frame.source, None)
+        elif (
+            self.config.partials
+            and src.paused is None
+            and src.segmenter.in_speech
+            and not src.partial_busy
+            and not self.inflight  # final transcripts first: on CPU a partial costs about a second
+            and (src.guess is None or src.guess.task.done())
+            and time.monotonic() - src.last_partial
+            >= (self.config.echo.partial_ms if src.held else self.config.partial_interval_ms) / 1000
+        ):
+            src.partial_busy = True
+            src.last_partial = time.monotonic()
+            self.spawn(
+                self.partial(src, src.utterance, src.segmenter.speech_audio()), name="partial"
+            )
+
+    async def quiet(self, name: str, src: Source) -> None:
+        """A stream gone quiet: silence, as time passes, until more audio comes; once the turn
+        is settled (ended, and past the time a continuation would rejoin it) the stream is
+        forgotten, as at its end. A quiet stream is never the end of a turn by itself."""
+        settle_s = (self.config.turn.rejoin_ms + self.config.turn.max_pause_ms) / 1000
+        started = src.paused
+        while started is not None and src.paused == started and self.sources.get(name) is src:
+            since = time.monotonic() - started
+            due = int(since * RATE) - src.quiet_fed
+            if due > 0:
+                src.anchors.append((src.received, src.paused_wall + src.quiet_fed / RATE))
+                events = src.segmenter.feed(np.zeros(due, dtype=np.float32))
+                src.received += due
+                src.quiet_fed += due
+                await self.segmented(src, src.frame, events)
+            if since >= settle_s and not src.segmenter.in_speech:
+                del self.sources[name]
+                return
+            await asyncio.sleep(QUIET_TICK_S)
+
+    async def segmented(self, src: Source, frame: AudioFrame, events: list[VadEvent]) -> None:
+        """What the segmenter said of the audio just fed: speech started, a pause, a turn ended."""
         for event in events:
             if isinstance(event, SpeechStart):
                 src.utterance = derived_id(
@@ -220,22 +275,6 @@ class SttActor(Actor[SttConfig, SttState]):
                     self.spawn(self.second_opinion(src, src.guess), name="second-opinion")
             elif isinstance(event, SpeechEnd):
                 await self.ended(src, event)
-        if frame.end:
-            self.sources.pop(frame.source, None)
-        elif (
-            self.config.partials
-            and src.segmenter.in_speech
-            and not src.partial_busy
-            and not self.inflight  # final transcripts first: on CPU a partial costs about a second
-            and (src.guess is None or src.guess.task.done())
-            and time.monotonic() - src.last_partial
-            >= (self.config.echo.partial_ms if src.held else self.config.partial_interval_ms) / 1000
-        ):
-            src.partial_busy = True
-            src.last_partial = time.monotonic()
-            self.spawn(
-                self.partial(src, src.utterance, src.segmenter.speech_audio()), name="partial"
-            )
 
     async def partial(self, src: Source, utterance: str, audio: np.ndarray) -> None:
         try:

@@ -45,6 +45,11 @@ class Source:
     held: SpeechStarted | None = None
     suspect: bool = False  # the utterance open began while Hex's voice could come back
     hers: bool = False  # a partial of it heard her words: later partials do not release it
+    # The stream went quiet (AudioFrame.paused) at this monotonic time, and the wall time it
+    # did; silence is fed for the time since, until more audio comes or the turn is settled.
+    paused: float | None = None
+    paused_wall: float = 0.0
+    quiet_fed: int = 0  # samples of that silence fed so far
 
 
 @dataclass(frozen=True)

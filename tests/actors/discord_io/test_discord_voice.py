@@ -123,13 +123,13 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
         spoken = [fake.speak(user, room, pcm) for user, pcm in stereo.items()]
         await asyncio.gather(*(asyncio.wrap_future(s) for s in spoken))
 
-        # Until each stream has its second of audio and ends with an end marker; not at its
-        # first end marker: on a busy machine a 200 ms stall of the packets is a pause to
-        # voice-recv (speaking stopped), and the rest follows with an end of its own.
+        # Until each stream has its second of audio and says it went quiet; not at the first
+        # time it does: on a busy machine a 200 ms stall of the packets is a pause to
+        # voice-recv (speaking stopped), and the rest follows, then a pause of its own.
         def complete(user: int) -> bool:
             stream = frames.get(f"discord:{fake.guild_id}:{user}", [])
             heard = sum(len(blob) for _, blob in stream) // 2
-            return bool(stream) and stream[-1][0].end and heard >= 0.8 * 16_000
+            return bool(stream) and stream[-1][0].paused and heard >= 0.8 * 16_000
 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not all(complete(u) for u in (ana, bo)):
@@ -149,7 +149,8 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
     pcm = np.frombuffer(fake.voice_pcm(room), dtype="<i2").astype(np.float32).reshape(-1, 2)
     assert len(pcm) == 960 * len(packets)
     assert abs(dominant_hz(pcm[:, 0] / 32768, 48_000) - 440) < 10
-    # Each member: their own source, person and 16 kHz stream, their own tone, then an end marker.
+    # Each member: their own source, person and 16 kHz stream, their own tone, then a pause
+    # (they stopped sending: that alone never ends their turn, STT's pause rules do).
     for user, hz in ((ana, 300), (bo, 700)):
         stream = frames[f"discord:{fake.guild_id}:{user}"]
         assert {f.person_id for f, _ in stream} == {f"discord:{user}"}
@@ -157,7 +158,7 @@ def test_voice_join_plays_audio_out_as_opus_and_hears_each_member_as_their_own_s
             16_000
         }
         assert [f.seq for f, _ in stream] == list(range(len(stream)))
-        assert stream[-1][0].end
+        assert stream[-1][0].paused and not any(f.end for f, _ in stream)
         audio = from_pcm16(b"".join(blob for _, blob in stream))
         assert 0.8 * 16_000 <= len(audio) <= 1.3 * 16_000
         assert abs(dominant_hz(audio, 16_000) - hz) < 10, (user, hz)

@@ -69,6 +69,7 @@ class Heard:
     def __init__(self) -> None:
         self.pcm: dict[int, bytearray] = defaultdict(bytearray)
         self.names: dict[int, set[str]] = defaultdict(set)
+        self.left: list[bool] = []  # for each end: they left (else they stopped sending)
         self.rates: set[int] = set()
         self.ended: list[tuple[int, str]] = []
         self.threads: set[int] = set()
@@ -79,9 +80,10 @@ class Heard:
         self.names[user_id].add(name)
         self.rates.add(rate)
 
-    def end(self, user_id: int, name: str) -> None:
+    def end(self, user_id: int, name: str, left: bool) -> None:
         self.threads.add(threading.get_ident())
         self.ended.append((user_id, name))
+        self.left.append(left)
 
     def samples(self, user_id: int) -> Samples:
         return from_pcm16(bytes(self.pcm[user_id]))
@@ -183,7 +185,7 @@ def test_each_member_is_heard_apart_as_16k_mono_on_the_loop(client: discord.Clie
 
     assert heard.threads == {threading.get_ident()} and heard.rates == {16000}
     assert heard.names == {ALICE: {"Alice"}, BOB: {"Bob"}}
-    assert heard.ended == [(ALICE, "Alice"), (BOB, "Bob")]
+    assert heard.ended == [(ALICE, "Alice"), (BOB, "Bob")] and heard.left == [False, False]
     for user, hz, other in ((ALICE, 300, 700), (BOB, 700, 300)):
         got = heard.samples(user)
         assert got.size == 16000  # 50 x 20 ms, the resampler's tail flushed at speaking stop
@@ -384,6 +386,7 @@ def test_a_member_who_leaves_is_flushed_ended_and_forgotten(
     drive(route)
 
     assert heard.ended == [(ALICE, "Alice"), (BOB, "Bob")] and sink.users == frozenset()
+    assert heard.left == [True, True]
     assert len(heard.pcm[ALICE]) == len(heard.pcm[BOB]) == 320 * 2  # 20 ms at 16 kHz, tail flushed
 
 

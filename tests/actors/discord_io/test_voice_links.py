@@ -47,10 +47,17 @@ def test_joining_is_saved_at_once_and_each_member_is_heard_as_their_own_stream()
         call.hear(ANA, "ana", b"\x01\x00" * 320)
         call.hear(BO, "bo", b"\x02\x00" * 320)
         call.hear(ANA, "ana", b"\x03\x00" * 320)
-        call.stop_hearing(ANA, "ana")
+        call.stop_hearing(ANA, "ana")  # stopped sending: a pause of unknown length
+        call.hear(ANA, "ana", b"\x04\x00" * 320)
+        call.stop_hearing(ANA, "ana", left=True)
         frames = [(e.body, blob) for e, blob in h.bus.published if isinstance(e.body, AudioFrame)]
         ana = [f for f, _ in frames if f.source == f"discord:{GUILD}:{ANA}"]
-        assert [f.seq for f in ana] == [0, 1, 2] and [f.end for f in ana] == [False, False, True]
+        assert [f.seq for f in ana] == [0, 1, 2, 3, 4]
+        assert [(f.paused, f.end) for f in ana] == [(False, False)] * 2 + [
+            (True, False),
+            (False, False),
+            (False, True),
+        ]
         assert {f.person_id for f in ana} == {f"discord:{ANA}"}
         assert {f.channel for f, _ in frames} == {TALK} and {f.rate for f, _ in frames} == {16000}
         assert frames[1][1] == b"\x02\x00" * 320

@@ -205,3 +205,44 @@ def test_a_finished_request_the_audio_model_doubts_ends_by_its_words(
         isinstance(message, ChatMessage)
         and wer("I would like to hear some quiet music now", message.text) <= 0.2
     )
+
+
+def test_a_stream_held_up_mid_word_goes_on_as_the_same_turn_and_a_quiet_one_ends_it(
+    tmp_path: Path,
+) -> None:
+    """Discord sends nothing while a member is silent, nor while their packets are held up:
+    a stream that stops says ``paused``, not ``end``. Held up for 0.6 s mid-word, the
+    sentence still ends as one whole transcript; quiet for good, its turn ends by the pause
+    rules, in real time, and the stream is forgotten once a continuation could no longer
+    rejoin it."""
+    jfk = real_speech("jfk.wav")
+    cut = int(1.0 * RATE)  # in "And so my | fellow Americans"
+
+    async def scenario() -> tuple[list[ChatMessage | Segment], float]:
+        h = ActorHarness(SttActor, {"partials": False}, data_dir=tmp_path)
+        await h.setup()
+        h.actor.live = True
+        stop = AudioFrame(source="mic", person_id="ana", channel="c1", paused=True)
+        await speak(h, jfk[:cut])
+        await h.send(stop, key="c1", blob=b"")
+        await asyncio.sleep(0.6)
+        await speak(h, jfk[cut:])  # no silence after it: the stream just stops
+        await h.send(stop, key="c1", blob=b"")
+        quiet = time.monotonic()
+        deadline = quiet + 60
+        while "mic" in h.actor.sources:
+            assert time.monotonic() < deadline, "a quiet stream was never forgotten"
+            await asyncio.sleep(0.05)
+        forgotten = time.monotonic() - quiet
+        await settle(h)
+        await h.stop()
+        return [e for e in h.published if isinstance(e, ChatMessage | Segment)], forgotten
+
+    published, forgotten = asyncio.run(scenario())
+    messages = [e for e in published if isinstance(e, ChatMessage)]
+    segments = [e for e in published if isinstance(e, Segment)]
+    assert wer(JFK, messages[-1].text) <= 0.15, [m.text for m in messages]
+    assert all(later.revises for later in segments[1:]), "the stall cut the sentence in two"
+    assert not segments[-1].cut  # ended by the pause rules, not cut off by an end marker
+    turn = TurnConfig()
+    assert forgotten >= (turn.rejoin_ms + turn.max_pause_ms) / 1000

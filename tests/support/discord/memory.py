@@ -56,9 +56,9 @@ class Call:
         assert self.on_audio is not None
         self.on_audio(user_id, name, pcm16, rate)
 
-    def stop_hearing(self, user_id: int, name: str) -> None:
+    def stop_hearing(self, user_id: int, name: str, *, left: bool = False) -> None:
         assert self.on_end is not None
-        self.on_end(user_id, name)
+        self.on_end(user_id, name, left)
 
 
 @dataclass
