@@ -92,6 +92,8 @@ class Channel:
     timeline: list[tuple[float, str]] = field(default_factory=list)
     audio_until: float = 0.0
     synthesizing: bool = False
+    synthesizing_for: int = 0  # the generation of the synthesis in flight
+    synthesizing_reply: str = ""  # and the reply it is of
     speaking: bool = False
     stop_timer: asyncio.Task[None] | None = None
     platform: str = ""
@@ -289,7 +291,8 @@ class TtsActor(Actor[TtsConfig, TtsState]):
             for n, phrase in enumerate(phrases):
                 # A long sentence goes phrase by phrase: its first words play while the rest is synthesised.
                 started = time.monotonic()
-                channel.synthesizing = True
+                channel.synthesizing, channel.synthesizing_for = True, generation
+                channel.synthesizing_reply = event.reply_to
                 try:
                     audio = await self.offload(self.voice.synthesize, phrase)
                 except Exception:
@@ -426,9 +429,13 @@ class TtsActor(Actor[TtsConfig, TtsState]):
         if not self.config.barge_in or channel is None:
             return
         started = time.monotonic()
-        if not (channel.synthesizing or not channel.queue.empty() or started < channel.audio_until):
+        # A synthesis a barge-in already stopped (still finishing, never to be played) is not
+        # something to interrupt again: the person's next words would stop her twice.
+        synthesizing = channel.synthesizing and channel.synthesizing_for == channel.generation
+        if not (synthesizing or not channel.queue.empty() or started < channel.audio_until):
             return  # Hex is silent there: nothing to interrupt
         said = self.heard(channel)
+        playing = started < channel.audio_until
         channel.generation += 1
         channel.audio_until = started  # the player flushes on the stop below
         if channel.stop_timer is not None:
@@ -441,7 +448,14 @@ class TtsActor(Actor[TtsConfig, TtsState]):
             self.mark_spoken(
                 sentence.reply_to, sentence.index
             )  # never spoken later, after a restart either
-        reply_to = channel.reply_to or (dropped[0].reply_to if dropped else "")
+        # The reply she was heard saying; else the one being synthesised (stopped before its
+        # first sound), else the next one queued.
+        if playing and channel.reply_to:
+            reply_to = channel.reply_to
+        elif synthesizing:
+            reply_to = channel.synthesizing_reply
+        else:
+            reply_to = dropped[0].reply_to if dropped else channel.reply_to
         channel.speaking = False
         self.bus.publish_volatile(
             Speaking(
