@@ -180,9 +180,11 @@ class VoiceClient:
                 self.changed.set()
             elif isinstance(body, Reply) and body.channel == self.channel:
                 self.replies[body.reply_to] = body
-                self.say(
-                    f"Hex: {body.text}" + ("" if body.status == "complete" else f" ({body.status})")
-                )
+                # A reply closed before a word (cancelled by a barge-in or a newer line, or
+                # answered with the rest of its turn) says nothing: no empty "Hex:" line.
+                if body.text.strip() or body.status == "failed":
+                    status = "" if body.status == "complete" else f" ({body.status})"
+                    self.say(f"Hex: {body.text}{status}")
                 self.changed.set()
 
     def frame(self, samples: np.ndarray, rate: int, *, end: bool = False) -> None:
