@@ -211,7 +211,11 @@ class KokoroVoice:
             raise ModelMissing(
                 f"cannot load Kokoro from {model} and {voices}: {first_line(exc)}; {VOICE_HINT}"
             ) from None
-        available = sorted(kokoro.voices.files)
+        # kokoro-onnx keeps the .npz open for the object's life (a file handle per load, left
+        # to the garbage collector): its few MB of voices are read once and the file closed.
+        with kokoro.voices as npz:
+            kokoro.voices = {name: npz[name] for name in npz.files}
+        available = sorted(kokoro.voices)
         if self.config.voice not in available:
             raise TtsError(
                 f"unknown Kokoro voice {self.config.voice!r}: choose one of {', '.join(available)}"
@@ -221,7 +225,7 @@ class KokoroVoice:
     @property
     def voices(self) -> list[str]:
         """The voice names in the loaded voice pack."""
-        return sorted(self.model.get().voices.files)
+        return sorted(self.model.get().voices)
 
     def synthesize(self, text: str) -> Audio:
         kokoro = self.model.get()
