@@ -435,7 +435,6 @@ class TtsActor(Actor[TtsConfig, TtsState]):
         if not (synthesizing or not channel.queue.empty() or started < channel.audio_until):
             return  # Hex is silent there: nothing to interrupt
         said = self.heard(channel)
-        playing = started < channel.audio_until
         channel.generation += 1
         channel.audio_until = started  # the player flushes on the stop below
         if channel.stop_timer is not None:
@@ -448,14 +447,12 @@ class TtsActor(Actor[TtsConfig, TtsState]):
             self.mark_spoken(
                 sentence.reply_to, sentence.index
             )  # never spoken later, after a restart either
-        # The reply she was heard saying; else the one being synthesised (stopped before its
-        # first sound), else the next one queued.
-        if playing and channel.reply_to:
-            reply_to = channel.reply_to
-        elif synthesizing:
-            reply_to = channel.synthesizing_reply
-        else:
-            reply_to = dropped[0].reply_to if dropped else channel.reply_to
+        # The reply she was last heard saying (what ``said`` is of: a page may still be playing
+        # it past TTS's estimate); before her first sound in this channel, the one being
+        # synthesised, else the next one queued.
+        reply_to = channel.reply_to or (
+            channel.synthesizing_reply if synthesizing else dropped[0].reply_to if dropped else ""
+        )
         channel.speaking = False
         self.bus.publish_volatile(
             Speaking(
