@@ -9,8 +9,11 @@ export function selfmodPanel(hex, send) {
   hex.selfmod = state;
   const say = statusLine("selfmod-note");
 
+  let listRef = "", retries = 0;
   function ask(op, fields = {}) {
-    if (send({ t: "selfmod", op, ref: `s${++refs}`, ...fields })) return true;
+    const ref = `s${++refs}`;
+    if (op === "list") listRef = ref;
+    if (send({ t: "selfmod", op, ref, ...fields })) return true;
     say("not connected", true);
     return false;
   }
@@ -69,7 +72,7 @@ export function selfmodPanel(hex, send) {
   }
 
   const on = {
-    list(m) { showList(m.proposals); say(`${m.proposals.length} proposal${m.proposals.length === 1 ? "" : "s"}`); },
+    list(m) { retries = 0; showList(m.proposals); say(`${m.proposals.length} proposal${m.proposals.length === 1 ? "" : "s"}`); },
     show(m) { if (m.proposals.length) showOne(m.proposals[0]); },
     sent(m) { say(m.action === "request" ? "asked: waiting for selfmod…" : `${m.action} ${m.id}: sent, waiting for selfmod…`); },
     changed(m) {
@@ -79,7 +82,16 @@ export function selfmodPanel(hex, send) {
     },
     // Also what came of a request later (the brain's draft failed): said where it is seen.
     update(m) { state.updates.push(m); if (m.line || m.error) say(m.error || m.line, Boolean(m.error)); ask("list"); },
-    refused(m) { state.refused.push(m); say(m.text, true); },
+    refused(m) {
+      state.refused.push(m);
+      say(m.text, true);
+      // selfmod did not answer the list in time (still starting, or a busy machine): the open
+      // panel asks again a few times rather than stay empty until someone presses Refresh.
+      if (m.ref === listRef && /did not answer/.test(m.text) && hex.selfmodShown && retries < 20) {
+        retries += 1;
+        setTimeout(() => { if (hex.selfmodShown) ask("list"); }, 3000);
+      }
+    },
   };
 
   $("selfmod-refresh").addEventListener("click", () => ask("list"));

@@ -6,7 +6,10 @@ asks for a change in plain words and the brain drafts it; a guest may look and n
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -128,3 +131,25 @@ def _answer(tab: Any) -> dict[str, Any]:
         m = json.loads(tab.recv(15))
         if m.get("t") == "selfmod" and m.get("op") != "update":
             return dict(m)
+
+
+def test_the_open_panel_asks_again_when_selfmod_was_too_busy_to_answer(
+    hex_factory: HexFactory,
+) -> None:
+    """Opened while selfmod cannot answer (stopped here; on a busy machine, its start still
+    under way), the panel says so, then fills itself in once selfmod answers: nobody has to
+    press Refresh."""
+    hx = start(hex_factory)
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(page_of(hx)["open"])
+        page.wait_for_selector("#connection.up")
+        selfmod = hx.pid("selfmod")
+        os.kill(selfmod, signal.SIGSTOP)
+        try:
+            page.click("#show-selfmod")
+            until(page, "hex.selfmod.refused.some(m => /did not answer/.test(m.text))", 30)
+        finally:  # the supervisor may have killed it by then (no heartbeat): it comes back
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(selfmod, signal.SIGCONT)
+        until(page, "document.getElementById('selfmod-list').textContent.includes('no proposals')")
