@@ -191,9 +191,7 @@ class SttActor(Actor[SttConfig, SttState]):
             samples = src.resampler.resample_chunk(samples, last=frame.end)  # type: ignore[attr-defined]
         if src.paused is not None and not frame.paused:
             src.paused = None  # more audio: the silence fed stood in for the gap
-        src.anchors.append((src.received, frame.at or time.time()))
-        events = src.segmenter.feed(samples) if samples.size else []
-        src.received += samples.size
+        events = self.feed(src, samples, frame.at or time.time())
         if frame.end:
             events += src.segmenter.flush()
         await self.segmented(src, frame, events)
@@ -228,15 +226,21 @@ class SttActor(Actor[SttConfig, SttState]):
             since = time.monotonic() - started
             due = int(since * RATE) - src.quiet_fed
             if due > 0:
-                src.anchors.append((src.received, src.paused_wall + src.quiet_fed / RATE))
-                events = src.segmenter.feed(np.zeros(due, dtype=np.float32))
-                src.received += due
+                silence = np.zeros(due, dtype=np.float32)
+                events = self.feed(src, silence, src.paused_wall + src.quiet_fed / RATE)
                 src.quiet_fed += due
                 await self.segmented(src, src.frame, events)
             if since >= settle_s and not src.segmenter.in_speech:
                 del self.sources[name]
                 return
             await asyncio.sleep(QUIET_TICK_S)
+
+    def feed(self, src: Source, samples: np.ndarray, at: float) -> list[VadEvent]:
+        """Samples at 16 kHz into the source's segmenter; ``at`` is the first one's wall time."""
+        src.anchors.append((src.received, at))
+        events = src.segmenter.feed(samples) if samples.size else []
+        src.received += samples.size
+        return events
 
     async def segmented(self, src: Source, frame: AudioFrame, events: list[VadEvent]) -> None:
         """What the segmenter said of the audio just fed: speech started, a pause, a turn ended."""
