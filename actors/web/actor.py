@@ -195,6 +195,10 @@ class WebActor(Actor[WebConfig, NoState]):
             ws_max_size=4 << 20,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
+            # No permessage-deflate: every frame would be compressed once per tab (fifty tabs
+            # tailing the bus spent most of the actor's CPU in zlib), PCM audio barely shrinks,
+            # and the page is on this machine or its network.
+            ws_per_message_deflate=False,
             timeout_graceful_shutdown=1,
             ssl_certfile=tls[0] if tls else None,
             ssl_keyfile=tls[1] if tls else None,

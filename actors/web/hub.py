@@ -69,6 +69,13 @@ class Hub:
         """Queue ``message`` for ``client``; a full queue drops the tab (never waits)."""
         self._put(client, _encode(message))
 
+    def send_each(self, clients: list[Client], message: dict[str, Any]) -> None:
+        """Queue ``message`` for each of ``clients``, encoded once."""
+        if clients:
+            text = _encode(message)
+            for client in clients:
+                self._put(client, text)
+
     def _put(self, client: Client, text: str) -> None:
         if client.dropped:
             return

@@ -5,8 +5,10 @@ start or change its filter, and ``{"t": "tail", "off": true}`` to stop. While an
 one SUB socket of its own (not the actor's: the tail must never slow the actor's dispatch)
 subscribes the union of their prefixes; each event becomes the line ``hexbus tail`` prints, and
 every ``FLUSH_S`` each tab gets its new lines, at most ``LINES_PER_FLUSH`` (the rest counted as
-skipped, so a flood of audio frames costs a tab a number, not its connection). Pausing is the
-page's: it stops drawing and keeps what comes.
+skipped, so a flood of audio frames costs a tab a number, not its connection). Tabs with the same
+filter share one batch, kept and encoded once for all of them: fifty tabs tailing the whole bus
+cost an event one append, not fifty. Pausing is the page's: it stops drawing and keeps what
+comes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ LINES_PER_FLUSH = 200
 MAX_PREFIXES = 16
 
 
+class Batch:
+    """The lines one filter's tabs have not been sent yet."""
+
+    __slots__ = ("lines", "skipped")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.skipped = 0
+
+
 class BusTail:
     def __init__(
         self,
@@ -40,8 +52,7 @@ class BusTail:
     ) -> None:
         self.hub, self.endpoints, self.spawn = hub, endpoints, spawn
         self.tails: dict[Client, tuple[str, ...]] = {}
-        self.pending: dict[Client, list[str]] = {}
-        self.skipped: dict[Client, int] = {}
+        self.batches: dict[tuple[str, ...], Batch] = {}  # one per filter some tab has
         self.task: asyncio.Task[Any] | None = None
         self.changed = asyncio.Event()
 
@@ -60,18 +71,19 @@ class BusTail:
                 {"t": "error", "text": f"a tail takes at most {MAX_PREFIXES} ASCII topic prefixes"},
             )
             return
-        self.tails[client] = tuple(prefixes) or ("",)
-        self.pending.setdefault(client, [])
-        self.skipped.setdefault(client, 0)
+        self._forget(client)  # its old filter's batch is not for its new one
+        wanted = tuple(sorted(set(prefixes))) or ("",)
+        self.tails[client] = wanted
+        self.batches.setdefault(wanted, Batch())
         self.changed.set()
         if self.task is None or self.task.done():
             self.task = self.spawn(self._run(), "bus-tail")
         self.hub.send(client, {"t": "tailing", "prefixes": list(prefixes)})
 
     def _forget(self, client: Client) -> None:
-        self.tails.pop(client, None)
-        self.pending.pop(client, None)
-        self.skipped.pop(client, None)
+        prefixes = self.tails.pop(client, None)
+        if prefixes is not None and prefixes not in self.tails.values():
+            self.batches.pop(prefixes, None)
         self.changed.set()
 
     async def _run(self) -> None:
@@ -92,7 +104,7 @@ class BusTail:
                     return
                 if self.changed.is_set():
                     self.changed.clear()
-                    wanted = {p for prefixes in self.tails.values() for p in prefixes}
+                    wanted = {p for prefixes in self.batches for p in prefixes}
                     for prefix in subscribed - wanted:
                         sock.unsubscribe(prefix.encode("ascii"))
                     for prefix in wanted - subscribed:
@@ -114,19 +126,18 @@ class BusTail:
             line, topic = f"# rejected frame: {exc}", ""
         else:
             line, topic = render(envelope, blob, False)[:2000], envelope.topic
-        for client, prefixes in self.tails.items():
+        for prefixes, batch in self.batches.items():
             if any(topic.startswith(p) for p in prefixes):
-                lines = self.pending[client]
-                if len(lines) < LINES_PER_FLUSH:
-                    lines.append(line)
+                if len(batch.lines) < LINES_PER_FLUSH:
+                    batch.lines.append(line)
                 else:
-                    self.skipped[client] += 1
+                    batch.skipped += 1
 
     def _flush(self) -> None:
-        for client, lines in self.pending.items():
-            if lines or self.skipped[client]:
-                self.hub.send(
-                    client, {"t": "tail", "lines": lines, "skipped": self.skipped[client]}
+        for prefixes, batch in self.batches.items():
+            if batch.lines or batch.skipped:
+                tabs = [c for c, wanted in self.tails.items() if wanted == prefixes]
+                self.hub.send_each(
+                    tabs, {"t": "tail", "lines": batch.lines, "skipped": batch.skipped}
                 )
-                self.pending[client] = []
-                self.skipped[client] = 0
+                self.batches[prefixes] = Batch()
