@@ -69,12 +69,22 @@ class Hub:
         """Queue ``message`` for ``client``; a full queue drops the tab (never waits)."""
         self._put(client, _encode(message))
 
-    def send_each(self, clients: list[Client], message: dict[str, Any]) -> None:
-        """Queue ``message`` for each of ``clients``, encoded once."""
-        if clients:
-            text = _encode(message)
-            for client in clients:
+    def send_each(
+        self, clients: list[Client], message: dict[str, Any], over_s: float = 0.0
+    ) -> None:
+        """Queue ``message`` for each of ``clients``, encoded once; with ``over_s``, the tabs'
+        turns spread evenly over that many seconds, not all in one burst (calls at least
+        ``over_s`` apart, as the tail's flushes are, reach each tab in order)."""
+        if not clients:
+            return
+        text = _encode(message)
+        loop = asyncio.get_running_loop()
+        step = over_s / len(clients)
+        for i, client in enumerate(clients):
+            if i == 0 or step <= 0:
                 self._put(client, text)
+            else:
+                loop.call_later(i * step, self._put, client, text)
 
     def _put(self, client: Client, text: str) -> None:
         if client.dropped:

@@ -7,7 +7,7 @@ subscribes the union of their prefixes; each event becomes the line ``hexbus tai
 every ``FLUSH_S`` each tab gets its new lines, at most ``LINES_PER_FLUSH`` (the rest counted as
 skipped, so a flood of audio frames costs a tab a number, not its connection). Tabs with the same
 filter share one batch, kept and encoded once for all of them: fifty tabs tailing the whole bus
-cost an event one append, not fifty. Pausing is the page's: it stops drawing and keeps what
+cost an event one append, not fifty; the tabs' turns are spread over the interval. Pausing is the page's: it stops drawing and keeps what
 comes.
 """
 
@@ -137,7 +137,10 @@ class BusTail:
         for prefixes, batch in self.batches.items():
             if batch.lines or batch.skipped:
                 tabs = [c for c, wanted in self.tails.items() if wanted == prefixes]
+                # Spread over the flush's interval: fifty tabs written at one instant (and read
+                # at one instant by a browser on the same machine) take the cores together, and
+                # the responder waits.
                 self.hub.send_each(
-                    tabs, {"t": "tail", "lines": batch.lines, "skipped": batch.skipped}
+                    tabs, {"t": "tail", "lines": batch.lines, "skipped": batch.skipped}, FLUSH_S
                 )
                 self.batches[prefixes] = Batch()
