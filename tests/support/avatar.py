@@ -67,8 +67,12 @@ class OscReceiver:
             with self.lock:
                 self.packets.append((at, messages))
 
-    def frames(self) -> list[tuple[float, dict[str, float]]]:
-        """Each packet's blendshape values by name, with its arrival time."""
+    def frames(self, sender_clock: bool = False) -> list[tuple[float, dict[str, float]]]:
+        """Each packet's blendshape values by name, with its arrival time; or, with
+        ``sender_clock``, the time the sender made the frame for (its ``/VMC/Ext/T``, seconds
+        since it started sending) on the same clock: T plus the least delay seen from that
+        sender, so the delivery's jitter (a loaded machine waking this thread late) is not
+        counted as the frame's. A T lower than the one before is a sender started again."""
         with self.lock:
             packets = list(self.packets)
         out = []
@@ -77,7 +81,26 @@ class OscReceiver:
                 str(a[0]): float(a[1]) for addr, a in messages if addr == "/VMC/Ext/Blend/Val"
             }
             out.append((at, shapes))
-        return out
+        if not sender_clock:
+            return out
+        sent: list[float] = []
+        for _, messages in packets:
+            stamps = [float(a[0]) for addr, a in messages if addr == "/VMC/Ext/T"]
+            if not stamps:
+                raise AssertionError(
+                    "a VMC bundle without /VMC/Ext/T: its sender's time is unknown"
+                )
+            sent.append(stamps[0])
+        runs: list[list[int]] = []
+        for i, t in enumerate(sent):
+            if not runs or t < sent[runs[-1][-1]]:
+                runs.append([])
+            runs[-1].append(i)
+        timed = []
+        for run in runs:
+            offset = min(out[i][0] - sent[i] for i in run)
+            timed += [(sent[i] + offset, out[i][1]) for i in run]
+        return timed
 
     def close(self) -> None:
         self.stopping = True
