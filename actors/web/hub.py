@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["Client", "Hub"]
+__all__ = ["Client", "Hub", "encode"]
 
 log = structlog.get_logger("actors.web.hub")
 
@@ -67,24 +67,11 @@ class Hub:
 
     def send(self, client: Client, message: dict[str, Any]) -> None:
         """Queue ``message`` for ``client``; a full queue drops the tab (never waits)."""
-        self._put(client, _encode(message))
+        self._put(client, encode(message))
 
-    def send_each(
-        self, clients: list[Client], message: dict[str, Any], over_s: float = 0.0
-    ) -> None:
-        """Queue ``message`` for each of ``clients``, encoded once; with ``over_s``, the tabs'
-        turns spread evenly over that many seconds, not all in one burst (calls at least
-        ``over_s`` apart, as the tail's flushes are, reach each tab in order)."""
-        if not clients:
-            return
-        text = _encode(message)
-        loop = asyncio.get_running_loop()
-        step = over_s / len(clients)
-        for i, client in enumerate(clients):
-            if i == 0 or step <= 0:
-                self._put(client, text)
-            else:
-                loop.call_later(i * step, self._put, client, text)
+    def send_text(self, client: Client, text: str) -> None:
+        """Queue a message already encoded (:func:`encode`), as :meth:`send` does."""
+        self._put(client, text)
 
     def _put(self, client: Client, text: str) -> None:
         if client.dropped:
@@ -103,7 +90,7 @@ class Hub:
         self.clients.discard(client)
         while not client.queue.empty():
             client.queue.get_nowait()
-        client.queue.put_nowait(_encode({"t": "dropped", "text": why}))
+        client.queue.put_nowait(encode({"t": "dropped", "text": why}))
         log.warning("web.client_dropped", client=client.id, why=why)
         if client.on_drop is not None:
             asyncio.get_running_loop().call_later(DROP_GRACE_S, client.on_drop)
@@ -114,16 +101,17 @@ class Hub:
         sent = 0
         for client in list(self.clients):
             if channel in client.watching:
-                text = text or _encode(message)
+                text = text or encode(message)
                 self._put(client, text)
                 sent += 1
         return sent
 
     def to_all(self, message: dict[str, Any]) -> None:
-        text = _encode(message)
+        text = encode(message)
         for client in list(self.clients):
             self._put(client, text)
 
 
-def _encode(message: dict[str, Any]) -> str:
+def encode(message: dict[str, Any]) -> str:
+    """A message as the tabs get it: compact JSON, encoded once for every tab it goes to."""
     return json.dumps(message, separators=(",", ":"))

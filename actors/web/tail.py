@@ -7,8 +7,8 @@ subscribes the union of their prefixes; each event becomes the line ``hexbus tai
 every ``FLUSH_S`` each tab gets its new lines, at most ``LINES_PER_FLUSH`` (the rest counted as
 skipped, so a flood of audio frames costs a tab a number, not its connection). Tabs with the same
 filter share one batch, kept and encoded once for all of them: fifty tabs tailing the whole bus
-cost an event one append, not fifty; the tabs' turns are spread over the interval. Pausing is the page's: it stops drawing and keeps what
-comes.
+cost an event one append, not fifty; the tabs' turns are spread over the interval. Pausing is
+the page's: it stops drawing and keeps what comes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from actors.web.hub import Client, Hub
+from actors.web.hub import Client, Hub, encode
 from hexbus import codec
 from hexbus.codec import RejectedFrame
 from hexbus.endpoints import Endpoints, connect_address, secure_client
@@ -31,6 +31,7 @@ __all__ = ["BusTail"]
 FLUSH_S = 0.25
 LINES_PER_FLUSH = 200
 MAX_PREFIXES = 16
+SLOTS = 10  # a flush reaches its tabs in this many turns, FLUSH_S / SLOTS apart
 
 
 class Batch:
@@ -134,13 +135,27 @@ class BusTail:
                     batch.skipped += 1
 
     def _flush(self) -> None:
+        """Each filter's batch to its tabs, encoded once. The tabs' turns are spread over the
+        interval (a tab always in the same slot, so its batches keep their order): fifty tabs
+        written at one instant, and read at one instant by a browser on the same machine, take
+        the cores together, and the responder waits."""
+        loop = asyncio.get_running_loop()
         for prefixes, batch in self.batches.items():
-            if batch.lines or batch.skipped:
-                tabs = [c for c, wanted in self.tails.items() if wanted == prefixes]
-                # Spread over the flush's interval: fifty tabs written at one instant (and read
-                # at one instant by a browser on the same machine) take the cores together, and
-                # the responder waits.
-                self.hub.send_each(
-                    tabs, {"t": "tail", "lines": batch.lines, "skipped": batch.skipped}, FLUSH_S
-                )
-                self.batches[prefixes] = Batch()
+            if not (batch.lines or batch.skipped):
+                continue
+            text = encode({"t": "tail", "lines": batch.lines, "skipped": batch.skipped})
+            for client, wanted in self.tails.items():
+                if wanted == prefixes:
+                    slot = client.id % SLOTS
+                    if slot == 0:
+                        self._deliver(client, prefixes, text)
+                    else:
+                        loop.call_later(
+                            slot * FLUSH_S / SLOTS, self._deliver, client, prefixes, text
+                        )
+            self.batches[prefixes] = Batch()
+
+    def _deliver(self, client: Client, prefixes: tuple[str, ...], text: str) -> None:
+        # Not to a tab that stopped, changed its filter or closed since the flush.
+        if self.tails.get(client) == prefixes and client in self.hub.clients:
+            self.hub.send_text(client, text)
