@@ -72,7 +72,8 @@ class OscReceiver:
         ``sender_clock``, the time the sender made the frame for (its ``/VMC/Ext/T``, seconds
         since it started sending) on the same clock: T plus the least delay seen from that
         sender, so the delivery's jitter (a loaded machine waking this thread late) is not
-        counted as the frame's. A T lower than the one before is a sender started again."""
+        counted as the frame's. A T a second or more below the one before is a sender started
+        again."""
         with self.lock:
             packets = list(self.packets)
         out = []
@@ -93,7 +94,7 @@ class OscReceiver:
             sent.append(stamps[0])
         runs: list[list[int]] = []
         for i, t in enumerate(sent):
-            if not runs or t < sent[runs[-1][-1]]:
+            if not runs or t < sent[runs[-1][-1]] - 1.0:  # not a reordered datagram
                 runs.append([])
             runs[-1].append(i)
         timed = []
