@@ -352,6 +352,7 @@ def main() -> None:
                 else:
                     with tabs_open(hx) as read:
                         taken = run_async(acks(hx, pings))
+                    loaded += taken
                     received += read.value
                     time.sleep(1.0)  # the tabs' process gone before anything else is measured
                 blocks.append((kind, round(percentile(taken, 99) * 1000, 2)))
