@@ -146,13 +146,8 @@ class BusTail:
             text = encode({"t": "tail", "lines": batch.lines, "skipped": batch.skipped})
             for client, wanted in self.tails.items():
                 if wanted == prefixes:
-                    slot = client.id % SLOTS
-                    if slot == 0:
-                        self._deliver(client, prefixes, text)
-                    else:
-                        loop.call_later(
-                            slot * FLUSH_S / SLOTS, self._deliver, client, prefixes, text
-                        )
+                    turn = client.id % SLOTS * FLUSH_S / SLOTS
+                    loop.call_later(turn, self._deliver, client, prefixes, text)
             self.batches[prefixes] = Batch()
 
     def _deliver(self, client: Client, prefixes: tuple[str, ...], text: str) -> None:
