@@ -36,6 +36,9 @@ async def _lines(stream: TextIO, prompt: str) -> AsyncIterator[str]:
         yield line.rstrip("\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+STARTED_AGAIN = "(Hex started her reply again)"
+
+
 class ChatClient:
     def __init__(
         self, endpoints: Endpoints, *, person_id: str, name: str, channel: str, out: TextIO
@@ -72,6 +75,12 @@ class ChatClient:
         async for envelope, _ in self.client.volatile():
             body = envelope.body
             if isinstance(body, ReplyChunk) and body.channel == self.channel:
+                if body.index == 0 and self.chunks.get(body.reply_to):
+                    # The reply starts over (the brain restarted mid-reply): what streamed of
+                    # it before is not part of the one that will finish.
+                    self.chunks[body.reply_to] = []
+                    if body.reply_to == self.waiting_for:
+                        self.out.write(f"\n{STARTED_AGAIN}\n")
                 self.chunks.setdefault(body.reply_to, []).append(body.text)
                 if body.reply_to == self.waiting_for:
                     self.out.write(body.text)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from actors.brain.console import ChatClient, typed
+from actors.brain.console import STARTED_AGAIN, ChatClient, typed
 from schemas import ChatMessage, Reply, ReplyMeta
 from tests.support.brain import start_brain
 from tests.support.brain_chat import BusChat, wait_for_value
@@ -327,3 +327,34 @@ def test_lines_typed_in_a_row_at_the_console_go_at_once_and_get_one_answer(
     assert out.getvalue().count("[answered together with the next line]") == sum(
         1 for f in finals[:2] if f.merged_into
     )
+
+
+def test_a_reply_the_brain_starts_again_after_a_crash_prints_once_at_the_console(
+    hex_factory: HexFactory,
+) -> None:
+    """`hexbus chat` while the brain is killed mid-reply: the restarted brain streams the reply
+    from its first piece again; the console says so on a line of its own instead of gluing the
+    new stream to the cut one, and the final, streamed whole, is not printed a second time."""
+    hx = start_brain(hex_factory, extra="metadata = false", backoff_initial_s=0.05)
+    out = io.StringIO()
+
+    async def talk() -> Reply:
+        client = ChatClient(hx.endpoints, person_id="ana", name="Ana", channel="tty", out=out)
+        await client.start()
+        try:
+            message_id = await client.send("Describe your favourite place in the whole world.")
+            answering = asyncio.get_running_loop().create_task(client.answer(message_id, 120))
+            await wait_for_value(
+                lambda: client.chunks.get(message_id), 60, "the reply to start streaming"
+            )
+            os.kill(hx.pid("brain"), signal.SIGKILL)
+            return await answering
+        finally:
+            await client.close()
+
+    reply = asyncio.run(talk())
+    assert reply.status == "complete" and reply.text
+    printed = out.getvalue()
+    cut, again = printed.split(f"\n{STARTED_AGAIN}\n")
+    assert again.strip() == reply.text.strip(), printed
+    assert cut and reply.text.strip() not in cut
