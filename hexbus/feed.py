@@ -73,10 +73,10 @@ class DurableFeed:
         self.rejected = rejected
         self.wait_ms = wait_ms
         self.max_events = max_events
+        # The question being asked. A timeout sends it again under the same number (an answer
+        # to either copy is as good: on busy cores the broker may answer each too late); a
+        # new number only once an answer is taken, so an answer with an older one is stale.
         self.req = 0
-        # The first request still unanswered: a timeout resends the same question, and an
-        # answer to any of them is as good (on busy cores the broker may answer each too late).
-        self.asked = 1
         self.live = False
         self.head = 0
         self.incarnation = ""
@@ -100,8 +100,9 @@ class DurableFeed:
             return False
         return True
 
-    def _request(self) -> None:
-        self.req += 1
+    def _request(self, *, again: bool = False) -> None:
+        if not again:
+            self.req += 1
         request = FetchRequest(
             req=self.req,
             after=max(0, self.after),
@@ -134,17 +135,18 @@ class DurableFeed:
             except Exception as exc:
                 self.rejected.add("malformed", f"fetch reply: {exc}")
                 continue
-            if not self.asked <= reply.req <= self.req:
+            if reply.req != self.req:
                 continue  # an answer to a question already answered
-            self.asked = self.req + 1
             return frames
 
     async def __aiter__(self) -> AsyncIterator[tuple[Envelope | None, Any]]:
+        again = False
         while True:
-            self._request()
+            self._request(again=again)
             frames = await self._reply()
+            again = frames is None
             if frames is None:
-                continue  # the broker is down or restarting; ask again
+                continue  # the broker is down, restarting or slow; ask again
             reply = codec.fetch_reply_decoder.decode(frames[1])
             if reply.incarnation != self.incarnation:
                 if self.incarnation:

@@ -98,19 +98,21 @@ class FakeBroker:
             self.beat = envelope.body
             self.beats += 1
 
-    def next_fetch(self, timeout: float = 10) -> tuple[bytes, FetchRequest]:
-        """The actor's next fetch request (the latest one if several wait)."""
-        assert self.replay.poll(int(timeout * 1000), zmq.POLLIN), "the actor sent no fetch request"
-        latest: tuple[bytes, FetchRequest] | None = None
-        while True:
-            try:
-                identity, command, body = self.replay.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+    def next_fetch(self, newer_than: int, timeout: float = 10) -> tuple[bytes, FetchRequest]:
+        """The actor's first fetch request numbered above ``newer_than``, the last question
+        answered. A feed that hears nothing for a while asks again under the same number, and
+        takes a new one only once it takes an answer: a copy of an answered question still in
+        the socket would get an answer the actor rightly ignores as stale."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.replay.poll(int(left * 1000) + 1, zmq.POLLIN):
                 break
+            identity, command, body = self.replay.recv_multipart()
             assert command == FETCH
-            latest = identity, codec.fetch_request_decoder.decode(body)
-        assert latest is not None
-        return latest
+            request = codec.fetch_request_decoder.decode(body)
+            if request.req > newer_than:
+                return identity, request
+        raise AssertionError(f"the actor sent no fetch request after {newer_than}")
 
     def volatile_reply(self, topic: str, timeout: float) -> Any:
         """The first event the actor publishes on ``topic`` within ``timeout`` seconds, or None."""
@@ -250,8 +252,9 @@ def test_actor_counts_100k_random_frames_as_rejected_and_still_applies_valid_eve
         sent = 0
         per_cycle = 250
         oversized_at = {TOTAL // 4, TOTAL // 2, 3 * TOTAL // 4}
+        answered = 0
         while sent < TOTAL:
-            identity, request = fake.next_fetch()
+            identity, request = fake.next_fetch(answered)
             assert request.after == 0 and request.prefixes == [
                 "probe.durable",
                 "probe.volatile.count",
@@ -269,6 +272,7 @@ def test_actor_counts_100k_random_frames_as_rejected_and_still_applies_valid_eve
             frames, rejections = actor_replay_terminal(rng, request.req)
             fake.replay.send_multipart([identity, *frames])
             expected += rejections
+            answered = request.req
             sent += per_cycle
         assert sent == TOTAL
 
@@ -297,13 +301,13 @@ def test_actor_counts_100k_random_frames_as_rejected_and_still_applies_valid_eve
         )
 
         # A valid reply with one valid event is applied, and the feed goes live on the next one.
-        identity, request = fake.next_fetch()
+        identity, request = fake.next_fetch(answered)
         frames = valid_frames(rng, ProbeDurable(n=7), session=99, seq=1, offset=1)
         reply = FetchReply(
             req=request.req, next_after=1, head=1, first=1, count=1, incarnation="fake"
         )
         fake.replay.send_multipart([identity, BATCH, codec.encode_control(reply), *frames, b""])
-        identity, request = fake.next_fetch()
+        identity, request = fake.next_fetch(request.req)
         assert request.after == 1
         reply = FetchReply(
             req=request.req, next_after=1, head=1, first=1, count=0, incarnation="fake"
