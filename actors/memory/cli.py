@@ -79,7 +79,8 @@ def add_memory(p: argparse.ArgumentParser) -> None:
     )
     a = action(
         "import",
-        "bring in past turns from a JSON Lines file (id, conversation, speaker, text, timestamp)",
+        "bring in past turns: a JSON Lines file (id, conversation, speaker, text, timestamp), "
+        "or a WhatsApp (text or zip), Telegram or DiscordChatExporter export",
     )
     a.add_argument("file")
     a.add_argument(

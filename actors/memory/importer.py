@@ -1,4 +1,5 @@
-"""Chat history files for ``hexbus memory import``: JSON Lines of past turns, checked line by line.
+"""Chat history files for ``hexbus memory import``: JSON Lines of past turns, checked line by
+line, or a chat app's own export (WhatsApp, Telegram, Discord: :mod:`actors.memory.exports`).
 
 Each line is an object with ``id``, ``conversation``, ``speaker``, ``text`` and
 ``timestamp`` (ISO 8601, or unix seconds); ``person_id`` and ``role`` are read
@@ -9,6 +10,7 @@ with its number and skipped; nothing else in the file is lost.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from actors.memory.exports import detect, read_export
 from schemas import ImportedTurn, MemoryImport
 
 REQUIRED: Final = ("id", "conversation", "speaker", "text", "timestamp")
@@ -110,8 +113,31 @@ def parse_history(
     raw: bytes, name: str, assistants: tuple[str, ...] = ("Hex",), first_line: int = 1
 ) -> tuple[list[ImportedTurn], list[str]]:
     """The turns of a history file's bytes (``name`` for messages), as :func:`read_history`;
-    lines are numbered from ``first_line`` (a part of a longer file)."""
+    lines are numbered from ``first_line`` (a part of a longer file). A WhatsApp, Telegram or
+    Discord export (:mod:`actors.memory.exports`) is read whole, by its own reader."""
     who = frozenset(a.casefold() for a in assistants)
+    kind = detect(raw) if first_line == 1 else "jsonl"
+    if kind != "jsonl":
+        try:
+            exported, skipped = read_export(raw, name, kind, who)
+        except (
+            AttributeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            RuntimeError,
+            NotImplementedError,
+            zipfile.BadZipFile,
+        ) as exc:
+            raise HistoryError(
+                f"{name} looks like a {kind} export but is not one this version reads: {exc!r}"
+            ) from None
+        if not exported:
+            raise HistoryError(
+                f"{name} ({kind} export) has no usable turns"
+                + (f" ({skipped[0]}{'…' if len(skipped) > 1 else ''})" if skipped else "")
+            )
+        return exported, skipped
     turns: list[ImportedTurn] = []
     problems: list[str] = []
     seen: dict[str, int] = {}

@@ -48,6 +48,15 @@ def line_parts(data: bytes, limit: int) -> Iterator[tuple[int, bytes]]:
         start = end
 
 
+def json_lines(data: bytes) -> bool:
+    """Whether a history file is Hex's JSON Lines (its first line one whole object), which may
+    go to memory in parts; an app's export (WhatsApp text, a Telegram or Discord JSON document)
+    is read whole there."""
+    first = next((line for line in data[:65536].splitlines() if line.strip()), b"")
+    first = first.strip().removeprefix(b"\xef\xbb\xbf")
+    return first.startswith(b"{") and first.endswith(b"}")
+
+
 def visible(client: Client, h: MemoryHit) -> bool:
     """Whether this page's person may see the memory: an owner all, anyone else theirs and the
     shared kinds of general ones."""

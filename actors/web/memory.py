@@ -39,6 +39,7 @@ from actors.web.checks import (
     MAX_TAGS,
     Refusal,
     hit_fields,
+    json_lines,
     line_parts,
     one_of,
     short_name,
@@ -405,7 +406,13 @@ class MemoryPanel:
             data = await self._body(request, name, self.max_import_bytes, "max_import_mb")
             if not data or data.isspace():
                 raise Refusal(f"{name} is empty")
-            parts = list(line_parts(data, part_limit))
+            if not json_lines(data) and len(data) > part_limit:
+                raise Refusal(
+                    f"{name} is {len(data) / 2**20:.1f} MiB: a chat app's export goes to memory "
+                    f"whole, and the most that can is {part_limit / 2**20:.1f} MiB; import it "
+                    f"with `hexbus memory import {name}`, which has no such limit"
+                )
+            parts = list(line_parts(data, part_limit)) if json_lines(data) else [(1, data)]
             for first_line, part in parts:
                 if len(part) > part_limit:  # one line alone: no event carries it
                     raise Refusal(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.discord_io.names import message_event_id
 from hexbus.bus import BusClient
 from schemas import ChatMessage, Reply
 from tests.support.harness import HexFactory, poll_for
@@ -145,6 +146,80 @@ def test_history_import_keeps_original_ids_reports_bad_lines_and_is_idempotent(
     assert (
         len([r for r in export(hx) if r["kind"] == "turn"]) == 2
     )  # the bot's line is history, not memory
+
+
+def test_chat_app_exports_import_and_a_discord_message_taken_live_is_not_stored_twice(
+    hex_factory: HexFactory, tmp_path: Path
+) -> None:
+    """A WhatsApp export as the app writes it, and a DiscordChatExporter export of a channel
+    Hex was in: the message she took live keeps its one turn, the rest joins it under the
+    same person."""
+    hx = start(hex_factory)
+
+    async def live() -> None:
+        client = BusClient(hx.endpoints, "discord")
+        client.start()
+        await client.publish_durable(
+            ChatMessage(
+                platform="discord",
+                person_id="discord:1001",
+                display_name="Maya",
+                channel="884512",
+                text="we finally named the new kitten Biscuit",
+                message_id="1180000000000000001",
+            ),
+            key="discord",
+            event_id=message_event_id(1180000000000000001),
+        )
+        assert await client.flush(10)
+        await client.close()
+
+    asyncio.run(live())
+    author = {"id": "1001", "name": "maya", "nickname": "Maya", "isBot": False}
+    exported = {
+        "guild": {"id": "7", "name": "Cats"},
+        "channel": {"id": "884512", "type": "GuildTextChat", "name": "general"},
+        "messages": [
+            {
+                "id": f"118000000000000000{n}",
+                "type": "Default",
+                "timestamp": f"2026-01-05T10:0{n}:00+00:00",
+                "content": text,
+                "author": author,
+                "attachments": [],
+            }
+            for n, text in (
+                (1, "we finally named the new kitten Biscuit"),
+                (2, "she sleeps in the fruit bowl every afternoon"),
+            )
+        ],
+    }
+    discord = tmp_path / "Cats - general [884512].json"
+    discord.write_text(json.dumps(exported, indent=2))
+    poll_for(lambda: search(hx, "kitten name"), 30, what="the live message to be stored")
+    out = hx.cli("memory", "import", str(discord))
+    assert out.returncode == 0, out.stderr
+    assert "imported 1 turns" in out.stdout and "1 already known" in out.stdout, out.stdout
+    hits = json.loads(hx.cli("memory", "search", "where does Maya's cat sleep", "--json").stdout)
+    bowl = next(h for h in hits if "fruit bowl" in h["text"])
+    assert bowl["person_id"] == "discord:1001" and bowl["source"] == "import", bowl
+    assert len([r for r in export(hx) if "Biscuit" in r["text"]]) == 1
+
+    chat = tmp_path / "WhatsApp Chat with Ana.txt"
+    chat.write_text(
+        "12/24/23, 9:03\u202fPM - Messages and calls are end-to-end encrypted. Tap to learn more.\n"
+        "12/24/23, 9:05\u202fPM - Ana: guess what\n"
+        "I signed up for the Thursday pottery class at the community centre\n"
+        "12/24/23, 9:06\u202fPM - Tomás: <Media omitted>\n"
+    )
+    out = hx.cli("memory", "import", str(chat))
+    assert out.returncode == 0, out.stderr
+    assert "line 1: a system message, not a turn" in out.stderr
+    assert "imported 2 turns" in out.stdout and "1 bad lines skipped" in out.stdout, out.stdout
+    pottery = json.loads(hx.cli("memory", "search", "when did Ana start pottery", "--json").stdout)
+    assert pottery[0]["person_id"] == "import:ana" and "Thursday pottery" in pottery[0]["text"]
+    again = hx.cli("memory", "import", str(chat))
+    assert "imported 0 turns" in again.stdout and "2 already known" in again.stdout
 
 
 def test_history_imported_from_years_ago_is_still_found_after_aging_runs(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.web.checks import line_parts
+from actors.memory.exports import detect
+from actors.web.checks import json_lines, line_parts
 
 lines = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=40)
 
@@ -25,3 +28,24 @@ def test_parts_are_the_file_cut_after_newlines_each_numbered_by_its_first_line(
         # Within the limit, unless one line alone is longer.
         assert len(part) <= limit or part.count(b"\n") <= 1
         expected_line += part.count(b"\n")
+
+
+def test_only_json_lines_go_in_parts_and_memory_reads_each_kind_the_same_way() -> None:
+    """An app's export is one document (or messages over several lines): the page sends it to
+    memory whole, and memory's reader agrees on which files are JSON Lines."""
+    turn = json.dumps(
+        {"id": "1", "conversation": "c", "speaker": "A", "text": "hi", "timestamp": 0}
+    )
+    samples = {
+        "jsonl": f"\ufeff{turn}\n{turn}\n".encode(),
+        "whatsapp": "12/24/23, 9:05\u202fPM - Ana: hi\nsecond line\n".encode(),
+        "discord": json.dumps(
+            {"guild": {}, "channel": {"id": "1"}, "messages": []}, indent=2
+        ).encode(),
+        "telegram": json.dumps(
+            {"name": "Ana", "type": "personal_chat", "messages": []}, indent=1
+        ).encode(),
+    }
+    for kind, raw in samples.items():
+        assert detect(raw) == kind
+        assert json_lines(raw) == (kind == "jsonl"), kind

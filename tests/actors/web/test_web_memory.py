@@ -183,6 +183,20 @@ def test_the_owner_searches_adds_reviews_uploads_imports_and_forgets_and_a_guest
         imported = report(page, 7)
         assert imported["op"] == "imported" and imported["counts"]["turns"] == 3, imported
         assert imported["bad_lines"] == 1 and imported["problems"][0].startswith("line 4:")
+        # A WhatsApp export as the app writes it: read whole, its system line named.
+        chat = tmp_path / "WhatsApp Chat with Ana.txt"
+        chat.write_text(
+            "12/24/23, 9:03\u202fPM - Messages and calls are end-to-end encrypted.\n"
+            "12/24/23, 9:05\u202fPM - Ana: guess what\nI signed up for the pottery class\n"
+            "12/24/23, 9:06\u202fPM - Owner: the Thursday one?\n"
+        )
+        page.set_input_files("#memory-import-file", str(chat))
+        page.click("#memory-import button[type=submit]")
+        whatsapp = report(page, 8)
+        assert whatsapp["op"] == "imported" and whatsapp["counts"]["turns"] == 2, whatsapp
+        assert whatsapp["problems"] == [
+            "line 1: a system message, not a turn ('Messages and calls are end-to-end encrypted.')"
+        ]
 
         # The export: every memory as JSON Lines, downloaded with the page's cookie.
         export = page.evaluate("fetch(`/memory/export?tab=${hex.tab}`).then(r => r.text())")
@@ -204,7 +218,7 @@ def test_the_owner_searches_adds_reviews_uploads_imports_and_forgets_and_a_guest
         # Forget, confirmed: gone from search.
         search(page, "beehives")
         page.locator(f'#memory-hits li[data-id="{bees}"] button.danger').click()
-        forgotten = report(page, 8)
+        forgotten = report(page, 9)
         assert forgotten["action"] == "forgotten" and bees in forgotten["ids"], forgotten
         assert bees not in [h["id"] for h in search(page, "beehives balcony")]
 
