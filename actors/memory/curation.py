@@ -7,6 +7,7 @@ come in as plain values: the actor asks the brain over the bus and hands the ans
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import msgspec
@@ -17,6 +18,33 @@ from actors.memory.config import MemoryConfig
 from actors.memory.diaries import Entry, diary_id
 from actors.memory.store import Memory, StoredTurn
 from schemas import BrainTaskResult, Fact
+
+SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+
+
+def _said(sentence: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", sentence.casefold()).split())
+
+
+def without_repeats(text: str) -> str:
+    """A model's summary with every sentence after its first saying dropped, and a cut-off
+    last fragment that only starts one again: a small model stuck in a loop ("the people
+    said it was their fault." eight times over) says it once. Sentences are compared by
+    their words, case and punctuation aside."""
+    kept: list[str] = []
+    seen: set[str] = set()
+    pieces = SENTENCE_END.split(text.strip())
+    for i, piece in enumerate(pieces):
+        words = _said(piece)
+        if not words or words in seen:
+            continue
+        last_cut = i == len(pieces) - 1 and piece[-1:] not in ".!?…\"')"
+        if last_cut and any(earlier.startswith(words) for earlier in seen):
+            continue
+        seen.add(words)
+        kept.append(piece)
+    return " ".join(kept)
+
 
 log = structlog.get_logger("actors.memory")
 
@@ -138,16 +166,17 @@ class Curation:
             )
         people = sorted({t.person_id for t in turns if t.role == "user" and t.person_id})
         imported = all(t.source == "import" for t in turns)
-        texts = [result.summary] if result.summary else []
+        summary = without_repeats(result.summary)
+        texts = [summary] if summary else []
         vectors = self.bank.embed([*texts, *(f.text for f in result.facts)])
         first, last = turns[0], turns[-1]
         drafts: list[Memory] = []
-        if result.summary:
+        if summary:
             drafts.append(
                 Memory(
                     id=memory_id(first.id, last.id, "summary"),
                     kind="summary",
-                    text=result.summary,
+                    text=summary,
                     source="import" if imported else "extracted",
                     person_id=people[0] if len(people) == 1 else "",
                     importance=0.4,

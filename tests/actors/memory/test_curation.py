@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from actors.memory.curation import Check
+from actors.memory.curation import Check, without_repeats
 from actors.memory.store import Memory
 from schemas import BrainTaskResult, Fact, ImportedTurn, MemoryAdd, MemoryImport, MemoryQuery
 from tests.support.memory import Parts, open_parts
@@ -215,3 +217,45 @@ def test_a_broken_diary_file_is_reported_once_and_its_memory_kept(parts: Parts) 
     kept = parts.store.memories.get(id)
     assert kept is not None and kept.text == memory.text
     assert reported[0]["error"] and "\n" not in reported[0]["error"]  # one line to act on
+
+
+LOOPED = (
+    "Rosa: tired. the lab sink is broken and Vicente complained about it in a meeting like "
+    "it's my fault. the people said it was their fault. the people said it was their fault. "
+    "The people said it was their fault! the people said it was their fault. the people,"
+)
+
+
+def test_a_summary_stuck_in_a_loop_is_stored_saying_each_thing_once(tmp_path: Path) -> None:
+    assert without_repeats(LOOPED) == (
+        "Rosa: tired. the lab sink is broken and Vicente complained about it in a meeting like "
+        "it's my fault. the people said it was their fault."
+    )
+    assert without_repeats("Ana met Ben. Ana met Ben in May, not June.") == (
+        "Ana met Ben. Ana met Ben in May, not June."
+    )
+    assert without_repeats("They talked about the move and") == "They talked about the move and"
+    parts = open_parts(tmp_path)
+    turns = [
+        ImportedTurn(id=f"t{i}", conversation="c", speaker="Rosa", text=f"line {i}", at=AT + i)
+        for i in range(3)
+    ]
+    parts.ingest.history(MemoryImport(turns=tuple(turns)), offset=None)
+    stored = parts.curation.fold(
+        parts.store.turns.unsummarized(keep=0, batch=3), BrainTaskResult(summary=LOOPED)
+    )
+    assert [m.text.count("their fault") for m in stored if m.kind == "summary"] == [1]
+
+
+SENTENCES = st.lists(
+    st.sampled_from(["Ana moved to Lisbon.", "She hates the rain!", "Ben visits in May?", "ok…"]),
+    max_size=12,
+)
+
+
+@given(SENTENCES)
+def test_without_repeats_keeps_the_first_saying_of_each_sentence_in_order(said: list[str]) -> None:
+    out = without_repeats(" ".join(said))
+    once = list(dict.fromkeys(said))
+    assert out == " ".join(once)
+    assert without_repeats(out) == out
