@@ -23,7 +23,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Any, Final, Literal
+from pathlib import Path
+from typing import IO, Any, Final, Literal
 
 from hexbus.codec import derived_id
 from schemas import ImportedTurn
@@ -46,13 +47,14 @@ DELETED: Final = frozenset(
 IOS_MEDIA: Final = re.compile(r"^\u200e(<attached: .*>|[\w ]+ omitted)$")
 MARKS: Final = str.maketrans("", "", "\u200e\u200f\u202a\u202c")
 SPEAKER_MAX: Final = 80
+ZIP_MAGIC: Final = b"PK\x03\x04"
 MAX_ZIP_CHAT: Final = 1 << 30  # a chat's text unpacked from a zip; years of chat are ~10 MiB
 
 
 def detect(raw: bytes) -> str:
     """Which reader a file needs: ``whatsapp``, ``whatsapp-zip`` (what iOS and "Attach
     media" export), ``telegram``, ``discord`` or ``jsonl``."""
-    if raw.startswith(b"PK\x03\x04"):
+    if raw.startswith(ZIP_MAGIC):
         return "whatsapp-zip"
     head = raw[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"{") and b'"messages"' in raw:
@@ -205,10 +207,10 @@ def whatsapp(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
     return turns, problems
 
 
-def whatsapp_zip(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
-    """A WhatsApp export as a zip: its chat (``_chat.txt``, or its one text file) is read;
-    the media beside it are not (their placeholders in the chat are)."""
-    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+def zip_chat(source: str | Path | IO[bytes]) -> bytes:
+    """The chat of a WhatsApp zip (``_chat.txt``, or its one text file), read without the
+    media beside it (a zip with media may be gigabytes: a path is read in place)."""
+    with zipfile.ZipFile(source) as archive:
         texts = [i for i in archive.infolist() if i.filename.lower().endswith(".txt")]
         chat = next((i for i in texts if i.filename.rsplit("/", 1)[-1] == "_chat.txt"), None)
         if chat is None and len(texts) == 1:
@@ -219,7 +221,13 @@ def whatsapp_zip(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
             )
         if chat.file_size > MAX_ZIP_CHAT:
             raise ValueError(f"{chat.filename} unpacks to {chat.file_size >> 20} MiB")
-        return whatsapp(archive.read(chat), name, assistants)
+        return archive.read(chat)
+
+
+def whatsapp_zip(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
+    """A WhatsApp export as a zip: its chat is read; the media are not (their placeholders
+    in the chat are)."""
+    return whatsapp(zip_chat(io.BytesIO(raw)), name, assistants)
 
 
 def _hash(*parts: str) -> str:

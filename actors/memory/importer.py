@@ -18,7 +18,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from actors.memory.exports import detect, read_export
+from actors.memory.exports import ZIP_MAGIC, detect, read_export, zip_chat
 from schemas import ImportedTurn, MemoryImport
 
 REQUIRED: Final = ("id", "conversation", "speaker", "text", "timestamp")
@@ -103,9 +103,14 @@ def read_history(
 ) -> tuple[list[ImportedTurn], list[str]]:
     """The turns of a history file and, for every line skipped, ``"line N: reason"``."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            zipped = file.read(4) == ZIP_MAGIC
+        # A WhatsApp zip is read for its chat in place: the media beside it are not loaded.
+        raw = zip_chat(path) if zipped else path.read_bytes()
     except OSError as exc:
         raise HistoryError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
+        raise HistoryError(f"{path} looks like a WhatsApp zip but is not one: {exc}") from None
     return parse_history(raw, str(path), assistants)
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import tracemalloc
 import zipfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +19,7 @@ from hypothesis import strategies as st
 
 from actors.discord_io.names import message_event_id
 from actors.memory.exports import chat_name, detect
-from actors.memory.importer import HistoryError, parse_history
+from actors.memory.importer import HistoryError, parse_history, read_history
 from schemas import ImportedTurn
 
 NNBSP = "\u202f"
@@ -365,3 +368,22 @@ def test_a_whatsapp_zip_is_read_through_its_chat_and_a_zip_without_one_is_one_cl
         parse_history(zipped({"a.txt": b"x", "b.txt": b"y"}), "photos.zip")
     with pytest.raises(HistoryError, match="whatsapp-zip export"):
         parse_history(b"PK\x03\x04 not really a zip", "broken.zip")
+
+
+def test_a_whatsapp_zip_with_its_media_is_read_from_disk_for_its_chat_alone(tmp_path: Path) -> None:
+    """An export with "Attach media" can be gigabytes: the command reads the chat in place."""
+    path = tmp_path / "WhatsApp Chat - Ana.zip"
+    with zipfile.ZipFile(path, "w") as archive:  # stored: the media as big on disk as in memory
+        archive.writestr("_chat.txt", IOS_DMY.encode())
+        archive.writestr("00000013-VIDEO-2023-12-24-21-06-00.mp4", os.urandom(24 << 20))
+    tracemalloc.start()
+    try:
+        turns, _ = read_history(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(turns) == 5 and turns[0].conversation == "whatsapp:Ana"
+    assert peak < 8 << 20, f"{peak >> 20} MiB held to read a chat of {len(IOS_DMY)} bytes"
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    with pytest.raises(HistoryError, match=r"bad\.zip looks like a WhatsApp zip but is not one"):
+        read_history(tmp_path / "bad.zip")
