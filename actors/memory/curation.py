@@ -19,7 +19,8 @@ from actors.memory.diaries import Entry, diary_id
 from actors.memory.store import Memory, StoredTurn
 from schemas import BrainTaskResult, Fact
 
-SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?…])(\s+)")
+LOOP_WORDS = 4  # a repeated sentence shorter than this may be an abbreviation ("Dr.", "U.S.")
 
 
 def _said(sentence: str) -> str:
@@ -27,23 +28,29 @@ def _said(sentence: str) -> str:
 
 
 def without_repeats(text: str) -> str:
-    """A model's summary with every sentence after its first saying dropped, and a cut-off
-    last fragment that only starts one again: a small model stuck in a loop ("the people
-    said it was their fault." eight times over) says it once. Sentences are compared by
-    their words, case and punctuation aside."""
+    """A model's summary with each sentence of ``LOOP_WORDS`` words or more kept only where
+    it is first said, and a cut-off last fragment dropped when it only starts one of them
+    again: a small model stuck in a loop ("the people said it was their fault." eight
+    times over) says it once. Sentences compare by their words, case and punctuation aside;
+    what separates the kept ones (a space, a new line) stays as it was."""
+    pieces = SENTENCE_END.split(text.strip())  # sentence, separator, sentence, ...
+    said = [_said(p) for p in pieces[::2]]
     kept: list[str] = []
     seen: set[str] = set()
-    pieces = SENTENCE_END.split(text.strip())
-    for i, piece in enumerate(pieces):
-        words = _said(piece)
-        if not words or words in seen:
+    for i, (piece, words) in enumerate(zip(pieces[::2], said, strict=True)):
+        long = len(words.split()) >= LOOP_WORDS
+        last_cut = i == len(said) - 1 and piece[-1:] not in ".!?…\"')"
+        restart = last_cut and any(
+            earlier.split()[: len(words.split())] == words.split() for earlier in seen
+        )
+        if (long and words in seen) or (words and restart):
             continue
-        last_cut = i == len(pieces) - 1 and piece[-1:] not in ".!?…\"')"
-        if last_cut and any(earlier.startswith(words) for earlier in seen):
-            continue
-        seen.add(words)
+        if long:
+            seen.add(words)
+        if kept:
+            kept.append(pieces[2 * i - 1])
         kept.append(piece)
-    return " ".join(kept)
+    return "".join(kept)
 
 
 log = structlog.get_logger("actors.memory")

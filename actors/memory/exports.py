@@ -35,11 +35,24 @@ Read = tuple[list[ImportedTurn], list[str]]
 # "31.12.23, 21:41 - Ana: hi" (German), "2023-12-31 21:41 - Ana: hi"; iOS puts U+200E
 # marks before system lines and attachments, and newer exports a narrow no-break space
 # before AM/PM.
-WHATSAPP: Final = re.compile(
-    r"^\u200e?\[?(?P<d1>\d{1,4})[./-](?P<d2>\d{1,2})[./-](?P<d3>\d{1,4}),?\s+"
+DATE: Final = r"(?P<d1>\d{1,4})[./-](?P<d2>\d{1,2})[./-](?P<d3>\d{1,4})"
+TIME: Final = (
     r"(?P<h>\d{1,2})[:.](?P<m>\d{2})(?:[:.](?P<s>\d{2}))?"
-    r"(?:[\s\u202f\u00a0]*(?P<ampm>[AaPp]\.?\s?[Mm]\.?))?\]?\s*(?:[-\u2013]\s)?\s*(?P<rest>.*)$"
+    r"(?:[\s\u202f\u00a0]*(?P<ampm>[AaPp]\.?\s?[Mm]\.?))?"
 )
+# A header has the app's own separator: "[date, time] " (iOS) or "date, time - " (Android);
+# a message line that merely starts with a date ("25/12 18:00 dinner") is not one.
+HEADERS: Final = (
+    re.compile(rf"^\u200e?\[{DATE},?\s+{TIME}\]\s(?P<rest>.*)$"),
+    re.compile(rf"^\u200e?{DATE},?\s+{TIME}\s[-\u2013]\s(?P<rest>.*)$"),
+)
+
+
+def header(line: str) -> re.Match[str] | None:
+    """A WhatsApp message's first line, split into its date, time and the rest."""
+    return HEADERS[0].match(line) or HEADERS[1].match(line)
+
+
 EDITED: Final = "<This message was edited>"
 DELETED: Final = frozenset(
     {"This message was deleted", "You deleted this message"}
@@ -47,8 +60,9 @@ DELETED: Final = frozenset(
 IOS_MEDIA: Final = re.compile(r"^\u200e(<attached: .*>|[\w ]+ omitted)$")
 MARKS: Final = str.maketrans("", "", "\u200e\u200f\u202a\u202c")
 SPEAKER_MAX: Final = 80
+QUOTES: Final = '"\u201c\u201d\u00ab\u00bb\u201e'
 ZIP_MAGIC: Final = b"PK\x03\x04"
-MAX_ZIP_CHAT: Final = 1 << 30  # a chat's text unpacked from a zip; years of chat are ~10 MiB
+MAX_ZIP_CHAT: Final = 128 << 20  # a chat's text unpacked from a zip; years of chat are ~10 MiB
 
 
 def detect(raw: bytes) -> str:
@@ -65,11 +79,11 @@ def detect(raw: bytes) -> str:
         if isinstance(data, dict):
             if "channel" in data and "guild" in data:
                 return "discord"
-            if "chats" in data or ("type" in data and "name" in data):
+            if "chats" in data or "type" in data:  # Saved Messages have no "name"
                 return "telegram"
         return "jsonl"
     first = next((line for line in head.decode("utf-8", "replace").splitlines() if line), "")
-    return "whatsapp" if WHATSAPP.match(first) and not first.startswith("{") else "jsonl"
+    return "whatsapp" if header(first) and not first.startswith("{") else "jsonl"
 
 
 def read_export(raw: bytes, name: str, kind: str, assistants: frozenset[str]) -> Read:
@@ -91,34 +105,40 @@ def _role(speaker: str, assistants: frozenset[str]) -> Literal["user", "assistan
 
 
 def chat_name(file_name: str) -> str:
-    """The chat a WhatsApp export is of, from its file name ("WhatsApp Chat with Ana.txt")."""
+    """The chat a WhatsApp export is of, from its file name ("WhatsApp Chat with Ana.txt",
+    "WhatsApp-Chat mit Ana (1).txt", "Chat de WhatsApp con Ana.zip" are all "Ana"), so a
+    later export of the same chat, downloaded again, is the same conversation."""
     stem = re.sub(r"\.(txt|zip)$", "", file_name.rsplit("/", 1)[-1], flags=re.I)
-    stem = re.sub(r"^(whatsapp chat( with| -)?|_chat)\s*", "", stem, flags=re.I).strip(" -_")
-    return stem or "chat"
+    stem = re.sub(r"\s*\(\d+\)$", "", stem)  # a browser's second download
+    stem = re.sub(
+        r"^(_chat|whatsapp[- ]chat(\s+(with|mit|avec|met|con|com|z))?|chat de whatsapp con"
+        r"|conversa do whatsapp com|discussion whatsapp avec)\b",
+        "",
+        stem.strip(),
+        flags=re.I,
+    )
+    return stem.strip(" -_") or "chat"
 
 
-def _date_order(dates: list[tuple[int, int, int]], times: list[int], twelve_hour: bool) -> str:
-    """``dmy``, ``mdy`` or ``ymd``, from the dates themselves: a field over 12 is a day; when
-    none is, the order under which the chat runs forward in time; when both do (a chat of a
-    few days), month first with a 12-hour clock (as the US writes it), day first without."""
-    if any(d1 > 31 for d1, _, _ in dates):
-        return "ymd"
-    if any(d1 > 12 for d1, _, _ in dates):
-        return "dmy"
-    if any(d2 > 12 for _, d2, _ in dates):
-        return "mdy"
+def _date_order(dates: list[tuple[int, int, int]], times: list[int]) -> str:
+    """``dmy``, ``mdy`` or ``ymd``, from the dates themselves: the order under which most of
+    them are dates at all (a field over 12 is a day), then under which the chat runs forward
+    in time, then the one whose chat spans the least time (days 3 to 9 of January read the
+    other way round are March to September, forward too). No locale guess: a 12-hour clock
+    is day first in India and month first in the US."""
 
-    def backwards(order: str) -> int:
+    def score(order: str) -> tuple[int, int, int]:
         stamps = []
         for date, seconds in zip(dates, times, strict=True):
             try:
                 stamps.append(_day(date, order) * 86_400 + seconds)
-            except ValueError:  # 30/02 read the other way round: no such day
-                return len(dates)
-        return sum(b < a for a, b in pairwise(stamps))
+            except ValueError:  # 30/02 read one way round: no such day
+                continue
+        invalid = len(dates) - len(stamps)
+        backwards = sum(b < a for a, b in pairwise(stamps))
+        return invalid, backwards, (max(stamps) - min(stamps)) if stamps else 0
 
-    mdy, dmy = backwards("mdy"), backwards("dmy")
-    return "mdy" if mdy < dmy or (mdy == dmy and twelve_hour) else "dmy"
+    return min(("dmy", "mdy", "ymd"), key=score)
 
 
 def _day(date: tuple[int, int, int], order: str) -> int:
@@ -147,7 +167,7 @@ def whatsapp(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
     problems: list[str] = []
     found: list[tuple[int, re.Match[str], list[str]]] = []  # (line, header, text lines)
     for number, line in enumerate(raw.decode("utf-8-sig", "replace").splitlines(), start=1):
-        match = WHATSAPP.match(line)
+        match = header(line)
         if match is not None:
             found.append((number, match, [match["rest"]]))
         elif found:
@@ -161,8 +181,7 @@ def whatsapp(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
             parsed.append((number, date, _seconds(match), "\n".join(lines)))
         except ValueError as exc:
             problems.append(f"line {number}: {exc}")
-    twelve_hour = any(match["ampm"] for _, match, _ in found)
-    order = _date_order([p[1] for p in parsed], [p[2] for p in parsed], twelve_hour)
+    order = _date_order([p[1] for p in parsed], [p[2] for p in parsed])
     turns: list[ImportedTurn] = []
     seen: Counter[str] = Counter()
     for number, date, seconds, body in parsed:
@@ -176,7 +195,8 @@ def whatsapp(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
         # iOS writes its notices as the chat's own lines, the text after a U+200E mark (as it
         # does attachments: "\u200e<attached: …>", "\u200eimage omitted", which are kept).
         notice = text.startswith("\u200e") and not IOS_MEDIA.match(text.strip())
-        if not sep or not speaker.strip() or len(speaker) > SPEAKER_MAX or notice:
+        quoted = any(q in speaker for q in QUOTES)  # 'Ana created group "Trip: 2024"'
+        if not sep or not speaker.strip() or len(speaker) > SPEAKER_MAX or notice or quoted:
             shown = body.translate(MARKS).strip()[:60]
             problems.append(f"line {number}: a system message, not a turn ({shown!r})")
             continue
@@ -211,13 +231,22 @@ def zip_chat(source: str | Path | IO[bytes]) -> bytes:
     """The chat of a WhatsApp zip (``_chat.txt``, or its one text file), read without the
     media beside it (a zip with media may be gigabytes: a path is read in place)."""
     with zipfile.ZipFile(source) as archive:
-        texts = [i for i in archive.infolist() if i.filename.lower().endswith(".txt")]
-        chat = next((i for i in texts if i.filename.rsplit("/", 1)[-1] == "_chat.txt"), None)
-        if chat is None and len(texts) == 1:
-            chat = texts[0]
+        texts = [
+            i
+            for i in archive.infolist()
+            if i.filename.lower().endswith(".txt") and not i.filename.startswith("__MACOSX/")
+        ]
+        named = [
+            i
+            for i in texts
+            if i.filename.rsplit("/", 1)[-1] == "_chat.txt"
+            or "whatsapp" in i.filename.rsplit("/", 1)[-1].lower()
+        ]
+        chat = named[0] if len(named) == 1 else texts[0] if len(texts) == 1 else None
         if chat is None:
             raise ValueError(
-                f"no chat in the zip: {len(texts)} text files and no _chat.txt among them"
+                f"no chat in the zip: {len(texts)} text files, and not one _chat.txt or "
+                "WhatsApp Chat … .txt among them"
             )
         if chat.file_size > MAX_ZIP_CHAT:
             raise ValueError(f"{chat.filename} unpacks to {chat.file_size >> 20} MiB")
@@ -270,7 +299,8 @@ def telegram(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
     for chat in _telegram_chats(data):
         chat_id = str(chat.get("id", chat.get("name", "chat")))
         for i, message in enumerate(chat.get("messages") or [], start=1):
-            where = f"chat {chat.get('name', chat_id)!s}, message {message.get('id', i)}"
+            number = message.get("id", i) if isinstance(message, dict) else i
+            where = f"chat {chat.get('name', chat_id)!s}, message {number}"
             if not isinstance(message, dict) or message.get("type") != "message":
                 action = message.get("action", "?") if isinstance(message, dict) else "?"
                 problems.append(f"{where}: a service message ({action}), not a turn")
@@ -344,8 +374,8 @@ def discord(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
         speaker = str(author.get("nickname") or author.get("name") or "").strip()
         text = _discord_text(message)
         try:
-            stamp = str(message["timestamp"]).replace("Z", "+00:00")
-            at = datetime.fromisoformat(stamp).timestamp()
+            when = datetime.fromisoformat(str(message["timestamp"]).replace("Z", "+00:00"))
+            at = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
         except (KeyError, ValueError):
             problems.append(f"{where}: no readable timestamp")
             continue
@@ -355,6 +385,9 @@ def discord(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
         role: Literal["user", "assistant"] = (
             _role(speaker, assistants) if author.get("isBot") else "user"
         )
+        if author.get("isBot") and role == "user":
+            problems.append(f"{where}: from the bot {speaker!r}, not a person (--assistant)")
+            continue
         meta = {"discord_id": str(message["id"])}
         if (message.get("reference") or {}).get("messageId"):
             meta["reply_to"] = str(message["reference"]["messageId"])

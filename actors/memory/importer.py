@@ -10,7 +10,9 @@ with its number and skipped; nothing else in the file is lost.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +100,28 @@ def parse_line(line: str, assistants: frozenset[str]) -> ImportedTurn:
     )
 
 
+# What reading a damaged zip or document raises (zlib and EOF errors from a cut zip).
+EXPORT_ERRORS: Final = (
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    EOFError,
+    zlib.error,
+    zipfile.BadZipFile,
+)
+
+
+def _fits(turn: ImportedTurn, problems: list[str]) -> bool:
+    """An export's turn within what a JSON Lines one may be; else said in ``problems``."""
+    if not math.isfinite(turn.at):
+        problems.append(f"{turn.id}: its time is not a number")
+        return False
+    if len(turn.text) > MAX_TEXT:
+        problems.append(f"{turn.id}: text is longer than {MAX_TEXT} characters")
+        return False
+    return True
+
+
 def read_history(
     path: Path, assistants: tuple[str, ...] = ("Hex",)
 ) -> tuple[list[ImportedTurn], list[str]]:
@@ -109,7 +133,7 @@ def read_history(
         raw = zip_chat(path) if zipped else path.read_bytes()
     except OSError as exc:
         raise HistoryError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
+    except EXPORT_ERRORS as exc:
         raise HistoryError(f"{path} looks like a WhatsApp zip but is not one: {exc}") from None
     return parse_history(raw, str(path), assistants)
 
@@ -125,18 +149,11 @@ def parse_history(
     if kind != "jsonl":
         try:
             exported, skipped = read_export(raw, name, kind, who)
-        except (
-            AttributeError,
-            KeyError,
-            TypeError,
-            ValueError,
-            RuntimeError,
-            NotImplementedError,
-            zipfile.BadZipFile,
-        ) as exc:
+        except (*EXPORT_ERRORS, AttributeError, KeyError, TypeError) as exc:
             raise HistoryError(
                 f"{name} looks like a {kind} export but is not one this version reads: {exc!r}"
             ) from None
+        exported = [t for t in exported if _fits(t, skipped)]
         if not exported:
             raise HistoryError(
                 f"{name} ({kind} export) has no usable turns"

@@ -52,8 +52,11 @@ def json_lines(data: bytes) -> bool:
     """Whether a history file is Hex's JSON Lines (its first line one whole object), which may
     go to memory in parts; an app's export (WhatsApp text, a Telegram or Discord JSON document)
     is read whole there."""
-    first = next((line for line in data[:65536].splitlines() if line.strip()), b"")
-    first = first.strip().removeprefix(b"\xef\xbb\xbf")
+    start, first = 0, b""
+    while start < len(data) and not first:  # the first line may be long (one large turn)
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        first, start = data[start:end].strip().removeprefix(b"\xef\xbb\xbf").strip(), end + 1
     return first.startswith(b"{") and first.endswith(b"}")
 
 

@@ -130,6 +130,33 @@ def test_dates_that_never_pass_12_are_read_in_the_order_that_runs_forward() -> N
     ]
 
 
+def test_lines_that_start_with_a_date_inside_a_message_stay_in_it() -> None:
+    plan = (
+        "12/20/23, 9:00\u202fAM - Ana: the plan:\n2024-01-05 10:00 dentist\n"
+        "25/12/2023, 18:00 dinner at mom's\n26/12/2023 10:00 brunch: bring cake\n"
+        "12/21/23, 9:00\u202fAM - Tomás: ok\n"
+    )
+    turns, problems = read(plan)
+    assert [t.speaker for t in turns] == ["Ana", "Tomás"] and problems == []
+    assert turns[0].text.endswith("brunch: bring cake") and turns[1].at == utc(2023, 12, 21, 9)
+
+
+def test_a_short_day_first_chat_with_a_12_hour_clock_is_read_day_first() -> None:
+    """India writes 03/01/24, 9:03 pm: days 3 to 9 of January, not March to September."""
+    week = "".join(f"0{d}/01/24, 9:0{d} pm - Ana: day {d}\n" for d in range(3, 10))
+    turns, _ = read(week)
+    assert [datetime.fromtimestamp(t.at, UTC).date().day for t in turns] == list(range(3, 10))
+    assert {datetime.fromtimestamp(t.at, UTC).month for t in turns} == {1}
+
+
+def test_a_system_line_quoting_a_group_name_with_a_colon_is_not_a_turn() -> None:
+    turns, problems = read(
+        '12/24/23, 9:03\u202fPM - Ana created group "Trip: 2024"\n'
+        "12/24/23, 9:04\u202fPM - Ana: hi all\n"
+    )
+    assert [t.text for t in turns] == ["hi all"] and problems[0].startswith("line 1: a system")
+
+
 def test_ids_stay_the_same_in_a_later_export_of_the_same_chat() -> None:
     first, _ = read(ANDROID_US)
     later, _ = read(ANDROID_US + "1/3/24, 8:00\u202fAM - Ana: morning\n")
@@ -142,6 +169,9 @@ def test_a_chat_name_from_the_file_name() -> None:
     assert chat_name("WhatsApp Chat with Ana Lopez.txt") == "Ana Lopez"
     assert chat_name("WhatsApp Chat - Family.zip") == "Family"
     assert chat_name("_chat.txt") == "chat"
+    assert chat_name("WhatsApp Chat with Ana (1).txt") == "Ana"
+    assert chat_name("WhatsApp-Chat mit Ana.txt") == "Ana"
+    assert chat_name("Chat de WhatsApp con Ana.zip") == "Ana"
 
 
 NAMES = st.sampled_from(["Ana", "Tomás", "+49 151 2345678", "Lucho 🧗", "Dr. Who", "李雷"])
@@ -311,6 +341,13 @@ DISCORD: dict[str, Any] = {
             "reference": {"messageId": "1180000000000000001"},
         },
         {
+            "id": "1180000000000000004",
+            "type": "Default",
+            "timestamp": "2023-12-24T21:04:30",
+            "content": "GG maya, you just advanced to level 3!",
+            "author": {"id": "159985870458322944", "name": "MEE6", "isBot": True},
+        },
+        {
             "id": "1180000000000000003",
             "type": "ChannelPinnedMessage",
             "timestamp": "2023-12-24T21:05:00+00:00",
@@ -336,7 +373,21 @@ def test_a_discord_export_keeps_the_ids_channel_and_people_the_live_discord_acto
     ]
     assert {t.conversation for t in turns} == {"discord:884512"}
     assert turns[0].at == pytest.approx(utc(2023, 12, 24, 21, 3, 11) + 0.402)
-    assert problems == ["message 1180000000000000003: a ChannelPinnedMessage message, not a turn"]
+    assert problems == [
+        "message 1180000000000000004: from the bot 'MEE6', not a person (--assistant)",
+        "message 1180000000000000003: a ChannelPinnedMessage message, not a turn",
+    ]
+
+
+def test_saved_messages_without_a_name_and_an_overlong_message() -> None:
+    saved = {k: v for k, v in TELEGRAM_CHAT.items() if k != "name"} | {"type": "saved_messages"}
+    long = {**TELEGRAM_CHAT["messages"][1], "id": 6, "text": "x" * 20_001}
+    raw = json.dumps({**saved, "messages": [*saved["messages"], long]}).encode()
+    assert detect(raw) == "telegram"
+    turns, problems = parse_history(raw, "result.json")
+    assert len(turns) == 4 and problems[-1] == (
+        "telegram:4242:6: text is longer than 20000 characters"
+    )
 
 
 def test_json_lines_stay_json_lines_and_a_broken_export_is_one_clear_error() -> None:
@@ -366,8 +417,22 @@ def test_a_whatsapp_zip_is_read_through_its_chat_and_a_zip_without_one_is_one_cl
     assert turns[0].conversation == "whatsapp:Ana"
     with pytest.raises(HistoryError, match="no chat in the zip"):
         parse_history(zipped({"a.txt": b"x", "b.txt": b"y"}), "photos.zip")
+    android = zipped(
+        {
+            "WhatsApp Chat with Ana.txt": ANDROID_US.encode(),
+            "notes.txt": b"a shared document",
+            "__MACOSX/._WhatsApp Chat with Ana.txt": b"\x00\x05",
+        }
+    )
+    assert len(parse_history(android, "WhatsApp Chat with Ana.zip")[0]) == 6
     with pytest.raises(HistoryError, match="whatsapp-zip export"):
         parse_history(b"PK\x03\x04 not really a zip", "broken.zip")
+    # A zip damaged in its compressed chat, or cut short: one line each, never a traceback.
+    chat_at = raw.index(b"_chat.txt") + len(b"_chat.txt")
+    damaged = raw[:chat_at] + bytes(b ^ 0x5A for b in raw[chat_at : chat_at + 64])
+    for bad in (damaged + raw[chat_at + 64 :], raw[: len(raw) // 2]):
+        with pytest.raises(HistoryError):
+            parse_history(bad, "WhatsApp Chat - Ana.zip")
 
 
 def test_a_whatsapp_zip_with_its_media_is_read_from_disk_for_its_chat_alone(tmp_path: Path) -> None:

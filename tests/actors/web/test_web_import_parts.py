@@ -37,7 +37,8 @@ def test_only_json_lines_go_in_parts_and_memory_reads_each_kind_the_same_way() -
         {"id": "1", "conversation": "c", "speaker": "A", "text": "hi", "timestamp": 0}
     )
     samples = {
-        "jsonl": f"\ufeff{turn}\n{turn}\n".encode(),
+        "jsonl": f"\ufeff\n{turn}\n{turn}\n".encode(),
+        "jsonl-long-first-line": (turn.replace('"hi"', json.dumps("话" * 30_000)) + "\n").encode(),
         "whatsapp": "12/24/23, 9:05\u202fPM - Ana: hi\nsecond line\n".encode(),
         "discord": json.dumps(
             {"guild": {}, "channel": {"id": "1"}, "messages": []}, indent=2
@@ -47,5 +48,5 @@ def test_only_json_lines_go_in_parts_and_memory_reads_each_kind_the_same_way() -
         ).encode(),
     }
     for kind, raw in samples.items():
-        assert detect(raw) == kind
-        assert json_lines(raw) == (kind == "jsonl"), kind
+        assert detect(raw) == kind.split("-")[0]
+        assert json_lines(raw) == kind.startswith("jsonl"), kind
