@@ -101,6 +101,28 @@ def _role(speaker: str, assistants: frozenset[str]) -> Literal["user", "assistan
     return "assistant" if speaker.casefold() in assistants else "user"
 
 
+def _turn(
+    app: str,
+    chat: str,
+    ident: str,
+    speaker: str,
+    text: str,
+    at: float,
+    assistants: frozenset[str],
+    meta: dict[str, str],
+) -> ImportedTurn:
+    """A turn of ``app``'s chat ``chat``, under the id ``app:ident``."""
+    return ImportedTurn(
+        id=f"{app}:{ident}",
+        conversation=f"{app}:{chat}",
+        speaker=speaker,
+        text=text,
+        at=at,
+        role=_role(speaker, assistants),
+        meta=meta,
+    )
+
+
 # -- WhatsApp ---------------------------------------------------------------------------------
 
 
@@ -213,17 +235,8 @@ def whatsapp(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
         speaker = speaker.strip()
         key = f"{at:.0f}/{speaker}/{text}"
         seen[key] += 1
-        turns.append(
-            ImportedTurn(
-                id=f"whatsapp:{_hash(chat, key, str(seen[key]))}",
-                conversation=f"whatsapp:{chat}",
-                speaker=speaker,
-                text=text,
-                at=at,
-                role=_role(speaker, assistants),
-                meta=meta,
-            )
-        )
+        ident = _hash(chat, key, str(seen[key]))
+        turns.append(_turn("whatsapp", chat, ident, speaker, text, at, assistants, meta))
     return turns, problems
 
 
@@ -321,17 +334,8 @@ def telegram(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
             meta = {"from_id": str(message.get("from_id", ""))}
             if message.get("reply_to_message_id"):
                 meta["reply_to"] = f"telegram:{chat_id}:{message['reply_to_message_id']}"
-            turns.append(
-                ImportedTurn(
-                    id=f"telegram:{chat_id}:{message.get('id', i)}",
-                    conversation=f"telegram:{chat_id}",
-                    speaker=speaker,
-                    text=text,
-                    at=at,
-                    role=_role(speaker, assistants),
-                    meta=meta,
-                )
-            )
+            ident = f"{chat_id}:{message.get('id', i)}"
+            turns.append(_turn("telegram", chat_id, ident, speaker, text, at, assistants, meta))
     return turns, problems
 
 
