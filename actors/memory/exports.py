@@ -14,7 +14,6 @@ for JSON Lines.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -65,36 +64,43 @@ ZIP_MAGIC: Final = b"PK\x03\x04"
 MAX_ZIP_CHAT: Final = 128 << 20  # a chat's text unpacked from a zip; years of chat are ~10 MiB
 
 
-def detect(raw: bytes) -> str:
-    """Which reader a file needs: ``whatsapp``, ``whatsapp-zip`` (what iOS and "Attach
-    media" export), ``telegram``, ``discord`` or ``jsonl``."""
+def identify(raw: bytes) -> tuple[str, Any]:
+    """Which reader a file needs (``whatsapp``, ``whatsapp-zip``: what iOS and "Attach media"
+    export, ``telegram``, ``discord`` or ``jsonl``) and what that reader reads: a JSON
+    export's document, parsed once here, or the file's bytes."""
     if raw.startswith(ZIP_MAGIC):
-        return "whatsapp-zip"
+        return "whatsapp-zip", raw
     head = raw[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"{") and b'"messages"' in raw:
         try:
             data = json.loads(raw.decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError):
-            return "jsonl"  # JSON Lines (more than one document), or broken: its reader says
+            return "jsonl", raw  # JSON Lines (more than one document), or broken: its reader says
         if isinstance(data, dict):
             if "channel" in data and "guild" in data:
-                return "discord"
+                return "discord", data
             if "chats" in data or "type" in data:  # Saved Messages have no "name"
-                return "telegram"
-        return "jsonl"
+                return "telegram", data
+        return "jsonl", raw
     first = next((line for line in head.decode("utf-8", "replace").splitlines() if line), "")
-    return "whatsapp" if header(first) and not first.startswith("{") else "jsonl"
+    return ("whatsapp" if header(first) and not first.startswith("{") else "jsonl"), raw
 
 
-def read_export(raw: bytes, name: str, kind: str, assistants: frozenset[str]) -> Read:
-    """The turns of an export of ``kind`` (see :func:`detect`) and what was not imported."""
-    readers: dict[str, Callable[[bytes, str, frozenset[str]], Read]] = {
+def detect(raw: bytes) -> str:
+    """Which reader a file needs (see :func:`identify`)."""
+    return identify(raw)[0]
+
+
+def read_export(content: Any, name: str, kind: str, assistants: frozenset[str]) -> Read:
+    """The turns of an export of ``kind`` and what was not imported; ``content`` is what
+    :func:`identify` gave for it."""
+    readers: dict[str, Callable[[Any, str, frozenset[str]], Read]] = {
         "whatsapp": whatsapp,
         "whatsapp-zip": whatsapp_zip,
         "telegram": telegram,
         "discord": discord,
     }
-    return readers[kind](raw, name, assistants)
+    return readers[kind](content, name, assistants)
 
 
 def _role(speaker: str, assistants: frozenset[str]) -> Literal["user", "assistant"]:
@@ -149,11 +155,11 @@ def _date_order(dates: list[tuple[int, int, int]], times: list[int]) -> str:
     other way round are March to September, forward too). No locale guess: a 12-hour clock
     is day first in India and month first in the US."""
 
-    def score(order: str) -> tuple[int, int, int]:
+    def score(order: str) -> tuple[int, int, float]:
         stamps = []
         for date, seconds in zip(dates, times, strict=True):
             try:
-                stamps.append(_day(date, order) * 86_400 + seconds)
+                stamps.append(_stamp(date, seconds, order))
             except ValueError:  # 30/02 read one way round: no such day
                 continue
         invalid = len(dates) - len(stamps)
@@ -163,13 +169,15 @@ def _date_order(dates: list[tuple[int, int, int]], times: list[int]) -> str:
     return min(("dmy", "mdy", "ymd"), key=score)
 
 
-def _day(date: tuple[int, int, int], order: str) -> int:
+def _stamp(date: tuple[int, int, int], seconds: int, order: str) -> float:
+    """Unix seconds of a WhatsApp date read in ``order`` and a time of day (taken as UTC);
+    ValueError when there is no such day."""
     d1, d2, d3 = date
     year, month, day = (
         (d1, d2, d3) if order == "ymd" else (d3, d1, d2) if order == "mdy" else (d3, d2, d1)
     )
     year += 2000 if year < 100 else 0
-    return datetime(year, month, day, tzinfo=UTC).toordinal()
+    return datetime(year, month, day, tzinfo=UTC).timestamp() + seconds
 
 
 def _seconds(match: re.Match[str]) -> int:
@@ -208,7 +216,7 @@ def whatsapp(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
     seen: Counter[str] = Counter()
     for number, date, seconds, body in parsed:
         try:
-            at = float(_day(date, order) - datetime(1970, 1, 1).toordinal()) * 86_400 + seconds
+            at = _stamp(date, seconds, order)
         except ValueError as exc:
             problems.append(f"line {number}: bad date ({exc}; read as {order})")
             continue
@@ -235,7 +243,7 @@ def whatsapp(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
         speaker = speaker.strip()
         key = f"{at:.0f}/{speaker}/{text}"
         seen[key] += 1
-        ident = _hash(chat, key, str(seen[key]))
+        ident = derived_id("whatsapp", chat, key, str(seen[key]))
         turns.append(_turn("whatsapp", chat, ident, speaker, text, at, assistants, meta))
     return turns, problems
 
@@ -272,10 +280,6 @@ def whatsapp_zip(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
     return whatsapp(zip_chat(io.BytesIO(raw)), name, assistants)
 
 
-def _hash(*parts: str) -> str:
-    return hashlib.blake2b("/".join(parts).encode(), digest_size=10).hexdigest()
-
-
 # -- Telegram ---------------------------------------------------------------------------------
 
 
@@ -303,10 +307,9 @@ def _telegram_text(message: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def telegram(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
+def telegram(data: dict[str, Any], name: str, assistants: frozenset[str]) -> Read:
     """Telegram Desktop's "Export chat history" (JSON): one chat's ``result.json`` or a whole
     account's; service messages (calls, joins, pins) are not turns and are reported."""
-    data = json.loads(raw.decode("utf-8-sig"))
     turns: list[ImportedTurn] = []
     problems: list[str] = []
     for chat in _telegram_chats(data):
@@ -358,11 +361,10 @@ def _discord_text(message: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def discord(raw: bytes, name: str, assistants: frozenset[str]) -> Read:
+def discord(data: dict[str, Any], name: str, assistants: frozenset[str]) -> Read:
     """A DiscordChatExporter JSON export of one channel or DM: turns under the ids, channel
     and person ids the Discord actor uses live; system messages (joins, pins, calls) are
     reported, not imported."""
-    data = json.loads(raw.decode("utf-8-sig"))
     channel = str((data.get("channel") or {}).get("id", "")).strip()
     if not channel:
         return [], ["the export names no channel id"]

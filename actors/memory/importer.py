@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from actors.memory.exports import ZIP_MAGIC, detect, read_export, zip_chat
+from actors.memory.exports import ZIP_MAGIC, identify, read_export, zip_chat
 from schemas import ImportedTurn, MemoryImport
 
 REQUIRED: Final = ("id", "conversation", "speaker", "text", "timestamp")
@@ -145,10 +145,10 @@ def parse_history(
     lines are numbered from ``first_line`` (a part of a longer file). A WhatsApp, Telegram or
     Discord export (:mod:`actors.memory.exports`) is read whole, by its own reader."""
     who = frozenset(a.casefold() for a in assistants)
-    kind = detect(raw) if first_line == 1 else "jsonl"
+    kind, content = identify(raw) if first_line == 1 else ("jsonl", raw)
     if kind != "jsonl":
         try:
-            exported, skipped = read_export(raw, name, kind, who)
+            exported, skipped = read_export(content, name, kind, who)
         except (*EXPORT_ERRORS, AttributeError, KeyError, TypeError) as exc:
             raise HistoryError(
                 f"{name} looks like a {kind} export but is not one this version reads: {exc!r}"

@@ -406,13 +406,14 @@ class MemoryPanel:
             data = await self._body(request, name, self.max_import_bytes, "max_import_mb")
             if not data or data.isspace():
                 raise Refusal(f"{name} is empty")
-            if not json_lines(data) and len(data) > part_limit:
+            in_parts = json_lines(data)
+            if not in_parts and len(data) > part_limit:
                 raise Refusal(
                     f"{name} is {len(data) / 2**20:.1f} MiB: a chat app's export goes to memory "
                     f"whole, and the most that can is {part_limit / 2**20:.1f} MiB; import it "
                     f"with `hexbus memory import {name}`, which has no such limit"
                 )
-            parts = list(line_parts(data, part_limit)) if json_lines(data) else [(1, data)]
+            parts = list(line_parts(data, part_limit)) if in_parts else [(1, data)]
             for first_line, part in parts:
                 if len(part) > part_limit:  # one line alone: no event carries it
                     raise Refusal(
