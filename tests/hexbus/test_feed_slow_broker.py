@@ -1,9 +1,10 @@
 """A durable feed against a broker that answers every fetch later than the feed waits for it.
 
 On two busy cores a broker can take longer than the feed's patience to answer a fetch. The
-feed then asks again; the late answer to the first question is still the answer it needs
-(the same ``after``, the same prefixes). A feed that only took the answer to its newest
-question would never take any: each one arrives after the next question was sent.
+feed then asks again, under the same number: the late answer to the first copy is still the
+answer it needs (the same ``after``, the same prefixes), and it takes it, once. A feed that
+numbered each copy anew and took only the newest would never take any: each answer arrives
+after the next copy was sent.
 """
 
 from __future__ import annotations
